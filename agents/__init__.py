@@ -1,0 +1,14 @@
+"""The faust agents, registered explicitly on an :class:`streams.app.Opsloop`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streams.app import Opsloop
+
+
+def register_all(ops: "Opsloop") -> None:
+    from agents import decide
+
+    decide.register(ops)

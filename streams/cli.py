@@ -1,0 +1,219 @@
+"""The ``opsloop`` command line.
+
+Each subcommand is a thin shell: parse arguments, read settings from the
+environment, call the module that does the work, print, and exit 0 (ok), 1 (an
+error, printed as one line with the file and line where there is one) or 2 (topics
+differ from topics.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence, TextIO
+
+from streams.settings import Settings
+from streams.yamlfile import ConfigError
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+# -- topics ---------------------------------------------------------------------
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.topics import load_catalogue
+
+    settings = _settings()
+    path = Path(args.file) if args.file else settings.topics_file
+    specs = load_catalogue(path)
+    if args.action == "check":
+        print(f"{path}: {len(specs)} topics ok")
+        return 0
+    from streams.topics_admin import apply, render
+
+    result = asyncio.run(apply(settings, specs, dry_run=args.dry_run))
+    print(render(result, dry_run=args.dry_run))
+    return 2 if result.drift else 0
+
+
+# -- produce --------------------------------------------------------------------
+
+
+class LineError(Exception):
+    """A line of a JSON-lines input is not a valid event; the message has file:line."""
+
+
+def read_json_lines(stream: TextIO, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    from streams.records import InvalidEventError, validate_event
+
+    for number, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LineError(f"{name}:{number}: invalid JSON: {exc.msg} at column {exc.colno}") from None
+        try:
+            validate_event(raw)
+        except InvalidEventError as exc:
+            raise LineError(f"{name}:{number}: {exc}") from None
+        yield number, raw
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streams.producer import EventProducer
+
+    settings = _settings()
+    name = args.file or "<stdin>"
+    stream = open(args.file) if args.file else sys.stdin
+    with stream:
+        events = [raw for _, raw in read_json_lines(stream, name)]  # validate all before sending any
+
+    async def run() -> int:
+        sent = 0
+        progress = Progress(len(events), enabled=len(events) >= 1000 or args.progress)
+        async with EventProducer(settings) as producer:
+            for start in range(0, len(events), 500):
+                chunk = events[start : start + 500]
+                await producer.send_many(chunk)
+                sent += len(chunk)
+                progress.update(sent)
+        progress.done()
+        return sent
+
+    sent = asyncio.run(run())
+    print(f"produced {sent} events")
+    return 0
+
+
+class Progress:
+    """A one-line progress bar on stderr; silent when not wanted."""
+
+    def __init__(self, total: int, enabled: bool = True, width: int = 30) -> None:
+        self.total, self.enabled, self.width = total, enabled and total > 0, width
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        filled = int(self.width * done / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+# -- tail -----------------------------------------------------------------------
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streams.reader import TopicReader
+
+    settings = _settings()
+
+    async def run() -> None:
+        count = 0
+        async with TopicReader(settings, args.topics, from_beginning=not args.new) as reader:
+            async for rec in reader.records(idle_timeout=args.idle):
+                out = {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
+                       "key": rec.key.decode(errors="replace") if rec.key else None}
+                out["value" if rec.error is None else "error"] = rec.value if rec.error is None else rec.error
+                print(json.dumps(out, default=_bytes_repr), flush=True)
+                count += 1
+                if args.max and count >= args.max:
+                    return
+
+    asyncio.run(run())
+    return 0
+
+
+def _bytes_repr(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
+# -- worker ---------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    overrides: dict[str, Any] = {}
+    if args.web_port is not None:
+        overrides["web_port"] = args.web_port
+    return run_worker(Settings.from_env(**overrides))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(alerts=args.alerts)
+
+
+def cmd_classifier(argv: Sequence[str]) -> int:
+    from classifier.cli import main as classifier_main
+
+    return classifier_main(list(argv))
+
+
+# -- entry point ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opsloop", description="Event-sourced autonomous operations on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    topics = sub.add_parser("topics", help="validate topics.yaml, or create its topics on the cluster")
+    topics.add_argument("action", choices=["check", "apply"])
+    topics.add_argument("--file", help="topics file (default: topics.yaml of this install)")
+    topics.add_argument("--dry-run", action="store_true", help="apply: report only")
+    topics.set_defaults(func=cmd_topics)
+
+    produce = sub.add_parser("produce", help="append events from JSON lines (a file or stdin)")
+    produce.add_argument("file", nargs="?", help="JSON-lines file of event envelopes (default: stdin)")
+    produce.add_argument("--progress", action="store_true", help="show a progress bar even for small inputs")
+    produce.set_defaults(func=cmd_produce)
+
+    tail = sub.add_parser("tail", help="print decoded records of topics (no consumer group)")
+    tail.add_argument("topics", nargs="+")
+    tail.add_argument("--new", action="store_true", help="only records appended from now on")
+    tail.add_argument("--max", type=int, default=0, help="stop after this many records")
+    tail.add_argument("--idle", type=float, default=None, help="stop after this many idle seconds")
+    tail.set_defaults(func=cmd_tail)
+
+    worker = sub.add_parser("worker", help="run a faust worker (joins the consumer group)")
+    worker.add_argument("--web-port", type=int, default=None)
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="run the zero-setup demo: local broker, worker, real alerts")
+    demo.add_argument("--alerts", type=int, default=6)
+    demo.set_defaults(func=cmd_demo)
+
+    sub.add_parser("classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["classifier"]:
+        return cmd_classifier(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, LineError) as exc:
+        print(f"opsloop: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""``opsloop worker``: ensure the topics exist, then run the faust worker.
+
+Workers scale out by joining one consumer group (the app id); Kafka spreads the
+partitions and faust moves table state through the changelog topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from streams.app import create_app
+from streams.settings import Settings
+from streams.topics import load_catalogue
+from streams.topics_admin import apply, render
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> int:
+    result = asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
+    for line in render(result).splitlines():
+        print(f"opsloop worker: {line}", flush=True)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    ops = create_app(settings, replication=result.replication)
+    worker = faust.Worker(ops.app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()  # returns only at shutdown (SIGTERM / SIGINT)
+    return 0

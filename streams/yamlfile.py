@@ -1,0 +1,126 @@
+"""YAML loading that remembers where each value came from.
+
+Config errors must name the file and line (``topics.yaml:14: ...``), so mappings
+load as :class:`LineDict`, which records the line of every key. Used by the topics
+catalogue and the runbook loader alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration file is invalid; ``str()`` is ``file:line: reason``."""
+
+    def __init__(self, path: str | Path, line: int | None, reason: str) -> None:
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+        where = f"{self.path}:{line}" if line else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+class LineDict(dict):
+    """A dict that knows the 1-based line of itself and of each of its keys."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    result = LineDict()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result:
+            raise ConfigError(loader.name, key_node.start_mark.line + 1, f"duplicate key {key!r}")
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; syntax errors become :class:`ConfigError` with the line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc.strerror}") from exc
+    loader = _Loader(text)
+    loader.name = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ConfigError(path, line, f"invalid YAML: {exc.problem}") from exc
+    finally:
+        loader.dispose()
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close match exists, else an empty string."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_keys(path: str | Path, mapping: LineDict, allowed: Iterable[str], what: str) -> None:
+    """Reject unknown keys, naming the key, its line and the nearest valid one."""
+    allowed = list(allowed)
+    for key in mapping:
+        if key not in allowed:
+            raise ConfigError(path, mapping.line_of(key), f"{what}: unknown field {key!r}{suggest(str(key), allowed)}")
+
+
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(value: Any) -> int:
+    """``"15m"`` → 900000. Accepts ms/s/m/h/d/w suffixes and combinations like ``1h30m``.
+
+    Raises ValueError with the offending text; callers wrap it into a ConfigError.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int):
+        return value * 1000
+    text = str(value).strip()
+    if not text:
+        raise ValueError("empty duration")
+    total, number = 0, ""
+    i = 0
+    matched = False
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit():
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else ch
+        if unit not in _UNITS or not number:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 4h, 7d)")
+        total += int(number) * _UNITS[unit]
+        number = ""
+        matched = True
+        i += len(unit)
+    if number:
+        raise ValueError(f"not a duration: {text!r} (a number needs a unit: ms, s, m, h, d, w)")
+    if not matched:
+        raise ValueError(f"not a duration: {text!r}")
+    return total
