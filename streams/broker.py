@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ctypes
+import logging
 import os
 import shutil
 import signal
@@ -235,6 +236,9 @@ class LocalKafka:
 async def _metadata_probe(bootstrap: str) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # "connection refused" is the expected answer until it is up
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:
         await admin.start()
@@ -243,3 +247,4 @@ async def _metadata_probe(bootstrap: str) -> None:
             raise BrokerError("no brokers in metadata yet")
     finally:
         await admin.close()
+        quiet.setLevel(level)
