@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence, TextIO
 
 from streams.settings import Settings
+from streams.topics_admin import TopicsApplyError
 from streams.yamlfile import ConfigError
 
 
@@ -208,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, LineError) as exc:
+    except (ConfigError, LineError, TopicsApplyError) as exc:
         print(f"opsloop: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import replace
 from typing import Iterable
 
@@ -39,6 +41,55 @@ async def observe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> tuple[dic
     return observed, brokers
 
 
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicsApplyError(Exception):
+    """The cluster refused to create a topic; the message names each topic and the reason."""
+
+
+def _topic_errors(response: object) -> list[tuple[str, int, str]]:
+    """(topic, error code, message) of a CreateTopics response, whatever its version."""
+    rows = getattr(response, "topic_errors", None) or getattr(response, "topics", None) or []
+    return [(row[0], row[1], row[2] if len(row) > 2 else "") for row in rows]
+
+
+async def _create(admin: AIOKafkaAdminClient, specs: list[TopicSpec], result: Plan, brokers: int) -> Plan:
+    """Create the planned topics; the report says what the broker actually did.
+
+    A topic created by someone else between our look and our create comes back as
+    "already exists" (the broker's metadata can trail the controller by a few ms):
+    it is looked at again, once visible, and reported as matching or differing.
+    """
+    new = [
+        NewTopic(spec.name, spec.partitions, min(spec.replication, brokers), topic_configs=spec.kafka_configs(min(spec.replication, brokers)))
+        for spec in result.create
+    ]
+    errors = _topic_errors(await admin.create_topics(new, timeout_ms=30000))
+    failed = {name: (code, msg) for name, code, msg in errors if code not in (0, TOPIC_ALREADY_EXISTS)}
+    if failed:
+        raise TopicsApplyError(
+            "; ".join(f"{name}: {msg or 'error code ' + str(code)}" for name, (code, msg) in sorted(failed.items()))
+        )
+    raced = {name for name, code, _ in errors if code == TOPIC_ALREADY_EXISTS}
+    if not raced:
+        return result
+    deadline = time.monotonic() + 15
+    while True:
+        observed, _ = await observe(admin, sorted(raced))
+        if raced <= set(observed) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    again = plan([s for s in specs if s.name in raced], observed, brokers)
+    return Plan(
+        create=[s for s in result.create if s.name not in raced],
+        matching=result.matching + again.matching,
+        drift={**result.drift, **again.drift},
+        replication=result.replication,
+        notes=result.notes,
+    )
+
+
 async def apply(settings: Settings, specs: list[TopicSpec], *, dry_run: bool = False) -> Plan:
     """Create the topics the cluster lacks; report, never change, the ones that differ."""
     prefix = settings.topic_prefix
@@ -49,11 +100,7 @@ async def apply(settings: Settings, specs: list[TopicSpec], *, dry_run: bool = F
         observed, brokers = await observe(admin, [s.name for s in specs])
         result = plan(specs, observed, brokers)
         if result.create and not dry_run:
-            new = []
-            for spec in result.create:
-                rf = min(spec.replication, brokers)
-                new.append(NewTopic(spec.name, spec.partitions, rf, topic_configs=spec.kafka_configs(rf)))
-            await admin.create_topics(new, timeout_ms=30000)
+            result = await _create(admin, specs, result, brokers)
         return result
     finally:
         await admin.close()

@@ -1,0 +1,45 @@
+"""`opsloop topics apply` against the real broker: create, then idempotent, drift reported not changed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.cli import main
+from streams.settings import Settings
+from streams.topics_admin import observe
+
+
+def test_apply_twice_second_run_changes_nothing(settings: Settings, capsys):
+    assert main(["topics", "apply"]) == 0
+    first = capsys.readouterr().out
+    assert first.count("created ") == 9
+    assert f"created {settings.topic_prefix}outbox (12 partitions, replication 1)" in first
+
+    assert main(["topics", "apply"]) == 0
+    second = capsys.readouterr().out
+    assert "created" not in second and "differs" not in second
+    assert "no change: 9 topics match topics.yaml" in second
+
+
+def test_drift_is_reported_and_left_alone(settings: Settings, capsys):
+    outbox = settings.topic_prefix + "outbox"
+
+    async def precreate_and_observe(action):
+        admin = AIOKafkaAdminClient(**settings.kafka_client_config())
+        await admin.start()
+        try:
+            return await action(admin)
+        finally:
+            await admin.close()
+
+    asyncio.run(precreate_and_observe(lambda a: a.create_topics([NewTopic(outbox, 2, 1, topic_configs={"retention.ms": "60000"})])))
+    assert main(["topics", "apply"]) == 2
+    out = capsys.readouterr().out
+    assert f"differs {outbox}: partitions 2 (topics.yaml says 12); retention.ms 60000 (topics.yaml says 604800000)" in out
+    assert out.count("created ") == 8
+
+    observed, _ = asyncio.run(precreate_and_observe(lambda a: observe(a, [outbox])))
+    assert observed[outbox].partitions == 2  # reported, never altered
+    assert observed[outbox].configs["retention.ms"] == "60000"

@@ -1,0 +1,107 @@
+"""topics.yaml: validation that names topic, field and line; the apply plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.topics import TOPICS_FILE, ObservedTopic, load_catalogue, plan
+from streams.yamlfile import ConfigError
+
+
+def test_the_shipped_catalogue_is_valid_and_complete():
+    specs = {s.name: s for s in load_catalogue()}
+    assert set(specs) == {
+        "events.telemetry", "events.webhook", "events.timer", "events.scan",
+        "decisions", "outbox", "deliveries", "events.dlq", "outbox.dlq",
+    }
+    assert specs["outbox"].value_schema == "opsloop.Effect"
+    assert specs["events.scan"].retention_ms == 30 * 86_400_000
+    assert len({specs[n].partitions for n in ("events.telemetry", "events.timer", "outbox", "decisions")}) == 1
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> Path:
+    text = TOPICS_FILE.read_text()
+    assert old in text
+    path = tmp_path / "topics.yaml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def _line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+def test_a_typo_in_a_field_names_topic_field_line_and_suggestion(tmp_path):
+    path = _broken(tmp_path, "  events.webhook:\n    description", "  events.webhook:\n    partitons: 6\n    description")
+    with pytest.raises(ConfigError) as err:
+        load_catalogue(path)
+    line = _line_of(path, "partitons")
+    assert str(err.value) == f"{path}:{line}: topic 'events.webhook': unknown field 'partitons' (did you mean 'partitions'?)"
+
+
+def test_an_unknown_schema_names_topic_and_field(tmp_path):
+    path = _broken(tmp_path, "value_schema: opsloop.Effect", "value_schema: opsloop.Efect")
+    with pytest.raises(ConfigError, match=r"topic 'outbox': value_schema 'opsloop.Efect' is not a schema in schemas/ \(did you mean 'opsloop.Effect'\?\)") as err:
+        load_catalogue(path)
+    assert err.value.line == _line_of(path, "opsloop.Efect")
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ("retention: 7d", "retention: 7 days", "topic 'outbox': retention: not a duration"),
+        ("cleanup_policy: delete\n    key: effect_id", "cleanup_policy: compacted\n    key: effect_id", "topic 'deliveries': cleanup_policy must be one of"),
+        ("partitions: 3\n    retention: 30d\n    cleanup_policy: delete\n    key: source_key\n    value_schema: opsloop.DeadLetter\n  outbox.dlq",
+         "partitions: 0\n    retention: 30d\n    cleanup_policy: delete\n    key: source_key\n    value_schema: opsloop.DeadLetter\n  outbox.dlq",
+         "topic 'events.dlq': partitions must be a positive integer"),
+        ("key: session_key\n    value_schema: opsloop.Decision", "key: sesion_key\n    value_schema: opsloop.Decision", "topic 'decisions': key must be one of"),
+        ("  events.timer:", "  events.timers:", "topics: opsloop needs events.timer"),
+    ],
+)
+def test_invalid_values_are_rejected_with_the_topic_named(tmp_path, old, new, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_catalogue(_broken(tmp_path, old, new))
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path):
+    path = tmp_path / "topics.yaml"
+    path.write_text("topics:\n  outbox: {partitions: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_catalogue(path)
+    assert err.value.line is not None and "invalid YAML" in str(err.value)
+
+
+def _observed(spec, **changes):
+    base = dict(name=spec.name, partitions=spec.partitions, replication=1, configs=spec.kafka_configs(1))
+    base.update(changes)
+    return ObservedTopic(**base)
+
+
+def test_plan_creates_missing_and_caps_replication_to_the_cluster():
+    specs = load_catalogue()
+    result = plan(specs, {}, brokers=1)
+    assert [s.name for s in result.create] == [s.name for s in specs]
+    assert result.replication == 1
+    assert result.notes == ["replication capped to 1: the cluster has 1 broker(s)"]
+
+
+def test_plan_on_a_matching_cluster_changes_nothing():
+    specs = load_catalogue()
+    result = plan(specs, {s.name: _observed(s) for s in specs}, brokers=1)
+    assert not result.create and not result.drift and not result.changes
+    assert len(result.matching) == len(specs)
+
+
+def test_plan_reports_drift_without_changing_it():
+    specs = load_catalogue()
+    observed = {s.name: _observed(s) for s in specs}
+    outbox = next(s for s in specs if s.name == "outbox")
+    observed["outbox"] = _observed(outbox, partitions=3, configs={**outbox.kafka_configs(1), "retention.ms": "1000"})
+    result = plan(specs, observed, brokers=1)
+    assert not result.create
+    assert result.drift == {"outbox": [
+        f"partitions 3 (topics.yaml says {outbox.partitions})",
+        f"retention.ms 1000 (topics.yaml says {outbox.retention_ms})",
+    ]}
