@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 
 def register_all(ops: "Opsloop") -> None:
-    from agents import decide
+    from agents import decide, monitor
 
+    monitor.register(ops)
     decide.register(ops)

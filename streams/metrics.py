@@ -1,0 +1,95 @@
+"""Every Prometheus metric opsloop exports, in one place.
+
+One module so the dashboard, the alert rules and the code cannot drift apart: a
+test checks that every metric a dashboard panel or alert rule queries is defined
+here and that every metric defined here is queried somewhere. Naming follows
+Prometheus conventions: ``opsloop_`` prefix, base units in the name, ``_total``
+for counters. Labels are low-cardinality by construction: kinds, reasons, gates,
+channels, statuses, topics; never a session key, an event id or a receiver URL.
+
+Each process (every worker, the ingest server) serves its own registry on
+``/metrics``; Prometheus aggregates across instances.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+EVENTS_INGESTED = Counter(
+    "opsloop_events_ingested_total", "Events accepted and acknowledged by Kafka.", ["kind", "source"]
+)
+EVENTS_REJECTED = Counter(
+    "opsloop_events_rejected_total", "Events refused at ingest, by reason (auth, invalid, too_large, unavailable, ...).",
+    ["kind", "reason"],
+)
+EVENTS_DECIDED = Counter(
+    "opsloop_events_decided_total", "Events folded by the decide agent.", ["kind"]
+)
+DECISIONS = Counter(
+    "opsloop_decisions_total", "Decision records written.", ["category", "severity", "outcome"]
+)
+SUPPRESSIONS = Counter(
+    "opsloop_suppressions_total", "Effects a policy gate stopped.", ["gate"]
+)
+EFFECTS = Counter(
+    "opsloop_effects_total", "Effects sent to outbox.", ["type", "channel"]
+)
+DELIVERIES = Counter(
+    "opsloop_deliveries_total", "Sink deliveries by final status.", ["channel", "status"]
+)
+DEAD_LETTERS = Counter(
+    "opsloop_dead_letters_total", "Records sent to a dead-letter topic.", ["topic", "stage"]
+)
+EVENT_TO_EFFECT = Histogram(
+    "opsloop_event_to_effect_seconds", "From an event's receipt to its effects being sent to outbox.",
+    buckets=LATENCY_BUCKETS,
+)
+DELIVERY_LATENCY = Histogram(
+    "opsloop_delivery_seconds", "From a sink taking an effect to its final delivery status.", ["channel"],
+    buckets=LATENCY_BUCKETS,
+)
+# Per partition: bounded by topics.yaml, and a stalled partition is what one alerts on.
+CONSUMER_LAG = Gauge(
+    "opsloop_consumer_lag_records", "Records between this process's position and the end of a partition it owns.",
+    ["topic", "partition"],
+)
+CONSUMER_POSITION = Gauge(
+    "opsloop_consumer_position_records", "This process's consume position in a partition it owns (stops moving when stalled).",
+    ["topic", "partition"],
+)
+PARTITIONS_ASSIGNED = Gauge(
+    "opsloop_partitions_assigned", "Partitions this process owns, by topic.", ["topic"]
+)
+TIMERS_PENDING = Gauge(
+    "opsloop_timers_pending", "Timers scheduled and not yet fired or cancelled, on this process's partitions."
+)
+
+ALL = (
+    EVENTS_INGESTED, EVENTS_REJECTED, EVENTS_DECIDED, DECISIONS, SUPPRESSIONS, EFFECTS, DELIVERIES,
+    DEAD_LETTERS, EVENT_TO_EFFECT, DELIVERY_LATENCY, CONSUMER_LAG, CONSUMER_POSITION, PARTITIONS_ASSIGNED,
+    TIMERS_PENDING,
+)
+
+
+def exported_names() -> set[str]:
+    """The sample names Prometheus will see (counters gain _total, histograms _bucket/_sum/_count)."""
+    names: set[str] = set()
+    for metric in ALL:
+        for family in metric.collect():
+            for sample in family.samples:
+                names.add(sample.name)
+        base = metric._name  # noqa: SLF001 - the family name without suffixes
+        if isinstance(metric, Counter):
+            names.add(base + "_total")
+        elif isinstance(metric, Histogram):
+            names.update({base + "_bucket", base + "_sum", base + "_count"})
+        else:
+            names.add(base)
+    return names
+
+
+def render() -> tuple[bytes, str]:
+    """The /metrics body and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
