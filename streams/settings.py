@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_enabled: bool = True
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
 
     # Consumer-group timing. faust's defaults (60 s session timeout) make a restarted
     # worker wait up to a minute to rejoin; production keeps them, tests lower them.
@@ -63,6 +64,14 @@ class Settings(BaseSettings):
     # The decide agent's micro-batch: take up to N events, waiting at most this long.
     decide_batch_max: int = 500
     decide_batch_within_s: float = 0.01
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process holds, for the log redaction filter."""
+        values = [self.kafka_sasl_password.get_secret_value(), self.database_url.get_secret_value()]
+        url = self.database_url.get_secret_value()
+        if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+            values.append(url.split("@", 1)[0].split("//", 1)[-1].split(":", 1)[1])  # the password alone
+        return [v for v in values if v]
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":

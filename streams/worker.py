@@ -12,6 +12,7 @@ import logging
 import faust
 
 from streams.app import create_app
+from streams.logs import logging_config, register_secret_env, register_secrets
 from streams.settings import Settings
 from streams.topics import load_catalogue
 from streams.topics_admin import apply, render
@@ -20,11 +21,16 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings) -> int:
+    register_secret_env()
+    register_secrets(*settings.secret_values())
     result = asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
     for line in render(result).splitlines():
         print(f"opsloop worker: {line}", flush=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
     ops = create_app(settings, replication=result.replication)
-    worker = faust.Worker(ops.app, loglevel=settings.log_level, quiet=True)
+    worker = faust.Worker(
+        ops.app, loglevel=settings.log_level, quiet=True,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+    )
     worker.execute_from_commandline()  # returns only at shutdown (SIGTERM / SIGINT)
     return 0

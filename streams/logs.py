@@ -1,0 +1,112 @@
+"""Logging setup: text or JSON lines, with session and event ids, and secrets masked.
+
+Log calls pass ids as ``extra={"session_key": ..., "event_id": ...}`` (never
+formatted into the message eagerly); the JSON formatter lifts them into fields so
+logs can be joined with the audit trail. :class:`RedactSecrets` is installed on
+every handler and replaces any registered secret value that reaches a log line,
+whatever path it took (an exception from a client library, a URL in an error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from typing import Any, Iterable
+
+MASK = "**********"
+CONTEXT_FIELDS = ("session_key", "event_id", "effect_id", "topic", "partition", "offset", "channel", "receiver")
+# Environment variables whose values are secrets even if nothing registered them.
+SECRET_ENV = re.compile(r"(PASSWORD|TOKEN|SECRET|WEBHOOK|ROUTING_KEY|API_KEY|DATABASE_URL)", re.I)
+MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
+
+
+class _Secrets:
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+        self.pattern: re.Pattern[str] | None = None
+
+    def add(self, values: Iterable[str]) -> None:
+        fresh = {v for v in values if v and len(v) >= MIN_SECRET_LEN} - self.values
+        if fresh:
+            self.values |= fresh
+            ordered = sorted(self.values, key=len, reverse=True)
+            self.pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def mask(self, text: str) -> str:
+        return self.pattern.sub(MASK, text) if self.pattern is not None else text
+
+
+SECRETS = _Secrets()
+
+
+def register_secrets(*values: str) -> None:
+    """Mask these values in every log line from now on."""
+    SECRETS.add(values)
+
+
+def register_secret_env(environ: dict[str, str] | None = None) -> None:
+    """Mask the values of environment variables whose names say they are secrets."""
+    env = os.environ if environ is None else environ
+    SECRETS.add(value for name, value in env.items() if SECRET_ENV.search(name))
+
+
+class RedactSecrets(logging.Filter):
+    """Render the record once, mask secrets in the text and the traceback, keep it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if SECRETS.pattern is None:
+            return True
+        message = record.getMessage()
+        masked = SECRETS.mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = SECRETS.mask(record.exc_text)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, context ids, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for field in CONTEXT_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                out[field] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        return json.dumps(out, default=str)
+
+
+def logging_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
+    """A dictConfig for the process (faust's Worker accepts it as ``logging_config``)."""
+    formatter = {"()": JsonFormatter} if fmt == "json" else {"format": "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": RedactSecrets}},
+        "formatters": {"default": formatter},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["redact"]}},
+        "root": {"level": level.upper(), "handlers": ["console"]},
+    }
+
+
+def configure(level: str = "info", fmt: str = "text") -> None:
+    """Set up logging for a process that is not a faust worker (ingest, CLI commands)."""
+    import logging.config
+
+    register_secret_env()
+    logging.config.dictConfig(logging_config(level, fmt))
