@@ -60,7 +60,7 @@ CHANNELS: dict[str, ChannelSpec] = {
     ),
     "email": ChannelSpec(
         required=("host", "from", "to"), secret_only=("password",),
-        optional=("port", "security", "username", "password", "timeout_s"), default_rate=RateLimit(10, 1.0),
+        optional=("port", "security", "username", "password", "timeout_s", "ca_file"), default_rate=RateLimit(10, 1.0),
     ),
     "webhook": ChannelSpec(required=("url", "signing_key"), secret_only=("signing_key",), optional=("event_type",)),
     "log": ChannelSpec(),

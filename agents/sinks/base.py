@@ -1,0 +1,165 @@
+"""The sink contract: a pure formatter per channel plus one registration.
+
+A :class:`Sink` turns a notify effect and its receiver into a request (HTTP, SMTP
+or a log line) and judges the service's answer. It does no I/O: the shared
+delivery client (``agents.sinks.delivery``) sends, retries, rate-limits and parks
+destinations; the dispatcher (``agents.sinks.dispatch``) owns the ledger, the
+receipts and the dead letters. Adding a channel is one module with a ``SINK`` and
+one line in :func:`default_registry`.
+
+Outcomes are exceptions carrying what the retry policy needs:
+:class:`TransientError` (retry, maybe after ``retry_after``), :class:`PermanentError`
+(dead-letter now), :class:`AmbiguousError` (sent, outcome unknown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any, Callable, Mapping, Union
+
+from streams.receivers import Receiver
+
+# Severity of an effect → a colour, shared by the chat formatters.
+SEVERITY_COLOURS = {"info": "#439FE0", "warning": "#ECB22E", "action": "#E8912D", "urgent": "#E01E5A"}
+SEVERITIES = tuple(SEVERITY_COLOURS)
+TRUNCATION_MARK = "… [truncated]"
+
+
+class DeliveryError(Exception):
+    """Base of the outcomes a send can end in, other than success."""
+
+    def __init__(self, reason: str, *, http_status: int | None = None) -> None:
+        self.reason = reason
+        self.http_status = http_status
+        super().__init__(reason)
+
+
+class TransientError(DeliveryError):
+    """Worth retrying: 408, 429, 5xx, a refused connection, a connect timeout."""
+
+    def __init__(self, reason: str, *, http_status: int | None = None, retry_after: float | None = None,
+                 breaker: bool = True) -> None:
+        super().__init__(reason, http_status=http_status)
+        self.retry_after = retry_after
+        self.breaker = breaker  # counts against the destination's health (429 does not)
+
+
+class PermanentError(DeliveryError):
+    """Retrying cannot help: a 4xx other than 408/429, a rejected payload, bad config."""
+
+
+class AmbiguousError(DeliveryError):
+    """The request went out but no answer came (read timeout): it may have landed."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    url: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    method: str = "POST"
+
+    def __repr__(self) -> str:  # the URL and body may hold secrets (webhook URL, routing key)
+        return f"HttpRequest({self.method}, {len(self.body)} bytes)"
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+
+@dataclass(frozen=True)
+class SmtpRequest:
+    message: EmailMessage
+    host: str
+    port: int
+    security: str  # starttls | tls | none
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = 10.0
+    ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"SmtpRequest({self.host}:{self.port}, {self.security})"
+
+
+@dataclass(frozen=True)
+class LogRequest:
+    line: str
+
+
+Request = Union[HttpRequest, SmtpRequest, LogRequest]
+Render = Callable[[Mapping[str, Any], Receiver, Mapping[str, str]], Request]
+Check = Callable[[HttpResponse], None]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+    import time
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def check_status(response: HttpResponse) -> None:
+    """The HTTP rules every sink shares: 2xx ok; 408/429/5xx retry; other 4xx permanent."""
+    status = response.status
+    if 200 <= status < 300:
+        return
+    snippet = response.text[:300]
+    if status == 429:
+        raise TransientError(f"HTTP 429 rate limited: {snippet}", http_status=status,
+                             retry_after=parse_retry_after(response.headers.get("retry-after")), breaker=False)
+    if status == 408 or status >= 500:
+        raise TransientError(f"HTTP {status}: {snippet}", http_status=status)
+    raise PermanentError(f"HTTP {status}: {snippet}", http_status=status)
+
+
+@dataclass(frozen=True)
+class Sink:
+    """One channel: a pure formatter and a pure judge of the answer.
+
+    ``idempotent``: the service deduplicates a repeated request (PagerDuty by
+    dedup_key; the generic webhook carries an Idempotency-Key), so an unknown
+    outcome may be retried freely. Slack, Teams and email may not.
+    """
+
+    channel: str
+    render: Render
+    check: Check = check_status
+    idempotent: bool = False
+
+
+def trim(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters with a visible marker, never rejecting it."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(TRUNCATION_MARK))] + TRUNCATION_MARK
+
+
+def notify_of(effect: Mapping[str, Any]) -> Mapping[str, Any]:
+    notify = effect.get("notify")
+    if not notify:
+        raise PermanentError(f"effect {effect.get('effect_id')} of type notify has no notify part")
+    return notify
+
+
+def default_registry() -> dict[str, Sink]:
+    """Every channel opsloop delivers to (an explicit dict, not string-built imports)."""
+    from agents.sinks import email, log, pagerduty, slack, teams, webhook
+
+    sinks = (slack.SINK, teams.SINK, pagerduty.SINK, email.SINK, webhook.SINK, log.SINK)
+    return {sink.channel: sink for sink in sinks}

@@ -1,0 +1,375 @@
+"""The one delivery client every sink shares.
+
+- pooled httpx client with connect / read timeouts; SMTP via the standard library
+  in a thread (aiosmtplib is not a dependency and smtplib covers STARTTLS, TLS, AUTH);
+- retries with tenacity: exponential backoff with full jitter
+  (``wait_random_exponential``: uniform(0, min(cap, base·2ⁿ))), ``Retry-After`` honoured
+  exactly on 429, a cap on attempts and on total time (``stop_before_delay``, so a
+  wait that would overrun the budget is not started);
+- per destination (receiver): a rate limit (aiolimiter's leaky bucket), a pause
+  for everyone after a 429, and a circuit breaker that *parks* the destination:
+  its queue waits out the cool-down instead of hammering, the others do not notice;
+- the ambiguous path: a read timeout means the request went out and its fate is
+  unknown. A sink without idempotency (Slack, Teams, email) is not retried blindly:
+  it is counted, paused, and tried exactly once more; a second unknown ends it as
+  ``ambiguous``. Idempotent sinks (PagerDuty's dedup_key, the webhook's
+  Idempotency-Key) retry as for any transient error.
+
+The circuit breaker is written here (40 lines, a pure state machine on an injected
+clock) rather than taken from aiobreaker/purgatory: those raise at once while
+open, and a sink should instead wait (park) until the half-open probe, which needs
+the time-to-reopen that they do not expose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import smtplib
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping
+
+import httpx
+from aiolimiter import AsyncLimiter
+from tenacity import (
+    AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay, wait_random_exponential,
+)
+
+from agents.sinks.base import (
+    AmbiguousError, DeliveryError, HttpRequest, HttpResponse, LogRequest, PermanentError, Request, Sink,
+    SmtpRequest, TransientError,
+)
+from agents.sinks.redact import REDACTOR, Redactor
+from agents.sinks.settings import SinkSettings
+from streams.receivers import MissingSecretError, RateLimit, Receiver, resolve_secrets
+
+log = logging.getLogger(__name__)
+notifications = logging.getLogger("opsloop.notifications")
+
+
+class ParkedError(TransientError):
+    """The destination stays parked (breaker open, Retry-After) past this delivery's time budget."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    max_total_s: float = 120.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    ambiguous_pause_s: float = 5.0
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
+    breaker_cooldown_max_s: float = 300.0
+
+    @classmethod
+    def from_settings(cls, s: SinkSettings) -> "RetryPolicy":
+        return cls(**{name: getattr(s, name) for name in cls.__dataclass_fields__})
+
+
+class Breaker:
+    """Closed → open after ``threshold`` consecutive failures → half-open after the
+    cool-down (one probe) → closed on success, open again (cool-down doubled) on failure."""
+
+    def __init__(self, threshold: int, cooldown_s: float, cooldown_max_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.threshold, self.base_cooldown, self.max_cooldown, self.clock = threshold, cooldown_s, cooldown_max_s, clock
+        self.failures = 0
+        self.cooldown = cooldown_s
+        self.open_until: float | None = None
+        self.opened = 0  # times it opened (for metrics and tests)
+
+    @property
+    def state(self) -> str:
+        if self.open_until is None:
+            return "closed"
+        return "open" if self.clock() < self.open_until else "half-open"
+
+    def wait_s(self) -> float:
+        """How long the destination stays parked (0: a request may go now)."""
+        if self.open_until is None:
+            return 0.0
+        return max(0.0, self.open_until - self.clock())
+
+    def success(self) -> None:
+        self.failures, self.open_until, self.cooldown = 0, None, self.base_cooldown
+
+    def failure(self) -> None:
+        if self.open_until is not None:  # the half-open probe failed: back off harder
+            self.cooldown = min(self.cooldown * 2, self.max_cooldown)
+            self.open_until = self.clock() + self.cooldown
+            self.opened += 1
+            return
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.open_until = self.clock() + self.cooldown
+            self.opened += 1
+
+
+def make_limiter(rate: RateLimit | None) -> AsyncLimiter | None:
+    if rate is None:
+        return None
+    if rate.count < 1:  # a bucket must hold at least one request
+        return AsyncLimiter(1, rate.period_s / rate.count)
+    return AsyncLimiter(rate.count, rate.period_s)
+
+
+@dataclass
+class Destination:
+    """What one receiver shares across its deliveries: limit, pause, breaker."""
+
+    receiver: Receiver
+    sink: Sink
+    breaker: Breaker
+    limiter: AsyncLimiter | None = None
+    paused_until: float = 0.0  # monotonic; set by a 429's Retry-After
+
+    @property
+    def name(self) -> str:
+        return self.receiver.name
+
+
+@dataclass
+class Outcome:
+    status: str  # delivered | dead | ambiguous
+    attempts: int
+    http_status: int | None = None
+    error: str | None = None
+    error_type: str = ""
+    latency_ms: float = 0.0
+    ambiguous: int = 0
+    waits: list[float] = field(default_factory=list)  # the pauses between attempts (for tests and logs)
+
+
+class Deliverer:
+    """Sends one effect to one destination with the policy above. Start once, share it."""
+
+    def __init__(
+        self, policy: RetryPolicy, *, environ: Mapping[str, str] | None = None, redactor: Redactor = REDACTOR,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.environ = os.environ if environ is None else environ
+        self.redactor = redactor
+        self.sleep = sleep
+        self.clock = clock
+        self._http: httpx.AsyncClient | None = None
+
+    async def start(self) -> "Deliverer":
+        p = self.policy
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(p.read_timeout_s, connect=p.connect_timeout_s),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0),
+            follow_redirects=False,
+            headers={"user-agent": "opsloop-sink/0.1"},
+        )
+        # httpx logs every request URL at INFO; a webhook URL is a secret.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
+        return self
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def destination(self, receiver: Receiver, sink: Sink) -> Destination:
+        p = self.policy
+        return Destination(receiver=receiver, sink=sink, limiter=make_limiter(receiver.rate_limit),
+                           breaker=Breaker(p.breaker_threshold, p.breaker_cooldown_s, p.breaker_cooldown_max_s, self.clock))
+
+    # -- one delivery ----------------------------------------------------------
+
+    async def deliver(
+        self, effect: Mapping[str, Any], dest: Destination, *, stale: bool = False,
+        on_ambiguous: Callable[[], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        """Deliver with retries; never raises for a delivery problem, returns the outcome."""
+        started = self.clock()
+        try:
+            secrets = resolve_secrets(dest.receiver, self.environ)
+            self.redactor.add(secrets.values())
+            request = dest.sink.render(effect, dest.receiver, secrets)
+        except MissingSecretError as exc:
+            return Outcome("dead", 0, error=str(exc), error_type=type(exc).__name__)
+        except PermanentError as exc:
+            return Outcome("dead", 0, error=self.redactor.redact(exc.reason), error_type=type(exc).__name__)
+        except (KeyError, TypeError, ValueError) as exc:  # an effect the formatter cannot render
+            return Outcome("dead", 0, error=self.redactor.redact(f"cannot render: {type(exc).__name__}: {exc}"),
+                           error_type="RenderError")
+        outcome = Outcome("delivered", 0)
+        idempotent = dest.sink.idempotent
+        max_attempts = self.policy.max_attempts
+        if stale and not idempotent:
+            # A dead process claimed this and may have sent it: the ambiguous path.
+            outcome.ambiguous += 1
+            if on_ambiguous is not None:
+                await on_ambiguous()
+            await self.sleep(self.policy.ambiguous_pause_s)
+            max_attempts = 1
+
+        def should_retry(exc: BaseException) -> bool:
+            if isinstance(exc, AmbiguousError):
+                return idempotent or outcome.ambiguous <= 1
+            return isinstance(exc, TransientError) and not isinstance(exc, ParkedError)
+
+        jitter = wait_random_exponential(multiplier=self.policy.backoff_base_s, max=self.policy.backoff_max_s)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, TransientError) and exc.retry_after is not None:
+                return exc.retry_after
+            if isinstance(exc, AmbiguousError) and not idempotent:
+                return self.policy.ambiguous_pause_s
+            return jitter(state)
+
+        async def before_sleep(state: RetryCallState) -> None:
+            outcome.waits.append(state.upcoming_sleep)
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("sink %s: attempt %d for %s failed (%s); retrying in %.2fs", dest.name, state.attempt_number,
+                     effect["effect_id"], self.redactor.redact(str(exc)), state.upcoming_sleep)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max_attempts) | stop_before_delay(self.policy.max_total_s),
+            wait=wait, retry=retry_if_exception(should_retry), sleep=self.sleep, reraise=True,
+            before_sleep=before_sleep,
+        )
+        deadline = started + self.policy.max_total_s
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    outcome.attempts += 1
+                    try:
+                        outcome.http_status = await self._attempt(request, dest, deadline)
+                    except AmbiguousError:
+                        if not idempotent:
+                            outcome.ambiguous += 1
+                            if on_ambiguous is not None:
+                                await on_ambiguous()
+                        raise
+                    except DeliveryError as exc:
+                        outcome.http_status = exc.http_status
+                        raise
+        except AmbiguousError as exc:
+            outcome.status = "dead" if idempotent else "ambiguous"
+            outcome.error = self._final_reason(exc, outcome, started)
+            outcome.error_type = type(exc).__name__
+        except DeliveryError as exc:
+            outcome.status = "dead"
+            outcome.error = self._final_reason(exc, outcome, started)
+            outcome.error_type = type(exc).__name__
+        else:
+            if outcome.ambiguous:
+                outcome.error = f"delivered after {outcome.ambiguous} timeout(s) with unknown outcome: may be duplicated"
+        outcome.latency_ms = (self.clock() - started) * 1000
+        return outcome
+
+    def _final_reason(self, exc: DeliveryError, outcome: Outcome, started: float) -> str:
+        reason = exc.reason
+        if not isinstance(exc, PermanentError):
+            reason = f"gave up after {outcome.attempts} attempt(s) in {self.clock() - started:.1f}s: {reason}"
+        return self.redactor.redact(reason)
+
+    async def _attempt(self, request: Request, dest: Destination, deadline: float) -> int | None:
+        await self._ready(dest, deadline)
+        try:
+            if isinstance(request, HttpRequest):
+                response = await self._send_http(request)
+                try:
+                    dest.sink.check(response)
+                except TransientError as exc:
+                    if exc.retry_after is not None:
+                        dest.paused_until = max(dest.paused_until, self.clock() + exc.retry_after)
+                    raise
+                status = response.status
+            elif isinstance(request, SmtpRequest):
+                status = await asyncio.to_thread(send_smtp, request)
+            elif isinstance(request, LogRequest):
+                notifications.info("%s: %s", dest.name, request.line)
+                status = None
+            else:  # pragma: no cover - a new request type without a transport
+                raise PermanentError(f"no transport for {type(request).__name__}")
+        except TransientError as exc:
+            if exc.breaker:
+                dest.breaker.failure()
+            raise
+        except AmbiguousError:
+            dest.breaker.failure()
+            raise
+        dest.breaker.success()
+        return status
+
+    async def _ready(self, dest: Destination, deadline: float) -> None:
+        """Wait for the destination: 429 pause, parked breaker, rate limit (all bounded by the deadline)."""
+        wait = max(dest.paused_until - self.clock(), dest.breaker.wait_s())
+        if wait > 0:
+            if self.clock() + wait > deadline:
+                state = "parked (circuit open)" if dest.breaker.wait_s() > 0 else "paused by Retry-After"
+                raise ParkedError(f"destination {dest.name} {state} for {wait:.1f}s more, past the time budget",
+                                  breaker=False)
+            await self.sleep(wait)
+        if dest.limiter is not None:
+            await dest.limiter.acquire()
+
+    async def _send_http(self, request: HttpRequest) -> HttpResponse:
+        assert self._http is not None, "Deliverer.start() first"
+        try:
+            response = await self._http.request(request.method, request.url, content=request.body, headers=dict(request.headers))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise TransientError(f"{type(exc).__name__}: {self.redactor.redact(str(exc)) or 'cannot connect'}") from None
+        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise AmbiguousError(f"{type(exc).__name__} after sending (outcome unknown): "
+                                 f"{self.redactor.redact(str(exc)) or 'no answer'}") from None
+        except httpx.InvalidURL as exc:
+            raise PermanentError(f"invalid URL: {self.redactor.redact(str(exc))}") from None
+        except httpx.HTTPError as exc:
+            raise TransientError(f"{type(exc).__name__}: {self.redactor.redact(str(exc))}") from None
+        return HttpResponse(status=response.status_code, headers=response.headers, text=response.text)
+
+
+def send_smtp(request: SmtpRequest) -> int:
+    """Blocking SMTP send (run in a thread). Timeouts before DATA retry; during DATA are ambiguous."""
+    context = ssl.create_default_context(cafile=request.ca_file) if request.security != "none" else None
+    stage = "connect"
+    try:
+        if request.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(request.host, request.port, timeout=request.timeout_s, context=context)
+        else:
+            smtp = smtplib.SMTP(request.host, request.port, timeout=request.timeout_s)
+        with smtp:
+            smtp.ehlo()
+            if request.security == "starttls":
+                stage = "starttls"
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if request.username:
+                stage = "auth"
+                smtp.login(request.username, request.password or "")
+            stage = "envelope"
+            refused = smtp.send_message(request.message)  # MAIL, RCPT, DATA
+            if refused:
+                raise PermanentError(f"SMTP refused recipients: {', '.join(sorted(refused))}")
+            return 250
+    except smtplib.SMTPAuthenticationError as exc:
+        raise PermanentError(f"SMTP authentication failed ({exc.smtp_code})", http_status=None) from None
+    except smtplib.SMTPResponseException as exc:
+        text = f"SMTP {exc.smtp_code} at {stage}: {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
+        if 400 <= exc.smtp_code < 500:
+            raise TransientError(text) from None
+        raise PermanentError(text) from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise PermanentError(f"SMTP refused all recipients: {', '.join(sorted(exc.recipients))}") from None
+    except (socket.timeout, TimeoutError) as exc:
+        if stage == "envelope":
+            raise AmbiguousError(f"SMTP timeout while sending (outcome unknown): {exc}") from None
+        raise TransientError(f"SMTP timeout at {stage}: {exc}") from None
+    except ssl.SSLError as exc:
+        raise PermanentError(f"SMTP TLS failed at {stage}: {exc.reason or exc}") from None
+    except (smtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
+        if stage == "envelope" and isinstance(exc, smtplib.SMTPServerDisconnected):
+            raise AmbiguousError(f"SMTP server disconnected while sending (outcome unknown): {exc}") from None
+        raise TransientError(f"SMTP {type(exc).__name__} at {stage}: {exc}") from None

@@ -1,0 +1,281 @@
+"""From outbox records to settled deliveries: per-destination queues, the ledger, receipts.
+
+The reader hands every outbox record to :meth:`Dispatcher.submit` and goes on
+reading: nothing here makes it wait for a delivery. Each receiver has its own FIFO
+queue and worker (order per destination is kept: a resolve never overtakes its
+trigger), so a slow or parked destination holds back only its own queue. A record
+is *settled* when its receipt (and dead letter, if any) has been handed to the
+producer; :class:`InOrderAcks` then releases offsets per partition strictly in
+order, so the committed offset never passes an effect that is still pending.
+(faust's own out-of-order acking is not used: its gap check lets a commit pass a
+single unacked offset at the head of a partition.)
+
+Back-pressure: at most ``max_in_flight`` unsettled records in all; a destination
+whose queue reaches ``backlog_per_destination`` gets further effects dead-lettered
+with that reason rather than stalling everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Hashable, Mapping, Protocol, TypeVar
+
+from agents.sinks.base import Sink
+from agents.sinks.delivery import Deliverer, Destination, Outcome
+from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
+from agents.sinks.redact import REDACTOR
+from agents.sinks.settings import SinkSettings
+from streams.codec import Codec, CodecError
+from streams.deadletter import dead_letter
+from streams.producer import now_ms
+from streams.receivers import Receiver
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class Emitter(Protocol):
+    """Where receipts and dead letters go (faust topics in the worker, a list in unit tests)."""
+
+    async def receipt(self, key: bytes, record: dict[str, Any]) -> None: ...
+
+    async def dead_letter(self, key: bytes | None, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class _Entry:
+    token: Any
+    settled: bool = False
+
+
+class InOrderAcks:
+    """Release tokens of each partition in offset order, whatever order they settle in."""
+
+    def __init__(self, release: Callable[[Any], None]) -> None:
+        self._release = release
+        self._pending: dict[Hashable, deque[_Entry]] = {}
+
+    def add(self, partition: Hashable, token: Any) -> _Entry:
+        entry = _Entry(token)
+        self._pending.setdefault(partition, deque()).append(entry)
+        return entry
+
+    def settle(self, partition: Hashable, entry: _Entry) -> None:
+        entry.settled = True
+        queue = self._pending.get(partition)
+        while queue and queue[0].settled:
+            self._release(queue.popleft().token)
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self._pending.values())
+
+
+@dataclass
+class _Job:
+    record: OutboxRecord
+    effect: dict[str, Any]
+    done: asyncio.Future
+
+
+@dataclass
+class _DestinationWorker:
+    dest: Destination
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    task: asyncio.Task | None = None
+    busy: bool = False
+
+    @property
+    def backlog(self) -> int:
+        return self.queue.qsize() + (1 if self.busy else 0)
+
+
+class Dispatcher:
+    def __init__(
+        self, *, receivers: Mapping[str, Receiver], registry: Mapping[str, Sink], deliverer: Deliverer,
+        ledger: Ledger, emitter: Emitter, codec: Codec, settings: SinkSettings, owner: str,
+        ledger_retry_s: float = 1.0,
+    ) -> None:
+        self.receivers, self.registry = receivers, registry
+        self.deliverer, self.ledger, self.emitter, self.codec = deliverer, ledger, emitter, codec
+        self.settings, self.owner = settings, owner
+        self.ledger_retry_s = ledger_retry_s
+        self._workers: dict[str, _DestinationWorker] = {}
+        self._capacity = asyncio.Semaphore(settings.max_in_flight)
+        self.busy_poll_s = 1.0
+        self.stats: dict[str, int] = {}
+
+    # -- intake (never waits on a delivery) -------------------------------------
+
+    async def submit(self, record: OutboxRecord) -> asyncio.Future:
+        """Route one outbox record; the future resolves with its final status once settled."""
+        await self._capacity.acquire()
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda _f: self._capacity.release())
+        try:
+            effect = self.codec.decode(record.value, expect="opsloop.Effect")
+        except CodecError as exc:
+            await self._dead_letter(record, f"undecodable outbox record: {exc}", type(exc).__name__, "sink")
+            return self._settle(done, "dead")
+        if effect["type"] != "notify" or not effect.get("notify"):
+            # schedule_timer / cancel_timers belong to the timer agent; remediate is not a sink's yet.
+            return self._settle(done, "ignored")
+        notify = effect["notify"]
+        receiver = self.receivers.get(notify["receiver"])
+        if receiver is None:
+            return await self._refuse(record, effect, done, f"unknown receiver {notify['receiver']!r}", "UnknownReceiver")
+        if notify["channel"] != receiver.channel:
+            return await self._refuse(record, effect, done,
+                                      f"effect channel {notify['channel']!r} but receiver {receiver.name!r} is {receiver.channel!r}",
+                                      "ChannelMismatch")
+        sink = self.registry.get(receiver.channel)
+        if sink is None:
+            return await self._refuse(record, effect, done, f"no sink registered for channel {receiver.channel!r}", "UnknownChannel")
+        worker = self._worker(receiver, sink)
+        if worker.backlog >= self.settings.backlog_per_destination:
+            return await self._refuse(
+                record, effect, done,
+                f"receiver {receiver.name!r} backlog full ({worker.backlog} pending: destination slow or parked)", "BacklogFull",
+            )
+        worker.queue.put_nowait(_Job(record, effect, done))
+        return done
+
+    def _settle(self, done: asyncio.Future, status: str) -> asyncio.Future:
+        self.stats[status] = self.stats.get(status, 0) + 1
+        if not done.done():
+            done.set_result(status)
+        return done
+
+    async def _refuse(self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future, reason: str, error_type: str) -> asyncio.Future:
+        n = effect["notify"]
+        await self._receipt(effect, n["channel"], n["receiver"], Outcome("dead", 0, error=reason, error_type=error_type))
+        await self._dead_letter(record, reason, error_type, f"sink:{n['channel']}")
+        return self._settle(done, "dead")
+
+    def _worker(self, receiver: Receiver, sink: Sink) -> _DestinationWorker:
+        worker = self._workers.get(receiver.name)
+        if worker is None:
+            worker = _DestinationWorker(self.deliverer.destination(receiver, sink))
+            worker.task = asyncio.create_task(self._run(worker), name=f"sink:{receiver.name}")
+            self._workers[receiver.name] = worker
+        return worker
+
+    def destination(self, name: str) -> Destination | None:
+        worker = self._workers.get(name)
+        return worker.dest if worker else None
+
+    # -- one destination's worker -----------------------------------------------
+
+    async def _run(self, worker: _DestinationWorker) -> None:
+        while True:
+            job: _Job = await worker.queue.get()
+            worker.busy = True
+            try:
+                status = await self._deliver(worker.dest, job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not wedge the partition: keep the effect, with why
+                log.exception("sink %s: delivering %s failed unexpectedly", worker.dest.name, job.effect.get("effect_id"))
+                await self._dead_letter(job.record, REDACTOR.redact(f"sink error: {exc}"), type(exc).__name__,
+                                        f"sink:{worker.dest.receiver.channel}")
+                status = "dead"
+            finally:
+                worker.busy = False
+            self._settle(job.done, status)
+
+    async def _deliver(self, dest: Destination, job: _Job) -> str:
+        effect, receiver = job.effect, dest.receiver
+        effect_id = effect["effect_id"]
+        lease = self.settings.lease_ms
+        claim = await self._ledger(self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease)
+        while claim.state is ClaimState.BUSY:  # another live worker has it (a rebalance overlap): wait for it
+            await asyncio.sleep(self.busy_poll_s)
+            claim = await self._ledger(self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease)
+        if claim.state is ClaimState.DONE:
+            await self._receipt(effect, receiver.channel, receiver.name,
+                                Outcome("skipped", claim.attempts, error=f"already {claim.status} (delivery ledger)"))
+            return "skipped"
+        if claim.state is ClaimState.STALE:
+            log.warning("sink %s: %s was claimed by a process that did not finish (claim %d)", dest.name, effect_id, claim.claims)
+
+        async def on_ambiguous() -> None:
+            await self._ledger(self.ledger.record_ambiguous, effect_id, receiver.name, self.owner)
+
+        outcome = await self.deliverer.deliver(effect, dest, stale=claim.state is ClaimState.STALE, on_ambiguous=on_ambiguous)
+        try:
+            await self._ledger(
+                self.ledger.complete, effect_id, receiver.name, self.owner, status=outcome.status,
+                attempts=outcome.attempts, http_status=outcome.http_status, error=outcome.error, now_ms=now_ms(),
+            )
+        except LedgerConflictError as exc:
+            log.warning("sink %s: %s", dest.name, exc)  # the new owner reports it
+            return "conflict"
+        await self._receipt(effect, receiver.channel, receiver.name, outcome)
+        if outcome.status != "delivered":
+            await self._dead_letter(job.record, outcome.error or outcome.status, outcome.error_type or outcome.status,
+                                    f"sink:{receiver.channel}")
+        log.info("sink %s: %s %s after %d attempt(s) in %.0f ms", dest.name, effect_id, outcome.status,
+                 outcome.attempts, outcome.latency_ms)
+        return outcome.status
+
+    async def _ledger(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Ledger calls off the event loop; a database outage waits (and says so) rather than double-sending."""
+        delay = self.ledger_retry_s
+        while True:
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            except LedgerConflictError:
+                raise
+            except Exception as exc:  # sqlalchemy.exc.OperationalError and friends
+                if not _is_db_error(exc):
+                    raise
+                log.warning("delivery ledger unavailable (%s); retrying in %.0fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    # -- records out ------------------------------------------------------------
+
+    async def _receipt(self, effect: dict[str, Any], channel: str, receiver: str, outcome: Outcome) -> None:
+        record = {
+            "effect_id": effect["effect_id"], "session_key": effect["session_key"], "channel": channel,
+            "receiver": receiver, "status": outcome.status, "attempts": outcome.attempts,
+            "http_status": outcome.http_status, "latency_ms": float(outcome.latency_ms),
+            "error": REDACTOR.redact(outcome.error) if outcome.error else None, "completed_at": now_ms(),
+        }
+        await self.emitter.receipt(effect["effect_id"].encode(), record)
+
+    async def _dead_letter(self, record: OutboxRecord, reason: str, error_type: str, stage: str) -> None:
+        letter = dead_letter(
+            reason=REDACTOR.redact(reason), error=error_type, topic=record.topic, partition=record.partition,
+            offset=record.offset, key=record.key, value=record.value, failed_at=now_ms(), stage=stage,
+        )
+        await self.emitter.dead_letter(record.key, letter)
+        log.warning("dead-lettered %s[%d]@%d (%s): %s", record.topic, record.partition, record.offset, stage, letter["reason"])
+
+    async def close(self) -> None:
+        tasks = [w.task for w in self._workers.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers.clear()
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(exc, (OperationalError, DBAPIError))
+
+
+async def settle_all(futures: list[Awaitable[Any]]) -> list[Any]:
+    return list(await asyncio.gather(*futures))

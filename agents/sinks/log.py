@@ -1,0 +1,23 @@
+"""The ``log`` channel: a notification written to the worker's log, nothing sent.
+
+The demo and the default routes use it, so the whole loop (ledger, receipts) runs
+without any external service configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from agents.sinks.base import LogRequest, Sink, notify_of
+from streams.receivers import Receiver
+
+
+def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> LogRequest:
+    n = notify_of(effect)
+    fields = " ".join(f"{k}={v}" for k, v in (n.get("fields") or {}).items())
+    line = (f"[{n['severity'].upper()}] {n['title']} ({n.get('action') or 'trigger'}) "
+            f"session={effect['session_key']} effect={effect['effect_id']} {fields}").rstrip()
+    return LogRequest(line=line)
+
+
+SINK = Sink(channel="log", render=render, idempotent=True)

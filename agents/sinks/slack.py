@@ -1,0 +1,124 @@
+"""Slack incoming webhook: Block Kit inside a coloured attachment, with a text fallback.
+
+Limits Slack enforces (api.slack.com/reference/block-kit): ≤ 50 blocks, header
+plain_text ≤ 150 characters, section text ≤ 3,000, ≤ 10 fields of ≤ 2,000 each,
+≤ 25 elements in an actions block, button text ≤ 75 and url ≤ 3,000. Content over a
+limit is trimmed with a visible marker, never rejected: a page that is cut short
+beats one that is not sent. Incoming webhooks cannot edit a message, so an
+acknowledge or resolve is rendered as a short update message.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from agents.sinks.base import (
+    SEVERITY_COLOURS, TRUNCATION_MARK, HttpRequest, HttpResponse, PermanentError, Sink, check_status, notify_of, trim,
+)
+from streams.receivers import Receiver
+
+MAX_BLOCKS = 50
+HEADER_MAX = 150
+SECTION_TEXT_MAX = 3000
+FIELDS_PER_SECTION = 10
+FIELD_MAX = 2000
+ACTIONS_MAX = 25
+BUTTON_TEXT_MAX = 75
+URL_MAX = 3000
+CONTEXT_ELEMENTS_MAX = 10
+FALLBACK_MAX = 3000
+ACTION_PREFIX = {"trigger": "", "acknowledge": "Acknowledged: ", "resolve": "Resolved: "}
+ACTION_EMOJI = {"trigger": {"urgent": ":rotating_light:", "action": ":warning:", "warning": ":warning:", "info": ":information_source:"},
+                "acknowledge": ":eyes:", "resolve": ":white_check_mark:"}
+
+
+def _emoji(action: str, severity: str) -> str:
+    emoji = ACTION_EMOJI.get(action, "")
+    return emoji.get(severity, "") if isinstance(emoji, dict) else emoji
+
+
+def _escape(text: str) -> str:
+    """mrkdwn control characters (Slack asks for &, <, > to be escaped)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _mentions(receiver: Receiver, severity: str, action: str) -> str:
+    if severity != "urgent" or action != "trigger":
+        return ""
+    return " ".join(f"<!subteam^{group}>" for group in receiver.setting("mention_groups", []) or [])
+
+
+def build_payload(effect: Mapping[str, Any], receiver: Receiver) -> dict[str, Any]:
+    """The webhook JSON for a notify effect (pure)."""
+    n = notify_of(effect)
+    severity, action = n["severity"], n.get("action") or "trigger"
+    title = f"{ACTION_PREFIX.get(action, '')}{n['title']}"
+    header_text = trim(f"{_emoji(action, severity)} {title}".strip(), HEADER_MAX)
+    mentions = _mentions(receiver, severity, action)
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": header_text, "emoji": True}}]
+    body = _escape(n.get("body") or "")
+    if mentions:
+        body = f"{mentions} {body}".strip()
+    if body:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": trim(body, SECTION_TEXT_MAX)}})
+    fields = [
+        {"type": "mrkdwn", "text": trim(f"*{_escape(k)}*\n{_escape(v)}", FIELD_MAX)}
+        for k, v in (n.get("fields") or {}).items()
+    ] if action == "trigger" else []
+    tail = 2  # context + actions always fit
+    room = MAX_BLOCKS - len(blocks) - tail
+    chunks = [fields[i:i + FIELDS_PER_SECTION] for i in range(0, len(fields), FIELDS_PER_SECTION)]
+    if len(chunks) > room:
+        kept = chunks[: room]
+        dropped = sum(len(c) for c in chunks[room:])
+        kept[-1] = kept[-1][: FIELDS_PER_SECTION - 1] + [
+            {"type": "mrkdwn", "text": f"{TRUNCATION_MARK} {dropped + 1} more fields not shown"}
+        ]
+        chunks = kept
+    blocks.extend({"type": "section", "fields": chunk} for chunk in chunks)
+    context = [f"*{severity.upper()}*", f"session `{_escape(effect['session_key'])}`"]
+    if effect.get("runbook"):
+        context.append(f"runbook `{_escape(effect['runbook'])}`")
+    blocks.append({"type": "context", "elements": [
+        {"type": "mrkdwn", "text": trim(text, SECTION_TEXT_MAX)} for text in context[:CONTEXT_ELEMENTS_MAX]
+    ]})
+    buttons = []
+    for i, link in enumerate((n.get("links") or [])[:ACTIONS_MAX]):
+        if len(link["url"]) > URL_MAX:
+            continue  # a cut URL would lead somewhere wrong; the fallback text still names it
+        button = {"type": "button", "action_id": f"link-{i}", "url": link["url"],
+                  "text": {"type": "plain_text", "text": trim(link["label"], BUTTON_TEXT_MAX), "emoji": True}}
+        if link["label"].lower().startswith("acknowledge"):
+            button["style"] = "primary"
+        buttons.append(button)
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons})
+    fallback = f"[{severity.upper()}] {title}"
+    if mentions:
+        fallback = f"{mentions} {fallback}"
+    payload: dict[str, Any] = {
+        "text": trim(fallback, FALLBACK_MAX),
+        "attachments": [{"color": SEVERITY_COLOURS.get(severity, "#999999"), "blocks": blocks, "fallback": trim(fallback, FALLBACK_MAX)}],
+    }
+    for key in ("username", "icon_emoji"):
+        if receiver.setting(key):
+            payload[key] = receiver.setting(key)
+    return payload
+
+
+
+def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> HttpRequest:
+    body = json.dumps(build_payload(effect, receiver), ensure_ascii=False).encode()
+    return HttpRequest(url=secrets["webhook_url"], body=body, headers={"content-type": "application/json"})
+
+
+def check(response: HttpResponse) -> None:
+    """Slack answers ``ok``; a 200 with anything else is a failure, not a delivery."""
+    check_status(response)
+    if response.text.strip() != "ok":
+        raise PermanentError(f"Slack answered {response.status} with {response.text[:200]!r} instead of 'ok'",
+                             http_status=response.status)
+
+
+SINK = Sink(channel="slack", render=render, check=check, idempotent=False)

@@ -1,0 +1,112 @@
+"""Microsoft Teams (Workflows webhook): a message carrying an Adaptive Card 1.4.
+
+Teams renders cards up to schema 1.4 in webhooks, allows no Action.Submit there
+(nothing could receive it), and rejects messages over about 28 KB. The card keeps
+to that: FactSet for the fields, Action.OpenUrl for links, and when the JSON is
+too big the body text, then the facts, are cut with a visible marker. Teams
+sometimes answers 200 with the error in the body ("... HTTP error 429 ..."); that
+is treated as the error it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Mapping
+
+from agents.sinks.base import (
+    TRUNCATION_MARK, HttpRequest, HttpResponse, PermanentError, Sink, TransientError, check_status,
+    notify_of, parse_retry_after, trim,
+)
+from streams.receivers import Receiver
+
+CARD_VERSION = "1.4"
+MAX_BYTES = 28 * 1024
+TITLE_MAX = 1000
+CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+TITLE_COLOUR = {"urgent": "Attention", "action": "Warning", "warning": "Warning", "info": "Accent"}
+ACTION_PREFIX = {"trigger": "", "acknowledge": "Acknowledged: ", "resolve": "Resolved: "}
+_BODY_ERROR = re.compile(r"(?:HTTP error|\"statusCode\"\s*:|\"code\"\s*:)\s*\"?(\d{3})")
+
+
+def build_card(effect: Mapping[str, Any], body_limit: int | None = None, facts_limit: int | None = None) -> dict[str, Any]:
+    n = notify_of(effect)
+    severity, action = n["severity"], n.get("action") or "trigger"
+    title = trim(f"{ACTION_PREFIX.get(action, '')}{n['title']}", TITLE_MAX)
+    colour = "Good" if action == "resolve" else TITLE_COLOUR.get(severity, "Default")
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Large", "wrap": True, "color": colour},
+        {"type": "TextBlock", "text": f"{severity.upper()} · session {effect['session_key']}", "isSubtle": True,
+         "spacing": "None", "wrap": True},
+    ]
+    text = n.get("body") or ""
+    if text:
+        body.append({"type": "TextBlock", "text": trim(text, body_limit) if body_limit is not None else text, "wrap": True})
+    facts = [{"title": k, "value": v} for k, v in (n.get("fields") or {}).items()]
+    if effect.get("runbook"):
+        facts.append({"title": "runbook", "value": effect["runbook"]})
+    if facts_limit is not None and len(facts) > facts_limit:
+        facts = facts[:facts_limit] + [{"title": "…", "value": f"{len(facts) - facts_limit} more facts not shown"}]
+    if facts:
+        body.append({"type": "FactSet", "facts": facts})
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": CARD_VERSION,
+        "msteams": {"width": "Full"},
+        "body": body,
+    }
+    actions = [{"type": "Action.OpenUrl", "title": link["label"], "url": link["url"]} for link in n.get("links") or []]
+    if actions:
+        card["actions"] = actions
+    return card
+
+
+def build_message(effect: Mapping[str, Any]) -> dict[str, Any]:
+    """The Workflows message, cut to fit under 28 KB (pure)."""
+    def wrap(card: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "message", "attachments": [{"contentType": CONTENT_TYPE, "contentUrl": None, "content": card}]}
+
+    message = wrap(build_card(effect))
+    size = len(json.dumps(message, ensure_ascii=False).encode())
+    if size <= MAX_BYTES:
+        return message
+    text = (notify_of(effect).get("body") or "")
+    # Cut the body by the overshoot (bytes ≥ characters), then the facts, until it fits.
+    body_limit = max(len(TRUNCATION_MARK), len(text) - (size - MAX_BYTES) - 256)
+    facts_limit: int | None = None
+    while True:
+        message = wrap(build_card(effect, body_limit=body_limit, facts_limit=facts_limit))
+        size = len(json.dumps(message, ensure_ascii=False).encode())
+        if size <= MAX_BYTES:
+            return message
+        if body_limit > 200:
+            body_limit = body_limit // 2
+        else:
+            facts_limit = (len(notify_of(effect).get("fields") or {}) if facts_limit is None else facts_limit) // 2
+            if facts_limit == 0 and size > MAX_BYTES:
+                raise PermanentError(f"Teams card is {size} bytes even without body and facts (limit {MAX_BYTES})")
+
+
+def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> HttpRequest:
+    body = json.dumps(build_message(effect), ensure_ascii=False).encode()
+    return HttpRequest(url=secrets["webhook_url"], body=body, headers={"content-type": "application/json"})
+
+
+def check(response: HttpResponse) -> None:
+    check_status(response)
+    match = _BODY_ERROR.search(response.text or "")
+    if not match:
+        return
+    status = int(match.group(1))
+    if 200 <= status < 300:
+        return
+    reason = f"Teams answered {response.status} reporting HTTP {status}: {response.text[:200]}"
+    if status == 429:
+        raise TransientError(reason, http_status=status, retry_after=parse_retry_after(response.headers.get("retry-after")), breaker=False)
+    if status == 408 or status >= 500:
+        raise TransientError(reason, http_status=status)
+    raise PermanentError(reason, http_status=status)
+
+
+SINK = Sink(channel="teams", render=render, check=check, idempotent=False)
