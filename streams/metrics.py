@@ -93,3 +93,30 @@ def exported_names() -> set[str]:
 def render() -> tuple[bytes, str]:
     """The /metrics body and its content type."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# -- one call per place that records something ----------------------------------
+
+
+def observe_decision(event: dict, record: dict, effects: list[dict], now_s: float) -> None:
+    """After a decision and its effects were sent: counts, gate stops, latency."""
+    EVENTS_DECIDED.labels(event["kind"]).inc()
+    DECISIONS.labels(record["category"], record["severity"], record["outcome"]).inc()
+    for gate in record.get("gates", ()):
+        if gate.get("verdict") == "stop":
+            SUPPRESSIONS.labels(gate["gate"]).inc()
+    for effect in effects:
+        notify = effect.get("notify") or {}
+        EFFECTS.labels(effect["type"], notify.get("channel", "")).inc()
+    received = event.get("received_at") or 0
+    if effects and received:
+        EVENT_TO_EFFECT.observe(max(now_s - received / 1000.0, 0.0))
+
+
+def observe_delivery(channel: str, status: str, latency_s: float) -> None:
+    DELIVERIES.labels(channel, status).inc()
+    DELIVERY_LATENCY.labels(channel).observe(latency_s)
+
+
+def observe_dead_letter(topic: str, stage: str) -> None:
+    DEAD_LETTERS.labels(topic, stage).inc()

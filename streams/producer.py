@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
+from streams import metrics
 from streams.codec import Codec, default_codec
 from streams.records import stamp, topic_for, validate_event
 from streams.settings import Settings
@@ -61,7 +62,8 @@ class EventProducer:
     async def send(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], RecordMetadata]:
         """Append one event to events.<kind>; returns once Kafka acknowledged it."""
         event = self.prepare(raw)
-        meta = await self.send_record(self.topic(topic_for(event)), event["session_key"], "opsloop.Event", event)
+        meta = await self.send_record(topic_for(event), event["session_key"], "opsloop.Event", event)
+        metrics.EVENTS_INGESTED.labels(event["kind"], event["source"]).inc()
         return event, meta
 
     async def send_many(self, raws: Iterable[Mapping[str, Any]]) -> list[tuple[dict[str, Any], RecordMetadata]]:
@@ -73,7 +75,11 @@ class EventProducer:
                 self.topic(topic_for(event)), self.codec.encode("opsloop.Event", event), key=event["session_key"].encode()
             )
             pending.append((event, fut))
-        return [(event, await fut) for event, fut in pending]
+        done = []
+        for event, fut in pending:
+            done.append((event, await fut))
+            metrics.EVENTS_INGESTED.labels(event["kind"], event["source"]).inc()
+        return done
 
     async def send_record(self, topic: str, key: str | bytes | None, schema: str, record: Mapping[str, Any]) -> RecordMetadata:
         """Encode any opsloop record with ``schema`` and append it to catalogue topic ``topic``."""
