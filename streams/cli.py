@@ -165,6 +165,12 @@ def cmd_classifier(argv: Sequence[str]) -> int:
     return classifier_main(list(argv))
 
 
+def cmd_ingest(argv: Sequence[str]) -> int:
+    from streams.ingest.server import main as ingest_main
+
+    return ingest_main(list(argv))
+
+
 # -- entry point ----------------------------------------------------------------
 
 
@@ -199,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     sub.add_parser("classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False)
+    sub.add_parser("ingest", help="serve the HTTP ingest endpoints (see `opsloop ingest -h`)", add_help=False)
     return parser
 
 
@@ -206,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["classifier"]:
         return cmd_classifier(argv[1:])
+    if argv[:1] == ["ingest"]:
+        return cmd_ingest(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

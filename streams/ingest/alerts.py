@@ -1,0 +1,180 @@
+"""Alerts in: Prometheus's push (``POST /api/v2/alerts``) and Alertmanager's webhook (v4).
+
+Prometheus can list opsloop as its alertmanager; Alertmanager can list it as a
+webhook receiver. Each alert becomes one telemetry event:
+
+* ``event_id = derived_id("alert", org, fingerprint, startsAt, status)``. Prometheus
+  re-sends a firing alert every resend delay with the same startsAt (and a moving
+  endsAt): same id, so a re-send is answered ``duplicate`` and never becomes a
+  second notification; decide skips ids a session has seen across restarts.
+* The fingerprint is Alertmanager's (FNV-1a 64 over the sorted label set), taken
+  from the webhook when it carries one, computed otherwise, so the same alert has
+  the same fingerprint whichever way it arrives.
+* Prometheus's push: no endsAt, or an endsAt after ingest's receive time, means
+  firing; an endsAt in the past means resolved. Alertmanager says which in
+  ``status``.
+* ``occurred_at`` is startsAt for a firing alert and endsAt for a resolved one.
+* The org is the alert's ``org`` label, else ``?org=`` on the URL, else the default.
+
+The parsers are pure (body and clock in, events out); the two views at the bottom
+are the I/O shell.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from aiohttp import web
+
+from streams.ingest.errors import BadRequest
+from streams.ingest.fields import array, index, join, obj, parse_json, string, string_map, timestamp_ms
+from streams.ingest.pipeline import INGEST, now
+from streams.ingest.sessions import SessionRule, make_facts, session_key
+from streams.records import derived_id
+
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+_MASK = 0xFFFFFFFFFFFFFFFF
+_SEPARATOR = 0xFF
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """Alertmanager's alert fingerprint (prometheus/common ``LabelSet.Fingerprint``), as 16 hex digits."""
+    h = _FNV_OFFSET
+    for name in sorted(labels):  # code-point order == Go's byte order for UTF-8
+        for part in (name, labels[name]):
+            for byte in part.encode():
+                h = ((h ^ byte) * _FNV_PRIME) & _MASK
+            h = ((h ^ _SEPARATOR) * _FNV_PRIME) & _MASK
+    return f"{h:016x}"
+
+
+def alert_event(
+    *,
+    org: str,
+    source: str,
+    status: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    starts_at: int,
+    ends_at: int | None,
+    generator_url: str,
+    fp: str,
+    received_at: int,
+    rules: Sequence[SessionRule],
+    path: str,
+) -> dict[str, Any]:
+    event_type = f"alert.{status}"
+    facts = make_facts(org=org, kind="telemetry", type=event_type, source=source, labels=labels, fingerprint=fp)
+    try:
+        key, rule = session_key(rules, facts)
+    except LookupError as exc:
+        raise BadRequest(join(path, "labels"), f"no session rule applies: {exc}") from None
+    return {
+        "event_id": derived_id("alert", org, fp, str(starts_at), status),
+        "session_key": key,
+        "session_rule": rule,
+        "kind": "telemetry",
+        "type": event_type,
+        "source": source,
+        "org": org,
+        "occurred_at": ends_at if status == "resolved" and ends_at is not None else starts_at,
+        "received_at": received_at,
+        "labels": labels,
+        "annotations": annotations,
+        "payload": {
+            "status": status,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "generator_url": generator_url,
+            "fingerprint": fp,
+            "metric": None,
+            "value": None,
+        },
+    }
+
+
+def _common(alert: Any, path: str) -> tuple[Mapping[str, Any], dict[str, str], dict[str, str], str]:
+    alert = obj(alert, path)
+    labels = string_map(alert.get("labels"), join(path, "labels"), required=True, nonempty=True)
+    annotations = string_map(alert.get("annotations"), join(path, "annotations"))
+    generator_url = string(alert, "generatorURL", path, required=False)
+    return alert, labels, annotations, generator_url
+
+
+def prometheus_events(body: Any, *, org: str, received_at: int, rules: Sequence[SessionRule]) -> list[dict[str, Any]]:
+    """Prometheus's ``POST /api/v2/alerts`` body (a JSON array of alerts) → events."""
+    alerts = array(body, "alerts", nonempty=True)
+    events = []
+    for i, raw in enumerate(alerts):
+        path = index("alerts", i)
+        alert, labels, annotations, generator_url = _common(raw, path)
+        starts_at = timestamp_ms(alert.get("startsAt"), join(path, "startsAt"))
+        ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
+        if starts_at is None:  # Prometheus always sends it; other clients may not
+            starts_at = received_at
+        status = "resolved" if ends_at is not None and ends_at <= received_at else "firing"
+        events.append(
+            alert_event(
+                org=labels.get("org") or org, source="prometheus", status=status, labels=labels, annotations=annotations,
+                starts_at=starts_at, ends_at=ends_at, generator_url=generator_url, fp=fingerprint(labels),
+                received_at=received_at, rules=rules, path=path,
+            )
+        )
+    return events
+
+
+def alertmanager_events(body: Any, *, org: str, received_at: int, rules: Sequence[SessionRule]) -> list[dict[str, Any]]:
+    """Alertmanager's webhook payload (version "4") → one event per alert, firing or resolved."""
+    body = obj(body, "body")
+    version = body.get("version")
+    if version != "4":
+        raise BadRequest("version", f'expected "4" (Alertmanager webhook payload version), got {version!r}')
+    alerts = array(body.get("alerts"), "alerts", nonempty=True)
+    events = []
+    for i, raw in enumerate(alerts):
+        path = index("alerts", i)
+        alert, labels, annotations, generator_url = _common(raw, path)
+        status = string(alert, "status", path)
+        if status not in ("firing", "resolved"):
+            raise BadRequest(join(path, "status"), f"expected 'firing' or 'resolved', got {status!r}")
+        starts_at = timestamp_ms(alert.get("startsAt"), join(path, "startsAt"), required=True)
+        ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
+        if starts_at is None:
+            raise BadRequest(join(path, "startsAt"), "required (got the zero time)")
+        if status == "resolved" and ends_at is None:
+            raise BadRequest(join(path, "endsAt"), "required for a resolved alert")
+        fp = string(alert, "fingerprint", path, required=False) or fingerprint(labels)
+        events.append(
+            alert_event(
+                org=labels.get("org") or org, source="alertmanager", status=status, labels=labels,
+                annotations=annotations, starts_at=starts_at, ends_at=ends_at, generator_url=generator_url, fp=fp,
+                received_at=received_at, rules=rules, path=path,
+            )
+        )
+    return events
+
+
+# -- views ---------------------------------------------------------------------------
+
+
+async def post_prometheus_alerts(request: web.Request) -> web.Response:
+    ingest = request.app[INGEST]
+    ingest.check_length(request)
+    ingest.authenticate(request)
+    body = await ingest.read_body(request)
+    received_at = now()
+    events = prometheus_events(parse_json(body), org=ingest.org(request), received_at=received_at, rules=ingest.rules)
+    events = [ingest.finish(e, index("alerts", i)) for i, e in enumerate(events)]
+    return await ingest.accept(events, "prometheus")
+
+
+async def post_alertmanager_webhook(request: web.Request) -> web.Response:
+    ingest = request.app[INGEST]
+    ingest.check_length(request)
+    ingest.authenticate(request)
+    body = await ingest.read_body(request)
+    received_at = now()
+    events = alertmanager_events(parse_json(body), org=ingest.org(request), received_at=received_at, rules=ingest.rules)
+    events = [ingest.finish(e, index("alerts", i)) for i, e in enumerate(events)]
+    return await ingest.accept(events, "alertmanager")

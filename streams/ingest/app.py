@@ -1,0 +1,131 @@
+"""The ingest aiohttp application: routes, error answers, health and metrics.
+
+Routes::
+
+    POST /api/v2/alerts              Prometheus's alert push (opsloop as its alertmanager)   bearer token
+    POST /ingest/alertmanager        Alertmanager webhook, payload version 4                 bearer token
+    POST /ingest/webhook/{provider}  signed webhooks: github, pagerduty                      HMAC-SHA256
+    POST /ingest/scan                drift / compliance / cost scan results                  bearer token
+    POST /ingest/events              the generic event envelope (one or an array)            bearer token
+    GET  /healthz                    the process answers
+    GET  /readyz                     Kafka reachable and the events.* topics present (else 503)
+    GET  /metrics                    Prometheus metrics of this ingest
+
+Every refusal is JSON ``{"error": "<reason>"}`` with its status (400 naming the
+field, 401/403, 404, 413, 429 and 503 with Retry-After); see
+:mod:`streams.ingest.errors`. A success is ``{"status": "accepted" | "duplicate",
+...}`` sent only after Kafka acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from streams.ingest.alerts import post_alertmanager_webhook, post_prometheus_alerts
+from streams.ingest.auth import TokenAuth, producer_tokens
+from streams.ingest.errors import IngestError
+from streams.ingest.events import post_events
+from streams.ingest.pipeline import INGEST, Ingest
+from streams.ingest.publisher import Publisher
+from streams.ingest.scans import post_scan
+from streams.ingest.sessions import load_session_rules
+from streams.ingest.settings import IngestSettings
+from streams.ingest.webhooks import post_webhook
+from streams.metrics import EVENTS_REJECTED
+from streams.metrics import render as render_shared_metrics
+from streams.settings import Settings
+
+log = logging.getLogger("streams.ingest")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_ingest(settings: Settings, config: IngestSettings) -> Ingest:
+    """Read tokens, secrets and session rules now; a bad value fails here, at start-up."""
+    tokens = producer_tokens(config.tokens.get_secret_value(), os.environ)
+    secrets = {
+        name: value.get_secret_value().encode()
+        for name, value in (("github", config.webhook_secret_github), ("pagerduty", config.webhook_secret_pagerduty))
+        if value.get_secret_value()
+    }
+    rules = load_session_rules(config.sessions_file)
+    return Ingest(settings, config, TokenAuth(tokens), secrets, rules, Publisher(settings, config))
+
+
+# For opsloop_events_rejected_total{kind, reason} (streams.metrics, shared with the dashboard).
+KIND_OF_ROUTE = {"prometheus": "telemetry", "alertmanager": "telemetry", "webhook": "webhook", "scan": "scan", "events": "any"}
+REJECTION_REASONS = {
+    400: "invalid", 401: "auth", 403: "auth", 404: "not_found", 413: "too_large", 429: "backpressure",
+    500: "error", 503: "unavailable",
+}
+
+
+@web.middleware
+async def answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    ingest = request.app[INGEST]
+    route = request.match_info.route.name or "other"
+    try:
+        response = await handler(request)
+    except IngestError as exc:
+        response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        level = logging.WARNING if exc.status >= 500 else logging.INFO
+        log.log(level, "%s %s -> %d %s", request.method, request.path, exc.status, exc.reason)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
+        response = web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except Exception:  # a bug: answer 500, keep serving, keep the traceback in the log
+        log.exception("%s %s failed", request.method, request.path)
+        response = web.json_response({"error": "internal error"}, status=500)
+    ingest.metrics.requests.labels(route, str(response.status)).inc()
+    if response.status in REJECTION_REASONS and route in KIND_OF_ROUTE:
+        EVENTS_REJECTED.labels(KIND_OF_ROUTE[route], REJECTION_REASONS[response.status]).inc()
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ingest = request.app[INGEST]
+    ready, detail = await ingest.publisher.readiness()
+    return web.json_response({"status": "ready" if ready else "not ready", **detail}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ingest = request.app[INGEST]
+    shared, content_type = render_shared_metrics()
+    return web.Response(body=shared + generate_latest(ingest.metrics.registry), headers={"Content-Type": content_type})
+
+
+def create_app(settings: Settings | None = None, config: IngestSettings | None = None) -> web.Application:
+    settings = settings or Settings.from_env()
+    config = config or IngestSettings.from_env()
+    ingest = build_ingest(settings, config)
+    app = web.Application(middlewares=[answer_errors])
+    app[INGEST] = ingest
+    app.router.add_post("/api/v2/alerts", post_prometheus_alerts, name="prometheus")
+    app.router.add_post("/ingest/alertmanager", post_alertmanager_webhook, name="alertmanager")
+    app.router.add_post("/ingest/webhook/{provider}", post_webhook, name="webhook")
+    app.router.add_post("/ingest/scan", post_scan, name="scan")
+    app.router.add_post("/ingest/events", post_events, name="events")
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")
+    app.router.add_get("/metrics", metrics, name="metrics")
+
+    async def start_publisher(app: web.Application) -> None:
+        await app[INGEST].publisher.start()
+
+    async def stop_publisher(app: web.Application) -> None:
+        await app[INGEST].publisher.close()
+
+    app.on_startup.append(start_publisher)
+    app.on_cleanup.append(stop_publisher)
+    return app

@@ -1,0 +1,149 @@
+"""The generic envelope in: ``POST /ingest/events``, for anything without its own endpoint.
+
+The body is one opsloop event envelope (see ``schemas/opsloop.Event.avsc``) or an
+array of them. Versus ``opsloop produce`` (which trusts its file), a post:
+
+* may leave out ``session_key``: the session rules derive it (and name the rule);
+* gets ``received_at`` from ingest's clock;
+* gets ``event_id = derived_id("client", org, id)`` from its ``event_id`` or the
+  ``Idempotency-Key`` header (``<key>#<position>`` for the items of an array), so a
+  retry is a duplicate, and one org's ids cannot collide with another's; with
+  neither, a random id (no idempotency);
+* has its payload checked against the record of its kind (Telemetry, Webhook,
+  Timer, Scan), field by field, so a wrong type is a 400 naming the field rather
+  than an encode failure later.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Mapping, Sequence
+
+from aiohttp import web
+from fastavro.validation import ValidationError, validate
+
+from streams.codec import Codec
+from streams.ingest.errors import BadRequest
+from streams.ingest.fields import array, index, join, obj, parse_json
+from streams.ingest.pipeline import INGEST, now
+from streams.ingest.sessions import SessionRule, make_facts, session_key
+from streams.records import PAYLOAD_FIELD_BY_KIND, derived_id
+from streams.topics import EVENT_KINDS
+
+RECORD_BY_KIND = {"telemetry": "opsloop.Telemetry", "webhook": "opsloop.Webhook", "timer": "opsloop.Timer", "scan": "opsloop.Scan"}
+_PATH_OF_RECORD = {"opsloop.Finding": "payload.findings[]"}
+_MISSING_FIELD = re.compile(r"Field\(([\w.]+)\.(\w+)\) is None expected (.+)")
+_WRONG_TYPE = re.compile(r"([\w.]+)\.(\w+) is <(.*)> of type <class '(\w+)'> expected (.+)", re.S)
+
+
+def payload_schemas(codec: Codec) -> dict[str, dict[str, Any]]:
+    """kind → the parsed Avro record its payload must fit (taken from the Event schema itself)."""
+    event = codec.current("opsloop.Event").parsed
+    union = next(f["type"] for f in event["fields"] if f["name"] == "payload")
+    records = {r["name"]: r for r in union if isinstance(r, dict)}
+    return {kind: records[name] for kind, name in RECORD_BY_KIND.items()}
+
+
+def check_payload(payload: Any, kind: str, schemas: Mapping[str, dict[str, Any]], path: str) -> None:
+    if payload is None:
+        return
+    record = schemas[kind]
+    payload = obj(payload, join(path, "payload"))
+    known = {f["name"] for f in record["fields"]}
+    for name in payload:
+        if name not in known:
+            raise BadRequest(join(path, f"payload.{name}"), f"unknown field for a {kind} payload; fields: {', '.join(sorted(known))}")
+    try:
+        validate(dict(payload), record, raise_errors=True)
+    except ValidationError as exc:
+        raise BadRequest(*_describe(exc, path)) from None
+
+
+def _describe(exc: ValidationError, path: str) -> tuple[str, str]:
+    message = str(exc.errors[0]) if getattr(exc, "errors", None) else str(exc)
+    if m := _MISSING_FIELD.match(message):
+        record, field, expected = m.groups()
+        return join(path, f"{_PATH_OF_RECORD.get(record, 'payload')}.{field}"), f"required ({expected})"
+    if m := _WRONG_TYPE.match(message):
+        record, field, _value, got, expected = m.groups()
+        return join(path, f"{_PATH_OF_RECORD.get(record, 'payload')}.{field}"), f"expected {expected}, got {got}"
+    return join(path, "payload"), message[:200]
+
+
+def _facts(raw: Mapping[str, Any], org: str) -> dict[str, str]:
+    labels = raw.get("labels")
+    labels = {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, Mapping) else {}
+    payload = raw.get("payload") if isinstance(raw.get("payload"), Mapping) else {}
+    extras = {name: payload.get(name) for name in ("fingerprint", "subject", "config_id", "scan_type") if isinstance(payload.get(name), str)}
+    return make_facts(
+        org=org, kind=str(raw.get("kind") or ""), type=str(raw.get("type") or ""), source=str(raw.get("source") or ""),
+        labels=labels, **extras,
+    )
+
+
+def envelope_events(
+    body: Any,
+    *,
+    org: str,
+    received_at: int,
+    rules: Sequence[SessionRule],
+    schemas: Mapping[str, dict[str, Any]],
+    idempotency_key: str | None = None,
+) -> list[dict[str, Any]]:
+    many = isinstance(body, list)
+    items = array(body, "events", nonempty=True) if many else [obj(body, "body")]
+    events = []
+    for i, raw in enumerate(items):
+        path = index("events", i) if many else ""
+        raw = obj(raw, path)
+        event = dict(raw)
+        kind = raw.get("kind")
+        if kind in (None, ""):
+            raise BadRequest(join(path, "kind"), f"required; one of {', '.join(EVENT_KINDS)}")
+        if kind not in EVENT_KINDS:
+            raise BadRequest(join(path, "kind"), f"unknown kind {str(kind)[:40]!r}; expected one of {', '.join(EVENT_KINDS)}")
+        event_org = raw.get("org") or org
+        if not isinstance(event_org, str):
+            raise BadRequest(join(path, "org"), "expected a string")
+        event["org"] = event_org
+        if not raw.get("session_key"):
+            key, rule = _derive_session(rules, _facts(raw, event_org), path)
+            event["session_key"], event["session_rule"] = key, rule
+        elif not raw.get("session_rule"):
+            event["session_rule"] = "client"
+        client_id = raw.get("event_id")
+        if client_id is not None and not isinstance(client_id, str):
+            raise BadRequest(join(path, "event_id"), "expected a string")
+        if not client_id and idempotency_key:
+            client_id = f"{idempotency_key}#{i}" if many else idempotency_key
+        event["event_id"] = derived_id("client", event_org, client_id) if client_id else uuid.uuid4().hex
+        event["received_at"] = received_at
+        if raw.get("payload") is not None:
+            marker = PAYLOAD_FIELD_BY_KIND[kind]
+            if isinstance(raw["payload"], Mapping) and kind != "telemetry" and marker not in raw["payload"]:
+                raise BadRequest(join(path, f"payload.{marker}"), f"required for a {kind} event")
+            check_payload(raw["payload"], kind, schemas, path)
+        events.append(event)
+    return events
+
+
+def _derive_session(rules: Sequence[SessionRule], facts: Mapping[str, str], path: str) -> tuple[str, str]:
+    try:
+        return session_key(rules, facts)
+    except LookupError as exc:
+        raise BadRequest(join(path, "session_key"), f"required: {exc}") from None
+
+
+async def post_events(request: web.Request) -> web.Response:
+    ingest = request.app[INGEST]
+    ingest.check_length(request)
+    ingest.authenticate(request)
+    body = parse_json(await ingest.read_body(request))
+    events = envelope_events(
+        body, org=ingest.org(request), received_at=now(), rules=ingest.rules, schemas=payload_schemas(ingest.codec),
+        idempotency_key=request.headers.get("Idempotency-Key") or None,
+    )
+    many = isinstance(body, list)
+    finished = [ingest.finish(e, index("events", i) if many else "") for i, e in enumerate(events)]
+    return await ingest.accept(finished, "events")

@@ -1,0 +1,165 @@
+"""What every endpoint shares after parsing: finish the events, drop duplicates, publish, answer.
+
+:class:`Ingest` is the per-application state (auth, session rules, the publisher,
+the duplicate memory, metrics); views get it from ``request.app[INGEST]``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from aiohttp import web
+
+from streams.codec import Codec, CodecError, default_codec
+from streams.ingest.auth import TokenAuth
+from streams.ingest.errors import BadRequest, BrokerUnavailable, PayloadTooLarge, RetryLater
+from streams.ingest.fields import join
+from streams.ingest.idempotency import Claims, RecentIds
+from streams.ingest.metrics import IngestMetrics
+from streams.ingest.publisher import Publisher
+from streams.ingest.sessions import NoSessionRule, SessionRule, session_key
+from streams.metrics import EVENTS_INGESTED
+from streams.ingest.settings import IngestSettings
+from streams.producer import now_ms
+from streams.records import InvalidEventError, validate_event
+from streams.settings import Settings
+
+KNOWN_SOURCES = frozenset({"prometheus", "alertmanager", "github", "pagerduty", "scanner", "cli", "opsloop"})
+
+# A record must fit Kafka's default max.request.size (1 MiB) with room for the batch header.
+MAX_RECORD_BYTES = 1_000_000
+
+INGEST: web.AppKey["Ingest"] = web.AppKey("ingest")
+
+
+@dataclass
+class Ingest:
+    settings: Settings
+    config: IngestSettings
+    auth: TokenAuth
+    webhook_secrets: Mapping[str, bytes]
+    rules: Sequence[SessionRule]
+    publisher: Publisher
+    metrics: IngestMetrics = field(default_factory=IngestMetrics)
+    codec: Codec = field(default_factory=default_codec)
+    recent: RecentIds = field(init=False)
+    claims: Claims = field(default_factory=Claims)
+
+    def __post_init__(self) -> None:
+        self.recent = RecentIds(self.config.dedupe_capacity, self.config.dedupe_ttl_s)
+
+    # -- request helpers --------------------------------------------------------
+
+    def org(self, request: web.Request) -> str:
+        """The org of a post that does not name one per event: ``?org=`` or the default."""
+        return request.query.get("org") or self.config.default_org
+
+    def authenticate(self, request: web.Request) -> str:
+        return self.auth.check(request.headers.get("Authorization"))
+
+    def check_length(self, request: web.Request) -> None:
+        """413 from the Content-Length header alone, before authenticating or reading."""
+        length = request.content_length
+        if length is not None and length > self.config.max_body_bytes:
+            raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {self.config.max_body_bytes} bytes")
+
+    async def read_body(self, request: web.Request) -> bytes:
+        """The raw body, refusing more than the limit even without a Content-Length."""
+        self.check_length(request)
+        limit = self.config.max_body_bytes
+        chunks, size = [], 0
+        while True:
+            chunk = await request.content.read(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def session(self, facts: Mapping[str, str], path: str = "") -> tuple[str, str]:
+        try:
+            return session_key(self.rules, facts)
+        except NoSessionRule as exc:
+            raise BadRequest(join(path, "session_key"), f"required: {exc}") from None
+
+    # -- the shared tail ----------------------------------------------------------
+
+    def finish(self, raw: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+        """Validate against the envelope and the Avro schema; a 4xx here, never a 503 later."""
+        try:
+            event = validate_event(raw)
+        except InvalidEventError as exc:
+            raise BadRequest(join(path, exc.field), exc.reason) from None
+        try:
+            size = len(self.codec.encode("opsloop.Event", event))
+        except CodecError:
+            raise BadRequest(join(path, "payload"), f"does not fit the {event['kind']} payload record of opsloop.Event") from None
+        if size > MAX_RECORD_BYTES:
+            raise PayloadTooLarge(f"{path or 'event'} encodes to {size} bytes; the limit per event is {MAX_RECORD_BYTES}")
+        return event
+
+    async def accept(self, events: Sequence[dict[str, Any]], endpoint: str) -> web.Response:
+        """Publish what is new, wait for what a concurrent post is publishing, answer.
+
+        ``{"status": "accepted"|"duplicate", "accepted": n, "duplicates": m, "event_ids": [...]}``
+        """
+        fresh: list[dict[str, Any]] = []
+        waits = []
+        duplicates = 0
+        seen: set[str] = set()
+        for event in events:
+            eid = event["event_id"]
+            if eid in seen or eid in self.recent:
+                duplicates += 1
+            elif (pending := self.claims.get(eid)) is not None:
+                waits.append(pending)
+            else:
+                fresh.append(event)
+            seen.add(eid)
+        for event in fresh:
+            self.claims.claim(event["event_id"])
+        error: BaseException | None = None
+        started = time.perf_counter()
+        self.metrics.in_flight.inc(len(fresh))
+        try:
+            if fresh:
+                await self.publisher.publish(fresh)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.metrics.in_flight.dec(len(fresh))
+            for event in fresh:
+                if error is None:
+                    self.recent.add(event["event_id"])
+                self.claims.release(event["event_id"], error)
+        if fresh:
+            self.metrics.publish_seconds.observe(time.perf_counter() - started)
+        for pending in waits:
+            outcome = await pending
+            if isinstance(outcome, RetryLater):  # the original post's 503 / 429, as a fresh exception
+                raise type(outcome)(outcome.reason, outcome.retry_after)
+            if outcome is not None:
+                raise BrokerUnavailable("Kafka did not acknowledge; retry later", self.config.retry_after_s)
+            duplicates += 1
+        self.metrics.events.labels(endpoint, "accepted").inc(len(fresh))
+        for event in fresh:
+            source = event["source"] if event["source"] in KNOWN_SOURCES else "other"  # clients choose it: bound the labels
+            EVENTS_INGESTED.labels(event["kind"], source).inc()
+        self.metrics.events.labels(endpoint, "duplicate").inc(duplicates)
+        body = {
+            "status": "accepted" if fresh else "duplicate",
+            "accepted": len(fresh),
+            "duplicates": duplicates,
+            "event_ids": [e["event_id"] for e in events],
+        }
+        return web.json_response(body)
+
+
+def now() -> int:
+    """Ingest's clock (epoch ms): received_at, and "is endsAt in the past?"."""
+    return now_ms()

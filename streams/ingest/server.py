@@ -1,0 +1,75 @@
+"""``opsloop ingest``: run the HTTP front door until SIGTERM / SIGINT.
+
+Refuses to start (exit 1, one line on stderr) when no producer could ever post
+(no tokens, no webhook secrets), when OPSLOOP_INGEST_TOKENS is malformed, or when
+the sessions file is invalid (file:line: reason). A broker that is down is *not* a
+reason to refuse: ingest starts, /readyz says 503, posts get 503 with Retry-After,
+and it connects as soon as the broker is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from pydantic import ValidationError
+
+from streams.yamlfile import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opsloop ingest", description="Serve the ingest HTTP endpoints.")
+    parser.add_argument("--host", help="listen address (default OPSLOOP_INGEST_HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="listen port (default OPSLOOP_INGEST_PORT or 8080)")
+    parser.add_argument("--log-level", default=None, help="default OPSLOOP_LOG_LEVEL or info")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from aiohttp import web
+
+    from streams.ingest.app import create_app
+    from streams.ingest.auth import TokenConfigError
+    from streams.ingest.settings import IngestSettings
+    from streams.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        config = IngestSettings.from_env(**overrides)
+    except ValidationError as exc:  # pydantic never echoes SecretStr input
+        print(f"opsloop ingest: invalid settings: {exc}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=(args.log_level or settings.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        app = create_app(settings, config)
+    except (ConfigError, TokenConfigError) as exc:
+        print(f"opsloop ingest: {exc}", file=sys.stderr)
+        return 1
+    from streams.ingest.pipeline import INGEST
+
+    ingest = app[INGEST]
+    if not ingest.auth.producers and not ingest.webhook_secrets:
+        print(
+            "opsloop ingest: no producer can post: set OPSLOOP_INGEST_TOKENS (name=token,...) "
+            "and/or OPSLOOP_INGEST_WEBHOOK_SECRET_<PROVIDER>",
+            file=sys.stderr,
+        )
+        return 1
+    logging.getLogger("streams.ingest").info(
+        "ingest on http://%s:%d (producers: %s; webhooks: %s; topics prefix %r; kafka %s)",
+        config.host, config.port, ", ".join(ingest.auth.producers) or "none",
+        ", ".join(sorted(ingest.webhook_secrets)) or "none", settings.topic_prefix, settings.kafka_bootstrap,
+    )
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=logging.getLogger("aiohttp.access"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
