@@ -43,7 +43,7 @@ from agents.sinks.base import (
     AmbiguousError, DeliveryError, HttpRequest, HttpResponse, LogRequest, PermanentError, Request, Sink,
     SmtpRequest, TransientError,
 )
-from agents.sinks.redact import REDACTOR, Redactor
+from agents.sinks.redact import redact, remember
 from agents.sinks.settings import SinkSettings
 from streams.receivers import MissingSecretError, RateLimit, Receiver, resolve_secrets
 
@@ -150,12 +150,11 @@ class Deliverer:
     """Sends one effect to one destination with the policy above. Start once, share it."""
 
     def __init__(
-        self, policy: RetryPolicy, *, environ: Mapping[str, str] | None = None, redactor: Redactor = REDACTOR,
+        self, policy: RetryPolicy, *, environ: Mapping[str, str] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.environ = os.environ if environ is None else environ
-        self.redactor = redactor
         self.sleep = sleep
         self.clock = clock
         self._http: httpx.AsyncClient | None = None
@@ -192,14 +191,14 @@ class Deliverer:
         started = self.clock()
         try:
             secrets = resolve_secrets(dest.receiver, self.environ)
-            self.redactor.add(secrets.values())
+            remember(secrets.values())
             request = dest.sink.render(effect, dest.receiver, secrets)
         except MissingSecretError as exc:
             return Outcome("dead", 0, error=str(exc), error_type=type(exc).__name__)
         except PermanentError as exc:
-            return Outcome("dead", 0, error=self.redactor.redact(exc.reason), error_type=type(exc).__name__)
+            return Outcome("dead", 0, error=redact(exc.reason), error_type=type(exc).__name__)
         except (KeyError, TypeError, ValueError) as exc:  # an effect the formatter cannot render
-            return Outcome("dead", 0, error=self.redactor.redact(f"cannot render: {type(exc).__name__}: {exc}"),
+            return Outcome("dead", 0, error=redact(f"cannot render: {type(exc).__name__}: {exc}"),
                            error_type="RenderError")
         outcome = Outcome("delivered", 0)
         idempotent = dest.sink.idempotent
@@ -231,7 +230,7 @@ class Deliverer:
             outcome.waits.append(state.upcoming_sleep)
             exc = state.outcome.exception() if state.outcome else None
             log.info("sink %s: attempt %d for %s failed (%s); retrying in %.2fs", dest.name, state.attempt_number,
-                     effect["effect_id"], self.redactor.redact(str(exc)), state.upcoming_sleep)
+                     effect["effect_id"], redact(str(exc)), state.upcoming_sleep)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max_attempts) | stop_before_delay(self.policy.max_total_s),
@@ -272,7 +271,7 @@ class Deliverer:
         reason = exc.reason
         if not isinstance(exc, PermanentError):
             reason = f"gave up after {outcome.attempts} attempt(s) in {self.clock() - started:.1f}s: {reason}"
-        return self.redactor.redact(reason)
+        return redact(reason)
 
     async def _attempt(self, request: Request, dest: Destination, deadline: float) -> int | None:
         await self._ready(dest, deadline)
@@ -320,14 +319,14 @@ class Deliverer:
         try:
             response = await self._http.request(request.method, request.url, content=request.body, headers=dict(request.headers))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise TransientError(f"{type(exc).__name__}: {self.redactor.redact(str(exc)) or 'cannot connect'}") from None
+            raise TransientError(f"{type(exc).__name__}: {redact(str(exc)) or 'cannot connect'}") from None
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
             raise AmbiguousError(f"{type(exc).__name__} after sending (outcome unknown): "
-                                 f"{self.redactor.redact(str(exc)) or 'no answer'}") from None
+                                 f"{redact(str(exc)) or 'no answer'}") from None
         except httpx.InvalidURL as exc:
-            raise PermanentError(f"invalid URL: {self.redactor.redact(str(exc))}") from None
+            raise PermanentError(f"invalid URL: {redact(str(exc))}") from None
         except httpx.HTTPError as exc:
-            raise TransientError(f"{type(exc).__name__}: {self.redactor.redact(str(exc))}") from None
+            raise TransientError(f"{type(exc).__name__}: {redact(str(exc))}") from None
         return HttpResponse(status=response.status_code, headers=response.headers, text=response.text)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Hashable, Mapping, Protocol, TypeVa
 from agents.sinks.base import Sink
 from agents.sinks.delivery import Deliverer, Destination, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
-from agents.sinks.redact import REDACTOR
+from agents.sinks.redact import redact
 from agents.sinks.settings import SinkSettings
 from streams.codec import Codec, CodecError
 from streams.deadletter import dead_letter
@@ -187,7 +187,7 @@ class Dispatcher:
                 raise
             except Exception as exc:  # a bug must not wedge the partition: keep the effect, with why
                 log.exception("sink %s: delivering %s failed unexpectedly", worker.dest.name, job.effect.get("effect_id"))
-                await self._dead_letter(job.record, REDACTOR.redact(f"sink error: {exc}"), type(exc).__name__,
+                await self._dead_letter(job.record, redact(f"sink error: {exc}"), type(exc).__name__,
                                         f"sink:{worker.dest.receiver.channel}")
                 status = "dead"
             finally:
@@ -251,13 +251,13 @@ class Dispatcher:
             "effect_id": effect["effect_id"], "session_key": effect["session_key"], "channel": channel,
             "receiver": receiver, "status": outcome.status, "attempts": outcome.attempts,
             "http_status": outcome.http_status, "latency_ms": float(outcome.latency_ms),
-            "error": REDACTOR.redact(outcome.error) if outcome.error else None, "completed_at": now_ms(),
+            "error": redact(outcome.error) if outcome.error else None, "completed_at": now_ms(),
         }
         await self.emitter.receipt(effect["effect_id"].encode(), record)
 
     async def _dead_letter(self, record: OutboxRecord, reason: str, error_type: str, stage: str) -> None:
         letter = dead_letter(
-            reason=REDACTOR.redact(reason), error=error_type, topic=record.topic, partition=record.partition,
+            reason=redact(reason), error=error_type, topic=record.topic, partition=record.partition,
             offset=record.offset, key=record.key, value=record.value, failed_at=now_ms(), stage=stage,
         )
         await self.emitter.dead_letter(record.key, letter)

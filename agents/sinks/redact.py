@@ -1,91 +1,37 @@
-"""Secret values out of every log line and error message.
+"""Secret values out of every log line, record and error message the sinks produce.
 
 Secrets are resolved only at delivery time, but an exception text, a library's
-debug line (httpx logs each request URL at INFO, and a Slack webhook URL *is* the
-secret) or a service's error echo can still carry one. Every value the sinks
-resolve is registered here; :func:`install` wraps the logging record factory once,
-so every record from every logger is redacted before any handler sees it, and
-:meth:`Redactor.redact` cleans the error strings that go into records.
+log line (httpx logs each request URL, and a Slack webhook URL *is* the secret) or a
+service's error echo can still carry one. Every value the sinks resolve is
+registered with the process-wide masking of :mod:`streams.logs` (the filter on
+every handler), together with the token path of a secret URL, since a re-encoded
+URL in a message still contains it; :func:`redact` cleans the error strings that
+go into receipts and dead letters.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import threading
-from typing import Any, Iterable
+from typing import Iterable
 from urllib.parse import urlsplit
 
-MASK = "[REDACTED]"
-MIN_LENGTH = 4  # shorter values would mask random substrings and leak nothing useful
+from streams.logs import SECRETS, register_secrets
+
+MIN_PATH = 8  # a URL path shorter than this is not a token ("/", "/hook")
 
 
-class Redactor:
-    def __init__(self) -> None:
-        self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def active(self) -> bool:
-        return self._pattern is not None
-
-    def add(self, values: Iterable[str]) -> None:
-        fresh = set()
-        for value in values:
-            if not value or len(value) < MIN_LENGTH:
-                continue
-            fresh.add(value)
-            if value.startswith(("http://", "https://")):
-                path = urlsplit(value).path  # a re-encoded URL in a log line still has its token path
-                if len(path) >= 8:
-                    fresh.add(path)
-        with self._lock:
-            if fresh <= self._values:
-                return
-            self._values |= fresh
-            ordered = sorted(self._values, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
-
-    def redact(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None or not text:
-            return text
-        return pattern.sub(MASK, text)
+def remember(values: Iterable[str]) -> None:
+    """Mask these secret values (and the path of a secret URL) from now on."""
+    fresh: list[str] = []
+    for value in values:
+        if not value:
+            continue
+        fresh.append(value)
+        if value.startswith(("http://", "https://")):
+            path = urlsplit(value).path
+            if len(path) >= MIN_PATH:
+                fresh.append(path)
+    register_secrets(*fresh)
 
 
-REDACTOR = Redactor()
-_installed = False
-
-
-def install(redactor: Redactor = REDACTOR) -> None:
-    """Redact every log record of this process (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        if redactor.active:
-            _redact_record(record, redactor)
-        return record
-
-    logging.setLogRecordFactory(factory)
-    _installed = True
-
-
-def _redact_record(record: logging.LogRecord, redactor: Redactor) -> None:
-    try:
-        message = record.getMessage()
-    except Exception:  # a broken format string: leave it to the handler to report
-        return
-    clean = redactor.redact(message)
-    if clean != message:
-        record.msg, record.args = clean, None
-    if record.exc_info and record.exc_info[1] is not None:
-        import traceback
-
-        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-        record.exc_text = redactor.redact(text)
-        record.exc_info = None
+def redact(text: str) -> str:
+    return SECRETS.mask(text) if text else text
