@@ -99,7 +99,7 @@ class Authenticator:
 
         ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.user and auth_data.password.decode() == self.password
         self.attempts.append(ok)
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)
 
 
 @pytest.fixture(scope="module")
