@@ -171,6 +171,56 @@ def cmd_ingest(argv: Sequence[str]) -> int:
     return ingest_main(list(argv))
 
 
+# -- audit ----------------------------------------------------------------------
+
+
+def cmd_projector(args: argparse.Namespace) -> int:
+    from streams.audit.projector import run_projector
+
+    return run_projector(_settings(), batch_max=args.batch_max)
+
+
+def _audit_engine():
+    from streams.audit.store import migrate
+    from streams.db import make_engine
+
+    engine = make_engine(_settings().database_url.get_secret_value())
+    migrate(engine)
+    return engine
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from streams.audit import store, timeline
+
+    target = args.target
+    if target == "migrate":
+        _audit_engine()
+        print("audit database is at the newest schema")
+        return 0
+    if target == "prune":
+        if not args.older_than:
+            print("opsloop: audit prune needs --older-than (e.g. 30d)", file=sys.stderr)
+            return 1
+        from streams.yamlfile import parse_duration_ms
+
+        try:
+            age = parse_duration_ms(args.older_than)
+        except ValueError as exc:
+            print(f"opsloop: --older-than: {exc}", file=sys.stderr)
+            return 1
+        import time
+
+        deleted = store.prune(_audit_engine(), int(time.time() * 1000) - age)
+        print("pruned " + ", ".join(f"{n} {table}" for table, n in deleted.items()))
+        return 0
+    entries = timeline.build(store.session_rows(_audit_engine(), target))
+    if args.json:
+        print(json.dumps({"session_key": target, "timeline": entries}, indent=2, default=str))
+    else:
+        print(timeline.render(target, entries))
+    return 0 if entries else 3
+
+
 # -- entry point ----------------------------------------------------------------
 
 
@@ -203,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the zero-setup demo: local broker, worker, real alerts")
     demo.add_argument("--alerts", type=int, default=6)
     demo.set_defaults(func=cmd_demo)
+
+    projector = sub.add_parser("projector", help="fold events, decisions, effects, deliveries into the SQL audit tables")
+    projector.add_argument("--batch-max", type=int, default=1000)
+    projector.set_defaults(func=cmd_projector)
+
+    audit = sub.add_parser(
+        "audit", help="a session's timeline (`audit SESSION_KEY [--json]`), `audit prune --older-than 30d`, `audit migrate`"
+    )
+    audit.add_argument("target", help="a session key, or `prune`, or `migrate`")
+    audit.add_argument("--json", action="store_true", help="the timeline as JSON")
+    audit.add_argument("--older-than", help="prune: delete rows older than this (e.g. 30d)")
+    audit.set_defaults(func=cmd_audit)
 
     sub.add_parser("classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False)
     sub.add_parser("ingest", help="serve the HTTP ingest endpoints (see `opsloop ingest -h`)", add_help=False)

@@ -1,0 +1,131 @@
+"""``opsloop projector``: folds the topics into the audit tables, restart-safe.
+
+A plain aiokafka consumer rather than a faust agent, because the consumed position
+must live in the SQL transaction that writes the rows (eventsourcing's rule), not
+in Kafka's group offsets: on every assignment the projector seeks to the offsets
+stored in ``projector_offsets``. A crash between a SQL commit and anything else
+therefore neither loses nor doubles a row. Instances share partitions through an
+ordinary consumer group; Kafka offsets are committed too, only so lag is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from streams import metrics
+from streams.audit.store import PROJECTED_TOPICS, Position, advance_offsets, stored_offsets, write_batch
+from streams.codec import CodecError, default_codec
+from streams.deadletter import dead_letter
+from streams.producer import EventProducer
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _SeekToStored(ConsumerRebalanceListener):
+    def __init__(self, projector: "Projector") -> None:
+        self.projector = projector
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        stored = await asyncio.to_thread(stored_offsets, self.projector.engine)
+        consumer = self.projector.consumer
+        fresh = []
+        for tp in assigned:
+            offset = stored.get((self.projector.logical(tp.topic), tp.partition))
+            if offset is None:
+                fresh.append(tp)
+            else:
+                consumer.seek(tp, offset)
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)
+
+
+class Projector:
+    def __init__(self, settings: Settings, engine: sa.Engine, *, batch_max: int = 1000) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.batch_max = batch_max
+        self.codec = default_codec()
+        self.consumer = AIOKafkaConsumer(
+            **settings.kafka_client_config(),
+            group_id=f"{settings.app_id}-projector",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+        )
+
+    def logical(self, physical: str) -> str:
+        prefix = self.settings.topic_prefix
+        return physical[len(prefix):] if prefix and physical.startswith(prefix) else physical
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.consumer.subscribe([self.settings.topic_prefix + t for t in PROJECTED_TOPICS], listener=_SeekToStored(self))
+        await self.consumer.start()
+        try:
+            async with EventProducer(self.settings) as dlq:
+                while not stop.is_set():
+                    batch = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_max)
+                    if batch:
+                        await self._project(batch, dlq)
+        finally:
+            await self.consumer.stop()
+
+    async def _project(self, batch: dict, dlq: EventProducer) -> None:
+        items, skipped = [], {}
+        for tp, messages in batch.items():
+            topic = self.logical(tp.topic)
+            for msg in messages:
+                try:
+                    items.append((Position(topic, msg.partition, msg.offset), self.codec.decode(msg.value)))
+                except CodecError as exc:
+                    # Kept whole in events.dlq with the reason; the audit moves on past it.
+                    record = dead_letter(
+                        reason=str(exc), error=exc, topic=tp.topic, partition=msg.partition, offset=msg.offset,
+                        key=msg.key, value=msg.value, failed_at=int(time.time() * 1000), stage="projector",
+                    )
+                    await dlq.send_record("events.dlq", msg.key, "opsloop.DeadLetter", record)
+                    metrics.observe_dead_letter("events.dlq", "projector")
+                    skipped[(topic, msg.partition)] = msg.offset + 1
+        if items:
+            await asyncio.to_thread(write_batch, self.engine, items)
+        if skipped:
+            await asyncio.to_thread(advance_offsets, self.engine, skipped)
+        # Kafka's offsets only mirror SQL's (for lag tooling); SQL is what we resume from,
+        # so a commit refused during a rebalance loses nothing.
+        try:
+            await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.info("kafka offset mirror not committed (%s); SQL offsets stand", type(exc).__name__)
+
+
+def run_projector(settings: Settings, batch_max: int = 1000) -> int:
+    import signal
+
+    from streams.audit.store import migrate
+    from streams.db import make_engine
+    from streams.logs import configure, register_secrets
+
+    configure(settings.log_level, settings.log_format)
+    register_secrets(*settings.secret_values())
+    engine = make_engine(settings.database_url.get_secret_value())
+    migrate(engine)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Projector(settings, engine, batch_max=batch_max).run(stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,183 @@
+"""Writing and reading the audit projection.
+
+``rows_for`` is pure: a decoded record and its coordinates in, the row for its
+table out. ``write_batch`` inserts a batch idempotently (a row whose id exists is
+skipped, so a replayed batch changes nothing) and moves the partition offsets in
+the same transaction. ``migrate`` brings any existing database to the current
+schema with Alembic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from streams.audit.models import DecisionRow, DeliveryRow, EffectRow, EventRow, ProjectorOffset
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+# logical topic -> table
+TABLE_OF = {
+    "events.telemetry": EventRow, "events.webhook": EventRow, "events.timer": EventRow, "events.scan": EventRow,
+    "decisions": DecisionRow, "outbox": EffectRow, "deliveries": DeliveryRow,
+}
+PROJECTED_TOPICS = tuple(TABLE_OF)
+
+
+@dataclass(frozen=True)
+class Position:
+    topic: str  # logical name
+    partition: int
+    offset: int
+
+
+def _plain(record: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy (bytes become hex) for the record column."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, bytes):
+            out[key] = value.hex()
+        elif isinstance(value, Mapping):
+            out[key] = _plain(value)
+        elif isinstance(value, list):
+            out[key] = [_plain(v) if isinstance(v, Mapping) else v for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
+    """The table and row for one decoded record."""
+    table = TABLE_OF[pos.topic]
+    where = {"topic": pos.topic, "partition": pos.partition, "offset": pos.offset, "record": _plain(record)}
+    if table is EventRow:
+        return table, {
+            **where, "event_id": record["event_id"], "session_key": record["session_key"], "org": record["org"],
+            "kind": record["kind"], "type": record["type"], "source": record["source"],
+            "occurred_at": record["occurred_at"], "received_at": record["received_at"],
+        }
+    if table is DecisionRow:
+        return table, {
+            **where, "decision_id": record["decision_id"], "event_id": record["event_id"],
+            "session_key": record["session_key"], "org": record["org"], "decided_at": record["decided_at"],
+            "category": record["category"], "severity": record["severity"], "outcome": record["outcome"],
+            "runbook": record.get("runbook", ""),
+        }
+    if table is EffectRow:
+        notify = record.get("notify") or {}
+        return table, {
+            **where, "effect_id": record["effect_id"], "event_id": record["event_id"],
+            "session_key": record["session_key"], "type": record["type"], "channel": notify.get("channel", ""),
+            "receiver": notify.get("receiver", ""), "created_at": record["created_at"],
+        }
+    return table, {
+        **where, "receipt_id": f"{pos.topic}:{pos.partition}:{pos.offset}", "effect_id": record["effect_id"],
+        "session_key": record.get("session_key", ""), "channel": record["channel"], "status": record["status"],
+        "attempts": record["attempts"], "completed_at": record["completed_at"],
+    }
+
+
+def _insert_ignore(conn: sa.Connection, table: type, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    conn.execute(insert(table.__table__).on_conflict_do_nothing(), rows)
+
+
+def _upsert_offsets(conn: sa.Connection, offsets: Mapping[tuple[str, int], int]) -> None:
+    if not offsets:
+        return
+    dialect = conn.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(ProjectorOffset.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["topic", "partition"], set_={"next_offset": stmt.excluded.next_offset}
+    )
+    conn.execute(stmt, [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in offsets.items()])
+
+
+def write_batch(engine: sa.Engine, items: Iterable[tuple[Position, Mapping[str, Any]]]) -> int:
+    """Insert the rows of a batch and advance offsets, atomically. Returns rows offered."""
+    by_table: dict[type, list[dict[str, Any]]] = {}
+    offsets: dict[tuple[str, int], int] = {}
+    count = 0
+    for pos, record in items:
+        table, row = rows_for(pos, record)
+        by_table.setdefault(table, []).append(row)
+        key = (pos.topic, pos.partition)
+        offsets[key] = max(offsets.get(key, 0), pos.offset + 1)
+        count += 1
+    with engine.begin() as conn:
+        for table, rows in by_table.items():
+            _insert_ignore(conn, table, rows)
+        _upsert_offsets(conn, offsets)
+    return count
+
+
+def advance_offsets(engine: sa.Engine, offsets: Mapping[tuple[str, int], int]) -> None:
+    """Move offsets past records that produce no row (e.g. undecodable ones, counted elsewhere)."""
+    with engine.begin() as conn:
+        _upsert_offsets(conn, offsets)
+
+
+def stored_offsets(engine: sa.Engine) -> dict[tuple[str, int], int]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(ProjectorOffset.topic, ProjectorOffset.partition, ProjectorOffset.next_offset))
+        return {(t, p): o for t, p, o in rows}
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Upgrade the database in place to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def count_rows(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            table.__tablename__: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in (EventRow, DecisionRow, EffectRow, DeliveryRow)
+        }
+
+
+def session_rows(engine: sa.Engine, session_key: str) -> dict[str, list[dict[str, Any]]]:
+    """Every stored record of one session, per table, in Kafka order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    with engine.connect() as conn:
+        for name, table, order in (
+            ("events", EventRow, EventRow.occurred_at),
+            ("decisions", DecisionRow, DecisionRow.decided_at),
+            ("effects", EffectRow, EffectRow.created_at),
+            ("deliveries", DeliveryRow, DeliveryRow.completed_at),
+        ):
+            rows = conn.execute(
+                sa.select(table.record).where(table.session_key == session_key).order_by(order, table.partition, table.offset)
+            )
+            out[name] = [row[0] for row in rows]
+    return out
+
+
+def prune(engine: sa.Engine, before_ms: int) -> dict[str, int]:
+    """Delete rows older than ``before_ms`` (event time); offsets stay, so nothing is re-read."""
+    deleted = {}
+    with engine.begin() as conn:
+        for table, column in (
+            (DeliveryRow, DeliveryRow.completed_at),
+            (EffectRow, EffectRow.created_at),
+            (DecisionRow, DecisionRow.decided_at),
+            (EventRow, EventRow.occurred_at),
+        ):
+            result = conn.execute(sa.delete(table).where(column < before_ms))
+            deleted[table.__tablename__] = result.rowcount
+    return deleted

@@ -1,0 +1,80 @@
+"""A session's timeline from its audit rows: pure, for `opsloop audit SESSION`.
+
+Each event is followed by what opsloop made of it: the classification, the
+runbook, every gate's verdict, the outcome, the effects, and each delivery of each
+effect with its status and attempts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+
+def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Join events, decisions, effects and deliveries of one session into entries."""
+    decisions = {d["event_id"]: d for d in rows.get("decisions", [])}
+    effects_by_event: dict[str, list[dict[str, Any]]] = {}
+    for effect in rows.get("effects", []):
+        effects_by_event.setdefault(effect["event_id"], []).append(effect)
+    deliveries: dict[str, list[dict[str, Any]]] = {}
+    for receipt in rows.get("deliveries", []):
+        deliveries.setdefault(receipt["effect_id"], []).append(receipt)
+    entries = []
+    for event in rows.get("events", []):
+        decision = decisions.get(event["event_id"])
+        entry: dict[str, Any] = {
+            "at": event["occurred_at"], "event_id": event["event_id"], "kind": event["kind"], "type": event["type"],
+            "source": event["source"], "labels": event.get("labels", {}), "decision": None, "effects": [],
+        }
+        if decision:
+            entry["decision"] = {
+                key: decision.get(key)
+                for key in ("category", "severity", "confidence", "classifier", "fallback", "runbook",
+                            "runbook_set_version", "outcome", "gates")
+            }
+        for effect in effects_by_event.get(event["event_id"], []):
+            notify = effect.get("notify") or {}
+            entry["effects"].append({
+                "effect_id": effect["effect_id"], "type": effect["type"], "channel": notify.get("channel"),
+                "receiver": notify.get("receiver"), "action": notify.get("action"), "title": notify.get("title"),
+                "timer": effect.get("timer"), "deliveries": [
+                    {k: r.get(k) for k in ("channel", "receiver", "status", "attempts", "http_status", "latency_ms", "error")}
+                    for r in deliveries.get(effect["effect_id"], [])
+                ],
+            })
+        entries.append(entry)
+    return entries
+
+
+def _time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render(session_key: str, entries: list[dict[str, Any]]) -> str:
+    """The human-readable table."""
+    if not entries:
+        return f"no events recorded for session {session_key!r}"
+    lines = [f"session {session_key}: {len(entries)} events", ""]
+    for e in entries:
+        lines.append(f"{_time(e['at'])}  {e['type']:<24} {e['source']:<12} {e['event_id'][:16]}")
+        d = e["decision"]
+        if d is None:
+            lines.append("    (no decision recorded yet)")
+        else:
+            fallback = " (keyword fallback)" if d.get("fallback") else ""
+            lines.append(
+                f"    classified {d['category']}/{d['severity']} p={d['confidence']:.2f} by {d['classifier']}{fallback}; "
+                f"runbook {d['runbook'] or '-'} (set {d['runbook_set_version'] or '-'}); outcome {d['outcome']}"
+            )
+            for gate in d.get("gates") or []:
+                reason = f": {gate['reason']}" if gate.get("reason") else ""
+                lines.append(f"      gate {gate['gate']:<14} {gate['verdict']}{reason}")
+        for f in e["effects"]:
+            target = f"{f['channel']}:{f['receiver']}" if f["channel"] else ""
+            lines.append(f"    -> {f['type']} {target} {f['action'] or ''} {f['title'] or ''}".rstrip())
+            for r in f["deliveries"]:
+                status = f"HTTP {r['http_status']}" if r.get("http_status") else ""
+                error = f" ({r['error']})" if r.get("error") else ""
+                lines.append(f"       delivered? {r['status']} after {r['attempts']} attempt(s) {status}{error}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""The audit store's contract, on SQLite and on PostgreSQL alike."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from streams.audit import store, timeline
+from streams.audit.models import Base
+from streams.audit.store import Position
+
+from tests.audit.records import decision, delivery, effect, event
+
+
+def _batch(n: int, session: str = "acme:cpu:web-1"):
+    items = []
+    for i in range(n):
+        items.append((Position("events.telemetry", i % 3, i), event(i, session)))
+        items.append((Position("decisions", i % 3, i), decision(i, session)))
+        if i % 2 == 0:
+            items.append((Position("outbox", i % 3, i), effect(i, session)))
+            items.append((Position("deliveries", 0, i), delivery(i, session)))
+    return items
+
+
+def test_migrations_build_exactly_the_models_and_rerun_as_no_ops(audit_db):
+    _, engine = audit_db
+    store.migrate(engine)
+    store.migrate(engine)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_a_batch_written_twice_gives_the_same_rows_and_offsets(audit_db):
+    _, engine = audit_db
+    store.migrate(engine)
+    items = _batch(10)
+    store.write_batch(engine, items)
+    first = store.count_rows(engine)
+    store.write_batch(engine, items)  # a redelivered batch after a crash
+    assert store.count_rows(engine) == first == {
+        "audit_events": 10, "audit_decisions": 10, "audit_effects": 5, "audit_deliveries": 5,
+    }
+    offsets = store.stored_offsets(engine)
+    assert offsets[("events.telemetry", 0)] == 10  # next offset after 9 (9 % 3 == 0)
+    assert offsets[("deliveries", 0)] == 9
+
+
+def test_timeline_of_a_session(audit_db):
+    _, engine = audit_db
+    store.migrate(engine)
+    store.write_batch(engine, _batch(4) + _batch(2, session="other"))
+    entries = timeline.build(store.session_rows(engine, "acme:cpu:web-1"))
+    assert [e["event_id"] for e in entries] == ["ev-0", "ev-1", "ev-2", "ev-3"]
+    first = entries[0]
+    assert first["decision"]["runbook"] == "high-cpu" and first["decision"]["outcome"] == "notified"
+    assert first["effects"][0]["deliveries"] == [{
+        "channel": "slack", "receiver": "infra-slack", "status": "delivered", "attempts": 2,
+        "http_status": 200, "latency_ms": 12.5, "error": None,
+    }]
+    assert entries[1]["decision"]["gates"] == [{"gate": "cooldown", "verdict": "stop", "reason": "15m"}]
+    text = timeline.render("acme:cpu:web-1", entries)
+    assert "classified cpu/warning p=0.90 by model-test; runbook high-cpu (set rs-1); outcome notified" in text
+    assert "gate cooldown       stop: 15m" in text
+    assert "delivered? delivered after 2 attempt(s) HTTP 200" in text
+
+
+def test_prune_removes_old_rows_and_keeps_offsets(audit_db):
+    _, engine = audit_db
+    store.migrate(engine)
+    store.write_batch(engine, _batch(10))
+    cutoff = 1_700_000_000_000 + 5 * 1000  # rows of i < 5 are older
+    deleted = store.prune(engine, cutoff)
+    assert deleted["audit_events"] == 5 and deleted["audit_decisions"] == 5
+    assert store.count_rows(engine)["audit_events"] == 5
+    assert store.stored_offsets(engine)[("events.telemetry", 0)] == 10
