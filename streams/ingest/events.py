@@ -107,6 +107,11 @@ def envelope_events(
         if not isinstance(event_org, str):
             raise BadRequest(join(path, "org"), "expected a string")
         event["org"] = event_org
+        if raw.get("payload") is not None:
+            marker = PAYLOAD_FIELD_BY_KIND[kind]
+            if isinstance(raw["payload"], Mapping) and kind != "telemetry" and marker not in raw["payload"]:
+                raise BadRequest(join(path, f"payload.{marker}"), f"required for a {kind} event")
+            check_payload(raw["payload"], kind, schemas, path)
         if not raw.get("session_key"):
             key, rule = _derive_session(rules, _facts(raw, event_org), path)
             event["session_key"], event["session_rule"] = key, rule
@@ -119,11 +124,6 @@ def envelope_events(
             client_id = f"{idempotency_key}#{i}" if many else idempotency_key
         event["event_id"] = derived_id("client", event_org, client_id) if client_id else uuid.uuid4().hex
         event["received_at"] = received_at
-        if raw.get("payload") is not None:
-            marker = PAYLOAD_FIELD_BY_KIND[kind]
-            if isinstance(raw["payload"], Mapping) and kind != "telemetry" and marker not in raw["payload"]:
-                raise BadRequest(join(path, f"payload.{marker}"), f"required for a {kind} event")
-            check_payload(raw["payload"], kind, schemas, path)
         events.append(event)
     return events
 

@@ -20,13 +20,10 @@ from streams.ingest.idempotency import Claims, RecentIds
 from streams.ingest.metrics import IngestMetrics
 from streams.ingest.publisher import Publisher
 from streams.ingest.sessions import NoSessionRule, SessionRule, session_key
-from streams.metrics import EVENTS_INGESTED
 from streams.ingest.settings import IngestSettings
 from streams.producer import now_ms
 from streams.records import InvalidEventError, validate_event
 from streams.settings import Settings
-
-KNOWN_SOURCES = frozenset({"prometheus", "alertmanager", "github", "pagerduty", "scanner", "cli", "opsloop"})
 
 # A record must fit Kafka's default max.request.size (1 MiB) with room for the batch header.
 MAX_RECORD_BYTES = 1_000_000
@@ -147,9 +144,6 @@ class Ingest:
                 raise BrokerUnavailable("Kafka did not acknowledge; retry later", self.config.retry_after_s)
             duplicates += 1
         self.metrics.events.labels(endpoint, "accepted").inc(len(fresh))
-        for event in fresh:
-            source = event["source"] if event["source"] in KNOWN_SOURCES else "other"  # clients choose it: bound the labels
-            EVENTS_INGESTED.labels(event["kind"], source).inc()
         self.metrics.events.labels(endpoint, "duplicate").inc(duplicates)
         body = {
             "status": "accepted" if fresh else "duplicate",

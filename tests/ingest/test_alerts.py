@@ -1,0 +1,163 @@
+"""Prometheus's push and Alertmanager's webhook, parsed: pure functions, no broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.ingest.alerts import alertmanager_events, fingerprint, prometheus_events
+from streams.ingest.errors import BadRequest
+from streams.ingest.fields import timestamp_ms
+from streams.ingest.sessions import load_session_rules
+from streams.ingest.settings import IngestSettings
+from streams.records import derived_id
+
+RULES = load_session_rules(IngestSettings().sessions_file)
+NOW = 1_714_557_600_000  # 2024-05-01T10:00:00Z
+
+
+def prom(alerts, received_at=NOW, org="acme"):
+    return prometheus_events(alerts, org=org, received_at=received_at, rules=RULES)
+
+
+def am(body, received_at=NOW, org="acme"):
+    return alertmanager_events(body, org=org, received_at=received_at, rules=RULES)
+
+
+CPU = {"alertname": "HostHighCpuLoad", "instance": "web-1:9100", "job": "node", "severity": "warning"}
+
+
+def test_fingerprint_is_fnv1a_over_sorted_labels_like_alertmanager():
+    assert fingerprint({}) == "cbf29ce484222325"  # FNV-1a 64 offset basis: prometheus/common's empty label set
+    assert fingerprint({"b": "2", "a": "1"}) == fingerprint({"a": "1", "b": "2"})
+    assert fingerprint({"a": "1"}) != fingerprint({"a": "2"})
+    # the separator byte keeps name/value boundaries apart
+    assert fingerprint({"ab": "c"}) != fingerprint({"a": "bc"})
+    assert len(fingerprint(CPU)) == 16
+
+
+def test_firing_resolved_from_ends_at_relative_to_receive_time():
+    future, past = "2024-05-01T10:04:00Z", "2024-05-01T09:59:00Z"
+    events = prom([
+        {"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": future},
+        {"labels": {**CPU, "instance": "web-2:9100"}, "startsAt": "2024-05-01T09:50:00Z"},
+        {"labels": {**CPU, "instance": "web-3:9100"}, "startsAt": "2024-05-01T09:50:00Z", "endsAt": past},
+    ])
+    assert [e["type"] for e in events] == ["alert.firing", "alert.firing", "alert.resolved"]
+    assert [e["payload"]["status"] for e in events] == ["firing", "firing", "resolved"]
+    starts = timestamp_ms("2024-05-01T09:50:00Z", "x")
+    assert events[0]["occurred_at"] == starts  # firing: startsAt
+    assert events[2]["occurred_at"] == timestamp_ms(past, "x")  # resolved: endsAt
+    assert all(e["received_at"] == NOW and e["kind"] == "telemetry" and e["source"] == "prometheus" for e in events)
+
+
+def test_a_resend_with_a_moving_ends_at_has_the_same_event_id():
+    first = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:04:00Z"}])[0]
+    resend = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:06:00Z"}], received_at=NOW + 120_000)[0]
+    resolved = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:01:00Z"}], received_at=NOW + 120_000)[0]
+    assert first["event_id"] == resend["event_id"]
+    assert resolved["event_id"] != first["event_id"]
+    assert first["event_id"] == derived_id("alert", "acme", fingerprint(CPU), str(timestamp_ms("2024-05-01T09:50:00Z", "x")), "firing")
+    assert first["session_key"] == resolved["session_key"] == "acme:alert:HostHighCpuLoad:web-1:9100"
+
+
+def test_session_keys_follow_the_default_rules():
+    events = prom([
+        {"labels": {**CPU, "service": "checkout"}, "startsAt": "2024-05-01T09:50:00Z"},
+        {"labels": CPU, "startsAt": "2024-05-01T09:50:00Z"},
+        {"labels": {"job": "node", "org": "globex"}, "startsAt": "2024-05-01T09:50:00Z"},
+    ])
+    assert events[0]["session_key"] == "acme:alert:HostHighCpuLoad:checkout"  # service wins over instance
+    assert events[1]["session_key"] == "acme:alert:HostHighCpuLoad:web-1:9100"
+    assert [e["session_rule"] for e in events[:2]] == ["alert-group", "alert-group"]
+    # no alertname: the label set's fingerprint, and the org label overrides the default
+    assert events[2]["org"] == "globex"
+    assert events[2]["session_key"] == f"globex:alert:{fingerprint({'job': 'node', 'org': 'globex'})}"
+    assert events[2]["session_rule"] == "alert-fingerprint"
+
+
+AM_BODY = {
+    "version": "4",
+    "groupKey": '{}:{alertname="HostHighCpuLoad"}',
+    "truncatedAlerts": 0,
+    "status": "resolved",
+    "receiver": "opsloop",
+    "groupLabels": {"alertname": "HostHighCpuLoad"},
+    "commonLabels": {"alertname": "HostHighCpuLoad"},
+    "commonAnnotations": {},
+    "externalURL": "http://am:9093",
+    "alerts": [
+        {
+            "status": "firing", "labels": CPU, "annotations": {"summary": "CPU high"},
+            "startsAt": "2024-05-01T09:50:00.123456789Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prom/graph", "fingerprint": "0123456789abcdef",
+        },
+        {
+            "status": "resolved", "labels": {**CPU, "instance": "web-2:9100"}, "annotations": {},
+            "startsAt": "2024-05-01T09:40:00Z", "endsAt": "2024-05-01T09:55:00Z", "generatorURL": "", "fingerprint": "fedcba9876543210",
+        },
+    ],
+}
+
+
+def test_alertmanager_v4_each_alert_one_event_firing_and_resolved():
+    events = am(AM_BODY)
+    assert [e["type"] for e in events] == ["alert.firing", "alert.resolved"]
+    firing, resolved = events
+    assert firing["payload"]["fingerprint"] == "0123456789abcdef"  # Alertmanager's own, as sent
+    assert firing["payload"]["ends_at"] is None  # Go's zero time
+    assert firing["payload"]["starts_at"] == timestamp_ms("2024-05-01T09:50:00.123Z", "x")
+    assert firing["payload"]["generator_url"] == "http://prom/graph"
+    assert firing["annotations"] == {"summary": "CPU high"}
+    assert resolved["occurred_at"] == timestamp_ms("2024-05-01T09:55:00Z", "x")
+    assert all(e["source"] == "alertmanager" for e in events)
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({**AM_BODY, "version": "3"}, "version"),
+        ({**AM_BODY, "alerts": []}, "alerts"),
+        ({**AM_BODY, "alerts": {}}, "alerts"),
+        ({**AM_BODY, "alerts": [{**AM_BODY["alerts"][0], "status": "pending"}]}, "alerts[0].status"),
+        ({**AM_BODY, "alerts": [{k: v for k, v in AM_BODY["alerts"][0].items() if k != "startsAt"}]}, "alerts[0].startsAt"),
+        ({**AM_BODY, "alerts": [{**AM_BODY["alerts"][1], "endsAt": "0001-01-01T00:00:00Z"}]}, "alerts[0].endsAt"),
+        ({**AM_BODY, "alerts": [AM_BODY["alerts"][0], {**AM_BODY["alerts"][0], "labels": {"a": 1}}]}, "alerts[1].labels"),
+        ({**AM_BODY, "alerts": [{**AM_BODY["alerts"][0], "startsAt": 1714557600}]}, "alerts[0].startsAt"),
+        ([AM_BODY], "body"),
+    ],
+)
+def test_alertmanager_bad_bodies_name_the_field(body, field):
+    with pytest.raises(BadRequest) as err:
+        am(body)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    "alerts, field, reason",
+    [
+        ([], "alerts", "empty"),
+        ({"labels": CPU}, "alerts", "expected an array"),
+        ([{"labels": {"a": 1}}], "alerts[0].labels", "expected a mapping of strings"),
+        ([{"labels": {}}], "alerts[0].labels", "empty"),
+        ([{"annotations": {}}], "alerts[0].labels", "required"),
+        ([{"labels": CPU, "startsAt": "yesterday"}], "alerts[0].startsAt", "not an RFC 3339 timestamp"),
+        ([{"labels": CPU, "endsAt": "2024-05-01T10:00:00"}], "alerts[0].endsAt", "without a time zone"),
+        ([{"labels": CPU, "generatorURL": 5}], "alerts[0].generatorURL", "expected a string"),
+        (["x"], "alerts[0]", "expected an object"),
+    ],
+)
+def test_prometheus_bad_bodies_name_the_field(alerts, field, reason):
+    with pytest.raises(BadRequest) as err:
+        prom(alerts)
+    assert err.value.field == field and reason in err.value.reason
+
+
+def test_timestamps_nanoseconds_offsets_and_the_zero_time():
+    assert timestamp_ms("2024-05-01T10:00:00.999999999Z", "t") == NOW + 999
+    assert timestamp_ms("2024-05-01T12:00:00+02:00", "t") == NOW
+    assert timestamp_ms("0001-01-01T00:00:00Z", "t") is None
+    assert timestamp_ms(None, "t") is None
+    assert timestamp_ms(NOW, "t", allow_millis=True) == NOW
+    with pytest.raises(BadRequest, match="^t: required"):
+        timestamp_ms("", "t", required=True)

@@ -1,0 +1,88 @@
+"""Session-key rules: the shipped file, the template language, and errors with file:line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from streams.ingest.sessions import NoSessionRule, load_session_rules, make_facts, session_key
+from streams.ingest.settings import IngestSettings
+from streams.yamlfile import ConfigError
+
+SHIPPED = IngestSettings().sessions_file
+
+
+def facts(kind="telemetry", type="alert.firing", source="prometheus", org="acme", labels=None, **extra):
+    return make_facts(org=org, kind=kind, type=type, source=source, labels=labels or {}, **extra)
+
+
+def test_shipped_rules_cover_every_endpoint():
+    rules = load_session_rules(SHIPPED)
+    assert session_key(rules, facts(labels={"alertname": "Down", "service": "api", "instance": "h:1"})) == (
+        "acme:alert:Down:api", "alert-group")
+    assert session_key(rules, facts(labels={"alertname": "Down", "instance": "h:1"}))[0] == "acme:alert:Down:h:1"
+    assert session_key(rules, facts(labels={"job": "x"}, fingerprint="f00"))[0] == "acme:alert:f00"
+    assert session_key(rules, facts("scan", "scan.completed", "scanner", config_id="prod-vpc")) == (
+        "acme:scan:prod-vpc", "scan-config")
+    assert session_key(rules, facts("webhook", "pr.opened", "github", repository="acme/api", number=12)) == (
+        "acme:pr:acme/api#12", "pull-request")
+    # PagerDuty: the dedup key opsloop sent IS the session key
+    assert session_key(rules, facts("webhook", "incident.acknowledged", "pagerduty", dedup_key="acme:alert:Down:api",
+                                    incident_id="PX1")) == ("acme:alert:Down:api", "pagerduty-dedup-key")
+    assert session_key(rules, facts("webhook", "incident.resolved", "pagerduty", incident_id="PX1")) == (
+        "acme:pagerduty:PX1", "pagerduty-incident")
+    with pytest.raises(NoSessionRule, match="no session rule applies to a timer event"):
+        session_key(rules, facts("timer", "timer.fired", "opsloop"))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sessions.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_match_by_type_glob_source_list_and_labels(tmp_path):
+    rules = load_session_rules(write(tmp_path, """\
+        rules:
+          - name: db-team
+            match: {kind: telemetry, source: [prometheus, alertmanager], type: "alert.*", labels: {team: db}}
+            key: "{org}:db:{labels.cluster|labels.instance}"
+          - name: rest
+            key: "{org}:{kind}:{fingerprint}"
+        """))
+    assert session_key(rules, facts(labels={"team": "db", "cluster": "c1", "instance": "i"})) == ("acme:db:c1", "db-team")
+    assert session_key(rules, facts(labels={"team": "db", "instance": "i"}))[0] == "acme:db:i"
+    # a rule that matches but cannot fill its key falls through
+    assert session_key(rules, facts(labels={"team": "db"}, fingerprint="ff")) == ("acme:telemetry:ff", "rest")
+    assert session_key(rules, facts(source="cli", labels={"team": "db", "cluster": "c"}, fingerprint="ff"))[1] == "rest"
+    assert session_key(rules, facts(type="metric.sample", labels={"team": "db", "cluster": "c"}, fingerprint="ff"))[1] == "rest"
+
+
+@pytest.mark.parametrize(
+    "text, line, reason",
+    [
+        ("rules:\n  - name: a\n    key: '{org}:{alertname}'\n", 3, "unknown fact 'alertname'"),
+        ("rules:\n  - name: a\n    key: '{org}:{fingrprint}'\n", 3, "did you mean 'fingerprint'?"),
+        ("rules:\n  - name: a\n    key: 'static'\n", 3, "has no placeholder"),
+        ("rules:\n  - name: a\n    key: '{org'\n", 3, "unbalanced brace"),
+        ("rules:\n  - name: a\n    key: '{org|}'\n", 3, "empty placeholder"),
+        ("rules:\n  - name: a\n    match: {kind: telemtry}\n    key: '{org}'\n", 3, "did you mean 'telemetry'?"),
+        ("rules:\n  - name: a\n    match: {knd: webhook}\n    key: '{org}'\n", 3, "unknown field 'knd'"),
+        ("rules:\n  - name: a\n    match: {labels: {team: 1}}\n    key: '{org}'\n", 3, "match.labels"),
+        ("rules:\n  - name: a\n    match: {kind: webhook}\n", 2, "key is required"),
+        ("rules:\n  - name: a\n    key: '{org}'\n  - name: a\n    key: '{org}'\n", 4, "duplicate rule name"),
+        ("rules:\n  - name: a\n    kye: '{org}'\n", 3, "unknown field 'kye' (did you mean 'key'?)"),
+        ("rules: []\n", 1, "non-empty list"),
+        ("rulez: []\n", 1, "unknown field 'rulez'"),
+        ("rules:\n  - name: a\n    key: [1\n", 4, "invalid YAML"),
+    ],
+)
+def test_errors_name_file_line_and_reason(tmp_path, text, line, reason):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_session_rules(path)
+    assert err.value.line == line, str(err.value)
+    assert str(err.value).startswith(f"{path}:{line}: ")
+    assert reason in str(err.value)

@@ -1,0 +1,156 @@
+"""Signed webhooks, parsed and verified: pure functions, no broker."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from streams.ingest.auth import hmac_sha256, verify_signature
+from streams.ingest.errors import BadRequest, Forbidden, Unauthorized
+from streams.ingest.fields import timestamp_ms
+from streams.ingest.sessions import load_session_rules
+from streams.ingest.settings import IngestSettings
+from streams.ingest.webhooks import Ignored, github_event, pagerduty_event
+from streams.records import derived_id
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RULES = load_session_rules(IngestSettings().sessions_file)
+NOW = 1_714_557_800_000
+PR = json.loads((FIXTURES / "github_pull_request_opened.json").read_text())
+PD = json.loads((FIXTURES / "pagerduty_incident_acknowledged.json").read_text())
+GH_HEADERS = {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"}
+
+
+def gh(body, headers=GH_HEADERS):
+    raw = json.dumps(body).encode()
+    return github_event(headers, raw, body, org="acme", received_at=NOW, rules=RULES)
+
+
+def pd(body):
+    raw = json.dumps(body).encode()
+    return pagerduty_event({}, raw, body, org="acme", received_at=NOW, rules=RULES)
+
+
+def test_signature_checks_the_raw_body():
+    body = b'{"action":"opened"}'
+    good = "sha256=" + hmac_sha256(b"s3cret", body)
+    verify_signature(b"s3cret", body, good, header_name="X-Hub-Signature-256", prefix="sha256=")
+    verify_signature(b"s3cret", body, good.upper().replace("SHA256=", "sha256="), header_name="X", prefix="sha256=")
+    with pytest.raises(Forbidden, match="does not match"):
+        verify_signature(b"s3cret", body + b" ", good, header_name="X-Hub-Signature-256", prefix="sha256=")
+    with pytest.raises(Forbidden):
+        verify_signature(b"other", body, good, header_name="X-Hub-Signature-256", prefix="sha256=")
+    with pytest.raises(Forbidden):  # the right hex with the wrong scheme prefix
+        verify_signature(b"s3cret", body, good.replace("sha256=", "sha1="), header_name="X", prefix="sha256=")
+    with pytest.raises(Unauthorized, match="missing signature header X-Hub-Signature-256"):
+        verify_signature(b"s3cret", body, None, header_name="X-Hub-Signature-256", prefix="sha256=")
+
+
+def test_pagerduty_signature_header_may_carry_several_during_rotation():
+    body = json.dumps(PD).encode()
+    header = f"v1={hmac_sha256(b'old', body)},v1={hmac_sha256(b'new', body)}"
+    verify_signature(b"new", body, header, header_name="X-PagerDuty-Signature", prefix="v1=")
+    verify_signature(b"old", body, header, header_name="X-PagerDuty-Signature", prefix="v1=")
+    with pytest.raises(Forbidden):
+        verify_signature(b"third", body, header, header_name="X-PagerDuty-Signature", prefix="v1=")
+
+
+def test_github_pull_request_opened():
+    event = gh(PR)
+    assert event["kind"] == "webhook" and event["type"] == "pr.opened" and event["source"] == "github"
+    assert event["session_key"] == "acme:pr:acme/api#12" and event["session_rule"] == "pull-request"
+    assert event["event_id"] == derived_id("webhook", "github", GH_HEADERS["X-GitHub-Delivery"])
+    assert event["occurred_at"] == timestamp_ms("2024-05-01T09:58:11Z", "x")
+    assert event["labels"]["repository"] == "acme/api" and event["labels"]["number"] == "12"
+    assert event["labels"]["author"] == "octocat" and event["labels"]["base"] == "main"
+    payload = event["payload"]
+    assert payload["subject"] == "acme/api#12" and payload["actor"] == "octocat"
+    assert payload["url"] == "https://github.com/acme/api/pull/12"
+    assert json.loads(payload["body_json"]) == PR
+
+
+def test_github_synchronize_and_closed_merged_share_the_session():
+    sync = copy.deepcopy(PR)
+    sync["action"] = "synchronize"
+    closed = copy.deepcopy(PR)
+    closed["action"] = "closed"
+    closed["pull_request"].update(merged=True, closed_at="2024-05-01T11:00:00Z", updated_at="2024-05-01T11:00:00Z")
+    a = gh(sync, {**GH_HEADERS, "X-GitHub-Delivery": "d-2"})
+    b = gh(closed, {**GH_HEADERS, "X-GitHub-Delivery": "d-3"})
+    assert (a["type"], b["type"]) == ("pr.synchronize", "pr.closed")
+    assert a["session_key"] == b["session_key"] == "acme:pr:acme/api#12"
+    assert b["labels"]["merged"] == "true" and b["occurred_at"] == timestamp_ms("2024-05-01T11:00:00Z", "x")
+    assert a["event_id"] != b["event_id"]
+
+
+def test_github_other_events_and_actions_are_ignored_not_errors():
+    assert isinstance(gh({"zen": "Keep it simple.", "hook_id": 1}, {**GH_HEADERS, "X-GitHub-Event": "ping"}), Ignored)
+    assert isinstance(gh({"ref": "refs/heads/main"}, {**GH_HEADERS, "X-GitHub-Event": "push"}), Ignored)
+    labeled = {**PR, "action": "labeled"}
+    assert "labeled" in gh(labeled).reason
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda b, h: h.pop("X-GitHub-Delivery"), "X-GitHub-Delivery"),
+        (lambda b, h: h.pop("X-GitHub-Event"), "X-GitHub-Event"),
+        (lambda b, h: b.pop("repository"), "repository"),
+        (lambda b, h: b["repository"].pop("full_name"), "repository.full_name"),
+        (lambda b, h: b.update(number="12"), "number"),
+        (lambda b, h: b.update(pull_request=[]), "pull_request"),
+        (lambda b, h: b["pull_request"].update(updated_at=1714557600), "pull_request.updated_at"),
+    ],
+)
+def test_github_bad_deliveries_name_the_field(mutate, field):
+    body, headers = copy.deepcopy(PR), dict(GH_HEADERS)
+    mutate(body, headers)
+    with pytest.raises(BadRequest) as err:
+        gh(body, headers)
+    assert err.value.field == field
+
+
+def test_pagerduty_acknowledged_lands_in_the_session_that_paged():
+    event = pd(PD)
+    assert event["type"] == "incident.acknowledged" and event["kind"] == "webhook" and event["source"] == "pagerduty"
+    assert event["session_key"] == "acme:alert:HostHighCpuLoad:checkout"  # the dedup key opsloop's sink sent
+    assert event["session_rule"] == "pagerduty-dedup-key"
+    assert event["event_id"] == derived_id("webhook", "pagerduty", "01BZ6PN0Q3UWWW0HBXTY41EOFZ")
+    assert event["payload"]["action"] == "acknowledged" and event["payload"]["actor"] == "Tenex Engineer"
+    assert event["labels"] == {"incident_id": "PGR0VU2", "status": "acknowledged", "urgency": "high",
+                               "service": "API Service", "incident_number": "2"}
+    assert event["occurred_at"] == timestamp_ms("2024-05-01T10:02:22.169Z", "x")
+
+
+def test_pagerduty_resolved_without_a_dedup_key_and_unhandled_types():
+    body = copy.deepcopy(PD)
+    body["event"].update(event_type="incident.resolved", id="01C")
+    body["event"]["data"].update(status="resolved", incident_key=None)
+    event = pd(body)
+    assert event["type"] == "incident.resolved" and event["session_key"] == "acme:pagerduty:PGR0VU2"
+    body["event"]["event_type"] = "incident.annotated"
+    assert isinstance(pd(body), Ignored)
+    body["event"]["event_type"] = "pagey.ping"
+    assert isinstance(pd(body), Ignored)
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda b: b.pop("event"), "event"),
+        (lambda b: b["event"].pop("id"), "event.id"),
+        (lambda b: b["event"].update(event_type=5), "event.event_type"),
+        (lambda b: b["event"].update(data="PGR0VU2"), "event.data"),
+        (lambda b: b["event"]["data"].pop("id"), "event.data.id"),
+        (lambda b: b["event"].update(occurred_at="soon"), "event.occurred_at"),
+    ],
+)
+def test_pagerduty_bad_deliveries_name_the_field(mutate, field):
+    body = copy.deepcopy(PD)
+    mutate(body)
+    with pytest.raises(BadRequest) as err:
+        pd(body)
+    assert err.value.field == field
