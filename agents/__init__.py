@@ -13,3 +13,5 @@ def register_all(ops: "Opsloop") -> None:
 
     monitor.register(ops)
     decide.register(ops)
+    from agents.sinks import agent as sinks
+    sinks.register(ops)

@@ -1,0 +1,109 @@
+"""The sink agent: the faust shell that reads ``outbox`` in every worker.
+
+Why an agent in the worker rather than a separate ``opsloop sink`` process: the
+worker already owns the consumer group, the producer (flushed before every
+offset commit, so receipts and dead letters are durable before the offsets that
+caused them), start-up and shutdown; scaling sinks is scaling workers. A separate
+app would buy isolation of the decide loop from HTTP work, but the sink work here
+is I/O wait on the same event loop, not CPU.
+
+The stream runs without faust's automatic acks: each record is handed to the
+dispatcher (which never makes the reader wait for a delivery), and its event is
+acked only when it has settled *and* every earlier record of its partition has
+(:class:`~agents.sinks.dispatch.InOrderAcks`). Offsets therefore never pass an
+effect still being delivered, while a hung destination holds back only its own
+queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from typing import Any, Mapping
+
+import faust
+
+from agents.sinks.base import Sink, default_registry
+from agents.sinks.delivery import Deliverer, RetryPolicy
+from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord
+from agents.sinks.ledger import Ledger
+from agents.sinks.settings import SinkSettings
+from streams.app import Opsloop
+from streams.db import make_engine
+from streams.receivers import Receiver, builtin_receivers, load_receivers
+
+log = logging.getLogger(__name__)
+
+
+def load_sink_receivers(sink_settings: SinkSettings) -> dict[str, Receiver]:
+    """The routing file's receivers plus the built-in ``log`` (a broken file raises ConfigError)."""
+    path = sink_settings.receivers_file
+    if not path.exists():
+        log.warning("no routing file at %s: only the built-in 'log' receiver is available", path)
+        return builtin_receivers()
+    return {**builtin_receivers(), **load_receivers(path)}
+
+
+class FaustEmitter:
+    """Receipts to ``deliveries`` (keyed by effect id), dead letters to ``outbox.dlq``."""
+
+    def __init__(self, ops: Opsloop) -> None:
+        self.codec = ops.codec
+        self.deliveries = ops.topic("deliveries")
+        self.dlq = ops.topic("outbox.dlq")
+
+    async def receipt(self, key: bytes, record: dict[str, Any]) -> None:
+        await self.deliveries.send(key=key, value=self.codec.encode("opsloop.Delivery", record))
+
+    async def dead_letter(self, key: bytes | None, record: dict[str, Any]) -> None:
+        await self.dlq.send(key=key, value=self.codec.encode("opsloop.DeadLetter", record))
+
+
+def owner_id() -> str:
+    """Who holds a ledger claim: unique per process start, readable in the table."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def register(
+    ops: Opsloop, *, sink_settings: SinkSettings | None = None, receivers: Mapping[str, Receiver] | None = None,
+    registry: Mapping[str, Sink] | None = None, environ: Mapping[str, str] | None = None,
+) -> faust.types.AgentT:
+    sink_settings = sink_settings or SinkSettings.from_env()
+    receivers = dict(receivers) if receivers is not None else load_sink_receivers(sink_settings)
+    registry = dict(registry or default_registry())
+    missing = sorted({r.channel for r in receivers.values()} - set(registry))
+    if missing:
+        raise LookupError(f"no sink registered for channel(s) {', '.join(missing)}")
+    emitter = FaustEmitter(ops)
+
+    @ops.app.agent(ops.topic("outbox"), name="sinks")
+    async def sinks_agent(stream: faust.StreamT) -> None:
+        deliverer = await Deliverer(RetryPolicy.from_settings(sink_settings), environ=environ).start()
+        engine = make_engine(sink_settings.ledger_url(ops.settings))
+        ledger = await asyncio.to_thread(Ledger(engine).create)
+        owner = owner_id()
+        dispatcher = Dispatcher(
+            receivers=receivers, registry=registry, deliverer=deliverer, ledger=ledger, emitter=emitter,
+            codec=ops.codec, settings=sink_settings, owner=owner,
+        )
+        manual = stream.noack()
+        loop = asyncio.get_running_loop()
+        acks = InOrderAcks(lambda event: loop.create_task(manual.ack(event)))
+        log.info("sinks: %d receivers (%s), ledger owner %s", len(receivers), ", ".join(sorted(receivers)), owner)
+        try:
+            async for event in manual.events():
+                message = event.message
+                entry = acks.add(message.tp, event)
+                done = await dispatcher.submit(
+                    OutboxRecord(message.topic, message.partition, message.offset, message.key, message.value)
+                )
+                done.add_done_callback(lambda _f, tp=message.tp, entry=entry: acks.settle(tp, entry))
+        finally:
+            await dispatcher.close()
+            await deliverer.close()
+            engine.dispose()
+
+    return sinks_agent
