@@ -221,6 +221,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if entries else 3
 
 
+# -- runbooks, routing, silences (streams.runbook_cli) -----------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from streams.runbook_cli import run_check
+
+    return run_check(args.dir)
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from streams.runbook_cli import run_route_test
+
+    return run_route_test(args.dir, args.labels, args.verify_receivers)
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from streams.runbook_cli import run_silence
+
+    return run_silence(args.action, args.args, duration=args.duration, start=args.start, comment=args.comment,
+                       by=args.by, org=args.org)
+
+
 # -- entry point ----------------------------------------------------------------
 
 
@@ -265,6 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="the timeline as JSON")
     audit.add_argument("--older-than", help="prune: delete rows older than this (e.g. 30d)")
     audit.set_defaults(func=cmd_audit)
+
+    check = sub.add_parser("check", help="validate the runbook set (runbooks, routing, schedules); file:line on error")
+    check.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
+    check.set_defaults(func=cmd_check)
+
+    route = sub.add_parser("route", help="`route test label=value ...`: the runbook, routes and receivers an event gets")
+    route.add_argument("action", choices=["test"])
+    route.add_argument("labels", nargs="*", help="label=value pairs; also category, severity, kind, event_type, source, org")
+    route.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
+    route.add_argument("--verify-receivers", help="exit 1 unless the first notification goes to exactly these (comma-separated)")
+    route.set_defaults(func=cmd_route)
+
+    silence = sub.add_parser("silence", help="`silence add MATCHER... --duration 2h` or `silence expire ID`")
+    silence.add_argument("action", choices=["add", "expire"])
+    silence.add_argument("args", nargs="+", help='matchers like service="db" (add) or a silence id (expire)')
+    silence.add_argument("--duration", default="1h")
+    silence.add_argument("--start", help="ISO 8601 start (default: now)")
+    silence.add_argument("--comment", default="")
+    silence.add_argument("--by", default="cli", help="who silences (recorded)")
+    silence.add_argument("--org", default="default")
+    silence.set_defaults(func=cmd_silence)
 
     sub.add_parser("classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False)
     sub.add_parser("ingest", help="serve the HTTP ingest endpoints (see `opsloop ingest -h`)", add_help=False)

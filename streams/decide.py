@@ -1,25 +1,60 @@
 """decide(state, event, ctx) -> Decision: the pure fold at the centre of opsloop.
 
-No I/O, no wall clock, no randomness: time is the event's own ``occurred_at``, and
-everything from outside (the classifier's verdict, the runbook set and routing with
-their versions) arrives in ``ctx``. Same inputs, same outputs, byte for byte, which
-is what makes replay and audit cheap. Effect ids derive from the event id and the
-effect's position, so re-processing an event after a crash yields the same ids and
-the sinks' ledger delivers each once.
+No I/O, no wall clock, no randomness: time is the event's own ``occurred_at`` (kept
+monotonic per session), and everything from outside (the classifier's verdict, the
+runbook set and routing with their versions, the silences and the firing alerts of
+other sessions that may inhibit this one, the ack-link secret) arrives in ``ctx``.
+Same inputs, same outputs, byte for byte, which is what makes replay and audit
+cheap. Effect ids derive from the event id and the effect's position, so
+re-processing an event after a crash yields the same ids and the sinks' ledger
+delivers each once.
 
-This is the first, deliberately small fold: it remembers the event ids a session has
-seen (producers retry), notifies on a firing alert and resolves on a resolved one.
-Runbooks and policy gates build on the same signature.
+What an event means to a session:
+
+- telemetry ``alert.firing`` / ``alert.resolved`` (or a payload status): an alert of
+  the session's group fires or clears; a sample (``payload.metric`` and ``value``)
+  runs the runbooks' condition triggers;
+- webhook ``ack`` / ``incident.acknowledged``: a human took it; ``incident.resolved``:
+  a human resolved it; ``pr.opened`` & co.: a review is wanted, ``pr.closed`` ends it;
+  ``<thing>.failed`` / ``<thing>.succeeded``: a failure fires / clears;
+  ``remediation.approved``: run the remediation waiting for approval;
+  ``silence.created`` / ``silence.expired``: recorded here, kept by the agent;
+- scan ``scan.completed``: findings fire, a clean scan clears, a failed scan fires;
+- timer ``timer.fired``: a group flush, an escalation step, a verification, the end of
+  flapping, a cron slot or a staggered dispatch.
+
+Event ids a session has already folded are skipped (producers retry).
 """
 
 from __future__ import annotations
 
+import json
+import marshal
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from streams import incident
+from streams.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
+from streams.effects import Fold, effect_id
+from streams.policy import condition_step
 from streams.records import derived_id
+from streams.routing import routing_labels
+from streams.runbooks import RunbookSet, Schedule, builtin_set
+from streams.silences import SILENCE_TYPES, Silence
+from streams.timers import slots_between
+
+__all__ = ["Context", "Decision", "Verdict", "decide", "effect_id", "initial_state", "sign_ack", "verify_ack"]
 
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
+
+ACK_TYPES = ("ack", "incident.acknowledged")
+HUMAN_RESOLVE_TYPES = ("incident.resolved", "resolve")
+APPROVAL_TYPES = ("remediation.approved",)
+PR_OPEN_TYPES = ("pr.opened", "pr.reopened", "pr.ready_for_review", "pr.review_requested")
+PR_PUSH_TYPES = ("pr.synchronize",)
+PR_DONE_TYPES = ("pr.closed", "pr.merged")
+FAILURE_SUFFIXES = (".failed", ".failure", ".errored")
+SUCCESS_SUFFIXES = (".succeeded", ".success", ".recovered", ".fixed")
 
 
 @dataclass(frozen=True)
@@ -31,6 +66,7 @@ class Verdict:
     confidence: float = 1.0
     classifier: str = "none"
     fallback: bool = False
+    severity_confidence: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,9 +74,17 @@ class Context:
     """Everything decide needs from outside the event, with versions for the record."""
 
     verdict: Verdict = field(default_factory=Verdict)
-    runbook_set_version: str = "builtin-0"
-    default_receiver: str = "log"
-    default_channel: str = "log"
+    runbooks: RunbookSet = field(default_factory=builtin_set)
+    silences: tuple[Silence, ...] = ()
+    # Firing alerts of other sessions that can inhibit: (session_key, routing labels).
+    inhibitors: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    ack_base_url: str = ""
+    ack_secret: str = field(default="", repr=False)
+    ack_ttl_ms: int = 24 * 3_600_000
+
+    @property
+    def runbook_set_version(self) -> str:
+        return self.runbooks.version
 
 
 @dataclass(frozen=True)
@@ -50,88 +94,303 @@ class Decision:
     record: dict[str, Any]
 
 
-def effect_id(event_id: str, position: int) -> str:
-    return derived_id("effect", event_id, str(position))
-
-
 def initial_state() -> dict[str, Any]:
-    return {"seen": [], "firing": False, "notifications": 0}
+    return incident.new_state()
 
 
-def _title(event: Mapping[str, Any]) -> str:
-    labels, annotations = event["labels"], event["annotations"]
+def _clone(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON-shaped state; marshal is several times faster than copy.deepcopy."""
+    return marshal.loads(marshal.dumps(state))
+
+
+def _upgrade(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not state:
+        return incident.new_state()
+    if state.get("v") != 2:  # the first fold's state: keep what it knew (seen ids)
+        fresh = incident.new_state()
+        fresh["seen"] = list(state.get("seen", []))
+        return fresh
+    return _clone(state)
+
+
+# -- reading events -------------------------------------------------------------------
+
+
+def event_title(event: Mapping[str, Any]) -> str:
+    labels, annotations = event.get("labels") or {}, event.get("annotations") or {}
     name = labels.get("alertname") or event["type"]
-    summary = annotations.get("summary") or annotations.get("description") or ""
+    summary = annotations.get("summary") or annotations.get("title") or ""
     return f"{name}: {summary}" if summary else name
 
 
-def _notify(event: Mapping[str, Any], ctx: Context, position: int, action: str) -> dict[str, Any]:
-    labels = event["labels"]
+def alert_key(event: Mapping[str, Any]) -> str:
+    payload = event.get("payload") or {}
+    fingerprint = payload.get("fingerprint") if isinstance(payload, Mapping) else None
+    if fingerprint:
+        return str(fingerprint)
+    labels = event.get("labels") or {}
+    return derived_id("alert", *(f"{k}={labels[k]}" for k in sorted(labels)))[:16]
+
+
+def _alert(event: Mapping[str, Any], ctx: Context, *, severity: str | None = None, runbook: str | None = None,
+           title: str | None = None, body: str | None = None) -> dict[str, Any]:
+    v = ctx.verdict
+    sev = severity or v.severity
+    labels = dict(sorted((event.get("labels") or {}).items()))
+    if runbook is None:
+        rlabels = routing_labels(labels, category=v.category, severity=sev, org=event.get("org", "default"),
+                                 source=event["source"], kind=event["kind"], event_type=event["type"])
+        runbook = ctx.runbooks.select(rlabels, category=v.category, severity=sev, event_type=event["type"], kind=event["kind"]).name
+    payload = event.get("payload") or {}
+    annotations = event.get("annotations") or {}
     return {
-        "effect_id": effect_id(event["event_id"], position),
-        "event_id": event["event_id"],
-        "session_key": event["session_key"],
-        "org": event["org"],
-        "type": "notify",
-        "created_at": event["occurred_at"],
-        "runbook": "",
-        "notify": {
-            "channel": ctx.default_channel,
-            "receiver": ctx.default_receiver,
-            "severity": ctx.verdict.severity,
-            "title": _title(event),
-            "body": event["annotations"].get("description", ""),
-            "fields": {k: labels[k] for k in sorted(labels) if k != "alertname"},
-            "links": [],
-            "dedupe_key": event["session_key"],
-            "thread_key": event["session_key"],
-            "action": action,
-        },
-        "timer": None,
-        "cancel": None,
-        "remediate": None,
+        "s": "firing", "sev": sev, "cat": v.category, "rb": runbook,
+        "title": title or event_title(event), "labels": labels, "type": event["type"], "src": event["source"],
+        "kind": event["kind"], "url": str(payload.get("generator_url") or payload.get("url") or ""),
+        "body": body if body is not None else (annotations.get("description") or ""),
+        "eid": event["event_id"],
     }
+
+
+def _base_type(etype: str, suffixes: tuple[str, ...]) -> str:
+    for suffix in suffixes:
+        if etype.endswith(suffix):
+            return etype[: -len(suffix)]
+    return etype
+
+
+# -- the fold -----------------------------------------------------------------------------
 
 
 def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Context) -> Decision:
     """Fold one event into a session's state; return the new state, effects and the record."""
-    prior = dict(state) if state else initial_state()
-    seen = list(prior.get("seen", []))
-    effects: list[dict[str, Any]] = []
-    if event["event_id"] in seen:
-        outcome = "duplicate"
-        new_state = prior
+    s = _upgrade(state)
+    event_id = event["event_id"]
+    if event_id in s["seen"]:
+        f = Fold(s, event, ctx, s["clock"])
+        f.outcome = "duplicate"
+        return Decision(state=s, effects=[], record=_record(f))
+    s["seen"] = (s["seen"] + [event_id])[-SEEN_IDS_KEPT:]
+    now = max(s["clock"], int(event["occurred_at"]))
+    s["clock"] = now
+    f = Fold(s, event, ctx, now)
+    _dispatch(f)
+    return Decision(state=s, effects=f.effects, record=_record(f))
+
+
+def _dispatch(f: Fold) -> None:
+    event, ctx = f.event, f.ctx
+    kind, etype = event["kind"], event["type"]
+    payload = event.get("payload") or {}
+    if kind == "timer":
+        _on_timer(f, payload)
+    elif kind == "telemetry":
+        status = payload.get("status", "")
+        if payload.get("metric") is not None and payload.get("value") is not None:
+            _on_sample(f, payload["metric"], float(payload["value"]))
+        elif etype == "alert.firing" or (etype.startswith("alert") and status == "firing"):
+            incident.on_trigger(f, alert_key(event), _alert(event, ctx))
+        elif etype == "alert.resolved" or (etype.startswith("alert") and status == "resolved"):
+            incident.on_clear(f, alert_key(event))
+    elif kind == "webhook":
+        _on_webhook(f, etype, payload)
+    elif kind == "scan":
+        _on_scan(f, payload)
+
+
+def _on_webhook(f: Fold, etype: str, payload: Mapping[str, Any]) -> None:
+    event, ctx = f.event, f.ctx
+    actor = str(payload.get("actor") or "")
+    if etype in ACK_TYPES:
+        incident.on_ack(f, actor=actor, source=event["source"])
+    elif etype in HUMAN_RESOLVE_TYPES:
+        f.note("resolved_by", actor or event["source"])
+        incident.resolve_session(f, cause="human", skip_channel="pagerduty" if event["source"] == "pagerduty" else "")
+    elif etype in APPROVAL_TYPES:
+        incident.on_approval(f, actor)
+    elif etype in SILENCE_TYPES:
+        f.note("silence", payload.get("subject", ""))
+        f.outcome = etype
+    elif etype in PR_OPEN_TYPES:
+        incident.on_trigger(f, "pr", _alert(event, ctx, title=_pr_title(event, payload)))
+    elif etype in PR_PUSH_TYPES:
+        incident.reset_cap(f, "human")
+        incident.on_trigger(f, "pr", _alert(event, ctx, title=_pr_title(event, payload)))
+    elif etype in PR_DONE_TYPES:
+        incident.reset_cap(f, "human")
+        incident.on_clear(f, "pr", cause="human")
+    elif etype.endswith(FAILURE_SUFFIXES):
+        incident.on_trigger(f, _base_type(etype, FAILURE_SUFFIXES), _alert(event, ctx))
+    elif etype.endswith(SUCCESS_SUFFIXES):
+        incident.on_clear(f, _base_type(etype, SUCCESS_SUFFIXES))
+
+
+def _pr_title(event: Mapping[str, Any], payload: Mapping[str, Any]) -> str:
+    subject = payload.get("subject") or event["session_key"]
+    title = (event.get("annotations") or {}).get("title") or (event.get("annotations") or {}).get("summary") or ""
+    return f"Review requested: {subject}" + (f" {title}" if title else "")
+
+
+def _on_scan(f: Fold, payload: Mapping[str, Any]) -> None:
+    event, ctx = f.event, f.ctx
+    status = payload.get("status", "")
+    scan_type = payload.get("scan_type", "scan")
+    if status == "findings" and payload.get("findings"):
+        findings = payload["findings"]
+        lines = [f"- {x.get('resource', '?')}: {x.get('change_type') or x.get('rule') or ''} {x.get('detail', '')}".rstrip()
+                 for x in findings[:10]]
+        if len(findings) > 10:
+            lines.append(f"... and {len(findings) - 10} more")
+        what = {"drift": "Drift detected", "compliance": "Compliance findings", "cost": "Cost anomaly"}.get(scan_type, "Scan findings")
+        title = f"{what}: {len(findings)} in {payload.get('config_id', '')}".rstrip()
+        if "scan-failed" in f.s["alerts"]:
+            incident.on_clear(f, "scan-failed")
+        incident.on_trigger(f, "scan", _alert(event, ctx, title=title, body="\n".join(lines)))
+    elif status == "clean":
+        incident.on_clear(f, "scan")
+    elif status == "failed":
+        incident.on_trigger(f, "scan-failed", _alert(event, ctx, title=f"Scan failed: {payload.get('config_id', '')}"))
+
+
+def _on_sample(f: Fold, metric: str, value: float) -> None:
+    event, ctx = f.event, f.ctx
+    v = ctx.verdict
+    labels = routing_labels(event.get("labels") or {}, category=v.category, severity=v.severity,
+                            org=event.get("org", "default"), source=event["source"], kind=event["kind"], event_type=event["type"])
+    runbooks = ctx.runbooks.triggers_for(metric, labels)
+    f.note("metric", f"{metric}={value:g}")
+    for rb in runbooks:
+        trig = rb.trigger
+        assert trig is not None
+        cond = f.s["cond"].get(rb.name) or {"since": None, "on": False}
+        since, on, transition = condition_step(cond["since"], cond["on"], value, f.now, trig)
+        f.s["cond"][rb.name] = {"since": since, "on": on}
+        f.note(f"condition.{rb.name}", f"{metric} {trig.operator} {trig.threshold:g}: {'holds' if since is not None else 'no'}")
+        if transition == "fire":
+            title = f"{metric} {trig.operator} {trig.threshold:g} for {trig.for_ // 1000}s (now {value:g})"
+            incident.on_trigger(f, f"cond:{rb.name}", _alert(event, ctx, severity=trig.severity, runbook=rb.name,
+                                                              title=title, body=rb.description))
+        elif transition == "clear":
+            incident.on_clear(f, f"cond:{rb.name}")
+    if runbooks and f.outcome == "recorded":
+        f.outcome = "sampled"
+
+
+def _on_timer(f: Fold, payload: Mapping[str, Any]) -> None:
+    s = f.s
+    timer_id, purpose = payload.get("timer_id", ""), payload.get("purpose", "")
+    f.note("timer", timer_id)
+    if purpose == "cron":
+        _on_cron(f, payload.get("data") or {})
+        return
+    pending = s["timers"].get(timer_id)
+    if pending is None or pending["at"] != payload.get("due_at"):
+        f.outcome = "stale-timer"  # cancelled, rescheduled, or already fired
+        return
+    del s["timers"][timer_id]
+    f.runbook = s.get("rb") or ""
+    if purpose == "group":
+        incident.flush(f)
+    elif purpose == "escalation":
+        incident.escalate(f, int(payload.get("step", 0)))
+    elif purpose == "verify":
+        incident.verify(f)
+    elif purpose == "flap":
+        incident.on_flap_timer(f)
+    elif purpose == "dispatch":
+        data = payload.get("data") or {}
+        schedule = _schedule(f, data.get("schedule", ""))
+        if schedule is not None:
+            _dispatch_target(f, schedule, data.get("target", ""), int(data.get("slot", 0)))
     else:
-        new_state = {**prior, "seen": (seen + [event["event_id"]])[-SEEN_IDS_KEPT:]}
-        etype = event["type"]
-        if event["kind"] == "telemetry" and etype == "alert.firing":
-            effects.append(_notify(event, ctx, 0, "trigger"))
-            new_state.update(firing=True, notifications=prior.get("notifications", 0) + 1)
-            outcome = "notified"
-        elif event["kind"] == "telemetry" and etype == "alert.resolved" and prior.get("firing"):
-            effects.append(_notify(event, ctx, 0, "resolve"))
-            new_state.update(firing=False)
-            outcome = "resolved"
+        f.outcome = "stale-timer"
+
+
+def _schedule(f: Fold, name: str) -> Schedule | None:
+    for schedule in f.ctx.runbooks.schedules:
+        if schedule.name == name:
+            return schedule
+    f.outcome = "unknown-schedule"
+    return None
+
+
+def _on_cron(f: Fold, data: Mapping[str, str]) -> None:
+    """A cron slot: coalesce missed slots, skip while the previous run may still run, stagger targets."""
+    schedule = _schedule(f, data.get("schedule", ""))
+    if schedule is None:
+        return
+    f.runbook = f"schedule:{schedule.name}"
+    slot = int(data.get("slot", 0))
+    cron = f.s["cron"]
+    last = cron.get("last")
+    if last is not None and slot <= last:
+        f.outcome = "repeat"
+        return
+    if last is not None:
+        missed = len(slots_between(schedule.cron, schedule.timezone, last, slot, limit=10_000)) - 1
+        if missed > 0:
+            f.note("missed_slots", missed)
+    cron["last"] = slot
+    running_until = cron.get("running_until", 0)
+    if f.now < running_until:
+        f.gates.append({"gate": "overlap", "verdict": "stop", "reason": f"previous run may still be running until {running_until}"})
+        f.outcome = "skipped"
+        return
+    f.gates.append({"gate": "overlap", "verdict": "pass", "reason": ""})
+    cron["running_until"] = f.now + schedule.max_runtime
+    for index, target in enumerate(schedule.targets):
+        at = f.now + index * schedule.stagger
+        if at <= f.now:
+            _dispatch_target(f, schedule, target, slot)
         else:
-            outcome = "recorded"
-    verdict = ctx.verdict
-    record = {
+            f.schedule(f"dispatch:{slot}:{index}", at, "dispatch", data={"schedule": schedule.name, "target": target, "slot": str(slot)})
+    f.outcome = "dispatched"
+
+
+def _dispatch_target(f: Fold, schedule: Schedule, target: str, slot: int) -> None:
+    f.runbook = f"schedule:{schedule.name}"
+    params = {"schedule": schedule.name, "slot": str(slot)}
+    if target:
+        params["target"] = target
+    if schedule.remediate is not None:
+        step = schedule.remediate
+        f.remediate(action=step.action, endpoint=step.endpoint, method=step.method, params={**step.params, **params},
+                    dry_run=step.dry_run, requires_approval=step.requires_approval)
+    if schedule.notify_receiver:
+        routing = f.ctx.runbooks.routing
+        f.notify(channel=routing.channel_of(schedule.notify_receiver), receiver=schedule.notify_receiver, severity="info",
+                 title=schedule.title + (f": {target}" if target else ""), body=f"Scheduled run of {schedule.name}.",
+                 fields=params, links=[], action="trigger",
+                 dedupe_key=derived_id("dedupe", f.event["session_key"], schedule.name, str(slot), target))
+    f.outcome = "dispatched"
+
+
+def _record(f: Fold) -> dict[str, Any]:
+    event, verdict = f.event, f.ctx.verdict
+    matched = dict(sorted(f.matched.items()))
+    matched["severity_confidence"] = f"{verdict.severity_confidence:.4f}"
+    return {
         "decision_id": derived_id("decision", event["event_id"]),
         "event_id": event["event_id"],
         "session_key": event["session_key"],
-        "org": event["org"],
+        "org": event.get("org", "default"),
         "kind": event["kind"],
         "type": event["type"],
-        "decided_at": event["occurred_at"],
+        "decided_at": int(event["occurred_at"]),
         "category": verdict.category,
         "severity": verdict.severity,
         "confidence": float(verdict.confidence),
         "classifier": verdict.classifier,
         "fallback": verdict.fallback,
-        "runbook": "",
-        "runbook_set_version": ctx.runbook_set_version,
-        "gates": [],
-        "outcome": outcome,
-        "effect_ids": [e["effect_id"] for e in effects],
+        "runbook": f.runbook,
+        "runbook_set_version": f.ctx.runbooks.version,
+        "gates": list(f.gates),
+        "outcome": f.outcome,
+        "effect_ids": [e["effect_id"] for e in f.effects],
+        "matched": matched,
     }
-    return Decision(state=new_state, effects=effects, record=record)
+
+
+def state_bytes(state: Mapping[str, Any]) -> bytes:
+    """Canonical bytes of a state (what determinism is checked on)."""
+    return json.dumps(state, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,101 @@
+"""The working set of one decide call: effects in order, gate verdicts, what matched.
+
+:class:`Fold` is created per event by :func:`streams.decide.decide` and thrown away
+after; it turns "notify these receivers", "schedule that timer" into effect records
+whose ids derive from the event id and their position, and keeps the session's
+mirror of pending timers in step with the timer effects it emits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from streams.policy import Gate
+from streams.records import derived_id
+
+if TYPE_CHECKING:
+    from streams.decide import Context
+
+
+def effect_id(event_id: str, position: int) -> str:
+    """Deterministic: re-processing an event yields the same ids, so sinks deliver once."""
+    return derived_id("effect", event_id, str(position))
+
+
+class Fold:
+    """Mutable scratch space for folding one event into one session's state."""
+
+    def __init__(self, state: dict[str, Any], event: Mapping[str, Any], ctx: "Context", now: int) -> None:
+        self.s = state
+        self.event = event
+        self.ctx = ctx
+        self.now = now
+        self.effects: list[dict[str, Any]] = []
+        self.gates: list[dict[str, str]] = []
+        self.matched: dict[str, str] = {}
+        self.outcome = "recorded"
+        self.runbook = ""
+
+    # -- bookkeeping ------------------------------------------------------------------
+    def check(self, gate: Gate) -> bool:
+        """Record a gate's verdict; True when it stopped."""
+        self.gates.append(gate.record())
+        return gate.stopped
+
+    def note(self, key: str, value: Any) -> None:
+        self.matched[key] = str(value)
+
+    # -- effects -----------------------------------------------------------------------
+    def _effect(self, etype: str, runbook: str = "", **body: Any) -> dict[str, Any]:
+        ev = self.event
+        effect = {
+            "effect_id": effect_id(ev["event_id"], len(self.effects)),
+            "event_id": ev["event_id"],
+            "session_key": ev["session_key"],
+            "org": ev.get("org", "default"),
+            "type": etype,
+            "created_at": ev["occurred_at"],
+            "runbook": runbook or self.runbook,
+            "notify": None,
+            "timer": None,
+            "cancel": None,
+            "remediate": None,
+        }
+        effect.update(body)
+        self.effects.append(effect)
+        return effect
+
+    def notify(self, *, channel: str, receiver: str, severity: str, title: str, body: str, fields: Mapping[str, str],
+               links: list[dict[str, str]], dedupe_key: str, action: str, runbook: str = "") -> dict[str, Any]:
+        return self._effect("notify", runbook, notify={
+            "channel": channel, "receiver": receiver, "severity": severity, "title": title, "body": body,
+            "fields": {str(k): str(v) for k, v in sorted(fields.items())}, "links": links,
+            "dedupe_key": dedupe_key, "thread_key": self.event["session_key"], "action": action,
+        })
+
+    def schedule(self, timer_id: str, fire_at: int, purpose: str, step: int = 0, data: Mapping[str, str] | None = None) -> None:
+        """Upsert a timer (same id replaces the pending one) and emit its schedule_timer effect."""
+        spec = {"at": int(fire_at), "purpose": purpose, "step": int(step),
+                "data": {str(k): str(v) for k, v in sorted((data or {}).items())}}
+        self.s.setdefault("timers", {})[timer_id] = spec
+        self._effect("schedule_timer", timer={"timer_id": timer_id, "fire_at": spec["at"], "purpose": purpose,
+                                              "step": spec["step"], "data": spec["data"]})
+
+    def cancel(self, prefix: str, reason: str) -> bool:
+        """Cancel this session's pending timers whose id starts with ``prefix``; emit only if any were pending."""
+        timers = self.s.get("timers") or {}
+        doomed = [tid for tid in timers if tid.startswith(prefix)]
+        if not doomed:
+            return False
+        for tid in doomed:
+            del timers[tid]
+        self._effect("cancel_timers", cancel={"prefix": prefix, "reason": reason})
+        return True
+
+    def remediate(self, *, action: str, endpoint: str, method: str, params: Mapping[str, str], dry_run: bool,
+                  requires_approval: bool, runbook: str = "") -> None:
+        self._effect("remediate", runbook, remediate={
+            "action": action, "endpoint": endpoint, "method": method,
+            "params": {str(k): str(v) for k, v in sorted(params.items())}, "dry_run": dry_run,
+            "requires_approval": requires_approval,
+        })

@@ -1,0 +1,611 @@
+"""A session's incident life cycle: grouping, notification, escalation, ack, resolve, flapping.
+
+Everything here folds one event into the session state held by a :class:`Fold`
+(no I/O, time is the event's). The session state (plain JSON, so faust's changelog
+holds it as is):
+
+- ``alerts``: what is firing in the session (a session is a group, like an
+  Alertmanager group_by): per alert its status, severity, category, runbook,
+  labels and title;
+- ``status`` idle | firing | resolved, and ``episode``, which counts firings so timer
+  ids and dedupe keys of one incident never collide with the next one's;
+- ``group``: when the episode began, when it last notified and what (a content hash);
+- ``audience``: receivers notified this episode (they get updates and the resolve);
+- ``acked``, ``esc`` (escalation in progress), ``flap`` (status-change times, flapping
+  flag), ``cap`` (autonomous messages since the last reset), ``cool`` (last trigger
+  notification per runbook), ``dedupe`` (key → last time), ``timers`` (pending),
+  ``cond`` (condition triggers), ``approval`` (remediations waiting for a human),
+  ``cron`` (last slot of a schedule session).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from streams import policy as gates
+from streams.effects import Fold
+from streams.records import derived_id
+from streams.routing import SEVERITIES, RouteMatch, routing_labels
+from streams.runbooks import ROUTE_RECEIVER, Runbook
+
+SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+MAX_ALERTS = 200  # per session; beyond this new alerts are counted, not stored
+MAX_LISTED = 10  # alerts listed in a message body
+TRIGGER_KINDS = ("initial", "repeat")  # kinds a runbook's cooldown applies to
+
+
+def new_state() -> dict[str, Any]:
+    return {
+        "v": 2, "seen": [], "clock": 0, "status": "idle", "episode": 0, "alerts": {}, "overflow": 0,
+        "group": {"first": None, "sent": None, "hash": None}, "audience": [], "first_audience": [], "acked": False,
+        "esc": None, "flap": {"flips": [], "on": False, "last": None, "noticed": False},
+        "cap": 0, "cool": {}, "dedupe": {}, "timers": {}, "cond": {}, "approval": [], "cron": {},
+    }
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def alert_labels(alert: Mapping[str, Any], org: str) -> dict[str, str]:
+    return routing_labels(alert.get("labels") or {}, category=alert["cat"], severity=alert["sev"], org=org,
+                          source=alert.get("src", ""), kind=alert.get("kind", ""), event_type=alert.get("type", ""))
+
+
+def firing_alerts(s: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return sorted(((k, a) for k, a in s["alerts"].items() if a["s"] == "firing"), key=lambda ka: ka[0])
+
+
+def lead_of(alerts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[str, Mapping[str, Any]] | None:
+    """The alert that speaks for the group: most severe, then oldest."""
+    best = None
+    for key, alert in alerts:
+        rank = (-SEV_RANK.get(alert["sev"], 1), alert.get("first", 0), key)
+        if best is None or rank < best[0]:
+            best = (rank, key, alert)
+    return None if best is None else (best[1], best[2])
+
+
+def _org(f: Fold) -> str:
+    return f.event.get("org", "default")
+
+
+def _runbook(f: Fold, name: str) -> Runbook:
+    return f.ctx.runbooks.get(name)
+
+
+def route_of(f: Fold, labels: Mapping[str, str]) -> RouteMatch:
+    return f.ctx.runbooks.routing.match(labels)[0]
+
+
+def expand_receivers(f: Fold, names: Iterable[str], labels: Mapping[str, str]) -> list[str]:
+    """Receiver names with ``route`` replaced by what the routing tree answers for ``labels``."""
+    out: list[str] = []
+    for name in names:
+        for receiver in (f.ctx.runbooks.routing.receivers_for(labels) if name == ROUTE_RECEIVER else [name]):
+            if receiver not in out:
+                out.append(receiver)
+    return out
+
+
+def _policy_runbook(f: Fold) -> Runbook:
+    return _runbook(f, f.s.get("rb") or "")
+
+
+def reset_cap(f: Fold, cause: str) -> None:
+    rb = _policy_runbook(f)
+    if gates.resets_cap(rb.policy.reset_on, cause) and f.s["cap"]:
+        f.note("cap_reset", cause)
+        f.s["cap"] = 0
+
+
+def _wait(f: Fold, alert: Mapping[str, Any], labels: Mapping[str, str]) -> int:
+    """group_wait for a new alert: only telemetry from a source that does not group is held."""
+    timing = route_of(f, labels).timing
+    if alert.get("kind") != "telemetry":
+        return 0
+    return timing.wait_for(alert.get("src", ""))
+
+
+# -- content ----------------------------------------------------------------------------
+
+
+def _title(alert: Mapping[str, Any], count: int) -> str:
+    more = f" (+{count - 1} more)" if count > 1 else ""
+    return f"{alert['title']}{more}"
+
+
+def _body(f: Fold, lead: Mapping[str, Any], alerts: list[tuple[str, Mapping[str, Any]]], rb: Runbook, extra: str = "") -> str:
+    lines = [lead.get("body") or ""]
+    if len(alerts) > 1:
+        lines.append(f"{len(alerts)} alerts firing:")
+        for _, a in alerts[:MAX_LISTED]:
+            where = a["labels"].get("instance") or a["labels"].get("service") or ""
+            lines.append(f"- {a['title']}" + (f" ({where})" if where and where not in a["title"] else ""))
+        if len(alerts) > MAX_LISTED or f.s.get("overflow"):
+            lines.append(f"... and {len(alerts) - min(len(alerts), MAX_LISTED) + f.s.get('overflow', 0)} more")
+    if rb.description:
+        lines.append(f"Runbook {rb.name}: {rb.description}")
+    if extra:
+        lines.append(extra)
+    return "\n".join(line for line in lines if line)
+
+
+def _fields(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str]:
+    fields = {k: v for k, v in (lead.get("labels") or {}).items() if k not in ("alertname",)}
+    fields["runbook"] = rb.name
+    if count > 1:
+        fields["alerts"] = str(count)
+    return fields
+
+
+def _links(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool) -> list[dict[str, str]]:
+    links = []
+    ctx = f.ctx
+    if with_ack and ctx.ack_base_url and ctx.ack_secret:
+        from streams.acklinks import ack_link
+
+        expires = f.now + ctx.ack_ttl_ms
+        links.append({"label": "Acknowledge", "url": ack_link(ctx.ack_base_url, f.event["session_key"], expires, ctx.ack_secret)})
+    if lead.get("url"):
+        links.append({"label": "Source", "url": lead["url"]})
+    if rb.url:
+        links.append({"label": "Runbook", "url": rb.url})
+    return links
+
+
+def dedupe_key(f: Fold, receiver: str, action: str, kind: str, content: str) -> str:
+    return derived_id("dedupe", f.event["session_key"], receiver, action, kind, str(f.s["episode"]), content)
+
+
+def _send(f: Fold, receivers: list[str], *, rb: Runbook, kind: str, action: str, severity: str, title: str,
+          body: str, fields: Mapping[str, str], links: list[dict[str, str]], content: str, autonomous: bool) -> list[str]:
+    """Fan one message out to receivers through the dedupe gate (and the cap, once, when autonomous)."""
+    pol = rb.policy
+    f.s["dedupe"] = gates.prune_dedupe(f.s["dedupe"], f.now, pol.dedupe_window)
+    if autonomous and f.check(gates.cap_gate(f.s["cap"], pol.max_consecutive)):
+        return []
+    sent = []
+    for receiver in receivers:
+        key = dedupe_key(f, receiver, action, kind, content)
+        gate = gates.dedupe_gate(f.s["dedupe"], key, f.now, pol.dedupe_window)
+        if gate.stopped:
+            f.check(gates.Gate(gate.gate, gate.verdict, f"{receiver}: {gate.reason}"))
+            continue
+        f.notify(channel=f.ctx.runbooks.routing.channel_of(receiver), receiver=receiver, severity=severity, title=title,
+                 body=body, fields=fields, links=links, dedupe_key=key, action=action, runbook=rb.name)
+        f.s["dedupe"][key] = f.now
+        sent.append(receiver)
+    if sent:
+        f.gates.append({"gate": "dedupe", "verdict": "pass", "reason": ",".join(sent)})
+        if autonomous:
+            f.s["cap"] += 1
+        for receiver in sent:
+            if receiver not in f.s["audience"]:
+                f.s["audience"].append(receiver)
+        f.note("receivers", ",".join(sent))
+        f.note("notification", kind)
+    return sent
+
+
+# -- triggers and clears ----------------------------------------------------------------
+
+
+def on_trigger(f: Fold, akey: str, alert: dict[str, Any]) -> None:
+    """An alert (or a scan finding, a pull request, a condition) starts or keeps firing."""
+    s = f.s
+    f.note("alert", akey)
+    current = s["alerts"].get(akey)
+    if current is not None and current["s"] == "firing":
+        f.outcome = "repeat"  # Prometheus re-sends firing alerts; nothing new to say
+        return
+    if current is None and len(s["alerts"]) >= MAX_ALERTS:
+        s["overflow"] = s.get("overflow", 0) + 1
+        f.outcome = "overflow"
+        return
+    rb = _runbook(f, alert["rb"])
+    f.runbook = rb.name
+    if s["status"] != "firing":
+        _status_change(f, "firing", rb)
+        if not s["flap"]["on"]:
+            s["episode"] += 1
+            s["group"] = {"first": f.now, "sent": None, "hash": None}
+            s["audience"], s["first_audience"], s["acked"], s["esc"], s["approval"] = [], [], False, None, []
+            s["rb"] = rb.name
+            s["alerts"] = {k: a for k, a in s["alerts"].items() if a["s"] == "firing"}
+        s["status"] = "firing"
+    alert.update(s="firing", at=f.now, first=(current or {}).get("first", f.now))
+    s["alerts"][akey] = alert
+    f.note("episode", s["episode"])
+    if s["flap"]["on"]:
+        if _flap_notice(f, rb):
+            return
+        f.outcome = "flapping"
+        return
+    labels = alert_labels(alert, _org(f))
+    f.note("route", route_of(f, labels).path)
+    _schedule_flush(f, rb, labels, alert)
+
+
+def on_clear(f: Fold, akey: str, *, cause: str = "resolve", echo_to: str = "") -> None:
+    """An alert stops firing; when the last one does, the session resolves."""
+    s = f.s
+    f.note("alert", akey)
+    alert = s["alerts"].get(akey)
+    if alert is None or alert["s"] != "firing":
+        f.outcome = "recorded"
+        return
+    alert.update(s="resolved", at=f.now)
+    f.runbook = s.get("rb") or alert["rb"]
+    if firing_alerts(s):
+        f.outcome = "grouped"
+        _schedule_flush(f, _runbook(f, f.runbook), alert_labels(alert, _org(f)), alert)
+        return
+    resolve_session(f, cause=cause, skip_channel=echo_to)
+
+
+def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
+    """Everything stopped firing (or a human resolved it): stop timers, say so to whoever was told."""
+    s = f.s
+    rb = _policy_runbook(f)
+    f.runbook = rb.name
+    for alert in s["alerts"].values():
+        if alert["s"] == "firing":
+            alert.update(s="resolved", at=f.now)
+    was_firing = s["status"] == "firing"
+    if was_firing:
+        _status_change(f, "resolved", rb)
+    s["status"] = "resolved"
+    for prefix in ("grp:", "esc:", "verify:"):
+        f.cancel(prefix, cause)
+    reset_cap(f, "resolve")
+    if cause == "human":
+        reset_cap(f, "human")
+    s["esc"], s["approval"] = None, []
+    if not was_firing:
+        f.outcome = "recorded"
+        return
+    if s["flap"]["on"]:
+        if not _flap_notice(f, rb):
+            f.check(gates.flapping_gate(True, s["flap"]["last"], f.now, rb.policy.flapping))
+            f.outcome = "flapping"
+        return
+    if not s["audience"]:
+        f.outcome = "resolved-quietly"  # resolved within group_wait, before anyone was told
+        s["alerts"] = {}
+        return
+    _send_resolved(f, rb, skip_channel)
+    s["alerts"] = {}
+
+
+def _send_resolved(f: Fold, rb: Runbook, skip_channel: str = "") -> None:
+    s = f.s
+    alerts = sorted(s["alerts"].items())
+    found = lead_of(alerts)
+    if found is None:
+        return
+    lead = found[1]
+    receivers = [r for r in s["audience"] if f.ctx.runbooks.routing.channel_of(r) != skip_channel]
+    title = f"Resolved: {_title(lead, len(alerts))}"
+    sent = _send(f, receivers, rb=rb, kind="resolve", action="resolve", severity="info", title=title,
+                 body=f"{lead['title']} is no longer firing.", fields=_fields(lead, rb, len(alerts)),
+                 links=_links(f, lead, rb, with_ack=False), content="resolve", autonomous=False)
+    f.outcome = "resolved" if sent else "suppressed"
+
+
+def _status_change(f: Fold, to: str, rb: Runbook) -> None:
+    flap = f.s["flap"]
+    pol = rb.policy.flapping
+    flap["flips"] = gates.record_flip(flap["flips"], f.now, pol)
+    flap["last"] = f.now
+    if flap["on"]:
+        f.schedule("flap", f.now + pol.stable_for, "flap")
+    elif gates.is_flapping(flap["flips"], f.now, pol):
+        flap["on"], flap["noticed"] = True, False
+        f.note("flapping", f"{len(flap['flips'])} changes in {pol.window // 1000}s")
+        f.cancel("grp:", "flapping")
+        f.cancel("esc:", "flapping")
+        f.schedule("flap", f.now + pol.stable_for, "flap")
+
+
+def _flap_notice(f: Fold, rb: Runbook) -> bool:
+    """The one notice that a session is flapping; True when it went out."""
+    s = f.s
+    if s["flap"]["noticed"]:
+        return False
+    s["flap"]["noticed"] = True
+    firing = firing_alerts(s) or sorted(s["alerts"].items())
+    found = lead_of(firing)
+    if found is None:
+        return False
+    lead = found[1]
+    labels = alert_labels(lead, _org(f))
+    if f.check(gates.silence_gate(_silences(f), labels, f.now)):
+        return False
+    receivers = s["audience"] or expand_receivers(f, rb.notify_receivers, labels)
+    pol = rb.policy.flapping
+    sent = _send(f, receivers, rb=rb, kind="flapping", action="trigger", severity="warning",
+                 title=f"Flapping: {lead['title']}",
+                 body=(f"{len(s['flap']['flips'])} status changes within {pol.window // 60000}m. "
+                       f"Quiet until it has been stable for {pol.stable_for // 60000}m."),
+                 fields=_fields(lead, rb, len(firing)), links=_links(f, lead, rb, with_ack=True),
+                 content=str(s["flap"]["last"]), autonomous=True)
+    f.outcome = "flapping-notice" if sent else "suppressed"
+    return bool(sent)
+
+
+def _silences(f: Fold):
+    return (*f.ctx.runbooks.maintenance, *f.ctx.silences)
+
+
+# -- grouping and the group notification ------------------------------------------------
+
+
+def _schedule_flush(f: Fold, rb: Runbook, labels: Mapping[str, str], alert: Mapping[str, Any]) -> None:
+    s = f.s
+    timing = route_of(f, labels).timing
+    if s["group"]["sent"] is None:
+        due = s["group"]["first"] + _wait(f, alert, labels)
+    else:
+        due = s["group"]["sent"] + timing.group_interval
+    if due <= f.now:
+        flush(f)
+        return
+    f.schedule(f"grp:{s['episode']}", due, "group")
+    if f.outcome in ("recorded", "repeat"):
+        f.outcome = "grouped"
+
+
+def flush(f: Fold) -> None:
+    """Send the group's notification if the gates let it; otherwise say when to try again."""
+    s = f.s
+    if s["status"] != "firing":
+        f.outcome = "stale-timer"
+        return
+    firing = firing_alerts(s)
+    found = lead_of(firing)
+    if found is None:
+        return
+    _, lead = found
+    rb = _runbook(f, lead["rb"])
+    f.runbook = rb.name
+    pol = rb.policy
+    org = _org(f)
+    lead_labels = alert_labels(lead, org)
+    timing = route_of(f, lead_labels).timing
+    if f.check(gates.flapping_gate(s["flap"]["on"], s["flap"]["last"], f.now, pol.flapping)):
+        f.outcome = "flapping"
+        return
+    # silences and inhibition work per alert, as in Alertmanager
+    notifiable, until = [], []
+    sources = [lbl for key, lbl in f.ctx.inhibitors if key != f.event["session_key"]]
+    sources += [alert_labels(a, org) for _, a in firing]
+    silenced = inhibited = 0
+    for key, alert in firing:
+        labels = alert_labels(alert, org)
+        gate = gates.silence_gate(_silences(f), labels, f.now)
+        if gate.stopped:
+            silenced += 1
+            until.append(gate.until)
+            f.note("silence", gate.reason)
+            continue
+        gate = gates.inhibition_gate(labels, sources, f.ctx.runbooks.routing.inhibit_rules)
+        if gate.stopped:
+            inhibited += 1
+            until.append(f.now + timing.group_interval)
+            f.note("inhibit", gate.reason)
+            continue
+        notifiable.append((key, alert))
+    f.gates.append({"gate": "silence", "verdict": "stop" if silenced else "pass", "reason": f"{silenced} of {len(firing)} silenced"})
+    f.gates.append({"gate": "inhibit", "verdict": "stop" if inhibited else "pass", "reason": f"{inhibited} of {len(firing)} inhibited"})
+    if not notifiable:
+        f.schedule(f"grp:{s['episode']}", min(until), "group")
+        f.outcome = "suppressed"
+        return
+    content = derived_id("content", *(k for k, _ in notifiable))
+    if s["group"]["sent"] is None:
+        kind = "initial"
+    else:
+        kind = "update" if content != s["group"]["hash"] else "repeat"
+    gate = gates.group_gate(kind, first_seen=s["group"]["first"], last_sent=s["group"]["sent"], now=f.now,
+                            timing=timing, wait=_wait(f, lead, lead_labels))
+    if f.check(gate):
+        f.schedule(f"grp:{s['episode']}", gate.until, "group")
+        f.outcome = "grouped"
+        return
+    if kind in TRIGGER_KINDS:
+        gate = gates.cooldown_gate(s["cool"].get(rb.name), f.now, pol.cooldown)
+        if f.check(gate):
+            f.schedule(f"grp:{s['episode']}", gate.until, "group")
+            f.outcome = "suppressed"
+            return
+    _, lead = lead_of(notifiable)  # type: ignore[misc]
+    lead_labels = alert_labels(lead, org)
+    if kind == "initial":
+        if rb.escalates(lead["sev"]):
+            receivers = expand_receivers(f, [rb.escalation[0].receiver], lead_labels)
+        else:
+            receivers = expand_receivers(f, rb.notify_receivers, lead_labels)
+    else:
+        receivers = list(s.get("first_audience") or s["audience"]) or expand_receivers(f, rb.notify_receivers, lead_labels)
+    extra = "Remediation awaits approval." if kind == "initial" and any(r.requires_approval for r in rb.remediations) else ""
+    sent = _send(f, receivers, rb=rb, kind=kind, action="trigger", severity=lead["sev"],
+                 title=_title(lead, len(notifiable)), body=_body(f, lead, notifiable, rb, extra),
+                 fields=_fields(lead, rb, len(notifiable)), links=_links(f, lead, rb, with_ack=True),
+                 content=content, autonomous=True)
+    # The news is out (or was stopped by the cap/dedupe): either way this content is settled.
+    s["group"]["hash"] = content
+    if not sent:
+        f.outcome = "suppressed"
+        return
+    f.outcome = "notified"
+    s["group"]["sent"] = f.now
+    s["alerts"] = {k: a for k, a in s["alerts"].items() if a["s"] == "firing"}
+    if kind in TRIGGER_KINDS:
+        s["cool"][rb.name] = f.now
+    if kind == "initial":
+        s["first_audience"] = list(sent)
+        _after_first_notification(f, rb, lead)
+    f.schedule(f"grp:{s['episode']}", f.now + timing.repeat_interval, "group")
+
+
+def _after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> None:
+    """Remediation steps, the verification timer and the escalation chain start with the first message."""
+    s = f.s
+    ep = s["episode"]
+    for index, step in enumerate(rb.remediations):
+        if step.requires_approval:
+            s["approval"].append(index)
+            continue
+        f.remediate(action=step.action, endpoint=step.endpoint, method=step.method, params=step.params,
+                    dry_run=step.dry_run, requires_approval=False, runbook=rb.name)
+    if rb.verify is not None:
+        f.schedule(f"verify:{ep}", f.now + rb.verify.after, "verify")
+    if rb.escalates(lead["sev"]) and len(rb.escalation) > 1:
+        s["esc"] = {"rb": rb.name, "start": f.now, "next": 1}
+        f.schedule(f"esc:{ep}:1", f.now + rb.escalation[1].after, "escalation", step=1)
+
+
+# -- escalation, verification, ack ------------------------------------------------------
+
+
+def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
+    s = f.s
+    esc = s.get("esc")
+    if s["status"] != "firing" or esc is None:
+        f.outcome = "stale-timer"
+        return
+    rb = _runbook(f, esc["rb"])
+    f.runbook = rb.name
+    if s["acked"]:
+        f.check(gates.Gate("ack", "stop", "acknowledged"))
+        f.outcome = "suppressed"
+        return
+    if step >= len(rb.escalation):
+        f.outcome = "recorded"
+        return
+    firing = firing_alerts(s)
+    _, lead = lead_of(firing)  # type: ignore[misc]
+    labels = alert_labels(lead, _org(f))
+    if f.check(gates.flapping_gate(s["flap"]["on"], s["flap"]["last"], f.now, rb.policy.flapping)):
+        f.outcome = "flapping"
+        return
+    if f.check(gates.silence_gate(_silences(f), labels, f.now)):
+        f.outcome = "suppressed"
+    else:
+        f.check(gates.Gate("ack", "pass", "not acknowledged"))
+        chain = rb.escalation[step]
+        receivers = expand_receivers(f, [chain.receiver], labels)
+        minutes = (f.now - esc["start"]) // 60000
+        sent = _send(f, receivers, rb=rb, kind=f"escalation-{step}", action="trigger", severity=lead["sev"],
+                     title=f"Escalated ({why} for {minutes}m): {_title(lead, len(firing))}",
+                     body=_body(f, lead, firing, rb), fields=_fields(lead, rb, len(firing)),
+                     links=_links(f, lead, rb, with_ack=True), content=str(step), autonomous=True)
+        f.outcome = "escalated" if sent else "suppressed"
+    f.note("escalation_step", step)
+    esc["next"] = step + 1
+    if step + 1 < len(rb.escalation):
+        f.schedule(f"esc:{s['episode']}:{step + 1}", esc["start"] + rb.escalation[step + 1].after, "escalation", step=step + 1)
+
+
+def verify(f: Fold) -> None:
+    """After a remediation: still firing means it did not help; escalate now."""
+    s = f.s
+    if s["status"] != "firing" or s["acked"]:
+        f.outcome = "verified" if s["status"] != "firing" else "recorded"
+        return
+    esc = s.get("esc")
+    if esc is not None:
+        rb = _runbook(f, esc["rb"])
+        step = esc["next"]
+        if step < len(rb.escalation):
+            f.cancel(f"esc:{s['episode']}:{step}", "verification failed")
+            escalate(f, step, why="still firing after remediation")
+            return
+    found = lead_of(firing_alerts(s))
+    if found is None:
+        return
+    lead = found[1]
+    rb = _runbook(f, lead["rb"])
+    f.runbook = rb.name
+    sent = _send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["sev"],
+                 title=f"Still firing after remediation: {lead['title']}", body=_body(f, lead, firing_alerts(s), rb),
+                 fields=_fields(lead, rb, 1), links=_links(f, lead, rb, with_ack=True), content="verify", autonomous=True)
+    f.outcome = "escalated" if sent else "suppressed"
+
+
+def on_ack(f: Fold, *, actor: str, source: str) -> None:
+    """A human took it: stop the chain, reset the cap, and tell PagerDuty if it did not come from there."""
+    s = f.s
+    reset_cap(f, "ack")
+    reset_cap(f, "human")
+    if s["status"] != "firing":
+        f.outcome = "recorded"
+        return
+    if s["acked"]:
+        f.outcome = "repeat"
+        return
+    s["acked"] = True
+    f.note("acked_by", actor or source)
+    f.cancel("esc:", f"acknowledged by {actor or source}")
+    f.cancel("verify:", "acknowledged")
+    rb = _policy_runbook(f)
+    f.runbook = rb.name
+    f.outcome = "acknowledged"
+    if source == "pagerduty":
+        return
+    pd = [r for r in s["audience"] if f.ctx.runbooks.routing.channel_of(r) == "pagerduty"]
+    if pd:
+        found = lead_of(firing_alerts(s))
+        lead = found[1] if found else {"title": f.event["session_key"], "labels": {}}
+        _send(f, pd, rb=rb, kind="ack", action="acknowledge", severity="info",
+              title=f"Acknowledged by {actor or source}: {lead['title']}", body="", fields={}, links=[],
+              content="ack", autonomous=False)
+
+
+def on_approval(f: Fold, actor: str) -> None:
+    s = f.s
+    reset_cap(f, "human")
+    if s["status"] != "firing" or not s.get("approval"):
+        f.outcome = "recorded"
+        return
+    found = lead_of(firing_alerts(s))
+    rb = _runbook(f, found[1]["rb"]) if found else _policy_runbook(f)
+    f.runbook = rb.name
+    steps = rb.remediations
+    for index in s["approval"]:
+        if index < len(steps):
+            step = steps[index]
+            f.remediate(action=step.action, endpoint=step.endpoint, method=step.method,
+                        params={**step.params, "approved_by": actor}, dry_run=step.dry_run, requires_approval=True,
+                        runbook=rb.name)
+    s["approval"] = []
+    f.note("approved_by", actor)
+    f.outcome = "remediating"
+
+
+def on_flap_timer(f: Fold) -> None:
+    """Flapping ends once the session has been stable for ``stable_for``; then say where it stands."""
+    s = f.s
+    flap = s["flap"]
+    rb = _policy_runbook(f)
+    if not flap["on"]:
+        f.outcome = "stale-timer"
+        return
+    pol = rb.policy.flapping
+    if f.now - (flap["last"] or 0) < pol.stable_for:
+        f.schedule("flap", flap["last"] + pol.stable_for, "flap")
+        f.outcome = "flapping"
+        return
+    flap.update(on=False, flips=[], noticed=False)
+    f.note("flapping", "stable")
+    if s["status"] == "firing":
+        s["group"]["hash"] = None
+        if s["group"]["sent"] is None:
+            s["group"]["first"] = f.now
+        flush(f)
+    elif s["audience"]:
+        f.runbook = rb.name
+        _send_resolved(f, rb)
+        s["alerts"] = {}
+    else:
+        f.outcome = "stable"
