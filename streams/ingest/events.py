@@ -57,17 +57,48 @@ def check_payload(payload: Any, kind: str, schemas: Mapping[str, dict[str, Any]]
     try:
         validate(dict(payload), record, raise_errors=True)
     except ValidationError as exc:
-        raise BadRequest(*_describe(exc, path)) from None
+        raise BadRequest(*_describe(exc, record, path)) from None
 
 
-def _describe(exc: ValidationError, path: str) -> tuple[str, str]:
+_AVRO_WORDS = {
+    "string": "a string", "long": "an integer", "int": "an integer", "double": "a number", "float": "a number",
+    "boolean": "a boolean", "null": "null", "map": "a mapping of strings", "array": "an array", "record": "an object",
+}
+
+
+def _avro_words(avro_type: Any) -> str:
+    """``["null", "double"]`` → ``a number or null``: what a client should have sent."""
+    if isinstance(avro_type, list):
+        return " or ".join(_avro_words(t) for t in sorted(avro_type, key=lambda t: t == "null"))
+    if isinstance(avro_type, dict):
+        return _AVRO_WORDS.get(avro_type.get("type", ""), "an object")
+    return _AVRO_WORDS.get(avro_type, str(avro_type))
+
+
+def _declared(record: Mapping[str, Any], name: str) -> str:
+    """The declared type of field ``name`` in ``record`` or in a record nested in it (findings items)."""
+    for f in record["fields"]:
+        if f["name"] == name:
+            return _avro_words(f["type"])
+    for f in record["fields"]:
+        items = f["type"].get("items") if isinstance(f["type"], dict) else None
+        if isinstance(items, dict) and items.get("type") == "record":
+            found = _declared(items, name)
+            if found:
+                return found
+    return ""
+
+
+def _describe(exc: ValidationError, record: Mapping[str, Any], path: str) -> tuple[str, str]:
     message = str(exc.errors[0]) if getattr(exc, "errors", None) else str(exc)
     if m := _MISSING_FIELD.match(message):
-        record, field, expected = m.groups()
-        return join(path, f"{_PATH_OF_RECORD.get(record, 'payload')}.{field}"), f"required ({expected})"
+        owner, field, _expected = m.groups()
+        return join(path, f"{_PATH_OF_RECORD.get(owner, 'payload')}.{field}"), f"required ({_declared(record, field)})"
     if m := _WRONG_TYPE.match(message):
-        record, field, _value, got, expected = m.groups()
-        return join(path, f"{_PATH_OF_RECORD.get(record, 'payload')}.{field}"), f"expected {expected}, got {got}"
+        owner, field, _value, got, _expected = m.groups()
+        got = _AVRO_WORDS.get({"str": "string", "int": "long", "float": "double", "bool": "boolean", "dict": "map",
+                               "list": "array", "NoneType": "null"}.get(got, got), got)
+        return join(path, f"{_PATH_OF_RECORD.get(owner, 'payload')}.{field}"), f"expected {_declared(record, field)}, got {got}"
     return join(path, "payload"), message[:200]
 
 

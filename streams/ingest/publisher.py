@@ -135,7 +135,8 @@ class Publisher:
         count = len(events)
         if self._in_flight + count > self.ingest.max_in_flight:
             raise Backpressure(
-                f"{self._in_flight} events are waiting for Kafka (limit {self.ingest.max_in_flight}); retry later",
+                f"{self._in_flight} events waiting for Kafka's acknowledgement + {count} in this post exceed the "
+                f"limit of {self.ingest.max_in_flight}; retry later",
                 self.ingest.backpressure_retry_after_s,
             )
         self._in_flight += count

@@ -97,11 +97,11 @@ def test_envelope_session_key_from_rules_ids_from_the_client():
         ([GENERIC, {**GENERIC, "kind": "alert"}], "events[1].kind", "unknown kind"),
         ({**GENERIC, "kind": "timer", "type": "timer.fired", "payload": None}, "session_key", "no session rule applies"),
         ({**GENERIC, "event_id": 7}, "event_id", "expected a string"),
-        ({**GENERIC, "payload": {"value": "high"}}, "payload.value", "expected"),
+        ({**GENERIC, "payload": {"value": "high"}}, "payload.value", "expected a number or null, got a string"),
         ({**GENERIC, "payload": {"vaule": 1.0}}, "payload.vaule", "unknown field"),
         ({**GENERIC, "kind": "scan", "payload": {"scan_type": "drift"}}, "payload.scan_id", "required"),
         ({**GENERIC, "kind": "scan", "payload": {"scan_id": "1", "scan_type": "drift", "config_id": "c", "status": "findings",
-                                                  "findings": [{"resource": 5}]}}, "payload.findings[].resource", "expected string"),
+                                                  "findings": [{"resource": 5}]}}, "payload.findings[].resource", "expected a string"),
         ({**GENERIC, "payload": "x"}, "payload", "expected an object"),
     ],
 )

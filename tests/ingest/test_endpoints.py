@@ -1,0 +1,196 @@
+"""Every endpoint of a real ``opsloop ingest`` process, into the real broker's topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from streams.ingest.alerts import fingerprint
+from streams.ingest.app import create_app
+from streams.ingest.settings import IngestSettings
+from streams.records import derived_id
+from tests.ingest.conftest import (
+    GITHUB_SECRET, PAGERDUTY_SECRET, TOKENS, IngestServer, bearer, github_signature, pagerduty_signature, read_all_events, read_events,
+    settings_for,
+)
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def firing_alert(name: str, **labels: str) -> dict:
+    now = datetime.now(timezone.utc)
+    return {
+        "labels": {"alertname": name, "instance": "web-1:9100", **labels},
+        "annotations": {"summary": f"{name} on web-1"},
+        "startsAt": iso(now - timedelta(minutes=3)),
+        "endsAt": iso(now + timedelta(minutes=4)),
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=up",
+    }
+
+
+def signed_github(body: bytes, delivery: str) -> dict[str, str]:
+    return {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": github_signature(body),
+            "Content-Type": "application/json"}
+
+
+def test_every_endpoint_lands_decoded_in_its_topic_keyed_by_session(ingest_server, module_settings, http):
+    tag = uuid.uuid4().hex[:6]
+    answers = {}
+    alert = firing_alert(f"Prom{tag}", service="checkout")
+    answers["prometheus"] = http.post(ingest_server.url("/api/v2/alerts"), json=[alert], headers=bearer("prometheus"))
+    am_body = json.loads((FIXTURES / "alertmanager_v4.json").read_text())
+    am_body["alerts"][0]["labels"]["alertname"] = f"Am{tag}"
+    am_body["alerts"][1]["labels"]["alertname"] = f"Am{tag}"
+    answers["alertmanager"] = http.post(ingest_server.url("/ingest/alertmanager?org=globex"), json=am_body, headers=bearer("alertmanager"))
+    pr = (FIXTURES / "github_pull_request_opened.json").read_bytes().replace(b'"acme/api"', f'"acme/api-{tag}"'.encode())
+    answers["github"] = http.post(ingest_server.url("/ingest/webhook/github"), content=pr, headers=signed_github(pr, f"gh-{tag}"))
+    pd = (FIXTURES / "pagerduty_incident_acknowledged.json").read_bytes().replace(b"01BZ6PN0Q3UWWW0HBXTY41EOFZ", f"pd-{tag}".encode())
+    answers["pagerduty"] = http.post(ingest_server.url("/ingest/webhook/pagerduty"), content=pd,
+                                     headers={"X-PagerDuty-Signature": pagerduty_signature(pd)})
+    scan = {"scan_id": f"run-{tag}", "scan_type": "drift", "config_id": f"vpc-{tag}",
+            "findings": [{"resource": "aws_security_group.web", "change_type": "modified", "severity": "high"}]}
+    answers["scan"] = http.post(ingest_server.url("/ingest/scan"), json=scan, headers=bearer("scanner"))
+    generic = {"kind": "telemetry", "type": "metric.sample", "source": "cli", "occurred_at": 1_714_557_600_000,
+               "labels": {"alertname": f"Gen{tag}", "service": "billing"}, "payload": {"metric": "queue_depth", "value": 12.5}}
+    answers["events"] = http.post(ingest_server.url("/ingest/events"), json=generic, headers={**bearer("scanner"), "Idempotency-Key": f"k-{tag}"})
+
+    for name, answer in answers.items():
+        assert answer.status_code == 200, (name, answer.text)
+        assert answer.json()["status"] == "accepted", (name, answer.json())
+    ids = {name: answer.json()["event_ids"] for name, answer in answers.items()}
+    assert len(ids["alertmanager"]) == 2
+    wanted = {i for group in ids.values() for i in group}
+    records = read_events(module_settings, lambda rs: wanted <= {r.value["event_id"] for r in rs if r.value})
+    by_id = {r.value["event_id"]: r for r in records if r.value and r.value["event_id"] in wanted}
+    assert len(by_id) == len(wanted) == 7
+
+    def one(name, i=0):
+        record = by_id[ids[name][i]]
+        assert record.key.decode() == record.value["session_key"]  # keyed by session: one partition per session
+        return record
+
+    prom = one("prometheus")
+    assert prom.topic == "events.telemetry" and prom.value["type"] == "alert.firing" and prom.value["source"] == "prometheus"
+    assert prom.value["session_key"] == f"acme:alert:Prom{tag}:checkout" and prom.value["session_rule"] == "alert-group"
+    assert prom.value["payload"]["fingerprint"] == fingerprint(alert["labels"])
+    firing, resolved = one("alertmanager", 0), one("alertmanager", 1)
+    assert (firing.value["type"], resolved.value["type"]) == ("alert.firing", "alert.resolved")
+    assert firing.value["org"] == "globex" and firing.value["session_key"] == f"globex:alert:Am{tag}:web-1:9100"
+    gh = one("github")
+    assert gh.topic == "events.webhook" and gh.value["type"] == "pr.opened"
+    assert gh.value["session_key"] == f"acme:pr:acme/api-{tag}#12" and gh.value["payload"]["delivery_id"] == f"gh-{tag}"
+    page = one("pagerduty")
+    assert page.topic == "events.webhook" and page.value["type"] == "incident.acknowledged"
+    assert page.value["session_key"] == "acme:alert:HostHighCpuLoad:checkout"
+    sc = one("scan")
+    assert sc.topic == "events.scan" and sc.value["session_key"] == f"acme:scan:vpc-{tag}"
+    assert sc.value["payload"]["findings"][0]["resource"] == "aws_security_group.web"
+    gen = one("events")
+    assert gen.topic == "events.telemetry" and gen.value["event_id"] == derived_id("client", "acme", f"k-{tag}")
+    assert gen.value["session_key"] == f"acme:alert:Gen{tag}:billing" and gen.value["payload"]["value"] == 12.5
+    assert all(r.value["received_at"] >= r.timestamp - 60_000 for r in by_id.values())
+
+
+def test_a_retried_post_is_a_duplicate_and_is_written_once(ingest_server, module_settings):
+    alert = firing_alert(f"Retry{uuid.uuid4().hex[:6]}")
+
+    async def post_concurrently(n: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*[
+                client.post(ingest_server.url("/api/v2/alerts"), json=[alert], headers=bearer("prometheus")) for _ in range(n)
+            ])
+
+    answers = asyncio.run(post_concurrently(6))
+    later = httpx.post(ingest_server.url("/api/v2/alerts"), json=[{**alert, "endsAt": alert["endsAt"][:-1] + "+00:00"}],
+                       headers=bearer("prometheus"))
+    statuses = sorted(a.json()["status"] for a in [*answers, later])
+    assert [a.status_code for a in answers] == [200] * 6 and later.status_code == 200
+    assert statuses == ["accepted"] + ["duplicate"] * 6
+    event_id = later.json()["event_ids"][0]
+    assert {a.json()["event_ids"][0] for a in answers} == {event_id}
+    read_events(module_settings, lambda rs: any(r.value and r.value["event_id"] == event_id for r in rs))
+    records = read_all_events(module_settings, idle=1.0)  # everything, until a second passes with nothing new
+    assert sum(1 for r in records if r.value and r.value["event_id"] == event_id) == 1
+    metrics = httpx.get(ingest_server.url("/metrics")).text
+    assert 'opsloop_ingest_events_total{endpoint="prometheus",outcome="duplicate"}' in metrics
+
+
+def test_ids_are_deterministic_across_an_ingest_restart(module_env, module_settings, tmp_path):
+    """A fresh process has no duplicate memory, but the retry carries the same event id, which decide skips."""
+    server = IngestServer(module_env, tmp_path / "ingest.log").start()
+    try:
+        alert = firing_alert(f"Restart{uuid.uuid4().hex[:6]}")
+        first = httpx.post(server.url("/api/v2/alerts"), json=[alert], headers=bearer("prometheus"), timeout=30)
+        server.restart()
+        second = httpx.post(server.url("/api/v2/alerts"), json=[alert], headers=bearer("prometheus"), timeout=30)
+    finally:
+        server.stop()
+    assert first.json()["status"] == second.json()["status"] == "accepted"
+    assert first.json()["event_ids"] == second.json()["event_ids"]
+
+
+def test_healthz_and_readyz(ingest_server, http):
+    assert http.get(ingest_server.url("/healthz")).json() == {"status": "alive"}
+    ready = http.get(ingest_server.url("/readyz"))
+    assert ready.status_code == 200 and ready.json()["kafka"] == "ok" and "missing_topics" not in ready.json()
+
+
+def _in_process(module_env: dict[str, str], prefix: str | None = None, **config: object):
+    env = {**module_env, **({"OPSLOOP_TOPIC_PREFIX": prefix} if prefix else {})}
+    tokens = ",".join(f"{k}={v}" for k, v in TOKENS.items())
+    return create_app(settings_for(env), IngestSettings(
+        tokens=tokens, webhook_secret_github=GITHUB_SECRET, webhook_secret_pagerduty=PAGERDUTY_SECRET, **config))
+
+
+def test_readyz_names_missing_topics(module_env):
+    async def run():
+        async with TestClient(TestServer(_in_process(module_env, prefix=f"absent{uuid.uuid4().hex[:6]}."))) as client:
+            answer = await client.get("/readyz")
+            return answer.status, await answer.json()
+
+    status, body = asyncio.run(run())
+    assert status == 503 and body["kafka"] == "ok"
+    assert sorted(t.split(".", 1)[1] for t in body["missing_topics"]) == ["events.scan", "events.telemetry", "events.timer", "events.webhook"]
+
+
+def test_tokens_and_secrets_never_reach_the_logs(module_env, ingest_server, caplog):
+    """Every kind of post, at DEBUG for every logger (aiohttp, aiokafka, ours), then grep."""
+    caplog.set_level(logging.DEBUG)
+    pr = (FIXTURES / "github_pull_request_opened.json").read_bytes()
+    pd = (FIXTURES / "pagerduty_incident_acknowledged.json").read_bytes()
+
+    async def run():
+        async with TestClient(TestServer(_in_process(module_env))) as client:
+            posts = [
+                client.post("/api/v2/alerts", json=[firing_alert("Logs")], headers=bearer("prometheus")),
+                client.post("/api/v2/alerts", json=[firing_alert("Logs")], headers={"Authorization": f"Bearer {TOKENS['prometheus']}x"}),
+                client.post("/ingest/alertmanager", json={"version": "4", "alerts": []}, headers=bearer("alertmanager")),
+                client.post("/ingest/scan", data=b'{"scan_type": ', headers=bearer("scanner")),
+                client.post("/ingest/webhook/github", data=pr, headers=signed_github(pr, f"log-{uuid.uuid4().hex}")),
+                client.post("/ingest/webhook/github", data=pr + b" ", headers=signed_github(pr, "log-2")),
+                client.post("/ingest/webhook/pagerduty", data=pd, headers={"X-PagerDuty-Signature": pagerduty_signature(pd)}),
+                client.post("/ingest/webhook/pagerduty", data=pd, headers={"X-PagerDuty-Signature": pagerduty_signature(pd + b"x")}),
+                client.get("/metrics"),
+            ]
+            return [(await post).status for post in posts]
+
+    assert asyncio.run(run()) == [200, 403, 400, 400, 200, 403, 200, 403, 200]
+    assert "POST /api/v2/alerts" in caplog.text  # the logs were captured at all
+    signatures = [github_signature(pr).split("=", 1)[1], pagerduty_signature(pd).split("=", 1)[1]]
+    for secret in [*TOKENS.values(), GITHUB_SECRET, PAGERDUTY_SECRET, *signatures]:
+        assert secret not in caplog.text
+        assert secret not in ingest_server.log()  # the module's server process, after the other tests' posts
