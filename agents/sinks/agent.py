@@ -34,13 +34,14 @@ from agents.sinks.settings import SinkSettings
 from streams.app import Opsloop
 from streams.db import make_engine
 from streams.receivers import Receiver, builtin_receivers, load_receivers
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def load_sink_receivers(sink_settings: SinkSettings) -> dict[str, Receiver]:
+def load_sink_receivers(sink_settings: SinkSettings, settings: Settings) -> dict[str, Receiver]:
     """The routing file's receivers plus the built-in ``log`` (a broken file raises ConfigError)."""
-    path = sink_settings.receivers_file
+    path = sink_settings.receivers_path(settings)
     if not path.exists():
         log.warning("no routing file at %s: only the built-in 'log' receiver is available", path)
         return builtin_receivers()
@@ -72,7 +73,7 @@ def register(
     registry: Mapping[str, Sink] | None = None, environ: Mapping[str, str] | None = None,
 ) -> faust.types.AgentT:
     sink_settings = sink_settings or SinkSettings.from_env()
-    receivers = dict(receivers) if receivers is not None else load_sink_receivers(sink_settings)
+    receivers = dict(receivers) if receivers is not None else load_sink_receivers(sink_settings, ops.settings)
     registry = dict(registry or default_registry())
     missing = sorted({r.channel for r in receivers.values()} - set(registry))
     if missing:

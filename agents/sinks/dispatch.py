@@ -21,13 +21,14 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Hashable, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Hashable, Mapping, Protocol, TypeVar
 
 from agents.sinks.base import Sink
 from agents.sinks.delivery import Deliverer, Destination, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
 from agents.sinks.redact import redact
 from agents.sinks.settings import SinkSettings
+from streams import metrics
 from streams.codec import Codec, CodecError
 from streams.deadletter import dead_letter
 from streams.producer import now_ms
@@ -254,6 +255,9 @@ class Dispatcher:
             "error": redact(outcome.error) if outcome.error else None, "completed_at": now_ms(),
         }
         await self.emitter.receipt(effect["effect_id"].encode(), record)
+        metrics.DELIVERIES.labels(channel=channel, status=outcome.status).inc()
+        if outcome.status != "skipped" and outcome.attempts:
+            metrics.DELIVERY_LATENCY.labels(channel=channel).observe(outcome.latency_ms / 1000)
 
     async def _dead_letter(self, record: OutboxRecord, reason: str, error_type: str, stage: str) -> None:
         letter = dead_letter(
@@ -261,6 +265,7 @@ class Dispatcher:
             offset=record.offset, key=record.key, value=record.value, failed_at=now_ms(), stage=stage,
         )
         await self.emitter.dead_letter(record.key, letter)
+        metrics.DEAD_LETTERS.labels(topic="outbox.dlq", stage=stage).inc()
         log.warning("dead-lettered %s[%d]@%d (%s): %s", record.topic, record.partition, record.offset, stage, letter["reason"])
 
     async def close(self) -> None:
@@ -276,6 +281,3 @@ def _is_db_error(exc: BaseException) -> bool:
 
     return isinstance(exc, (OperationalError, DBAPIError))
 
-
-async def settle_all(futures: list[Awaitable[Any]]) -> list[Any]:
-    return list(await asyncio.gather(*futures))

@@ -7,14 +7,15 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.settings import ROOT, Settings
+from streams.settings import Settings
 
 
 class SinkSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPSLOOP_SINK_", frozen=True, extra="ignore")
 
-    # Receivers (the routing file the decide engine reads too). Missing file: only `log`.
-    receivers_file: Path = ROOT / "runbooks" / "routing.yaml"
+    # Receivers: the routing file the decide engine reads (default: routing.yaml in the
+    # runbooks dir). A missing file leaves only the built-in `log` receiver.
+    receivers_file: Path | None = None
     # Ledger database; empty: DATABASE_URL when set, else SQLite in the data dir.
     database_url: SecretStr = SecretStr("")
 
@@ -37,6 +38,9 @@ class SinkSettings(BaseSettings):
     @classmethod
     def from_env(cls, **overrides: object) -> "SinkSettings":
         return cls(**overrides)
+
+    def receivers_path(self, settings: Settings) -> Path:
+        return self.receivers_file or Path(settings.runbooks_dir) / "routing.yaml"
 
     def ledger_url(self, settings: Settings) -> str:
         if self.database_url.get_secret_value():

@@ -216,6 +216,7 @@ class FakeServices:
             loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
+            self._stopping = asyncio.Event()
             app = web.Application(client_max_size=4 * 1024 * 1024)
             app.router.add_post("/pagerduty/{name}/v2/enqueue", self._handle("pagerduty"))
             for kind in ("slack", "teams", "hook"):
@@ -227,7 +228,6 @@ class FakeServices:
             self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
             loop.close()
 
         self._thread = threading.Thread(target=run, name="fake-services", daemon=True)
@@ -237,7 +237,12 @@ class FakeServices:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None:
+        if self._loop is not None and self._runner is not None:
+            try:  # end the hangs, close connections, then stop the loop
+                self._loop.call_soon_threadsafe(self._stopping.set)
+                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
@@ -265,7 +270,10 @@ class FakeServices:
             if answer is None:
                 answer = self._default(kind, payload)
             if answer.hang_s:
-                await asyncio.sleep(answer.hang_s)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), answer.hang_s)
+                except asyncio.TimeoutError:
+                    pass
             received.answered = answer.status
             return web.Response(status=answer.status, text=answer.body, headers=dict(answer.headers))
 
