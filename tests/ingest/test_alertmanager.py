@@ -1,0 +1,97 @@
+"""Debian's real ``prometheus-alertmanager`` with a webhook receiver pointed at opsloop ingest.
+
+Alerts are fed to Alertmanager through its own API (``POST /api/v2/alerts``), as a
+Prometheus would; Alertmanager groups them and calls the webhook (payload version
+4, bearer token, ``?org=`` on the URL). Resolving one (posting it again with an
+endsAt in the past) must bring a resolved event into the same session. The
+fingerprints Alertmanager computes must equal ingest's own, so an alert has one id
+whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from streams.broker import free_port
+from streams.ingest.alerts import fingerprint
+from tests.ingest.conftest import TOKENS, read_all_events, read_events
+
+pytestmark = pytest.mark.integration
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def write_config(tmp_path, ingest_port: int) -> None:
+    (tmp_path / "alertmanager.yml").write_text(textwrap.dedent(f"""\
+        route:
+          receiver: opsloop
+          group_by: [alertname, service, instance]
+          group_wait: 1s
+          group_interval: 1s
+          repeat_interval: 1h
+        receivers:
+          - name: opsloop
+            webhook_configs:
+              - url: http://127.0.0.1:{ingest_port}/ingest/alertmanager?org=globex
+                send_resolved: true
+                http_config:
+                  authorization: {{type: Bearer, credentials: "{TOKENS['alertmanager']}"}}
+        """))
+
+
+def test_real_alertmanager_webhook_firing_and_resolved(ingest_server, module_settings, daemons, tmp_path):
+    write_config(tmp_path, ingest_server.port)
+    port = free_port()
+    am = daemons.start(
+        ["prometheus-alertmanager", f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        tmp_path / "alertmanager.log", f"http://127.0.0.1:{port}/-/ready",
+    )
+    now = datetime.now(timezone.utc)
+    checkout = {"alertname": "AmProbeCheckout", "service": "checkout", "instance": "web-1:8080", "severity": "warning"}
+    database = {"alertname": "AmProbeDatabase", "instance": "db-1:5432", "severity": "critical"}
+    alerts = [
+        {"labels": checkout, "annotations": {"summary": "checkout errors"}, "startsAt": iso(now - timedelta(minutes=2)),
+         "generatorURL": "http://prometheus:9090/graph?g0.expr=errors"},
+        {"labels": database, "annotations": {"summary": "db down"}, "startsAt": iso(now - timedelta(minutes=1))},
+    ]
+    api = f"http://127.0.0.1:{port}/api/v2/alerts"
+    assert httpx.post(api, json=alerts, timeout=10).status_code == 200
+
+    def named(records, name, status):
+        return [r for r in records if r.value and r.value["labels"].get("alertname") == name and r.value["payload"]["status"] == status]
+
+    read_events(module_settings, lambda rs: named(rs, "AmProbeCheckout", "firing") and named(rs, "AmProbeDatabase", "firing"),
+                timeout=30, topics=["events.telemetry"])
+    resolved_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+    assert httpx.post(api, json=[{**alerts[0], "endsAt": iso(resolved_at)}], timeout=10).status_code == 200
+    read_events(module_settings, lambda rs: named(rs, "AmProbeCheckout", "resolved"), timeout=30, topics=["events.telemetry"])
+    records = read_all_events(module_settings, idle=1.0, topics=["events.telemetry"])
+    am.stop()
+
+    [fired] = named(records, "AmProbeCheckout", "firing")
+    [db] = named(records, "AmProbeDatabase", "firing")
+    [resolved] = named(records, "AmProbeCheckout", "resolved")
+    for record in (fired, db, resolved):
+        event = record.value
+        assert event["source"] == "alertmanager" and event["kind"] == "telemetry" and event["org"] == "globex"
+        assert record.key.decode() == event["session_key"]
+        # Alertmanager's fingerprint, as sent, equals ingest's FNV-1a over the label set
+        assert event["payload"]["fingerprint"] == fingerprint(event["labels"])
+    assert fired.value["session_key"] == resolved.value["session_key"] == "globex:alert:AmProbeCheckout:checkout"
+    assert db.value["session_key"] == "globex:alert:AmProbeDatabase:db-1:5432"
+    assert fired.value["type"] == "alert.firing" and fired.value["payload"]["ends_at"] is None
+    assert fired.value["occurred_at"] == fired.value["payload"]["starts_at"]
+    assert fired.value["annotations"] == {"summary": "checkout errors"}
+    assert fired.value["payload"]["generator_url"] == "http://prometheus:9090/graph?g0.expr=errors"
+    assert resolved.value["type"] == "alert.resolved"
+    assert resolved.value["payload"]["starts_at"] == fired.value["payload"]["starts_at"]
+    assert abs(resolved.value["occurred_at"] - int(resolved_at.timestamp() * 1000)) <= 1
+    assert resolved.value["occurred_at"] == resolved.value["payload"]["ends_at"]
+    assert TOKENS["alertmanager"] not in am.log()
