@@ -13,5 +13,7 @@ def register_all(ops: "Opsloop") -> None:
 
     monitor.register(ops)
     decide.register(ops)
+    from agents import timers; timers.register(ops)  # noqa: E702 - the ticker (issue 4)
+    from agents import scheduler; scheduler.register(ops)  # noqa: E702 - cron (issue 4)
     from agents.sinks import agent as sinks
     sinks.register(ops)

@@ -370,7 +370,8 @@ def _record(f: Fold) -> dict[str, Any]:
     matched = dict(sorted(f.matched.items()))
     matched["severity_confidence"] = f"{verdict.severity_confidence:.4f}"
     return {
-        "decision_id": derived_id("decision", event["event_id"]),
+        # A duplicate's record must not take the id of the decision it repeats.
+        "decision_id": derived_id("decision", event["event_id"], *(("duplicate",) if f.outcome == "duplicate" else ())),
         "event_id": event["event_id"],
         "session_key": event["session_key"],
         "org": event.get("org", "default"),
