@@ -22,6 +22,7 @@ are the I/O shell.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Sequence
 
 from aiohttp import web
@@ -31,6 +32,8 @@ from streams.ingest.fields import array, index, join, obj, parse_json, string, s
 from streams.ingest.pipeline import INGEST, now
 from streams.ingest.sessions import SessionRule, make_facts, session_key
 from streams.records import derived_id
+
+log = logging.getLogger(__name__)
 
 _FNV_OFFSET = 0xCBF29CE484222325
 _FNV_PRIME = 0x100000001B3
@@ -175,6 +178,11 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
     ingest.authenticate(request)
     body = await ingest.read_body(request)
     received_at = now()
-    events = alertmanager_events(parse_json(body), org=ingest.org(request), received_at=received_at, rules=ingest.rules)
+    payload = parse_json(body)
+    events = alertmanager_events(payload, org=ingest.org(request), received_at=received_at, rules=ingest.rules)
+    truncated = payload.get("truncatedAlerts")
+    if isinstance(truncated, int) and truncated > 0:  # the receiver's max_alerts cut the group: say so, once per post
+        log.warning("Alertmanager truncated %d alerts of group %s (raise max_alerts on the webhook)", truncated,
+                    str(payload.get("groupKey", ""))[:200])
     events = [ingest.finish(e, index("alerts", i)) for i, e in enumerate(events)]
     return await ingest.accept(events, "alertmanager")

@@ -16,6 +16,7 @@ array of them. Versus ``opsloop produce`` (which trusts its file), a post:
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from typing import Any, Mapping, Sequence
@@ -37,8 +38,9 @@ _MISSING_FIELD = re.compile(r"Field\(([\w.]+)\.(\w+)\) is None expected (.+)")
 _WRONG_TYPE = re.compile(r"([\w.]+)\.(\w+) is <(.*)> of type <class '(\w+)'> expected (.+)", re.S)
 
 
+@functools.lru_cache(maxsize=4)
 def payload_schemas(codec: Codec) -> dict[str, dict[str, Any]]:
-    """kind → the parsed Avro record its payload must fit (taken from the Event schema itself)."""
+    """kind → the parsed Avro record its payload must fit (taken from the Event schema itself; once per codec)."""
     event = codec.current("opsloop.Event").parsed
     union = next(f["type"] for f in event["fields"] if f["name"] == "payload")
     records = {r["name"]: r for r in union if isinstance(r, dict)}
