@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     route = sub.add_parser("route", help="`route test label=value ...`: the runbook, routes and receivers an event gets")
     route.add_argument("action", choices=["test"])
-    route.add_argument("labels", nargs="*", help="label=value pairs; also category, severity, kind, event_type, source, org")
+    route.add_argument("labels", nargs="+", help="label=value pairs; also category, severity, kind, event_type, source, org")
     route.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
     route.add_argument("--verify-receivers", help="exit 1 unless the first notification goes to exactly these (comma-separated)")
     route.set_defaults(func=cmd_route)

@@ -154,6 +154,12 @@ def _links(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool) -> lis
 
 
 def dedupe_key(f: Fold, receiver: str, action: str, kind: str, content: str) -> str:
+    """Same session, receiver, action, episode and content: the same message.
+
+    A group's first message, its updates and repeats all say "these alerts fire", so
+    they share one kind here: the same alert set is not re-sent inside the window.
+    """
+    kind = "group" if kind in ("initial", "update", "repeat") else kind
     return derived_id("dedupe", f.event["session_key"], receiver, action, kind, str(f.s["episode"]), content)
 
 

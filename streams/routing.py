@@ -153,8 +153,9 @@ def load_routing(path: str | Path) -> Routing:
     else:
         if not isinstance(raw_route, LineDict):
             raise ConfigError(path, doc.line_of("route"), "route: expected a mapping")
-        if any(k in raw_route for k in ("matchers", "match", "match_re")):
-            raise ConfigError(path, raw_route.line, "route: the root route must match everything (no matchers)")
+        for key in ("matchers", "match", "match_re"):
+            if key in raw_route:
+                raise ConfigError(path, raw_route.line_of(key), "route: the root route must match everything (no matchers)")
         if "receiver" not in raw_route:
             raise ConfigError(path, raw_route.line, "route: the root route needs a default receiver")
         route = _route(path, raw_route, Timing(), "route", None, receivers)

@@ -191,11 +191,10 @@ class RunbookSet:
     schedules: tuple[Schedule, ...] = ()
     version: str = "builtin-0"
     directory: str = ""
-    by_name: Mapping[str, Runbook] = field(default_factory=dict)
+    by_name: Mapping[str, Runbook] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.by_name:
-            object.__setattr__(self, "by_name", {rb.name: rb for rb in self.runbooks})
+        object.__setattr__(self, "by_name", {rb.name: rb for rb in self.runbooks})
 
     def get(self, name: str) -> Runbook:
         return self.by_name.get(name, DEFAULT_RUNBOOK)

@@ -165,13 +165,13 @@ def slot_before(expr: str, tz: str, now_ms: int) -> int:
     """The latest slot at or before ``now_ms`` (epoch ms), in the schedule's time zone."""
     from croniter import croniter
 
-    start = datetime.fromtimestamp(now_ms / 1000, _zone(tz))
-    it = croniter(expr, start)
-    nxt = it.get_next(datetime)
-    if int(nxt.timestamp() * 1000) == now_ms:  # croniter's get_prev excludes an exact hit
-        return now_ms
-    it = croniter(expr, start)
-    return int(it.get_prev(datetime).timestamp() * 1000)
+    zone = _zone(tz)
+    # croniter's get_prev excludes its start, so start just after now and step back if needed
+    after = croniter(expr, datetime.fromtimestamp((now_ms + 1000) / 1000, zone)).get_prev(datetime)
+    slot = int(after.timestamp() * 1000)
+    if slot <= now_ms:
+        return slot
+    return int(croniter(expr, datetime.fromtimestamp(now_ms / 1000, zone)).get_prev(datetime).timestamp() * 1000)
 
 
 def slots_between(expr: str, tz: str, after_ms: int, until_ms: int, limit: int = 10_000) -> list[int]:

@@ -1,0 +1,88 @@
+"""`opsloop check`, `opsloop route test`, `opsloop silence` (the parts that need no broker)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.cli import main
+from tests.decide.helpers import ROOT, RUNBOOKS
+
+
+def test_check_passes_on_the_starter_set(capsys):
+    assert main(["check", "--dir", str(RUNBOOKS)]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "13 runbooks" in out and "version" in out
+
+
+def test_check_on_a_broken_runbook_prints_file_line_reason_and_exits_non_zero(tmp_path):
+    target = tmp_path / "runbooks"
+    shutil.copytree(RUNBOOKS, target)
+    (target / "high-cpu.yaml").write_text(
+        "name: high-cpu\nmatch: {category: cpu}\nsteps:\n  - notify: {receiver: pagerduty-primry}\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "streams.cli", "check", "--dir", str(target)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"opsloop: {target / 'high-cpu.yaml'}:4: runbook 'high-cpu': steps[0]: unknown receiver 'pagerduty-primry' "
+        "(did you mean 'pagerduty-primary'?) (receivers are declared in routing.yaml)"
+    )
+    assert proc.stdout == ""
+
+
+def test_check_reads_the_directory_from_the_environment(tmp_path, monkeypatch, capsys):
+    target = tmp_path / "rb"
+    shutil.copytree(RUNBOOKS, target)
+    (target / "routing.yaml").write_text("route:\n  receiver: nowhere\n")
+    monkeypatch.setenv("OPSLOOP_RUNBOOKS_DIR", str(target))
+    assert main(["check"]) == 1
+    assert f"{target / 'routing.yaml'}:2: route: unknown receiver 'nowhere'" in capsys.readouterr().err
+
+
+def test_route_test_prints_runbook_routes_receivers_and_chain(capsys):
+    code = main(["route", "test", "--dir", str(RUNBOOKS), "alertname=PostgresqlDown", "service=billing-db",
+                 "severity=critical", "category=availability"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "severity 'critical' is normalised to 'urgent'" in out
+    assert "runbook:    target-down (target-down.yaml:" in out
+    assert "route:      route.routes[2] -> oncall-slack" in out
+    assert "notify:     infra-slack" in out
+    assert "escalation: +5m oncall-slack, +15m pagerduty-primary" in out
+
+
+def test_route_test_classifies_when_category_is_not_given(capsys):
+    assert main(["route", "test", "--dir", str(RUNBOOKS), "alertname=HostOutOfDiskSpace", "instance=db-1"]) == 0
+    out = capsys.readouterr().out
+    assert "category=disk" in out and "runbook:    disk-filling" in out
+
+
+def test_route_test_for_a_compliance_scan_reaches_email_and_teams(capsys):
+    assert main(["route", "test", "--dir", str(RUNBOOKS), "kind=scan", "event_type=scan.completed",
+                 "category=compliance", "severity=action"]) == 0
+    out = capsys.readouterr().out
+    assert "-> oncall-email" in out and "-> teams-ops" in out
+    assert "notify:     oncall-email, teams-ops" in out
+    assert "group_wait 0s" in out  # a scan result is a whole message
+
+
+@pytest.mark.parametrize("expect,code", [("infra-slack", 0), ("oncall-slack", 1)])
+def test_route_test_verify_receivers(expect, code, capsys):
+    args = ["route", "test", "--dir", str(RUNBOOKS), "alertname=HostHighCpuLoad", "category=cpu", "severity=warning",
+            "--verify-receivers", expect]
+    assert main(args) == code
+
+
+def test_route_test_rejects_a_bad_pair(capsys):
+    assert main(["route", "test", "--dir", str(RUNBOOKS), "justaword"]) == 1
+    assert "expected label=value" in capsys.readouterr().err
+
+
+def test_silence_add_rejects_a_bad_matcher_before_touching_kafka(capsys):
+    assert main(["silence", "add", 'service=~"("', "--duration", "1h"]) == 1
+    assert "invalid regular expression" in capsys.readouterr().err

@@ -1,0 +1,416 @@
+"""decide() end to end on one session: grouping, escalation, ack, resolve, flapping, scans, PRs, cron."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams.codec import default_codec
+from streams.decide import Context, Verdict, decide, state_bytes
+from streams.silences import silence_from_json
+from tests.decide.helpers import MIN, SESSION, T0, URGENT_DOWN, WARN_CPU, WARN_DOWN, Sim, alert, sample, scan, starter_set, webhook
+
+
+@pytest.fixture(scope="module")
+def rset():
+    return starter_set()
+
+
+@pytest.fixture
+def ctx(rset):
+    return Context(verdict=URGENT_DOWN, runbooks=rset, ack_base_url="https://opsloop.example.com/ack", ack_secret="s3cret")
+
+
+def receivers(effects):
+    return [(e["notify"]["receiver"], e["notify"]["action"]) for e in effects if e["type"] == "notify"]
+
+
+def test_first_alert_waits_for_group_wait_with_a_timer_effect(ctx):
+    sim = Sim(ctx)
+    d = sim.feed(alert(at=T0))
+    assert d.record["outcome"] == "grouped"
+    [effect] = d.effects
+    assert effect["type"] == "schedule_timer" and effect["timer"]["fire_at"] == T0 + 30_000
+    assert effect["event_id"] == d.record["event_id"] and effect["effect_id"] in d.record["effect_ids"]
+    assert d.record["runbook"] == "target-down" and d.record["runbook_set_version"] == ctx.runbooks.version
+
+
+def test_alertmanager_events_are_not_held_again(ctx):
+    d = Sim(ctx).feed(alert(at=T0, source="alertmanager"))
+    assert d.record["outcome"] == "notified"
+    assert receivers(d.effects) == [("infra-slack", "trigger")]
+
+
+def test_unacknowledged_urgent_alert_escalates_slack_oncall_pagerduty_on_schedule(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 30_000)
+    assert receivers(sim.effects) == [("infra-slack", "trigger")]
+    sim.advance(T0 + 30_000 + 5 * MIN - 1)
+    assert len(sim.notifications()) == 1, "step 1 must not fire before its time"
+    sim.advance(T0 + 30_000 + 5 * MIN)
+    assert receivers(sim.effects)[-1] == ("oncall-slack", "trigger")
+    sim.advance(T0 + 30_000 + 15 * MIN)
+    notes = sim.notifications()
+    assert [n["notify"]["receiver"] for n in notes] == ["infra-slack", "oncall-slack", "pagerduty-primary"]
+    assert [n["notify"]["channel"] for n in notes] == ["slack", "slack", "pagerduty"]
+    pd = notes[-1]["notify"]
+    assert pd["thread_key"] == SESSION and pd["action"] == "trigger"
+    ack = [link for link in notes[0]["notify"]["links"] if link["label"] == "Acknowledge"]
+    assert ack and "sig=" in ack[0]["url"] and "s3cret" not in ack[0]["url"]
+
+
+def test_ack_stops_the_chain_and_tells_pagerduty(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 30_000 + 15 * MIN)  # all three steps out, PagerDuty paged
+    d = sim.feed(webhook("ack", at=T0 + 16 * MIN, actor="alice"))
+    assert d.record["outcome"] == "acknowledged"
+    assert receivers(d.effects) == [("pagerduty-primary", "acknowledge")]
+    assert d.effects[0]["notify"]["thread_key"] == SESSION
+
+
+def test_ack_before_an_escalation_step_cancels_it(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 30_000)
+    d = sim.feed(webhook("ack", at=T0 + 2 * MIN))
+    assert [e["cancel"]["prefix"] for e in d.effects if e["type"] == "cancel_timers"] == ["esc:"]
+    assert not any(tid.startswith("esc:") for tid in sim.pending())
+    sim.advance(T0 + 60 * MIN)
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
+
+
+def test_pagerduty_ack_is_not_echoed_back(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 30_000 + 15 * MIN)
+    d = sim.feed(webhook("incident.acknowledged", at=T0 + 16 * MIN, source="pagerduty"))
+    assert d.record["outcome"] == "acknowledged" and receivers(d.effects) == []
+
+
+def test_resolve_sends_pagerduty_resolve_with_the_same_dedup_key_and_chat_resolved(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 30_000 + 15 * MIN)
+    trigger_pd = sim.notifications()[-1]["notify"]
+    d = sim.feed(alert(status="resolved", at=T0 + 20 * MIN))
+    assert d.record["outcome"] == "resolved"
+    got = {(n["notify"]["receiver"], n["notify"]["action"]) for n in d.effects if n["type"] == "notify"}
+    assert got == {("infra-slack", "resolve"), ("oncall-slack", "resolve"), ("pagerduty-primary", "resolve")}
+    pd = next(e["notify"] for e in d.effects if e["type"] == "notify" and e["notify"]["channel"] == "pagerduty")
+    assert pd["thread_key"] == trigger_pd["thread_key"] == SESSION
+    assert pd["title"].startswith("Resolved:")
+    assert sim.pending() == {}, "a resolve leaves no timer behind"
+
+
+def test_resolved_within_group_wait_tells_nobody(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0))
+    d = sim.feed(alert(status="resolved", at=T0 + 10_000))
+    assert d.record["outcome"] == "resolved-quietly"
+    assert sim.notifications() == [] and sim.pending() == {}
+
+
+def test_pagerduty_resolve_goes_to_chat_but_not_back_to_pagerduty(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 30_000 + 15 * MIN)
+    d = sim.feed(webhook("incident.resolved", at=T0 + 17 * MIN, source="pagerduty"))
+    assert {r for r, a in receivers(d.effects)} == {"infra-slack", "oncall-slack"}
+
+
+def test_group_of_many_alerts_gives_one_notification(ctx):
+    sim = Sim(ctx)
+    for i in range(50):
+        sim.feed(alert(at=T0 + i * 100, instance=f"api-{i}:9100"), WARN_DOWN)
+    sim.advance(T0 + 40_000)
+    [note] = sim.notifications()
+    assert "(+49 more)" in note["notify"]["title"] and "50 alerts firing" in note["notify"]["body"]
+    # every alert got an effect at once (the group flush timer), as the pipeline contract asks
+    assert all(d.effects for ev, d in sim.decisions if ev["kind"] == "telemetry")
+
+
+def test_new_alerts_after_the_first_message_wait_for_group_interval(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0, instance="a"), WARN_DOWN)
+    sim.advance(T0 + 30_000)
+    sim.feed(alert(at=T0 + 60_000, instance="b"), WARN_DOWN)
+    sim.advance(T0 + 30_000 + 5 * MIN - 1)
+    assert len(sim.notifications()) == 1
+    sim.advance(T0 + 30_000 + 5 * MIN)
+    assert len(sim.notifications()) == 2 and "(+1 more)" in sim.notifications()[-1]["notify"]["title"]
+
+
+def test_unchanged_group_repeats_after_repeat_interval(ctx):
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0), WARN_DOWN)
+    sim.advance(T0 + 30_000 + 4 * 60 * MIN - 1)
+    assert len(sim.notifications()) == 1
+    sim.advance(T0 + 30_000 + 4 * 60 * MIN)
+    assert len(sim.notifications()) == 2
+
+
+def test_resent_firing_alert_is_a_repeat_and_a_retried_event_a_duplicate(ctx):
+    sim = Sim(ctx)
+    first = alert(at=T0)
+    sim.feed(first)
+    again = sim.feed(first)
+    assert again.record["outcome"] == "duplicate" and again.effects == []
+    assert again.record["decision_id"] != sim.decisions[0][1].record["decision_id"]
+    resend = sim.feed(alert(at=T0 + 15_000, eid="resend-1"))
+    assert resend.record["outcome"] == "repeat" and resend.effects == []
+
+
+def test_flapping_alert_gives_one_flapping_notice_then_quiet_until_stable(ctx):
+    sim = Sim(ctx)
+    t = T0
+    for i in range(10):  # ten flips, one a minute
+        sim.feed(alert(status="firing" if i % 2 == 0 else "resolved", at=t, source="alertmanager"), WARN_DOWN)
+        t += MIN
+    notes = sim.notifications()
+    flapping = [n for n in notes if n["notify"]["title"].startswith("Flapping:")]
+    assert len(flapping) == 1
+    assert notes.index(flapping[0]) == len(notes) - 1, "nothing after the flapping notice while it flaps"
+    outcomes = [d.record["outcome"] for _, d in sim.decisions]
+    assert "flapping-notice" in outcomes and outcomes[-1] == "flapping"
+    # stable for 10 minutes (resolved since the last flip): one resolved message ends it
+    sim.advance(t + 11 * MIN)
+    assert sim.notifications()[-1]["notify"]["action"] == "resolve"
+    assert not sim.state["flap"]["on"]
+
+
+def test_dedupe_window_stops_the_same_alert_set_inside_the_window(rset):
+    from dataclasses import replace as dc_replace
+
+    rb = rset.get("target-down")
+    longer = dc_replace(rb, policy=dc_replace(rb.policy, dedupe_window=30 * MIN))
+    rs = dc_replace(rset, runbooks=tuple(longer if r.name == rb.name else r for r in rset.runbooks))
+    sim = Sim(Context(verdict=WARN_DOWN, runbooks=rs))
+    sim.feed(alert(at=T0, instance="a", source="alertmanager"))                    # {a} sent at once
+    sim.feed(alert(at=T0 + MIN, instance="b", source="alertmanager"))              # {a, b} at T0+5m
+    sim.feed(alert(status="resolved", at=T0 + 6 * MIN, instance="b", source="alertmanager"))
+    sim.advance(T0 + 12 * MIN)                                                     # {a} again at T0+10m
+    assert len(sim.notifications()) == 2
+    stopped = [g for _, d in sim.decisions for g in d.record["gates"] if g["gate"] == "dedupe" and g["verdict"] == "stop"]
+    assert stopped and "infra-slack" in stopped[0]["reason"]
+    keys = [n["notify"]["dedupe_key"] for n in sim.notifications()]
+    assert len(set(keys)) == 2
+
+def test_cooldown_delays_a_new_episode_and_notifies_after_it(rset):
+    ctx = Context(verdict=WARN_CPU, runbooks=rset)  # high-cpu: cooldown 15m
+    sim = Sim(ctx)
+    sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
+    sim.feed(alert("HostHighCpuLoad", status="resolved", at=T0 + 2 * MIN, source="alertmanager"))
+    d = sim.feed(alert("HostHighCpuLoad", at=T0 + 4 * MIN, source="alertmanager"))
+    assert d.record["outcome"] == "suppressed"
+    assert {"gate": "cooldown", "verdict": "stop"}.items() <= next(g for g in d.record["gates"] if g["gate"] == "cooldown").items()
+    triggers = [n for n in sim.notifications("trigger")]
+    assert len(triggers) == 1
+    sim.advance(T0 + 15 * MIN)
+    assert len(sim.notifications("trigger")) == 2
+    assert sim.notifications("trigger")[-1]["created_at"] == T0 + 15 * MIN
+
+
+def test_cap_stops_the_fourth_autonomous_message_until_an_ack(rset):
+    ctx = Context(verdict=WARN_CPU, runbooks=rset)  # high-cpu: max_consecutive 3
+    sim = Sim(ctx)
+    t = T0
+    for i in range(6):  # a new alert every 6 minutes: an update each group_interval
+        sim.feed(alert("HostHighCpuLoad", at=t, instance=f"n{i}", source="prometheus"))
+        t += 6 * MIN
+    sim.advance(t)
+    assert len(sim.notifications()) == 3
+    stops = [g for _, d in sim.decisions for g in d.record["gates"] if g["gate"] == "cap" and g["verdict"] == "stop"]
+    assert stops
+    sim.feed(webhook("ack", at=t + MIN))
+    sim.feed(alert("HostHighCpuLoad", at=t + 2 * MIN, instance="late"))
+    sim.advance(t + 20 * MIN)
+    assert len(sim.notifications("trigger")) == 4
+
+
+def test_silence_mutes_during_its_window_and_the_alert_is_told_after(rset):
+    silence = silence_from_json({"matchers": ['service="api"'], "starts_at": T0 - MIN, "ends_at": T0 + 20 * MIN})
+    sim = Sim(Context(verdict=URGENT_DOWN, runbooks=rset, silences=(silence,)))
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 20 * MIN - 1)
+    assert sim.notifications() == []
+    assert any(g["gate"] == "silence" and g["verdict"] == "stop" for _, d in sim.decisions for g in d.record["gates"])
+    sim.advance(T0 + 20 * MIN)
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
+
+
+def test_maintenance_window_from_the_runbook_set_mutes(rset):
+    from dataclasses import replace as dc_replace
+
+    window = silence_from_json({"id": "maintenance:test", "matchers": ['service="api"'], "starts_at": T0,
+                                "ends_at": T0 + 60 * MIN, "kind": "maintenance"})
+    sim = Sim(Context(verdict=URGENT_DOWN, runbooks=dc_replace(rset, maintenance=(window,))))
+    sim.feed(alert(at=T0, source="alertmanager"))
+    assert sim.notifications() == []
+    assert "maintenance window" in sim.decisions[0][1].record["matched"]["silence"]
+
+
+def test_critical_alert_of_a_service_inhibits_its_warnings(rset):
+    down = {"alertname": "PostgresqlDown", "service": "api", "severity": "urgent", "category": "availability", "org": "acme"}
+    ctx = Context(verdict=WARN_CPU, runbooks=rset, inhibitors=(("acme:alert:PostgresqlDown:api", down),))
+    sim = Sim(ctx)
+    d = sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
+    assert d.record["outcome"] == "suppressed" and sim.notifications() == []
+    assert "inhibit_rules[0]" in d.record["matched"]["inhibit"]
+    other = Sim(Context(verdict=WARN_CPU, runbooks=rset, inhibitors=(("x", {**down, "service": "billing"}),)))
+    assert other.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager")).record["outcome"] == "notified"
+
+
+def test_condition_trigger_fires_after_its_for_duration_and_clears(rset):
+    sim = Sim(Context(verdict=Verdict(category="cpu", severity="warning"), runbooks=rset))
+    for i in range(7):  # node_load1 at 9 every minute: holds from T0, fires at T0+5m (+30s group_wait)
+        sim.feed(sample("node_load1", 9.0, at=T0 + i * MIN))
+    notes = sim.notifications()
+    assert len(notes) == 1 and notes[0]["runbook"] == "cpu-saturation-condition"
+    assert notes[0]["created_at"] >= T0 + 5 * MIN
+    d = sim.feed(sample("node_load1", 1.0, at=T0 + 8 * MIN))
+    assert d.record["outcome"] == "resolved" and sim.notifications()[-1]["notify"]["action"] == "resolve"
+
+
+def test_condition_interrupted_does_not_fire(rset):
+    sim = Sim(Context(verdict=Verdict(category="cpu", severity="warning"), runbooks=rset))
+    for i, value in enumerate([9, 9, 9, 2, 9, 9, 9]):
+        sim.feed(sample("node_load1", float(value), at=T0 + i * MIN))
+    assert sim.notifications() == []
+
+
+def test_drift_scan_notifies_teams_and_waits_for_approval_before_remediating(rset):
+    sim = Sim(Context(verdict=Verdict(category="config_drift", severity="warning"), runbooks=rset))
+    findings = [{"resource": "aws_s3_bucket.logs", "change_type": "update", "rule": "", "severity": "medium", "detail": "acl"}]
+    d = sim.feed(scan("findings", at=T0, findings=findings))
+    assert receivers(d.effects) == [("teams-ops", "trigger")]
+    assert "aws_s3_bucket.logs" in d.effects[0]["notify"]["body"] and "approval" in d.effects[0]["notify"]["body"]
+    assert not [e for e in d.effects if e["type"] == "remediate"]
+    d = sim.feed(webhook("remediation.approved", at=T0 + MIN, session="acme:scan:infra-live", actor="bob"))
+    [rem] = [e for e in d.effects if e["type"] == "remediate"]
+    assert rem["remediate"]["action"] == "open-drift-pr" and rem["remediate"]["params"]["approved_by"] == "bob"
+    d = sim.feed(scan("clean", at=T0 + 60 * MIN))
+    assert receivers(d.effects) == [("teams-ops", "resolve")]
+
+
+def test_pull_request_review_notifies_once_and_closing_ends_it(rset):
+    sim = Sim(Context(verdict=Verdict(category="code_review", severity="action"), runbooks=rset))
+    s = "acme:pr:acme/infra#12"
+    d = sim.feed(webhook("pr.opened", at=T0, session=s, source="github", subject="acme/infra#12"))
+    assert receivers(d.effects) == [("teams-ops", "trigger")] and "acme/infra#12" in d.effects[0]["notify"]["title"]
+    assert sim.feed(webhook("pr.synchronize", at=T0 + MIN, session=s, source="github")).record["outcome"] == "repeat"
+    d = sim.feed(webhook("pr.closed", at=T0 + 2 * MIN, session=s, source="github"))
+    assert receivers(d.effects) == [("teams-ops", "resolve")]
+
+
+def test_deployment_failure_fires_and_success_clears(rset):
+    sim = Sim(Context(verdict=Verdict(category="deployment", severity="action"), runbooks=rset))
+    s = "acme:deploy:api"
+    d = sim.feed(webhook("deployment.failed", at=T0, session=s, source="github"))
+    assert d.record["runbook"] == "deployment-failed" and receivers(d.effects) == [("infra-slack", "trigger")]
+    d = sim.feed(webhook("deployment.succeeded", at=T0 + MIN, session=s, source="github"))
+    assert receivers(d.effects) == [("infra-slack", "resolve")]
+
+
+def test_remediation_and_verification_escalate_when_still_firing(rset):
+    ctx = Context(verdict=Verdict(category="cpu", severity="urgent"), runbooks=rset)  # high-cpu: verify after 10m
+    sim = Sim(ctx)
+    d = sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
+    [rem] = [e for e in d.effects if e["type"] == "remediate"]
+    assert rem["remediate"]["dry_run"] is True and rem["remediate"]["action"] == "scale-deployment"
+    sim.advance(T0 + 5 * MIN)  # escalation step 1 (oncall-slack) at +5m
+    sim.advance(T0 + 10 * MIN)  # verification: still firing, so step 2 (PagerDuty) comes now, not at +15m
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack", "oncall-slack", "pagerduty-primary"]
+    assert sim.notifications()[-1]["created_at"] == T0 + 10 * MIN
+
+
+def test_cron_slot_dispatches_staggered_targets_once_and_skips_repeats(rset):
+    from streams.timers import cron_event
+
+    schedule = next(s for s in rset.schedules if s.name == "nightly-drift-scan")
+    ctx = Context(runbooks=rset)
+    sim = Sim(ctx)
+    slot = 1_700_028_000_000  # 2023-11-15 06:00 UTC
+    d = sim.feed(cron_event(schedule.session_key, schedule.org, schedule.name, slot, slot))
+    assert d.record["outcome"] == "dispatched"
+    rems = [e for e in d.effects if e["type"] == "remediate"]
+    assert [r["remediate"]["params"]["target"] for r in rems] == ["infra-live"]
+    assert [e["timer"]["fire_at"] - slot for e in d.effects if e["type"] == "schedule_timer"] == [30_000, 60_000]
+    sim.advance(slot + 60_000)
+    targets = [e["remediate"]["params"]["target"] for e in sim.effects if e["type"] == "remediate"]
+    assert targets == ["infra-live", "infra-staging", "platform-modules"]
+    again = sim.feed(cron_event(schedule.session_key, schedule.org, schedule.name, slot, slot + 1))
+    assert again.record["outcome"] in ("duplicate", "repeat") and again.effects == []
+    later = sim.feed(cron_event(schedule.session_key, schedule.org, schedule.name, slot + 3 * 86_400_000, slot + 3 * 86_400_000))
+    assert later.record["matched"]["missed_slots"] == "2"
+
+
+def test_cron_skips_a_slot_while_the_previous_run_may_still_run(rset):
+    from dataclasses import replace as dc_replace
+
+    from streams.timers import cron_event
+
+    schedule = dc_replace(next(s for s in rset.schedules if s.name == "weekly-cost-scan"), cron="*/10 * * * *",
+                          max_runtime=25 * MIN)
+    sim = Sim(Context(runbooks=dc_replace(rset, schedules=(schedule,))))
+    outcomes = []
+    for k in range(4):
+        at = T0 - T0 % (10 * MIN) + k * 10 * MIN
+        outcomes.append(sim.feed(cron_event(schedule.session_key, schedule.org, schedule.name, at, at)).record["outcome"])
+    assert outcomes == ["dispatched", "skipped", "skipped", "dispatched"]
+
+
+def test_decision_record_names_classifier_gates_and_versions(ctx):
+    v = Verdict(category="availability", severity="urgent", confidence=0.42, classifier="model-7", fallback=True,
+                severity_confidence=0.61)
+    d = Sim(ctx).feed(alert(at=T0, source="alertmanager"), v)
+    r = d.record
+    assert (r["classifier"], r["confidence"], r["fallback"]) == ("model-7", 0.42, True)
+    assert r["matched"]["severity_confidence"] == "0.6100"
+    assert r["matched"]["route"] == "route.routes[2]" and r["matched"]["receivers"] == "infra-slack"
+    assert {g["gate"] for g in r["gates"]} >= {"flapping", "silence", "inhibit", "group", "cooldown", "cap", "dedupe"}
+    codec = default_codec()
+    assert codec.decode(codec.encode("opsloop.Decision", r))["matched"] == r["matched"]
+
+
+def test_same_inputs_give_byte_identical_outputs(ctx):
+    codec = default_codec()
+    events = [alert(at=T0), alert(at=T0 + 1000, instance="b"), webhook("ack", at=T0 + 40 * MIN)]
+
+    def run():
+        sim = Sim(ctx)
+        sim.feed_all(events)
+        sim.advance(T0 + 60 * MIN)
+        return (b"".join(codec.encode("opsloop.Effect", e) for e in sim.effects),
+                b"".join(codec.encode("opsloop.Decision", d.record) for _, d in sim.decisions), state_bytes(sim.state))
+
+    assert run() == run()
+
+
+def test_input_state_is_not_mutated(ctx):
+    d1 = decide(None, alert(at=T0), ctx)
+    before = json.dumps(d1.state, sort_keys=True)
+    decide(d1.state, alert(at=T0 + 1, instance="x"), ctx)
+    assert json.dumps(d1.state, sort_keys=True) == before
+
+
+def test_first_version_state_is_upgraded_keeping_seen_ids(ctx):
+    ev = alert(at=T0)
+    d = decide({"seen": [ev["event_id"]], "firing": True, "notifications": 1}, ev, ctx)
+    assert d.record["outcome"] == "duplicate"
+
+
+def test_every_effect_encodes_with_the_schema(ctx):
+    codec = default_codec()
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 20 * MIN)
+    sim.feed(webhook("ack", at=T0 + 21 * MIN))
+    sim.feed(alert(status="resolved", at=T0 + 22 * MIN))
+    types = set()
+    for effect in sim.effects:
+        assert codec.decode(codec.encode("opsloop.Effect", effect)) == effect
+        types.add(effect["type"])
+    assert types == {"notify", "schedule_timer", "cancel_timers"}

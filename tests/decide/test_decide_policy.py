@@ -1,0 +1,100 @@
+"""Each policy gate on its own: small pure functions, their verdicts and reasons."""
+
+from __future__ import annotations
+
+from streams import policy
+from streams.matchers import parse_matchers
+from streams.routing import InhibitRule, Timing
+from streams.runbooks import Flapping, Trigger
+from streams.silences import silence_from_json
+
+MIN = 60_000
+
+
+def test_cooldown_stops_inside_and_passes_after():
+    assert not policy.cooldown_gate(None, 1000, 15 * MIN).stopped
+    gate = policy.cooldown_gate(0, 14 * MIN, 15 * MIN)
+    assert gate.stopped and gate.until == 15 * MIN and "cooldown 15m" in gate.reason
+    assert not policy.cooldown_gate(0, 15 * MIN, 15 * MIN).stopped
+    assert not policy.cooldown_gate(0, 1, 0).stopped  # no cooldown configured
+
+
+def test_dedupe_gate_and_pruning():
+    log = {"k": 1000}
+    assert policy.dedupe_gate(log, "k", 1000 + 10 * MIN - 1, 10 * MIN).stopped
+    assert not policy.dedupe_gate(log, "k", 1000 + 10 * MIN, 10 * MIN).stopped
+    assert not policy.dedupe_gate(log, "other", 1001, 10 * MIN).stopped
+    assert policy.prune_dedupe({"old": 0, "new": 9 * MIN}, 10 * MIN, 10 * MIN) == {"new": 9 * MIN}
+
+
+def test_cap_gate_and_resets():
+    assert not policy.cap_gate(2, 3).stopped
+    gate = policy.cap_gate(3, 3)
+    assert gate.stopped and "max 3" in gate.reason
+    assert policy.resets_cap(("ack", "resolve"), "ack")
+    assert not policy.resets_cap(("resolve",), "ack")
+
+
+def test_group_gate_uses_wait_interval_and_repeat():
+    t = Timing(group_wait=30_000, group_interval=5 * MIN, repeat_interval=4 * 60 * MIN)
+    wait = policy.group_gate("initial", first_seen=0, last_sent=None, now=10_000, timing=t, wait=30_000)
+    assert wait.stopped and wait.until == 30_000
+    assert not policy.group_gate("initial", first_seen=0, last_sent=None, now=30_000, timing=t, wait=30_000).stopped
+    upd = policy.group_gate("update", first_seen=0, last_sent=MIN, now=2 * MIN, timing=t, wait=0)
+    assert upd.stopped and upd.until == 6 * MIN
+    rep = policy.group_gate("repeat", first_seen=0, last_sent=0, now=60 * MIN, timing=t, wait=0)
+    assert rep.stopped and rep.until == 4 * 60 * MIN
+
+
+def test_flapping_counts_changes_inside_the_window():
+    pol = Flapping(flips=4, window=10 * MIN, stable_for=10 * MIN)
+    flips: list[int] = []
+    for t in (0, MIN, 2 * MIN):
+        flips = policy.record_flip(flips, t, pol)
+    assert not policy.is_flapping(flips, 2 * MIN, pol)
+    flips = policy.record_flip(flips, 3 * MIN, pol)
+    assert policy.is_flapping(flips, 3 * MIN, pol)
+    assert policy.record_flip([0, MIN], 10 * MIN + 30_000, pol) == [MIN, 10 * MIN + 30_000]
+    gate = policy.flapping_gate(True, 3 * MIN, 4 * MIN, pol)
+    assert gate.stopped and gate.until == 13 * MIN
+    assert not policy.flapping_gate(False, None, 0, pol).stopped
+
+
+def test_silence_gate_respects_matchers_and_window():
+    s = silence_from_json({"id": "s1", "matchers": ['service=~"db|cache"', 'env!="dev"'], "starts_at": 100, "ends_at": 200})
+    assert policy.silence_gate([s], {"service": "db", "env": "prod"}, 150).stopped
+    assert not policy.silence_gate([s], {"service": "db", "env": "dev"}, 150).stopped
+    assert not policy.silence_gate([s], {"service": "dbx"}, 150).stopped  # regexes are anchored
+    assert not policy.silence_gate([s], {"service": "db"}, 200).stopped  # ends_at is exclusive
+    assert not policy.silence_gate([s], {"service": "db"}, 99).stopped
+
+
+def test_inhibition_needs_a_source_with_equal_labels_and_never_inhibits_itself():
+    rule = InhibitRule(source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']),
+                       equal=("service",))
+    target = {"alertname": "HighLatency", "severity": "warning", "service": "api"}
+    source = {"alertname": "ApiDown", "severity": "urgent", "service": "api"}
+    assert policy.inhibition_gate(target, [source], [rule]).stopped
+    assert not policy.inhibition_gate(target, [{**source, "service": "web"}], [rule]).stopped
+    assert not policy.inhibition_gate(source, [source], [rule]).stopped
+    both = InhibitRule(source=parse_matchers(['alertname=~".+"']), target=parse_matchers(['alertname=~".+"']))
+    assert not policy.inhibition_gate(source, [source], [both]).stopped
+
+
+def test_inhibition_sources_are_firing_alerts_matching_a_source():
+    rule = InhibitRule(source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']))
+    alerts = [{"s": "firing", "labels": {"severity": "urgent", "a": "1"}},
+              {"s": "resolved", "labels": {"severity": "urgent", "a": "2"}},
+              {"s": "firing", "labels": {"severity": "warning", "a": "3"}}]
+    assert policy.inhibition_sources(alerts, [rule]) == [{"a": "1", "severity": "urgent"}]
+
+
+def test_condition_step_needs_the_for_duration_and_clears_on_one_miss():
+    trig = Trigger(metric="m", operator=">", threshold=5, for_=2 * MIN)
+    since, on, tr = policy.condition_step(None, False, 6, 0, trig)
+    assert (since, on, tr) == (0, False, None)
+    since, on, tr = policy.condition_step(since, on, 7, 2 * MIN, trig)
+    assert (on, tr) == (True, "fire")
+    assert policy.condition_step(since, on, 8, 3 * MIN, trig) == (0, True, None)
+    assert policy.condition_step(since, on, 5, 4 * MIN, trig) == (None, False, "clear")
+    assert policy.condition_step(None, False, 1, 5 * MIN, trig) == (None, False, None)

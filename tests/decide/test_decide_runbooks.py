@@ -1,0 +1,137 @@
+"""Loading the runbook set: the starter set is valid, and every error names file, line and reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from classifier.taxonomy import CATEGORIES
+from streams.runbooks import load_runbook_set
+from streams.yamlfile import ConfigError
+from tests.decide.helpers import RUNBOOKS
+
+REQUIRED = {"high-cpu", "memory-oom", "disk-filling", "target-down", "certificate-expiry", "error-rate-latency",
+            "deployment-failed", "drift-detected", "compliance-finding", "cost-anomaly", "pull-request-review"}
+
+
+def test_starter_set_loads_and_covers_the_issue_list():
+    rset = load_runbook_set(RUNBOOKS)
+    names = {rb.name for rb in rset.runbooks}
+    assert REQUIRED <= names
+    for rb in rset.runbooks:
+        assert set(rb.match.categories) <= set(CATEGORIES)
+        for step in rb.escalation:
+            assert step.receiver in rset.routing.receivers or step.receiver == "route"
+    assert {"infra-slack", "oncall-slack", "pagerduty-primary", "oncall-email", "teams-ops", "log"} <= set(rset.routing.receivers)
+    assert rset.routing.receivers["pagerduty-primary"].channel == "pagerduty"
+    assert len(rset.version) == 16 and rset.schedules and rset.maintenance
+    assert rset.runbooks[-1].name == "default"  # the catch-all is tried last
+
+
+def test_starter_runbooks_take_real_catalogue_alerts():
+    """Each catalogue-backed runbook is chosen for real rules of awesome-prometheus-alerts."""
+    from classifier.dataset import load_rules, rule_to_event
+    from classifier.keyword import KeywordClassifier
+    from streams.routing import routing_labels
+
+    rset = load_runbook_set(RUNBOOKS)
+    wanted = {"Host high CPU load": "high-cpu", "Host out of memory": "memory-oom", "Host out of disk space": "disk-filling",
+              "Prometheus target missing": "target-down", "Blackbox SSL certificate expired": "certificate-expiry",
+              "Nginx high HTTP 5xx error rate": "error-rate-latency"}
+    rules = {r.name: r for r in load_rules()}
+    clf = KeywordClassifier()
+    for rule_name, runbook in wanted.items():
+        event = rule_to_event(rules[rule_name])
+        p = clf.predict_batch([event])[0]
+        labels = routing_labels(event["labels"], category=p.category, severity=p.severity, org="acme",
+                                source="alertmanager", kind="telemetry", event_type="alert.firing")
+        chosen = rset.select(labels, category=p.category, severity=p.severity, event_type="alert.firing", kind="telemetry")
+        assert chosen.name == runbook, rule_name
+
+
+@pytest.fixture
+def broken(tmp_path: Path):
+    """A copy of the starter set; the test writes one broken file into it."""
+    target = tmp_path / "runbooks"
+    shutil.copytree(RUNBOOKS, target)
+
+    def write(name: str, text: str) -> Path:
+        path = target / name
+        path.write_text(text)
+        return path
+
+    return target, write
+
+
+CASES = [
+    ("typo-field.yaml", "name: x\nescalaton: []\n", 2, "unknown field 'escalaton' (did you mean 'escalation'?)"),
+    ("bad-category.yaml", "name: x\nmatch:\n  category: [cpus]\n", 3, "unknown value 'cpus' (did you mean 'cpu'?)"),
+    ("bad-severity.yaml", "name: x\nmatch: {severity: critical}\n", 2, "unknown value 'critical'"),
+    ("bad-receiver.yaml", "name: x\nsteps:\n  - notify: {receiver: infra-slak}\n", 3, "unknown receiver 'infra-slak' (did you mean 'infra-slack'?)"),
+    ("bad-step.yaml", "name: x\nsteps:\n  - notfy: route\n", 3, "unknown step 'notfy'"),
+    ("esc-first.yaml", "name: x\nescalation:\n  - {after: 5m, receiver: log}\n", 2, "after must be 0m"),
+    ("esc-order.yaml", "name: x\nescalation:\n  - {after: 0m, receiver: log}\n  - {after: 10m, receiver: log}\n  - {after: 5m, receiver: log}\n", 5, "later and later"),
+    ("bad-duration.yaml", "name: x\npolicy:\n  cooldown: 15 minutes\n", 3, "not a duration"),
+    ("bad-cap.yaml", "name: x\npolicy:\n  max_consecutive: 0\n", 3, "max_consecutive must be an integer >= 1"),
+    ("verify.yaml", "name: x\nsteps:\n  - verify: {}\n", 3, "verify needs after"),
+    ("remediate.yaml", "name: x\nsteps:\n  - remediate: {action: a, endpoint: ftp://x}\n", 3, "endpoint must be an http(s) URL"),
+    ("trigger.yaml", "name: x\ntrigger: {metric: m, operator: '>>', threshold: 1}\n", 2, "operator must be one of"),
+    ("zz-dup.yaml", "name: high-cpu\n", 1, "already used by high-cpu.yaml"),
+    ("syntax.yaml", "name: x\nmatch: {category: [cpu}\n", 2, "invalid YAML"),
+    ("labels.yaml", "name: x\nmatch:\n  labels: ['service=~\"(\"']\n", 3, "invalid regular expression"),
+    ("reset.yaml", "name: x\npolicy: {reset_on: [acknowledge]}\n", 2, "unknown value 'acknowledge'"),
+]
+
+
+@pytest.mark.parametrize("name,text,line,reason", CASES, ids=[c[0] for c in CASES])
+def test_broken_runbook_is_rejected_with_file_line_reason(broken, name, text, line, reason):
+    directory, write = broken
+    path = write(name, text)
+    with pytest.raises(ConfigError) as err:
+        load_runbook_set(directory)
+    assert err.value.path == str(path)
+    assert err.value.line == line, str(err.value)
+    assert reason in err.value.reason
+
+
+@pytest.mark.parametrize("name,text,line,reason", [
+    ("schedules.yaml", "schedules:\n  - name: s\n    cron: '61 * * * *'\n    remediate: {action: a}\n", 3, "invalid cron expression"),
+    ("schedules.yaml", "schedules:\n  - name: s\n    cron: '0 6 * * *'\n    timezone: Mars/Olympus\n    remediate: {action: a}\n", 3, "unknown time zone"),
+    ("schedules.yaml", "schedules:\n  - name: s\n    cron: '0 6 * * *'\n", 2, "needs remediate"),
+    ("maintenance.yaml", "windows:\n  - name: w\n    matchers: ['a=\"b\"']\n    start: yesterday\n    end: 2024-01-01T00:00:00Z\n", 4, "not an ISO 8601 time"),
+    ("maintenance.yaml", "windows:\n  - name: w\n    matchers: []\n    start: 2024-01-01T00:00:00Z\n    end: 2024-01-02T00:00:00Z\n", 3, "matchers"),
+    ("routing.yaml", "receivers:\n  - {name: log, channel: sms}\n", 2, "unknown channel 'sms'"),
+])
+def test_broken_companion_files_are_rejected(broken, name, text, line, reason):
+    directory, write = broken
+    path = write(name, text)
+    with pytest.raises(ConfigError) as err:
+        load_runbook_set(directory)
+    assert (err.value.path, err.value.line) == (str(path), line), str(err.value)
+    assert reason in err.value.reason
+
+
+def test_yml_files_are_not_silently_ignored(broken):
+    directory, write = broken
+    write("stray.yml", "name: stray\n")
+    with pytest.raises(ConfigError, match="use the .yaml extension"):
+        load_runbook_set(directory)
+
+
+def test_version_changes_with_any_file(broken):
+    directory, write = broken
+    before = load_runbook_set(directory).version
+    write("extra.yaml", "name: extra\nmatch: {category: network}\n")
+    assert load_runbook_set(directory).version != before
+
+
+def test_a_worker_does_not_start_on_a_broken_set(broken, monkeypatch):
+    from streams.app import create_app
+    from streams.settings import Settings
+
+    directory, write = broken
+    write("bad-category.yaml", "name: x\nmatch:\n  category: [cpus]\n")
+    with pytest.raises(ConfigError, match=r"bad-category.yaml:3: "):
+        create_app(Settings.from_env(runbooks_dir=directory, topic_prefix="never."))

@@ -1,0 +1,98 @@
+"""Timer clocks, due timers, timer events and cron slots (the pure part of the ticker and scheduler)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from streams.timers import (
+    CronError, PartitionClock, clock_now, cron_event, due_slot, due_timers, slot_before, slots_between, timer_event,
+    timer_event_id, timers_entry, validate_cron,
+)
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def test_clock_modes():
+    assert clock_now("event", 500, 0.1, 9_999, 2.0) == 500
+    assert clock_now("event", None, None, 9_999, 2.0) is None
+    assert clock_now("wall", 500, 0.1, 9_999, 2.0) == 9_999
+    # hybrid: the watermark while busy (capped at the wall clock), the wall clock once idle
+    assert clock_now("hybrid", 500, 0.1, 9_999, 2.0) == 500
+    assert clock_now("hybrid", 50_000, 0.1, 9_999, 2.0) == 9_999
+    assert clock_now("hybrid", 500, 5.0, 9_999, 2.0) == 9_999
+    assert clock_now("hybrid", None, None, 9_999, 2.0) == 9_999
+
+
+def test_partition_clock_keeps_the_max_per_partition():
+    c = PartitionClock()
+    c.observe(1, 100, monotonic=10.0)
+    c.observe(1, 50, monotonic=11.0)
+    c.observe(2, 700, monotonic=11.0)
+    assert c.now(1, "event", 2.0) == 100 and c.now(2, "event", 2.0) == 700 and c.now(3, "event", 2.0) is None
+    assert c.now(1, "hybrid", 2.0, wall_ms=10_000, monotonic=12.0) == 100
+    assert c.now(1, "hybrid", 2.0, wall_ms=10_000, monotonic=20.0) == 10_000
+
+
+def test_due_timers_only_on_active_partitions_oldest_first():
+    entries = [
+        ("s1", {"p": 0, "org": "a", "t": {"esc:1:1": {"at": 300, "purpose": "escalation", "step": 1, "data": {}},
+                                          "grp:1": {"at": 100, "purpose": "group", "step": 0, "data": {}}}}),
+        ("s2", {"p": 1, "org": "a", "t": {"grp:1": {"at": 50, "purpose": "group", "step": 0, "data": {}}}}),
+        ("s3", {"p": 2, "org": "a", "t": {"grp:1": {"at": 10, "purpose": "group", "step": 0, "data": {}}}}),
+        ("s4", None),
+    ]
+    clocks = {0: 200, 1: 1000, 2: 1000}
+    due = due_timers(entries, clocks.get, active={0, 1})
+    assert [(s, t) for s, _, t, _ in due] == [("s2", "grp:1"), ("s1", "grp:1")]
+
+
+def test_timer_event_id_is_deterministic_and_depends_on_the_due_time():
+    spec = {"at": 123, "purpose": "group", "step": 0, "data": {"b": "2", "a": "1"}}
+    e1 = timer_event("s", "acme", "grp:1", spec, received_at=1)
+    e2 = timer_event("s", "acme", "grp:1", spec, received_at=999)
+    assert e1["event_id"] == e2["event_id"] == timer_event_id("s", "grp:1", 123)
+    assert timer_event_id("s", "grp:1", 124) != e1["event_id"]
+    assert e1["occurred_at"] == 123 and e1["payload"]["due_at"] == 123 and list(e1["payload"]["data"]) == ["a", "b"]
+    from streams.codec import default_codec
+
+    codec = default_codec()
+    assert codec.decode(codec.encode("opsloop.Event", e1))["payload"]["timer_id"] == "grp:1"
+
+
+def test_timers_entry_mirrors_pending_timers():
+    assert timers_entry({"timers": {}}, 3, "acme") is None
+    entry = timers_entry({"timers": {"b": {"at": 2}, "a": {"at": 1}}}, 3, "acme")
+    assert entry == {"p": 3, "org": "acme", "t": {"a": {"at": 1}, "b": {"at": 2}}}
+
+
+def test_cron_slots_and_catch_up():
+    expr = "0 6 * * *"
+    assert slot_before(expr, "UTC", ms("2024-03-05T07:30:00")) == ms("2024-03-05T06:00:00")
+    assert slot_before(expr, "UTC", ms("2024-03-05T06:00:00")) == ms("2024-03-05T06:00:00")
+    assert slots_between(expr, "UTC", ms("2024-03-01T06:00:00"), ms("2024-03-04T06:00:00")) == [
+        ms("2024-03-02T06:00:00"), ms("2024-03-03T06:00:00"), ms("2024-03-04T06:00:00")]
+    assert due_slot(expr, "UTC", ms("2024-03-05T07:30:00"), catch_up_ms=2 * 3_600_000) == ms("2024-03-05T06:00:00")
+    assert due_slot(expr, "UTC", ms("2024-03-05T09:30:00"), catch_up_ms=2 * 3_600_000) is None
+
+
+def test_cron_in_a_time_zone():
+    # 06:00 in Berlin is 05:00 UTC in winter
+    assert slot_before("0 6 * * *", "Europe/Berlin", ms("2024-01-10T12:00:00")) == ms("2024-01-10T05:00:00")
+
+
+@pytest.mark.parametrize("expr,tz", [("61 * * * *", "UTC"), ("every day", "UTC"), ("0 6 * * *", "Nowhere/Land"), (None, "UTC")])
+def test_invalid_cron(expr, tz):
+    with pytest.raises(CronError):
+        validate_cron(expr, tz)
+
+
+def test_cron_event_ids_are_deterministic_per_slot():
+    a = cron_event("acme:schedule:x", "acme", "x", 1000, 5)
+    b = cron_event("acme:schedule:x", "acme", "x", 1000, 6)
+    c = cron_event("acme:schedule:x", "acme", "x", 2000, 6)
+    assert a["event_id"] == b["event_id"] != c["event_id"]
+    assert a["payload"]["purpose"] == "cron" and a["payload"]["data"] == {"schedule": "x", "slot": "1000"}
