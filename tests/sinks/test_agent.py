@@ -83,8 +83,8 @@ async def read(settings, until, timeout: float = 60.0):
         return await reader.collect(until, timeout=timeout)
 
 
-def test_worker_delivers_outbox_with_receipts_and_dead_letters(topics, worker_factory, fakes: FakeServices, tmp_path: Path) -> None:
-    settings = topics
+def test_worker_delivers_outbox_with_receipts_and_dead_letters(app_topics, worker_factory, fakes: FakeServices, tmp_path: Path) -> None:
+    settings = app_topics
     _, env = routing_file(tmp_path, fakes)
     tag = uuid.uuid4().hex[:6]
     effects = [
@@ -159,9 +159,9 @@ async def _partitions(consumer, topic):
 
 
 def test_killed_after_sending_before_committing_the_ledger_prevents_a_second_send(
-    topics, worker_factory, fakes: FakeServices, tmp_path: Path, pg_ledger_url: str,
+    app_topics, worker_factory, fakes: FakeServices, tmp_path: Path, pg_ledger_url: str,
 ) -> None:
-    settings = topics
+    settings = app_topics
     _, env = routing_file(tmp_path, fakes)
     env["OPSLOOP_SINK_DATABASE_URL"] = pg_ledger_url
     tag = uuid.uuid4().hex[:6]
