@@ -18,17 +18,19 @@ from streams.ingest.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from streams.ingest.fields import join
 from streams.ingest.idempotency import Claims, RecentIds
 from streams.ingest.metrics import IngestMetrics
-from streams.ingest.publisher import Publisher
+from streams.ingest.publisher import Publisher, Ready
 from streams.ingest.sessions import NoSessionRule, SessionRule, session_key
 from streams.ingest.settings import IngestSettings
+from streams.metrics import EVENTS_INGESTED
 from streams.producer import now_ms
-from streams.records import InvalidEventError, validate_event
+from streams.records import InvalidEventError, topic_for, validate_event
 from streams.settings import Settings
 
 # A record must fit Kafka's default max.request.size (1 MiB) with room for the batch header.
 MAX_RECORD_BYTES = 1_000_000
 
 INGEST: web.AppKey["Ingest"] = web.AppKey("ingest")
+KNOWN_SOURCES = frozenset({"prometheus", "alertmanager", "github", "pagerduty", "scanner", "cli", "opsloop"})
 
 
 @dataclass
@@ -85,40 +87,40 @@ class Ingest:
 
     # -- the shared tail ----------------------------------------------------------
 
-    def finish(self, raw: Mapping[str, Any], path: str = "") -> dict[str, Any]:
-        """Validate against the envelope and the Avro schema; a 4xx here, never a 503 later."""
+    def finish(self, raw: Mapping[str, Any], path: str = "") -> Ready:
+        """Validate against the envelope, encode once; a 4xx here, never a 503 later."""
         try:
             event = validate_event(raw)
         except InvalidEventError as exc:
             raise BadRequest(join(path, exc.field), exc.reason) from None
         try:
-            size = len(self.codec.encode("opsloop.Event", event))
+            value = self.codec.encode("opsloop.Event", event)
         except CodecError:
             raise BadRequest(join(path, "payload"), f"does not fit the {event['kind']} payload record of opsloop.Event") from None
-        if size > MAX_RECORD_BYTES:
-            raise PayloadTooLarge(f"{path or 'event'} encodes to {size} bytes; the limit per event is {MAX_RECORD_BYTES}")
-        return event
+        if len(value) > MAX_RECORD_BYTES:
+            raise PayloadTooLarge(f"{path or 'event'} encodes to {len(value)} bytes; the limit per event is {MAX_RECORD_BYTES}")
+        return Ready(event, topic_for(event), event["session_key"].encode(), value)
 
-    async def accept(self, events: Sequence[dict[str, Any]], endpoint: str) -> web.Response:
+    async def accept(self, events: Sequence[Ready], endpoint: str) -> web.Response:
         """Publish what is new, wait for what a concurrent post is publishing, answer.
 
         ``{"status": "accepted"|"duplicate", "accepted": n, "duplicates": m, "event_ids": [...]}``
         """
-        fresh: list[dict[str, Any]] = []
+        fresh: list[Ready] = []
         waits = []
         duplicates = 0
         seen: set[str] = set()
-        for event in events:
-            eid = event["event_id"]
+        for ready in events:
+            eid = ready.event_id
             if eid in seen or eid in self.recent:
                 duplicates += 1
             elif (pending := self.claims.get(eid)) is not None:
                 waits.append(pending)
             else:
-                fresh.append(event)
+                fresh.append(ready)
             seen.add(eid)
-        for event in fresh:
-            self.claims.claim(event["event_id"])
+        for ready in fresh:
+            self.claims.claim(ready.event_id)
         error: BaseException | None = None
         started = time.perf_counter()
         self.metrics.in_flight.inc(len(fresh))
@@ -130,10 +132,10 @@ class Ingest:
             raise
         finally:
             self.metrics.in_flight.dec(len(fresh))
-            for event in fresh:
+            for ready in fresh:
                 if error is None:
-                    self.recent.add(event["event_id"])
-                self.claims.release(event["event_id"], error)
+                    self.recent.add(ready.event_id)
+                self.claims.release(ready.event_id, error)
         if fresh:
             self.metrics.publish_seconds.observe(time.perf_counter() - started)
         for pending in waits:
@@ -144,12 +146,15 @@ class Ingest:
                 raise BrokerUnavailable("Kafka did not acknowledge; retry later", self.config.retry_after_s)
             duplicates += 1
         self.metrics.events.labels(endpoint, "accepted").inc(len(fresh))
+        for ready in fresh:  # the shared catalogue counter; clients choose `source`, so its values are bounded here
+            source = ready.event["source"] if ready.event["source"] in KNOWN_SOURCES else "other"
+            EVENTS_INGESTED.labels(ready.event["kind"], source).inc()
         self.metrics.events.labels(endpoint, "duplicate").inc(duplicates)
         body = {
             "status": "accepted" if fresh else "duplicate",
             "accepted": len(fresh),
             "duplicates": duplicates,
-            "event_ids": [e["event_id"] for e in events],
+            "event_ids": [ready.event_id for ready in events],
         }
         return web.json_response(body)
 

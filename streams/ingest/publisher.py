@@ -1,8 +1,10 @@
 """The ingest's side of Kafka: one EventProducer, bounded waits, nothing 2xx'd unacknowledged.
 
 Ingest answers 2xx only after Kafka acknowledged (``EventProducer`` sends with
-acks=all and idempotence and returns only on the ack). What this module adds is the
-failure side:
+acks=all and idempotence and returns only on the ack). Views validate and encode
+each event once (so bad input is a 400 before anything is sent); the bytes go out
+through ``EventProducer.send_raw``, pipelined. What this module adds is the failure
+side:
 
 * **Bounded waits.** An idempotent aiokafka producer never expires a batch (it
   retries until the broker is back), so a post would hang for as long as the broker
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -38,6 +41,20 @@ from streams.settings import Settings
 from streams.topics import EVENT_TOPICS
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """An event validated and encoded once, with where it goes: what the publisher sends."""
+
+    event: dict[str, Any]
+    topic: str  # catalogue name (events.<kind>); the producer adds the prefix
+    key: bytes
+    value: bytes
+
+    @property
+    def event_id(self) -> str:
+        return self.event["event_id"]
 
 
 class SendAborted(KafkaError):
@@ -126,8 +143,8 @@ class Publisher:
             self._producer = producer
             return producer
 
-    async def publish(self, events: Sequence[dict[str, Any]]) -> None:
-        """Write validated, stamped events; returns once Kafka acknowledged all of them.
+    async def publish(self, events: Sequence[Ready]) -> None:
+        """Write encoded events, pipelined; returns once Kafka acknowledged all of them.
 
         Raises Backpressure (429) or BrokerUnavailable (503); in both cases none of the
         events will be written by this call.
@@ -143,7 +160,7 @@ class Publisher:
         try:
             producer = await self._current()
             try:
-                await asyncio.wait_for(producer.send_many(events), self.ingest.send_timeout_s)
+                await asyncio.wait_for(self._send(producer, events), self.ingest.send_timeout_s)
             except asyncio.CancelledError:
                 self._discard(producer, "post cancelled")
                 raise
@@ -154,6 +171,17 @@ class Publisher:
                 ) from None
         finally:
             self._in_flight -= count
+
+    @staticmethod
+    async def _send(producer: EventProducer, events: Sequence[Ready]) -> None:
+        # Encoded once by the view (to answer 400/413 before anything is sent), so the
+        # bytes go as they are; gather pipelines them into the producer's batches.
+        results = await asyncio.gather(
+            *(producer.send_raw(ready.topic, ready.key, ready.value) for ready in events), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def _discard(self, producer: EventProducer, reason: str) -> None:
         if self._producer is producer:
