@@ -533,6 +533,9 @@ def verify(f: Fold) -> None:
     lead = found[1]
     rb = _runbook(f, lead["rb"])
     f.runbook = rb.name
+    if f.check(gates.silence_gate(_silences(f), alert_labels(lead, _org(f)), f.now)):
+        f.outcome = "suppressed"
+        return
     sent = _send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["sev"],
                  title=f"Still firing after remediation: {lead['title']}", body=_body(f, lead, firing_alerts(s), rb),
                  fields=_fields(lead, rb, 1), links=_links(f, lead, rb, with_ack=True), content="verify", autonomous=True)
