@@ -19,7 +19,7 @@ from streams.ingest.fields import join
 from streams.ingest.idempotency import Claims, RecentIds
 from streams.ingest.metrics import IngestMetrics
 from streams.ingest.publisher import Publisher, Ready
-from streams.ingest.sessions import NoSessionRule, SessionRule, session_key
+from streams.ingest.sessions import SessionRule
 from streams.ingest.settings import IngestSettings
 from streams.metrics import EVENTS_INGESTED
 from streams.producer import now_ms
@@ -78,12 +78,6 @@ class Ingest:
                 raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
-
-    def session(self, facts: Mapping[str, str], path: str = "") -> tuple[str, str]:
-        try:
-            return session_key(self.rules, facts)
-        except NoSessionRule as exc:
-            raise BadRequest(join(path, "session_key"), f"required: {exc}") from None
 
     # -- the shared tail ----------------------------------------------------------
 
