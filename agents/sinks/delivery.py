@@ -146,6 +146,19 @@ class Outcome:
     waits: list[float] = field(default_factory=list)  # the pauses between attempts (for tests and logs)
 
 
+@dataclass
+class Flight:
+    """Whether a request of this delivery may have reached the service.
+
+    True from the moment a request goes out until a definite refusal comes back
+    (a status, a refused connection); a success or an unknown outcome leaves it
+    True. A delivery cancelled (worker shutdown) while it is False can give its
+    ledger claim back: nothing can have landed.
+    """
+
+    may_have_landed: bool = False
+
+
 class Deliverer:
     """Sends one effect to one destination with the policy above. Start once, share it."""
 
@@ -185,7 +198,7 @@ class Deliverer:
 
     async def deliver(
         self, effect: Mapping[str, Any], dest: Destination, *, stale: bool = False,
-        on_ambiguous: Callable[[], Awaitable[None]] | None = None,
+        on_ambiguous: Callable[[], Awaitable[None]] | None = None, flight: Flight | None = None,
     ) -> Outcome:
         """Deliver with retries; never raises for a delivery problem, returns the outcome."""
         started = self.clock()
@@ -201,6 +214,9 @@ class Deliverer:
             return Outcome("dead", 0, error=redact(f"cannot render: {type(exc).__name__}: {exc}"),
                            error_type="RenderError")
         outcome = Outcome("delivered", 0)
+        flight = flight if flight is not None else Flight()
+        if stale:
+            flight.may_have_landed = True  # the dead owner's send may have
         idempotent = dest.sink.idempotent
         max_attempts = self.policy.max_attempts
         if stale and not idempotent:
@@ -243,7 +259,7 @@ class Deliverer:
                 with attempt:
                     outcome.attempts += 1
                     try:
-                        outcome.http_status = await self._attempt(request, dest, deadline)
+                        outcome.http_status = await self._attempt(request, dest, deadline, flight)
                     except AmbiguousError:
                         if not idempotent:
                             outcome.ambiguous += 1
@@ -269,12 +285,17 @@ class Deliverer:
 
     def _final_reason(self, exc: DeliveryError, outcome: Outcome, started: float) -> str:
         reason = exc.reason
+        if isinstance(exc, TransientError) and exc.retry_after is not None and \
+                self.clock() + exc.retry_after > started + self.policy.max_total_s:
+            reason = f"{reason} (Retry-After {exc.retry_after:.0f}s is past the time budget)"
         if not isinstance(exc, PermanentError):
             reason = f"gave up after {outcome.attempts} attempt(s) in {self.clock() - started:.1f}s: {reason}"
         return redact(reason)
 
-    async def _attempt(self, request: Request, dest: Destination, deadline: float) -> int | None:
+    async def _attempt(self, request: Request, dest: Destination, deadline: float, flight: Flight) -> int | None:
         await self._ready(dest, deadline)
+        landed_before = flight.may_have_landed
+        flight.may_have_landed = True
         try:
             if isinstance(request, HttpRequest):
                 response = await self._send_http(request)
@@ -292,8 +313,9 @@ class Deliverer:
                 status = None
             else:  # pragma: no cover - a new request type without a transport
                 raise PermanentError(f"no transport for {type(request).__name__}")
-        except TransientError as exc:
-            if exc.breaker:
+        except (TransientError, PermanentError) as exc:
+            flight.may_have_landed = landed_before  # a definite "not delivered"
+            if isinstance(exc, TransientError) and exc.breaker:
                 dest.breaker.failure()
             raise
         except AmbiguousError:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping, Protocol, TypeVar
 
 from agents.sinks.base import Sink
-from agents.sinks.delivery import Deliverer, Destination, Outcome
+from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
 from agents.sinks.redact import redact
 from agents.sinks.settings import SinkSettings
@@ -213,7 +213,14 @@ class Dispatcher:
         async def on_ambiguous() -> None:
             await self._ledger(self.ledger.record_ambiguous, effect_id, receiver.name, self.owner)
 
-        outcome = await self.deliverer.deliver(effect, dest, stale=claim.state is ClaimState.STALE, on_ambiguous=on_ambiguous)
+        flight = Flight()
+        try:
+            outcome = await self.deliverer.deliver(effect, dest, stale=claim.state is ClaimState.STALE,
+                                                   on_ambiguous=on_ambiguous, flight=flight)
+        except asyncio.CancelledError:
+            if not flight.may_have_landed:  # shutting down before anything went out: no ambiguity for the next owner
+                await asyncio.to_thread(self.ledger.release, effect_id, receiver.name, self.owner)
+            raise
         try:
             await self._ledger(
                 self.ledger.complete, effect_id, receiver.name, self.owner, status=outcome.status,

@@ -143,6 +143,15 @@ class Ledger:
         if done != 1:
             raise LedgerConflictError(f"ledger row {effect_id}/{receiver} is no longer claimed by {owner}")
 
+    def release(self, effect_id: str, receiver: str, owner: str) -> bool:
+        """Give back an unfinished claim of ours whose request cannot have landed (shutdown)."""
+        t = self._table
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.delete(t).where(t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner,
+                                   t.c.status == CLAIMED)
+            ).rowcount == 1
+
     def get(self, effect_id: str, receiver: str) -> LedgerRow | None:
         t = self._table
         with self.engine.connect() as conn:

@@ -291,3 +291,18 @@ def test_secrets_never_reach_logs_receipts_or_dead_letters(fakes: FakeServices, 
         assert value not in logged, f"secret in logs: {value[:12]}..."
         assert value not in records, f"secret in records: {value[:12]}..."
     assert "**********" in records  # the echoed routing key was masked, not dropped
+
+
+def test_a_retry_after_past_the_time_budget_is_dead_lettered_at_once(fakes: FakeServices, pg_engine) -> None:
+    receivers, env = receivers_for(fakes)
+    fakes.script("slack", "slack-b", Answer(429, "rate_limited", {"Retry-After": "600"}))
+    effect = make_effect("slack-b", "slack", title="retry after ten minutes")
+    before = len(fakes.got("slack", "slack-b"))
+
+    async def go():
+        async with Harness(receivers, pg_engine, env) as h:
+            return await h.run(effect, timeout=10), h
+
+    statuses, h = run(go())
+    assert statuses == ["dead"] and len(fakes.got("slack", "slack-b")) - before == 1
+    assert "Retry-After 600s is past the time budget" in h.emitter.dead[0]["reason"]

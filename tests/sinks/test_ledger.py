@@ -76,3 +76,12 @@ def test_racing_takeovers_of_a_stale_claim_have_one_winner(ledger: Ledger) -> No
         t.join(30)
     assert sorted(s.value for s in results) == ["busy"] * 5 + ["stale"]
     assert ledger.get("e1", "r").claims == 2
+
+
+def test_release_gives_back_only_our_unfinished_claim(ledger: Ledger) -> None:
+    ledger.claim("e1", "r", "slack", "w1", 0, LEASE)
+    assert not ledger.release("e1", "r", "w2")
+    assert ledger.release("e1", "r", "w1") and ledger.get("e1", "r") is None
+    assert ledger.claim("e1", "r", "slack", "w2", 1, LEASE).state is ClaimState.NEW
+    ledger.complete("e1", "r", "w2", status="delivered", attempts=1, http_status=200, error=None, now_ms=2)
+    assert not ledger.release("e1", "r", "w2") and ledger.get("e1", "r").status == "delivered"

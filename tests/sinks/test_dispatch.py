@@ -1,0 +1,70 @@
+"""Offsets are released in order per partition; a shutdown gives back claims that sent nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from agents.sinks.dispatch import InOrderAcks
+from agents.sinks.ledger import Ledger
+from tests.sinks.conftest import receivers_for
+from tests.sinks.fakes import Answer, FakeServices
+from tests.sinks.helpers import Harness, make_effect
+
+
+def test_in_order_acks_never_pass_an_unsettled_offset() -> None:
+    released: list[tuple[str, int]] = []
+    acks = InOrderAcks(released.append)
+    entries = {(p, o): acks.add(p, (p, o)) for p in ("p0", "p1") for o in range(4)}
+    acks.settle("p0", entries[("p0", 2)])
+    acks.settle("p0", entries[("p0", 1)])
+    acks.settle("p1", entries[("p1", 0)])
+    assert released == [("p1", 0)]  # p0@0 is still pending: nothing of p0 may go
+    acks.settle("p0", entries[("p0", 0)])
+    assert released == [("p1", 0), ("p0", 0), ("p0", 1), ("p0", 2)]
+    assert acks.pending() == 4
+
+
+def test_shutdown_while_parked_by_retry_after_gives_the_claim_back(fakes: FakeServices, pg_engine) -> None:
+    """A 429 is a definite 'not delivered': the next owner sends at once, without the ambiguous path."""
+    receivers, env = receivers_for(fakes)
+    fakes.script("slack", "slack-b", Answer(429, "rate_limited", {"Retry-After": "10"}))
+    effect = make_effect("slack-b", "slack", title="parked at shutdown")
+    before = len(fakes.got("slack", "slack-b"))
+
+    async def first() -> None:
+        async with Harness(receivers, pg_engine, env, owner="stopping") as h:
+            await h.submit(effect)
+            deadline = time.monotonic() + 10
+            while len(fakes.got("slack", "slack-b")) == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # it is now waiting out the Retry-After
+
+    asyncio.run(first())
+    assert Ledger(pg_engine).get(effect["effect_id"], "slack-b") is None
+
+    async def second():
+        async with Harness(receivers, pg_engine, env, owner="next") as h:
+            return await h.run(effect, timeout=10), h
+
+    statuses, h = asyncio.run(second())
+    assert statuses == ["delivered"] and h.emitter.receipts[0]["error"] is None
+    assert [r.answered for r in fakes.got("slack", "slack-b")[before:]] == [429, 200]
+
+
+def test_shutdown_after_a_send_keeps_the_claim(fakes: FakeServices, pg_engine) -> None:
+    receivers, env = receivers_for(fakes)
+    fakes.script("slack", "slack-c", Answer(200, "ok", hang_s=5))
+    effect = make_effect("slack-c", "slack", title="in flight at shutdown")
+    before = len(fakes.got("slack", "slack-c"))
+
+    async def first() -> None:
+        async with Harness(receivers, pg_engine, env, owner="stopping") as h:
+            await h.submit(effect)
+            deadline = time.monotonic() + 10
+            while len(fakes.got("slack", "slack-c")) == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+
+    asyncio.run(first())
+    row = Ledger(pg_engine).get(effect["effect_id"], "slack-c")
+    assert row is not None and row.status == "claimed" and row.owner == "stopping"
