@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -119,6 +120,11 @@ def test_worker_delivers_outbox_with_receipts_and_dead_letters(app_topics, worke
     after = {kind: len(fakes.got(kind)) - before[kind] for kind in before}
     assert after == {"slack": 1, "teams": 1, "pagerduty": 2, "hook": 1}
     assert all(r.errors == [] for r in fakes.requests if tag in r.body.decode(errors="replace") and r.name != "pd-badkey")
+    # Every record was acked in order and committed (manual acks reach faust's consumer).
+    deadline = time.monotonic() + 20
+    while asyncio.run(committed_offsets(settings)) < len(effects) + 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert asyncio.run(committed_offsets(settings)) == len(effects) + 2
     worker.stop()
     logged = worker.log()
     assert f"e2e {tag} log" in logged  # the log channel wrote it

@@ -306,3 +306,19 @@ def test_a_retry_after_past_the_time_budget_is_dead_lettered_at_once(fakes: Fake
     statuses, h = run(go())
     assert statuses == ["dead"] and len(fakes.got("slack", "slack-b")) - before == 1
     assert "Retry-After 600s is past the time budget" in h.emitter.dead[0]["reason"]
+
+
+def test_teams_error_inside_a_200_is_retried_as_that_error(fakes: FakeServices, pg_engine) -> None:
+    receivers, env = receivers_for(fakes)
+    fakes.script("teams", "teams", Answer(200, "Microsoft Teams endpoint returned HTTP error 429 with ContextId tcid=0"))
+    effect = make_effect("teams", "teams", title="throttled inside a 200")
+    before = len(fakes.got("teams", "teams"))
+
+    async def go():
+        async with Harness(receivers, pg_engine, env) as h:
+            return await h.run(effect), h
+
+    statuses, h = run(go())
+    assert statuses == ["delivered"]
+    assert [r.answered for r in fakes.got("teams", "teams")[before:]] == [200, 202]
+    assert h.emitter.receipts[0]["attempts"] == 2
