@@ -1,0 +1,486 @@
+"""Event -> bag of prefixed tokens: the classifier's whole view of an event.
+
+Everything here is a pure function of the event dict (no I/O, no clock, no global
+state besides memoised word stems), so the same event always yields the same tokens
+and replay reproduces the same verdicts. Tokens carry a short prefix naming where they
+came from (``n:`` alert-name word, ``w:`` any word, ``m:`` metric name, ...) so the
+model can weigh "memory" in an alert name differently from "memory" in a long
+description, while the shared ``w:`` bag lets evidence from names, descriptions, metric
+names and webhook bodies reinforce each other on unseen services.
+
+The hot path is plain ``re`` and string work: the token lists feed a FeatureHasher,
+so there is no vocabulary to load and nothing to fit here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import unquote_plus
+
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from classifier.taxonomy import normalize_severity
+from classifier.vocabulary import CATEGORY_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
+
+# Longest text read from one field; descriptions past this add little and cost time.
+MAX_TEXT_CHARS = 400
+# Bounds on walking a webhook body: large GitHub payloads must not stall a batch.
+MAX_BODY_CHARS = 65_536
+MAX_BODY_NODES = 250
+MAX_FINDINGS = 20
+SEVERITY_LABEL_REPEAT = 3
+
+_WORD = re.compile(r"[A-Z]{2,}s(?![a-z])|[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+[a-zA-Z]+")
+_STOPWORDS = frozenset(
+    "a an and are as at be been by for from has have in into is it its of on or "
+    "than that the their then there this to was were will with".split()
+)
+# Labels whose values are identities (hosts, pods, ids), not descriptions.
+_NOISY_LABELS = frozenset(
+    {
+        "instance",
+        "pod",
+        "pod_name",
+        "container_id",
+        "id",
+        "uid",
+        "fingerprint",
+        "ip",
+        "address",
+        "node",
+        "hostname",
+        "host",
+        "endpoint",
+        "url",
+        "image_id",
+        "le",
+        "quantile",
+    }
+)
+_PROMQL_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_PROMQL_MATCHERS = re.compile(r"\{([^}]*)\}")
+_PROMQL_RANGES = re.compile(r"\[[^\]]*\]")
+_PROMQL_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.I)
+_PROMQL_IDENT = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_PROMQL_KEYWORDS = frozenset(
+    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan"}
+)
+_MATCHER_VALUE = re.compile(r"=~?\s*\"([^\"]*)\"|=~?\s*'([^']*)'")
+
+# Keys of webhook bodies whose values name the event (treated like an alert name).
+_TITLE_KEYS = frozenset({"title", "summary", "message", "display_title", "alertname", "subject", "name_display"})
+# Keys whose values describe it at length.
+_TEXT_KEYS = frozenset(
+    {"body", "description", "detail", "details", "output", "text", "reason", "note", "comment", "summary_text"}
+)
+_SEVERITY_KEYS = frozenset({"severity", "priority", "urgency", "level", "security_severity_level"})
+# PagerDuty-style urgencies have only two levels; "high" there means page now.
+_URGENCY = {"high": "urgent", "low": "warning"}
+# Scanner finding levels onto ours (the worst finding speaks for the scan).
+_FINDING_LEVELS = {"critical": "urgent", "high": "action", "medium": "warning", "moderate": "warning", "low": "info", "info": "info"}
+# Event actions / statuses that close or merely update something already known.
+_CLOSING = frozenset({"resolved", "acknowledged", "closed", "fixed", "merged", "success", "succeeded", "ok", "clean"})
+
+
+def _is_mapping(value: Any) -> bool:
+    """isinstance(value, Mapping), with the common plain-dict case first (ABC checks are slow)."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def stem(word: str) -> str:
+    """Fold common English inflections (failures/failed/failing -> fail) so rare forms share evidence.
+
+    Deliberately crude: it only has to map variants of one word together, not produce
+    dictionary forms, and it must be fast and stable forever (model artifacts depend on it).
+    """
+    w = word
+    if len(w) <= 3:
+        return w
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
+    for suffix in ("ures", "ure", "ing", "ed"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            return w[: -len(suffix)]
+    if w.endswith(("sses", "xes", "ches", "shes")):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith(("ss", "is", "ous", "tus", "bus")):
+        return w[:-1]
+    return w
+
+
+def normalize_word(raw: str) -> str:
+    """One raw regex match -> its feature word, or "" when it carries no signal."""
+    w = raw.lower()
+    if len(w) < 2 or w in _STOPWORDS:
+        return ""
+    return stem(w)
+
+
+def _family_tokens() -> dict[str, tuple[str, ...]]:
+    """n:/w: word token -> the keyword-family tokens it signals (kn:/kw: category, ks: severity)."""
+    table: dict[str, list[str]] = {}
+    families = [(c, ws) for c, ws in CATEGORY_WORDS]
+    families += [("sev_urgent", URGENT_WORDS), ("sev_warning", WARNING_WORDS), ("sev_info", INFO_WORDS)]
+    for family, raw_words in families:
+        for raw in raw_words:
+            w = normalize_word(raw)
+            if not w:
+                continue
+            for src, dst in (("n:", "kn:"), ("w:", "kw:")):
+                extra = table.setdefault(src + w, [])
+                if dst + family not in extra:
+                    extra.append(dst + family)
+    return {tok: tuple(extra) for tok, extra in table.items()}
+
+
+_FAMILY_TOKENS = _family_tokens()
+
+
+def with_families(tokens: list[str]) -> tuple[str, ...]:
+    """tokens plus the keyword-family tokens their n:/w: words signal."""
+    table = _FAMILY_TOKENS
+    return (*tokens, *(x for tok in tokens if tok in table for x in table[tok]))
+
+
+# Memo of raw regex match -> its w: token plus family tokens (or ()). Pure, so it cannot
+# change results; bounded so a worker fed endless novel words does not grow forever.
+_W_CACHE: dict[str, tuple[str, ...]] = {}
+_CACHE_LIMIT = 200_000
+
+
+def _w_tokens(raw: str) -> tuple[str, ...]:
+    toks = _W_CACHE.get(raw)
+    if toks is None:
+        w = normalize_word(raw)
+        toks = with_families(["w:" + w]) if w else ()
+        if len(_W_CACHE) < _CACHE_LIMIT:
+            _W_CACHE[raw] = toks
+    return toks
+
+
+def words(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
+    """Lower-cased, stemmed words of free text or identifiers (CamelCase and snake_case split)."""
+    out = []
+    for raw in _WORD.findall(text[:limit]):
+        w = normalize_word(raw)
+        if w:
+            out.append(w)
+    return out
+
+
+@lru_cache(maxsize=32_768)
+def text_tokens(text: str, title: bool = False) -> tuple[str, ...]:
+    """w: tokens (and n: tokens when the text names the event) of free text, with families.
+
+    Memoised per text: a re-notified alert carries the same summary and description.
+    """
+    out: list[str] = []
+    if title:
+        out.extend(with_families(["n:" + w for w in words(text)]))
+    cache_get = _W_CACHE.get
+    for raw in _WORD.findall(text[:MAX_TEXT_CHARS]):
+        toks = cache_get(raw)
+        if toks is None:
+            toks = _w_tokens(raw)
+        out.extend(toks)
+    return tuple(out)
+
+
+@lru_cache(maxsize=16_384)
+def name_tokens(name: str) -> tuple[str, ...]:
+    """Tokens of an alert name: its words as n:/w: and adjacent pairs as nb:.
+
+    HostOutOfMemory -> n:host n:out n:memory ...; names repeat constantly in real
+    traffic, hence the memo.
+    """
+    ws = words(name, limit=200)
+    toks = [p + w for w in ws for p in ("n:", "w:")]
+    toks.extend("nb:" + a + "_" + b for a, b in zip(ws, ws[1:]))
+    return with_families(toks)
+
+
+def name_words(name: str) -> list[str]:
+    """Words of an alert name: HostOutOfMemory -> host, out, memory; KubeAPIErrorBudgetBurn -> kube, api, ..."""
+    return words(name, limit=200)
+
+
+def promql_parts(expr: str) -> tuple[list[str], list[str], list[str]]:
+    """Metric names, function names and label-matcher values used by a PromQL expression.
+
+    A regex pass rather than a parser: it must never raise on odd or truncated queries,
+    and only needs the vocabulary, not the semantics.
+    """
+    text = expr[:2000]
+    matcher_values: list[str] = []
+    for block in _PROMQL_MATCHERS.findall(text):
+        for dq, sq in _MATCHER_VALUE.findall(block):
+            matcher_values.append(dq or sq)
+    text = _PROMQL_MATCHERS.sub(" ", _PROMQL_STRINGS.sub(" ", text))
+    text = _PROMQL_GROUPING.sub(" ", _PROMQL_RANGES.sub(" ", text))
+    metrics: list[str] = []
+    functions: list[str] = []
+    for ident, call in _PROMQL_IDENT.findall(text):
+        low = ident.lower()
+        if call:
+            functions.append(low)
+        elif len(low) >= 2 and low not in _PROMQL_KEYWORDS:
+            metrics.append(low)
+    return metrics, functions, matcher_values
+
+
+@lru_cache(maxsize=16_384)
+def expr_from_generator_url(url: str) -> str:
+    """The g0.expr query carried by a Prometheus generator URL ("" when there is none)."""
+    start = url.find("g0.expr=")
+    if start < 0:
+        return ""
+    start += len("g0.expr=")
+    end = url.find("&", start)
+    return unquote_plus(url[start:] if end < 0 else url[start:end])
+
+
+@lru_cache(maxsize=16_384)
+def expr_tokens(expr: str) -> tuple[str, ...]:
+    """Tokens of a PromQL expression: m: metric, mns: its namespace, fn: functions, w: words.
+
+    Memoised: one rule's expression arrives with every firing of that rule.
+    """
+    out: list[str] = []
+    metrics, functions, matcher_values = promql_parts(expr)
+    for metric in metrics:
+        out.append("m:" + metric)
+        parts = words(metric.replace(":", "_"), limit=200)
+        if parts:
+            out.append("mns:" + parts[0])
+        for w in parts:
+            out.append("w:" + w)
+    for fn in functions:
+        out.append("fn:" + fn)
+    for value in matcher_values:
+        for w in words(value, limit=80):
+            out.append("w:" + w)
+    return with_families(out)
+
+
+def _text_tokens(text: Any, out: list[str], title: bool = False) -> None:
+    if isinstance(text, str) and text:
+        out.extend(text_tokens(text, title))
+
+
+@lru_cache(maxsize=16_384)
+def label_value_tokens(value: str) -> tuple[str, ...]:
+    """lv: tokens of a descriptive label value (job="node-exporter" -> lv:node lv:exporter)."""
+    return tuple("lv:" + w for w in words(value, limit=80) if w.isalpha())
+
+
+def _stated_severity(level: str | None, out: list[str]) -> None:
+    """sev:<level> for a severity the sender stated, whatever field it came in.
+
+    One token for every source (alert label, worst scan finding, webhook urgency), so
+    what is learned from a thousand alerts carries over to scans and webhooks; repeated
+    so that, after log-scaling, the sender's word outweighs the words of the text.
+    """
+    if level:
+        out.extend(("sev:" + level,) * SEVERITY_LABEL_REPEAT)
+
+
+def _closing(value: Any, out: list[str]) -> None:
+    """A strong marker for events that close or acknowledge something (their severity is info)."""
+    if isinstance(value, str) and value.lower() in _CLOSING:
+        out.extend(("closing:1",) * SEVERITY_LABEL_REPEAT)
+
+
+def _label_tokens(labels: Mapping[str, Any], out: list[str]) -> None:
+    for key, value in labels.items():
+        if not isinstance(key, str):
+            continue
+        key_l = key.lower()
+        if key_l == "alertname":
+            if isinstance(value, str):
+                out.extend(name_tokens(value))
+            continue
+        if key_l == "severity":
+            if isinstance(value, str):
+                out.append("sevraw:" + value.strip().lower()[:20])
+                _stated_severity(normalize_severity(value), out)
+            continue
+        if key_l == "__name__":
+            if isinstance(value, str):
+                out.extend(expr_tokens(value))
+            continue
+        out.append("lk:" + key_l[:40])
+        if key_l in _NOISY_LABELS or not isinstance(value, str):
+            continue
+        out.extend(label_value_tokens(value))
+
+
+def _finding_tokens(findings: Any, out: list[str]) -> None:
+    if not isinstance(findings, list):
+        return
+    n = len(findings)
+    out.append("nf:" + ("0" if n == 0 else "1" if n == 1 else "2-5" if n <= 5 else "6+"))
+    rank = {"info": 0, "low": 1, "medium": 2, "moderate": 2, "high": 3, "critical": 4}
+    worst = -1
+    worst_name = ""
+    for finding in findings[:MAX_FINDINGS]:
+        if not _is_mapping(finding):
+            continue
+        sev = finding.get("severity")
+        if isinstance(sev, str):
+            sev_l = sev.lower()
+            out.append("fsev:" + sev_l)
+            if rank.get(sev_l, -1) > worst:
+                worst, worst_name = rank[sev_l], sev_l
+        change = finding.get("change_type")
+        if isinstance(change, str):
+            out.append("fchg:" + change.lower())
+        rule = finding.get("rule")
+        if isinstance(rule, str) and rule:
+            prefix = re.split(r"[-_. ]", rule.lower(), maxsplit=1)[0]
+            out.append("frule:" + prefix)
+        resource = finding.get("resource")
+        if isinstance(resource, str):
+            out.extend(with_families(["w:" + w for w in words(resource, limit=120)]))
+        _text_tokens(finding.get("detail"), out)
+    if worst_name:
+        out.append("fmax:" + worst_name)
+        _stated_severity(_FINDING_LEVELS.get(worst_name), out)
+
+
+def _walk_body(obj: Any, key: str, out: list[str], budget: list[int], depth: int = 0) -> None:
+    """Tokens from a decoded webhook body, bounded in nodes and depth."""
+    if budget[0] <= 0 or depth > 6:
+        return
+    budget[0] -= 1
+    if _is_mapping(obj):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                continue
+            k_l = k.lower()
+            if depth <= 2:
+                out.append("bk:" + k_l[:40])
+            _walk_body(v, k_l, out, budget, depth + 1)
+    elif isinstance(obj, list):
+        for item in obj[:10]:
+            _walk_body(item, key, out, budget, depth + 1)
+    elif isinstance(obj, str):
+        if key in _TITLE_KEYS:
+            _text_tokens(obj, out, title=True)
+        elif key in _TEXT_KEYS:
+            _text_tokens(obj, out)
+        elif len(obj) <= 40:
+            value = obj.strip().lower()
+            out.append("bv:" + key[:30] + "=" + value)
+            if key in _SEVERITY_KEYS and depth <= 4:
+                _stated_severity(_URGENCY.get(value) if key == "urgency" else normalize_severity(value), out)
+            out.extend(text_tokens(value))
+    elif isinstance(obj, bool):
+        out.append("bv:" + key[:30] + "=" + ("true" if obj else "false"))
+    elif isinstance(obj, (int, float)) and key in _SEVERITY_KEYS:
+        out.append("bv:" + key[:30] + "=" + str(obj))
+
+
+def _payload_tokens(payload: Mapping[str, Any], out: list[str]) -> None:
+    url = payload.get("generator_url")
+    if isinstance(url, str) and url:
+        out.extend(expr_tokens(expr_from_generator_url(url)))
+    for key in ("expr", "query"):
+        expr = payload.get(key)
+        if isinstance(expr, str):
+            out.extend(expr_tokens(expr))
+    scan_type = payload.get("scan_type")
+    if isinstance(scan_type, str):
+        out.append("scan:" + scan_type.lower())
+        status = payload.get("status")
+        if isinstance(status, str):
+            out.append("scanstatus:" + status.lower())
+            _closing(status, out)
+        _finding_tokens(payload.get("findings"), out)
+    provider = payload.get("provider")
+    if isinstance(provider, str):
+        out.append("prov:" + provider.lower())
+        action = payload.get("action")
+        if isinstance(action, str):
+            out.append("act:" + action.lower())
+        body = payload.get("body_json")
+        if isinstance(body, str) and 0 < len(body) <= MAX_BODY_CHARS:
+            try:
+                decoded = json.loads(body)
+            except ValueError:
+                out.append("body:invalid")
+            else:
+                _walk_body(decoded, "", out, [MAX_BODY_NODES])
+    timer = payload.get("timer")
+    if isinstance(timer, str):
+        out.append("tm:" + timer.lower())
+        _text_tokens(payload.get("reason"), out)
+
+
+
+
+def event_tokens(event: Mapping[str, Any]) -> list[str]:
+    """All feature tokens of one event. Tolerates missing or mistyped fields."""
+    out: list[str] = []
+    kind = event.get("kind")
+    if isinstance(kind, str):
+        out.append("k:" + kind)
+    etype = event.get("type")
+    if isinstance(etype, str):
+        out.append("t:" + etype)
+        out.append("tp:" + etype.split(".", 1)[0])
+        if "." in etype:
+            action = etype.rsplit(".", 1)[1]
+            out.append("ta:" + action)
+            _closing(action, out)
+    source = event.get("source")
+    if isinstance(source, str):
+        out.append("src:" + source)
+    labels = event.get("labels")
+    if _is_mapping(labels):
+        _label_tokens(labels, out)
+    annotations = event.get("annotations")
+    if _is_mapping(annotations):
+        for key, value in annotations.items():
+            if isinstance(key, str):
+                out.append("ak:" + key.lower()[:40])
+                if key in ("summary", "description", "message", "title"):
+                    _text_tokens(value, out)
+    payload = event.get("payload")
+    if _is_mapping(payload):
+        _payload_tokens(payload, out)
+    return out
+
+
+def tokens_batch(events: Iterable[Mapping[str, Any]]) -> list[list[str]]:
+    """Tokens of a batch of events, in order."""
+    return [event_tokens(e) for e in events]
+
+
+class EventTokenizer(TransformerMixin, BaseEstimator):
+    """Stateless pipeline step: events (dicts) -> token lists for a FeatureHasher.
+
+    Nothing is learned, so fitting is a no-op and the step pickles to almost nothing.
+    """
+
+    def fit(self, X: Sequence[Mapping[str, Any]], y: Any = None) -> "EventTokenizer":
+        return self
+
+    def transform(self, X: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+        return tokens_batch(X)
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        tags.requires_fit = False
+        return tags
+
+
+def clear_caches() -> None:
+    """Empty the memo caches (for cold-start benchmarks and tests); results never depend on them."""
+    _W_CACHE.clear()
+    for fn in (name_tokens, expr_tokens, expr_from_generator_url, text_tokens, label_value_tokens):
+        fn.cache_clear()

@@ -1,0 +1,88 @@
+"""The fixed label sets the classifier predicts, and how foreign severity words map onto ours.
+
+The taxonomy is deliberately small: runbooks and routing rules match on these exact
+strings, so adding or renaming one is a contract change for the rest of opsloop.
+"""
+
+from __future__ import annotations
+
+CATEGORIES: tuple[str, ...] = (
+    "cpu",
+    "memory",
+    "disk",
+    "network",
+    "availability",
+    "latency_errors",
+    "certificate",
+    "database",
+    "message_broker",
+    "deployment",
+    "config_drift",
+    "compliance",
+    "cost",
+    "security",
+    "code_review",
+    "other",
+)
+
+# Ordered from least to most pressing; routing compares by index.
+SEVERITIES: tuple[str, ...] = ("info", "warning", "action", "urgent")
+
+# Severity words seen in the wild (Prometheus rules, PagerDuty urgencies, scanner
+# levels, Opsgenie priorities) mapped onto our four levels. "action" is the level for
+# "a human must do something, but nobody needs to be woken up".
+SEVERITY_ALIASES: dict[str, str] = {
+    # urgent: page someone now
+    "critical": "urgent",
+    "crit": "urgent",
+    "fatal": "urgent",
+    "emergency": "urgent",
+    "emerg": "urgent",
+    "alert": "urgent",
+    "page": "urgent",
+    "disaster": "urgent",
+    "p1": "urgent",
+    "sev1": "urgent",
+    "sev0": "urgent",
+    "urgent": "urgent",
+    # action: needs a human, in working hours
+    "error": "action",
+    "err": "action",
+    "high": "action",
+    "major": "action",
+    "p2": "action",
+    "sev2": "action",
+    "action": "action",
+    # warning: worth a look
+    "warning": "warning",
+    "warn": "warning",
+    "medium": "warning",
+    "moderate": "warning",
+    "minor": "warning",
+    "average": "warning",
+    "p3": "warning",
+    "sev3": "warning",
+    # info: record only
+    "info": "info",
+    "informational": "info",
+    "information": "info",
+    "notice": "info",
+    "low": "info",
+    "none": "info",
+    "ok": "info",
+    "debug": "info",
+    "p4": "info",
+    "p5": "info",
+    "sev4": "info",
+}
+
+
+def normalize_severity(value: object) -> str | None:
+    """Map a foreign severity word onto ours, or None when it is not one we know.
+
+    Returning None (rather than guessing "warning") lets callers tell "the sender said
+    nothing usable" apart from "the sender said warning".
+    """
+    if not isinstance(value, str):
+        return None
+    return SEVERITY_ALIASES.get(value.strip().lower())
