@@ -141,6 +141,9 @@ class Sink:
     render: Render
     check: Check = check_status
     idempotent: bool = False
+    # Deliver once through the ledger. Only a sink whose repeat is harmless and local
+    # (the log line) skips it, so it costs no SQL round trips at the volume of every effect.
+    ledger: bool = True
 
 
 def trim(text: str, limit: int) -> str:

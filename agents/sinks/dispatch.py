@@ -198,6 +198,9 @@ class Dispatcher:
     async def _deliver(self, dest: Destination, job: _Job) -> str:
         effect, receiver = job.effect, dest.receiver
         effect_id = effect["effect_id"]
+        if not dest.sink.ledger:
+            outcome = await self.deliverer.deliver(effect, dest)
+            return await self._report(job, dest, outcome)
         lease = self.settings.lease_ms
         claim = await self._ledger(self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease)
         while claim.state is ClaimState.BUSY:  # another live worker has it (a rebalance overlap): wait for it
@@ -229,12 +232,17 @@ class Dispatcher:
         except LedgerConflictError as exc:
             log.warning("sink %s: %s", dest.name, exc)  # the new owner reports it
             return "conflict"
-        await self._receipt(effect, receiver.channel, receiver.name, outcome)
+        return await self._report(job, dest, outcome)
+
+    async def _report(self, job: _Job, dest: Destination, outcome: Outcome) -> str:
+        receiver = dest.receiver
+        await self._receipt(job.effect, receiver.channel, receiver.name, outcome)
         if outcome.status != "delivered":
             await self._dead_letter(job.record, outcome.error or outcome.status, outcome.error_type or outcome.status,
                                     f"sink:{receiver.channel}")
-        log.info("sink %s: %s %s after %d attempt(s) in %.0f ms", dest.name, effect_id, outcome.status,
-                 outcome.attempts, outcome.latency_ms)
+        log.log(logging.DEBUG if outcome.status == "delivered" else logging.INFO,
+                "sink %s: %s %s after %d attempt(s) in %.0f ms", dest.name, job.effect["effect_id"], outcome.status,
+                outcome.attempts, outcome.latency_ms)
         return outcome.status
 
     async def _ledger(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
