@@ -182,15 +182,18 @@ class Dispatcher:
         while True:
             job: _Job = await worker.queue.get()
             worker.busy = True
+            status = "dead"
             try:
                 status = await self._deliver(worker.dest, job)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not wedge the partition: keep the effect, with why
                 log.exception("sink %s: delivering %s failed unexpectedly", worker.dest.name, job.effect.get("effect_id"))
-                await self._dead_letter(job.record, redact(f"sink error: {exc}"), type(exc).__name__,
-                                        f"sink:{worker.dest.receiver.channel}")
-                status = "dead"
+                try:
+                    await self._dead_letter(job.record, redact(f"sink error: {exc}"), type(exc).__name__,
+                                            f"sink:{worker.dest.receiver.channel}")
+                except Exception:  # noqa: BLE001 - the worker must live on for the next effect
+                    log.exception("sink %s: could not dead-letter %s", worker.dest.name, job.effect.get("effect_id"))
             finally:
                 worker.busy = False
             self._settle(job.done, status)
