@@ -79,6 +79,7 @@ def run(n_events: int = 20_000, batch_size: int = 256, single_events: int = 2_00
     single = _rate(lambda: [clf.predict_batch([e]) for e in singles], single_events)
     return {
         "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "events": n_events,
         "batch_size": batch_size,
         "model_version": clf.version,
@@ -96,13 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--save", action="store_true", help=f"also write {BENCH_RESULTS_PATH.name} for the report")
     args = parser.parse_args(argv)
     res = run(args.events, args.batch_size)
-    print(f"model {res['model_version']}, {res['events']} events, batch size {res['batch_size']}, {res['cpus']} cpus")
+    print(f"model {res['model_version']}, {res['events']} events, batch size {res['batch_size']}, "
+          f"{res['cpus']} cpus, load average {res['load_average_1m']} (other processes slow every figure)")
     print(f"{'single-event (model)':34}{res['single_per_s']:>12,.0f} events/s")
     print(f"{'batched (model, features incl.)':34}{res['batched_per_s']:>12,.0f} events/s")
     print(f"{'batched, cold caches (model)':34}{res['batched_cold_per_s']:>12,.0f} events/s")
     print(f"{'batched (keyword baseline)':34}{res['keyword_batched_per_s']:>12,.0f} events/s")
     if args.save:
-        BENCH_RESULTS_PATH.write_text(json.dumps({k: (round(v) if isinstance(v, float) else v) for k, v in res.items()}, indent=2) + "\n")
+        rounded = {k: (round(v) if isinstance(v, float) and k.endswith("_per_s") else v) for k, v in res.items()}
+        BENCH_RESULTS_PATH.write_text(json.dumps(rounded, indent=2) + "\n")
     return 0
 
 

@@ -67,7 +67,7 @@ def build_corpus(rules: Iterable[Rule], examples: Iterable[LabelledExample]) -> 
     return rule_samples(rules) + example_samples(examples)
 
 
-def test_services(
+def held_out_services(
     samples: Sequence[Sample], test_fraction: float = TEST_FRACTION, salt: str = SPLIT_SALT
 ) -> frozenset[str]:
     """The services held out for testing: about test_fraction of each group's services.
@@ -96,7 +96,7 @@ def split_by_service(
     samples: Sequence[Sample], test_fraction: float = TEST_FRACTION, salt: str = SPLIT_SALT
 ) -> tuple[list[Sample], list[Sample]]:
     """(train, test) with no service on both sides."""
-    held = test_services(samples, test_fraction, salt)
+    held = held_out_services(samples, test_fraction, salt)
     train = [s for s in samples if s.service not in held]
     test = [s for s in samples if s.service in held]
     return train, test

@@ -33,7 +33,7 @@ MAX_BODY_NODES = 250
 MAX_FINDINGS = 20
 SEVERITY_LABEL_REPEAT = 3
 
-_WORD = re.compile(r"[A-Z]{2,}s(?![a-z])|[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+[a-zA-Z]+")
+_WORD = re.compile(r"[A-Z]{2,}s(?![a-z])|[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+(?:[a-z]+|[A-Z]+(?![a-z]))")
 _STOPWORDS = frozenset(
     "a an and are as at be been by for from has have in into is it its of on or "
     "than that the their then there this to was were will with".split()
@@ -181,11 +181,7 @@ def text_tokens(text: str, title: bool = False) -> tuple[str, ...]:
     if title:
         out.extend(with_families(["n:" + w for w in words(text)]))
     cache_get = _W_CACHE.get
-    for raw in _WORD.findall(text[:MAX_TEXT_CHARS]):
-        toks = cache_get(raw)
-        if toks is None:
-            toks = _w_tokens(raw)
-        out.extend(toks)
+    out.extend([tok for raw in _WORD.findall(text[:MAX_TEXT_CHARS]) for tok in (cache_get(raw) or _w_tokens(raw))])
     return tuple(out)
 
 
@@ -293,28 +289,51 @@ def _closing(value: Any, out: list[str]) -> None:
         out.extend(("closing:1",) * SEVERITY_LABEL_REPEAT)
 
 
+@lru_cache(maxsize=65_536)
+def label_tokens(key: str, value: Any) -> tuple[str, ...]:
+    """Tokens of one label pair; memoised because label pairs repeat in nearly every alert."""
+    out: list[str] = []
+    key_l = key.lower()
+    if key_l == "alertname":
+        if isinstance(value, str):
+            out.extend(name_tokens(value))
+    elif key_l == "severity":
+        if isinstance(value, str):
+            out.append("sevraw:" + value.strip().lower()[:20])
+            _stated_severity(normalize_severity(value), out)
+    elif key_l == "__name__":
+        if isinstance(value, str):
+            out.extend(expr_tokens(value))
+    else:
+        out.append("lk:" + key_l[:40])
+        if key_l not in _NOISY_LABELS and isinstance(value, str):
+            out.extend(label_value_tokens(value))
+    return tuple(out)
+
+
+# Label keys whose values are identities: only the key is a feature, so the memo above
+# is not filled with one entry per host.
+_IDENTITY_KEY_TOKENS: dict[str, tuple[str, ...]] = {}
+
+
 def _label_tokens(labels: Mapping[str, Any], out: list[str]) -> None:
+    identity_keys = _IDENTITY_KEY_TOKENS
     for key, value in labels.items():
         if not isinstance(key, str):
             continue
-        key_l = key.lower()
-        if key_l == "alertname":
-            if isinstance(value, str):
-                out.extend(name_tokens(value))
-            continue
-        if key_l == "severity":
-            if isinstance(value, str):
-                out.append("sevraw:" + value.strip().lower()[:20])
-                _stated_severity(normalize_severity(value), out)
-            continue
-        if key_l == "__name__":
-            if isinstance(value, str):
-                out.extend(expr_tokens(value))
-            continue
-        out.append("lk:" + key_l[:40])
-        if key_l in _NOISY_LABELS or not isinstance(value, str):
-            continue
-        out.extend(label_value_tokens(value))
+        toks = identity_keys.get(key)
+        if toks is None:
+            key_l = key.lower()
+            if key_l in _NOISY_LABELS:
+                toks = ("lk:" + key_l[:40],)
+                if len(identity_keys) < 1024:
+                    identity_keys[key] = toks
+            else:
+                try:
+                    toks = label_tokens(key, value)
+                except TypeError:  # unhashable value (a list or dict in a label): no value tokens
+                    toks = label_tokens(key, None)
+        out.extend(toks)
 
 
 def _finding_tokens(findings: Any, out: list[str]) -> None:
@@ -421,13 +440,12 @@ def _payload_tokens(payload: Mapping[str, Any], out: list[str]) -> None:
 
 
 
-def event_tokens(event: Mapping[str, Any]) -> list[str]:
-    """All feature tokens of one event. Tolerates missing or mistyped fields."""
+@lru_cache(maxsize=4096)
+def envelope_tokens(kind: Any, etype: Any, source: Any) -> tuple[str, ...]:
+    """Tokens of the event's kind, type (and its family and action) and source."""
     out: list[str] = []
-    kind = event.get("kind")
     if isinstance(kind, str):
         out.append("k:" + kind)
-    etype = event.get("type")
     if isinstance(etype, str):
         out.append("t:" + etype)
         out.append("tp:" + etype.split(".", 1)[0])
@@ -435,19 +453,38 @@ def event_tokens(event: Mapping[str, Any]) -> list[str]:
             action = etype.rsplit(".", 1)[1]
             out.append("ta:" + action)
             _closing(action, out)
-    source = event.get("source")
     if isinstance(source, str):
         out.append("src:" + source)
+    return tuple(out)
+
+
+_TEXT_ANNOTATIONS = frozenset({"summary", "description", "message", "title"})
+_ANNOTATION_KEY_TOKENS: dict[str, str] = {}
+
+
+def event_tokens(event: Mapping[str, Any]) -> list[str]:
+    """All feature tokens of one event. Tolerates missing or mistyped fields."""
+    kind, etype, source = event.get("kind"), event.get("type"), event.get("source")
+    try:
+        out = list(envelope_tokens(kind, etype, source))
+    except TypeError:  # an unhashable kind / type / source: treat it as absent
+        out = list(envelope_tokens(*(v if isinstance(v, str) else None for v in (kind, etype, source))))
     labels = event.get("labels")
     if _is_mapping(labels):
         _label_tokens(labels, out)
     annotations = event.get("annotations")
     if _is_mapping(annotations):
+        key_tokens = _ANNOTATION_KEY_TOKENS
         for key, value in annotations.items():
             if isinstance(key, str):
-                out.append("ak:" + key.lower()[:40])
-                if key in ("summary", "description", "message", "title"):
-                    _text_tokens(value, out)
+                tok = key_tokens.get(key)
+                if tok is None:
+                    tok = "ak:" + key.lower()[:40]
+                    if len(key_tokens) < 1024:
+                        key_tokens[key] = tok
+                out.append(tok)
+                if key in _TEXT_ANNOTATIONS and isinstance(value, str) and value:
+                    out.extend(text_tokens(value))
     payload = event.get("payload")
     if _is_mapping(payload):
         _payload_tokens(payload, out)
@@ -482,5 +519,7 @@ class EventTokenizer(TransformerMixin, BaseEstimator):
 def clear_caches() -> None:
     """Empty the memo caches (for cold-start benchmarks and tests); results never depend on them."""
     _W_CACHE.clear()
-    for fn in (name_tokens, expr_tokens, expr_from_generator_url, text_tokens, label_value_tokens):
+    _IDENTITY_KEY_TOKENS.clear()
+    for fn in (name_tokens, expr_tokens, expr_from_generator_url, text_tokens, label_value_tokens, label_tokens,
+               envelope_tokens):
         fn.cache_clear()

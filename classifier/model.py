@@ -102,6 +102,9 @@ class ModelClassifier:
         self._category_head, self._severity_head = heads
         self.category_classes = self._category_head.classes_
         self.severity_classes = self._severity_head.classes_
+        # Plain-str class names, so predictions carry str rather than numpy scalars.
+        self._category_names = np.array([str(c) for c in self.category_classes], dtype=object)
+        self._severity_names = np.array([str(c) for c in self.severity_classes], dtype=object)
         self._keyword = KeywordClassifier()
 
     @property
@@ -120,30 +123,28 @@ class ModelClassifier:
             return []
         tokens = tokens_batch(events)
         cat_proba, sev_proba = self.predict_proba_tokens(tokens)
+        n = len(tokens)
+        rows = np.arange(n)
         cat_idx = cat_proba.argmax(axis=1)
         sev_idx = sev_proba.argmax(axis=1)
-        cat_p = cat_proba[np.arange(len(tokens)), cat_idx]
-        sev_p = sev_proba[np.arange(len(tokens)), sev_idx]
-        cat_classes = self.category_classes
-        sev_classes = self.severity_classes
+        cat_p = cat_proba[rows, cat_idx]
+        sev_p = sev_proba[rows, sev_idx]
         unsure = (cat_p < self.category_threshold) | (sev_p < self.severity_threshold)
-        rules: dict[int, tuple[str, float, str, float]] = {}
+        categories = self._category_names[cat_idx].tolist()
+        severities = self._severity_names[sev_idx].tolist()
+        cat_ps = cat_p.tolist()
+        sev_ps = sev_p.tolist()
+        version = self.version
+        out = [Prediction(c, cp, s, sp, version, False) for c, cp, s, sp in zip(categories, cat_ps, severities, sev_ps)]
         if unsure.any():
-            where = np.flatnonzero(unsure)
-            for i, verdict in zip(where, self._keyword.predict_tokens([tokens[i] for i in where])):
-                rules[int(i)] = verdict
-        out = []
-        for i in range(len(tokens)):
-            category, cp = str(cat_classes[cat_idx[i]]), float(cat_p[i])
-            severity, sp = str(sev_classes[sev_idx[i]]), float(sev_p[i])
-            fallback = False
-            if i in rules:
-                kw_category, kw_cp, kw_severity, kw_sp = rules[i]
+            where = np.flatnonzero(unsure).tolist()
+            for i, (kw_category, kw_cp, kw_severity, kw_sp) in zip(where, self._keyword.predict_tokens([tokens[i] for i in where])):
+                category, cp, severity, sp = categories[i], cat_ps[i], severities[i], sev_ps[i]
                 if cp < self.category_threshold:
-                    category, cp, fallback = kw_category, kw_cp, True
+                    category, cp = kw_category, kw_cp
                 if sp < self.severity_threshold:
-                    severity, sp, fallback = kw_severity, kw_sp, True
-            out.append(Prediction(category, cp, severity, sp, self.version, fallback))
+                    severity, sp = kw_severity, kw_sp
+                out[i] = Prediction(category, cp, severity, sp, version, True)
         return out
 
     @classmethod

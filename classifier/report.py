@@ -226,13 +226,15 @@ def render_report(
     ]
     if bench:
         lines += [
-            f"`python -m classifier.bench` on this machine ({bench.get('cpus', '?')} cores), "
-            f"{bench.get('events', '?')} events rendered from the catalogue, batch size {bench.get('batch_size', '?')}:",
+            f"`python -m classifier.bench` on this machine ({bench.get('cpus', '?')} cores, 1-minute load average "
+            f"{bench.get('load_average_1m', '?')} from other work on the machine), {bench.get('events', '?')} events "
+            f"rendered from the catalogue, batch size {bench.get('batch_size', '?')}, one process:",
             "",
             "| path | events/s |",
             "|---|---:|",
             f"| model, one event per call | {bench['single_per_s']:,.0f} |",
-            f"| model, batched (features included) | {bench['batched_per_s']:,.0f} |",
+            f"| model, batched (features included; rules seen before, alerts new) | {bench['batched_per_s']:,.0f} |",
+            f"| model, batched, cold memo caches | {bench.get('batched_cold_per_s', 0):,.0f} |",
             f"| keyword baseline, batched | {bench['keyword_batched_per_s']:,.0f} |",
             "",
         ]

@@ -10,7 +10,7 @@ from the fitted steps, memoising token -> column; tests check it against the pip
 
 from __future__ import annotations
 
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,6 +19,7 @@ from sklearn.utils import murmurhash3_32
 
 _INT32_MIN = -2147483648
 _MEMO_LIMIT = 500_000
+_UNSEEN = -2  # memo default: "not looked up yet" (-1 means "column never seen in training")
 
 
 class FastScorer:
@@ -57,13 +58,20 @@ class FastScorer:
         """Scaled feature rows, as the pipeline's hash -> columns -> scale steps produce them."""
         n = len(tokens_list)
         lengths = np.fromiter(map(len, tokens_list), dtype=np.int64, count=n)
-        cols = list(map(self._memo.get, chain.from_iterable(tokens_list)))
-        if None in cols:  # tokens not seen since start-up: hash them once
-            column = self.column
-            for i, tok in enumerate(chain.from_iterable(tokens_list)):
-                if cols[i] is None:
-                    cols[i] = column(tok)
-        flat = np.asarray(cols, dtype=np.int64)
+        memo = self._memo
+        total = int(lengths.sum())
+        flat = np.fromiter(map(memo.get, chain.from_iterable(tokens_list), repeat(_UNSEEN)), dtype=np.int64, count=total)
+        if (flat == _UNSEEN).any():  # tokens not seen since start-up: hash each once
+            unseen = set(chain.from_iterable(tokens_list)).difference(memo)
+            fresh = {tok: self.column(tok) for tok in unseen}  # column() also memoises
+            flat = np.fromiter(map(memo.get, chain.from_iterable(tokens_list), repeat(_UNSEEN)), dtype=np.int64, count=total)
+            if (flat == _UNSEEN).any():  # memo full: this batch's own table for the rest
+                lookup = fresh.get
+                flat = np.fromiter(
+                    (lookup(tok, col) for tok, col in zip(chain.from_iterable(tokens_list), flat.tolist())),
+                    dtype=np.int64,
+                    count=total,
+                )
         keep = flat >= 0
         rows = np.repeat(np.arange(n), lengths)[keep]
         indptr = np.zeros(n + 1, dtype=np.int64)
