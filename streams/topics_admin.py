@@ -119,3 +119,34 @@ def render(result: Plan, dry_run: bool = False) -> str:
     elif result.matching:
         lines.append(f"unchanged: {len(result.matching)} topics match topics.yaml")
     return "\n".join(lines)
+
+
+async def ensure_internal(settings: Settings, wanted: dict[str, int], replication: int) -> list[str]:
+    """Create faust's internal topics (table changelogs) that do not exist yet; returns the created.
+
+    faust would create them itself while starting, racing its own partition
+    assignor: a table whose changelog appears after the assignment is skipped
+    ("Ignoring missing topic") and its recovery then waits forever. Creating them
+    before the worker starts takes the race away.
+    """
+    admin = AIOKafkaAdminClient(**settings.kafka_client_config(), request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(name, partitions, replication, topic_configs={"cleanup.policy": "compact"})
+            for name, partitions in sorted(wanted.items()) if name not in existing
+        ]
+        if not new:
+            return []
+        errors = _topic_errors(await admin.create_topics(new, timeout_ms=30000))
+        failed = {name: msg for name, code, msg in errors if code not in (0, TOPIC_ALREADY_EXISTS)}
+        if failed:
+            raise TopicsApplyError("; ".join(f"{name}: {msg}" for name, msg in sorted(failed.items())))
+        deadline = time.monotonic() + 15
+        while not {t.name for t in new} <= set(await admin.list_topics()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return [t.name for t in new]
+    finally:
+        await admin.close()
+

@@ -65,24 +65,40 @@ def test_alerts_old_schema_and_garbage_through_a_real_worker(topics: Settings, w
     poison = asyncio.run(produce())
     worker_factory(OPSLOOP_SCHEMAS_DIR=str(schemas_with_history))
     good_ids = {e["event_id"] for e in events} | {"old-schema-1"}
+    # The first firing alert of each session is notified at once; the old-schema
+    # record joins events[2]'s session, where grouping may fold it into that notice.
+    first_of_session = {e["event_id"] for e in events}
+
+    def missing(records) -> dict:
+        decided = {r.value["event_id"] for r in records if r.topic == "decisions" and r.value}
+        effected = {r.value["event_id"] for r in records if r.topic == "outbox" and r.value}
+        dead = [r for r in records if r.topic == "events.dlq"]
+        gaps = {"undecided": good_ids - decided, "no effect": first_of_session - effected, "no dead letter": not dead}
+        return {k: v for k, v in gaps.items() if v}
 
     async def read():
         async with TopicReader(settings, ["outbox", "decisions", "events.dlq"]) as reader:
-            def done(records):
-                decided = {r.value["event_id"] for r in records if r.topic == "decisions" and r.value}
-                effected = {r.value["event_id"] for r in records if r.topic == "outbox" and r.value}
-                dead = [r for r in records if r.topic == "events.dlq"]
-                return good_ids <= decided and good_ids <= effected and dead
-            return await reader.collect(done, timeout=90)
+            seen: list = []
+
+            def done(records: list) -> bool:
+                seen[:] = records
+                return not missing(records)
+
+            try:
+                return await reader.collect(done, timeout=90)
+            except TimeoutError:
+                raise AssertionError(f"after 90 s, {len(seen)} records read: {missing(seen)}") from None
 
     records = asyncio.run(read())
     decisions = [r.value for r in records if r.topic == "decisions"]
     effects = [r.value for r in records if r.topic == "outbox"]
     dead = [r.value for r in records if r.topic == "events.dlq"]
 
-    # One decision per good event; every firing alert produced an effect that names it.
+    # One decision per good event; each session's firing alert produced a notification.
     assert sorted(d["event_id"] for d in decisions) == sorted(good_ids)
-    assert {e["event_id"] for e in effects} == good_ids
+    notified = {e["event_id"] for e in effects if e["type"] == "notify"}
+    assert first_of_session <= notified
+    assert {e["event_id"] for e in effects} <= good_ids
     assert all(e["notify"]["title"] for e in effects if e["type"] == "notify")
     old = next(d for d in decisions if d["event_id"] == "old-schema-1")
     assert old["org"] == "default"  # the field the old writer lacked took its default
