@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from functools import wraps
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 from urllib.parse import unquote_plus
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from classifier.taxonomy import normalize_severity
 from classifier.vocabulary import CATEGORY_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
+
+T = TypeVar("T")
 
 # Longest text read from one field; descriptions past this add little and cost time.
 MAX_TEXT_CHARS = 400
@@ -88,6 +90,36 @@ _CLOSING = frozenset({"resolved", "acknowledged", "closed", "fixed", "merged", "
 def _is_mapping(value: Any) -> bool:
     """isinstance(value, Mapping), with the common plain-dict case first (ABC checks are slow)."""
     return type(value) is dict or isinstance(value, Mapping)
+
+
+def memoize(limit: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Memoise a pure function in a plain dict that stops growing at ``limit`` entries.
+
+    Not functools.lru_cache: its bookkeeping allocates a tracked list per entry, and a
+    worker classifying endless new alerts then spends a noticeable share of its time in
+    the garbage collector walking tens of thousands of them. A dict of tuples of
+    strings costs the collector nothing. Once full, new arguments are computed, not
+    stored; results never depend on the memo.
+    """
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        cache: dict[Any, T] = {}
+        missing = object()
+
+        @wraps(fn)
+        def wrapper(*args: Any) -> T:
+            key = args if len(args) != 1 else args[0]
+            value = cache.get(key, missing)
+            if value is missing:
+                value = fn(*args)
+                if len(cache) < limit:
+                    cache[key] = value
+            return value  # type: ignore[return-value]
+
+        wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
 
 
 def stem(word: str) -> str:
@@ -171,7 +203,7 @@ def words(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=32_768)
+@memoize(32_768)
 def text_tokens(text: str, title: bool = False) -> tuple[str, ...]:
     """w: tokens (and n: tokens when the text names the event) of free text, with families.
 
@@ -185,7 +217,7 @@ def text_tokens(text: str, title: bool = False) -> tuple[str, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=16_384)
+@memoize(16_384)
 def name_tokens(name: str) -> tuple[str, ...]:
     """Tokens of an alert name: its words as n:/w: and adjacent pairs as nb:.
 
@@ -227,7 +259,7 @@ def promql_parts(expr: str) -> tuple[list[str], list[str], list[str]]:
     return metrics, functions, matcher_values
 
 
-@lru_cache(maxsize=16_384)
+@memoize(16_384)
 def expr_from_generator_url(url: str) -> str:
     """The g0.expr query carried by a Prometheus generator URL ("" when there is none)."""
     start = url.find("g0.expr=")
@@ -238,7 +270,7 @@ def expr_from_generator_url(url: str) -> str:
     return unquote_plus(url[start:] if end < 0 else url[start:end])
 
 
-@lru_cache(maxsize=16_384)
+@memoize(16_384)
 def expr_tokens(expr: str) -> tuple[str, ...]:
     """Tokens of a PromQL expression: m: metric, mns: its namespace, fn: functions, w: words.
 
@@ -266,7 +298,7 @@ def _text_tokens(text: Any, out: list[str], title: bool = False) -> None:
         out.extend(text_tokens(text, title))
 
 
-@lru_cache(maxsize=16_384)
+@memoize(16_384)
 def label_value_tokens(value: str) -> tuple[str, ...]:
     """lv: tokens of a descriptive label value (job="node-exporter" -> lv:node lv:exporter)."""
     return tuple("lv:" + w for w in words(value, limit=80) if w.isalpha())
@@ -289,7 +321,7 @@ def _closing(value: Any, out: list[str]) -> None:
         out.extend(("closing:1",) * SEVERITY_LABEL_REPEAT)
 
 
-@lru_cache(maxsize=65_536)
+@memoize(65_536)
 def label_tokens(key: str, value: Any) -> tuple[str, ...]:
     """Tokens of one label pair; memoised because label pairs repeat in nearly every alert."""
     out: list[str] = []
@@ -438,9 +470,7 @@ def _payload_tokens(payload: Mapping[str, Any], out: list[str]) -> None:
         _text_tokens(payload.get("reason"), out)
 
 
-
-
-@lru_cache(maxsize=4096)
+@memoize(4096)
 def envelope_tokens(kind: Any, etype: Any, source: Any) -> tuple[str, ...]:
     """Tokens of the event's kind, type (and its family and action) and source."""
     out: list[str] = []

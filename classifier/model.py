@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import sklearn
 
-from classifier.features import tokens_batch
+from classifier.features import clear_caches, tokens_batch
 from classifier.keyword import KeywordClassifier
 from classifier.prediction import Prediction
 from classifier.scoring import FastScorer
@@ -106,6 +106,11 @@ class ModelClassifier:
         self._category_names = np.array([str(c) for c in self.category_classes], dtype=object)
         self._severity_names = np.array([str(c) for c in self.severity_classes], dtype=object)
         self._keyword = KeywordClassifier()
+
+    def clear_caches(self) -> None:
+        """Forget every memo (feature caches and token columns); predictions do not change."""
+        clear_caches()
+        self._scorer.clear_memo()
 
     @property
     def threshold(self) -> float:

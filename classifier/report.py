@@ -216,10 +216,17 @@ def render_report(
         "F1 moves by 0.1 or more with one event. `message_broker` is weak for both systems: the held-out "
         "broker service uses words (ledger, bookie, backlog) that no training broker uses.",
         "* **Non-alert events are few and hand-written** (about 170, by the same author as the labelling rules).",
-        "* **One look and a second look.** The test split was scored twice during development: once after the "
-        "design was fixed by cross-validation on the training services, and once after one change also "
-        "chosen by that cross-validation (a shared `sev:` token for severities stated by scans and webhooks, "
-        "and a marker for closing events). Nothing was changed in response to test scores.",
+        "* **How often the test split was looked at.** Three times, each after a change decided without it: "
+        "(1) once the design had been fixed by 5-fold cross-validation grouped by service on the training "
+        "services (category 0.804, severity 0.911 for the model as shipped); (2) after one more change chosen by "
+        "that cross-validation: one shared `sev:` token for a severity stated by any sender (alert label, worst "
+        "scan finding, webhook urgency) and a marker for closing events (0.804, 0.910); (3) after a tokenizer bug "
+        "found by a unit test was fixed (`Http5xxErrorRate` had become one word) (0.802, 0.910). Nothing was tuned "
+        "on test scores; the fallback thresholds were not moved although the severity fallback costs on this split.",
+        "* **Generalising beyond this catalogue.** No rule or feature names a service of the dataset. Training "
+        "repeats every event with its service identity masked (service and job words, full metric names, metric "
+        "namespaces, label values), so the model must also learn from generic words; the split measures exactly "
+        "that, on services it never saw. Expect lower scores on alerts written in a different house style.",
         "",
         "## Speed",
         "",
@@ -228,14 +235,17 @@ def render_report(
         lines += [
             f"`python -m classifier.bench` on this machine ({bench.get('cpus', '?')} cores, 1-minute load average "
             f"{bench.get('load_average_1m', '?')} from other work on the machine), {bench.get('events', '?')} events "
-            f"rendered from the catalogue, batch size {bench.get('batch_size', '?')}, one process:",
+            f"rendered from the catalogue, batch size {bench.get('batch_size', '?')}, one process, best of "
+            f"{bench.get('repeats', 1)} runs (median in brackets):",
             "",
             "| path | events/s |",
             "|---|---:|",
             f"| model, one event per call | {bench['single_per_s']:,.0f} |",
-            f"| model, batched (features included; rules seen before, alerts new) | {bench['batched_per_s']:,.0f} |",
+            f"| model, batched (features included; rules seen before, alerts new) | {bench['batched_per_s']:,.0f} "
+            f"({bench.get('batched_median_per_s', 0):,.0f}) |",
             f"| model, batched, cold memo caches | {bench.get('batched_cold_per_s', 0):,.0f} |",
-            f"| keyword baseline, batched | {bench['keyword_batched_per_s']:,.0f} |",
+            f"| keyword baseline, batched | {bench['keyword_batched_per_s']:,.0f} "
+            f"({bench.get('keyword_batched_median_per_s', 0):,.0f}) |",
             "",
         ]
     else:

@@ -44,6 +44,10 @@ class FastScorer:
                 raise ValueError("FastScorer expects multinomial heads (three or more classes)")
         self._memo: dict[str, int] = {}
 
+    def clear_memo(self) -> None:
+        """Forget the token -> column memo (for cold-start measurements)."""
+        self._memo.clear()
+
     def column(self, token: str) -> int:
         """The kept column a token lands in, or -1 if that column was never seen in training."""
         h = murmurhash3_32(token, seed=0)
