@@ -91,13 +91,18 @@ def load_classify() -> tuple[Classify, str]:
 TIMER_VERDICT = Verdict(category="other", severity="info", classifier="none")
 
 
-def set_current_event(stream: faust.StreamT, event: faust.EventT) -> None:
+def set_current_event(stream: faust.StreamT, event: faust.EventT | None) -> None:
     """Point faust's current event at ``event`` before writing a table.
 
     A faust table picks the changelog partition (and store partition) of a write
     from the stream's current event; after a take_events() batch that is the last
     event taken, which may belong to another partition. Setting it per session keeps
     each session's state on its own partition. (faust has no public API for this.)
+
+    Only ever inside a section without ``await``, restoring the original after:
+    take_events() fills its next batch from the stream's current event while the
+    agent awaits, so a current event left pointing at an old one would replace the
+    next event taken (events lost, others taken twice).
     """
     stream._set_current_event(event)  # noqa: SLF001
 
@@ -217,6 +222,27 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
         elif sid in silences:
             del silences[sid]
 
+    def write_states(stream: faust.StreamT, states: Mapping[str, Any], owner: Mapping[str, faust.EventT],
+                     orgs: Mapping[str, str]) -> None:
+        """Session states, the pending-timer index and inhibiting alerts (no await: see set_current_event)."""
+        for session, state in states.items():
+            ev = owner[session]
+            set_current_event(stream, ev)
+            sessions[session] = state
+            entry = timers_entry(state, ev.message.partition, orgs[session])
+            if entry is not None:
+                if timers.get(session) != entry:
+                    timers[session] = entry
+            elif session in timers:
+                del timers[session]
+            if inhibit_rules:
+                sources = inhibition_sources(state.get("alerts", {}).values(), inhibit_rules)
+                if (inhibitors.get(session) or []) != sources:
+                    if sources:
+                        inhibitors[session] = sources
+                    else:
+                        del inhibitors[session]
+
     @app.agent(ops.topic("events"), name="decide")
     async def decide_agent(stream: faust.StreamT) -> None:
         producer = app.producer
@@ -262,23 +288,11 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
                 observed.append((event, result.record, result.effects))
             if pending:
                 await asyncio.gather(*pending)  # effects durable before the state that remembers them
-            for session, state in states.items():
-                ev = owner[session]
-                set_current_event(stream, ev)
-                sessions[session] = state
-                entry = timers_entry(state, ev.message.partition, orgs[session])
-                if entry is not None:
-                    if timers.get(session) != entry:
-                        timers[session] = entry
-                elif session in timers:
-                    del timers[session]
-                if inhibit_rules:
-                    sources = inhibition_sources(state.get("alerts", {}).values(), inhibit_rules)
-                    if (inhibitors.get(session) or []) != sources:
-                        if sources:
-                            inhibitors[session] = sources
-                        else:
-                            del inhibitors[session]
+            original = stream.current_event
+            try:
+                write_states(stream, states, owner, orgs)
+            finally:
+                set_current_event(stream, original)
             now_s = time.time()
             for event, record, effects in observed:
                 metrics.observe_decision(event, record, effects, now_s)
