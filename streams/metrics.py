@@ -97,6 +97,15 @@ def render() -> tuple[bytes, str]:
 
 # -- one call per place that records something ----------------------------------
 
+# Producers name themselves; only these become label values (anything else: "other"),
+# so a client cannot grow the series count.
+KNOWN_SOURCES = frozenset({"prometheus", "alertmanager", "github", "pagerduty", "scanner", "cli", "opsloop"})
+
+
+def observe_ingested(kind: str, source: str, count: int = 1) -> None:
+    EVENTS_INGESTED.labels(kind, source if source in KNOWN_SOURCES else "other").inc(count)
+
+
 
 def observe_decision(event: dict, record: dict, effects: list[dict], now_s: float) -> None:
     """After a decision and its effects were sent: counts, gate stops, latency."""

@@ -63,7 +63,7 @@ class EventProducer:
         """Append one event to events.<kind>; returns once Kafka acknowledged it."""
         event = self.prepare(raw)
         meta = await self.send_record(topic_for(event), event["session_key"], "opsloop.Event", event)
-        metrics.EVENTS_INGESTED.labels(event["kind"], event["source"]).inc()
+        metrics.observe_ingested(event["kind"], event["source"])
         return event, meta
 
     async def send_many(self, raws: Iterable[Mapping[str, Any]]) -> list[tuple[dict[str, Any], RecordMetadata]]:
@@ -78,7 +78,7 @@ class EventProducer:
         done = []
         for event, fut in pending:
             done.append((event, await fut))
-            metrics.EVENTS_INGESTED.labels(event["kind"], event["source"]).inc()
+            metrics.observe_ingested(event["kind"], event["source"])
         return done
 
     async def send_record(self, topic: str, key: str | bytes | None, schema: str, record: Mapping[str, Any]) -> RecordMetadata:
