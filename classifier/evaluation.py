@@ -74,12 +74,24 @@ def evaluate(classifier: ModelClassifier, test: Sequence[Sample]) -> dict[str, A
     out: dict[str, Any] = {}
     for condition in CONDITIONS:
         events = condition_events(test, condition)
+        model_preds = classifier.predict_batch(events)
+        keyword_preds = keyword.predict_batch(events)
         out[condition] = {
-            "model": score(test, classifier.predict_batch(events)),
+            "model": score(test, model_preds),
             "model_no_fallback": score(test, raw.predict_batch(events)),
-            "keyword": score(test, keyword.predict_batch(events)),
+            "keyword": score(test, keyword_preds),
         }
+        out[condition]["model"]["only_right"] = only_right(test, model_preds, keyword_preds)
+        out[condition]["keyword"]["only_right"] = only_right(test, keyword_preds, model_preds)
     return out
+
+
+def only_right(samples: Sequence[Sample], mine: Sequence[Prediction], theirs: Sequence[Prediction]) -> dict[str, int]:
+    """Per head, how many events ``mine`` gets right that ``theirs`` gets wrong."""
+    return {
+        "category": sum(s.category == a.category != b.category for s, a, b in zip(samples, mine, theirs)),
+        "severity": sum(s.severity == a.severity != b.severity for s, a, b in zip(samples, mine, theirs)),
+    }
 
 
 def headline(results: Mapping[str, Any]) -> dict[str, float]:

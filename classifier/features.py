@@ -522,8 +522,8 @@ def event_tokens(event: Mapping[str, Any]) -> list[str]:
 
 
 def tokens_batch(events: Iterable[Mapping[str, Any]]) -> list[list[str]]:
-    """Tokens of a batch of events, in order."""
-    return [event_tokens(e) for e in events]
+    """Tokens of a batch of events, in order (no tokens for something that is not a mapping)."""
+    return [event_tokens(e) if _is_mapping(e) else [] for e in events]
 
 
 class EventTokenizer(TransformerMixin, BaseEstimator):

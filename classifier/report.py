@@ -157,6 +157,10 @@ def render_report(
         f"| severity | **{h['severity_macro_f1_model']:.3f}** | {h['severity_macro_f1_keyword']:.3f} | "
         f"{verdict(h['severity_macro_f1_model'], h['severity_macro_f1_keyword'])} |",
         "",
+        f"Events one system gets right and the other wrong: category {a['model']['only_right']['category']} "
+        f"(model only) vs {a['keyword']['only_right']['category']} (keyword only); severity "
+        f"{a['model']['only_right']['severity']} vs {a['keyword']['only_right']['severity']}.",
+        "",
         "Without `labels.severity` (same events, label removed): severity macro-F1 "
         f"{b['model']['severity']['macro_f1']:.3f} (model) vs {b['keyword']['severity']['macro_f1']:.3f} (keyword); "
         f"category {b['model']['category']['macro_f1']:.3f} vs {b['keyword']['category']['macro_f1']:.3f}.",

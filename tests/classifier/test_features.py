@@ -79,6 +79,7 @@ def test_webhook_bodies_are_read_and_bounded():
 
 
 def test_odd_shapes_do_not_raise():
+    assert tokens_batch([None, "x", 3]) == [[], [], []]
     for odd in ({}, {"labels": None, "annotations": "x", "payload": 3}, {"labels": {1: 2, "severity": 5}},
                 {"payload": {"findings": "none", "scan_type": 1}}, {"type": None, "kind": ["x"]}):
         assert isinstance(event_tokens(odd), list)
