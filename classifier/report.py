@@ -227,7 +227,8 @@ def render_report(
         "scan finding, webhook urgency) and a marker for closing events (0.804, 0.910); (3) after a tokenizer bug "
         "found by a unit test was fixed (`Http5xxErrorRate` had become one word) (0.802, 0.910). Nothing was tuned "
         "on test scores; the fallback thresholds were not moved although the severity fallback costs on this split.",
-        "* **Generalising beyond this catalogue.** No rule or feature names a service of the dataset. Training "
+        "* **Generalising beyond this catalogue.** No keyword rule or feature of the classifier names a service "
+        "of the dataset (only the labelling rules do, as a human labeller would). Training "
         "repeats every event with its service identity masked (service and job words, full metric names, metric "
         "namespaces, label values), so the model must also learn from generic words; the split measures exactly "
         "that, on services it never saw. Expect lower scores on alerts written in a different house style.",
