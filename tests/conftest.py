@@ -134,15 +134,26 @@ def worker_factory(opsloop_env: dict[str, str], tmp_path: Path) -> Iterator[Call
         worker.stop()
 
 
+@pytest.fixture
+def daemons() -> Iterator["Daemons"]:
+    """Third-party servers a test starts; all stopped at its end, their logs attached to a failure."""
+    from tests.support.daemons import Daemons
+
+    running = Daemons()
+    yield running
+    for daemon in running:
+        daemon.stop()
+
+
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
-    """On failure, attach the tail of each worker's log: the first thing one needs."""
-    if call.when != "call" or call.excinfo is None:
+    """On failure, attach the tail of each worker's and daemon's log: the first thing one needs."""
+    if call.when != "call" or call.excinfo is None or not hasattr(item, "funcargs"):
         return
-    factory = item.funcargs.get("worker_factory") if hasattr(item, "funcargs") else None
-    if factory is None:
-        return
+    running = item.funcargs.get("daemons")
+    for daemon in running or ():
+        item.add_report_section("call", f"{Path(daemon.cmd[0]).name} log", "\n".join(daemon.log().splitlines()[-60:]))
     tmp = item.funcargs.get("tmp_path")
-    if tmp is None:
+    if item.funcargs.get("worker_factory") is None or tmp is None:
         return
     for log in sorted(Path(tmp).glob("worker-*.log")):
         item.add_report_section("call", log.name, "\n".join(log.read_text(errors="replace").splitlines()[-60:]))

@@ -200,48 +200,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
     for name, value in item.funcargs.items():
         if isinstance(value, IngestServer):
             item.add_report_section("call", f"{name} log", "\n".join(value.log().splitlines()[-80:]))
-        if isinstance(value, Daemons):
-            for daemon in value:
-                item.add_report_section("call", f"{Path(daemon.cmd[0]).name} log", "\n".join(daemon.log().splitlines()[-60:]))
-
-
-class Daemon:
-    """A real third-party server (prometheus, alertmanager) run for a test, ready when ``ready_url`` answers 200."""
-
-    def __init__(self, cmd: Sequence[str], log_path: Path) -> None:
-        self.cmd = list(cmd)
-        self.log_path = Path(log_path)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, ready_url: str, timeout: float = 30.0) -> "Daemon":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.cmd[0]} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.cmd[0]} was not ready within {timeout:.0f}s:\n{self.log()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def metric_value(text: str, sample: str) -> float:
@@ -252,17 +210,3 @@ def metric_value(text: str, sample: str) -> float:
     return 0.0
 
 
-class Daemons(list):
-    def start(self, cmd: Sequence[str], log_path: Path, ready_url: str, timeout: float = 30.0) -> Daemon:
-        daemon = Daemon(cmd, log_path)
-        self.append(daemon)
-        return daemon.start(ready_url, timeout)
-
-
-@pytest.fixture
-def daemons() -> Iterator[Daemons]:
-    """Third-party servers a test starts; all stopped at its end, their logs attached to a failure."""
-    running = Daemons()
-    yield running
-    for daemon in running:
-        daemon.stop()
