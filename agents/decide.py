@@ -35,6 +35,7 @@ import faust
 from streams import metrics
 from streams.acklinks import AckSettings
 from streams.app import Opsloop
+from streams.batchsend import PartitionBatcher
 from streams.codec import CodecError
 from streams.deadletter import dead_letter
 from streams.decide import Context, Verdict, decide
@@ -245,7 +246,8 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
 
     @app.agent(ops.topic("events"), name="decide")
     async def decide_agent(stream: faust.StreamT) -> None:
-        producer = app.producer
+        batcher = PartitionBatcher(app.producer._ensure_producer(), {  # noqa: SLF001 - the aiokafka producer faust runs
+            outbox_topic: ops.specs["outbox"].partitions, decisions_topic: ops.specs["decisions"].partitions})
         async for batch in stream.take_events(settings.decide_batch_max, within=settings.decide_batch_within_s):
             good: list[tuple[faust.EventT, dict[str, Any]]] = []
             for ev in batch:
@@ -261,7 +263,6 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
             states: dict[str, Any] = {}
             owner: dict[str, faust.EventT] = {}
             orgs: dict[str, str] = {}
-            pending: list[Any] = []
             observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
             for ev, event in good:
                 verdict = TIMER_VERDICT if event["kind"] == "timer" else next(verdicts)
@@ -280,14 +281,13 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
                 orgs[session] = event.get("org", "default")
                 key = ev.message.key
                 for value in values:
-                    pending.append(await producer.send(outbox_topic, key, value, None, None, None))
-                pending.append(await producer.send(decisions_topic, key, record, None, None, None))
+                    batcher.add(outbox_topic, key, value)
+                batcher.add(decisions_topic, key, record)
                 clock.observe(ev.message.partition, event["occurred_at"])
                 if event["type"] in SILENCE_TYPES and result.record["outcome"] != "duplicate":
                     keep_silence(event)
                 observed.append((event, result.record, result.effects))
-            if pending:
-                await asyncio.gather(*pending)  # effects durable before the state that remembers them
+            await batcher.flush()  # effects durable before the state that remembers them
             original = stream.current_event
             try:
                 write_states(stream, states, owner, orgs)
