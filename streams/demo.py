@@ -55,15 +55,87 @@ def demo_events(count: int, now_ms: int) -> list[dict]:
     return events
 
 
+class LocalReceivers:
+    """Stands in for Slack and Teams in the demo: accepts each webhook post, keeps it, answers ok.
+
+    The worker's real sink delivers to it (formatting, rate limits, ledger and all),
+    so the demo shows what a channel would have received without any account.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, dict]] = []
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner = None
+
+    def url(self, channel: str, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{channel}/{name}"
+
+    def start(self) -> "LocalReceivers":
+        import threading
+
+        from aiohttp import web
+
+        ready = threading.Event()
+
+        async def handle(request: web.Request) -> web.Response:
+            payload = await request.json()
+            self.received.append((request.match_info["channel"], request.match_info["name"], payload))
+            return web.Response(text="ok") if request.match_info["channel"] == "slack" else web.Response(status=202)
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application()
+            app.router.add_post("/{channel}/{name}", handle)
+            self._runner = web.AppRunner(app, handle_signals=False)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        threading.Thread(target=run, name="demo-receivers", daemon=True).start()
+        if not ready.wait(10):
+            raise RuntimeError("the demo's local receivers did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def format_received(channel: str, name: str, payload: dict) -> str:
+    text = payload.get("text") or ""
+    if not text and payload.get("attachments"):  # Teams: the card's first text block
+        body = payload["attachments"][0].get("content", {}).get("body", [])
+        text = next((b.get("text", "") for b in body if b.get("type") == "TextBlock"), "")
+    return f"  {channel}:{name:<13} {text[:110]}"
+
+
 def format_effect(effect: dict) -> str:
-    n = effect.get("notify") or {}
-    fields = ", ".join(f"{k}={v}" for k, v in (n.get("fields") or {}).items())
-    return (
-        f"  [{n.get('severity', '?').upper():7}] {n.get('title', '')}\n"
-        f"            {effect['type']} → {n.get('channel')}:{n.get('receiver')}  action={n.get('action')}"
-        f"  effect={effect['effect_id'][:12]}  session={effect['session_key']}\n"
-        f"            {fields}"
-    )
+    """One effect as the demo prints it: notifications in full, the rest in a line."""
+    kind, tail = effect["type"], f"effect={effect['effect_id'][:12]}  session={effect['session_key']}"
+    if kind == "notify":
+        n = effect["notify"]
+        fields = ", ".join(f"{k}={v}" for k, v in (n.get("fields") or {}).items())
+        return (
+            f"  [{n['severity'].upper():7}] {n['title']}\n"
+            f"            notify → {n['channel']}:{n['receiver']}  action={n['action']}  {tail}\n"
+            f"            {fields}"
+        )
+    if kind == "schedule_timer":
+        t = effect["timer"]
+        after = (t["fire_at"] - effect["created_at"]) / 1000
+        return f"            schedule_timer {t['purpose']} step {t['step']} in {after:.0f}s  {tail}"
+    if kind == "cancel_timers":
+        return f"            cancel_timers {effect['cancel']['prefix'] or '(all)'}  {tail}"
+    r = effect.get("remediate") or {}
+    mode = "dry run" if r.get("dry_run", True) else "live"
+    return f"            remediate {r.get('action', '')} ({mode})  {tail}"
 
 
 async def _push_and_read(settings: Settings, events: list[dict], timeout: float) -> list[dict]:
@@ -83,6 +155,7 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="opsloop-demo-"))
     broker = None
     worker = None
+    receivers = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
     try:
         if not bootstrap:
@@ -102,6 +175,12 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
         }
         settings = Settings.from_env(kafka_bootstrap=bootstrap, topic_prefix=prefix)
         print(render(asyncio.run(apply(settings, load_catalogue(settings.topics_file)))), flush=True)
+        receivers = LocalReceivers().start()
+        env.update({
+            "OPSLOOP_SLACK_INFRA_WEBHOOK": receivers.url("slack", "infra-slack"),
+            "OPSLOOP_SLACK_ONCALL_WEBHOOK": receivers.url("slack", "oncall-slack"),
+            "OPSLOOP_TEAMS_OPS_WEBHOOK": receivers.url("teams", "teams-ops"),
+        })
         worker = WorkerProcess(env, workdir / "worker.log").start()
         print("worker started", flush=True)
         events = demo_events(alerts, int(time.time() * 1000))
@@ -109,6 +188,13 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
         print(f"\noutbox: {len(effects)} effects for {len(events)} alerts\n")
         for effect in sorted(effects, key=lambda e: e["created_at"]):
             print(format_effect(effect))
+        chat = [e for e in effects if e["type"] == "notify" and e["notify"]["channel"] in ("slack", "teams")]
+        deadline = time.monotonic() + 45  # Slack allows about one message per second per webhook
+        while len(receivers.received) < len(chat) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        print(f"\ndelivered: {len(receivers.received)} of {len(chat)} chat notifications reached the local receivers\n")
+        for channel, name, payload in receivers.received:
+            print(format_received(channel, name, payload))
         print(f"\ndone in {time.monotonic() - started:.1f}s")
         return 0
     except TimeoutError as exc:
@@ -119,5 +205,7 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
     finally:
         if worker is not None:
             worker.stop()
+        if receivers is not None:
+            receivers.stop()
         if broker is not None:
             broker.close()

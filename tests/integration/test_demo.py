@@ -43,6 +43,11 @@ def test_demo_prints_one_outbox_record_per_alert_and_leaves_nothing_behind():
     assert pushed == 6 and int(match.group(2)) == pushed and int(match.group(1)) >= pushed
     sessions = set(re.findall(r"session=(\S+)", out))
     assert len(sessions) == pushed  # one printed record (at least) per pushed alert
+    notified = set(re.findall(r"notify → \S+  action=trigger  effect=\S+  session=(\S+)", out))
+    assert notified == sessions  # each alert's first notification
+    delivered = re.search(r"delivered: (\d+) of (\d+) chat notifications", out)
+    assert delivered and int(delivered.group(1)) == int(delivered.group(2)) >= pushed
+    assert len(re.findall(r"^  slack:", out, flags=re.M)) == int(delivered.group(1))
     workdir = re.search(r"(/\S*opsloop-demo-\w+)", out + proc.stderr)
     leftovers = _processes_mentioning("opsloop-demo-")
     assert leftovers == [], leftovers
