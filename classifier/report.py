@@ -121,6 +121,73 @@ def draw_confusions(results: Mapping[str, Any], paths: Mapping[str, Path] = PNG_
     return written
 
 
+CONDITION_NAMES = {"as_sent": "as sent", "no_severity_label": "no labels.severity"}
+
+
+def threshold_section(meta: Mapping[str, Any]) -> list[str]:
+    """How the fallback thresholds were chosen, with the cross-validation numbers stored in the artifact."""
+    sel = meta.get("threshold_selection") or {}
+    if not sel:
+        return []
+    conditions = sel["conditions"]
+    lines = [
+        "## Fallback thresholds: how they were chosen",
+        "",
+        f"On the {sel['n_train_events']} training events ({sel['n_train_services']} services) only: "
+        f"{sel['folds']}-fold cross-validation grouped by service gives every training event an out-of-fold "
+        "prediction from a model that never saw its service. Each condition is scored as in the held-out "
+        "evaluation (as sent; and with labels.severity removed). For every threshold t of the grid "
+        f"({sel['grid'][0]:.2f} to {sel['grid'][-1]:.2f} in steps of 0.05) the head answers with the model when its "
+        "top probability is at least t and with the keyword rules otherwise; the chosen t maximises macro-F1 "
+        "(the metric the issue scores) averaged over the two conditions, the lowest t on a tie. One threshold "
+        "serves events with and without the label, hence the average. The test services play no part.",
+        "",
+        "Out-of-fold macro-F1 on the training services at the chosen thresholds:",
+        "",
+        "| head | threshold | condition | model as shipped | model alone | keyword rules | fallback rate |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for head in ("category", "severity"):
+        rec = sel[head]
+        for c in conditions:
+            cv = rec["cv"][c]
+            lines.append(
+                f"| {head} | {rec['threshold']:.2f} | {CONDITION_NAMES.get(c, c)} | {cv['model']:.3f} | "
+                f"{cv['model_alone']:.3f} | {cv['keyword']:.3f} | {cv['fallback_rate']:.1%} |"
+            )
+    lines += [
+        "",
+        "Out-of-fold macro-F1 against the threshold (model if p ≥ t, else rules; t = 0 is the model alone):",
+        "",
+        "| head, condition | " + " | ".join(f"{t:.2f}" for t in sel["grid"]) + " |",
+        "|---|" + "---:|" * len(sel["grid"]),
+    ]
+    for head in ("category", "severity"):
+        for c in conditions:
+            lines.append(f"| {head}, {CONDITION_NAMES.get(c, c)} | " + " | ".join(f"{v:.3f}" for v in sel[head]["curve"][c]) + " |")
+    lines += ["", *SELECTION_NOTES, ""]
+    return lines
+
+
+SELECTION_NOTES = [
+    "* Before this procedure the thresholds (category 0.35, severity 0.55) maximised *accuracy* on a pooled "
+    "condition in which a fixed half of the alerts had lost labels.severity. Macro-F1 on that same pooled "
+    "condition picks the same pair; the change of objective to the mean of the two conditions the report "
+    "scores moved the severity threshold to 0.65. The category threshold is 0.35 under every variant.",
+    "* Other choices checked by the same cross-validation and left alone: the severity head with "
+    "`class_weight=\"balanced\"` (for the rare `action` class) and its own C in 3, 10, 30, 100, 300. Each variant, "
+    "with its own best threshold, lands within 0.004 of the kept one (unweighted, C = 10) on the mean objective "
+    "(the best, balanced with C = 30, is ahead by 0.002), inside the noise of a few dozen `action` events, so the "
+    "simpler model stays. Letting the rules win "
+    "whenever their fixed tier confidence exceeds the model's probability (no threshold at all) was no better "
+    "either (severity 0.960 as sent, 0.780 without the label).",
+    "* What the cross-validation says plainly: with labels.severity present the keyword rules are *ahead* of the "
+    "model on the training services (0.970 against at best 0.965 at any threshold): the rules copy the stated "
+    "severity, which is the labelling rule for alerts, while the model sometimes lets the alert's words "
+    "outvote the stated label (most often `info`). The model's severity head earns its keep when the label is missing.",
+]
+
+
 def render_report(
     results: Mapping[str, Any],
     meta: Mapping[str, Any],
@@ -167,7 +234,8 @@ def render_report(
         "",
         "\"Model\" is the classifier as shipped: the learned model, with each head falling back to the keyword "
         f"rules below its threshold (category {meta['thresholds']['category']:.2f}, severity "
-        f"{meta['thresholds']['severity']:.2f}; chosen by grouped cross-validation on the training services only). "
+        f"{meta['thresholds']['severity']:.2f}; chosen to maximise macro-F1 by cross-validation grouped by service on "
+        "the training services only, see [Fallback thresholds](#fallback-thresholds-how-they-were-chosen)). "
         "The model alone, without fallback, is listed too.",
         "",
         "## What was measured",
@@ -206,6 +274,7 @@ def render_report(
         "",
         per_class_table(b["model"]["severity"], b["keyword"]["severity"]),
         "",
+        *threshold_section(meta),
         "## Choices, and how far to trust these numbers",
         "",
         "* **labels.severity is a feature.** Real alerts nearly always carry it and the rule author's severity is "
@@ -220,13 +289,17 @@ def render_report(
         "F1 moves by 0.1 or more with one event. `message_broker` is weak for both systems: the held-out "
         "broker service uses words (ledger, bookie, backlog) that no training broker uses.",
         "* **Non-alert events are few and hand-written** (about 170, by the same author as the labelling rules).",
-        "* **How often the test split was looked at.** Three times, each after a change decided without it: "
+        "* **How often the test split was looked at.** Four times, each after a change decided without it: "
         "(1) once the design had been fixed by 5-fold cross-validation grouped by service on the training "
         "services (category 0.804, severity 0.911 for the model as shipped); (2) after one more change chosen by "
         "that cross-validation: one shared `sev:` token for a severity stated by any sender (alert label, worst "
         "scan finding, webhook urgency) and a marker for closing events (0.804, 0.910); (3) after a tokenizer bug "
-        "found by a unit test was fixed (`Http5xxErrorRate` had become one word) (0.802, 0.910). Nothing was tuned "
-        "on test scores; the fallback thresholds were not moved although the severity fallback costs on this split.",
+        "found by a unit test was fixed (`Http5xxErrorRate` had become one word) (0.802, 0.910); (4) after the "
+        "fallback thresholds were re-selected by the macro-F1 procedure above, the fitted model unchanged (0.802, "
+        "0.915; without labels.severity 0.798 and 0.790, against 0.793 for severity before). Nothing was tuned on "
+        "test scores. The severity lead over the rules after (4), +0.003, is one or two events and within noise; "
+        "on this split the model alone (0.924) is still ahead of the model with fallback, the opposite of what "
+        "cross-validation on the training services shows, and the thresholds were not moved towards it.",
         "* **Generalising beyond this catalogue.** No keyword rule or feature of the classifier names a service "
         "of the dataset (only the labelling rules do, as a human labeller would). Training "
         "repeats every event with its service identity masked (service and job words, full metric names, metric "

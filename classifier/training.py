@@ -30,6 +30,7 @@ import sklearn
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import TfidfTransformer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
@@ -51,6 +52,9 @@ C_REGULARISATION = 10.0
 SEVERITY_DROP_SHARE = 0.5
 CV_FOLDS = 5
 THRESHOLD_GRID = tuple(round(float(x), 2) for x in np.arange(0.0, 0.91, 0.05))
+# Fallback thresholds maximise macro-F1 averaged over these held-out conditions (the
+# two the report scores): one threshold serves senders with and without labels.severity.
+SELECTION_CONDITIONS = ("as_sent", "no_severity_label")
 CREATED_BY = "opsloop classifier train"
 # Words of service / job names that say nothing about which service it is.
 _GENERIC_NAME_WORDS = frozenset({"exporter", "embedded", "server", "service", "monitor", "self", "and"})
@@ -143,6 +147,12 @@ def validation_rows(samples: Sequence[Sample]) -> list[list[str]]:
     ]
 
 
+def condition_rows(samples: Sequence[Sample]) -> dict[str, list[list[str]]]:
+    """Held-out token rows under each condition the report scores (see SELECTION_CONDITIONS)."""
+    tokens = tokens_batch([s.event for s in samples])
+    return {"as_sent": tokens, "no_severity_label": [drop_severity_tokens(t) for t in tokens]}
+
+
 def fit_pipeline(samples: Sequence[Sample], C: float = C_REGULARISATION) -> Pipeline:
     """Fit on augmented rows; the tokenizer step is stateless, so the whole pipeline then takes events."""
     rows, targets = training_rows(samples)
@@ -157,46 +167,101 @@ def fit_pipeline(samples: Sequence[Sample], C: float = C_REGULARISATION) -> Pipe
     return pipeline
 
 
-def out_of_fold(samples: Sequence[Sample], C: float = C_REGULARISATION, folds: int = CV_FOLDS) -> dict[str, np.ndarray]:
-    """Out-of-fold predictions over the training services, folds grouped by service."""
+def out_of_fold(
+    samples: Sequence[Sample], C: float = C_REGULARISATION, folds: int = CV_FOLDS
+) -> dict[str, dict[str, np.ndarray]]:
+    """Out-of-fold predictions over the training services, folds grouped by service.
+
+    One fit per fold; its held-out services are scored under every selection
+    condition (as sent, and with labels.severity removed).
+    """
     n = len(samples)
-    cat_pred = np.empty(n, dtype=object)
-    sev_pred = np.empty(n, dtype=object)
-    cat_p = np.zeros(n)
-    sev_p = np.zeros(n)
+    rows = condition_rows(samples)
+    out = {
+        condition: {"cat_pred": np.empty(n, dtype=object), "sev_pred": np.empty(n, dtype=object),
+                    "cat_p": np.zeros(n), "sev_p": np.zeros(n)}
+        for condition in SELECTION_CONDITIONS
+    }
     groups = [s.service for s in samples]
     for train_idx, val_idx in GroupKFold(n_splits=folds).split(np.zeros(n), groups=groups):
         pipeline = fit_pipeline([samples[i] for i in train_idx], C)
         clf = ModelClassifier(pipeline, {}, "0" * 12)
-        cproba, sproba = clf.predict_proba_tokens(validation_rows([samples[i] for i in val_idx]))
-        cat_pred[val_idx] = clf.category_classes[cproba.argmax(1)]
-        sev_pred[val_idx] = clf.severity_classes[sproba.argmax(1)]
-        cat_p[val_idx] = cproba.max(1)
-        sev_p[val_idx] = sproba.max(1)
-    return {"cat_pred": cat_pred, "sev_pred": sev_pred, "cat_p": cat_p, "sev_p": sev_p}
+        for condition in SELECTION_CONDITIONS:
+            cproba, sproba = clf.predict_proba_tokens([rows[condition][i] for i in val_idx])
+            res = out[condition]
+            res["cat_pred"][val_idx] = clf.category_classes[cproba.argmax(1)]
+            res["sev_pred"][val_idx] = clf.severity_classes[sproba.argmax(1)]
+            res["cat_p"][val_idx] = cproba.max(1)
+            res["sev_p"][val_idx] = sproba.max(1)
+    return out
 
 
-def choose_threshold(truth: Sequence[str], model: Sequence[str], p: np.ndarray, rules: Sequence[str]) -> float:
-    """The lowest threshold maximising accuracy of "model if p >= t else rules"."""
-    truth_a = np.asarray(truth, dtype=object)
-    model_ok = np.asarray(model, dtype=object) == truth_a
-    rules_ok = np.asarray(rules, dtype=object) == truth_a
-    best_t, best_acc = 0.0, -1.0
-    for t in THRESHOLD_GRID:
-        acc = float(np.where(p >= t, model_ok, rules_ok).mean())
-        if acc > best_acc + 1e-12:
-            best_t, best_acc = t, acc
-    return best_t
+def macro_f1(truth: Sequence[str], pred: Sequence[str]) -> float:
+    """Unweighted mean of per-class F1 over the classes present in ``truth`` (as the report scores)."""
+    present = sorted(set(truth))
+    return float(f1_score(list(truth), list(pred), labels=present, average="macro", zero_division=0))
 
 
-def choose_thresholds(samples: Sequence[Sample], C: float = C_REGULARISATION) -> dict[str, float]:
-    """Per-head fallback thresholds, from out-of-fold predictions on the training services only."""
+def threshold_curve(truth: Sequence[str], model: Sequence[str], p: np.ndarray, rules: Sequence[str]) -> list[float]:
+    """Macro-F1 of "model if p >= t else rules" for every t of THRESHOLD_GRID."""
+    model_a = np.asarray(model, dtype=object)
+    rules_a = np.asarray(rules, dtype=object)
+    return [macro_f1(truth, np.where(p >= t, model_a, rules_a)) for t in THRESHOLD_GRID]
+
+
+def choose_threshold(curves: Sequence[Sequence[float]]) -> float:
+    """The lowest threshold maximising the mean of the given macro-F1 curves."""
+    mean = np.mean(np.asarray(curves, dtype=float), axis=0)
+    best = int(np.flatnonzero(mean >= mean.max() - 1e-12)[0])
+    return THRESHOLD_GRID[best]
+
+
+def choose_thresholds(samples: Sequence[Sample], C: float = C_REGULARISATION) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per-head fallback thresholds from out-of-fold predictions on the training services only.
+
+    Objective: macro-F1 (the metric the issue scores), averaged over the two conditions
+    the report scores, because one threshold serves events with and without
+    labels.severity. Returns the thresholds and a record of the selection (the CV
+    numbers at the chosen threshold, for the artifact metadata and the report).
+    """
     oof = out_of_fold(samples, C)
-    keyword = KeywordClassifier().predict_tokens(validation_rows(samples))
-    return {
-        "category": choose_threshold([s.category for s in samples], oof["cat_pred"], oof["cat_p"], [k[0] for k in keyword]),
-        "severity": choose_threshold([s.severity for s in samples], oof["sev_pred"], oof["sev_p"], [k[2] for k in keyword]),
+    rows = condition_rows(samples)
+    keyword = KeywordClassifier()
+    truth = {"category": [s.category for s in samples], "severity": [s.severity for s in samples]}
+    thresholds: dict[str, float] = {}
+    record: dict[str, Any] = {
+        "objective": "mean over conditions of out-of-fold macro-F1",
+        "conditions": list(SELECTION_CONDITIONS),
+        "folds": CV_FOLDS,
+        "grouped_by": "service",
+        "n_train_events": len(samples),
+        "n_train_services": len({s.service for s in samples}),
+        "grid": list(THRESHOLD_GRID),
     }
+    for head, pred_key, p_key, kw_index in (("category", "cat_pred", "cat_p", 0), ("severity", "sev_pred", "sev_p", 2)):
+        curves, rules_by_condition = {}, {}
+        for condition in SELECTION_CONDITIONS:
+            rules = [k[kw_index] for k in keyword.predict_tokens(rows[condition])]
+            rules_by_condition[condition] = rules
+            res = oof[condition]
+            curves[condition] = threshold_curve(truth[head], res[pred_key], res[p_key], rules)
+        t = choose_threshold(list(curves.values()))
+        i = THRESHOLD_GRID.index(t)
+        thresholds[head] = t
+        record[head] = {
+            "threshold": t,
+            "curve": {c: [round(v, 4) for v in curve] for c, curve in curves.items()},
+            "cv": {
+                c: {
+                    "model": round(curves[c][i], 4),
+                    "model_alone": round(macro_f1(truth[head], oof[c][pred_key]), 4),
+                    "keyword": round(macro_f1(truth[head], rules_by_condition[c]), 4),
+                    "fallback_rate": round(float(np.mean(oof[c][p_key] < t)), 4),
+                }
+                for c in SELECTION_CONDITIONS
+            },
+        }
+    return thresholds, record
 
 
 def file_sha256(path: str | Path) -> str:
@@ -237,7 +302,10 @@ def train_model(
     """Fit on the training services and package the artifact (metrics are added by evaluation)."""
     train, test, sources = load_corpus_split(rules_path, examples_path)
     pipeline = fit_pipeline(train, C)
-    thresholds = choose_thresholds(train, C) if with_thresholds else {"category": 0.0, "severity": 0.0}
+    if with_thresholds:
+        thresholds, selection = choose_thresholds(train, C)
+    else:
+        thresholds, selection = {"category": 0.0, "severity": 0.0}, {}
     meta: dict[str, Any] = {
         "created_by": CREATED_BY,
         "sklearn_version": sklearn.__version__,
@@ -260,6 +328,7 @@ def train_model(
         "n_test": len(test),
         "test_services": sorted({s.service for s in test}),
         "thresholds": thresholds,
+        "threshold_selection": selection,
         "metrics": {},
     }
     artifact = encode_artifact(pipeline, meta)
