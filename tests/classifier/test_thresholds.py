@@ -57,3 +57,13 @@ def test_committed_artifact_records_how_its_thresholds_were_chosen(model):
         assert choose_threshold(curves) == threshold
         # The numbers come from the training services: none of them is a test service.
         assert selection["n_train_events"] == model.meta["n_train"]
+
+
+def test_selection_is_reproducible_and_matches_the_committed_thresholds(split, model):
+    """Re-running the cross-validation on the training services gives the committed thresholds and numbers."""
+    from classifier.training import choose_thresholds
+
+    train, _test, _sources = split
+    thresholds, record = choose_thresholds(train)
+    assert thresholds == model.meta["thresholds"]
+    assert record == model.meta["threshold_selection"]
