@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -162,7 +163,7 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
             print("starting a local Apache Kafka broker (KRaft) ...", flush=True)
             broker = LocalKafka(workdir / "kafka").start()
             bootstrap = broker.bootstrap
-        print(f"broker at {bootstrap}", flush=True)
+        print(f"broker at {bootstrap}; demo data in {workdir}", flush=True)
         prefix = f"demo-{uuid.uuid4().hex[:6]}." if not broker else ""
         env = {
             **FAST_GROUP_ENV,
@@ -209,3 +210,4 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
             receivers.stop()
         if broker is not None:
             broker.close()
+        shutil.rmtree(workdir, ignore_errors=True)

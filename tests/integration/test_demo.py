@@ -48,6 +48,7 @@ def test_demo_prints_one_outbox_record_per_alert_and_leaves_nothing_behind():
     delivered = re.search(r"delivered: (\d+) of (\d+) chat notifications", out)
     assert delivered and int(delivered.group(1)) == int(delivered.group(2)) >= pushed
     assert len(re.findall(r"^  slack:", out, flags=re.M)) == int(delivered.group(1))
-    workdir = re.search(r"(/\S*opsloop-demo-\w+)", out + proc.stderr)
-    leftovers = _processes_mentioning("opsloop-demo-")
+    workdir = re.search(r"demo data in (\S+)", out).group(1)
+    leftovers = _processes_mentioning(workdir)  # this run's broker and worker, not another demo's
     assert leftovers == [], leftovers
+    assert not Path(workdir).exists()
