@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ctypes
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from streams import childproc
 
 ROOT = Path(__file__).resolve().parent.parent
 POM = ROOT / "deploy" / "kafka" / "pom.xml"
@@ -74,11 +74,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # runs in the child before exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 LOG4J2 = """\
@@ -173,7 +168,7 @@ class LocalKafka:
         out = open(self.workdir / "stdout.log", "ab")
         self.proc = subprocess.Popen(
             self._java("kafka.Kafka", str(self.workdir / "server.properties")),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=childproc.die_with_parent,
         )
         out.close()
         self.wait_ready(timeout)
@@ -203,22 +198,12 @@ class LocalKafka:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully (SIGTERM), killing it if it does not exit in time."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        childproc.stop(self.proc, timeout)
         self.proc = None
 
     def kill(self) -> None:
         """SIGKILL, for fault tests: the data dir stays, ``start()`` resumes it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        childproc.kill(self.proc)
         self.proc = None
 
     def close(self) -> None:

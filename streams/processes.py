@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from streams.broker import _die_with_parent
+from streams import childproc
 
 # Consumer-group timing that lets a worker join, and a restarted one rejoin, in
 # seconds instead of faust's production minute.
@@ -38,7 +38,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker", *self.args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, cwd=Path(__file__).resolve().parent.parent,
+            preexec_fn=childproc.die_with_parent, cwd=Path(__file__).resolve().parent.parent,
         )
         log.close()
         return self
@@ -49,23 +49,12 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait (faust flushes and commits on the way out); SIGKILL if stuck."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code, self.proc = self.proc.returncode, None
+        code, self.proc = childproc.stop(self.proc, timeout), None
         return code
 
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        childproc.kill(self.proc)
         self.proc = None
 
     def log(self) -> str:

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from streams.audit import store
-from streams.broker import _die_with_parent
+from streams import childproc
 from streams.producer import EventProducer
 from tests.audit.records import decision, delivery, effect, event
 
@@ -55,7 +55,7 @@ def start_projector(env: dict[str, str], log: Path) -> subprocess.Popen:
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "projector", "--batch-max", "200"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, preexec_fn=childproc.die_with_parent,
         )
     finally:
         out.close()

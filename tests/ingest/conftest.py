@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import httpx
 import pytest
 
-from streams.broker import _die_with_parent, free_port
+from streams import childproc
+from streams.broker import free_port
 from streams.reader import Record, TopicReader
 from streams.settings import Settings
 
@@ -94,7 +95,7 @@ class IngestServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "ingest", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent, cwd=ROOT,
+            preexec_fn=childproc.die_with_parent, cwd=ROOT,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -114,15 +115,7 @@ class IngestServer:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        childproc.stop(self.proc, 15)
         self.proc = None
 
     def restart(self) -> "IngestServer":

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import httpx
 
-from streams.broker import _die_with_parent
+from streams import childproc
 
 
 class Daemon:
@@ -27,7 +27,7 @@ class Daemon:
     def start(self, ready_url: str, timeout: float = 30.0) -> "Daemon":
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=childproc.die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -42,13 +42,7 @@ class Daemon:
         raise TimeoutError(f"{self.cmd[0]} was not ready within {timeout:.0f}s:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        childproc.stop(self.proc, 15)
         self.proc = None
 
     def log(self) -> str:
