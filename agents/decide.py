@@ -39,6 +39,7 @@ from streams.batchsend import PartitionBatcher
 from streams.codec import CodecError
 from streams.deadletter import dead_letter
 from streams.decide import Context, Verdict, decide
+from streams.incident import firing_labels
 from streams.policy import inhibition_sources
 from streams.producer import now_ms
 from streams.runbooks import RunbookSet, load_runbook_set
@@ -237,7 +238,7 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
             elif session in timers:
                 del timers[session]
             if inhibit_rules:
-                sources = inhibition_sources(state.get("alerts", {}).values(), inhibit_rules)
+                sources = inhibition_sources(firing_labels(state, orgs[session]), inhibit_rules)
                 if (inhibitors.get(session) or []) != sources:
                     if sources:
                         inhibitors[session] = sources

@@ -51,6 +51,11 @@ def alert_labels(alert: Mapping[str, Any], org: str) -> dict[str, str]:
                           source=alert.get("src", ""), kind=alert.get("kind", ""), event_type=alert.get("type", ""))
 
 
+def firing_labels(s: Mapping[str, Any], org: str) -> list[dict[str, str]]:
+    """Routing labels of the session's firing alerts (what inhibit rules match on)."""
+    return [alert_labels(a, org) for _, a in firing_alerts(s)]
+
+
 def firing_alerts(s: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return sorted(((k, a) for k, a in s["alerts"].items() if a["s"] == "firing"), key=lambda ka: ka[0])
 
@@ -190,6 +195,7 @@ def _send(f: Fold, receivers: list[str], *, rb: Runbook, kind: str, action: str,
                 f.s["audience"].append(receiver)
         f.note("receivers", ",".join(sent))
         f.note("notification", kind)
+        f.note("episode", f.s["episode"])
     return sent
 
 

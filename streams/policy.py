@@ -178,13 +178,9 @@ def inhibition_gate(labels: Mapping[str, str], sources: Iterable[Mapping[str, st
     return Gate("inhibit", PASS)
 
 
-def inhibition_sources(alerts: Iterable[Mapping[str, Any]], rules: Sequence[InhibitRule]) -> list[dict[str, str]]:
-    """Labels of the firing alerts that can inhibit others (what other sessions must see)."""
-    out = []
-    for alert in alerts:
-        labels = alert.get("labels") or {}
-        if alert.get("s") == "firing" and any(matches_all(rule.source, labels) for rule in rules):
-            out.append(dict(sorted(labels.items())))
+def inhibition_sources(firing: Iterable[Mapping[str, str]], rules: Sequence[InhibitRule]) -> list[dict[str, str]]:
+    """Of the firing alerts' routing labels, those that can inhibit others (what other sessions must see)."""
+    out = [dict(sorted(labels.items())) for labels in firing if any(matches_all(rule.source, labels) for rule in rules)]
     out.sort(key=lambda d: sorted(d.items()))
     return out
 

@@ -82,11 +82,16 @@ def test_inhibition_needs_a_source_with_equal_labels_and_never_inhibits_itself()
 
 
 def test_inhibition_sources_are_firing_alerts_matching_a_source():
+    from streams.incident import firing_labels
+
     rule = InhibitRule(source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']))
-    alerts = [{"s": "firing", "labels": {"severity": "urgent", "a": "1"}},
-              {"s": "resolved", "labels": {"severity": "urgent", "a": "2"}},
-              {"s": "firing", "labels": {"severity": "warning", "a": "3"}}]
-    assert policy.inhibition_sources(alerts, [rule]) == [{"a": "1", "severity": "urgent"}]
+    state = {"alerts": {
+        "a1": {"s": "firing", "sev": "urgent", "cat": "availability", "labels": {"a": "1", "severity": "critical"}},
+        "a2": {"s": "resolved", "sev": "urgent", "cat": "availability", "labels": {"a": "2"}},
+        "a3": {"s": "firing", "sev": "warning", "cat": "cpu", "labels": {"a": "3"}},
+    }}
+    [source] = policy.inhibition_sources(firing_labels(state, "acme"), [rule])
+    assert source["a"] == "1" and source["severity"] == "urgent" and source["org"] == "acme"
 
 
 def test_condition_step_needs_the_for_duration_and_clears_on_one_miss():

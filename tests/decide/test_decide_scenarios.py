@@ -1,0 +1,244 @@
+"""Scenarios on the real broker with real worker processes: storm, escalation, ack, resolve,
+flapping, silences and inhibition across sessions, and a worker SIGKILLed mid-storm."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter, defaultdict
+
+import pytest
+
+from classifier.dataset import alert_name
+from tests.decide.scenario import MIN, T0, Topics, alert, tick, webhook, worker_env
+
+pytestmark = pytest.mark.integration
+
+# Ten warning rules of the catalogue whose runbooks (starter set) neither escalate at
+# warning nor verify, so every notification of a session is a group notification.
+STORM_RULES = (
+    "Host clock skew", "Host swap is filling up", "Host Network Receive Errors", "Kubernetes pod crash looping",
+    "Host unusual network throughput in", "Host systemd service crashed", "Host conntrack limit",
+    "Host clock not synchronising", "Host out of memory", "Host Network Transmit Errors",
+)
+SERVICES = tuple(f"svc-{k}" for k in range(10))
+GROUP_INTERVAL = 5 * MIN
+RULE_OF = {alert_name(r): r for r in STORM_RULES}
+
+
+def storm(at: int) -> list[dict]:
+    """1,000 firing alerts: 10 services x 10 alert names x 10 instances = 100 sessions of 10."""
+    events = []
+    for s, service in enumerate(SERVICES):
+        for r, name in enumerate(STORM_RULES):
+            for i in range(10):
+                n = len(events)
+                events.append(alert(name, service=service, instance=f"{service}-{i}:9100", at=at + n * 5,
+                                    eid=f"storm-{s}-{r}-{i}"))
+    return events
+
+
+def group_notifications(topics: Topics) -> dict[str, list[int]]:
+    """Per session, the times of its group notifications (first message, updates, repeats)."""
+    kinds = {d["event_id"]: d["matched"].get("notification") for d in topics.decisions()}
+    out: dict[str, list[int]] = defaultdict(list)
+    for note in topics.notifications():
+        if kinds.get(note["event_id"]) in ("initial", "update", "repeat"):
+            out[note["session_key"]].append(note["created_at"])
+    return out
+
+
+def test_storm_of_1000_alerts_gives_one_notification_per_session_per_group_interval(topics, worker_factory, tmp_path):
+    worker_factory(**worker_env(tmp_path))
+    events = storm(T0)
+    sessions = sorted({e["session_key"] for e in events})
+    assert len(events) == 1000 and len(sessions) == 100
+
+    async def run() -> Topics:
+        async with Topics(topics) as t:
+            await t.push(events)
+            await t.push(events[:100])  # producer retries: the same ids again
+            await t.until(lambda t: t.decided(e["event_id"] for e in events), 120, "decisions for the storm")
+            # group_wait holds the storm: every alert got an effect at once (the flush timer), nobody was told yet
+            by_event = Counter(e["event_id"] for e in t.effects())
+            assert all(by_event[e["event_id"]] >= 1 for e in events)
+            assert t.notifications() == []
+            await t.push(tick(s, T0 + 40_000) for s in sessions)
+            await t.until(lambda t: len(t.notifications()) >= 100, 60, "100 group notifications")
+            # a second wave: one new alert per session; its update waits for group_interval
+            wave = [alert(RULE_OF[e["labels"]["alertname"]], service=e["labels"]["service"], instance="late-1:9100",
+                          at=T0 + 60_000, eid=f"late-{e['event_id']}") for e in events[::10]]
+            await t.push(wave)
+            early = [tick(s, T0 + 5 * MIN) for s in sessions]
+            await t.push(early)
+            await t.until(lambda t: t.decided(e["event_id"] for e in wave + early), 60, "decisions for the wave")
+            await asyncio.sleep(1.0)  # give the ticker a chance to (wrongly) fire something early
+            assert len(t.notifications()) == 100, "an update before group_interval"
+            await t.push(tick(s, T0 + 6 * MIN) for s in sessions)
+            await t.until(lambda t: len(t.notifications()) >= 200, 60, "100 updates after group_interval")
+            await asyncio.sleep(1.0)
+            await t.until(lambda t: True, 1)
+            return t
+
+    t = asyncio.run(run())
+    times = group_notifications(t)
+    assert sorted(times) == sessions
+    for session, sent in times.items():
+        assert len(sent) == 2, (session, sent)
+        assert sent[1] - sent[0] >= GROUP_INTERVAL, (session, sent)
+    assert len(t.notifications()) == 200
+    first = [n for n in t.notifications() if "(+9 more)" in n["notify"]["title"]]
+    assert len(first) == 100, "the first message of each session lists its 10 alerts"
+    outcomes = Counter(d["outcome"] for d in t.decisions())
+    assert outcomes["duplicate"] == 100
+
+
+def test_escalation_ack_resolve_flapping_silence_and_inhibition_on_a_running_worker(topics, worker_factory, tmp_path):
+    worker_factory(**worker_env(tmp_path))
+    down = alert("Prometheus target missing", service="api", instance="api-1:9100", at=T0)          # urgent: escalates
+    s1 = down["session_key"]
+    acked = alert("Prometheus target missing", service="web", instance="web-1:9100", at=T0)         # urgent: acked early
+    s2 = acked["session_key"]
+    flap = [alert("Kubernetes pod crash looping", service="jobs", instance="jobs-1:9100", at=T0 + k * MIN,
+                  status="firing" if k % 2 == 0 else "resolved", source="alertmanager", eid=f"flap-{k}") for k in range(8)]
+    s3 = flap[0]["session_key"]
+    silence = {"id": "quiet-payments", "matchers": ['service="payments"'], "starts_at": T0 - MIN, "ends_at": T0 + 60 * MIN,
+               "created_by": "alice", "comment": "migration"}
+    silence_event = webhook("silence.created", "acme:silences", T0 - MIN, source="cli", body_json=json.dumps(silence))
+    muted = alert("Prometheus target missing", service="payments", instance="pay-1:9100", at=T0, source="alertmanager")
+    s4 = muted["session_key"]
+    critical = alert("Postgresql down", service="orders", instance="db-1:5432", at=T0, source="alertmanager")
+    warning = alert("Host swap is filling up", service="orders", instance="db-1:9100", at=T0 + 1000)
+    s5 = warning["session_key"]
+
+    async def run() -> Topics:
+        async with Topics(topics) as t:
+            await t.push([silence_event, critical])
+            await t.until(lambda t: t.decided([silence_event["event_id"], critical["event_id"]]), 60, "silence and critical")
+            await t.push([down, acked, muted, warning, *flap])
+            await t.push([tick(s, T0 + 31_000) for s in (s1, s2, s5)])
+            await t.until(lambda t: len(t.notifications(s1)) == 1 and len(t.notifications(s2)) == 1, 60, "first messages")
+            await t.push([webhook("ack", s2, T0 + 2 * MIN)])
+            await t.push([tick(s, T0 + 5 * MIN + 32_000) for s in (s1, s2)])
+            await t.until(lambda t: len(t.notifications(s1)) == 2, 60, "escalation to on-call")
+            await t.push([tick(s, T0 + 15 * MIN + 32_000) for s in (s1, s2)])
+            await t.until(lambda t: len(t.notifications(s1)) == 3, 60, "escalation to PagerDuty")
+            ack = webhook("ack", s1, T0 + 16 * MIN, actor="bob")
+            await t.push([ack])
+            await t.until(lambda t: len(t.notifications(s1)) == 4, 60, "PagerDuty acknowledge")
+            later = [tick(s, T0 + 40 * MIN) for s in (s1, s2, s3, s4, s5)]
+            await t.push(later)
+            await t.until(lambda t: t.decided(e["event_id"] for e in later), 60, "late ticks")
+            await t.until(lambda t: any(n["notify"]["action"] == "resolve" and n["created_at"] >= T0 + 17 * MIN
+                                        for n in t.notifications(s3)), 60, "the flapping session stable again")
+            resolved = alert("Prometheus target missing", service="api", instance="api-1:9100", at=T0 + 41 * MIN,
+                             status="resolved")
+            await t.push([resolved])
+            await t.until(lambda t: len(t.notifications(s1)) == 7, 60, "resolve to all three receivers")
+            await asyncio.sleep(1.0)
+            await t.until(lambda t: True, 1)
+            return t
+
+    t = asyncio.run(run())
+    # S1: Slack, then on-call Slack, then PagerDuty, on schedule; the ack stops it; the resolve closes it
+    n1 = t.notifications(s1)
+    assert [(n["notify"]["receiver"], n["notify"]["action"]) for n in n1[:4]] == [
+        ("infra-slack", "trigger"), ("oncall-slack", "trigger"), ("pagerduty-primary", "trigger"),
+        ("pagerduty-primary", "acknowledge")]
+    # the group flush fires at its due time; the chain counts from when it was folded (the tick at T0+31s)
+    assert [n["created_at"] for n in n1[:3]] == [T0 + 30_000, T0 + 31_000 + 5 * MIN, T0 + 31_000 + 15 * MIN]
+    resolves = {n["notify"]["receiver"]: n["notify"] for n in n1[4:]}
+    assert set(resolves) == {"infra-slack", "oncall-slack", "pagerduty-primary"}
+    assert all(r["action"] == "resolve" for r in resolves.values())
+    pd_trigger = n1[2]["notify"]
+    assert resolves["pagerduty-primary"]["thread_key"] == pd_trigger["thread_key"] == s1
+    assert any(link["label"] == "Acknowledge" and "sig=" in link["url"] for link in n1[0]["notify"]["links"])
+    # S2: acknowledged before the first step: nobody else is told
+    assert [n["notify"]["receiver"] for n in t.notifications(s2)] == ["infra-slack"]
+    # S3: flapping gives one flapping notice, then quiet until stable (10m after the last flip at T0+7m);
+    # once stable, one message says where it ended (resolved)
+    n3 = t.notifications(s3)
+    notices = [n for n in n3 if n["notify"]["title"].startswith("Flapping:")]
+    assert len(notices) == 1
+    after = [n for n in n3 if n["created_at"] > notices[0]["created_at"]]
+    assert [n["notify"]["action"] for n in after] == ["resolve"]
+    assert after[0]["created_at"] >= T0 + 7 * MIN + 10 * MIN
+    # S4: silenced through an event (kept in a global table): nothing
+    assert t.notifications(s4) == []
+    d4 = [d for d in t.decisions() if d["session_key"] == s4 and d["event_id"] == muted["event_id"]]
+    assert d4 and any(g["gate"] == "silence" and g["verdict"] == "stop" for g in d4[0]["gates"])
+    # S5: the orders database is down (another session): its warning is inhibited
+    assert t.notifications(s5) == []
+    d5 = [d for d in t.decisions() if d["session_key"] == s5 and d["matched"].get("inhibit")]
+    assert d5 and "PostgresqlDown" in d5[0]["matched"]["inhibit"]
+    assert len(t.notifications(critical["session_key"])) >= 1
+
+
+def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topics, worker_factory, tmp_path):
+    env = worker_env(tmp_path)
+    first = worker_factory(**env)
+    urgent = [alert("Prometheus target missing", service=f"u{k}", instance=f"u{k}-{i}:9100", at=T0 + k * 10 + i,
+                    eid=f"u-{k}-{i}") for k in range(30) for i in range(10)]
+    warn = [alert("Host out of memory", service=f"w{k}", instance=f"w{k}-{i}:9100", at=T0 + k * 10 + i,
+                  eid=f"w-{k}-{i}") for k in range(30) for i in range(10)]
+    phase_a = urgent + warn
+    u_sessions = sorted({e["session_key"] for e in urgent})
+    w_sessions = sorted({e["session_key"] for e in warn})
+    sessions = u_sessions + w_sessions
+    flappers = w_sessions[:10]  # resolved and fired again after the restart: their cooldown (15m) must hold
+
+    async def run() -> Topics:
+        nonlocal first
+        async with Topics(topics) as t:
+            await t.push(phase_a)
+            await t.push(tick(s, T0 + 31_000) for s in sessions)
+            await t.until(lambda t: len(t.notifications()) >= 60, 120, "first messages of 60 sessions")
+            # phase B: Prometheus re-sends every alert (new event ids, same alerts) -- mid-storm, SIGKILL
+            resends = [dict(e, event_id=f"resend-{e['event_id']}", occurred_at=e["occurred_at"] + 60_000) for e in phase_a]
+            resends += [dict(e, event_id=f"resend2-{e['event_id']}", occurred_at=e["occurred_at"] + 90_000) for e in phase_a]
+            push = asyncio.create_task(t.push(resends))
+            before = len(t.decisions())
+            await t.until(lambda t: len(t.decisions()) >= before + 200, 60, "part of the re-sends decided")
+            first.kill()
+            await push
+            worker_factory(**env)
+            await t.until(lambda t: t.decided(e["event_id"] for e in resends), 180, "every re-send decided after restart")
+            # the flappers resolve (all ten alerts) and one alert fires again within the cooldown
+            clears = [dict(e, event_id=f"clear-{e['event_id']}", type="alert.resolved", occurred_at=T0 + 3 * MIN,
+                           payload={**e["payload"], "status": "resolved"}) for e in warn if e["session_key"] in flappers]
+            again = [dict(e, event_id=f"again-{e['event_id']}", occurred_at=T0 + 4 * MIN)
+                     for e in warn if e["session_key"] in flappers and e["event_id"].endswith("-0")]
+            await t.push(clears)
+            await t.until(lambda t: t.decided(e["event_id"] for e in clears), 60, "clears")
+            await t.push(again)
+            await t.push(tick(s, T0 + 5 * MIN + 32_000) for s in sessions)
+            await t.until(lambda t: sum(n["notify"]["receiver"] == "oncall-slack" for n in t.notifications()) >= 30,
+                          60, "30 escalations from timers scheduled before the kill")
+            # (the watermark is per partition: ticking every session moves them all)
+            await t.push(tick(s, T0 + 16 * MIN) for s in sessions)
+            await t.until(lambda t: sum(n["notify"]["action"] == "trigger" for s in flappers
+                                        for n in t.notifications(s)) >= 20
+                          and sum(n["notify"]["receiver"] == "pagerduty-primary" for n in t.notifications()) >= 30,
+                          60, "flappers notified after the cooldown, urgent sessions paged")
+            await asyncio.sleep(1.0)
+            await t.until(lambda t: True, 1)
+            return t
+
+    t = asyncio.run(run())
+    # no notification repeated: a re-processed event yields the same effect id with the same content
+    by_id: dict[str, bytes] = {}
+    for effect in t.effects():
+        blob = json.dumps(effect, sort_keys=True).encode()
+        assert by_id.setdefault(effect["effect_id"], blob) == blob
+    for s in u_sessions:
+        kinds = [(n["notify"]["receiver"], n["notify"]["action"]) for n in t.notifications(s)]
+        assert kinds == [("infra-slack", "trigger"), ("oncall-slack", "trigger"), ("pagerduty-primary", "trigger")], (s, kinds)
+    for s in w_sessions:
+        triggers = [n for n in t.notifications(s) if n["notify"]["action"] == "trigger"]
+        if s in flappers:
+            assert len(triggers) == 2, (s, [n["notify"]["title"] for n in triggers])
+            assert triggers[1]["created_at"] - triggers[0]["created_at"] >= 15 * MIN, "cooldown broken"
+        else:
+            assert len(triggers) == 1, (s, [n["notify"]["title"] for n in triggers])
+    repeats = Counter(d["outcome"] for d in t.decisions() if d["event_id"].startswith("resend"))
+    assert set(repeats) <= {"repeat", "duplicate"} and repeats["repeat"] >= 600
