@@ -186,6 +186,7 @@ def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topi
     w_sessions = sorted({e["session_key"] for e in warn})
     sessions = u_sessions + w_sessions
     flappers = w_sessions[:10]  # resolved and fired again after the restart: their cooldown (15m) must hold
+    killed_at: list[int] = []
 
     async def run() -> Topics:
         nonlocal first
@@ -200,6 +201,7 @@ def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topi
             before = len(t.decisions())
             await t.until(lambda t: len(t.decisions()) >= before + 200, 60, "part of the re-sends decided")
             first.kill()
+            killed_at.append(sum(d["event_id"].startswith("resend") for d in t.decisions()))
             await push
             worker_factory(**env)
             await t.until(lambda t: t.decided(e["event_id"] for e in resends), 180, "every re-send decided after restart")
@@ -240,5 +242,10 @@ def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topi
             assert triggers[1]["created_at"] - triggers[0]["created_at"] >= 15 * MIN, "cooldown broken"
         else:
             assert len(triggers) == 1, (s, [n["notify"]["title"] for n in triggers])
+    assert 0 < killed_at[0] < 1200, "the worker was killed mid-storm"
+    # the message cap counted on across the restart: the page is the 3rd message of 6 allowed
+    paged = {n["event_id"] for n in t.notifications() if n["notify"]["receiver"] == "pagerduty-primary"}
+    caps = [g["reason"] for d in t.decisions() if d["event_id"] in paged for g in d["gates"] if g["gate"] == "cap"]
+    assert len(caps) >= 30 and set(caps) == {"3 of 6"}, Counter(caps)
     repeats = Counter(d["outcome"] for d in t.decisions() if d["event_id"].startswith("resend"))
     assert set(repeats) <= {"repeat", "duplicate"} and repeats["repeat"] >= 600
