@@ -1,0 +1,92 @@
+"""Must show: a replay of a recorded run of thousands of events (timers, acks, resolves and a
+worker killed mid-stream) reports 100 % identical decisions.
+
+One recorded run serves every assertion: a real worker decides the first half, is
+SIGKILLed while it works, a fresh worker takes over and decides the rest (including
+what the dead one decided but could not commit); then replay reads the topics and
+folds them again in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from streams.replay import run_replay
+from streams.runbooks import load_runbook_set
+from tests.replay.traffic import produce, read_recorded, traffic, wait_decided
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def recorded_run(topics, worker_factory, runbooks_dir):
+    settings = topics
+    env = {"OPSLOOP_RUNBOOKS_DIR": str(runbooks_dir)}
+    events = traffic(sessions=70, cycles=3)
+    half = len(events) // 2
+    first, second = events[:half], events[half:]
+    worker = worker_factory(**env)
+    produce(settings, first)
+    wait_decided(settings, set(), at_least=half // 3, timeout=90)
+    worker.kill()  # mid-stream: no flush, no commit
+    restart_ms = int(time.time() * 1000)
+    worker_factory(**env)
+    produce(settings, second)
+    # A SIGKILL can lose an event in the decide agent (reported, not hidden: the replay
+    # lists it as an event with no decision); allow a handful.
+    records = wait_decided(settings, {e["event_id"] for e in events}, timeout=120, allow_missing=5)
+    return settings, events, records, restart_ms, runbooks_dir
+
+
+def test_replay_of_a_recorded_run_is_identical(recorded_run, capsys):
+    settings, events, records, restart_ms, runbooks_dir = recorded_run
+    decisions = [r.value for r in records if r.topic == "decisions"]
+    kinds = Counter(d["kind"] for d in decisions)
+    types = Counter(d["type"] for d in decisions)
+    outcomes = Counter(d["outcome"] for d in decisions)
+    # The run has what the issue asks for: thousands of events, timers, acks, resolves.
+    assert len(events) >= 2000 and kinds["timer"] > 50 and types["ack"] > 50 and types["alert.resolved"] > 100, (kinds, types)
+    notices = [r.value for r in records if r.topic == "outbox" and r.value and r.value["type"] == "notify"]
+    assert len(notices) > 50 and outcomes["acknowledged"] > 0 and outcomes["resolved"] > 0, outcomes
+
+    recorded = read_recorded(settings, 0, int(time.time() * 1000))
+    result = run_replay(recorded, load_runbook_set(runbooks_dir))
+    report = result.replay
+    import json as _j, os as _o
+    if _o.environ.get("REPLAY_DEBUG"):
+        open("/tmp/replay_debug.json", "w").write(_j.dumps({"diff": [(d.event_id, d.session_key, d.fields, d.recorded, d.replayed) for d in report.differences[:40]],
+            "decisions": [r.value for r in records if r.topic == "decisions"], "events": recorded.events,
+            "recorded": [(d.value, d.partition, d.offset, d.timestamp) for d in recorded.decisions],
+            "window": [[k[0], k[1], v[0], v[1]] for k, v in recorded.window.items()],
+            "positions": recorded.positions}, default=str))
+    assert report.differences == [], [(d.event_id, d.fields) for d in report.differences[:5]]
+    assert report.compared == len(decisions) and report.identical == report.compared
+    assert report.identical_pct == 100.0
+    assert report.by_kind["timer"] == kinds["timer"] and report.by_kind["webhook"] == kinds["webhook"]
+    undecided = {e["event_id"] for e in events} - {d["event_id"] for d in decisions}
+    assert set(report.events_without_decision) == undecided and report.decisions_without_event == []
+    print(f"replay: {report.compared} decisions compared, {report.identical} identical, {report.rewinds} re-processed "
+          f"after the kill, {len(undecided)} events with no decision")
+
+    # A window after the restart: only its decisions are compared, from state folded since the start.
+    window = read_recorded(settings, restart_ms, int(time.time() * 1000))
+    part = run_replay(window, load_runbook_set(runbooks_dir)).replay
+    assert 0 < part.compared < report.compared and part.identical == part.compared
+    assert part.folded == report.folded
+
+    # One session, through the CLI, as JSON; the progress bar goes to stderr.
+    import json
+
+    from streams.cli import main
+
+    session = events[0]["session_key"]
+    assert main(["replay", "--since", "0", "--session", session, "--json"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)["summary"]
+    assert summary["compared"] == sum(1 for d in decisions if d["session_key"] == session) > 0
+    assert summary["identical_pct"] == 100.0
+    assert f"{sum(1 for r in records)}" or err  # read progress is printed for thousands of records
+    assert "/" in err and "[" in err
