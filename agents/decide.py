@@ -38,7 +38,7 @@ from streams.app import Opsloop
 from streams.batchsend import PartitionBatcher
 from streams.codec import CodecError
 from streams.deadletter import dead_letter
-from streams.decide import Context, Verdict, decide
+from streams.decide import TIMER_VERDICT, Context, Verdict, decide
 from streams.incident import firing_labels
 from streams.policy import inhibition_sources
 from streams.producer import now_ms
@@ -88,9 +88,6 @@ def load_classify() -> tuple[Classify, str]:
         ]
 
     return classify, source
-
-
-TIMER_VERDICT = Verdict(category="other", severity="info", classifier="none")
 
 
 def set_current_event(stream: faust.StreamT, event: faust.EventT | None) -> None:
@@ -271,8 +268,9 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
                 prior = states[session] if session in states else sessions.get(session)
                 try:
                     result = decide(prior, event, replace(base, verdict=verdict))
-                    values = [codec.encode("opsloop.Effect", e) for e in result.effects]
-                    record = codec.encode("opsloop.Decision", result.record)
+                    # timers that came due before this event were folded first: their records go first
+                    values = [codec.encode("opsloop.Effect", e) for e in result.all_effects]
+                    records = [codec.encode("opsloop.Decision", r) for r in result.all_records]
                 except Exception as exc:  # a bug or an event decide cannot fold: keep it, keep going
                     log.exception("decide failed for %s", event.get("event_id"))
                     await dead_letter_event(ev.message, exc)
@@ -283,10 +281,13 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
                 key = ev.message.key
                 for value in values:
                     batcher.add(outbox_topic, key, value)
-                batcher.add(decisions_topic, key, record)
+                for record in records:
+                    batcher.add(decisions_topic, key, record)
                 clock.observe(ev.message.partition, event["occurred_at"])
                 if event["type"] in SILENCE_TYPES and result.record["outcome"] != "duplicate":
                     keep_silence(event)
+                for fired in result.fired:
+                    observed.append((fired.event, fired.record, fired.effects))
                 observed.append((event, result.record, result.effects))
             await batcher.flush()  # effects durable before the state that remembers them
             original = stream.current_event

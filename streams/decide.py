@@ -43,7 +43,8 @@ from streams.runbooks import RunbookSet, Schedule, builtin_set
 from streams.silences import SILENCE_TYPES, Silence
 from streams.timers import slots_between
 
-__all__ = ["Context", "Decision", "Verdict", "decide", "effect_id", "initial_state", "sign_ack", "verify_ack"]
+__all__ = ["Context", "Decision", "Fired", "TIMER_VERDICT", "Verdict", "decide", "effect_id", "initial_state", "sign_ack",
+           "verify_ack"]
 
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
@@ -88,10 +89,30 @@ class Context:
 
 
 @dataclass(frozen=True)
+class Fired:
+    """A timer that came due before the event and was folded first (see :func:`decide`)."""
+
+    event: dict[str, Any]
+    effects: list[dict[str, Any]]
+    record: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Decision:
     state: dict[str, Any]
     effects: list[dict[str, Any]]
     record: dict[str, Any]
+    # Timers of this session that were due at or before the event's time, folded first,
+    # oldest first; each as the timer.fired event the ticker would have promoted.
+    fired: tuple[Fired, ...] = ()
+
+    @property
+    def all_records(self) -> list[dict[str, Any]]:
+        return [f.record for f in self.fired] + [self.record]
+
+    @property
+    def all_effects(self) -> list[dict[str, Any]]:
+        return [e for f in self.fired for e in f.effects] + list(self.effects)
 
 
 def initial_state() -> dict[str, Any]:
@@ -162,20 +183,73 @@ def _base_type(etype: str, suffixes: tuple[str, ...]) -> str:
 # -- the fold -----------------------------------------------------------------------------
 
 
+TIMER_VERDICT = Verdict(category="other", severity="info", classifier="none")  # timer events are not classified
+MAX_FIRED_PER_EVENT = 100  # a guard: timers scheduling due timers cannot loop forever
+
+
 def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Context) -> Decision:
-    """Fold one event into a session's state; return the new state, effects and the record."""
+    """Fold one event into a session's state; return the new state, effects and the record.
+
+    Timers of the session that are due at or before the event's time are folded first,
+    each as exactly the ``timer.fired`` event the ticker would promote (same event id,
+    so the same effect ids and decision record). A session's outcome then depends only
+    on its own events in order, not on when the ticker ran: a timer fires before the
+    first event past its due time whether the ticker was quick or late, and the
+    ticker's copy, when it arrives, is a duplicate. The ticker remains what fires the
+    timers of a session that has no further events.
+    """
     s = _upgrade(state)
     event_id = event["event_id"]
     if event_id in s["seen"]:
         f = Fold(s, event, ctx, s["clock"])
         f.outcome = "duplicate"
         return Decision(state=s, effects=[], record=_record(f))
-    s["seen"] = (s["seen"] + [event_id])[-SEEN_IDS_KEPT:]
+    fired = _fire_due_timers(s, event, ctx)
+    f = _fold(s, event, ctx)
+    return Decision(state=s, effects=f.effects, record=_record(f), fired=fired)
+
+
+def _fold(s: dict[str, Any], event: Mapping[str, Any], ctx: Context) -> Fold:
+    s["seen"] = (s["seen"] + [event["event_id"]])[-SEEN_IDS_KEPT:]
     now = max(s["clock"], int(event["occurred_at"]))
     s["clock"] = now
     f = Fold(s, event, ctx, now)
     _dispatch(f)
-    return Decision(state=s, effects=f.effects, record=_record(f))
+    return f
+
+
+def _fire_due_timers(s: dict[str, Any], event: Mapping[str, Any], ctx: Context) -> tuple[Fired, ...]:
+    """Fold the session's timers due before ``event`` (by due time, then id), as timer events."""
+    from streams.timers import timer_event, timer_event_id
+
+    if event["kind"] == "timer":
+        payload = event.get("payload") or {}
+        limit = (int(payload.get("due_at", event["occurred_at"])), str(payload.get("timer_id", "")))
+        inclusive = False
+    else:
+        limit = (int(event["occurred_at"]), "\uffff")
+        inclusive = True
+    out: list[Fired] = []
+    timer_ctx = None
+    while len(out) < MAX_FIRED_PER_EVENT:
+        due = sorted((spec["at"], tid) for tid, spec in s["timers"].items()
+                     if (spec["at"], tid) < limit or (inclusive and (spec["at"], tid) <= limit))
+        if not due:
+            break
+        at, tid = due[0]
+        if timer_event_id(event["session_key"], tid, at) == event["event_id"]:
+            break
+        tev = timer_event(event["session_key"], event.get("org", "default"), tid, s["timers"][tid],
+                          received_at=int(event.get("received_at") or event["occurred_at"]))
+        if tev["event_id"] in s["seen"]:  # folded before (a re-promotion); drop the stale entry
+            del s["timers"][tid]
+            continue
+        if timer_ctx is None:
+            timer_ctx = Context(TIMER_VERDICT, ctx.runbooks, ctx.silences, ctx.inhibitors, ctx.ack_base_url,
+                                ctx.ack_secret, ctx.ack_ttl_ms)
+        f = _fold(s, tev, timer_ctx)
+        out.append(Fired(event=tev, effects=f.effects, record=_record(f)))
+    return tuple(out)
 
 
 def _dispatch(f: Fold) -> None:

@@ -91,7 +91,15 @@ class Sim:
 
     @property
     def effects(self) -> list[dict]:
-        return [e for _, d in self.decisions for e in d.effects]
+        return [e for _, d in self.decisions for e in d.all_effects]
+
+    def trace(self) -> list[tuple[dict, dict, list[dict]]]:
+        """(event, record, effects) of every fold in order, timers folded inside a decide call included."""
+        out = []
+        for event, d in self.decisions:
+            out.extend((f.event, f.record, f.effects) for f in d.fired)
+            out.append((event, d.record, d.effects))
+        return out
 
     def notifications(self, action: str | None = None) -> list[dict]:
         return [e for e in self.effects if e["type"] == "notify" and (action is None or e["notify"]["action"] == action)]
@@ -110,8 +118,10 @@ class Sim:
             session = next((ev["session_key"] for ev, _ in self.decisions), SESSION)
             self._fold(timer_event(session, "acme", tid, spec, received_at=at), Verdict(severity="info", classifier="none"))
 
-    def feed(self, event: dict, verdict: Verdict | None = None) -> Decision:
-        self.advance(event["occurred_at"])
+    def feed(self, event: dict, verdict: Verdict | None = None, *, ticker: bool = True) -> Decision:
+        """Fold ``event``; with ``ticker`` the due timers are promoted first, as a prompt ticker would."""
+        if ticker:
+            self.advance(event["occurred_at"])
         return self._fold(event, verdict or self.ctx.verdict)
 
     def feed_all(self, events: Iterable[dict], verdict: Verdict | None = None) -> None:

@@ -414,3 +414,21 @@ def test_every_effect_encodes_with_the_schema(ctx):
         assert codec.decode(codec.encode("opsloop.Effect", effect)) == effect
         types.add(effect["type"])
     assert types == {"notify", "schedule_timer", "cancel_timers"}
+
+
+def test_timers_due_before_an_event_are_folded_first_with_the_tickers_ids(ctx):
+    from streams.timers import timer_event_id
+
+    prompt = Sim(ctx)
+    prompt.feed(alert(at=T0))
+    prompt.advance(T0 + 20 * MIN)  # a prompt ticker: group flush, escalation steps 1 and 2
+    late = Sim(ctx)
+    late.feed(alert(at=T0), ticker=False)
+    d = late.feed(webhook("heartbeat", at=T0 + 20 * MIN), ticker=False)  # no ticker at all: the next event folds them
+    assert [f.event["payload"]["timer_id"] for f in d.fired] == ["grp:1", "esc:1:1", "esc:1:2"]
+    assert d.fired[0].event["event_id"] == timer_event_id(SESSION, "grp:1", T0 + 30_000)
+    assert [e["effect_id"] for e in late.notifications()] == [e["effect_id"] for e in prompt.notifications()]
+    assert [r["decision_id"] for _, r, _ in late.trace()[1:4]] == [r["decision_id"] for _, r, _ in prompt.trace()[1:4]]
+    # the ticker's copy, arriving after all, is a duplicate
+    ticker_copy = prompt.trace()[1][0]
+    assert late.feed(ticker_copy, ticker=False).record["outcome"] == "duplicate"
