@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import json
 import marshal
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
 
 from streams import incident
 from streams.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
@@ -43,9 +43,11 @@ from streams.runbooks import RunbookSet, Schedule, builtin_set
 from streams.silences import SILENCE_TYPES, Silence
 from streams.timers import slots_between
 
-__all__ = ["Context", "Decision", "Fired", "TIMER_VERDICT", "Verdict", "decide", "effect_id", "initial_state", "sign_ack",
-           "verify_ack"]
+__all__ = ["Context", "Decision", "Fired", "TIMER_VERDICT", "Verdict", "decide", "effect_id", "initial_state",
+           "recorded_inputs", "sign_ack", "verify_ack"]
 
+INPUT_SILENCES = "inputs.silences"
+INPUT_INHIBITORS = "inputs.inhibitors"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")
@@ -441,8 +443,13 @@ def _dispatch_target(f: Fold, schedule: Schedule, target: str, slot: int) -> Non
 
 def _record(f: Fold) -> dict[str, Any]:
     event, verdict = f.event, f.ctx.verdict
-    matched = dict(sorted(f.matched.items()))
+    matched = dict(f.matched)
     matched["severity_confidence"] = f"{verdict.severity_confidence:.4f}"
+    if f.used_silences:
+        matched[INPUT_SILENCES] = json.dumps([f.used_silences[k] for k in sorted(f.used_silences)], sort_keys=True)
+    if f.used_inhibitors:
+        matched[INPUT_INHIBITORS] = json.dumps(f.used_inhibitors, sort_keys=True)
+    matched = dict(sorted(matched.items()))
     return {
         # A duplicate's record must not take the id of the decision it repeats.
         "decision_id": derived_id("decision", event["event_id"], *(("duplicate",) if f.outcome == "duplicate" else ())),
@@ -464,6 +471,29 @@ def _record(f: Fold) -> dict[str, Any]:
         "effect_ids": [e["effect_id"] for e in f.effects],
         "matched": matched,
     }
+
+
+def recorded_inputs(records: Iterable[Mapping[str, Any]], base: Context) -> Context:
+    """``base`` with the outside inputs that the records of one decide call say were used (for replay).
+
+    decide records the silences that muted something and the other sessions' alerts
+    that inhibited something. Handing decide the union of those over the records one
+    call produced (its event's and the timers folded before it), in the order the
+    agent builds its context, gives the same decisions: an input that stopped nothing
+    changed nothing.
+    """
+    from streams.silences import silence_from_json
+
+    silences: dict[str, Any] = {}
+    inhibitors: dict[str, tuple[str, dict[str, str]]] = {}
+    for record in records:
+        matched = record.get("matched") or {}
+        for raw in json.loads(matched.get(INPUT_SILENCES, "[]")):
+            silences.setdefault(raw["id"], silence_from_json(raw))
+        for key, labels in json.loads(matched.get(INPUT_INHIBITORS, "[]")):
+            inhibitors.setdefault(json.dumps([key, sorted(labels.items())]), (key, labels))
+    ordered = tuple(inhibitors[k] for k in sorted(inhibitors, key=lambda k: (json.loads(k)[0], json.loads(k)[1])))
+    return replace(base, silences=tuple(silences[k] for k in sorted(silences)), inhibitors=ordered)
 
 
 def state_bytes(state: Mapping[str, Any]) -> bytes:

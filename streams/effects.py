@@ -35,12 +35,29 @@ class Fold:
         self.matched: dict[str, str] = {}
         self.outcome = "recorded"
         self.runbook = ""
+        # Inputs from outside the session that changed the outcome, recorded so replay can
+        # hand decide the same: silences that muted something, other sessions' alerts that inhibited.
+        self.used_silences: dict[str, dict[str, Any]] = {}
+        self.used_inhibitors: list[list[Any]] = []  # [session_key, labels]
 
     # -- bookkeeping ------------------------------------------------------------------
     def check(self, gate: Gate) -> bool:
         """Record a gate's verdict; True when it stopped."""
         self.gates.append(gate.record())
+        self.used(gate)
         return gate.stopped
+
+    def used(self, gate: Gate) -> None:
+        """Remember an outside input behind a stop (a silence from the context, another session's alert)."""
+        if not gate.stopped or gate.cause is None:
+            return
+        if gate.gate == "silence" and getattr(gate.cause, "kind", "") != "maintenance":
+            self.used_silences[gate.cause.silence_id] = gate.cause.to_json()
+        elif gate.gate == "inhibit":
+            key, labels = gate.cause
+            entry = [key, dict(sorted(labels.items()))]
+            if entry not in self.used_inhibitors:
+                self.used_inhibitors.append(entry)
 
     def note(self, key: str, value: Any) -> None:
         self.matched[key] = str(value)

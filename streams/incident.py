@@ -390,17 +390,24 @@ def flush(f: Fold) -> None:
     # silences and inhibition work per alert, as in Alertmanager
     notifiable, until = [], []
     sources = [lbl for key, lbl in f.ctx.inhibitors if key != f.event["session_key"]]
-    sources += [alert_labels(a, org) for _, a in firing]
+    own = [alert_labels(a, org) for _, a in firing]
+    sources += own
     silenced = inhibited = 0
     for key, alert in firing:
         labels = alert_labels(alert, org)
         gate = gates.silence_gate(_silences(f), labels, f.now)
+        f.used(gate)
         if gate.stopped:
             silenced += 1
             until.append(gate.until)
             f.note("silence", gate.reason)
             continue
         gate = gates.inhibition_gate(labels, sources, f.ctx.runbooks.routing.inhibit_rules)
+        if gate.stopped:
+            key = next((k for k, lbl in f.ctx.inhibitors if lbl == gate.cause and k != f.event["session_key"]), None)
+            # from another session: an outside input to record; from this one: the state has it
+            gate = gates.Gate(gate.gate, gate.verdict, gate.reason, gate.until, None if key is None else (key, gate.cause))
+        f.used(gate)
         if gate.stopped:
             inhibited += 1
             until.append(f.now + timing.group_interval)

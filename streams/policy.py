@@ -24,7 +24,7 @@ Invariants the property tests hold decide to:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from streams.matchers import matches_all
@@ -41,6 +41,7 @@ class Gate:
     verdict: str
     reason: str = ""
     until: int | None = None  # a postponing stop: when the same notification may be tried again
+    cause: Any = field(default=None, compare=False)  # what stopped it (a Silence, inhibiting labels); not recorded
 
     @property
     def stopped(self) -> bool:
@@ -150,7 +151,8 @@ def silence_gate(silences: Iterable[Silence], labels: Mapping[str, str], now: in
     for silence in silences:
         if silence.mutes(labels, now):
             what = "maintenance window" if silence.kind == "maintenance" else "silence"
-            return Gate("silence", STOP, f"{what} {silence.silence_id} until {silence.ends_at}", until=silence.ends_at)
+            return Gate("silence", STOP, f"{what} {silence.silence_id} until {silence.ends_at}", until=silence.ends_at,
+                        cause=silence)
     return Gate("silence", PASS)
 
 
@@ -174,7 +176,8 @@ def inhibition_gate(labels: Mapping[str, str], sources: Iterable[Mapping[str, st
                 continue
             if all(source.get(name, "") == labels.get(name, "") for name in rule.equal):
                 shared = ", ".join(f"{n}={labels.get(n, '')}" for n in rule.equal)
-                return Gate("inhibit", STOP, f"inhibit_rules[{index}]: {source.get('alertname', 'an alert')} firing ({shared})")
+                return Gate("inhibit", STOP, f"inhibit_rules[{index}]: {source.get('alertname', 'an alert')} firing ({shared})",
+                            cause=source)
     return Gate("inhibit", PASS)
 
 

@@ -432,3 +432,40 @@ def test_timers_due_before_an_event_are_folded_first_with_the_tickers_ids(ctx):
     # the ticker's copy, arriving after all, is a duplicate
     ticker_copy = prompt.trace()[1][0]
     assert late.feed(ticker_copy, ticker=False).record["outcome"] == "duplicate"
+
+
+def test_outside_inputs_are_recorded_so_a_replay_without_them_decides_the_same(rset):
+    """Silences and other sessions' alerts come from global tables; the record keeps those that
+    stopped something, and recorded_inputs() hands them back to decide for a replay."""
+    from streams.decide import recorded_inputs
+
+    silence = silence_from_json({"id": "s-api", "matchers": ['instance="api-1:9100"'], "starts_at": T0, "ends_at": T0 + 9 * MIN})
+    unused = silence_from_json({"id": "s-other", "matchers": ['service="web"'], "starts_at": T0, "ends_at": T0 + 9 * MIN})
+    down = {"alertname": "DbDown", "service": "api", "severity": "urgent", "category": "availability", "org": "acme"}
+    live = Context(verdict=WARN_CPU, runbooks=rset, silences=(silence, unused), inhibitors=(("acme:alert:DbDown:api", down),))
+    events = [alert("HostHighCpuLoad", at=T0, instance="api-1:9100"), alert("HostHighCpuLoad", at=T0 + 1000, instance="api-2:9100"),
+              webhook("heartbeat", at=T0 + 10 * MIN)]
+    state, recorded = None, []
+    for ev in events:
+        d = decide(state, ev, live)
+        state = d.state
+        recorded.extend(zip(d.all_records, [ev] * len(d.all_records)))
+    records = [r for r, _ in recorded]
+    assert any("inputs.silences" in r["matched"] for r in records)
+    assert any("inputs.inhibitors" in r["matched"] for r in records)
+    assert all("s-other" not in r["matched"].get("inputs.silences", "") for r in records)
+    # replay: no global tables, only what each record says it used
+    base = Context(runbooks=rset)
+    state, replayed = None, []
+    for ev in events:
+        ctx = recorded_inputs([r for r, e in recorded if e is ev], replace_verdict(base, WARN_CPU))
+        d = decide(state, ev, ctx)
+        state = d.state
+        replayed.extend(d.all_records)
+    assert replayed == records
+
+
+def replace_verdict(ctx, verdict):
+    from dataclasses import replace
+
+    return replace(ctx, verdict=verdict)
