@@ -243,6 +243,20 @@ def cmd_silence(args: argparse.Namespace) -> int:
                        by=args.by, org=args.org)
 
 
+# -- replay (streams.replay) --------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.replay import ReplayError, main as replay_main
+
+    try:
+        return replay_main(_settings(), args.since, args.until, session=args.session, runbooks_dir=args.runbooks,
+                           model=args.model, as_json_output=args.json, baseline_dir=args.baseline_runbooks)
+    except ReplayError as exc:
+        print(f"opsloop: replay: {exc}", file=sys.stderr)
+        return 1
+
+
 # -- entry point ----------------------------------------------------------------
 
 
@@ -287,6 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="the timeline as JSON")
     audit.add_argument("--older-than", help="prune: delete rows older than this (e.g. 30d)")
     audit.set_defaults(func=cmd_audit)
+
+    replay = sub.add_parser("replay", help="re-run decide on recorded events and compare; what-if with --runbooks/--model")
+    replay.add_argument("--since", required=True, help="ISO 8601, epoch ms or now-2h")
+    replay.add_argument("--until", default="now")
+    replay.add_argument("--session", help="compare only this session key")
+    replay.add_argument("--runbooks", help="what-if: a changed runbook directory")
+    replay.add_argument("--model", help="what-if: a classifier artifact to re-classify with")
+    replay.add_argument("--baseline-runbooks", help="the runbook directory the recorded decisions used (default: OPSLOOP_RUNBOOKS_DIR)")
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_replay)
 
     check = sub.add_parser("check", help="validate the runbook set (runbooks, routing, schedules); file:line on error")
     check.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")

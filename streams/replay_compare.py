@@ -72,10 +72,11 @@ class ReplayReport:
     decisions_without_event: list[str] = field(default_factory=list)
     runbook_versions: Counter = field(default_factory=Counter)  # recorded versions of the compared decisions
     runbook_version_used: str = ""
+    replayed_without_record: list[str] = field(default_factory=list)  # inline timer folds no decision recorded
     rewinds: int = 0  # decisions folded again from an earlier state (a worker re-processed them)
     global_changes: int = 0  # silence / inhibitor changes rebuilt from the replay
     folded: int = 0
-    rewind_plan: dict[tuple[str, int], int] = field(default_factory=dict)  # (session, position) -> history index
+    rewind_plan: dict[str, dict[int, int]] = field(default_factory=dict)  # session -> {position: restored index}
     # decision_id -> (replayed record, replayed effects), for what-if comparisons
     results: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=dict)
 
@@ -89,6 +90,7 @@ class ReplayReport:
             "differing": len(self.differences), "by_field": dict(self.by_field), "by_kind": dict(self.by_kind),
             "events_without_decision": len(self.events_without_decision),
             "decisions_without_event": len(self.decisions_without_event),
+            "replayed_without_record": len(self.replayed_without_record),
             "runbook_versions_recorded": dict(self.runbook_versions), "runbook_version_used": self.runbook_version_used,
             "rewinds": self.rewinds, "global_changes": self.global_changes, "folded": self.folded,
         }
@@ -178,13 +180,108 @@ class GlobalTables:
         return changes
 
 
-LOOKAHEAD = 30  # decisions a reconstructed restart state must also reproduce
+BACK = 10  # decisions before a restart's first repeat that the new worker may have decided
+TAIL = 30  # decisions after a restart's last repeat a reconstructed state must also reproduce
+
+
+def _restart_blocks(items: Sequence[RecordedDecision]) -> list[tuple[int, int]]:
+    """(first, last) positions of each run of repeated decisions (events decided again)."""
+    seen: set[str] = set()
+    repeats = []
+    for i, rd in enumerate(items):
+        if rd.value["event_id"] in seen:
+            repeats.append(i)
+        seen.add(rd.value["event_id"])
+    blocks: list[tuple[int, int]] = []
+    for i in repeats:
+        if blocks and i - blocks[-1][1] <= BACK:
+            blocks[-1] = (blocks[-1][0], i)
+        else:
+            blocks.append((i, i))
+    return blocks
+
+
+def _restored_index(items: Sequence[RecordedDecision], block: tuple[int, int]) -> int:
+    """The position whose prior state the restarted worker re-read, from what it repeated.
+
+    It had seen every event it now calls a duplicate and not the first one it decides
+    again: the state just after the last of the former (or just before the latter)."""
+    first_at: dict[str, int] = {}
+    for i, rd in enumerate(items[: block[0]]):
+        first_at.setdefault(rd.value["event_id"], i)
+    dups = [first_at[rd.value["event_id"]] for rd in items[block[0]: block[1] + 1]
+            if rd.value["outcome"] == "duplicate" and rd.value["event_id"] in first_at]
+    again = [first_at[rd.value["event_id"]] for rd in items[block[0]: block[1] + 1]
+             if rd.value["outcome"] != "duplicate" and rd.value["event_id"] in first_at]
+    if dups:
+        return max(dups) + 1
+    return min(again) if again else block[0]
+
+
+def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[str, Any]], base: Context,
+                  verdict_for: Callable[[Mapping[str, Any], Mapping[str, Any]], Verdict]) -> dict[int, int]:
+    """Where a session's recorded decisions show a restart, which earlier state the new
+    worker folded from: {position p: index k} means decision p was folded from the state
+    before decision k. Each guess is kept only if it reproduces every decision from p to
+    a few past the restart's last repeat; otherwise none is made (the differences then
+    show in the report)."""
+    blocks = _restart_blocks(items)
+    if not blocks:
+        return {}
+    plan: dict[int, int] = {}
+    hist: list[dict[str, Any] | None] = [None]
+
+    def fold(state, rd):
+        event = events.get(rd.value["event_id"])
+        if event is None:
+            return state, True
+        r = decide(state, event, replace(base, verdict=verdict_for(rd.value, event)))
+        return r.state, not differing_fields(rd.value, r.record)
+
+    pos = 0
+    for first, last in blocks:
+        mismatch = None  # the new worker began at or before the first decision the running state misses
+        while pos < first:
+            state, ok = fold(hist[-1], items[pos])
+            if not ok and mismatch is None and pos >= first - BACK:
+                mismatch = pos
+            hist.append(state)
+            pos += 1
+        k0 = _restored_index(items, (first, last))
+        found = None
+        # earliest first: a state the new worker folded new events into before its repeats
+        # (an ack that moved the session clock) must be found, not skipped
+        for p in range(max(first - BACK, 0), (first if mismatch is None else mismatch) + 1):
+            for k in (k0, k0 - 1, k0 + 1, k0 - 2, k0 + 2):
+                if not 0 <= k <= p:
+                    continue
+                state, ok = hist[k], True
+                for rd in items[p: min(last + TAIL + 1, len(items))]:
+                    state, ok = fold(state, rd)
+                    if not ok:
+                        break
+                if ok:
+                    found = (p, k)
+                    break
+            if found:
+                break
+        if found is None:
+            continue
+        p, k = found
+        plan[p] = k
+        del hist[p + 1:]
+        state = hist[k]
+        for rd in items[p: first]:
+            state, _ = fold(state, rd)
+            hist.append(state)
+        pos = first
+    return plan
 
 
 def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDecision], base: Context,
            in_window: Callable[[str], bool], *, classify: Classify | None = None,
            compare_sessions: Callable[[str], bool] = lambda _: True, keep_results: bool = False,
-           rewind_plan: Mapping[tuple[str, int], int] | None = None) -> ReplayReport:
+           rewind_plan: Mapping[str, Mapping[int, int]] | None = None) -> ReplayReport:
     """Fold every recorded decision's event again and compare the decisions in the window.
 
     ``events``: event id -> decoded event; ``in_window(event_id)``: whether that decision
@@ -193,12 +290,11 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
 
     Restarts: a worker that died re-reads a session's state from its changelog, which
     may be older than the last decision it recorded, and then re-processes events
-    (their decisions repeat, as ``duplicate`` or decided again). Which state it
-    re-read is not recorded; near such repeats, a decision the running state does not
-    reproduce is folded from the latest earlier state of the session that reproduces
-    it and the next decisions too (``rewinds`` counts them). Elsewhere no search is
-    made, so a real difference is never explained away. A what-if passes the
-    baseline's ``rewind_plan`` so its fold restarts from the same states.
+    (their decisions repeat, as ``duplicate`` or decided again). Which state it re-read
+    is not recorded: :func:`plan_restarts` infers it from which repeats were duplicates
+    and keeps the guess only if it reproduces the decisions around the restart
+    (``rewinds`` counts them). A what-if passes the baseline's ``rewind_plan`` so its
+    fold restarts from the same states.
     """
     report = ReplayReport(runbook_version_used=base.runbooks.version)
     tables = GlobalTables(base.runbooks.routing.inhibit_rules)
@@ -206,17 +302,6 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
     per_session: dict[str, list[RecordedDecision]] = defaultdict(list)
     for rd in seq_list:
         per_session[rd.value["session_key"]].append(rd)
-    repeats: dict[str, list[int]] = {}
-    for session, items in per_session.items():
-        first: set[str] = set()
-        idx = []
-        for i, rd in enumerate(items):
-            if rd.value["event_id"] in first:
-                idx.append(i)
-            first.add(rd.value["event_id"])
-        repeats[session] = idx
-    position: dict[str, int] = defaultdict(int)
-    history: dict[str, list[dict[str, Any] | None]] = defaultdict(lambda: [None])
     verdicts: dict[str, Verdict] = {}
     if classify is not None:
         wanted = [events[d.value["event_id"]] for d in seq_list
@@ -229,61 +314,72 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
             return recorded_verdict(rec)
         return verdicts.get(event["event_id"], TIMER_VERDICT)
 
-    def near_restart(session: str, pos: int) -> bool:
-        return any(pos <= i <= pos + LOOKAHEAD for i in repeats[session])
+    if rewind_plan is None:
+        plans = {session: plan_restarts(items, events, base, verdict_for) for session, items in per_session.items()}
+        report.rewind_plan = {s: p for s, p in plans.items() if p}
+    else:
+        plans = {s: dict(p) for s, p in rewind_plan.items()}
+        report.rewind_plan = dict(plans)
+    position: dict[str, int] = defaultdict(int)
+    history: dict[str, list[dict[str, Any] | None]] = defaultdict(lambda: [None])
 
-    def reproduces(state: dict[str, Any] | None, session: str, pos: int, ctx: Context) -> bool:
-        items = per_session[session]
-        for rd in items[pos + 1: pos + 1 + LOOKAHEAD]:
-            event = events.get(rd.value["event_id"])
-            if event is None:
-                return True
-            r = decide(state, event, replace(ctx, verdict=verdict_for(rd.value, event)))
-            if differing_fields(rd.value, r.record):
-                return False
-            state = r.state
-        return True
+    pending: dict[str, list[RecordedDecision]] = defaultdict(list)  # decisions of timers decide fires inline
+
+    def compare(rec: dict[str, Any], replayed: dict[str, Any], effects: list[dict[str, Any]], session: str,
+                window_id: str) -> None:
+        if not (in_window(window_id) and compare_sessions(session)):
+            return
+        report.compared += 1
+        report.by_kind[rec["kind"]] += 1
+        report.runbook_versions[rec.get("runbook_set_version", "")] += 1
+        if keep_results:
+            report.results[rec["decision_id"]] = (replayed, effects)
+        fields = differing_fields(rec, replayed)
+        if fields:
+            report.differences.append(Difference(rec["event_id"], session, fields, rec, replayed))
+            report.by_field.update(fields)
+        else:
+            report.identical += 1
 
     for seq, rd in enumerate(seq_list):
         rec = rd.value
         eid, session = rec["event_id"], rec["session_key"]
         pos = position[session]
         position[session] += 1
+        hist = history[session]
         event = events.get(eid)
         if event is None:
-            report.decisions_without_event.append(rec["decision_id"])
-            continue
-        hist = history[session]
-        ctx = replace(tables.context(base, rd.timestamp), verdict=verdict_for(rec, event))
-        result = decide(hist[-1], event, ctx)
-        if rewind_plan is not None:
-            if (session, pos) in rewind_plan:
-                result = decide(hist[rewind_plan[(session, pos)]], event, ctx)
+            # A timer decide folded before a later event (its record comes first), or an
+            # event out of retention: matched against the next fold's fired timers.
+            pending[session].append(rd)
+            plan = plans.get(session)
+            if plan and pos in plan:  # the restarted worker's first record: from the restored state on
+                hist.append(hist[plan[pos]])
                 report.rewinds += 1
-        elif differing_fields(rec, result.record) and near_restart(session, pos):
-            for index in range(len(hist) - 2, -1, -1):
-                r = decide(hist[index], event, ctx)
-                if not differing_fields(rec, r.record) and reproduces(r.state, session, pos, ctx):
-                    result = r
-                    report.rewinds += 1
-                    report.rewind_plan[(session, pos)] = index
-                    break
+            else:
+                hist.append(hist[-1])
+            continue
+        plan = plans.get(session)
+        prior = hist[-1]
+        if plan and pos in plan:
+            prior = hist[plan[pos]]
+            report.rewinds += 1
+        ctx = replace(tables.context(base, rd.timestamp), verdict=verdict_for(rec, event))
+        result = decide(prior, event, ctx)
         hist.append(result.state)
         report.folded += 1
         report.global_changes += tables.after(rd.timestamp, seq, event, result.record, result.state)
-        if not (in_window(eid) and compare_sessions(session)):
-            continue
-        report.compared += 1
-        report.by_kind[rec["kind"]] += 1
-        report.runbook_versions[rec.get("runbook_set_version", "")] += 1
-        if keep_results:
-            report.results[rec["decision_id"]] = (result.record, result.effects)
-        fields = differing_fields(rec, result.record)
-        if fields:
-            report.differences.append(Difference(eid, session, fields, rec, result.record))
-            report.by_field.update(fields)
-        else:
-            report.identical += 1
+        for fired in getattr(result, "fired", ()):
+            waiting = pending[session]
+            match = next((i for i, w in enumerate(waiting) if w.value["event_id"] == fired.event["event_id"]), None)
+            if match is None:
+                report.replayed_without_record.append(fired.event["event_id"])
+                continue
+            report.folded += 1
+            compare(waiting.pop(match).value, fired.record, fired.effects, session, eid)
+        compare(rec, result.record, result.effects, session, eid)
+    for session, waiting in pending.items():
+        report.decisions_without_event += [w.value["decision_id"] for w in waiting if compare_sessions(session)]
     return report
 
 
