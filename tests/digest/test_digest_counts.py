@@ -1,0 +1,51 @@
+"""Must show (pure half): a digest for a day with known traffic shows the right counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from streams.codec import default_codec
+from streams.digest import DigestCounts, add_decision, add_delivery, day_of, digest_effect, due_day, utc_ms
+
+
+def test_known_day_counts_render_and_encode():
+    tz = "Europe/Berlin"
+    counts: dict[tuple[str, str], DigestCounts] = {}
+    decisions = (
+        [{"org": "acme", "session_key": "acme:a", "outcome": "notified", "decided_at": utc_ms(2026, 11, 21, 8)}] * 3
+        + [{"org": "acme", "session_key": "acme:b", "outcome": "repeat", "decided_at": utc_ms(2026, 11, 21, 9)}] * 5
+        + [{"org": "acme", "session_key": "acme:b", "outcome": "duplicate", "decided_at": utc_ms(2026, 11, 21, 9)}] * 2
+        # 23:30 UTC on the 21st is the 22nd in Berlin: another day
+        + [{"org": "acme", "session_key": "acme:c", "outcome": "notified", "decided_at": utc_ms(2026, 11, 21, 23, 30)}]
+        + [{"org": "other", "session_key": "other:x", "outcome": "notified", "decided_at": utc_ms(2026, 11, 21, 10)}]
+    )
+    for d in decisions:
+        add_decision(counts.setdefault((d["org"], day_of(d["decided_at"], tz)), DigestCounts()), d)
+    deliveries = [("slack", "delivered")] * 3 + [("email", "delivered"), ("pagerduty", "failed"), ("teams", "dead")]
+    day = counts[("acme", "2026-11-21")]
+    for channel, status in deliveries:
+        add_delivery(day, {"channel": channel, "status": status})
+
+    assert day.events == 8  # duplicates are not events
+    assert day.outcomes == Counter(notified=3, repeat=5, duplicate=2)
+    assert day.notifications == Counter(slack=3, email=1)
+    assert day.failures == Counter(pagerduty=1) and day.dead == Counter(teams=1)
+    assert day.sessions.most_common(1) == [("acme:b", 5)]
+    assert counts[("acme", "2026-11-22")].events == 1 and counts[("other", "2026-11-21")].events == 1
+    assert DigestCounts.from_json(day.to_json()) == day  # what the table stores
+
+    effect = digest_effect("acme", "2026-11-21", day, channel="slack", receiver="infra-slack", created_at=1)
+    assert effect["notify"]["fields"] == {"events": "8", "notifications": "4", "failures": "1", "dead_letters": "1"}
+    body = effect["notify"]["body"].splitlines()
+    assert body[body.index("Noisiest sessions:") + 1] == "- acme:b: 5 events"
+    decoded = default_codec().decode(default_codec().encode("opsloop.Effect", effect))
+    assert decoded["effect_id"] == effect["effect_id"] and decoded["notify"]["title"] == "Daily digest for acme: 2026-11-21"
+
+
+def test_due_at_the_configured_local_hour_once():
+    tz = "America/New_York"
+    before = utc_ms(2026, 11, 22, 12)  # 07:00 in New York
+    after = utc_ms(2026, 11, 22, 14)  # 09:00
+    assert due_day(before, 8, tz, None) is None
+    assert due_day(after, 8, tz, None) == "2026-11-21"
+    assert due_day(after, 8, tz, "2026-11-21") is None
