@@ -98,6 +98,10 @@ class Topics:
         deadline = loop.time() + timeout
         while not condition(self):
             if loop.time() > deadline:
+                import json as _json, os as _os
+                if _os.environ.get("SCENARIO_DEBUG"):
+                    with open(_os.environ["SCENARIO_DEBUG"], "w") as fh:
+                        _json.dump({"decisions": self.decisions(), "effects": self.effects()}, fh, default=str)
                 raise TimeoutError(f"{what or 'condition'} not met within {timeout:.0f}s "
                                    f"({len(self.decisions())} decisions, {len(self.effects())} effects read)")
             batch = await self._reader._consumer.getmany(timeout_ms=200, max_records=5000)  # noqa: SLF001

@@ -11,6 +11,8 @@ import pytest
 
 from classifier.dataset import alert_name
 from streams.batchsend import partition_for_key
+from streams.silences import silence_event as make_silence_event
+from streams.silences import silence_from_json
 from tests.decide.scenario import MIN, T0, Topics, alert, tick, webhook, worker_env
 
 pytestmark = pytest.mark.integration
@@ -37,6 +39,18 @@ def storm(at: int) -> list[dict]:
                 events.append(alert(name, service=service, instance=f"{service}-{i}:9100", at=at + n * 5,
                                     eid=f"storm-{s}-{r}-{i}"))
     return events
+
+
+CRON_SESSION = "default:schedule:nightly-drift-scan"
+CRON_SLOT = 1_700_028_000_000  # 2023-11-15 06:00 UTC, the slot after T0
+
+
+def dispatched(topics: Topics) -> list[dict]:
+    seen: dict[str, dict] = {}
+    for e in topics.effects():
+        if e["type"] == "remediate" and e["session_key"] == CRON_SESSION:
+            seen.setdefault(e["effect_id"], e)
+    return sorted(seen.values(), key=lambda e: e["created_at"])
 
 
 def topics_partitions(settings) -> int:
@@ -100,7 +114,7 @@ def test_storm_of_1000_alerts_gives_one_notification_per_session_per_group_inter
     assert retried["duplicate"] == 100 and retried["grouped"] == 1000
 
 
-def test_escalation_ack_resolve_flapping_silence_and_inhibition_on_a_running_worker(topics, worker_factory, tmp_path):
+def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_running_worker(topics, worker_factory, tmp_path):
     worker_factory(**worker_env(tmp_path))
     down = alert("Prometheus target missing", service="api", instance="api-1:9100", at=T0)          # urgent: escalates
     s1 = down["session_key"]
@@ -109,9 +123,12 @@ def test_escalation_ack_resolve_flapping_silence_and_inhibition_on_a_running_wor
     flap = [alert("Kubernetes pod crash looping", service="jobs", instance="jobs-1:9100", at=T0 + k * MIN,
                   status="firing" if k % 2 == 0 else "resolved", source="alertmanager", eid=f"flap-{k}") for k in range(8)]
     s3 = flap[0]["session_key"]
-    silence = {"id": "quiet-payments", "matchers": ['service="payments"'], "starts_at": T0 - MIN, "ends_at": T0 + 60 * MIN,
-               "created_by": "alice", "comment": "migration"}
-    silence_event = webhook("silence.created", "acme:silences", T0 - MIN, source="cli", body_json=json.dumps(silence))
+    # the event `opsloop silence add` produces (built by the same function; the CLI stamps it with the
+    # wall clock, which would move this test's event time forward by years)
+    quiet_payments = silence_from_json({"matchers": ['service="payments"'], "starts_at": T0 - MIN, "ends_at": T0 + 2 * 60 * MIN,
+                                        "created_by": "alice", "comment": "migration"})
+    silence_id = quiet_payments.silence_id
+    silence_event = make_silence_event(quiet_payments, org="acme", now_ms=T0 - MIN, actor="alice")
     muted = alert("Prometheus target missing", service="payments", instance="pay-1:9100", at=T0, source="alertmanager")
     s4 = muted["session_key"]
     critical = alert("Postgresql down", service="orders", instance="db-1:5432", at=T0, source="alertmanager")
@@ -153,6 +170,11 @@ def test_escalation_ack_resolve_flapping_silence_and_inhibition_on_a_running_wor
             await t.until(lambda t: t.decided(e["event_id"] for e in later), 60, "late ticks")
             await t.until(lambda t: any(n["notify"]["action"] == "resolve" and n["created_at"] >= T0 + 17 * MIN
                                         for n in t.notifications(s3)), 60, "the flapping session stable again")
+            # cron: event time reaches 06:00:10 UTC next morning on the nightly drift scan's partition
+            await t.push([tick(CRON_SESSION, CRON_SLOT + 10_000)])
+            await t.until(lambda t: len(dispatched(t)) == 1, 60, "the 06:00 slot dispatched")
+            await t.push([tick(CRON_SESSION, CRON_SLOT + 2 * MIN)])
+            await t.until(lambda t: len(dispatched(t)) == 3, 60, "the other targets, staggered")
             resolved = alert("Prometheus target missing", service="api", instance="api-1:9100", at=T0 + 41 * MIN,
                              status="resolved")
             await t.push([resolved])
@@ -189,11 +211,19 @@ def test_escalation_ack_resolve_flapping_silence_and_inhibition_on_a_running_wor
     assert t.notifications(s4) == []
     d4 = [d for d in t.decisions() if d["session_key"] == s4 and d["event_id"] == muted["event_id"]]
     assert d4 and any(g["gate"] == "silence" and g["verdict"] == "stop" for g in d4[0]["gates"])
+    assert silence_id in d4[0]["matched"]["silence"] and silence_id in d4[0]["matched"]["inputs.silences"]
     # S5: the orders database is down (another session): its warning is inhibited
     assert t.notifications(s5) == []
     d5 = [d for d in t.decisions() if d["session_key"] == s5 and d["matched"].get("inhibit")]
     assert d5 and "PostgresqlDown" in d5[0]["matched"]["inhibit"]
     assert len(t.notifications(critical["session_key"])) >= 1
+    # cron: the nightly drift scan's slot ran once, its three targets 30 s apart (event time)
+    runs = dispatched(t)
+    assert [r["remediate"]["params"]["target"] for r in runs] == ["infra-live", "infra-staging", "platform-modules"]
+    # (the slot was folded at 06:00:10, when event time reached it; the stagger counts from then)
+    assert [r["created_at"] - CRON_SLOT for r in runs] == [0, 40_000, 70_000]
+    assert [r["remediate"]["params"]["slot"] for r in runs] == [str(CRON_SLOT)] * 3
+    assert all(r["remediate"]["action"] == "dispatch-scan" and r["remediate"]["params"]["scan_type"] == "drift" for r in runs)
     # S6: its first message came from a timer event the ticker promoted (not from any event of S6)
     [n6] = [n for n in t.notifications(s6) if n["notify"]["action"] == "trigger"][:1]
     timer_decision = next(d for d in t.decisions() if d["event_id"] == n6["event_id"] and d["outcome"] != "duplicate")
@@ -275,3 +305,23 @@ def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topi
     assert len(caps) >= 30 and set(caps) == {"3 of 6"}, Counter(caps)
     repeats = Counter(d["outcome"] for d in t.decisions() if d["event_id"].startswith("resend"))
     assert set(repeats) <= {"repeat", "duplicate"} and repeats["repeat"] >= 600
+
+
+def test_silence_add_produces_a_silence_event(topics, capsys):
+    from streams.cli import main
+    from streams.reader import TopicReader
+
+    assert main(["silence", "add", 'service="payments"', 'env!="dev"', "--duration", "2h", "--comment", "migration",
+                 "--by", "alice", "--org", "acme"]) == 0
+    sid = capsys.readouterr().out.split()[1].rstrip(":")
+
+    async def read():
+        async with TopicReader(topics, ["events.webhook"]) as reader:
+            return await reader.collect(lambda rs: len(rs) >= 1, timeout=30)
+
+    [record] = asyncio.run(read())
+    event = record.value
+    assert (event["type"], event["session_key"], event["payload"]["actor"]) == ("silence.created", "acme:silences", "alice")
+    body = json.loads(event["payload"]["body_json"])
+    assert body["id"] == sid and body["matchers"] == ['service="payments"', 'env!="dev"']
+    assert body["ends_at"] - body["starts_at"] == 2 * 3_600_000
