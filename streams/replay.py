@@ -148,7 +148,8 @@ def run_replay(recorded: Recorded, baseline_runbooks: RunbookSet, *, session: st
     result = ReplayResult(replay=base, recorded=recorded)
     if whatif:
         changed = replay(recorded.events, recorded.decisions, base_context(runbooks or baseline_runbooks), in_window,
-                         classify=classify, compare_sessions=sessions, keep_results=True, rewind_plan=base.rewind_plan)
+                         classify=classify, compare_sessions=sessions, keep_results=True, rewind_plan=base.rewind_plan,
+                         use_recorded_inputs=False)
         result.changed, result.whatif = changed, what_if(base, changed)
     return result
 

@@ -18,11 +18,11 @@ Choices the issue left open (see the report in the README):
   reproduced too.
 * CONTEXT: the verdict is the one recorded in the decision (category, severity,
   confidences, classifier version, fallback), unless a what-if names a model; timer
-  events get the agent's fixed timer verdict. Silences and inhibiting alerts are
-  global tables in the agent, read once per batch; replay rebuilds them from the
-  folded decisions in record-timestamp order and lets a change made by a decision
-  be seen by decisions recorded strictly later. That is exact while those tables
-  do not change between two decisions of one batch (see ``ReplayReport.global_changes``).
+  events get the agent's fixed timer verdict. Silences and inhibiting alerts: an
+  exact replay hands decide the ones its records say stopped something; a what-if
+  rebuilds the agent's global tables from the folded decisions in record-timestamp
+  order (a change made by a decision is seen by decisions recorded strictly later),
+  which is exact while those tables do not change between two decisions of one batch.
 """
 
 from __future__ import annotations
@@ -218,6 +218,15 @@ def _restored_index(items: Sequence[RecordedDecision], block: tuple[int, int]) -
     return min(again) if again else block[0]
 
 
+def _recorded_inputs():
+    """decide's ``recorded_inputs`` where this version of decide records them."""
+    try:
+        from streams.decide import recorded_inputs
+    except ImportError:
+        return None
+    return recorded_inputs
+
+
 def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[str, Any]], base: Context,
                   verdict_for: Callable[[Mapping[str, Any], Mapping[str, Any]], Verdict]) -> dict[int, int]:
     """Where a session's recorded decisions show a restart, which earlier state the new
@@ -230,12 +239,14 @@ def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[s
         return {}
     plan: dict[int, int] = {}
     hist: list[dict[str, Any] | None] = [None]
+    inputs = _recorded_inputs()
 
     def fold(state, rd):
         event = events.get(rd.value["event_id"])
         if event is None:
             return state, True
-        r = decide(state, event, replace(base, verdict=verdict_for(rd.value, event)))
+        outer = inputs([rd.value], base) if inputs is not None else base
+        r = decide(state, event, replace(outer, verdict=verdict_for(rd.value, event)))
         return r.state, not differing_fields(rd.value, r.record)
 
     pos = 0
@@ -281,7 +292,8 @@ def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[s
 def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDecision], base: Context,
            in_window: Callable[[str], bool], *, classify: Classify | None = None,
            compare_sessions: Callable[[str], bool] = lambda _: True, keep_results: bool = False,
-           rewind_plan: Mapping[str, Mapping[int, int]] | None = None) -> ReplayReport:
+           rewind_plan: Mapping[str, Mapping[int, int]] | None = None,
+           use_recorded_inputs: bool = True) -> ReplayReport:
     """Fold every recorded decision's event again and compare the decisions in the window.
 
     ``events``: event id -> decoded event; ``in_window(event_id)``: whether that decision
@@ -295,6 +307,12 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
     and keeps the guess only if it reproduces the decisions around the restart
     (``rewinds`` counts them). A what-if passes the baseline's ``rewind_plan`` so its
     fold restarts from the same states.
+
+    Outside inputs: decide records the silences and other sessions' alerts that stopped
+    something; with ``use_recorded_inputs`` (exact replay) each call gets those back
+    (``streams.decide.recorded_inputs``). A what-if, whose changed configuration may be
+    stopped by inputs that stopped nothing before, uses the global tables rebuilt from
+    the replay instead.
     """
     report = ReplayReport(runbook_version_used=base.runbooks.version)
     tables = GlobalTables(base.runbooks.routing.inhibit_rules)
@@ -322,6 +340,7 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
         report.rewind_plan = dict(plans)
     position: dict[str, int] = defaultdict(int)
     history: dict[str, list[dict[str, Any] | None]] = defaultdict(lambda: [None])
+    recorded = _recorded_inputs() if use_recorded_inputs else None
 
     pending: dict[str, list[RecordedDecision]] = defaultdict(list)  # decisions of timers decide fires inline
 
@@ -364,7 +383,11 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
         if plan and pos in plan:
             prior = hist[plan[pos]]
             report.rewinds += 1
-        ctx = replace(tables.context(base, rd.timestamp), verdict=verdict_for(rec, event))
+        if recorded is not None:
+            outer = recorded([w.value for w in pending[session]] + [rec], base)
+        else:
+            outer = tables.context(base, rd.timestamp)
+        ctx = replace(outer, verdict=verdict_for(rec, event))
         result = decide(prior, event, ctx)
         hist.append(result.state)
         report.folded += 1
