@@ -242,6 +242,24 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
                     else:
                         del inhibitors[session]
 
+    fallback_classify: list[Classify] = []
+
+    def classify_batch(events: list[dict[str, Any]]) -> list[Verdict]:
+        """One classifier call per batch; if the model fails on a batch, the keyword rules answer it (flagged)."""
+        try:
+            return classify(events)
+        except Exception:  # noqa: BLE001 - a model bug must not stop decisions; logged, and flagged in each record
+            log.exception("classifier failed on a batch of %d events; the keyword rules decide it", len(events))
+            if not fallback_classify:
+                from classifier.keyword import KeywordClassifier
+
+                rules = KeywordClassifier()
+                fallback_classify.append(lambda evs: [
+                    Verdict(category=p.category, severity=p.severity, confidence=float(p.category_p),
+                            classifier=p.model_version, fallback=True, severity_confidence=float(p.severity_p))
+                    for p in rules.predict_batch(evs)])
+            return fallback_classify[0](events)
+
     @app.agent(ops.topic("events"), name="decide")
     async def decide_agent(stream: faust.StreamT) -> None:
         batcher = PartitionBatcher(app.producer._ensure_producer(), {  # noqa: SLF001 - the aiokafka producer faust runs
@@ -256,7 +274,7 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
             if not good:
                 continue
             to_classify = [event for _, event in good if event["kind"] != "timer"]
-            verdicts = iter(classify(to_classify) if to_classify else ())
+            verdicts = iter(classify_batch(to_classify) if to_classify else ())
             base = context_for_batch()
             states: dict[str, Any] = {}
             owner: dict[str, faust.EventT] = {}
@@ -278,7 +296,7 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
                 states[session] = result.state
                 owner[session] = ev
                 orgs[session] = event.get("org", "default")
-                key = ev.message.key
+                key = ev.message.key or session.encode()
                 for value in values:
                     batcher.add(outbox_topic, key, value)
                 for record in records:
