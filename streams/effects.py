@@ -39,6 +39,7 @@ class Fold:
         # hand decide the same: silences that muted something, other sessions' alerts that inhibited.
         self.used_silences: dict[str, dict[str, Any]] = {}
         self.used_inhibitors: list[list[Any]] = []  # [session_key, labels]
+        self.routes: dict[tuple[tuple[str, str], ...], Any] = {}  # route lookups of this fold
 
     # -- bookkeeping ------------------------------------------------------------------
     def check(self, gate: Gate) -> bool:

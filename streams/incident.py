@@ -79,7 +79,12 @@ def _runbook(f: Fold, name: str) -> Runbook:
 
 
 def route_of(f: Fold, labels: Mapping[str, str]) -> RouteMatch:
-    return f.ctx.runbooks.routing.match(labels)[0]
+    """The first route ``labels`` reach (its timing governs the group); cached for the fold."""
+    key = tuple(sorted(labels.items()))
+    found = f.routes.get(key)
+    if found is None:
+        found = f.routes[key] = f.ctx.runbooks.routing.match(labels)[0]
+    return found
 
 
 def expand_receivers(f: Fold, names: Iterable[str], labels: Mapping[str, str]) -> list[str]:
