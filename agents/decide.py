@@ -4,12 +4,15 @@ Per micro-batch from the events.* topics:
 
 1. decode every record (one that does not decode goes to events.dlq with its reason,
    origin and bytes, and the batch goes on);
-2. classify the whole batch in one call (timer events need no verdict);
+2. classify the whole batch in one call (timer events need no verdict); if the model
+   fails on a batch, the keyword rules answer for it and the records say so;
 3. fold each event in order into its session's state, read from the ``sessions``
    table once per batch and kept in a batch-local cache (a session with many events
-   in one batch is read and written once);
-4. send the effects to ``outbox`` and the decision records to ``decisions`` and wait
-   for Kafka to acknowledge them, and only then write the states back (and the
+   in one batch is read and written once); decide also folds the session's timers
+   that came due before the event, so their records and effects go out first;
+4. send the effects to ``outbox`` and the decision records to ``decisions`` (one
+   produce batch per partition) and wait for Kafka to acknowledge them, and only
+   then write the states back (and the
    pending-timer index, the silences and the inhibiting alerts). A crash can then
    lose a state write but never an effect: the re-processed events yield the same
    effect ids, which the sinks' ledger delivers once, and events whose state was
