@@ -12,11 +12,10 @@ Per micro-batch from the events.* topics:
    that came due before the event, so their records and effects go out first;
 4. send the effects to ``outbox`` and the decision records to ``decisions`` (one
    produce batch per partition) and wait for Kafka to acknowledge them, and only
-   then write the states back (and the
-   pending-timer index, the silences and the inhibiting alerts). A crash can then
-   lose a state write but never an effect: the re-processed events yield the same
-   effect ids, which the sinks' ledger delivers once, and events whose state was
-   written are skipped as seen.
+   then write the states back (and the pending-timer index, the silences and the
+   inhibiting alerts). A crash can then lose a state write but never an effect: the
+   re-processed events yield the same effect ids, which the sinks' ledger delivers
+   once, and events whose state was written are skipped as seen.
 
 The runbook set is loaded when the worker starts; a broken set stops the start with
 file:line. Nothing else lives here: the gates, the runbooks and the timers are pure
