@@ -15,5 +15,6 @@ def register_all(ops: "Opsloop") -> None:
     decide.register(ops)
     from agents import timers; timers.register(ops)  # noqa: E702 - the ticker (issue 4)
     from agents import scheduler; scheduler.register(ops)  # noqa: E702 - cron (issue 4)
+    from agents import digest; digest.register(ops)  # noqa: E702 - daily digest (issue 7)
     from agents.sinks import agent as sinks
     sinks.register(ops)

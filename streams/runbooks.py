@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from streams.digest_config import DIGEST_FILE, DigestConfig, load_digest_config
 from streams.matchers import Matcher
 from streams.routing import (
     SEVERITIES, Routing, default_routing, load_routing, parse_match_maps, parse_matcher_list,
@@ -35,7 +36,7 @@ ROUTING_FILE = "routing.yaml"
 MAINTENANCE_FILE = "maintenance.yaml"
 SCHEDULES_FILE = "schedules.yaml"
 # Owned by ingest (session-key rules); not a runbook.
-RESERVED_FILES = (ROUTING_FILE, MAINTENANCE_FILE, SCHEDULES_FILE, "sessions.yaml")
+RESERVED_FILES = (ROUTING_FILE, MAINTENANCE_FILE, SCHEDULES_FILE, DIGEST_FILE, "sessions.yaml")
 
 ROUTE_RECEIVER = "route"  # a notify step / escalation step that asks the routing tree
 
@@ -189,6 +190,7 @@ class RunbookSet:
     routing: Routing
     maintenance: tuple[Silence, ...] = ()
     schedules: tuple[Schedule, ...] = ()
+    digest: DigestConfig = DigestConfig()  # runbooks/digest.yaml: who gets a daily digest, when
     version: str = "builtin-0"
     directory: str = ""
     by_name: Mapping[str, Runbook] = field(init=False, repr=False, compare=False)
@@ -260,8 +262,9 @@ def load_runbook_set(directory: str | Path) -> RunbookSet:
         runbooks.append(rb)
     runbooks.sort(key=lambda rb: (-rb.priority, Path(rb.path).name))
     schedules = load_schedules(directory / SCHEDULES_FILE, routing) if (directory / SCHEDULES_FILE).exists() else ()
+    digests = load_digest_config(directory / DIGEST_FILE) if (directory / DIGEST_FILE).exists() else DigestConfig()
     return RunbookSet(runbooks=tuple(runbooks), routing=routing, maintenance=maintenance, schedules=schedules,
-                      version=digest.hexdigest()[:16], directory=str(directory))
+                      digest=digests, version=digest.hexdigest()[:16], directory=str(directory))
 
 
 def _strings(path: Path, mapping: LineDict, key: str, what: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:

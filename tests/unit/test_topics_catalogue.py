@@ -14,7 +14,7 @@ def test_the_shipped_catalogue_is_valid_and_complete():
     specs = {s.name: s for s in load_catalogue()}
     assert set(specs) == {
         "events.telemetry", "events.webhook", "events.timer", "events.scan",
-        "decisions", "outbox", "deliveries", "events.dlq", "outbox.dlq",
+        "decisions", "outbox", "deliveries", "events.dlq", "outbox.dlq", "digest.counts",
     }
     assert specs["outbox"].value_schema == "opsloop.Effect"
     assert specs["events.scan"].retention_ms == 30 * 86_400_000
