@@ -73,7 +73,9 @@ def create_app(settings: Settings, *, agents: bool = True, replication: int | No
     )
     if agents:
         from agents import register_all
+        from streams.redelivery import guard_redelivery
 
+        guard_redelivery(app)
         register_all(ops)
     return ops
 

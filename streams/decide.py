@@ -5,9 +5,9 @@ monotonic per session), and everything from outside (the classifier's verdict, t
 runbook set and routing with their versions, the silences and the firing alerts of
 other sessions that may inhibit this one, the ack-link secret) arrives in ``ctx``.
 Same inputs, same outputs, byte for byte, which is what makes replay and audit
-cheap. Effect ids derive from the event id and the effect's position, so
-re-processing an event after a crash yields the same ids and the sinks' ledger
-delivers each once.
+cheap. Effect ids derive from the event id and what the effect is about (receiver
+and action, timer id), so re-processing an event after a crash yields the same ids
+and the sinks' ledger delivers each once.
 
 What an event means to a session:
 

@@ -2,8 +2,8 @@
 
 :class:`Fold` is created per event by :func:`streams.decide.decide` and thrown away
 after; it turns "notify these receivers", "schedule that timer" into effect records
-whose ids derive from the event id and their position, and keeps the session's
-mirror of pending timers in step with the timer effects it emits.
+whose ids derive from the event id and what each effect is about, and keeps the
+session's mirror of pending timers in step with the timer effects it emits.
 """
 
 from __future__ import annotations
@@ -17,9 +17,30 @@ if TYPE_CHECKING:
     from streams.decide import Context
 
 
-def effect_id(event_id: str, position: int) -> str:
-    """Deterministic: re-processing an event yields the same ids, so sinks deliver once."""
-    return derived_id("effect", event_id, str(position))
+def effect_subject(etype: str, body: Mapping[str, Any]) -> str:
+    """What an effect is about: the receiver and action of a notice, a timer's id, a cancel's prefix."""
+    if etype == "notify":
+        return f"{body['notify']['receiver']}|{body['notify']['action']}"
+    if etype == "schedule_timer":
+        return body["timer"]["timer_id"]
+    if etype == "cancel_timers":
+        return body["cancel"]["prefix"]
+    if etype == "remediate":
+        return body["remediate"]["action"]
+    return ""
+
+
+def effect_id(event_id: str, etype: str, subject: str, ordinal: int) -> str:
+    """Deterministic, and keyed by what the effect is about rather than its index in the list.
+
+    A worker killed after its effects were written but before its state write landed
+    decides the event again from an older state; timer events may then interleave
+    differently, so a timer cancel can appear or vanish before the notice. With ids by
+    index the same "resolved" notice would get a second id and be sent twice; by subject
+    (the n-th notice of this event to this receiver with this action) it keeps its id,
+    and the sinks deliver it once.
+    """
+    return derived_id("effect", event_id, etype, subject, str(ordinal))
 
 
 class Fold:
@@ -66,8 +87,10 @@ class Fold:
     # -- effects -----------------------------------------------------------------------
     def _effect(self, etype: str, runbook: str = "", **body: Any) -> dict[str, Any]:
         ev = self.event
+        subject = effect_subject(etype, body)
+        ordinal = sum(e["type"] == etype and effect_subject(etype, e) == subject for e in self.effects)
         effect = {
-            "effect_id": effect_id(ev["event_id"], len(self.effects)),
+            "effect_id": effect_id(ev["event_id"], etype, subject, ordinal),
             "event_id": ev["event_id"],
             "session_key": ev["session_key"],
             "org": ev.get("org", "default"),
