@@ -44,7 +44,7 @@ def traffic(sessions: int, cycles: int, *, t0: int | None = None, acks: bool = T
 
 
 def wait_decided(settings: Settings, event_ids: set[str], *, quiet_s: float = 4.0, timeout: float = 90,
-                 at_least: int | None = None, allow_missing: int = 0) -> list[Record]:
+                 at_least: int | None = None) -> list[Record]:
     """Decisions (and outbox effects) once every event id is decided (or ``at_least`` decisions)
     and no new decision came for ``quiet_s`` (the timers have settled)."""
 
@@ -61,7 +61,7 @@ def wait_decided(settings: Settings, event_ids: set[str], *, quiet_s: float = 4.
                 return False
             decided = {r.value["event_id"] for r in decisions}
             state["missing"] = event_ids - decided
-            return len(state["missing"]) <= allow_missing and time.monotonic() - state["since"] >= quiet_s
+            return not state["missing"] and time.monotonic() - state["since"] >= quiet_s
 
         async with TopicReader(settings, ["decisions", "outbox"]) as reader:
             try:
