@@ -14,18 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka.partitioner import murmur2
-
 from streams.app import Opsloop
+from streams.batchsend import partition_for_key
 from streams.producer import now_ms
 from streams.timers import TimerSettings, cron_event, due_slot
 
 log = logging.getLogger(__name__)
-
-
-def partition_for_key(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2, as aiokafka and the Java client) picks."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def register(ops: Opsloop) -> None:

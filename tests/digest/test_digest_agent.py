@@ -29,7 +29,7 @@ import pytest
 
 from streams.digest import DigestCounts, day_of, digest_effect, render
 from streams.producer import EventProducer
-from agents.scheduler import partition_for_key
+from streams.batchsend import partition_for_key
 from streams.topics import by_name, load_catalogue
 from tests.decide.scenario import MIN, Topics, alert, tick, worker_env
 
