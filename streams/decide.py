@@ -48,6 +48,11 @@ __all__ = ["Context", "Decision", "Fired", "TIMER_VERDICT", "Verdict", "decide",
 
 INPUT_SILENCES = "inputs.silences"
 INPUT_INHIBITORS = "inputs.inhibitors"
+# The version of decide's own rules, recorded in every decision next to the runbook set's
+# and the classifier's: replay can only promise identical decisions for records written by
+# the same rules. Bump it whenever a change makes the same inputs give other outputs
+# (2: effect ids by subject instead of by index).
+DECIDE_VERSION = "2"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")
@@ -466,6 +471,7 @@ def _record(f: Fold) -> dict[str, Any]:
         "fallback": verdict.fallback,
         "runbook": f.runbook,
         "runbook_set_version": f.ctx.runbooks.version,
+        "decide_version": DECIDE_VERSION,
         "gates": list(f.gates),
         "outcome": f.outcome,
         "effect_ids": [e["effect_id"] for e in f.effects],

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.codec import Codec, CodecError, default_codec
-from streams.decide import Context, Verdict
+from streams.decide import DECIDE_VERSION, Context, Verdict
 from streams.replay_compare import RecordedDecision, ReplayReport, WhatIf, replay, what_if
 from streams.runbooks import RunbookSet, load_runbook_set
 from streams.settings import Settings
@@ -164,6 +164,10 @@ def render(result: ReplayResult, limit: int = 20) -> str:
     if versions:
         lines.append(f"  WARNING: decisions recorded with runbook set(s) {', '.join(sorted(versions))}; "
                      f"replayed with {r.runbook_version_used} (pass --runbooks DIR of the recorded version)")
+    older = sorted(set(r.decide_versions) - {DECIDE_VERSION})
+    if older:
+        lines.append(f"  WARNING: {sum(r.decide_versions[v] for v in older)} decisions were recorded by decide version(s) "
+                     f"{', '.join(v or '(unrecorded)' for v in older)}; this is version {DECIDE_VERSION}, so they may differ")
     if r.events_without_decision:
         lines.append(f"  events with no decision: {len(r.events_without_decision)} (e.g. {', '.join(r.events_without_decision[:3])})")
     if r.decisions_without_event:

@@ -72,6 +72,7 @@ class ReplayReport:
     decisions_without_event: list[str] = field(default_factory=list)
     runbook_versions: Counter = field(default_factory=Counter)  # recorded versions of the compared decisions
     runbook_version_used: str = ""
+    decide_versions: Counter = field(default_factory=Counter)  # recorded decide versions of the compared decisions
     replayed_without_record: list[str] = field(default_factory=list)  # inline timer folds no decision recorded
     rewinds: int = 0  # decisions folded again from an earlier state (a worker re-processed them)
     global_changes: int = 0  # silence / inhibitor changes rebuilt from the replay
@@ -92,6 +93,7 @@ class ReplayReport:
             "decisions_without_event": len(self.decisions_without_event),
             "replayed_without_record": len(self.replayed_without_record),
             "runbook_versions_recorded": dict(self.runbook_versions), "runbook_version_used": self.runbook_version_used,
+            "decide_versions_recorded": dict(self.decide_versions),
             "rewinds": self.rewinds, "global_changes": self.global_changes, "folded": self.folded,
         }
 
@@ -351,6 +353,7 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
         report.compared += 1
         report.by_kind[rec["kind"]] += 1
         report.runbook_versions[rec.get("runbook_set_version", "")] += 1
+        report.decide_versions[rec.get("decide_version", "")] += 1
         if keep_results:
             report.results[rec["decision_id"]] = (replayed, effects)
         fields = differing_fields(rec, replayed)

@@ -69,3 +69,20 @@ def test_window_and_verdict():
     rec = next(d.value for d in recorded if d.value["event_id"] == "e0")
     assert recorded_verdict(rec).severity == URGENT_DOWN.severity and recorded_verdict(rec).classifier == "test-1"
     assert differing_fields({"a": 1, "m": {"x": "1"}}, {"a": 1, "m": {"x": "2", "y": "3"}}) == ["m.x", "m.y"]
+
+
+def test_decisions_of_another_decide_version_are_flagged():
+    """Records written before decide recorded its version (or by another version) differ, and say why."""
+    from streams.decide import DECIDE_VERSION
+    from streams.replay import Recorded, ReplayResult, render
+
+    events = traffic()
+    base, recorded = simulate(events, restart_after=len(events) - 1, restored_from=len(events))
+    assert {d.value["decide_version"] for d in recorded} == {DECIDE_VERSION}
+    older = [RecordedDecision({k: v for k, v in d.value.items() if k != "decide_version"}, d.partition, d.offset,
+                              d.timestamp) if i < 3 else d for i, d in enumerate(recorded)]
+    report = replay({e["event_id"]: e for e in events}, older, base, lambda _: True)
+    assert [d.fields for d in report.differences] == [["decide_version"]] * 3
+    assert report.decide_versions == {"": 3, DECIDE_VERSION: len(recorded) - 3}
+    text = render(ReplayResult(replay=report, recorded=Recorded()))
+    assert f"3 decisions were recorded by decide version(s) (unrecorded); this is version {DECIDE_VERSION}" in text
