@@ -1,6 +1,6 @@
 """Receivers: named destinations of notifications, loaded from the routing YAML.
 
-A receiver names a channel (slack, teams, pagerduty, email, webhook, log), its
+A receiver names a channel (slack, teams, pagerduty, email, webhook, log, remediate), its
 non-secret settings, and for each secret setting the NAME of the environment
 variable that holds it. Secret values are read only when a delivery needs them
 (:func:`resolve_secrets`), so they never sit in a config object, a record or a
@@ -64,6 +64,8 @@ CHANNELS: dict[str, ChannelSpec] = {
     ),
     "webhook": ChannelSpec(required=("url", "signing_key"), secret_only=("signing_key",), optional=("event_type",)),
     "log": ChannelSpec(),
+    # Runbook HTTP actions (agents/sinks/remediate.py); the endpoint comes from the runbook step.
+    "remediate": ChannelSpec(secret_only=("token", "signing_key"), optional=("token", "signing_key")),
 }
 
 RECEIVER_FIELDS = ("name", "channel", "settings", "secrets", "rate_limit")
@@ -230,6 +232,15 @@ def _rate_limit(path: str | Path, item: LineDict, what: str) -> RateLimit | None
     return RateLimit(float(count), _RATE_UNITS[unit])
 
 
+def notify_refusal(receiver: Receiver) -> str | None:
+    """Why ``receiver`` cannot take notifications (None: it can); one rule for routes and runbooks."""
+    if receiver.channel == "remediate":
+        return (f"receiver {receiver.name!r} is a remediate receiver (credentials for runbook actions), "
+                "not a notification channel")
+    return None
+
+
 def builtin_receivers() -> dict[str, Receiver]:
-    """Receivers that exist without a routing file: ``log`` (the demo's and the default route)."""
-    return {"log": Receiver(name="log", channel="log")}
+    """Receivers that exist without a routing file: ``log`` (the demo's and the default route) and
+    ``remediate`` (runbook actions without credentials; a routing file's own ``remediate`` replaces it)."""
+    return {"log": Receiver(name="log", channel="log"), "remediate": Receiver(name="remediate", channel="remediate")}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from streams.matchers import Matcher, MatcherError, equality_matchers, matches_all, parse_matcher
-from streams.receivers import Receiver, builtin_receivers, receivers_from
+from streams.receivers import Receiver, builtin_receivers, notify_refusal, receivers_from
 from streams.yamlfile import ConfigError, LineDict, check_keys, load_yaml, parse_duration_ms
 
 SEVERITIES = ("info", "warning", "action", "urgent")
@@ -234,6 +234,9 @@ def _route(path: Path, raw: LineDict, parent: Timing, where: str, parent_receive
         from streams.yamlfile import suggest
 
         raise ConfigError(path, raw.line_of("receiver"), f"{where}: unknown receiver {receiver!r}{suggest(receiver, receivers)}")
+    refusal = notify_refusal(receivers[receiver])
+    if refusal:
+        raise ConfigError(path, raw.line_of("receiver"), f"{where}: {refusal}")
     matchers = parse_matcher_list(path, raw, "matchers", where) + parse_match_maps(path, raw, where)
     cont = raw.get("continue", False)
     if not isinstance(cont, bool):

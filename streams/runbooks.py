@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 
 from streams.digest_config import DIGEST_FILE, DigestConfig, load_digest_config
 from streams.matchers import Matcher
+from streams.receivers import notify_refusal
 from streams.routing import (
     SEVERITIES, Routing, default_routing, load_routing, parse_match_maps, parse_matcher_list,
 )
@@ -314,6 +315,9 @@ def _check_receiver(path: Path, line: int, what: str, receiver: Any, routing: Ro
         choices = [*routing.receivers, ROUTE_RECEIVER]
         raise ConfigError(path, line, f"{what}: unknown receiver {receiver!r}{suggest(receiver, choices)} "
                                       f"(receivers are declared in {ROUTING_FILE})")
+    refusal = notify_refusal(routing.receivers[receiver]) if receiver != ROUTE_RECEIVER else None
+    if refusal:
+        raise ConfigError(path, line, f"{what}: {refusal}")
     return receiver
 
 

@@ -10,6 +10,10 @@ order, so the committed offset never passes an effect that is still pending.
 (faust's own out-of-order acking is not used: its gap check lets a commit pass a
 single unacked offset at the head of a partition.)
 
+Remediate effects take the same path to their action's destination
+(``remediate:<action>``) when this worker may call them; otherwise they settle at
+once with a ``dry_run`` receipt (:mod:`agents.sinks.remediate`).
+
 Back-pressure: at most ``max_in_flight`` unsettled records in all; a destination
 whose queue reaches ``backlog_per_destination`` gets further effects dead-lettered
 with that reason rather than stalling everyone.
@@ -20,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable, Mapping, Protocol, TypeVar
 
+from agents.sinks import remediate
 from agents.sinks.base import Sink
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
@@ -35,6 +40,7 @@ from streams.producer import now_ms
 from streams.receivers import Receiver
 
 log = logging.getLogger(__name__)
+notifications = logging.getLogger("opsloop.notifications")
 T = TypeVar("T")
 
 
@@ -129,24 +135,48 @@ class Dispatcher:
         except CodecError as exc:
             await self._dead_letter(record, f"undecodable outbox record: {exc}", type(exc).__name__, "sink")
             return self._settle(done, "dead")
+        if effect["type"] == "remediate" and effect.get("remediate"):
+            return await self._submit_remediation(record, effect, done)
         if effect["type"] != "notify" or not effect.get("notify"):
-            # schedule_timer / cancel_timers belong to the timer agent; remediate is not a sink's yet.
-            return self._settle(done, "ignored")
+            return self._settle(done, "ignored")  # schedule_timer / cancel_timers belong to the timer agent
         notify = effect["notify"]
+        target = (notify["channel"], notify["receiver"])
         receiver = self.receivers.get(notify["receiver"])
         if receiver is None:
-            return await self._refuse(record, effect, done, f"unknown receiver {notify['receiver']!r}", "UnknownReceiver")
+            return await self._refuse(record, effect, target, done, f"unknown receiver {notify['receiver']!r}", "UnknownReceiver")
         if notify["channel"] != receiver.channel:
-            return await self._refuse(record, effect, done,
+            return await self._refuse(record, effect, target, done,
                                       f"effect channel {notify['channel']!r} but receiver {receiver.name!r} is {receiver.channel!r}",
                                       "ChannelMismatch")
+        return await self._enqueue(record, effect, target, receiver, done)
+
+    async def _submit_remediation(self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future) -> asyncio.Future:
+        """A runbook action: called only when the step and this worker both allow it (see agents.sinks.remediate)."""
+        action = effect["remediate"]
+        target = (remediate.CHANNEL, f"{remediate.CHANNEL}:{action['action']}")
+        held = ("the runbook step is dry_run" if action["dry_run"] else
+                "remediation is disabled on this worker (OPSLOOP_SINK_REMEDIATION_ENABLED)"
+                if not self.settings.remediation_enabled else "")
+        if held:
+            notifications.info("%s: dry run (%s): %s", target[1], held, redact(remediate.describe(effect)))
+            await self._receipt(effect, *target, Outcome("dry_run", 0))
+            return self._settle(done, "dry_run")
+        base = self.receivers.get(remediate.CHANNEL)
+        if base is None or base.channel != remediate.CHANNEL:
+            return await self._refuse(record, effect, target, done,
+                                      f"receiver {remediate.CHANNEL!r} must have channel {remediate.CHANNEL!r}", "ChannelMismatch")
+        return await self._enqueue(record, effect, target, replace(base, name=target[1]), done)
+
+    async def _enqueue(self, record: OutboxRecord, effect: dict[str, Any], target: tuple[str, str], receiver: Receiver,
+                       done: asyncio.Future) -> asyncio.Future:
         sink = self.registry.get(receiver.channel)
         if sink is None:
-            return await self._refuse(record, effect, done, f"no sink registered for channel {receiver.channel!r}", "UnknownChannel")
+            return await self._refuse(record, effect, target, done, f"no sink registered for channel {receiver.channel!r}",
+                                      "UnknownChannel")
         worker = self._worker(receiver, sink)
         if worker.backlog >= self.settings.backlog_per_destination:
             return await self._refuse(
-                record, effect, done,
+                record, effect, target, done,
                 f"receiver {receiver.name!r} backlog full ({worker.backlog} pending: destination slow or parked)", "BacklogFull",
             )
         worker.queue.put_nowait(_Job(record, effect, done))
@@ -158,10 +188,11 @@ class Dispatcher:
             done.set_result(status)
         return done
 
-    async def _refuse(self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future, reason: str, error_type: str) -> asyncio.Future:
-        n = effect["notify"]
-        await self._receipt(effect, n["channel"], n["receiver"], Outcome("dead", 0, error=reason, error_type=error_type))
-        await self._dead_letter(record, reason, error_type, f"sink:{n['channel']}")
+    async def _refuse(self, record: OutboxRecord, effect: dict[str, Any], target: tuple[str, str], done: asyncio.Future,
+                      reason: str, error_type: str) -> asyncio.Future:
+        channel, receiver = target
+        await self._receipt(effect, channel, receiver, Outcome("dead", 0, error=reason, error_type=error_type))
+        await self._dead_letter(record, reason, error_type, f"sink:{channel}")
         return self._settle(done, "dead")
 
     def _worker(self, receiver: Receiver, sink: Sink) -> _DestinationWorker:

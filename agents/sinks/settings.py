@@ -34,6 +34,9 @@ class SinkSettings(BaseSettings):
     backlog_per_destination: int = 1000
     # Effects read from outbox and not yet settled, over all destinations (back-pressure on the reader).
     max_in_flight: int = 5000
+    # Runbook remediations are called only when this is true AND the step says dry_run: false;
+    # otherwise they are logged and receipted as dry_run (agents/sinks/remediate.py).
+    remediation_enabled: bool = False
 
     @classmethod
     def from_env(cls, **overrides: object) -> "SinkSettings":

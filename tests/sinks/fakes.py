@@ -1,4 +1,4 @@
-"""Local stand-ins for Slack, Teams, PagerDuty and a signed webhook receiver.
+"""Local stand-ins for Slack, Teams, PagerDuty, a signed webhook receiver and an action endpoint.
 
 One real aiohttp server in a background thread (so both in-process tests and
 worker subprocesses can reach it). Each endpoint validates the payload the way the
@@ -160,6 +160,29 @@ def validate_pagerduty(payload: Any) -> list[str]:
     return errors
 
 
+def validate_action(request: web.Request, payload: Any, token: str | None) -> list[str]:
+    """What an action endpoint checks: its token, an idempotency key, and the call itself."""
+    errors = []
+    if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
+        errors.append("bad or missing bearer token")
+    if not request.headers.get("Idempotency-Key"):
+        errors.append("Idempotency-Key header missing")
+    if request.method in ("GET", "DELETE"):
+        if not request.query.get("action"):
+            errors.append("action query parameter missing")
+        return errors
+    if request.headers.get("content-type", "").split(";")[0] != "application/json":
+        return [*errors, "content-type must be application/json"]
+    if not isinstance(payload, dict):
+        return [*errors, "body must be a JSON object"]
+    for key in ("action", "params", "effect_id", "session_key"):
+        if key not in payload:
+            errors.append(f"{key} missing")
+    if payload.get("action") != request.headers.get("X-Opsloop-Action"):
+        errors.append("X-Opsloop-Action does not match the body's action")
+    return errors
+
+
 # -- the server ---------------------------------------------------------------------
 
 
@@ -184,8 +207,9 @@ class Received:
 
 
 class FakeServices:
-    def __init__(self, webhook_keys: Mapping[str, str] | None = None) -> None:
+    def __init__(self, webhook_keys: Mapping[str, str] | None = None, action_tokens: Mapping[str, str] | None = None) -> None:
         self.webhook_keys = dict(webhook_keys or {})
+        self.action_tokens = dict(action_tokens or {})  # /actions/<name>: the bearer token it requires
         self.requests: list[Received] = []
         self._scripts: dict[tuple[str, str], deque[Answer]] = {}
         self._lock = threading.Lock()
@@ -221,6 +245,7 @@ class FakeServices:
             app.router.add_post("/pagerduty/{name}/v2/enqueue", self._handle("pagerduty"))
             for kind in ("slack", "teams", "hook"):
                 app.router.add_post(f"/{kind}/{{name}}", self._handle(kind))
+            app.router.add_route("*", "/actions/{name}", self._handle("actions"))  # a remediation endpoint
             self._runner = web.AppRunner(app, shutdown_timeout=0.5, handle_signals=False)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -280,6 +305,8 @@ class FakeServices:
         return handler
 
     def _validate(self, kind: str, name: str, payload: Any, body: bytes, request: web.Request) -> list[str]:
+        if kind == "actions":
+            return validate_action(request, payload, self.action_tokens.get(name))
         if request.headers.get("content-type", "").split(";")[0] != "application/json":
             return ["content-type must be application/json"]
         if kind == "slack":

@@ -26,8 +26,8 @@ def huge_effect(channel: str, receiver: str) -> dict:
 
 
 def test_registry_has_every_channel_once() -> None:
-    assert sorted(default_registry()) == ["email", "log", "pagerduty", "slack", "teams", "webhook"]
-    assert {c for c, s in default_registry().items() if s.idempotent} == {"pagerduty", "webhook", "log"}
+    assert sorted(default_registry()) == ["email", "log", "pagerduty", "remediate", "slack", "teams", "webhook"]
+    assert {c for c, s in default_registry().items() if s.idempotent} == {"pagerduty", "webhook", "log", "remediate"}
 
 
 def test_slack_block_kit_payload_is_valid_and_complete() -> None:

@@ -1,0 +1,177 @@
+"""Remediation: runbook actions are called once, only when both switches allow it.
+
+A real HTTP endpoint (aiohttp, in a thread) stands in for the team's action
+service: it checks the bearer token, the Idempotency-Key and the call itself,
+and can be scripted to fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import textwrap
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from agents.sinks.webhook import SIGNATURE_HEADER, verify
+from streams.receivers import Receiver
+from streams.routing import load_routing
+from streams.yamlfile import ConfigError
+from tests.sinks.fakes import Answer, FakeServices
+from tests.sinks.helpers import Harness
+
+TOKEN = "action-token-SECRET-4c2e91"
+SIGNING_KEY = "action-signing-SECRET-77ab"
+ENV = {"OPSLOOP_TEST_ACTION_TOKEN": TOKEN, "OPSLOOP_TEST_ACTION_KEY": SIGNING_KEY}
+RECEIVERS = {"remediate": Receiver("remediate", "remediate", {}, {"token": "OPSLOOP_TEST_ACTION_TOKEN",
+                                                                    "signing_key": "OPSLOOP_TEST_ACTION_KEY"})}
+_seq = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def actions() -> Iterator[FakeServices]:
+    services = FakeServices(action_tokens={"guarded": TOKEN}).start()
+    yield services
+    services.stop()
+
+
+def remediation(endpoint: str, *, action: str = "restart-workload", dry_run: bool = False, method: str = "POST",
+                params: dict[str, str] | None = None, approved: bool = False) -> dict[str, Any]:
+    n = next(_seq)
+    return {
+        "effect_id": f"eff-rem-{n:06d}", "event_id": f"evt-rem-{n:06d}", "session_key": "acme:alert:oom-node-1",
+        "org": "acme", "type": "remediate", "created_at": 1_700_000_000_000 + n, "runbook": "memory-oom",
+        "notify": None, "timer": None, "cancel": None,
+        "remediate": {"action": action, "endpoint": endpoint, "method": method,
+                      "params": params if params is not None else {"namespace": "shop", "workload": "cart"},
+                      "dry_run": dry_run, "requires_approval": approved},
+    }
+
+
+def run(receivers, pg_engine, *effects, **settings) -> tuple[list[str], Harness]:
+    async def go():
+        async with Harness(receivers, pg_engine, ENV, **settings) as h:
+            return await h.run(*effects), h
+
+    return asyncio.run(go())
+
+
+def test_a_dry_run_step_calls_nothing_even_when_enabled(actions: FakeServices, pg_engine, caplog) -> None:
+    effect = remediation(actions.url("actions", "guarded"), dry_run=True)
+    before = len(actions.got("actions"))
+    with caplog.at_level(logging.INFO, logger="opsloop.notifications"):
+        statuses, h = run(RECEIVERS, pg_engine, effect, remediation_enabled=True)
+    assert statuses == ["dry_run"]
+    assert len(actions.got("actions")) == before
+    [receipt] = h.emitter.receipts
+    assert (receipt["status"], receipt["channel"], receipt["receiver"]) == ("dry_run", "remediate", "remediate:restart-workload")
+    assert "the runbook step is dry_run" in caplog.text and "action=restart-workload" in caplog.text
+
+
+def test_a_live_step_on_a_disabled_worker_calls_nothing(actions: FakeServices, pg_engine, caplog) -> None:
+    effect = remediation(actions.url("actions", "guarded"), dry_run=False)
+    before = len(actions.got("actions"))
+    with caplog.at_level(logging.INFO, logger="opsloop.notifications"):
+        statuses, h = run(RECEIVERS, pg_engine, effect)  # remediation_enabled defaults to False
+    assert statuses == ["dry_run"] and len(actions.got("actions")) == before
+    assert "OPSLOOP_SINK_REMEDIATION_ENABLED" in caplog.text
+    assert h.emitter.dead == []
+
+
+def test_an_enabled_live_step_calls_the_endpoint_once(actions: FakeServices, pg_engine) -> None:
+    effect = remediation(actions.url("actions", "guarded"), approved=True)
+    before = len(actions.got("actions", "guarded"))
+    statuses, h = run(RECEIVERS, pg_engine, effect, remediation_enabled=True)
+    assert statuses == ["delivered"]
+    [call] = actions.got("actions", "guarded")[before:]
+    assert call.errors == [] and call.answered == 200
+    assert call.headers["Idempotency-Key"] == effect["effect_id"]
+    assert verify(SIGNING_KEY, call.body, call.headers[SIGNATURE_HEADER])
+    assert call.json == {
+        "action": "restart-workload", "params": {"namespace": "shop", "workload": "cart"}, "effect_id": effect["effect_id"],
+        "event_id": effect["event_id"], "session_key": "acme:alert:oom-node-1", "org": "acme", "runbook": "memory-oom",
+        "approved": True, "requested_at": effect["created_at"],
+    }
+    assert h.emitter.receipts[0]["receiver"] == "remediate:restart-workload"
+
+    # The same effect again (a redelivery after a restart): the ledger answers, the action is not called.
+    statuses, h = run(RECEIVERS, pg_engine, effect, remediation_enabled=True)
+    assert statuses == ["skipped"]
+    assert len(actions.got("actions", "guarded")) == before + 1
+
+
+def test_get_sends_the_parameters_in_the_query(actions: FakeServices, pg_engine) -> None:
+    effect = remediation(actions.url("actions", "open"), action="scale-deployment", method="GET",
+                         params={"replicas": "+2", "deployment": "api"})
+    before = len(actions.got("actions", "open"))
+    statuses, _ = run(RECEIVERS, pg_engine, effect, remediation_enabled=True)
+    assert statuses == ["delivered"]
+    [call] = actions.got("actions", "open")[before:]
+    assert call.errors == [] and call.body == b""
+    assert call.headers["X-Opsloop-Action"] == "scale-deployment"
+
+
+def test_a_5xx_is_retried_and_a_refusal_is_dead_lettered_without_the_token(actions: FakeServices, pg_engine, caplog) -> None:
+    actions.script("actions", "guarded", Answer(503, "busy"))
+    flaky = remediation(actions.url("actions", "guarded"))
+    statuses, h = run(RECEIVERS, pg_engine, flaky, remediation_enabled=True)
+    assert statuses == ["delivered"] and h.emitter.receipts[0]["attempts"] == 2
+
+    wrong = {"remediate": Receiver("remediate", "remediate", {}, {"token": "OPSLOOP_TEST_WRONG_TOKEN"})}
+    refused = remediation(actions.url("actions", "guarded"))
+
+    async def go():
+        async with Harness(wrong, pg_engine, {**ENV, "OPSLOOP_TEST_WRONG_TOKEN": "wrong-SECRET-0000"},
+                           remediation_enabled=True) as h:
+            return await h.run(refused), h
+
+    with caplog.at_level(logging.DEBUG):
+        statuses, h = asyncio.run(go())
+    assert statuses == ["dead"]
+    [receipt] = h.emitter.receipts
+    [letter] = h.emitter.dead
+    assert receipt["http_status"] == 400 and "bad or missing bearer token" in letter["reason"]
+    everything = json.dumps(h.emitter.receipts, default=str) + json.dumps(h.emitter.dead, default=str) + caplog.text
+    assert "wrong-SECRET-0000" not in everything and TOKEN not in everything
+
+
+def test_a_step_without_endpoint_is_dead_lettered_with_the_reason(pg_engine) -> None:
+    statuses, h = run(RECEIVERS, pg_engine, remediation(""), remediation_enabled=True)
+    assert statuses == ["dead"]
+    assert "has no endpoint" in h.emitter.dead[0]["reason"]
+
+
+ROUTING = """\
+receivers:
+  - name: remediate
+    channel: remediate
+    {secret_line}
+  - name: ops
+    channel: log
+route:
+  receiver: {root}
+"""
+
+
+def write(tmp_path: Path, **kw: str) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(textwrap.dedent(ROUTING).format(**kw))
+    return path
+
+
+def test_the_routing_file_takes_the_action_credentials_by_env_name(tmp_path: Path) -> None:
+    routing = load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="ops"))
+    assert routing.receivers["remediate"].secret_env == {"token": "OPSLOOP_ACTION_TOKEN"}
+
+    with pytest.raises(ConfigError) as err:
+        load_routing(write(tmp_path, secret_line="settings: {token: s3cr3t}", root="ops"))
+    assert err.value.line == 4 and "token is a secret" in str(err.value)
+
+    with pytest.raises(ConfigError) as err:
+        load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="remediate"))
+    assert err.value.line == 8 and "not a notification channel" in str(err.value)
