@@ -175,3 +175,48 @@ def test_the_routing_file_takes_the_action_credentials_by_env_name(tmp_path: Pat
     with pytest.raises(ConfigError) as err:
         load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="remediate"))
     assert err.value.line == 8 and "not a notification channel" in str(err.value)
+
+
+# -- the whole loop in a worker ---------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_an_approved_drift_fix_is_called_once_by_a_worker(topics, worker_factory, actions: FakeServices, tmp_path: Path) -> None:
+    """Scan → notify and wait; approval → remediate effect → the sink calls the action, with the token."""
+    import shutil
+
+    from streams.reader import TopicReader
+    from tests.decide.helpers import scan, webhook
+    from tests.decide.scenario import MIN, T0, Topics, worker_env
+
+    runbooks = tmp_path / "runbooks"
+    shutil.copytree(Path(__file__).parents[2] / "runbooks", runbooks)
+    (runbooks / "schedules.yaml").unlink()  # no cron dispatch to scanner.internal in this test
+    drift = runbooks / "drift-detected.yaml"
+    drift.write_text(drift.read_text().replace("http://remediator.internal/actions/drift-pr", actions.url("actions", "drift-pr")))
+    actions.action_tokens["drift-pr"] = TOKEN
+    worker_factory(**worker_env(tmp_path), OPSLOOP_RUNBOOKS_DIR=str(runbooks), OPSLOOP_SINK_REMEDIATION_ENABLED="true",
+                   OPSLOOP_REMEDIATION_TOKEN=TOKEN)
+    findings = [{"resource": "aws_s3_bucket.logs", "change_type": "update", "rule": "", "severity": "medium", "detail": "acl"}]
+    found = scan("findings", at=T0, findings=findings)
+    approval = webhook("remediation.approved", at=T0 + MIN, session=found["session_key"], actor="bob")
+
+    async def scenario() -> tuple[Topics, list]:
+        async with Topics(topics) as t:
+            await t.push([found])
+            await t.until(lambda t: t.decided([found["event_id"]]), what="the scan decided")
+            assert [e for e in t.effects() if e["type"] == "remediate"] == []  # waiting for approval
+            await t.push([approval])
+            await t.until(lambda t: any(e["type"] == "remediate" for e in t.effects()), what="the remediate effect")
+        [effect] = [e for e in t.effects() if e["type"] == "remediate"]
+        async with TopicReader(topics, ["deliveries"], from_beginning=True) as reader:
+            receipts = await reader.collect(
+                lambda rs: any(r.value["effect_id"] == effect["effect_id"] for r in rs), timeout=60)
+        return effect, [r.value for r in receipts if r.value["effect_id"] == effect["effect_id"]]
+
+    effect, receipts = asyncio.run(scenario())
+    assert [(r["status"], r["receiver"]) for r in receipts] == [("delivered", "remediate:open-drift-pr")]
+    [call] = actions.got("actions", "drift-pr")
+    assert call.errors == [] and call.answered == 200
+    assert call.json["params"]["approved_by"] == "bob" and call.json["approved"] is True
+    assert call.headers["Idempotency-Key"] == effect["effect_id"]
