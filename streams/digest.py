@@ -31,7 +31,8 @@ NOISIEST = 5
 KEEP_DAYS = 3  # days of counts kept per org (older ones are pruned, older records dropped)
 DIGEST_RUNBOOK = "digest"
 SOURCE_TOPICS = ("decisions", "deliveries")
-_COUNTERS = ("outcomes", "notifications", "failures", "dead", "sessions")
+_COUNTERS = ("outcomes", "notifications", "failures", "dead", "sessions", "actions")
+REMEDIATE = "remediate"  # the channel of runbook actions' receipts (agents/sinks/remediate.py)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class DigestCounts:
     failures: Counter = field(default_factory=Counter)  # failed or ambiguous, by channel
     dead: Counter = field(default_factory=Counter)  # given up (dead letters of the sinks), by channel
     sessions: Counter = field(default_factory=Counter)  # events per session
+    actions: Counter = field(default_factory=Counter)  # runbook actions by result: called, dry_run, failed, dead
 
     def to_dict(self) -> dict[str, Any]:
         return {"events": self.events, **{k: dict(getattr(self, k)) for k in _COUNTERS}}
@@ -77,9 +79,13 @@ def add_decision(counts: DigestCounts, decision: Mapping[str, Any]) -> None:
 
 def add_delivery(counts: DigestCounts, delivery: Mapping[str, Any]) -> None:
     """Delivered, failed (or ambiguous) and dead receipts count by channel; ``skipped`` (the
-    sinks' ledger refusing a second delivery of an effect) is not a notification."""
+    sinks' ledger refusing a second delivery of an effect) is not a notification. Receipts of
+    runbook actions count as actions (a call is not a notification); their failures and dead
+    letters count with the others' too."""
     status, channel = delivery["status"], delivery["channel"]
-    if status == "delivered":
+    if channel == REMEDIATE and status != "skipped":
+        counts.actions["called" if status == "delivered" else status] += 1
+    if status == "delivered" and channel != REMEDIATE:
         counts.notifications[channel] += 1
     elif status in FAILED:
         counts.failures[channel] += 1
@@ -236,6 +242,8 @@ def render(org: str, day: str, counts: DigestCounts) -> tuple[str, str, dict[str
         lines.append("Failed deliveries: " + _by_channel(counts.failures))
     if counts.dead:
         lines.append("Dead letters: " + _by_channel(counts.dead))
+    if counts.actions:
+        lines.append("Runbook actions: " + _by_channel(counts.actions))
     if counts.sessions:
         lines.append("Noisiest sessions:")
         lines += [f"- {s}: {n} events" for s, n in sorted(counts.sessions.items(), key=lambda kv: (-kv[1], kv[0]))[:NOISIEST]]

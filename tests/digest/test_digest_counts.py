@@ -21,14 +21,16 @@ def test_known_day_counts_render_and_encode():
     )
     for d in decisions:
         add_decision(counts.setdefault((d["org"], day_of(d["decided_at"], tz)), DigestCounts()), d)
-    deliveries = [("slack", "delivered")] * 3 + [("email", "delivered"), ("pagerduty", "failed"), ("teams", "dead")]
+    deliveries = [("slack", "delivered")] * 3 + [("email", "delivered"), ("pagerduty", "failed"), ("teams", "dead")] + [
+        ("remediate", "delivered"), ("remediate", "dry_run"), ("remediate", "dry_run"), ("remediate", "skipped")]
     day = counts[("acme", "2026-11-21")]
     for channel, status in deliveries:
         add_delivery(day, {"channel": channel, "status": status})
 
     assert day.events == 8  # duplicates are not events
     assert day.outcomes == Counter(notified=3, repeat=5, duplicate=2)
-    assert day.notifications == Counter(slack=3, email=1)
+    assert day.notifications == Counter(slack=3, email=1)  # an action called is not a notification
+    assert day.actions == Counter(called=1, dry_run=2)
     assert day.failures == Counter(pagerduty=1) and day.dead == Counter(teams=1)
     assert day.sessions.most_common(1) == [("acme:b", 5)]
     assert counts[("acme", "2026-11-22")].events == 1 and counts[("other", "2026-11-21")].events == 1
@@ -38,6 +40,7 @@ def test_known_day_counts_render_and_encode():
     assert effect["notify"]["fields"] == {"events": "8", "notifications": "4", "failures": "1", "dead_letters": "1"}
     body = effect["notify"]["body"].splitlines()
     assert body[body.index("Noisiest sessions:") + 1] == "- acme:b: 5 events"
+    assert "Runbook actions: called 1, dry_run 2" in body
     decoded = default_codec().decode(default_codec().encode("opsloop.Effect", effect))
     assert decoded["effect_id"] == effect["effect_id"] and decoded["notify"]["title"] == "Daily digest for acme: 2026-11-21"
 
