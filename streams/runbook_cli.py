@@ -98,7 +98,7 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
         if rb.escalation:
             out.append(f"escalation: only from severity {rb.policy.escalate_from}")
     for step in rb.remediations:
-        mode = "dry run" if step.dry_run else "live"
+        mode = "dry run" if step.dry_run else "live on workers with OPSLOOP_SINK_REMEDIATION_ENABLED=true"
         approval = ", after approval" if step.requires_approval else ""
         out.append(f"remediate:  {step.action} ({mode}{approval})")
     p = rb.policy
