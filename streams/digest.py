@@ -11,7 +11,7 @@ The shell is :mod:`agents.digest`. What flows through it, all pure here:
    item at or below it is a redelivery and is skipped), the day last sent, and days
    older than ``KEEP_DAYS`` pruned;
 3. :func:`due_digest` says which day is due (yesterday, once the org's local hour has
-   come, unless sent) and :func:`digest_effects` renders it as one notify effect per
+   come, unless sent; an older day missed while no worker ran, at once) and :func:`digest_effects` renders it as one notify effect per
    receiver the routing tree names for the digest's labels.
 """
 
@@ -91,15 +91,6 @@ def add_delivery(counts: DigestCounts, delivery: Mapping[str, Any]) -> None:
         counts.failures[channel] += 1
     elif status == "dead":
         counts.dead[channel] += 1
-
-
-def due_day(now_ms: int, hour: int, tz: str, last_sent: str | None) -> str | None:
-    """The day whose digest is due at ``now`` (yesterday, once the local hour has come), unless sent."""
-    local = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(tz))
-    if local.hour < hour:
-        return None
-    day = (local.date() - timedelta(days=1)).isoformat()
-    return None if last_sent is not None and last_sent >= day else day
 
 
 # -- collecting: records of the source topics -> items per org -----------------------
@@ -207,14 +198,23 @@ def fold_delta(state: Mapping[str, Any] | None, record: Mapping[str, Any], *, tz
 
 
 def due_digest(state: Mapping[str, Any] | None, now_ms: int, hour: int, tz: str) -> tuple[str, DigestCounts] | None:
-    """(day, counts) of the digest due now: yesterday's, once the local hour has come, if that
-    day saw any traffic and its digest has not gone out. A quiet day sends nothing."""
+    """(day, counts) of the digest due now, oldest first; a quiet day sends nothing.
+
+    Yesterday's is due once the org's local hour has come. A day before yesterday that
+    saw traffic and was never sent (no worker ran at its hour) is overdue and goes out
+    at once, as far back as the table keeps days (``KEEP_DAYS``). Days at or before the
+    last one sent are not sent again, so digests never go out of order.
+    """
     if not state:
         return None
-    day = due_day(now_ms, hour, tz, state.get("last_sent"))
-    if day is None or day not in (state.get("days") or {}):
+    local = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(tz))
+    today, yesterday = local.date().isoformat(), (local.date() - timedelta(days=1)).isoformat()
+    last_sent = state.get("last_sent")
+    days = state.get("days") or {}
+    pending = sorted(d for d in days if d < today and (last_sent is None or d > last_sent))
+    if not pending or (pending[0] == yesterday and local.hour < hour):
         return None
-    return day, DigestCounts.from_dict(state["days"][day])
+    return pending[0], DigestCounts.from_dict(days[pending[0]])
 
 
 def caught_up(committed: Mapping[Any, int | None], ends: Mapping[Any, int]) -> bool:

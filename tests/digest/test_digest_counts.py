@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from streams.codec import default_codec
-from streams.digest import DigestCounts, add_decision, add_delivery, day_of, digest_effect, due_day, utc_ms
+from streams.digest import DigestCounts, add_decision, add_delivery, day_of, digest_effect, utc_ms
 
 
 def test_known_day_counts_render_and_encode():
@@ -43,12 +43,3 @@ def test_known_day_counts_render_and_encode():
     assert "Runbook actions: called 1, dry_run 2" in body
     decoded = default_codec().decode(default_codec().encode("opsloop.Effect", effect))
     assert decoded["effect_id"] == effect["effect_id"] and decoded["notify"]["title"] == "Daily digest for acme: 2026-11-21"
-
-
-def test_due_at_the_configured_local_hour_once():
-    tz = "America/New_York"
-    before = utc_ms(2026, 11, 22, 12)  # 07:00 in New York
-    after = utc_ms(2026, 11, 22, 14)  # 09:00
-    assert due_day(before, 8, tz, None) is None
-    assert due_day(after, 8, tz, None) == "2026-11-21"
-    assert due_day(after, 8, tz, "2026-11-21") is None

@@ -88,7 +88,24 @@ def test_due_once_the_local_hour_has_come_for_a_day_with_traffic_and_not_sent():
     day, counts = due_digest(state, utc_ms(2026, 11, 22, 14), 8, tz)
     assert (day, counts.events) == ("2026-11-21", 2)
     assert due_digest({**state, "last_sent": "2026-11-21"}, utc_ms(2026, 11, 22, 14), 8, tz) is None
-    assert due_digest(state, utc_ms(2026, 11, 23, 14), 8, tz) is None  # the 22nd had no traffic: nothing to send
+    # the 22nd had no traffic: nothing to send for it
+    assert due_digest({**state, "last_sent": "2026-11-21"}, utc_ms(2026, 11, 23, 14), 8, tz) is None
+
+
+def test_days_missed_while_no_worker_ran_go_out_late_oldest_first_never_out_of_order():
+    days = {d: DigestCounts(events=n).to_dict() for d, n in (("2026-11-19", 1), ("2026-11-20", 2), ("2026-11-22", 4))}
+    state = {"p": 0, "last_sent": "2026-11-18", "hwm": {}, "days": days}
+    tz = "America/New_York"
+    early = utc_ms(2026, 11, 23, 12)  # 07:00 in New York on the 23rd, before the hour
+    sent = []
+    while (due := due_digest(state, early, 8, tz)) is not None:  # overdue days do not wait for the hour
+        sent.append((due[0], due[1].events))
+        state = {**state, "last_sent": due[0]}
+    assert sent == [("2026-11-19", 1), ("2026-11-20", 2)]  # the 21st was quiet; the 22nd waits for 08:00
+    assert due_digest(state, utc_ms(2026, 11, 23, 14), 8, tz)[0] == "2026-11-22"
+    # a day older than the last one sent is never sent (a late record of a quiet day)
+    late = {**state, "last_sent": "2026-11-22", "days": {**days, "2026-11-21": DigestCounts(events=1).to_dict()}}
+    assert due_digest(late, utc_ms(2026, 11, 23, 14), 8, tz) is None
 
 
 def test_effects_follow_the_routing_tree_with_stable_ids(tmp_path: Path):
