@@ -26,9 +26,9 @@ Three parts, all in the worker (the pure code is :mod:`streams.digest`):
    ``skipped`` by the sinks' ledger, which is not counted.
 3. **ticker** (every ``OPSLOOP_TIMER_TICK_S``) looks at the orgs of the ``digest.counts``
    partitions this worker owns; when an org's local hour has come on the day after a
-   day with traffic, or at once for an older day with traffic that no worker was up to
-   send (:func:`~streams.digest.due_digest`; oldest first, as far back as the table keeps) and every record written
-   before then has been folded (:class:`Barrier`), it routes the digest's labels
+   day with traffic, or at once for an older day with traffic that no worker was up
+   to send (:func:`~streams.digest.due_digest`; oldest first, as far back as the table
+   keeps), and every record written before then has been folded (:class:`Barrier`), it routes the digest's labels
    through the routing tree, sends one notify effect per receiver to ``outbox`` (the
    sinks deliver it like any other), then writes a *sent* mark to ``digest.counts``
    that the fold records, so the day is sent once. Effect ids derive from org, day and

@@ -11,8 +11,9 @@ The shell is :mod:`agents.digest`. What flows through it, all pure here:
    item at or below it is a redelivery and is skipped), the day last sent, and days
    older than ``KEEP_DAYS`` pruned;
 3. :func:`due_digest` says which day is due (yesterday, once the org's local hour has
-   come, unless sent; an older day missed while no worker ran, at once) and :func:`digest_effects` renders it as one notify effect per
-   receiver the routing tree names for the digest's labels.
+   come, unless sent; an older day missed while no worker ran, at once) and
+   :func:`digest_effects` renders it as one notify effect per receiver the routing
+   tree names for the digest's labels.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
+from streams.receivers import REMEDIATE_CHANNEL
 from streams.records import derived_id
 
 FAILED = ("failed", "ambiguous")
@@ -32,7 +34,6 @@ KEEP_DAYS = 3  # days of counts kept per org (older ones are pruned, older recor
 DIGEST_RUNBOOK = "digest"
 SOURCE_TOPICS = ("decisions", "deliveries")
 _COUNTERS = ("outcomes", "notifications", "failures", "dead", "sessions", "actions")
-REMEDIATE = "remediate"  # the channel of runbook actions' receipts (agents/sinks/remediate.py)
 
 
 @dataclass
@@ -83,10 +84,11 @@ def add_delivery(counts: DigestCounts, delivery: Mapping[str, Any]) -> None:
     runbook actions count as actions (a call is not a notification); their failures and dead
     letters count with the others' too."""
     status, channel = delivery["status"], delivery["channel"]
-    if channel == REMEDIATE and status != "skipped":
+    if channel == REMEDIATE_CHANNEL and status != "skipped":
         counts.actions["called" if status == "delivered" else status] += 1
-    if status == "delivered" and channel != REMEDIATE:
-        counts.notifications[channel] += 1
+    if status == "delivered":
+        if channel != REMEDIATE_CHANNEL:
+            counts.notifications[channel] += 1
     elif status in FAILED:
         counts.failures[channel] += 1
     elif status == "dead":

@@ -46,6 +46,9 @@ class ChannelSpec:
     default_rate: RateLimit | None = None
 
 
+# The channel (and built-in receiver name) of runbook actions: credentials, not notifications.
+REMEDIATE_CHANNEL = "remediate"
+
 # Defaults follow the services' documented limits: Slack about one message per
 # second per incoming webhook, PagerDuty about 120 events per minute per routing key.
 CHANNELS: dict[str, ChannelSpec] = {
@@ -65,7 +68,7 @@ CHANNELS: dict[str, ChannelSpec] = {
     "webhook": ChannelSpec(required=("url", "signing_key"), secret_only=("signing_key",), optional=("event_type",)),
     "log": ChannelSpec(),
     # Runbook HTTP actions (agents/sinks/remediate.py); the endpoint comes from the runbook step.
-    "remediate": ChannelSpec(secret_only=("token", "signing_key"), optional=("token", "signing_key")),
+    REMEDIATE_CHANNEL: ChannelSpec(secret_only=("token", "signing_key"), optional=("token", "signing_key")),
 }
 
 RECEIVER_FIELDS = ("name", "channel", "settings", "secrets", "rate_limit")
@@ -234,7 +237,7 @@ def _rate_limit(path: str | Path, item: LineDict, what: str) -> RateLimit | None
 
 def notify_refusal(receiver: Receiver) -> str | None:
     """Why ``receiver`` cannot take notifications (None: it can); one rule for routes and runbooks."""
-    if receiver.channel == "remediate":
+    if receiver.channel == REMEDIATE_CHANNEL:
         return (f"receiver {receiver.name!r} is a remediate receiver (credentials for runbook actions), "
                 "not a notification channel")
     return None
@@ -243,4 +246,4 @@ def notify_refusal(receiver: Receiver) -> str | None:
 def builtin_receivers() -> dict[str, Receiver]:
     """Receivers that exist without a routing file: ``log`` (the demo's and the default route) and
     ``remediate`` (runbook actions without credentials; a routing file's own ``remediate`` replaces it)."""
-    return {"log": Receiver(name="log", channel="log"), "remediate": Receiver(name="remediate", channel="remediate")}
+    return {"log": Receiver(name="log", channel="log"), REMEDIATE_CHANNEL: Receiver(name=REMEDIATE_CHANNEL, channel=REMEDIATE_CHANNEL)}

@@ -154,11 +154,9 @@ class Dispatcher:
         """A runbook action: called only when the step and this worker both allow it (see agents.sinks.remediate)."""
         action = effect["remediate"]
         target = (remediate.CHANNEL, f"{remediate.CHANNEL}:{action['action']}")
-        held = ("the runbook step is dry_run" if action["dry_run"] else
-                "remediation is disabled on this worker (OPSLOOP_SINK_REMEDIATION_ENABLED)"
-                if not self.settings.remediation_enabled else "")
-        if held:
-            notifications.info("%s: dry run (%s): %s", target[1], held, redact(remediate.describe(effect)))
+        why = remediate.held(action, self.settings.remediation_enabled)
+        if why:
+            notifications.info("%s: dry run (%s): %s", target[1], why, redact(remediate.describe(effect)))
             await self._receipt(effect, *target, Outcome("dry_run", 0))
             return self._settle(done, "dry_run")
         base = self.receivers.get(remediate.CHANNEL)

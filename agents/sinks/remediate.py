@@ -30,9 +30,9 @@ from urllib.parse import urlencode
 
 from agents.sinks.base import HttpRequest, PermanentError, Sink, check_status
 from agents.sinks.webhook import SIGNATURE_HEADER, sign
+from streams.receivers import REMEDIATE_CHANNEL as CHANNEL
 from streams.receivers import Receiver
 
-CHANNEL = "remediate"
 BODYLESS = ("GET", "DELETE")
 
 
@@ -41,6 +41,15 @@ def remediate_of(effect: Mapping[str, Any]) -> Mapping[str, Any]:
     if not r:
         raise PermanentError(f"effect {effect.get('effect_id')} of type remediate has no remediate part")
     return r
+
+
+def held(action: Mapping[str, Any], enabled: bool) -> str | None:
+    """Why this action must not be called (a dry run), or None when both switches allow it."""
+    if action["dry_run"]:
+        return "the runbook step is dry_run"
+    if not enabled:
+        return "remediation is disabled on this worker (OPSLOOP_SINK_REMEDIATION_ENABLED)"
+    return None
 
 
 def call_payload(effect: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,9 +65,9 @@ def call_payload(effect: Mapping[str, Any]) -> dict[str, Any]:
 
 def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> HttpRequest:
     r = remediate_of(effect)
-    if not r.get("endpoint"):
+    if not r["endpoint"]:
         raise PermanentError(f"remediate {r['action']!r}: the runbook step has no endpoint")
-    method = (r.get("method") or "POST").upper()
+    method = r["method"]  # upper case: the runbook loader checks it against HTTP_METHODS
     headers = {
         "Idempotency-Key": effect["effect_id"],
         "X-Opsloop-Action": r["action"],
@@ -82,9 +91,10 @@ def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, 
 def describe(effect: Mapping[str, Any]) -> str:
     """One line for the log of a dry run: what would have been called."""
     r = remediate_of(effect)
-    params = " ".join(f"{k}={v}" for k, v in sorted(r["params"].items()))
-    return (f"{(r.get('method') or 'POST').upper()} {r.get('endpoint') or '(no endpoint)'} action={r['action']} "
-            f"{params} session={effect['session_key']} effect={effect['effect_id']}").replace("  ", " ")
+    words = [r["method"], r["endpoint"] or "(no endpoint)", f"action={r['action']}",
+             *(f"{k}={v}" for k, v in sorted(r["params"].items())),
+             f"session={effect['session_key']}", f"effect={effect['effect_id']}"]
+    return " ".join(words)
 
 
 SINK = Sink(channel=CHANNEL, render=render, check=check_status, idempotent=True)

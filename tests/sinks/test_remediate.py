@@ -14,7 +14,6 @@ import logging
 import textwrap
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -53,9 +52,9 @@ def remediation(endpoint: str, *, action: str = "restart-workload", dry_run: boo
     }
 
 
-def run(receivers, pg_engine, *effects, **settings) -> tuple[list[str], Harness]:
+def run(receivers, pg_engine, *effects, env=ENV, **settings) -> tuple[list[str], Harness]:
     async def go():
-        async with Harness(receivers, pg_engine, ENV, **settings) as h:
+        async with Harness(receivers, pg_engine, env, **settings) as h:
             return await h.run(*effects), h
 
     return asyncio.run(go())
@@ -124,14 +123,9 @@ def test_a_5xx_is_retried_and_a_refusal_is_dead_lettered_without_the_token(actio
 
     wrong = {"remediate": Receiver("remediate", "remediate", {}, {"token": "OPSLOOP_TEST_WRONG_TOKEN"})}
     refused = remediation(actions.url("actions", "guarded"))
-
-    async def go():
-        async with Harness(wrong, pg_engine, {**ENV, "OPSLOOP_TEST_WRONG_TOKEN": "wrong-SECRET-0000"},
-                           remediation_enabled=True) as h:
-            return await h.run(refused), h
-
     with caplog.at_level(logging.DEBUG):
-        statuses, h = asyncio.run(go())
+        statuses, h = run(wrong, pg_engine, refused, env={**ENV, "OPSLOOP_TEST_WRONG_TOKEN": "wrong-SECRET-0000"},
+                          remediation_enabled=True)
     assert statuses == ["dead"]
     [receipt] = h.emitter.receipts
     [letter] = h.emitter.dead
