@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fit the model on the training services and write the artifact")
     evaluate_ = sub.add_parser("eval", help="score model and keyword baseline on the held-out services")
     for p in (train, evaluate_):
-        p.add_argument("--rules", help="awesome-prometheus-alerts rules.yml (default: shared/datasets/...)")
+        p.add_argument("--rules", help="awesome-prometheus-alerts rules.yml (default: the vendored classifier/data/sources/awesome-prometheus-alerts/rules.yml)")
         p.add_argument("--examples", help="hand-labelled examples YAML (default: classifier/data/examples.yaml)")
         p.add_argument("--model", default=str(DEFAULT_MODEL_PATH), help="artifact path (default: %(default)s)")
     evaluate_.add_argument("--no-report", action="store_true", help="print only; do not rewrite REPORT.md and the PNGs")

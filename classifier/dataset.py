@@ -1,9 +1,8 @@
 """The awesome-prometheus-alerts catalogue, rendered into opsloop events.
 
 Credit: "Awesome Prometheus alerts" by Samuel Berthe and contributors, CC BY 4.0
-(https://github.com/samber/awesome-prometheus-alerts). The catalogue is read from
-shared/datasets/awesome-prometheus-alerts/rules.yml beside the repository; it is not
-copied into it.
+(https://github.com/samber/awesome-prometheus-alerts). The catalogue is vendored in
+classifier/data/sources/awesome-prometheus-alerts/ with its licence and attribution.
 
 Rendering is pure (same rule and arguments, same event) so demo traffic, tests and
 training all see rules exactly the way Prometheus / Alertmanager would deliver them.
@@ -22,7 +21,7 @@ from urllib.parse import quote_plus
 import yaml
 
 RULES_ENV = "OPSLOOP_RULES_PATH"
-_RULES_RELATIVE = Path("datasets") / "awesome-prometheus-alerts" / "rules.yml"
+VENDORED_RULES = Path(__file__).resolve().parent / "data" / "sources" / "awesome-prometheus-alerts" / "rules.yml"
 DEFAULT_OCCURRED_AT = 1_700_000_000_000
 
 
@@ -50,24 +49,11 @@ class Rule:
 
 
 def default_rules_path() -> Path:
-    """Where the catalogue lives: $OPSLOOP_RULES_PATH, else shared/ beside the repo.
-
-    CI clones the repository with shared/ beside it, and developers have it at
-    /work/shared, so both are tried before giving up.
-    """
+    """Where the catalogue lives: $OPSLOOP_RULES_PATH, else the copy vendored in the repository."""
     env = os.environ.get(RULES_ENV)
     if env:
         return Path(env)
-    repo_root = Path(__file__).resolve().parent.parent
-    candidates = [
-        repo_root.parent / "shared" / _RULES_RELATIVE,
-        repo_root / "shared" / _RULES_RELATIVE,
-        Path("/work/shared") / _RULES_RELATIVE,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return candidates[0]
+    return VENDORED_RULES
 
 
 def load_rules(path: str | os.PathLike[str] | None = None) -> list[Rule]:

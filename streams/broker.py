@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from streams import childproc
 
@@ -68,6 +69,16 @@ def fetch_jars(quiet: bool = True) -> Path:
         raise BrokerError(f"mvn finished but no kafka_2.13 jar is in {target}")
     marker.write_text(kafka_version())
     return target
+
+
+def new_cluster_id(draw: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id as Kafka's ``Uuid.randomUuid`` makes them: URL-safe base64 of
+    16 random bytes, drawn again when it would start with "-" (argument parsers, the
+    storage tool's among them, read such a value as an option: 1 start in 16 failed)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(draw()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def free_port() -> int:
@@ -148,9 +159,9 @@ class LocalKafka:
     def format(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--standalone"),
+            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}", "-c", str(config),
+                       "--standalone"),
             capture_output=True, text=True,
         )
         if proc.returncode != 0:
@@ -166,9 +177,9 @@ class LocalKafka:
         else:
             self._write_config()
         out = open(self.workdir / "stdout.log", "ab")
-        self.proc = subprocess.Popen(
+        self.proc = childproc.spawn(
             self._java("kafka.Kafka", str(self.workdir / "server.properties")),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=childproc.die_with_parent,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         out.close()
         self.wait_ready(timeout)

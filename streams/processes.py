@@ -35,10 +35,9 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        self.proc = childproc.spawn(
             [sys.executable, "-m", "streams.cli", "worker", *self.args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=childproc.die_with_parent, cwd=Path(__file__).resolve().parent.parent,
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
         )
         log.close()
         return self

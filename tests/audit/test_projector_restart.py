@@ -53,9 +53,9 @@ def produce(settings, start: int, count: int) -> dict[str, int]:
 def start_projector(env: dict[str, str], log: Path) -> subprocess.Popen:
     out = open(log, "ab")
     try:
-        return subprocess.Popen(
+        return childproc.spawn(
             [sys.executable, "-m", "streams.cli", "projector", "--batch-max", "200"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, preexec_fn=childproc.die_with_parent,
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
         )
     finally:
         out.close()

@@ -1,7 +1,7 @@
 """docker-compose.yml is valid Compose and everything it names is in the repo.
 
 No Docker engine runs here, so the file is checked against the Compose
-Specification's JSON schema (shared/datasets/compose-spec) instead of `docker
+Specification's JSON schema (vendored in tests/deploy/compose-spec/, Apache-2.0) instead of `docker
 compose config`.
 """
 
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT.parent / "shared" / "datasets" / "compose-spec" / "compose-spec.json"
+SPEC = Path(__file__).resolve().parent / "compose-spec" / "compose-spec.json"
 
 
 @pytest.fixture(scope="module")

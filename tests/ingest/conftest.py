@@ -92,10 +92,9 @@ class IngestServer:
     def start(self, timeout: float = 30.0) -> "IngestServer":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        self.proc = childproc.spawn(
             [sys.executable, "-m", "streams.cli", "ingest", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=childproc.die_with_parent, cwd=ROOT,
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -26,8 +26,7 @@ class Daemon:
 
     def start(self, ready_url: str, timeout: float = 30.0) -> "Daemon":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     preexec_fn=childproc.die_with_parent)
+        self.proc = childproc.spawn(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
