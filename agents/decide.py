@@ -40,13 +40,11 @@ from streams.app import Opsloop
 from streams.batchsend import PartitionBatcher
 from streams.codec import CodecError
 from streams.deadletter import dead_letter
-from streams.decide import TIMER_VERDICT, Context, Verdict, decide
-from streams.incident import firing_labels
-from streams.policy import inhibition_sources
+from streams.decide import TIMER_VERDICT, Context, Decision, Verdict, decide
 from streams.producer import now_ms
 from streams.runbooks import RunbookSet, load_runbook_set
-from streams.silences import SILENCE_CREATED, SILENCE_TYPES, Silence, SilenceError, silence_from_event, silence_from_json
-from streams.timers import PartitionClock, timers_entry
+from streams.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
+from streams.timers import PartitionClock
 
 log = logging.getLogger(__name__)
 
@@ -145,27 +143,6 @@ def ensure_changelogs(ops: Opsloop, tables: Sequence[faust.TableT]) -> None:
     loop.run_until_complete(create())
 
 
-class SilenceCache:
-    """Parsed silences of the global table, re-parsed only when a value changes."""
-
-    def __init__(self) -> None:
-        self._parsed: dict[str, tuple[str, Silence]] = {}
-
-    def snapshot(self, table: Mapping[str, str]) -> tuple[Silence, ...]:
-        out = []
-        for sid, raw in sorted(table.items()):
-            cached = self._parsed.get(sid)
-            if cached is None or cached[0] != raw:
-                try:
-                    cached = (raw, silence_from_json(json.loads(raw)))
-                except (SilenceError, ValueError) as exc:
-                    log.warning("ignoring an unreadable silence %s: %s", sid, exc)
-                    continue
-                self._parsed[sid] = cached
-            out.append(cached[1])
-        return tuple(out)
-
-
 def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSet | None = None) -> faust.types.AgentT:
     app, codec, settings = ops.app, ops.codec, ops.settings
     rset = runbooks or load_runbook_set(settings.runbooks_dir)  # ConfigError (file:line) stops the worker
@@ -194,7 +171,6 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
     prefix = settings.topic_prefix
     outbox_topic, decisions_topic = prefix + "outbox", prefix + "decisions"
     dlq = ops.topic("events.dlq")
-    inhibit_rules = rset.routing.inhibit_rules
 
     async def dead_letter_event(message: Any, exc: Exception) -> None:
         record = dead_letter(
@@ -205,44 +181,20 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
         metrics.observe_dead_letter("events.dlq", "decide")
         log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
 
+    base_context = Context(runbooks=rset, ack_base_url=ack.base_url, ack_secret=ack_secret, ack_ttl_ms=ack_ttl_ms)
+
     def context_for_batch() -> Context:
-        inhibiting = tuple(
-            (key, labels) for key, value in sorted(inhibitors.items()) if value for labels in value
-        ) if inhibit_rules else ()
-        return Context(runbooks=rset, silences=silence_cache.snapshot({k: v for k, v in silences.items() if v}),
-                       inhibitors=inhibiting, ack_base_url=ack.base_url, ack_secret=ack_secret, ack_ttl_ms=ack_ttl_ms)
+        return context_from_tables(base_context, silences=silences, inhibitors=inhibitors, cache=silence_cache)
 
-    def keep_silence(event: dict[str, Any]) -> None:
-        try:
-            etype, silence, sid = silence_from_event(event)
-        except SilenceError as exc:
-            log.warning("silence event %s ignored: %s", event["event_id"], exc)
-            return
-        if etype == SILENCE_CREATED and silence is not None:
-            silences[sid] = json.dumps(silence.to_json(), sort_keys=True)
-        elif sid in silences:
-            del silences[sid]
-
-    def write_states(stream: faust.StreamT, states: Mapping[str, Any], owner: Mapping[str, faust.EventT],
-                     orgs: Mapping[str, str]) -> None:
-        """Session states, the pending-timer index and inhibiting alerts (no await: see set_current_event)."""
-        for session, state in states.items():
+    def write_states(stream: faust.StreamT, last: Mapping[str, Decision], owner: Mapping[str, faust.EventT],
+                     silence_changes: Mapping[str, list[SilenceChange]]) -> None:
+        """Each session's state and the writes its last decision implies (no await: see set_current_event)."""
+        for session, result in last.items():
             ev = owner[session]
             set_current_event(stream, ev)
-            sessions[session] = state
-            entry = timers_entry(state, ev.message.partition, orgs[session])
-            if entry is not None:
-                if timers.get(session) != entry:
-                    timers[session] = entry
-            elif session in timers:
-                del timers[session]
-            if inhibit_rules:
-                sources = inhibition_sources(firing_labels(state, orgs[session]), inhibit_rules)
-                if (inhibitors.get(session) or []) != sources:
-                    if sources:
-                        inhibitors[session] = sources
-                    else:
-                        del inhibitors[session]
+            sessions[session] = result.state
+            writes = replace(result.writes, silences=tuple(silence_changes.get(session, ())))
+            apply_writes(writes, partition=ev.message.partition, timers=timers, inhibitors=inhibitors, silences=silences)
 
     fallback_classify: list[Classify] = []
 
@@ -278,14 +230,14 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
             to_classify = [event for _, event in good if event["kind"] != "timer"]
             verdicts = iter(classify_batch(to_classify) if to_classify else ())
             base = context_for_batch()
-            states: dict[str, Any] = {}
+            last: dict[str, Decision] = {}
             owner: dict[str, faust.EventT] = {}
-            orgs: dict[str, str] = {}
+            silence_changes: dict[str, list[SilenceChange]] = {}
             observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
             for ev, event in good:
                 verdict = TIMER_VERDICT if event["kind"] == "timer" else next(verdicts)
                 session = event["session_key"]
-                prior = states[session] if session in states else sessions.get(session)
+                prior = last[session].state if session in last else sessions.get(session)
                 try:
                     result = decide(prior, event, replace(base, verdict=verdict))
                     # timers that came due before this event were folded first: their records go first
@@ -295,24 +247,25 @@ def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSe
                     log.exception("decide failed for %s", event.get("event_id"))
                     await dead_letter_event(ev.message, exc)
                     continue
-                states[session] = result.state
+                last[session] = result
                 owner[session] = ev
-                orgs[session] = event.get("org", "default")
+                if result.silence is not None:
+                    silence_changes.setdefault(session, []).append(result.silence)
+                elif result.silence_error:
+                    log.warning("silence event %s ignored: %s", event["event_id"], result.silence_error)
                 key = ev.message.key or session.encode()
                 for value in values:
                     batcher.add(outbox_topic, key, value)
                 for record in records:
                     batcher.add(decisions_topic, key, record)
                 clock.observe(ev.message.partition, event["occurred_at"])
-                if event["type"] in SILENCE_TYPES and result.record["outcome"] != "duplicate":
-                    keep_silence(event)
                 for fired in result.fired:
                     observed.append((fired.event, fired.record, fired.effects))
                 observed.append((event, result.record, result.effects))
             await batcher.flush()  # effects durable before the state that remembers them
             original = stream.current_event
             try:
-                write_states(stream, states, owner, orgs)
+                write_states(stream, last, owner, silence_changes)
             finally:
                 set_current_event(stream, original)
             now_s = time.time()

@@ -20,12 +20,14 @@ from urllib.parse import quote_plus
 
 import yaml
 
+from streams.errors import NotFoundError
+
 RULES_ENV = "OPSLOOP_RULES_PATH"
 VENDORED_RULES = Path(__file__).resolve().parent / "data" / "sources" / "awesome-prometheus-alerts" / "rules.yml"
 DEFAULT_OCCURRED_AT = 1_700_000_000_000
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(NotFoundError, FileNotFoundError):
     """The rules catalogue is not where opsloop looks for it."""
 
 

@@ -15,13 +15,15 @@ from typing import Any, Callable
 
 import yaml
 
+from streams.errors import InvalidInputError
+
 from classifier.taxonomy import CATEGORIES, SEVERITIES
 
 EXAMPLES_PATH = Path(__file__).resolve().parent / "data" / "examples.yaml"
 _BASE_TIME = 1_700_000_000_000
 
 
-class ExampleFormatError(ValueError):
+class ExampleFormatError(InvalidInputError, ValueError):
     """An entry of examples.yaml is malformed; the message names the entry."""
 
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from streams.errors import InvalidInputError
+
 from classifier.dataset import Rule
 from classifier.taxonomy import CATEGORIES, normalize_severity
 
@@ -338,7 +340,7 @@ LATE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 RULE_SEVERITY: dict[str, str] = {"critical": "urgent", "warning": "warning", "info": "info"}
 
 
-class LabellingError(ValueError):
+class LabellingError(InvalidInputError, ValueError):
     """A rule carries something the labelling rules have no answer for."""
 
 

@@ -18,6 +18,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import sklearn
 
+from streams.errors import CorruptDataError, NotFoundError
+
 from classifier.features import clear_caches, tokens_batch
 from classifier.keyword import KeywordClassifier
 from classifier.prediction import Prediction
@@ -30,15 +32,15 @@ DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "model" / "opsloop-classi
 RETRAIN_HINT = "retrain it with `opsloop classifier train` (or `python -m classifier.cli train`)"
 
 
-class ModelVersionError(Exception):
+class ModelVersionError(CorruptDataError):
     """The artifact was trained under another scikit-learn version than the one installed."""
 
 
-class ModelArtifactError(Exception):
+class ModelArtifactError(CorruptDataError):
     """The artifact is unreadable, corrupted or of an unknown format."""
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(NotFoundError, FileNotFoundError):
     """An explicitly requested artifact does not exist."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from streams.errors import UnavailableError
+
 from classifier.evaluation import headline
 
 CLASSIFIER_DIR = Path(__file__).resolve().parent
@@ -15,7 +17,7 @@ PNG_PATHS = {
 }
 
 
-class PlotUnavailableError(RuntimeError):
+class PlotUnavailableError(UnavailableError, RuntimeError):
     """matplotlib is not installed, so the confusion-matrix PNGs cannot be drawn."""
 
 

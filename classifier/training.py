@@ -35,6 +35,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from streams.errors import InvalidInputError
+
 from classifier.columns import ActiveColumns
 from classifier.corpus import Sample, build_corpus, samples_sha256, split_by_service, unit_hash
 from classifier.dataset import default_rules_path, load_rules
@@ -62,7 +64,7 @@ _GENERIC_NAME_WORDS = frozenset({"exporter", "embedded", "server", "service", "m
 _IDENTITY_PREFIXES = frozenset({"m", "mns", "lv", "nb"})
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(InvalidInputError, ValueError):
     """The corpus cannot be trained on (e.g. a class is missing from the training side)."""
 
 

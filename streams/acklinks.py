@@ -20,6 +20,8 @@ from urllib.parse import urlencode
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.errors import InvalidInputError
+
 ACK_TTL_MS = 24 * 3_600_000
 
 
@@ -33,7 +35,7 @@ class AckSettings(BaseSettings):
     ttl_s: int = ACK_TTL_MS // 1000
 
 
-class AckLinkError(ValueError):
+class AckLinkError(InvalidInputError, ValueError):
     """An ack link does not verify; ``reason`` is safe to show (it names no secret)."""
 
     def __init__(self, reason: str) -> None:

@@ -24,13 +24,14 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from streams.errors import UnavailableError
 from streams import childproc
 
 ROOT = Path(__file__).resolve().parent.parent
 POM = ROOT / "deploy" / "kafka" / "pom.xml"
 
 
-class BrokerError(Exception):
+class BrokerError(UnavailableError):
     """The local broker could not be fetched, formatted or started; the message says which."""
 
 

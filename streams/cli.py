@@ -1,9 +1,10 @@
 """The ``opsloop`` command line.
 
 Each subcommand is a thin shell: parse arguments, read settings from the
-environment, call the module that does the work, print, and exit 0 (ok), 1 (an
-error, printed as one line with the file and line where there is one) or 2 (topics
-differ from topics.yaml).
+environment, call the module that does the work, print, and exit. Errors are
+:class:`streams.errors.OpsloopError`: printed as one line (with the file and line
+where there is one) and mapped to the exit code the help text lists
+(:data:`streams.errors.EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TextIO
 
+from streams.errors import EXIT_DIFFERS, EXIT_INTERRUPTED, EXIT_NOT_FOUND, InvalidInputError, OpsloopError, exit_codes_help
 from streams.settings import Settings
-from streams.topics_admin import TopicsApplyError
-from streams.yamlfile import ConfigError
 
 
 def _settings() -> Settings:
@@ -40,13 +40,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
     result = asyncio.run(apply(settings, specs, dry_run=args.dry_run))
     print(render(result, dry_run=args.dry_run))
-    return 2 if result.drift else 0
+    return EXIT_DIFFERS if result.drift else 0
 
 
 # -- produce --------------------------------------------------------------------
 
 
-class LineError(Exception):
+class LineError(InvalidInputError):
     """A line of a JSON-lines input is not a valid event; the message has file:line."""
 
 
@@ -218,7 +218,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(json.dumps({"session_key": target, "timeline": entries}, indent=2, default=str))
     else:
         print(timeline.render(target, entries))
-    return 0 if entries else 3
+    return 0 if entries else EXIT_NOT_FOUND
 
 
 # -- runbooks, routing, silences (streams.runbook_cli) -----------------------------
@@ -261,7 +261,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opsloop", description="Event-sourced autonomous operations on Kafka.")
+    parser = argparse.ArgumentParser(prog="opsloop", description="Event-sourced autonomous operations on Kafka.",
+                                     epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     topics = sub.add_parser("topics", help="validate topics.yaml, or create its topics on the cluster")
@@ -347,11 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, LineError, TopicsApplyError) as exc:
+    except OpsloopError as exc:
         print(f"opsloop: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

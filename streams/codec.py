@@ -20,13 +20,15 @@ from typing import Any, Mapping
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from streams.errors import CorruptDataError
+
 MAGIC = b"\xc3\x01"
 HEADER_LEN = len(MAGIC) + 8
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
-class CodecError(Exception):
+class CodecError(CorruptDataError):
     """A record could not be encoded or decoded; the message says why."""
 
 

@@ -29,18 +29,20 @@ Event ids a session has already folded are skipped (producers retry).
 from __future__ import annotations
 
 import json
-import marshal
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Iterable, Mapping
 
 from streams import incident
 from streams.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
 from streams.effects import Fold, effect_id
-from streams.policy import condition_step
+from streams.policy import PASS, STOP, Gate, condition_step, inhibition_sources
 from streams.records import derived_id
 from streams.routing import routing_labels
 from streams.runbooks import RunbookSet, Schedule, builtin_set
 from streams.silences import SILENCE_TYPES, Silence
+from streams.state import SessionState, new_state, upgrade
+from streams.tables import SilenceChange, Writes, silence_change
 from streams.timers import slots_between
 
 __all__ = ["Context", "Decision", "Fired", "TIMER_VERDICT", "Verdict", "decide", "effect_id", "initial_state",
@@ -112,6 +114,20 @@ class Decision:
     # Timers of this session that were due at or before the event's time, folded first,
     # oldest first; each as the timer.fired event the ticker would have promoted.
     fired: tuple[Fired, ...] = ()
+    # A silence the event creates or expires; a silence event that cannot be read says why.
+    silence: SilenceChange | None = None
+    silence_error: str = ""
+    inhibit_rules: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    @cached_property
+    def writes(self) -> Writes:
+        """The table writes this decision implies (see :mod:`streams.tables`): computed when
+        asked, so a shell writing once per session per batch pays for the last decision only."""
+        org = self.record["org"]
+        rules = self.inhibit_rules
+        sources = inhibition_sources(incident.firing_labels(self.state, org), rules) if rules else []
+        return Writes(session=self.record["session_key"], org=org, timers=self.state.get("timers") or {},
+                      inhibitors=sources, silences=(self.silence,) if self.silence is not None else ())
 
     @property
     def all_records(self) -> list[dict[str, Any]]:
@@ -122,23 +138,8 @@ class Decision:
         return [e for f in self.fired for e in f.effects] + list(self.effects)
 
 
-def initial_state() -> dict[str, Any]:
-    return incident.new_state()
-
-
-def _clone(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of JSON-shaped state; marshal is several times faster than copy.deepcopy."""
-    return marshal.loads(marshal.dumps(state))
-
-
-def _upgrade(state: Mapping[str, Any] | None) -> dict[str, Any]:
-    if not state:
-        return incident.new_state()
-    if state.get("v") != 2:  # the first fold's state: keep what it knew (seen ids)
-        fresh = incident.new_state()
-        fresh["seen"] = list(state.get("seen", []))
-        return fresh
-    return _clone(state)
+def initial_state() -> SessionState:
+    return new_state()
 
 
 # -- reading events -------------------------------------------------------------------
@@ -172,11 +173,11 @@ def _alert(event: Mapping[str, Any], ctx: Context, *, severity: str | None = Non
     payload = event.get("payload") or {}
     annotations = event.get("annotations") or {}
     return {
-        "s": "firing", "sev": sev, "cat": v.category, "rb": runbook,
-        "title": title or event_title(event), "labels": labels, "type": event["type"], "src": event["source"],
+        "status": "firing", "severity": sev, "category": v.category, "runbook": runbook,
+        "title": title or event_title(event), "labels": labels, "type": event["type"], "source": event["source"],
         "kind": event["kind"], "url": str(payload.get("generator_url") or payload.get("url") or ""),
         "body": body if body is not None else (annotations.get("description") or ""),
-        "eid": event["event_id"],
+        "event_id": event["event_id"],
     }
 
 
@@ -205,15 +206,17 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     ticker's copy, when it arrives, is a duplicate. The ticker remains what fires the
     timers of a session that has no further events.
     """
-    s = _upgrade(state)
+    s = upgrade(state)
     event_id = event["event_id"]
     if event_id in s["seen"]:
         f = Fold(s, event, ctx, s["clock"])
         f.outcome = "duplicate"
-        return Decision(state=s, effects=[], record=_record(f))
+        return Decision(state=s, effects=[], record=_record(f), inhibit_rules=ctx.runbooks.routing.inhibit_rules)
     fired = _fire_due_timers(s, event, ctx)
     f = _fold(s, event, ctx)
-    return Decision(state=s, effects=f.effects, record=_record(f), fired=fired)
+    change, error = silence_change(event)
+    return Decision(state=s, effects=f.effects, record=_record(f), fired=fired, silence=change, silence_error=error,
+                    inhibit_rules=ctx.runbooks.routing.inhibit_rules)
 
 
 def _fold(s: dict[str, Any], event: Mapping[str, Any], ctx: Context) -> Fold:
@@ -369,7 +372,7 @@ def _on_timer(f: Fold, payload: Mapping[str, Any]) -> None:
         f.outcome = "stale-timer"  # cancelled, rescheduled, or already fired
         return
     del s["timers"][timer_id]
-    f.runbook = s.get("rb") or ""
+    f.runbook = s.get("runbook") or ""
     if purpose == "group":
         incident.flush(f)
     elif purpose == "escalation":
@@ -414,10 +417,10 @@ def _on_cron(f: Fold, data: Mapping[str, str]) -> None:
     cron["last"] = slot
     running_until = cron.get("running_until", 0)
     if f.now < running_until:
-        f.gates.append({"gate": "overlap", "verdict": "stop", "reason": f"previous run may still be running until {running_until}"})
+        f.check(Gate("overlap", STOP, f"previous run may still be running until {running_until}"))
         f.outcome = "skipped"
         return
-    f.gates.append({"gate": "overlap", "verdict": "pass", "reason": ""})
+    f.check(Gate("overlap", PASS))
     cron["running_until"] = f.now + schedule.max_runtime
     for index, target in enumerate(schedule.targets):
         at = f.now + index * schedule.stagger

@@ -64,14 +64,18 @@ class Fold:
 
     # -- bookkeeping ------------------------------------------------------------------
     def check(self, gate: Gate) -> bool:
-        """Record a gate's verdict; True when it stopped."""
+        """Record a gate's verdict (the one way verdicts reach the decision); True when it halted."""
         self.gates.append(gate.record())
-        self.used(gate)
-        return gate.stopped
+        self._remember_inputs(gate)
+        return gate.halted
 
-    def used(self, gate: Gate) -> None:
+    def _remember_inputs(self, gate: Gate) -> None:
         """Remember an outside input behind a stop (a silence from the context, another session's alert)."""
         if not gate.stopped or gate.cause is None:
+            return
+        if isinstance(gate.cause, tuple) and all(isinstance(c, Gate) for c in gate.cause):
+            for inner in gate.cause:
+                self._remember_inputs(inner)
             return
         if gate.gate == "silence" and getattr(gate.cause, "kind", "") != "maintenance":
             self.used_silences[gate.cause.silence_id] = gate.cause.to_json()

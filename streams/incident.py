@@ -1,32 +1,21 @@
 """A session's incident life cycle: grouping, notification, escalation, ack, resolve, flapping.
 
 Everything here folds one event into the session state held by a :class:`Fold`
-(no I/O, time is the event's). The session state (plain JSON, so faust's changelog
-holds it as is):
-
-- ``alerts``: what is firing in the session (a session is a group, like an
-  Alertmanager group_by): per alert its status, severity, category, runbook,
-  labels and title;
-- ``status`` idle | firing | resolved, and ``episode``, which counts firings so timer
-  ids and dedupe keys of one incident never collide with the next one's;
-- ``group``: when the episode began, when it last notified and what (a content hash);
-- ``audience``: receivers notified this episode (they get updates and the resolve);
-- ``acked``, ``esc`` (escalation in progress), ``flap`` (status-change times, flapping
-  flag), ``cap`` (autonomous messages since the last reset), ``cool`` (last trigger
-  notification per runbook), ``dedupe`` (key → last time), ``timers`` (pending),
-  ``cond`` (condition triggers), ``approval`` (remediations waiting for a human),
-  ``cron`` (last slot of a schedule session).
+(no I/O, time is the event's). The state's shape is :class:`streams.state.SessionState`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 from streams import policy as gates
 from streams.effects import Fold
 from streams.records import derived_id
-from streams.routing import SEVERITIES, RouteMatch, routing_labels
+from streams.policy import Gate
+from streams.routing import SEVERITIES, RouteMatch, Timing, routing_labels
 from streams.runbooks import ROUTE_RECEIVER, Runbook
+from streams.state import AlertState
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 MAX_ALERTS = 200  # per session; beyond this new alerts are counted, not stored
@@ -34,21 +23,12 @@ MAX_LISTED = 10  # alerts listed in a message body
 TRIGGER_KINDS = ("initial", "repeat")  # kinds a runbook's cooldown applies to
 
 
-def new_state() -> dict[str, Any]:
-    return {
-        "v": 2, "seen": [], "clock": 0, "status": "idle", "episode": 0, "alerts": {}, "overflow": 0,
-        "group": {"first": None, "sent": None, "hash": None}, "audience": [], "first_audience": [], "acked": False,
-        "esc": None, "flap": {"flips": [], "on": False, "last": None, "noticed": False},
-        "cap": 0, "cool": {}, "dedupe": {}, "timers": {}, "cond": {}, "approval": [], "cron": {},
-    }
-
-
 # -- helpers ----------------------------------------------------------------------------
 
 
 def alert_labels(alert: Mapping[str, Any], org: str) -> dict[str, str]:
-    return routing_labels(alert.get("labels") or {}, category=alert["cat"], severity=alert["sev"], org=org,
-                          source=alert.get("src", ""), kind=alert.get("kind", ""), event_type=alert.get("type", ""))
+    return routing_labels(alert.get("labels") or {}, category=alert["category"], severity=alert["severity"], org=org,
+                          source=alert.get("source", ""), kind=alert.get("kind", ""), event_type=alert.get("type", ""))
 
 
 def firing_labels(s: Mapping[str, Any], org: str) -> list[dict[str, str]]:
@@ -57,14 +37,14 @@ def firing_labels(s: Mapping[str, Any], org: str) -> list[dict[str, str]]:
 
 
 def firing_alerts(s: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return sorted(((k, a) for k, a in s["alerts"].items() if a["s"] == "firing"), key=lambda ka: ka[0])
+    return sorted(((k, a) for k, a in s["alerts"].items() if a["status"] == "firing"), key=lambda ka: ka[0])
 
 
 def lead_of(alerts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[str, Mapping[str, Any]] | None:
     """The alert that speaks for the group: most severe, then oldest."""
     best = None
     for key, alert in alerts:
-        rank = (-SEV_RANK.get(alert["sev"], 1), alert.get("first", 0), key)
+        rank = (-SEV_RANK.get(alert["severity"], 1), alert.get("first", 0), key)
         if best is None or rank < best[0]:
             best = (rank, key, alert)
     return None if best is None else (best[1], best[2])
@@ -98,14 +78,14 @@ def expand_receivers(f: Fold, names: Iterable[str], labels: Mapping[str, str]) -
 
 
 def _policy_runbook(f: Fold) -> Runbook:
-    return _runbook(f, f.s.get("rb") or "")
+    return _runbook(f, f.s.get("runbook") or "")
 
 
 def reset_cap(f: Fold, cause: str) -> None:
     rb = _policy_runbook(f)
-    if gates.resets_cap(rb.policy.reset_on, cause) and f.s["cap"]:
+    if gates.resets_cap(rb.policy.reset_on, cause) and f.s["consecutive"]:
         f.note("cap_reset", cause)
-        f.s["cap"] = 0
+        f.s["consecutive"] = 0
 
 
 def _wait(f: Fold, alert: Mapping[str, Any], labels: Mapping[str, str]) -> int:
@@ -113,7 +93,7 @@ def _wait(f: Fold, alert: Mapping[str, Any], labels: Mapping[str, str]) -> int:
     timing = route_of(f, labels).timing
     if alert.get("kind") != "telemetry":
         return 0
-    return timing.wait_for(alert.get("src", ""))
+    return timing.wait_for(alert.get("source", ""))
 
 
 # -- content ----------------------------------------------------------------------------
@@ -178,7 +158,7 @@ def _send(f: Fold, receivers: list[str], *, rb: Runbook, kind: str, action: str,
     """Fan one message out to receivers through the dedupe gate (and the cap, once, when autonomous)."""
     pol = rb.policy
     f.s["dedupe"] = gates.prune_dedupe(f.s["dedupe"], f.now, pol.dedupe_window)
-    if autonomous and f.check(gates.cap_gate(f.s["cap"], pol.max_consecutive)):
+    if autonomous and f.check(gates.cap_gate(f.s["consecutive"], pol.max_consecutive)):
         return []
     sent = []
     for receiver in receivers:
@@ -192,9 +172,9 @@ def _send(f: Fold, receivers: list[str], *, rb: Runbook, kind: str, action: str,
         f.s["dedupe"][key] = f.now
         sent.append(receiver)
     if sent:
-        f.gates.append({"gate": "dedupe", "verdict": "pass", "reason": ",".join(sent)})
+        f.check(gates.Gate("dedupe", gates.PASS, ",".join(sent)))
         if autonomous:
-            f.s["cap"] += 1
+            f.s["consecutive"] += 1
         for receiver in sent:
             if receiver not in f.s["audience"]:
                 f.s["audience"].append(receiver)
@@ -212,25 +192,25 @@ def on_trigger(f: Fold, akey: str, alert: dict[str, Any]) -> None:
     s = f.s
     f.note("alert", akey)
     current = s["alerts"].get(akey)
-    if current is not None and current["s"] == "firing":
+    if current is not None and current["status"] == "firing":
         f.outcome = "repeat"  # Prometheus re-sends firing alerts; nothing new to say
         return
     if current is None and len(s["alerts"]) >= MAX_ALERTS:
         s["overflow"] = s.get("overflow", 0) + 1
         f.outcome = "overflow"
         return
-    rb = _runbook(f, alert["rb"])
+    rb = _runbook(f, alert["runbook"])
     f.runbook = rb.name
     if s["status"] != "firing":
         _status_change(f, "firing", rb)
         if not s["flap"]["on"]:
             s["episode"] += 1
             s["group"] = {"first": f.now, "sent": None, "hash": None}
-            s["audience"], s["first_audience"], s["acked"], s["esc"], s["approval"] = [], [], False, None, []
-            s["rb"] = rb.name
-            s["alerts"] = {k: a for k, a in s["alerts"].items() if a["s"] == "firing"}
+            s["audience"], s["first_audience"], s["acked"], s["escalation"], s["approval"] = [], [], False, None, []
+            s["runbook"] = rb.name
+            s["alerts"] = {k: a for k, a in s["alerts"].items() if a["status"] == "firing"}
         s["status"] = "firing"
-    alert.update(s="firing", at=f.now, first=(current or {}).get("first", f.now))
+    alert.update(status="firing", at=f.now, first=(current or {}).get("first", f.now))
     s["alerts"][akey] = alert
     f.note("episode", s["episode"])
     if s["flap"]["on"]:
@@ -248,11 +228,11 @@ def on_clear(f: Fold, akey: str, *, cause: str = "resolve", echo_to: str = "") -
     s = f.s
     f.note("alert", akey)
     alert = s["alerts"].get(akey)
-    if alert is None or alert["s"] != "firing":
+    if alert is None or alert["status"] != "firing":
         f.outcome = "recorded"
         return
-    alert.update(s="resolved", at=f.now)
-    f.runbook = s.get("rb") or alert["rb"]
+    alert.update(status="resolved", at=f.now)
+    f.runbook = s.get("runbook") or alert["runbook"]
     if firing_alerts(s):
         f.outcome = "grouped"
         _schedule_flush(f, _runbook(f, f.runbook), alert_labels(alert, _org(f)), alert)
@@ -266,8 +246,8 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
     rb = _policy_runbook(f)
     f.runbook = rb.name
     for alert in s["alerts"].values():
-        if alert["s"] == "firing":
-            alert.update(s="resolved", at=f.now)
+        if alert["status"] == "firing":
+            alert.update(status="resolved", at=f.now)
     was_firing = s["status"] == "firing"
     if was_firing:
         _status_change(f, "resolved", rb)
@@ -277,7 +257,7 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
     reset_cap(f, "resolve")
     if cause == "human":
         reset_cap(f, "human")
-    s["esc"], s["approval"] = None, []
+    s["escalation"], s["approval"] = None, []
     if not was_firing:
         f.outcome = "recorded"
         return
@@ -372,6 +352,110 @@ def _schedule_flush(f: Fold, rb: Runbook, labels: Mapping[str, str], alert: Mapp
         f.outcome = "grouped"
 
 
+@dataclass
+class Pending:
+    """The group notification a flush is about to send, narrowed by each gate in turn."""
+
+    firing: list[tuple[str, AlertState]]  # every firing alert of the session
+    notifiable: list[tuple[str, AlertState]]  # those no gate has muted (yet)
+    rb: Runbook
+    timing: Timing
+    kind: str = ""  # initial | update | repeat, once the alerts to send are known
+    content: str = ""  # a hash of the notified alert keys
+    until: list[int] = field(default_factory=list)  # when each muted alert may be notified again
+
+
+@dataclass(frozen=True)
+class FlushGate:
+    """One gate of a group flush: its check, and what a stop means for the session."""
+
+    check: Callable[[Fold, Pending], Gate | None]  # None: the gate does not apply to this flush
+    outcome: str  # the decision's outcome when it stops the flush
+    reschedule: bool  # a stop postpones (try again at the gate's ``until``) rather than drops
+
+
+def _flapping(f: Fold, p: Pending) -> Gate:
+    flap = f.s["flap"]
+    return gates.flapping_gate(flap["on"], flap["last"], f.now, p.rb.policy.flapping)
+
+
+def _per_alert(f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str, str]], Gate], noun: str, *,
+               last: bool) -> Gate:
+    """A gate that mutes alerts one by one, as Alertmanager does. Its record says how many it
+    muted (verdict ``stop`` if any); the ``last`` of these gates halts the flush when no alert
+    is left, to be tried again when the first muted alert may be notified."""
+    org = _org(f)
+    kept, causes = [], []
+    for key, alert in p.notifiable:
+        gate = verdict_of(alert_labels(alert, org))
+        if gate.stopped:
+            p.until.append(gate.until if gate.until is not None else f.now + p.timing.group_interval)
+            causes.append(gate)
+            f.note(name, gate.reason)
+            continue
+        kept.append((key, alert))
+    muted = len(p.notifiable) - len(kept)
+    p.notifiable = kept
+    halts = last and not kept
+    return Gate(name, gates.STOP if muted else gates.PASS, f"{muted} of {len(p.firing)} {noun}",
+                until=min(p.until) if halts and p.until else None, cause=tuple(causes), halts=halts)
+
+
+def _silences_gate(f: Fold, p: Pending) -> Gate:
+    return _per_alert(f, p, "silence", lambda labels: gates.silence_gate(_silences(f), labels, f.now), "silenced",
+                      last=False)
+
+
+def _inhibition_gate(f: Fold, p: Pending) -> Gate:
+    org, session = _org(f), f.event["session_key"]
+    # other sessions' inhibiting alerts (from the context) and this session's own firing ones
+    sources = [lbl for key, lbl in f.ctx.inhibitors if key != session] + [alert_labels(a, org) for _, a in p.firing]
+    rules = f.ctx.runbooks.routing.inhibit_rules
+
+    def verdict_of(labels: Mapping[str, str]) -> Gate:
+        gate = gates.inhibition_gate(labels, sources, rules)
+        if not gate.stopped:
+            return gate
+        # from another session: an outside input to record; from this one: the state has it
+        key = next((k for k, lbl in f.ctx.inhibitors if lbl == gate.cause and k != session), None)
+        return Gate(gate.gate, gate.verdict, gate.reason, gate.until, None if key is None else (key, gate.cause))
+
+    return _per_alert(f, p, "inhibit", verdict_of, "inhibited", last=True)
+
+
+def _group_gate(f: Fold, p: Pending) -> Gate:
+    s = f.s
+    p.content = derived_id("content", *(k for k, _ in p.notifiable))
+    if s["group"]["sent"] is None:
+        p.kind = "initial"
+    else:
+        p.kind = "update" if p.content != s["group"]["hash"] else "repeat"
+    found = lead_of(p.firing)
+    assert found is not None
+    lead = found[1]
+    return gates.group_gate(p.kind, first_seen=s["group"]["first"] or 0, last_sent=s["group"]["sent"], now=f.now,
+                            timing=p.timing, wait=_wait(f, lead, alert_labels(lead, _org(f))))
+
+
+def _cooldown_gate(f: Fold, p: Pending) -> Gate | None:
+    if p.kind not in TRIGGER_KINDS:
+        return None
+    return gates.cooldown_gate(f.s["cooldowns"].get(p.rb.name), f.now, p.rb.policy.cooldown)
+
+
+# The gates of a group flush, in order. A gate is one function here: it reads the
+# session and the pending notification, may narrow the alerts to send, and answers a
+# Gate; flush records every verdict and stops at the first that halts it. The cap and
+# the dedupe window apply per message when it is sent (:func:`_send`).
+FLUSH_GATES: tuple[FlushGate, ...] = (
+    FlushGate(_flapping, outcome="flapping", reschedule=False),
+    FlushGate(_silences_gate, outcome="suppressed", reschedule=True),
+    FlushGate(_inhibition_gate, outcome="suppressed", reschedule=True),
+    FlushGate(_group_gate, outcome="grouped", reschedule=True),
+    FlushGate(_cooldown_gate, outcome="suppressed", reschedule=True),
+)
+
+
 def flush(f: Fold) -> None:
     """Send the group's notification if the gates let it; otherwise say when to try again."""
     s = f.s
@@ -382,94 +466,54 @@ def flush(f: Fold) -> None:
     found = lead_of(firing)
     if found is None:
         return
-    _, lead = found
-    rb = _runbook(f, lead["rb"])
+    rb = _runbook(f, found[1]["runbook"])
     f.runbook = rb.name
-    pol = rb.policy
-    org = _org(f)
-    lead_labels = alert_labels(lead, org)
-    timing = route_of(f, lead_labels).timing
-    if f.check(gates.flapping_gate(s["flap"]["on"], s["flap"]["last"], f.now, pol.flapping)):
-        f.outcome = "flapping"
-        return
-    # silences and inhibition work per alert, as in Alertmanager
-    notifiable, until = [], []
-    sources = [lbl for key, lbl in f.ctx.inhibitors if key != f.event["session_key"]]
-    own = [alert_labels(a, org) for _, a in firing]
-    sources += own
-    silenced = inhibited = 0
-    for key, alert in firing:
-        labels = alert_labels(alert, org)
-        gate = gates.silence_gate(_silences(f), labels, f.now)
-        f.used(gate)
-        if gate.stopped:
-            silenced += 1
-            until.append(gate.until)
-            f.note("silence", gate.reason)
+    pending = Pending(firing=firing, notifiable=list(firing), rb=rb,
+                      timing=route_of(f, alert_labels(found[1], _org(f))).timing)
+    for step in FLUSH_GATES:
+        gate = step.check(f, pending)
+        if gate is None or not f.check(gate):
             continue
-        gate = gates.inhibition_gate(labels, sources, f.ctx.runbooks.routing.inhibit_rules)
-        if gate.stopped:
-            key = next((k for k, lbl in f.ctx.inhibitors if lbl == gate.cause and k != f.event["session_key"]), None)
-            # from another session: an outside input to record; from this one: the state has it
-            gate = gates.Gate(gate.gate, gate.verdict, gate.reason, gate.until, None if key is None else (key, gate.cause))
-        f.used(gate)
-        if gate.stopped:
-            inhibited += 1
-            until.append(f.now + timing.group_interval)
-            f.note("inhibit", gate.reason)
-            continue
-        notifiable.append((key, alert))
-    f.gates.append({"gate": "silence", "verdict": "stop" if silenced else "pass", "reason": f"{silenced} of {len(firing)} silenced"})
-    f.gates.append({"gate": "inhibit", "verdict": "stop" if inhibited else "pass", "reason": f"{inhibited} of {len(firing)} inhibited"})
-    if not notifiable:
-        f.schedule(f"grp:{s['episode']}", min(until), "group")
-        f.outcome = "suppressed"
-        return
-    content = derived_id("content", *(k for k, _ in notifiable))
-    if s["group"]["sent"] is None:
-        kind = "initial"
-    else:
-        kind = "update" if content != s["group"]["hash"] else "repeat"
-    gate = gates.group_gate(kind, first_seen=s["group"]["first"], last_sent=s["group"]["sent"], now=f.now,
-                            timing=timing, wait=_wait(f, lead, lead_labels))
-    if f.check(gate):
-        f.schedule(f"grp:{s['episode']}", gate.until, "group")
-        f.outcome = "grouped"
-        return
-    if kind in TRIGGER_KINDS:
-        gate = gates.cooldown_gate(s["cool"].get(rb.name), f.now, pol.cooldown)
-        if f.check(gate):
+        if step.reschedule and gate.until is not None:
             f.schedule(f"grp:{s['episode']}", gate.until, "group")
-            f.outcome = "suppressed"
-            return
-    _, lead = lead_of(notifiable)  # type: ignore[misc]
-    lead_labels = alert_labels(lead, org)
+        f.outcome = step.outcome
+        return
+    _notify_group(f, pending)
+
+
+def _notify_group(f: Fold, p: Pending) -> None:
+    """The group's message went through every gate: send it, and start what follows a first one."""
+    s, rb, kind = f.s, p.rb, p.kind
+    found = lead_of(p.notifiable)
+    assert found is not None
+    lead = found[1]
+    lead_labels = alert_labels(lead, _org(f))
     if kind == "initial":
-        if rb.escalates(lead["sev"]):
+        if rb.escalates(lead["severity"]):
             receivers = expand_receivers(f, [rb.escalation[0].receiver], lead_labels)
         else:
             receivers = expand_receivers(f, rb.notify_receivers, lead_labels)
     else:
         receivers = list(s.get("first_audience") or s["audience"]) or expand_receivers(f, rb.notify_receivers, lead_labels)
     extra = "Remediation awaits approval." if kind == "initial" and any(r.requires_approval for r in rb.remediations) else ""
-    sent = _send(f, receivers, rb=rb, kind=kind, action="trigger", severity=lead["sev"],
-                 title=_title(lead, len(notifiable)), body=_body(f, lead, notifiable, rb, extra),
-                 fields=_fields(lead, rb, len(notifiable)), links=_links(f, lead, rb, with_ack=True),
-                 content=content, autonomous=True)
+    sent = _send(f, receivers, rb=rb, kind=kind, action="trigger", severity=lead["severity"],
+                 title=_title(lead, len(p.notifiable)), body=_body(f, lead, p.notifiable, rb, extra),
+                 fields=_fields(lead, rb, len(p.notifiable)), links=_links(f, lead, rb, with_ack=True),
+                 content=p.content, autonomous=True)
     # The news is out (or was stopped by the cap/dedupe): either way this content is settled.
-    s["group"]["hash"] = content
+    s["group"]["hash"] = p.content
     if not sent:
         f.outcome = "suppressed"
         return
     f.outcome = "notified"
     s["group"]["sent"] = f.now
-    s["alerts"] = {k: a for k, a in s["alerts"].items() if a["s"] == "firing"}
+    s["alerts"] = {k: a for k, a in s["alerts"].items() if a["status"] == "firing"}
     if kind in TRIGGER_KINDS:
-        s["cool"][rb.name] = f.now
+        s["cooldowns"][rb.name] = f.now
     if kind == "initial":
         s["first_audience"] = list(sent)
         _after_first_notification(f, rb, lead)
-    f.schedule(f"grp:{s['episode']}", f.now + timing.repeat_interval, "group")
+    f.schedule(f"grp:{s['episode']}", f.now + p.timing.repeat_interval, "group")
 
 
 def _after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> None:
@@ -484,8 +528,8 @@ def _after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> 
                     dry_run=step.dry_run, requires_approval=False, runbook=rb.name)
     if rb.verify is not None:
         f.schedule(f"verify:{ep}", f.now + rb.verify.after, "verify")
-    if rb.escalates(lead["sev"]) and len(rb.escalation) > 1:
-        s["esc"] = {"rb": rb.name, "start": f.now, "next": 1}
+    if rb.escalates(lead["severity"]) and len(rb.escalation) > 1:
+        s["escalation"] = {"runbook": rb.name, "start": f.now, "next": 1}
         f.schedule(f"esc:{ep}:1", f.now + rb.escalation[1].after, "escalation", step=1)
 
 
@@ -494,11 +538,11 @@ def _after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> 
 
 def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
     s = f.s
-    esc = s.get("esc")
+    esc = s.get("escalation")
     if s["status"] != "firing" or esc is None:
         f.outcome = "stale-timer"
         return
-    rb = _runbook(f, esc["rb"])
+    rb = _runbook(f, esc["runbook"])
     f.runbook = rb.name
     if s["acked"]:
         f.check(gates.Gate("ack", "stop", "acknowledged"))
@@ -520,7 +564,7 @@ def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
         chain = rb.escalation[step]
         receivers = expand_receivers(f, [chain.receiver], labels)
         minutes = (f.now - esc["start"]) // 60000
-        sent = _send(f, receivers, rb=rb, kind=f"escalation-{step}", action="trigger", severity=lead["sev"],
+        sent = _send(f, receivers, rb=rb, kind=f"escalation-{step}", action="trigger", severity=lead["severity"],
                      title=f"Escalated ({why} for {minutes}m): {_title(lead, len(firing))}",
                      body=_body(f, lead, firing, rb), fields=_fields(lead, rb, len(firing)),
                      links=_links(f, lead, rb, with_ack=True), content=str(step), autonomous=True)
@@ -537,9 +581,9 @@ def verify(f: Fold) -> None:
     if s["status"] != "firing" or s["acked"]:
         f.outcome = "verified" if s["status"] != "firing" else "recorded"
         return
-    esc = s.get("esc")
+    esc = s.get("escalation")
     if esc is not None:
-        rb = _runbook(f, esc["rb"])
+        rb = _runbook(f, esc["runbook"])
         step = esc["next"]
         if step < len(rb.escalation):
             f.cancel(f"esc:{s['episode']}:{step}", "verification failed")
@@ -549,12 +593,12 @@ def verify(f: Fold) -> None:
     if found is None:
         return
     lead = found[1]
-    rb = _runbook(f, lead["rb"])
+    rb = _runbook(f, lead["runbook"])
     f.runbook = rb.name
     if f.check(gates.silence_gate(_silences(f), alert_labels(lead, _org(f)), f.now)):
         f.outcome = "suppressed"
         return
-    sent = _send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["sev"],
+    sent = _send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["severity"],
                  title=f"Still firing after remediation: {lead['title']}", body=_body(f, lead, firing_alerts(s), rb),
                  fields=_fields(lead, rb, 1), links=_links(f, lead, rb, with_ack=True), content="verify", autonomous=True)
     f.outcome = "escalated" if sent else "suppressed"
@@ -596,7 +640,7 @@ def on_approval(f: Fold, actor: str) -> None:
         f.outcome = "recorded"
         return
     found = lead_of(firing_alerts(s))
-    rb = _runbook(f, found[1]["rb"]) if found else _policy_runbook(f)
+    rb = _runbook(f, found[1]["runbook"]) if found else _policy_runbook(f)
     f.runbook = rb.name
     steps = rb.remediations
     for index in s["approval"]:

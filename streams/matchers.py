@@ -14,13 +14,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from streams.errors import InvalidInputError
+
 OPERATORS = ("=", "!=", "=~", "!~")
 
 _LABEL = r"[A-Za-z_][A-Za-z0-9_]*"
 _MATCHER = re.compile(rf"^\s*({_LABEL})\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
 
 
-class MatcherError(ValueError):
+class MatcherError(InvalidInputError, ValueError):
     """A matcher is malformed; the message says what and where in the text."""
 
 

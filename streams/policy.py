@@ -41,7 +41,17 @@ class Gate:
     verdict: str
     reason: str = ""
     until: int | None = None  # a postponing stop: when the same notification may be tried again
-    cause: Any = field(default=None, compare=False)  # what stopped it (a Silence, inhibiting labels); not recorded
+    # What stopped it (a Silence, another session's inhibiting labels, or a tuple of such
+    # gates for a per-alert gate); replay needs it, the record does not show it.
+    cause: Any = field(default=None, compare=False)
+    # Whether it halts what it guards, when that is not simply "it stopped": a per-alert gate
+    # records "stop" when it muted some alerts yet lets the rest through, and the last one
+    # halts a flush that has no alert left.
+    halts: bool | None = None
+
+    @property
+    def halted(self) -> bool:
+        return self.stopped if self.halts is None else self.halts
 
     @property
     def stopped(self) -> bool:

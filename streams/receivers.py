@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from streams.errors import InvalidInputError
 from streams.yamlfile import ConfigError, LineDict, check_keys, load_yaml, suggest
 
 
@@ -90,7 +91,7 @@ class Receiver:
         return self.settings.get(key, default)
 
 
-class MissingSecretError(LookupError):
+class MissingSecretError(InvalidInputError, LookupError):
     """A receiver's secret env var is not set; names the variable, never a value."""
 
     def __init__(self, receiver: str, setting: str, env_var: str) -> None:

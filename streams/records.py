@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Mapping
 
+from streams.errors import InvalidInputError
 from streams.topics import EVENT_KINDS
 
 PAYLOAD_FIELD_BY_KIND = {"telemetry": "status", "webhook": "provider", "timer": "timer_id", "scan": "scan_id"}
 REQUIRED_EVENT_FIELDS = ("session_key", "kind", "type", "source", "occurred_at")
 
 
-class InvalidEventError(ValueError):
+class InvalidEventError(InvalidInputError, ValueError):
     """An event does not fit the envelope; ``field`` names what is wrong."""
 
     def __init__(self, field: str, reason: str) -> None:

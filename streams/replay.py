@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.errors import InvalidInputError
 from streams.codec import Codec, CodecError, default_codec
 from streams.decide import DECIDE_VERSION, Context, Verdict
 from streams.replay_compare import RecordedDecision, ReplayReport, WhatIf, replay, what_if
@@ -25,7 +26,7 @@ from streams.settings import Settings
 from streams.topics import EVENT_TOPICS
 
 
-class ReplayError(Exception):
+class ReplayError(InvalidInputError):
     """The replay cannot run (bad time, unreadable model, ...); the message says why."""
 
 

@@ -33,9 +33,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from streams.decide import Context, Verdict, decide
-from streams.policy import inhibition_sources
-from streams.silences import SILENCE_CREATED, SILENCE_TYPES, Silence, SilenceError, silence_from_event
+from streams.decide import Context, Decision, Verdict, decide
+from streams.tables import SilenceCache, Writes, apply_writes, context_from_tables
 
 TIMER_VERDICT = Verdict(category="other", severity="info", classifier="none")  # as agents/decide.py
 
@@ -134,51 +133,33 @@ def ordered(decisions: Iterable[RecordedDecision]) -> list[RecordedDecision]:
 
 
 class GlobalTables:
-    """Silences and inhibiting alerts as the agent's global tables hold them, rebuilt in order."""
+    """Silences and inhibiting alerts as the agent's global tables hold them, rebuilt in order.
 
-    def __init__(self, inhibit_rules: Sequence[Any]) -> None:
-        self.inhibit_rules = inhibit_rules
-        self.silences: dict[str, Silence] = {}
+    Each folded decision's writes are applied exactly as the decide agent applies them
+    (:func:`streams.tables.apply_writes`), queued at the decision's timestamp.
+    """
+
+    def __init__(self) -> None:
+        self.silences: dict[str, str] = {}
         self.inhibitors: dict[str, list] = {}
-        self.pending: list[tuple[int, Callable[[], bool]]] = []
+        self.timers: dict[str, Any] = {}  # the agent's timers index; replay has no ticker to read it
+        self.cache = SilenceCache()
+        self.pending: list[tuple[int, int, Writes]] = []
 
     def context(self, base: Context, timestamp: int) -> Context:
         """The context a decision recorded at ``timestamp`` saw: changes recorded strictly before it."""
         while self.pending and self.pending[0][0] < timestamp:
-            heapq.heappop(self.pending)[2]()  # type: ignore[misc]
-        inhibiting = tuple((k, labels) for k, v in sorted(self.inhibitors.items()) if v for labels in v) if self.inhibit_rules else ()
-        return replace(base, silences=tuple(s for _, s in sorted(self.silences.items())), inhibitors=inhibiting)
+            _, _, writes = heapq.heappop(self.pending)
+            apply_writes(writes, partition=0, timers=self.timers, inhibitors=self.inhibitors, silences=self.silences)
+        return context_from_tables(base, silences=self.silences, inhibitors=self.inhibitors, cache=self.cache)
 
-    def after(self, timestamp: int, seq: int, event: Mapping[str, Any], record: Mapping[str, Any],
-              state: Mapping[str, Any]) -> int:
+    def after(self, timestamp: int, seq: int, decision: Decision) -> int:
         """Queue the table changes a decision makes; returns how many."""
-        changes = 0
-        if event["type"] in SILENCE_TYPES and record["outcome"] != "duplicate":
-            try:
-                etype, silence, sid = silence_from_event(event)
-            except SilenceError:
-                etype, silence, sid = "", None, ""
-            if sid:
-                def apply_silence(sid=sid, etype=etype, silence=silence) -> bool:
-                    if etype == SILENCE_CREATED and silence is not None:
-                        self.silences[sid] = silence
-                    else:
-                        self.silences.pop(sid, None)
-                    return True
-                heapq.heappush(self.pending, (timestamp, seq * 2, apply_silence))  # type: ignore[arg-type]
-                changes += 1
-        if self.inhibit_rules:
-            session = event["session_key"]
-            sources = inhibition_sources(state.get("alerts", {}).values(), self.inhibit_rules)
-            def apply_inhibitors(session=session, sources=sources) -> bool:
-                if sources:
-                    self.inhibitors[session] = sources
-                else:
-                    self.inhibitors.pop(session, None)
-                return True
-            if sources or session in self.inhibitors:
-                heapq.heappush(self.pending, (timestamp, seq * 2 + 1, apply_inhibitors))  # type: ignore[arg-type]
-                changes += 1
+        writes = decision.writes
+        session = writes.session
+        changes = len(writes.silences) + (1 if writes.inhibitors or session in self.inhibitors else 0)
+        if changes:
+            heapq.heappush(self.pending, (timestamp, seq, writes))
         return changes
 
 
@@ -317,7 +298,7 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
     the replay instead.
     """
     report = ReplayReport(runbook_version_used=base.runbooks.version)
-    tables = GlobalTables(base.runbooks.routing.inhibit_rules)
+    tables = GlobalTables()
     seq_list = ordered(decisions)
     per_session: dict[str, list[RecordedDecision]] = defaultdict(list)
     for rd in seq_list:
@@ -394,7 +375,7 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
         result = decide(prior, event, ctx)
         hist.append(result.state)
         report.folded += 1
-        report.global_changes += tables.after(rd.timestamp, seq, event, result.record, result.state)
+        report.global_changes += tables.after(rd.timestamp, seq, result)
         for fired in getattr(result, "fired", ()):
             waiting = pending[session]
             match = next((i for i, w in enumerate(waiting) if w.value["event_id"] == fired.event["event_id"]), None)

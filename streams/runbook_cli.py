@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from streams.errors import InvalidInputError
 from streams.runbooks import ROUTE_RECEIVER, RunbookSet, load_runbook_set
 from streams.routing import SEVERITIES, routing_labels
 
 FACTS_DEFAULTS = {"kind": "telemetry", "event_type": "alert.firing", "source": "prometheus", "org": "default"}
 
 
-class UsageError(ValueError):
+class UsageError(InvalidInputError, ValueError):
     """Bad command-line arguments; the message says which."""
 
 

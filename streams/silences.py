@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from streams.errors import InvalidInputError
 from streams.matchers import Matcher, MatcherError, matches_all, parse_matcher
 from streams.records import derived_id
 from streams.yamlfile import ConfigError, LineDict, check_keys, load_yaml
@@ -27,7 +28,7 @@ SILENCE_TYPES = (SILENCE_CREATED, SILENCE_EXPIRED)
 MAINTENANCE_FIELDS = ("name", "matchers", "start", "end", "comment")
 
 
-class SilenceError(ValueError):
+class SilenceError(InvalidInputError, ValueError):
     """A silence (from an event or the CLI) is malformed; the message names the field."""
 
 

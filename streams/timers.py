@@ -29,6 +29,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.errors import InvalidInputError
 from streams.records import derived_id
 
 ClockMode = Literal["event", "wall", "hybrid"]
@@ -103,14 +104,6 @@ def timer_event(session_key: str, org: str, timer_id: str, spec: Mapping[str, An
     }
 
 
-def timers_entry(state: Mapping[str, Any] | None, partition: int, org: str) -> dict[str, Any] | None:
-    """The ``timers`` table value mirroring a session's pending timers (None: nothing pending)."""
-    pending = (state or {}).get("timers") or {}
-    if not pending:
-        return None
-    return {"p": partition, "org": org, "t": {tid: dict(spec) for tid, spec in sorted(pending.items())}}
-
-
 def due_timers(entries: Iterable[tuple[str, Mapping[str, Any]]], clock_of: Any, active: set[int]) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(session_key, org, timer_id, spec) of every timer due on an active partition.
 
@@ -140,7 +133,7 @@ def due_timers(entries: Iterable[tuple[str, Mapping[str, Any]]], clock_of: Any, 
 # -- cron -----------------------------------------------------------------------------
 
 
-class CronError(ValueError):
+class CronError(InvalidInputError, ValueError):
     """A cron expression or time zone is invalid."""
 
 

@@ -10,6 +10,7 @@ from typing import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streams.errors import OpsloopError
 from streams.settings import Settings
 from streams.topics import ObservedTopic, Plan, TopicSpec, plan
 
@@ -44,7 +45,7 @@ async def observe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> tuple[dic
 TOPIC_ALREADY_EXISTS = 36
 
 
-class TopicsApplyError(Exception):
+class TopicsApplyError(OpsloopError):
     """The cluster refused to create a topic; the message names each topic and the reason."""
 
 

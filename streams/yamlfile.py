@@ -13,16 +13,9 @@ from typing import Any, Iterable
 
 import yaml
 
+from streams.errors import ConfigError
 
-class ConfigError(Exception):
-    """A configuration file is invalid; ``str()`` is ``file:line: reason``."""
-
-    def __init__(self, path: str | Path, line: int | None, reason: str) -> None:
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
-        where = f"{self.path}:{line}" if line else self.path
-        super().__init__(f"{where}: {reason}")
+__all__ = ["ConfigError", "LineDict", "check_keys", "load_yaml", "parse_duration_ms", "suggest"]
 
 
 class LineDict(dict):

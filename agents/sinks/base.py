@@ -18,21 +18,13 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Callable, Mapping, Union
 
+from streams.errors import DeliveryError
 from streams.receivers import Receiver
 
 # Severity of an effect → a colour, shared by the chat formatters.
 SEVERITY_COLOURS = {"info": "#439FE0", "warning": "#ECB22E", "action": "#E8912D", "urgent": "#E01E5A"}
 SEVERITIES = tuple(SEVERITY_COLOURS)
 TRUNCATION_MARK = "… [truncated]"
-
-
-class DeliveryError(Exception):
-    """Base of the outcomes a send can end in, other than success."""
-
-    def __init__(self, reason: str, *, http_status: int | None = None) -> None:
-        self.reason = reason
-        self.http_status = http_status
-        super().__init__(reason)
 
 
 class TransientError(DeliveryError):

@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from streams.errors import OpsloopError
+
 CLAIMED = "claimed"
 FINAL_STATUSES = ("delivered", "dead", "ambiguous")
 
@@ -63,7 +65,7 @@ class Claim:
     claims: int = 1
 
 
-class LedgerConflictError(RuntimeError):
+class LedgerConflictError(OpsloopError, RuntimeError):
     """A completion found the row owned by someone else (its claim was taken over)."""
 
 

@@ -17,10 +17,11 @@ import hashlib
 import hmac
 from typing import Mapping
 
+from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden, Unauthorized
 
 
-class TokenConfigError(ValueError):
+class TokenConfigError(InvalidInputError, ValueError):
     """OPSLOOP_INGEST_TOKENS is malformed; the message names the entry, never its token."""
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.errors import OpsloopError
 
-class IngestError(Exception):
+
+class IngestError(OpsloopError):
     """A post ingest refuses; ``status`` is the HTTP status it answers with."""
 
     status = 500

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from streams.errors import UnavailableError
 from streams.ingest.errors import Backpressure, BrokerUnavailable
 from streams.ingest.settings import IngestSettings
 from streams.producer import EventProducer
@@ -57,7 +58,7 @@ class Ready:
         return self.event["event_id"]
 
 
-class SendAborted(KafkaError):
+class SendAborted(UnavailableError, KafkaError):
     """Set on batches an ingest post gave up on; they will not be sent."""
 
     retriable = False

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from streams.errors import InvalidInputError
 from streams.topics import EVENT_KINDS
 from streams.yamlfile import ConfigError, LineDict, check_keys, load_yaml, suggest
 
@@ -36,7 +37,7 @@ MATCH_FIELDS = ("kind", "source", "type", "labels")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
-class NoSessionRule(LookupError):
+class NoSessionRule(InvalidInputError, LookupError):
     """No rule matched the event and could fill its key template."""
 
 

@@ -86,9 +86,9 @@ def test_inhibition_sources_are_firing_alerts_matching_a_source():
 
     rule = InhibitRule(source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']))
     state = {"alerts": {
-        "a1": {"s": "firing", "sev": "urgent", "cat": "availability", "labels": {"a": "1", "severity": "critical"}},
-        "a2": {"s": "resolved", "sev": "urgent", "cat": "availability", "labels": {"a": "2"}},
-        "a3": {"s": "firing", "sev": "warning", "cat": "cpu", "labels": {"a": "3"}},
+        "a1": {"status": "firing", "severity": "urgent", "category": "availability", "labels": {"a": "1", "severity": "critical"}},
+        "a2": {"status": "resolved", "severity": "urgent", "category": "availability", "labels": {"a": "2"}},
+        "a3": {"status": "firing", "severity": "warning", "category": "cpu", "labels": {"a": "3"}},
     }}
     [source] = policy.inhibition_sources(firing_labels(state, "acme"), [rule])
     assert source["a"] == "1" and source["severity"] == "urgent" and source["org"] == "acme"

@@ -8,7 +8,7 @@ import pytest
 
 from streams.timers import (
     CronError, PartitionClock, clock_now, cron_event, due_slot, due_timers, slot_before, slots_between, timer_event,
-    timer_event_id, timers_entry, validate_cron,
+    timer_event_id, validate_cron,
 )
 
 
@@ -64,8 +64,10 @@ def test_timer_event_id_is_deterministic_and_depends_on_the_due_time():
 
 
 def test_timers_entry_mirrors_pending_timers():
-    assert timers_entry({"timers": {}}, 3, "acme") is None
-    entry = timers_entry({"timers": {"b": {"at": 2}, "a": {"at": 1}}}, 3, "acme")
+    from streams.tables import timers_entry
+
+    assert timers_entry({}, 3, "acme") is None
+    entry = timers_entry({"b": {"at": 2}, "a": {"at": 1}}, 3, "acme")
     assert entry == {"p": 3, "org": "acme", "t": {"a": {"at": 1}, "b": {"at": 2}}}
 
 

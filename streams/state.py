@@ -1,0 +1,147 @@
+"""The session state decide folds, typed, and how older versions are read.
+
+The state stays plain JSON (faust's changelog and the replay both hold it as is, and a
+marshal round trip copies it fast), so the types are TypedDicts: mypy checks every key
+decide reads or writes, and nothing changes at run time. A session is a group, like an
+Alertmanager ``group_by``:
+
+- ``alerts``: what fires in the session, per alert key (:class:`AlertState`);
+- ``status`` idle | firing | resolved, and ``episode``, which counts firings so timer
+  ids and dedupe keys of one incident never collide with the next one's;
+- ``group``: when the episode began, when it last notified and what (a content hash);
+- ``audience``: receivers notified this episode (they get updates and the resolve);
+- ``acked``, ``escalation`` (a chain in progress), ``flap`` (status-change times, the
+  flapping flag), ``consecutive`` (autonomous messages since the last reset),
+  ``cooldowns`` (last trigger notification per runbook), ``dedupe`` (key → last time),
+  ``timers`` (pending), ``cond`` (condition triggers), ``approval`` (remediations
+  waiting for a human), ``cron`` (last slot of a schedule session).
+
+Versions: 1 kept only seen ids; 2 had short keys (``s``, ``sev``, ``cat``, ``rb``,
+``esc``, ``cool``, ``cap``, ``src``, ``eid``); 3 is this. :func:`upgrade` reads any of
+them, so a worker of this version continues from a changelog written by an older one.
+"""
+
+from __future__ import annotations
+
+import marshal
+from typing import Any, Literal, Mapping, TypedDict, cast
+
+VERSION = 3
+
+Status = Literal["idle", "firing", "resolved"]
+
+
+class AlertState(TypedDict, total=False):
+    status: Literal["firing", "resolved"]
+    severity: str
+    category: str
+    runbook: str
+    title: str
+    labels: dict[str, str]
+    type: str
+    source: str
+    kind: str
+    url: str
+    body: str
+    event_id: str
+    at: int  # when the status last changed
+    first: int  # when it first fired in this episode
+
+
+class GroupState(TypedDict):
+    first: int | None  # when the episode began
+    sent: int | None  # when the group last notified
+    hash: str | None  # what it last said (content hash of the notified alerts)
+
+
+class EscalationState(TypedDict):
+    runbook: str
+    start: int
+    next: int  # the next step of the chain
+
+
+class FlapState(TypedDict):
+    flips: list[int]
+    on: bool
+    last: int | None
+    noticed: bool
+
+
+class TimerSpec(TypedDict):
+    at: int
+    purpose: str
+    step: int
+    data: dict[str, str]
+
+
+class ConditionState(TypedDict):
+    since: int | None
+    on: bool
+
+
+class CronState(TypedDict, total=False):
+    last: int
+    running_until: int
+
+
+class SessionState(TypedDict):
+    v: int
+    seen: list[str]  # the last event ids folded (producers retry)
+    clock: int  # the session's event time: the largest occurred_at folded
+    status: Status
+    episode: int
+    alerts: dict[str, AlertState]
+    overflow: int  # alerts past MAX_ALERTS, counted not stored
+    group: GroupState
+    audience: list[str]
+    first_audience: list[str]
+    acked: bool
+    escalation: EscalationState | None
+    flap: FlapState
+    consecutive: int
+    cooldowns: dict[str, int]
+    dedupe: dict[str, int]
+    timers: dict[str, TimerSpec]
+    cond: dict[str, ConditionState]
+    approval: list[int]
+    cron: CronState
+
+
+def new_state() -> SessionState:
+    return {
+        "v": VERSION, "seen": [], "clock": 0, "status": "idle", "episode": 0, "alerts": {}, "overflow": 0,
+        "group": {"first": None, "sent": None, "hash": None}, "audience": [], "first_audience": [], "acked": False,
+        "escalation": None, "flap": {"flips": [], "on": False, "last": None, "noticed": False},
+        "consecutive": 0, "cooldowns": {}, "dedupe": {}, "timers": {}, "cond": {}, "approval": [], "cron": {},
+    }
+
+
+def clone(state: Mapping[str, Any]) -> SessionState:
+    """A deep copy of JSON-shaped state; marshal is several times faster than copy.deepcopy."""
+    return cast(SessionState, marshal.loads(marshal.dumps(state)))
+
+
+_ALERT_KEYS_V2 = {"s": "status", "sev": "severity", "cat": "category", "rb": "runbook", "src": "source",
+                  "eid": "event_id"}
+_SESSION_KEYS_V2 = {"rb": "runbook", "esc": "escalation", "cool": "cooldowns", "cap": "consecutive"}
+
+
+def upgrade(state: Mapping[str, Any] | None) -> SessionState:
+    """A private copy of ``state`` in this version's shape (a fresh state for None)."""
+    if not state:
+        return new_state()
+    version = state.get("v")
+    if version == VERSION:
+        return clone(state)
+    if version == 2:
+        old = clone(state)
+        out: dict[str, Any] = {_SESSION_KEYS_V2.get(k, k): v for k, v in old.items()}
+        if out.get("escalation"):
+            out["escalation"] = {_SESSION_KEYS_V2.get(k, k): v for k, v in out["escalation"].items()}
+        out["alerts"] = {key: {_ALERT_KEYS_V2.get(k, k): v for k, v in alert.items()}
+                         for key, alert in out["alerts"].items()}
+        out["v"] = VERSION
+        return cast(SessionState, out)
+    fresh = new_state()  # the first fold's state: keep what it knew (seen ids)
+    fresh["seen"] = list(state.get("seen", []))
+    return fresh
