@@ -1,276 +1,204 @@
 """The decide agent: the thin shell around :func:`streams.decide.decide`.
 
-Per micro-batch from the events.* topics:
+Per micro-batch from the events.* topics (:meth:`DecideAgent.handle`):
 
 1. decode every record (one that does not decode goes to events.dlq with its reason,
    origin and bytes, and the batch goes on);
 2. classify the whole batch in one call (timer events need no verdict); if the model
    fails on a batch, the keyword rules answer for it and the records say so;
-3. fold each event in order into its session's state, read from the ``sessions``
-   table once per batch and kept in a batch-local cache (a session with many events
-   in one batch is read and written once); decide also folds the session's timers
-   that came due before the event, so their records and effects go out first;
+3. fold each event in order into its session's state (:meth:`DecideAgent.decide_batch`),
+   read from the ``sessions`` table once per batch and kept in a batch-local cache (a
+   session with many events in one batch is read and written once); decide also folds
+   the session's timers that came due before the event, so their records and effects
+   go out first;
 4. send the effects to ``outbox`` and the decision records to ``decisions`` (one
    produce batch per partition) and wait for Kafka to acknowledge them, and only
-   then write the states back (and the pending-timer index, the silences and the
-   inhibiting alerts). A crash can then lose a state write but never an effect: the
+   then write each session's state and the writes its last decision implies (the
+   pending-timer index, the silences and the inhibiting alerts: see
+   :mod:`streams.tables`). A crash can then lose a state write but never an effect: the
    re-processed events yield the same effect ids, which the sinks' ledger delivers
    once, and events whose state was written are skipped as seen.
 
-The runbook set is loaded when the worker starts; a broken set stops the start with
-file:line. Nothing else lives here: the gates, the runbooks and the timers are pure
-code in streams/.
+Nothing else lives here: the gates, the runbooks and the timers are pure code in streams/.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
-import weakref
-from dataclasses import replace
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import faust
 
+from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
-from streams.acklinks import AckSettings
-from streams.app import Opsloop
 from streams.batchsend import PartitionBatcher
-from streams.codec import CodecError
+from streams.codec import Codec, CodecError
+from streams.compat import kafka_producer, set_current_event
 from streams.deadletter import dead_letter
-from streams.decide import TIMER_VERDICT, Context, Decision, Verdict, decide
+from streams.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
 from streams.producer import now_ms
-from streams.runbooks import RunbookSet, load_runbook_set
+from streams.settings import Settings
 from streams.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
 from streams.timers import PartitionClock
 
 log = logging.getLogger(__name__)
 
-Classify = Callable[[Sequence[dict[str, Any]]], list[Verdict]]
 
-# One clock per app: the decide agent feeds it, the ticker (agents/timers.py) reads it.
-_CLOCKS: "weakref.WeakKeyDictionary[faust.App, PartitionClock]" = weakref.WeakKeyDictionary()
-# The runbook set the decide agent loaded, for the scheduler (one load per worker).
-_RUNBOOKS: "weakref.WeakKeyDictionary[faust.App, RunbookSet]" = weakref.WeakKeyDictionary()
+class Out(Protocol):
+    """Where a batch's records go: one produce batch per partition (:class:`streams.batchsend.PartitionBatcher`)."""
 
+    def add(self, topic: str, key: bytes, value: bytes) -> None: ...
 
-def clock_for(app: faust.App) -> PartitionClock:
-    clock = _CLOCKS.get(app)
-    if clock is None:
-        clock = _CLOCKS[app] = PartitionClock()
-    return clock
+    async def flush(self) -> None: ...
 
 
-def runbooks_for(app: faust.App) -> RunbookSet | None:
-    return _RUNBOOKS.get(app)
+@dataclass
+class Batch:
+    """What one micro-batch decided, before anything is written."""
+
+    last: dict[str, Decision] = field(default_factory=dict)  # each session's last decision (its state is the one to keep)
+    owner: dict[str, Any] = field(default_factory=dict)  # each session's last event (its partition takes the write)
+    silence_changes: dict[str, list[SilenceChange]] = field(default_factory=dict)
+    observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
+    failed: list[tuple[Any, Exception]] = field(default_factory=list)  # (message, why): for the dead-letter topic
 
 
-def load_classify() -> tuple[Classify, str]:
-    """The classifier's batched predict as a Classify; the keyword rules while the model is unavailable."""
-    try:
-        from classifier import load_classifier
+class DecideAgent:
+    """One per worker; :meth:`register` puts it on the faust app."""
 
-        clf = load_classifier()
-        source = "model"
-    except Exception as exc:  # noqa: BLE001 - logged, and every decision record names the version used
-        from classifier.keyword import KeywordClassifier
+    def __init__(self, *, settings: Settings, codec: Codec, runbooks: Any, classify: Classify,
+                 tables: Any, clock: PartitionClock, partitions: Mapping[str, int],
+                 dead_letters: Callable[[bytes | None, bytes], Any]) -> None:
+        self.settings, self.codec, self.clock = settings, codec, clock
+        self.tables = tables
+        self._classify = classify
+        self._fallback: Classify | None = None
+        self.base = configured_context(runbooks, settings.ack)
+        self.silence_cache = SilenceCache()
+        self.outbox_topic = settings.topic_prefix + "outbox"
+        self.decisions_topic = settings.topic_prefix + "decisions"
+        self.partitions = dict(partitions)  # physical topic -> partition count, for the batcher
+        self._send_dead_letter = dead_letters
 
-        log.warning("classifier model unavailable (%s: %s); using the keyword rules", type(exc).__name__, exc)
-        clf, source = KeywordClassifier(), "keyword"
+    @classmethod
+    def from_runtime(cls, rt: Runtime) -> "DecideAgent":
+        dlq = rt.topic("events.dlq")
+        return cls(settings=rt.settings, codec=rt.codec, runbooks=rt.runbooks, classify=rt.classify, tables=rt.tables,
+                   clock=rt.clock, partitions={rt.physical(t): rt.specs[t].partitions for t in ("outbox", "decisions")},
+                   dead_letters=lambda key, value: dlq.send(key=key, value=value))
 
-    def classify(events: Sequence[dict[str, Any]]) -> list[Verdict]:
-        return [
-            Verdict(category=p.category, severity=p.severity, confidence=float(p.category_p), classifier=p.model_version,
-                    fallback=bool(p.fallback), severity_confidence=float(p.severity_p))
-            for p in clf.predict_batch(events)
-        ]
+    # -- the pure-ish middle ------------------------------------------------------------
 
-    return classify, source
+    def context(self) -> Context:
+        """The batch's context: the silences and other sessions' inhibiting alerts as the tables hold them now."""
+        return context_from_tables(self.base, silences=self.tables.silences, inhibitors=self.tables.inhibitors,
+                                   cache=self.silence_cache)
 
-
-def set_current_event(stream: faust.StreamT, event: faust.EventT | None) -> None:
-    """Point faust's current event at ``event`` before writing a table.
-
-    A faust table picks the changelog partition (and store partition) of a write
-    from the stream's current event; after a take_events() batch that is the last
-    event taken, which may belong to another partition. Setting it per session keeps
-    each session's state on its own partition. (faust has no public API for this.)
-
-    Only ever inside a section without ``await``, restoring the original after:
-    take_events() fills its next batch from the stream's current event while the
-    agent awaits, so a current event left pointing at an old one would replace the
-    next event taken (events lost, others taken twice).
-    """
-    stream._set_current_event(event)  # noqa: SLF001
-
-
-def ensure_changelogs(ops: Opsloop, tables: Sequence[faust.TableT]) -> None:
-    """Create global tables' changelog topics before the worker joins its group.
-
-    faust's leader assigns partitions before it declares a global table's changelog
-    topic; on a fresh cluster the topic is then missing from the assignment and the
-    worker waits forever for its recovery. Creating the topics first (idempotent) avoids
-    that. Runs only while no event loop is running (``opsloop worker`` builds the app
-    before starting its loop); elsewhere faust declares them itself.
-    """
-    try:
-        loop = asyncio.get_event_loop()
-    except RuntimeError:
-        return
-    if loop.is_running():
-        return
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    replication = int(ops.app.conf.topic_replication_factor)
-    topics = [NewTopic(t.changelog_topic.get_topic_name(), 1, replication, topic_configs={"cleanup.policy": "compact"})
-              for t in tables]
-
-    async def create() -> None:
-        admin = AIOKafkaAdminClient(**ops.settings.kafka_client_config())
-        await admin.start()
+    def classify(self, events: list[dict[str, Any]]) -> list[Verdict]:
+        """One classifier call per batch; if the model fails on a batch, the keyword rules answer it (flagged)."""
         try:
-            for topic in topics:
-                try:
-                    await admin.create_topics([topic])
-                except TopicAlreadyExistsError:
-                    pass
+            return self._classify(events)
+        except Exception:  # noqa: BLE001 - a model bug must not stop decisions; logged, and flagged in each record
+            log.exception("classifier failed on a batch of %d events; the keyword rules decide it", len(events))
+            if self._fallback is None:
+                from classifier.keyword import KeywordClassifier
+
+                self._fallback = verdicts_of(KeywordClassifier(), fallback=True)
+            return self._fallback(events)
+
+    def decide_batch(self, items: Sequence[tuple[Any, dict[str, Any]]], sessions: Mapping[str, Any], out: Out) -> Batch:
+        """Fold decoded events in order; their records go to ``out``; nothing is written to a table."""
+        to_classify = [event for _, event in items if event["kind"] != "timer"]
+        verdicts = iter(self.classify(to_classify) if to_classify else ())
+        base = self.context()
+        batch = Batch()
+        for ev, event in items:
+            verdict = TIMER_VERDICT if event["kind"] == "timer" else next(verdicts)
+            session = event["session_key"]
+            prior = batch.last[session].state if session in batch.last else sessions.get(session)
+            try:
+                result = decide(prior, event, replace(base, verdict=verdict))
+                # timers that came due before this event were folded first: their records go first
+                values = [self.codec.encode("opsloop.Effect", e) for e in result.all_effects]
+                records = [self.codec.encode("opsloop.Decision", r) for r in result.all_records]
+            except Exception as exc:  # a bug or an event decide cannot fold: keep it, keep going
+                log.exception("decide failed for %s", event.get("event_id"))
+                batch.failed.append((ev.message, exc))
+                continue
+            batch.last[session] = result
+            batch.owner[session] = ev
+            if result.silence is not None:
+                batch.silence_changes.setdefault(session, []).append(result.silence)
+            elif result.silence_error:
+                log.warning("silence event %s ignored: %s", event["event_id"], result.silence_error)
+            key = ev.message.key or session.encode()
+            for value in values:
+                out.add(self.outbox_topic, key, value)
+            for record in records:
+                out.add(self.decisions_topic, key, record)
+            self.clock.observe(ev.message.partition, event["occurred_at"])
+            for fired in result.fired:
+                batch.observed.append((fired.event, fired.record, fired.effects))
+            batch.observed.append((event, result.record, result.effects))
+        return batch
+
+    def write(self, stream: Any, batch: Batch) -> None:
+        """Each session's state and the writes its last decision implies. No ``await`` in here:
+        a faust table picks a write's changelog partition from the stream's current event,
+        which is pointed at each session's event and restored before returning."""
+        tables = self.tables
+        original = stream.current_event
+        try:
+            for session, result in batch.last.items():
+                ev = batch.owner[session]
+                set_current_event(stream, ev)
+                tables.sessions[session] = result.state
+                writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
+                apply_writes(writes, partition=ev.message.partition, timers=tables.timers,
+                             inhibitors=tables.inhibitors, silences=tables.silences)
         finally:
-            await admin.close()
+            set_current_event(stream, original)
 
-    loop.run_until_complete(create())
+    # -- the shell -----------------------------------------------------------------------
 
-
-def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSet | None = None) -> faust.types.AgentT:
-    app, codec, settings = ops.app, ops.codec, ops.settings
-    rset = runbooks or load_runbook_set(settings.runbooks_dir)  # ConfigError (file:line) stops the worker
-    _RUNBOOKS[app] = rset
-    if classify is None:
-        classify, _ = load_classify()
-    ack = AckSettings()
-    ack_secret = ack.secret.get_secret_value()
-    ack_ttl_ms = ack.ttl_s * 1000
-    log.info("decide: runbook set %s (%d runbooks) from %s", rset.version, len(rset.runbooks), rset.directory or "built in")
-
-    partitions = ops.specs["events.telemetry"].partitions
-    # JSON state keyed by session key; the changelog partition follows the source event's
-    # partition (see set_current_event), so state is co-partitioned with the events.
-    sessions = app.Table("sessions", default=None, partitions=partitions)
-    # The ticker's index: session key -> {"p": partition, "org": org, "t": {timer_id: spec}}.
-    timers = app.Table("timers", default=None, partitions=partitions)
-    # Every worker needs all silences and all inhibiting alerts: global tables (one
-    # partition, as faust advises for global tables with several workers).
-    silences = app.GlobalTable("silences", default=None, partitions=1, use_partitioner=True, recovery_buffer_size=1)
-    inhibitors = app.GlobalTable("inhibitors", default=None, partitions=1, use_partitioner=True, recovery_buffer_size=1)
-    ensure_changelogs(ops, [silences, inhibitors])
-    ops.tables.update(sessions=sessions, timers=timers, silences=silences, inhibitors=inhibitors)
-    clock = clock_for(app)
-    silence_cache = SilenceCache()
-    prefix = settings.topic_prefix
-    outbox_topic, decisions_topic = prefix + "outbox", prefix + "decisions"
-    dlq = ops.topic("events.dlq")
-
-    async def dead_letter_event(message: Any, exc: Exception) -> None:
+    async def dead_letter(self, message: Any, exc: Exception) -> None:
         record = dead_letter(
             reason=str(exc), error=exc, topic=message.topic, partition=message.partition,
             offset=message.offset, key=message.key, value=message.value, failed_at=now_ms(), stage="decide",
         )
-        await dlq.send(key=message.key, value=codec.encode("opsloop.DeadLetter", record))
+        await self._send_dead_letter(message.key, self.codec.encode("opsloop.DeadLetter", record))
         metrics.observe_dead_letter("events.dlq", "decide")
         log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
 
-    base_context = Context(runbooks=rset, ack_base_url=ack.base_url, ack_secret=ack_secret, ack_ttl_ms=ack_ttl_ms)
-
-    def context_for_batch() -> Context:
-        return context_from_tables(base_context, silences=silences, inhibitors=inhibitors, cache=silence_cache)
-
-    def write_states(stream: faust.StreamT, last: Mapping[str, Decision], owner: Mapping[str, faust.EventT],
-                     silence_changes: Mapping[str, list[SilenceChange]]) -> None:
-        """Each session's state and the writes its last decision implies (no await: see set_current_event)."""
-        for session, result in last.items():
-            ev = owner[session]
-            set_current_event(stream, ev)
-            sessions[session] = result.state
-            writes = replace(result.writes, silences=tuple(silence_changes.get(session, ())))
-            apply_writes(writes, partition=ev.message.partition, timers=timers, inhibitors=inhibitors, silences=silences)
-
-    fallback_classify: list[Classify] = []
-
-    def classify_batch(events: list[dict[str, Any]]) -> list[Verdict]:
-        """One classifier call per batch; if the model fails on a batch, the keyword rules answer it (flagged)."""
-        try:
-            return classify(events)
-        except Exception:  # noqa: BLE001 - a model bug must not stop decisions; logged, and flagged in each record
-            log.exception("classifier failed on a batch of %d events; the keyword rules decide it", len(events))
-            if not fallback_classify:
-                from classifier.keyword import KeywordClassifier
-
-                rules = KeywordClassifier()
-                fallback_classify.append(lambda evs: [
-                    Verdict(category=p.category, severity=p.severity, confidence=float(p.category_p),
-                            classifier=p.model_version, fallback=True, severity_confidence=float(p.severity_p))
-                    for p in rules.predict_batch(evs)])
-            return fallback_classify[0](events)
-
-    @app.agent(ops.topic("events"), name="decide")
-    async def decide_agent(stream: faust.StreamT) -> None:
-        batcher = PartitionBatcher(app.producer._ensure_producer(), {  # noqa: SLF001 - the aiokafka producer faust runs
-            outbox_topic: ops.specs["outbox"].partitions, decisions_topic: ops.specs["decisions"].partitions})
-        async for batch in stream.take_events(settings.decide_batch_max, within=settings.decide_batch_within_s):
-            good: list[tuple[faust.EventT, dict[str, Any]]] = []
-            for ev in batch:
-                try:
-                    good.append((ev, codec.decode(ev.message.value, expect="opsloop.Event")))
-                except CodecError as exc:
-                    await dead_letter_event(ev.message, exc)
-            if not good:
-                continue
-            to_classify = [event for _, event in good if event["kind"] != "timer"]
-            verdicts = iter(classify_batch(to_classify) if to_classify else ())
-            base = context_for_batch()
-            last: dict[str, Decision] = {}
-            owner: dict[str, faust.EventT] = {}
-            silence_changes: dict[str, list[SilenceChange]] = {}
-            observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = []
-            for ev, event in good:
-                verdict = TIMER_VERDICT if event["kind"] == "timer" else next(verdicts)
-                session = event["session_key"]
-                prior = last[session].state if session in last else sessions.get(session)
-                try:
-                    result = decide(prior, event, replace(base, verdict=verdict))
-                    # timers that came due before this event were folded first: their records go first
-                    values = [codec.encode("opsloop.Effect", e) for e in result.all_effects]
-                    records = [codec.encode("opsloop.Decision", r) for r in result.all_records]
-                except Exception as exc:  # a bug or an event decide cannot fold: keep it, keep going
-                    log.exception("decide failed for %s", event.get("event_id"))
-                    await dead_letter_event(ev.message, exc)
-                    continue
-                last[session] = result
-                owner[session] = ev
-                if result.silence is not None:
-                    silence_changes.setdefault(session, []).append(result.silence)
-                elif result.silence_error:
-                    log.warning("silence event %s ignored: %s", event["event_id"], result.silence_error)
-                key = ev.message.key or session.encode()
-                for value in values:
-                    batcher.add(outbox_topic, key, value)
-                for record in records:
-                    batcher.add(decisions_topic, key, record)
-                clock.observe(ev.message.partition, event["occurred_at"])
-                for fired in result.fired:
-                    observed.append((fired.event, fired.record, fired.effects))
-                observed.append((event, result.record, result.effects))
-            await batcher.flush()  # effects durable before the state that remembers them
-            original = stream.current_event
+    async def handle(self, stream: Any, events: Sequence[Any], out: Out) -> None:
+        """One micro-batch of faust events: decode, decide, produce and wait, then write the tables."""
+        good: list[tuple[Any, dict[str, Any]]] = []
+        for ev in events:
             try:
-                write_states(stream, last, owner, silence_changes)
-            finally:
-                set_current_event(stream, original)
-            now_s = time.time()
-            for event, record, effects in observed:
-                metrics.observe_decision(event, record, effects, now_s)
+                good.append((ev, self.codec.decode(ev.message.value, expect="opsloop.Event")))
+            except CodecError as exc:
+                await self.dead_letter(ev.message, exc)
+        if not good:
+            return
+        batch = self.decide_batch(good, self.tables.sessions, out)
+        for message, exc in batch.failed:
+            await self.dead_letter(message, exc)
+        await out.flush()  # effects durable before the state that remembers them
+        self.write(stream, batch)
+        now_s = time.time()
+        for event, record, effects in batch.observed:
+            metrics.observe_decision(event, record, effects, now_s)
 
-    return decide_agent
+    def register(self, rt: Runtime) -> faust.types.AgentT:
+        settings = self.settings
+
+        @rt.app.agent(rt.topic("events"), name="decide")
+        async def decide_agent(stream: faust.StreamT) -> None:
+            out = PartitionBatcher(kafka_producer(rt.app), self.partitions)
+            async for events in stream.take_events(settings.decide_batch_max, within=settings.decide_batch_within_s):
+                await self.handle(stream, events, out)
+
+        return decide_agent
 

@@ -48,18 +48,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable, Iterable, Mapping, MutableMapping
 
 import faust
 from faust.types import TP
 
-from streams.app import Opsloop
-from streams.codec import CodecError
+from agents.runtime import Runtime
+from streams.codec import Codec, CodecError
 from streams.digest import (
     SOURCE_TOPICS, DigestCounts, caught_up, delta, digest_effects, due_digest, fold_delta, group_items,
 )
-from streams.runbooks import RunbookSet, load_runbook_set
-from streams.timers import PartitionClock, TimerSettings
+from streams.digest_config import DigestConfig
+from streams.routing import Routing
+from streams.settings import TimerSettings
+from streams.timers import PartitionClock
 
 log = logging.getLogger(__name__)
 
@@ -69,145 +71,175 @@ COLLECT_MAX = 2000  # records per collect batch: one delta per org per batch
 COLLECT_WITHIN_S = 1.0
 BARRIER_CHECK_S = 1.0  # how often a held digest asks the group's committed offsets
 
+Send = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # (key, value) -> a future of the broker's ack
+Offsets = Callable[[], Awaitable[dict[tuple[str, int], int]]]
+Ends = Callable[[list[TP]], Awaitable[dict[tuple[str, int], int]]]
 
-def register(ops: Opsloop, runbooks: RunbookSet | None = None) -> None:
-    from agents.decide import runbooks_for
 
-    app, codec, settings = ops.app, ops.codec, ops.settings
-    rset = runbooks or runbooks_for(app) or load_runbook_set(settings.runbooks_dir)  # ConfigError stops the worker
-    config, routing = rset.digest, rset.routing
-    if not config.any_enabled:
-        log.info("digest: no org gets a digest (%s)", config.path or "defaults")
-        return
-    tset = TimerSettings()
-    clock = PartitionClock()  # per digest.counts partition, fed by the fold, read by the ticker
-    prefix = settings.topic_prefix
-    counts_name = prefix + COUNTS_TOPIC
-    counts_topic, outbox = ops.topic(COUNTS_TOPIC), ops.topic("outbox")
-    # org -> {"p": partition, "last_sent": day, "hwm": {"topic:partition": offset}, "days": {day: counts}}
-    table = app.Table(TABLE, default=None, partitions=ops.specs[COUNTS_TOPIC].partitions)
-    ops.tables[TABLE] = table
-    sources = app.topic(*(prefix + t for t in SOURCE_TOPICS), key_type=bytes, value_type=bytes,
-                        key_serializer="raw", value_serializer="raw")
+class DigestAgent:
+    """Collect, fold and send the daily digest; each part is a method the faust shell calls."""
 
-    def decoded(events: list[faust.EventT]) -> list[tuple[str, int, int, dict[str, Any]]]:
+    def __init__(self, *, config: DigestConfig, routing: Routing, codec: Codec, prefix: str,
+                 table: MutableMapping[str, Any], timers: TimerSettings, source_tps: list[TP],
+                 send_counts: Send, send_effect: Send, committed: Offsets, ends: Ends) -> None:
+        self.config, self.routing, self.codec, self.prefix = config, routing, codec, prefix
+        self.table, self.timers = table, timers
+        self.clock = PartitionClock()  # per digest.counts partition, fed by the fold, read by the ticker
+        self.source_tps = source_tps
+        self.send_counts, self.send_effect = send_counts, send_effect
+        self.committed, self.ends = committed, ends
+        self.counts_name = prefix + COUNTS_TOPIC
+        self.sent: set[tuple[str, str]] = set()  # (org, day) sent by this process, until the fold records the mark
+        self.barrier = Barrier()
+
+    def decoded(self, messages: Iterable[Any]) -> list[tuple[str, int, int, dict[str, Any]]]:
         out = []
-        for ev in events:
-            m = ev.message
+        prefix = self.prefix
+        for m in messages:
             topic = m.topic[len(prefix):] if m.topic.startswith(prefix) else m.topic
             try:
-                out.append((topic, m.partition, m.offset, codec.decode(m.value)))
+                out.append((topic, m.partition, m.offset, self.codec.decode(m.value)))
             except CodecError as exc:  # the decide agent and the sinks write these topics: a bug, not input
                 log.warning("digest: skipping undecodable %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
         return out
 
-    @app.agent(sources, name="digest-collect")
-    async def collect(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(COLLECT_MAX, within=COLLECT_WITHIN_S):
-            for org, items in group_items(decoded(batch), config.enabled).items():
-                await counts_topic.send(key=org.encode(), value=codec.encode("opsloop.DigestDelta", delta(org, items)))
+    async def collect(self, messages: Iterable[Any]) -> None:
+        """One delta per org of a batch of decisions and deliveries, to digest.counts."""
+        for org, items in group_items(self.decoded(messages), self.config.enabled).items():
+            await self.send_counts(org.encode(), self.codec.encode("opsloop.DigestDelta", delta(org, items)))
 
-    @app.agent(counts_topic, name="digest-fold")
-    async def fold(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            m = event.message
-            try:
-                record = codec.decode(m.value, expect="opsloop.DigestDelta")
-            except CodecError as exc:
-                log.warning("digest: skipping undecodable %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
-                continue
-            org = record["org"]
-            for item in record["items"]:
-                clock.observe(m.partition, item["at"])
-            now = clock.now(m.partition, tset.clock, tset.idle_s)
-            # no await between the read and the write: one org's value, one changelog record
-            table[org] = fold_delta(table.get(org), record, tz=config.for_org(org).timezone, partition=m.partition,
-                                    now_ms=now)
+    def fold(self, m: Any) -> None:
+        """Fold one digest.counts record into the org's counts (no await between the read and the write)."""
+        try:
+            record = self.codec.decode(m.value, expect="opsloop.DigestDelta")
+        except CodecError as exc:
+            log.warning("digest: skipping undecodable %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
+            return
+        org = record["org"]
+        for item in record["items"]:
+            self.clock.observe(m.partition, item["at"])
+        now = self.clock.now(m.partition, self.timers.clock, self.timers.idle_s)
+        self.table[org] = fold_delta(self.table.get(org), record, tz=self.config.for_org(org).timezone,
+                                     partition=m.partition, now_ms=now)
 
-    sent: set[tuple[str, str]] = set()  # (org, day) sent by this process, until the fold records the mark
-    source_tps = [TP(prefix + t, p) for t in SOURCE_TOPICS for p in range(ops.specs[t].partitions)]
-    barrier = Barrier()
-
-    def due_now(active: set[int]) -> dict[tuple[str, str], tuple[int, DigestCounts, int]]:
+    def due_now(self, active: set[int]) -> dict[tuple[str, str], tuple[int, DigestCounts, int]]:
         """(org, day) -> (partition, counts, now) of the digests due on the partitions this worker owns."""
         out = {}
-        for org, state in list(table.items()):
-            if not state or state.get("p") not in active or not config.enabled(org):
+        for org, state in list(self.table.items()):
+            if not state or state.get("p") not in active or not self.config.enabled(org):
                 continue
-            now = clock.now(state["p"], tset.clock, tset.idle_s)
+            now = self.clock.now(state["p"], self.timers.clock, self.timers.idle_s)
             if now is None:
                 continue
-            cfg = config.for_org(org)
+            cfg = self.config.for_org(org)
             found = due_digest(state, now, cfg.hour, cfg.timezone)
-            if found is not None and (org, found[0]) not in sent:
+            if found is not None and (org, found[0]) not in self.sent:
                 out[(org, found[0])] = (state["p"], found[1], now)
         return out
 
-    async def committed() -> dict[tuple[str, int], int]:
-        """The consumer group's committed offsets (all workers'): how far collect and fold have got."""
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(**settings.kafka_client_config())
-        await admin.start()
-        try:
-            return {(tp.topic, tp.partition): meta.offset
-                    for tp, meta in (await admin.list_consumer_group_offsets(settings.app_id)).items()}
-        finally:
-            await admin.close()
-
-    async def ends(tps: list[TP]) -> dict[tuple[str, int], int]:
-        return {(tp.topic, tp.partition): int(end) for tp, end in (await app.consumer.highwaters(*tps)).items()}
-
-    async def released(due: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
+    async def released(self, due: dict[tuple[str, str], Any]) -> set[tuple[str, str]]:
         """The due digests whose records are all folded; see :class:`Barrier`."""
+        barrier = self.barrier
         mono = time.monotonic()
         if barrier.due is None:
-            barrier.start(set(due), await ends(source_tps), mono)
+            barrier.start(set(due), await self.ends(self.source_tps), mono)
         elif mono - barrier.checked < BARRIER_CHECK_S:
             return set()
         barrier.checked = mono
-        offsets = await committed()
+        offsets = await self.committed()
         if not caught_up(offsets, barrier.sources):
             return set()
         if barrier.counts is None:
             barrier.due = {k for k in barrier.due if k in due}  # the others are no longer due (sent, moved)
-            barrier.counts = await ends([TP(counts_name, p) for p in sorted({due[k][0] for k in barrier.due})])
-            offsets = await committed()
+            barrier.counts = await self.ends([TP(self.counts_name, p) for p in sorted({due[k][0] for k in barrier.due})])
+            offsets = await self.committed()
         if not caught_up(offsets, barrier.counts):
             return set()
         out = barrier.due
         barrier.reset()
         return out
 
-    @app.timer(interval=tset.tick_s, name="digest-ticker")
-    async def ticker() -> None:
-        if app.rebalancing or getattr(app, "in_recovery", False):
-            return  # the table may be half restored: wait for the partitions to settle
-        active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == counts_name}
-        due = due_now(active) if active else {}
+    async def tick(self, active: set[int]) -> None:
+        """Send the digests that are due and released, then mark them sent."""
+        due = self.due_now(active) if active else {}
         if not due:
-            barrier.reset()
+            self.barrier.reset()
             return
         try:
-            ready = await released(due)
+            ready = await self.released(due)
         except Exception as exc:  # noqa: BLE001 - a broker hiccup: the next tick asks again
             log.warning("digest: cannot read the group's offsets (%s: %s); retrying", type(exc).__name__, exc)
-            barrier.checked = time.monotonic()
+            self.barrier.checked = time.monotonic()
             return
         if not ready:
             return
-        for (org, day), (_p, counts, now) in sorted(due_now(active).items()):  # the counts as folded now
+        for (org, day), (_p, counts, now) in sorted(self.due_now(active).items()):  # the counts as folded now
             if (org, day) not in ready:
                 continue
-            effects = digest_effects(org, day, counts, routing, created_at=now)
-            acks = [await outbox.send(key=e["session_key"].encode(), value=codec.encode("opsloop.Effect", e)) for e in effects]
+            effects = digest_effects(org, day, counts, self.routing, created_at=now)
+            acks = [await self.send_effect(e["session_key"].encode(), self.codec.encode("opsloop.Effect", e)) for e in effects]
             await asyncio.gather(*acks)  # the digest is in outbox before the mark says it was sent
-            await counts_topic.send(key=org.encode(), value=codec.encode("opsloop.DigestDelta", delta(org, [], sent_day=day)))
-            sent.add((org, day))
+            await self.send_counts(org.encode(), self.codec.encode("opsloop.DigestDelta", delta(org, [], sent_day=day)))
+            self.sent.add((org, day))
             log.info("digest: sent %s for %s (%d events) to %s", day, org, counts.events,
                      ", ".join(e["notify"]["receiver"] for e in effects))
-        if len(sent) > 10_000:
-            sent.clear()  # the fold's marks are the record; this only spares re-sends between ticks
+        if len(self.sent) > 10_000:
+            self.sent.clear()  # the fold's marks are the record; this only spares re-sends between ticks
+
+    @classmethod
+    def register(cls, rt: Runtime) -> "DigestAgent | None":
+        settings, app = rt.settings, rt.app
+        config = rt.runbooks.digest
+        if not config.any_enabled:
+            log.info("digest: no org gets a digest (%s)", config.path or "defaults")
+            return None
+        prefix = settings.topic_prefix
+        counts_topic, outbox = rt.topic(COUNTS_TOPIC), rt.topic("outbox")
+        # org -> {"p": partition, "last_sent": day, "hwm": {"topic:partition": offset}, "days": {day: counts}}
+        table = app.Table(TABLE, default=None, partitions=rt.specs[COUNTS_TOPIC].partitions)
+        sources = app.topic(*(prefix + t for t in SOURCE_TOPICS), key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw")
+
+        async def committed() -> dict[tuple[str, int], int]:
+            """The consumer group's committed offsets (all workers'): how far collect and fold have got."""
+            from aiokafka.admin import AIOKafkaAdminClient
+
+            admin = AIOKafkaAdminClient(**settings.kafka_client_config())
+            await admin.start()
+            try:
+                return {(tp.topic, tp.partition): meta.offset
+                        for tp, meta in (await admin.list_consumer_group_offsets(settings.app_id)).items()}
+            finally:
+                await admin.close()
+
+        async def ends(tps: list[TP]) -> dict[tuple[str, int], int]:
+            return {(tp.topic, tp.partition): int(end) for tp, end in (await app.consumer.highwaters(*tps)).items()}
+
+        agent = cls(
+            config=config, routing=rt.runbooks.routing, codec=rt.codec, prefix=prefix, table=table,
+            timers=settings.timers, source_tps=[TP(prefix + t, p) for t in SOURCE_TOPICS for p in range(rt.specs[t].partitions)],
+            send_counts=lambda key, value: counts_topic.send(key=key, value=value),
+            send_effect=lambda key, value: outbox.send(key=key, value=value),
+            committed=committed, ends=ends,
+        )
+
+        @app.agent(sources, name="digest-collect")
+        async def collect(stream: faust.StreamT) -> None:
+            async for batch in stream.take_events(COLLECT_MAX, within=COLLECT_WITHIN_S):
+                await agent.collect(ev.message for ev in batch)
+
+        @app.agent(counts_topic, name="digest-fold")
+        async def fold(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                agent.fold(event.message)
+
+        @app.timer(interval=settings.timers.tick_s, name="digest-ticker")
+        async def ticker() -> None:
+            if app.rebalancing or getattr(app, "in_recovery", False):
+                return  # the table may be half restored: wait for the partitions to settle
+            await agent.tick({tp.partition for tp in app.assignor.assigned_actives() if tp.topic == agent.counts_name})
+
+        return agent
 
 
 class Barrier:

@@ -12,27 +12,27 @@ import logging
 import faust
 
 from streams import metrics
-from streams.app import Opsloop
+from agents.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL_S = 5.0
 
 
-def logical_topic(ops: Opsloop, physical: str) -> str | None:
-    prefix = ops.settings.topic_prefix
+def logical_topic(rt: Runtime, physical: str) -> str | None:
+    prefix = rt.settings.topic_prefix
     name = physical[len(prefix):] if prefix and physical.startswith(prefix) else physical
-    return name if name in ops.specs else None
+    return name if name in rt.specs else None
 
 
-async def sample_lag(ops: Opsloop) -> None:
-    consumer = ops.app.consumer
-    tps = [tp for tp in consumer.assignment() if logical_topic(ops, tp.topic)]
+async def sample_lag(rt: Runtime) -> None:
+    consumer = rt.app.consumer
+    tps = [tp for tp in consumer.assignment() if logical_topic(rt, tp.topic)]
     counts: dict[str, int] = {}
     if tps:
         highwaters = await consumer.highwaters(*tps)
         for tp in tps:
-            topic = logical_topic(ops, tp.topic)
+            topic = logical_topic(rt, tp.topic)
             position = await consumer.position(tp)
             end = highwaters.get(tp)
             counts[topic] = counts.get(topic, 0) + 1
@@ -40,12 +40,12 @@ async def sample_lag(ops: Opsloop) -> None:
                 continue
             metrics.CONSUMER_POSITION.labels(topic, str(tp.partition)).set(position)
             metrics.CONSUMER_LAG.labels(topic, str(tp.partition)).set(max(end - position, 0))
-    for topic in ops.specs:
+    for topic in rt.specs:
         metrics.PARTITIONS_ASSIGNED.labels(topic).set(counts.get(topic, 0))
 
 
-def register(ops: Opsloop) -> None:
-    app = ops.app
+def register(rt: Runtime) -> None:
+    app = rt.app
 
     @app.page("/metrics")
     async def metrics_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -56,6 +56,6 @@ def register(ops: Opsloop) -> None:
     @app.timer(interval=SAMPLE_INTERVAL_S)
     async def lag_sampler() -> None:
         try:
-            await sample_lag(ops)
+            await sample_lag(rt)
         except Exception:  # a metadata hiccup must not stop the worker; the next tick retries
             log.warning("lag sampling failed", exc_info=True)

@@ -13,48 +13,65 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Awaitable, Iterable
 
-from streams.app import Opsloop
+from agents.runtime import Runtime
+from agents.timers import Send, active_partitions
 from streams.batchsend import partition_for_key
+from streams.codec import Codec
 from streams.producer import now_ms
-from streams.timers import TimerSettings, cron_event, due_slot
+from streams.runbooks import Schedule
+from streams.settings import TimerSettings
+from streams.timers import PartitionClock, cron_event, due_slot
 
 log = logging.getLogger(__name__)
 
 
-def register(ops: Opsloop) -> None:
-    from agents.decide import clock_for, runbooks_for
-    from agents.timers import active_partitions
+class Scheduler:
+    """Dispatches due cron slots; :meth:`tick` is one pass (the faust timer calls it)."""
 
-    app, codec = ops.app, ops.codec
-    rset = runbooks_for(app)
-    if rset is None or not rset.schedules:
-        return
-    tset = TimerSettings()
-    clock = clock_for(app)
-    topic = ops.settings.topic_prefix + "events.timer"
-    partitions = ops.specs["events.timer"].partitions
-    owners = {s.name: partition_for_key(s.session_key.encode(), partitions) for s in rset.schedules}
-    sent: set[tuple[str, int]] = set()
+    def __init__(self, *, schedules: Iterable[Schedule], partitions: int, clock: PartitionClock,
+                 settings: TimerSettings, codec: Codec, send: Send) -> None:
+        self.schedules = tuple(schedules)
+        self.owners = {s.name: partition_for_key(s.session_key.encode(), partitions) for s in self.schedules}
+        self.clock, self.settings, self.codec, self.send = clock, settings, codec, send
+        self.sent: set[tuple[str, int]] = set()
 
-    @app.timer(interval=max(tset.tick_s, 1.0), name="cron-scheduler")
-    async def scheduler() -> None:
-        active = active_partitions(ops)
-        sends = []
-        for schedule in rset.schedules:
-            partition = owners[schedule.name]
+    async def tick(self, active: Iterable[int]) -> int:
+        active = set(active)
+        acks = []
+        for schedule in self.schedules:
+            partition = self.owners[schedule.name]
             if partition not in active:
                 continue
-            now = clock.now(partition, tset.clock, tset.idle_s)
+            now = self.clock.now(partition, self.settings.clock, self.settings.idle_s)
             if now is None:
                 continue
             slot = due_slot(schedule.cron, schedule.timezone, now, schedule.catch_up)
-            if slot is None or (schedule.name, slot) in sent:
+            if slot is None or (schedule.name, slot) in self.sent:
                 continue
             event = cron_event(schedule.session_key, schedule.org, schedule.name, slot, now_ms())
-            sends.append(await app.producer.send(topic, schedule.session_key.encode(),
-                                                 codec.encode("opsloop.Event", event), None, None, None))
-            sent.add((schedule.name, slot))
-        if sends:
-            await asyncio.gather(*sends)
-            log.info("dispatched %d cron slots", len(sends))
+            acks.append(await self.send(schedule.session_key.encode(), self.codec.encode("opsloop.Event", event)))
+            self.sent.add((schedule.name, slot))
+        if acks:
+            await asyncio.gather(*acks)
+            log.info("dispatched %d cron slots", len(acks))
+        return len(acks)
+
+    @classmethod
+    def register(cls, rt: Runtime) -> "Scheduler | None":
+        if not rt.runbooks.schedules:
+            return None
+        topic = rt.physical("events.timer")
+
+        async def send(key: bytes, value: bytes) -> Awaitable[Any]:
+            return await rt.app.producer.send(topic, key, value, None, None, None)
+
+        scheduler = cls(schedules=rt.runbooks.schedules, partitions=rt.specs["events.timer"].partitions, clock=rt.clock,
+                        settings=rt.settings.timers, codec=rt.codec, send=send)
+
+        @rt.app.timer(interval=max(rt.settings.timers.tick_s, 1.0), name="cron-scheduler")
+        async def cron_scheduler() -> None:
+            await scheduler.tick(active_partitions(rt))
+
+        return scheduler

@@ -17,54 +17,74 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
+from agents.runtime import Runtime
 from streams import metrics
-from streams.app import Opsloop
+from streams.codec import Codec
 from streams.producer import now_ms
-from streams.timers import TimerSettings, due_timers, timer_event
+from streams.settings import TimerSettings
+from streams.timers import PartitionClock, due_timers, timer_event
 from streams.topics import EVENT_TOPICS
 
 log = logging.getLogger(__name__)
 
 REPROMOTE_AFTER_S = 30.0  # a promoted timer still pending after this is promoted again (same event id)
 
+Send = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # (key, value) -> a future of the broker's ack
 
-def active_partitions(ops: Opsloop) -> set[int]:
+
+def active_partitions(rt: Runtime) -> set[int]:
     """Partitions of the event topics this worker owns as active (not standby)."""
-    topics = {ops.settings.topic_prefix + t for t in EVENT_TOPICS}
-    return {tp.partition for tp in ops.app.assignor.assigned_actives() if tp.topic in topics}
+    topics = {rt.physical(t) for t in EVENT_TOPICS}
+    return {tp.partition for tp in rt.app.assignor.assigned_actives() if tp.topic in topics}
 
 
-def register(ops: Opsloop) -> None:
-    from agents.decide import clock_for
+class Ticker:
+    """Promotes due timers; :meth:`tick` is one pass (the faust timer calls it)."""
 
-    app, codec = ops.app, ops.codec
-    tset = TimerSettings()
-    timers = ops.tables["timers"]
-    clock = clock_for(app)
-    topic = ops.settings.topic_prefix + "events.timer"
-    promoted: dict[tuple[str, str, int], float] = {}
+    def __init__(self, *, timers: Mapping[str, Any], clock: PartitionClock, settings: TimerSettings, codec: Codec,
+                 send: Send) -> None:
+        self.timers, self.clock, self.settings, self.codec, self.send = timers, clock, settings, codec, send
+        self.promoted: dict[tuple[str, str, int], float] = {}
 
-    @app.timer(interval=tset.tick_s, name="timer-ticker")
-    async def ticker() -> None:
-        active = active_partitions(ops)
+    async def tick(self, active: Iterable[int], *, mono: float | None = None) -> int:
+        """Promote what is due on the ``active`` partitions; returns how many timers were sent."""
+        active = set(active)
         if not active:
-            return
-        entries = list(timers.items())
+            return 0
+        tset = self.settings
+        entries = list(self.timers.items())
         metrics.TIMERS_PENDING.set(sum(len(e.get("t") or {}) for _, e in entries if e and e.get("p") in active))
-        due = due_timers(entries, lambda p: clock.now(p, tset.clock, tset.idle_s), active)
-        mono = time.monotonic()
-        sends = []
+        due = due_timers(entries, lambda p: self.clock.now(p, tset.clock, tset.idle_s), active)
+        mono = time.monotonic() if mono is None else mono
+        acks = []
         for session, org, timer_id, spec in due:
             mark = (session, timer_id, int(spec["at"]))
-            if mono - promoted.get(mark, -REPROMOTE_AFTER_S) < REPROMOTE_AFTER_S:
+            if mono - self.promoted.get(mark, -REPROMOTE_AFTER_S) < REPROMOTE_AFTER_S:
                 continue
-            value = codec.encode("opsloop.Event", timer_event(session, org, timer_id, spec, now_ms()))
-            sends.append(await app.producer.send(topic, session.encode(), value, None, None, None))
-            promoted[mark] = mono
-        if sends:
-            await asyncio.gather(*sends)
-            log.info("promoted %d due timers", len(sends))
-        for mark, at in list(promoted.items()):
+            value = self.codec.encode("opsloop.Event", timer_event(session, org, timer_id, spec, now_ms()))
+            acks.append(await self.send(session.encode(), value))
+            self.promoted[mark] = mono
+        if acks:
+            await asyncio.gather(*acks)
+            log.info("promoted %d due timers", len(acks))
+        for mark, at in list(self.promoted.items()):
             if mono - at > 10 * REPROMOTE_AFTER_S:
-                del promoted[mark]
+                del self.promoted[mark]
+        return len(acks)
+
+    @classmethod
+    def register(cls, rt: Runtime) -> "Ticker":
+        topic = rt.physical("events.timer")
+
+        async def send(key: bytes, value: bytes) -> Awaitable[Any]:
+            return await rt.app.producer.send(topic, key, value, None, None, None)
+
+        ticker = cls(timers=rt.tables.timers, clock=rt.clock, settings=rt.settings.timers, codec=rt.codec, send=send)
+
+        @rt.app.timer(interval=rt.settings.timers.tick_s, name="timer-ticker")
+        async def timer_ticker() -> None:
+            await ticker.tick(active_partitions(rt))
+
+        return ticker

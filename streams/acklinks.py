@@ -18,21 +18,10 @@ from typing import Mapping
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.errors import InvalidInputError
 
 ACK_TTL_MS = 24 * 3_600_000
-
-
-class AckSettings(BaseSettings):
-    """``OPSLOOP_ACK_SECRET`` (HMAC key), ``OPSLOOP_ACK_BASE_URL`` (the ingest's ack endpoint), TTL."""
-
-    model_config = SettingsConfigDict(env_prefix="OPSLOOP_ACK_", frozen=True, extra="ignore")
-
-    secret: SecretStr = SecretStr("")
-    base_url: str = ""
-    ttl_s: int = ACK_TTL_MS // 1000
 
 
 class AckLinkError(InvalidInputError, ValueError):

@@ -1,8 +1,9 @@
-"""The faust app, built from settings by a factory (nothing is read at import time).
+"""The faust app and its topics, built from settings by a factory (nothing is read at import time).
 
-``create_app`` wires topics from topics.yaml (raw bytes in and out: the Avro codec
-decodes, so a record that does not decode can be dead-lettered with its bytes
-instead of crashing faust's deserializer) and registers the agents explicitly.
+``create_app`` wires the topics of topics.yaml as raw bytes in and out (the Avro codec
+decodes, so a record that does not decode can be dead-lettered with its bytes instead
+of crashing faust's deserializer). It registers no agent and declares no table: the
+worker (``agents.worker``) builds the runtime the agents share around it.
 """
 
 from __future__ import annotations
@@ -17,26 +18,29 @@ from streams.topics import EVENT_TOPICS, TopicSpec, by_name, load_catalogue
 
 
 @dataclass
-class Opsloop:
-    """The wired application: the faust app plus what its agents share."""
+class KafkaApp:
+    """A faust app with the catalogue's topics, the codec and the settings it was built from."""
 
     app: faust.App
     settings: Settings
     codec: Codec
     specs: dict[str, TopicSpec]
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
-    tables: dict[str, faust.TableT] = field(default_factory=dict)
 
     def topic(self, name: str) -> faust.TopicT:
         return self.topics[name]
+
+    def physical(self, name: str) -> str:
+        """The topic's name on the cluster (with the prefix)."""
+        return self.settings.topic_prefix + name
 
 
 def faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip())
 
 
-def create_app(settings: Settings, *, agents: bool = True, replication: int | None = None) -> Opsloop:
-    """Build the app. ``replication`` is what the cluster can hold (from ``topics apply``);
+def create_app(settings: Settings, *, replication: int | None = None) -> KafkaApp:
+    """Build the faust app. ``replication`` is what the cluster can hold (from ``topics apply``);
     faust's own topics (changelogs, assignor) use it."""
     codec = default_codec() if settings.schemas_dir.resolve() == default_codec_dir() else Codec().load_dir(settings.schemas_dir)
     specs = by_name(load_catalogue(settings.topics_file, codec))
@@ -62,22 +66,17 @@ def create_app(settings: Settings, *, agents: bool = True, replication: int | No
         web_bind=settings.web_host,
         web_host=settings.web_host,
     )
-    ops = Opsloop(app=app, settings=settings, codec=codec, specs=specs)
+    kafka = KafkaApp(app=app, settings=settings, codec=codec, specs=specs)
     for name, spec in specs.items():
-        ops.topics[name] = app.topic(
+        kafka.topics[name] = app.topic(
             settings.topic_prefix + name, partitions=spec.partitions, key_type=bytes, value_type=bytes,
             key_serializer="raw", value_serializer="raw", internal=False,
         )
-    ops.topics["events"] = app.topic(
-        *(settings.topic_prefix + t for t in EVENT_TOPICS), key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    kafka.topics["events"] = app.topic(
+        *(settings.topic_prefix + t for t in EVENT_TOPICS), key_type=bytes, value_type=bytes, key_serializer="raw",
+        value_serializer="raw",
     )
-    if agents:
-        from agents import register_all
-        from streams.redelivery import guard_redelivery
-
-        guard_redelivery(app)
-        register_all(ops)
-    return ops
+    return kafka
 
 
 def default_codec_dir():

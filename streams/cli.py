@@ -145,7 +145,7 @@ def _bytes_repr(value: object) -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from streams.worker import run_worker
+    from agents.worker import run_worker
 
     overrides: dict[str, Any] = {}
     if args.web_port is not None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from streams import incident
 from streams.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
@@ -45,7 +45,10 @@ from streams.state import SessionState, new_state, upgrade
 from streams.tables import SilenceChange, Writes, silence_change
 from streams.timers import slots_between
 
-__all__ = ["Context", "Decision", "Fired", "TIMER_VERDICT", "Verdict", "decide", "effect_id", "initial_state",
+if TYPE_CHECKING:
+    from streams.settings import AckSettings
+
+__all__ = ["Context", "Decision", "configured_context", "Fired", "TIMER_VERDICT", "Verdict", "decide", "effect_id", "initial_state",
            "recorded_inputs", "sign_ack", "verify_ack"]
 
 INPUT_SILENCES = "inputs.silences"
@@ -95,6 +98,15 @@ class Context:
     @property
     def runbook_set_version(self) -> str:
         return self.runbooks.version
+
+
+def configured_context(runbooks: RunbookSet, ack: "AckSettings | None" = None) -> Context:
+    """The context configuration gives (the runbook set, ack links); a batch adds the verdict,
+    the silences and other sessions' inhibiting alerts. The decide agent and replay build it here."""
+    if ack is None:
+        return Context(runbooks=runbooks)
+    return Context(runbooks=runbooks, ack_base_url=ack.base_url, ack_secret=ack.secret.get_secret_value(),
+                   ack_ttl_ms=ack.ttl_s * 1000)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ class LocalReceivers:
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
             loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+            self.port = self._runner.addresses[0][1]
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._runner.cleanup())

@@ -80,7 +80,7 @@ def exported_names() -> set[str]:
         for family in metric.collect():
             for sample in family.samples:
                 names.add(sample.name)
-        base = metric._name  # noqa: SLF001 - the family name without suffixes
+        base = metric.describe()[0].name  # the family name without suffixes
         if isinstance(metric, Counter):
             names.add(base + "_total")
         elif isinstance(metric, Histogram):

@@ -38,6 +38,11 @@ class EventProducer:
             **producer_kwargs,
         )
 
+    @property
+    def kafka(self) -> AIOKafkaProducer:
+        """The one aiokafka producer this wraps."""
+        return self._producer
+
     async def start(self) -> "EventProducer":
         await self._producer.start()
         return self

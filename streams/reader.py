@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.compat import refresh_metadata
 from streams.codec import Codec, CodecError, default_codec
 from streams.settings import Settings
 
@@ -59,7 +60,7 @@ class TopicReader:
                 return parts
             if time.monotonic() > deadline:
                 raise LookupError(f"topic {topic!r} does not exist (run `opsloop topics apply`)")
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - the public API has no refresh
+            await refresh_metadata(self._consumer)
             await asyncio.sleep(0.1)
 
     async def __aexit__(self, *exc: object) -> None:

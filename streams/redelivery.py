@@ -27,28 +27,32 @@ a skipped record's acknowledgement releases the record without counting it towar
 the commit. Re-read records are harmless: agents are idempotent by record id
 (decide skips seen event ids, the sinks' ledger delivers an effect id once).
 
-This relies on faust internals (``perform_seek``, ``ack``, ``_committed_offset``),
-pinned by the faust-streaming version in pyproject.toml; the restart tests fail if
-an upgrade changes them.
+This patches two public consumer methods (``perform_seek``, ``ack``) and reads faust
+internals only through :mod:`streams.compat`, which checks the versions; the restart
+tests fail if an upgrade changes them.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import faust
-from mode.utils.futures import notify
+
+from streams.compat import committed_offsets, release_unacked
 
 log = logging.getLogger(__name__)
+
+_GUARDED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # consumers already guarded (a consumer is patched once)
 
 
 def guard_redelivery(app: faust.App) -> None:
     """Install the three guards on ``app``'s consumer (once; before the worker starts)."""
     consumer = app.consumer
-    if getattr(consumer, "_opsloop_guarded", False):
+    if consumer in _GUARDED:
         return
-    consumer._opsloop_guarded = True  # noqa: SLF001
+    _GUARDED.add(consumer)
     acks_enabled_for = app.topics.acks_enabled_for
     seek_committed = consumer.perform_seek
     ack = consumer.ack
@@ -62,7 +66,7 @@ def guard_redelivery(app: faust.App) -> None:
         # recovery calls resume_flow() once the queues are cleared.
         consumer.stop_flow()
         await seek_committed()
-        committed = consumer._committed_offset  # noqa: SLF001 - what seek_committed just read
+        committed = committed_offsets(consumer)  # what seek_committed just read
         never = [tp for tp in source_partitions() if not committed.get(tp)]
         if never:
             earliest = await consumer.earliest_offsets(*never)
@@ -76,8 +80,7 @@ def guard_redelivery(app: faust.App) -> None:
             # Released (no rebalance waits on it), not counted: it is fetched and read again.
             if not message.acked:
                 message.acked = True
-                consumer._unacked_messages.discard(message)  # noqa: SLF001
-                notify(consumer._waiting_for_ack)  # noqa: SLF001
+                release_unacked(consumer, message)
             return False
         return ack(message)
 

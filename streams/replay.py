@@ -18,11 +18,12 @@ from typing import Any, Callable, Mapping, Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.errors import InvalidInputError
+from streams.compat import refresh_metadata
 from streams.codec import Codec, CodecError, default_codec
-from streams.decide import DECIDE_VERSION, Context, Verdict
+from streams.decide import DECIDE_VERSION, Context, Verdict, configured_context
 from streams.replay_compare import RecordedDecision, ReplayReport, WhatIf, replay, what_if
 from streams.runbooks import RunbookSet, load_runbook_set
-from streams.settings import Settings
+from streams.settings import AckSettings, Settings
 from streams.topics import EVENT_TOPICS
 
 
@@ -55,7 +56,7 @@ async def read_recorded(settings: Settings, since_ms: int, until_ms: int, *, cod
     await consumer.start()
     out = Recorded()
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/reader.py: no public refresh
+        await refresh_metadata(consumer)
         tps = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not tps:
             raise ReplayError(f"no topics under the prefix {prefix!r}: nothing recorded to replay")
@@ -118,15 +119,6 @@ def model_classify(path: str | Path) -> Callable[[Sequence[Mapping[str, Any]]], 
     return classify
 
 
-def base_context(runbooks: RunbookSet) -> Context:
-    """The agent's context minus the per-event and global parts (ack links from the same env)."""
-    from streams.acklinks import AckSettings
-
-    ack = AckSettings()
-    return Context(runbooks=runbooks, ack_base_url=ack.base_url, ack_secret=ack.secret.get_secret_value(),
-                   ack_ttl_ms=ack.ttl_s * 1000)
-
-
 @dataclass
 class ReplayResult:
     replay: ReplayReport
@@ -136,19 +128,19 @@ class ReplayResult:
 
 
 def run_replay(recorded: Recorded, baseline_runbooks: RunbookSet, *, session: str | None = None,
-               runbooks: RunbookSet | None = None, classify=None) -> ReplayResult:
+               runbooks: RunbookSet | None = None, classify=None, ack: AckSettings | None = None) -> ReplayResult:
     """Replay with the recorded configuration; with ``runbooks``/``classify`` also the what-if."""
     in_window = recorded.in_window
     sessions = (lambda s: s == session) if session else (lambda s: True)
     whatif = runbooks is not None or classify is not None
-    base = replay(recorded.events, recorded.decisions, base_context(baseline_runbooks), in_window,
+    base = replay(recorded.events, recorded.decisions, configured_context(baseline_runbooks, ack), in_window,
                   compare_sessions=sessions, keep_results=whatif)
     decided = {d.value["event_id"] for d in recorded.decisions}
     base.events_without_decision = sorted(eid for eid in recorded.events
                                           if eid not in decided and in_window(eid) and (not session or recorded.events[eid]["session_key"] == session))
     result = ReplayResult(replay=base, recorded=recorded)
     if whatif:
-        changed = replay(recorded.events, recorded.decisions, base_context(runbooks or baseline_runbooks), in_window,
+        changed = replay(recorded.events, recorded.decisions, configured_context(runbooks or baseline_runbooks, ack), in_window,
                          classify=classify, compare_sessions=sessions, keep_results=True, rewind_plan=base.rewind_plan,
                          use_recorded_inputs=False)
         result.changed, result.whatif = changed, what_if(base, changed)
@@ -255,6 +247,6 @@ def main(settings: Settings, since: str, until: str, *, session: str | None = No
     recorded = asyncio.run(read_recorded(settings, since_ms, until_ms, progress=progress))
     if bar:
         bar[0].done()
-    result = run_replay(recorded, baseline, session=session, runbooks=changed, classify=classify)
+    result = run_replay(recorded, baseline, session=session, runbooks=changed, classify=classify, ack=settings.ack)
     print(as_json(result) if as_json_output else render(result))
     return 0 if not result.replay.differences or changed is not None or classify is not None else 4

@@ -1,10 +1,16 @@
-"""Process settings, read from the environment when asked, never at import time.
+"""Process settings: one root :class:`Settings`, read from the environment once, where a command starts.
 
 pydantic-settings gives typed parsing with clear errors and ``SecretStr`` values
 that print as ``**********``; secrets (SASL password, a DATABASE_URL with a
-password in it) therefore cannot leak through ``repr``, logs or error messages.
-All variables are prefixed ``OPSLOOP_`` except the two every tool knows:
-``KAFKA_BOOTSTRAP`` and ``DATABASE_URL``.
+password in it, tokens, signing keys) therefore cannot leak through ``repr``, logs
+or error messages. All variables are prefixed ``OPSLOOP_`` except the two every
+tool knows: ``KAFKA_BOOTSTRAP`` and ``DATABASE_URL``.
+
+The root holds the process-wide settings and one section per area, each with its own
+variable prefix: ``timers`` (``OPSLOOP_TIMER_*``), ``ack`` (``OPSLOOP_ACK_*``),
+``sinks`` (``OPSLOOP_SINK_*``), ``ingest`` (``OPSLOOP_INGEST_*``). A section is read
+when the root is built (``Settings.from_env()``), and the built object is handed to
+whatever needs it; nothing reads the environment later or at import time.
 """
 
 from __future__ import annotations
@@ -16,6 +22,108 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
+
+MIB = 1024 * 1024
+ClockMode = Literal["event", "wall", "hybrid"]
+
+
+class TimerSettings(BaseSettings):
+    """The ticker's and the scheduler's clock (``OPSLOOP_TIMER_*``; see streams/timers.py)."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSLOOP_TIMER_", frozen=True, extra="ignore")
+
+    clock: ClockMode = "hybrid"
+    tick_s: float = 0.5
+    idle_s: float = 2.0
+
+
+class AckSettings(BaseSettings):
+    """Acknowledge links: ``OPSLOOP_ACK_SECRET`` (HMAC key), ``OPSLOOP_ACK_BASE_URL`` (ingest's ack endpoint), TTL."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSLOOP_ACK_", frozen=True, extra="ignore")
+
+    secret: SecretStr = SecretStr("")
+    base_url: str = ""
+    ttl_s: int = 24 * 3600
+
+
+class SinkSettings(BaseSettings):
+    """The sinks (``OPSLOOP_SINK_*``): delivery timeouts, retries, breaker, backlog, the ledger."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSLOOP_SINK_", frozen=True, extra="ignore")
+
+    # Receivers: the routing file the decide engine reads (default: routing.yaml in the
+    # runbooks dir). A missing file leaves only the built-in `log` receiver.
+    receivers_file: Path | None = None
+    # Ledger database; empty: DATABASE_URL when set, else SQLite in the data dir.
+    database_url: SecretStr = SecretStr("")
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    max_attempts: int = 6
+    max_total_s: float = 120.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    # After a timeout with unknown outcome, a non-idempotent sink waits this long, then tries once more.
+    ambiguous_pause_s: float = 5.0
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
+    breaker_cooldown_max_s: float = 300.0
+    # Effects waiting for one destination; past it, new ones are dead-lettered (the others keep flowing).
+    backlog_per_destination: int = 1000
+    # Effects read from outbox and not yet settled, over all destinations (back-pressure on the reader).
+    max_in_flight: int = 5000
+    # Runbook remediations are called only when this is true AND the step says dry_run: false;
+    # otherwise they are logged and receipted as dry_run (agents/sinks/remediate.py).
+    remediation_enabled: bool = False
+
+    @property
+    def lease_ms(self) -> int:
+        """How long a claim is honoured: longer than any one delivery can take."""
+        return int((self.max_total_s + self.ambiguous_pause_s + self.read_timeout_s + 30.0) * 1000)
+
+
+class IngestSettings(BaseSettings):
+    """The HTTP front door (``OPSLOOP_INGEST_*``); Kafka connection settings are the root's."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSLOOP_INGEST_", frozen=True, extra="ignore")
+
+    # All interfaces by default: ingest is a network service (every post is authenticated).
+    host: str = "0.0.0.0"
+    port: int = 8080
+
+    # Bearer tokens of the unsigned endpoints, one per producer: "prometheus=s3cr3t,alertmanager=...".
+    # OPSLOOP_INGEST_TOKEN_<NAME>=<token> variables add one producer each (see auth.producer_tokens).
+    tokens: SecretStr = SecretStr("")
+    # One HMAC secret per signed-webhook provider.
+    webhook_secret_github: SecretStr = SecretStr("")
+    webhook_secret_pagerduty: SecretStr = SecretStr("")
+
+    # The org of events whose sender does not name one (an `org` label or ?org=).
+    default_org: str = "default"
+    # Session-key rules; empty: sessions.yaml in the runbooks dir (OPSLOOP_RUNBOOKS_DIR).
+    sessions_file: Path | None = None
+
+    max_body_bytes: int = MIB
+    # Events queued to Kafka but not yet acknowledged, across all requests: past this,
+    # 429 rather than unbounded memory.
+    max_in_flight: int = 20_000
+    # How long one post may wait for Kafka's acknowledgement before it is answered 503.
+    send_timeout_s: float = 5.0
+    # After a failed connection attempt, posts answer 503 at once for this long.
+    reconnect_backoff_s: float = 1.0
+    retry_after_s: int = 5
+    backpressure_retry_after_s: int = 1
+    kafka_request_timeout_ms: int = 5000
+
+    # Recently accepted event ids answered "duplicate" without producing again.
+    dedupe_capacity: int = 100_000
+    dedupe_ttl_s: float = 3600.0
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "IngestSettings":
+        return cls(**overrides)  # type: ignore[arg-type]
+
 
 
 class Settings(BaseSettings):
@@ -65,9 +173,32 @@ class Settings(BaseSettings):
     decide_batch_max: int = 500
     decide_batch_within_s: float = 0.01
 
+    # Sections, each read from its own prefix when the root is built.
+    timers: TimerSettings = Field(default_factory=TimerSettings)
+    ack: AckSettings = Field(default_factory=AckSettings)
+    sinks: SinkSettings = Field(default_factory=SinkSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+
+    def receivers_path(self) -> Path:
+        return self.sinks.receivers_file or Path(self.runbooks_dir) / "routing.yaml"
+
+    def sessions_path(self) -> Path:
+        return self.ingest.sessions_file or Path(self.runbooks_dir) / "sessions.yaml"
+
+    def ledger_url(self) -> str:
+        """The delivery ledger's database: OPSLOOP_SINK_DATABASE_URL, else DATABASE_URL, else SQLite in the data dir."""
+        if self.sinks.database_url.get_secret_value():
+            return self.sinks.database_url.get_secret_value()
+        if "database_url" in self.model_fields_set:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(Path(self.data_dir) / 'ledger.db').resolve()}"
+
     def secret_values(self) -> list[str]:
         """Every secret this process holds, for the log redaction filter."""
-        values = [self.kafka_sasl_password.get_secret_value(), self.database_url.get_secret_value()]
+        values = [self.kafka_sasl_password.get_secret_value(), self.database_url.get_secret_value(),
+                  self.sinks.database_url.get_secret_value(), self.ack.secret.get_secret_value(),
+                  self.ingest.tokens.get_secret_value(), self.ingest.webhook_secret_github.get_secret_value(),
+                  self.ingest.webhook_secret_pagerduty.get_secret_value()]
         url = self.database_url.get_secret_value()
         if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
             values.append(url.split("@", 1)[0].split("//", 1)[-1].split(":", 1)[1])  # the password alone

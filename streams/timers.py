@@ -27,23 +27,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Literal, Mapping
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from streams.errors import InvalidInputError
 from streams.records import derived_id
+from streams.settings import ClockMode
 
-ClockMode = Literal["event", "wall", "hybrid"]
 TIMER_FIRED = "timer.fired"
-
-
-class TimerSettings(BaseSettings):
-    """The ticker's knobs (``OPSLOOP_TIMER_*``), read when a worker starts."""
-
-    model_config = SettingsConfigDict(env_prefix="OPSLOOP_TIMER_", frozen=True, extra="ignore")
-
-    clock: ClockMode = "hybrid"
-    tick_s: float = 0.5
-    idle_s: float = 2.0
 
 
 def clock_now(mode: ClockMode, watermark: int | None, idle_for_s: float | None, wall_ms: int, idle_after_s: float) -> int | None:

@@ -30,31 +30,19 @@ from agents.sinks.base import Sink, default_registry
 from agents.sinks.delivery import Deliverer, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord
 from agents.sinks.ledger import Ledger
-from agents.sinks.settings import SinkSettings
-from streams.app import Opsloop
+from agents.runtime import Runtime
 from streams.db import make_engine
-from streams.receivers import Receiver, builtin_receivers, load_receivers
-from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def load_sink_receivers(sink_settings: SinkSettings, settings: Settings) -> dict[str, Receiver]:
-    """The routing file's receivers plus the built-in ``log`` (a broken file raises ConfigError)."""
-    path = sink_settings.receivers_path(settings)
-    if not path.exists():
-        log.warning("no routing file at %s: only the built-in 'log' receiver is available", path)
-        return builtin_receivers()
-    return {**builtin_receivers(), **load_receivers(path)}
 
 
 class FaustEmitter:
     """Receipts to ``deliveries`` (keyed by effect id), dead letters to ``outbox.dlq``."""
 
-    def __init__(self, ops: Opsloop) -> None:
-        self.codec = ops.codec
-        self.deliveries = ops.topic("deliveries")
-        self.dlq = ops.topic("outbox.dlq")
+    def __init__(self, rt: Runtime) -> None:
+        self.codec = rt.codec
+        self.deliveries = rt.topic("deliveries")
+        self.dlq = rt.topic("outbox.dlq")
 
     async def receipt(self, key: bytes, record: dict[str, Any]) -> None:
         await self.deliveries.send(key=key, value=self.codec.encode("opsloop.Delivery", record))
@@ -69,26 +57,25 @@ def owner_id() -> str:
 
 
 def register(
-    ops: Opsloop, *, sink_settings: SinkSettings | None = None, receivers: Mapping[str, Receiver] | None = None,
-    registry: Mapping[str, Sink] | None = None, environ: Mapping[str, str] | None = None,
+    rt: Runtime, *, registry: Mapping[str, Sink] | None = None, environ: Mapping[str, str] | None = None,
 ) -> faust.types.AgentT:
-    sink_settings = sink_settings or SinkSettings.from_env()
-    receivers = dict(receivers) if receivers is not None else load_sink_receivers(sink_settings, ops.settings)
+    sink_settings = rt.settings.sinks
+    receivers = rt.receivers
     registry = dict(registry or default_registry())
     missing = sorted({r.channel for r in receivers.values()} - set(registry))
     if missing:
         raise LookupError(f"no sink registered for channel(s) {', '.join(missing)}")
-    emitter = FaustEmitter(ops)
+    emitter = FaustEmitter(rt)
 
-    @ops.app.agent(ops.topic("outbox"), name="sinks")
+    @rt.app.agent(rt.topic("outbox"), name="sinks")
     async def sinks_agent(stream: faust.StreamT) -> None:
         deliverer = await Deliverer(RetryPolicy.from_settings(sink_settings), environ=environ).start()
-        engine = make_engine(sink_settings.ledger_url(ops.settings))
+        engine = make_engine(rt.settings.ledger_url())
         ledger = await asyncio.to_thread(Ledger(engine).create)
         owner = owner_id()
         dispatcher = Dispatcher(
             receivers=receivers, registry=registry, deliverer=deliverer, ledger=ledger, emitter=emitter,
-            codec=ops.codec, settings=sink_settings, owner=owner,
+            codec=rt.codec, settings=sink_settings, owner=owner,
         )
         manual = stream.noack()
         loop = asyncio.get_running_loop()

@@ -44,7 +44,7 @@ from agents.sinks.base import (
     SmtpRequest, TransientError,
 )
 from agents.sinks.redact import redact, remember
-from agents.sinks.settings import SinkSettings
+from streams.settings import SinkSettings
 from streams.receivers import MissingSecretError, RateLimit, Receiver, resolve_secrets
 
 log = logging.getLogger(__name__)

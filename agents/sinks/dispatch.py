@@ -32,7 +32,7 @@ from agents.sinks.base import Sink
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
 from agents.sinks.redact import redact
-from agents.sinks.settings import SinkSettings
+from streams.settings import SinkSettings
 from streams import metrics
 from streams.codec import Codec, CodecError
 from streams.deadletter import dead_letter

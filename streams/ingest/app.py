@@ -34,26 +34,26 @@ from streams.ingest.pipeline import INGEST, Ingest
 from streams.ingest.publisher import Publisher
 from streams.ingest.scans import post_scan
 from streams.ingest.sessions import load_session_rules
-from streams.ingest.settings import IngestSettings
 from streams.ingest.webhooks import post_webhook
 from streams.metrics import EVENTS_REJECTED
 from streams.metrics import render as render_shared_metrics
-from streams.settings import Settings
+from streams.settings import IngestSettings, Settings
 
 log = logging.getLogger("streams.ingest")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_ingest(settings: Settings, config: IngestSettings) -> Ingest:
+def build_ingest(settings: Settings) -> Ingest:
     """Read tokens, secrets and session rules now; a bad value fails here, at start-up."""
+    config = settings.ingest
     tokens = producer_tokens(config.tokens.get_secret_value(), os.environ)
     secrets = {
         name: value.get_secret_value().encode()
         for name, value in (("github", config.webhook_secret_github), ("pagerduty", config.webhook_secret_pagerduty))
         if value.get_secret_value()
     }
-    rules = load_session_rules(config.sessions_file)
+    rules = load_session_rules(settings.sessions_path())
     return Ingest(settings, config, TokenAuth(tokens), secrets, rules, Publisher(settings, config))
 
 
@@ -105,10 +105,11 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=shared + generate_latest(ingest.metrics.registry), headers={"Content-Type": content_type})
 
 
-def create_app(settings: Settings | None = None, config: IngestSettings | None = None) -> web.Application:
-    settings = settings or Settings.from_env()
-    config = config or IngestSettings.from_env()
-    ingest = build_ingest(settings, config)
+def create_app(settings: Settings, config: IngestSettings | None = None) -> web.Application:
+    """The ingest app of ``settings`` (``config``, when given, replaces its ``ingest`` section)."""
+    if config is not None:
+        settings = settings.model_copy(update={"ingest": config})
+    ingest = build_ingest(settings)
     app = web.Application(middlewares=[answer_errors])
     app[INGEST] = ingest
     app.router.add_post("/api/v2/alerts", post_prometheus_alerts, name="prometheus")

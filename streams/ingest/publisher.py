@@ -34,6 +34,7 @@ from typing import Any, Sequence
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from streams.compat import abort_producer
 from streams.errors import UnavailableError
 from streams.ingest.errors import Backpressure, BrokerUnavailable
 from streams.ingest.settings import IngestSettings
@@ -68,18 +69,10 @@ def abort_pending(producer: EventProducer, reason: str) -> None:
     """Fail every unacknowledged batch of ``producer`` and stop its sender, synchronously.
 
     aiokafka has no public "abort": ``stop()`` flushes, which is exactly wrong here
-    (it would deliver records the clients were told had failed). This uses the
-    accumulator's ``fail_all`` (what aiokafka itself calls when its sender dies) and
-    cancels the sender task before it can drain again. aiokafka is pinned <0.15.
+    (it would deliver records the clients were told had failed); see
+    :func:`streams.compat.abort_producer`.
     """
-    kafka = producer._producer  # noqa: SLF001 - EventProducer wraps exactly one AIOKafkaProducer
-    accumulator = getattr(kafka, "_message_accumulator", None)
-    sender = getattr(kafka, "_sender", None)
-    if accumulator is not None:
-        accumulator.fail_all(SendAborted(reason))
-    task = getattr(sender, "sender_task", None)
-    if task is not None and not task.done():
-        task.cancel()
+    abort_producer(producer.kafka, SendAborted(reason))
 
 
 class Publisher:

@@ -33,13 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from streams.ingest.app import create_app
     from streams.ingest.auth import TokenConfigError
-    from streams.ingest.settings import IngestSettings
     from streams.settings import Settings
 
     try:
         settings = Settings.from_env()
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        config = IngestSettings.from_env(**overrides)
+        config = settings.ingest.model_copy(update=overrides)
     except ValidationError as exc:  # pydantic never echoes SecretStr input
         print(f"opsloop ingest: invalid settings: {exc}", file=sys.stderr)
         return 1

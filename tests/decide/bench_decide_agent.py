@@ -46,7 +46,7 @@ def storm(n: int, t0: int) -> list[dict]:
 
 
 def pure_rate(events: list[dict]) -> tuple[float, float]:
-    from agents.decide import load_classify
+    from agents.runtime import load_classify
     from streams.decide import Context, decide
     from streams.runbooks import load_runbook_set
 

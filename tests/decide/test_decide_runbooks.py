@@ -128,10 +128,10 @@ def test_version_changes_with_any_file(broken):
 
 
 def test_a_worker_does_not_start_on_a_broken_set(broken, monkeypatch):
-    from streams.app import create_app
+    from agents.worker import build_worker
     from streams.settings import Settings
 
     directory, write = broken
     write("bad-category.yaml", "name: x\nmatch:\n  category: [cpus]\n")
     with pytest.raises(ConfigError, match=r"bad-category.yaml:3: "):
-        create_app(Settings.from_env(runbooks_dir=directory, topic_prefix="never."))
+        build_worker(Settings.from_env(runbooks_dir=directory, topic_prefix="never."))

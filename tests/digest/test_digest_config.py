@@ -68,7 +68,7 @@ def runbooks_copy(tmp_path: Path) -> Path:
 
 
 def test_check_and_worker_refuse_a_broken_digest_file(runbooks_copy, capsys):
-    from streams.app import create_app
+    from agents.worker import build_worker
     from streams.settings import Settings
 
     (runbooks_copy / "digest.yaml").write_text("default:\n  hour: 8\n  timezone: Europe/Berlinn\n")
@@ -77,4 +77,4 @@ def test_check_and_worker_refuse_a_broken_digest_file(runbooks_copy, capsys):
         f"opsloop: {runbooks_copy / 'digest.yaml'}:3: default: unknown time zone 'Europe/Berlinn' "
         "(use an IANA name like Europe/Berlin)")
     with pytest.raises(ConfigError, match=r"digest.yaml:3: "):
-        create_app(Settings.from_env(runbooks_dir=runbooks_copy, topic_prefix="never."))
+        build_worker(Settings.from_env(runbooks_dir=runbooks_copy, topic_prefix="never."))

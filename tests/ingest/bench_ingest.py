@@ -33,6 +33,7 @@ from streams.broker import LocalKafka
 from streams.ingest.alerts import prometheus_events
 from streams.ingest.sessions import load_session_rules
 from streams.ingest.settings import IngestSettings
+from streams.settings import Settings
 from streams.producer import EventProducer, now_ms
 from tests.ingest.conftest import IngestServer, apply_topics, bearer, ingest_env, settings_for
 
@@ -50,7 +51,7 @@ def alerts(n: int, tag: str) -> list[dict]:
 
 
 async def baseline(settings, batch: list[dict]) -> float:
-    rules = load_session_rules(IngestSettings().sessions_file)
+    rules = load_session_rules(Settings.from_env().sessions_path())
     events = prometheus_events(batch, org="bench", received_at=now_ms(), rules=rules)
     started = time.perf_counter()
     async with EventProducer(settings) as producer:

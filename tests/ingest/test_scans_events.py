@@ -10,9 +10,10 @@ from streams.ingest.events import envelope_events, payload_schemas
 from streams.ingest.scans import scan_event
 from streams.ingest.sessions import load_session_rules
 from streams.ingest.settings import IngestSettings
+from streams.settings import Settings
 from streams.records import derived_id
 
-RULES = load_session_rules(IngestSettings().sessions_file)
+RULES = load_session_rules(Settings.from_env().sessions_path())
 SCHEMAS = payload_schemas(default_codec())
 NOW = 1_714_557_600_000
 

@@ -9,9 +9,10 @@ import pytest
 
 from streams.ingest.sessions import NoSessionRule, load_session_rules, make_facts, session_key
 from streams.ingest.settings import IngestSettings
+from streams.settings import Settings
 from streams.yamlfile import ConfigError
 
-SHIPPED = IngestSettings().sessions_file
+SHIPPED = Settings.from_env().sessions_path()
 
 
 def facts(kind="telemetry", type="alert.firing", source="prometheus", org="acme", labels=None, **extra):

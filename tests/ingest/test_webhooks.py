@@ -13,11 +13,12 @@ from streams.ingest.errors import BadRequest, Forbidden, Unauthorized
 from streams.ingest.fields import timestamp_ms
 from streams.ingest.sessions import load_session_rules
 from streams.ingest.settings import IngestSettings
+from streams.settings import Settings
 from streams.ingest.webhooks import Ignored, github_event, pagerduty_event
 from streams.records import derived_id
 
 FIXTURES = Path(__file__).parent / "fixtures"
-RULES = load_session_rules(IngestSettings().sessions_file)
+RULES = load_session_rules(Settings.from_env().sessions_path())
 NOW = 1_714_557_800_000
 PR = json.loads((FIXTURES / "github_pull_request_opened.json").read_text())
 PD = json.loads((FIXTURES / "pagerduty_incident_acknowledged.json").read_text())

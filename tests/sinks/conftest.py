@@ -145,12 +145,10 @@ def app_topics(topics):
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    from streams.app import create_app
+    from agents.worker import build_worker, changelog_topics
 
     settings = topics
-    ops = create_app(settings, replication=1)
-    wanted = {table.changelog_topic.get_topic_name(): table.partitions or ops.app.conf.topic_partitions
-              for table in ops.app.tables.values()}
+    wanted = changelog_topics(build_worker(settings, replication=1))
 
     async def create() -> None:
         admin = AIOKafkaAdminClient(**settings.kafka_client_config())

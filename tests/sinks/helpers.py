@@ -11,7 +11,7 @@ from agents.sinks.base import default_registry
 from agents.sinks.delivery import Deliverer, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, OutboxRecord
 from agents.sinks.ledger import Ledger
-from agents.sinks.settings import SinkSettings
+from streams.settings import SinkSettings
 from streams.codec import default_codec
 from streams.receivers import Receiver
 

@@ -1,0 +1,145 @@
+"""The one object a worker builds at start-up and hands to every agent.
+
+Everything the agents share lives here, built once from the settings: the faust app
+and its topics, the codec and the topic specs, the tables decide writes and the
+ticker reads, the runbook set (a broken set stops the start with file:line), the
+classifier, the receivers and the clock of each partition. No agent keeps state at
+module level or depends on another agent having been registered before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import faust
+
+from streams.app import KafkaApp, create_app
+from streams.codec import Codec
+from streams.decide import Verdict
+from streams.receivers import Receiver
+from streams.runbooks import RunbookSet, load_runbook_set
+from streams.settings import Settings
+from streams.timers import PartitionClock
+from streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+Classify = Callable[[Sequence[dict[str, Any]]], list[Verdict]]
+
+
+@dataclass
+class Tables:
+    """The changelog-backed tables decide keeps (see :mod:`streams.tables` for what goes in them)."""
+
+    sessions: faust.TableT  # session key -> session state, co-partitioned with the events
+    timers: faust.TableT  # session key -> {"p": partition, "org": org, "t": pending timers}: the ticker's index
+    silences: faust.GlobalTableT  # silence id -> silence JSON (every worker needs all)
+    inhibitors: faust.GlobalTableT  # session key -> routing labels of its firing alerts that can inhibit
+
+
+@dataclass
+class Runtime:
+    """What one worker's agents share."""
+
+    kafka: KafkaApp
+    runbooks: RunbookSet
+    classify: Classify
+    classifier_source: str  # "model" or "keyword" (the model could not be loaded)
+    receivers: dict[str, Receiver]
+    tables: Tables
+    clock: PartitionClock  # per events.* partition, fed by decide, read by the ticker and the scheduler
+
+    @property
+    def app(self) -> faust.App:
+        return self.kafka.app
+
+    @property
+    def settings(self) -> Settings:
+        return self.kafka.settings
+
+    @property
+    def codec(self) -> Codec:
+        return self.kafka.codec
+
+    @property
+    def specs(self) -> dict[str, TopicSpec]:
+        return self.kafka.specs
+
+    def topic(self, name: str) -> faust.TopicT:
+        return self.kafka.topic(name)
+
+    def physical(self, name: str) -> str:
+        return self.kafka.physical(name)
+
+
+def load_classify() -> tuple[Classify, str]:
+    """The classifier's batched predict as a Classify; the keyword rules while the model is unavailable."""
+    try:
+        from classifier import load_classifier
+
+        clf = load_classifier()
+        source = "model"
+    except Exception as exc:  # noqa: BLE001 - logged, and every decision record names the version used
+        from classifier.keyword import KeywordClassifier
+
+        log.warning("classifier model unavailable (%s: %s); using the keyword rules", type(exc).__name__, exc)
+        clf, source = KeywordClassifier(), "keyword"
+    return verdicts_of(clf), source
+
+
+def verdicts_of(clf: Any, *, fallback: bool = False) -> Classify:
+    """A classifier's ``predict_batch`` as decide's verdicts (``fallback`` flags every one, e.g. the keyword rules
+    answering for a model that failed)."""
+
+    def classify(events: Sequence[dict[str, Any]]) -> list[Verdict]:
+        return [
+            Verdict(category=p.category, severity=p.severity, confidence=float(p.category_p), classifier=p.model_version,
+                    fallback=fallback or bool(p.fallback), severity_confidence=float(p.severity_p))
+            for p in clf.predict_batch(events)
+        ]
+
+    return classify
+
+
+def load_receivers(settings: Settings) -> dict[str, Receiver]:
+    """The routing file's receivers plus the built-in ones (a broken file raises ConfigError)."""
+    from streams.receivers import builtin_receivers, load_receivers as load
+
+    path = settings.receivers_path()
+    if not path.exists():
+        log.warning("no routing file at %s: only the built-in 'log' receiver is available", path)
+        return builtin_receivers()
+    return {**builtin_receivers(), **load(path)}
+
+
+def declare_tables(kafka: KafkaApp) -> Tables:
+    app, partitions = kafka.app, kafka.specs["events.telemetry"].partitions
+    # JSON state keyed by session key; the changelog partition follows the source event's
+    # partition (see streams.compat.set_current_event), so state is co-partitioned with the events.
+    sessions = app.Table("sessions", default=None, partitions=partitions)
+    timers = app.Table("timers", default=None, partitions=partitions)
+    # Every worker needs all silences and all inhibiting alerts: global tables (one
+    # partition, as faust advises for global tables with several workers). Their
+    # changelogs must exist before the worker joins its group (faust's leader assigns
+    # before it declares them): ``run_worker`` creates every changelog first.
+    silences = app.GlobalTable("silences", default=None, partitions=1, use_partitioner=True, recovery_buffer_size=1)
+    inhibitors = app.GlobalTable("inhibitors", default=None, partitions=1, use_partitioner=True, recovery_buffer_size=1)
+    return Tables(sessions=sessions, timers=timers, silences=silences, inhibitors=inhibitors)
+
+
+def build_runtime(settings: Settings, *, replication: int | None = None, runbooks: RunbookSet | None = None,
+                  classify: Classify | None = None, receivers: Mapping[str, Receiver] | None = None) -> Runtime:
+    """Build what the agents share; a broken runbook set or routing file raises ConfigError (file:line) here."""
+    kafka = create_app(settings, replication=replication)
+    rset = runbooks or load_runbook_set(settings.runbooks_dir)
+    source = "given"
+    if classify is None:
+        classify, source = load_classify()
+    log.info("runbook set %s (%d runbooks) from %s", rset.version, len(rset.runbooks), rset.directory or "built in")
+    return Runtime(
+        kafka=kafka, runbooks=rset, classify=classify, classifier_source=source,
+        receivers=dict(receivers) if receivers is not None else load_receivers(settings),
+        tables=declare_tables(kafka), clock=PartitionClock(),
+    )

@@ -1,0 +1,73 @@
+"""``opsloop worker``: build the runtime, register every agent on it, run faust.
+
+Workers scale out by joining one consumer group (the app id); Kafka spreads the
+partitions and faust moves table state through the changelog topics.
+
+The agents are registered here, explicitly and in one place; none depends on another
+having been registered first (they share the :class:`~agents.runtime.Runtime`, not
+module state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+
+from agents import monitor
+from agents.decide import DecideAgent
+from agents.digest import DigestAgent
+from agents.runtime import Runtime, build_runtime
+from agents.scheduler import Scheduler
+from agents.sinks import agent as sinks
+from agents.timers import Ticker
+from streams.logs import logging_config, register_secret_env, register_secrets
+from streams.redelivery import guard_redelivery
+from streams.settings import Settings
+from streams.topics import load_catalogue
+from streams.topics_admin import apply, ensure_internal, render
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(settings: Settings, **overrides: Any) -> Runtime:
+    """The runtime with every agent registered (``overrides`` go to :func:`build_runtime`)."""
+    rt = build_runtime(settings, **overrides)
+    guard_redelivery(rt.app)
+    monitor.register(rt)
+    DecideAgent.from_runtime(rt).register(rt)
+    Ticker.register(rt)
+    Scheduler.register(rt)
+    DigestAgent.register(rt)
+    sinks.register(rt)
+    return rt
+
+
+def changelog_topics(rt: Runtime) -> dict[str, int]:
+    """Every table's changelog topic and its partition count."""
+    return {
+        table.changelog_topic.get_topic_name(): table.partitions or rt.app.conf.topic_partitions
+        for table in rt.app.tables.values()
+    }
+
+
+def run_worker(settings: Settings) -> int:
+    register_secret_env()
+    register_secrets(*settings.secret_values())
+    result = asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
+    for line in render(result).splitlines():
+        print(f"opsloop worker: {line}", flush=True)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # the worker's own loop; faust binds to it
+    rt = build_worker(settings, replication=result.replication)
+    created = loop.run_until_complete(ensure_internal(settings, changelog_topics(rt), result.replication))
+    if created:
+        print(f"opsloop worker: created table changelogs {', '.join(created)}", flush=True)
+    worker = faust.Worker(
+        rt.app, loglevel=settings.log_level, quiet=True,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+    )
+    worker.execute_from_commandline()  # returns only at shutdown (SIGTERM / SIGINT)
+    return 0

@@ -1,0 +1,204 @@
+"""Each agent's body without faust or Kafka: dict tables, a fake producer, real codec and decide.
+
+The worker tests run the same classes on the real broker; these pin what each body
+does with one batch or one tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from agents.decide import DecideAgent
+from agents.digest import DigestAgent
+from agents.scheduler import Scheduler
+from agents.timers import Ticker
+from streams.batchsend import partition_for_key
+from streams.codec import default_codec
+from streams.decide import Verdict
+from streams.digest import delta, digest_item
+from streams.runbooks import load_runbook_set
+from streams.settings import Settings, TimerSettings
+from streams.timers import PartitionClock, cron_event
+from tests.decide.helpers import MIN, RUNBOOKS, T0, URGENT_DOWN, alert, webhook
+
+CODEC = default_codec()
+RSET = load_runbook_set(RUNBOOKS)
+
+
+@dataclass
+class FakeOut:
+    """A produce batcher that keeps what it was given."""
+
+    records: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    flushed: int = 0
+
+    def add(self, topic: str, key: bytes, value: bytes) -> None:
+        self.records.append((topic, key, value))
+
+    async def flush(self) -> None:
+        self.flushed += 1
+
+    def decoded(self, topic: str) -> list[dict[str, Any]]:
+        return [CODEC.decode(v) for t, _, v in self.records if t == topic]
+
+
+class FakeStream:
+    """What DecideAgent.write needs of a faust stream: the current event, settable."""
+
+    def __init__(self) -> None:
+        self.current_event = None
+        self.pointed: list[Any] = []
+
+    def _set_current_event(self, event: Any) -> None:
+        self.pointed.append(event)
+        self.current_event = event
+
+
+def message(event: dict, partition: int = 0, offset: int = 0, value: bytes | None = None) -> SimpleNamespace:
+    return SimpleNamespace(message=SimpleNamespace(
+        topic="events.telemetry", partition=partition, offset=offset, key=event["session_key"].encode(),
+        value=CODEC.encode("opsloop.Event", event) if value is None else value))
+
+
+def decide_agent(tables: SimpleNamespace, dead: list) -> DecideAgent:
+    async def dead_letter(key, value):
+        dead.append(CODEC.decode(value))
+
+    return DecideAgent(settings=Settings.from_env(), codec=CODEC, runbooks=RSET,
+                       classify=lambda events: [URGENT_DOWN] * len(events), tables=tables, clock=PartitionClock(),
+                       partitions={"outbox": 12, "decisions": 12}, dead_letters=dead_letter)
+
+
+def dict_tables() -> SimpleNamespace:
+    return SimpleNamespace(sessions={}, timers={}, silences={}, inhibitors={})
+
+
+def test_decide_agent_batch_produces_then_writes_state_and_the_decisions_writes():
+    tables, dead, out, stream = dict_tables(), [], FakeOut(), FakeStream()
+    agent = decide_agent(tables, dead)
+    events = [alert(at=T0, eid="a1"), alert(at=T0 + MIN, instance="api-2:9100", eid="a2"),
+              webhook("silence.created", at=T0, session="acme:silences", eid="s1",
+                      body={"matchers": ['service="db"'], "starts_at": T0, "ends_at": T0 + 60 * MIN})]
+    batch = [message(e, partition=3, offset=i) for i, e in enumerate(events)]
+    batch.insert(1, message(events[0], value=b"\x00not avro"))
+    asyncio.run(agent.handle(stream, batch, out))
+    assert out.flushed == 1
+    decisions = out.decoded("decisions")
+    assert [d["event_id"] for d in decisions if d["kind"] != "timer"] == ["a1", "a2", "s1"]
+    session = events[0]["session_key"]
+    assert tables.sessions[session]["alerts"] and {"a1", "a2"} <= set(tables.sessions[session]["seen"])
+    assert tables.timers[session]["p"] == 3 and tables.timers[session]["t"] == tables.sessions[session]["timers"]
+    assert tables.inhibitors[session][0]["severity"] == "urgent"
+    assert list(tables.silences) and json.loads(next(iter(tables.silences.values())))["matchers"] == ['service="db"']
+    assert [(d["stage"], d["value"]) for d in dead] == [("decide", b"\x00not avro")]
+    assert stream.current_event is None  # restored after the writes
+
+
+def test_decide_agent_falls_back_to_the_keyword_rules_when_the_model_raises():
+    tables, out = dict_tables(), FakeOut()
+    agent = decide_agent(tables, [])
+
+    def broken(events):
+        raise RuntimeError("model bug")
+
+    agent._classify = broken
+    batch = agent.decide_batch([(message(alert(at=T0, eid="a1")), alert(at=T0, eid="a1"))], tables.sessions, out)
+    record = batch.last[alert(at=T0)["session_key"]].record
+    assert record["fallback"] is True and record["classifier"].startswith("keyword")
+
+
+def test_ticker_promotes_due_timers_of_active_partitions_once():
+    clock = PartitionClock()
+    clock.observe(1, T0 + 10 * MIN)
+    sent: list[tuple[bytes, dict]] = []
+
+    async def send(key, value):
+        sent.append((key, CODEC.decode(value)))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    timers = {"s1": {"p": 1, "org": "acme", "t": {"grp:1": {"at": T0, "purpose": "group", "step": 0, "data": {}},
+                                                   "later": {"at": T0 + 60 * MIN, "purpose": "group", "step": 0, "data": {}}}},
+              "s2": {"p": 2, "org": "acme", "t": {"grp:1": {"at": T0, "purpose": "group", "step": 0, "data": {}}}}}
+    ticker = Ticker(timers=timers, clock=clock, settings=TimerSettings(clock="event"), codec=CODEC, send=send)
+
+    async def run():
+        first = await ticker.tick({1, 2}, mono=100.0)
+        again = await ticker.tick({1, 2}, mono=101.0)  # inside the re-promotion pause
+        return first, again
+
+    assert asyncio.run(run()) == (1, 0)  # partition 2 has no clock yet; "later" is not due
+    assert sent[0][0] == b"s1" and sent[0][1]["payload"]["timer_id"] == "grp:1" and sent[0][1]["occurred_at"] == T0
+
+
+def test_scheduler_sends_the_due_slot_once_from_the_owning_partition():
+    schedule = RSET.schedules[0]
+    partitions = 12
+    owner = partition_for_key(schedule.session_key.encode(), partitions)
+    clock = PartitionClock()
+    slot = cron_event(schedule.session_key, schedule.org, schedule.name, 0, 0)  # for the shape only
+    sent: list[dict] = []
+
+    async def send(key, value):
+        sent.append(CODEC.decode(value))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    from streams.timers import slot_before
+
+    now = slot_before(schedule.cron, schedule.timezone, T0) + 1000
+    clock.observe(owner, now)
+    scheduler = Scheduler(schedules=[schedule], partitions=partitions, clock=clock, settings=TimerSettings(clock="event"),
+                          codec=CODEC, send=send)
+    assert asyncio.run(scheduler.tick({(owner + 1) % partitions})) == 0
+    assert asyncio.run(scheduler.tick({owner})) == 1
+    assert asyncio.run(scheduler.tick({owner})) == 0
+    assert sent[0]["type"] == slot["type"] and sent[0]["payload"]["data"]["schedule"] == schedule.name
+
+
+def test_digest_agent_folds_counts_and_sends_a_due_day_once():
+    config = RSET.digest
+    table: dict = {}
+    counts, effects = [], []
+
+    async def ack(*_):
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def send_counts(key, value):
+        counts.append(CODEC.decode(value))
+        return await ack()
+
+    async def send_effect(key, value):
+        effects.append(CODEC.decode(value))
+        return await ack()
+
+    async def committed():
+        return {}
+
+    async def ends(tps):
+        return {}
+
+    agent = DigestAgent(config=config, routing=RSET.routing, codec=CODEC, prefix="", table=table,
+                        timers=TimerSettings(clock="event"), source_tps=[], send_counts=send_counts,
+                        send_effect=send_effect, committed=committed, ends=ends)
+    decision = {"org": "acme", "outcome": "notified", "session_key": "acme:x", "decided_at": T0}
+    _, item = digest_item("decisions", 0, 7, decision)
+    record = delta("acme", [item])
+    agent.fold(SimpleNamespace(topic="digest.counts", partition=0, offset=0, value=CODEC.encode("opsloop.DigestDelta", record)))
+    assert table["acme"]["p"] == 0 and table["acme"]["days"]
+    agent.fold(SimpleNamespace(topic="digest.counts", partition=0, offset=1,  # the next day, past the org's hour
+                               value=CODEC.encode("opsloop.DigestDelta", delta("acme", [{**item, "offset": 8, "at": T0 + 36 * 60 * MIN}]))))
+    asyncio.run(agent.tick({0}))
+    assert len(effects) >= 1 and all(e["notify"]["fields"].get("org", "acme") == "acme" for e in effects)
+    assert counts[-1]["sent_day"]
+    sent = len(effects)
+    asyncio.run(agent.tick({0}))
+    assert len(effects) == sent  # sent once
