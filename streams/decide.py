@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from streams import incident
+from streams import ack, escalation, grouping, incident, messages
 from streams.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
 from streams.effects import Fold, effect_id
 from streams.policy import PASS, STOP, Gate, condition_step, inhibition_sources
@@ -137,7 +137,7 @@ class Decision:
         asked, so a shell writing once per session per batch pays for the last decision only."""
         org = self.record["org"]
         rules = self.inhibit_rules
-        sources = inhibition_sources(incident.firing_labels(self.state, org), rules) if rules else []
+        sources = inhibition_sources(messages.firing_labels(self.state, org), rules) if rules else []
         return Writes(session=self.record["session_key"], org=org, timers=self.state.get("timers") or {},
                       inhibitors=sources, silences=(self.silence,) if self.silence is not None else ())
 
@@ -298,22 +298,22 @@ def _on_webhook(f: Fold, etype: str, payload: Mapping[str, Any]) -> None:
     event, ctx = f.event, f.ctx
     actor = str(payload.get("actor") or "")
     if etype in ACK_TYPES:
-        incident.on_ack(f, actor=actor, source=event["source"])
+        ack.on_ack(f, actor=actor, source=event["source"])
     elif etype in HUMAN_RESOLVE_TYPES:
         f.note("resolved_by", actor or event["source"])
         incident.resolve_session(f, cause="human", skip_channel="pagerduty" if event["source"] == "pagerduty" else "")
     elif etype in APPROVAL_TYPES:
-        incident.on_approval(f, actor)
+        ack.on_approval(f, actor)
     elif etype in SILENCE_TYPES:
         f.note("silence", payload.get("subject", ""))
         f.outcome = etype
     elif etype in PR_OPEN_TYPES:
         incident.on_trigger(f, "pr", _alert(event, ctx, title=_pr_title(event, payload)))
     elif etype in PR_PUSH_TYPES:
-        incident.reset_cap(f, "human")
+        messages.reset_cap(f, "human")
         incident.on_trigger(f, "pr", _alert(event, ctx, title=_pr_title(event, payload)))
     elif etype in PR_DONE_TYPES:
-        incident.reset_cap(f, "human")
+        messages.reset_cap(f, "human")
         incident.on_clear(f, "pr", cause="human")
     elif etype.endswith(FAILURE_SUFFIXES):
         incident.on_trigger(f, _base_type(etype, FAILURE_SUFFIXES), _alert(event, ctx))
@@ -386,11 +386,11 @@ def _on_timer(f: Fold, payload: Mapping[str, Any]) -> None:
     del s["timers"][timer_id]
     f.runbook = s.get("runbook") or ""
     if purpose == "group":
-        incident.flush(f)
+        grouping.flush(f)
     elif purpose == "escalation":
-        incident.escalate(f, int(payload.get("step", 0)))
+        escalation.escalate(f, int(payload.get("step", 0)))
     elif purpose == "verify":
-        incident.verify(f)
+        escalation.verify(f)
     elif purpose == "flap":
         incident.on_flap_timer(f)
     elif purpose == "dispatch":

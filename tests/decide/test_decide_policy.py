@@ -82,7 +82,7 @@ def test_inhibition_needs_a_source_with_equal_labels_and_never_inhibits_itself()
 
 
 def test_inhibition_sources_are_firing_alerts_matching_a_source():
-    from streams.incident import firing_labels
+    from streams.messages import firing_labels
 
     rule = InhibitRule(source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']))
     state = {"alerts": {

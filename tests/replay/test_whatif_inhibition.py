@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from streams.decide import Context, Verdict, decide
-from streams.incident import firing_labels
+from streams.messages import firing_labels
 from streams.policy import inhibition_sources
 from streams.replay_compare import RecordedDecision, replay
 from tests.decide.helpers import MIN, T0, alert, starter_set
