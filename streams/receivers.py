@@ -67,7 +67,7 @@ CHANNELS: dict[str, ChannelSpec] = {
     ),
     "webhook": ChannelSpec(required=("url", "signing_key"), secret_only=("signing_key",), optional=("event_type",)),
     "log": ChannelSpec(),
-    # Runbook HTTP actions (agents/sinks/remediate.py); the endpoint comes from the runbook step.
+    # Runbook HTTP actions (agents/sinks/channels/remediate.py); the endpoint comes from the runbook step.
     REMEDIATE_CHANNEL: ChannelSpec(secret_only=("token", "signing_key"), optional=("token", "signing_key")),
 }
 

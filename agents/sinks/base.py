@@ -162,7 +162,7 @@ def notify_of(effect: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def default_registry() -> dict[str, Sink]:
     """Every channel opsloop delivers to (an explicit dict, not string-built imports)."""
-    from agents.sinks import email, log, pagerduty, remediate, slack, teams, webhook
+    from agents.sinks.channels import email, log, pagerduty, remediate, slack, teams, webhook
 
     sinks = (slack.SINK, teams.SINK, pagerduty.SINK, email.SINK, webhook.SINK, log.SINK, remediate.SINK)
     return {sink.channel: sink for sink in sinks}

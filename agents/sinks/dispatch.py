@@ -12,7 +12,7 @@ single unacked offset at the head of a partition.)
 
 Remediate effects take the same path to their action's destination
 (``remediate:<action>``) when this worker may call them; otherwise they settle at
-once with a ``dry_run`` receipt (:mod:`agents.sinks.remediate`).
+once with a ``dry_run`` receipt (:mod:`agents.sinks.channels.remediate`).
 
 Back-pressure: at most ``max_in_flight`` unsettled records in all; a destination
 whose queue reaches ``backlog_per_destination`` gets further effects dead-lettered
@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable, Mapping, Protocol, TypeVar
 
-from agents.sinks import remediate
+from agents.sinks.channels import remediate
 from agents.sinks.base import Sink
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
@@ -151,7 +151,7 @@ class Dispatcher:
         return await self._enqueue(record, effect, target, receiver, done)
 
     async def _submit_remediation(self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future) -> asyncio.Future:
-        """A runbook action: called only when the step and this worker both allow it (see agents.sinks.remediate)."""
+        """A runbook action: called only when the step and this worker both allow it (see agents.sinks.channels.remediate)."""
         action = effect["remediate"]
         target = (remediate.CHANNEL, f"{remediate.CHANNEL}:{action['action']}")
         why = remediate.held(action, self.settings.remediation_enabled)

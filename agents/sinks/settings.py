@@ -35,7 +35,7 @@ class SinkSettings(BaseSettings):
     # Effects read from outbox and not yet settled, over all destinations (back-pressure on the reader).
     max_in_flight: int = 5000
     # Runbook remediations are called only when this is true AND the step says dry_run: false;
-    # otherwise they are logged and receipted as dry_run (agents/sinks/remediate.py).
+    # otherwise they are logged and receipted as dry_run (agents/sinks/channels/remediate.py).
     remediation_enabled: bool = False
 
     @classmethod

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agents.sinks import pagerduty, slack, teams, webhook
+from agents.sinks.channels import pagerduty, slack, teams, webhook
 from agents.sinks.base import TRUNCATION_MARK, HttpResponse, PermanentError, TransientError, default_registry
 from streams.receivers import Receiver
 from tests.sinks.fakes import validate_pagerduty, validate_slack, validate_teams

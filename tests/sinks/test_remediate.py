@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from agents.sinks.webhook import SIGNATURE_HEADER, verify
+from agents.sinks.channels.webhook import SIGNATURE_HEADER, verify
 from streams.receivers import Receiver
 from streams.routing import load_routing
 from streams.yamlfile import ConfigError

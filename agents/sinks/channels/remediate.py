@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from agents.sinks.base import HttpRequest, PermanentError, Sink, check_status
-from agents.sinks.webhook import SIGNATURE_HEADER, sign
+from agents.sinks.channels.webhook import SIGNATURE_HEADER, sign
 from streams.receivers import REMEDIATE_CHANNEL as CHANNEL
 from streams.receivers import Receiver
 

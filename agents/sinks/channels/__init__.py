@@ -1,0 +1,1 @@
+"""Channels: one module per channel opsloop delivers to (pure formatters)."""
