@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import faust
 
+from agents.sinks.channels import specs as channel_specs
 from streams import metrics
 from streams.acklinks import AckSettings
 from streams.app import Opsloop
@@ -168,7 +169,7 @@ class SilenceCache:
 
 def register(ops: Opsloop, classify: Classify | None = None, runbooks: RunbookSet | None = None) -> faust.types.AgentT:
     app, codec, settings = ops.app, ops.codec, ops.settings
-    rset = runbooks or load_runbook_set(settings.runbooks_dir)  # ConfigError (file:line) stops the worker
+    rset = runbooks or load_runbook_set(settings.runbooks_dir, channels=channel_specs())  # ConfigError (file:line) stops the worker
     _RUNBOOKS[app] = rset
     if classify is None:
         classify, _ = load_classify()

@@ -53,6 +53,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from agents.sinks.channels import specs as channel_specs
 from streams.app import Opsloop
 from streams.codec import CodecError
 from streams.digest import (
@@ -74,7 +75,7 @@ def register(ops: Opsloop, runbooks: RunbookSet | None = None) -> None:
     from agents.decide import runbooks_for
 
     app, codec, settings = ops.app, ops.codec, ops.settings
-    rset = runbooks or runbooks_for(app) or load_runbook_set(settings.runbooks_dir)  # ConfigError stops the worker
+    rset = runbooks or runbooks_for(app) or load_runbook_set(settings.runbooks_dir, channels=channel_specs())  # ConfigError stops the worker
     config, routing = rset.digest, rset.routing
     if not config.any_enabled:
         log.info("digest: no org gets a digest (%s)", config.path or "defaults")

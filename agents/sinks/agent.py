@@ -26,7 +26,8 @@ from typing import Any, Mapping
 
 import faust
 
-from agents.sinks.base import Sink, default_registry
+from agents.sinks import channels
+from agents.sinks.base import Channel
 from agents.sinks.delivery import Deliverer, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord
 from agents.sinks.ledger import Ledger
@@ -39,13 +40,15 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_sink_receivers(sink_settings: SinkSettings, settings: Settings) -> dict[str, Receiver]:
+def load_sink_receivers(sink_settings: SinkSettings, settings: Settings,
+                        registry: Mapping[str, Channel]) -> dict[str, Receiver]:
     """The routing file's receivers plus the built-in ``log`` (a broken file raises ConfigError)."""
     path = sink_settings.receivers_path(settings)
     if not path.exists():
         log.warning("no routing file at %s: only the built-in 'log' receiver is available", path)
         return builtin_receivers()
-    return {**builtin_receivers(), **load_receivers(path)}
+    specs = {name: channel.spec for name, channel in registry.items()}
+    return {**builtin_receivers(), **load_receivers(path, channels=specs)}
 
 
 class FaustEmitter:
@@ -70,11 +73,11 @@ def owner_id() -> str:
 
 def register(
     ops: Opsloop, *, sink_settings: SinkSettings | None = None, receivers: Mapping[str, Receiver] | None = None,
-    registry: Mapping[str, Sink] | None = None, environ: Mapping[str, str] | None = None,
+    registry: Mapping[str, Channel] | None = None, environ: Mapping[str, str] | None = None,
 ) -> faust.types.AgentT:
     sink_settings = sink_settings or SinkSettings.from_env()
-    receivers = dict(receivers) if receivers is not None else load_sink_receivers(sink_settings, ops.settings)
-    registry = dict(registry or default_registry())
+    registry = dict(registry or channels.registry())
+    receivers = dict(receivers) if receivers is not None else load_sink_receivers(sink_settings, ops.settings, registry)
     missing = sorted({r.channel for r in receivers.values()} - set(registry))
     if missing:
         raise LookupError(f"no sink registered for channel(s) {', '.join(missing)}")

@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from agents.sinks.base import default_registry
+from agents.sinks.channels import registry
 from agents.sinks.delivery import Deliverer, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, OutboxRecord
 from agents.sinks.ledger import Ledger
@@ -74,7 +74,7 @@ class Harness:
         self.ledger = Ledger(engine).create()
         self.deliverer = Deliverer(policy, environ=environ)
         self.dispatcher = Dispatcher(
-            receivers=receivers, registry=default_registry(), deliverer=self.deliverer, ledger=self.ledger,
+            receivers=receivers, registry=registry(), deliverer=self.deliverer, ledger=self.ledger,
             emitter=self.emitter, codec=self.codec, settings=SinkSettings(**settings), owner=owner,
         )
         self._offset = itertools.count()
