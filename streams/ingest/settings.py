@@ -1,9 +1,11 @@
 """Settings of the ingest process, read from ``OPSLOOP_INGEST_*`` when asked.
 
 Kafka connection settings stay in :class:`streams.settings.Settings` (shared with
-the workers); only what is particular to the HTTP front door lives here. Tokens and
-webhook secrets are ``SecretStr`` so a repr, a log line or a validation error can
-never print them.
+the workers); only what is particular to the HTTP front door lives here. Tokens
+are ``SecretStr`` so a repr, a log line or a validation error can never print them.
+Webhook secrets are not fields: each provider's comes from the variable its name
+derives (``OPSLOOP_INGEST_WEBHOOK_SECRET_<NAME>``, :func:`streams.ingest.webhooks.webhook_secrets`),
+also as ``SecretStr``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,6 @@ class IngestSettings(BaseSettings):
     # Bearer tokens of the unsigned endpoints, one per producer: "prometheus=s3cr3t,alertmanager=...".
     # OPSLOOP_INGEST_TOKEN_<NAME>=<token> variables add one producer each (see auth.producer_tokens).
     tokens: SecretStr = SecretStr("")
-    # One HMAC secret per signed-webhook provider.
-    webhook_secret_github: SecretStr = SecretStr("")
-    webhook_secret_pagerduty: SecretStr = SecretStr("")
 
     # The org of events whose sender does not name one (an `org` label or ?org=).
     default_org: str = "default"
