@@ -105,13 +105,14 @@ def verdicts_of(clf: Any, *, fallback: bool = False) -> Classify:
 
 def load_receivers(settings: Settings) -> dict[str, Receiver]:
     """The routing file's receivers plus the built-in ones (a broken file raises ConfigError)."""
+    from agents.sinks.channels import specs
     from streams.receivers import builtin_receivers, load_receivers as load
 
     path = settings.receivers_path()
     if not path.exists():
         log.warning("no routing file at %s: only the built-in 'log' receiver is available", path)
         return builtin_receivers()
-    return {**builtin_receivers(), **load(path)}
+    return {**builtin_receivers(), **load(path, channels=specs())}
 
 
 def declare_tables(kafka: KafkaApp) -> Tables:
@@ -133,7 +134,9 @@ def build_runtime(settings: Settings, *, replication: int | None = None, runbook
                   classify: Classify | None = None, receivers: Mapping[str, Receiver] | None = None) -> Runtime:
     """Build what the agents share; a broken runbook set or routing file raises ConfigError (file:line) here."""
     kafka = create_app(settings, replication=replication)
-    rset = runbooks or load_runbook_set(settings.runbooks_dir)
+    from agents.sinks.channels import specs
+
+    rset = runbooks or load_runbook_set(settings.runbooks_dir, channels=specs())
     source = "given"
     if classify is None:
         classify, source = load_classify()

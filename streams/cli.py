@@ -14,10 +14,13 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 
 from streams.errors import EXIT_DIFFERS, EXIT_INTERRUPTED, EXIT_NOT_FOUND, InvalidInputError, OpsloopError, exit_codes_help
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.receivers import ChannelSpec
 
 
 def _settings() -> Settings:
@@ -224,16 +227,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
 # -- runbooks, routing, silences (streams.runbook_cli) -----------------------------
 
 
+def channel_specs() -> dict[str, ChannelSpec]:
+    """The channels routing.yaml's receivers may name: the CLI, the top layer, asks agents (streams never does)."""
+    from agents.sinks.channels import specs
+
+    return specs()
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from streams.runbook_cli import run_check
 
-    return run_check(args.dir)
+    return run_check(args.dir, channel_specs())
 
 
 def cmd_route(args: argparse.Namespace) -> int:
     from streams.runbook_cli import run_route_test
 
-    return run_route_test(args.dir, args.labels, args.verify_receivers)
+    return run_route_test(args.dir, args.labels, channel_specs(), args.verify_receivers)
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
@@ -250,7 +260,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streams.replay import ReplayError, main as replay_main
 
     try:
-        return replay_main(_settings(), args.since, args.until, session=args.session, runbooks_dir=args.runbooks,
+        return replay_main(_settings(), args.since, args.until, channels=channel_specs(), session=args.session,
+                           runbooks_dir=args.runbooks,
                            model=args.model, as_json_output=args.json, baseline_dir=args.baseline_runbooks)
     except ReplayError as exc:
         print(f"opsloop: replay: {exc}", file=sys.stderr)

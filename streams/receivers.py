@@ -6,6 +6,12 @@ variable that holds it. Secret values are read only when a delivery needs them
 (:func:`resolve_secrets`), so they never sit in a config object, a record or a
 log line; a secret written into ``settings:`` is rejected at load, with file:line.
 
+Which channels exist, and what each needs, is not known here: the channel modules
+(``agents/sinks/channels/``, one file per channel) declare it as a :class:`ChannelSpec`,
+and every loader takes those specs as a parameter (``channels=``). ``streams`` never
+imports ``agents``; the callers (the CLI, the agents, the tests) pass
+``agents.sinks.channels.specs()``.
+
 The decide engine references receivers by name and validates those names against
 :func:`load_receivers`; the sinks deliver through them.
 """
@@ -15,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from streams.errors import InvalidInputError
 from streams.yamlfile import ConfigError, LineDict, check_keys, load_yaml, suggest
@@ -33,47 +39,43 @@ class RateLimit:
         return self.count / self.period_s
 
 
+class SettingError(InvalidInputError, ValueError):
+    """A channel's settings check rejects a value: ``key`` (None: the entry as a whole) and why.
+
+    The loader turns it into a ConfigError with the file and the line of that key.
+    """
+
+    def __init__(self, key: str | None, reason: str) -> None:
+        self.key, self.reason = key, reason
+        super().__init__(f"{key} {reason}" if key else reason)
+
+
+# The channel's own checks of its setting values: (settings, secrets) -> None, raising
+# SettingError. Both mappings are the receiver entry's as written (secrets hold env var names).
+SettingsCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], None]
+
+
 @dataclass(frozen=True)
 class ChannelSpec:
-    """What a channel needs from a receiver entry.
+    """What a channel needs from a receiver entry (declared by the channel's module).
 
     ``required`` names must be present as a setting or a secret; ``secret_only``
-    names must be secrets (an env var name), never plain settings.
+    names must be secrets (an env var name), never plain settings. ``check_settings``
+    type-checks the values where a wrong one would only fail at 3 a.m. on the first
+    delivery.
     """
 
     required: tuple[str, ...] = ()
     secret_only: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     default_rate: RateLimit | None = None
+    check_settings: SettingsCheck | None = None
 
 
 # The channel (and built-in receiver name) of runbook actions: credentials, not notifications.
 REMEDIATE_CHANNEL = "remediate"
 
-# Defaults follow the services' documented limits: Slack about one message per
-# second per incoming webhook, PagerDuty about 120 events per minute per routing key.
-CHANNELS: dict[str, ChannelSpec] = {
-    "slack": ChannelSpec(
-        required=("webhook_url",), secret_only=("webhook_url",),
-        optional=("mention_groups", "username", "icon_emoji"), default_rate=RateLimit(1, 1.0),
-    ),
-    "teams": ChannelSpec(required=("webhook_url",), secret_only=("webhook_url",), default_rate=RateLimit(4, 1.0)),
-    "pagerduty": ChannelSpec(
-        required=("routing_key",), secret_only=("routing_key",), optional=("url", "source", "client"),
-        default_rate=RateLimit(120, 60.0),
-    ),
-    "email": ChannelSpec(
-        required=("host", "from", "to"), secret_only=("password",),
-        optional=("port", "security", "username", "password", "timeout_s", "ca_file"), default_rate=RateLimit(10, 1.0),
-    ),
-    "webhook": ChannelSpec(required=("url", "signing_key"), secret_only=("signing_key",), optional=("event_type",)),
-    "log": ChannelSpec(),
-    # Runbook HTTP actions (agents/sinks/remediate.py); the endpoint comes from the runbook step.
-    REMEDIATE_CHANNEL: ChannelSpec(secret_only=("token", "signing_key"), optional=("token", "signing_key")),
-}
-
 RECEIVER_FIELDS = ("name", "channel", "settings", "secrets", "rate_limit")
-EMAIL_SECURITY = ("starttls", "tls", "none")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _RATE_UNITS = {"per_second": 1.0, "per_minute": 60.0, "per_hour": 3600.0}
@@ -110,12 +112,16 @@ def resolve_secrets(receiver: Receiver, environ: Mapping[str, str]) -> dict[str,
     return out
 
 
-def load_receivers(path: str | Path) -> dict[str, Receiver]:
-    """Receivers of a routing file's ``receivers:`` list (other top-level keys are ignored)."""
-    return receivers_from(load_yaml(path), path)
+def load_receivers(path: str | Path, *, channels: Mapping[str, ChannelSpec]) -> dict[str, Receiver]:
+    """Receivers of a routing file's ``receivers:`` list (other top-level keys are ignored).
+
+    ``channels``: every channel a receiver may name, with its spec
+    (``agents.sinks.channels.specs()``).
+    """
+    return receivers_from(load_yaml(path), path, channels=channels)
 
 
-def receivers_from(doc: Any, path: str | Path) -> dict[str, Receiver]:
+def receivers_from(doc: Any, path: str | Path, *, channels: Mapping[str, ChannelSpec]) -> dict[str, Receiver]:
     """Receivers of an already parsed routing document (for loaders that read the file once)."""
     if doc is None:
         return {}
@@ -128,7 +134,7 @@ def receivers_from(doc: Any, path: str | Path) -> dict[str, Receiver]:
         raise ConfigError(path, _line(doc, "receivers"), "receivers: expected a list")
     out: dict[str, Receiver] = {}
     for index, item in enumerate(items):
-        receiver = _receiver(path, item, index, _line(doc, "receivers"))
+        receiver = _receiver(path, item, index, _line(doc, "receivers"), channels)
         if receiver.name in out:
             raise ConfigError(path, item.line_of("name"), f"duplicate receiver name {receiver.name!r}")
         out[receiver.name] = receiver
@@ -139,7 +145,8 @@ def _line(mapping: Any, key: str) -> int | None:
     return mapping.line_of(key) if isinstance(mapping, LineDict) else None
 
 
-def _receiver(path: str | Path, item: Any, index: int, list_line: int | None) -> Receiver:
+def _receiver(path: str | Path, item: Any, index: int, list_line: int | None,
+              channels: Mapping[str, ChannelSpec]) -> Receiver:
     if not isinstance(item, LineDict):
         raise ConfigError(path, list_line, f"receivers[{index}]: expected a mapping with name and channel")
     what = f"receiver {item.get('name', index)!r}"
@@ -148,13 +155,13 @@ def _receiver(path: str | Path, item: Any, index: int, list_line: int | None) ->
     if not isinstance(name, str) or not _RECEIVER_NAME.match(name):
         raise ConfigError(path, item.line_of("name"), f"receivers[{index}]: name must be a word like 'infra-slack', got {name!r}")
     channel = item.get("channel")
-    if channel not in CHANNELS:
+    if channel not in channels:
         shown = channel if isinstance(channel, str) else repr(channel)
         raise ConfigError(
             path, item.line_of("channel"),
-            f"{what}: unknown channel {shown!r}{suggest(str(channel), CHANNELS)}; expected one of {', '.join(CHANNELS)}",
+            f"{what}: unknown channel {shown!r}{suggest(str(channel), channels)}; expected one of {', '.join(channels)}",
         )
-    spec = CHANNELS[channel]
+    spec = channels[channel]
     settings = _mapping(path, item, "settings", what)
     secrets = _mapping(path, item, "secrets", what)
     known = (*spec.required, *spec.secret_only, *spec.optional)
@@ -180,7 +187,7 @@ def _receiver(path: str | Path, item: Any, index: int, list_line: int | None) ->
         if key not in settings and key not in secrets:
             where = "secrets" if key in spec.secret_only else "settings (or secrets)"
             raise ConfigError(path, item.line_of("channel"), f"{what}: channel {channel} needs {key} under {where}")
-    _check_channel_settings(path, channel, settings, secrets, what)
+    _check_channel_settings(path, spec, settings, secrets, what)
     rate = _rate_limit(path, item, what) if "rate_limit" in item else spec.default_rate
     return Receiver(name=name, channel=channel, settings=dict(settings), secret_env=dict(secrets), rate_limit=rate)
 
@@ -196,28 +203,19 @@ def _mapping(path: str | Path, item: LineDict, key: str, what: str) -> LineDict:
     return value
 
 
-def _check_channel_settings(path: str | Path, channel: str, settings: LineDict, secrets: LineDict, what: str) -> None:
-    """Type checks where a wrong value would only fail at 3 a.m. on the first delivery."""
+def _check_channel_settings(path: str | Path, spec: ChannelSpec, settings: LineDict, secrets: LineDict, what: str) -> None:
+    """The channel's own value checks (its spec's ``check_settings``), then the ones every channel shares."""
     def fail(key: str, reason: str) -> None:
         raise ConfigError(path, settings.line_of(key), f"{what}: {key} {reason}")
 
-    if channel == "slack" and "mention_groups" in settings:
-        groups = settings["mention_groups"]
-        if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
-            fail("mention_groups", "must be a list of Slack user-group ids like S0123ABC")
-    if channel == "email":
-        if "port" in settings and (isinstance(settings["port"], bool) or not isinstance(settings["port"], int)
-                                   or not 0 < settings["port"] < 65536):
-            fail("port", f"must be a TCP port number, got {settings['port']!r}")
-        if settings.get("security", "starttls") not in EMAIL_SECURITY:
-            fail("security", f"must be one of {', '.join(EMAIL_SECURITY)}, got {settings['security']!r}")
-        to = settings["to"]
-        if isinstance(to, str):
-            to = [to]
-        if not isinstance(to, list) or not to or not all(isinstance(a, str) and "@" in a for a in to):
-            fail("to", "must be an address or a list of addresses")
-        if ("username" in settings or "username" in secrets) != ("password" in secrets):
-            raise ConfigError(path, secrets.line or settings.line, f"{what}: SMTP auth needs both username and password (or neither)")
+    if spec.check_settings is not None:
+        try:
+            spec.check_settings(settings, secrets)
+        except SettingError as exc:
+            if exc.key is None:
+                raise ConfigError(path, secrets.line or settings.line, f"{what}: {exc.reason}") from None
+            line = settings.line_of(exc.key) if exc.key in settings else secrets.line_of(exc.key)
+            raise ConfigError(path, line, f"{what}: {exc.key} {exc.reason}") from None
     for key in ("url",):
         if key in settings and not (isinstance(settings[key], str) and settings[key].startswith(("http://", "https://"))):
             fail(key, f"must be an http(s) URL, got {settings[key]!r}")

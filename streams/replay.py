@@ -21,6 +21,7 @@ from streams.errors import InvalidInputError
 from streams.compat import refresh_metadata
 from streams.codec import Codec, CodecError, default_codec
 from streams.decide import DECIDE_VERSION, Context, Verdict, configured_context
+from streams.receivers import ChannelSpec
 from streams.replay_compare import RecordedDecision, ReplayReport, WhatIf, replay, what_if
 from streams.runbooks import RunbookSet, load_runbook_set
 from streams.settings import AckSettings, Settings
@@ -225,8 +226,9 @@ def parse_time(text: str) -> int:
         raise ReplayError(f"not a time: {text!r} ({exc}); use ISO 8601, epoch ms or now-2h") from None
 
 
-def main(settings: Settings, since: str, until: str, *, session: str | None = None, runbooks_dir: str | None = None,
-         model: str | None = None, as_json_output: bool = False, baseline_dir: str | None = None) -> int:
+def main(settings: Settings, since: str, until: str, *, channels: Mapping[str, ChannelSpec], session: str | None = None,
+         runbooks_dir: str | None = None, model: str | None = None, as_json_output: bool = False,
+         baseline_dir: str | None = None) -> int:
     import asyncio
 
     from streams.cli import Progress
@@ -234,8 +236,8 @@ def main(settings: Settings, since: str, until: str, *, session: str | None = No
     since_ms, until_ms = parse_time(since), parse_time(until)
     if until_ms < since_ms:
         raise ReplayError("--until is before --since")
-    baseline = load_runbook_set(baseline_dir or settings.runbooks_dir)
-    changed = load_runbook_set(runbooks_dir) if runbooks_dir else None
+    baseline = load_runbook_set(baseline_dir or settings.runbooks_dir, channels=channels)
+    changed = load_runbook_set(runbooks_dir, channels=channels) if runbooks_dir else None
     classify = model_classify(model) if model else None
     bar: list[Progress] = []
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from streams.matchers import Matcher, MatcherError, equality_matchers, matches_all, parse_matcher
-from streams.receivers import Receiver, builtin_receivers, notify_refusal, receivers_from
+from streams.receivers import ChannelSpec, Receiver, builtin_receivers, notify_refusal, receivers_from
 from streams.yamlfile import ConfigError, LineDict, check_keys, load_yaml, parse_duration_ms
 
 SEVERITIES = ("info", "warning", "action", "urgent")
@@ -136,8 +136,11 @@ def default_routing() -> Routing:
 # -- loading ---------------------------------------------------------------------
 
 
-def load_routing(path: str | Path) -> Routing:
-    """Load and validate a routing file; any error is a ConfigError with file:line."""
+def load_routing(path: str | Path, *, channels: Mapping[str, ChannelSpec]) -> Routing:
+    """Load and validate a routing file; any error is a ConfigError with file:line.
+
+    ``channels``: the channels a receiver may name (``agents.sinks.channels.specs()``).
+    """
     path = Path(path)
     doc = load_yaml(path)
     if doc is None:
@@ -146,7 +149,7 @@ def load_routing(path: str | Path) -> Routing:
     if not isinstance(doc, LineDict):
         raise ConfigError(path, 1, "expected a mapping with receivers, route and inhibit_rules")
     check_keys(path, doc, TOP_FIELDS, "routing")
-    receivers = {**builtin_receivers(), **receivers_from(doc, path)}
+    receivers = {**builtin_receivers(), **receivers_from(doc, path, channels=channels)}
     raw_route = doc.get("route")
     if raw_route is None:
         route = Route(receiver="log", line=doc.line)

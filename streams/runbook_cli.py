@@ -10,9 +10,10 @@ chain and the grouping it gets. ``silence`` produces silence events.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from streams.errors import InvalidInputError
+from streams.receivers import ChannelSpec
 from streams.runbooks import ROUTE_RECEIVER, RunbookSet, load_runbook_set
 from streams.routing import SEVERITIES, routing_labels
 
@@ -132,8 +133,8 @@ def _classify(labels: dict[str, str], facts: dict[str, str], severity: str) -> t
     return p.category, p.severity, p.model_version
 
 
-def check(directory: str | Path) -> str:
-    return summary(load_runbook_set(directory))
+def check(directory: str | Path, channels: Mapping[str, ChannelSpec]) -> str:
+    return summary(load_runbook_set(directory, channels=channels))
 
 
 def verify_receivers(rset: RunbookSet, pairs: Sequence[str], expected: str) -> tuple[bool, str]:
@@ -147,19 +148,20 @@ def verify_receivers(rset: RunbookSet, pairs: Sequence[str], expected: str) -> t
 # -- handlers (streams.cli imports this module only when one of them runs) ---------------
 
 
-def run_check(directory: str | None) -> int:
+def run_check(directory: str | None, channels: Mapping[str, ChannelSpec]) -> int:
     from streams.settings import Settings
 
-    print(check(directory or Settings.from_env().runbooks_dir))
+    print(check(directory or Settings.from_env().runbooks_dir, channels))
     return 0
 
 
-def run_route_test(directory: str | None, pairs: Sequence[str], expect: str | None = None) -> int:
+def run_route_test(directory: str | None, pairs: Sequence[str], channels: Mapping[str, ChannelSpec],
+                   expect: str | None = None) -> int:
     import sys
 
     from streams.settings import Settings
 
-    rset = load_runbook_set(directory or Settings.from_env().runbooks_dir)
+    rset = load_runbook_set(directory or Settings.from_env().runbooks_dir, channels=channels)
     try:
         lines = route_test(rset, pairs)
     except UsageError as exc:

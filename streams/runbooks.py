@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 from streams.digest_config import DIGEST_FILE, DigestConfig, load_digest_config
 from streams.matchers import Matcher
-from streams.receivers import notify_refusal
+from streams.receivers import ChannelSpec, notify_refusal
 from streams.routing import (
     SEVERITIES, Routing, default_routing, load_routing, parse_match_maps, parse_matcher_list,
 )
@@ -237,8 +237,11 @@ def builtin_set() -> RunbookSet:
 # -- loading ---------------------------------------------------------------------
 
 
-def load_runbook_set(directory: str | Path) -> RunbookSet:
-    """Load and validate every file of a runbook directory (ConfigError file:line on the first error)."""
+def load_runbook_set(directory: str | Path, *, channels: Mapping[str, ChannelSpec]) -> RunbookSet:
+    """Load and validate every file of a runbook directory (ConfigError file:line on the first error).
+
+    ``channels``: the channels routing.yaml's receivers may name (``agents.sinks.channels.specs()``).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError(directory, None, "runbook directory does not exist")
@@ -249,7 +252,7 @@ def load_runbook_set(directory: str | Path) -> RunbookSet:
     for p in files:
         digest.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     routing_path = directory / ROUTING_FILE
-    routing = load_routing(routing_path) if routing_path.exists() else default_routing()
+    routing = load_routing(routing_path, channels=channels) if routing_path.exists() else default_routing()
     maintenance = load_maintenance(directory / MAINTENANCE_FILE) if (directory / MAINTENANCE_FILE).exists() else ()
     runbooks = []
     names: dict[str, str] = {}

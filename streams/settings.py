@@ -74,7 +74,7 @@ class SinkSettings(BaseSettings):
     # Effects read from outbox and not yet settled, over all destinations (back-pressure on the reader).
     max_in_flight: int = 5000
     # Runbook remediations are called only when this is true AND the step says dry_run: false;
-    # otherwise they are logged and receipted as dry_run (agents/sinks/remediate.py).
+    # otherwise they are logged and receipted as dry_run (agents/sinks/channels/remediate.py).
     remediation_enabled: bool = False
 
     @property
@@ -95,9 +95,8 @@ class IngestSettings(BaseSettings):
     # Bearer tokens of the unsigned endpoints, one per producer: "prometheus=s3cr3t,alertmanager=...".
     # OPSLOOP_INGEST_TOKEN_<NAME>=<token> variables add one producer each (see auth.producer_tokens).
     tokens: SecretStr = SecretStr("")
-    # One HMAC secret per signed-webhook provider.
-    webhook_secret_github: SecretStr = SecretStr("")
-    webhook_secret_pagerduty: SecretStr = SecretStr("")
+    # Each signed-webhook provider's HMAC secret is OPSLOOP_INGEST_WEBHOOK_SECRET_<NAME>, read when
+    # ingest starts (streams.ingest.webhooks.webhook_secrets): a provider is one entry, no field here.
 
     # The org of events whose sender does not name one (an `org` label or ?org=).
     default_org: str = "default"
@@ -196,9 +195,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret this process holds, for the log redaction filter."""
         values = [self.kafka_sasl_password.get_secret_value(), self.database_url.get_secret_value(),
-                  self.sinks.database_url.get_secret_value(), self.ack.secret.get_secret_value(),
-                  self.ingest.tokens.get_secret_value(), self.ingest.webhook_secret_github.get_secret_value(),
-                  self.ingest.webhook_secret_pagerduty.get_secret_value()]
+                  self.sinks.database_url.get_secret_value(), self.ack.secret.get_secret_value()]
         url = self.database_url.get_secret_value()
         if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
             values.append(url.split("@", 1)[0].split("//", 1)[-1].split(":", 1)[1])  # the password alone

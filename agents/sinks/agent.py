@@ -26,7 +26,8 @@ from typing import Any, Mapping
 
 import faust
 
-from agents.sinks.base import Sink, default_registry
+from agents.sinks import channels
+from agents.sinks.base import Channel
 from agents.sinks.delivery import Deliverer, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord
 from agents.sinks.ledger import Ledger
@@ -57,11 +58,11 @@ def owner_id() -> str:
 
 
 def register(
-    rt: Runtime, *, registry: Mapping[str, Sink] | None = None, environ: Mapping[str, str] | None = None,
+    rt: Runtime, *, registry: Mapping[str, Channel] | None = None, environ: Mapping[str, str] | None = None,
 ) -> faust.types.AgentT:
     sink_settings = rt.settings.sinks
     receivers = rt.receivers
-    registry = dict(registry or default_registry())
+    registry = dict(registry or channels.registry())
     missing = sorted({r.channel for r in receivers.values()} - set(registry))
     if missing:
         raise LookupError(f"no sink registered for channel(s) {', '.join(missing)}")

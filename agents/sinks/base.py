@@ -1,11 +1,13 @@
-"""The sink contract: a pure formatter per channel plus one registration.
+"""The sink contract: a channel is a settings schema, a pure formatter and a judge of the answer.
 
-A :class:`Sink` turns a notify effect and its receiver into a request (HTTP, SMTP
-or a log line) and judges the service's answer. It does no I/O: the shared
-delivery client (``agents.sinks.delivery``) sends, retries, rate-limits and parks
-destinations; the dispatcher (``agents.sinks.dispatch``) owns the ledger, the
-receipts and the dead letters. Adding a channel is one module with a ``SINK`` and
-one line in :func:`default_registry`.
+A :class:`Channel` declares what a receiver of it must configure (a
+:class:`streams.receivers.ChannelSpec`), turns a notify effect and its receiver into a
+request (HTTP, SMTP or a log line) and judges the service's answer. It does no I/O:
+the shared delivery client (``agents.sinks.delivery``) sends, retries, rate-limits
+and parks destinations; the dispatcher (``agents.sinks.dispatch``) owns the ledger,
+the receipts and the dead letters. Adding a channel is one module in
+``agents/sinks/channels/`` defining ``CHANNEL``; the registry there finds it. This
+module imports no channel.
 
 Outcomes are exceptions carrying what the retry policy needs:
 :class:`TransientError` (retry, maybe after ``retry_after``), :class:`PermanentError`
@@ -19,7 +21,7 @@ from email.message import EmailMessage
 from typing import Any, Callable, Mapping, Union
 
 from streams.errors import DeliveryError
-from streams.receivers import Receiver
+from streams.receivers import ChannelSpec, Receiver
 
 # Severity of an effect → a colour, shared by the chat formatters.
 SEVERITY_COLOURS = {"info": "#439FE0", "warning": "#ECB22E", "action": "#E8912D", "urgent": "#E01E5A"}
@@ -121,21 +123,37 @@ def check_status(response: HttpResponse) -> None:
 
 
 @dataclass(frozen=True)
-class Sink:
-    """One channel: a pure formatter and a pure judge of the answer.
+class Channel:
+    """One channel: its receivers' settings schema, a pure formatter and a pure judge of the answer.
+
+    ``spec``: what a receiver of this channel configures (required, secret-only and
+    optional settings, the default rate limit, the check of the values); the routing
+    loaders validate receivers against it.
 
     ``idempotent``: the service deduplicates a repeated request (PagerDuty by
     dedup_key; the generic webhook carries an Idempotency-Key), so an unknown
     outcome may be retried freely. Slack, Teams and email may not.
     """
 
-    channel: str
+    name: str
+    spec: ChannelSpec
     render: Render
     check: Check = check_status
     idempotent: bool = False
     # Deliver once through the ledger. Only a sink whose repeat is harmless and local
     # (the log line) skips it, so it costs no SQL round trips at the volume of every effect.
     ledger: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"Channel.name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.spec, ChannelSpec):
+            raise TypeError(f"channel {self.name!r}: spec must be a ChannelSpec, got {type(self.spec).__name__}")
+        for attr in ("render", "check"):
+            if not callable(getattr(self, attr)):
+                raise TypeError(f"channel {self.name!r}: {attr} must be callable")
+        if self.spec.check_settings is not None and not callable(self.spec.check_settings):
+            raise TypeError(f"channel {self.name!r}: spec.check_settings must be callable")
 
 
 def trim(text: str, limit: int) -> str:
@@ -150,11 +168,3 @@ def notify_of(effect: Mapping[str, Any]) -> Mapping[str, Any]:
     if not notify:
         raise PermanentError(f"effect {effect.get('effect_id')} of type notify has no notify part")
     return notify
-
-
-def default_registry() -> dict[str, Sink]:
-    """Every channel opsloop delivers to (an explicit dict, not string-built imports)."""
-    from agents.sinks import email, log, pagerduty, remediate, slack, teams, webhook
-
-    sinks = (slack.SINK, teams.SINK, pagerduty.SINK, email.SINK, webhook.SINK, log.SINK, remediate.SINK)
-    return {sink.channel: sink for sink in sinks}

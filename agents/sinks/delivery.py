@@ -40,7 +40,7 @@ from tenacity import (
 )
 
 from agents.sinks.base import (
-    AmbiguousError, DeliveryError, HttpRequest, HttpResponse, LogRequest, PermanentError, Request, Sink,
+    AmbiguousError, Channel, DeliveryError, HttpRequest, HttpResponse, LogRequest, PermanentError, Request,
     SmtpRequest, TransientError,
 )
 from agents.sinks.redact import redact, remember
@@ -124,7 +124,7 @@ class Destination:
     """What one receiver shares across its deliveries: limit, pause, breaker."""
 
     receiver: Receiver
-    sink: Sink
+    sink: Channel
     breaker: Breaker
     limiter: AsyncLimiter | None = None
     paused_until: float = 0.0  # monotonic; set by a 429's Retry-After
@@ -189,7 +189,7 @@ class Deliverer:
             await self._http.aclose()
             self._http = None
 
-    def destination(self, receiver: Receiver, sink: Sink) -> Destination:
+    def destination(self, receiver: Receiver, sink: Channel) -> Destination:
         p = self.policy
         return Destination(receiver=receiver, sink=sink, limiter=make_limiter(receiver.rate_limit),
                            breaker=Breaker(p.breaker_threshold, p.breaker_cooldown_s, p.breaker_cooldown_max_s, self.clock))

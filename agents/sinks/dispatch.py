@@ -12,7 +12,7 @@ single unacked offset at the head of a partition.)
 
 Remediate effects take the same path to their action's destination
 (``remediate:<action>``) when this worker may call them; otherwise they settle at
-once with a ``dry_run`` receipt (:mod:`agents.sinks.remediate`).
+once with a ``dry_run`` receipt (:mod:`agents.sinks.channels.remediate`).
 
 Back-pressure: at most ``max_in_flight`` unsettled records in all; a destination
 whose queue reaches ``backlog_per_destination`` gets further effects dead-lettered
@@ -27,8 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable, Mapping, Protocol, TypeVar
 
-from agents.sinks import remediate
-from agents.sinks.base import Sink
+from agents.sinks.base import Channel
+from agents.sinks.channels import remediate
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
 from agents.sinks.redact import redact
@@ -37,7 +37,7 @@ from streams import metrics
 from streams.codec import Codec, CodecError
 from streams.deadletter import dead_letter
 from streams.producer import now_ms
-from streams.receivers import Receiver
+from streams.receivers import REMEDIATE_CHANNEL, Receiver
 
 log = logging.getLogger(__name__)
 notifications = logging.getLogger("opsloop.notifications")
@@ -110,7 +110,7 @@ class _DestinationWorker:
 
 class Dispatcher:
     def __init__(
-        self, *, receivers: Mapping[str, Receiver], registry: Mapping[str, Sink], deliverer: Deliverer,
+        self, *, receivers: Mapping[str, Receiver], registry: Mapping[str, Channel], deliverer: Deliverer,
         ledger: Ledger, emitter: Emitter, codec: Codec, settings: SinkSettings, owner: str,
         ledger_retry_s: float = 1.0,
     ) -> None:
@@ -151,18 +151,18 @@ class Dispatcher:
         return await self._enqueue(record, effect, target, receiver, done)
 
     async def _submit_remediation(self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future) -> asyncio.Future:
-        """A runbook action: called only when the step and this worker both allow it (see agents.sinks.remediate)."""
+        """A runbook action: called only when the step and this worker both allow it (see agents.sinks.channels.remediate)."""
         action = effect["remediate"]
-        target = (remediate.CHANNEL, f"{remediate.CHANNEL}:{action['action']}")
+        target = (REMEDIATE_CHANNEL, f"{REMEDIATE_CHANNEL}:{action['action']}")
         why = remediate.held(action, self.settings.remediation_enabled)
         if why:
             notifications.info("%s: dry run (%s): %s", target[1], why, redact(remediate.describe(effect)))
             await self._receipt(effect, *target, Outcome("dry_run", 0))
             return self._settle(done, "dry_run")
-        base = self.receivers.get(remediate.CHANNEL)
-        if base is None or base.channel != remediate.CHANNEL:
+        base = self.receivers.get(REMEDIATE_CHANNEL)
+        if base is None or base.channel != REMEDIATE_CHANNEL:
             return await self._refuse(record, effect, target, done,
-                                      f"receiver {remediate.CHANNEL!r} must have channel {remediate.CHANNEL!r}", "ChannelMismatch")
+                                      f"receiver {REMEDIATE_CHANNEL!r} must have channel {REMEDIATE_CHANNEL!r}", "ChannelMismatch")
         return await self._enqueue(record, effect, target, replace(base, name=target[1]), done)
 
     async def _enqueue(self, record: OutboxRecord, effect: dict[str, Any], target: tuple[str, str], receiver: Receiver,
@@ -193,7 +193,7 @@ class Dispatcher:
         await self._dead_letter(record, reason, error_type, f"sink:{channel}")
         return self._settle(done, "dead")
 
-    def _worker(self, receiver: Receiver, sink: Sink) -> _DestinationWorker:
+    def _worker(self, receiver: Receiver, sink: Channel) -> _DestinationWorker:
         worker = self._workers.get(receiver.name)
         if worker is None:
             worker = _DestinationWorker(self.deliverer.destination(receiver, sink))

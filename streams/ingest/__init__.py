@@ -17,8 +17,9 @@ Configuration (environment; see :mod:`streams.ingest.settings`):
   token per producer for the unsigned endpoints. 401 without a token, 403
   with a wrong one; compared in constant time; never logged (logs and metrics name
   the producer, not its token).
-* ``OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB``, ``OPSLOOP_INGEST_WEBHOOK_SECRET_PAGERDUTY``:
-  the HMAC secret of each signed-webhook provider; a provider without one is off (404).
+* ``OPSLOOP_INGEST_WEBHOOK_SECRET_<PROVIDER>`` (``..._GITHUB``, ``..._PAGERDUTY``):
+  the HMAC secret of each signed-webhook provider, the variable derived from the
+  provider's name in ``streams.ingest.webhooks.PROVIDERS``; a provider without one is off (404).
 * ``OPSLOOP_INGEST_SESSIONS_FILE`` (default ``runbooks/sessions.yaml``): session-key rules.
 * ``OPSLOOP_INGEST_MAX_BODY_BYTES`` (1 MiB), ``..._SEND_TIMEOUT_S`` (5),
   ``..._MAX_IN_FLIGHT`` (20000), ``..._RETRY_AFTER_S`` (5), ``..._HOST``, ``..._PORT`` (8080).

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from prometheus_client import generate_latest
@@ -34,7 +34,7 @@ from streams.ingest.pipeline import INGEST, Ingest
 from streams.ingest.publisher import Publisher
 from streams.ingest.scans import post_scan
 from streams.ingest.sessions import load_session_rules
-from streams.ingest.webhooks import post_webhook
+from streams.ingest.webhooks import post_webhook, webhook_secrets
 from streams.metrics import EVENTS_REJECTED
 from streams.metrics import render as render_shared_metrics
 from streams.settings import IngestSettings, Settings
@@ -44,17 +44,17 @@ log = logging.getLogger("streams.ingest")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def build_ingest(settings: Settings) -> Ingest:
-    """Read tokens, secrets and session rules now; a bad value fails here, at start-up."""
+def build_ingest(settings: Settings, environ: Mapping[str, str] | None = None) -> Ingest:
+    """Read tokens, secrets and session rules now; a bad value fails here, at start-up.
+
+    ``environ`` (``os.environ`` by default) holds the per-producer token variables and
+    each webhook provider's secret variable (``OPSLOOP_INGEST_WEBHOOK_SECRET_<NAME>``).
+    """
     config = settings.ingest
-    tokens = producer_tokens(config.tokens.get_secret_value(), os.environ)
-    secrets = {
-        name: value.get_secret_value().encode()
-        for name, value in (("github", config.webhook_secret_github), ("pagerduty", config.webhook_secret_pagerduty))
-        if value.get_secret_value()
-    }
+    environ = os.environ if environ is None else environ
+    tokens = producer_tokens(config.tokens.get_secret_value(), environ)
     rules = load_session_rules(settings.sessions_path())
-    return Ingest(settings, config, TokenAuth(tokens), secrets, rules, Publisher(settings, config))
+    return Ingest(settings, config, TokenAuth(tokens), webhook_secrets(environ), rules, Publisher(settings, config))
 
 
 # For opsloop_events_rejected_total{kind, reason} (streams.metrics, shared with the dashboard).
@@ -105,11 +105,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=shared + generate_latest(ingest.metrics.registry), headers={"Content-Type": content_type})
 
 
-def create_app(settings: Settings, config: IngestSettings | None = None) -> web.Application:
+def create_app(settings: Settings, config: IngestSettings | None = None,
+               environ: Mapping[str, str] | None = None) -> web.Application:
     """The ingest app of ``settings`` (``config``, when given, replaces its ``ingest`` section)."""
     if config is not None:
         settings = settings.model_copy(update={"ingest": config})
-    ingest = build_ingest(settings)
+    ingest = build_ingest(settings, environ)
     app = web.Application(middlewares=[answer_errors])
     app[INGEST] = ingest
     app.router.add_post("/api/v2/alerts", post_prometheus_alerts, name="prometheus")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from streams.codec import Codec, CodecError, default_codec
 from streams.ingest.auth import TokenAuth
@@ -37,7 +38,7 @@ class Ingest:
     settings: Settings
     config: IngestSettings
     auth: TokenAuth
-    webhook_secrets: Mapping[str, bytes]
+    webhook_secrets: Mapping[str, SecretStr]  # provider -> HMAC secret (streams.ingest.webhooks.webhook_secrets)
     rules: Sequence[SessionRule]
     publisher: Publisher
     metrics: IngestMetrics = field(default_factory=IngestMetrics)

@@ -1,8 +1,11 @@
 """Signed webhooks in: ``POST /ingest/webhook/{provider}``.
 
-Each provider has one shared secret from the environment
-(``OPSLOOP_INGEST_WEBHOOK_SECRET_<PROVIDER>``) and signs the raw body with
-HMAC-SHA256 in a header: GitHub ``X-Hub-Signature-256: sha256=<hex>``, PagerDuty
+A provider is one entry of :data:`PROVIDERS`: its name, its signature header and
+prefix, its parser. Its shared secret comes from the environment variable derived
+from the name, ``OPSLOOP_INGEST_WEBHOOK_SECRET_<NAME>`` (``OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB``
+for ``github``), read once when ingest starts (:func:`webhook_secrets`) and kept as a
+``SecretStr``, so no repr, log line or error shows it. The provider signs the raw body
+with HMAC-SHA256 in a header: GitHub ``X-Hub-Signature-256: sha256=<hex>``, PagerDuty
 v3 ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>]``. The signature is checked over
 the bytes as received, before any parsing. A provider not in :data:`PROVIDERS` is
 404, as is a known one without a secret configured (it is not enabled).
@@ -21,10 +24,13 @@ PagerDuty event id), which a provider's redelivery keeps.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from streams.ingest.auth import verify_signature
 from streams.ingest.errors import BadRequest, NotFound
@@ -47,12 +53,26 @@ class Ignored:
 Parse = Callable[..., "dict[str, Any] | Ignored"]
 
 
+SECRET_VARIABLE_PREFIX = "OPSLOOP_INGEST_WEBHOOK_SECRET_"
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
 @dataclass(frozen=True)
 class Provider:
-    name: str
+    """One signed-webhook provider: all opsloop needs to know of it, secret variable included."""
+
+    name: str  # the URL's {provider}; its secret is OPSLOOP_INGEST_WEBHOOK_SECRET_<NAME upper>
     signature_header: str
     signature_prefix: str
     parse: Parse
+
+    def __post_init__(self) -> None:
+        if not _PROVIDER_NAME.match(self.name):
+            raise ValueError(f"webhook provider name {self.name!r}: lower-case letters, digits and _ (it names an env var)")
+
+    @property
+    def secret_variable(self) -> str:
+        return secret_variable(self.name)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -187,14 +207,29 @@ def _webhook_event(
     }
 
 
+# Adding a provider is one entry here (and its parser); its secret variable follows from the name.
 PROVIDERS: dict[str, Provider] = {
-    "github": Provider("github", "X-Hub-Signature-256", "sha256=", github_event),
-    "pagerduty": Provider("pagerduty", "X-PagerDuty-Signature", "v1=", pagerduty_event),
+    p.name: p for p in (
+        Provider("github", "X-Hub-Signature-256", "sha256=", github_event),
+        Provider("pagerduty", "X-PagerDuty-Signature", "v1=", pagerduty_event),
+    )
 }
 
 
 def secret_variable(provider: str) -> str:
-    return f"OPSLOOP_INGEST_WEBHOOK_SECRET_{provider.upper()}"
+    """The environment variable holding ``provider``'s HMAC secret."""
+    return f"{SECRET_VARIABLE_PREFIX}{provider.upper()}"
+
+
+def webhook_secrets(environ: Mapping[str, str] | None = None) -> dict[str, SecretStr]:
+    """The secret of every provider in :data:`PROVIDERS` that has one set (others are off).
+
+    Read from ``environ`` (``os.environ`` by default) when called, which is once, when
+    ingest starts; each value is a ``SecretStr`` and nothing here logs.
+    """
+    environ = os.environ if environ is None else environ
+    found = {name: environ.get(provider.secret_variable, "") for name, provider in PROVIDERS.items()}
+    return {name: SecretStr(value) for name, value in found.items() if value}
 
 
 # -- view ------------------------------------------------------------------------------
@@ -208,10 +243,10 @@ async def post_webhook(request: web.Request) -> web.Response:
         raise NotFound(f"unknown webhook provider {name[:40]!r}; known: {', '.join(sorted(PROVIDERS))}")
     secret = ingest.webhook_secrets.get(name)
     if not secret:
-        raise NotFound(f"webhook provider {name!r} is not enabled (set {secret_variable(name)})")
+        raise NotFound(f"webhook provider {name!r} is not enabled (set {provider.secret_variable})")
     raw = await ingest.read_body(request)
     verify_signature(
-        secret, raw, request.headers.get(provider.signature_header),
+        secret.get_secret_value().encode(), raw, request.headers.get(provider.signature_header),
         header_name=provider.signature_header, prefix=provider.signature_prefix,
     )
     result = provider.parse(request.headers, raw, parse_json(raw), org=ingest.org(request), received_at=now(), rules=ingest.rules)

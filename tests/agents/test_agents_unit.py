@@ -18,15 +18,13 @@ from agents.scheduler import Scheduler
 from agents.timers import Ticker
 from streams.batchsend import partition_for_key
 from streams.codec import default_codec
-from streams.decide import Verdict
 from streams.digest import delta, digest_item
-from streams.runbooks import load_runbook_set
 from streams.settings import Settings, TimerSettings
 from streams.timers import PartitionClock, cron_event
-from tests.decide.helpers import MIN, RUNBOOKS, T0, URGENT_DOWN, alert, webhook
+from tests.decide.helpers import MIN, T0, URGENT_DOWN, alert, starter_set, webhook
 
 CODEC = default_codec()
-RSET = load_runbook_set(RUNBOOKS)
+RSET = starter_set()
 
 
 @dataclass

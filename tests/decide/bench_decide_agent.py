@@ -48,9 +48,10 @@ def storm(n: int, t0: int) -> list[dict]:
 def pure_rate(events: list[dict]) -> tuple[float, float]:
     from agents.runtime import load_classify
     from streams.decide import Context, decide
+    from agents.sinks.channels import specs
     from streams.runbooks import load_runbook_set
 
-    rset = load_runbook_set(Settings.from_env().runbooks_dir)
+    rset = load_runbook_set(Settings.from_env().runbooks_dir, channels=specs())
     classify, _ = load_classify()
     codec = default_codec()
     verdicts = classify(events)

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from agents.sinks.channels import specs
 from streams.decide import Context, Decision, Verdict, decide
 from streams.records import derived_id
 from streams.runbooks import RunbookSet, load_runbook_set
@@ -25,7 +26,7 @@ SESSION = "acme:alert:TargetDown:api"
 
 
 def starter_set() -> RunbookSet:
-    return load_runbook_set(RUNBOOKS)
+    return load_runbook_set(RUNBOOKS, channels=specs())
 
 
 def alert(name: str = "PrometheusTargetMissing", *, status: str = "firing", at: int = T0, instance: str = "api-1:9100",

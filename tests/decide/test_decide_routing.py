@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.sinks.channels import specs
 from streams.matchers import MatcherError, matches_all, parse_matcher
 from streams.routing import load_routing
 from streams.yamlfile import ConfigError
@@ -59,7 +60,7 @@ route:
       receiver: c
     - matchers: ['team="y"']
       receiver: a
-"""))
+"""), channels=specs())
     assert r.receivers_for({"team": "x"}) == ["b", "c"]
     assert r.receivers_for({"team": "y"}) == ["c"]
     assert r.receivers_for({"team": "z"}) == ["a"]
@@ -79,7 +80,7 @@ route:
       routes:
         - matchers: ['severity="urgent"']
           group_interval: 1m
-"""))
+"""), channels=specs())
     [m] = r.match({"kind": "scan", "severity": "urgent"})
     assert (m.receiver, m.timing.group_interval, m.timing.repeat_interval) == ("b", 60_000, 3_600_000)
 
@@ -96,7 +97,7 @@ route:
 def test_routing_errors_name_file_line_and_reason(tmp_path, text, line, reason):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        load_routing(path)
+        load_routing(path, channels=specs())
     assert err.value.line == line and reason in err.value.reason
     assert str(err.value).startswith(f"{path}:{line}: ")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.sinks.channels import specs
 from classifier.taxonomy import CATEGORIES
 from streams.runbooks import load_runbook_set
 from streams.yamlfile import ConfigError
@@ -17,7 +18,7 @@ REQUIRED = {"high-cpu", "memory-oom", "disk-filling", "target-down", "certificat
 
 
 def test_starter_set_loads_and_covers_the_issue_list():
-    rset = load_runbook_set(RUNBOOKS)
+    rset = load_runbook_set(RUNBOOKS, channels=specs())
     names = {rb.name for rb in rset.runbooks}
     assert REQUIRED <= names
     for rb in rset.runbooks:
@@ -36,7 +37,7 @@ def test_starter_runbooks_take_real_catalogue_alerts():
     from classifier.keyword import KeywordClassifier
     from streams.routing import routing_labels
 
-    rset = load_runbook_set(RUNBOOKS)
+    rset = load_runbook_set(RUNBOOKS, channels=specs())
     wanted = {"Host high CPU load": "high-cpu", "Host out of memory": "memory-oom", "Host out of disk space": "disk-filling",
               "Prometheus target missing": "target-down", "Blackbox SSL certificate expired": "certificate-expiry",
               "Nginx high HTTP 5xx error rate": "error-rate-latency"}
@@ -90,7 +91,7 @@ def test_broken_runbook_is_rejected_with_file_line_reason(broken, name, text, li
     directory, write = broken
     path = write(name, text)
     with pytest.raises(ConfigError) as err:
-        load_runbook_set(directory)
+        load_runbook_set(directory, channels=specs())
     assert err.value.path == str(path)
     assert err.value.line == line, str(err.value)
     assert reason in err.value.reason
@@ -108,7 +109,7 @@ def test_broken_companion_files_are_rejected(broken, name, text, line, reason):
     directory, write = broken
     path = write(name, text)
     with pytest.raises(ConfigError) as err:
-        load_runbook_set(directory)
+        load_runbook_set(directory, channels=specs())
     assert (err.value.path, err.value.line) == (str(path), line), str(err.value)
     assert reason in err.value.reason
 
@@ -117,14 +118,14 @@ def test_yml_files_are_not_silently_ignored(broken):
     directory, write = broken
     write("stray.yml", "name: stray\n")
     with pytest.raises(ConfigError, match="use the .yaml extension"):
-        load_runbook_set(directory)
+        load_runbook_set(directory, channels=specs())
 
 
 def test_version_changes_with_any_file(broken):
     directory, write = broken
-    before = load_runbook_set(directory).version
+    before = load_runbook_set(directory, channels=specs()).version
     write("extra.yaml", "name: extra\nmatch: {category: network}\n")
-    assert load_runbook_set(directory).version != before
+    assert load_runbook_set(directory, channels=specs()).version != before
 
 
 def test_a_worker_does_not_start_on_a_broken_set(broken, monkeypatch):

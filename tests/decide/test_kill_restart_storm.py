@@ -22,50 +22,14 @@ does not use yet.
 from __future__ import annotations
 
 import asyncio
-import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.settings import Settings
+import pytest
+
 from streams.topics import EVENT_TOPICS
 from tests.replay.traffic import produce, traffic, wait_decided
+from tests.support.quiescence import wait_committed
 
 pytestmark = pytest.mark.integration
-
-
-async def commit_lag(settings: Settings) -> dict[str, int]:
-    """Records not yet covered by the group's committed offset, per event partition (only those behind)."""
-    config = settings.kafka_client_config()
-    admin = AIOKafkaAdminClient(**config)
-    consumer = AIOKafkaConsumer(**config, enable_auto_commit=False, group_id=None)
-    await admin.start()
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/reader.py: no public refresh
-        committed = {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(settings.app_id)).items()}
-        tps = [TopicPartition(settings.topic_prefix + t, p)
-               for t in EVENT_TOPICS for p in consumer.partitions_for_topic(settings.topic_prefix + t) or ()]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-        await admin.close()
-    return {f"{tp.topic}[{tp.partition}]": end - max(committed.get(tp, 0), 0)
-            for tp, end in ends.items() if end > max(committed.get(tp, 0), 0)}
-
-
-def wait_committed(settings: Settings, timeout: float) -> None:
-    async def run() -> None:
-        lag: dict[str, int] = {}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            lag = await commit_lag(settings)
-            if not lag:
-                return
-            await asyncio.sleep(0.5)  # polling the broker for a condition, with a deadline
-        raise AssertionError(f"after {timeout}s the group's commits still trail the log: {lag}")
-
-    asyncio.run(run())
 
 
 def test_two_kills_lose_no_event_and_commits_reach_the_end(topics, worker_factory):
@@ -87,7 +51,7 @@ def test_two_kills_lose_no_event_and_commits_reach_the_end(topics, worker_factor
     worker_factory()
     produce(settings, parts[2])
     records = wait_decided(settings, {e["event_id"] for e in events}, timeout=180)
-    wait_committed(settings, timeout=60)
+    asyncio.run(wait_committed(settings, EVENT_TOPICS, timeout=60, what="the group's commits after two kills"))
 
     decided = {r.value["event_id"] for r in records if r.topic == "decisions"}
     assert {e["event_id"] for e in events} <= decided

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.sinks.channels import specs
 from streams.cli import main
 from streams.digest_config import DigestConfig, load_digest_config
 from streams.runbooks import load_runbook_set
@@ -23,7 +24,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_overrides_and_the_shipped_file(tmp_path):
-    assert load_runbook_set(ROOT / "runbooks").digest.for_org("anyone").hour == 8
+    assert load_runbook_set(ROOT / "runbooks", channels=specs()).digest.for_org("anyone").hour == 8
     config = load_digest_config(write(tmp_path, (
         "default: {hour: 7, timezone: Europe/Berlin, enabled: false}\n"
         "digests:\n"

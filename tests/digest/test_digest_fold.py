@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from agents.sinks.channels import specs
 from streams.codec import default_codec
 from streams.digest import (
     DigestCounts, caught_up, delta, digest_effects, due_digest, fold_delta, group_items, org_of_session, utc_ms,
@@ -117,7 +118,7 @@ def test_effects_follow_the_routing_tree_with_stable_ids(tmp_path: Path):
         "    - matchers: ['category=\"digest\"', 'org=\"acme\"']\n      receiver: ops-teams\n      continue: true\n"
         "    - matchers: ['category=\"digest\"', 'org=\"acme\"']\n      receiver: mail\n"
         "    - matchers: ['severity=\"info\"']\n      receiver: log\n")
-    routing = load_routing(path)
+    routing = load_routing(path, channels=specs())
     counts = DigestCounts(events=1)
     acme = digest_effects("acme", "2026-11-21", counts, routing, created_at=1)
     assert [(e["notify"]["receiver"], e["notify"]["channel"]) for e in acme] == [("ops-teams", "teams"), ("mail", "email")]

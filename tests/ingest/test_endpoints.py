@@ -152,8 +152,8 @@ def test_healthz_and_readyz(ingest_server, http):
 def _in_process(module_env: dict[str, str], prefix: str | None = None, **config: object):
     env = {**module_env, **({"OPSLOOP_TOPIC_PREFIX": prefix} if prefix else {})}
     tokens = ",".join(f"{k}={v}" for k, v in TOKENS.items())
-    return create_app(settings_for(env), IngestSettings(
-        tokens=tokens, webhook_secret_github=GITHUB_SECRET, webhook_secret_pagerduty=PAGERDUTY_SECRET, **config))
+    # The webhook secrets come from env's OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB / _PAGERDUTY (see ingest_env).
+    return create_app(settings_for(env), IngestSettings(tokens=tokens, **config), environ=env)
 
 
 def test_readyz_names_missing_topics(module_env):

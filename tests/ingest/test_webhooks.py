@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import logging
+import secrets
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from streams.broker import free_port
+from streams.ingest.app import create_app
 from streams.ingest.auth import hmac_sha256, verify_signature
 from streams.ingest.errors import BadRequest, Forbidden, Unauthorized
 from streams.ingest.fields import timestamp_ms
+from streams.ingest.pipeline import INGEST
 from streams.ingest.sessions import load_session_rules
 from streams.ingest.settings import IngestSettings
 from streams.settings import Settings
-from streams.ingest.webhooks import Ignored, github_event, pagerduty_event
+from streams.ingest.webhooks import (
+    PROVIDERS, Ignored, Provider, github_event, pagerduty_event, secret_variable, webhook_secrets,
+)
 from streams.records import derived_id
+from streams.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RULES = load_session_rules(Settings.from_env().sessions_path())
@@ -155,3 +165,56 @@ def test_pagerduty_bad_deliveries_name_the_field(mutate, field):
     with pytest.raises(BadRequest) as err:
         pd(body)
     assert err.value.field == field
+
+
+# -- a provider is one entry of PROVIDERS ------------------------------------------------
+
+
+def test_each_provider_secret_comes_from_the_variable_its_name_derives(monkeypatch):
+    """The documented names keep working; a provider without its variable is off; values stay SecretStr."""
+    assert [p.secret_variable for p in PROVIDERS.values()] == [
+        "OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB", "OPSLOOP_INGEST_WEBHOOK_SECRET_PAGERDUTY"]
+    found = webhook_secrets({"OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB": "gh-value", "OPSLOOP_INGEST_WEBHOOK_SECRET_PAGER": "x"})
+    assert list(found) == ["github"] and found["github"].get_secret_value() == "gh-value"
+    assert "gh-value" not in repr(found) and "gh-value" not in str(found)
+    monkeypatch.setenv("OPSLOOP_INGEST_WEBHOOK_SECRET_PAGERDUTY", "pd-value")  # os.environ by default
+    monkeypatch.delenv("OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB", raising=False)
+    assert {k: v.get_secret_value() for k, v in webhook_secrets().items()} == {"pagerduty": "pd-value"}
+    with pytest.raises(ValueError, match="names an env var"):
+        Provider("git-tea", "X-Sig", "", github_event)
+
+
+def forgejo_event(headers, raw, body, *, org, received_at, rules):
+    return Ignored(f"forgejo {headers.get('X-Forgejo-Event')} seen")
+
+
+def test_a_provider_added_as_one_entry_gets_its_secret_from_the_derived_variable(monkeypatch, caplog):
+    """A provider nobody else names: no settings field, no list in app.py; the variable follows from the name."""
+    monkeypatch.setitem(PROVIDERS, "forgejo", Provider("forgejo", "X-Forgejo-Signature", "", forgejo_event))
+    assert secret_variable("forgejo") == "OPSLOOP_INGEST_WEBHOOK_SECRET_FORGEJO"
+    secret = f"fj-{secrets.token_hex(16)}"
+    body = b'{"ref": "refs/heads/main"}'
+    signed = {"X-Forgejo-Signature": hmac_sha256(secret.encode(), body), "X-Forgejo-Event": "push"}
+    # No broker: the publisher's start-up finds nothing on this port, and nothing here produces.
+    settings = Settings(KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}", topic_prefix="nobroker.")
+    caplog.set_level(logging.DEBUG)
+
+    async def run(environ, *, change_after_start=None):
+        app = create_app(settings, IngestSettings(), environ=environ)
+        if change_after_start:
+            environ.update(change_after_start)
+        async with TestClient(TestServer(app)) as client:
+            answers = []
+            for headers in (signed, {**signed, "X-Forgejo-Signature": hmac_sha256(b"wrong", body)}):
+                answer = await client.post("/ingest/webhook/forgejo", data=body, headers=headers)
+                answers.append((answer.status, await answer.json()))
+            return answers, repr(app[INGEST])
+
+    environ = {"OPSLOOP_INGEST_WEBHOOK_SECRET_FORGEJO": secret}
+    answers, shown = asyncio.run(run(environ, change_after_start={"OPSLOOP_INGEST_WEBHOOK_SECRET_FORGEJO": "rotated"}))
+    assert answers[0] == (202, {"status": "ignored", "reason": "forgejo push seen"})  # read once, at start
+    assert answers[1][0] == 403
+    assert secret not in shown and secret not in caplog.text
+
+    answers, _ = asyncio.run(run({}))
+    assert answers[0] == (404, {"error": "webhook provider 'forgejo' is not enabled (set OPSLOOP_INGEST_WEBHOOK_SECRET_FORGEJO)"})

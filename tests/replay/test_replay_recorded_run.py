@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from agents.sinks.channels import specs
 from streams.replay import run_replay
 from streams.runbooks import load_runbook_set
 from tests.replay.traffic import produce, read_recorded, traffic, wait_decided
@@ -51,7 +52,7 @@ def test_replay_of_a_recorded_run_is_identical(recorded_run, capsys):
     assert len(notices) > 50 and outcomes["acknowledged"] > 0 and outcomes["resolved"] > 0, outcomes
 
     recorded = read_recorded(settings, 0, int(time.time() * 1000))
-    result = run_replay(recorded, load_runbook_set(runbooks_dir))
+    result = run_replay(recorded, load_runbook_set(runbooks_dir, channels=specs()))
     report = result.replay
     assert report.differences == [], [(d.event_id, d.fields) for d in report.differences[:5]]
     assert report.compared == len(decisions) and report.identical == report.compared
@@ -65,7 +66,7 @@ def test_replay_of_a_recorded_run_is_identical(recorded_run, capsys):
 
     # A window after the restart: only its decisions are compared, from state folded since the start.
     window = read_recorded(settings, restart_ms, int(time.time() * 1000))
-    part = run_replay(window, load_runbook_set(runbooks_dir)).replay
+    part = run_replay(window, load_runbook_set(runbooks_dir, channels=specs())).replay
     assert 0 < part.compared < report.compared and part.identical == part.compared
     assert part.folded == report.folded
 

@@ -20,6 +20,7 @@ from collections import Counter
 
 import pytest
 
+from agents.sinks.channels import specs
 from streams.processes import WorkerProcess
 from streams.replay import run_replay
 from streams.runbooks import load_runbook_set
@@ -65,7 +66,7 @@ def test_whatif_cooldown_matches_a_fresh_run(topics, worker_factory, runbooks_di
 
     # The what-if, from run A's topics only.
     recorded = read_recorded(settings_a, 0, int(time.time() * 1000))
-    result = run_replay(recorded, load_runbook_set(runbooks_dir), runbooks=load_runbook_set(changed_dir))
+    result = run_replay(recorded, load_runbook_set(runbooks_dir, channels=specs()), runbooks=load_runbook_set(changed_dir, channels=specs()))
     assert result.replay.differences == [] and result.replay.identical == result.replay.compared
     whatif = result.whatif
     assert whatif is not None

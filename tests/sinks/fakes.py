@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from agents.sinks.webhook import SIGNATURE_HEADER, verify
+from agents.sinks.channels.webhook import SIGNATURE_HEADER, verify
 
 PD_SEVERITIES = {"critical", "error", "warning", "info"}
 PD_ACTIONS = {"trigger", "acknowledge", "resolve"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from agents.sinks.base import default_registry
-from agents.sinks.delivery import Deliverer, RetryPolicy
+from agents.sinks.channels import registry
+from agents.sinks.delivery import Deliverer, Destination, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, OutboxRecord
 from agents.sinks.ledger import Ledger
 from streams.settings import SinkSettings
@@ -74,7 +74,7 @@ class Harness:
         self.ledger = Ledger(engine).create()
         self.deliverer = Deliverer(policy, environ=environ)
         self.dispatcher = Dispatcher(
-            receivers=receivers, registry=default_registry(), deliverer=self.deliverer, ledger=self.ledger,
+            receivers=receivers, registry=registry(), deliverer=self.deliverer, ledger=self.ledger,
             emitter=self.emitter, codec=self.codec, settings=SinkSettings(**settings), owner=owner,
         )
         self._offset = itertools.count()
@@ -90,6 +90,20 @@ class Harness:
     async def submit(self, effect: Mapping[str, Any]) -> asyncio.Future:
         raw = self.codec.encode("opsloop.Effect", dict(effect))
         return await self.dispatcher.submit(OutboxRecord("outbox", 0, next(self._offset), effect["session_key"].encode(), raw))
+
+    def destination(self, receiver: str) -> Destination | None:
+        """The dispatcher's shared state of one receiver (None before its first effect)."""
+        worker = self.dispatcher._workers.get(receiver)  # noqa: SLF001
+        return worker.dest if worker is not None else None
+
+    async def until(self, condition: Callable[["Harness"], bool], timeout: float, what: str) -> None:
+        """Poll ``condition`` (every 10 ms) until it holds; TimeoutError naming ``what``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition(self):
+            if loop.time() > deadline:
+                raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+            await asyncio.sleep(0.01)
 
     async def run(self, *effects: Mapping[str, Any], timeout: float = 30) -> list[str]:
         futures = [await self.submit(e) for e in effects]

@@ -35,10 +35,12 @@ def test_shutdown_while_parked_by_retry_after_gives_the_claim_back(fakes: FakeSe
     async def first() -> None:
         async with Harness(receivers, pg_engine, env, owner="stopping") as h:
             await h.submit(effect)
-            deadline = time.monotonic() + 10
-            while len(fakes.got("slack", "slack-b")) == before and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.1)  # it is now waiting out the Retry-After
+            # The 429 was judged: the destination is paused for its Retry-After. Nothing awaits between
+            # setting the pause and the retry's sleep (agents/sinks/delivery.py), so the delivery is
+            # now waiting out the Retry-After, its flight reset to "nothing landed".
+            await h.until(lambda h: (d := h.destination("slack-b")) is not None and d.paused_until > time.monotonic(),
+                          10, "slack-b paused by the 429's Retry-After")
+            assert len(fakes.got("slack", "slack-b")) == before + 1
 
     asyncio.run(first())
     assert Ledger(pg_engine).get(effect["effect_id"], "slack-b") is None

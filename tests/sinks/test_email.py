@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from dataclasses import replace
 
-from agents.sinks.email import message_id, thread_id
+from agents.sinks.channels.email import message_id, thread_id
 from streams.receivers import Receiver
 from tests.sinks.conftest import SECRETS, receivers_for
 from tests.sinks.helpers import FAST, Harness, make_effect

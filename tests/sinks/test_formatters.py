@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from agents.sinks import pagerduty, slack, teams, webhook
-from agents.sinks.base import TRUNCATION_MARK, HttpResponse, PermanentError, TransientError, default_registry
+from agents.sinks.base import TRUNCATION_MARK, HttpResponse, PermanentError, TransientError
+from agents.sinks.channels import pagerduty, registry, slack, teams, webhook
 from streams.receivers import Receiver
 from tests.sinks.fakes import validate_pagerduty, validate_slack, validate_teams
 from tests.sinks.helpers import make_effect
@@ -26,8 +26,8 @@ def huge_effect(channel: str, receiver: str) -> dict:
 
 
 def test_registry_has_every_channel_once() -> None:
-    assert sorted(default_registry()) == ["email", "log", "pagerduty", "remediate", "slack", "teams", "webhook"]
-    assert {c for c, s in default_registry().items() if s.idempotent} == {"pagerduty", "webhook", "log", "remediate"}
+    assert sorted(registry()) == ["email", "log", "pagerduty", "remediate", "slack", "teams", "webhook"]
+    assert {c for c, s in registry().items() if s.idempotent} == {"pagerduty", "webhook", "log", "remediate"}
 
 
 def test_slack_block_kit_payload_is_valid_and_complete() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.sinks.channels import specs
 from streams.receivers import (
     MissingSecretError, RateLimit, Receiver, builtin_receivers, load_receivers, resolve_secrets,
 )
@@ -45,7 +46,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_loads_the_contract_shape_with_channel_default_rates(tmp_path: Path) -> None:
-    receivers = load_receivers(write(tmp_path, GOOD))
+    receivers = load_receivers(write(tmp_path, GOOD), channels=specs())
     assert list(receivers) == ["infra-slack", "pagerduty-primary", "oncall-email", "hooks", "log"]
     slack = receivers["infra-slack"]
     assert slack == Receiver(
@@ -59,7 +60,7 @@ def test_loads_the_contract_shape_with_channel_default_rates(tmp_path: Path) -> 
 
 
 def test_resolve_secrets_reads_env_at_call_time_and_names_the_missing_variable(tmp_path: Path) -> None:
-    receiver = load_receivers(write(tmp_path, GOOD))["oncall-email"]
+    receiver = load_receivers(write(tmp_path, GOOD), channels=specs())["oncall-email"]
     env = {"OPSLOOP_SMTP_USER": "ops", "OPSLOOP_SMTP_PASSWORD": "hunter2-secret"}
     assert resolve_secrets(receiver, env) == {"username": "ops", "password": "hunter2-secret"}
     with pytest.raises(MissingSecretError) as err:
@@ -90,7 +91,7 @@ def test_resolve_secrets_reads_env_at_call_time_and_names_the_missing_variable(t
 def test_errors_carry_file_line_and_reason(tmp_path: Path, text: str, line: int, reason: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        load_receivers(path)
+        load_receivers(path, channels=specs())
     assert err.value.line == line, str(err.value)
     assert reason in str(err.value)
     assert str(err.value).startswith(f"{path}:{line}: ")

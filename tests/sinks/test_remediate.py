@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from agents.sinks.webhook import SIGNATURE_HEADER, verify
+from agents.sinks.channels import specs
+from agents.sinks.channels.webhook import SIGNATURE_HEADER, verify
 from streams.receivers import Receiver
 from streams.routing import load_routing
 from streams.yamlfile import ConfigError
@@ -159,15 +160,15 @@ def write(tmp_path: Path, **kw: str) -> Path:
 
 
 def test_the_routing_file_takes_the_action_credentials_by_env_name(tmp_path: Path) -> None:
-    routing = load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="ops"))
+    routing = load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="ops"), channels=specs())
     assert routing.receivers["remediate"].secret_env == {"token": "OPSLOOP_ACTION_TOKEN"}
 
     with pytest.raises(ConfigError) as err:
-        load_routing(write(tmp_path, secret_line="settings: {token: s3cr3t}", root="ops"))
+        load_routing(write(tmp_path, secret_line="settings: {token: s3cr3t}", root="ops"), channels=specs())
     assert err.value.line == 4 and "token is a secret" in str(err.value)
 
     with pytest.raises(ConfigError) as err:
-        load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="remediate"))
+        load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="remediate"), channels=specs())
     assert err.value.line == 8 and "not a notification channel" in str(err.value)
 
 

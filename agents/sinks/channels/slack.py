@@ -14,9 +14,9 @@ import json
 from typing import Any, Mapping
 
 from agents.sinks.base import (
-    SEVERITY_COLOURS, TRUNCATION_MARK, HttpRequest, HttpResponse, PermanentError, Sink, check_status, notify_of, trim,
+    SEVERITY_COLOURS, TRUNCATION_MARK, Channel, HttpRequest, HttpResponse, PermanentError, check_status, notify_of, trim,
 )
-from streams.receivers import Receiver
+from streams.receivers import ChannelSpec, RateLimit, Receiver, SettingError
 
 MAX_BLOCKS = 50
 HEADER_MAX = 150
@@ -121,4 +121,18 @@ def check(response: HttpResponse) -> None:
                              http_status=response.status)
 
 
-SINK = Sink(channel="slack", render=render, check=check, idempotent=False)
+def check_settings(settings: Mapping[str, Any], secrets: Mapping[str, Any]) -> None:
+    """A receiver's values, checked at load (a bad one would only fail on the first page)."""
+    if "mention_groups" in settings:
+        groups = settings["mention_groups"]
+        if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+            raise SettingError("mention_groups", "must be a list of Slack user-group ids like S0123ABC")
+
+
+# The default rate follows Slack's documented limit: about one message per second per incoming webhook.
+SPEC = ChannelSpec(
+    required=("webhook_url",), secret_only=("webhook_url",),
+    optional=("mention_groups", "username", "icon_emoji"), default_rate=RateLimit(1, 1.0), check_settings=check_settings,
+)
+
+CHANNEL = Channel(name="slack", spec=SPEC, render=render, check=check, idempotent=False)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from agents.sinks.base import LogRequest, Sink, notify_of
-from streams.receivers import Receiver
+from agents.sinks.base import Channel, LogRequest, notify_of
+from streams.receivers import ChannelSpec, Receiver
 
 
 def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> LogRequest:
@@ -21,4 +21,4 @@ def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, 
     return LogRequest(line=line)
 
 
-SINK = Sink(channel="log", render=render, idempotent=True, ledger=False)
+CHANNEL = Channel(name="log", spec=ChannelSpec(), render=render, idempotent=True, ledger=False)

@@ -14,8 +14,8 @@ import hmac
 import json
 from typing import Any, Mapping
 
-from agents.sinks.base import HttpRequest, Sink, check_status, notify_of
-from streams.receivers import Receiver
+from agents.sinks.base import Channel, HttpRequest, check_status, notify_of
+from streams.receivers import ChannelSpec, Receiver
 
 SIGNATURE_HEADER = "X-Opsloop-Signature-256"
 
@@ -44,4 +44,7 @@ def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, 
     return HttpRequest(url=url, body=body, headers=headers)
 
 
-SINK = Sink(channel="webhook", render=render, check=check_status, idempotent=True)
+# ``url`` must be http(s): the loader checks that for every channel with a url setting.
+SPEC = ChannelSpec(required=("url", "signing_key"), secret_only=("signing_key",), optional=("event_type",))
+
+CHANNEL = Channel(name="webhook", spec=SPEC, render=render, check=check_status, idempotent=True)

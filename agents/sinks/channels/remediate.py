@@ -28,10 +28,9 @@ import json
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from agents.sinks.base import HttpRequest, PermanentError, Sink, check_status
-from agents.sinks.webhook import SIGNATURE_HEADER, sign
-from streams.receivers import REMEDIATE_CHANNEL as CHANNEL
-from streams.receivers import Receiver
+from agents.sinks.base import Channel, HttpRequest, PermanentError, check_status
+from agents.sinks.channels.webhook import SIGNATURE_HEADER, sign
+from streams.receivers import REMEDIATE_CHANNEL, ChannelSpec, Receiver
 
 BODYLESS = ("GET", "DELETE")
 
@@ -97,4 +96,7 @@ def describe(effect: Mapping[str, Any]) -> str:
     return " ".join(words)
 
 
-SINK = Sink(channel=CHANNEL, render=render, check=check_status, idempotent=True)
+# Credentials only; the endpoint comes from the runbook step.
+SPEC = ChannelSpec(secret_only=("token", "signing_key"), optional=("token", "signing_key"))
+
+CHANNEL = Channel(name=REMEDIATE_CHANNEL, spec=SPEC, render=render, check=check_status, idempotent=True)

@@ -15,8 +15,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, getaddresses
 from typing import Any, Mapping
 
-from agents.sinks.base import PermanentError, Sink, SmtpRequest, notify_of
-from streams.receivers import Receiver
+from agents.sinks.base import Channel, PermanentError, SmtpRequest, notify_of
+from streams.receivers import ChannelSpec, RateLimit, Receiver, SettingError
 
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 SUBJECT_MAX = 250
@@ -113,4 +113,29 @@ def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, 
     )
 
 
-SINK = Sink(channel="email", render=render, idempotent=False)
+SECURITY = tuple(DEFAULT_PORTS)  # starttls, tls, none
+
+
+def check_settings(settings: Mapping[str, Any], secrets: Mapping[str, Any]) -> None:
+    """A receiver's values, checked at load (a bad one would only fail on the first page)."""
+    if "port" in settings and (isinstance(settings["port"], bool) or not isinstance(settings["port"], int)
+                               or not 0 < settings["port"] < 65536):
+        raise SettingError("port", f"must be a TCP port number, got {settings['port']!r}")
+    if settings.get("security", "starttls") not in SECURITY:
+        raise SettingError("security", f"must be one of {', '.join(SECURITY)}, got {settings['security']!r}")
+    to = settings["to"]
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not to or not all(isinstance(a, str) and "@" in a for a in to):
+        raise SettingError("to", "must be an address or a list of addresses")
+    if ("username" in settings or "username" in secrets) != ("password" in secrets):
+        raise SettingError(None, "SMTP auth needs both username and password (or neither)")
+
+
+SPEC = ChannelSpec(
+    required=("host", "from", "to"), secret_only=("password",),
+    optional=("port", "security", "username", "password", "timeout_s", "ca_file"), default_rate=RateLimit(10, 1.0),
+    check_settings=check_settings,
+)
+
+CHANNEL = Channel(name="email", spec=SPEC, render=render, idempotent=False)

@@ -15,10 +15,10 @@ import re
 from typing import Any, Mapping
 
 from agents.sinks.base import (
-    TRUNCATION_MARK, HttpRequest, HttpResponse, PermanentError, Sink, TransientError, check_status,
+    TRUNCATION_MARK, Channel, HttpRequest, HttpResponse, PermanentError, TransientError, check_status,
     notify_of, parse_retry_after, trim,
 )
-from streams.receivers import Receiver
+from streams.receivers import ChannelSpec, RateLimit, Receiver
 
 CARD_VERSION = "1.4"
 MAX_BYTES = 28 * 1024
@@ -109,4 +109,6 @@ def check(response: HttpResponse) -> None:
     raise PermanentError(reason, http_status=status)
 
 
-SINK = Sink(channel="teams", render=render, check=check, idempotent=False)
+SPEC = ChannelSpec(required=("webhook_url",), secret_only=("webhook_url",), default_rate=RateLimit(4, 1.0))
+
+CHANNEL = Channel(name="teams", spec=SPEC, render=render, check=check, idempotent=False)

@@ -14,8 +14,8 @@ import hashlib
 import json
 from typing import Any, Mapping
 
-from agents.sinks.base import HttpRequest, HttpResponse, PermanentError, Sink, check_status, notify_of, trim
-from streams.receivers import Receiver
+from agents.sinks.base import Channel, HttpRequest, HttpResponse, PermanentError, check_status, notify_of, trim
+from streams.receivers import ChannelSpec, RateLimit, Receiver
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 DEDUP_MAX = 255
@@ -91,4 +91,10 @@ def check(response: HttpResponse) -> None:
                              http_status=response.status)
 
 
-SINK = Sink(channel="pagerduty", render=render, check=check, idempotent=True)
+# The default rate follows PagerDuty's documented limit: about 120 events per minute per routing key.
+SPEC = ChannelSpec(
+    required=("routing_key",), secret_only=("routing_key",), optional=("url", "source", "client"),
+    default_rate=RateLimit(120, 60.0),
+)
+
+CHANNEL = Channel(name="pagerduty", spec=SPEC, render=render, check=check, idempotent=True)
