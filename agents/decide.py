@@ -1,4 +1,4 @@
-"""The decide agent: the thin shell around :func:`streams.decide.decide`.
+"""The decide agent: the thin shell around :func:`streams.core.decide.decide`.
 
 Per micro-batch from the events.* topics (:meth:`DecideAgent.handle`):
 
@@ -15,7 +15,7 @@ Per micro-batch from the events.* topics (:meth:`DecideAgent.handle`):
    produce batch per partition) and wait for Kafka to acknowledge them, and only
    then write each session's state and the writes its last decision implies (the
    pending-timer index, the silences and the inhibiting alerts: see
-   :mod:`streams.tables`). A crash can then lose a state write but never an effect: the
+   :mod:`streams.core.tables`). A crash can then lose a state write but never an effect: the
    re-processed events yield the same effect ids, which the sinks' ledger delivers
    once, and events whose state was written are skipped as seen.
 
@@ -33,21 +33,21 @@ import faust
 
 from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
-from streams.batchsend import PartitionBatcher
-from streams.codec import Codec, CodecError
-from streams.compat import kafka_producer, set_current_event
-from streams.deadletter import dead_letter
-from streams.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
-from streams.producer import now_ms
+from streams.kafka.batchsend import PartitionBatcher
+from streams.kafka.codec import Codec, CodecError
+from streams.kafka.compat import kafka_producer, set_current_event
+from streams.kafka.deadletter import dead_letter
+from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
+from streams.kafka.producer import now_ms
 from streams.settings import Settings
-from streams.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
-from streams.timers import PartitionClock
+from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
+from streams.core.timers import PartitionClock
 
 log = logging.getLogger(__name__)
 
 
 class Out(Protocol):
-    """Where a batch's records go: one produce batch per partition (:class:`streams.batchsend.PartitionBatcher`)."""
+    """Where a batch's records go: one produce batch per partition (:class:`streams.kafka.batchsend.PartitionBatcher`)."""
 
     def add(self, topic: str, key: bytes, value: bytes) -> None: ...
 

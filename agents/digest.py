@@ -1,6 +1,6 @@
 """The daily digest agent: per-org counts from ``decisions`` and ``deliveries``, sent once a day.
 
-Three parts, all in the worker (the pure code is :mod:`streams.digest`):
+Three parts, all in the worker (the pure code is :mod:`streams.core.digest`):
 
 1. **collect** reads ``decisions`` (keyed by session) and ``deliveries`` (keyed by
    effect id) in batches and repartitions them by org: one ``opsloop.DigestDelta`` per
@@ -11,7 +11,7 @@ Three parts, all in the worker (the pure code is :mod:`streams.digest`):
    once, but does not produce each one again.
    Deliveries carry no org; it is the session key's ``<org>:`` prefix.
 2. **fold** folds each delta into the ``digests`` table (changelog-backed, keyed by
-   org, co-partitioned with ``digest.counts``): :class:`~streams.digest.DigestCounts`
+   org, co-partitioned with ``digest.counts``): :class:`~streams.core.digest.DigestCounts`
    per *local* day of the org, the last day sent, and per source partition the highest
    offset folded. This is the windowed table: faust's tumbling windows align to the UTC
    epoch, not to an org's midnight in its own time zone, so the window key is the
@@ -27,7 +27,7 @@ Three parts, all in the worker (the pure code is :mod:`streams.digest`):
 3. **ticker** (every ``OPSLOOP_TIMER_TICK_S``) looks at the orgs of the ``digest.counts``
    partitions this worker owns; when an org's local hour has come on the day after a
    day with traffic, or at once for an older day with traffic that no worker was up
-   to send (:func:`~streams.digest.due_digest`; oldest first, as far back as the table
+   to send (:func:`~streams.core.digest.due_digest`; oldest first, as far back as the table
    keeps), and every record written before then has been folded (:class:`Barrier`), it routes the digest's labels
    through the routing tree, sends one notify effect per receiver to ``outbox`` (the
    sinks deliver it like any other), then writes a *sent* mark to ``digest.counts``
@@ -35,7 +35,7 @@ Three parts, all in the worker (the pure code is :mod:`streams.digest`):
    receiver: a digest sent twice (the partition moved before the mark was folded) is
    one delivery at the sinks' ledger.
 
-The clock is the timers' (:mod:`streams.timers`, ``OPSLOOP_TIMER_CLOCK``): per
+The clock is the timers' (:mod:`streams.core.timers`, ``OPSLOOP_TIMER_CLOCK``): per
 ``digest.counts`` partition, the watermark of the ``decided_at`` / ``completed_at``
 times folded (``event``: deterministic, tests move it by sending events), the wall
 clock (``wall``), or the watermark while busy and the wall clock once idle (``hybrid``,
@@ -54,14 +54,14 @@ import faust
 from faust.types import TP
 
 from agents.runtime import Runtime
-from streams.codec import Codec, CodecError
-from streams.digest import (
+from streams.kafka.codec import Codec, CodecError
+from streams.core.digest import (
     SOURCE_TOPICS, DigestCounts, caught_up, delta, digest_effects, due_digest, fold_delta, group_items,
 )
-from streams.digest_config import DigestConfig
-from streams.routing import Routing
+from streams.model.digest_config import DigestConfig
+from streams.model.routing import Routing
 from streams.settings import TimerSettings
-from streams.timers import PartitionClock
+from streams.core.timers import PartitionClock
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 import faust
 
-from streams.app import KafkaApp, create_app
-from streams.codec import Codec
-from streams.decide import Verdict
-from streams.receivers import Receiver
-from streams.runbooks import RunbookSet, load_runbook_set
+from streams.kafka.app import KafkaApp, create_app
+from streams.kafka.codec import Codec
+from streams.core.decide import Verdict
+from streams.model.receivers import Receiver
+from streams.model.runbooks import RunbookSet, load_runbook_set
 from streams.settings import Settings
-from streams.timers import PartitionClock
-from streams.topics import TopicSpec
+from streams.core.timers import PartitionClock
+from streams.kafka.catalogue import TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ Classify = Callable[[Sequence[dict[str, Any]]], list[Verdict]]
 
 @dataclass
 class Tables:
-    """The changelog-backed tables decide keeps (see :mod:`streams.tables` for what goes in them)."""
+    """The changelog-backed tables decide keeps (see :mod:`streams.core.tables` for what goes in them)."""
 
     sessions: faust.TableT  # session key -> session state, co-partitioned with the events
     timers: faust.TableT  # session key -> {"p": partition, "org": org, "t": pending timers}: the ticker's index
@@ -106,7 +106,7 @@ def verdicts_of(clf: Any, *, fallback: bool = False) -> Classify:
 def load_receivers(settings: Settings) -> dict[str, Receiver]:
     """The routing file's receivers plus the built-in ones (a broken file raises ConfigError)."""
     from agents.sinks.channels import specs
-    from streams.receivers import builtin_receivers, load_receivers as load
+    from streams.model.receivers import builtin_receivers, load_receivers as load
 
     path = settings.receivers_path()
     if not path.exists():
@@ -118,7 +118,7 @@ def load_receivers(settings: Settings) -> dict[str, Receiver]:
 def declare_tables(kafka: KafkaApp) -> Tables:
     app, partitions = kafka.app, kafka.specs["events.telemetry"].partitions
     # JSON state keyed by session key; the changelog partition follows the source event's
-    # partition (see streams.compat.set_current_event), so state is co-partitioned with the events.
+    # partition (see streams.kafka.compat.set_current_event), so state is co-partitioned with the events.
     sessions = app.Table("sessions", default=None, partitions=partitions)
     timers = app.Table("timers", default=None, partitions=partitions)
     # Every worker needs all silences and all inhibiting alerts: global tables (one

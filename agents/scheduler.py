@@ -17,12 +17,12 @@ from typing import Any, Awaitable, Iterable
 
 from agents.runtime import Runtime
 from agents.timers import Send, active_partitions
-from streams.batchsend import partition_for_key
-from streams.codec import Codec
-from streams.producer import now_ms
-from streams.runbooks import Schedule
+from streams.kafka.batchsend import partition_for_key
+from streams.kafka.codec import Codec
+from streams.kafka.producer import now_ms
+from streams.model.runbooks import Schedule
 from streams.settings import TimerSettings
-from streams.timers import PartitionClock, cron_event, due_slot
+from streams.core.timers import PartitionClock, cron_event, due_slot
 
 log = logging.getLogger(__name__)
 

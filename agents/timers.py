@@ -3,7 +3,7 @@
 Every ``OPSLOOP_TIMER_TICK_S`` it scans the ``timers`` table (an index of the
 sessions that have pending timers, written by the decide agent), keeps the entries of
 partitions it owns as active, judges each against that partition's clock (see
-:mod:`streams.timers`: event time, wall time or the hybrid default) and appends a
+:mod:`streams.core.timers`: event time, wall time or the hybrid default) and appends a
 ``timer.fired`` event per due timer, keyed by the session so it lands on the session's
 partition. The event id is derived from session, timer id and due time: a timer
 promoted twice (this worker restarted, or the partition moved before decide consumed
@@ -21,11 +21,11 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from agents.runtime import Runtime
 from streams import metrics
-from streams.codec import Codec
-from streams.producer import now_ms
+from streams.kafka.codec import Codec
+from streams.kafka.producer import now_ms
 from streams.settings import TimerSettings
-from streams.timers import PartitionClock, due_timers, timer_event
-from streams.topics import EVENT_TOPICS
+from streams.core.timers import PartitionClock, due_timers, timer_event
+from streams.kafka.catalogue import EVENT_TOPICS
 
 log = logging.getLogger(__name__)
 

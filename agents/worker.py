@@ -21,13 +21,13 @@ from agents.decide import DecideAgent
 from agents.digest import DigestAgent
 from agents.runtime import Runtime, build_runtime
 from agents.scheduler import Scheduler
-from agents.sinks import agent as sinks
+from agents import sink
 from agents.timers import Ticker
 from streams.logs import logging_config, register_secret_env, register_secrets
-from streams.redelivery import guard_redelivery
+from streams.kafka.redelivery import guard_redelivery
 from streams.settings import Settings
-from streams.topics import load_catalogue
-from streams.topics_admin import apply, ensure_internal, render
+from streams.kafka.catalogue import load_catalogue
+from streams.kafka.admin import apply, ensure_internal, render
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Runtime:
     Ticker.register(rt)
     Scheduler.register(rt)
     DigestAgent.register(rt)
-    sinks.register(rt)
+    sink.register(rt)
     return rt
 
 

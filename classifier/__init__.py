@@ -11,7 +11,7 @@ and classifier/LABELLING.md.
 from classifier.keyword import KeywordClassifier
 from classifier.model import ModelArtifactError, ModelClassifier, ModelNotFoundError, ModelVersionError, load_classifier
 from classifier.prediction import Prediction
-from classifier.taxonomy import CATEGORIES, SEVERITIES
+from streams.model.taxonomy import CATEGORIES, SEVERITIES
 
 __all__ = [
     "CATEGORIES",

@@ -22,7 +22,7 @@ from classifier.corpus import Sample
 from classifier.keyword import KeywordClassifier
 from classifier.model import ModelClassifier
 from classifier.prediction import Prediction
-from classifier.taxonomy import CATEGORIES, SEVERITIES
+from streams.model.taxonomy import CATEGORIES, SEVERITIES
 from classifier.training import without_severity
 
 CONDITIONS = ("as_sent", "no_severity_label")

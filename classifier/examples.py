@@ -17,7 +17,7 @@ import yaml
 
 from streams.errors import InvalidInputError
 
-from classifier.taxonomy import CATEGORIES, SEVERITIES
+from streams.model.taxonomy import CATEGORIES, SEVERITIES
 
 EXAMPLES_PATH = Path(__file__).resolve().parent / "data" / "examples.yaml"
 _BASE_TIME = 1_700_000_000_000

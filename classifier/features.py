@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from classifier.taxonomy import normalize_severity
+from streams.model.taxonomy import normalize_severity
 from classifier.vocabulary import CATEGORY_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from classifier.features import event_tokens, normalize_word
 from classifier.prediction import Prediction
-from classifier.taxonomy import normalize_severity
+from streams.model.taxonomy import normalize_severity
 from classifier.vocabulary import CATEGORY_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
 
 KEYWORD_VERSION = "keyword-1"

@@ -34,7 +34,7 @@ from typing import Iterable
 from streams.errors import InvalidInputError
 
 from classifier.dataset import Rule
-from classifier.taxonomy import CATEGORIES, normalize_severity
+from streams.model.taxonomy import CATEGORIES, normalize_severity
 
 _WORDS = re.compile(r"[a-z0-9]+")
 

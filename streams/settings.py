@@ -28,7 +28,7 @@ ClockMode = Literal["event", "wall", "hybrid"]
 
 
 class TimerSettings(BaseSettings):
-    """The ticker's and the scheduler's clock (``OPSLOOP_TIMER_*``; see streams/timers.py)."""
+    """The ticker's and the scheduler's clock (``OPSLOOP_TIMER_*``; see streams/core/timers.py)."""
 
     model_config = SettingsConfigDict(env_prefix="OPSLOOP_TIMER_", frozen=True, extra="ignore")
 

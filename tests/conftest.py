@@ -15,8 +15,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from streams.broker import LocalKafka
-from streams.processes import FAST_GROUP_ENV, WorkerProcess
+from streams.devtools.broker import LocalKafka
+from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
 from streams.settings import Settings
 
 
@@ -112,8 +112,8 @@ def settings(opsloop_env: dict[str, str]) -> Settings:
 @pytest.fixture
 def topics(settings: Settings) -> Settings:
     """The catalogue's topics created under this test's prefix."""
-    from streams.topics import load_catalogue
-    from streams.topics_admin import apply
+    from streams.kafka.catalogue import load_catalogue
+    from streams.kafka.admin import apply
 
     asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
     return settings

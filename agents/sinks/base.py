@@ -1,7 +1,7 @@
 """The sink contract: a channel is a settings schema, a pure formatter and a judge of the answer.
 
 A :class:`Channel` declares what a receiver of it must configure (a
-:class:`streams.receivers.ChannelSpec`), turns a notify effect and its receiver into a
+:class:`streams.model.receivers.ChannelSpec`), turns a notify effect and its receiver into a
 request (HTTP, SMTP or a log line) and judges the service's answer. It does no I/O:
 the shared delivery client (``agents.sinks.delivery``) sends, retries, rate-limits
 and parks destinations; the dispatcher (``agents.sinks.dispatch``) owns the ledger,
@@ -21,7 +21,7 @@ from email.message import EmailMessage
 from typing import Any, Callable, Mapping, Union
 
 from streams.errors import DeliveryError
-from streams.receivers import ChannelSpec, Receiver
+from streams.model.receivers import ChannelSpec, Receiver
 
 # Severity of an effect → a colour, shared by the chat formatters.
 SEVERITY_COLOURS = {"info": "#439FE0", "warning": "#ECB22E", "action": "#E8912D", "urgent": "#E01E5A"}
@@ -143,6 +143,10 @@ class Channel:
     # Deliver once through the ledger. Only a sink whose repeat is harmless and local
     # (the log line) skips it, so it costs no SQL round trips at the volume of every effect.
     ledger: bool = True
+    # Actions only (remediate): why an effect must not be called (a dry run), given whether
+    # this worker allows live calls; None when it may be called. ``describe`` is its log line.
+    held: Callable[[Mapping[str, Any], bool], str | None] | None = None
+    describe: Callable[[Mapping[str, Any]], str] = lambda effect: str(effect.get("effect_id", ""))
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

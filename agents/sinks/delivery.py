@@ -45,7 +45,7 @@ from agents.sinks.base import (
 )
 from agents.sinks.redact import redact, remember
 from streams.settings import SinkSettings
-from streams.receivers import MissingSecretError, RateLimit, Receiver, resolve_secrets
+from streams.model.receivers import MissingSecretError, RateLimit, Receiver, resolve_secrets
 
 log = logging.getLogger(__name__)
 notifications = logging.getLogger("opsloop.notifications")

@@ -28,16 +28,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable, Mapping, Protocol, TypeVar
 
 from agents.sinks.base import Channel
-from agents.sinks.channels import remediate
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
 from agents.sinks.redact import redact
 from streams.settings import SinkSettings
 from streams import metrics
-from streams.codec import Codec, CodecError
-from streams.deadletter import dead_letter
-from streams.producer import now_ms
-from streams.receivers import REMEDIATE_CHANNEL, Receiver
+from streams.kafka.codec import Codec, CodecError
+from streams.kafka.deadletter import dead_letter
+from streams.kafka.producer import now_ms
+from streams.model.receivers import REMEDIATE_CHANNEL, Receiver
 
 log = logging.getLogger(__name__)
 notifications = logging.getLogger("opsloop.notifications")
@@ -154,9 +153,10 @@ class Dispatcher:
         """A runbook action: called only when the step and this worker both allow it (see agents.sinks.channels.remediate)."""
         action = effect["remediate"]
         target = (REMEDIATE_CHANNEL, f"{REMEDIATE_CHANNEL}:{action['action']}")
-        why = remediate.held(action, self.settings.remediation_enabled)
+        channel = self.registry[REMEDIATE_CHANNEL]
+        why = channel.held(action, self.settings.remediation_enabled) if channel.held else None
         if why:
-            notifications.info("%s: dry run (%s): %s", target[1], why, redact(remediate.describe(effect)))
+            notifications.info("%s: dry run (%s): %s", target[1], why, redact(channel.describe(effect)))
             await self._receipt(effect, *target, Outcome("dry_run", 0))
             return self._settle(done, "dry_run")
         base = self.receivers.get(REMEDIATE_CHANNEL)

@@ -41,4 +41,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 say "fetching the Apache Kafka broker jars (Maven Central, cached)"
-.venv/bin/python -c "from streams.broker import fetch_jars; print(fetch_jars())" >&2
+.venv/bin/python -c "from streams.devtools.broker import fetch_jars; print(fetch_jars())" >&2

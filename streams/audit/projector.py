@@ -20,9 +20,9 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streams import metrics
 from streams.audit.store import PROJECTED_TOPICS, Position, advance_offsets, stored_offsets, write_batch
-from streams.codec import CodecError, default_codec
-from streams.deadletter import dead_letter
-from streams.producer import EventProducer
+from streams.kafka.codec import CodecError, default_codec
+from streams.kafka.deadletter import dead_letter
+from streams.kafka.producer import EventProducer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

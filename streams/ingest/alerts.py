@@ -31,7 +31,7 @@ from streams.ingest.errors import BadRequest
 from streams.ingest.fields import array, index, join, obj, parse_json, string, string_map, timestamp_ms
 from streams.ingest.pipeline import INGEST, now
 from streams.ingest.sessions import SessionRule, make_facts, session_key
-from streams.records import derived_id
+from streams.model.records import derived_id
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from typing import Any, Mapping, Sequence
 from aiohttp import web
 from fastavro.validation import ValidationError, validate
 
-from streams.codec import Codec
+from streams.kafka.codec import Codec
 from streams.ingest.errors import BadRequest
 from streams.ingest.fields import array, index, join, obj, parse_json
 from streams.ingest.pipeline import INGEST, now
 from streams.ingest.sessions import SessionRule, make_facts, session_key
-from streams.records import PAYLOAD_FIELD_BY_KIND, derived_id
-from streams.topics import EVENT_KINDS
+from streams.model.records import PAYLOAD_FIELD_BY_KIND, derived_id
+from streams.kafka.catalogue import EVENT_KINDS
 
 RECORD_BY_KIND = {"telemetry": "opsloop.Telemetry", "webhook": "opsloop.Webhook", "timer": "opsloop.Timer", "scan": "opsloop.Scan"}
 _PATH_OF_RECORD = {"opsloop.Finding": "payload.findings[]"}

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from aiohttp import web
 from pydantic import SecretStr
 
-from streams.codec import Codec, CodecError, default_codec
+from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.ingest.auth import TokenAuth
 from streams.ingest.errors import BadRequest, BrokerUnavailable, PayloadTooLarge, RetryLater
 from streams.ingest.fields import join
@@ -21,10 +21,10 @@ from streams.ingest.idempotency import Claims, RecentIds
 from streams.ingest.metrics import IngestMetrics
 from streams.ingest.publisher import Publisher, Ready
 from streams.ingest.sessions import SessionRule
-from streams.ingest.settings import IngestSettings
+from streams.settings import IngestSettings
 from streams.metrics import observe_ingested
-from streams.producer import now_ms
-from streams.records import InvalidEventError, topic_for, validate_event
+from streams.kafka.producer import now_ms
+from streams.model.records import InvalidEventError, topic_for, validate_event
 from streams.settings import Settings
 
 # A record must fit Kafka's default max.request.size (1 MiB) with room for the batch header.

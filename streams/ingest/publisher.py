@@ -34,13 +34,13 @@ from typing import Any, Sequence
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from streams.compat import abort_producer
+from streams.kafka.compat import abort_producer
 from streams.errors import UnavailableError
 from streams.ingest.errors import Backpressure, BrokerUnavailable
-from streams.ingest.settings import IngestSettings
-from streams.producer import EventProducer
+from streams.settings import IngestSettings
+from streams.kafka.producer import EventProducer
 from streams.settings import Settings
-from streams.topics import EVENT_TOPICS
+from streams.kafka.catalogue import EVENT_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def abort_pending(producer: EventProducer, reason: str) -> None:
 
     aiokafka has no public "abort": ``stop()`` flushes, which is exactly wrong here
     (it would deliver records the clients were told had failed); see
-    :func:`streams.compat.abort_producer`.
+    :func:`streams.kafka.compat.abort_producer`.
     """
     abort_producer(producer.kafka, SendAborted(reason))
 

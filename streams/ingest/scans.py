@@ -26,7 +26,7 @@ from streams.ingest.errors import BadRequest
 from streams.ingest.fields import array, index, obj, parse_json, string, string_map, timestamp_ms
 from streams.ingest.pipeline import INGEST, now
 from streams.ingest.sessions import SessionRule, make_facts, session_key
-from streams.records import derived_id
+from streams.model.records import derived_id
 
 SCAN_TYPES = ("drift", "compliance", "cost")
 SCAN_STATUSES = ("clean", "findings", "failed")

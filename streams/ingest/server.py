@@ -16,7 +16,7 @@ from typing import Sequence
 
 from pydantic import ValidationError
 
-from streams.yamlfile import ConfigError
+from streams.model.yamlfile import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:

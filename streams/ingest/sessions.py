@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from streams.errors import InvalidInputError
-from streams.topics import EVENT_KINDS
-from streams.yamlfile import ConfigError, LineDict, check_keys, load_yaml, suggest
+from streams.kafka.catalogue import EVENT_KINDS
+from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml, suggest
 
 # Facts an event offers to key templates, besides labels.<name>.
 FACTS = (

@@ -37,7 +37,7 @@ from streams.ingest.errors import BadRequest, NotFound
 from streams.ingest.fields import integer, join, obj, parse_json, string, timestamp_ms
 from streams.ingest.pipeline import INGEST, now
 from streams.ingest.sessions import SessionRule, make_facts, session_key
-from streams.records import derived_id
+from streams.model.records import derived_id
 
 PR_ACTIONS = ("opened", "synchronize", "closed")
 PAGERDUTY_TYPES = ("incident.acknowledged", "incident.resolved")

@@ -16,11 +16,11 @@ from agents.decide import DecideAgent
 from agents.digest import DigestAgent
 from agents.scheduler import Scheduler
 from agents.timers import Ticker
-from streams.batchsend import partition_for_key
-from streams.codec import default_codec
-from streams.digest import delta, digest_item
+from streams.kafka.batchsend import partition_for_key
+from streams.kafka.codec import default_codec
+from streams.core.digest import delta, digest_item
 from streams.settings import Settings, TimerSettings
-from streams.timers import PartitionClock, cron_event
+from streams.core.timers import PartitionClock, cron_event
 from tests.decide.helpers import MIN, T0, URGENT_DOWN, alert, starter_set, webhook
 
 CODEC = default_codec()
@@ -148,7 +148,7 @@ def test_scheduler_sends_the_due_slot_once_from_the_owning_partition():
         fut.set_result(None)
         return fut
 
-    from streams.timers import slot_before
+    from streams.core.timers import slot_before
 
     now = slot_before(schedule.cron, schedule.timezone, T0) + 1000
     clock.observe(owner, now)

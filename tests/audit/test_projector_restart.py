@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from streams.audit import store
-from streams import childproc
-from streams.producer import EventProducer
+from streams.devtools import childproc
+from streams.kafka.producer import EventProducer
 from tests.audit.records import decision, delivery, effect, event
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def start_projector(env: dict[str, str], log: Path) -> subprocess.Popen:
     out = open(log, "ab")
     try:
         return childproc.spawn(
-            [sys.executable, "-m", "streams.cli", "projector", "--batch-max", "200"],
+            [sys.executable, "-m", "streams.cli.main", "projector", "--batch-max", "200"],
             cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
         )
     finally:

@@ -7,7 +7,7 @@ import pytest
 from classifier.dataset import Rule
 from classifier.examples import ExampleFormatError, expand_entry, load_examples
 from classifier.labels import LabellingError, category_for, category_for_rule, severity_for_rule
-from classifier.taxonomy import CATEGORIES, SEVERITIES, normalize_severity
+from streams.model.taxonomy import CATEGORIES, SEVERITIES, normalize_severity
 
 
 @pytest.mark.parametrize(

@@ -20,14 +20,14 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.broker import LocalKafka
-from streams.codec import default_codec
-from streams.processes import FAST_GROUP_ENV, WorkerProcess
-from streams.producer import EventProducer
-from streams.reader import TopicReader
+from streams.devtools.broker import LocalKafka
+from streams.kafka.codec import default_codec
+from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
+from streams.kafka.producer import EventProducer
+from streams.kafka.reader import TopicReader
 from streams.settings import Settings
-from streams.topics import load_catalogue
-from streams.topics_admin import apply
+from streams.kafka.catalogue import load_catalogue
+from streams.kafka.admin import apply
 
 
 def storm(n: int, t0: int) -> list[dict]:
@@ -47,9 +47,9 @@ def storm(n: int, t0: int) -> list[dict]:
 
 def pure_rate(events: list[dict]) -> tuple[float, float]:
     from agents.runtime import load_classify
-    from streams.decide import Context, decide
+    from streams.core.decide import Context, decide
     from agents.sinks.channels import specs
-    from streams.runbooks import load_runbook_set
+    from streams.model.runbooks import load_runbook_set
 
     rset = load_runbook_set(Settings.from_env().runbooks_dir, channels=specs())
     classify, _ = load_classify()

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from agents.sinks.channels import specs
-from streams.decide import Context, Decision, Verdict, decide
-from streams.records import derived_id
-from streams.runbooks import RunbookSet, load_runbook_set
-from streams.timers import timer_event
+from streams.core.decide import Context, Decision, Verdict, decide
+from streams.model.records import derived_id
+from streams.model.runbooks import RunbookSet, load_runbook_set
+from streams.core.timers import timer_event
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "runbooks"

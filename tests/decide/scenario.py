@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from classifier.dataset import alert_name, load_rules, rule_to_event
-from streams.batchsend import partition_for_key
-from streams.producer import EventProducer
-from streams.reader import Record, TopicReader
+from streams.kafka.batchsend import partition_for_key
+from streams.kafka.producer import EventProducer
+from streams.kafka.reader import Record, TopicReader
 from streams.settings import Settings
-from streams.topics import EVENT_TOPICS, by_name, load_catalogue
+from streams.kafka.catalogue import EVENT_TOPICS, by_name, load_catalogue
 from tests.support.quiescence import read_to_end, wait_committed
 
 T0 = 1_700_000_000_000

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from streams.acklinks import AckLinkError, ack_link, sign_ack, verify_ack, verify_ack_query
+from streams.core.acklinks import AckLinkError, ack_link, sign_ack, verify_ack, verify_ack_query
 
 
 def test_sign_and_verify_round_trip():

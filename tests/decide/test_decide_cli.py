@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import main
+from streams.cli.main import main
 from tests.decide.helpers import ROOT, RUNBOOKS
 
 
@@ -25,7 +25,7 @@ def test_check_on_a_broken_runbook_prints_file_line_reason_and_exits_non_zero(tm
     (target / "high-cpu.yaml").write_text(
         "name: high-cpu\nmatch: {category: cpu}\nsteps:\n  - notify: {receiver: pagerduty-primry}\n"
     )
-    proc = subprocess.run([sys.executable, "-m", "streams.cli", "check", "--dir", str(target)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "streams.cli.main", "check", "--dir", str(target)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (

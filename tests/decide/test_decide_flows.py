@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from streams.codec import default_codec
-from streams.decide import Context, Verdict, decide, state_bytes
-from streams.silences import silence_from_json
+from streams.kafka.codec import default_codec
+from streams.core.decide import Context, Verdict, decide, state_bytes
+from streams.model.silences import silence_from_json
 from tests.decide.helpers import MIN, SESSION, T0, URGENT_DOWN, WARN_CPU, WARN_DOWN, Sim, alert, sample, scan, starter_set, webhook
 
 
@@ -327,7 +327,7 @@ def test_remediation_and_verification_escalate_when_still_firing(rset):
 
 
 def test_cron_slot_dispatches_staggered_targets_once_and_skips_repeats(rset):
-    from streams.timers import cron_event
+    from streams.core.timers import cron_event
 
     schedule = next(s for s in rset.schedules if s.name == "nightly-drift-scan")
     ctx = Context(runbooks=rset)
@@ -350,7 +350,7 @@ def test_cron_slot_dispatches_staggered_targets_once_and_skips_repeats(rset):
 def test_cron_skips_a_slot_while_the_previous_run_may_still_run(rset):
     from dataclasses import replace as dc_replace
 
-    from streams.timers import cron_event
+    from streams.core.timers import cron_event
 
     schedule = dc_replace(next(s for s in rset.schedules if s.name == "weekly-cost-scan"), cron="*/10 * * * *",
                           max_runtime=25 * MIN)
@@ -417,7 +417,7 @@ def test_every_effect_encodes_with_the_schema(ctx):
 
 
 def test_timers_due_before_an_event_are_folded_first_with_the_tickers_ids(ctx):
-    from streams.timers import timer_event_id
+    from streams.core.timers import timer_event_id
 
     prompt = Sim(ctx)
     prompt.feed(alert(at=T0))
@@ -437,7 +437,7 @@ def test_timers_due_before_an_event_are_folded_first_with_the_tickers_ids(ctx):
 def test_outside_inputs_are_recorded_so_a_replay_without_them_decides_the_same(rset):
     """Silences and other sessions' alerts come from global tables; the record keeps those that
     stopped something, and recorded_inputs() hands them back to decide for a replay."""
-    from streams.decide import recorded_inputs
+    from streams.core.decide import recorded_inputs
 
     silence = silence_from_json({"id": "s-api", "matchers": ['instance="api-1:9100"'], "starts_at": T0, "ends_at": T0 + 9 * MIN})
     unused = silence_from_json({"id": "s-other", "matchers": ['service="web"'], "starts_at": T0, "ends_at": T0 + 9 * MIN})
@@ -474,7 +474,7 @@ def replace_verdict(ctx, verdict):
 def test_a_state_of_version_2_continues_as_if_never_upgraded(ctx):
     """A changelog written by the short-key state (version 2) is read by this version: folding
     on from the down-converted state gives the same decisions as folding on from the state itself."""
-    from streams.state import _ALERT_KEYS_V2, _SESSION_KEYS_V2, VERSION
+    from streams.core.state import _ALERT_KEYS_V2, _SESSION_KEYS_V2, VERSION
 
     def to_v2(state):
         back_s = {v: k for k, v in _SESSION_KEYS_V2.items()}

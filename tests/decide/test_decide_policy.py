@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from streams import policy
-from streams.matchers import parse_matchers
-from streams.routing import InhibitRule, Timing
-from streams.runbooks import Flapping, Trigger
-from streams.silences import silence_from_json
+from streams.core import gates as policy
+from streams.model.matchers import parse_matchers
+from streams.model.routing import InhibitRule, Timing
+from streams.model.runbooks import Flapping, Trigger
+from streams.model.silences import silence_from_json
 
 MIN = 60_000
 
@@ -82,7 +82,7 @@ def test_inhibition_needs_a_source_with_equal_labels_and_never_inhibits_itself()
 
 
 def test_inhibition_sources_are_firing_alerts_matching_a_source():
-    from streams.messages import firing_labels
+    from streams.core.messages import firing_labels
 
     rule = InhibitRule(source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']))
     state = {"alerts": {

@@ -13,13 +13,13 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.codec import default_codec
-from streams.decide import Context, Verdict, state_bytes
-from streams.matchers import parse_matchers
-from streams.receivers import Receiver
-from streams.routing import Route, Routing, Timing
-from streams.runbooks import EscalationStep, Flapping, Notify, Policy, Runbook, RunbookSet
-from streams.silences import Silence
+from streams.kafka.codec import default_codec
+from streams.core.decide import Context, Verdict, state_bytes
+from streams.model.matchers import parse_matchers
+from streams.model.receivers import Receiver
+from streams.model.routing import Route, Routing, Timing
+from streams.model.runbooks import EscalationStep, Flapping, Notify, Policy, Runbook, RunbookSet
+from streams.model.silences import Silence
 from tests.decide.helpers import MIN, T0, Sim, alert, webhook
 
 POLICY = Policy(cooldown=7 * MIN, dedupe_window=10 * MIN, max_consecutive=2,

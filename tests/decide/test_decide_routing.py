@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from agents.sinks.channels import specs
-from streams.matchers import MatcherError, matches_all, parse_matcher
-from streams.routing import load_routing
-from streams.yamlfile import ConfigError
+from streams.model.matchers import MatcherError, matches_all, parse_matcher
+from streams.model.routing import load_routing
+from streams.model.yamlfile import ConfigError
 
 RECEIVERS = """
 receivers:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from agents.sinks.channels import specs
-from classifier.taxonomy import CATEGORIES
-from streams.runbooks import load_runbook_set
-from streams.yamlfile import ConfigError
+from streams.model.taxonomy import CATEGORIES
+from streams.model.runbooks import load_runbook_set
+from streams.model.yamlfile import ConfigError
 from tests.decide.helpers import RUNBOOKS
 
 REQUIRED = {"high-cpu", "memory-oom", "disk-filling", "target-down", "certificate-expiry", "error-rate-latency",
@@ -35,7 +35,7 @@ def test_starter_runbooks_take_real_catalogue_alerts():
     """Each catalogue-backed runbook is chosen for real rules of awesome-prometheus-alerts."""
     from classifier.dataset import load_rules, rule_to_event
     from classifier.keyword import KeywordClassifier
-    from streams.routing import routing_labels
+    from streams.model.routing import routing_labels
 
     rset = load_runbook_set(RUNBOOKS, channels=specs())
     wanted = {"Host high CPU load": "high-cpu", "Host out of memory": "memory-oom", "Host out of disk space": "disk-filling",

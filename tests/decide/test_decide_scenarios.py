@@ -10,9 +10,9 @@ from collections import Counter, defaultdict
 import pytest
 
 from classifier.dataset import alert_name
-from streams.batchsend import partition_for_key
-from streams.silences import silence_event as make_silence_event
-from streams.silences import silence_from_json
+from streams.kafka.batchsend import partition_for_key
+from streams.model.silences import silence_event as make_silence_event
+from streams.model.silences import silence_from_json
 from tests.decide.scenario import MIN, T0, Topics, alert, sentinel_alert, tick, webhook, worker_env
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def dispatched(topics: Topics) -> list[dict]:
 
 
 def topics_partitions(settings) -> int:
-    from streams.topics import by_name, load_catalogue
+    from streams.kafka.catalogue import by_name, load_catalogue
 
     return by_name(load_catalogue(settings.topics_file))["events.telemetry"].partitions
 
@@ -311,8 +311,8 @@ def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topi
 
 
 def test_silence_add_produces_a_silence_event(topics, capsys):
-    from streams.cli import main
-    from streams.reader import TopicReader
+    from streams.cli.main import main
+    from streams.kafka.reader import TopicReader
 
     assert main(["silence", "add", 'service="payments"', 'env!="dev"', "--duration", "2h", "--comment", "migration",
                  "--by", "alice", "--org", "acme"]) == 0

@@ -6,9 +6,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from streams.timers import (
-    CronError, PartitionClock, clock_now, cron_event, due_slot, due_timers, slot_before, slots_between, timer_event,
-    timer_event_id, validate_cron,
+from streams.model.cron import CronError, validate_cron
+from streams.core.timers import (
+    PartitionClock, clock_now, cron_event, due_slot, due_timers, slot_before, slots_between, timer_event,
+    timer_event_id,
 )
 
 
@@ -57,14 +58,14 @@ def test_timer_event_id_is_deterministic_and_depends_on_the_due_time():
     assert e1["event_id"] == e2["event_id"] == timer_event_id("s", "grp:1", 123)
     assert timer_event_id("s", "grp:1", 124) != e1["event_id"]
     assert e1["occurred_at"] == 123 and e1["payload"]["due_at"] == 123 and list(e1["payload"]["data"]) == ["a", "b"]
-    from streams.codec import default_codec
+    from streams.kafka.codec import default_codec
 
     codec = default_codec()
     assert codec.decode(codec.encode("opsloop.Event", e1))["payload"]["timer_id"] == "grp:1"
 
 
 def test_timers_entry_mirrors_pending_timers():
-    from streams.tables import timers_entry
+    from streams.core.tables import timers_entry
 
     assert timers_entry({}, 3, "acme") is None
     entry = timers_entry({"b": {"at": 2}, "a": {"at": 1}}, 3, "acme")

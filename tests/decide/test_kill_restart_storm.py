@@ -1,6 +1,6 @@
 """At-least-once across crashes: decide workers SIGKILLed twice in a 2,200-event run lose nothing.
 
-Before streams/redelivery.py, a worker restarted after SIGKILL lost records 1 run in 3
+Before streams/kafka/redelivery.py, a worker restarted after SIGKILL lost records 1 run in 3
 here: records fetched while faust seeked were cleared from its queues and counted as
 a gap, and a partition nobody had committed was never read again (all its events
 undecided). The second worker is started at once, while the killed one still counts
@@ -25,7 +25,7 @@ import asyncio
 
 import pytest
 
-from streams.topics import EVENT_TOPICS
+from streams.kafka.catalogue import EVENT_TOPICS
 from tests.replay.traffic import produce, traffic, wait_decided
 from tests.support.quiescence import wait_committed
 

@@ -73,7 +73,7 @@ def test_no_secret_is_inline_and_every_variable_is_documented(compose):
 
 def test_every_secret_variable_a_receiver_names_is_in_env_example():
     from agents.sinks.channels import specs
-    from streams.receivers import load_receivers
+    from streams.model.receivers import load_receivers
 
     documented = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
     named = {var for receiver in load_receivers(ROOT / "runbooks" / "routing.yaml", channels=specs()).values() for var in receiver.secret_env.values()}

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.broker import free_port
-from streams.producer import EventProducer
+from streams.devtools.broker import free_port
+from streams.kafka.producer import EventProducer
 from tests.deploy.test_dashboard import DASHBOARD, RULES
 from tests.sinks.fakes import FakeServices
 
@@ -71,7 +71,7 @@ def test_real_prometheus_scrapes_a_worker_and_every_dashboard_panel_returns_data
         worker_factory(OPSLOOP_WEB_ENABLED="true", OPSLOOP_WEB_PORT=str(worker_port))
         import sys
 
-        daemons.start([sys.executable, "-m", "streams.cli", "ingest"], tmp_path / "ingest.log",
+        daemons.start([sys.executable, "-m", "streams.cli.main", "ingest"], tmp_path / "ingest.log",
                       f"http://127.0.0.1:{ingest_port}/healthz")
         _wait_http(f"http://127.0.0.1:{worker_port}/metrics", 60)
 

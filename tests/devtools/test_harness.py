@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from streams.broker import new_cluster_id
+from streams.devtools.broker import new_cluster_id
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_cluster_id_never_starts_with_a_dash():
 PARENT = textwrap.dedent(
     """
     import sys, threading
-    from streams import childproc
+    from streams.devtools import childproc
 
     procs = []
     def start():

@@ -22,14 +22,14 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.broker import LocalKafka
-from streams.digest import utc_ms
-from streams.processes import FAST_GROUP_ENV, WorkerProcess
-from streams.producer import EventProducer
-from streams.reader import TopicReader
+from streams.devtools.broker import LocalKafka
+from streams.core.digest import utc_ms
+from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
+from streams.kafka.producer import EventProducer
+from streams.kafka.reader import TopicReader
 from streams.settings import Settings
-from streams.topics import load_catalogue
-from streams.topics_admin import apply
+from streams.kafka.catalogue import load_catalogue
+from streams.kafka.admin import apply
 
 D = (2031, 3, 4)
 

@@ -27,10 +27,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from streams.digest import DigestCounts, day_of, digest_effect, render
-from streams.producer import EventProducer
-from streams.batchsend import partition_for_key
-from streams.topics import by_name, load_catalogue
+from streams.core.digest import DigestCounts, day_of, digest_effect, render
+from streams.kafka.producer import EventProducer
+from streams.kafka.batchsend import partition_for_key
+from streams.kafka.catalogue import by_name, load_catalogue
 from tests.decide.scenario import MIN, Topics, alert, tick, worker_env
 
 pytestmark = pytest.mark.integration
@@ -110,7 +110,7 @@ def receipts(d: date) -> list[dict]:
 
 
 def expected(decisions: list[dict], deliveries: list[dict], org: str, d: date) -> DigestCounts:
-    """The counts, tallied here from what the worker recorded (not with streams.digest's fold)."""
+    """The counts, tallied here from what the worker recorded (not with streams.core.digest's fold)."""
     tz = ORGS[org][0]
     mine = [x for x in decisions if x["org"] == org and day_of(x["decided_at"], tz) == d.isoformat()]
     real = [x for x in mine if x["outcome"] != "duplicate"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from agents.sinks.channels import specs
-from streams.cli import main
-from streams.digest_config import DigestConfig, load_digest_config
-from streams.runbooks import load_runbook_set
-from streams.yamlfile import ConfigError
+from streams.cli.main import main
+from streams.model.digest_config import DigestConfig, load_digest_config
+from streams.model.runbooks import load_runbook_set
+from streams.model.yamlfile import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streams.codec import default_codec
-from streams.digest import DigestCounts, add_decision, add_delivery, day_of, digest_effect, utc_ms
+from streams.kafka.codec import default_codec
+from streams.core.digest import DigestCounts, add_decision, add_delivery, day_of, digest_effect, utc_ms
 
 
 def test_known_day_counts_render_and_encode():

@@ -7,11 +7,11 @@ from collections import Counter
 from pathlib import Path
 
 from agents.sinks.channels import specs
-from streams.codec import default_codec
-from streams.digest import (
+from streams.kafka.codec import default_codec
+from streams.core.digest import (
     DigestCounts, caught_up, delta, digest_effects, due_digest, fold_delta, group_items, org_of_session, utc_ms,
 )
-from streams.routing import load_routing
+from streams.model.routing import load_routing
 
 TZ = "Europe/Berlin"
 

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import httpx
 
-from streams.broker import LocalKafka
+from streams.devtools.broker import LocalKafka
 from streams.ingest.alerts import prometheus_events
 from streams.ingest.sessions import load_session_rules
-from streams.ingest.settings import IngestSettings
+from streams.settings import IngestSettings
 from streams.settings import Settings
-from streams.producer import EventProducer, now_ms
+from streams.kafka.producer import EventProducer, now_ms
 from tests.ingest.conftest import IngestServer, apply_topics, bearer, ingest_env, settings_for
 
 

@@ -1,6 +1,6 @@
 """Fixtures of the ingest tests: a real ``opsloop ingest`` process on its own topic prefix.
 
-``IngestServer`` runs ``python -m streams.cli ingest`` (the same entry point
+``IngestServer`` runs ``python -m streams.cli.main ingest`` (the same entry point
 production uses) and waits for /healthz by polling, with a deadline. Module-scoped
 servers share one start-up across a module's tests; each module gets its own topic
 prefix on the session broker, so what one module produces never shows in another.
@@ -23,9 +23,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import httpx
 import pytest
 
-from streams import childproc
-from streams.broker import free_port
-from streams.reader import Record, TopicReader
+from streams.devtools import childproc
+from streams.devtools.broker import free_port
+from streams.kafka.reader import Record, TopicReader
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,8 +67,8 @@ def settings_for(env: Mapping[str, str]) -> Settings:
 
 
 def apply_topics(settings: Settings) -> None:
-    from streams.topics import load_catalogue
-    from streams.topics_admin import apply
+    from streams.kafka.catalogue import load_catalogue
+    from streams.kafka.admin import apply
 
     asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
 
@@ -93,7 +93,7 @@ class IngestServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = childproc.spawn(
-            [sys.executable, "-m", "streams.cli", "ingest", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "streams.cli.main", "ingest", "--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
         )
         log.close()

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from streams.broker import free_port
+from streams.devtools.broker import free_port
 from streams.ingest.alerts import fingerprint
 from tests.ingest.conftest import TOKENS, read_all_events, read_events
 

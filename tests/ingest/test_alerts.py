@@ -8,9 +8,9 @@ from streams.ingest.alerts import alertmanager_events, fingerprint, prometheus_e
 from streams.ingest.errors import BadRequest
 from streams.ingest.fields import timestamp_ms
 from streams.ingest.sessions import load_session_rules
-from streams.ingest.settings import IngestSettings
+from streams.settings import IngestSettings
 from streams.settings import Settings
-from streams.records import derived_id
+from streams.model.records import derived_id
 
 RULES = load_session_rules(Settings.from_env().sessions_path())
 NOW = 1_714_557_600_000  # 2024-05-01T10:00:00Z

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
-from streams.broker import free_port
+from streams.devtools.broker import free_port
 from tests.ingest.conftest import (
     IngestServer, apply_topics, bearer, github_signature, ingest_env, pagerduty_signature, read_all_events, read_events,
     settings_for,

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from streams.ingest.alerts import fingerprint
 from streams.ingest.app import create_app
-from streams.ingest.settings import IngestSettings
-from streams.records import derived_id
+from streams.settings import IngestSettings
+from streams.model.records import derived_id
 from tests.ingest.conftest import (
     GITHUB_SECRET, PAGERDUTY_SECRET, TOKENS, IngestServer, bearer, github_signature, pagerduty_signature, read_all_events, read_events,
     settings_for,

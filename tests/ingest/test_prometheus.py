@@ -15,7 +15,7 @@ import textwrap
 import httpx
 import pytest
 
-from streams.broker import free_port
+from streams.devtools.broker import free_port
 from streams.ingest.alerts import fingerprint
 from tests.ingest.conftest import TOKENS, metric_value, read_all_events, read_events, wait_for
 

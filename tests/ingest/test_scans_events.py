@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from streams.codec import default_codec
+from streams.kafka.codec import default_codec
 from streams.ingest.errors import BadRequest
 from streams.ingest.events import envelope_events, payload_schemas
 from streams.ingest.scans import scan_event
 from streams.ingest.sessions import load_session_rules
-from streams.ingest.settings import IngestSettings
+from streams.settings import IngestSettings
 from streams.settings import Settings
-from streams.records import derived_id
+from streams.model.records import derived_id
 
 RULES = load_session_rules(Settings.from_env().sessions_path())
 SCHEMAS = payload_schemas(default_codec())

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from streams.ingest.sessions import NoSessionRule, load_session_rules, make_facts, session_key
-from streams.ingest.settings import IngestSettings
+from streams.settings import IngestSettings
 from streams.settings import Settings
-from streams.yamlfile import ConfigError
+from streams.model.yamlfile import ConfigError
 
 SHIPPED = Settings.from_env().sessions_path()
 

@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from streams.broker import free_port
+from streams.devtools.broker import free_port
 from streams.ingest.app import create_app
 from streams.ingest.auth import hmac_sha256, verify_signature
 from streams.ingest.errors import BadRequest, Forbidden, Unauthorized
 from streams.ingest.fields import timestamp_ms
 from streams.ingest.pipeline import INGEST
 from streams.ingest.sessions import load_session_rules
-from streams.ingest.settings import IngestSettings
+from streams.settings import IngestSettings
 from streams.settings import Settings
 from streams.ingest.webhooks import (
     PROVIDERS, Ignored, Provider, github_event, pagerduty_event, secret_variable, webhook_secrets,
 )
-from streams.records import derived_id
+from streams.model.records import derived_id
 from streams.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from classifier.dataset import load_rules, rule_to_event
-from streams.codec import SCHEMAS_DIR, Codec
-from streams.producer import EventProducer
-from streams.reader import TopicReader
+from streams.kafka.codec import SCHEMAS_DIR, Codec
+from streams.kafka.producer import EventProducer
+from streams.kafka.reader import TopicReader
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

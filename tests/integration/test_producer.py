@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from streams.producer import EventProducer
-from streams.reader import TopicReader
-from streams.records import InvalidEventError
+from streams.kafka.producer import EventProducer
+from streams.kafka.reader import TopicReader
+from streams.model.records import InvalidEventError
 
 pytestmark = pytest.mark.integration
 

@@ -6,10 +6,10 @@ import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.cli import main
+from streams.cli.main import main
 from streams.settings import Settings
-from streams.topics import load_catalogue
-from streams.topics_admin import observe
+from streams.kafka.catalogue import load_catalogue
+from streams.kafka.admin import observe
 
 TOPICS = len(load_catalogue())
 

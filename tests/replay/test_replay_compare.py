@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streams.decide import Context, decide
-from streams.replay_compare import RecordedDecision, differing_fields, recorded_verdict, replay
+from streams.core.decide import Context, decide
+from streams.replay.compare import RecordedDecision, differing_fields, recorded_verdict, replay
 from tests.decide.helpers import MIN, T0, URGENT_DOWN, alert, starter_set, webhook
 
 
@@ -73,8 +73,8 @@ def test_window_and_verdict():
 
 def test_decisions_of_another_decide_version_are_flagged():
     """Records written before decide recorded its version (or by another version) differ, and say why."""
-    from streams.decide import DECIDE_VERSION
-    from streams.replay import Recorded, ReplayResult, render
+    from streams.core.decide import DECIDE_VERSION
+    from streams.replay.run import Recorded, ReplayResult, render
 
     events = traffic()
     base, recorded = simulate(events, restart_after=len(events) - 1, restored_from=len(events))

@@ -15,8 +15,8 @@ from collections import Counter
 import pytest
 
 from agents.sinks.channels import specs
-from streams.replay import run_replay
-from streams.runbooks import load_runbook_set
+from streams.replay.run import run_replay
+from streams.model.runbooks import load_runbook_set
 from tests.replay.traffic import produce, read_recorded, traffic, wait_decided
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def test_replay_of_a_recorded_run_is_identical(recorded_run, capsys):
     # One session, through the CLI, as JSON; the progress bar goes to stderr.
     import json
 
-    from streams.cli import main
+    from streams.cli.main import main
 
     session = events[0]["session_key"]
     capsys.readouterr()

@@ -21,9 +21,9 @@ from collections import Counter
 import pytest
 
 from agents.sinks.channels import specs
-from streams.processes import WorkerProcess
-from streams.replay import run_replay
-from streams.runbooks import load_runbook_set
+from streams.devtools.processes import WorkerProcess
+from streams.replay.run import run_replay
+from streams.model.runbooks import load_runbook_set
 from streams.settings import Settings
 from tests.replay.traffic import produce, read_recorded, traffic, wait_decided
 

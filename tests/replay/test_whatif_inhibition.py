@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streams.decide import Context, Verdict, decide
-from streams.messages import firing_labels
-from streams.policy import inhibition_sources
-from streams.replay_compare import RecordedDecision, replay
+from streams.core.decide import Context, Verdict, decide
+from streams.core.messages import firing_labels
+from streams.core.gates import inhibition_sources
+from streams.replay.compare import RecordedDecision, replay
 from tests.decide.helpers import MIN, T0, alert, starter_set
 
 URGENT = Verdict(category="availability", severity="urgent", classifier="test-1")
@@ -66,7 +66,7 @@ def test_a_what_if_inhibits_across_sessions_as_the_agent_does():
 
 def test_the_decision_carries_the_writes_the_agent_and_replay_apply():
     """One derivation: decide's writes are the routing labels the inhibit rules take as sources."""
-    from streams.tables import apply_writes
+    from streams.core.tables import apply_writes
 
     base = Context(runbooks=starter_set())
     event = alert("PrometheusTargetMissing", service="api", session="acme:a:down", at=T0, eid="down")

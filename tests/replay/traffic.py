@@ -1,7 +1,7 @@
 """Recorded traffic for the replay tests: alerts that repeat, get acknowledged, resolve and fire again.
 
 Every session has its own ``service`` label, so no alert of one session inhibits
-another's (see streams/replay_compare.py on global tables). The source is not an
+another's (see streams/replay/compare.py on global tables). The source is not an
 upstream grouper, so the first notice of each episode waits for a group timer, and
 availability alerts escalate through timers: the recorded run has timer events.
 """
@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any, Callable
 
-from streams.reader import Record, TopicReader
+from streams.kafka.reader import Record, TopicReader
 from streams.settings import Settings
 from tests.decide.helpers import alert, webhook
 
@@ -75,7 +75,7 @@ def wait_decided(settings: Settings, event_ids: set[str], *, quiet_s: float = 4.
 
 
 def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
-    from streams.producer import EventProducer
+    from streams.kafka.producer import EventProducer
 
     async def run() -> None:
         async with EventProducer(settings) as producer:
@@ -86,7 +86,7 @@ def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
 
 
 def read_recorded(settings: Settings, since: int, until: int):
-    from streams.replay import read_recorded as read
+    from streams.replay.run import read_recorded as read
 
     return asyncio.run(read(settings, since, until))
 

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from streams.receivers import RateLimit, Receiver
+from streams.model.receivers import RateLimit, Receiver
 from tests.sinks.fakes import FakeServices
 
 SECRETS = {

@@ -12,8 +12,8 @@ from agents.sinks.delivery import Deliverer, Destination, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, OutboxRecord
 from agents.sinks.ledger import Ledger
 from streams.settings import SinkSettings
-from streams.codec import default_codec
-from streams.receivers import Receiver
+from streams.kafka.codec import default_codec
+from streams.model.receivers import Receiver
 
 _seq = itertools.count()
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from streams.producer import EventProducer
-from streams.reader import TopicReader
+from streams.kafka.producer import EventProducer
+from streams.kafka.reader import TopicReader
 from tests.sinks.conftest import SECRETS
 from tests.sinks.fakes import FakeServices
 from tests.sinks.helpers import make_effect

@@ -17,7 +17,7 @@ import pytest
 from agents.sinks.delivery import Breaker
 from agents.sinks.ledger import Ledger
 from streams.logs import RedactSecrets
-from streams.receivers import RateLimit, Receiver
+from streams.model.receivers import RateLimit, Receiver
 from tests.sinks.conftest import SECRETS, receivers_for
 from tests.sinks.fakes import Answer, FakeServices
 from tests.sinks.helpers import FAST, Harness, make_effect

@@ -7,7 +7,7 @@ import ssl
 from dataclasses import replace
 
 from agents.sinks.channels.email import message_id, thread_id
-from streams.receivers import Receiver
+from streams.model.receivers import Receiver
 from tests.sinks.conftest import SECRETS, receivers_for
 from tests.sinks.helpers import FAST, Harness, make_effect
 

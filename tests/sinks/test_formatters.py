@@ -8,7 +8,7 @@ import pytest
 
 from agents.sinks.base import TRUNCATION_MARK, HttpResponse, PermanentError, TransientError
 from agents.sinks.channels import pagerduty, registry, slack, teams, webhook
-from streams.receivers import Receiver
+from streams.model.receivers import Receiver
 from tests.sinks.fakes import validate_pagerduty, validate_slack, validate_teams
 from tests.sinks.helpers import make_effect
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from agents.sinks.channels import specs
-from streams.receivers import (
+from streams.model.receivers import (
     MissingSecretError, RateLimit, Receiver, builtin_receivers, load_receivers, resolve_secrets,
 )
-from streams.yamlfile import ConfigError
+from streams.model.yamlfile import ConfigError
 
 GOOD = """\
 receivers:

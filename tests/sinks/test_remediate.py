@@ -19,9 +19,9 @@ import pytest
 
 from agents.sinks.channels import specs
 from agents.sinks.channels.webhook import SIGNATURE_HEADER, verify
-from streams.receivers import Receiver
-from streams.routing import load_routing
-from streams.yamlfile import ConfigError
+from streams.model.receivers import Receiver
+from streams.model.routing import load_routing
+from streams.model.yamlfile import ConfigError
 from tests.sinks.fakes import Answer, FakeServices
 from tests.sinks.helpers import Harness
 
@@ -180,7 +180,7 @@ def test_an_approved_drift_fix_is_called_once_by_a_worker(topics, worker_factory
     """Scan → notify and wait; approval → remediate effect → the sink calls the action, with the token."""
     import shutil
 
-    from streams.reader import TopicReader
+    from streams.kafka.reader import TopicReader
     from tests.decide.helpers import scan, webhook
     from tests.decide.scenario import MIN, T0, Topics, worker_env
 

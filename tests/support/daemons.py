@@ -13,7 +13,7 @@ from typing import Sequence
 
 import httpx
 
-from streams import childproc
+from streams.devtools import childproc
 
 
 class Daemon:

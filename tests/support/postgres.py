@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from streams.broker import free_port
+from streams.devtools.broker import free_port
 
 
 class PostgresError(Exception):

@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.settings import Settings
-from streams.topics import EVENT_TOPICS
+from streams.kafka.catalogue import EVENT_TOPICS
 
 async def partitions_of(consumer: AIOKafkaConsumer, settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/reader.py: no public refresh
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/kafka/reader.py: no public refresh
     return [TopicPartition(settings.topic_prefix + t, p)
             for t in topics for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from streams.cli import main
-from streams.topics import TOPICS_FILE
+from streams.cli.main import main
+from streams.kafka.catalogue import TOPICS_FILE
 
 
 def test_topics_check_ok(capsys):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from streams.codec import (
+from streams.kafka.codec import (
     MAGIC,
     SCHEMAS_DIR,
     BadHeaderError,

@@ -47,7 +47,7 @@ def test_every_exit_code_is_documented_in_the_help():
     (["route", "test", "--dir", "/nonexistent-runbooks", "alertname=x"], 1),
 ])
 def test_the_cli_exits_with_the_errors_code(argv, code, capsys):
-    from streams.cli import main
+    from streams.cli.main import main
 
     assert main(argv) == code
     err = capsys.readouterr().err

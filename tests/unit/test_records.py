@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.records import InvalidEventError, derived_id, stamp, topic_for, validate_event
+from streams.model.records import InvalidEventError, derived_id, stamp, topic_for, validate_event
 
 GOOD = {"session_key": "s", "kind": "scan", "type": "scan.completed", "source": "scanner", "occurred_at": 5,
         "payload": {"scan_id": "1", "scan_type": "drift", "config_id": "c", "status": "clean"}}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.topics import TOPICS_FILE, ObservedTopic, load_catalogue, plan
-from streams.yamlfile import ConfigError
+from streams.kafka.catalogue import TOPICS_FILE, ObservedTopic, load_catalogue, plan
+from streams.model.yamlfile import ConfigError
 
 
 def test_the_shipped_catalogue_is_valid_and_complete():

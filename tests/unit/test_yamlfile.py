@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.yamlfile import ConfigError, load_yaml, parse_duration_ms
+from streams.model.yamlfile import ConfigError, load_yaml, parse_duration_ms
 
 
 @pytest.mark.parametrize("text,ms", [("30s", 30_000), ("15m", 900_000), ("4h", 14_400_000), ("7d", 604_800_000),

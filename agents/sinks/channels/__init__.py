@@ -4,7 +4,7 @@ Adding a channel is adding one file to this package, nothing else. The module
 defines ``CHANNEL``, an :class:`agents.sinks.base.Channel` holding all of it:
 
 - ``name``: what a receiver's ``channel:`` says;
-- ``spec``: the receivers' settings schema, a :class:`streams.receivers.ChannelSpec`
+- ``spec``: the receivers' settings schema, a :class:`streams.model.receivers.ChannelSpec`
   (required, secret-only and optional settings, the default rate limit, and
   ``check_settings``, the check of the values that runs when the routing file loads);
 - ``render``: the pure formatter (effect, receiver, secrets) -> request;
@@ -30,7 +30,7 @@ from types import ModuleType
 
 from agents.sinks.base import Channel
 from streams.errors import OpsloopError
-from streams.receivers import ChannelSpec
+from streams.model.receivers import ChannelSpec
 
 
 class ChannelRegistryError(OpsloopError, RuntimeError):

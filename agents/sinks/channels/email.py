@@ -16,7 +16,7 @@ from email.utils import formatdate, getaddresses
 from typing import Any, Mapping
 
 from agents.sinks.base import Channel, PermanentError, SmtpRequest, notify_of
-from streams.receivers import ChannelSpec, RateLimit, Receiver, SettingError
+from streams.model.receivers import ChannelSpec, RateLimit, Receiver, SettingError
 
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 SUBJECT_MAX = 250

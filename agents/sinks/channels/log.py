@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from agents.sinks.base import Channel, LogRequest, notify_of
-from streams.receivers import ChannelSpec, Receiver
+from streams.model.receivers import ChannelSpec, Receiver
 
 
 def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> LogRequest:

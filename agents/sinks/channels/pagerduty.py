@@ -15,7 +15,7 @@ import json
 from typing import Any, Mapping
 
 from agents.sinks.base import Channel, HttpRequest, HttpResponse, PermanentError, check_status, notify_of, trim
-from streams.receivers import ChannelSpec, RateLimit, Receiver
+from streams.model.receivers import ChannelSpec, RateLimit, Receiver
 
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 DEDUP_MAX = 255

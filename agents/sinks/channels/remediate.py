@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 from agents.sinks.base import Channel, HttpRequest, PermanentError, check_status
 from agents.sinks.channels.webhook import SIGNATURE_HEADER, sign
-from streams.receivers import REMEDIATE_CHANNEL, ChannelSpec, Receiver
+from streams.model.receivers import REMEDIATE_CHANNEL, ChannelSpec, Receiver
 
 BODYLESS = ("GET", "DELETE")
 
@@ -99,4 +99,5 @@ def describe(effect: Mapping[str, Any]) -> str:
 # Credentials only; the endpoint comes from the runbook step.
 SPEC = ChannelSpec(secret_only=("token", "signing_key"), optional=("token", "signing_key"))
 
-CHANNEL = Channel(name=REMEDIATE_CHANNEL, spec=SPEC, render=render, check=check_status, idempotent=True)
+CHANNEL = Channel(name=REMEDIATE_CHANNEL, spec=SPEC, render=render, check=check_status, idempotent=True, held=held,
+                  describe=describe)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from agents.sinks.base import (
     SEVERITY_COLOURS, TRUNCATION_MARK, Channel, HttpRequest, HttpResponse, PermanentError, check_status, notify_of, trim,
 )
-from streams.receivers import ChannelSpec, RateLimit, Receiver, SettingError
+from streams.model.receivers import ChannelSpec, RateLimit, Receiver, SettingError
 
 MAX_BLOCKS = 50
 HEADER_MAX = 150

@@ -18,7 +18,7 @@ from agents.sinks.base import (
     TRUNCATION_MARK, Channel, HttpRequest, HttpResponse, PermanentError, TransientError, check_status,
     notify_of, parse_retry_after, trim,
 )
-from streams.receivers import ChannelSpec, RateLimit, Receiver
+from streams.model.receivers import ChannelSpec, RateLimit, Receiver
 
 CARD_VERSION = "1.4"
 MAX_BYTES = 28 * 1024

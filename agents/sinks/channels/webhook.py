@@ -15,7 +15,7 @@ import json
 from typing import Any, Mapping
 
 from agents.sinks.base import Channel, HttpRequest, check_status, notify_of
-from streams.receivers import ChannelSpec, Receiver
+from streams.model.receivers import ChannelSpec, Receiver
 
 SIGNATURE_HEADER = "X-Opsloop-Signature-256"
 

@@ -1,0 +1,2 @@
+"""The `opsloop` command line: argument parsing and thin shells over the other layers.
+"""

@@ -1,0 +1,353 @@
+"""The ``opsloop`` command line.
+
+Each subcommand is a thin shell: parse arguments, read settings from the
+environment, call the module that does the work, print, and exit. Errors are
+:class:`streams.errors.OpsloopError`: printed as one line (with the file and line
+where there is one) and mapped to the exit code the help text lists
+(:data:`streams.errors.EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
+
+from streams.progress import Progress
+from streams.errors import EXIT_DIFFERS, EXIT_INTERRUPTED, EXIT_NOT_FOUND, InvalidInputError, OpsloopError, exit_codes_help
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.model.receivers import ChannelSpec
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+# -- topics ---------------------------------------------------------------------
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.kafka.catalogue import load_catalogue
+
+    settings = _settings()
+    path = Path(args.file) if args.file else settings.topics_file
+    specs = load_catalogue(path)
+    if args.action == "check":
+        print(f"{path}: {len(specs)} topics ok")
+        return 0
+    from streams.kafka.admin import apply, render
+
+    result = asyncio.run(apply(settings, specs, dry_run=args.dry_run))
+    print(render(result, dry_run=args.dry_run))
+    return EXIT_DIFFERS if result.drift else 0
+
+
+# -- produce --------------------------------------------------------------------
+
+
+class LineError(InvalidInputError):
+    """A line of a JSON-lines input is not a valid event; the message has file:line."""
+
+
+def read_json_lines(stream: TextIO, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    from streams.model.records import InvalidEventError, validate_event
+
+    for number, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LineError(f"{name}:{number}: invalid JSON: {exc.msg} at column {exc.colno}") from None
+        try:
+            validate_event(raw)
+        except InvalidEventError as exc:
+            raise LineError(f"{name}:{number}: {exc}") from None
+        yield number, raw
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from streams.kafka.producer import EventProducer
+
+    settings = _settings()
+    name = args.file or "<stdin>"
+    stream = open(args.file) if args.file else sys.stdin
+    with stream:
+        events = [raw for _, raw in read_json_lines(stream, name)]  # validate all before sending any
+
+    async def run() -> int:
+        sent = 0
+        progress = Progress(len(events), enabled=len(events) >= 1000 or args.progress)
+        async with EventProducer(settings) as producer:
+            for start in range(0, len(events), 500):
+                chunk = events[start : start + 500]
+                await producer.send_many(chunk)
+                sent += len(chunk)
+                progress.update(sent)
+        progress.done()
+        return sent
+
+    sent = asyncio.run(run())
+    print(f"produced {sent} events")
+    return 0
+
+
+# -- tail -----------------------------------------------------------------------
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streams.kafka.reader import TopicReader
+
+    settings = _settings()
+
+    async def run() -> None:
+        count = 0
+        async with TopicReader(settings, args.topics, from_beginning=not args.new) as reader:
+            async for rec in reader.records(idle_timeout=args.idle):
+                out = {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
+                       "key": rec.key.decode(errors="replace") if rec.key else None}
+                out["value" if rec.error is None else "error"] = rec.value if rec.error is None else rec.error
+                print(json.dumps(out, default=_bytes_repr), flush=True)
+                count += 1
+                if args.max and count >= args.max:
+                    return
+
+    asyncio.run(run())
+    return 0
+
+
+def _bytes_repr(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
+# -- worker ---------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agents.worker import run_worker
+
+    overrides: dict[str, Any] = {}
+    if args.web_port is not None:
+        overrides["web_port"] = args.web_port
+    return run_worker(Settings.from_env(**overrides))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.devtools.demo import run_demo
+
+    return run_demo(alerts=args.alerts)
+
+
+def cmd_classifier(argv: Sequence[str]) -> int:
+    from classifier.cli import main as classifier_main
+
+    return classifier_main(list(argv))
+
+
+def cmd_ingest(argv: Sequence[str]) -> int:
+    from streams.ingest.server import main as ingest_main
+
+    return ingest_main(list(argv))
+
+
+# -- audit ----------------------------------------------------------------------
+
+
+def cmd_projector(args: argparse.Namespace) -> int:
+    from streams.audit.projector import run_projector
+
+    return run_projector(_settings(), batch_max=args.batch_max)
+
+
+def _audit_engine():
+    from streams.audit.store import migrate
+    from streams.db import make_engine
+
+    engine = make_engine(_settings().database_url.get_secret_value())
+    migrate(engine)
+    return engine
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from streams.audit import store, timeline
+
+    target = args.target
+    if target == "migrate":
+        _audit_engine()
+        print("audit database is at the newest schema")
+        return 0
+    if target == "prune":
+        if not args.older_than:
+            print("opsloop: audit prune needs --older-than (e.g. 30d)", file=sys.stderr)
+            return 1
+        from streams.model.yamlfile import parse_duration_ms
+
+        try:
+            age = parse_duration_ms(args.older_than)
+        except ValueError as exc:
+            print(f"opsloop: --older-than: {exc}", file=sys.stderr)
+            return 1
+        import time
+
+        deleted = store.prune(_audit_engine(), int(time.time() * 1000) - age)
+        print("pruned " + ", ".join(f"{n} {table}" for table, n in deleted.items()))
+        return 0
+    entries = timeline.build(store.session_rows(_audit_engine(), target))
+    if args.json:
+        print(json.dumps({"session_key": target, "timeline": entries}, indent=2, default=str))
+    else:
+        print(timeline.render(target, entries))
+    return 0 if entries else EXIT_NOT_FOUND
+
+
+# -- runbooks, routing, silences (streams.cli.runbooks) -----------------------------
+
+
+def channel_specs() -> dict[str, ChannelSpec]:
+    """The channels routing.yaml's receivers may name: the CLI, the top layer, asks agents (streams never does)."""
+    from agents.sinks.channels import specs
+
+    return specs()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from streams.cli.runbooks import run_check
+
+    return run_check(args.dir, channel_specs())
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from streams.cli.runbooks import run_route_test
+
+    return run_route_test(args.dir, args.labels, channel_specs(), args.verify_receivers)
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from streams.cli.runbooks import run_silence
+
+    return run_silence(args.action, args.args, duration=args.duration, start=args.start, comment=args.comment,
+                       by=args.by, org=args.org)
+
+
+# -- replay (streams.replay.run) --------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streams.replay.run import ReplayError, main as replay_main
+
+    try:
+        return replay_main(_settings(), args.since, args.until, channels=channel_specs(), session=args.session,
+                           runbooks_dir=args.runbooks,
+                           model=args.model, as_json_output=args.json, baseline_dir=args.baseline_runbooks)
+    except ReplayError as exc:
+        print(f"opsloop: replay: {exc}", file=sys.stderr)
+        return 1
+
+
+# -- entry point ----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opsloop", description="Event-sourced autonomous operations on Kafka.",
+                                     epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    topics = sub.add_parser("topics", help="validate topics.yaml, or create its topics on the cluster")
+    topics.add_argument("action", choices=["check", "apply"])
+    topics.add_argument("--file", help="topics file (default: topics.yaml of this install)")
+    topics.add_argument("--dry-run", action="store_true", help="apply: report only")
+    topics.set_defaults(func=cmd_topics)
+
+    produce = sub.add_parser("produce", help="append events from JSON lines (a file or stdin)")
+    produce.add_argument("file", nargs="?", help="JSON-lines file of event envelopes (default: stdin)")
+    produce.add_argument("--progress", action="store_true", help="show a progress bar even for small inputs")
+    produce.set_defaults(func=cmd_produce)
+
+    tail = sub.add_parser("tail", help="print decoded records of topics (no consumer group)")
+    tail.add_argument("topics", nargs="+")
+    tail.add_argument("--new", action="store_true", help="only records appended from now on")
+    tail.add_argument("--max", type=int, default=0, help="stop after this many records")
+    tail.add_argument("--idle", type=float, default=None, help="stop after this many idle seconds")
+    tail.set_defaults(func=cmd_tail)
+
+    worker = sub.add_parser("worker", help="run a faust worker (joins the consumer group)")
+    worker.add_argument("--web-port", type=int, default=None)
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="run the zero-setup demo: local broker, worker, real alerts")
+    demo.add_argument("--alerts", type=int, default=6)
+    demo.set_defaults(func=cmd_demo)
+
+    projector = sub.add_parser("projector", help="fold events, decisions, effects, deliveries into the SQL audit tables")
+    projector.add_argument("--batch-max", type=int, default=1000)
+    projector.set_defaults(func=cmd_projector)
+
+    audit = sub.add_parser(
+        "audit", help="a session's timeline (`audit SESSION_KEY [--json]`), `audit prune --older-than 30d`, `audit migrate`"
+    )
+    audit.add_argument("target", help="a session key, or `prune`, or `migrate`")
+    audit.add_argument("--json", action="store_true", help="the timeline as JSON")
+    audit.add_argument("--older-than", help="prune: delete rows older than this (e.g. 30d)")
+    audit.set_defaults(func=cmd_audit)
+
+    replay = sub.add_parser("replay", help="re-run decide on recorded events and compare; what-if with --runbooks/--model")
+    replay.add_argument("--since", required=True, help="ISO 8601, epoch ms or now-2h")
+    replay.add_argument("--until", default="now")
+    replay.add_argument("--session", help="compare only this session key")
+    replay.add_argument("--runbooks", help="what-if: a changed runbook directory")
+    replay.add_argument("--model", help="what-if: a classifier artifact to re-classify with")
+    replay.add_argument("--baseline-runbooks", help="the runbook directory the recorded decisions used (default: OPSLOOP_RUNBOOKS_DIR)")
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=cmd_replay)
+
+    check = sub.add_parser("check", help="validate the runbook set (runbooks, routing, schedules); file:line on error")
+    check.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
+    check.set_defaults(func=cmd_check)
+
+    route = sub.add_parser("route", help="`route test label=value ...`: the runbook, routes and receivers an event gets")
+    route.add_argument("action", choices=["test"])
+    route.add_argument("labels", nargs="+", help="label=value pairs; also category, severity, kind, event_type, source, org")
+    route.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
+    route.add_argument("--verify-receivers", help="exit 1 unless the first notification goes to exactly these (comma-separated)")
+    route.set_defaults(func=cmd_route)
+
+    silence = sub.add_parser("silence", help="`silence add MATCHER... --duration 2h` or `silence expire ID`")
+    silence.add_argument("action", choices=["add", "expire"])
+    silence.add_argument("args", nargs="+", help='matchers like service="db" (add) or a silence id (expire)')
+    silence.add_argument("--duration", default="1h")
+    silence.add_argument("--start", help="ISO 8601 start (default: now)")
+    silence.add_argument("--comment", default="")
+    silence.add_argument("--by", default="cli", help="who silences (recorded)")
+    silence.add_argument("--org", default="default")
+    silence.set_defaults(func=cmd_silence)
+
+    sub.add_parser("classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False)
+    sub.add_parser("ingest", help="serve the HTTP ingest endpoints (see `opsloop ingest -h`)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["classifier"]:
+        return cmd_classifier(argv[1:])
+    if argv[:1] == ["ingest"]:
+        return cmd_ingest(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OpsloopError as exc:
+        print(f"opsloop: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

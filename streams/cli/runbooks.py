@@ -1,0 +1,214 @@
+"""The runbook set's command-line verbs: ``opsloop check``, ``opsloop route test``, ``opsloop silence``.
+
+``check`` loads the whole set (runbooks, routing, maintenance windows, schedules) the
+way a worker does; an error prints ``file:line: reason`` and exits 1. ``route test``
+answers what ``amtool config routes test`` answers, plus the runbook: for a label set,
+which runbook takes the event, which routes and receivers it reaches, the escalation
+chain and the grouping it gets. ``silence`` produces silence events.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from streams.errors import InvalidInputError
+from streams.model.receivers import ChannelSpec
+from streams.model.runbooks import ROUTE_RECEIVER, RunbookSet, load_runbook_set
+from streams.model.routing import SEVERITIES, routing_labels
+
+FACTS_DEFAULTS = {"kind": "telemetry", "event_type": "alert.firing", "source": "prometheus", "org": "default"}
+
+
+class UsageError(InvalidInputError, ValueError):
+    """Bad command-line arguments; the message says which."""
+
+
+def summary(rset: RunbookSet) -> str:
+    routes = _count_routes(rset.routing.route)
+    return (f"{rset.directory}: ok — {len(rset.runbooks)} runbooks, {len(rset.routing.receivers)} receivers, "
+            f"{routes} routes, {len(rset.routing.inhibit_rules)} inhibit rules, {len(rset.schedules)} schedules, "
+            f"{len(rset.maintenance)} maintenance windows (version {rset.version})")
+
+
+def _count_routes(route) -> int:
+    return 1 + sum(_count_routes(child) for child in route.routes)
+
+
+def parse_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"expected label=value, got {pair!r}")
+        labels[name.strip()] = value.strip().strip('"')
+    return labels
+
+
+def _ms(value: int) -> str:
+    from streams.core.gates import _ms as fmt
+
+    return fmt(value) if value else "0s"
+
+
+def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
+    """The lines ``opsloop route test`` prints for one label set."""
+    from streams.model.taxonomy import normalize_severity
+
+    labels = parse_pairs(pairs)
+    facts = {k: labels.pop(k, v) for k, v in FACTS_DEFAULTS.items()}
+    out = []
+    severity = labels.pop("severity", "")
+    category = labels.pop("category", "")
+    if severity and severity not in SEVERITIES:
+        normalised = normalize_severity(severity)
+        if not normalised:
+            raise UsageError(f"unknown severity {severity!r}; expected one of {', '.join(SEVERITIES)}")
+        out.append(f"note:       severity {severity!r} is normalised to {normalised!r}")
+        severity = normalised
+    if not category or not severity:
+        guess = _classify(labels, facts, severity)
+        out.append(f"classifier: {guess[2]} says category={guess[0]} severity={guess[1]}")
+        category = category or guess[0]
+        severity = severity or guess[1]
+    rlabels = routing_labels(labels, category=category, severity=severity, org=facts["org"], source=facts["source"],
+                             kind=facts["kind"], event_type=facts["event_type"])
+    rb = rset.select(rlabels, category=category, severity=severity, event_type=facts["event_type"], kind=facts["kind"])
+    where = f" ({Path(rb.path).name}:{rb.line})" if rb.path else " (built in)"
+    out.append(f"runbook:    {rb.name}{where}")
+    matches = rset.routing.match(rlabels)
+    for m in matches:
+        t = m.timing
+        wait = 0 if facts["kind"] != "telemetry" or facts["source"] in t.upstream_grouped else t.group_wait
+        out.append(f"route:      {m.path} -> {m.receiver}  (group_wait {_ms(wait)}, group_interval "
+                   f"{_ms(t.group_interval)}, repeat_interval {_ms(t.repeat_interval)})")
+    routed = rset.routing.receivers_for(rlabels)
+
+    def expand(name: str) -> list[str]:
+        return routed if name == ROUTE_RECEIVER else [name]
+
+    if rb.escalates(severity):
+        first = expand(rb.escalation[0].receiver)
+        out.append(f"notify:     {', '.join(first)}")
+        chain = ", ".join(f"+{_ms(s.after)} {'/'.join(expand(s.receiver))}" for s in rb.escalation[1:])
+        out.append(f"escalation: {chain or '(none)'} — until acknowledged or resolved")
+    else:
+        receivers: list[str] = []
+        for name in rb.notify_receivers:
+            receivers += [r for r in expand(name) if r not in receivers]
+        out.append(f"notify:     {', '.join(receivers) or '(nobody)'}")
+        if rb.escalation:
+            out.append(f"escalation: only from severity {rb.policy.escalate_from}")
+    for step in rb.remediations:
+        mode = "dry run" if step.dry_run else "live on workers with OPSLOOP_SINK_REMEDIATION_ENABLED=true"
+        approval = ", after approval" if step.requires_approval else ""
+        out.append(f"remediate:  {step.action} ({mode}{approval})")
+    p = rb.policy
+    out.append(f"policy:     cooldown {_ms(p.cooldown)}, dedupe_window {_ms(p.dedupe_window)}, "
+               f"max_consecutive {p.max_consecutive} (reset on {', '.join(p.reset_on)})")
+    import time
+
+    from streams.model.silences import muting
+
+    now = int(time.time() * 1000)
+    window = muting(rset.maintenance, rlabels, now)
+    if window is not None:
+        out.append(f"muted:      maintenance window {window.silence_id} until {window.ends_at}")
+    return out
+
+
+def _classify(labels: dict[str, str], facts: dict[str, str], severity: str) -> tuple[str, str, str]:
+    try:
+        from classifier import load_classifier
+
+        clf = load_classifier()
+    except Exception:  # noqa: BLE001 - the model is optional here; the rules always work
+        from classifier.keyword import KeywordClassifier
+
+        clf = KeywordClassifier()
+    event = {"event_id": "route-test", "session_key": "route-test", "kind": facts["kind"], "type": facts["event_type"],
+             "source": facts["source"], "org": facts["org"], "occurred_at": 0, "received_at": 0,
+             "labels": {**labels, **({"severity": severity} if severity else {})}, "annotations": {}, "payload": None}
+    p = clf.predict_batch([event])[0]
+    return p.category, p.severity, p.model_version
+
+
+def check(directory: str | Path, channels: Mapping[str, ChannelSpec]) -> str:
+    return summary(load_runbook_set(directory, channels=channels))
+
+
+def verify_receivers(rset: RunbookSet, pairs: Sequence[str], expected: str) -> tuple[bool, str]:
+    """amtool's --verify.receivers: compare the routed receivers with a comma-separated list."""
+    lines = route_test(rset, pairs)
+    got = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("notify:")), "")
+    want = ", ".join(r.strip() for r in expected.split(",") if r.strip())
+    return got == want, got
+
+
+# -- handlers (streams.cli.main imports this module only when one of them runs) ---------------
+
+
+def run_check(directory: str | None, channels: Mapping[str, ChannelSpec]) -> int:
+    from streams.settings import Settings
+
+    print(check(directory or Settings.from_env().runbooks_dir, channels))
+    return 0
+
+
+def run_route_test(directory: str | None, pairs: Sequence[str], channels: Mapping[str, ChannelSpec],
+                   expect: str | None = None) -> int:
+    import sys
+
+    from streams.settings import Settings
+
+    rset = load_runbook_set(directory or Settings.from_env().runbooks_dir, channels=channels)
+    try:
+        lines = route_test(rset, pairs)
+    except UsageError as exc:
+        print(f"opsloop route test: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    if expect is not None:
+        ok, got = verify_receivers(rset, pairs, expect)
+        if not ok:
+            print(f"opsloop route test: expected receivers {expect!r}, got {got!r}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def run_silence(action: str, args: Sequence[str], *, duration: str, start: str | None, comment: str, by: str, org: str) -> int:
+    """``silence add MATCHER...`` / ``silence expire ID``: produce the event and wait for Kafka's ack."""
+    import asyncio
+    import sys
+    import time
+
+    from streams.kafka.producer import EventProducer
+    from streams.settings import Settings
+    from streams.model.silences import SilenceError, expire_event, parse_time_ms, silence_event, silence_from_json
+    from streams.model.yamlfile import parse_duration_ms
+
+    now = int(time.time() * 1000)
+    try:
+        if action == "add":
+            starts = parse_time_ms(start) if start else now
+            ends = starts + parse_duration_ms(duration)
+            silence = silence_from_json({"matchers": list(args), "starts_at": starts, "ends_at": ends,
+                                         "created_by": by, "comment": comment})
+            event = silence_event(silence, org=org, now_ms=now, actor=by)
+            shown = f"silence {silence.silence_id}: {', '.join(str(m) for m in silence.matchers)} until {ends}"
+        else:
+            if len(args) != 1:
+                raise SilenceError("expire takes one silence id")
+            event = expire_event(args[0], org=org, now_ms=now, actor=by)
+            shown = f"expired silence {args[0]}"
+    except (SilenceError, ValueError) as exc:
+        print(f"opsloop silence: {exc}", file=sys.stderr)
+        return 1
+
+    async def send() -> None:
+        async with EventProducer(Settings.from_env()) as producer:
+            await producer.send(event)
+
+    asyncio.run(send())
+    print(shown)
+    return 0

@@ -1,0 +1,58 @@
+"""A human answers: an acknowledgement stops the chain, an approval runs the remediations waiting for it."""
+
+from __future__ import annotations
+
+from streams.core.fold import Fold
+from streams.core.messages import firing_alerts, lead_of, policy_runbook, reset_cap, runbook_named, send
+
+
+def on_ack(f: Fold, *, actor: str, source: str) -> None:
+    """A human took it: stop the chain, reset the cap, and tell PagerDuty if it did not come from there."""
+    s = f.s
+    reset_cap(f, "ack")
+    reset_cap(f, "human")
+    if s["status"] != "firing":
+        f.outcome = "recorded"
+        return
+    if s["acked"]:
+        f.outcome = "repeat"
+        return
+    s["acked"] = True
+    f.note("acked_by", actor or source)
+    f.cancel("esc:", f"acknowledged by {actor or source}")
+    f.cancel("verify:", "acknowledged")
+    rb = policy_runbook(f)
+    f.runbook = rb.name
+    f.outcome = "acknowledged"
+    if source == "pagerduty":
+        return
+    pd = [r for r in s["audience"] if f.ctx.runbooks.routing.channel_of(r) == "pagerduty"]
+    if pd:
+        found = lead_of(firing_alerts(s))
+        lead = found[1] if found else {"title": f.event["session_key"], "labels": {}}
+        send(f, pd, rb=rb, kind="ack", action="acknowledge", severity="info",
+              title=f"Acknowledged by {actor or source}: {lead['title']}", body="", fields={}, links=[],
+              content="ack", autonomous=False)
+
+
+def on_approval(f: Fold, actor: str) -> None:
+    s = f.s
+    reset_cap(f, "human")
+    if s["status"] != "firing" or not s.get("approval"):
+        f.outcome = "recorded"
+        return
+    found = lead_of(firing_alerts(s))
+    rb = runbook_named(f, found[1]["runbook"]) if found else policy_runbook(f)
+    f.runbook = rb.name
+    steps = rb.remediations
+    for index in s["approval"]:
+        if index < len(steps):
+            step = steps[index]
+            f.remediate(action=step.action, endpoint=step.endpoint, method=step.method,
+                        params={**step.params, "approved_by": actor}, dry_run=step.dry_run, requires_approval=True,
+                        runbook=rb.name)
+    s["approval"] = []
+    f.note("approved_by", actor)
+    f.outcome = "remediating"
+
+

@@ -1,0 +1,80 @@
+"""Escalation and verification: the chain of a runbook, step by step, until someone acknowledges."""
+
+from __future__ import annotations
+
+from streams.core import gates
+from streams.core.fold import Fold
+from streams.core.messages import (
+    alert_labels, body_of, expand_receivers, fields_of, firing_alerts, lead_of, links_of, org_of, runbook_named, send,
+    silences_of, title_of,
+)
+
+
+def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
+    s = f.s
+    esc = s.get("escalation")
+    if s["status"] != "firing" or esc is None:
+        f.outcome = "stale-timer"
+        return
+    rb = runbook_named(f, esc["runbook"])
+    f.runbook = rb.name
+    if s["acked"]:
+        f.check(gates.Gate("ack", "stop", "acknowledged"))
+        f.outcome = "suppressed"
+        return
+    if step >= len(rb.escalation):
+        f.outcome = "recorded"
+        return
+    firing = firing_alerts(s)
+    _, lead = lead_of(firing)  # type: ignore[misc]
+    labels = alert_labels(lead, org_of(f))
+    if f.check(gates.flapping_gate(s["flap"]["on"], s["flap"]["last"], f.now, rb.policy.flapping)):
+        f.outcome = "flapping"
+        return
+    if f.check(gates.silence_gate(silences_of(f), labels, f.now)):
+        f.outcome = "suppressed"
+    else:
+        f.check(gates.Gate("ack", "pass", "not acknowledged"))
+        chain = rb.escalation[step]
+        receivers = expand_receivers(f, [chain.receiver], labels)
+        minutes = (f.now - esc["start"]) // 60000
+        sent = send(f, receivers, rb=rb, kind=f"escalation-{step}", action="trigger", severity=lead["severity"],
+                     title=f"Escalated ({why} for {minutes}m): {title_of(lead, len(firing))}",
+                     body=body_of(f, lead, firing, rb), fields=fields_of(lead, rb, len(firing)),
+                     links=links_of(f, lead, rb, with_ack=True), content=str(step), autonomous=True)
+        f.outcome = "escalated" if sent else "suppressed"
+    f.note("escalation_step", step)
+    esc["next"] = step + 1
+    if step + 1 < len(rb.escalation):
+        f.schedule(f"esc:{s['episode']}:{step + 1}", esc["start"] + rb.escalation[step + 1].after, "escalation", step=step + 1)
+
+
+def verify(f: Fold) -> None:
+    """After a remediation: still firing means it did not help; escalate now."""
+    s = f.s
+    if s["status"] != "firing" or s["acked"]:
+        f.outcome = "verified" if s["status"] != "firing" else "recorded"
+        return
+    esc = s.get("escalation")
+    if esc is not None:
+        rb = runbook_named(f, esc["runbook"])
+        step = esc["next"]
+        if step < len(rb.escalation):
+            f.cancel(f"esc:{s['episode']}:{step}", "verification failed")
+            escalate(f, step, why="still firing after remediation")
+            return
+    found = lead_of(firing_alerts(s))
+    if found is None:
+        return
+    lead = found[1]
+    rb = runbook_named(f, lead["runbook"])
+    f.runbook = rb.name
+    if f.check(gates.silence_gate(silences_of(f), alert_labels(lead, org_of(f)), f.now)):
+        f.outcome = "suppressed"
+        return
+    sent = send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["severity"],
+                 title=f"Still firing after remediation: {lead['title']}", body=body_of(f, lead, firing_alerts(s), rb),
+                 fields=fields_of(lead, rb, 1), links=links_of(f, lead, rb, with_ack=True), content="verify", autonomous=True)
+    f.outcome = "escalated" if sent else "suppressed"
+
+

@@ -1,0 +1,224 @@
+"""Grouping and the group notification: when a session's message goes out, and the gates it passes.
+
+A group flush (the ``grp:`` timer, or a trigger past its group_wait) runs the gates of
+:data:`FLUSH_GATES` in order, then sends one message for the alerts no gate muted and
+starts what follows a first message (remediations, the verification timer, the
+escalation chain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from streams.core import gates
+from streams.core.fold import Fold
+from streams.core.messages import (
+    alert_labels, body_of, expand_receivers, fields_of, firing_alerts, group_wait, lead_of, links_of, org_of,
+    route_of, runbook_named, send, silences_of, title_of,
+)
+from streams.core.gates import Gate
+from streams.model.records import derived_id
+from streams.model.routing import Timing
+from streams.model.runbooks import Runbook
+from streams.core.state import AlertState
+
+TRIGGER_KINDS = ("initial", "repeat")  # kinds a runbook's cooldown applies to
+
+
+def schedule_flush(f: Fold, rb: Runbook, labels: Mapping[str, str], alert: Mapping[str, Any]) -> None:
+    s = f.s
+    timing = route_of(f, labels).timing
+    if s["group"]["sent"] is None:
+        due = s["group"]["first"] + group_wait(f, alert, labels)
+    else:
+        due = s["group"]["sent"] + timing.group_interval
+    if due <= f.now:
+        flush(f)
+        return
+    f.schedule(f"grp:{s['episode']}", due, "group")
+    if f.outcome in ("recorded", "repeat"):
+        f.outcome = "grouped"
+
+
+@dataclass
+class Pending:
+    """The group notification a flush is about to send, narrowed by each gate in turn."""
+
+    firing: list[tuple[str, AlertState]]  # every firing alert of the session
+    notifiable: list[tuple[str, AlertState]]  # those no gate has muted (yet)
+    rb: Runbook
+    timing: Timing
+    kind: str = ""  # initial | update | repeat, once the alerts to send are known
+    content: str = ""  # a hash of the notified alert keys
+    until: list[int] = field(default_factory=list)  # when each muted alert may be notified again
+
+
+@dataclass(frozen=True)
+class FlushGate:
+    """One gate of a group flush: its check, and what a stop means for the session."""
+
+    check: Callable[[Fold, Pending], Gate | None]  # None: the gate does not apply to this flush
+    outcome: str  # the decision's outcome when it stops the flush
+    reschedule: bool  # a stop postpones (try again at the gate's ``until``) rather than drops
+
+
+def _flapping(f: Fold, p: Pending) -> Gate:
+    flap = f.s["flap"]
+    return gates.flapping_gate(flap["on"], flap["last"], f.now, p.rb.policy.flapping)
+
+
+def _per_alert(f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str, str]], Gate], noun: str, *,
+               last: bool) -> Gate:
+    """A gate that mutes alerts one by one, as Alertmanager does. Its record says how many it
+    muted (verdict ``stop`` if any); the ``last`` of these gates halts the flush when no alert
+    is left, to be tried again when the first muted alert may be notified."""
+    org = org_of(f)
+    kept, causes = [], []
+    for key, alert in p.notifiable:
+        gate = verdict_of(alert_labels(alert, org))
+        if gate.stopped:
+            p.until.append(gate.until if gate.until is not None else f.now + p.timing.group_interval)
+            causes.append(gate)
+            f.note(name, gate.reason)
+            continue
+        kept.append((key, alert))
+    muted = len(p.notifiable) - len(kept)
+    p.notifiable = kept
+    halts = last and not kept
+    return Gate(name, gates.STOP if muted else gates.PASS, f"{muted} of {len(p.firing)} {noun}",
+                until=min(p.until) if halts and p.until else None, cause=tuple(causes), halts=halts)
+
+
+def _silences_gate(f: Fold, p: Pending) -> Gate:
+    return _per_alert(f, p, "silence", lambda labels: gates.silence_gate(silences_of(f), labels, f.now), "silenced",
+                      last=False)
+
+
+def _inhibition_gate(f: Fold, p: Pending) -> Gate:
+    org, session = org_of(f), f.event["session_key"]
+    # other sessions' inhibiting alerts (from the context) and this session's own firing ones
+    sources = [lbl for key, lbl in f.ctx.inhibitors if key != session] + [alert_labels(a, org) for _, a in p.firing]
+    rules = f.ctx.runbooks.routing.inhibit_rules
+
+    def verdict_of(labels: Mapping[str, str]) -> Gate:
+        gate = gates.inhibition_gate(labels, sources, rules)
+        if not gate.stopped:
+            return gate
+        # from another session: an outside input to record; from this one: the state has it
+        key = next((k for k, lbl in f.ctx.inhibitors if lbl == gate.cause and k != session), None)
+        return Gate(gate.gate, gate.verdict, gate.reason, gate.until, None if key is None else (key, gate.cause))
+
+    return _per_alert(f, p, "inhibit", verdict_of, "inhibited", last=True)
+
+
+def _group_gate(f: Fold, p: Pending) -> Gate:
+    s = f.s
+    p.content = derived_id("content", *(k for k, _ in p.notifiable))
+    if s["group"]["sent"] is None:
+        p.kind = "initial"
+    else:
+        p.kind = "update" if p.content != s["group"]["hash"] else "repeat"
+    found = lead_of(p.firing)
+    assert found is not None
+    lead = found[1]
+    return gates.group_gate(p.kind, first_seen=s["group"]["first"] or 0, last_sent=s["group"]["sent"], now=f.now,
+                            timing=p.timing, wait=group_wait(f, lead, alert_labels(lead, org_of(f))))
+
+
+def _cooldown_gate(f: Fold, p: Pending) -> Gate | None:
+    if p.kind not in TRIGGER_KINDS:
+        return None
+    return gates.cooldown_gate(f.s["cooldowns"].get(p.rb.name), f.now, p.rb.policy.cooldown)
+
+
+# The gates of a group flush, in order. A gate is one function here: it reads the
+# session and the pending notification, may narrow the alerts to send, and answers a
+# Gate; flush records every verdict and stops at the first that halts it. The cap and
+# the dedupe window apply per message when it is sent (:func:`_send`).
+FLUSH_GATES: tuple[FlushGate, ...] = (
+    FlushGate(_flapping, outcome="flapping", reschedule=False),
+    FlushGate(_silences_gate, outcome="suppressed", reschedule=True),
+    FlushGate(_inhibition_gate, outcome="suppressed", reschedule=True),
+    FlushGate(_group_gate, outcome="grouped", reschedule=True),
+    FlushGate(_cooldown_gate, outcome="suppressed", reschedule=True),
+)
+
+
+def flush(f: Fold) -> None:
+    """Send the group's notification if the gates let it; otherwise say when to try again."""
+    s = f.s
+    if s["status"] != "firing":
+        f.outcome = "stale-timer"
+        return
+    firing = firing_alerts(s)
+    found = lead_of(firing)
+    if found is None:
+        return
+    rb = runbook_named(f, found[1]["runbook"])
+    f.runbook = rb.name
+    pending = Pending(firing=firing, notifiable=list(firing), rb=rb,
+                      timing=route_of(f, alert_labels(found[1], org_of(f))).timing)
+    for step in FLUSH_GATES:
+        gate = step.check(f, pending)
+        if gate is None or not f.check(gate):
+            continue
+        if step.reschedule and gate.until is not None:
+            f.schedule(f"grp:{s['episode']}", gate.until, "group")
+        f.outcome = step.outcome
+        return
+    _notify_group(f, pending)
+
+
+def _notify_group(f: Fold, p: Pending) -> None:
+    """The group's message went through every gate: send it, and start what follows a first one."""
+    s, rb, kind = f.s, p.rb, p.kind
+    found = lead_of(p.notifiable)
+    assert found is not None
+    lead = found[1]
+    lead_labels = alert_labels(lead, org_of(f))
+    if kind == "initial":
+        if rb.escalates(lead["severity"]):
+            receivers = expand_receivers(f, [rb.escalation[0].receiver], lead_labels)
+        else:
+            receivers = expand_receivers(f, rb.notify_receivers, lead_labels)
+    else:
+        receivers = list(s.get("first_audience") or s["audience"]) or expand_receivers(f, rb.notify_receivers, lead_labels)
+    extra = "Remediation awaits approval." if kind == "initial" and any(r.requires_approval for r in rb.remediations) else ""
+    sent = send(f, receivers, rb=rb, kind=kind, action="trigger", severity=lead["severity"],
+                 title=title_of(lead, len(p.notifiable)), body=body_of(f, lead, p.notifiable, rb, extra),
+                 fields=fields_of(lead, rb, len(p.notifiable)), links=links_of(f, lead, rb, with_ack=True),
+                 content=p.content, autonomous=True)
+    # The news is out (or was stopped by the cap/dedupe): either way this content is settled.
+    s["group"]["hash"] = p.content
+    if not sent:
+        f.outcome = "suppressed"
+        return
+    f.outcome = "notified"
+    s["group"]["sent"] = f.now
+    s["alerts"] = {k: a for k, a in s["alerts"].items() if a["status"] == "firing"}
+    if kind in TRIGGER_KINDS:
+        s["cooldowns"][rb.name] = f.now
+    if kind == "initial":
+        s["first_audience"] = list(sent)
+        after_first_notification(f, rb, lead)
+    f.schedule(f"grp:{s['episode']}", f.now + p.timing.repeat_interval, "group")
+
+
+def after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> None:
+    """Remediation steps, the verification timer and the escalation chain start with the first message."""
+    s = f.s
+    ep = s["episode"]
+    for index, step in enumerate(rb.remediations):
+        if step.requires_approval:
+            s["approval"].append(index)
+            continue
+        f.remediate(action=step.action, endpoint=step.endpoint, method=step.method, params=step.params,
+                    dry_run=step.dry_run, requires_approval=False, runbook=rb.name)
+    if rb.verify is not None:
+        f.schedule(f"verify:{ep}", f.now + rb.verify.after, "verify")
+    if rb.escalates(lead["severity"]) and len(rb.escalation) > 1:
+        s["escalation"] = {"runbook": rb.name, "start": f.now, "next": 1}
+        f.schedule(f"esc:{ep}:1", f.now + rb.escalation[1].after, "escalation", step=1)
+
+

@@ -1,0 +1,198 @@
+"""A session's incident life cycle: alerts trigger and clear, the session resolves, flapping.
+
+Everything here folds one event into the session state held by a :class:`Fold`
+(no I/O, time is the event's). The state's shape is :class:`streams.core.state.SessionState`;
+grouping (:mod:`streams.core.grouping`), escalation (:mod:`streams.core.escalation`) and human
+answers (:mod:`streams.core.ack`) are the other parts of the life cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.core import gates
+from streams.core.fold import Fold
+from streams.core.grouping import flush, schedule_flush
+from streams.core.messages import (
+    alert_labels, expand_receivers, fields_of, firing_alerts, lead_of, links_of, org_of, policy_runbook, reset_cap,
+    route_of, runbook_named, send, silences_of, title_of,
+)
+from streams.model.runbooks import Runbook
+
+MAX_ALERTS = 200  # per session; beyond this new alerts are counted, not stored
+
+
+# -- triggers and clears ----------------------------------------------------------------
+
+
+def on_trigger(f: Fold, akey: str, alert: dict[str, Any]) -> None:
+    """An alert (or a scan finding, a pull request, a condition) starts or keeps firing."""
+    s = f.s
+    f.note("alert", akey)
+    current = s["alerts"].get(akey)
+    if current is not None and current["status"] == "firing":
+        f.outcome = "repeat"  # Prometheus re-sends firing alerts; nothing new to say
+        return
+    if current is None and len(s["alerts"]) >= MAX_ALERTS:
+        s["overflow"] = s.get("overflow", 0) + 1
+        f.outcome = "overflow"
+        return
+    rb = runbook_named(f, alert["runbook"])
+    f.runbook = rb.name
+    if s["status"] != "firing":
+        _status_change(f, "firing", rb)
+        if not s["flap"]["on"]:
+            s["episode"] += 1
+            s["group"] = {"first": f.now, "sent": None, "hash": None}
+            s["audience"], s["first_audience"], s["acked"], s["escalation"], s["approval"] = [], [], False, None, []
+            s["runbook"] = rb.name
+            s["alerts"] = {k: a for k, a in s["alerts"].items() if a["status"] == "firing"}
+        s["status"] = "firing"
+    alert.update(status="firing", at=f.now, first=(current or {}).get("first", f.now))
+    s["alerts"][akey] = alert
+    f.note("episode", s["episode"])
+    if s["flap"]["on"]:
+        if _flap_notice(f, rb):
+            return
+        f.outcome = "flapping"
+        return
+    labels = alert_labels(alert, org_of(f))
+    f.note("route", route_of(f, labels).path)
+    schedule_flush(f, rb, labels, alert)
+
+
+def on_clear(f: Fold, akey: str, *, cause: str = "resolve", echo_to: str = "") -> None:
+    """An alert stops firing; when the last one does, the session resolves."""
+    s = f.s
+    f.note("alert", akey)
+    alert = s["alerts"].get(akey)
+    if alert is None or alert["status"] != "firing":
+        f.outcome = "recorded"
+        return
+    alert.update(status="resolved", at=f.now)
+    f.runbook = s.get("runbook") or alert["runbook"]
+    if firing_alerts(s):
+        f.outcome = "grouped"
+        schedule_flush(f, runbook_named(f, f.runbook), alert_labels(alert, org_of(f)), alert)
+        return
+    resolve_session(f, cause=cause, skip_channel=echo_to)
+
+
+def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
+    """Everything stopped firing (or a human resolved it): stop timers, say so to whoever was told."""
+    s = f.s
+    rb = policy_runbook(f)
+    f.runbook = rb.name
+    for alert in s["alerts"].values():
+        if alert["status"] == "firing":
+            alert.update(status="resolved", at=f.now)
+    was_firing = s["status"] == "firing"
+    if was_firing:
+        _status_change(f, "resolved", rb)
+    s["status"] = "resolved"
+    for prefix in ("grp:", "esc:", "verify:"):
+        f.cancel(prefix, cause)
+    reset_cap(f, "resolve")
+    if cause == "human":
+        reset_cap(f, "human")
+    s["escalation"], s["approval"] = None, []
+    if not was_firing:
+        f.outcome = "recorded"
+        return
+    if s["flap"]["on"]:
+        if not _flap_notice(f, rb):
+            f.check(gates.flapping_gate(True, s["flap"]["last"], f.now, rb.policy.flapping))
+            f.outcome = "flapping"
+        return
+    if not s["audience"]:
+        f.outcome = "resolved-quietly"  # resolved within group_wait, before anyone was told
+        s["alerts"] = {}
+        return
+    send_resolved(f, rb, skip_channel)
+    s["alerts"] = {}
+
+
+def send_resolved(f: Fold, rb: Runbook, skip_channel: str = "") -> None:
+    s = f.s
+    alerts = sorted(s["alerts"].items())
+    found = lead_of(alerts)
+    if found is None:
+        return
+    lead = found[1]
+    receivers = [r for r in s["audience"] if f.ctx.runbooks.routing.channel_of(r) != skip_channel]
+    title = f"Resolved: {title_of(lead, len(alerts))}"
+    sent = send(f, receivers, rb=rb, kind="resolve", action="resolve", severity="info", title=title,
+                 body=f"{lead['title']} is no longer firing.", fields=fields_of(lead, rb, len(alerts)),
+                 links=links_of(f, lead, rb, with_ack=False), content="resolve", autonomous=False)
+    f.outcome = "resolved" if sent else "suppressed"
+
+
+def _status_change(f: Fold, to: str, rb: Runbook) -> None:
+    flap = f.s["flap"]
+    pol = rb.policy.flapping
+    flap["flips"] = gates.record_flip(flap["flips"], f.now, pol)
+    flap["last"] = f.now
+    if flap["on"]:
+        f.schedule("flap", f.now + pol.stable_for, "flap")
+    elif gates.is_flapping(flap["flips"], f.now, pol):
+        flap["on"], flap["noticed"] = True, False
+        f.note("flapping", f"{len(flap['flips'])} changes in {pol.window // 1000}s")
+        f.cancel("grp:", "flapping")
+        f.cancel("esc:", "flapping")
+        f.schedule("flap", f.now + pol.stable_for, "flap")
+
+
+def _flap_notice(f: Fold, rb: Runbook) -> bool:
+    """The one notice that a session is flapping; True when it went out."""
+    s = f.s
+    if s["flap"]["noticed"]:
+        return False
+    s["flap"]["noticed"] = True
+    firing = firing_alerts(s) or sorted(s["alerts"].items())
+    found = lead_of(firing)
+    if found is None:
+        return False
+    lead = found[1]
+    labels = alert_labels(lead, org_of(f))
+    if f.check(gates.silence_gate(silences_of(f), labels, f.now)):
+        return False
+    receivers = s["audience"] or expand_receivers(f, rb.notify_receivers, labels)
+    pol = rb.policy.flapping
+    sent = send(f, receivers, rb=rb, kind="flapping", action="trigger", severity="warning",
+                 title=f"Flapping: {lead['title']}",
+                 body=(f"{len(s['flap']['flips'])} status changes within {pol.window // 60000}m. "
+                       f"Quiet until it has been stable for {pol.stable_for // 60000}m."),
+                 fields=fields_of(lead, rb, len(firing)), links=links_of(f, lead, rb, with_ack=True),
+                 content=str(s["flap"]["last"]), autonomous=True)
+    f.outcome = "flapping-notice" if sent else "suppressed"
+    return bool(sent)
+
+
+
+def on_flap_timer(f: Fold) -> None:
+    """Flapping ends once the session has been stable for ``stable_for``; then say where it stands."""
+    s = f.s
+    flap = s["flap"]
+    rb = policy_runbook(f)
+    if not flap["on"]:
+        f.outcome = "stale-timer"
+        return
+    pol = rb.policy.flapping
+    if f.now - (flap["last"] or 0) < pol.stable_for:
+        f.schedule("flap", flap["last"] + pol.stable_for, "flap")
+        f.outcome = "flapping"
+        return
+    flap.update(on=False, flips=[], noticed=False)
+    f.note("flapping", "stable")
+    if s["status"] == "firing":
+        s["group"]["hash"] = None
+        if s["group"]["sent"] is None:
+            s["group"]["first"] = f.now
+        flush(f)
+    elif s["audience"]:
+        f.runbook = rb.name
+        send_resolved(f, rb)
+        s["alerts"] = {}
+    else:
+        f.outcome = "stable"
+

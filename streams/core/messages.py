@@ -1,0 +1,183 @@
+"""What every part of a session's life cycle shares: its alerts' routing labels, the lead
+alert, routes and receivers, message content, and the one way a message goes out
+(:func:`send`, through the cap and the dedupe window).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from streams.core import gates
+from streams.core.fold import Fold
+from streams.model.records import derived_id
+from streams.model.routing import SEVERITIES, RouteMatch, routing_labels
+from streams.model.runbooks import ROUTE_RECEIVER, Runbook
+from streams.model.silences import Silence
+
+SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+MAX_LISTED = 10  # alerts listed in a message body
+
+
+def alert_labels(alert: Mapping[str, Any], org: str) -> dict[str, str]:
+    return routing_labels(alert.get("labels") or {}, category=alert["category"], severity=alert["severity"], org=org,
+                          source=alert.get("source", ""), kind=alert.get("kind", ""), event_type=alert.get("type", ""))
+
+
+def firing_labels(s: Mapping[str, Any], org: str) -> list[dict[str, str]]:
+    """Routing labels of the session's firing alerts (what inhibit rules match on)."""
+    return [alert_labels(a, org) for _, a in firing_alerts(s)]
+
+
+def firing_alerts(s: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return sorted(((k, a) for k, a in s["alerts"].items() if a["status"] == "firing"), key=lambda ka: ka[0])
+
+
+def lead_of(alerts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[str, Mapping[str, Any]] | None:
+    """The alert that speaks for the group: most severe, then oldest."""
+    best = None
+    for key, alert in alerts:
+        rank = (-SEV_RANK.get(alert["severity"], 1), alert.get("first", 0), key)
+        if best is None or rank < best[0]:
+            best = (rank, key, alert)
+    return None if best is None else (best[1], best[2])
+
+
+def org_of(f: Fold) -> str:
+    return f.event.get("org", "default")
+
+
+def runbook_named(f: Fold, name: str) -> Runbook:
+    return f.ctx.runbooks.get(name)
+
+
+def route_of(f: Fold, labels: Mapping[str, str]) -> RouteMatch:
+    """The first route ``labels`` reach (its timing governs the group); cached for the fold."""
+    key = tuple(sorted(labels.items()))
+    found = f.routes.get(key)
+    if found is None:
+        found = f.routes[key] = f.ctx.runbooks.routing.match(labels)[0]
+    return found
+
+
+def expand_receivers(f: Fold, names: Iterable[str], labels: Mapping[str, str]) -> list[str]:
+    """Receiver names with ``route`` replaced by what the routing tree answers for ``labels``."""
+    out: list[str] = []
+    for name in names:
+        for receiver in (f.ctx.runbooks.routing.receivers_for(labels) if name == ROUTE_RECEIVER else [name]):
+            if receiver not in out:
+                out.append(receiver)
+    return out
+
+
+def policy_runbook(f: Fold) -> Runbook:
+    return runbook_named(f, f.s.get("runbook") or "")
+
+
+def reset_cap(f: Fold, cause: str) -> None:
+    rb = policy_runbook(f)
+    if gates.resets_cap(rb.policy.reset_on, cause) and f.s["consecutive"]:
+        f.note("cap_reset", cause)
+        f.s["consecutive"] = 0
+
+
+def group_wait(f: Fold, alert: Mapping[str, Any], labels: Mapping[str, str]) -> int:
+    """group_wait for a new alert: only telemetry from a source that does not group is held."""
+    timing = route_of(f, labels).timing
+    if alert.get("kind") != "telemetry":
+        return 0
+    return timing.wait_for(alert.get("source", ""))
+
+
+# -- content ----------------------------------------------------------------------------
+
+
+def title_of(alert: Mapping[str, Any], count: int) -> str:
+    more = f" (+{count - 1} more)" if count > 1 else ""
+    return f"{alert['title']}{more}"
+
+
+def body_of(f: Fold, lead: Mapping[str, Any], alerts: list[tuple[str, Mapping[str, Any]]], rb: Runbook, extra: str = "") -> str:
+    lines = [lead.get("body") or ""]
+    if len(alerts) > 1:
+        lines.append(f"{len(alerts)} alerts firing:")
+        for _, a in alerts[:MAX_LISTED]:
+            where = a["labels"].get("instance") or a["labels"].get("service") or ""
+            lines.append(f"- {a['title']}" + (f" ({where})" if where and where not in a["title"] else ""))
+        if len(alerts) > MAX_LISTED or f.s.get("overflow"):
+            lines.append(f"... and {len(alerts) - min(len(alerts), MAX_LISTED) + f.s.get('overflow', 0)} more")
+    if rb.description:
+        lines.append(f"Runbook {rb.name}: {rb.description}")
+    if extra:
+        lines.append(extra)
+    return "\n".join(line for line in lines if line)
+
+
+def fields_of(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str]:
+    fields = {k: v for k, v in (lead.get("labels") or {}).items() if k not in ("alertname",)}
+    fields["runbook"] = rb.name
+    if count > 1:
+        fields["alerts"] = str(count)
+    return fields
+
+
+def links_of(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool) -> list[dict[str, str]]:
+    links = []
+    ctx = f.ctx
+    if with_ack and ctx.ack_base_url and ctx.ack_secret:
+        from streams.core.acklinks import ack_link
+
+        expires = f.now + ctx.ack_ttl_ms
+        links.append({"label": "Acknowledge", "url": ack_link(ctx.ack_base_url, f.event["session_key"], expires, ctx.ack_secret)})
+    if lead.get("url"):
+        links.append({"label": "Source", "url": lead["url"]})
+    if rb.url:
+        links.append({"label": "Runbook", "url": rb.url})
+    return links
+
+
+def dedupe_key(f: Fold, receiver: str, action: str, kind: str, content: str) -> str:
+    """Same session, receiver, action, episode and content: the same message.
+
+    A group's first message, its updates and repeats all say "these alerts fire", so
+    they share one kind here: the same alert set is not re-sent inside the window.
+    """
+    kind = "group" if kind in ("initial", "update", "repeat") else kind
+    return derived_id("dedupe", f.event["session_key"], receiver, action, kind, str(f.s["episode"]), content)
+
+
+def send(f: Fold, receivers: list[str], *, rb: Runbook, kind: str, action: str, severity: str, title: str,
+          body: str, fields: Mapping[str, str], links: list[dict[str, str]], content: str, autonomous: bool) -> list[str]:
+    """Fan one message out to receivers through the dedupe gate (and the cap, once, when autonomous)."""
+    pol = rb.policy
+    f.s["dedupe"] = gates.prune_dedupe(f.s["dedupe"], f.now, pol.dedupe_window)
+    if autonomous and f.check(gates.cap_gate(f.s["consecutive"], pol.max_consecutive)):
+        return []
+    sent = []
+    for receiver in receivers:
+        key = dedupe_key(f, receiver, action, kind, content)
+        gate = gates.dedupe_gate(f.s["dedupe"], key, f.now, pol.dedupe_window)
+        if gate.stopped:
+            f.check(gates.Gate(gate.gate, gate.verdict, f"{receiver}: {gate.reason}"))
+            continue
+        f.notify(channel=f.ctx.runbooks.routing.channel_of(receiver), receiver=receiver, severity=severity, title=title,
+                 body=body, fields=fields, links=links, dedupe_key=key, action=action, runbook=rb.name)
+        f.s["dedupe"][key] = f.now
+        sent.append(receiver)
+    if sent:
+        f.check(gates.Gate("dedupe", gates.PASS, ",".join(sent)))
+        if autonomous:
+            f.s["consecutive"] += 1
+        for receiver in sent:
+            if receiver not in f.s["audience"]:
+                f.s["audience"].append(receiver)
+        f.note("receivers", ",".join(sent))
+        f.note("notification", kind)
+        f.note("episode", f.s["episode"])
+    return sent
+
+
+
+def silences_of(f: Fold) -> tuple[Silence, ...]:
+    return (*f.ctx.runbooks.maintenance, *f.ctx.silences)
+
+

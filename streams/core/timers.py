@@ -1,0 +1,166 @@
+"""Timers and cron schedules: the pure part (the ticker and scheduler agents are the shell).
+
+A timer is ``{"at": fire_at_ms, "purpose": ..., "step": n, "data": {...}}`` under a
+timer id in a session's state; the decide agent mirrors a session's pending timers
+into the ``timers`` table (keyed by session) that the ticker scans. A due timer
+becomes a ``timer.fired`` event on events.timer whose id is derived from the session,
+the timer id and the due time, so a timer promoted twice (a restart, a rebalance)
+is one event to decide, which skips ids it has seen and timers no longer pending.
+
+Time is event time. Each partition has a watermark, the largest ``occurred_at``
+folded on it. The ticker's clock for a partition (:func:`clock_now`):
+
+- ``event``: the watermark alone. Deterministic; tests move time by sending events.
+- ``wall``: the wall clock alone.
+- ``hybrid`` (default): the watermark while the partition is busy (it folded an event
+  in the last ``idle_s`` seconds), capped at the wall clock; the wall clock once it
+  is idle. A backlog or a backfill is then judged in its own time (an ack that sits
+  in the backlog is folded before the escalation it prevents fires), a quiet system
+  still fires its timers on time, and an event stamped in the future cannot fire
+  timers early.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Literal, Mapping
+
+from streams.model.cron import CronError, validate_cron, zone_of
+from streams.model.records import derived_id
+from streams.settings import ClockMode
+
+TIMER_FIRED = "timer.fired"
+
+
+def clock_now(mode: ClockMode, watermark: int | None, idle_for_s: float | None, wall_ms: int, idle_after_s: float) -> int | None:
+    """The time a partition's timers are judged against (None: no time known yet)."""
+    if mode == "wall":
+        return wall_ms
+    if mode == "event":
+        return watermark
+    if watermark is None or idle_for_s is None or idle_for_s >= idle_after_s:
+        return wall_ms
+    return min(watermark, wall_ms)
+
+
+@dataclass
+class PartitionClock:
+    """Watermarks per partition, fed by the decide agent and read by the ticker (one process)."""
+
+    watermarks: dict[int, int] = field(default_factory=dict)
+    last_seen: dict[int, float] = field(default_factory=dict)
+
+    def observe(self, partition: int, occurred_at: int, monotonic: float | None = None) -> None:
+        if occurred_at > self.watermarks.get(partition, -1):
+            self.watermarks[partition] = occurred_at
+        self.last_seen[partition] = time.monotonic() if monotonic is None else monotonic
+
+    def now(self, partition: int, mode: ClockMode, idle_after_s: float, wall_ms: int | None = None,
+            monotonic: float | None = None) -> int | None:
+        wall = int(time.time() * 1000) if wall_ms is None else wall_ms
+        mono = time.monotonic() if monotonic is None else monotonic
+        seen = self.last_seen.get(partition)
+        return clock_now(mode, self.watermarks.get(partition), None if seen is None else mono - seen, wall, idle_after_s)
+
+
+# -- timers -----------------------------------------------------------------------
+
+
+def timer_event_id(session_key: str, timer_id: str, fire_at: int) -> str:
+    return derived_id("timer", session_key, timer_id, str(fire_at))
+
+
+def timer_event(session_key: str, org: str, timer_id: str, spec: Mapping[str, Any], received_at: int) -> dict[str, Any]:
+    """The events.timer record for a due timer (occurred_at is the due time, not now)."""
+    fire_at = int(spec["at"])
+    return {
+        "event_id": timer_event_id(session_key, timer_id, fire_at),
+        "session_key": session_key,
+        "session_rule": "timer",
+        "kind": "timer",
+        "type": TIMER_FIRED,
+        "source": "opsloop",
+        "org": org,
+        "occurred_at": fire_at,
+        "received_at": received_at,
+        "labels": {},
+        "annotations": {},
+        "payload": {"timer_id": timer_id, "purpose": str(spec.get("purpose", "")), "due_at": fire_at,
+                    "step": int(spec.get("step", 0)), "data": {str(k): str(v) for k, v in sorted((spec.get("data") or {}).items())}},
+    }
+
+
+def due_timers(entries: Iterable[tuple[str, Mapping[str, Any]]], clock_of: Any, active: set[int]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(session_key, org, timer_id, spec) of every timer due on an active partition.
+
+    ``clock_of(partition)`` gives the partition's clock (None: unknown, nothing due).
+    Ordered by due time, so a backlog of timers is promoted oldest first.
+    """
+    out: list[tuple[int, str, str, str, dict[str, Any]]] = []
+    clocks: dict[int, int | None] = {}
+    for session_key, entry in entries:
+        if not entry:
+            continue
+        partition = entry.get("p")
+        if partition not in active:
+            continue
+        if partition not in clocks:
+            clocks[partition] = clock_of(partition)
+        now = clocks[partition]
+        if now is None:
+            continue
+        for tid, spec in (entry.get("t") or {}).items():
+            if int(spec["at"]) <= now:
+                out.append((int(spec["at"]), session_key, entry.get("org", "default"), tid, dict(spec)))
+    out.sort(key=lambda t: (t[0], t[1], t[3]))
+    return [(s, o, t, spec) for _, s, o, t, spec in out]
+
+
+# -- cron -----------------------------------------------------------------------------
+
+
+def slot_before(expr: str, tz: str, now_ms: int) -> int:
+    """The latest slot at or before ``now_ms`` (epoch ms), in the schedule's time zone."""
+    from croniter import croniter
+
+    zone = zone_of(tz)
+    # croniter's get_prev excludes its start, so start just after now and step back if needed
+    after = croniter(expr, datetime.fromtimestamp((now_ms + 1000) / 1000, zone)).get_prev(datetime)
+    slot = int(after.timestamp() * 1000)
+    if slot <= now_ms:
+        return slot
+    return int(croniter(expr, datetime.fromtimestamp(now_ms / 1000, zone)).get_prev(datetime).timestamp() * 1000)
+
+
+def slots_between(expr: str, tz: str, after_ms: int, until_ms: int, limit: int = 10_000) -> list[int]:
+    """Slots in (after_ms, until_ms], oldest first (at most ``limit``)."""
+    from croniter import croniter
+
+    it = croniter(expr, datetime.fromtimestamp(after_ms / 1000, zone_of(tz)))
+    out = []
+    while len(out) < limit:
+        slot = int(it.get_next(datetime).timestamp() * 1000)
+        if slot > until_ms:
+            break
+        out.append(slot)
+    return out
+
+
+def due_slot(expr: str, tz: str, now_ms: int, catch_up_ms: int) -> int | None:
+    """The slot a scheduler should dispatch now: the latest one, if within the catch-up window.
+
+    Older missed slots are coalesced into it (decide records how many were skipped),
+    so a worker back from an outage runs a schedule once, not once per missed slot.
+    """
+    slot = slot_before(expr, tz, now_ms)
+    return slot if now_ms - slot <= catch_up_ms else None
+
+
+def cron_event(session_key: str, org: str, schedule: str, slot: int, received_at: int) -> dict[str, Any]:
+    """A cron slot as a timer event (deterministic id: every worker would derive the same)."""
+    spec = {"at": slot, "purpose": "cron", "step": 0, "data": {"schedule": schedule, "slot": str(slot)}}
+    event = timer_event(session_key, org, f"cron:{schedule}:{slot}", spec, received_at)
+    event["session_rule"] = "schedule"
+    return event

@@ -1,0 +1,217 @@
+"""``opsloop demo``: the whole loop on embedded defaults, then a clean exit.
+
+Starts the local Apache Kafka broker (unless KAFKA_BOOTSTRAP points at one),
+applies topics.yaml, starts a worker, pushes a handful of real alerts from the
+awesome-prometheus-alerts catalogue as Alertmanager-style events, prints what
+comes out of ``outbox``, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from streams.devtools.broker import LocalKafka
+from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
+from streams.kafka.producer import EventProducer
+from streams.kafka.reader import TopicReader
+from streams.settings import Settings
+from streams.kafka.catalogue import load_catalogue
+from streams.kafka.admin import apply, render
+
+# One rule from each corner of the catalogue, so the output shows variety.
+DEMO_RULES = (
+    "Host out of memory",
+    "Host high CPU load",
+    "Host out of disk space",
+    "Prometheus target missing",
+    "PostgreSQL down",
+    "SSL certificate expiry (< 7 days)",
+    "Kubernetes pod crash looping",
+    "Nginx high HTTP 5xx error rate",
+)
+
+
+def demo_events(count: int, now_ms: int) -> list[dict]:
+    from classifier.dataset import load_rules, rule_to_event
+
+    rules = load_rules()
+    chosen = [r for r in rules if r.name in DEMO_RULES]
+    for rule in rules:  # top up from the catalogue if fewer named rules exist
+        if len(chosen) >= count:
+            break
+        if rule not in chosen and rule.severity == "critical":
+            chosen.append(rule)
+    events = []
+    for i, rule in enumerate(chosen[:count]):
+        event = rule_to_event(rule, occurred_at=now_ms + i)
+        event["event_id"] = f"demo-{uuid.uuid4().hex[:12]}"
+        # Each demo alert comes from its own service, as real ones do: without the label, the
+        # starter inhibit rule (equal: [org, service]) would let an urgent alert mute the
+        # warnings, depending on which decide batch each fell into.
+        event["labels"].setdefault("service", event["labels"].get("instance", f"demo-{i}").split(".")[0])
+        events.append(event)
+    return events
+
+
+class LocalReceivers:
+    """Stands in for Slack and Teams in the demo: accepts each webhook post, keeps it, answers ok.
+
+    The worker's real sink delivers to it (formatting, rate limits, ledger and all),
+    so the demo shows what a channel would have received without any account.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, dict]] = []
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner = None
+
+    def url(self, channel: str, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{channel}/{name}"
+
+    def start(self) -> "LocalReceivers":
+        import threading
+
+        from aiohttp import web
+
+        ready = threading.Event()
+
+        async def handle(request: web.Request) -> web.Response:
+            payload = await request.json()
+            self.received.append((request.match_info["channel"], request.match_info["name"], payload))
+            return web.Response(text="ok") if request.match_info["channel"] == "slack" else web.Response(status=202)
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application()
+            app.router.add_post("/{channel}/{name}", handle)
+            self._runner = web.AppRunner(app, handle_signals=False)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            loop.run_until_complete(site.start())
+            self.port = self._runner.addresses[0][1]
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        threading.Thread(target=run, name="demo-receivers", daemon=True).start()
+        if not ready.wait(10):
+            raise RuntimeError("the demo's local receivers did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def format_received(channel: str, name: str, payload: dict) -> str:
+    text = payload.get("text") or ""
+    if not text and payload.get("attachments"):  # Teams: the card's first text block
+        body = payload["attachments"][0].get("content", {}).get("body", [])
+        text = next((b.get("text", "") for b in body if b.get("type") == "TextBlock"), "")
+    return f"  {channel}:{name:<13} {text[:110]}"
+
+
+def format_effect(effect: dict) -> str:
+    """One effect as the demo prints it: notifications in full, the rest in a line."""
+    kind, tail = effect["type"], f"effect={effect['effect_id'][:12]}  session={effect['session_key']}"
+    if kind == "notify":
+        n = effect["notify"]
+        fields = ", ".join(f"{k}={v}" for k, v in (n.get("fields") or {}).items())
+        return (
+            f"  [{n['severity'].upper():7}] {n['title']}\n"
+            f"            notify → {n['channel']}:{n['receiver']}  action={n['action']}  {tail}\n"
+            f"            {fields}"
+        )
+    if kind == "schedule_timer":
+        t = effect["timer"]
+        after = (t["fire_at"] - effect["created_at"]) / 1000
+        return f"            schedule_timer {t['purpose']} step {t['step']} in {after:.0f}s  {tail}"
+    if kind == "cancel_timers":
+        return f"            cancel_timers {effect['cancel']['prefix'] or '(all)'}  {tail}"
+    r = effect.get("remediate") or {}
+    mode = "dry run" if r.get("dry_run", True) else "live"
+    return f"            remediate {r.get('action', '')} ({mode})  {tail}"
+
+
+async def _push_and_read(settings: Settings, events: list[dict], timeout: float) -> list[dict]:
+    async with TopicReader(settings, ["outbox"], from_beginning=False) as reader:
+        async with EventProducer(settings) as producer:
+            await producer.send_many(events)
+        print(f"pushed {len(events)} alerts to events.telemetry; waiting for outbox ...", flush=True)
+        wanted = {e["event_id"] for e in events}
+        records = await reader.collect(
+            lambda rs: wanted <= {r.value["event_id"] for r in rs if r.value}, timeout=timeout
+        )
+    return [r.value for r in records if r.value and r.value["event_id"] in wanted]
+
+
+def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="opsloop-demo-"))
+    broker = None
+    worker = None
+    receivers = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    try:
+        if not bootstrap:
+            print("starting a local Apache Kafka broker (KRaft) ...", flush=True)
+            broker = LocalKafka(workdir / "kafka").start()
+            bootstrap = broker.bootstrap
+        print(f"broker at {bootstrap}; demo data in {workdir}", flush=True)
+        prefix = f"demo-{uuid.uuid4().hex[:6]}." if not broker else ""
+        env = {
+            **FAST_GROUP_ENV,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "OPSLOOP_TOPIC_PREFIX": prefix,
+            "OPSLOOP_APP_ID": f"opsloop-{prefix or 'demo'}".rstrip("."),
+            "OPSLOOP_WEB_ENABLED": "false",
+            "OPSLOOP_DATA_DIR": str(workdir / "worker"),
+            "OPSLOOP_LOG_LEVEL": "warning",
+        }
+        settings = Settings.from_env(kafka_bootstrap=bootstrap, topic_prefix=prefix)
+        print(render(asyncio.run(apply(settings, load_catalogue(settings.topics_file)))), flush=True)
+        receivers = LocalReceivers().start()
+        env.update({
+            "OPSLOOP_SLACK_INFRA_WEBHOOK": receivers.url("slack", "infra-slack"),
+            "OPSLOOP_SLACK_ONCALL_WEBHOOK": receivers.url("slack", "oncall-slack"),
+            "OPSLOOP_TEAMS_OPS_WEBHOOK": receivers.url("teams", "teams-ops"),
+        })
+        worker = WorkerProcess(env, workdir / "worker.log").start()
+        print("worker started", flush=True)
+        events = demo_events(alerts, int(time.time() * 1000))
+        effects = asyncio.run(_push_and_read(settings, events, timeout))
+        print(f"\noutbox: {len(effects)} effects for {len(events)} alerts\n")
+        for effect in sorted(effects, key=lambda e: e["created_at"]):
+            print(format_effect(effect))
+        chat = [e for e in effects if e["type"] == "notify" and e["notify"]["channel"] in ("slack", "teams")]
+        deadline = time.monotonic() + 45  # Slack allows about one message per second per webhook
+        while len(receivers.received) < len(chat) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        print(f"\ndelivered: {len(receivers.received)} of {len(chat)} chat notifications reached the local receivers\n")
+        for channel, name, payload in receivers.received:
+            print(format_received(channel, name, payload))
+        print(f"\ndone in {time.monotonic() - started:.1f}s")
+        return 0
+    except TimeoutError as exc:
+        print(f"opsloop demo: {exc}", file=sys.stderr)
+        if worker is not None:
+            print(worker.log()[-3000:], file=sys.stderr)
+        return 1
+    finally:
+        if worker is not None:
+            worker.stop()
+        if receivers is not None:
+            receivers.stop()
+        if broker is not None:
+            broker.close()
+        shutil.rmtree(workdir, ignore_errors=True)

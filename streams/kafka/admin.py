@@ -1,0 +1,153 @@
+"""The I/O shell of the topic catalogue: ask the cluster, create what is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from streams.errors import OpsloopError
+from streams.settings import Settings
+from streams.kafka.catalogue import ObservedTopic, Plan, TopicSpec, plan
+
+
+async def observe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> tuple[dict[str, ObservedTopic], int]:
+    """What the cluster has for ``names`` (absent ones are left out) and its broker count."""
+    cluster = await admin.describe_cluster()
+    brokers = len(cluster.get("brokers", [])) or 1
+    existing = set(await admin.list_topics())
+    wanted = [n for n in names if n in existing]
+    observed: dict[str, ObservedTopic] = {}
+    if not wanted:
+        return observed, brokers
+    described = await admin.describe_topics(wanted)
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in wanted])
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.resources:
+            _error, _msg, _rtype, name, entries = resource[:5]
+            configs[name] = {entry[0]: entry[1] for entry in entries}
+    for topic in described:
+        partitions = topic["partitions"]
+        observed[topic["topic"]] = ObservedTopic(
+            name=topic["topic"],
+            partitions=len(partitions),
+            replication=len(partitions[0]["replicas"]) if partitions else 0,
+            configs=configs.get(topic["topic"], {}),
+        )
+    return observed, brokers
+
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicsApplyError(OpsloopError):
+    """The cluster refused to create a topic; the message names each topic and the reason."""
+
+
+def _topic_errors(response: object) -> list[tuple[str, int, str]]:
+    """(topic, error code, message) of a CreateTopics response, whatever its version."""
+    rows = getattr(response, "topic_errors", None) or getattr(response, "topics", None) or []
+    return [(row[0], row[1], row[2] if len(row) > 2 else "") for row in rows]
+
+
+async def _create(admin: AIOKafkaAdminClient, specs: list[TopicSpec], result: Plan, brokers: int) -> Plan:
+    """Create the planned topics; the report says what the broker actually did.
+
+    A topic created by someone else between our look and our create comes back as
+    "already exists" (the broker's metadata can trail the controller by a few ms):
+    it is looked at again, once visible, and reported as matching or differing.
+    """
+    new = [
+        NewTopic(spec.name, spec.partitions, min(spec.replication, brokers), topic_configs=spec.kafka_configs(min(spec.replication, brokers)))
+        for spec in result.create
+    ]
+    errors = _topic_errors(await admin.create_topics(new, timeout_ms=30000))
+    failed = {name: (code, msg) for name, code, msg in errors if code not in (0, TOPIC_ALREADY_EXISTS)}
+    if failed:
+        raise TopicsApplyError(
+            "; ".join(f"{name}: {msg or 'error code ' + str(code)}" for name, (code, msg) in sorted(failed.items()))
+        )
+    raced = {name for name, code, _ in errors if code == TOPIC_ALREADY_EXISTS}
+    if not raced:
+        return result
+    deadline = time.monotonic() + 15
+    while True:
+        observed, _ = await observe(admin, sorted(raced))
+        if raced <= set(observed) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    again = plan([s for s in specs if s.name in raced], observed, brokers)
+    return Plan(
+        create=[s for s in result.create if s.name not in raced],
+        matching=result.matching + again.matching,
+        drift={**result.drift, **again.drift},
+        replication=result.replication,
+        notes=result.notes,
+    )
+
+
+async def apply(settings: Settings, specs: list[TopicSpec], *, dry_run: bool = False) -> Plan:
+    """Create the topics the cluster lacks; report, never change, the ones that differ."""
+    prefix = settings.topic_prefix
+    specs = [replace(s, name=prefix + s.name) for s in specs]
+    admin = AIOKafkaAdminClient(**settings.kafka_client_config(), request_timeout_ms=15000)
+    await admin.start()
+    try:
+        observed, brokers = await observe(admin, [s.name for s in specs])
+        result = plan(specs, observed, brokers)
+        if result.create and not dry_run:
+            result = await _create(admin, specs, result, brokers)
+        return result
+    finally:
+        await admin.close()
+
+
+def render(result: Plan, dry_run: bool = False) -> str:
+    """The report ``opsloop topics apply`` prints."""
+    lines = [f"note: {note}" for note in result.notes]
+    verb = "would create" if dry_run else "created"
+    for spec in result.create:
+        lines.append(f"{verb} {spec.name} ({spec.partitions} partitions, replication {min(spec.replication, result.replication)})")
+    for name, diffs in sorted(result.drift.items()):
+        lines.append(f"differs {name}: " + "; ".join(diffs) + " (not changed; alter it by hand or with kafka tools)")
+    if not result.create and not result.drift:
+        lines.append(f"no change: {len(result.matching)} topics match topics.yaml")
+    elif result.matching:
+        lines.append(f"unchanged: {len(result.matching)} topics match topics.yaml")
+    return "\n".join(lines)
+
+
+async def ensure_internal(settings: Settings, wanted: dict[str, int], replication: int) -> list[str]:
+    """Create faust's internal topics (table changelogs) that do not exist yet; returns the created.
+
+    faust would create them itself while starting, racing its own partition
+    assignor: a table whose changelog appears after the assignment is skipped
+    ("Ignoring missing topic") and its recovery then waits forever. Creating them
+    before the worker starts takes the race away.
+    """
+    admin = AIOKafkaAdminClient(**settings.kafka_client_config(), request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(name, partitions, replication, topic_configs={"cleanup.policy": "compact"})
+            for name, partitions in sorted(wanted.items()) if name not in existing
+        ]
+        if not new:
+            return []
+        errors = _topic_errors(await admin.create_topics(new, timeout_ms=30000))
+        failed = {name: msg for name, code, msg in errors if code not in (0, TOPIC_ALREADY_EXISTS)}
+        if failed:
+            raise TopicsApplyError("; ".join(f"{name}: {msg}" for name, msg in sorted(failed.items())))
+        deadline = time.monotonic() + 15
+        while not {t.name for t in new} <= set(await admin.list_topics()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return [t.name for t in new]
+    finally:
+        await admin.close()
+

@@ -1,0 +1,77 @@
+"""Every use of a private faust-streaming / aiokafka attribute, in one place, for the versions it was written for.
+
+faust 0.15 and aiokafka 0.14 leave a few things opsloop needs without a public API
+(which table partition a write goes to, the producer faust runs, the offsets a seek
+just read, releasing a record without counting it toward a commit, a metadata
+refresh). Each is one function here, so an upgrade is checked in one file: importing
+this module refuses other major.minor versions than those it was written and tested
+for (the restart and kill tests exercise every function).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from streams.errors import UnavailableError
+
+WRITTEN_FOR = {"faust-streaming": "0.15", "aiokafka": "0.14"}
+
+
+class UnsupportedVersionError(UnavailableError):
+    """An installed faust-streaming or aiokafka is not the version these internals were written for."""
+
+
+def check_versions() -> None:
+    for package, expected in WRITTEN_FOR.items():
+        installed = version(package)
+        if ".".join(installed.split(".")[:2]) != expected:
+            raise UnsupportedVersionError(
+                f"{package} {installed} is installed; streams/kafka/compat.py uses its internals as of {expected}.x "
+                "(see pyproject.toml's pins)")
+
+
+check_versions()
+
+
+def set_current_event(stream: Any, event: Any) -> None:
+    """Point a faust stream's current event at ``event`` (which table partition a write goes to)."""
+    stream._set_current_event(event)
+
+
+def kafka_producer(app: Any) -> Any:
+    """The aiokafka producer a faust app runs (for produce batches of our own)."""
+    return app.producer._ensure_producer()
+
+
+def committed_offsets(consumer: Any) -> dict[Any, int]:
+    """The committed offsets a faust consumer's last ``seek_to_committed`` read."""
+    return consumer._committed_offset
+
+
+def release_unacked(consumer: Any, message: Any) -> None:
+    """Let a faust consumer stop waiting for ``message`` without counting it toward the commit."""
+    from mode.utils.futures import notify
+
+    consumer._unacked_messages.discard(message)
+    notify(consumer._waiting_for_ack)
+
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Ask an aiokafka consumer's client for fresh cluster metadata (new partitions, new topics)."""
+    await consumer._client.force_metadata_update()
+
+
+def abort_producer(producer: Any, error: BaseException) -> None:
+    """Fail every unacknowledged batch of an aiokafka producer and stop its sender, synchronously.
+
+    What aiokafka itself does when its sender dies (the accumulator's ``fail_all``), then
+    the sender task is cancelled before it can drain again.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    sender = getattr(producer, "_sender", None)
+    if accumulator is not None:
+        accumulator.fail_all(error)
+    task = getattr(sender, "sender_task", None)
+    if task is not None and not task.done():
+        task.cancel()

@@ -1,0 +1,103 @@
+"""Reading whole topics without a consumer group: for tail, the demo, tests and audits.
+
+Assigns every partition of the named topics and reads from the beginning (or the
+end), decoding each record with the codec. A reader never commits offsets, so it
+never disturbs the workers' consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.kafka.compat import refresh_metadata
+from streams.kafka.codec import Codec, CodecError, default_codec
+from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: dict[str, Any] | None  # None when the bytes did not decode
+    raw: bytes
+    timestamp: int
+    error: str | None = None
+
+
+class TopicReader:
+    def __init__(self, settings: Settings, topics: Iterable[str], *, from_beginning: bool = True, codec: Codec | None = None) -> None:
+        self.settings = settings
+        self.topics = [settings.topic_prefix + t for t in topics]
+        self.from_beginning = from_beginning
+        self.codec = codec or default_codec()
+        self._consumer = AIOKafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
+
+    async def __aenter__(self) -> "TopicReader":
+        await self._consumer.start()
+        partitions = []
+        for topic in self.topics:
+            for p in sorted(await self._partitions_of(topic)):
+                partitions.append(TopicPartition(topic, p))
+        self._consumer.assign(partitions)
+        if self.from_beginning:
+            await self._consumer.seek_to_beginning(*partitions)
+        else:
+            await self._consumer.seek_to_end(*partitions)
+        return self
+
+    async def _partitions_of(self, topic: str, timeout: float = 10.0) -> set[int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            parts = self._consumer.partitions_for_topic(topic)
+            if parts:
+                return parts
+            if time.monotonic() > deadline:
+                raise LookupError(f"topic {topic!r} does not exist (run `opsloop topics apply`)")
+            await refresh_metadata(self._consumer)
+            await asyncio.sleep(0.1)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    def _decode(self, msg: Any) -> Record:
+        try:
+            value, error = self.codec.decode(msg.value), None
+        except CodecError as exc:
+            value, error = None, str(exc)
+        topic = msg.topic[len(self.settings.topic_prefix):] if msg.topic.startswith(self.settings.topic_prefix) else msg.topic
+        return Record(topic, msg.partition, msg.offset, msg.key, value, msg.value, msg.timestamp, error)
+
+    async def records(self, *, idle_timeout: float | None = None) -> AsyncIterator[Record]:
+        """Yield records as they come; stop after ``idle_timeout`` seconds with nothing new."""
+        last = time.monotonic()
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            if batch:
+                last = time.monotonic()
+                for msgs in batch.values():
+                    for msg in msgs:
+                        yield self._decode(msg)
+            elif idle_timeout is not None and time.monotonic() - last >= idle_timeout:
+                return
+
+    async def collect(self, until: Callable[[list[Record]], bool], timeout: float) -> list[Record]:
+        """Read until ``until(records)`` holds; raises TimeoutError with what was read."""
+        out: list[Record] = []
+        deadline = time.monotonic() + timeout
+        if until(out):
+            return out
+        while time.monotonic() < deadline:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            for msgs in batch.values():
+                for msg in msgs:
+                    out.append(self._decode(msg))
+            if until(out):
+                return out
+        raise TimeoutError(f"condition not met within {timeout:.0f}s; read {len(out)} records from {', '.join(self.topics)}")

@@ -1,0 +1,102 @@
+"""Building and validating the records that go on opsloop topics.
+
+Validation is pure and names the field at fault (``InvalidEventError("labels:
+expected a mapping of strings")``) so ingest can answer 400 with the reason and the
+CLI can print file:line. Stamping an event with an id and a receive time is the only
+impure step and takes both as arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping
+
+from streams.errors import InvalidInputError
+
+EVENT_KINDS = ("telemetry", "webhook", "timer", "scan")
+EVENT_TOPICS = tuple(f"events.{kind}" for kind in EVENT_KINDS)
+PAYLOAD_FIELD_BY_KIND = {"telemetry": "status", "webhook": "provider", "timer": "timer_id", "scan": "scan_id"}
+REQUIRED_EVENT_FIELDS = ("session_key", "kind", "type", "source", "occurred_at")
+
+
+class InvalidEventError(InvalidInputError, ValueError):
+    """An event does not fit the envelope; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+def _string_map(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEventError(field, "expected a mapping of strings")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, (str, int, float, bool)):
+            raise InvalidEventError(f"{field}.{k}", "expected a string value")
+        out[k] = v if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+    return out
+
+
+def _millis(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidEventError(field, f"expected epoch milliseconds (a non-negative integer), got {value!r}")
+    return value
+
+
+def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check an event envelope and return it normalised to the Avro shape (without stamping)."""
+    if not isinstance(raw, Mapping):
+        raise InvalidEventError("event", "expected a JSON object")
+    for field in REQUIRED_EVENT_FIELDS:
+        if field not in raw or raw[field] in (None, ""):
+            raise InvalidEventError(field, "required")
+    kind = raw["kind"]
+    if kind not in EVENT_KINDS:
+        raise InvalidEventError("kind", f"unknown kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
+    for field in ("session_key", "type", "source"):
+        if not isinstance(raw[field], str):
+            raise InvalidEventError(field, "expected a string")
+    event: dict[str, Any] = {
+        "event_id": raw.get("event_id") or "",
+        "session_key": raw["session_key"],
+        "session_rule": str(raw.get("session_rule") or ""),
+        "kind": kind,
+        "type": raw["type"],
+        "source": raw["source"],
+        "org": str(raw.get("org") or "default"),
+        "occurred_at": _millis(raw["occurred_at"], "occurred_at"),
+        "received_at": _millis(raw.get("received_at", 0) or 0, "received_at"),
+        "labels": _string_map(raw.get("labels"), "labels"),
+        "annotations": _string_map(raw.get("annotations"), "annotations"),
+        "payload": None,
+    }
+    if not isinstance(event["event_id"], str):
+        raise InvalidEventError("event_id", "expected a string")
+    payload = raw.get("payload")
+    if payload is not None:
+        if not isinstance(payload, Mapping):
+            raise InvalidEventError("payload", "expected an object")
+        marker = PAYLOAD_FIELD_BY_KIND[kind]
+        if kind != "telemetry" and marker not in payload:
+            raise InvalidEventError(f"payload.{marker}", f"required for a {kind} event")
+        event["payload"] = dict(payload)
+    return event
+
+
+def stamp(event: dict[str, Any], *, event_id: str, received_at: int) -> dict[str, Any]:
+    """Fill the id and receive time an accepting producer owns; keeps a client-supplied id."""
+    return {**event, "event_id": event["event_id"] or event_id, "received_at": event["received_at"] or received_at}
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic id from its parts: same inputs, same id, on every worker and in replay."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return digest[:32]
+
+
+def topic_for(event: Mapping[str, Any]) -> str:
+    return f"events.{event['kind']}"

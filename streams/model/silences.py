@@ -1,0 +1,210 @@
+"""Silences and maintenance windows: matchers plus a start and an end.
+
+A silence mutes notifications for events whose routing labels match, between
+``starts_at`` and ``ends_at`` (event time). Silences are created through an event
+(``kind: webhook``, ``type: silence.created``, the silence as JSON in the webhook
+body, e.g. by ``opsloop silence add``) and expired by ``silence.expired``; the decide
+agent keeps them in a table every worker holds, and hands the list to decide in its
+context. Maintenance windows are the same thing declared in
+``runbooks/maintenance.yaml``, versioned with the runbook set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from streams.errors import InvalidInputError
+from streams.model.matchers import Matcher, MatcherError, matches_all, parse_matcher
+from streams.model.records import derived_id
+from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml
+
+SILENCE_CREATED = "silence.created"
+SILENCE_EXPIRED = "silence.expired"
+SILENCE_TYPES = (SILENCE_CREATED, SILENCE_EXPIRED)
+MAINTENANCE_FIELDS = ("name", "matchers", "start", "end", "comment")
+
+
+class SilenceError(InvalidInputError, ValueError):
+    """A silence (from an event or the CLI) is malformed; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Silence:
+    silence_id: str
+    matchers: tuple[Matcher, ...]
+    starts_at: int
+    ends_at: int
+    created_by: str = ""
+    comment: str = ""
+    kind: str = "silence"  # silence | maintenance
+
+    def active_at(self, now: int) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def mutes(self, labels: Mapping[str, str], now: int) -> bool:
+        return self.active_at(now) and matches_all(self.matchers, labels)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.silence_id, "matchers": [str(m) for m in self.matchers], "starts_at": self.starts_at,
+            "ends_at": self.ends_at, "created_by": self.created_by, "comment": self.comment, "kind": self.kind,
+        }
+
+
+def silence_from_json(data: Mapping[str, Any]) -> Silence:
+    """A silence from its JSON form (the event body, the table value); raises SilenceError."""
+    if not isinstance(data, Mapping):
+        raise SilenceError("silence: expected a JSON object")
+    raw_matchers = data.get("matchers")
+    if not isinstance(raw_matchers, list) or not raw_matchers:
+        raise SilenceError('matchers: required, a non-empty list like ["service=\\"db\\""]')
+    try:
+        matchers = tuple(parse_matcher(m) for m in raw_matchers)
+    except MatcherError as exc:
+        raise SilenceError(f"matchers: {exc}") from None
+    if all(m.op in ("=~", "!~") and m.value in (".*", "") for m in matchers):
+        raise SilenceError("matchers: a silence must select something (not every event)")
+    starts, ends = data.get("starts_at"), data.get("ends_at")
+    for name, value in (("starts_at", starts), ("ends_at", ends)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SilenceError(f"{name}: expected epoch milliseconds, got {value!r}")
+    if ends <= starts:
+        raise SilenceError("ends_at must be after starts_at")
+    sid = data.get("id") or derived_id("silence", *(str(m) for m in matchers), str(starts), str(ends))
+    return Silence(
+        silence_id=str(sid), matchers=matchers, starts_at=starts, ends_at=ends,
+        created_by=str(data.get("created_by", "")), comment=str(data.get("comment", "")),
+        kind=str(data.get("kind", "silence")),
+    )
+
+
+def silence_from_event(event: Mapping[str, Any]) -> tuple[str, Silence | None, str]:
+    """(type, silence, silence_id) of a silence.created / silence.expired event.
+
+    An expiry only needs the id (``{"id": ...}``); its silence is None.
+    """
+    etype = event.get("type")
+    if etype not in SILENCE_TYPES:
+        raise SilenceError(f"type: not a silence event: {etype!r}")
+    payload = event.get("payload") or {}
+    try:
+        body = json.loads(payload.get("body_json") or "{}")
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise SilenceError(f"payload.body_json: not JSON: {exc}") from None
+    if etype == SILENCE_EXPIRED:
+        sid = body.get("id") if isinstance(body, dict) else None
+        if not sid:
+            raise SilenceError("id: required to expire a silence")
+        return etype, None, str(sid)
+    silence = silence_from_json(body)
+    return etype, silence, silence.silence_id
+
+
+def silence_event(silence: Silence, *, org: str, now_ms: int, actor: str = "cli") -> dict[str, Any]:
+    """The event that creates ``silence`` (what ``opsloop silence add`` produces)."""
+    return {
+        "event_id": derived_id("silence-event", silence.silence_id, SILENCE_CREATED),
+        "session_key": f"{org}:silences",
+        "kind": "webhook",
+        "type": SILENCE_CREATED,
+        "source": "cli",
+        "org": org,
+        "occurred_at": now_ms,
+        "labels": {},
+        "annotations": {"comment": silence.comment},
+        "payload": {"provider": "opsloop", "action": "create", "subject": silence.silence_id, "actor": actor,
+                    "body_json": json.dumps(silence.to_json(), sort_keys=True)},
+    }
+
+
+def expire_event(silence_id: str, *, org: str, now_ms: int, actor: str = "cli") -> dict[str, Any]:
+    return {
+        "event_id": derived_id("silence-event", silence_id, SILENCE_EXPIRED, str(now_ms)),
+        "session_key": f"{org}:silences",
+        "kind": "webhook",
+        "type": SILENCE_EXPIRED,
+        "source": "cli",
+        "org": org,
+        "occurred_at": now_ms,
+        "payload": {"provider": "opsloop", "action": "expire", "subject": silence_id, "actor": actor,
+                    "body_json": json.dumps({"id": silence_id})},
+    }
+
+
+def muting(silences: Iterable[Silence], labels: Mapping[str, str], now: int) -> Silence | None:
+    """The first silence that mutes ``labels`` at ``now``, or None."""
+    for silence in silences:
+        if silence.mutes(labels, now):
+            return silence
+    return None
+
+
+def next_change(silences: Sequence[Silence], labels: Mapping[str, str], now: int) -> int | None:
+    """When the set of silences muting ``labels`` can next change (the earliest end of one muting now)."""
+    ends = [s.ends_at for s in silences if s.mutes(labels, now)]
+    return min(ends) if ends else None
+
+
+# -- maintenance windows ---------------------------------------------------------
+
+
+def parse_time_ms(value: Any) -> int:
+    """An ISO 8601 time (``2025-01-04T22:00:00Z``) or epoch ms → epoch ms (UTC if no zone)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        try:
+            dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time: {value!r} (e.g. 2025-01-04T22:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def load_maintenance(path: str | Path) -> tuple[Silence, ...]:
+    """Maintenance windows of ``maintenance.yaml`` (``windows: [...]``); errors carry file:line."""
+    path = Path(path)
+    doc = load_yaml(path)
+    if doc is None:
+        return ()
+    if not isinstance(doc, LineDict):
+        raise ConfigError(path, 1, "expected a mapping with a 'windows' list")
+    check_keys(path, doc, ("windows",), "maintenance")
+    items = doc.get("windows") or []
+    if not isinstance(items, list):
+        raise ConfigError(path, doc.line_of("windows"), "windows: expected a list")
+    out = []
+    for i, item in enumerate(items):
+        what = f"windows[{i}]"
+        if not isinstance(item, LineDict):
+            raise ConfigError(path, doc.line_of("windows"), f"{what}: expected a mapping")
+        check_keys(path, item, MAINTENANCE_FIELDS, what)
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(path, item.line, f"{what}: name is required")
+        times = {}
+        for key in ("start", "end"):
+            if key not in item:
+                raise ConfigError(path, item.line, f"{what} ({name}): {key} is required")
+            try:
+                times[key] = parse_time_ms(item[key])
+            except ValueError as exc:
+                raise ConfigError(path, item.line_of(key), f"{what} ({name}): {key}: {exc}") from None
+        try:
+            silence = silence_from_json({"id": f"maintenance:{name}", "matchers": item.get("matchers"),
+                                         "starts_at": times["start"], "ends_at": times["end"],
+                                         "comment": str(item.get("comment", "")), "kind": "maintenance"})
+        except SilenceError as exc:
+            raise ConfigError(path, item.line_of("matchers") if "matchers" in str(exc) else item.line,
+                              f"{what} ({name}): {exc}") from None
+        out.append(silence)
+    return tuple(out)
