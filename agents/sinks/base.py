@@ -21,11 +21,11 @@ from email.message import EmailMessage
 from typing import Any, Callable, Mapping, Union
 
 from streams.errors import DeliveryError
+from streams.model.taxonomy import SEVERITIES
 from streams.model.receivers import ChannelSpec, Receiver
 
 # Severity of an effect → a colour, shared by the chat formatters.
-SEVERITY_COLOURS = {"info": "#439FE0", "warning": "#ECB22E", "action": "#E8912D", "urgent": "#E01E5A"}
-SEVERITIES = tuple(SEVERITY_COLOURS)
+SEVERITY_COLOURS = dict(zip(SEVERITIES, ("#439FE0", "#ECB22E", "#E8912D", "#E01E5A"), strict=True))
 TRUNCATION_MARK = "… [truncated]"
 
 

@@ -15,7 +15,8 @@ from typing import Mapping, Sequence
 from streams.errors import InvalidInputError
 from streams.model.receivers import ChannelSpec
 from streams.model.runbooks import ROUTE_RECEIVER, RunbookSet, load_runbook_set
-from streams.model.routing import SEVERITIES, routing_labels
+from streams.model.routing import routing_labels
+from streams.model.taxonomy import SEVERITIES
 
 FACTS_DEFAULTS = {"kind": "telemetry", "event_type": "alert.firing", "source": "prometheus", "org": "default"}
 

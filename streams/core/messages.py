@@ -10,7 +10,8 @@ from typing import Any, Iterable, Mapping
 from streams.core import gates
 from streams.core.fold import Fold
 from streams.model.records import derived_id
-from streams.model.routing import SEVERITIES, RouteMatch, routing_labels
+from streams.model.routing import RouteMatch, routing_labels
+from streams.model.taxonomy import SEVERITIES
 from streams.model.runbooks import ROUTE_RECEIVER, Runbook
 from streams.model.silences import Silence
 

@@ -22,9 +22,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from streams.model.matchers import Matcher, MatcherError, equality_matchers, matches_all, parse_matcher
 from streams.model.receivers import ChannelSpec, Receiver, builtin_receivers, notify_refusal, receivers_from
+from streams.model.taxonomy import SEVERITIES
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml, parse_duration_ms
 
-SEVERITIES = ("info", "warning", "action", "urgent")
 ROUTING_FACTS = ("category", "severity", "org", "source", "kind", "event_type")
 
 # Alertmanager's defaults.
