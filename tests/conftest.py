@@ -145,6 +145,18 @@ def daemons() -> Iterator["Daemons"]:
         daemon.stop()
 
 
+# Fixtures that start or reach a real service: a test using any of them (directly or through
+# another fixture) is in the integration tier; every other test is in the fast tier.
+SERVICE_FIXTURES = frozenset({"kafka_bootstrap", "kafka_factory", "postgres_url", "daemons"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tiers by what a test uses, not by hand: ``-m "not integration"`` is the fast tier."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
     """On failure, attach the tail of each worker's and daemon's log: the first thing one needs."""
     if call.when != "call" or call.excinfo is None or not hasattr(item, "funcargs"):
