@@ -13,7 +13,12 @@ Each process (every worker, the ingest server) serves its own registry on
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -80,7 +85,7 @@ def exported_names() -> set[str]:
         for family in metric.collect():
             for sample in family.samples:
                 names.add(sample.name)
-        base = metric.describe()[0].name  # the family name without suffixes
+        base = cast("list[Metric]", metric.describe())[0].name  # the family name without suffixes (describe gives a list)
         if isinstance(metric, Counter):
             names.add(base + "_total")
         elif isinstance(metric, Histogram):
@@ -107,7 +112,7 @@ def observe_ingested(kind: str, source: str, count: int = 1) -> None:
 
 
 
-def observe_decision(event: dict, record: dict, effects: list[dict], now_s: float) -> None:
+def observe_decision(event: dict[str, Any], record: dict[str, Any], effects: list[dict[str, Any]], now_s: float) -> None:
     """After a decision and its effects were sent: counts, gate stops, latency."""
     EVENTS_DECIDED.labels(event["kind"]).inc()
     DECISIONS.labels(record["category"], record["severity"], record["outcome"]).inc()

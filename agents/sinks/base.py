@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Callable, Mapping, Union
 
-from streams.errors import DeliveryError
+from streams.errors import DeliveryError as DeliveryError  # re-exported: the channels' error base
 from streams.model.taxonomy import SEVERITIES
 from streams.model.receivers import ChannelSpec, Receiver
 
@@ -168,7 +168,7 @@ def trim(text: str, limit: int) -> str:
 
 
 def notify_of(effect: Mapping[str, Any]) -> Mapping[str, Any]:
-    notify = effect.get("notify")
+    notify: Mapping[str, Any] | None = effect.get("notify")
     if not notify:
         raise PermanentError(f"effect {effect.get('effect_id')} of type notify has no notify part")
     return notify

@@ -41,12 +41,12 @@ class DigestCounts:
     """One org's day: what happened, what was sent, what failed."""
 
     events: int = 0
-    outcomes: Counter = field(default_factory=Counter)
-    notifications: Counter = field(default_factory=Counter)  # delivered, by channel
-    failures: Counter = field(default_factory=Counter)  # failed or ambiguous, by channel
-    dead: Counter = field(default_factory=Counter)  # given up (dead letters of the sinks), by channel
-    sessions: Counter = field(default_factory=Counter)  # events per session
-    actions: Counter = field(default_factory=Counter)  # runbook actions by result: called, dry_run, failed, dead
+    outcomes: Counter[str] = field(default_factory=Counter)
+    notifications: Counter[str] = field(default_factory=Counter)  # delivered, by channel
+    failures: Counter[str] = field(default_factory=Counter)  # failed or ambiguous, by channel
+    dead: Counter[str] = field(default_factory=Counter)  # given up (dead letters of the sinks), by channel
+    sessions: Counter[str] = field(default_factory=Counter)  # events per session
+    actions: Counter[str] = field(default_factory=Counter)  # runbook actions by result: called, dry_run, failed, dead
 
     def to_dict(self) -> dict[str, Any]:
         return {"events": self.events, **{k: dict(getattr(self, k)) for k in _COUNTERS}}
@@ -170,7 +170,8 @@ def fold_delta(state: Mapping[str, Any] | None, record: Mapping[str, Any], *, tz
     hwm = dict(s.get("hwm") or {})
     days_raw = dict(s.get("days") or {})
     touched: dict[str, DigestCounts] = {}
-    oldest = newest = None
+    oldest: str | None = None
+    newest: str | None = None
     if now_ms is not None:
         today = day_of(now_ms, tz)
         oldest, newest = _shift(today, -keep_days), _shift(today, 1)
@@ -180,7 +181,7 @@ def fold_delta(state: Mapping[str, Any] | None, record: Mapping[str, Any], *, tz
             continue
         hwm[src] = item["offset"]
         day = day_of(item["at"], tz)
-        if oldest is not None and not oldest <= day <= newest:
+        if oldest is not None and newest is not None and not oldest <= day <= newest:
             continue
         counts = touched.get(day)
         if counts is None:
@@ -227,7 +228,7 @@ def caught_up(committed: Mapping[Any, int | None], ends: Mapping[Any, int]) -> b
 # -- the message -----------------------------------------------------------------------
 
 
-def _by_channel(counter: Counter) -> str:
+def _by_channel(counter: Counter[str]) -> str:
     return ", ".join(f"{k} {n}" for k, n in sorted(counter.items()))
 
 

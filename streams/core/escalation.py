@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, cast
+
 from streams.core import gates
 from streams.core.fold import Fold
 from streams.core.messages import (
@@ -25,8 +28,9 @@ def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
     if step >= len(rb.escalation):
         f.outcome = "recorded"
         return
-    firing = firing_alerts(s)
-    _, lead = lead_of(firing)  # type: ignore[misc]
+    # firing_alerts gives dicts, body_of reads them as mappings; a firing session has a lead alert.
+    firing = cast("list[tuple[str, Mapping[str, Any]]]", firing_alerts(s))
+    _, lead = cast("tuple[str, Mapping[str, Any]]", lead_of(firing))
     labels = alert_labels(lead, org_of(f))
     if f.check(gates.flapping_gate(s["flap"]["on"], s["flap"]["last"], f.now, rb.policy.flapping)):
         f.outcome = "flapping"
@@ -73,7 +77,7 @@ def verify(f: Fold) -> None:
         f.outcome = "suppressed"
         return
     sent = send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["severity"],
-                 title=f"Still firing after remediation: {lead['title']}", body=body_of(f, lead, firing_alerts(s), rb),
+                 title=f"Still firing after remediation: {lead['title']}", body=body_of(f, lead, cast("list[tuple[str, Mapping[str, Any]]]", firing_alerts(s)), rb),
                  fields=fields_of(lead, rb, 1), links=links_of(f, lead, rb, with_ack=True), content="verify", autonomous=True)
     f.outcome = "escalated" if sent else "suppressed"
 

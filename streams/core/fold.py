@@ -8,9 +8,10 @@ session's mirror of pending timers in step with the timer effects it emits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from streams.core.gates import Gate
+from streams.core.state import SessionState, TimerSpec
 from streams.model.records import derived_id
 
 if TYPE_CHECKING:
@@ -22,11 +23,11 @@ def effect_subject(etype: str, body: Mapping[str, Any]) -> str:
     if etype == "notify":
         return f"{body['notify']['receiver']}|{body['notify']['action']}"
     if etype == "schedule_timer":
-        return body["timer"]["timer_id"]
+        return cast(str, body["timer"]["timer_id"])
     if etype == "cancel_timers":
-        return body["cancel"]["prefix"]
+        return cast(str, body["cancel"]["prefix"])
     if etype == "remediate":
-        return body["remediate"]["action"]
+        return cast(str, body["remediate"]["action"])
     return ""
 
 
@@ -46,7 +47,7 @@ def effect_id(event_id: str, etype: str, subject: str, ordinal: int) -> str:
 class Fold:
     """Mutable scratch space for folding one event into one session's state."""
 
-    def __init__(self, state: dict[str, Any], event: Mapping[str, Any], ctx: "Context", now: int) -> None:
+    def __init__(self, state: SessionState, event: Mapping[str, Any], ctx: "Context", now: int) -> None:
         self.s = state
         self.event = event
         self.ctx = ctx
@@ -120,7 +121,7 @@ class Fold:
 
     def schedule(self, timer_id: str, fire_at: int, purpose: str, step: int = 0, data: Mapping[str, str] | None = None) -> None:
         """Upsert a timer (same id replaces the pending one) and emit its schedule_timer effect."""
-        spec = {"at": int(fire_at), "purpose": purpose, "step": int(step),
+        spec: TimerSpec = {"at": int(fire_at), "purpose": purpose, "step": int(step),
                 "data": {str(k): str(v) for k, v in sorted((data or {}).items())}}
         self.s.setdefault("timers", {})[timer_id] = spec
         self._effect("schedule_timer", timer={"timer_id": timer_id, "fire_at": spec["at"], "purpose": purpose,

@@ -118,7 +118,7 @@ def new_state() -> SessionState:
 
 def clone(state: Mapping[str, Any]) -> SessionState:
     """A deep copy of JSON-shaped state; marshal is several times faster than copy.deepcopy."""
-    return cast(SessionState, marshal.loads(marshal.dumps(state)))
+    return cast(SessionState, marshal.loads(marshal.dumps(cast("dict[str, Any]", state))))
 
 
 _ALERT_KEYS_V2 = {"s": "status", "sev": "severity", "cat": "category", "rb": "runbook", "src": "source",

@@ -139,7 +139,7 @@ def slots_between(expr: str, tz: str, after_ms: int, until_ms: int, limit: int =
     from croniter import croniter
 
     it = croniter(expr, datetime.fromtimestamp(after_ms / 1000, zone_of(tz)))
-    out = []
+    out: list[int] = []
     while len(out) < limit:
         slot = int(it.get_next(datetime).timestamp() * 1000)
         if slot > until_ms:

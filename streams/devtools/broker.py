@@ -85,7 +85,8 @@ def new_cluster_id(draw: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> st
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 LOG4J2 = """\
@@ -110,7 +111,7 @@ class LocalKafka:
         self.log_level = log_level
         self.port = free_port()
         self.controller_port = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._formatted = False
 
     @property

@@ -37,7 +37,7 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def spawn(cmd: Sequence[str], **popen: Any) -> subprocess.Popen:
+def spawn(cmd: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
     """``subprocess.Popen(cmd, **popen)`` for a child that dies with this process, from any thread."""
     if threading.current_thread() is threading.main_thread():
         return subprocess.Popen(list(cmd), preexec_fn=die_with_parent, **popen)
@@ -51,7 +51,7 @@ def spawn(cmd: Sequence[str], **popen: Any) -> subprocess.Popen:
         os.close(read_fd)
 
 
-def stop(proc: subprocess.Popen | None, timeout: float = 30.0) -> int | None:
+def stop(proc: subprocess.Popen[Any] | None, timeout: float = 30.0) -> int | None:
     """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code (None if there was no process)."""
     if proc is None:
         return None
@@ -65,7 +65,7 @@ def stop(proc: subprocess.Popen | None, timeout: float = 30.0) -> int | None:
     return proc.returncode
 
 
-def kill(proc: subprocess.Popen | None) -> None:
+def kill(proc: subprocess.Popen[Any] | None) -> None:
     """SIGKILL and reap: a crash, for fault tests (a keeper's child dies with the keeper)."""
     if proc is not None and proc.poll() is None:
         proc.kill()

@@ -31,7 +31,7 @@ class WorkerProcess:
         self.env = {**os.environ, **env}
         self.log_path = Path(log_path)
         self.args = args
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "WorkerProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ worker (``agents.worker``) builds the runtime the agents share around it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import faust
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings, *, replication: int | None = None) -> KafkaAp
     return kafka
 
 
-def default_codec_dir():
+def default_codec_dir() -> Path:
     from streams.kafka.codec import SCHEMAS_DIR
 
     return SCHEMAS_DIR.resolve()

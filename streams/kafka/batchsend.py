@@ -18,7 +18,8 @@ from aiokafka.partitioner import murmur2
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as aiokafka and the Java client) picks."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class PartitionBatcher:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from streams.model.records import EVENT_KINDS, EVENT_TOPICS  # noqa: F401 - the event topics are catalogue topics too
+from streams.model.records import EVENT_KINDS as EVENT_KINDS  # re-exported: the event topics are catalogue topics too
+from streams.model.records import EVENT_TOPICS as EVENT_TOPICS
 from streams.kafka.codec import Codec, default_codec
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml, parse_duration_ms
 from streams.settings import ROOT

@@ -15,7 +15,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -137,7 +137,8 @@ class Codec:
             raise CodecError(f"expected a {expect} record, got {writer.name}")
         reader_parsed = None if reader is None or reader.fingerprint == writer.fingerprint else reader.parsed
         try:
-            return schemaless_reader(io.BytesIO(memoryview(data)[HEADER_LEN:]), writer.parsed, reader_parsed)
+            # a record schema: the datum is a dict
+            return cast("dict[str, Any]", schemaless_reader(io.BytesIO(memoryview(data)[HEADER_LEN:]), writer.parsed, reader_parsed))
         except Exception as exc:  # truncated or corrupt body
             raise CodecError(f"cannot decode {writer.name} body: {type(exc).__name__}: {exc}") from exc
 

@@ -11,7 +11,7 @@ for (the restart and kill tests exercise every function).
 from __future__ import annotations
 
 from importlib.metadata import version
-from typing import Any
+from typing import Any, cast
 
 from streams.errors import UnavailableError
 
@@ -46,7 +46,7 @@ def kafka_producer(app: Any) -> Any:
 
 def committed_offsets(consumer: Any) -> dict[Any, int]:
     """The committed offsets a faust consumer's last ``seek_to_committed`` read."""
-    return consumer._committed_offset
+    return cast("dict[Any, int]", consumer._committed_offset)
 
 
 def release_unacked(consumer: Any, message: Any) -> None:

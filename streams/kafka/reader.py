@@ -55,7 +55,7 @@ class TopicReader:
     async def _partitions_of(self, topic: str, timeout: float = 10.0) -> set[int]:
         deadline = time.monotonic() + timeout
         while True:
-            parts = self._consumer.partitions_for_topic(topic)
+            parts: set[int] | None = self._consumer.partitions_for_topic(topic)
             if parts:
                 return parts
             if time.monotonic() > deadline:

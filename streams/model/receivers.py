@@ -161,6 +161,7 @@ def _receiver(path: str | Path, item: Any, index: int, list_line: int | None,
             path, item.line_of("channel"),
             f"{what}: unknown channel {shown!r}{suggest(str(channel), channels)}; expected one of {', '.join(channels)}",
         )
+    assert isinstance(channel, str)  # a key of channels
     spec = channels[channel]
     settings = _mapping(path, item, "settings", what)
     secrets = _mapping(path, item, "secrets", what)

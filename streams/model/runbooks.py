@@ -28,9 +28,10 @@ from streams.model.digest_config import DIGEST_FILE, DigestConfig, load_digest_c
 from streams.model.matchers import Matcher
 from streams.model.receivers import ChannelSpec, notify_refusal
 from streams.model.routing import (
-    SEVERITIES, Routing, default_routing, load_routing, parse_match_maps, parse_matcher_list,
+    Routing, default_routing, load_routing, parse_match_maps, parse_matcher_list,
 )
 from streams.model.silences import Silence, load_maintenance
+from streams.model.taxonomy import SEVERITIES
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml, parse_duration_ms, suggest
 
 ROUTING_FILE = "routing.yaml"
@@ -534,13 +535,14 @@ def load_schedules(path: str | Path, routing: Routing) -> tuple[Schedule, ...]:
             validate_cron(cron, tz)
         except CronError as exc:
             raise ConfigError(path, item.line_of("cron") if "cron" in item else item.line, f"{w}: {exc}") from None
+        assert isinstance(cron, str)  # validate_cron checked it
         targets = _strings(path, item, "targets", w) or ("",)
         remediate = _remediate(path, item["remediate"], item.line_of("remediate"), w) if "remediate" in item else None
         notify = item.get("notify")
         receiver = ""
         if notify is not None:
-            receiver = notify.get("receiver") if isinstance(notify, LineDict) else notify
-            receiver = _check_receiver(path, item.line_of("notify"), w, receiver, routing)
+            named = notify.get("receiver") if isinstance(notify, LineDict) else notify
+            receiver = _check_receiver(path, item.line_of("notify"), w, named, routing)
         if remediate is None and not receiver:
             raise ConfigError(path, item.line, f"{w}: needs remediate (an HTTP action to dispatch) or notify")
         out.append(Schedule(

@@ -72,6 +72,7 @@ def silence_from_json(data: Mapping[str, Any]) -> Silence:
     for name, value in (("starts_at", starts), ("ends_at", ends)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise SilenceError(f"{name}: expected epoch milliseconds, got {value!r}")
+    assert isinstance(starts, int) and isinstance(ends, int)  # checked just above
     if ends <= starts:
         raise SilenceError("ends_at must be after starts_at")
     sid = data.get("id") or derived_id("silence", *(str(m) for m in matchers), str(starts), str(ends))

@@ -18,7 +18,7 @@ from streams.errors import ConfigError
 __all__ = ["ConfigError", "LineDict", "check_keys", "load_yaml", "parse_duration_ms", "suggest"]
 
 
-class LineDict(dict):
+class LineDict(dict[str, Any]):
     """A dict that knows the 1-based line of itself and of each of its keys."""
 
     line: int = 0
@@ -28,7 +28,7 @@ class LineDict(dict):
         return self.key_lines.get(key, self.line)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no stubs (types-PyYAML is not installed)
     pass
 
 

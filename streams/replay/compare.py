@@ -31,14 +31,18 @@ import heapq
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 from streams.core.decide import Context, Decision, Verdict, decide
+from streams.core.state import SessionState
 from streams.core.tables import SilenceCache, Writes, apply_writes, context_from_tables
 
 TIMER_VERDICT = Verdict(category="other", severity="info", classifier="none")  # as agents/decide.py
 
 Classify = Callable[[Sequence[Mapping[str, Any]]], list[Verdict]]
+RecordedInputs = Callable[[Iterable[Mapping[str, Any]], Context], Context]
+# A notify effect as a comparable key: (receiver, channel, session, event id, action, title).
+NotificationKey = tuple[str, str, str, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -65,13 +69,13 @@ class ReplayReport:
     compared: int = 0
     identical: int = 0
     differences: list[Difference] = field(default_factory=list)
-    by_field: Counter = field(default_factory=Counter)
-    by_kind: Counter = field(default_factory=Counter)
+    by_field: Counter[str] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)
     events_without_decision: list[str] = field(default_factory=list)
     decisions_without_event: list[str] = field(default_factory=list)
-    runbook_versions: Counter = field(default_factory=Counter)  # recorded versions of the compared decisions
+    runbook_versions: Counter[str] = field(default_factory=Counter)  # recorded versions of the compared decisions
     runbook_version_used: str = ""
-    decide_versions: Counter = field(default_factory=Counter)  # recorded decide versions of the compared decisions
+    decide_versions: Counter[str] = field(default_factory=Counter)  # recorded decide versions of the compared decisions
     replayed_without_record: list[str] = field(default_factory=list)  # inline timer folds no decision recorded
     rewinds: int = 0  # decisions folded again from an earlier state (a worker re-processed them)
     global_changes: int = 0  # silence / inhibitor changes rebuilt from the replay
@@ -141,7 +145,7 @@ class GlobalTables:
 
     def __init__(self) -> None:
         self.silences: dict[str, str] = {}
-        self.inhibitors: dict[str, list] = {}
+        self.inhibitors: dict[str, list[dict[str, str]]] = {}
         self.timers: dict[str, Any] = {}  # the agent's timers index; replay has no ticker to read it
         self.cache = SilenceCache()
         self.pending: list[tuple[int, int, Writes]] = []
@@ -201,13 +205,19 @@ def _restored_index(items: Sequence[RecordedDecision], block: tuple[int, int]) -
     return min(again) if again else block[0]
 
 
-def _recorded_inputs():
+def _recorded_inputs() -> RecordedInputs | None:
     """decide's ``recorded_inputs`` where this version of decide records them."""
     try:
         from streams.core.decide import recorded_inputs
     except ImportError:
         return None
     return recorded_inputs
+
+
+def _state_of(decision: Decision) -> SessionState:
+    """The state a decision left: decide builds it with :func:`streams.core.state.upgrade`, so a
+    SessionState (Decision.state is still annotated as a plain dict)."""
+    return cast(SessionState, decision.state)
 
 
 def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[str, Any]], base: Context,
@@ -221,16 +231,16 @@ def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[s
     if not blocks:
         return {}
     plan: dict[int, int] = {}
-    hist: list[dict[str, Any] | None] = [None]
+    hist: list[SessionState | None] = [None]
     inputs = _recorded_inputs()
 
-    def fold(state, rd):
+    def fold(state: SessionState | None, rd: RecordedDecision) -> tuple[SessionState | None, bool]:
         event = events.get(rd.value["event_id"])
         if event is None:
             return state, True
         outer = inputs([rd.value], base) if inputs is not None else base
         r = decide(state, event, replace(outer, verdict=verdict_for(rd.value, event)))
-        return r.state, not differing_fields(rd.value, r.record)
+        return _state_of(r), not differing_fields(rd.value, r.record)
 
     pos = 0
     for first, last in blocks:
@@ -322,7 +332,7 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
         plans = {s: dict(p) for s, p in rewind_plan.items()}
         report.rewind_plan = dict(plans)
     position: dict[str, int] = defaultdict(int)
-    history: dict[str, list[dict[str, Any] | None]] = defaultdict(lambda: [None])
+    history: dict[str, list[SessionState | None]] = defaultdict(lambda: [None])
     recorded = _recorded_inputs() if use_recorded_inputs else None
 
     pending: dict[str, list[RecordedDecision]] = defaultdict(list)  # decisions of timers decide fires inline
@@ -373,7 +383,7 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
             outer = tables.context(base, rd.timestamp)
         ctx = replace(outer, verdict=verdict_for(rec, event))
         result = decide(prior, event, ctx)
-        hist.append(result.state)
+        hist.append(_state_of(result))
         report.folded += 1
         report.global_changes += tables.after(rd.timestamp, seq, result)
         for fired in getattr(result, "fired", ()):
@@ -393,9 +403,9 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
 # -- what-if ------------------------------------------------------------------------------
 
 
-def notifications(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> Counter:
+def notifications(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> Counter[NotificationKey]:
     """Notify effects as comparable keys: (receiver, channel, session, event id, action, title)."""
-    out: Counter = Counter()
+    out: Counter[NotificationKey] = Counter()
     for record, effects in results.values():
         for e in effects:
             if e["type"] == "notify":
@@ -404,7 +414,7 @@ def notifications(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any
     return out
 
 
-def stops_by_gate(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> Counter:
+def stops_by_gate(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> Counter[str]:
     return Counter(g["gate"] for record, _ in results.values() for g in record.get("gates", []) if g["verdict"] == "stop")
 
 
@@ -414,12 +424,12 @@ def escalations(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]
 
 @dataclass
 class WhatIf:
-    added: list[tuple] = field(default_factory=list)
-    removed: list[tuple] = field(default_factory=list)
-    added_by_receiver: Counter = field(default_factory=Counter)
-    removed_by_receiver: Counter = field(default_factory=Counter)
-    stops_before: Counter = field(default_factory=Counter)
-    stops_after: Counter = field(default_factory=Counter)
+    added: list[NotificationKey] = field(default_factory=list)
+    removed: list[NotificationKey] = field(default_factory=list)
+    added_by_receiver: Counter[str] = field(default_factory=Counter)
+    removed_by_receiver: Counter[str] = field(default_factory=Counter)
+    stops_before: Counter[str] = field(default_factory=Counter)
+    stops_after: Counter[str] = field(default_factory=Counter)
     escalations_before: int = 0
     escalations_after: int = 0
 
