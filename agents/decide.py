@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, cast
 
 import faust
 
@@ -183,21 +183,22 @@ class DecideAgent:
         if not good:
             return
         batch = self.decide_batch(good, self.tables.sessions, out)
-        for message, exc in batch.failed:
-            await self.dead_letter(message, exc)
+        for message, error in batch.failed:
+            await self.dead_letter(message, error)
         await out.flush()  # effects durable before the state that remembers them
         self.write(stream, batch)
         now_s = time.time()
         for event, record, effects in batch.observed:
             metrics.observe_decision(event, record, effects, now_s)
 
-    def register(self, rt: Runtime) -> faust.types.AgentT:
+    def register(self, rt: Runtime) -> faust.types.AgentT[Any]:
         settings = self.settings
 
         @rt.app.agent(rt.topic("events"), name="decide")
-        async def decide_agent(stream: faust.StreamT) -> None:
+        async def decide_agent(stream: faust.StreamT[Any]) -> None:
             out = PartitionBatcher(kafka_producer(rt.app), self.partitions)
-            async for events in stream.take_events(settings.decide_batch_max, within=settings.decide_batch_within_s):
+            # faust hands agents a Stream; StreamT lacks take_events
+            async for events in cast("faust.Stream[Any]", stream).take_events(settings.decide_batch_max, within=settings.decide_batch_within_s):
                 await self.handle(stream, events, out)
 
         return decide_agent

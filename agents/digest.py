@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping, MutableMapping, cast
 
 import faust
 from faust.types import TP
@@ -146,6 +146,7 @@ class DigestAgent:
         elif mono - barrier.checked < BARRIER_CHECK_S:
             return set()
         barrier.checked = mono
+        assert barrier.due is not None  # started above
         offsets = await self.committed()
         if not caught_up(offsets, barrier.sources):
             return set()
@@ -224,16 +225,17 @@ class DigestAgent:
         )
 
         @app.agent(sources, name="digest-collect")
-        async def collect(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(COLLECT_MAX, within=COLLECT_WITHIN_S):
+        async def collect(stream: faust.StreamT[Any]) -> None:
+            # faust hands agents a Stream; StreamT lacks take_events
+            async for batch in cast("faust.Stream[Any]", stream).take_events(COLLECT_MAX, within=COLLECT_WITHIN_S):
                 await agent.collect(ev.message for ev in batch)
 
         @app.agent(counts_topic, name="digest-fold")
-        async def fold(stream: faust.StreamT) -> None:
+        async def fold(stream: faust.StreamT[Any]) -> None:
             async for event in stream.events():
                 agent.fold(event.message)
 
-        @app.timer(interval=settings.timers.tick_s, name="digest-ticker")
+        @app.timer(interval=settings.timers.tick_s, name="digest-ticker")  # type: ignore[untyped-decorator]  # faust's App.timer is annotated as returning a bare Callable
         async def ticker() -> None:
             if app.rebalancing or getattr(app, "in_recovery", False):
                 return  # the table may be half restored: wait for the partitions to settle

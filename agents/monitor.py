@@ -33,6 +33,7 @@ async def sample_lag(rt: Runtime) -> None:
         highwaters = await consumer.highwaters(*tps)
         for tp in tps:
             topic = logical_topic(rt, tp.topic)
+            assert topic is not None  # tps holds only the catalogue's topics
             position = await consumer.position(tp)
             end = highwaters.get(tp)
             counts[topic] = counts.get(topic, 0) + 1
@@ -53,7 +54,7 @@ def register(rt: Runtime) -> None:
         # aiohttp takes the charset separately; this is Prometheus's text format 0.0.4.
         return web_view.bytes(body, content_type="text/plain; version=0.0.4")
 
-    @app.timer(interval=SAMPLE_INTERVAL_S)
+    @app.timer(interval=SAMPLE_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust's App.timer is annotated as returning a bare Callable
     async def lag_sampler() -> None:
         try:
             await sample_lag(rt)

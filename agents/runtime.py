@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import faust
+from faust.types.tables import GlobalTableT, TableT
 
 from streams.kafka.app import KafkaApp, create_app
 from streams.kafka.codec import Codec
@@ -33,10 +34,10 @@ Classify = Callable[[Sequence[dict[str, Any]]], list[Verdict]]
 class Tables:
     """The changelog-backed tables decide keeps (see :mod:`streams.core.tables` for what goes in them)."""
 
-    sessions: faust.TableT  # session key -> session state, co-partitioned with the events
-    timers: faust.TableT  # session key -> {"p": partition, "org": org, "t": pending timers}: the ticker's index
-    silences: faust.GlobalTableT  # silence id -> silence JSON (every worker needs all)
-    inhibitors: faust.GlobalTableT  # session key -> routing labels of its firing alerts that can inhibit
+    sessions: TableT[str, Any]  # session key -> session state, co-partitioned with the events
+    timers: TableT[str, Any]  # session key -> {"p": partition, "org": org, "t": pending timers}: the ticker's index
+    silences: GlobalTableT  # silence id -> silence JSON (every worker needs all)
+    inhibitors: GlobalTableT  # session key -> routing labels of its firing alerts that can inhibit
 
 
 @dataclass

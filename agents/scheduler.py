@@ -70,7 +70,7 @@ class Scheduler:
         scheduler = cls(schedules=rt.runbooks.schedules, partitions=rt.specs["events.timer"].partitions, clock=rt.clock,
                         settings=rt.settings.timers, codec=rt.codec, send=send)
 
-        @rt.app.timer(interval=max(rt.settings.timers.tick_s, 1.0), name="cron-scheduler")
+        @rt.app.timer(interval=max(rt.settings.timers.tick_s, 1.0), name="cron-scheduler")  # type: ignore[untyped-decorator]  # faust's App.timer is annotated as returning a bare Callable
         async def cron_scheduler() -> None:
             await scheduler.tick(active_partitions(rt))
 

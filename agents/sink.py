@@ -22,14 +22,14 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 import faust
 
 from agents.sinks import channels
 from agents.sinks.base import Channel
 from agents.sinks.delivery import Deliverer, RetryPolicy
-from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord
+from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord, _Entry
 from agents.sinks.ledger import Ledger
 from agents.runtime import Runtime
 from streams.db import make_engine
@@ -59,7 +59,7 @@ def owner_id() -> str:
 
 def register(
     rt: Runtime, *, registry: Mapping[str, Channel] | None = None, environ: Mapping[str, str] | None = None,
-) -> faust.types.AgentT:
+) -> faust.types.AgentT[Any]:
     sink_settings = rt.settings.sinks
     receivers = rt.receivers
     registry = dict(registry or channels.registry())
@@ -69,7 +69,7 @@ def register(
     emitter = FaustEmitter(rt)
 
     @rt.app.agent(rt.topic("outbox"), name="sinks")
-    async def sinks_agent(stream: faust.StreamT) -> None:
+    async def sinks_agent(stream: faust.StreamT[Any]) -> None:
         deliverer = await Deliverer(RetryPolicy.from_settings(sink_settings), environ=environ).start()
         engine = make_engine(rt.settings.ledger_url())
         ledger = await asyncio.to_thread(Ledger(engine).create)
@@ -78,7 +78,7 @@ def register(
             receivers=receivers, registry=registry, deliverer=deliverer, ledger=ledger, emitter=emitter,
             codec=rt.codec, settings=sink_settings, owner=owner,
         )
-        manual = stream.noack()
+        manual = cast("faust.Stream[Any]", stream).noack()  # faust hands agents a Stream; StreamT lacks noack
         loop = asyncio.get_running_loop()
         acks = InOrderAcks(lambda event: loop.create_task(manual.ack(event)))
         log.info("sinks: %d receivers (%s), ledger owner %s", len(receivers), ", ".join(sorted(receivers)), owner)
@@ -89,7 +89,11 @@ def register(
                 done = await dispatcher.submit(
                     OutboxRecord(message.topic, message.partition, message.offset, message.key, message.value)
                 )
-                done.add_done_callback(lambda _f, tp=message.tp, entry=entry: acks.settle(tp, entry))
+
+                def settle(_f: asyncio.Future[str], tp: Any = message.tp, entry: _Entry = entry) -> None:
+                    acks.settle(tp, entry)
+
+                done.add_done_callback(settle)
         finally:
             await dispatcher.close()
             await deliverer.close()

@@ -83,7 +83,7 @@ class Ticker:
 
         ticker = cls(timers=rt.tables.timers, clock=rt.clock, settings=rt.settings.timers, codec=rt.codec, send=send)
 
-        @rt.app.timer(interval=rt.settings.timers.tick_s, name="timer-ticker")
+        @rt.app.timer(interval=rt.settings.timers.tick_s, name="timer-ticker")  # type: ignore[untyped-decorator]  # faust's App.timer is annotated as returning a bare Callable
         async def timer_ticker() -> None:
             await ticker.tick(active_partitions(rt))
 

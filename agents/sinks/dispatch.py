@@ -69,7 +69,7 @@ class _Entry:
 class InOrderAcks:
     """Release tokens of each partition in offset order, whatever order they settle in."""
 
-    def __init__(self, release: Callable[[Any], None]) -> None:
+    def __init__(self, release: Callable[[Any], object]) -> None:
         self._release = release
         self._pending: dict[Hashable, deque[_Entry]] = {}
 
@@ -92,14 +92,14 @@ class InOrderAcks:
 class _Job:
     record: OutboxRecord
     effect: dict[str, Any]
-    done: asyncio.Future
+    done: asyncio.Future[str]
 
 
 @dataclass
 class _DestinationWorker:
     dest: Destination
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    task: asyncio.Task | None = None
+    queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
     busy: bool = False
 
     @property
@@ -124,10 +124,10 @@ class Dispatcher:
 
     # -- intake (never waits on a delivery) -------------------------------------
 
-    async def submit(self, record: OutboxRecord) -> asyncio.Future:
+    async def submit(self, record: OutboxRecord) -> asyncio.Future[str]:
         """Route one outbox record; the future resolves with its final status once settled."""
         await self._capacity.acquire()
-        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         done.add_done_callback(lambda _f: self._capacity.release())
         try:
             effect = self.codec.decode(record.value, expect="opsloop.Effect")
@@ -149,7 +149,7 @@ class Dispatcher:
                                       "ChannelMismatch")
         return await self._enqueue(record, effect, target, receiver, done)
 
-    async def _submit_remediation(self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future) -> asyncio.Future:
+    async def _submit_remediation(self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future[str]) -> asyncio.Future[str]:
         """A runbook action: called only when the step and this worker both allow it (see agents.sinks.channels.remediate)."""
         action = effect["remediate"]
         target = (REMEDIATE_CHANNEL, f"{REMEDIATE_CHANNEL}:{action['action']}")
@@ -166,7 +166,7 @@ class Dispatcher:
         return await self._enqueue(record, effect, target, replace(base, name=target[1]), done)
 
     async def _enqueue(self, record: OutboxRecord, effect: dict[str, Any], target: tuple[str, str], receiver: Receiver,
-                       done: asyncio.Future) -> asyncio.Future:
+                       done: asyncio.Future[str]) -> asyncio.Future[str]:
         sink = self.registry.get(receiver.channel)
         if sink is None:
             return await self._refuse(record, effect, target, done, f"no sink registered for channel {receiver.channel!r}",
@@ -180,14 +180,14 @@ class Dispatcher:
         worker.queue.put_nowait(_Job(record, effect, done))
         return done
 
-    def _settle(self, done: asyncio.Future, status: str) -> asyncio.Future:
+    def _settle(self, done: asyncio.Future[str], status: str) -> asyncio.Future[str]:
         self.stats[status] = self.stats.get(status, 0) + 1
         if not done.done():
             done.set_result(status)
         return done
 
-    async def _refuse(self, record: OutboxRecord, effect: dict[str, Any], target: tuple[str, str], done: asyncio.Future,
-                      reason: str, error_type: str) -> asyncio.Future:
+    async def _refuse(self, record: OutboxRecord, effect: dict[str, Any], target: tuple[str, str], done: asyncio.Future[str],
+                      reason: str, error_type: str) -> asyncio.Future[str]:
         channel, receiver = target
         await self._receipt(effect, channel, receiver, Outcome("dead", 0, error=reason, error_type=error_type))
         await self._dead_letter(record, reason, error_type, f"sink:{channel}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -74,7 +74,7 @@ class Ledger:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._table = LedgerRow.__table__
+        self._table = cast(sa.Table, LedgerRow.__table__)  # a declarative class's table; typed as FromClause
 
     def create(self) -> "Ledger":
         Base.metadata.create_all(self.engine)
