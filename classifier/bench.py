@@ -65,7 +65,7 @@ def run(n_events: int = 20_000, batch_size: int = 256, single_events: int = 2_00
         raise SystemExit("no model artifact: run `opsloop classifier train` first")
     keyword = KeywordClassifier()
 
-    def batched(classifier: Any, events: list[dict[str, Any]]) -> Callable[[], None]:
+    def batched(classifier: Any, events: list[dict[str, Any]]) -> Callable[[], object]:
         batches = [events[i : i + batch_size] for i in range(0, len(events), batch_size)]
         return lambda: [classifier.predict_batch(b) for b in batches]
 

@@ -13,12 +13,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from classifier.corpus import samples_sha256
 from classifier.dataset import DatasetNotFoundError
 from classifier.evaluation import compact_metrics, evaluate, headline
 from classifier.examples import ExampleFormatError
 from classifier.model import DEFAULT_MODEL_PATH, ModelArtifactError, ModelClassifier, ModelNotFoundError, ModelVersionError, load_classifier
 from classifier.report import PNG_PATHS, REPORT_PATH, PlotUnavailableError, draw_confusions, render_report, terminal_report
-from classifier.training import load_corpus_split, samples_sha256, train_model, with_metrics, write_artifact
+from classifier.training import load_corpus_split, train_model, with_metrics, write_artifact
 
 BENCH_RESULTS_PATH = Path(__file__).resolve().parent / "bench_results.json"
 

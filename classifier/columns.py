@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 
 
-class ActiveColumns(TransformerMixin, BaseEstimator):
+class ActiveColumns(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type stubs
     """Remember which columns are non-zero in training; keep only those, in order."""
 
     def fit(self, X: Any, y: Any = None) -> "ActiveColumns":

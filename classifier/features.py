@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from functools import wraps
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeGuard, TypeVar, cast
 from urllib.parse import unquote_plus
 
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -26,6 +26,7 @@ from streams.model.taxonomy import normalize_severity
 from classifier.vocabulary import CATEGORY_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 # Longest text read from one field; descriptions past this add little and cost time.
 MAX_TEXT_CHARS = 400
@@ -87,12 +88,20 @@ _FINDING_LEVELS = {"critical": "urgent", "high": "action", "medium": "warning", 
 _CLOSING = frozenset({"resolved", "acknowledged", "closed", "fixed", "merged", "success", "succeeded", "ok", "clean"})
 
 
-def _is_mapping(value: Any) -> bool:
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     """isinstance(value, Mapping), with the common plain-dict case first (ABC checks are slow)."""
     return type(value) is dict or isinstance(value, Mapping)
 
 
-def memoize(limit: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
+class Memoized(Protocol[T_co]):
+    """A function wrapped by :func:`memoize`: called as before, with ``cache_clear``."""
+
+    def __call__(self, *args: Any) -> T_co: ...
+
+    def cache_clear(self) -> None: ...
+
+
+def memoize(limit: int) -> Callable[[Callable[..., T]], Memoized[T]]:
     """Memoise a pure function in a plain dict that stops growing at ``limit`` entries.
 
     Not functools.lru_cache: its bookkeeping allocates a tracked list per entry, and a
@@ -102,7 +111,7 @@ def memoize(limit: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
     stored; results never depend on the memo.
     """
 
-    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+    def decorate(fn: Callable[..., T]) -> Memoized[T]:
         cache: dict[Any, T] = {}
         missing = object()
 
@@ -117,7 +126,7 @@ def memoize(limit: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
             return value  # type: ignore[return-value]
 
         wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
-        return wrapper
+        return cast(Memoized[T], wrapper)
 
     return decorate
 
@@ -526,7 +535,7 @@ def tokens_batch(events: Iterable[Mapping[str, Any]]) -> list[list[str]]:
     return [event_tokens(e) if _is_mapping(e) else [] for e in events]
 
 
-class EventTokenizer(TransformerMixin, BaseEstimator):
+class EventTokenizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type stubs
     """Stateless pipeline step: events (dicts) -> token lists for a FeatureHasher.
 
     Nothing is learned, so fitting is a no-op and the step pickles to almost nothing.

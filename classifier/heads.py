@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 
-class TwoHeads(ClassifierMixin, BaseEstimator):
+class TwoHeads(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type stubs
     """Fits ``category`` on Y[:, 0] and ``severity`` on Y[:, 1]."""
 
     def __init__(self, category: Any, severity: Any) -> None:

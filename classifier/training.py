@@ -22,7 +22,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import scipy
@@ -198,13 +198,13 @@ def out_of_fold(
     return out
 
 
-def macro_f1(truth: Sequence[str], pred: Sequence[str]) -> float:
+def macro_f1(truth: Sequence[str], pred: Sequence[str] | np.ndarray) -> float:
     """Unweighted mean of per-class F1 over the classes present in ``truth`` (as the report scores)."""
     present = sorted(set(truth))
     return float(f1_score(list(truth), list(pred), labels=present, average="macro", zero_division=0))
 
 
-def threshold_curve(truth: Sequence[str], model: Sequence[str], p: np.ndarray, rules: Sequence[str]) -> list[float]:
+def threshold_curve(truth: Sequence[str], model: Sequence[str] | np.ndarray, p: np.ndarray, rules: Sequence[str]) -> list[float]:
     """Macro-F1 of "model if p >= t else rules" for every t of THRESHOLD_GRID."""
     model_a = np.asarray(model, dtype=object)
     rules_a = np.asarray(rules, dtype=object)
@@ -243,7 +243,7 @@ def choose_thresholds(samples: Sequence[Sample], C: float = C_REGULARISATION) ->
     for head, pred_key, p_key, kw_index in (("category", "cat_pred", "cat_p", 0), ("severity", "sev_pred", "sev_p", 2)):
         curves, rules_by_condition = {}, {}
         for condition in SELECTION_CONDITIONS:
-            rules = [k[kw_index] for k in keyword.predict_tokens(rows[condition])]
+            rules = [cast(str, k[kw_index]) for k in keyword.predict_tokens(rows[condition])]  # a label: index 0 or 2
             rules_by_condition[condition] = rules
             res = oof[condition]
             curves[condition] = threshold_curve(truth[head], res[pred_key], res[p_key], rules)

@@ -21,6 +21,8 @@ from streams.errors import EXIT_DIFFERS, EXIT_INTERRUPTED, EXIT_NOT_FOUND, Inval
 from streams.settings import Settings
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from streams.model.receivers import ChannelSpec
 
 
@@ -166,7 +168,7 @@ def cmd_projector(args: argparse.Namespace) -> int:
     return run_projector(_settings(), batch_max=args.batch_max)
 
 
-def _audit_engine():
+def _audit_engine() -> sa.Engine:
     from streams.audit.store import migrate
     from streams.db import make_engine
 
@@ -341,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_ingest(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)  # each subcommand's cmd_* returns an exit code
+        return code
     except OpsloopError as exc:
         print(f"opsloop: {exc}", file=sys.stderr)
         return exc.exit_code

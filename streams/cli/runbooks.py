@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 from streams.errors import InvalidInputError
 from streams.model.receivers import ChannelSpec
 from streams.model.runbooks import ROUTE_RECEIVER, RunbookSet, load_runbook_set
-from streams.model.routing import routing_labels
+from streams.model.routing import Route, routing_labels
 from streams.model.taxonomy import SEVERITIES
 
 FACTS_DEFAULTS = {"kind": "telemetry", "event_type": "alert.firing", "source": "prometheus", "org": "default"}
@@ -32,7 +32,7 @@ def summary(rset: RunbookSet) -> str:
             f"{len(rset.maintenance)} maintenance windows (version {rset.version})")
 
 
-def _count_routes(route) -> int:
+def _count_routes(route: Route) -> int:
     return 1 + sum(_count_routes(child) for child in route.routes)
 
 

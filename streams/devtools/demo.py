@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
@@ -24,6 +25,9 @@ from streams.kafka.reader import TopicReader
 from streams.settings import Settings
 from streams.kafka.catalogue import load_catalogue
 from streams.kafka.admin import apply, render
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 # One rule from each corner of the catalogue, so the output shows variety.
 DEMO_RULES = (
@@ -38,7 +42,7 @@ DEMO_RULES = (
 )
 
 
-def demo_events(count: int, now_ms: int) -> list[dict]:
+def demo_events(count: int, now_ms: int) -> list[dict[str, Any]]:
     from classifier.dataset import load_rules, rule_to_event
 
     rules = load_rules()
@@ -68,10 +72,10 @@ class LocalReceivers:
     """
 
     def __init__(self) -> None:
-        self.received: list[tuple[str, str, dict]] = []
+        self.received: list[tuple[str, str, dict[str, Any]]] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner = None
+        self._runner: web.AppRunner | None = None
 
     def url(self, channel: str, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{channel}/{name}"
@@ -113,7 +117,7 @@ class LocalReceivers:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def format_received(channel: str, name: str, payload: dict) -> str:
+def format_received(channel: str, name: str, payload: dict[str, Any]) -> str:
     text = payload.get("text") or ""
     if not text and payload.get("attachments"):  # Teams: the card's first text block
         body = payload["attachments"][0].get("content", {}).get("body", [])
@@ -121,7 +125,7 @@ def format_received(channel: str, name: str, payload: dict) -> str:
     return f"  {channel}:{name:<13} {text[:110]}"
 
 
-def format_effect(effect: dict) -> str:
+def format_effect(effect: dict[str, Any]) -> str:
     """One effect as the demo prints it: notifications in full, the rest in a line."""
     kind, tail = effect["type"], f"effect={effect['effect_id'][:12]}  session={effect['session_key']}"
     if kind == "notify":
@@ -143,7 +147,7 @@ def format_effect(effect: dict) -> str:
     return f"            remediate {r.get('action', '')} ({mode})  {tail}"
 
 
-async def _push_and_read(settings: Settings, events: list[dict], timeout: float) -> list[dict]:
+async def _push_and_read(settings: Settings, events: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
     async with TopicReader(settings, ["outbox"], from_beginning=False) as reader:
         async with EventProducer(settings) as producer:
             await producer.send_many(events)

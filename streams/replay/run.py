@@ -22,7 +22,7 @@ from streams.kafka.compat import refresh_metadata
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.core.decide import DECIDE_VERSION, Context, Verdict, configured_context
 from streams.model.receivers import ChannelSpec
-from streams.replay.compare import RecordedDecision, ReplayReport, WhatIf, replay, what_if
+from streams.replay.compare import Classify, RecordedDecision, ReplayReport, WhatIf, replay, what_if
 from streams.model.runbooks import RunbookSet, load_runbook_set
 from streams.settings import AckSettings, Settings
 from streams.kafka.catalogue import EVENT_TOPICS
@@ -129,7 +129,7 @@ class ReplayResult:
 
 
 def run_replay(recorded: Recorded, baseline_runbooks: RunbookSet, *, session: str | None = None,
-               runbooks: RunbookSet | None = None, classify=None, ack: AckSettings | None = None) -> ReplayResult:
+               runbooks: RunbookSet | None = None, classify: Classify | None = None, ack: AckSettings | None = None) -> ReplayResult:
     """Replay with the recorded configuration; with ``runbooks``/``classify`` also the what-if."""
     in_window = recorded.in_window
     sessions = (lambda s: s == session) if session else (lambda s: True)
