@@ -14,7 +14,8 @@ Alertmanager ``group_by``:
   flapping flag), ``consecutive`` (autonomous messages since the last reset),
   ``cooldowns`` (last trigger notification per runbook), ``dedupe`` (key → last time),
   ``timers`` (pending), ``cond`` (condition triggers), ``approval`` (remediations
-  waiting for a human), ``cron`` (last slot of a schedule session).
+  waiting for a human), ``cron`` (last slot of a schedule session), ``runbook`` (of the
+  episode, from its first firing on).
 
 Versions: 1 kept only seen ids; 2 had short keys (``s``, ``sev``, ``cat``, ``rb``,
 ``esc``, ``cool``, ``cap``, ``src``, ``eid``); 3 is this. :func:`upgrade` reads any of
@@ -24,7 +25,7 @@ them, so a worker of this version continues from a changelog written by an older
 from __future__ import annotations
 
 import marshal
-from typing import Any, Literal, Mapping, TypedDict, cast
+from typing import Any, Literal, Mapping, NotRequired, TypedDict, cast
 
 VERSION = 3
 
@@ -105,6 +106,7 @@ class SessionState(TypedDict):
     cond: dict[str, ConditionState]
     approval: list[int]
     cron: CronState
+    runbook: NotRequired[str]  # the runbook of the episode, set when it begins firing
 
 
 def new_state() -> SessionState:
