@@ -95,6 +95,10 @@ class IngestSettings(BaseSettings):
     # Bearer tokens of the unsigned endpoints, one per producer: "prometheus=s3cr3t,alertmanager=...".
     # OPSLOOP_INGEST_TOKEN_<NAME>=<token> variables add one producer each (see auth.producer_tokens).
     tokens: SecretStr = SecretStr("")
+    # What each producer may write (orgs, kinds, types, control events; see streams/ingest/scopes.py):
+    # a YAML file (default ingest-scopes.yaml in the runbooks dir) and/or the same YAML inline.
+    scopes_file: Path | None = None
+    scopes: str = ""
     # One HMAC secret per signed-webhook provider.
     webhook_secret_github: SecretStr = SecretStr("")
     webhook_secret_pagerduty: SecretStr = SecretStr("")

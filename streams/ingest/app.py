@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -33,6 +34,7 @@ from streams.ingest.events import post_events
 from streams.ingest.pipeline import INGEST, Ingest
 from streams.ingest.publisher import Publisher
 from streams.ingest.scans import post_scan
+from streams.ingest.scopes import load_scopes
 from streams.ingest.sessions import load_session_rules
 from streams.ingest.webhooks import post_webhook
 from streams.metrics import EVENTS_REJECTED
@@ -54,7 +56,11 @@ def build_ingest(settings: Settings) -> Ingest:
         if value.get_secret_value()
     }
     rules = load_session_rules(settings.sessions_path())
-    return Ingest(settings, config, TokenAuth(tokens), secrets, rules, Publisher(settings, config))
+    scopes = load_scopes(config.scopes_file or Path(settings.runbooks_dir) / "ingest-scopes.yaml", config.scopes)
+    unknown = sorted(set(scopes) - set(tokens))
+    if unknown:
+        log.info("ingest scopes for producers without a token (ignored): %s", ", ".join(unknown))
+    return Ingest(settings, config, TokenAuth(tokens), secrets, rules, Publisher(settings, config), scopes)
 
 
 # For opsloop_events_rejected_total{kind, reason} (streams.metrics, shared with the dashboard).

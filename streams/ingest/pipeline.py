@@ -14,6 +14,7 @@ from aiohttp import web
 
 from streams.codec import Codec, CodecError, default_codec
 from streams.ingest.auth import TokenAuth
+from streams.ingest.scopes import DEFAULT_SCOPE, Principal, Scope, authorize
 from streams.ingest.errors import BadRequest, BrokerUnavailable, PayloadTooLarge, RetryLater
 from streams.ingest.fields import join
 from streams.ingest.idempotency import Claims, RecentIds
@@ -40,6 +41,7 @@ class Ingest:
     webhook_secrets: Mapping[str, bytes]
     rules: Sequence[SessionRule]
     publisher: Publisher
+    scopes: Mapping[str, Scope] = field(default_factory=dict)
     metrics: IngestMetrics = field(default_factory=IngestMetrics)
     codec: Codec = field(default_factory=default_codec)
     recent: RecentIds = field(init=False)
@@ -54,8 +56,10 @@ class Ingest:
         """The org of a post that does not name one per event: ``?org=`` or the default."""
         return request.query.get("org") or self.config.default_org
 
-    def authenticate(self, request: web.Request) -> str:
-        return self.auth.check(request.headers.get("Authorization"))
+    def authenticate(self, request: web.Request) -> Principal:
+        """The producer behind the bearer token, with its scope (the default scope when none is configured)."""
+        name = self.auth.check(request.headers.get("Authorization"))
+        return Principal(name, "token", self.scopes.get(name, DEFAULT_SCOPE))
 
     def check_length(self, request: web.Request) -> None:
         """413 from the Content-Length header alone, before authenticating or reading."""
@@ -80,8 +84,10 @@ class Ingest:
 
     # -- the shared tail ----------------------------------------------------------
 
-    def finish(self, raw: Mapping[str, Any], path: str = "") -> Ready:
-        """Validate against the envelope, encode once; a 4xx here, never a 503 later."""
+    def finish(self, raw: Mapping[str, Any], path: str = "", *, principal: Principal) -> Ready:
+        """Check ``principal`` may write it (403), stamp who produced it, validate, encode once; a 4xx here, never a 503 later."""
+        raw = dict(raw)
+        authorize(principal, raw)
         try:
             event = validate_event(raw)
         except InvalidEventError as exc:

@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from streams.ingest.app import create_app
     from streams.ingest.auth import TokenConfigError
+    from streams.ingest.scopes import ScopeConfigError
     from streams.settings import Settings
 
     try:
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         app = create_app(settings, config)
-    except (ConfigError, TokenConfigError) as exc:
+    except (ConfigError, TokenConfigError, ScopeConfigError) as exc:
         print(f"opsloop ingest: {exc}", file=sys.stderr)
         return 1
     from streams.ingest.pipeline import INGEST

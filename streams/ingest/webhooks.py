@@ -30,6 +30,7 @@ from streams.ingest.auth import verify_signature
 from streams.ingest.errors import BadRequest, NotFound
 from streams.ingest.fields import integer, join, obj, parse_json, string, timestamp_ms
 from streams.ingest.pipeline import INGEST, now
+from streams.ingest.scopes import webhook_principal
 from streams.ingest.sessions import SessionRule, make_facts, session_key
 from streams.records import derived_id
 
@@ -53,6 +54,7 @@ class Provider:
     signature_header: str
     signature_prefix: str
     parse: Parse
+    types: tuple[str, ...] = ()  # the event types it produces (its scope)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -188,8 +190,8 @@ def _webhook_event(
 
 
 PROVIDERS: dict[str, Provider] = {
-    "github": Provider("github", "X-Hub-Signature-256", "sha256=", github_event),
-    "pagerduty": Provider("pagerduty", "X-PagerDuty-Signature", "v1=", pagerduty_event),
+    "github": Provider("github", "X-Hub-Signature-256", "sha256=", github_event, tuple(f"pr.{a}" for a in PR_ACTIONS)),
+    "pagerduty": Provider("pagerduty", "X-PagerDuty-Signature", "v1=", pagerduty_event, PAGERDUTY_TYPES),
 }
 
 
@@ -219,4 +221,4 @@ async def post_webhook(request: web.Request) -> web.Response:
     if isinstance(result, Ignored):
         ingest.metrics.events.labels(endpoint, "ignored").inc()
         return web.json_response({"status": "ignored", "reason": result.reason}, status=202)
-    return await ingest.accept([ingest.finish(result)], endpoint)
+    return await ingest.accept([ingest.finish(result, principal=webhook_principal(name, provider.types))], endpoint)
