@@ -24,7 +24,8 @@ import os
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import generate_latest
 
 from streams.ingest.alerts import post_alertmanager_webhook, post_prometheus_alerts
@@ -66,7 +67,8 @@ def build_ingest(settings: Settings) -> Ingest:
 # For opsloop_events_rejected_total{kind, reason} (streams.metrics, shared with the dashboard).
 KIND_OF_ROUTE = {"prometheus": "telemetry", "alertmanager": "telemetry", "webhook": "webhook", "scan": "scan", "events": "any"}
 REJECTION_REASONS = {
-    400: "invalid", 401: "auth", 403: "auth", 404: "not_found", 413: "too_large", 429: "backpressure",
+    400: "invalid", 401: "auth", 403: "auth", 404: "not_found", 408: "timeout", 409: "replay", 413: "too_large",
+    415: "invalid", 429: "backpressure",
     500: "error", 503: "unavailable",
 }
 
@@ -79,6 +81,8 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
         response = await handler(request)
     except IngestError as exc:
         response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        if exc.status in (408, 413, 415):  # the rest of the body is not read: close rather than drain it
+            response.force_close()
         level = logging.WARNING if exc.status >= 500 else logging.INFO
         log.log(level, "%s %s -> %d %s", request.method, request.path, exc.status, exc.reason)
     except web.HTTPException as exc:
@@ -86,6 +90,9 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
         response = web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except (ClientPayloadError, HttpProcessingError, ConnectionResetError) as exc:  # the body broke off: nothing of it echoed
+        log.info("%s %s -> 400 body could not be read (%s)", request.method, request.path, type(exc).__name__)
+        response = web.json_response({"error": "body: could not be read (broken or incomplete transfer)"}, status=400)
     except Exception:  # a bug: answer 500, keep serving, keep the traceback in the log
         log.exception("%s %s failed", request.method, request.path)
         response = web.json_response({"error": "internal error"}, status=500)

@@ -21,13 +21,14 @@ PagerDuty event id), which a provider's redelivery keeps.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from aiohttp import web
 
 from streams.ingest.auth import verify_signature
-from streams.ingest.errors import BadRequest, NotFound
+from streams.ingest.errors import BadRequest, Conflict, NotFound
 from streams.ingest.fields import integer, join, obj, parse_json, string, timestamp_ms
 from streams.ingest.pipeline import INGEST, now
 from streams.ingest.scopes import webhook_principal
@@ -215,10 +216,20 @@ async def post_webhook(request: web.Request) -> web.Response:
     verify_signature(
         secret, raw, request.headers.get(provider.signature_header),
         header_name=provider.signature_header, prefix=provider.signature_prefix,
+        max_signatures=ingest.config.max_signatures,
     )
     result = provider.parse(request.headers, raw, parse_json(raw), org=ingest.org(request), received_at=now(), rules=ingest.rules)
     endpoint = f"webhook:{name}"
     if isinstance(result, Ignored):
         ingest.metrics.events.labels(endpoint, "ignored").inc()
         return web.json_response({"status": "ignored", "reason": result.reason}, status=202)
-    return await ingest.accept([ingest.finish(result, principal=webhook_principal(name, provider.types))], endpoint)
+    # Replay window: the signature covers the body, not GitHub's delivery id header, so the same
+    # signed body re-posted under a new delivery id is a replay (a real redelivery keeps its id).
+    digest = hashlib.sha256(name.encode() + b"\0" + raw).hexdigest()
+    delivery = str(result["payload"]["delivery_id"])
+    if digest in ingest.webhook_bodies and f"{digest}:{delivery}" not in ingest.webhook_deliveries:
+        raise Conflict(f"this signed {name} delivery was already received under another delivery id (replay refused)")
+    answer = await ingest.accept([ingest.finish(result, principal=webhook_principal(name, provider.types))], endpoint)
+    ingest.webhook_bodies.add(digest)
+    ingest.webhook_deliveries.add(f"{digest}:{delivery}")
+    return answer
