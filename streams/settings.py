@@ -95,6 +95,10 @@ class IngestSettings(BaseSettings):
     # Bearer tokens of the unsigned endpoints, one per producer: "prometheus=s3cr3t,alertmanager=...".
     # OPSLOOP_INGEST_TOKEN_<NAME>=<token> variables add one producer each (see auth.producer_tokens).
     tokens: SecretStr = SecretStr("")
+    # What each producer may write (orgs, kinds, types, control events; see streams/ingest/scopes.py):
+    # a YAML file (default ingest-scopes.yaml in the runbooks dir) and/or the same YAML inline.
+    scopes_file: Path | None = None
+    scopes: str = ""
     # Each signed-webhook provider's HMAC secret is OPSLOOP_INGEST_WEBHOOK_SECRET_<NAME>, read when
     # ingest starts (streams.ingest.webhooks.webhook_secrets): a provider is one entry, no field here.
 
@@ -104,6 +108,16 @@ class IngestSettings(BaseSettings):
     sessions_file: Path | None = None
 
     max_body_bytes: int = MIB
+    # A request body must keep coming: each read waits at most read_timeout_s, the whole body body_timeout_s (408).
+    read_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    # Request line / one header line, and the number of headers (aiohttp's parser refuses more with a 400).
+    max_header_bytes: int = 8190
+    max_headers: int = 64
+    # Signed-webhook replay memory: a body seen before under a new delivery id is refused (409) for this long.
+    webhook_replay_window_s: float = 24 * 3600.0
+    # At most this many signatures in one header (PagerDuty sends two while a secret is rotated).
+    max_signatures: int = 4
     # Events queued to Kafka but not yet acknowledged, across all requests: past this,
     # 429 rather than unbounded memory.
     max_in_flight: int = 20_000

@@ -86,3 +86,19 @@ class ProjectorOffset(Base):
     topic: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
     partition: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     next_offset: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class DeadLetterRow(Base):
+    """A record the projector could not store (too long for a column, a NUL, NaN in JSON, ...).
+
+    ``record_json`` is the record as ASCII-only JSON text (NUL, lone surrogates and
+    NaN are escaped or spelled out), truncated; the record itself stays in Kafka.
+    """
+
+    __tablename__ = "audit_dead_letters"
+    topic: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    record_json: Mapped[str] = mapped_column(sa.Text)
+    failed_at: Mapped[int] = mapped_column(sa.BigInteger)

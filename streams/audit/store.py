@@ -3,7 +3,11 @@
 ``rows_for`` is pure: a decoded record and its coordinates in, the row for its
 table out. ``write_batch`` inserts a batch idempotently (a row whose id exists is
 skipped, so a replayed batch changes nothing) and moves the partition offsets in
-the same transaction. ``migrate`` brings any existing database to the current
+the same transaction. A record the database refuses (a value too long for its
+column, a NUL character, NaN in the JSON, a field missing) never stops the
+projection: the batch is retried one record per transaction, and the record that
+fails goes to ``audit_dead_letters`` with the reason, its offset moving in that
+same transaction, so a restart neither re-tries it forever nor loses it. ``migrate`` brings any existing database to the current
 schema with Alembic.
 """
 
@@ -13,10 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import json
+import logging
+import time
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from streams.audit.models import DecisionRow, DeliveryRow, EffectRow, EventRow, ProjectorOffset
+from streams.audit.models import DeadLetterRow, DecisionRow, DeliveryRow, EffectRow, EventRow, ProjectorOffset
+
+log = logging.getLogger(__name__)
+DEAD_RECORD_CHARS = 64_000
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -102,21 +113,86 @@ def _upsert_offsets(conn: sa.Connection, offsets: Mapping[tuple[str, int], int])
 
 
 def write_batch(engine: sa.Engine, items: Iterable[tuple[Position, Mapping[str, Any]]]) -> int:
-    """Insert the rows of a batch and advance offsets, atomically. Returns rows offered."""
+    """Insert the rows of a batch and advance offsets, atomically. Returns rows offered.
+
+    When the database refuses the batch because of a record in it, each record is
+    written in its own transaction instead, and the ones refused are dead-lettered.
+    A database that is down (connection errors) still raises: that is not the record's fault.
+    """
+    items = list(items)
+    try:
+        _write_rows(engine, items)
+    except Exception as exc:
+        if not _record_fault(exc):
+            raise
+        log.warning("audit batch refused (%s); writing record by record", type(exc).__name__)
+        for item in items:
+            try:
+                _write_rows(engine, [item])
+            except Exception as one:
+                if not _record_fault(one):
+                    raise
+                dead_letter(engine, *item, reason=_reason(one))
+    return len(items)
+
+
+def _write_rows(engine: sa.Engine, items: list[tuple[Position, Mapping[str, Any]]]) -> None:
     by_table: dict[type, list[dict[str, Any]]] = {}
     offsets: dict[tuple[str, int], int] = {}
-    count = 0
     for pos, record in items:
         table, row = rows_for(pos, record)
         by_table.setdefault(table, []).append(row)
         key = (pos.topic, pos.partition)
         offsets[key] = max(offsets.get(key, 0), pos.offset + 1)
-        count += 1
     with engine.begin() as conn:
         for table, rows in by_table.items():
             _insert_ignore(conn, table, rows)
         _upsert_offsets(conn, offsets)
-    return count
+
+
+def _record_fault(exc: BaseException) -> bool:
+    """Is ``exc`` about the data (dead-letter the record) rather than the database (raise)?"""
+    if isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError)):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):  # operational, interface, programming: the database, not the record
+        return False
+    if isinstance(exc, sa.exc.StatementError):  # the driver refused a parameter before sending it
+        return True
+    return isinstance(exc, (KeyError, TypeError, ValueError, UnicodeError, OverflowError))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
+    reason = f"{type(exc).__name__}: {text}"[:1000]
+    return reason.replace("\x00", "\\x00").encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _record_text(record: Mapping[str, Any]) -> str:
+    """ASCII JSON (NUL and lone surrogates escaped, NaN spelled out): storable in any TEXT column."""
+    try:
+        text = json.dumps(_plain(record), ensure_ascii=True, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        text = json.dumps(repr(record), ensure_ascii=True)
+    return text[:DEAD_RECORD_CHARS]
+
+
+def dead_letter(engine: sa.Engine, pos: Position, record: Mapping[str, Any], *, reason: str) -> None:
+    """Keep ``record`` in audit_dead_letters with ``reason`` and move its offset, in one transaction (idempotent)."""
+    log.error("audit: record %s:%d:%d dead-lettered: %s", pos.topic, pos.partition, pos.offset, reason)
+    row = {"topic": pos.topic, "partition": pos.partition, "offset": pos.offset, "reason": reason,
+           "record_json": _record_text(record), "failed_at": int(time.time() * 1000)}
+    with engine.begin() as conn:
+        _insert_ignore(conn, DeadLetterRow, [row])
+        _upsert_offsets(conn, {(pos.topic, pos.partition): pos.offset + 1})
+
+
+def dead_letters(engine: sa.Engine) -> list[dict[str, Any]]:
+    """The dead-lettered records, oldest coordinates first."""
+    t = DeadLetterRow
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.topic, t.partition, t.offset, t.reason, t.record_json)
+                            .order_by(t.topic, t.partition, t.offset))
+        return [dict(r._mapping) for r in rows]
 
 
 def advance_offsets(engine: sa.Engine, offsets: Mapping[tuple[str, int], int]) -> None:

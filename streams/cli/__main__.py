@@ -1,4 +1,4 @@
-"""``python -m streams.cli``: the ``opsloop`` command."""
+"""``python -m streams.cli.main``: the ``opsloop`` command."""
 
 import sys
 

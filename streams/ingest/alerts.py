@@ -164,18 +164,18 @@ def alertmanager_events(body: Any, *, org: str, received_at: int, rules: Sequenc
 async def post_prometheus_alerts(request: web.Request) -> web.Response:
     ingest = request.app[INGEST]
     ingest.check_length(request)
-    ingest.authenticate(request)
+    principal = ingest.authenticate(request)
     body = await ingest.read_body(request)
     received_at = now()
     events = prometheus_events(parse_json(body), org=ingest.org(request), received_at=received_at, rules=ingest.rules)
-    events = [ingest.finish(e, index("alerts", i)) for i, e in enumerate(events)]
+    events = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
     return await ingest.accept(events, "prometheus")
 
 
 async def post_alertmanager_webhook(request: web.Request) -> web.Response:
     ingest = request.app[INGEST]
     ingest.check_length(request)
-    ingest.authenticate(request)
+    principal = ingest.authenticate(request)
     body = await ingest.read_body(request)
     received_at = now()
     payload = parse_json(body)
@@ -184,5 +184,5 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
     if isinstance(truncated, int) and truncated > 0:  # the receiver's max_alerts cut the group: say so, once per post
         log.warning("Alertmanager truncated %d alerts of group %s (raise max_alerts on the webhook)", truncated,
                     str(payload.get("groupKey", ""))[:200])
-    events = [ingest.finish(e, index("alerts", i)) for i, e in enumerate(events)]
+    events = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
     return await ingest.accept(events, "alertmanager")

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Awaitable, Callable, Mapping
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import generate_latest
 
 from streams.ingest.alerts import post_alertmanager_webhook, post_prometheus_alerts
@@ -33,6 +35,7 @@ from streams.ingest.events import post_events
 from streams.ingest.pipeline import INGEST, Ingest
 from streams.ingest.publisher import Publisher
 from streams.ingest.scans import post_scan
+from streams.ingest.scopes import load_scopes
 from streams.ingest.sessions import load_session_rules
 from streams.ingest.webhooks import post_webhook, webhook_secrets
 from streams.metrics import EVENTS_REJECTED
@@ -54,13 +57,19 @@ def build_ingest(settings: Settings, environ: Mapping[str, str] | None = None) -
     environ = os.environ if environ is None else environ
     tokens = producer_tokens(config.tokens.get_secret_value(), environ)
     rules = load_session_rules(settings.sessions_path())
-    return Ingest(settings, config, TokenAuth(tokens), webhook_secrets(environ), rules, Publisher(settings, config))
+    scopes = load_scopes(config.scopes_file or Path(settings.runbooks_dir) / "ingest-scopes.yaml", config.scopes)
+    unknown = sorted(set(scopes) - set(tokens))
+    if unknown:
+        log.info("ingest scopes for producers without a token (ignored): %s", ", ".join(unknown))
+    return Ingest(settings, config, TokenAuth(tokens), webhook_secrets(environ), rules, Publisher(settings, config),
+                  scopes)
 
 
 # For opsloop_events_rejected_total{kind, reason} (streams.metrics, shared with the dashboard).
 KIND_OF_ROUTE = {"prometheus": "telemetry", "alertmanager": "telemetry", "webhook": "webhook", "scan": "scan", "events": "any"}
 REJECTION_REASONS = {
-    400: "invalid", 401: "auth", 403: "auth", 404: "not_found", 413: "too_large", 429: "backpressure",
+    400: "invalid", 401: "auth", 403: "auth", 404: "not_found", 408: "timeout", 409: "replay", 413: "too_large",
+    415: "invalid", 429: "backpressure",
     500: "error", 503: "unavailable",
 }
 
@@ -73,6 +82,8 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
         response = await handler(request)
     except IngestError as exc:
         response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        if exc.status in (408, 413, 415):  # the rest of the body is not read: close rather than drain it
+            response.force_close()
         level = logging.WARNING if exc.status >= 500 else logging.INFO
         log.log(level, "%s %s -> %d %s", request.method, request.path, exc.status, exc.reason)
     except web.HTTPException as exc:
@@ -80,6 +91,9 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
         response = web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except (ClientPayloadError, HttpProcessingError, ConnectionResetError) as exc:  # the body broke off: nothing of it echoed
+        log.info("%s %s -> 400 body could not be read (%s)", request.method, request.path, type(exc).__name__)
+        response = web.json_response({"error": "body: could not be read (broken or incomplete transfer)"}, status=400)
     except Exception:  # a bug: answer 500, keep serving, keep the traceback in the log
         log.exception("%s %s failed", request.method, request.path)
         response = web.json_response({"error": "internal error"}, status=500)

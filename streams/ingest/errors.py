@@ -56,6 +56,20 @@ class PayloadTooLarge(IngestError):
     status = 413
 
 
+class RequestTimeout(IngestError):
+    status = 408
+
+
+class UnsupportedMediaType(IngestError):
+    status = 415
+
+
+class Conflict(IngestError):
+    """A signed webhook delivery seen before under another delivery id (a replay)."""
+
+    status = 409
+
+
 class RetryLater(IngestError):
     """A refusal the client should retry after ``retry_after`` seconds."""
 

@@ -171,12 +171,12 @@ def _derive_session(rules: Sequence[SessionRule], facts: Mapping[str, str], path
 async def post_events(request: web.Request) -> web.Response:
     ingest = request.app[INGEST]
     ingest.check_length(request)
-    ingest.authenticate(request)
+    principal = ingest.authenticate(request)
     body = parse_json(await ingest.read_body(request))
     events = envelope_events(
         body, org=ingest.org(request), received_at=now(), rules=ingest.rules, schemas=payload_schemas(ingest.codec),
         idempotency_key=request.headers.get("Idempotency-Key") or None,
     )
     many = isinstance(body, list)
-    finished = [ingest.finish(e, index("events", i) if many else "") for i, e in enumerate(events)]
+    finished = [ingest.finish(e, index("events", i) if many else "", principal=principal) for i, e in enumerate(events)]
     return await ingest.accept(finished, "events")

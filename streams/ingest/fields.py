@@ -7,9 +7,12 @@ the same way: ``alerts[0].labels: expected a mapping of strings``.
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
+from streams.errors import InvalidInputError
 from streams.ingest.errors import BadRequest
 
 _MISSING = object()
@@ -25,8 +28,81 @@ def index(path: str, i: int) -> str:
     return f"{path}[{i}]"
 
 
+MAX_DEPTH = 32          # objects / arrays inside each other
+MAX_INT_DIGITS = 19     # Avro long: |n| < 2**63
+MAX_STRING_CHARS = 256 * 1024
+_BAD_CHARS = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused("", f"{name} is not a JSON number (NaN and Infinity are refused)")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS or abs(value := int(text)) >= 2**63:
+        raise _Refused("", f"integer of {len(text.lstrip('-'))} digits is out of range (at most 64-bit)")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value) or math.isnan(value):
+        raise _Refused("", f"number {text[:20]}... is out of range (not a finite double)")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused("", f"duplicate key {key[:40]!r} in an object")
+        out[key] = value
+    return out
+
+
+class _Refused(InvalidInputError, ValueError):
+    """A JSON value refused while parsing (depth, size, a number that is not finite); ``path`` names it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+def _check_tree(value: Any) -> None:
+    """Depth, string lengths and characters (NUL, lone surrogates) of a parsed body; names the path."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, str):
+            if len(node) > MAX_STRING_CHARS:
+                raise BadRequest(path or "body", f"string of {len(node)} characters exceeds {MAX_STRING_CHARS}")
+            if (bad := _BAD_CHARS.search(node)) is not None:
+                raise BadRequest(path or "body", f"contains {_char_name(bad.group())} at character {bad.start()}")
+            continue
+        if isinstance(node, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise BadRequest(path or "body", f"nested deeper than {MAX_DEPTH} levels")
+            if isinstance(node, dict):
+                for key, item in node.items():
+                    if (bad := _BAD_CHARS.search(key)) is not None:
+                        raise BadRequest(join(path, "<key>"), f"an object key contains {_char_name(bad.group())}")
+                    stack.append((item, join(path, key[:64]), depth + 1))
+            else:
+                stack.extend((item, index(path, i), depth + 1) for i, item in enumerate(node))
+
+
+def _char_name(char: str) -> str:
+    return "a NUL character" if char == "\x00" else f"a lone surrogate \\u{ord(char):04x}"
+
+
 def parse_json(body: bytes) -> Any:
-    """Decode a request body; malformed or truncated JSON names the line and column."""
+    """Decode a request body strictly; every refusal is a 400 naming the reason.
+
+    Malformed or truncated JSON names the line and column. Refused as well: NaN /
+    Infinity, numbers out of range (``1e999``, integers beyond 64 bits), duplicate
+    keys, nesting deeper than :data:`MAX_DEPTH`, NUL characters and lone surrogates
+    (``\\ud800``) anywhere, strings longer than :data:`MAX_STRING_CHARS`.
+    """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -34,9 +110,18 @@ def parse_json(body: bytes) -> Any:
     if not text.strip():
         raise BadRequest("body", "empty; expected JSON")
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float,
+                           object_pairs_hook=_unique_keys)
+    except _Refused as exc:
+        raise BadRequest("body", exc.reason) from None
+    except RecursionError:
+        raise BadRequest("body", f"nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise BadRequest("body", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # e.g. int() refusing more digits than sys.get_int_max_str_digits()
+        raise BadRequest("body", f"invalid JSON number ({str(exc)[:80]})") from None
+    _check_tree(value)
+    return value
 
 
 def obj(value: Any, path: str) -> Mapping[str, Any]:
@@ -85,7 +170,26 @@ def string_map(value: Any, path: str, *, required: bool = False, nonempty: bool 
         raise BadRequest(path, "expected a mapping of strings")
     if nonempty and not value:
         raise BadRequest(path, "empty; expected at least one label")
+    for name, item in value.items():
+        check_label(name, item, path)
     return dict(value)
+
+
+MAX_LABEL_NAME = 128
+MAX_LABEL_VALUE = 4096
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_label(name: Any, value: Any, path: str) -> None:
+    """A label (or annotation) name: 1..128 characters, no control characters; a value: at most 4096."""
+    if not isinstance(name, str) or not name:
+        raise BadRequest(path, "a label name is empty")
+    if len(name) > MAX_LABEL_NAME:
+        raise BadRequest(join(path, name[:40] + "..."), f"label name longer than {MAX_LABEL_NAME} characters")
+    if _CONTROL.search(name):
+        raise BadRequest(path, "a label name contains a control character")
+    if isinstance(value, str) and len(value) > MAX_LABEL_VALUE:
+        raise BadRequest(join(path, name), f"value longer than {MAX_LABEL_VALUE} characters")
 
 
 def timestamp_ms(value: Any, path: str, *, required: bool = False, allow_millis: bool = False) -> int | None:

@@ -6,7 +6,10 @@ the duplicate memory, metrics); views get it from ``request.app[INGEST]``.
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -15,8 +18,11 @@ from pydantic import SecretStr
 
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.ingest.auth import TokenAuth
-from streams.ingest.errors import BadRequest, BrokerUnavailable, PayloadTooLarge, RetryLater
-from streams.ingest.fields import join
+from streams.ingest.scopes import DEFAULT_SCOPE, Principal, Scope, authorize
+from streams.ingest.errors import (
+    BadRequest, BrokerUnavailable, PayloadTooLarge, RequestTimeout, RetryLater, UnsupportedMediaType,
+)
+from streams.ingest.fields import check_label, join
 from streams.ingest.idempotency import Claims, RecentIds
 from streams.ingest.metrics import IngestMetrics
 from streams.ingest.publisher import Publisher, Ready
@@ -41,13 +47,18 @@ class Ingest:
     webhook_secrets: Mapping[str, SecretStr]  # provider -> HMAC secret (streams.ingest.webhooks.webhook_secrets)
     rules: Sequence[SessionRule]
     publisher: Publisher
+    scopes: Mapping[str, Scope] = field(default_factory=dict)
     metrics: IngestMetrics = field(default_factory=IngestMetrics)
     codec: Codec = field(default_factory=default_codec)
     recent: RecentIds = field(init=False)
     claims: Claims = field(default_factory=Claims)
+    webhook_bodies: RecentIds = field(init=False)
+    webhook_deliveries: RecentIds = field(init=False)
 
     def __post_init__(self) -> None:
         self.recent = RecentIds(self.config.dedupe_capacity, self.config.dedupe_ttl_s)
+        self.webhook_bodies = RecentIds(self.config.dedupe_capacity, self.config.webhook_replay_window_s)
+        self.webhook_deliveries = RecentIds(self.config.dedupe_capacity, self.config.webhook_replay_window_s)
 
     # -- request helpers --------------------------------------------------------
 
@@ -55,8 +66,10 @@ class Ingest:
         """The org of a post that does not name one per event: ``?org=`` or the default."""
         return request.query.get("org") or self.config.default_org
 
-    def authenticate(self, request: web.Request) -> str:
-        return self.auth.check(request.headers.get("Authorization"))
+    def authenticate(self, request: web.Request) -> Principal:
+        """The producer behind the bearer token, with its scope (the default scope when none is configured)."""
+        name = self.auth.check(request.headers.get("Authorization"))
+        return Principal(name, "token", self.scopes.get(name, DEFAULT_SCOPE))
 
     def check_length(self, request: web.Request) -> None:
         """413 from the Content-Length header alone, before authenticating or reading."""
@@ -64,25 +77,71 @@ class Ingest:
         if length is not None and length > self.config.max_body_bytes:
             raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {self.config.max_body_bytes} bytes")
 
+    def check_content_type(self, request: web.Request) -> None:
+        """415 unless the body is declared JSON (``application/json`` or ``application/*+json``, any charset)."""
+        declared = request.headers.get("Content-Type", "")
+        mime = declared.split(";", 1)[0].strip().lower()
+        if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
+            raise UnsupportedMediaType("Content-Type: expected application/json" + ("" if declared else " (none sent)"))
+        charset = request.charset
+        if charset and charset.lower().replace("-", "") != "utf8":
+            raise UnsupportedMediaType("Content-Type: expected charset utf-8")
+
     async def read_body(self, request: web.Request) -> bytes:
-        """The raw body, refusing more than the limit even without a Content-Length."""
+        """The raw body (decompressed), refusing more than the limit even without a Content-Length.
+
+        Every read waits at most ``read_timeout_s`` and the whole body ``body_timeout_s``
+        (408: a slow sender cannot hold a connection open). ``Content-Encoding: gzip``
+        or ``deflate`` is decompressed here, incrementally, with a running limit on the
+        output, so a decompression bomb costs at most ``max_body_bytes`` of work (413)
+        and a broken stream is a 400; any other encoding is 415.
+        """
         self.check_length(request)
+        self.check_content_type(request)
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+            raise UnsupportedMediaType("Content-Encoding: expected gzip, deflate or none")
+        inflate = None
+        if encoding in ("gzip", "x-gzip"):
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            inflate = _Deflate()
         limit = self.config.max_body_bytes
+        deadline = time.monotonic() + self.config.body_timeout_s
         chunks, size = [], 0
         while True:
-            chunk = await request.content.read(65536)
+            wait = min(self.config.read_timeout_s, deadline - time.monotonic())
+            try:
+                if wait <= 0:
+                    raise asyncio.TimeoutError
+                chunk = await asyncio.wait_for(request.content.read(65536), wait)
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"body not received within {self.config.read_timeout_s:g} s per read / "
+                                     f"{self.config.body_timeout_s:g} s in all") from None
             if not chunk:
                 break
+            if inflate is not None:
+                try:
+                    chunk = inflate.decompress(chunk, limit + 1 - size)
+                    if inflate.unconsumed_tail:
+                        raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+                except zlib.error:
+                    raise BadRequest("body", f"not valid {encoding} data") from None
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
+        if inflate is not None and not inflate.eof:
+            raise BadRequest("body", f"truncated {encoding} data")
         return b"".join(chunks)
 
     # -- the shared tail ----------------------------------------------------------
 
-    def finish(self, raw: Mapping[str, Any], path: str = "") -> Ready:
-        """Validate against the envelope, encode once; a 4xx here, never a 503 later."""
+    def finish(self, raw: Mapping[str, Any], path: str = "", *, principal: Principal) -> Ready:
+        """Check ``principal`` may write it (403), stamp who produced it, validate, encode once; a 4xx here, never a 503 later."""
+        raw = dict(raw)
+        check_bounds(raw, path)
+        authorize(principal, raw)
         try:
             event = validate_event(raw)
         except InvalidEventError as exc:
@@ -150,6 +209,50 @@ class Ingest:
             "event_ids": [ready.event_id for ready in events],
         }
         return web.json_response(body)
+
+
+# The audit columns these fields land in (streams/audit/models.py): longer would stop nothing
+# now (the projector dead-letters), but is refused here so the producer learns at once.
+FIELD_LIMITS = {"event_id": 128, "session_key": 512, "org": 128, "kind": 32, "type": 128, "source": 128, "session_rule": 128}
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_bounds(event: Mapping[str, Any], path: str) -> None:
+    """400 naming the field for an identifier too long or with control characters, or a bad label."""
+    for name, limit in FIELD_LIMITS.items():
+        value = event.get(name)
+        if not isinstance(value, str):
+            continue
+        if len(value) > limit:
+            raise BadRequest(join(path, name), f"{len(value)} characters; at most {limit}")
+        if _CONTROL_CHARS.search(value):
+            raise BadRequest(join(path, name), "contains a control character")
+    for name in ("labels", "annotations"):
+        values = event.get(name)
+        if isinstance(values, Mapping):
+            for key, value in values.items():
+                check_label(key, value, join(path, name))
+
+
+class _Deflate:
+    """HTTP ``deflate``: zlib-wrapped as the RFC says, raw deflate as some clients send."""
+
+    def __init__(self) -> None:
+        self._inner: Any = None
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inner is None:
+            wbits = zlib.MAX_WBITS if len(data) >= 2 and (data[0] & 0x0F) == 8 and (data[0] << 8 | data[1]) % 31 == 0 else -zlib.MAX_WBITS
+            self._inner = zlib.decompressobj(wbits)
+        return self._inner.decompress(data, max_length)
+
+    @property
+    def unconsumed_tail(self) -> bytes:
+        return self._inner.unconsumed_tail if self._inner is not None else b""
+
+    @property
+    def eof(self) -> bool:
+        return self._inner is not None and self._inner.eof
 
 
 def now() -> int:

@@ -102,11 +102,11 @@ def _worst(severities: list[str]) -> str:
 async def post_scan(request: web.Request) -> web.Response:
     ingest = request.app[INGEST]
     ingest.check_length(request)
-    ingest.authenticate(request)
+    principal = ingest.authenticate(request)
     body = parse_json(await ingest.read_body(request))
     event = scan_event(
         body, org=ingest.org(request), received_at=now(), rules=ingest.rules,
         idempotency_key=request.headers.get("Idempotency-Key") or None,
     )
-    return await ingest.accept([ingest.finish(event)], "scan")
+    return await ingest.accept([ingest.finish(event, principal=principal)], "scan")
 

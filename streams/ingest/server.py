@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from streams.ingest.app import create_app
     from streams.ingest.auth import TokenConfigError
+    from streams.ingest.scopes import ScopeConfigError
     from streams.settings import Settings
 
     try:
@@ -42,13 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:  # pydantic never echoes SecretStr input
         print(f"opsloop ingest: invalid settings: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=(args.log_level or settings.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from streams.ingest.logs import configure_ingest_logging
+
+    configure_ingest_logging(settings, args.log_level)
     try:
         app = create_app(settings, config)
-    except (ConfigError, TokenConfigError) as exc:
+    except (ConfigError, TokenConfigError, ScopeConfigError) as exc:
         print(f"opsloop ingest: {exc}", file=sys.stderr)
         return 1
     from streams.ingest.pipeline import INGEST
@@ -66,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.host, config.port, ", ".join(ingest.auth.producers) or "none",
         ", ".join(sorted(ingest.webhook_secrets)) or "none", settings.topic_prefix, settings.kafka_bootstrap,
     )
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=logging.getLogger("aiohttp.access"))
+    from streams.ingest.logs import serve
+
+    serve(app, config)
     return 0
 
 

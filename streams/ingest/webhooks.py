@@ -24,6 +24,7 @@ PagerDuty event id), which a provider's redelivery keeps.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -33,9 +34,10 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from streams.ingest.auth import verify_signature
-from streams.ingest.errors import BadRequest, NotFound
+from streams.ingest.errors import BadRequest, Conflict, NotFound
 from streams.ingest.fields import integer, join, obj, parse_json, string, timestamp_ms
 from streams.ingest.pipeline import INGEST, now
+from streams.ingest.scopes import webhook_principal
 from streams.ingest.sessions import SessionRule, make_facts, session_key
 from streams.model.records import derived_id
 
@@ -65,6 +67,7 @@ class Provider:
     signature_header: str
     signature_prefix: str
     parse: Parse
+    types: tuple[str, ...] = ()  # the event types it produces (its scope)
 
     def __post_init__(self) -> None:
         if not _PROVIDER_NAME.match(self.name):
@@ -210,8 +213,8 @@ def _webhook_event(
 # Adding a provider is one entry here (and its parser); its secret variable follows from the name.
 PROVIDERS: dict[str, Provider] = {
     p.name: p for p in (
-        Provider("github", "X-Hub-Signature-256", "sha256=", github_event),
-        Provider("pagerduty", "X-PagerDuty-Signature", "v1=", pagerduty_event),
+        Provider("github", "X-Hub-Signature-256", "sha256=", github_event, tuple(f"pr.{a}" for a in PR_ACTIONS)),
+        Provider("pagerduty", "X-PagerDuty-Signature", "v1=", pagerduty_event, PAGERDUTY_TYPES),
     )
 }
 
@@ -248,10 +251,20 @@ async def post_webhook(request: web.Request) -> web.Response:
     verify_signature(
         secret.get_secret_value().encode(), raw, request.headers.get(provider.signature_header),
         header_name=provider.signature_header, prefix=provider.signature_prefix,
+        max_signatures=ingest.config.max_signatures,
     )
     result = provider.parse(request.headers, raw, parse_json(raw), org=ingest.org(request), received_at=now(), rules=ingest.rules)
     endpoint = f"webhook:{name}"
     if isinstance(result, Ignored):
         ingest.metrics.events.labels(endpoint, "ignored").inc()
         return web.json_response({"status": "ignored", "reason": result.reason}, status=202)
-    return await ingest.accept([ingest.finish(result)], endpoint)
+    # Replay window: the signature covers the body, not GitHub's delivery id header, so the same
+    # signed body re-posted under a new delivery id is a replay (a real redelivery keeps its id).
+    digest = hashlib.sha256(name.encode() + b"\0" + raw).hexdigest()
+    delivery = str(result["payload"]["delivery_id"])
+    if digest in ingest.webhook_bodies and f"{digest}:{delivery}" not in ingest.webhook_deliveries:
+        raise Conflict(f"this signed {name} delivery was already received under another delivery id (replay refused)")
+    answer = await ingest.accept([ingest.finish(result, principal=webhook_principal(name, provider.types))], endpoint)
+    ingest.webhook_bodies.add(digest)
+    ingest.webhook_deliveries.add(f"{digest}:{delivery}")
+    return answer

@@ -38,7 +38,7 @@ ROUTING_FILE = "routing.yaml"
 MAINTENANCE_FILE = "maintenance.yaml"
 SCHEDULES_FILE = "schedules.yaml"
 # Owned by ingest (session-key rules); not a runbook.
-RESERVED_FILES = (ROUTING_FILE, MAINTENANCE_FILE, SCHEDULES_FILE, DIGEST_FILE, "sessions.yaml")
+RESERVED_FILES = (ROUTING_FILE, MAINTENANCE_FILE, SCHEDULES_FILE, DIGEST_FILE, "sessions.yaml", "ingest-scopes.yaml")
 
 ROUTE_RECEIVER = "route"  # a notify step / escalation step that asks the routing tree
 

@@ -88,7 +88,7 @@ def test_real_alertmanager_webhook_firing_and_resolved(ingest_server, module_set
     assert db.value["session_key"] == "globex:alert:AmProbeDatabase:db-1:5432"
     assert fired.value["type"] == "alert.firing" and fired.value["payload"]["ends_at"] is None
     assert fired.value["occurred_at"] == fired.value["payload"]["starts_at"]
-    assert fired.value["annotations"] == {"summary": "checkout errors"}
+    assert fired.value["annotations"] == {"summary": "checkout errors", "opsloop_producer": "token:alertmanager"}
     assert fired.value["payload"]["generator_url"] == "http://prometheus:9090/graph?g0.expr=errors"
     assert resolved.value["type"] == "alert.resolved"
     assert resolved.value["payload"]["starts_at"] == fired.value["payload"]["starts_at"]

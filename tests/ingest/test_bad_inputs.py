@@ -32,7 +32,8 @@ LIMIT = 1024 * 1024
 ALERT = {"labels": {"alertname": "TableProbe", "instance": "web-1:9100"}, "startsAt": "2024-05-01T09:50:00Z"}
 PR = (FIXTURES / "github_pull_request_opened.json").read_bytes()
 PD = (FIXTURES / "pagerduty_incident_acknowledged.json").read_bytes()
-GH = {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "table-1"}
+JSON_CT = {"Content-Type": "application/json"}
+GH = {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "table-1", **JSON_CT}
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,10 @@ CASES = [
          403, "does not match"),
     Case("HMAC of a different body", post("/ingest/webhook/github", content=PR, headers={**GH, "X-Hub-Signature-256": github_signature(PR + b"\n")}),
          403, "does not match"),
-    Case("PagerDuty HMAC of a different body", post("/ingest/webhook/pagerduty", content=PD, headers={"X-PagerDuty-Signature": pagerduty_signature(b"{}")}),
+    Case("PagerDuty HMAC of a different body", post("/ingest/webhook/pagerduty", content=PD, headers={"X-PagerDuty-Signature": pagerduty_signature(b"{}"), **JSON_CT}),
          403, "does not match"),
-    Case("truncated JSON", post("/api/v2/alerts", content=json.dumps([ALERT]).encode()[:40], headers=bearer()), 400, "body: invalid JSON"),
-    Case("empty body", post("/ingest/alertmanager", content=b"", headers=bearer("alertmanager")), 400, "body: empty"),
+    Case("truncated JSON", post("/api/v2/alerts", content=json.dumps([ALERT]).encode()[:40], headers={**bearer(), **JSON_CT}), 400, "body: invalid JSON"),
+    Case("empty body", post("/ingest/alertmanager", content=b"", headers={**bearer("alertmanager"), **JSON_CT}), 400, "body: empty"),
     Case("wrong types: label values not strings", post("/api/v2/alerts", json=[{"labels": {"alertname": "X", "port": 9100}}], headers=bearer()),
          400, "alerts[0].labels: expected a mapping of strings"),
     Case("wrong types: startsAt a number", post("/api/v2/alerts", json=[{**ALERT, "startsAt": 1714557000}], headers=bearer()),
@@ -83,7 +84,7 @@ CASES = [
     Case("missing required field: event type", post("/ingest/events", json={"kind": "scan", "source": "x", "occurred_at": 1, "session_key": "k"},
                                                      headers=bearer("scanner")), 400, "type: required"),
     Case("missing required header: X-GitHub-Delivery", post("/ingest/webhook/github", content=PR,
-         headers={"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": github_signature(PR)}), 400, "X-GitHub-Delivery: required"),
+         headers={"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": github_signature(PR), **JSON_CT}), 400, "X-GitHub-Delivery: required"),
     Case("empty alerts array (Prometheus)", post("/api/v2/alerts", json=[], headers=bearer()), 400, "alerts: empty"),
     Case("empty alerts array (Alertmanager)", post("/ingest/alertmanager", json={**AM, "alerts": []}, headers=bearer("alertmanager")),
          400, "alerts: empty"),
@@ -94,7 +95,7 @@ CASES = [
     Case("payload field of the wrong type", post("/ingest/events", json={"kind": "telemetry", "type": "t", "source": "s", "occurred_at": 1,
          "session_key": "k", "payload": {"value": "high"}}, headers=bearer("scanner")), 400, "payload.value: expected a number or null"),
     Case("oversized body (Content-Length 1 MiB + 1)", post("/api/v2/alerts", content=b" " * (LIMIT + 1), headers=bearer()), 413, "exceeds the limit"),
-    Case("oversized chunked body (no Content-Length)", post("/api/v2/alerts", content=chunks(LIMIT + 1), headers=bearer()), 413, "exceeds the limit"),
+    Case("oversized chunked body (no Content-Length)", post("/api/v2/alerts", content=chunks(LIMIT + 1), headers={**bearer(), **JSON_CT}), 413, "exceeds the limit"),
     Case("unknown webhook provider", post("/ingest/webhook/gitlab", content=b"{}", headers={"X-Hub-Signature-256": "sha256=00"}),
          404, "unknown webhook provider 'gitlab'"),
     Case("unknown path", post("/ingest/metrics", json={}), 404, "Not Found"),

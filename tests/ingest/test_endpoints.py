@@ -60,7 +60,7 @@ def test_every_endpoint_lands_decoded_in_its_topic_keyed_by_session(ingest_serve
     answers["github"] = http.post(ingest_server.url("/ingest/webhook/github"), content=pr, headers=signed_github(pr, f"gh-{tag}"))
     pd = (FIXTURES / "pagerduty_incident_acknowledged.json").read_bytes().replace(b"01BZ6PN0Q3UWWW0HBXTY41EOFZ", f"pd-{tag}".encode())
     answers["pagerduty"] = http.post(ingest_server.url("/ingest/webhook/pagerduty"), content=pd,
-                                     headers={"X-PagerDuty-Signature": pagerduty_signature(pd)})
+                                     headers={"X-PagerDuty-Signature": pagerduty_signature(pd), "Content-Type": "application/json"})
     scan = {"scan_id": f"run-{tag}", "scan_type": "drift", "config_id": f"vpc-{tag}",
             "findings": [{"resource": "aws_security_group.web", "change_type": "modified", "severity": "high"}]}
     answers["scan"] = http.post(ingest_server.url("/ingest/scan"), json=scan, headers=bearer("scanner"))
@@ -179,11 +179,11 @@ def test_tokens_and_secrets_never_reach_the_logs(module_env, ingest_server, capl
                 client.post("/api/v2/alerts", json=[firing_alert("Logs")], headers=bearer("prometheus")),
                 client.post("/api/v2/alerts", json=[firing_alert("Logs")], headers={"Authorization": f"Bearer {TOKENS['prometheus']}x"}),
                 client.post("/ingest/alertmanager", json={"version": "4", "alerts": []}, headers=bearer("alertmanager")),
-                client.post("/ingest/scan", data=b'{"scan_type": ', headers=bearer("scanner")),
+                client.post("/ingest/scan", data=b'{"scan_type": ', headers={**bearer("scanner"), "Content-Type": "application/json"}),
                 client.post("/ingest/webhook/github", data=pr, headers=signed_github(pr, f"log-{uuid.uuid4().hex}")),
                 client.post("/ingest/webhook/github", data=pr + b" ", headers=signed_github(pr, "log-2")),
-                client.post("/ingest/webhook/pagerduty", data=pd, headers={"X-PagerDuty-Signature": pagerduty_signature(pd)}),
-                client.post("/ingest/webhook/pagerduty", data=pd, headers={"X-PagerDuty-Signature": pagerduty_signature(pd + b"x")}),
+                client.post("/ingest/webhook/pagerduty", data=pd, headers={"X-PagerDuty-Signature": pagerduty_signature(pd), "Content-Type": "application/json"}),
+                client.post("/ingest/webhook/pagerduty", data=pd, headers={"X-PagerDuty-Signature": pagerduty_signature(pd + b"x"), "Content-Type": "application/json"}),
                 client.get("/metrics"),
             ]
             return [(await post).status for post in posts]

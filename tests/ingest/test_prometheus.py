@@ -86,7 +86,7 @@ def test_real_prometheus_pushes_firing_then_resolved_and_resends_are_duplicates(
     assert event["session_key"] == "acme:alert:OpsloopAlwaysFiring:ingest-test" and event["session_rule"] == "alert-group"
     assert always[0].key.decode() == event["session_key"]
     assert event["labels"] == {"alertname": "OpsloopAlwaysFiring", "severity": "warning", "service": "ingest-test"}
-    assert event["annotations"] == {"summary": "fires for as long as Prometheus runs"}
+    assert event["annotations"] == {"summary": "fires for as long as Prometheus runs", "opsloop_producer": "token:prometheus"}
     assert event["payload"]["fingerprint"] == fingerprint(event["labels"])
     assert f":{port}/graph?g0.expr=vector" in event["payload"]["generator_url"]  # host is Prometheus's hostname
     assert event["payload"]["ends_at"] > event["received_at"]  # firing: endsAt in the future

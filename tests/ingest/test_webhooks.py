@@ -194,7 +194,8 @@ def test_a_provider_added_as_one_entry_gets_its_secret_from_the_derived_variable
     assert secret_variable("forgejo") == "OPSLOOP_INGEST_WEBHOOK_SECRET_FORGEJO"
     secret = f"fj-{secrets.token_hex(16)}"
     body = b'{"ref": "refs/heads/main"}'
-    signed = {"X-Forgejo-Signature": hmac_sha256(secret.encode(), body), "X-Forgejo-Event": "push"}
+    signed = {"X-Forgejo-Signature": hmac_sha256(secret.encode(), body), "X-Forgejo-Event": "push",
+              "Content-Type": "application/json"}
     # No broker: the publisher's start-up finds nothing on this port, and nothing here produces.
     settings = Settings(KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}", topic_prefix="nobroker.")
     caplog.set_level(logging.DEBUG)

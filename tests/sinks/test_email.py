@@ -108,3 +108,25 @@ def engine(tmp_path):
     from streams.db import make_engine
 
     return make_engine(f"sqlite:///{tmp_path}/ledger.db")
+
+
+def test_crlf_in_alert_text_is_folded_into_the_subject_not_dead_lettered(fakes, smtp_server, ca_file, tmp_path) -> None:
+    """Issue 16 item 5: CR/LF in alert or scan text that reaches the Subject used to raise
+    "Header values may not contain linefeed" and dead-letter the email; now the breaks
+    are folded into spaces, the mail is delivered, and no header can be injected."""
+    port, mail, auth = smtp_server
+    receivers, env = receivers_for(fakes, smtp_port=port, ca_file=ca_file)
+    effect = make_effect("mail", "email", title="Drift in prod\r\nBcc: victim@example.org\nX-Injected: 1",
+                         severity="warning\r\n", body="line one\r\nline two")
+    before = len(mail.messages)
+
+    async def go():
+        async with Harness(receivers, engine(tmp_path), env) as h:
+            return await h.run(effect), h
+
+    statuses, h = asyncio.run(go())
+    assert statuses == ["delivered"], h.emitter.dead
+    m = mail.messages[before]
+    assert m["Subject"] == "[WARNING] Drift in prod Bcc: victim@example.org X-Injected: 1"
+    assert m["Bcc"] is None and m["X-Injected"] is None
+    assert "line two" in list(m.iter_parts())[0].get_content()

@@ -22,7 +22,7 @@ ALLOWED = {
     "streams.kafka": {"streams", "streams.model"},
     "streams.audit": {"streams", "streams.model", "streams.kafka"},
     "streams.ingest": {"streams", "streams.model", "streams.kafka", "streams.core"},
-    "streams.replay": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
+    "streams.replay.run": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
     "streams.devtools": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
     "classifier": {"streams", "streams.model"},
     "agents.sinks": {"streams", "streams.model", "streams.kafka"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses
 from typing import Any, Mapping
@@ -21,6 +22,19 @@ from streams.model.receivers import ChannelSpec, RateLimit, Receiver, SettingErr
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 SUBJECT_MAX = 250
 ACTION_WORD = {"trigger": "Triggered", "acknowledge": "Acknowledged", "resolve": "Resolved"}
+# CR, LF and the other line breaks / control characters a header value must not carry.
+_HEADER_BREAKS = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+
+
+def header_safe(value: str) -> str:
+    """``value`` on one line: every run of CR/LF/control characters folded into one space.
+
+    Alert and scan text reaches the Subject (and the X-Opsloop-* headers) verbatim;
+    ``email.message`` refuses a linefeed in a header ("Header values may not contain
+    linefeed"), which used to dead-letter the whole notification. Folding keeps the
+    text readable and makes header injection impossible.
+    """
+    return _HEADER_BREAKS.sub(" ", str(value)).strip()
 
 
 def _domain(from_addr: str) -> str:
@@ -79,18 +93,18 @@ def build_message(effect: Mapping[str, Any], receiver: Receiver) -> EmailMessage
     to = [to] if isinstance(to, str) else list(to)
     domain = _domain(sender)
     msg = EmailMessage()
-    subject = f"[{n['severity'].upper()}] {n['title']}"
+    subject = f"[{header_safe(n['severity']).upper()}] {header_safe(n['title'])}"
     msg["Subject"] = subject if len(subject) <= SUBJECT_MAX else subject[: SUBJECT_MAX - 1] + "…"
     msg["From"] = sender
     msg["To"] = ", ".join(to)
     msg["Date"] = formatdate(effect["created_at"] / 1000, usegmt=True)
-    msg["Message-ID"] = message_id(effect["effect_id"], domain)
+    msg["Message-ID"] = message_id(header_safe(effect["effect_id"]), domain)
     root = thread_id(n.get("thread_key") or effect["session_key"], domain)
     msg["In-Reply-To"] = root
     msg["References"] = root
-    msg["X-Opsloop-Effect-Id"] = effect["effect_id"]
-    msg["X-Opsloop-Action"] = action
-    msg["X-Opsloop-Severity"] = n["severity"]
+    msg["X-Opsloop-Effect-Id"] = header_safe(effect["effect_id"])
+    msg["X-Opsloop-Action"] = header_safe(action)
+    msg["X-Opsloop-Severity"] = header_safe(n["severity"])
     msg.set_content(_plain(effect, n, action))
     msg.add_alternative(_html(effect, n, action), subtype="html")
     return msg

@@ -1,0 +1,127 @@
+"""Tenancy and authority of producer tokens (issue 16 item 1), against a real ``opsloop ingest``.
+
+Before: ``/ingest/events`` let any token choose kind, type, source and org, so a
+scanner token posting in org "mallory" created a silence that muted alerts in
+"acme" and "bigcorp", and acks / resolves / remediation approvals needed no
+signature. Now a token writes only within its scope (orgs, kinds, types), control
+events need ``control: true``, a silence from a non-operator token gets an
+``org="<org>"`` matcher, and every event records who produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from streams.ingest.scopes import PRODUCER_ANNOTATION, Principal, Scope, authorize, parse_scopes
+from tests.ingest.conftest import (
+    TOKENS, IngestServer, apply_topics, bearer, ingest_env, read_events, settings_for,
+)
+
+pytestmark = pytest.mark.integration
+
+SCOPES = {
+    # a producer token for org "a" that may also write control events there
+    "alertmanager": {"orgs": ["a"], "kinds": ["telemetry", "webhook"], "control": True},
+    # a producer token for org "a" without control
+    "scanner": {"orgs": ["a"], "kinds": ["scan", "telemetry"]},
+    # prometheus: no entry, the default scope (any org, no control)
+}
+
+
+def silence(org: str, event_id: str) -> dict:
+    body = {"matchers": ['alertname="Disk"'], "starts_at": 1, "ends_at": 4_000_000_000_000, "comment": "x"}
+    return {"kind": "webhook", "type": "silence.created", "source": "cli", "org": org, "occurred_at": 1,
+            "session_key": f"{org}:silences", "event_id": event_id,
+            "payload": {"provider": "opsloop", "action": "create", "subject": "s", "actor": "me",
+                        "body_json": json.dumps(body)}}
+
+
+def control(etype: str, org: str) -> dict:
+    return {"kind": "webhook", "type": etype, "source": "cli", "org": org, "occurred_at": 1, "session_key": f"{org}:x",
+            "payload": {"provider": "opsloop", "action": etype, "subject": "s", "actor": "me", "body_json": "{}"}}
+
+
+@pytest.fixture(scope="module")
+def scoped(kafka_bootstrap, tmp_path_factory):
+    env = ingest_env(kafka_bootstrap, f"sc{uuid.uuid4().hex[:8]}.", OPSLOOP_INGEST_SCOPES=json.dumps(SCOPES))
+    apply_topics(settings_for(env))
+    server = IngestServer(env, tmp_path_factory.mktemp("scopes") / "ingest.log").start()
+    try:
+        yield server, settings_for(env)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("etype", ["silence.created", "ack", "incident.acknowledged", "resolve", "remediation.approved"])
+def test_a_token_for_org_a_cannot_create_control_events_for_org_b(scoped, http, etype):
+    """Guards item 1: cross-org control events are 403 naming the org, even with control granted."""
+    server, _ = scoped
+    answer = http.post(server.url("/ingest/events"), json=control(etype, "b"), headers=bearer("alertmanager"))
+    assert answer.status_code == 403 and "may not write to org 'b'" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("etype", ["silence.created", "silence.expired", "ack", "incident.resolved", "remediation.approved",
+                                   "remediation.rejected"])
+def test_a_token_without_control_cannot_create_control_events_at_all(scoped, http, etype):
+    """Guards item 1: control events need control: true, in its own org and with the default scope alike."""
+    server, _ = scoped
+    for name, org in (("scanner", "a"), ("prometheus", "mallory")):
+        answer = http.post(server.url("/ingest/events"), json=control(etype, org), headers=bearer(name))
+        assert answer.status_code == 403, (name, answer.text)
+        assert f"may not create control events ({etype})" in answer.json()["error"]
+
+
+def test_the_mallory_silence_is_refused_and_a_granted_one_is_scoped_to_its_org(scoped, http):
+    """Guards item 1: the issue's exploit (scanner token, org mallory, silence) is 403; a granted
+    non-operator silence is accepted with an org="a" matcher added and the producer recorded."""
+    server, settings = scoped
+    mallory = http.post(server.url("/ingest/events"), json=silence("mallory", "m1"), headers=bearer("scanner"))
+    assert mallory.status_code == 403
+    other_kind = http.post(server.url("/ingest/events"), json={**control("pr.opened", "a"), "kind": "webhook"},
+                           headers=bearer("scanner"))
+    assert other_kind.status_code == 403 and "may not write webhook events" in other_kind.json()["error"]
+    forged = http.post(server.url("/ingest/events"), json={**control("pr.opened", "a"), "source": "pagerduty"},
+                       headers=bearer("alertmanager"))
+    assert forged.status_code == 403 and "reserved for the signed webhook" in forged.json()["error"]
+
+    ok = http.post(server.url("/ingest/events"), json=silence("a", f"ok-{uuid.uuid4().hex[:6]}"), headers=bearer("alertmanager"))
+    assert ok.status_code == 200, ok.text
+    eid = ok.json()["event_ids"][0]
+    records = read_events(settings, lambda rs: any(r.value and r.value["event_id"] == eid for r in rs))
+    event = next(r.value for r in records if r.value and r.value["event_id"] == eid)
+    assert json.loads(event["payload"]["body_json"])["matchers"] == ['alertname="Disk"', 'org="a"']
+    assert event["annotations"][PRODUCER_ANNOTATION] == "token:alertmanager"
+
+
+def test_every_event_records_its_producer_and_a_client_cannot_forge_it(scoped, http):
+    """Guards item 1: the opsloop_producer annotation is ingest's, not the client's."""
+    server, settings = scoped
+    generic = {"kind": "telemetry", "type": "metric.sample", "source": "cli", "occurred_at": 1, "org": "a",
+               "labels": {"alertname": f"P{uuid.uuid4().hex[:6]}", "service": "x"},
+               "annotations": {PRODUCER_ANNOTATION: "webhook:pagerduty"}}
+    answer = http.post(server.url("/ingest/events"), json=generic, headers=bearer("scanner"))
+    assert answer.status_code == 200, answer.text
+    eid = answer.json()["event_ids"][0]
+    records = read_events(settings, lambda rs: any(r.value and r.value["event_id"] == eid for r in rs))
+    event = next(r.value for r in records if r.value and r.value["event_id"] == eid)
+    assert event["annotations"][PRODUCER_ANNOTATION] == "token:scanner"
+
+
+def test_an_operator_silence_stays_as_written_and_scopes_parse_strictly():
+    """Guards item 1 (unit): operator scope keeps the matchers; a typo in the scopes is refused."""
+    event = silence("a", "x")
+    authorize(Principal("console", "token", Scope(control=True, operator=True)), event)
+    assert json.loads(event["payload"]["body_json"])["matchers"] == ['alertname="Disk"']
+    event = {**silence("a", "y")}
+    event["payload"] = {**event["payload"], "body_json": json.dumps({"matchers": ['org=~".*"', 'a="b"'], "starts_at": 1, "ends_at": 2})}
+    authorize(Principal("bot", "token", Scope(control=True)), event)
+    assert json.loads(event["payload"]["body_json"])["matchers"] == ['a="b"', 'org="a"']
+    with pytest.raises(ValueError, match="unknown key 'contorl'"):
+        parse_scopes({"producers": {"x": {"contorl": True}}}, "f")
+    with pytest.raises(ValueError, match="unknown kind 'alerts'"):
+        parse_scopes({"x": {"kinds": ["alerts"]}}, "f")
+    assert parse_scopes({"producers": {"x": {"orgs": "a"}}}, "f")["x"].orgs == ("a",)
+    assert set(TOKENS) >= set(SCOPES)
