@@ -57,13 +57,19 @@ def _rate(fn: Callable[[], Any], n_events: int) -> float:
     return n_events / (time.perf_counter() - start)
 
 
-def run(n_events: int = 20_000, batch_size: int = 256, single_events: int = 2_000, repeats: int = 3) -> dict[str, Any]:
+def run(n_events: int = 20_000, batch_size: int = 256, single_events: int = 2_000, repeats: int = 3,
+        baseline: str | None = None) -> dict[str, Any]:
     """Measure and return the figures (events per second; best and median of ``repeats`` runs,
-    each on alerts not seen before, since other work on a shared machine only ever slows a run)."""
+    each on alerts not seen before, since other work on a shared machine only ever slows a run).
+
+    ``baseline``: another artifact (the previous model) measured batched in the same run,
+    its runs interleaved with the current model's, so both see the same machine load.
+    """
     clf = load_classifier()
     if not isinstance(clf, ModelClassifier):
         raise SystemExit("no model artifact: run `opsloop classifier train` first")
     keyword = KeywordClassifier()
+    old = load_classifier(baseline) if baseline else None
 
     def batched(classifier: Any, events: list[dict[str, Any]]) -> Callable[[], object]:
         batches = [events[i : i + batch_size] for i in range(0, len(events), batch_size)]
@@ -76,8 +82,13 @@ def run(n_events: int = 20_000, batch_size: int = 256, single_events: int = 2_00
         cold.append(_rate(batched(clf, bench_events(n_events, f"cold{rep}")), n_events))  # nothing memoised
     clf.clear_caches()
     batched(clf, warmup)()  # the worker has seen these rules fire before, not the alerts measured next
+    old_rates: list[float] = []
+    if old is not None:
+        batched(old, warmup)()
     for rep in range(repeats):
         model_rates.append(_rate(batched(clf, bench_events(n_events, f"fresh{rep}")), n_events))
+        if old is not None:
+            old_rates.append(_rate(batched(old, bench_events(n_events, f"old{rep}")), n_events))
         keyword_rates.append(_rate(batched(keyword, bench_events(n_events, f"kw{rep}")), n_events))
     singles = bench_events(single_events, "single")
     single = _rate(lambda: [clf.predict_batch([e]) for e in singles], single_events)
@@ -94,6 +105,8 @@ def run(n_events: int = 20_000, batch_size: int = 256, single_events: int = 2_00
         "batched_cold_per_s": max(cold),
         "keyword_batched_per_s": max(keyword_rates),
         "keyword_batched_median_per_s": statistics.median(keyword_rates),
+        **({"baseline_model_version": old.version, "baseline_batched_per_s": max(old_rates),
+            "baseline_batched_median_per_s": statistics.median(old_rates)} if old is not None else {}),
     }
 
 
@@ -102,9 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", help="another artifact (e.g. the previous model) to measure batched in the same run")
     parser.add_argument("--save", action="store_true", help=f"also write {BENCH_RESULTS_PATH.name} for the report")
     args = parser.parse_args(argv)
-    res = run(args.events, args.batch_size, repeats=args.repeats)
+    res = run(args.events, args.batch_size, repeats=args.repeats, baseline=args.baseline)
     print(f"model {res['model_version']}, {res['events']} events, batch size {res['batch_size']}, "
           f"{res['cpus']} cpus, load average {res['load_average_1m']} (other processes slow every figure)")
     print(f"best of {res['repeats']} runs (median in brackets)")
@@ -112,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'batched (model, features incl.)':34}{res['batched_per_s']:>12,.0f} events/s"
           f"  ({res['batched_median_per_s']:,.0f})")
     print(f"{'batched, cold caches (model)':34}{res['batched_cold_per_s']:>12,.0f} events/s")
+    if "baseline_batched_per_s" in res:
+        print(f"{'batched (previous ' + res['baseline_model_version'] + ')':34}{res['baseline_batched_per_s']:>12,.0f} events/s"
+              f"  ({res['baseline_batched_median_per_s']:,.0f})")
     print(f"{'batched (keyword baseline)':34}{res['keyword_batched_per_s']:>12,.0f} events/s"
           f"  ({res['keyword_batched_median_per_s']:,.0f})")
     if args.save:

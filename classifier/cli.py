@@ -13,13 +13,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from classifier.corpus import samples_sha256
 from classifier.dataset import DatasetNotFoundError
 from classifier.evaluation import compact_metrics, evaluate, headline
 from classifier.examples import ExampleFormatError
 from classifier.model import DEFAULT_MODEL_PATH, ModelArtifactError, ModelClassifier, ModelNotFoundError, ModelVersionError, load_classifier
-from classifier.report import PNG_PATHS, REPORT_PATH, PlotUnavailableError, draw_confusions, render_report, terminal_report
-from classifier.training import load_corpus_split, train_model, with_metrics, write_artifact
+from classifier.crosssource import leave_one_source_out, threshold_pairs
+from classifier.report import (
+    PNG_PATHS,
+    REPORT_PATH,
+    PlotUnavailableError,
+    draw_confusions,
+    draw_reliability,
+    loso_table,
+    render_report,
+    terminal_report,
+)
+from classifier.training import load_corpus_split, samples_sha256, train_model, with_metrics, write_artifact
 
 BENCH_RESULTS_PATH = Path(__file__).resolve().parent / "bench_results.json"
 
@@ -34,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--examples", help="hand-labelled examples YAML (default: classifier/data/examples.yaml)")
         p.add_argument("--model", default=str(DEFAULT_MODEL_PATH), help="artifact path (default: %(default)s)")
     evaluate_.add_argument("--no-report", action="store_true", help="print only; do not rewrite REPORT.md and the PNGs")
+    evaluate_.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out evaluation (about a minute)")
     return parser
 
 
@@ -45,8 +55,10 @@ def _train(args: argparse.Namespace) -> int:
     h = headline(results)
     print(f"trained {run.classifier.version} on {len(run.train)} events; held out {len(run.test)} events "
           f"from {len(run.meta['test_services'])} unseen services")
-    print(f"fallback thresholds: category {run.meta['thresholds']['category']:.2f}, "
-          f"severity {run.meta['thresholds']['severity']:.2f}")
+    d = run.meta.get("decision") or {}
+    print(f"calibration {run.meta.get('calibration')}; severity: min. confidence {d.get('severity_min_confidence')}, "
+          f"below it {d.get('severity_fallback')}, false-page cost {d.get('false_page_cost')}; "
+          f"category fallback {d.get('category_fallback')} below {run.meta['thresholds']['category']:.2f}")
     print(f"held-out category macro-F1 {h['category_macro_f1_model']:.3f} (keyword {h['category_macro_f1_keyword']:.3f})")
     print(f"held-out severity macro-F1 {h['severity_macro_f1_model']:.3f} (keyword {h['severity_macro_f1_keyword']:.3f})")
     print(f"wrote {artifact} ({artifact.stat().st_size:,} bytes) and {sidecar}")
@@ -64,18 +76,27 @@ def _eval(args: argparse.Namespace) -> int:
               "run `opsloop classifier train` before trusting these numbers", file=sys.stderr)
     results = evaluate(classifier, test)
     print(f"model {classifier.version} vs keyword baseline on {len(test)} events from "
-          f"{len({s.service for s in test})} held-out services")
+          f"{len({s.service for s in test})} held-out services (second view)")
     print(terminal_report(results))
+    if args.no_loso:
+        loso = pairs = None
+    else:
+        print("\nleave-one-source-out (nested: each fold selects its own calibration and policy) ...", flush=True)
+        loso = leave_one_source_out(train + test)
+        pairs = threshold_pairs(loso["folds"])
+        print(loso_table(loso["summary"]))
     if args.no_report:
         return 0
     try:
         pngs = draw_confusions(results, PNG_PATHS)
+        if loso is not None:
+            pngs.append(draw_reliability(loso["summary"]))
     except PlotUnavailableError as exc:
         print(f"warning: {exc}; PNGs not written", file=sys.stderr)
         pngs = []
     bench = json.loads(BENCH_RESULTS_PATH.read_text()) if BENCH_RESULTS_PATH.is_file() else None
     counts = Counter(s.origin for s in test)
-    REPORT_PATH.write_text(render_report(results, classifier.meta, classifier.version, counts, bench))
+    REPORT_PATH.write_text(render_report(results, classifier.meta, classifier.version, counts, bench, loso, pairs))
     print(f"\nwrote {REPORT_PATH}" + "".join(f", {p}" for p in pngs))
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 from classifier.dataset import Rule, rule_to_event
 from classifier.examples import LabelledExample
 from classifier.labels import category_for_rule, severity_for_rule
+from classifier.sources import EXAMPLES_SOURCE, source_of_rule
 
 SPLIT_SALT = "opsloop-split-v1"
 TEST_FRACTION = 0.25
@@ -35,6 +36,9 @@ class Sample:
     service: str
     origin: str  # "rule" or "example"
     ref: str  # rule index or example id
+    # Who wrote it (the house style): the catalogue group of a rule, or "examples"
+    # (classifier/sources.py). The leave-one-source-out evaluation holds out one at a time.
+    source: str = EXAMPLES_SOURCE
 
 
 def unit_hash(*parts: str) -> float:
@@ -49,17 +53,20 @@ def rule_samples(rules: Iterable[Rule]) -> list[Sample]:
         category = category_for_rule(rule)
         ref = str(rule.index)
         out.append(
-            Sample(rule_to_event(rule), category, severity_for_rule(rule), rule.group, rule.service, "rule", ref)
+            Sample(rule_to_event(rule), category, severity_for_rule(rule), rule.group, rule.service, "rule", ref,
+                   source_of_rule(rule))
         )
         if unit_hash("resolved", ref) < RESOLVED_SHARE:
             resolved = rule_to_event(rule, status="resolved")
-            out.append(Sample(resolved, category, "info", rule.group, rule.service, "rule", ref + "r"))
+            out.append(Sample(resolved, category, "info", rule.group, rule.service, "rule", ref + "r",
+                              source_of_rule(rule)))
     return out
 
 
 def example_samples(examples: Iterable[LabelledExample]) -> list[Sample]:
     """Hand-labelled examples as samples."""
-    return [Sample(ex.event, ex.category, ex.severity, ex.group, ex.service, "example", ex.id) for ex in examples]
+    return [Sample(ex.event, ex.category, ex.severity, ex.group, ex.service, "example", ex.id, EXAMPLES_SOURCE)
+            for ex in examples]
 
 
 def build_corpus(rules: Iterable[Rule], examples: Iterable[LabelledExample]) -> list[Sample]:

@@ -17,16 +17,15 @@ from __future__ import annotations
 import json
 import re
 from functools import wraps
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeGuard, TypeVar, cast
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 from urllib.parse import unquote_plus
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from streams.model.taxonomy import normalize_severity
-from classifier.vocabulary import CATEGORY_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
+from classifier.vocabulary import CATEGORY_WORDS, DEGRADE_WORDS, IMPACT_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 # Longest text read from one field; descriptions past this add little and cost time.
 MAX_TEXT_CHARS = 400
@@ -88,20 +87,12 @@ _FINDING_LEVELS = {"critical": "urgent", "high": "action", "medium": "warning", 
 _CLOSING = frozenset({"resolved", "acknowledged", "closed", "fixed", "merged", "success", "succeeded", "ok", "clean"})
 
 
-def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+def _is_mapping(value: Any) -> bool:
     """isinstance(value, Mapping), with the common plain-dict case first (ABC checks are slow)."""
     return type(value) is dict or isinstance(value, Mapping)
 
 
-class Memoized(Protocol[T_co]):
-    """A function wrapped by :func:`memoize`: called as before, with ``cache_clear``."""
-
-    def __call__(self, *args: Any) -> T_co: ...
-
-    def cache_clear(self) -> None: ...
-
-
-def memoize(limit: int) -> Callable[[Callable[..., T]], Memoized[T]]:
+def memoize(limit: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Memoise a pure function in a plain dict that stops growing at ``limit`` entries.
 
     Not functools.lru_cache: its bookkeeping allocates a tracked list per entry, and a
@@ -111,7 +102,7 @@ def memoize(limit: int) -> Callable[[Callable[..., T]], Memoized[T]]:
     stored; results never depend on the memo.
     """
 
-    def decorate(fn: Callable[..., T]) -> Memoized[T]:
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
         cache: dict[Any, T] = {}
         missing = object()
 
@@ -126,7 +117,7 @@ def memoize(limit: int) -> Callable[[Callable[..., T]], Memoized[T]]:
             return value  # type: ignore[return-value]
 
         wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
-        return cast(Memoized[T], wrapper)
+        return wrapper
 
     return decorate
 
@@ -165,6 +156,7 @@ def _family_tokens() -> dict[str, tuple[str, ...]]:
     table: dict[str, list[str]] = {}
     families = [(c, ws) for c, ws in CATEGORY_WORDS]
     families += [("sev_urgent", URGENT_WORDS), ("sev_warning", WARNING_WORDS), ("sev_info", INFO_WORDS)]
+    families += [("sev_impact", IMPACT_WORDS), ("sev_degrade", DEGRADE_WORDS)]
     for family, raw_words in families:
         for raw in raw_words:
             w = normalize_word(raw)
@@ -212,6 +204,138 @@ def words(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
     return out
 
 
+
+# --- Urgency: thresholds and horizons -------------------------------------------------
+# Warning / critical pairs of one rule often differ only in a number: the horizon of a
+# predict_linear, a range window, a threshold, "in 7 days" against "in 1 day". These
+# tokens put such numbers on coarse, shared scales so one learned weight carries over
+# from one rule (and one project) to another.
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION_BUCKETS = ((60, "1m"), (300, "5m"), (900, "15m"), (3600, "1h"), (6 * 3600, "6h"), (86400, "1d"),
+                     (3 * 86400, "3d"), (7 * 86400, "7d"), (30 * 86400, "30d"))
+_NUMBER_BUCKETS = ((0.01, "<.01"), (0.05, "<.05"), (0.1, "<.1"), (0.25, "<.25"), (0.5, "<.5"), (1.0, "<1"))
+_LARGE_BUCKETS = ((5, "<=5"), (10, "<=10"), (20, "<=20"), (50, "<=50"), (80, "<=80"), (90, "<=90"), (95, "<=95"),
+                  (99, "<=99"), (100, "<=100"), (1000, "<=1e3"))
+_RANGE = re.compile(r"\[\s*((?:\d+[smhdwy])+)\s*(?::[^\]]*)?\]")
+_DURATION_PART = re.compile(r"(\d+)([smhdwy])")
+_COMPARISON = re.compile(r"(>=|<=|==|!=|>|<)\s*(?:bool\s+)?(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)(?![\w.])")
+_BURN = re.compile(r"(\d+(?:\.\d+)?)\s*\*\s*\(?\s*1\s*-")
+_ARITH = re.compile(r"^[\d\s.*+()-]+$")
+_TEXT_DURATION = re.compile(
+    r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|[smhdw])\b", re.I
+)
+_TEXT_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent)")
+_TEXT_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hr": 3600,
+               "hour": 3600, "d": 86400, "day": 86400, "w": 604800, "week": 604800, "month": 2592000}
+
+
+def duration_bucket(seconds: float) -> str:
+    """A duration on the shared scale (1m, 5m, 15m, 1h, 6h, 1d, 3d, 7d, 30d, >30d)."""
+    for limit, name in _DURATION_BUCKETS:
+        if seconds <= limit:
+            return name
+    return ">30d"
+
+
+def number_bucket(value: float) -> str:
+    """A threshold on a coarse scale; fractions and percentages both land on it."""
+    if value < 0:
+        return "neg"
+    if value == 0:
+        return "0"
+    if value == 1:
+        return "1"
+    for limit, name in _NUMBER_BUCKETS:
+        if value < limit:
+            return name
+    for limit, name in _LARGE_BUCKETS:
+        if value <= limit:
+            return name
+    return ">1e3"
+
+
+def _arith(text: str) -> float | None:
+    """Value of a plain arithmetic horizon such as ``3600 * 24 * 5`` (None for anything else)."""
+    text = text.strip()
+    if not text or len(text) > 60 or not _ARITH.match(text):
+        return None
+    try:
+        value = eval(text, {"__builtins__": {}}, {})  # noqa: S307 - digits, + - * ( ) only, checked above
+    except Exception:  # noqa: BLE001 - malformed arithmetic is simply not a horizon
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _predict_linear_horizons(expr: str) -> list[float]:
+    """The horizon argument (seconds) of every predict_linear(v[range], horizon) call."""
+    out = []
+    start = 0
+    while True:
+        i = expr.find("predict_linear", start)
+        if i < 0:
+            return out
+        j = expr.find("(", i)
+        if j < 0:
+            return out
+        depth, comma, k = 0, -1, j
+        while k < len(expr):
+            ch = expr[k]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif ch == "," and depth == 1:
+                comma = k
+            k += 1
+        if comma > 0:
+            value = _arith(expr[comma + 1 : k])
+            if value is not None and value > 0:
+                out.append(value)
+        start = k + 1
+
+
+def _range_seconds(spec: str) -> int:
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(spec))
+
+
+def urgency_expr_tokens(expr: str) -> list[str]:
+    """hz: predict_linear horizons, rng: smallest / largest range windows, thr: comparisons, burn: factors."""
+    out: list[str] = []
+    for horizon in _predict_linear_horizons(expr):
+        out.append("hz:" + duration_bucket(horizon))
+    ranges = [_range_seconds(r) for r in _RANGE.findall(expr)]
+    ranges = [r for r in ranges if r > 0]
+    if ranges:
+        out.append("rngmin:" + duration_bucket(min(ranges)))
+        out.append("rngmax:" + duration_bucket(max(ranges)))
+    for op, number in _COMPARISON.findall(_PROMQL_STRINGS.sub(" ", expr)):
+        try:
+            value = float(number)
+        except ValueError:
+            continue
+        out.append(f"thr:{op}{number_bucket(value)}")
+    for factor in _BURN.findall(expr):
+        out.append("burn:" + number_bucket(float(factor)))
+    return out
+
+
+def urgency_text_tokens(text: str) -> list[str]:
+    """tdur: durations ("in 4 hours", "7 days") and tpct: percentages of free text, on the shared scales."""
+    out: list[str] = []
+    for number, unit in _TEXT_DURATION.findall(text):
+        u = unit.lower()
+        u = u[:-1] if len(u) > 2 and u.endswith("s") else u
+        seconds = _TEXT_UNITS.get(u)
+        if seconds is not None:
+            out.append("tdur:" + duration_bucket(float(number) * seconds))
+    for number in _TEXT_PERCENT.findall(text):
+        out.append("tpct:" + number_bucket(float(number)))
+    return out
+
+
 @memoize(32_768)
 def text_tokens(text: str, title: bool = False) -> tuple[str, ...]:
     """w: tokens (and n: tokens when the text names the event) of free text, with families.
@@ -223,6 +347,8 @@ def text_tokens(text: str, title: bool = False) -> tuple[str, ...]:
         out.extend(with_families(["n:" + w for w in words(text)]))
     cache_get = _W_CACHE.get
     out.extend([tok for raw in _WORD.findall(text[:MAX_TEXT_CHARS]) for tok in (cache_get(raw) or _w_tokens(raw))])
+    if any(ch.isdigit() for ch in text[:MAX_TEXT_CHARS]):
+        out.extend(urgency_text_tokens(text[:MAX_TEXT_CHARS]))
     return tuple(out)
 
 
@@ -299,6 +425,7 @@ def expr_tokens(expr: str) -> tuple[str, ...]:
     for value in matcher_values:
         for w in words(value, limit=80):
             out.append("w:" + w)
+    out.extend(urgency_expr_tokens(expr[:2000]))
     return with_families(out)
 
 
@@ -535,7 +662,7 @@ def tokens_batch(events: Iterable[Mapping[str, Any]]) -> list[list[str]]:
     return [event_tokens(e) if _is_mapping(e) else [] for e in events]
 
 
-class EventTokenizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type stubs
+class EventTokenizer(TransformerMixin, BaseEstimator):
     """Stateless pipeline step: events (dicts) -> token lists for a FeatureHasher.
 
     Nothing is learned, so fitting is a no-op and the step pickles to almost nothing.

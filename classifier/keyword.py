@@ -118,7 +118,10 @@ def keyword_severity(event: Mapping[str, Any], tokens: list[str] | None = None) 
             if mapped:
                 return mapped, P_NAME
     ws = parts["names"] | parts["text"]
-    if not ws.isdisjoint(_URGENT_WORDS):
+    # Never page on one word: "error" or "failed" alone is a warning. Urgent needs an
+    # urgent word in the name and a second, different one anywhere.
+    urgent_hits = ws & _URGENT_WORDS
+    if len(urgent_hits) >= 2 and not parts["names"].isdisjoint(_URGENT_WORDS):
         return "urgent", P_TEXT
     if not ws.isdisjoint(_INFO_WORDS):
         return "info", P_TEXT
@@ -139,7 +142,9 @@ class KeywordClassifier:
             tokens = event_tokens(event)
             category, cp = keyword_category(event, tokens)
             severity, sp = keyword_severity(event, tokens)
-            out.append(Prediction(category, cp, severity, sp, self.version, False))
+            out.append(Prediction(category, cp, severity, sp, self.version, False,
+                                  severity_inferred=sp < P_EXPLICIT, category_inferred=cp < P_EXPLICIT,
+                                  severity_basis="stated" if sp >= P_EXPLICIT else "rules"))
         return out
 
     def predict_tokens(self, tokens_list: Sequence[list[str]]) -> list[tuple[str, float, str, float]]:

@@ -349,6 +349,16 @@ def name_words(name: str) -> str:
     return " ".join(_WORDS.findall(name.lower()))
 
 
+_CAMEL = (re.compile(r"([a-z0-9])([A-Z])"), re.compile(r"([A-Z]+)([A-Z][a-z])"), re.compile(r"([A-Za-z])([0-9])"))
+
+
+def split_camel(name: str) -> str:
+    """A Prometheus alertname as words: etcdHighFsyncDurations -> "etcd High Fsync Durations"."""
+    for pattern in _CAMEL[::-1]:
+        name = pattern.sub(r"\1 \2", name)
+    return name
+
+
 def category_for(name: str, group: str = "", service: str = "") -> str:
     """The category of an alert, from its name words and (if known) its group and service."""
     text = name_words(name)

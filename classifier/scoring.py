@@ -93,14 +93,30 @@ class FastScorer:
         X.data /= norms[rows]
         return X
 
-    def proba(self, X: sp.csr_matrix) -> list[np.ndarray]:
-        """Softmax probabilities of each head for scaled rows."""
+    def logits(self, X: sp.csr_matrix) -> list[np.ndarray]:
+        """Raw logits of each head for scaled rows."""
         out = []
         for coef_t, intercept in zip(self.coef_t, self.intercept):
             logits = X @ coef_t
             logits += intercept
-            logits -= logits.max(axis=1, keepdims=True)
-            np.exp(logits, out=logits)
-            logits /= logits.sum(axis=1, keepdims=True)
             out.append(logits)
         return out
+
+    def proba(self, X: sp.csr_matrix, temperatures: Sequence[float] = (1.0, 1.0)) -> list[np.ndarray]:
+        """Softmax probabilities of each head for scaled rows (logits divided by the head's temperature)."""
+        out = []
+        for coef_t, intercept, t in zip(self.coef_t, self.intercept, temperatures):
+            logits = X @ coef_t
+            logits += intercept
+            if t != 1.0:
+                logits /= t
+            out.append(softmax_inplace(logits))
+        return out
+
+
+def softmax_inplace(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, in place."""
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits

@@ -35,3 +35,17 @@ CATEGORY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 URGENT_WORDS: tuple[str, ...] = ("critical", "down", "outage", "unavailable", "unreachable", "crash", "lost", "failed")
 WARNING_WORDS: tuple[str, ...] = ("warning", "high", "slow", "low", "errors", "filling")
 INFO_WORDS: tuple[str, ...] = ("info", "underutilized", "restarted", "changed")
+
+# Words of impact (users or data are hurt now) and of degradation (something is
+# drifting, may hurt later). Features only (kn:/kw:sev_impact, sev_degrade): the model
+# learns how far to trust them; the keyword rules never page on a word alone.
+IMPACT_WORDS: tuple[str, ...] = (
+    "outage", "unavailable", "unreachable", "inoperable", "offline", "down", "lost", "loss", "corrupt",
+    "corrupted", "damaged", "blocked", "full", "exhausted", "quorum", "leader", "halted", "dead", "crashloop",
+    "readonly", "denied", "expired", "broken", "inaccessible", "stopped", "absent", "missing", "immediately",
+)
+DEGRADE_WORDS: tuple[str, ...] = (
+    "high", "elevated", "slow", "growing", "increasing", "approaching", "near", "nearly", "predicted", "soon",
+    "filling", "degraded", "risk", "imbalance", "imbalanced", "skew", "flapping", "churn", "may", "might",
+    "expiring", "expire", "trend", "budget", "burn", "warning", "low", "fragmentation", "pending", "too",
+)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from classifier.cli import main
 from classifier.model import encode_artifact
 
 
+@pytest.mark.slow  # the whole leave-one-source-out evaluation: ~2 minutes of CPU
 def test_eval_prints_model_and_baseline(split, capsys):
     assert main(["eval", "--no-report"]) == 0
     out = capsys.readouterr().out

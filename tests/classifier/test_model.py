@@ -67,25 +67,84 @@ def test_obvious_alerts(model):
     ])
     assert [p.category for p in preds] == ["memory", "disk", "availability", "certificate"]
     assert [p.severity for p in preds] == ["urgent", "warning", "warning", "info"]
+    assert not any(p.severity_inferred for p in preds)
 
 
 def test_fallback_below_threshold_uses_the_rules(model):
     events = _events()
-    always = ModelClassifier(model.pipeline, model.meta, "f" * 12, threshold=1.01)
+    meta = dict(model.meta, decision=dict(model.meta["decision"], category_fallback="keyword", severity_fallback="keyword"))
+    always = ModelClassifier(model.pipeline, meta, "f" * 12, threshold=1.01)
     rules = KeywordClassifier().predict_batch(events)
     for p, r in zip(always.predict_batch(events), rules):
-        assert p.fallback and (p.category, p.severity) == (r.category, r.severity)
+        assert p.category == r.category
+        assert p.fallback or not p.category_inferred  # a kind that fixes the category is the rules' answer anyway
+        if p.severity_basis != "stated":
+            assert p.severity == r.severity and p.severity_basis == "rules"
         assert p.model_version == always.version  # the record names the model that chose to fall back
-    never = ModelClassifier(model.pipeline, model.meta, "f" * 12, threshold=0.0)
+    never = ModelClassifier(model.pipeline, meta, "f" * 12, threshold=0.0)
     assert not any(p.fallback for p in never.predict_batch(events))
 
 
+def test_unsure_severity_gets_the_default_flagged_inferred(model):
+    meta = dict(model.meta, decision=dict(model.meta["decision"], severity_fallback="default"))
+    unsure = ModelClassifier(model.pipeline, meta, "f" * 12, threshold=1.01)
+    events = [alert("HostOutOfMemory"), alert("KubePodCrashLooping"), alert("ApiErrors")]
+    for p in unsure.predict_batch(events):
+        assert (p.severity, p.severity_basis, p.severity_inferred, p.fallback) == ("warning", "default", True, True)
+    # the default is configurable
+    info = ModelClassifier(model.pipeline, meta, "f" * 12, threshold=1.01, default_severity="info")
+    assert {p.severity for p in info.predict_batch(events)} == {"info"}
+    with pytest.raises(ValueError):
+        ModelClassifier(model.pipeline, meta, "f" * 12, default_severity="loud")
+
+
+def test_stated_severity_is_honoured_and_not_inferred(model):
+    resolved = alert("HostOutOfMemory", severity="critical")
+    resolved["type"] = "alert.resolved"
+    events = [alert("SomethingHarmless", severity="critical"), alert("HostOutOfMemory", severity="info"),
+              alert("HostOutOfMemory", severity="P3"), resolved, alert("HostOutOfMemory")]
+    preds = model.predict_batch(events)
+    assert [p.severity for p in preds[:4]] == ["urgent", "info", "warning", "info"]
+    assert all(not p.severity_inferred and p.severity_p == 1.0 and p.severity_basis == "stated" for p in preds[:4])
+    assert preds[4].severity_inferred and preds[4].severity_basis in ("model", "rules", "default")
+    assert all(p.category_inferred for p in preds)
+
+
+def test_a_lone_error_word_does_not_page(model):
+    events = []
+    for name in ("ApiErrors", "JobFailed", "SyncFailed", "ExporterErrors"):
+        e = alert(name)
+        e["annotations"]["description"] = "An error occurred."
+        events.append(e)
+    assert all(p.severity != "urgent" for p in model.predict_batch(events))
+
+
+def test_threshold_pair_differs_in_features_and_the_shorter_horizon_is_more_urgent(model):
+    """A warning/critical pair that differs only in its predict_linear horizon and wording."""
+    from classifier.dataset import generator_url
+
+    def fs(hours):
+        e = alert("NodeFilesystemSpaceFillingUp")
+        text = f"Filesystem is predicted to run out of space within the next {hours} hours."
+        e["annotations"] = {"summary": text, "description": text}
+        e["payload"] = {"generator_url": generator_url(f"predict_linear(node_filesystem_avail_bytes[6h], {hours}*60*60) < 0")}
+        return e
+
+    slow, fast = fs(24), fs(4)
+    ts, tf = tokens_batch([slow, fast])
+    assert "hz:1d" in ts and "hz:6h" in tf and "tdur:1d" in ts and "tdur:6h" in tf
+    _, sev = model.calibrated_proba_tokens([ts, tf])
+    urgent = list(model.severity_classes).index("urgent")
+    assert sev[1, urgent] > sev[0, urgent]
+
+
 def test_thresholds_come_from_the_artifact(model):
-    assert 0.0 < model.category_threshold < 1.0 and 0.0 < model.severity_threshold < 1.0
+    assert 0.0 <= model.category_threshold < 1.0 and 0.0 < model.severity_threshold < 1.0
+    assert model.decision["severity_min_confidence"] == model.severity_threshold
     preds = model.predict_batch(_events())
     for p in preds:
-        if not p.fallback:
-            assert p.category_p >= model.category_threshold and p.severity_p >= model.severity_threshold
+        if p.severity_basis == "model":
+            assert p.severity_p >= model.severity_threshold
 
 
 def test_load_classifier_default_is_the_committed_model(model):
