@@ -17,7 +17,7 @@ What an event means to a session:
 - webhook ``ack`` / ``incident.acknowledged``: a human took it; ``incident.resolved``:
   a human resolved it; ``pr.opened`` & co.: a review is wanted, ``pr.closed`` ends it;
   ``<thing>.failed`` / ``<thing>.succeeded``: a failure fires / clears;
-  ``remediation.approved``: run the remediation waiting for approval;
+  ``remediation.approved``: run the remediation waiting for approval; ``remediation.rejected``: drop it;
   ``silence.created`` / ``silence.expired``: recorded here, kept by the agent;
 - scan ``scan.completed``: findings fire, a clean scan clears, a failed scan fires;
 - timer ``timer.fired``: a group flush, an escalation step, a verification, the end of
@@ -56,13 +56,14 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # The version of decide's own rules, recorded in every decision next to the runbook set's
 # and the classifier's: replay can only promise identical decisions for records written by
 # the same rules. Bump it whenever a change makes the same inputs give other outputs
-# (2: effect ids by subject instead of by index).
-DECIDE_VERSION = "2"
+# (2: effect ids by subject instead of by index; 3: one-use action links with approve/reject).
+DECIDE_VERSION = "3"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")
 HUMAN_RESOLVE_TYPES = ("incident.resolved", "resolve")
 APPROVAL_TYPES = ("remediation.approved",)
+REJECTION_TYPES = ("remediation.rejected",)
 PR_OPEN_TYPES = ("pr.opened", "pr.reopened", "pr.ready_for_review", "pr.review_requested")
 PR_PUSH_TYPES = ("pr.synchronize",)
 PR_DONE_TYPES = ("pr.closed", "pr.merged")
@@ -304,6 +305,8 @@ def _on_webhook(f: Fold, etype: str, payload: Mapping[str, Any]) -> None:
         incident.resolve_session(f, cause="human", skip_channel="pagerduty" if event["source"] == "pagerduty" else "")
     elif etype in APPROVAL_TYPES:
         incident.on_approval(f, actor)
+    elif etype in REJECTION_TYPES:
+        incident.on_rejection(f, actor)
     elif etype in SILENCE_TYPES:
         f.note("silence", payload.get("subject", ""))
         f.outcome = etype

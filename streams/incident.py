@@ -128,14 +128,19 @@ def _fields(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str]:
     return fields
 
 
-def _links(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool) -> list[dict[str, str]]:
+def _links(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool, approval: bool = False) -> list[dict[str, str]]:
+    """Acknowledge (and Approve / Reject while a remediation waits) as signed one-use links, then Source and Runbook."""
     links = []
     ctx = f.ctx
     if with_ack and ctx.ack_base_url and ctx.ack_secret:
-        from streams.acklinks import ack_link
+        from streams.acklinks import action_link, link_id
 
-        expires = f.now + ctx.ack_ttl_ms
-        links.append({"label": "Acknowledge", "url": ack_link(ctx.ack_base_url, f.event["session_key"], expires, ctx.ack_secret)})
+        expires, session, org = f.now + ctx.ack_ttl_ms, f.event["session_key"], _org(f)
+        actions = [("Acknowledge", "ack")] + ([("Approve", "approve"), ("Reject", "reject")] if approval else [])
+        for label, action in actions:
+            url = action_link(ctx.ack_base_url, session, action, expires, ctx.ack_secret,
+                              jti=link_id(f.event["event_id"], session, action), org=org)
+            links.append({"label": label, "url": url})
     if lead.get("url"):
         links.append({"label": "Source", "url": lead["url"]})
     if rb.url:
@@ -316,7 +321,7 @@ def _flap_notice(f: Fold, rb: Runbook) -> bool:
         return False
     lead = found[1]
     labels = alert_labels(lead, _org(f))
-    if f.check(gates.silence_gate(_silences(f), labels, f.now)):
+    if f.check(_silence_gate(f, labels)):
         return False
     receivers = s["audience"] or expand_receivers(f, rb.notify_receivers, labels)
     pol = rb.policy.flapping
@@ -332,6 +337,14 @@ def _flap_notice(f: Fold, rb: Runbook) -> bool:
 
 def _silences(f: Fold):
     return (*f.ctx.runbooks.maintenance, *f.ctx.silences)
+
+
+SESSION_LABEL = "opsloop_session"  # what a silence made from a message ("silence 1h") matches on
+
+
+def _silence_gate(f: Fold, labels: Mapping[str, str]) -> Gate:
+    """Silences match the routing labels plus the session key (so a silence can name one session)."""
+    return gates.silence_gate(_silences(f), {**labels, SESSION_LABEL: f.event["session_key"]}, f.now)
 
 
 # -- grouping and the group notification ------------------------------------------------
@@ -402,7 +415,7 @@ def _per_alert(f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str
 
 
 def _silences_gate(f: Fold, p: Pending) -> Gate:
-    return _per_alert(f, p, "silence", lambda labels: gates.silence_gate(_silences(f), labels, f.now), "silenced",
+    return _per_alert(f, p, "silence", lambda labels: _silence_gate(f, labels), "silenced",
                       last=False)
 
 
@@ -495,10 +508,11 @@ def _notify_group(f: Fold, p: Pending) -> None:
             receivers = expand_receivers(f, rb.notify_receivers, lead_labels)
     else:
         receivers = list(s.get("first_audience") or s["audience"]) or expand_receivers(f, rb.notify_receivers, lead_labels)
-    extra = "Remediation awaits approval." if kind == "initial" and any(r.requires_approval for r in rb.remediations) else ""
+    awaits = bool(s.get("approval")) or (kind == "initial" and any(r.requires_approval for r in rb.remediations))
+    extra = "Remediation awaits approval." if awaits else ""
     sent = _send(f, receivers, rb=rb, kind=kind, action="trigger", severity=lead["severity"],
                  title=_title(lead, len(p.notifiable)), body=_body(f, lead, p.notifiable, rb, extra),
-                 fields=_fields(lead, rb, len(p.notifiable)), links=_links(f, lead, rb, with_ack=True),
+                 fields=_fields(lead, rb, len(p.notifiable)), links=_links(f, lead, rb, with_ack=True, approval=awaits),
                  content=p.content, autonomous=True)
     # The news is out (or was stopped by the cap/dedupe): either way this content is settled.
     s["group"]["hash"] = p.content
@@ -557,7 +571,7 @@ def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
     if f.check(gates.flapping_gate(s["flap"]["on"], s["flap"]["last"], f.now, rb.policy.flapping)):
         f.outcome = "flapping"
         return
-    if f.check(gates.silence_gate(_silences(f), labels, f.now)):
+    if f.check(_silence_gate(f, labels)):
         f.outcome = "suppressed"
     else:
         f.check(gates.Gate("ack", "pass", "not acknowledged"))
@@ -567,7 +581,8 @@ def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
         sent = _send(f, receivers, rb=rb, kind=f"escalation-{step}", action="trigger", severity=lead["severity"],
                      title=f"Escalated ({why} for {minutes}m): {_title(lead, len(firing))}",
                      body=_body(f, lead, firing, rb), fields=_fields(lead, rb, len(firing)),
-                     links=_links(f, lead, rb, with_ack=True), content=str(step), autonomous=True)
+                     links=_links(f, lead, rb, with_ack=True, approval=bool(s.get("approval"))), content=str(step),
+                     autonomous=True)
         f.outcome = "escalated" if sent else "suppressed"
     f.note("escalation_step", step)
     esc["next"] = step + 1
@@ -595,7 +610,7 @@ def verify(f: Fold) -> None:
     lead = found[1]
     rb = _runbook(f, lead["runbook"])
     f.runbook = rb.name
-    if f.check(gates.silence_gate(_silences(f), alert_labels(lead, _org(f)), f.now)):
+    if f.check(_silence_gate(f, alert_labels(lead, _org(f)))):
         f.outcome = "suppressed"
         return
     sent = _send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["severity"],
@@ -652,6 +667,20 @@ def on_approval(f: Fold, actor: str) -> None:
     s["approval"] = []
     f.note("approved_by", actor)
     f.outcome = "remediating"
+
+
+def on_rejection(f: Fold, actor: str) -> None:
+    """A human said no: the remediations waiting for approval are dropped (the alert keeps its course)."""
+    s = f.s
+    reset_cap(f, "human")
+    if s["status"] != "firing" or not s.get("approval"):
+        f.outcome = "recorded"
+        return
+    f.runbook = _policy_runbook(f).name
+    f.note("rejected_by", actor)
+    f.note("rejected_steps", ",".join(str(i) for i in s["approval"]))
+    s["approval"] = []
+    f.outcome = "rejected"
 
 
 def on_flap_timer(f: Fold) -> None:

@@ -7,6 +7,8 @@ Routes::
     POST /ingest/webhook/{provider}  signed webhooks: github, pagerduty                      HMAC-SHA256
     POST /ingest/scan                drift / compliance / cost scan results                  bearer token
     POST /ingest/events              the generic event envelope (one or an array)            bearer token
+    GET  /ingest/ack                 a signed action link: a page saying what it will do      the link's HMAC
+    POST /ingest/ack                 the page's button: produce the ack / approval / silence  the link's HMAC
     GET  /healthz                    the process answers
     GET  /readyz                     Kafka reachable and the events.* topics present (else 503)
     GET  /metrics                    Prometheus metrics of this ingest
@@ -26,6 +28,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from streams.ingest.acklinks_page import get_ack, post_ack
 from streams.ingest.alerts import post_alertmanager_webhook, post_prometheus_alerts
 from streams.ingest.auth import TokenAuth, producer_tokens
 from streams.ingest.errors import IngestError
@@ -117,6 +120,8 @@ def create_app(settings: Settings, config: IngestSettings | None = None) -> web.
     app.router.add_post("/ingest/webhook/{provider}", post_webhook, name="webhook")
     app.router.add_post("/ingest/scan", post_scan, name="scan")
     app.router.add_post("/ingest/events", post_events, name="events")
+    app.router.add_get("/ingest/ack", get_ack, name="ack-page")
+    app.router.add_post("/ingest/ack", post_ack, name="ack")
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
