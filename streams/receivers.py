@@ -55,7 +55,9 @@ REMEDIATE_CHANNEL = "remediate"
 CHANNELS: dict[str, ChannelSpec] = {
     "slack": ChannelSpec(
         required=("webhook_url",), secret_only=("webhook_url",),
-        optional=("mention_groups", "username", "icon_emoji"), default_rate=RateLimit(1, 1.0),
+        # interactive: true adds Acknowledge / Silence / Approve / Reject buttons that post to
+        # ingest's /ingest/slack/interactivity (the Slack app's Request URL; see README).
+        optional=("mention_groups", "username", "icon_emoji", "interactive"), default_rate=RateLimit(1, 1.0),
     ),
     "teams": ChannelSpec(required=("webhook_url",), secret_only=("webhook_url",), default_rate=RateLimit(4, 1.0)),
     "pagerduty": ChannelSpec(
@@ -205,6 +207,8 @@ def _check_channel_settings(path: str | Path, channel: str, settings: LineDict, 
         groups = settings["mention_groups"]
         if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
             fail("mention_groups", "must be a list of Slack user-group ids like S0123ABC")
+    if channel == "slack" and "interactive" in settings and not isinstance(settings["interactive"], bool):
+        fail("interactive", "must be true or false")
     if channel == "email":
         if "port" in settings and (isinstance(settings["port"], bool) or not isinstance(settings["port"], int)
                                    or not 0 < settings["port"] < 65536):

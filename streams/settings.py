@@ -98,6 +98,8 @@ class IngestSettings(BaseSettings):
     # One HMAC secret per signed-webhook provider.
     webhook_secret_github: SecretStr = SecretStr("")
     webhook_secret_pagerduty: SecretStr = SecretStr("")
+    # Slack app's signing secret: enables POST /ingest/slack/interactivity (buttons in messages).
+    slack_signing_secret: SecretStr = SecretStr("")
 
     # The org of events whose sender does not name one (an `org` label or ?org=).
     default_org: str = "default"
@@ -198,7 +200,8 @@ class Settings(BaseSettings):
         values = [self.kafka_sasl_password.get_secret_value(), self.database_url.get_secret_value(),
                   self.sinks.database_url.get_secret_value(), self.ack.secret.get_secret_value(),
                   self.ingest.tokens.get_secret_value(), self.ingest.webhook_secret_github.get_secret_value(),
-                  self.ingest.webhook_secret_pagerduty.get_secret_value()]
+                  self.ingest.webhook_secret_pagerduty.get_secret_value(),
+                  self.ingest.slack_signing_secret.get_secret_value()]
         url = self.database_url.get_secret_value()
         if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
             values.append(url.split("@", 1)[0].split("//", 1)[-1].split(":", 1)[1])  # the password alone

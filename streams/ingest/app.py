@@ -9,6 +9,7 @@ Routes::
     POST /ingest/events              the generic event envelope (one or an array)            bearer token
     GET  /ingest/ack                 a signed action link: a page saying what it will do      the link's HMAC
     POST /ingest/ack                 the page's button: produce the ack / approval / silence  the link's HMAC
+    POST /ingest/slack/interactivity Slack buttons (ack, silence, approve, reject)            Slack request signing
     GET  /healthz                    the process answers
     GET  /readyz                     Kafka reachable and the events.* topics present (else 503)
     GET  /metrics                    Prometheus metrics of this ingest
@@ -35,6 +36,7 @@ from streams.ingest.errors import IngestError
 from streams.ingest.events import post_events
 from streams.ingest.pipeline import INGEST, Ingest
 from streams.ingest.publisher import Publisher
+from streams.ingest import slack as slack_interactivity
 from streams.ingest.scans import post_scan
 from streams.ingest.sessions import load_session_rules
 from streams.ingest.webhooks import post_webhook
@@ -61,7 +63,8 @@ def build_ingest(settings: Settings) -> Ingest:
 
 
 # For opsloop_events_rejected_total{kind, reason} (streams.metrics, shared with the dashboard).
-KIND_OF_ROUTE = {"prometheus": "telemetry", "alertmanager": "telemetry", "webhook": "webhook", "scan": "scan", "events": "any"}
+KIND_OF_ROUTE = {"prometheus": "telemetry", "alertmanager": "telemetry", "webhook": "webhook", "scan": "scan", "events": "any",
+                 "ack": "webhook", "slack": "webhook"}
 REJECTION_REASONS = {
     400: "invalid", 401: "auth", 403: "auth", 404: "not_found", 413: "too_large", 429: "backpressure",
     500: "error", 503: "unavailable",
@@ -122,6 +125,7 @@ def create_app(settings: Settings, config: IngestSettings | None = None) -> web.
     app.router.add_post("/ingest/events", post_events, name="events")
     app.router.add_get("/ingest/ack", get_ack, name="ack-page")
     app.router.add_post("/ingest/ack", post_ack, name="ack")
+    slack_interactivity.register(app)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
