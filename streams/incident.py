@@ -121,8 +121,8 @@ def _body(f: Fold, lead: Mapping[str, Any], alerts: list[tuple[str, Mapping[str,
 
 
 def _fields(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str]:
+    # The runbook is the effect's own ``runbook``; every formatter shows it from there (not as a field too).
     fields = {k: v for k, v in (lead.get("labels") or {}).items() if k not in ("alertname",)}
-    fields["runbook"] = rb.name
     if count > 1:
         fields["alerts"] = str(count)
     return fields
@@ -267,6 +267,8 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
         f.outcome = "recorded"
         return
     if s["flap"]["on"]:
+        # It stopped firing: a pager's incident closes now (a flapping notice is never a page).
+        _send_resolved(f, rb, skip_channel, only_channel="pagerduty")
         if not _flap_notice(f, rb):
             f.check(gates.flapping_gate(True, s["flap"]["last"], f.now, rb.policy.flapping))
             f.outcome = "flapping"
@@ -279,14 +281,17 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
     s["alerts"] = {}
 
 
-def _send_resolved(f: Fold, rb: Runbook, skip_channel: str = "") -> None:
+def _send_resolved(f: Fold, rb: Runbook, skip_channel: str = "", only_channel: str = "") -> None:
     s = f.s
     alerts = sorted(s["alerts"].items())
     found = lead_of(alerts)
     if found is None:
         return
     lead = found[1]
-    receivers = [r for r in s["audience"] if f.ctx.runbooks.routing.channel_of(r) != skip_channel]
+    channel_of = f.ctx.runbooks.routing.channel_of
+    receivers = [r for r in s["audience"] if channel_of(r) != skip_channel and (not only_channel or channel_of(r) == only_channel)]
+    if not receivers and only_channel:
+        return
     title = f"Resolved: {_title(lead, len(alerts))}"
     sent = _send(f, receivers, rb=rb, kind="resolve", action="resolve", severity="info", title=title,
                  body=f"{lead['title']} is no longer firing.", fields=_fields(lead, rb, len(alerts)),
@@ -324,6 +329,8 @@ def _flap_notice(f: Fold, rb: Runbook) -> bool:
     if f.check(_silence_gate(f, labels)):
         return False
     receivers = s["audience"] or expand_receivers(f, rb.notify_receivers, labels)
+    if s["status"] != "firing":  # noticed as it resolves: tell the people, never trigger a pager
+        receivers = [r for r in receivers if f.ctx.runbooks.routing.channel_of(r) != "pagerduty"]
     pol = rb.policy.flapping
     sent = _send(f, receivers, rb=rb, kind="flapping", action="trigger", severity="warning",
                  title=f"Flapping: {lead['title']}",

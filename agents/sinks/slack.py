@@ -31,7 +31,6 @@ BUTTON_TEXT_MAX = 75
 URL_MAX = 3000
 CONTEXT_ELEMENTS_MAX = 10
 FALLBACK_MAX = 3000
-ACTION_PREFIX = {"trigger": "", "acknowledge": "Acknowledged: ", "resolve": "Resolved: "}
 ACTION_EMOJI = {"trigger": {"urgent": ":rotating_light:", "action": ":warning:", "warning": ":warning:", "info": ":information_source:"},
                 "acknowledge": ":eyes:", "resolve": ":white_check_mark:"}
 
@@ -79,7 +78,7 @@ def build_payload(effect: Mapping[str, Any], receiver: Receiver) -> dict[str, An
     """The webhook JSON for a notify effect (pure)."""
     n = notify_of(effect)
     severity, action = n["severity"], n.get("action") or "trigger"
-    title = f"{ACTION_PREFIX.get(action, '')}{n['title']}"
+    title = n["title"]
     header_text = trim(f"{_emoji(action, severity)} {title}".strip(), HEADER_MAX)
     mentions = _mentions(receiver, severity, action)
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": header_text, "emoji": True}}]
