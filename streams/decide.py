@@ -21,7 +21,8 @@ What an event means to a session:
   ``silence.created`` / ``silence.expired``: recorded here, kept by the agent;
 - scan ``scan.completed``: findings fire, a clean scan clears, a failed scan fires;
 - timer ``timer.fired``: a group flush, an escalation step, a verification, the end of
-  flapping, a cron slot or a staggered dispatch.
+  flapping, a firing alert's ``endsAt`` passing without a re-send, a cron slot or a
+  staggered dispatch.
 
 Event ids a session has already folded are skipped (producers retry).
 """
@@ -286,13 +287,34 @@ def _dispatch(f: Fold) -> None:
         if payload.get("metric") is not None and payload.get("value") is not None:
             _on_sample(f, payload["metric"], float(payload["value"]))
         elif etype == "alert.firing" or (etype.startswith("alert") and status == "firing"):
-            incident.on_trigger(f, alert_key(event), _alert(event, ctx))
+            akey = alert_key(event)
+            incident.on_trigger(f, akey, _alert(event, ctx))
+            _track_ends_at(f, akey, payload)
         elif etype == "alert.resolved" or (etype.startswith("alert") and status == "resolved"):
             incident.on_clear(f, alert_key(event))
     elif kind == "webhook":
         _on_webhook(f, etype, payload)
     elif kind == "scan":
         _on_scan(f, payload)
+
+
+ENDS_PREFIX = "ends:"
+
+
+def _track_ends_at(f: Fold, akey: str, payload: Mapping[str, Any]) -> None:
+    """Prometheus sends a firing alert with ``endsAt`` in the future and re-sends it before then;
+    one not re-sent by its ``endsAt`` has stopped (its sender died): it resolves then, as in
+    Alertmanager. Each re-send moves the timer; a resolve cancels it (see incident.on_clear)."""
+    ends_at, starts_at = payload.get("ends_at"), payload.get("starts_at")
+    alert = f.s["alerts"].get(akey)
+    if not isinstance(ends_at, int) or ends_at <= int(starts_at or 0) or alert is None or alert["status"] != "firing":
+        return  # no endsAt (Alertmanager's zero time, a webhook), or the alert was not kept (overflow)
+    timer_id = f"{ENDS_PREFIX}{akey}"
+    pending = f.s["timers"].get(timer_id)
+    if pending is not None and pending["at"] >= ends_at:
+        return  # a retry or an out-of-order older re-send: never move it earlier
+    f.schedule(timer_id, max(ends_at, f.now), "ends", data={"alert": akey})
+    f.note("ends_at", ends_at)
 
 
 def _on_webhook(f: Fold, etype: str, payload: Mapping[str, Any]) -> None:
@@ -396,6 +418,9 @@ def _on_timer(f: Fold, payload: Mapping[str, Any]) -> None:
         incident.verify(f)
     elif purpose == "flap":
         incident.on_flap_timer(f)
+    elif purpose == "ends":
+        f.note("ended", "endsAt passed without a re-send")
+        incident.on_clear(f, (payload.get("data") or {}).get("alert", ""), cause="ends_at")
     elif purpose == "dispatch":
         data = payload.get("data") or {}
         schedule = _schedule(f, data.get("schedule", ""))

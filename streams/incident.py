@@ -237,6 +237,7 @@ def on_clear(f: Fold, akey: str, *, cause: str = "resolve", echo_to: str = "") -
         f.outcome = "recorded"
         return
     alert.update(status="resolved", at=f.now)
+    f.cancel(f"ends:{akey}", cause)
     f.runbook = s.get("runbook") or alert["runbook"]
     if firing_alerts(s):
         f.outcome = "grouped"
@@ -257,7 +258,7 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
     if was_firing:
         _status_change(f, "resolved", rb)
     s["status"] = "resolved"
-    for prefix in ("grp:", "esc:", "verify:"):
+    for prefix in ("grp:", "esc:", "verify:", "ends:"):
         f.cancel(prefix, cause)
     reset_cap(f, "resolve")
     if cause == "human":
