@@ -101,6 +101,8 @@ class IngestSettings(BaseSettings):
     scopes: str = ""
     # Each signed-webhook provider's HMAC secret is OPSLOOP_INGEST_WEBHOOK_SECRET_<NAME>, read when
     # ingest starts (streams.ingest.webhooks.webhook_secrets): a provider is one entry, no field here.
+    # Slack app's signing secret: enables POST /ingest/slack/interactivity (buttons in messages).
+    slack_signing_secret: SecretStr = SecretStr("")
 
     # The org of events whose sender does not name one (an `org` label or ?org=).
     default_org: str = "default"
@@ -209,7 +211,8 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret this process holds, for the log redaction filter."""
         values = [self.kafka_sasl_password.get_secret_value(), self.database_url.get_secret_value(),
-                  self.sinks.database_url.get_secret_value(), self.ack.secret.get_secret_value()]
+                  self.sinks.database_url.get_secret_value(), self.ack.secret.get_secret_value(),
+                  self.ingest.slack_signing_secret.get_secret_value()]
         url = self.database_url.get_secret_value()
         if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
             values.append(url.split("@", 1)[0].split("//", 1)[-1].split(":", 1)[1])  # the password alone

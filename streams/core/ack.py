@@ -56,3 +56,15 @@ def on_approval(f: Fold, actor: str) -> None:
     f.outcome = "remediating"
 
 
+def on_rejection(f: Fold, actor: str) -> None:
+    """A human said no: the remediations waiting for approval are dropped (the alert keeps its course)."""
+    s = f.s
+    reset_cap(f, "human")
+    if s["status"] != "firing" or not s.get("approval"):
+        f.outcome = "recorded"
+        return
+    f.runbook = policy_runbook(f).name
+    f.note("rejected_by", actor)
+    f.note("rejected_steps", ",".join(str(i) for i in s["approval"]))
+    s["approval"] = []
+    f.outcome = "rejected"

@@ -1,27 +1,43 @@
-"""Signed acknowledge links: HMAC-SHA256 over the session and an expiry.
+"""Signed action links: HMAC-SHA256 over the session, the action, an expiry and a link id.
 
-A notification carries an "Acknowledge" link; clicking it reaches the ingest
-endpoint, which checks the signature and the expiry with :func:`verify_ack` and
-emits an ``ack`` event for the session. Signing and checking are pure (the secret and
-the time are arguments) so decide can put links into effects and stay replayable.
-The secret comes from ``OPSLOOP_ACK_SECRET`` and never appears in a link, a record or
-a log line; only the signature does.
+A notification carries an "Acknowledge" link (and, while a remediation waits for a
+human, "Approve" / "Reject"). Following one reaches ingest (``/ingest/ack``, see
+:mod:`streams.ingest.acklinks_page`): GET shows what the link will do and changes
+nothing (chat clients and mail scanners prefetch links); the page's button POSTs the
+signed fields back, and ingest checks them with :func:`verify_action_query` and
+produces the event. Signing and checking are pure (the secret and the time are
+arguments) so decide can put links into effects and stay replayable. The secret comes
+from ``OPSLOOP_ACK_SECRET`` and never appears in a link, a record or a log line; only
+the signature does.
 
-Link shape: ``{base_url}?session=<session key>&expires=<epoch ms>&sig=<hex>``.
+Link shape: ``{base_url}?session=<key>&action=<action>&org=<org>&expires=<epoch ms>&jti=<link id>&sig=<hex>``.
+``jti`` makes each link one use: the event a link produces takes its id from it, so a
+second POST is a duplicate (ingest answers "already used"; decide skips seen ids).
+Links of the first version (``session``, ``expires``, ``sig`` only; an ack) still verify.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
 from streams.errors import InvalidInputError
+from streams.model.records import derived_id
 
 ACK_TTL_MS = 24 * 3_600_000
+ACTIONS = ("ack", "approve", "reject", "silence-1h", "silence-4h")
+# What each action does, in the words a confirmation page and a chat update use.
+ACTION_LABELS = {
+    "ack": "Acknowledge", "approve": "Approve remediation", "reject": "Reject remediation",
+    "silence-1h": "Silence for 1 hour", "silence-4h": "Silence for 4 hours",
+}
+SILENCE_MS = {"silence-1h": 3_600_000, "silence-4h": 4 * 3_600_000}
 
 
 class AckLinkError(InvalidInputError, ValueError):
@@ -30,6 +46,22 @@ class AckLinkError(InvalidInputError, ValueError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class ActionLink:
+    """The verified fields of a link; ``link_id`` is what makes it one use."""
+
+    session: str
+    action: str
+    expires_at: int
+    org: str = ""
+    jti: str = ""
+    sig: str = ""
+
+    @property
+    def link_id(self) -> str:
+        return self.jti or self.sig[:32]
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -41,35 +73,65 @@ def _key(secret: str | bytes) -> bytes:
     return key
 
 
-def sign_ack(session_key: str, expires_at: int, secret: str | bytes, action: str = "ack") -> str:
-    """Hex HMAC-SHA256 of ``action``, ``session_key`` and ``expires_at`` (epoch ms)."""
-    message = f"{action}\n{session_key}\n{int(expires_at)}".encode()
-    return hmac.new(_key(secret), message, hashlib.sha256).hexdigest()
+def _message(action: str, session_key: str, expires_at: int, jti: str, org: str) -> bytes:
+    if not jti and not org:  # the first link version: ack links without a link id
+        return f"{action}\n{session_key}\n{int(expires_at)}".encode()
+    return json.dumps(["v2", action, session_key, int(expires_at), jti, org], separators=(",", ":")).encode()
+
+
+def sign_ack(session_key: str, expires_at: int, secret: str | bytes, action: str = "ack", jti: str = "",
+             org: str = "") -> str:
+    """Hex HMAC-SHA256 of ``action``, ``session_key``, ``expires_at`` (epoch ms), ``jti`` and ``org``."""
+    return hmac.new(_key(secret), _message(action, session_key, expires_at, jti, org), hashlib.sha256).hexdigest()
 
 
 def verify_ack(session_key: str, expires_at: int, signature: str, secret: str | bytes, now_ms: int,
-               action: str = "ack") -> None:
+               action: str = "ack", jti: str = "", org: str = "") -> None:
     """Raise AckLinkError unless the signature is right (constant-time) and not expired."""
-    expected = sign_ack(session_key, expires_at, secret, action)
+    expected = sign_ack(session_key, expires_at, secret, action, jti, org)
     if not isinstance(signature, str) or not hmac.compare_digest(expected, signature.lower()):
-        raise AckLinkError("bad signature")
+        raise AckLinkError("bad signature: the link was altered or is not from this opsloop")
     if now_ms > int(expires_at):
         raise AckLinkError("link expired")
 
 
-def verify_ack_query(params: Mapping[str, str], secret: str | bytes, now_ms: int) -> str:
-    """Check a link's query parameters; returns the session key (AckLinkError otherwise)."""
+def verify_action_query(params: Mapping[str, str], secret: str | bytes, now_ms: int) -> ActionLink:
+    """Check a link's fields (query or form); returns them verified (AckLinkError otherwise)."""
     session, expires, sig = params.get("session"), params.get("expires"), params.get("sig")
     if not session or not expires or not sig:
         raise AckLinkError("missing session, expires or sig")
+    action = params.get("action") or "ack"
+    if action not in ACTIONS:
+        raise AckLinkError(f"unknown action; expected one of {', '.join(ACTIONS)}")
     try:
         expires_at = int(expires)
     except ValueError:
         raise AckLinkError("expires is not epoch milliseconds") from None
-    verify_ack(session, expires_at, sig, secret, now_ms)
-    return session
+    jti, org = params.get("jti") or "", params.get("org") or ""
+    verify_ack(session, expires_at, sig, secret, now_ms, action, jti, org)
+    return ActionLink(session=session, action=action, expires_at=expires_at, org=org, jti=jti, sig=sig.lower())
+
+
+def verify_ack_query(params: Mapping[str, str], secret: str | bytes, now_ms: int) -> str:
+    """Check a link's query parameters; returns the session key (AckLinkError otherwise)."""
+    return verify_action_query(params, secret, now_ms).session
+
+
+def link_id(event_id: str, session_key: str, action: str) -> str:
+    """A link's id (``jti``), derived from the event whose message carries it, so decide stays pure."""
+    return derived_id("link", event_id, session_key, action)[:24]
+
+
+def action_link(base_url: str, session_key: str, action: str, expires_at: int, secret: str | bytes, *, jti: str,
+                org: str) -> str:
+    if action not in ACTIONS:
+        raise AckLinkError(f"unknown action {action!r}")
+    query = urlencode({"session": session_key, "action": action, "org": org, "expires": int(expires_at), "jti": jti,
+                       "sig": sign_ack(session_key, expires_at, secret, action, jti, org)})
+    return f"{base_url}{'&' if '?' in base_url else '?'}{query}"
 
 
 def ack_link(base_url: str, session_key: str, expires_at: int, secret: str | bytes) -> str:
+    """A link of the first version (no link id, no org): an ack, usable until it expires."""
     query = urlencode({"session": session_key, "expires": int(expires_at), "sig": sign_ack(session_key, expires_at, secret)})
     return f"{base_url}{'&' if '?' in base_url else '?'}{query}"

@@ -17,11 +17,12 @@ What an event means to a session:
 - webhook ``ack`` / ``incident.acknowledged``: a human took it; ``incident.resolved``:
   a human resolved it; ``pr.opened`` & co.: a review is wanted, ``pr.closed`` ends it;
   ``<thing>.failed`` / ``<thing>.succeeded``: a failure fires / clears;
-  ``remediation.approved``: run the remediation waiting for approval;
+  ``remediation.approved``: run the remediation waiting for approval; ``remediation.rejected``: drop it;
   ``silence.created`` / ``silence.expired``: recorded here, kept by the agent;
 - scan ``scan.completed``: findings fire, a clean scan clears, a failed scan fires;
 - timer ``timer.fired``: a group flush, an escalation step, a verification, the end of
-  flapping, a cron slot or a staggered dispatch.
+  flapping, a firing alert's ``endsAt`` passing without a re-send, a cron slot or a
+  staggered dispatch.
 
 Event ids a session has already folded are skipped (producers retry).
 """
@@ -56,13 +57,14 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # The version of decide's own rules, recorded in every decision next to the runbook set's
 # and the classifier's: replay can only promise identical decisions for records written by
 # the same rules. Bump it whenever a change makes the same inputs give other outputs
-# (2: effect ids by subject instead of by index).
-DECIDE_VERSION = "2"
+# (2: effect ids by subject instead of by index; 3: one-use action links with approve/reject).
+DECIDE_VERSION = "3"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")
 HUMAN_RESOLVE_TYPES = ("incident.resolved", "resolve")
 APPROVAL_TYPES = ("remediation.approved",)
+REJECTION_TYPES = ("remediation.rejected",)
 PR_OPEN_TYPES = ("pr.opened", "pr.reopened", "pr.ready_for_review", "pr.review_requested")
 PR_PUSH_TYPES = ("pr.synchronize",)
 PR_DONE_TYPES = ("pr.closed", "pr.merged")
@@ -285,13 +287,34 @@ def _dispatch(f: Fold) -> None:
         if payload.get("metric") is not None and payload.get("value") is not None:
             _on_sample(f, payload["metric"], float(payload["value"]))
         elif etype == "alert.firing" or (etype.startswith("alert") and status == "firing"):
-            incident.on_trigger(f, alert_key(event), _alert(event, ctx))
+            akey = alert_key(event)
+            incident.on_trigger(f, akey, _alert(event, ctx))
+            _track_ends_at(f, akey, payload)
         elif etype == "alert.resolved" or (etype.startswith("alert") and status == "resolved"):
             incident.on_clear(f, alert_key(event))
     elif kind == "webhook":
         _on_webhook(f, etype, payload)
     elif kind == "scan":
         _on_scan(f, payload)
+
+
+ENDS_PREFIX = "ends:"
+
+
+def _track_ends_at(f: Fold, akey: str, payload: Mapping[str, Any]) -> None:
+    """Prometheus sends a firing alert with ``endsAt`` in the future and re-sends it before then;
+    one not re-sent by its ``endsAt`` has stopped (its sender died): it resolves then, as in
+    Alertmanager. Each re-send moves the timer; a resolve cancels it (see incident.on_clear)."""
+    ends_at, starts_at = payload.get("ends_at"), payload.get("starts_at")
+    alert = f.s["alerts"].get(akey)
+    if not isinstance(ends_at, int) or ends_at <= int(starts_at or 0) or alert is None or alert["status"] != "firing":
+        return  # no endsAt (Alertmanager's zero time, a webhook), or the alert was not kept (overflow)
+    timer_id = f"{ENDS_PREFIX}{akey}"
+    pending = f.s["timers"].get(timer_id)
+    if pending is not None and pending["at"] >= ends_at:
+        return  # a retry or an out-of-order older re-send: never move it earlier
+    f.schedule(timer_id, max(ends_at, f.now), "ends", data={"alert": akey})
+    f.note("ends_at", ends_at)
 
 
 def _on_webhook(f: Fold, etype: str, payload: Mapping[str, Any]) -> None:
@@ -304,6 +327,8 @@ def _on_webhook(f: Fold, etype: str, payload: Mapping[str, Any]) -> None:
         incident.resolve_session(f, cause="human", skip_channel="pagerduty" if event["source"] == "pagerduty" else "")
     elif etype in APPROVAL_TYPES:
         ack.on_approval(f, actor)
+    elif etype in REJECTION_TYPES:
+        ack.on_rejection(f, actor)
     elif etype in SILENCE_TYPES:
         f.note("silence", payload.get("subject", ""))
         f.outcome = etype
@@ -393,6 +418,9 @@ def _on_timer(f: Fold, payload: Mapping[str, Any]) -> None:
         escalation.verify(f)
     elif purpose == "flap":
         incident.on_flap_timer(f)
+    elif purpose == "ends":
+        f.note("ended", "endsAt passed without a re-send")
+        incident.on_clear(f, (payload.get("data") or {}).get("alert", ""), cause="ends_at")
     elif purpose == "dispatch":
         data = payload.get("data") or {}
         schedule = _schedule(f, data.get("schedule", ""))

@@ -9,7 +9,7 @@ from streams.core import gates
 from streams.core.fold import Fold
 from streams.core.messages import (
     alert_labels, body_of, expand_receivers, fields_of, firing_alerts, lead_of, links_of, org_of, runbook_named, send,
-    silences_of, title_of,
+    silence_gate_of, silences_of, title_of,
 )
 
 
@@ -35,7 +35,7 @@ def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
     if f.check(gates.flapping_gate(s["flap"]["on"], s["flap"]["last"], f.now, rb.policy.flapping)):
         f.outcome = "flapping"
         return
-    if f.check(gates.silence_gate(silences_of(f), labels, f.now)):
+    if f.check(silence_gate_of(f, labels)):
         f.outcome = "suppressed"
     else:
         f.check(gates.Gate("ack", "pass", "not acknowledged"))
@@ -45,7 +45,8 @@ def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
         sent = send(f, receivers, rb=rb, kind=f"escalation-{step}", action="trigger", severity=lead["severity"],
                      title=f"Escalated ({why} for {minutes}m): {title_of(lead, len(firing))}",
                      body=body_of(f, lead, firing, rb), fields=fields_of(lead, rb, len(firing)),
-                     links=links_of(f, lead, rb, with_ack=True), content=str(step), autonomous=True)
+                     links=links_of(f, lead, rb, with_ack=True, approval=bool(s.get("approval"))), content=str(step),
+                     autonomous=True)
         f.outcome = "escalated" if sent else "suppressed"
     f.note("escalation_step", step)
     esc["next"] = step + 1
@@ -73,7 +74,7 @@ def verify(f: Fold) -> None:
     lead = found[1]
     rb = runbook_named(f, lead["runbook"])
     f.runbook = rb.name
-    if f.check(gates.silence_gate(silences_of(f), alert_labels(lead, org_of(f)), f.now)):
+    if f.check(silence_gate_of(f, alert_labels(lead, org_of(f)))):
         f.outcome = "suppressed"
         return
     sent = send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["severity"],

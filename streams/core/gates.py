@@ -143,6 +143,8 @@ def record_flip(flips: Sequence[int], now: int, policy: Flapping) -> list[int]:
 
 
 def is_flapping(flips: Sequence[int], now: int, policy: Flapping) -> bool:
+    if not policy.enabled:  # a runbook without a flapping policy never flaps
+        return False
     return sum(1 for t in flips if now - t < policy.window) >= policy.flips
 
 

@@ -15,7 +15,7 @@ from streams.core import gates
 from streams.core.fold import Fold
 from streams.core.messages import (
     alert_labels, body_of, expand_receivers, fields_of, firing_alerts, group_wait, lead_of, links_of, org_of,
-    route_of, runbook_named, send, silences_of, title_of,
+    route_of, runbook_named, send, silence_gate_of, silences_of, title_of,
 )
 from streams.core.gates import Gate
 from streams.model.records import derived_id
@@ -91,7 +91,7 @@ def _per_alert(f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str
 
 
 def _silences_gate(f: Fold, p: Pending) -> Gate:
-    return _per_alert(f, p, "silence", lambda labels: gates.silence_gate(silences_of(f), labels, f.now), "silenced",
+    return _per_alert(f, p, "silence", lambda labels: silence_gate_of(f, labels), "silenced",
                       last=False)
 
 
@@ -184,10 +184,11 @@ def _notify_group(f: Fold, p: Pending) -> None:
             receivers = expand_receivers(f, rb.notify_receivers, lead_labels)
     else:
         receivers = list(s.get("first_audience") or s["audience"]) or expand_receivers(f, rb.notify_receivers, lead_labels)
-    extra = "Remediation awaits approval." if kind == "initial" and any(r.requires_approval for r in rb.remediations) else ""
+    awaits = bool(s.get("approval")) or (kind == "initial" and any(r.requires_approval for r in rb.remediations))
+    extra = "Remediation awaits approval." if awaits else ""
     sent = send(f, receivers, rb=rb, kind=kind, action="trigger", severity=lead["severity"],
                  title=title_of(lead, len(p.notifiable)), body=body_of(f, lead, p.notifiable, rb, extra),
-                 fields=fields_of(lead, rb, len(p.notifiable)), links=links_of(f, lead, rb, with_ack=True),
+                 fields=fields_of(lead, rb, len(p.notifiable)), links=links_of(f, lead, rb, with_ack=True, approval=awaits),
                  content=p.content, autonomous=True)
     # The news is out (or was stopped by the cap/dedupe): either way this content is settled.
     s["group"]["hash"] = p.content

@@ -15,7 +15,7 @@ from streams.core.fold import Fold
 from streams.core.grouping import flush, schedule_flush
 from streams.core.messages import (
     alert_labels, expand_receivers, fields_of, firing_alerts, lead_of, links_of, org_of, policy_runbook, reset_cap,
-    route_of, runbook_named, send, silences_of, title_of,
+    route_of, runbook_named, send, silence_gate_of, silences_of, title_of,
 )
 from streams.model.runbooks import Runbook
 
@@ -70,6 +70,7 @@ def on_clear(f: Fold, akey: str, *, cause: str = "resolve", echo_to: str = "") -
         f.outcome = "recorded"
         return
     alert.update(status="resolved", at=f.now)
+    f.cancel(f"ends:{akey}", cause)
     f.runbook = s.get("runbook") or alert["runbook"]
     if firing_alerts(s):
         f.outcome = "grouped"
@@ -90,7 +91,7 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
     if was_firing:
         _status_change(f, "resolved", rb)
     s["status"] = "resolved"
-    for prefix in ("grp:", "esc:", "verify:"):
+    for prefix in ("grp:", "esc:", "verify:", "ends:"):
         f.cancel(prefix, cause)
     reset_cap(f, "resolve")
     if cause == "human":
@@ -100,6 +101,8 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
         f.outcome = "recorded"
         return
     if s["flap"]["on"]:
+        # It stopped firing: a pager's incident closes now (a flapping notice is never a page).
+        send_resolved(f, rb, skip_channel, only_channel="pagerduty")
         if not _flap_notice(f, rb):
             f.check(gates.flapping_gate(True, s["flap"]["last"], f.now, rb.policy.flapping))
             f.outcome = "flapping"
@@ -112,14 +115,17 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
     s["alerts"] = {}
 
 
-def send_resolved(f: Fold, rb: Runbook, skip_channel: str = "") -> None:
+def send_resolved(f: Fold, rb: Runbook, skip_channel: str = "", only_channel: str = "") -> None:
     s = f.s
     alerts = sorted(s["alerts"].items())
     found = lead_of(alerts)
     if found is None:
         return
     lead = found[1]
-    receivers = [r for r in s["audience"] if f.ctx.runbooks.routing.channel_of(r) != skip_channel]
+    channel_of = f.ctx.runbooks.routing.channel_of
+    receivers = [r for r in s["audience"] if channel_of(r) != skip_channel and (not only_channel or channel_of(r) == only_channel)]
+    if not receivers and only_channel:
+        return
     title = f"Resolved: {title_of(lead, len(alerts))}"
     sent = send(f, receivers, rb=rb, kind="resolve", action="resolve", severity="info", title=title,
                  body=f"{lead['title']} is no longer firing.", fields=fields_of(lead, rb, len(alerts)),
@@ -154,9 +160,11 @@ def _flap_notice(f: Fold, rb: Runbook) -> bool:
         return False
     lead = found[1]
     labels = alert_labels(lead, org_of(f))
-    if f.check(gates.silence_gate(silences_of(f), labels, f.now)):
+    if f.check(silence_gate_of(f, labels)):
         return False
     receivers = s["audience"] or expand_receivers(f, rb.notify_receivers, labels)
+    if s["status"] != "firing":  # noticed as it resolves: tell the people, never trigger a pager
+        receivers = [r for r in receivers if f.ctx.runbooks.routing.channel_of(r) != "pagerduty"]
     pol = rb.policy.flapping
     sent = send(f, receivers, rb=rb, kind="flapping", action="trigger", severity="warning",
                  title=f"Flapping: {lead['title']}",

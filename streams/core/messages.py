@@ -114,21 +114,26 @@ def body_of(f: Fold, lead: Mapping[str, Any], alerts: list[tuple[str, Mapping[st
 
 
 def fields_of(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str]:
+    # The runbook is the effect's own ``runbook``; every formatter shows it from there (not as a field too).
     fields = {k: v for k, v in (lead.get("labels") or {}).items() if k not in ("alertname",)}
-    fields["runbook"] = rb.name
     if count > 1:
         fields["alerts"] = str(count)
     return fields
 
 
-def links_of(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool) -> list[dict[str, str]]:
+def links_of(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool, approval: bool = False) -> list[dict[str, str]]:
+    """Acknowledge (and Approve / Reject while a remediation waits) as signed one-use links, then Source and Runbook."""
     links = []
     ctx = f.ctx
     if with_ack and ctx.ack_base_url and ctx.ack_secret:
-        from streams.core.acklinks import ack_link
+        from streams.core.acklinks import action_link, link_id
 
-        expires = f.now + ctx.ack_ttl_ms
-        links.append({"label": "Acknowledge", "url": ack_link(ctx.ack_base_url, f.event["session_key"], expires, ctx.ack_secret)})
+        expires, session, org = f.now + ctx.ack_ttl_ms, f.event["session_key"], org_of(f)
+        actions = [("Acknowledge", "ack")] + ([("Approve", "approve"), ("Reject", "reject")] if approval else [])
+        for label, action in actions:
+            url = action_link(ctx.ack_base_url, session, action, expires, ctx.ack_secret,
+                              jti=link_id(f.event["event_id"], session, action), org=org)
+            links.append({"label": label, "url": url})
     if lead.get("url"):
         links.append({"label": "Source", "url": lead["url"]})
     if rb.url:
@@ -182,3 +187,9 @@ def silences_of(f: Fold) -> tuple[Silence, ...]:
     return (*f.ctx.runbooks.maintenance, *f.ctx.silences)
 
 
+SESSION_LABEL = "opsloop_session"  # what a silence made from a message ("silence 1h") matches on
+
+
+def silence_gate_of(f: Fold, labels: Mapping[str, str]) -> gates.Gate:
+    """Silences match the routing labels plus the session key (so a silence can name one session)."""
+    return gates.silence_gate(silences_of(f), {**labels, SESSION_LABEL: f.event["session_key"]}, f.now)

@@ -3,10 +3,13 @@
 Prometheus can list opsloop as its alertmanager; Alertmanager can list it as a
 webhook receiver. Each alert becomes one telemetry event:
 
-* ``event_id = derived_id("alert", org, fingerprint, startsAt, status)``. Prometheus
-  re-sends a firing alert every resend delay with the same startsAt (and a moving
-  endsAt): same id, so a re-send is answered ``duplicate`` and never becomes a
-  second notification; decide skips ids a session has seen across restarts.
+* ``event_id = derived_id("alert", org, fingerprint, startsAt, status)``, plus endsAt
+  for a firing alert of Prometheus's push. Prometheus re-sends a firing alert every
+  resend delay with the same startsAt and an endsAt moved on; each re-send is an event
+  (decide folds it as a ``repeat``: no notification) because it moves the time at
+  which the alert resolves by itself when its sender stops re-sending it (endsAt, as in
+  Alertmanager). A retry of one post keeps its id and is answered ``duplicate``;
+  decide skips ids a session has seen across restarts.
 * The fingerprint is Alertmanager's (FNV-1a 64 over the sorted label set), taken
   from the webhook when it carries one, computed otherwise, so the same alert has
   the same fingerprint whichever way it arrives.
@@ -74,7 +77,8 @@ def alert_event(
     except LookupError as exc:
         raise BadRequest(join(path, "labels"), f"no session rule applies: {exc}") from None
     return {
-        "event_id": derived_id("alert", org, fp, str(starts_at), status),
+        "event_id": derived_id("alert", org, fp, str(starts_at), status,
+                               *((str(ends_at),) if source == "prometheus" and status == "firing" and ends_at else ())),
         "session_key": key,
         "session_rule": rule,
         "kind": "telemetry",

@@ -7,6 +7,9 @@ Routes::
     POST /ingest/webhook/{provider}  signed webhooks: github, pagerduty                      HMAC-SHA256
     POST /ingest/scan                drift / compliance / cost scan results                  bearer token
     POST /ingest/events              the generic event envelope (one or an array)            bearer token
+    GET  /ingest/ack                 a signed action link: a page saying what it will do      the link's HMAC
+    POST /ingest/ack                 the page's button: produce the ack / approval / silence  the link's HMAC
+    POST /ingest/slack/interactivity Slack buttons (ack, silence, approve, reject)            Slack request signing
     GET  /healthz                    the process answers
     GET  /readyz                     Kafka reachable and the events.* topics present (else 503)
     GET  /metrics                    Prometheus metrics of this ingest
@@ -28,12 +31,14 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import generate_latest
 
+from streams.ingest.acklinks_page import get_ack, post_ack
 from streams.ingest.alerts import post_alertmanager_webhook, post_prometheus_alerts
 from streams.ingest.auth import TokenAuth, producer_tokens
 from streams.ingest.errors import IngestError
 from streams.ingest.events import post_events
 from streams.ingest.pipeline import INGEST, Ingest
 from streams.ingest.publisher import Publisher
+from streams.ingest import slack as slack_interactivity
 from streams.ingest.scans import post_scan
 from streams.ingest.scopes import load_scopes
 from streams.ingest.sessions import load_session_rules
@@ -66,7 +71,8 @@ def build_ingest(settings: Settings, environ: Mapping[str, str] | None = None) -
 
 
 # For opsloop_events_rejected_total{kind, reason} (streams.metrics, shared with the dashboard).
-KIND_OF_ROUTE = {"prometheus": "telemetry", "alertmanager": "telemetry", "webhook": "webhook", "scan": "scan", "events": "any"}
+KIND_OF_ROUTE = {"prometheus": "telemetry", "alertmanager": "telemetry", "webhook": "webhook", "scan": "scan", "events": "any",
+                 "ack": "webhook", "slack": "webhook"}
 REJECTION_REASONS = {
     400: "invalid", 401: "auth", 403: "auth", 404: "not_found", 408: "timeout", 409: "replay", 413: "too_large",
     415: "invalid", 429: "backpressure",
@@ -132,6 +138,9 @@ def create_app(settings: Settings, config: IngestSettings | None = None,
     app.router.add_post("/ingest/webhook/{provider}", post_webhook, name="webhook")
     app.router.add_post("/ingest/scan", post_scan, name="scan")
     app.router.add_post("/ingest/events", post_events, name="events")
+    app.router.add_get("/ingest/ack", get_ack, name="ack-page")
+    app.router.add_post("/ingest/ack", post_ack, name="ack")
+    slack_interactivity.register(app)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")

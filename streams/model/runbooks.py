@@ -66,6 +66,14 @@ class Flapping:
     window: int = 600_000
     stable_for: int = 600_000
 
+    @property
+    def enabled(self) -> bool:
+        return self.flips > 0
+
+
+# Flapping is opt-in per runbook (``policy.flapping``): without it a session never counts as flapping.
+NO_FLAPPING = Flapping(flips=0)
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -73,7 +81,7 @@ class Policy:
     dedupe_window: int = 600_000
     max_consecutive: int = 3
     reset_on: tuple[str, ...] = RESETS
-    flapping: Flapping = field(default_factory=Flapping)
+    flapping: Flapping = NO_FLAPPING
     escalate_from: str = "urgent"
 
 
@@ -401,7 +409,8 @@ def _policy(path: Path, doc: LineDict, what: str) -> Policy:
     d = Policy()
     flapping = d.flapping
     fraw = _mapping(path, raw, "flapping", w)
-    if fraw is not None:
+    if fraw is not None:  # given (even as {}): on, with 4 flips in 10m unless it says otherwise
+        flapping = Flapping()
         check_keys(path, fraw, FLAPPING_FIELDS, f"{w}: flapping")
         window = _duration(path, fraw, "window", f"{w}: flapping", flapping.window)
         flapping = Flapping(flips=_int(path, fraw, "flips", f"{w}: flapping", flapping.flips, 2), window=window,

@@ -501,3 +501,68 @@ def test_a_state_of_version_2_continues_as_if_never_upgraded(ctx):
         assert da.record == db.record and da.effects == db.effects
         a, b = da.state, db.state
     assert a == b
+
+
+# -- issue 14: resolve titles, runbook once, flapping opt-in and never a page at resolve --------------
+
+
+def _flip(sim, times, verdict=WARN_DOWN, name="PrometheusTargetMissing"):
+    for i, t in enumerate(times):
+        sim.feed(alert(name, status="firing" if i % 2 == 0 else "resolved", at=t, source="alertmanager"), verdict)
+
+
+def test_resolve_title_has_one_prefix_and_runbook_is_listed_once_in_teams_and_email(ctx):
+    from agents.sinks.channels import email, slack, teams
+    from streams.model.receivers import Receiver
+
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0), WARN_DOWN)
+    sim.advance(T0 + 5 * MIN)
+    sim.feed(alert(status="resolved", at=T0 + 10 * MIN), WARN_DOWN)
+    [resolved] = sim.notifications("resolve")[:1]
+    header = slack.build_payload(resolved, Receiver("s", "slack", {}))["attachments"][0]["blocks"][0]["text"]["text"]
+    assert header.count("Resolved:") == 1
+    card = teams.build_card(resolved)
+    assert card["body"][0]["text"].count("Resolved:") == 1
+    facts = [fact["title"] for block in card["body"] if block["type"] == "FactSet" for fact in block["facts"]]
+    assert facts.count("runbook") == 1
+    mail = email.build_message(resolved, Receiver("m", "email", {"from": "o@example.com", "to": "x@example.com"}))
+    assert mail.get_body(("plain",)).get_content().count("runbook:") == 1
+    assert mail.get_body(("html",)).get_content().count(">runbook<") == 1
+    assert mail["Subject"].count("Resolved:") == 1
+
+
+def test_a_runbook_without_a_flapping_policy_never_flaps(rset):
+    """fire, resolve, fire, resolve within 10 minutes under the default runbook: plain notices, no "Flapping"."""
+    other = Verdict(category="other", severity="urgent")
+    sim = Sim(Context(verdict=other, runbooks=rset))
+    _flip(sim, [T0, T0 + 2 * MIN, T0 + 4 * MIN, T0 + 6 * MIN, T0 + 8 * MIN, T0 + 9 * MIN], other, name="SomethingOdd")
+    assert rset.get("default").policy.flapping.enabled is False
+    notes = sim.notifications()
+    assert notes and not [n for n in notes if "Flapping" in n["notify"]["title"]]
+    assert not sim.state["flap"]["on"]
+    assert "flapping" not in {d.record["outcome"] for _, d in sim.decisions}
+
+
+def test_a_flapping_notice_at_resolve_time_never_triggers_pagerduty(rset):
+    """The issue's sequence (fire, resolve, fire, resolve within 10 minutes) under a runbook that opts
+    in to flapping and pages at once: the 4th change is a resolve, so the chat gets the Flapping
+    notice and PagerDuty a resolve, never a trigger."""
+    from dataclasses import replace as dc_replace
+
+    from streams.model.runbooks import EscalationStep, RunbookSet
+
+    paging = dc_replace(rset.get("target-down"), escalation=(EscalationStep(0, "pagerduty-primary"), EscalationStep(0, "infra-slack")))
+    assert paging.policy.flapping.enabled
+    runbooks = RunbookSet(tuple(paging if rb.name == "target-down" else rb for rb in rset.runbooks), rset.routing,
+                          version="test-paging")
+    sim = Sim(Context(verdict=URGENT_DOWN, runbooks=runbooks))
+    _flip(sim, [T0, T0 + 2 * MIN, T0 + 4 * MIN, T0 + 6 * MIN], URGENT_DOWN)
+    notes = sim.notifications()
+    pd = [(e["notify"]["action"], e["notify"]["title"]) for e in notes if e["notify"]["channel"] == "pagerduty"]
+    assert pd[0][0] == "trigger" and pd[-1][0] == "resolve", pd
+    last = [e for e in sim.decisions[-1][1].all_effects if e["type"] == "notify"]
+    assert sim.decisions[-1][1].record["outcome"] == "flapping-notice"
+    flapping = [e for e in last if e["notify"]["title"].startswith("Flapping:")]
+    assert flapping and all(e["notify"]["channel"] != "pagerduty" for e in flapping)
+    assert [e["notify"]["action"] for e in last if e["notify"]["channel"] == "pagerduty"] == ["resolve"]

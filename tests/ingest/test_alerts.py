@@ -51,13 +51,17 @@ def test_firing_resolved_from_ends_at_relative_to_receive_time():
     assert all(e["received_at"] == NOW and e["kind"] == "telemetry" and e["source"] == "prometheus" for e in events)
 
 
-def test_a_resend_with_a_moving_ends_at_has_the_same_event_id():
+def test_a_resend_with_a_moving_ends_at_is_a_new_event_and_a_retry_is_not():
+    """A re-send moves the alert's end (decide resolves it there if no re-send comes), so it must reach decide."""
     first = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:04:00Z"}])[0]
+    retry = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:04:00Z"}], received_at=NOW + 5_000)[0]
     resend = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:06:00Z"}], received_at=NOW + 120_000)[0]
     resolved = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:01:00Z"}], received_at=NOW + 120_000)[0]
-    assert first["event_id"] == resend["event_id"]
+    assert first["event_id"] == retry["event_id"] != resend["event_id"]
+    assert resend["payload"]["ends_at"] == timestamp_ms("2024-05-01T10:06:00Z", "x")
     assert resolved["event_id"] != first["event_id"]
-    assert first["event_id"] == derived_id("alert", "acme", fingerprint(CPU), str(timestamp_ms("2024-05-01T09:50:00Z", "x")), "firing")
+    assert first["event_id"] == derived_id("alert", "acme", fingerprint(CPU), str(timestamp_ms("2024-05-01T09:50:00Z", "x")), "firing",
+                                           str(timestamp_ms("2024-05-01T10:04:00Z", "x")))
     assert first["session_key"] == resolved["session_key"] == "acme:alert:HostHighCpuLoad:web-1:9100"
 
 

@@ -61,10 +61,11 @@ def test_slack_over_limit_content_is_trimmed_with_a_marker_not_rejected() -> Non
 
 
 def test_slack_resolve_is_an_update_message() -> None:
-    payload = slack.build_payload(make_effect("infra-slack", "slack", action="resolve"), SLACK)
+    # decide writes the resolve's title ("Resolved: ..."); the formatter adds no second prefix
+    payload = slack.build_payload(make_effect("infra-slack", "slack", action="resolve", title="Resolved: Host out of memory"), SLACK)
     assert validate_slack(payload) == []
     header = payload["attachments"][0]["blocks"][0]["text"]["text"]
-    assert "Resolved: Host out of memory" in header and ":white_check_mark:" in header
+    assert header == ":white_check_mark: Resolved: Host out of memory" and ":white_check_mark:" in header
     assert "subteam" not in json.dumps(payload)
 
 

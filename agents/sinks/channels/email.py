@@ -58,7 +58,7 @@ def _plain(effect: Mapping[str, Any], n: Mapping[str, Any], action: str) -> str:
         lines += [n["body"], ""]
     for key, value in (n.get("fields") or {}).items():
         lines.append(f"{key}: {value}")
-    if effect.get("runbook"):
+    if effect.get("runbook") and "runbook" not in (n.get("fields") or {}):  # effects written before 3 had it in fields
         lines.append(f"runbook: {effect['runbook']}")
     if n.get("links"):
         lines.append("")
@@ -68,9 +68,10 @@ def _plain(effect: Mapping[str, Any], n: Mapping[str, Any], action: str) -> str:
 
 def _html(effect: Mapping[str, Any], n: Mapping[str, Any], action: str) -> str:
     e = html.escape
-    rows = "".join(
-        f"<tr><th align=\"left\">{e(k)}</th><td>{e(v)}</td></tr>" for k, v in (n.get("fields") or {}).items()
-    )
+    facts = dict(n.get("fields") or {})
+    if effect.get("runbook"):
+        facts.setdefault("runbook", effect["runbook"])
+    rows = "".join(f"<tr><th align=\"left\">{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts.items())
     links = " · ".join(f"<a href=\"{e(link['url'], quote=True)}\">{e(link['label'])}</a>" for link in n.get("links") or [])
     body = "".join(f"<p>{e(p)}</p>" for p in (n.get("body") or "").split("\n\n") if p.strip())
     return (

@@ -5,7 +5,10 @@ plain_text ≤ 150 characters, section text ≤ 3,000, ≤ 10 fields of ≤ 2,00
 ≤ 25 elements in an actions block, button text ≤ 75 and url ≤ 3,000. Content over a
 limit is trimmed with a visible marker, never rejected: a page that is cut short
 beats one that is not sent. Incoming webhooks cannot edit a message, so an
-acknowledge or resolve is rendered as a short update message.
+acknowledge or resolve is rendered as a short update message. With the receiver
+setting ``interactive: true`` a trigger carries Acknowledge / Silence 1h / Silence 4h
+(and Approve / Reject while a remediation waits) buttons for the Slack app's
+interactivity endpoint in ingest instead of the signed-link buttons.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ BUTTON_TEXT_MAX = 75
 URL_MAX = 3000
 CONTEXT_ELEMENTS_MAX = 10
 FALLBACK_MAX = 3000
-ACTION_PREFIX = {"trigger": "", "acknowledge": "Acknowledged: ", "resolve": "Resolved: "}
 ACTION_EMOJI = {"trigger": {"urgent": ":rotating_light:", "action": ":warning:", "warning": ":warning:", "info": ":information_source:"},
                 "acknowledge": ":eyes:", "resolve": ":white_check_mark:"}
 
@@ -49,11 +51,34 @@ def _mentions(receiver: Receiver, severity: str, action: str) -> str:
     return " ".join(f"<!subteam^{group}>" for group in receiver.setting("mention_groups", []) or [])
 
 
+# Buttons handled by ingest's /ingest/slack/interactivity (streams/ingest/slack.py): action id, text, style.
+INTERACTIVE = (("ack", "Acknowledge", "primary"), ("silence_1h", "Silence 1h", None), ("silence_4h", "Silence 4h", None))
+APPROVAL_BUTTONS = (("approve", "Approve", "primary"), ("reject", "Reject", "danger"))
+SIGNED_LINK_LABELS = ("Acknowledge", "Approve", "Reject")
+
+
+def interactive_buttons(effect: Mapping[str, Any], n: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Block Kit buttons whose value names the session; Approve / Reject while a remediation waits
+    (decide adds an Approve link then)."""
+    value = json.dumps({"session": effect["session_key"], "org": effect.get("org", "")}, separators=(",", ":"))
+    specs = list(INTERACTIVE)
+    if any(link["label"] == "Approve" for link in n.get("links") or []):
+        specs[1:1] = APPROVAL_BUTTONS
+    buttons = []
+    for action_id, text, style in specs:
+        button: dict[str, Any] = {"type": "button", "action_id": action_id, "value": value,
+                                  "text": {"type": "plain_text", "text": text, "emoji": True}}
+        if style:
+            button["style"] = style
+        buttons.append(button)
+    return buttons
+
+
 def build_payload(effect: Mapping[str, Any], receiver: Receiver) -> dict[str, Any]:
     """The webhook JSON for a notify effect (pure)."""
     n = notify_of(effect)
     severity, action = n["severity"], n.get("action") or "trigger"
-    title = f"{ACTION_PREFIX.get(action, '')}{n['title']}"
+    title = n["title"]
     header_text = trim(f"{_emoji(action, severity)} {title}".strip(), HEADER_MAX)
     mentions = _mentions(receiver, severity, action)
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": header_text, "emoji": True}}]
@@ -83,8 +108,11 @@ def build_payload(effect: Mapping[str, Any], receiver: Receiver) -> dict[str, An
     blocks.append({"type": "context", "elements": [
         {"type": "mrkdwn", "text": trim(text, SECTION_TEXT_MAX)} for text in context[:CONTEXT_ELEMENTS_MAX]
     ]})
-    buttons = []
-    for i, link in enumerate((n.get("links") or [])[:ACTIONS_MAX]):
+    interactive = bool(receiver.setting("interactive")) and action == "trigger"
+    buttons = interactive_buttons(effect, n) if interactive else []
+    for i, link in enumerate((n.get("links") or [])[:ACTIONS_MAX - len(buttons)]):
+        if interactive and link["label"] in SIGNED_LINK_LABELS:
+            continue  # the interactive button does the same without leaving Slack
         if len(link["url"]) > URL_MAX:
             continue  # a cut URL would lead somewhere wrong; the fallback text still names it
         button = {"type": "button", "action_id": f"link-{i}", "url": link["url"],
@@ -127,12 +155,16 @@ def check_settings(settings: Mapping[str, Any], secrets: Mapping[str, Any]) -> N
         groups = settings["mention_groups"]
         if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
             raise SettingError("mention_groups", "must be a list of Slack user-group ids like S0123ABC")
+    if "interactive" in settings and not isinstance(settings["interactive"], bool):
+        raise SettingError("interactive", "must be true or false")
 
 
 # The default rate follows Slack's documented limit: about one message per second per incoming webhook.
 SPEC = ChannelSpec(
     required=("webhook_url",), secret_only=("webhook_url",),
-    optional=("mention_groups", "username", "icon_emoji"), default_rate=RateLimit(1, 1.0), check_settings=check_settings,
+    # interactive: true adds Acknowledge / Silence / Approve / Reject buttons that post to
+    # ingest's /ingest/slack/interactivity (the Slack app's Request URL; see README).
+    optional=("mention_groups", "username", "icon_emoji", "interactive"), default_rate=RateLimit(1, 1.0), check_settings=check_settings,
 )
 
 CHANNEL = Channel(name="slack", spec=SPEC, render=render, check=check, idempotent=False)

@@ -25,14 +25,13 @@ MAX_BYTES = 28 * 1024
 TITLE_MAX = 1000
 CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 TITLE_COLOUR = {"urgent": "Attention", "action": "Warning", "warning": "Warning", "info": "Accent"}
-ACTION_PREFIX = {"trigger": "", "acknowledge": "Acknowledged: ", "resolve": "Resolved: "}
 _BODY_ERROR = re.compile(r"(?:HTTP error|\"statusCode\"\s*:|\"code\"\s*:)\s*\"?(\d{3})")
 
 
 def build_card(effect: Mapping[str, Any], body_limit: int | None = None, facts_limit: int | None = None) -> dict[str, Any]:
     n = notify_of(effect)
     severity, action = n["severity"], n.get("action") or "trigger"
-    title = trim(f"{ACTION_PREFIX.get(action, '')}{n['title']}", TITLE_MAX)
+    title = trim(n["title"], TITLE_MAX)
     colour = "Good" if action == "resolve" else TITLE_COLOUR.get(severity, "Default")
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Large", "wrap": True, "color": colour},
@@ -43,7 +42,7 @@ def build_card(effect: Mapping[str, Any], body_limit: int | None = None, facts_l
     if text:
         body.append({"type": "TextBlock", "text": trim(text, body_limit) if body_limit is not None else text, "wrap": True})
     facts = [{"title": k, "value": v} for k, v in (n.get("fields") or {}).items()]
-    if effect.get("runbook"):
+    if effect.get("runbook") and "runbook" not in (n.get("fields") or {}):  # effects written before 3 had it in fields
         facts.append({"title": "runbook", "value": effect["runbook"]})
     if facts_limit is not None and len(facts) > facts_limit:
         facts = facts[:facts_limit] + [{"title": "…", "value": f"{len(facts) - facts_limit} more facts not shown"}]
