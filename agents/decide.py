@@ -42,6 +42,8 @@ from streams.kafka.producer import now_ms
 from streams.settings import Settings
 from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
 from streams.core.timers import PartitionClock
+from streams.core.inhibition import InhibitorIndex
+from streams.kafka.tracked import Changes, watch_table
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,9 @@ class DecideAgent:
         self._fallback: Classify | None = None
         self.base = configured_context(runbooks, settings.ack)
         self.silence_cache = SilenceCache()
+        self.inhibitor_index = InhibitorIndex(self.base.runbooks.routing.inhibit_rules)
+        self._inhibitor_changes: Changes | None = None
+        self._inhibitor_watched = False
         self.outbox_topic = settings.topic_prefix + "outbox"
         self.decisions_topic = settings.topic_prefix + "decisions"
         self.partitions = dict(partitions)  # physical topic -> partition count, for the batcher
@@ -92,9 +97,19 @@ class DecideAgent:
     # -- the pure-ish middle ------------------------------------------------------------
 
     def context(self) -> Context:
-        """The batch's context: the silences and other sessions' inhibiting alerts as the tables hold them now."""
+        """The batch's context: the silences and other sessions' inhibiting alerts as the tables hold them now.
+
+        The inhibitors come as an index kept across batches: only the sessions whose
+        table rows changed since the last batch are re-indexed (a plain-dict table is
+        diffed instead). decide_batch does not await, so the index cannot change
+        under a batch.
+        """
+        if self._inhibitor_changes is None and not self._inhibitor_watched:
+            self._inhibitor_changes = watch_table(self.tables.inhibitors)
+            self._inhibitor_watched = True
+        changed = self._inhibitor_changes.drain() if self._inhibitor_changes is not None else None
         return context_from_tables(self.base, silences=self.tables.silences, inhibitors=self.tables.inhibitors,
-                                   cache=self.silence_cache)
+                                   cache=self.silence_cache, index=self.inhibitor_index, changed=changed)
 
     def classify(self, events: list[dict[str, Any]]) -> list[Verdict]:
         """One classifier call per batch; if the model fails on a batch, the keyword rules answer it (flagged)."""

@@ -10,6 +10,11 @@ promoted twice (this worker restarted, or the partition moved before decide cons
 the first event) is one event to decide, which skips ids it has seen and timers that
 are no longer pending. Decide removes a fired timer from the session's state, which
 removes it from the index.
+
+The ticker does not read the whole table each tick: a :class:`~streams.core.timer_index.TimerIndex`
+(heaps by due time per partition) is fed the rows that changed since the last tick
+(:func:`streams.kafka.tracked.watch_table`; a plain-dict table is diffed), and a tick
+that comes while the previous one still runs is skipped, not stacked.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from streams import metrics
 from streams.kafka.codec import Codec
 from streams.kafka.producer import now_ms
 from streams.settings import TimerSettings
-from streams.core.timers import PartitionClock, due_timers, timer_event
+from streams.core.timer_index import TimerIndex
+from streams.core.timers import PartitionClock, timer_event
+from streams.kafka.tracked import Changes, watch_table
 from streams.kafka.catalogue import EVENT_TOPICS
 
 log = logging.getLogger(__name__)
@@ -47,16 +54,37 @@ class Ticker:
                  send: Send) -> None:
         self.timers, self.clock, self.settings, self.codec, self.send = timers, clock, settings, codec, send
         self.promoted: dict[tuple[str, str, int], float] = {}
+        self.index = TimerIndex()
+        self._changes: Changes | None = None
+        self._watched = False
+        self.running = False
+        self.skipped = 0  # ticks skipped because the previous one was still running
+
+    def _sync(self) -> None:
+        if not self._watched:
+            self._changes, self._watched = watch_table(self.timers), True
+        self.index.sync(self.timers, self._changes.drain() if self._changes is not None else None)
 
     async def tick(self, active: Iterable[int], *, mono: float | None = None) -> int:
-        """Promote what is due on the ``active`` partitions; returns how many timers were sent."""
-        active = set(active)
+        """Promote what is due on the ``active`` partitions; returns how many timers were sent
+        (0 at once when the previous tick is still running)."""
+        if self.running:
+            self.skipped += 1
+            log.debug("timer tick skipped: the previous one is still running")
+            return 0
+        self.running = True
+        try:
+            return await self._tick(set(active), mono)
+        finally:
+            self.running = False
+
+    async def _tick(self, active: set[int], mono: float | None) -> int:
         if not active:
             return 0
         tset = self.settings
-        entries = list(self.timers.items())
-        metrics.TIMERS_PENDING.set(sum(len(e.get("t") or {}) for _, e in entries if e and e.get("p") in active))
-        due = due_timers(entries, lambda p: self.clock.now(p, tset.clock, tset.idle_s), active)
+        self._sync()
+        metrics.TIMERS_PENDING.set(self.index.pending(active))
+        due = self.index.due(active, lambda p: self.clock.now(p, tset.clock, tset.idle_s))
         mono = time.monotonic() if mono is None else mono
         acks = []
         for session, org, timer_id, spec in due:

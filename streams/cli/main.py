@@ -219,6 +219,17 @@ def channel_specs() -> dict[str, ChannelSpec]:
     return specs()
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streams.devtools import bench
+
+    try:
+        bench.run(events=args.events, timeout=args.timeout, progress=not args.no_progress,
+                  baseline=Path(args.baseline) if args.baseline else None)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from streams.cli.runbooks import run_check
 
@@ -308,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--baseline-runbooks", help="the runbook directory the recorded decisions used (default: OPSLOOP_RUNBOOKS_DIR)")
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_replay)
+
+    bench = sub.add_parser("bench", help="events/s of one worker beside a raw aiokafka passthrough, on a local broker")
+    bench.add_argument("--events", type=int, default=20_000, help="events to pre-load (default 20000)")
+    bench.add_argument("--timeout", type=float, default=600.0, help="seconds each level may take (default 600)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    bench.add_argument("--baseline", metavar="DIR", help="also time a worker run from this checkout (e.g. a `git worktree` of main)")
+    bench.set_defaults(func=cmd_bench)
 
     check = sub.add_parser("check", help="validate the runbook set (runbooks, routing, schedules); file:line on error")
     check.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")

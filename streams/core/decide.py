@@ -48,6 +48,7 @@ from streams.core.timers import slots_between
 
 if TYPE_CHECKING:
     from streams.settings import AckSettings
+    from streams.core.inhibition import InhibitorIndex
 
 __all__ = ["Context", "Decision", "configured_context", "Fired", "TIMER_VERDICT", "Verdict", "decide", "effect_id", "initial_state",
            "recorded_inputs", "sign_ack", "verify_ack"]
@@ -91,8 +92,9 @@ class Context:
     verdict: Verdict = field(default_factory=Verdict)
     runbooks: RunbookSet = field(default_factory=builtin_set)
     silences: tuple[Silence, ...] = ()
-    # Firing alerts of other sessions that can inhibit: (session_key, routing labels).
-    inhibitors: tuple[tuple[str, Mapping[str, str]], ...] = ()
+    # Firing alerts of other sessions that can inhibit: (session_key, routing labels); the
+    # decide agent hands an InhibitorIndex (iterates as those pairs, looked up by equal labels).
+    inhibitors: "tuple[tuple[str, Mapping[str, str]], ...] | InhibitorIndex" = ()
     ack_base_url: str = ""
     ack_secret: str = field(default="", repr=False)
     ack_ttl_ms: int = 24 * 3_600_000

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from streams.core.inhibition import IndexedSources
 from streams.model.matchers import matches_all
 from streams.model.routing import InhibitRule, Timing
 from streams.model.runbooks import Flapping, Trigger
@@ -171,14 +172,22 @@ def silence_gate(silences: Iterable[Silence], labels: Mapping[str, str], now: in
 # -- inhibition ----------------------------------------------------------------------
 
 
-def inhibition_gate(labels: Mapping[str, str], sources: Iterable[Mapping[str, str]], rules: Sequence[InhibitRule]) -> Gate:
+_SOURCE: Any = object()
+
+
+def inhibition_gate(labels: Mapping[str, str], sources: "Iterable[Mapping[str, str]] | IndexedSources",
+                    rules: Sequence[InhibitRule]) -> Gate:
     """Stop a target alert while a firing source alert of a rule shares its ``equal`` labels.
 
     An alert never inhibits itself (Alertmanager's rule), so a critical alert matching
-    both sides of a rule is not muted by its own presence.
+    both sides of a rule is not muted by its own presence. ``sources`` is a list to scan
+    or an :class:`~streams.core.inhibition.IndexedSources` to look up (same result).
     """
     if not rules:
         return Gate("inhibit", PASS)
+    if isinstance(sources, IndexedSources):  # the same answer, looked up instead of scanned
+        found = sources.find(labels, rules)
+        return Gate("inhibit", PASS) if found is None else inhibited(labels, rules, found[0], found[2])
     source_list = list(sources)
     for index, rule in enumerate(rules):
         if not matches_all(rule.target, labels):
@@ -187,10 +196,16 @@ def inhibition_gate(labels: Mapping[str, str], sources: Iterable[Mapping[str, st
             if source == labels or not matches_all(rule.source, source):
                 continue
             if all(source.get(name, "") == labels.get(name, "") for name in rule.equal):
-                shared = ", ".join(f"{n}={labels.get(n, '')}" for n in rule.equal)
-                return Gate("inhibit", STOP, f"inhibit_rules[{index}]: {source.get('alertname', 'an alert')} firing ({shared})",
-                            cause=source)
+                return inhibited(labels, rules, index, source)
     return Gate("inhibit", PASS)
+
+
+def inhibited(labels: Mapping[str, str], rules: Sequence[InhibitRule], index: int, source: Mapping[str, str],
+              cause: Any = _SOURCE) -> Gate:
+    """The stop of a target alert inhibited by ``source`` under ``rules[index]`` (cause: the source, unless given)."""
+    shared = ", ".join(f"{n}={labels.get(n, '')}" for n in rules[index].equal)
+    return Gate("inhibit", STOP, f"inhibit_rules[{index}]: {source.get('alertname', 'an alert')} firing ({shared})",
+                cause=source if cause is _SOURCE else cause)
 
 
 def inhibition_sources(firing: Iterable[Mapping[str, str]], rules: Sequence[InhibitRule]) -> list[dict[str, str]]:

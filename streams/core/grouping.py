@@ -18,6 +18,7 @@ from streams.core.messages import (
     route_of, runbook_named, send, silence_gate_of, silences_of, title_of,
 )
 from streams.core.gates import Gate
+from streams.core.inhibition import IndexedSources, as_index
 from streams.model.records import derived_id
 from streams.model.routing import Timing
 from streams.model.runbooks import Runbook
@@ -97,17 +98,19 @@ def _silences_gate(f: Fold, p: Pending) -> Gate:
 
 def _inhibition_gate(f: Fold, p: Pending) -> Gate:
     org, session = org_of(f), f.event["session_key"]
-    # other sessions' inhibiting alerts (from the context) and this session's own firing ones
-    sources = [lbl for key, lbl in f.ctx.inhibitors if key != session] + [alert_labels(a, org) for _, a in p.firing]
     rules = f.ctx.runbooks.routing.inhibit_rules
+    if not rules:
+        return _per_alert(f, p, "inhibit", lambda labels: Gate("inhibit", gates.PASS), "inhibited", last=True)
+    # other sessions' inhibiting alerts (from the context, looked up by their equal labels) and this session's own
+    sources = IndexedSources(as_index(f.ctx.inhibitors, rules), session, [alert_labels(a, org) for _, a in p.firing])
 
     def verdict_of(labels: Mapping[str, str]) -> Gate:
-        gate = gates.inhibition_gate(labels, sources, rules)
-        if not gate.stopped:
-            return gate
+        found = sources.find(labels, rules)
+        if found is None:
+            return Gate("inhibit", gates.PASS)
+        index, key, source = found
         # from another session: an outside input to record; from this one: the state has it
-        key = next((k for k, lbl in f.ctx.inhibitors if lbl == gate.cause and k != session), None)
-        return Gate(gate.gate, gate.verdict, gate.reason, gate.until, None if key is None else (key, gate.cause))
+        return gates.inhibited(labels, rules, index, source, cause=None if key is None else (key, source))
 
     return _per_alert(f, p, "inhibit", verdict_of, "inhibited", last=True)
 

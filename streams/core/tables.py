@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, MutableMapping
 
 from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, Silence, SilenceError, silence_from_event, silence_from_json
 
 if TYPE_CHECKING:
     from streams.core.decide import Context
+    from streams.core.inhibition import InhibitorIndex
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,17 @@ class SilenceCache:
 
 
 def context_from_tables(base: "Context", *, silences: Mapping[str, str], inhibitors: Mapping[str, Any],
-                        cache: SilenceCache) -> "Context":
-    """``base`` with the silences and other sessions' inhibiting alerts the tables hold now."""
+                        cache: SilenceCache, index: "InhibitorIndex | None" = None,
+                        changed: Iterable[str] | None = None) -> "Context":
+    """``base`` with the silences and other sessions' inhibiting alerts the tables hold now.
+
+    With ``index`` (kept by the caller across batches) the inhibitors are not copied:
+    the index re-reads the sessions in ``changed`` (None: diffs the table) and the
+    context carries it, valid until the next sync. Without, they are a fresh tuple.
+    """
+    if index is not None:
+        index.sync(inhibitors, changed)
+        return replace(base, silences=cache.snapshot(silences), inhibitors=index)
     inhibiting = tuple(
         (key, labels) for key, value in sorted(inhibitors.items()) if value for labels in value
     ) if base.runbooks.routing.inhibit_rules else ()

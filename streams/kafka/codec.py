@@ -6,7 +6,10 @@ newer reader resolve a record an older producer wrote: the codec keeps every kno
 schema version (``schemas/*.avsc`` and ``schemas/history/*.avsc``) indexed by
 fingerprint, and decodes with the writer's schema resolved to the current reader
 schema of the same name. Schemas are parsed once, when the codec is built, never
-per message.
+per message: fastavro re-parses any schema that lacks its ``__fastavro_parsed``
+marker on every ``schemaless_writer``/``schemaless_reader`` call, so each version
+keeps two parses: ``parsed`` (plain, for fingerprints and for reading the schema's
+shape) and ``runtime`` (marked, with its named types, handed to fastavro).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class SchemaVersion:
     fingerprint: bytes
     parsed: Any
     source: str
+    runtime: Any = None
+    """The parse handed to fastavro: carries ``__fastavro_parsed``/``__named_schemas``, so
+    fastavro takes it as is instead of re-parsing the schema on every call."""
 
 
 def schema_fingerprint(parsed: Any) -> bytes:
@@ -71,7 +77,10 @@ class Codec:
         raw = json.loads(schema) if isinstance(schema, str) else dict(schema)
         parsed = parse_schema(raw, _write_hint=False, _force=True)
         name = parsed["name"] if isinstance(parsed, dict) else str(parsed)
-        version = SchemaVersion(name=name, fingerprint=schema_fingerprint(parsed), parsed=parsed, source=source)
+        runtime = parse_schema(raw, {}, _force=True)
+        version = SchemaVersion(
+            name=name, fingerprint=schema_fingerprint(parsed), parsed=parsed, source=source, runtime=runtime
+        )
         self._by_fp.setdefault(version.fingerprint, version)
         if current:
             self._current[name] = version
@@ -108,7 +117,7 @@ class Codec:
         buf.write(MAGIC)
         buf.write(version.fingerprint)
         try:
-            schemaless_writer(buf, version.parsed, record)
+            schemaless_writer(buf, version.runtime, record)
         except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError with field context
             raise CodecError(f"cannot encode {name}: {exc}") from exc
         return buf.getvalue()
@@ -135,10 +144,10 @@ class Codec:
         reader = self._current.get(writer.name)
         if expect is not None and writer.name != expect:
             raise CodecError(f"expected a {expect} record, got {writer.name}")
-        reader_parsed = None if reader is None or reader.fingerprint == writer.fingerprint else reader.parsed
+        reader_parsed = None if reader is None or reader.fingerprint == writer.fingerprint else reader.runtime
         try:
             # a record schema: the datum is a dict
-            return cast("dict[str, Any]", schemaless_reader(io.BytesIO(memoryview(data)[HEADER_LEN:]), writer.parsed, reader_parsed))
+            return cast("dict[str, Any]", schemaless_reader(io.BytesIO(memoryview(data)[HEADER_LEN:]), writer.runtime, reader_parsed))
         except Exception as exc:  # truncated or corrupt body
             raise CodecError(f"cannot decode {writer.name} body: {type(exc).__name__}: {exc}") from exc
 

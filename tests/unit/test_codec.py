@@ -125,3 +125,14 @@ def test_decode_refuses_a_record_of_another_type():
 def test_encode_error_names_the_schema():
     with pytest.raises(CodecError, match="cannot encode opsloop.Event"):
         default_codec().encode("opsloop.Event", {"event_id": 5})
+
+
+def test_every_version_hands_fastavro_a_marked_parse_so_it_is_not_reparsed_per_call():
+    # fastavro re-parses any schema without its __fastavro_parsed marker on every
+    # schemaless_writer/schemaless_reader call; the codec keeps a marked parse for that.
+    codec = default_codec()
+    for version in codec.versions():
+        assert version.runtime.get("__fastavro_parsed") is True, version.source
+        assert "__named_schemas" in version.runtime
+        assert "__fastavro_parsed" not in version.parsed  # the plain parse keeps the schema's own shape
+        assert schema_fingerprint(version.parsed) == version.fingerprint
