@@ -26,24 +26,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Protocol, Sequence, cast
+from typing import Any, Protocol, cast
 
 import faust
 
 from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
+from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
+from streams.core.inhibition import InhibitorIndex
+from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
+from streams.core.timers import PartitionClock
 from streams.kafka.batchsend import PartitionBatcher
 from streams.kafka.codec import Codec, CodecError
 from streams.kafka.compat import kafka_producer, set_current_event
 from streams.kafka.deadletter import dead_letter
-from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
 from streams.kafka.producer import now_ms
-from streams.settings import Settings
-from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
-from streams.core.timers import PartitionClock
-from streams.core.inhibition import InhibitorIndex
 from streams.kafka.tracked import Changes, watch_table
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ class Out(Protocol):
 class Batch:
     """What one micro-batch decided, before anything is written."""
 
-    last: dict[str, Decision] = field(default_factory=dict)  # each session's last decision (its state is the one to keep)
+    last: dict[str, Decision] = field(
+        default_factory=dict
+    )  # each session's last decision (its state is the one to keep)
     owner: dict[str, Any] = field(default_factory=dict)  # each session's last event (its partition takes the write)
     silence_changes: dict[str, list[SilenceChange]] = field(default_factory=dict)
     observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
@@ -70,9 +73,18 @@ class Batch:
 class DecideAgent:
     """One per worker; :meth:`register` puts it on the faust app."""
 
-    def __init__(self, *, settings: Settings, codec: Codec, runbooks: Any, classify: Classify,
-                 tables: Any, clock: PartitionClock, partitions: Mapping[str, int],
-                 dead_letters: Callable[[bytes | None, bytes], Any]) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        codec: Codec,
+        runbooks: Any,
+        classify: Classify,
+        tables: Any,
+        clock: PartitionClock,
+        partitions: Mapping[str, int],
+        dead_letters: Callable[[bytes | None, bytes], Any],
+    ) -> None:
         self.settings, self.codec, self.clock = settings, codec, clock
         self.tables = tables
         self._classify = classify
@@ -88,11 +100,18 @@ class DecideAgent:
         self._send_dead_letter = dead_letters
 
     @classmethod
-    def from_runtime(cls, rt: Runtime) -> "DecideAgent":
+    def from_runtime(cls, rt: Runtime) -> DecideAgent:
         dlq = rt.topic("events.dlq")
-        return cls(settings=rt.settings, codec=rt.codec, runbooks=rt.runbooks, classify=rt.classify, tables=rt.tables,
-                   clock=rt.clock, partitions={rt.physical(t): rt.specs[t].partitions for t in ("outbox", "decisions")},
-                   dead_letters=lambda key, value: dlq.send(key=key, value=value))
+        return cls(
+            settings=rt.settings,
+            codec=rt.codec,
+            runbooks=rt.runbooks,
+            classify=rt.classify,
+            tables=rt.tables,
+            clock=rt.clock,
+            partitions={rt.physical(t): rt.specs[t].partitions for t in ("outbox", "decisions")},
+            dead_letters=lambda key, value: dlq.send(key=key, value=value),
+        )
 
     # -- the pure-ish middle ------------------------------------------------------------
 
@@ -108,8 +127,14 @@ class DecideAgent:
             self._inhibitor_changes = watch_table(self.tables.inhibitors)
             self._inhibitor_watched = True
         changed = self._inhibitor_changes.drain() if self._inhibitor_changes is not None else None
-        return context_from_tables(self.base, silences=self.tables.silences, inhibitors=self.tables.inhibitors,
-                                   cache=self.silence_cache, index=self.inhibitor_index, changed=changed)
+        return context_from_tables(
+            self.base,
+            silences=self.tables.silences,
+            inhibitors=self.tables.inhibitors,
+            cache=self.silence_cache,
+            index=self.inhibitor_index,
+            changed=changed,
+        )
 
     def classify(self, events: list[dict[str, Any]]) -> list[Verdict]:
         """One classifier call per batch; if the model fails on a batch, the keyword rules answer it (flagged)."""
@@ -171,8 +196,13 @@ class DecideAgent:
                 set_current_event(stream, ev)
                 tables.sessions[session] = result.state
                 writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
-                apply_writes(writes, partition=ev.message.partition, timers=tables.timers,
-                             inhibitors=tables.inhibitors, silences=tables.silences)
+                apply_writes(
+                    writes,
+                    partition=ev.message.partition,
+                    timers=tables.timers,
+                    inhibitors=tables.inhibitors,
+                    silences=tables.silences,
+                )
         finally:
             set_current_event(stream, original)
 
@@ -180,8 +210,15 @@ class DecideAgent:
 
     async def dead_letter(self, message: Any, exc: Exception) -> None:
         record = dead_letter(
-            reason=str(exc), error=exc, topic=message.topic, partition=message.partition,
-            offset=message.offset, key=message.key, value=message.value, failed_at=now_ms(), stage="decide",
+            reason=str(exc),
+            error=exc,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            failed_at=now_ms(),
+            stage="decide",
         )
         await self._send_dead_letter(message.key, self.codec.encode("opsloop.DeadLetter", record))
         metrics.observe_dead_letter("events.dlq", "decide")
@@ -213,8 +250,9 @@ class DecideAgent:
         async def decide_agent(stream: faust.StreamT[Any]) -> None:
             out = PartitionBatcher(kafka_producer(rt.app), self.partitions)
             # faust hands agents a Stream; StreamT lacks take_events
-            async for events in cast("faust.Stream[Any]", stream).take_events(settings.decide_batch_max, within=settings.decide_batch_within_s):
+            async for events in cast("faust.Stream[Any]", stream).take_events(
+                settings.decide_batch_max, within=settings.decide_batch_within_s
+            ):
                 await self.handle(stream, events, out)
 
         return decide_agent
-

@@ -48,20 +48,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping, MutableMapping, cast
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, cast
 
 import faust
 from faust.types import TP
 
 from agents.runtime import Runtime
-from streams.kafka.codec import Codec, CodecError
 from streams.core.digest import (
-    SOURCE_TOPICS, DigestCounts, caught_up, delta, digest_effects, due_digest, fold_delta, group_items,
+    SOURCE_TOPICS,
+    DigestCounts,
+    caught_up,
+    delta,
+    digest_effects,
+    due_digest,
+    fold_delta,
+    group_items,
 )
+from streams.core.timers import PartitionClock
+from streams.kafka.codec import Codec, CodecError
 from streams.model.digest_config import DigestConfig
 from streams.model.routing import Routing
 from streams.settings import TimerSettings
-from streams.core.timers import PartitionClock
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +87,21 @@ Ends = Callable[[list[TP]], Awaitable[dict[tuple[str, int], int]]]
 class DigestAgent:
     """Collect, fold and send the daily digest; each part is a method the faust shell calls."""
 
-    def __init__(self, *, config: DigestConfig, routing: Routing, codec: Codec, prefix: str,
-                 table: MutableMapping[str, Any], timers: TimerSettings, source_tps: list[TP],
-                 send_counts: Send, send_effect: Send, committed: Offsets, ends: Ends) -> None:
+    def __init__(
+        self,
+        *,
+        config: DigestConfig,
+        routing: Routing,
+        codec: Codec,
+        prefix: str,
+        table: MutableMapping[str, Any],
+        timers: TimerSettings,
+        source_tps: list[TP],
+        send_counts: Send,
+        send_effect: Send,
+        committed: Offsets,
+        ends: Ends,
+    ) -> None:
         self.config, self.routing, self.codec, self.prefix = config, routing, codec, prefix
         self.table, self.timers = table, timers
         self.clock = PartitionClock()  # per digest.counts partition, fed by the fold, read by the ticker
@@ -96,7 +116,7 @@ class DigestAgent:
         out = []
         prefix = self.prefix
         for m in messages:
-            topic = m.topic[len(prefix):] if m.topic.startswith(prefix) else m.topic
+            topic = m.topic[len(prefix) :] if m.topic.startswith(prefix) else m.topic
             try:
                 out.append((topic, m.partition, m.offset, self.codec.decode(m.value)))
             except CodecError as exc:  # the decide agent and the sinks write these topics: a bug, not input
@@ -119,8 +139,9 @@ class DigestAgent:
         for item in record["items"]:
             self.clock.observe(m.partition, item["at"])
         now = self.clock.now(m.partition, self.timers.clock, self.timers.idle_s)
-        self.table[org] = fold_delta(self.table.get(org), record, tz=self.config.for_org(org).timezone,
-                                     partition=m.partition, now_ms=now)
+        self.table[org] = fold_delta(
+            self.table.get(org), record, tz=self.config.for_org(org).timezone, partition=m.partition, now_ms=now
+        )
 
     def due_now(self, active: set[int]) -> dict[tuple[str, str], tuple[int, DigestCounts, int]]:
         """(org, day) -> (partition, counts, now) of the digests due on the partitions this worker owns."""
@@ -152,7 +173,9 @@ class DigestAgent:
             return set()
         if barrier.counts is None:
             barrier.due = {k for k in barrier.due if k in due}  # the others are no longer due (sent, moved)
-            barrier.counts = await self.ends([TP(self.counts_name, p) for p in sorted({due[k][0] for k in barrier.due})])
+            barrier.counts = await self.ends(
+                [TP(self.counts_name, p) for p in sorted({due[k][0] for k in barrier.due})]
+            )
             offsets = await self.committed()
         if not caught_up(offsets, barrier.counts):
             return set()
@@ -178,17 +201,25 @@ class DigestAgent:
             if (org, day) not in ready:
                 continue
             effects = digest_effects(org, day, counts, self.routing, created_at=now)
-            acks = [await self.send_effect(e["session_key"].encode(), self.codec.encode("opsloop.Effect", e)) for e in effects]
+            acks = [
+                await self.send_effect(e["session_key"].encode(), self.codec.encode("opsloop.Effect", e))
+                for e in effects
+            ]
             await asyncio.gather(*acks)  # the digest is in outbox before the mark says it was sent
             await self.send_counts(org.encode(), self.codec.encode("opsloop.DigestDelta", delta(org, [], sent_day=day)))
             self.sent.add((org, day))
-            log.info("digest: sent %s for %s (%d events) to %s", day, org, counts.events,
-                     ", ".join(e["notify"]["receiver"] for e in effects))
+            log.info(
+                "digest: sent %s for %s (%d events) to %s",
+                day,
+                org,
+                counts.events,
+                ", ".join(e["notify"]["receiver"] for e in effects),
+            )
         if len(self.sent) > 10_000:
             self.sent.clear()  # the fold's marks are the record; this only spares re-sends between ticks
 
     @classmethod
-    def register(cls, rt: Runtime) -> "DigestAgent | None":
+    def register(cls, rt: Runtime) -> DigestAgent | None:
         settings, app = rt.settings, rt.app
         config = rt.runbooks.digest
         if not config.any_enabled:
@@ -198,8 +229,13 @@ class DigestAgent:
         counts_topic, outbox = rt.topic(COUNTS_TOPIC), rt.topic("outbox")
         # org -> {"p": partition, "last_sent": day, "hwm": {"topic:partition": offset}, "days": {day: counts}}
         table = app.Table(TABLE, default=None, partitions=rt.specs[COUNTS_TOPIC].partitions)
-        sources = app.topic(*(prefix + t for t in SOURCE_TOPICS), key_type=bytes, value_type=bytes,
-                            key_serializer="raw", value_serializer="raw")
+        sources = app.topic(
+            *(prefix + t for t in SOURCE_TOPICS),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
 
         async def committed() -> dict[tuple[str, int], int]:
             """The consumer group's committed offsets (all workers'): how far collect and fold have got."""
@@ -208,8 +244,10 @@ class DigestAgent:
             admin = AIOKafkaAdminClient(**settings.kafka_client_config())
             await admin.start()
             try:
-                return {(tp.topic, tp.partition): meta.offset
-                        for tp, meta in (await admin.list_consumer_group_offsets(settings.app_id)).items()}
+                return {
+                    (tp.topic, tp.partition): meta.offset
+                    for tp, meta in (await admin.list_consumer_group_offsets(settings.app_id)).items()
+                }
             finally:
                 await admin.close()
 
@@ -217,11 +255,17 @@ class DigestAgent:
             return {(tp.topic, tp.partition): int(end) for tp, end in (await app.consumer.highwaters(*tps)).items()}
 
         agent = cls(
-            config=config, routing=rt.runbooks.routing, codec=rt.codec, prefix=prefix, table=table,
-            timers=settings.timers, source_tps=[TP(prefix + t, p) for t in SOURCE_TOPICS for p in range(rt.specs[t].partitions)],
+            config=config,
+            routing=rt.runbooks.routing,
+            codec=rt.codec,
+            prefix=prefix,
+            table=table,
+            timers=settings.timers,
+            source_tps=[TP(prefix + t, p) for t in SOURCE_TOPICS for p in range(rt.specs[t].partitions)],
             send_counts=lambda key, value: counts_topic.send(key=key, value=value),
             send_effect=lambda key, value: outbox.send(key=key, value=value),
-            committed=committed, ends=ends,
+            committed=committed,
+            ends=ends,
         )
 
         @app.agent(sources, name="digest-collect")

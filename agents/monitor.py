@@ -11,8 +11,8 @@ import logging
 
 import faust
 
-from streams import metrics
 from agents.runtime import Runtime
+from streams import metrics
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ SAMPLE_INTERVAL_S = 5.0
 
 def logical_topic(rt: Runtime, physical: str) -> str | None:
     prefix = rt.settings.topic_prefix
-    name = physical[len(prefix):] if prefix and physical.startswith(prefix) else physical
+    name = physical[len(prefix) :] if prefix and physical.startswith(prefix) else physical
     return name if name in rt.specs else None
 
 

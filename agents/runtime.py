@@ -10,20 +10,21 @@ module level or depends on another agent having been registered before it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import faust
 from faust.types.tables import GlobalTableT, TableT
 
-from streams.kafka.app import KafkaApp, create_app
-from streams.kafka.codec import Codec
 from streams.core.decide import Verdict
+from streams.core.timers import PartitionClock
+from streams.kafka.app import KafkaApp, create_app
+from streams.kafka.catalogue import TopicSpec
+from streams.kafka.codec import Codec
 from streams.model.receivers import Receiver
 from streams.model.runbooks import RunbookSet, load_runbook_set
 from streams.settings import Settings
-from streams.core.timers import PartitionClock
-from streams.kafka.catalogue import TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,14 @@ def verdicts_of(clf: Any, *, fallback: bool = False) -> Classify:
 
     def classify(events: Sequence[dict[str, Any]]) -> list[Verdict]:
         return [
-            Verdict(category=p.category, severity=p.severity, confidence=float(p.category_p), classifier=p.model_version,
-                    fallback=fallback or bool(p.fallback), severity_confidence=float(p.severity_p))
+            Verdict(
+                category=p.category,
+                severity=p.severity,
+                confidence=float(p.category_p),
+                classifier=p.model_version,
+                fallback=fallback or bool(p.fallback),
+                severity_confidence=float(p.severity_p),
+            )
             for p in clf.predict_batch(events)
         ]
 
@@ -107,7 +114,8 @@ def verdicts_of(clf: Any, *, fallback: bool = False) -> Classify:
 def load_receivers(settings: Settings) -> dict[str, Receiver]:
     """The routing file's receivers plus the built-in ones (a broken file raises ConfigError)."""
     from agents.sinks.channels import specs
-    from streams.model.receivers import builtin_receivers, load_receivers as load
+    from streams.model.receivers import builtin_receivers
+    from streams.model.receivers import load_receivers as load
 
     path = settings.receivers_path()
     if not path.exists():
@@ -131,8 +139,14 @@ def declare_tables(kafka: KafkaApp) -> Tables:
     return Tables(sessions=sessions, timers=timers, silences=silences, inhibitors=inhibitors)
 
 
-def build_runtime(settings: Settings, *, replication: int | None = None, runbooks: RunbookSet | None = None,
-                  classify: Classify | None = None, receivers: Mapping[str, Receiver] | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings,
+    *,
+    replication: int | None = None,
+    runbooks: RunbookSet | None = None,
+    classify: Classify | None = None,
+    receivers: Mapping[str, Receiver] | None = None,
+) -> Runtime:
     """Build what the agents share; a broken runbook set or routing file raises ConfigError (file:line) here."""
     kafka = create_app(settings, replication=replication)
     from agents.sinks.channels import specs
@@ -143,7 +157,11 @@ def build_runtime(settings: Settings, *, replication: int | None = None, runbook
         classify, source = load_classify()
     log.info("runbook set %s (%d runbooks) from %s", rset.version, len(rset.runbooks), rset.directory or "built in")
     return Runtime(
-        kafka=kafka, runbooks=rset, classify=classify, classifier_source=source,
+        kafka=kafka,
+        runbooks=rset,
+        classify=classify,
+        classifier_source=source,
         receivers=dict(receivers) if receivers is not None else load_receivers(settings),
-        tables=declare_tables(kafka), clock=PartitionClock(),
+        tables=declare_tables(kafka),
+        clock=PartitionClock(),
     )

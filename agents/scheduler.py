@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Iterable
+from collections.abc import Awaitable, Iterable
+from typing import Any
 
 from agents.runtime import Runtime
 from agents.timers import Send, active_partitions
+from streams.core.timers import PartitionClock, cron_event, due_slot
 from streams.kafka.batchsend import partition_for_key
 from streams.kafka.codec import Codec
 from streams.kafka.producer import now_ms
 from streams.model.runbooks import Schedule
 from streams.settings import TimerSettings
-from streams.core.timers import PartitionClock, cron_event, due_slot
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,16 @@ log = logging.getLogger(__name__)
 class Scheduler:
     """Dispatches due cron slots; :meth:`tick` is one pass (the faust timer calls it)."""
 
-    def __init__(self, *, schedules: Iterable[Schedule], partitions: int, clock: PartitionClock,
-                 settings: TimerSettings, codec: Codec, send: Send) -> None:
+    def __init__(
+        self,
+        *,
+        schedules: Iterable[Schedule],
+        partitions: int,
+        clock: PartitionClock,
+        settings: TimerSettings,
+        codec: Codec,
+        send: Send,
+    ) -> None:
         self.schedules = tuple(schedules)
         self.owners = {s.name: partition_for_key(s.session_key.encode(), partitions) for s in self.schedules}
         self.clock, self.settings, self.codec, self.send = clock, settings, codec, send
@@ -59,7 +68,7 @@ class Scheduler:
         return len(acks)
 
     @classmethod
-    def register(cls, rt: Runtime) -> "Scheduler | None":
+    def register(cls, rt: Runtime) -> Scheduler | None:
         if not rt.runbooks.schedules:
             return None
         topic = rt.physical("events.timer")
@@ -67,8 +76,14 @@ class Scheduler:
         async def send(key: bytes, value: bytes) -> Awaitable[Any]:
             return await rt.app.producer.send(topic, key, value, None, None, None)
 
-        scheduler = cls(schedules=rt.runbooks.schedules, partitions=rt.specs["events.timer"].partitions, clock=rt.clock,
-                        settings=rt.settings.timers, codec=rt.codec, send=send)
+        scheduler = cls(
+            schedules=rt.runbooks.schedules,
+            partitions=rt.specs["events.timer"].partitions,
+            clock=rt.clock,
+            settings=rt.settings.timers,
+            codec=rt.codec,
+            send=send,
+        )
 
         @rt.app.timer(interval=max(rt.settings.timers.tick_s, 1.0), name="cron-scheduler")  # type: ignore[untyped-decorator]  # faust's App.timer is annotated as returning a bare Callable
         async def cron_scheduler() -> None:

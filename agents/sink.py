@@ -22,16 +22,17 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any, Mapping, cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 import faust
 
+from agents.runtime import Runtime
 from agents.sinks import channels
 from agents.sinks.base import Channel
 from agents.sinks.delivery import Deliverer, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord, _Entry
 from agents.sinks.ledger import Ledger
-from agents.runtime import Runtime
 from streams.db import make_engine
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,10 @@ def owner_id() -> str:
 
 
 def register(
-    rt: Runtime, *, registry: Mapping[str, Channel] | None = None, environ: Mapping[str, str] | None = None,
+    rt: Runtime,
+    *,
+    registry: Mapping[str, Channel] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> faust.types.AgentT[Any]:
     sink_settings = rt.settings.sinks
     receivers = rt.receivers
@@ -75,8 +79,14 @@ def register(
         ledger = await asyncio.to_thread(Ledger(engine).create)
         owner = owner_id()
         dispatcher = Dispatcher(
-            receivers=receivers, registry=registry, deliverer=deliverer, ledger=ledger, emitter=emitter,
-            codec=rt.codec, settings=sink_settings, owner=owner,
+            receivers=receivers,
+            registry=registry,
+            deliverer=deliverer,
+            ledger=ledger,
+            emitter=emitter,
+            codec=rt.codec,
+            settings=sink_settings,
+            owner=owner,
         )
         manual = cast("faust.Stream[Any]", stream).noack()  # faust hands agents a Stream; StreamT lacks noack
         loop = asyncio.get_running_loop()

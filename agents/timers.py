@@ -22,17 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from agents.runtime import Runtime
 from streams import metrics
-from streams.kafka.codec import Codec
-from streams.kafka.producer import now_ms
-from streams.settings import TimerSettings
 from streams.core.timer_index import TimerIndex
 from streams.core.timers import PartitionClock, timer_event
-from streams.kafka.tracked import Changes, watch_table
 from streams.kafka.catalogue import EVENT_TOPICS
+from streams.kafka.codec import Codec
+from streams.kafka.producer import now_ms
+from streams.kafka.tracked import Changes, watch_table
+from streams.settings import TimerSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,9 @@ def active_partitions(rt: Runtime) -> set[int]:
 class Ticker:
     """Promotes due timers; :meth:`tick` is one pass (the faust timer calls it)."""
 
-    def __init__(self, *, timers: Mapping[str, Any], clock: PartitionClock, settings: TimerSettings, codec: Codec,
-                 send: Send) -> None:
+    def __init__(
+        self, *, timers: Mapping[str, Any], clock: PartitionClock, settings: TimerSettings, codec: Codec, send: Send
+    ) -> None:
         self.timers, self.clock, self.settings, self.codec, self.send = timers, clock, settings, codec, send
         self.promoted: dict[tuple[str, str, int], float] = {}
         self.index = TimerIndex()
@@ -103,7 +105,7 @@ class Ticker:
         return len(acks)
 
     @classmethod
-    def register(cls, rt: Runtime) -> "Ticker":
+    def register(cls, rt: Runtime) -> Ticker:
         topic = rt.physical("events.timer")
 
         async def send(key: bytes, value: bytes) -> Awaitable[Any]:

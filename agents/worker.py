@@ -16,18 +16,17 @@ from typing import Any
 
 import faust
 
-from agents import monitor
+from agents import monitor, sink
 from agents.decide import DecideAgent
 from agents.digest import DigestAgent
 from agents.runtime import Runtime, build_runtime
 from agents.scheduler import Scheduler
-from agents import sink
 from agents.timers import Ticker
-from streams.logs import logging_config, register_secret_env, register_secrets
-from streams.kafka.redelivery import guard_redelivery
-from streams.settings import Settings
-from streams.kafka.catalogue import load_catalogue
 from streams.kafka.admin import apply, ensure_internal, render
+from streams.kafka.catalogue import load_catalogue
+from streams.kafka.redelivery import guard_redelivery
+from streams.logs import logging_config, register_secret_env, register_secrets
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +75,11 @@ class QuietWorker(faust.Worker):
 def make_faust_worker(rt: Runtime, settings: Settings, **kwargs: Any) -> QuietWorker:
     """The faust worker process object for ``rt`` (logging from ``settings``; ``kwargs`` to faust.Worker)."""
     return QuietWorker(
-        rt.app, loglevel=settings.log_level, quiet=True,
-        logging_config=logging_config(settings.log_level, settings.log_format), **kwargs,
+        rt.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+        **kwargs,
     )
 
 

@@ -18,8 +18,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from classifier.dataset import load_rules, rule_to_event
 from classifier.keyword import KeywordClassifier
@@ -57,8 +58,13 @@ def _rate(fn: Callable[[], Any], n_events: int) -> float:
     return n_events / (time.perf_counter() - start)
 
 
-def run(n_events: int = 20_000, batch_size: int = 256, single_events: int = 2_000, repeats: int = 3,
-        baseline: str | None = None) -> dict[str, Any]:
+def run(
+    n_events: int = 20_000,
+    batch_size: int = 256,
+    single_events: int = 2_000,
+    repeats: int = 3,
+    baseline: str | None = None,
+) -> dict[str, Any]:
     """Measure and return the figures (events per second; best and median of ``repeats`` runs,
     each on alerts not seen before, since other work on a shared machine only ever slows a run).
 
@@ -105,8 +111,15 @@ def run(n_events: int = 20_000, batch_size: int = 256, single_events: int = 2_00
         "batched_cold_per_s": max(cold),
         "keyword_batched_per_s": max(keyword_rates),
         "keyword_batched_median_per_s": statistics.median(keyword_rates),
-        **({"baseline_model_version": old.version, "baseline_batched_per_s": max(old_rates),
-            "baseline_batched_median_per_s": statistics.median(old_rates)} if old is not None else {}),
+        **(
+            {
+                "baseline_model_version": old.version,
+                "baseline_batched_per_s": max(old_rates),
+                "baseline_batched_median_per_s": statistics.median(old_rates),
+            }
+            if old is not None
+            else {}
+        ),
     }
 
 
@@ -115,22 +128,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--baseline", help="another artifact (e.g. the previous model) to measure batched in the same run")
+    parser.add_argument(
+        "--baseline", help="another artifact (e.g. the previous model) to measure batched in the same run"
+    )
     parser.add_argument("--save", action="store_true", help=f"also write {BENCH_RESULTS_PATH.name} for the report")
     args = parser.parse_args(argv)
     res = run(args.events, args.batch_size, repeats=args.repeats, baseline=args.baseline)
-    print(f"model {res['model_version']}, {res['events']} events, batch size {res['batch_size']}, "
-          f"{res['cpus']} cpus, load average {res['load_average_1m']} (other processes slow every figure)")
+    print(
+        f"model {res['model_version']}, {res['events']} events, batch size {res['batch_size']}, "
+        f"{res['cpus']} cpus, load average {res['load_average_1m']} (other processes slow every figure)"
+    )
     print(f"best of {res['repeats']} runs (median in brackets)")
     print(f"{'single-event (model)':34}{res['single_per_s']:>12,.0f} events/s")
-    print(f"{'batched (model, features incl.)':34}{res['batched_per_s']:>12,.0f} events/s"
-          f"  ({res['batched_median_per_s']:,.0f})")
+    print(
+        f"{'batched (model, features incl.)':34}{res['batched_per_s']:>12,.0f} events/s"
+        f"  ({res['batched_median_per_s']:,.0f})"
+    )
     print(f"{'batched, cold caches (model)':34}{res['batched_cold_per_s']:>12,.0f} events/s")
     if "baseline_batched_per_s" in res:
-        print(f"{'batched (previous ' + res['baseline_model_version'] + ')':34}{res['baseline_batched_per_s']:>12,.0f} events/s"
-              f"  ({res['baseline_batched_median_per_s']:,.0f})")
-    print(f"{'batched (keyword baseline)':34}{res['keyword_batched_per_s']:>12,.0f} events/s"
-          f"  ({res['keyword_batched_median_per_s']:,.0f})")
+        print(
+            f"{'batched (previous ' + res['baseline_model_version'] + ')':34}{res['baseline_batched_per_s']:>12,.0f} events/s"
+            f"  ({res['baseline_batched_median_per_s']:,.0f})"
+        )
+    print(
+        f"{'batched (keyword baseline)':34}{res['keyword_batched_per_s']:>12,.0f} events/s"
+        f"  ({res['keyword_batched_median_per_s']:,.0f})"
+    )
     if args.save:
         rounded = {k: (round(v) if isinstance(v, float) and k.endswith("_per_s") else v) for k, v in res.items()}
         BENCH_RESULTS_PATH.write_text(json.dumps(rounded, indent=2) + "\n")

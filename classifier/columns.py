@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 class ActiveColumns(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type stubs
     """Remember which columns are non-zero in training; keep only those, in order."""
 
-    def fit(self, X: Any, y: Any = None) -> "ActiveColumns":
+    def fit(self, X: Any, y: Any = None) -> ActiveColumns:
         X = sp.csr_matrix(X)
         used = np.zeros(X.shape[1], dtype=bool)
         used[X.indices] = True
@@ -37,6 +37,4 @@ class ActiveColumns(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # s
         counts = np.bincount(rows[keep], minlength=X.shape[0])
         indptr = np.zeros(X.shape[0] + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        return sp.csr_matrix(
-            (X.data[keep], new_index[keep], indptr), shape=(X.shape[0], len(self.columns_))
-        )
+        return sp.csr_matrix((X.data[keep], new_index[keep], indptr), shape=(X.shape[0], len(self.columns_)))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from classifier.dataset import Rule, rule_to_event
 from classifier.examples import LabelledExample
@@ -53,20 +54,31 @@ def rule_samples(rules: Iterable[Rule]) -> list[Sample]:
         category = category_for_rule(rule)
         ref = str(rule.index)
         out.append(
-            Sample(rule_to_event(rule), category, severity_for_rule(rule), rule.group, rule.service, "rule", ref,
-                   source_of_rule(rule))
+            Sample(
+                rule_to_event(rule),
+                category,
+                severity_for_rule(rule),
+                rule.group,
+                rule.service,
+                "rule",
+                ref,
+                source_of_rule(rule),
+            )
         )
         if unit_hash("resolved", ref) < RESOLVED_SHARE:
             resolved = rule_to_event(rule, status="resolved")
-            out.append(Sample(resolved, category, "info", rule.group, rule.service, "rule", ref + "r",
-                              source_of_rule(rule)))
+            out.append(
+                Sample(resolved, category, "info", rule.group, rule.service, "rule", ref + "r", source_of_rule(rule))
+            )
     return out
 
 
 def example_samples(examples: Iterable[LabelledExample]) -> list[Sample]:
     """Hand-labelled examples as samples."""
-    return [Sample(ex.event, ex.category, ex.severity, ex.group, ex.service, "example", ex.id, EXAMPLES_SOURCE)
-            for ex in examples]
+    return [
+        Sample(ex.event, ex.category, ex.severity, ex.group, ex.service, "example", ex.id, EXAMPLES_SOURCE)
+        for ex in examples
+    ]
 
 
 def build_corpus(rules: Iterable[Rule], examples: Iterable[LabelledExample]) -> list[Sample]:

@@ -19,7 +19,8 @@ and "always warning".
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -30,7 +31,6 @@ from classifier.corpus import Sample
 from classifier.evaluation import head_metrics
 from classifier.keyword import KeywordClassifier
 from classifier.model import ModelClassifier
-from streams.model.taxonomy import CATEGORIES, SEVERITIES
 from classifier.training import (
     C_REGULARISATION,
     expected_calibration_error,
@@ -42,6 +42,7 @@ from classifier.training import (
     urgent_fpr,
     without_severity,
 )
+from streams.model.taxonomy import CATEGORIES, SEVERITIES
 
 SYSTEMS = ("model", "model_alone", "keyword", "naive", "always_warning")
 SYSTEM_NAMES = {
@@ -60,7 +61,9 @@ def alert_text(event: dict[str, Any]) -> str:
     labels = event.get("labels") or {}
     annotations = event.get("annotations") or {}
     name = str(labels.get("alertname", ""))
-    return " ".join([name, *_camel_words(name), str(annotations.get("summary", "")), str(annotations.get("description", ""))])
+    return " ".join(
+        [name, *_camel_words(name), str(annotations.get("summary", "")), str(annotations.get("description", ""))]
+    )
 
 
 def _camel_words(name: str) -> list[str]:
@@ -72,7 +75,7 @@ def _camel_words(name: str) -> list[str]:
 class NaiveTextModel:
     """TF-IDF (words and word pairs) + logistic regression per head, on alert text only."""
 
-    def fit(self, samples: Sequence[Sample]) -> "NaiveTextModel":
+    def fit(self, samples: Sequence[Sample]) -> NaiveTextModel:
         texts = [alert_text(s.event) for s in samples]
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True)
         X = self.vectorizer.fit_transform(texts)
@@ -101,20 +104,33 @@ def _fold(source: str, train: Sequence[Sample], test: Sequence[Sample], C: float
     alone = ModelClassifier(pipeline, {}, "0" * 12, threshold=0.0)
     keyword = KeywordClassifier()
     naive = NaiveTextModel().fit([s for s in train if is_firing_rule(s)])
-    out: dict[str, Any] = {"source": source, "n": len(test), "train_sources": sorted({s.source for s in train}),
-                           "policy": decision, "calibration": calibration}
+    out: dict[str, Any] = {
+        "source": source,
+        "n": len(test),
+        "train_sources": sorted({s.source for s in train}),
+        "policy": decision,
+        "calibration": calibration,
+    }
     for condition in CONDITIONS:
         events = [without_severity(s.event) if condition == "no_severity_label" else s.event for s in test]
         preds: dict[str, tuple[list[str], list[float], list[str], list[float]]] = {}
         for name, clf in (("model", shipped), ("model_alone", alone), ("keyword", keyword)):
             ps = clf.predict_batch(events)
-            preds[name] = ([p.category for p in ps], [p.category_p for p in ps], [p.severity for p in ps],
-                           [p.severity_p for p in ps])
+            preds[name] = (
+                [p.category for p in ps],
+                [p.category_p for p in ps],
+                [p.severity for p in ps],
+                [p.severity_p for p in ps],
+            )
             if name == "model":
                 out.setdefault("basis", {})[condition] = [p.severity_basis for p in ps]
         preds["naive"] = naive.predict(events)
-        preds["always_warning"] = (["other"] * len(events), [1.0] * len(events), ["warning"] * len(events),
-                                   [1.0] * len(events))
+        preds["always_warning"] = (
+            ["other"] * len(events),
+            [1.0] * len(events),
+            ["warning"] * len(events),
+            [1.0] * len(events),
+        )
         out[condition] = preds
     out["truth"] = ([s.category for s in test], [s.severity for s in test])
     out["names"] = [str((s.event.get("labels") or {}).get("alertname", "")) for s in test]
@@ -127,8 +143,9 @@ def leave_one_source_out(samples: Sequence[Sample], C: float = C_REGULARISATION)
     return {"folds": folds, "summary": summarise(folds)}
 
 
-def _metrics(truth_cat: list[str], truth_sev: list[str], pred: tuple[list[str], list[float], list[str], list[float]],
-             system: str) -> dict[str, Any]:
+def _metrics(
+    truth_cat: list[str], truth_sev: list[str], pred: tuple[list[str], list[float], list[str], list[float]], system: str
+) -> dict[str, Any]:
     cat, cat_p, sev, sev_p = pred
     correct = [a == b for a, b in zip(sev, truth_sev)]
     out = {
@@ -147,7 +164,9 @@ def _metrics(truth_cat: list[str], truth_sev: list[str], pred: tuple[list[str], 
     return out
 
 
-def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int = RELIABILITY_BINS) -> list[dict[str, float]]:
+def reliability(
+    confidence: Sequence[float], correct: Sequence[bool], bins: int = RELIABILITY_BINS
+) -> list[dict[str, float]]:
     """Per confidence bin: count, mean confidence, accuracy (for the reliability diagram)."""
     conf = np.asarray(confidence, dtype=float)
     ok = np.asarray(correct, dtype=float)
@@ -156,9 +175,15 @@ def reliability(confidence: Sequence[float], correct: Sequence[bool], bins: int 
     out = []
     for b in range(bins):
         m = which == b
-        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()),
-                    "confidence": float(conf[m].mean()) if m.any() else 0.0,
-                    "accuracy": float(ok[m].mean()) if m.any() else 0.0})
+        out.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "n": int(m.sum()),
+                "confidence": float(conf[m].mean()) if m.any() else 0.0,
+                "accuracy": float(ok[m].mean()) if m.any() else 0.0,
+            }
+        )
     return out
 
 
@@ -180,9 +205,11 @@ def summarise(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     pooled[system][k].extend(pred[k])
         out["pooled"][condition] = {s: _metrics(pooled_truth[0], pooled_truth[1], pooled[s], s) for s in SYSTEMS}
         out["mean_over_sources"][condition] = {
-            s: {key: float(np.mean([out["per_source"][f["source"]][condition][s][key] for f in folds]))
+            s: {
+                key: float(np.mean([out["per_source"][f["source"]][condition][s][key] for f in folds]))
                 for key in ("severity_macro_f1", "urgent_fpr", "category_accuracy")
-                if key in out["pooled"][condition][s]}
+                if key in out["pooled"][condition][s]
+            }
             for s in SYSTEMS
         }
         if condition == "no_severity_label":
@@ -192,11 +219,19 @@ def summarise(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
             basis = [b for f in folds for b in f["basis"][condition]]
             out["basis_share"] = {b: basis.count(b) / len(basis) for b in sorted(set(basis))}
     out["n"] = sum(f["n"] for f in folds)
-    out["sources"] = [{"source": f["source"], "n": f["n"],
-                       "severity_counts": {s: f["truth"][1].count(s) for s in SEVERITIES if s in f["truth"][1]},
-                       "policy": {k: f["policy"][k] for k in ("severity_min_confidence", "severity_fallback",
-                                                               "false_page_cost", "category_fallback")},
-                       "temperature": f["calibration"]} for f in folds]
+    out["sources"] = [
+        {
+            "source": f["source"],
+            "n": f["n"],
+            "severity_counts": {s: f["truth"][1].count(s) for s in SEVERITIES if s in f["truth"][1]},
+            "policy": {
+                k: f["policy"][k]
+                for k in ("severity_min_confidence", "severity_fallback", "false_page_cost", "category_fallback")
+            },
+            "temperature": f["calibration"],
+        }
+        for f in folds
+    ]
     return out
 
 

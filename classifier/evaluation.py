@@ -13,7 +13,8 @@ wrongly still costs precision elsewhere).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
@@ -22,8 +23,8 @@ from classifier.corpus import Sample
 from classifier.keyword import KeywordClassifier
 from classifier.model import ModelClassifier
 from classifier.prediction import Prediction
-from streams.model.taxonomy import CATEGORIES, SEVERITIES
 from classifier.training import without_severity
+from streams.model.taxonomy import CATEGORIES, SEVERITIES
 
 CONDITIONS = ("as_sent", "no_severity_label")
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from streams.errors import InvalidInputError
-
 from streams.model.taxonomy import CATEGORIES, SEVERITIES
 
 EXAMPLES_PATH = Path(__file__).resolve().parent / "data" / "examples.yaml"

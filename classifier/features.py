@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import wraps
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from streams.model.taxonomy import normalize_severity
 from classifier.vocabulary import CATEGORY_WORDS, DEGRADE_WORDS, IMPACT_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
+from streams.model.taxonomy import normalize_severity
 
 T = TypeVar("T")
 
@@ -68,7 +69,21 @@ _PROMQL_RANGES = re.compile(r"\[[^\]]*\]")
 _PROMQL_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.I)
 _PROMQL_IDENT = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
 _PROMQL_KEYWORDS = frozenset(
-    {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan"}
+    {
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "inf",
+        "nan",
+    }
 )
 _MATCHER_VALUE = re.compile(r"=~?\s*\"([^\"]*)\"|=~?\s*'([^']*)'")
 
@@ -82,7 +97,14 @@ _SEVERITY_KEYS = frozenset({"severity", "priority", "urgency", "level", "securit
 # PagerDuty-style urgencies have only two levels; "high" there means page now.
 _URGENCY = {"high": "urgent", "low": "warning"}
 # Scanner finding levels onto ours (the worst finding speaks for the scan).
-_FINDING_LEVELS = {"critical": "urgent", "high": "action", "medium": "warning", "moderate": "warning", "low": "info", "info": "info"}
+_FINDING_LEVELS = {
+    "critical": "urgent",
+    "high": "action",
+    "medium": "warning",
+    "moderate": "warning",
+    "low": "info",
+    "info": "info",
+}
 # Event actions / statuses that close or merely update something already known.
 _CLOSING = frozenset({"resolved", "acknowledged", "closed", "fixed", "merged", "success", "succeeded", "ok", "clean"})
 
@@ -204,7 +226,6 @@ def words(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
     return out
 
 
-
 # --- Urgency: thresholds and horizons -------------------------------------------------
 # Warning / critical pairs of one rule often differ only in a number: the horizon of a
 # predict_linear, a range window, a threshold, "in 7 days" against "in 1 day". These
@@ -212,11 +233,30 @@ def words(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
 # from one rule (and one project) to another.
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-_DURATION_BUCKETS = ((60, "1m"), (300, "5m"), (900, "15m"), (3600, "1h"), (6 * 3600, "6h"), (86400, "1d"),
-                     (3 * 86400, "3d"), (7 * 86400, "7d"), (30 * 86400, "30d"))
+_DURATION_BUCKETS = (
+    (60, "1m"),
+    (300, "5m"),
+    (900, "15m"),
+    (3600, "1h"),
+    (6 * 3600, "6h"),
+    (86400, "1d"),
+    (3 * 86400, "3d"),
+    (7 * 86400, "7d"),
+    (30 * 86400, "30d"),
+)
 _NUMBER_BUCKETS = ((0.01, "<.01"), (0.05, "<.05"), (0.1, "<.1"), (0.25, "<.25"), (0.5, "<.5"), (1.0, "<1"))
-_LARGE_BUCKETS = ((5, "<=5"), (10, "<=10"), (20, "<=20"), (50, "<=50"), (80, "<=80"), (90, "<=90"), (95, "<=95"),
-                  (99, "<=99"), (100, "<=100"), (1000, "<=1e3"))
+_LARGE_BUCKETS = (
+    (5, "<=5"),
+    (10, "<=10"),
+    (20, "<=20"),
+    (50, "<=50"),
+    (80, "<=80"),
+    (90, "<=90"),
+    (95, "<=95"),
+    (99, "<=99"),
+    (100, "<=100"),
+    (1000, "<=1e3"),
+)
 _RANGE = re.compile(r"\[\s*((?:\d+[smhdwy])+)\s*(?::[^\]]*)?\]")
 _DURATION_PART = re.compile(r"(\d+)([smhdwy])")
 _COMPARISON = re.compile(r"(>=|<=|==|!=|>|<)\s*(?:bool\s+)?(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)(?![\w.])")
@@ -226,8 +266,22 @@ _TEXT_DURATION = re.compile(
     r"(\d+(?:\.\d+)?)\s*(seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|[smhdw])\b", re.I
 )
 _TEXT_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent)")
-_TEXT_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hr": 3600,
-               "hour": 3600, "d": 86400, "day": 86400, "w": 604800, "week": 604800, "month": 2592000}
+_TEXT_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hr": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+    "w": 604800,
+    "week": 604800,
+    "month": 2592000,
+}
 
 
 def duration_bucket(seconds: float) -> str:
@@ -668,7 +722,7 @@ class EventTokenizer(TransformerMixin, BaseEstimator):
     Nothing is learned, so fitting is a no-op and the step pickles to almost nothing.
     """
 
-    def fit(self, X: Sequence[Mapping[str, Any]], y: Any = None) -> "EventTokenizer":
+    def fit(self, X: Sequence[Mapping[str, Any]], y: Any = None) -> EventTokenizer:
         return self
 
     def transform(self, X: Sequence[Mapping[str, Any]]) -> list[list[str]]:
@@ -686,6 +740,13 @@ def clear_caches() -> None:
     """Empty the memo caches (for cold-start benchmarks and tests); results never depend on them."""
     _W_CACHE.clear()
     _IDENTITY_KEY_TOKENS.clear()
-    for fn in (name_tokens, expr_tokens, expr_from_generator_url, text_tokens, label_value_tokens, label_tokens,
-               envelope_tokens):
+    for fn in (
+        name_tokens,
+        expr_tokens,
+        expr_from_generator_url,
+        text_tokens,
+        label_value_tokens,
+        label_tokens,
+        envelope_tokens,
+    ):
         fn.cache_clear()

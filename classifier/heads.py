@@ -21,7 +21,7 @@ class TwoHeads(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-
         self.category = category
         self.severity = severity
 
-    def fit(self, X: Any, Y: Any) -> "TwoHeads":
+    def fit(self, X: Any, Y: Any) -> TwoHeads:
         Y = np.asarray(Y, dtype=object)
         self.estimators_ = [clone(self.category).fit(X, Y[:, 0]), clone(self.severity).fit(X, Y[:, 1])]
         return self

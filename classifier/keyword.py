@@ -9,12 +9,13 @@ fixed confidences per rule tier, not calibrated estimates.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from classifier.features import event_tokens, normalize_word
 from classifier.prediction import Prediction
-from streams.model.taxonomy import normalize_severity
 from classifier.vocabulary import CATEGORY_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
+from streams.model.taxonomy import normalize_severity
 
 KEYWORD_VERSION = "keyword-1"
 
@@ -142,9 +143,19 @@ class KeywordClassifier:
             tokens = event_tokens(event)
             category, cp = keyword_category(event, tokens)
             severity, sp = keyword_severity(event, tokens)
-            out.append(Prediction(category, cp, severity, sp, self.version, False,
-                                  severity_inferred=sp < P_EXPLICIT, category_inferred=cp < P_EXPLICIT,
-                                  severity_basis="stated" if sp >= P_EXPLICIT else "rules"))
+            out.append(
+                Prediction(
+                    category,
+                    cp,
+                    severity,
+                    sp,
+                    self.version,
+                    False,
+                    severity_inferred=sp < P_EXPLICIT,
+                    category_inferred=cp < P_EXPLICIT,
+                    severity_basis="stated" if sp >= P_EXPLICIT else "rules",
+                )
+            )
         return out
 
     def predict_tokens(self, tokens_list: Sequence[list[str]]) -> list[tuple[str, float, str, float]]:

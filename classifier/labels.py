@@ -29,11 +29,10 @@ lower-cased, split into words):
 from __future__ import annotations
 
 import re
-from typing import Iterable
-
-from streams.errors import InvalidInputError
+from collections.abc import Iterable
 
 from classifier.dataset import Rule
+from streams.errors import InvalidInputError
 from streams.model.taxonomy import CATEGORIES, normalize_severity
 
 _WORDS = re.compile(r"[a-z0-9]+")

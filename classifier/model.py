@@ -13,18 +13,18 @@ import logging
 import os
 import pickle
 import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import sklearn
-
-from streams.errors import CorruptDataError, NotFoundError
 
 from classifier.features import clear_caches, tokens_batch
 from classifier.keyword import P_EXPLICIT, KeywordClassifier
 from classifier.prediction import Prediction
 from classifier.scoring import FastScorer
+from streams.errors import CorruptDataError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,29 @@ def check_sklearn_version(meta: Mapping[str, Any], path: str | Path) -> None:
 
 
 # Tokens that mean the sender stated the severity (classifier/features.py), most pressing last.
-STATED_SEVERITY_TOKENS = (("sev:info", "info"), ("sev:warning", "warning"), ("sev:action", "action"),
-                          ("sev:urgent", "urgent"))
+STATED_SEVERITY_TOKENS = (
+    ("sev:info", "info"),
+    ("sev:warning", "warning"),
+    ("sev:action", "action"),
+    ("sev:urgent", "urgent"),
+)
 CLOSING_TOKEN = "closing:1"
 # Tokens that mean the kind of event fixes its category (the keyword rules' explicit tier).
 EXPLICIT_CATEGORY_TOKENS = (
-    "scan:drift", "scan:compliance", "scan:cost", "tp:pr", "k:timer", "tp:dependabot_alert",
-    "tp:secret_scanning_alert", "tp:code_scanning_alert", "tp:deployment", "tp:deployment_status",
-    "tp:workflow_run", "tp:pipeline", "tp:release", "tp:check_run",
+    "scan:drift",
+    "scan:compliance",
+    "scan:cost",
+    "tp:pr",
+    "k:timer",
+    "tp:dependabot_alert",
+    "tp:secret_scanning_alert",
+    "tp:code_scanning_alert",
+    "tp:deployment",
+    "tp:deployment_status",
+    "tp:workflow_run",
+    "tp:pipeline",
+    "tp:release",
+    "tp:check_run",
 )
 DEFAULT_SEVERITY = "warning"
 
@@ -237,7 +252,9 @@ class ModelClassifier:
         cat_ps = cat_p.tolist()
         cat_inferred = [True] * n
         explicit = self._present(X, self._explicit_cols).any(axis=1)
-        cat_unsure = (cat_p < self.category_threshold) if decision.get("category_fallback") == "keyword" else np.zeros(n, bool)
+        cat_unsure = (
+            (cat_p < self.category_threshold) if decision.get("category_fallback") == "keyword" else np.zeros(n, bool)
+        )
         sev_rules = unsure & ~has_stated if fallback_sev == "keyword" else np.zeros(n, bool)
         ask = np.flatnonzero(explicit | cat_unsure | sev_rules).tolist()
         fell_back = [False] * n
@@ -252,9 +269,19 @@ class ModelClassifier:
         out = []
         for i in range(n):
             b = basis[i]
-            out.append(Prediction(categories[i], cat_ps[i], severities[i], sev_ps[i], version,
-                                  fell_back[i] or b == "default", severity_inferred=b != "stated",
-                                  category_inferred=cat_inferred[i], severity_basis=b))
+            out.append(
+                Prediction(
+                    categories[i],
+                    cat_ps[i],
+                    severities[i],
+                    sev_ps[i],
+                    version,
+                    fell_back[i] or b == "default",
+                    severity_inferred=b != "stated",
+                    category_inferred=cat_inferred[i],
+                    severity_basis=b,
+                )
+            )
         return out
 
     def _predict_legacy(self, tokens: Sequence[list[str]]) -> list[Prediction]:
@@ -272,11 +299,15 @@ class ModelClassifier:
         cat_ps = cat_p.tolist()
         sev_ps = sev_p.tolist()
         version = self.version
-        out = [Prediction(c, cp, s, sp, version, False, True, True, "model")
-               for c, cp, s, sp in zip(categories, cat_ps, severities, sev_ps)]
+        out = [
+            Prediction(c, cp, s, sp, version, False, True, True, "model")
+            for c, cp, s, sp in zip(categories, cat_ps, severities, sev_ps)
+        ]
         if unsure.any():
             where = np.flatnonzero(unsure).tolist()
-            for i, (kw_category, kw_cp, kw_severity, kw_sp) in zip(where, self._keyword.predict_tokens([tokens[i] for i in where])):
+            for i, (kw_category, kw_cp, kw_severity, kw_sp) in zip(
+                where, self._keyword.predict_tokens([tokens[i] for i in where])
+            ):
                 category, cp, severity, sp = categories[i], cat_ps[i], severities[i], sev_ps[i]
                 if cp < self.category_threshold:
                     category, cp = kw_category, kw_cp
@@ -287,8 +318,12 @@ class ModelClassifier:
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, path: str | Path = "<bytes>", threshold: float | None = None, default_severity: str | None = None
-    ) -> "ModelClassifier":
+        cls,
+        data: bytes,
+        path: str | Path = "<bytes>",
+        threshold: float | None = None,
+        default_severity: str | None = None,
+    ) -> ModelClassifier:
         """Build from artifact bytes, checking format, sklearn version and integrity first."""
         try:
             outer = pickle.loads(data)
@@ -329,5 +364,6 @@ def load_classifier(
     if not artifact.is_file():
         raise ModelNotFoundError(f"no classifier artifact at {artifact}; {RETRAIN_HINT}")
     default_severity = default_severity or os.environ.get(DEFAULT_SEVERITY_ENV) or None
-    return ModelClassifier.from_bytes(artifact.read_bytes(), artifact, threshold=threshold,
-                                      default_severity=default_severity)
+    return ModelClassifier.from_bytes(
+        artifact.read_bytes(), artifact, threshold=threshold, default_severity=default_severity
+    )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-from streams.errors import UnavailableError
+from typing import Any
 
 from classifier.evaluation import headline
+from streams.errors import UnavailableError
 
 CLASSIFIER_DIR = Path(__file__).resolve().parent
 REPORT_PATH = CLASSIFIER_DIR / "REPORT.md"
@@ -39,9 +39,7 @@ def per_class_table(model: Mapping[str, Any], keyword: Mapping[str, Any]) -> str
             f"| {label} | {support} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} "
             f"| {k['precision']:.2f} | {k['recall']:.2f} | {k['f1']:.2f} |"
         )
-    lines.append(
-        f"| **macro-F1** | | | | **{model['macro_f1']:.3f}** | | | **{keyword['macro_f1']:.3f}** |"
-    )
+    lines.append(f"| **macro-F1** | | | | **{model['macro_f1']:.3f}** | | | **{keyword['macro_f1']:.3f}** |")
     return "\n".join(lines)
 
 
@@ -51,7 +49,11 @@ def summary_table(results: Mapping[str, Any]) -> str:
         "| condition | system | category macro-F1 | category acc. | severity macro-F1 | severity acc. | fallback rate |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    names = {"model": "model (as shipped, with fallback)", "model_no_fallback": "model alone (no fallback)", "keyword": "keyword baseline"}
+    names = {
+        "model": "model (as shipped, with fallback)",
+        "model_no_fallback": "model alone (no fallback)",
+        "keyword": "keyword baseline",
+    }
     for condition, systems in results.items():
         for system, res in systems.items():
             lines.append(
@@ -114,8 +116,15 @@ def draw_confusions(results: Mapping[str, Any], paths: Mapping[str, Path] = PNG_
             for i, row in enumerate(matrix):
                 for j, value in enumerate(row):
                     if value:
-                        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                                color="white" if value > peak / 2 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            str(value),
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if value > peak / 2 else "black",
+                        )
         fig.tight_layout()
         fig.savefig(path, dpi=80, metadata={"Software": None})
         plt.close(fig)
@@ -166,7 +175,11 @@ def threshold_section(meta: Mapping[str, Any]) -> list[str]:
     ]
     for head in ("category", "severity"):
         for c in conditions:
-            lines.append(f"| {head}, {CONDITION_NAMES.get(c, c)} | " + " | ".join(f"{v:.3f}" for v in sel[head]["curve"][c]) + " |")
+            lines.append(
+                f"| {head}, {CONDITION_NAMES.get(c, c)} | "
+                + " | ".join(f"{v:.3f}" for v in sel[head]["curve"][c])
+                + " |"
+            )
     lines += ["", *SELECTION_NOTES, ""]
     return lines
 
@@ -177,7 +190,7 @@ SELECTION_NOTES = [
     "condition picks the same pair; the change of objective to the mean of the two conditions the report "
     "scores moved the severity threshold to 0.65. The category threshold is 0.35 under every variant.",
     "* Other choices checked by the same cross-validation and left alone: the severity head with "
-    "`class_weight=\"balanced\"` (for the rare `action` class) and its own C in 3, 10, 30, 100, 300. Each variant, "
+    '`class_weight="balanced"` (for the rare `action` class) and its own C in 3, 10, 30, 100, 300. Each variant, '
     "with its own best threshold, lands within 0.004 of the kept one (unweighted, C = 10) on the mean objective "
     "(the best, balanced with C = 30, is ahead by 0.002), inside the noise of a few dozen `action` events, so the "
     "simpler model stays. Letting the rules win "
@@ -242,14 +255,14 @@ def render_report(
         f"{b['model']['severity']['macro_f1']:.3f} (model) vs {b['keyword']['severity']['macro_f1']:.3f} (keyword); "
         f"category {b['model']['category']['macro_f1']:.3f} vs {b['keyword']['category']['macro_f1']:.3f}.",
         "",
-        "\"Model\" is the classifier as shipped (stated severity honoured, calibrated cost-sensitive decision, "
-        "fallbacks as chosen above); \"model alone\" is the uncalibrated argmax of the same fitted model.",
+        '"Model" is the classifier as shipped (stated severity honoured, calibrated cost-sensitive decision, '
+        'fallbacks as chosen above); "model alone" is the uncalibrated argmax of the same fitted model.',
         "",
         "## What was measured",
         "",
         f"* Corpus: the {meta.get('n_train', 0) + meta.get('n_test', 0)} labelled events built from "
         "[awesome-prometheus-alerts](https://github.com/samber/awesome-prometheus-alerts) "
-        "(\"Awesome Prometheus alerts\" by Samuel Berthe and contributors, CC BY 4.0; 1,155 rules rendered as "
+        '("Awesome Prometheus alerts" by Samuel Berthe and contributors, CC BY 4.0; 1,155 rules rendered as '
         "Alertmanager events, 15% of them also as a resolved notification) plus the hand-labelled scans, "
         "webhooks and pull requests in `classifier/data/examples.yaml`. Labels come from the rules in "
         "[LABELLING.md](LABELLING.md).",
@@ -313,9 +326,14 @@ def render_report(
             f"| model, batched (features included; rules seen before, alerts new) | {bench['batched_per_s']:,.0f} "
             f"({bench.get('batched_median_per_s', 0):,.0f}) |",
             f"| model, batched, cold memo caches | {bench.get('batched_cold_per_s', 0):,.0f} |",
-            *([f"| previous model `{bench['baseline_model_version']}`, batched, same run | "
-               f"{bench['baseline_batched_per_s']:,.0f} ({bench.get('baseline_batched_median_per_s', 0):,.0f}) |"]
-              if bench.get("baseline_batched_per_s") else []),
+            *(
+                [
+                    f"| previous model `{bench['baseline_model_version']}`, batched, same run | "
+                    f"{bench['baseline_batched_per_s']:,.0f} ({bench.get('baseline_batched_median_per_s', 0):,.0f}) |"
+                ]
+                if bench.get("baseline_batched_per_s")
+                else []
+            ),
             f"| keyword baseline, batched | {bench['keyword_batched_per_s']:,.0f} "
             f"({bench.get('keyword_batched_median_per_s', 0):,.0f}) |",
             "",
@@ -420,9 +438,21 @@ def loso_section(loso: Mapping[str, Any], pairs: Mapping[str, int]) -> list[str]
     summary = loso["summary"]
     pooled = summary["pooled"]["no_severity_label"]["model"]
     checks = [
-        ("no-label severity macro-F1 ≥ 0.6", pooled["severity_macro_f1"] >= TARGETS["severity_macro_f1"], f"{pooled['severity_macro_f1']:.3f}"),
-        ("urgent false-positive rate < 10%", pooled["urgent_fpr"] < TARGETS["urgent_fpr"], f"{pooled['urgent_fpr']:.1%}"),
-        ("category accuracy ≥ 0.85", pooled["category_accuracy"] >= TARGETS["category_accuracy"], f"{pooled['category_accuracy']:.3f}"),
+        (
+            "no-label severity macro-F1 ≥ 0.6",
+            pooled["severity_macro_f1"] >= TARGETS["severity_macro_f1"],
+            f"{pooled['severity_macro_f1']:.3f}",
+        ),
+        (
+            "urgent false-positive rate < 10%",
+            pooled["urgent_fpr"] < TARGETS["urgent_fpr"],
+            f"{pooled['urgent_fpr']:.1%}",
+        ),
+        (
+            "category accuracy ≥ 0.85",
+            pooled["category_accuracy"] >= TARGETS["category_accuracy"],
+            f"{pooled['category_accuracy']:.3f}",
+        ),
     ]
     sev = pooled["severity"]
     per_class = {row["label"]: row for row in sev["per_class"]}
@@ -431,8 +461,8 @@ def loso_section(loso: Mapping[str, Any], pairs: Mapping[str, int]) -> list[str]
         "",
         "**What data this is.** Other projects' alert-rule sets (Thanos, Loki, VictoriaMetrics, Strimzi, ...) could "
         "not be vendored in this workplace: data reaches the repository only through the project's shared datasets, "
-        "and the only alert rules there are the awesome-prometheus-alerts catalogue. So no \"source\" below is "
-        "another project: each is one of the catalogue's 13 groups (\"Databases\", \"Orchestrators\", ...), "
+        'and the only alert rules there are the awesome-prometheus-alerts catalogue. So no "source" below is '
+        'another project: each is one of the catalogue\'s 13 groups ("Databases", "Orchestrators", ...), '
         "written by different contributors for different exporters but collected, edited and labelled under one "
         "catalogue's conventions. That is the best proxy for house style this data offers, and a generous one: "
         "severity conventions (what a catalogue editor calls critical) are shared across groups, so these numbers "
@@ -456,8 +486,12 @@ def loso_section(loso: Mapping[str, Any], pairs: Mapping[str, int]) -> list[str]
         *[f"| {name} | {'yes' if ok else '**no**'} | {value} |" for name, ok, value in checks],
         "",
         "Severity per class (pooled, no label, model as shipped): "
-        + ", ".join(f"{c} F1 {per_class[c]['f1']:.2f} (support {per_class[c]['support']})" for c in SEVERITIES_SHOWN if c in per_class)
-        + f". Where the shipped severity came from: "
+        + ", ".join(
+            f"{c} F1 {per_class[c]['f1']:.2f} (support {per_class[c]['support']})"
+            for c in SEVERITIES_SHOWN
+            if c in per_class
+        )
+        + ". Where the shipped severity came from: "
         + ", ".join(f"{k} {v:.0%}" for k, v in summary["basis_share"].items())
         + f". Rules of one group sharing an alertname with different severities (threshold pairs): {pairs['pairs']}, "
         f"answered differently by the model: {pairs['answered_differently']}.",
@@ -470,7 +504,7 @@ def loso_section(loso: Mapping[str, Any], pairs: Mapping[str, int]) -> list[str]
         "",
         "### Same folds, severity as sent",
         "",
-        "A stated severity is honoured as is (`severity_basis=\"stated\"`), so the shipped model copies it:",
+        'A stated severity is honoured as is (`severity_basis="stated"`), so the shipped model copies it:',
         "",
         loso_table(summary, "as_sent"),
         "",
@@ -479,6 +513,7 @@ def loso_section(loso: Mapping[str, Any], pairs: Mapping[str, int]) -> list[str]
 
 
 SEVERITIES_SHOWN = ("info", "warning", "action", "urgent")
+
 
 def trust_notes(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
     """What the leave-one-group-out numbers can and cannot say, with the figures they rest on."""

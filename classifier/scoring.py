@@ -10,8 +10,9 @@ from the fitted steps, memoising token -> column; tests check it against the pip
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import chain, repeat
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -64,11 +65,15 @@ class FastScorer:
         lengths = np.fromiter(map(len, tokens_list), dtype=np.int64, count=n)
         memo = self._memo
         total = int(lengths.sum())
-        flat = np.fromiter(map(memo.get, chain.from_iterable(tokens_list), repeat(_UNSEEN)), dtype=np.int64, count=total)
+        flat = np.fromiter(
+            map(memo.get, chain.from_iterable(tokens_list), repeat(_UNSEEN)), dtype=np.int64, count=total
+        )
         if (flat == _UNSEEN).any():  # tokens not seen since start-up: hash each once
             unseen = set(chain.from_iterable(tokens_list)).difference(memo)
             fresh = {tok: self.column(tok) for tok in unseen}  # column() also memoises
-            flat = np.fromiter(map(memo.get, chain.from_iterable(tokens_list), repeat(_UNSEEN)), dtype=np.int64, count=total)
+            flat = np.fromiter(
+                map(memo.get, chain.from_iterable(tokens_list), repeat(_UNSEEN)), dtype=np.int64, count=total
+            )
             if (flat == _UNSEEN).any():  # memo full: this batch's own table for the rest
                 lookup = fresh.get
                 flat = np.fromiter(

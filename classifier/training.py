@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy
@@ -34,7 +35,6 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from streams.errors import InvalidInputError
 from classifier.columns import ActiveColumns
 from classifier.corpus import Sample, build_corpus, samples_sha256, split_by_service, unit_hash
 from classifier.dataset import default_rules_path, load_rules
@@ -43,6 +43,7 @@ from classifier.features import EventTokenizer, tokens_batch, words
 from classifier.heads import TwoHeads
 from classifier.keyword import KeywordClassifier
 from classifier.model import DEFAULT_MODEL_PATH, DEFAULT_SEVERITY, ModelClassifier, encode_artifact
+from streams.errors import InvalidInputError
 from streams.model.taxonomy import CATEGORIES, SEVERITIES
 
 FEATURE_VERSION = "features-2"
@@ -209,7 +210,12 @@ def train_model(
     if with_thresholds:
         calibration, decision, thresholds, selection = select_policy(train, C)
     else:
-        calibration, decision, thresholds, selection = {"category": 1.0, "severity": 1.0}, None, {"category": 0.0, "severity": 0.0}, {}
+        calibration, decision, thresholds, selection = (
+            {"category": 1.0, "severity": 1.0},
+            None,
+            {"category": 0.0, "severity": 0.0},
+            {},
+        )
     meta: dict[str, Any] = {
         "created_by": CREATED_BY,
         "sklearn_version": sklearn.__version__,
@@ -254,7 +260,9 @@ def write_artifact(run: TrainingRun, path: str | Path = DEFAULT_MODEL_PATH) -> t
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(run.artifact)
     sidecar = target.with_suffix(".json")
-    sidecar.write_text(json.dumps(dict(run.meta, model_version=run.classifier.version), indent=2, sort_keys=True) + "\n")
+    sidecar.write_text(
+        json.dumps(dict(run.meta, model_version=run.classifier.version), indent=2, sort_keys=True) + "\n"
+    )
     return target, sidecar
 
 
@@ -267,6 +275,7 @@ def write_artifact(run: TrainingRun, path: str | Path = DEFAULT_MODEL_PATH) -> t
 # the rest, and the held-out firing alerts are scored *without* labels.severity (the
 # case where the severity head decides anything). Resolved notifications and the
 # hand-labelled examples always train and are never scored here.
+
 
 # Expected-cost decision: rows are the true severity, columns the answer, in SEVERITIES
 # order (info, warning, action, urgent). A false page (urgent for a warning or an info)
@@ -312,7 +321,11 @@ def source_folds(samples: Sequence[Sample]) -> list[tuple[str, list[Sample], lis
     the hand-labelled examples included); nothing of the held-out source trains.
     """
     return [
-        (source, [s for s in samples if s.source != source], [s for s in samples if s.source == source and is_firing_rule(s)])
+        (
+            source,
+            [s for s in samples if s.source != source],
+            [s for s in samples if s.source == source and is_firing_rule(s)],
+        )
         for source in rule_sources(samples)
     ]
 
@@ -329,7 +342,7 @@ def cross_source_logits(samples: Sequence[Sample], C: float = C_REGULARISATION) 
     cat_logits: dict[int, np.ndarray] = {}
     sev_logits: dict[int, np.ndarray] = {}
     classes: tuple[list[str], list[str]] | None = None
-    for source, train, held_samples in source_folds(samples):
+    for source, train, _held_samples in source_folds(samples):
         held = [i for i in idx if samples[i].source == source]
         clf = ModelClassifier(fit_pipeline(train, C), {}, "0" * 12)
         cat_names = [str(c) for c in clf.category_classes]
@@ -377,7 +390,9 @@ def fit_temperature(logits: np.ndarray, truth_index: np.ndarray) -> float:
     return best
 
 
-def severity_decision(proba: np.ndarray, cost: np.ndarray, min_confidence: float, default_index: int) -> tuple[np.ndarray, np.ndarray]:
+def severity_decision(
+    proba: np.ndarray, cost: np.ndarray, min_confidence: float, default_index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(answer index, unsure mask): the least expected cost, the default below min_confidence."""
     idx = (proba @ cost).argmin(axis=1)
     p = proba[np.arange(len(idx)), idx]
@@ -407,7 +422,9 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
     return float(total)
 
 
-def select_policy(samples: Sequence[Sample], C: float = C_REGULARISATION) -> tuple[dict[str, float], dict[str, Any], dict[str, float], dict[str, Any]]:
+def select_policy(
+    samples: Sequence[Sample], C: float = C_REGULARISATION
+) -> tuple[dict[str, float], dict[str, Any], dict[str, float], dict[str, Any]]:
     """Temperatures, the decision record, the thresholds and a selection record, all from cross-source OOF.
 
     Severity: the temperature minimising NLL; then, for each fallback (the default
@@ -480,16 +497,34 @@ def select_policy(samples: Sequence[Sample], C: float = C_REGULARISATION) -> tup
         "severity": {
             "temperature": t_sev,
             "curves": curves,
-            "chosen": {"fallback": sev_fallback, "min_confidence": min_conf, "false_page_cost": false_page,
-                       "macro_f1": round(sev_f1, 4)},
-            "argmax_uncalibrated": {"macro_f1": round(macro_f1(truth_sev, names[oof["severity"].argmax(axis=1)]), 4),
-                                    "urgent_fpr": round(urgent_fpr(truth_sev, names[oof["severity"].argmax(axis=1)]), 4)},
-            "argmax": {"macro_f1": round(macro_f1(truth_sev, argmax_pred), 4),
-                       "urgent_fpr": round(urgent_fpr(truth_sev, argmax_pred), 4)},
-            "keyword": {"macro_f1": round(macro_f1(truth_sev, kw_sev), 4), "urgent_fpr": round(urgent_fpr(truth_sev, kw_sev), 4)},
-            "ece_uncalibrated": round(expected_calibration_error(softmax_t(oof["severity"], 1.0).max(axis=1),
-                                                                 names[oof["severity"].argmax(axis=1)] == np.array(truth_sev, dtype=object)), 4),
-            "ece_calibrated": round(expected_calibration_error(sev_p.max(axis=1), argmax_pred == np.array(truth_sev, dtype=object)), 4),
+            "chosen": {
+                "fallback": sev_fallback,
+                "min_confidence": min_conf,
+                "false_page_cost": false_page,
+                "macro_f1": round(sev_f1, 4),
+            },
+            "argmax_uncalibrated": {
+                "macro_f1": round(macro_f1(truth_sev, names[oof["severity"].argmax(axis=1)]), 4),
+                "urgent_fpr": round(urgent_fpr(truth_sev, names[oof["severity"].argmax(axis=1)]), 4),
+            },
+            "argmax": {
+                "macro_f1": round(macro_f1(truth_sev, argmax_pred), 4),
+                "urgent_fpr": round(urgent_fpr(truth_sev, argmax_pred), 4),
+            },
+            "keyword": {
+                "macro_f1": round(macro_f1(truth_sev, kw_sev), 4),
+                "urgent_fpr": round(urgent_fpr(truth_sev, kw_sev), 4),
+            },
+            "ece_uncalibrated": round(
+                expected_calibration_error(
+                    softmax_t(oof["severity"], 1.0).max(axis=1),
+                    names[oof["severity"].argmax(axis=1)] == np.array(truth_sev, dtype=object),
+                ),
+                4,
+            ),
+            "ece_calibrated": round(
+                expected_calibration_error(sev_p.max(axis=1), argmax_pred == np.array(truth_sev, dtype=object)), 4
+            ),
         },
         "category": {
             "temperature": t_cat,

@@ -14,7 +14,8 @@ import logging
 import os
 import re
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 MASK = "**********"
 CONTEXT_FIELDS = ("session_key", "event_id", "effect_id", "topic", "partition", "offset", "channel", "receiver")
@@ -93,7 +94,11 @@ class JsonFormatter(logging.Formatter):
 
 def logging_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
     """A dictConfig for the process (faust's Worker accepts it as ``logging_config``)."""
-    formatter = {"()": JsonFormatter} if fmt == "json" else {"format": "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"}
+    formatter = (
+        {"()": JsonFormatter}
+        if fmt == "json"
+        else {"format": "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"}
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,

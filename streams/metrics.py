@@ -26,54 +26,57 @@ EVENTS_INGESTED = Counter(
     "opsloop_events_ingested_total", "Events accepted and acknowledged by Kafka.", ["kind", "source"]
 )
 EVENTS_REJECTED = Counter(
-    "opsloop_events_rejected_total", "Events refused at ingest, by reason (auth, invalid, too_large, unavailable, ...).",
+    "opsloop_events_rejected_total",
+    "Events refused at ingest, by reason (auth, invalid, too_large, unavailable, ...).",
     ["kind", "reason"],
 )
-EVENTS_DECIDED = Counter(
-    "opsloop_events_decided_total", "Events folded by the decide agent.", ["kind"]
-)
-DECISIONS = Counter(
-    "opsloop_decisions_total", "Decision records written.", ["category", "severity", "outcome"]
-)
-SUPPRESSIONS = Counter(
-    "opsloop_suppressions_total", "Effects a policy gate stopped.", ["gate"]
-)
-EFFECTS = Counter(
-    "opsloop_effects_total", "Effects sent to outbox.", ["type", "channel"]
-)
-DELIVERIES = Counter(
-    "opsloop_deliveries_total", "Sink deliveries by final status.", ["channel", "status"]
-)
-DEAD_LETTERS = Counter(
-    "opsloop_dead_letters_total", "Records sent to a dead-letter topic.", ["topic", "stage"]
-)
+EVENTS_DECIDED = Counter("opsloop_events_decided_total", "Events folded by the decide agent.", ["kind"])
+DECISIONS = Counter("opsloop_decisions_total", "Decision records written.", ["category", "severity", "outcome"])
+SUPPRESSIONS = Counter("opsloop_suppressions_total", "Effects a policy gate stopped.", ["gate"])
+EFFECTS = Counter("opsloop_effects_total", "Effects sent to outbox.", ["type", "channel"])
+DELIVERIES = Counter("opsloop_deliveries_total", "Sink deliveries by final status.", ["channel", "status"])
+DEAD_LETTERS = Counter("opsloop_dead_letters_total", "Records sent to a dead-letter topic.", ["topic", "stage"])
 EVENT_TO_EFFECT = Histogram(
-    "opsloop_event_to_effect_seconds", "From an event's receipt to its effects being sent to outbox.",
+    "opsloop_event_to_effect_seconds",
+    "From an event's receipt to its effects being sent to outbox.",
     buckets=LATENCY_BUCKETS,
 )
 DELIVERY_LATENCY = Histogram(
-    "opsloop_delivery_seconds", "From a sink taking an effect to its final delivery status.", ["channel"],
+    "opsloop_delivery_seconds",
+    "From a sink taking an effect to its final delivery status.",
+    ["channel"],
     buckets=LATENCY_BUCKETS,
 )
 # Per partition: bounded by topics.yaml, and a stalled partition is what one alerts on.
 CONSUMER_LAG = Gauge(
-    "opsloop_consumer_lag_records", "Records between this process's position and the end of a partition it owns.",
+    "opsloop_consumer_lag_records",
+    "Records between this process's position and the end of a partition it owns.",
     ["topic", "partition"],
 )
 CONSUMER_POSITION = Gauge(
-    "opsloop_consumer_position_records", "This process's consume position in a partition it owns (stops moving when stalled).",
+    "opsloop_consumer_position_records",
+    "This process's consume position in a partition it owns (stops moving when stalled).",
     ["topic", "partition"],
 )
-PARTITIONS_ASSIGNED = Gauge(
-    "opsloop_partitions_assigned", "Partitions this process owns, by topic.", ["topic"]
-)
+PARTITIONS_ASSIGNED = Gauge("opsloop_partitions_assigned", "Partitions this process owns, by topic.", ["topic"])
 TIMERS_PENDING = Gauge(
     "opsloop_timers_pending", "Timers scheduled and not yet fired or cancelled, on this process's partitions."
 )
 
 ALL = (
-    EVENTS_INGESTED, EVENTS_REJECTED, EVENTS_DECIDED, DECISIONS, SUPPRESSIONS, EFFECTS, DELIVERIES,
-    DEAD_LETTERS, EVENT_TO_EFFECT, DELIVERY_LATENCY, CONSUMER_LAG, CONSUMER_POSITION, PARTITIONS_ASSIGNED,
+    EVENTS_INGESTED,
+    EVENTS_REJECTED,
+    EVENTS_DECIDED,
+    DECISIONS,
+    SUPPRESSIONS,
+    EFFECTS,
+    DELIVERIES,
+    DEAD_LETTERS,
+    EVENT_TO_EFFECT,
+    DELIVERY_LATENCY,
+    CONSUMER_LAG,
+    CONSUMER_POSITION,
+    PARTITIONS_ASSIGNED,
     TIMERS_PENDING,
 )
 
@@ -85,7 +88,9 @@ def exported_names() -> set[str]:
         for family in metric.collect():
             for sample in family.samples:
                 names.add(sample.name)
-        base = cast("list[Metric]", metric.describe())[0].name  # the family name without suffixes (describe gives a list)
+        base = cast("list[Metric]", metric.describe())[
+            0
+        ].name  # the family name without suffixes (describe gives a list)
         if isinstance(metric, Counter):
             names.add(base + "_total")
         elif isinstance(metric, Histogram):
@@ -111,8 +116,9 @@ def observe_ingested(kind: str, source: str, count: int = 1) -> None:
     EVENTS_INGESTED.labels(kind, source if source in KNOWN_SOURCES else "other").inc(count)
 
 
-
-def observe_decision(event: dict[str, Any], record: dict[str, Any], effects: list[dict[str, Any]], now_s: float) -> None:
+def observe_decision(
+    event: dict[str, Any], record: dict[str, Any], effects: list[dict[str, Any]], now_s: float
+) -> None:
     """After a decision and its effects were sent: counts, gate stops, latency."""
     EVENTS_DECIDED.labels(event["kind"]).inc()
     DECISIONS.labels(record["category"], record["severity"], record["outcome"]).inc()

@@ -136,9 +136,8 @@ class IngestSettings(BaseSettings):
     dedupe_ttl_s: float = 3600.0
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "IngestSettings":
+    def from_env(cls, **overrides: object) -> IngestSettings:
         return cls(**overrides)  # type: ignore[arg-type]
-
 
 
 class Settings(BaseSettings):
@@ -210,16 +209,20 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this process holds, for the log redaction filter."""
-        values = [self.kafka_sasl_password.get_secret_value(), self.database_url.get_secret_value(),
-                  self.sinks.database_url.get_secret_value(), self.ack.secret.get_secret_value(),
-                  self.ingest.slack_signing_secret.get_secret_value()]
+        values = [
+            self.kafka_sasl_password.get_secret_value(),
+            self.database_url.get_secret_value(),
+            self.sinks.database_url.get_secret_value(),
+            self.ack.secret.get_secret_value(),
+            self.ingest.slack_signing_secret.get_secret_value(),
+        ]
         url = self.database_url.get_secret_value()
         if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
             values.append(url.split("@", 1)[0].split("//", 1)[-1].split(":", 1)[1])  # the password alone
         return [v for v in values if v]
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
+    def from_env(cls, **overrides: object) -> Settings:
         """Read the process environment now (not at import), then apply explicit overrides."""
         return cls(**overrides)
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.support.daemons import Daemons
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +116,8 @@ def settings(opsloop_env: dict[str, str]) -> Settings:
 @pytest.fixture
 def topics(settings: Settings) -> Settings:
     """The catalogue's topics created under this test's prefix."""
-    from streams.kafka.catalogue import load_catalogue
     from streams.kafka.admin import apply
+    from streams.kafka.catalogue import load_catalogue
 
     asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
     return settings
@@ -135,7 +139,7 @@ def worker_factory(opsloop_env: dict[str, str], tmp_path: Path) -> Iterator[Call
 
 
 @pytest.fixture
-def daemons() -> Iterator["Daemons"]:
+def daemons() -> Iterator[Daemons]:
     """Third-party servers a test starts; all stopped at its end, their logs attached to a failure."""
     from tests.support.daemons import Daemons
 

@@ -16,13 +16,14 @@ Outcomes are exceptions carrying what the retry policy needs:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 from streams.errors import DeliveryError as DeliveryError  # re-exported: the channels' error base
-from streams.model.taxonomy import SEVERITIES
 from streams.model.receivers import ChannelSpec, Receiver
+from streams.model.taxonomy import SEVERITIES
 
 # Severity of an effect → a colour, shared by the chat formatters.
 SEVERITY_COLOURS = dict(zip(SEVERITIES, ("#439FE0", "#ECB22E", "#E8912D", "#E01E5A"), strict=True))
@@ -32,8 +33,9 @@ TRUNCATION_MARK = "… [truncated]"
 class TransientError(DeliveryError):
     """Worth retrying: 408, 429, 5xx, a refused connection, a connect timeout."""
 
-    def __init__(self, reason: str, *, http_status: int | None = None, retry_after: float | None = None,
-                 breaker: bool = True) -> None:
+    def __init__(
+        self, reason: str, *, http_status: int | None = None, retry_after: float | None = None, breaker: bool = True
+    ) -> None:
         super().__init__(reason, http_status=http_status)
         self.retry_after = retry_after
         self.breaker = breaker  # counts against the destination's health (429 does not)
@@ -85,7 +87,7 @@ class LogRequest:
     line: str
 
 
-Request = Union[HttpRequest, SmtpRequest, LogRequest]
+Request = HttpRequest | SmtpRequest | LogRequest
 Render = Callable[[Mapping[str, Any], Receiver, Mapping[str, str]], Request]
 Check = Callable[[HttpResponse], None]
 
@@ -99,8 +101,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
-    from email.utils import parsedate_to_datetime
     import time
+    from email.utils import parsedate_to_datetime
 
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
@@ -115,8 +117,12 @@ def check_status(response: HttpResponse) -> None:
         return
     snippet = response.text[:300]
     if status == 429:
-        raise TransientError(f"HTTP 429 rate limited: {snippet}", http_status=status,
-                             retry_after=parse_retry_after(response.headers.get("retry-after")), breaker=False)
+        raise TransientError(
+            f"HTTP 429 rate limited: {snippet}",
+            http_status=status,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            breaker=False,
+        )
     if status == 408 or status >= 500:
         raise TransientError(f"HTTP {status}: {snippet}", http_status=status)
     raise PermanentError(f"HTTP {status}: {snippet}", http_status=status)

@@ -27,25 +27,38 @@ import asyncio
 import logging
 import os
 import smtplib
-import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 import httpx
 from aiolimiter import AsyncLimiter
 from tenacity import (
-    AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay, wait_random_exponential,
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_random_exponential,
 )
 
 from agents.sinks.base import (
-    AmbiguousError, Channel, DeliveryError, HttpRequest, HttpResponse, LogRequest, PermanentError, Request,
-    SmtpRequest, TransientError,
+    AmbiguousError,
+    Channel,
+    DeliveryError,
+    HttpRequest,
+    HttpResponse,
+    LogRequest,
+    PermanentError,
+    Request,
+    SmtpRequest,
+    TransientError,
 )
 from agents.sinks.redact import redact, remember
-from streams.settings import SinkSettings
 from streams.model.receivers import MissingSecretError, RateLimit, Receiver, resolve_secrets
+from streams.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 notifications = logging.getLogger("opsloop.notifications")
@@ -69,7 +82,7 @@ class RetryPolicy:
     breaker_cooldown_max_s: float = 300.0
 
     @classmethod
-    def from_settings(cls, s: SinkSettings) -> "RetryPolicy":
+    def from_settings(cls, s: SinkSettings) -> RetryPolicy:
         return cls(**{name: getattr(s, name) for name in cls.__dataclass_fields__})
 
 
@@ -77,7 +90,9 @@ class Breaker:
     """Closed → open after ``threshold`` consecutive failures → half-open after the
     cool-down (one probe) → closed on success, open again (cool-down doubled) on failure."""
 
-    def __init__(self, threshold: int, cooldown_s: float, cooldown_max_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, threshold: int, cooldown_s: float, cooldown_max_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.threshold, self.base_cooldown, self.max_cooldown, self.clock = threshold, cooldown_s, cooldown_max_s, clock
         self.failures = 0
         self.cooldown = cooldown_s
@@ -163,8 +178,12 @@ class Deliverer:
     """Sends one effect to one destination with the policy above. Start once, share it."""
 
     def __init__(
-        self, policy: RetryPolicy, *, environ: Mapping[str, str] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, clock: Callable[[], float] = time.monotonic,
+        self,
+        policy: RetryPolicy,
+        *,
+        environ: Mapping[str, str] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.environ = os.environ if environ is None else environ
@@ -172,7 +191,7 @@ class Deliverer:
         self.clock = clock
         self._http: httpx.AsyncClient | None = None
 
-    async def start(self) -> "Deliverer":
+    async def start(self) -> Deliverer:
         p = self.policy
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(p.read_timeout_s, connect=p.connect_timeout_s),
@@ -191,14 +210,23 @@ class Deliverer:
 
     def destination(self, receiver: Receiver, sink: Channel) -> Destination:
         p = self.policy
-        return Destination(receiver=receiver, sink=sink, limiter=make_limiter(receiver.rate_limit),
-                           breaker=Breaker(p.breaker_threshold, p.breaker_cooldown_s, p.breaker_cooldown_max_s, self.clock))
+        return Destination(
+            receiver=receiver,
+            sink=sink,
+            limiter=make_limiter(receiver.rate_limit),
+            breaker=Breaker(p.breaker_threshold, p.breaker_cooldown_s, p.breaker_cooldown_max_s, self.clock),
+        )
 
     # -- one delivery ----------------------------------------------------------
 
     async def deliver(
-        self, effect: Mapping[str, Any], dest: Destination, *, stale: bool = False,
-        on_ambiguous: Callable[[], Awaitable[None]] | None = None, flight: Flight | None = None,
+        self,
+        effect: Mapping[str, Any],
+        dest: Destination,
+        *,
+        stale: bool = False,
+        on_ambiguous: Callable[[], Awaitable[None]] | None = None,
+        flight: Flight | None = None,
     ) -> Outcome:
         """Deliver with retries; never raises for a delivery problem, returns the outcome."""
         started = self.clock()
@@ -211,8 +239,9 @@ class Deliverer:
         except PermanentError as exc:
             return Outcome("dead", 0, error=redact(exc.reason), error_type=type(exc).__name__)
         except (KeyError, TypeError, ValueError) as exc:  # an effect the formatter cannot render
-            return Outcome("dead", 0, error=redact(f"cannot render: {type(exc).__name__}: {exc}"),
-                           error_type="RenderError")
+            return Outcome(
+                "dead", 0, error=redact(f"cannot render: {type(exc).__name__}: {exc}"), error_type="RenderError"
+            )
         outcome = Outcome("delivered", 0)
         flight = flight if flight is not None else Flight()
         if stale:
@@ -245,12 +274,21 @@ class Deliverer:
         async def before_sleep(state: RetryCallState) -> None:
             outcome.waits.append(state.upcoming_sleep)
             exc = state.outcome.exception() if state.outcome else None
-            log.info("sink %s: attempt %d for %s failed (%s); retrying in %.2fs", dest.name, state.attempt_number,
-                     effect["effect_id"], redact(str(exc)), state.upcoming_sleep)
+            log.info(
+                "sink %s: attempt %d for %s failed (%s); retrying in %.2fs",
+                dest.name,
+                state.attempt_number,
+                effect["effect_id"],
+                redact(str(exc)),
+                state.upcoming_sleep,
+            )
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max_attempts) | stop_before_delay(self.policy.max_total_s),
-            wait=wait, retry=retry_if_exception(should_retry), sleep=self.sleep, reraise=True,
+            wait=wait,
+            retry=retry_if_exception(should_retry),
+            sleep=self.sleep,
+            reraise=True,
             before_sleep=before_sleep,
         )
         deadline = started + self.policy.max_total_s
@@ -279,14 +317,19 @@ class Deliverer:
             outcome.error_type = type(exc).__name__
         else:
             if outcome.ambiguous:
-                outcome.error = f"delivered after {outcome.ambiguous} timeout(s) with unknown outcome: may be duplicated"
+                outcome.error = (
+                    f"delivered after {outcome.ambiguous} timeout(s) with unknown outcome: may be duplicated"
+                )
         outcome.latency_ms = (self.clock() - started) * 1000
         return outcome
 
     def _final_reason(self, exc: DeliveryError, outcome: Outcome, started: float) -> str:
         reason = exc.reason
-        if isinstance(exc, TransientError) and exc.retry_after is not None and \
-                self.clock() + exc.retry_after > started + self.policy.max_total_s:
+        if (
+            isinstance(exc, TransientError)
+            and exc.retry_after is not None
+            and self.clock() + exc.retry_after > started + self.policy.max_total_s
+        ):
             reason = f"{reason} (Retry-After {exc.retry_after:.0f}s is past the time budget)"
         if not isinstance(exc, PermanentError):
             reason = f"gave up after {outcome.attempts} attempt(s) in {self.clock() - started:.1f}s: {reason}"
@@ -330,8 +373,9 @@ class Deliverer:
         if wait > 0:
             if self.clock() + wait > deadline:
                 state = "parked (circuit open)" if dest.breaker.wait_s() > 0 else "paused by Retry-After"
-                raise ParkedError(f"destination {dest.name} {state} for {wait:.1f}s more, past the time budget",
-                                  breaker=False)
+                raise ParkedError(
+                    f"destination {dest.name} {state} for {wait:.1f}s more, past the time budget", breaker=False
+                )
             await self.sleep(wait)
         if dest.limiter is not None:
             await dest.limiter.acquire()
@@ -339,12 +383,15 @@ class Deliverer:
     async def _send_http(self, request: HttpRequest) -> HttpResponse:
         assert self._http is not None, "Deliverer.start() first"
         try:
-            response = await self._http.request(request.method, request.url, content=request.body, headers=dict(request.headers))
+            response = await self._http.request(
+                request.method, request.url, content=request.body, headers=dict(request.headers)
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientError(f"{type(exc).__name__}: {redact(str(exc)) or 'cannot connect'}") from None
         except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise AmbiguousError(f"{type(exc).__name__} after sending (outcome unknown): "
-                                 f"{redact(str(exc)) or 'no answer'}") from None
+            raise AmbiguousError(
+                f"{type(exc).__name__} after sending (outcome unknown): {redact(str(exc)) or 'no answer'}"
+            ) from None
         except httpx.InvalidURL as exc:
             raise PermanentError(f"invalid URL: {redact(str(exc))}") from None
         except httpx.HTTPError as exc:
@@ -358,7 +405,9 @@ def send_smtp(request: SmtpRequest) -> int:
     stage = "connect"
     try:
         if request.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(request.host, request.port, timeout=request.timeout_s, context=context)
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                request.host, request.port, timeout=request.timeout_s, context=context
+            )
         else:
             smtp = smtplib.SMTP(request.host, request.port, timeout=request.timeout_s)
         with smtp:
@@ -384,7 +433,7 @@ def send_smtp(request: SmtpRequest) -> int:
         raise PermanentError(text) from None
     except smtplib.SMTPRecipientsRefused as exc:
         raise PermanentError(f"SMTP refused all recipients: {', '.join(sorted(exc.recipients))}") from None
-    except (socket.timeout, TimeoutError) as exc:
+    except TimeoutError as exc:
         if stage == "envelope":
             raise AmbiguousError(f"SMTP timeout while sending (outcome unknown): {exc}") from None
         raise TransientError(f"SMTP timeout at {stage}: {exc}") from None

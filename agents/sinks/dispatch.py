@@ -24,19 +24,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Hashable, Mapping, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from agents.sinks.base import Channel
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
 from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
 from agents.sinks.redact import redact
-from streams.settings import SinkSettings
 from streams import metrics
 from streams.kafka.codec import Codec, CodecError
 from streams.kafka.deadletter import dead_letter
 from streams.kafka.producer import now_ms
 from streams.model.receivers import REMEDIATE_CHANNEL, Receiver
+from streams.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 notifications = logging.getLogger("opsloop.notifications")
@@ -109,8 +110,16 @@ class _DestinationWorker:
 
 class Dispatcher:
     def __init__(
-        self, *, receivers: Mapping[str, Receiver], registry: Mapping[str, Channel], deliverer: Deliverer,
-        ledger: Ledger, emitter: Emitter, codec: Codec, settings: SinkSettings, owner: str,
+        self,
+        *,
+        receivers: Mapping[str, Receiver],
+        registry: Mapping[str, Channel],
+        deliverer: Deliverer,
+        ledger: Ledger,
+        emitter: Emitter,
+        codec: Codec,
+        settings: SinkSettings,
+        owner: str,
         ledger_retry_s: float = 1.0,
     ) -> None:
         self.receivers, self.registry = receivers, registry
@@ -142,14 +151,23 @@ class Dispatcher:
         target = (notify["channel"], notify["receiver"])
         receiver = self.receivers.get(notify["receiver"])
         if receiver is None:
-            return await self._refuse(record, effect, target, done, f"unknown receiver {notify['receiver']!r}", "UnknownReceiver")
+            return await self._refuse(
+                record, effect, target, done, f"unknown receiver {notify['receiver']!r}", "UnknownReceiver"
+            )
         if notify["channel"] != receiver.channel:
-            return await self._refuse(record, effect, target, done,
-                                      f"effect channel {notify['channel']!r} but receiver {receiver.name!r} is {receiver.channel!r}",
-                                      "ChannelMismatch")
+            return await self._refuse(
+                record,
+                effect,
+                target,
+                done,
+                f"effect channel {notify['channel']!r} but receiver {receiver.name!r} is {receiver.channel!r}",
+                "ChannelMismatch",
+            )
         return await self._enqueue(record, effect, target, receiver, done)
 
-    async def _submit_remediation(self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future[str]) -> asyncio.Future[str]:
+    async def _submit_remediation(
+        self, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future[str]
+    ) -> asyncio.Future[str]:
         """A runbook action: called only when the step and this worker both allow it (see agents.sinks.channels.remediate)."""
         action = effect["remediate"]
         target = (REMEDIATE_CHANNEL, f"{REMEDIATE_CHANNEL}:{action['action']}")
@@ -161,21 +179,38 @@ class Dispatcher:
             return self._settle(done, "dry_run")
         base = self.receivers.get(REMEDIATE_CHANNEL)
         if base is None or base.channel != REMEDIATE_CHANNEL:
-            return await self._refuse(record, effect, target, done,
-                                      f"receiver {REMEDIATE_CHANNEL!r} must have channel {REMEDIATE_CHANNEL!r}", "ChannelMismatch")
+            return await self._refuse(
+                record,
+                effect,
+                target,
+                done,
+                f"receiver {REMEDIATE_CHANNEL!r} must have channel {REMEDIATE_CHANNEL!r}",
+                "ChannelMismatch",
+            )
         return await self._enqueue(record, effect, target, replace(base, name=target[1]), done)
 
-    async def _enqueue(self, record: OutboxRecord, effect: dict[str, Any], target: tuple[str, str], receiver: Receiver,
-                       done: asyncio.Future[str]) -> asyncio.Future[str]:
+    async def _enqueue(
+        self,
+        record: OutboxRecord,
+        effect: dict[str, Any],
+        target: tuple[str, str],
+        receiver: Receiver,
+        done: asyncio.Future[str],
+    ) -> asyncio.Future[str]:
         sink = self.registry.get(receiver.channel)
         if sink is None:
-            return await self._refuse(record, effect, target, done, f"no sink registered for channel {receiver.channel!r}",
-                                      "UnknownChannel")
+            return await self._refuse(
+                record, effect, target, done, f"no sink registered for channel {receiver.channel!r}", "UnknownChannel"
+            )
         worker = self._worker(receiver, sink)
         if worker.backlog >= self.settings.backlog_per_destination:
             return await self._refuse(
-                record, effect, target, done,
-                f"receiver {receiver.name!r} backlog full ({worker.backlog} pending: destination slow or parked)", "BacklogFull",
+                record,
+                effect,
+                target,
+                done,
+                f"receiver {receiver.name!r} backlog full ({worker.backlog} pending: destination slow or parked)",
+                "BacklogFull",
             )
         worker.queue.put_nowait(_Job(record, effect, done))
         return done
@@ -186,8 +221,15 @@ class Dispatcher:
             done.set_result(status)
         return done
 
-    async def _refuse(self, record: OutboxRecord, effect: dict[str, Any], target: tuple[str, str], done: asyncio.Future[str],
-                      reason: str, error_type: str) -> asyncio.Future[str]:
+    async def _refuse(
+        self,
+        record: OutboxRecord,
+        effect: dict[str, Any],
+        target: tuple[str, str],
+        done: asyncio.Future[str],
+        reason: str,
+        error_type: str,
+    ) -> asyncio.Future[str]:
         channel, receiver = target
         await self._receipt(effect, channel, receiver, Outcome("dead", 0, error=reason, error_type=error_type))
         await self._dead_letter(record, reason, error_type, f"sink:{channel}")
@@ -217,10 +259,16 @@ class Dispatcher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not wedge the partition: keep the effect, with why
-                log.exception("sink %s: delivering %s failed unexpectedly", worker.dest.name, job.effect.get("effect_id"))
+                log.exception(
+                    "sink %s: delivering %s failed unexpectedly", worker.dest.name, job.effect.get("effect_id")
+                )
                 try:
-                    await self._dead_letter(job.record, redact(f"sink error: {exc}"), type(exc).__name__,
-                                            f"sink:{worker.dest.receiver.channel}")
+                    await self._dead_letter(
+                        job.record,
+                        redact(f"sink error: {exc}"),
+                        type(exc).__name__,
+                        f"sink:{worker.dest.receiver.channel}",
+                    )
                 except Exception:  # noqa: BLE001 - the worker must live on for the next effect
                     log.exception("sink %s: could not dead-letter %s", worker.dest.name, job.effect.get("effect_id"))
             finally:
@@ -234,32 +282,53 @@ class Dispatcher:
             outcome = await self.deliverer.deliver(effect, dest)
             return await self._report(job, dest, outcome)
         lease = self.settings.lease_ms
-        claim = await self._ledger(self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease)
+        claim = await self._ledger(
+            self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease
+        )
         while claim.state is ClaimState.BUSY:  # another live worker has it (a rebalance overlap): wait for it
             await asyncio.sleep(self.busy_poll_s)
-            claim = await self._ledger(self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease)
+            claim = await self._ledger(
+                self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease
+            )
         if claim.state is ClaimState.DONE:
-            await self._receipt(effect, receiver.channel, receiver.name,
-                                Outcome("skipped", claim.attempts, error=f"already {claim.status} (delivery ledger)"))
+            await self._receipt(
+                effect,
+                receiver.channel,
+                receiver.name,
+                Outcome("skipped", claim.attempts, error=f"already {claim.status} (delivery ledger)"),
+            )
             return "skipped"
         if claim.state is ClaimState.STALE:
-            log.warning("sink %s: %s was claimed by a process that did not finish (claim %d)", dest.name, effect_id, claim.claims)
+            log.warning(
+                "sink %s: %s was claimed by a process that did not finish (claim %d)",
+                dest.name,
+                effect_id,
+                claim.claims,
+            )
 
         async def on_ambiguous() -> None:
             await self._ledger(self.ledger.record_ambiguous, effect_id, receiver.name, self.owner)
 
         flight = Flight()
         try:
-            outcome = await self.deliverer.deliver(effect, dest, stale=claim.state is ClaimState.STALE,
-                                                   on_ambiguous=on_ambiguous, flight=flight)
+            outcome = await self.deliverer.deliver(
+                effect, dest, stale=claim.state is ClaimState.STALE, on_ambiguous=on_ambiguous, flight=flight
+            )
         except asyncio.CancelledError:
             if not flight.may_have_landed:  # shutting down before anything went out: no ambiguity for the next owner
                 await asyncio.to_thread(self.ledger.release, effect_id, receiver.name, self.owner)
             raise
         try:
             await self._ledger(
-                self.ledger.complete, effect_id, receiver.name, self.owner, status=outcome.status,
-                attempts=outcome.attempts, http_status=outcome.http_status, error=outcome.error, now_ms=now_ms(),
+                self.ledger.complete,
+                effect_id,
+                receiver.name,
+                self.owner,
+                status=outcome.status,
+                attempts=outcome.attempts,
+                http_status=outcome.http_status,
+                error=outcome.error,
+                now_ms=now_ms(),
             )
         except LedgerConflictError as exc:
             log.warning("sink %s: %s", dest.name, exc)  # the new owner reports it
@@ -270,11 +339,21 @@ class Dispatcher:
         receiver = dest.receiver
         await self._receipt(job.effect, receiver.channel, receiver.name, outcome)
         if outcome.status != "delivered":
-            await self._dead_letter(job.record, outcome.error or outcome.status, outcome.error_type or outcome.status,
-                                    f"sink:{receiver.channel}")
-        log.log(logging.DEBUG if outcome.status == "delivered" else logging.INFO,
-                "sink %s: %s %s after %d attempt(s) in %.0f ms", dest.name, job.effect["effect_id"], outcome.status,
-                outcome.attempts, outcome.latency_ms)
+            await self._dead_letter(
+                job.record,
+                outcome.error or outcome.status,
+                outcome.error_type or outcome.status,
+                f"sink:{receiver.channel}",
+            )
+        log.log(
+            logging.DEBUG if outcome.status == "delivered" else logging.INFO,
+            "sink %s: %s %s after %d attempt(s) in %.0f ms",
+            dest.name,
+            job.effect["effect_id"],
+            outcome.status,
+            outcome.attempts,
+            outcome.latency_ms,
+        )
         return outcome.status
 
     async def _ledger(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -296,10 +375,16 @@ class Dispatcher:
 
     async def _receipt(self, effect: dict[str, Any], channel: str, receiver: str, outcome: Outcome) -> None:
         record = {
-            "effect_id": effect["effect_id"], "session_key": effect["session_key"], "channel": channel,
-            "receiver": receiver, "status": outcome.status, "attempts": outcome.attempts,
-            "http_status": outcome.http_status, "latency_ms": float(outcome.latency_ms),
-            "error": redact(outcome.error) if outcome.error else None, "completed_at": now_ms(),
+            "effect_id": effect["effect_id"],
+            "session_key": effect["session_key"],
+            "channel": channel,
+            "receiver": receiver,
+            "status": outcome.status,
+            "attempts": outcome.attempts,
+            "http_status": outcome.http_status,
+            "latency_ms": float(outcome.latency_ms),
+            "error": redact(outcome.error) if outcome.error else None,
+            "completed_at": now_ms(),
         }
         await self.emitter.receipt(effect["effect_id"].encode(), record)
         metrics.DELIVERIES.labels(channel=channel, status=outcome.status).inc()
@@ -308,12 +393,21 @@ class Dispatcher:
 
     async def _dead_letter(self, record: OutboxRecord, reason: str, error_type: str, stage: str) -> None:
         letter = dead_letter(
-            reason=redact(reason), error=error_type, topic=record.topic, partition=record.partition,
-            offset=record.offset, key=record.key, value=record.value, failed_at=now_ms(), stage=stage,
+            reason=redact(reason),
+            error=error_type,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            failed_at=now_ms(),
+            stage=stage,
         )
         await self.emitter.dead_letter(record.key, letter)
         metrics.DEAD_LETTERS.labels(topic="outbox.dlq", stage=stage).inc()
-        log.warning("dead-lettered %s[%d]@%d (%s): %s", record.topic, record.partition, record.offset, stage, letter["reason"])
+        log.warning(
+            "dead-lettered %s[%d]@%d (%s): %s", record.topic, record.partition, record.offset, stage, letter["reason"]
+        )
 
     async def close(self) -> None:
         tasks = [w.task for w in self._workers.values() if w.task is not None]
@@ -327,4 +421,3 @@ def _is_db_error(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, OperationalError
 
     return isinstance(exc, (OperationalError, DBAPIError))
-

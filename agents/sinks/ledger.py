@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional, cast
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -43,10 +43,10 @@ class LedgerRow(Base):
     claims: Mapped[int] = mapped_column(sa.Integer, default=1)  # >1: taken over after a crash
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     ambiguous: Mapped[int] = mapped_column(sa.Integer, default=0)  # timeouts with unknown outcome
-    http_status: Mapped[Optional[int]] = mapped_column(sa.Integer, nullable=True)
-    error: Mapped[Optional[str]] = mapped_column(sa.Text, nullable=True)
+    http_status: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     claimed_at: Mapped[int] = mapped_column(sa.BigInteger)  # epoch ms
-    completed_at: Mapped[Optional[int]] = mapped_column(sa.BigInteger, nullable=True)
+    completed_at: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
 
 
 class ClaimState(enum.Enum):
@@ -76,7 +76,7 @@ class Ledger:
         self.engine = engine
         self._table = cast(sa.Table, LedgerRow.__table__)  # a declarative class's table; typed as FromClause
 
-    def create(self) -> "Ledger":
+    def create(self) -> Ledger:
         Base.metadata.create_all(self.engine)
         return self
 
@@ -94,8 +94,15 @@ class Ledger:
         with self.engine.begin() as conn:
             inserted = conn.execute(
                 self._insert().values(
-                    effect_id=effect_id, receiver=receiver, channel=channel, status=CLAIMED, owner=owner,
-                    claims=1, attempts=0, ambiguous=0, claimed_at=now_ms,
+                    effect_id=effect_id,
+                    receiver=receiver,
+                    channel=channel,
+                    status=CLAIMED,
+                    owner=owner,
+                    claims=1,
+                    attempts=0,
+                    ambiguous=0,
+                    claimed_at=now_ms,
                 )
             ).rowcount
             if inserted == 1:
@@ -110,8 +117,13 @@ class Ledger:
                 return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
             taken = conn.execute(
                 sa.update(t)
-                .where(t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.status == CLAIMED,
-                       t.c.owner == row.owner, t.c.claimed_at == row.claimed_at)
+                .where(
+                    t.c.effect_id == effect_id,
+                    t.c.receiver == receiver,
+                    t.c.status == CLAIMED,
+                    t.c.owner == row.owner,
+                    t.c.claimed_at == row.claimed_at,
+                )
                 .values(owner=owner, claimed_at=now_ms, claims=row.claims + 1)
             ).rowcount
             if taken != 1:  # someone else took it over first
@@ -123,13 +135,22 @@ class Ledger:
         t = self._table
         with self.engine.begin() as conn:
             conn.execute(
-                sa.update(t).where(t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner)
+                sa.update(t)
+                .where(t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner)
                 .values(ambiguous=t.c.ambiguous + 1)
             )
 
     def complete(
-        self, effect_id: str, receiver: str, owner: str, *, status: str, attempts: int,
-        http_status: int | None, error: str | None, now_ms: int,
+        self,
+        effect_id: str,
+        receiver: str,
+        owner: str,
+        *,
+        status: str,
+        attempts: int,
+        http_status: int | None,
+        error: str | None,
+        now_ms: int,
     ) -> None:
         """Mark the claim final; raises LedgerConflictError if our claim was taken over meanwhile."""
         if status not in FINAL_STATUSES:
@@ -139,8 +160,13 @@ class Ledger:
             done = conn.execute(
                 sa.update(t)
                 .where(t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner, t.c.status == CLAIMED)
-                .values(status=status, attempts=t.c.attempts + attempts, http_status=http_status,
-                        error=error, completed_at=now_ms)
+                .values(
+                    status=status,
+                    attempts=t.c.attempts + attempts,
+                    http_status=http_status,
+                    error=error,
+                    completed_at=now_ms,
+                )
             ).rowcount
         if done != 1:
             raise LedgerConflictError(f"ledger row {effect_id}/{receiver} is no longer claimed by {owner}")
@@ -149,10 +175,14 @@ class Ledger:
         """Give back an unfinished claim of ours whose request cannot have landed (shutdown)."""
         t = self._table
         with self.engine.begin() as conn:
-            return conn.execute(
-                sa.delete(t).where(t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner,
-                                   t.c.status == CLAIMED)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    sa.delete(t).where(
+                        t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner, t.c.status == CLAIMED
+                    )
+                ).rowcount
+                == 1
+            )
 
     def get(self, effect_id: str, receiver: str) -> LedgerRow | None:
         t = self._table

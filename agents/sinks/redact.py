@@ -11,7 +11,7 @@ go into receipts and dead letters.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from streams.logs import SECRETS, register_secrets

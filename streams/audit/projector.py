@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class _SeekToStored(ConsumerRebalanceListener):
-    def __init__(self, projector: "Projector") -> None:
+    def __init__(self, projector: Projector) -> None:
         self.projector = projector
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -66,10 +66,12 @@ class Projector:
 
     def logical(self, physical: str) -> str:
         prefix = self.settings.topic_prefix
-        return physical[len(prefix):] if prefix and physical.startswith(prefix) else physical
+        return physical[len(prefix) :] if prefix and physical.startswith(prefix) else physical
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.consumer.subscribe([self.settings.topic_prefix + t for t in PROJECTED_TOPICS], listener=_SeekToStored(self))
+        self.consumer.subscribe(
+            [self.settings.topic_prefix + t for t in PROJECTED_TOPICS], listener=_SeekToStored(self)
+        )
         await self.consumer.start()
         try:
             async with EventProducer(self.settings) as dlq:
@@ -90,8 +92,15 @@ class Projector:
                 except CodecError as exc:
                     # Kept whole in events.dlq with the reason; the audit moves on past it.
                     record = dead_letter(
-                        reason=str(exc), error=exc, topic=tp.topic, partition=msg.partition, offset=msg.offset,
-                        key=msg.key, value=msg.value, failed_at=int(time.time() * 1000), stage="projector",
+                        reason=str(exc),
+                        error=exc,
+                        topic=tp.topic,
+                        partition=msg.partition,
+                        offset=msg.offset,
+                        key=msg.key,
+                        value=msg.value,
+                        failed_at=int(time.time() * 1000),
+                        stage="projector",
                     )
                     await dlq.send_record("events.dlq", msg.key, "opsloop.DeadLetter", record)
                     metrics.observe_dead_letter("events.dlq", "projector")

@@ -13,13 +13,13 @@ schema with Alembic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable, Mapping
-
 import json
 import logging
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,8 +33,13 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 # logical topic -> table
 TABLE_OF = {
-    "events.telemetry": EventRow, "events.webhook": EventRow, "events.timer": EventRow, "events.scan": EventRow,
-    "decisions": DecisionRow, "outbox": EffectRow, "deliveries": DeliveryRow,
+    "events.telemetry": EventRow,
+    "events.webhook": EventRow,
+    "events.timer": EventRow,
+    "events.scan": EventRow,
+    "decisions": DecisionRow,
+    "outbox": EffectRow,
+    "deliveries": DeliveryRow,
 }
 PROJECTED_TOPICS = tuple(TABLE_OF)
 
@@ -67,28 +72,50 @@ def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type, dict[str, 
     where = {"topic": pos.topic, "partition": pos.partition, "offset": pos.offset, "record": _plain(record)}
     if table is EventRow:
         return table, {
-            **where, "event_id": record["event_id"], "session_key": record["session_key"], "org": record["org"],
-            "kind": record["kind"], "type": record["type"], "source": record["source"],
-            "occurred_at": record["occurred_at"], "received_at": record["received_at"],
+            **where,
+            "event_id": record["event_id"],
+            "session_key": record["session_key"],
+            "org": record["org"],
+            "kind": record["kind"],
+            "type": record["type"],
+            "source": record["source"],
+            "occurred_at": record["occurred_at"],
+            "received_at": record["received_at"],
         }
     if table is DecisionRow:
         return table, {
-            **where, "decision_id": record["decision_id"], "event_id": record["event_id"],
-            "session_key": record["session_key"], "org": record["org"], "decided_at": record["decided_at"],
-            "category": record["category"], "severity": record["severity"], "outcome": record["outcome"],
+            **where,
+            "decision_id": record["decision_id"],
+            "event_id": record["event_id"],
+            "session_key": record["session_key"],
+            "org": record["org"],
+            "decided_at": record["decided_at"],
+            "category": record["category"],
+            "severity": record["severity"],
+            "outcome": record["outcome"],
             "runbook": record.get("runbook", ""),
         }
     if table is EffectRow:
         notify = record.get("notify") or {}
         return table, {
-            **where, "effect_id": record["effect_id"], "event_id": record["event_id"],
-            "session_key": record["session_key"], "type": record["type"], "channel": notify.get("channel", ""),
-            "receiver": notify.get("receiver", ""), "created_at": record["created_at"],
+            **where,
+            "effect_id": record["effect_id"],
+            "event_id": record["event_id"],
+            "session_key": record["session_key"],
+            "type": record["type"],
+            "channel": notify.get("channel", ""),
+            "receiver": notify.get("receiver", ""),
+            "created_at": record["created_at"],
         }
     return table, {
-        **where, "receipt_id": f"{pos.topic}:{pos.partition}:{pos.offset}", "effect_id": record["effect_id"],
-        "session_key": record.get("session_key", ""), "channel": record["channel"], "status": record["status"],
-        "attempts": record["attempts"], "completed_at": record["completed_at"],
+        **where,
+        "receipt_id": f"{pos.topic}:{pos.partition}:{pos.offset}",
+        "effect_id": record["effect_id"],
+        "session_key": record.get("session_key", ""),
+        "channel": record["channel"],
+        "status": record["status"],
+        "attempts": record["attempts"],
+        "completed_at": record["completed_at"],
     }
 
 
@@ -179,8 +206,14 @@ def _record_text(record: Mapping[str, Any]) -> str:
 def dead_letter(engine: sa.Engine, pos: Position, record: Mapping[str, Any], *, reason: str) -> None:
     """Keep ``record`` in audit_dead_letters with ``reason`` and move its offset, in one transaction (idempotent)."""
     log.error("audit: record %s:%d:%d dead-lettered: %s", pos.topic, pos.partition, pos.offset, reason)
-    row = {"topic": pos.topic, "partition": pos.partition, "offset": pos.offset, "reason": reason,
-           "record_json": _record_text(record), "failed_at": int(time.time() * 1000)}
+    row = {
+        "topic": pos.topic,
+        "partition": pos.partition,
+        "offset": pos.offset,
+        "reason": reason,
+        "record_json": _record_text(record),
+        "failed_at": int(time.time() * 1000),
+    }
     with engine.begin() as conn:
         _insert_ignore(conn, DeadLetterRow, [row])
         _upsert_offsets(conn, {(pos.topic, pos.partition): pos.offset + 1})
@@ -190,8 +223,9 @@ def dead_letters(engine: sa.Engine) -> list[dict[str, Any]]:
     """The dead-lettered records, oldest coordinates first."""
     t = DeadLetterRow
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(t.topic, t.partition, t.offset, t.reason, t.record_json)
-                            .order_by(t.topic, t.partition, t.offset))
+        rows = conn.execute(
+            sa.select(t.topic, t.partition, t.offset, t.reason, t.record_json).order_by(t.topic, t.partition, t.offset)
+        )
         return [dict(r._mapping) for r in rows]
 
 
@@ -238,7 +272,9 @@ def session_rows(engine: sa.Engine, session_key: str) -> dict[str, list[dict[str
             ("deliveries", DeliveryRow, DeliveryRow.completed_at),
         ):
             rows = conn.execute(
-                sa.select(table.record).where(table.session_key == session_key).order_by(order, table.partition, table.offset)
+                sa.select(table.record)
+                .where(table.session_key == session_key)
+                .order_by(order, table.partition, table.offset)
             )
             out[name] = [row[0] for row in rows]
     return out

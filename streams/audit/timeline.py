@@ -7,8 +7,9 @@ effect with its status and attempts.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 
 def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -24,31 +25,56 @@ def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for event in rows.get("events", []):
         decision = decisions.get(event["event_id"])
         entry: dict[str, Any] = {
-            "at": event["occurred_at"], "event_id": event["event_id"], "kind": event["kind"], "type": event["type"],
-            "source": event["source"], "labels": event.get("labels", {}), "decision": None, "effects": [],
+            "at": event["occurred_at"],
+            "event_id": event["event_id"],
+            "kind": event["kind"],
+            "type": event["type"],
+            "source": event["source"],
+            "labels": event.get("labels", {}),
+            "decision": None,
+            "effects": [],
         }
         if decision:
             entry["decision"] = {
                 key: decision.get(key)
-                for key in ("category", "severity", "confidence", "classifier", "fallback", "runbook",
-                            "runbook_set_version", "outcome", "gates")
+                for key in (
+                    "category",
+                    "severity",
+                    "confidence",
+                    "classifier",
+                    "fallback",
+                    "runbook",
+                    "runbook_set_version",
+                    "outcome",
+                    "gates",
+                )
             }
         for effect in effects_by_event.get(event["event_id"], []):
             notify = effect.get("notify") or {}
-            entry["effects"].append({
-                "effect_id": effect["effect_id"], "type": effect["type"], "channel": notify.get("channel"),
-                "receiver": notify.get("receiver"), "action": notify.get("action"), "title": notify.get("title"),
-                "timer": effect.get("timer"), "deliveries": [
-                    {k: r.get(k) for k in ("channel", "receiver", "status", "attempts", "http_status", "latency_ms", "error")}
-                    for r in deliveries.get(effect["effect_id"], [])
-                ],
-            })
+            entry["effects"].append(
+                {
+                    "effect_id": effect["effect_id"],
+                    "type": effect["type"],
+                    "channel": notify.get("channel"),
+                    "receiver": notify.get("receiver"),
+                    "action": notify.get("action"),
+                    "title": notify.get("title"),
+                    "timer": effect.get("timer"),
+                    "deliveries": [
+                        {
+                            k: r.get(k)
+                            for k in ("channel", "receiver", "status", "attempts", "http_status", "latency_ms", "error")
+                        }
+                        for r in deliveries.get(effect["effect_id"], [])
+                    ],
+                }
+            )
         entries.append(entry)
     return entries
 
 
 def _time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def render(session_key: str, entries: list[dict[str, Any]]) -> str:
@@ -76,5 +102,7 @@ def render(session_key: str, entries: list[dict[str, Any]]) -> str:
             for r in f["deliveries"]:
                 status = f"HTTP {r['http_status']}" if r.get("http_status") else ""
                 error = f" ({r['error']})" if r.get("error") else ""
-                lines.append(f"       delivered? {r['status']} after {r['attempts']} attempt(s) {status}{error}".rstrip())
+                lines.append(
+                    f"       delivered? {r['status']} after {r['attempts']} attempt(s) {status}{error}".rstrip()
+                )
     return "\n".join(lines)

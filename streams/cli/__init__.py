@@ -1,2 +1,1 @@
-"""The `opsloop` command line: argument parsing and thin shells over the other layers.
-"""
+"""The `opsloop` command line: argument parsing and thin shells over the other layers."""

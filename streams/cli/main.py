@@ -13,11 +13,19 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from streams.errors import (
+    EXIT_DIFFERS,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    InvalidInputError,
+    OpsloopError,
+    exit_codes_help,
+)
 from streams.progress import Progress
-from streams.errors import EXIT_DIFFERS, EXIT_INTERRUPTED, EXIT_NOT_FOUND, InvalidInputError, OpsloopError, exit_codes_help
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -111,8 +119,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
         count = 0
         async with TopicReader(settings, args.topics, from_beginning=not args.new) as reader:
             async for rec in reader.records(idle_timeout=args.idle):
-                out = {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
-                       "key": rec.key.decode(errors="replace") if rec.key else None}
+                out = {
+                    "topic": rec.topic,
+                    "partition": rec.partition,
+                    "offset": rec.offset,
+                    "key": rec.key.decode(errors="replace") if rec.key else None,
+                }
                 out["value" if rec.error is None else "error"] = rec.value if rec.error is None else rec.error
                 print(json.dumps(out, default=_bytes_repr), flush=True)
                 count += 1
@@ -223,8 +235,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from streams.devtools import bench
 
     try:
-        bench.run(events=args.events, timeout=args.timeout, progress=not args.no_progress,
-                  baseline=Path(args.baseline) if args.baseline else None)
+        bench.run(
+            events=args.events,
+            timeout=args.timeout,
+            progress=not args.no_progress,
+            baseline=Path(args.baseline) if args.baseline else None,
+        )
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
     return 0
@@ -245,20 +261,30 @@ def cmd_route(args: argparse.Namespace) -> int:
 def cmd_silence(args: argparse.Namespace) -> int:
     from streams.cli.runbooks import run_silence
 
-    return run_silence(args.action, args.args, duration=args.duration, start=args.start, comment=args.comment,
-                       by=args.by, org=args.org)
+    return run_silence(
+        args.action, args.args, duration=args.duration, start=args.start, comment=args.comment, by=args.by, org=args.org
+    )
 
 
 # -- replay (streams.replay.run) --------------------------------------------------------
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from streams.replay.run import ReplayError, main as replay_main
+    from streams.replay.run import ReplayError
+    from streams.replay.run import main as replay_main
 
     try:
-        return replay_main(_settings(), args.since, args.until, channels=channel_specs(), session=args.session,
-                           runbooks_dir=args.runbooks,
-                           model=args.model, as_json_output=args.json, baseline_dir=args.baseline_runbooks)
+        return replay_main(
+            _settings(),
+            args.since,
+            args.until,
+            channels=channel_specs(),
+            session=args.session,
+            runbooks_dir=args.runbooks,
+            model=args.model,
+            as_json_output=args.json,
+            baseline_dir=args.baseline_runbooks,
+        )
     except ReplayError as exc:
         print(f"opsloop: replay: {exc}", file=sys.stderr)
         return 1
@@ -268,8 +294,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opsloop", description="Event-sourced autonomous operations on Kafka.",
-                                     epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="opsloop",
+        description="Event-sourced autonomous operations on Kafka.",
+        epilog=exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     topics = sub.add_parser("topics", help="validate topics.yaml, or create its topics on the cluster")
@@ -298,25 +328,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--alerts", type=int, default=6)
     demo.set_defaults(func=cmd_demo)
 
-    projector = sub.add_parser("projector", help="fold events, decisions, effects, deliveries into the SQL audit tables")
+    projector = sub.add_parser(
+        "projector", help="fold events, decisions, effects, deliveries into the SQL audit tables"
+    )
     projector.add_argument("--batch-max", type=int, default=1000)
     projector.set_defaults(func=cmd_projector)
 
     audit = sub.add_parser(
-        "audit", help="a session's timeline (`audit SESSION_KEY [--json]`), `audit prune --older-than 30d`, `audit migrate`"
+        "audit",
+        help="a session's timeline (`audit SESSION_KEY [--json]`), `audit prune --older-than 30d`, `audit migrate`",
     )
     audit.add_argument("target", help="a session key, or `prune`, or `migrate`")
     audit.add_argument("--json", action="store_true", help="the timeline as JSON")
     audit.add_argument("--older-than", help="prune: delete rows older than this (e.g. 30d)")
     audit.set_defaults(func=cmd_audit)
 
-    replay = sub.add_parser("replay", help="re-run decide on recorded events and compare; what-if with --runbooks/--model")
+    replay = sub.add_parser(
+        "replay", help="re-run decide on recorded events and compare; what-if with --runbooks/--model"
+    )
     replay.add_argument("--since", required=True, help="ISO 8601, epoch ms or now-2h")
     replay.add_argument("--until", default="now")
     replay.add_argument("--session", help="compare only this session key")
     replay.add_argument("--runbooks", help="what-if: a changed runbook directory")
     replay.add_argument("--model", help="what-if: a classifier artifact to re-classify with")
-    replay.add_argument("--baseline-runbooks", help="the runbook directory the recorded decisions used (default: OPSLOOP_RUNBOOKS_DIR)")
+    replay.add_argument(
+        "--baseline-runbooks", help="the runbook directory the recorded decisions used (default: OPSLOOP_RUNBOOKS_DIR)"
+    )
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_replay)
 
@@ -324,18 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=20_000, help="events to pre-load (default 20000)")
     bench.add_argument("--timeout", type=float, default=600.0, help="seconds each level may take (default 600)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
-    bench.add_argument("--baseline", metavar="DIR", help="also time a worker run from this checkout (e.g. a `git worktree` of main)")
+    bench.add_argument(
+        "--baseline", metavar="DIR", help="also time a worker run from this checkout (e.g. a `git worktree` of main)"
+    )
     bench.set_defaults(func=cmd_bench)
 
     check = sub.add_parser("check", help="validate the runbook set (runbooks, routing, schedules); file:line on error")
     check.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
     check.set_defaults(func=cmd_check)
 
-    route = sub.add_parser("route", help="`route test label=value ...`: the runbook, routes and receivers an event gets")
+    route = sub.add_parser(
+        "route", help="`route test label=value ...`: the runbook, routes and receivers an event gets"
+    )
     route.add_argument("action", choices=["test"])
-    route.add_argument("labels", nargs="+", help="label=value pairs; also category, severity, kind, event_type, source, org")
+    route.add_argument(
+        "labels", nargs="+", help="label=value pairs; also category, severity, kind, event_type, source, org"
+    )
     route.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
-    route.add_argument("--verify-receivers", help="exit 1 unless the first notification goes to exactly these (comma-separated)")
+    route.add_argument(
+        "--verify-receivers", help="exit 1 unless the first notification goes to exactly these (comma-separated)"
+    )
     route.set_defaults(func=cmd_route)
 
     silence = sub.add_parser("silence", help="`silence add MATCHER... --duration 2h` or `silence expire ID`")
@@ -348,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     silence.add_argument("--org", default="default")
     silence.set_defaults(func=cmd_silence)
 
-    sub.add_parser("classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False)
+    sub.add_parser(
+        "classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False
+    )
     sub.add_parser("ingest", help="serve the HTTP ingest endpoints (see `opsloop ingest -h`)", add_help=False)
     return parser
 

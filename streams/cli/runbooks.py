@@ -9,13 +9,13 @@ chain and the grouping it gets. ``silence`` produces silence events.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from streams.errors import InvalidInputError
 from streams.model.receivers import ChannelSpec
-from streams.model.runbooks import ROUTE_RECEIVER, RunbookSet, load_runbook_set
 from streams.model.routing import Route, routing_labels
+from streams.model.runbooks import ROUTE_RECEIVER, RunbookSet, load_runbook_set
 from streams.model.taxonomy import SEVERITIES
 
 FACTS_DEFAULTS = {"kind": "telemetry", "event_type": "alert.firing", "source": "prometheus", "org": "default"}
@@ -27,9 +27,11 @@ class UsageError(InvalidInputError, ValueError):
 
 def summary(rset: RunbookSet) -> str:
     routes = _count_routes(rset.routing.route)
-    return (f"{rset.directory}: ok — {len(rset.runbooks)} runbooks, {len(rset.routing.receivers)} receivers, "
-            f"{routes} routes, {len(rset.routing.inhibit_rules)} inhibit rules, {len(rset.schedules)} schedules, "
-            f"{len(rset.maintenance)} maintenance windows (version {rset.version})")
+    return (
+        f"{rset.directory}: ok — {len(rset.runbooks)} runbooks, {len(rset.routing.receivers)} receivers, "
+        f"{routes} routes, {len(rset.routing.inhibit_rules)} inhibit rules, {len(rset.schedules)} schedules, "
+        f"{len(rset.maintenance)} maintenance windows (version {rset.version})"
+    )
 
 
 def _count_routes(route: Route) -> int:
@@ -72,8 +74,15 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
         out.append(f"classifier: {guess[2]} says category={guess[0]} severity={guess[1]}")
         category = category or guess[0]
         severity = severity or guess[1]
-    rlabels = routing_labels(labels, category=category, severity=severity, org=facts["org"], source=facts["source"],
-                             kind=facts["kind"], event_type=facts["event_type"])
+    rlabels = routing_labels(
+        labels,
+        category=category,
+        severity=severity,
+        org=facts["org"],
+        source=facts["source"],
+        kind=facts["kind"],
+        event_type=facts["event_type"],
+    )
     rb = rset.select(rlabels, category=category, severity=severity, event_type=facts["event_type"], kind=facts["kind"])
     where = f" ({Path(rb.path).name}:{rb.line})" if rb.path else " (built in)"
     out.append(f"runbook:    {rb.name}{where}")
@@ -81,8 +90,10 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
     for m in matches:
         t = m.timing
         wait = 0 if facts["kind"] != "telemetry" or facts["source"] in t.upstream_grouped else t.group_wait
-        out.append(f"route:      {m.path} -> {m.receiver}  (group_wait {_ms(wait)}, group_interval "
-                   f"{_ms(t.group_interval)}, repeat_interval {_ms(t.repeat_interval)})")
+        out.append(
+            f"route:      {m.path} -> {m.receiver}  (group_wait {_ms(wait)}, group_interval "
+            f"{_ms(t.group_interval)}, repeat_interval {_ms(t.repeat_interval)})"
+        )
     routed = rset.routing.receivers_for(rlabels)
 
     def expand(name: str) -> list[str]:
@@ -105,8 +116,10 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
         approval = ", after approval" if step.requires_approval else ""
         out.append(f"remediate:  {step.action} ({mode}{approval})")
     p = rb.policy
-    out.append(f"policy:     cooldown {_ms(p.cooldown)}, dedupe_window {_ms(p.dedupe_window)}, "
-               f"max_consecutive {p.max_consecutive} (reset on {', '.join(p.reset_on)})")
+    out.append(
+        f"policy:     cooldown {_ms(p.cooldown)}, dedupe_window {_ms(p.dedupe_window)}, "
+        f"max_consecutive {p.max_consecutive} (reset on {', '.join(p.reset_on)})"
+    )
     import time
 
     from streams.model.silences import muting
@@ -127,9 +140,19 @@ def _classify(labels: dict[str, str], facts: dict[str, str], severity: str) -> t
         from classifier.keyword import KeywordClassifier
 
         clf = KeywordClassifier()
-    event = {"event_id": "route-test", "session_key": "route-test", "kind": facts["kind"], "type": facts["event_type"],
-             "source": facts["source"], "org": facts["org"], "occurred_at": 0, "received_at": 0,
-             "labels": {**labels, **({"severity": severity} if severity else {})}, "annotations": {}, "payload": None}
+    event = {
+        "event_id": "route-test",
+        "session_key": "route-test",
+        "kind": facts["kind"],
+        "type": facts["event_type"],
+        "source": facts["source"],
+        "org": facts["org"],
+        "occurred_at": 0,
+        "received_at": 0,
+        "labels": {**labels, **({"severity": severity} if severity else {})},
+        "annotations": {},
+        "payload": None,
+    }
     p = clf.predict_batch([event])[0]
     return p.category, p.severity, p.model_version
 
@@ -156,8 +179,9 @@ def run_check(directory: str | None, channels: Mapping[str, ChannelSpec]) -> int
     return 0
 
 
-def run_route_test(directory: str | None, pairs: Sequence[str], channels: Mapping[str, ChannelSpec],
-                   expect: str | None = None) -> int:
+def run_route_test(
+    directory: str | None, pairs: Sequence[str], channels: Mapping[str, ChannelSpec], expect: str | None = None
+) -> int:
     import sys
 
     from streams.settings import Settings
@@ -177,24 +201,27 @@ def run_route_test(directory: str | None, pairs: Sequence[str], channels: Mappin
     return 0
 
 
-def run_silence(action: str, args: Sequence[str], *, duration: str, start: str | None, comment: str, by: str, org: str) -> int:
+def run_silence(
+    action: str, args: Sequence[str], *, duration: str, start: str | None, comment: str, by: str, org: str
+) -> int:
     """``silence add MATCHER...`` / ``silence expire ID``: produce the event and wait for Kafka's ack."""
     import asyncio
     import sys
     import time
 
     from streams.kafka.producer import EventProducer
-    from streams.settings import Settings
     from streams.model.silences import SilenceError, expire_event, parse_time_ms, silence_event, silence_from_json
     from streams.model.yamlfile import parse_duration_ms
+    from streams.settings import Settings
 
     now = int(time.time() * 1000)
     try:
         if action == "add":
             starts = parse_time_ms(start) if start else now
             ends = starts + parse_duration_ms(duration)
-            silence = silence_from_json({"matchers": list(args), "starts_at": starts, "ends_at": ends,
-                                         "created_by": by, "comment": comment})
+            silence = silence_from_json(
+                {"matchers": list(args), "starts_at": starts, "ends_at": ends, "created_by": by, "comment": comment}
+            )
             event = silence_event(silence, org=org, now_ms=now, actor=by)
             shown = f"silence {silence.silence_id}: {', '.join(str(m) for m in silence.matchers)} until {ends}"
         else:

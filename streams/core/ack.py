@@ -30,9 +30,20 @@ def on_ack(f: Fold, *, actor: str, source: str) -> None:
     if pd:
         found = lead_of(firing_alerts(s))
         lead = found[1] if found else {"title": f.event["session_key"], "labels": {}}
-        send(f, pd, rb=rb, kind="ack", action="acknowledge", severity="info",
-              title=f"Acknowledged by {actor or source}: {lead['title']}", body="", fields={}, links=[],
-              content="ack", autonomous=False)
+        send(
+            f,
+            pd,
+            rb=rb,
+            kind="ack",
+            action="acknowledge",
+            severity="info",
+            title=f"Acknowledged by {actor or source}: {lead['title']}",
+            body="",
+            fields={},
+            links=[],
+            content="ack",
+            autonomous=False,
+        )
 
 
 def on_approval(f: Fold, actor: str) -> None:
@@ -48,9 +59,15 @@ def on_approval(f: Fold, actor: str) -> None:
     for index in s["approval"]:
         if index < len(steps):
             step = steps[index]
-            f.remediate(action=step.action, endpoint=step.endpoint, method=step.method,
-                        params={**step.params, "approved_by": actor}, dry_run=step.dry_run, requires_approval=True,
-                        runbook=rb.name)
+            f.remediate(
+                action=step.action,
+                endpoint=step.endpoint,
+                method=step.method,
+                params={**step.params, "approved_by": actor},
+                dry_run=step.dry_run,
+                requires_approval=True,
+                runbook=rb.name,
+            )
     s["approval"] = []
     f.note("approved_by", actor)
     f.outcome = "remediating"

@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
@@ -34,8 +34,11 @@ ACK_TTL_MS = 24 * 3_600_000
 ACTIONS = ("ack", "approve", "reject", "silence-1h", "silence-4h")
 # What each action does, in the words a confirmation page and a chat update use.
 ACTION_LABELS = {
-    "ack": "Acknowledge", "approve": "Approve remediation", "reject": "Reject remediation",
-    "silence-1h": "Silence for 1 hour", "silence-4h": "Silence for 4 hours",
+    "ack": "Acknowledge",
+    "approve": "Approve remediation",
+    "reject": "Reject remediation",
+    "silence-1h": "Silence for 1 hour",
+    "silence-4h": "Silence for 4 hours",
 }
 SILENCE_MS = {"silence-1h": 3_600_000, "silence-4h": 4 * 3_600_000}
 
@@ -79,14 +82,23 @@ def _message(action: str, session_key: str, expires_at: int, jti: str, org: str)
     return json.dumps(["v2", action, session_key, int(expires_at), jti, org], separators=(",", ":")).encode()
 
 
-def sign_ack(session_key: str, expires_at: int, secret: str | bytes, action: str = "ack", jti: str = "",
-             org: str = "") -> str:
+def sign_ack(
+    session_key: str, expires_at: int, secret: str | bytes, action: str = "ack", jti: str = "", org: str = ""
+) -> str:
     """Hex HMAC-SHA256 of ``action``, ``session_key``, ``expires_at`` (epoch ms), ``jti`` and ``org``."""
     return hmac.new(_key(secret), _message(action, session_key, expires_at, jti, org), hashlib.sha256).hexdigest()
 
 
-def verify_ack(session_key: str, expires_at: int, signature: str, secret: str | bytes, now_ms: int,
-               action: str = "ack", jti: str = "", org: str = "") -> None:
+def verify_ack(
+    session_key: str,
+    expires_at: int,
+    signature: str,
+    secret: str | bytes,
+    now_ms: int,
+    action: str = "ack",
+    jti: str = "",
+    org: str = "",
+) -> None:
     """Raise AckLinkError unless the signature is right (constant-time) and not expired."""
     expected = sign_ack(session_key, expires_at, secret, action, jti, org)
     if not isinstance(signature, str) or not hmac.compare_digest(expected, signature.lower()):
@@ -122,16 +134,27 @@ def link_id(event_id: str, session_key: str, action: str) -> str:
     return derived_id("link", event_id, session_key, action)[:24]
 
 
-def action_link(base_url: str, session_key: str, action: str, expires_at: int, secret: str | bytes, *, jti: str,
-                org: str) -> str:
+def action_link(
+    base_url: str, session_key: str, action: str, expires_at: int, secret: str | bytes, *, jti: str, org: str
+) -> str:
     if action not in ACTIONS:
         raise AckLinkError(f"unknown action {action!r}")
-    query = urlencode({"session": session_key, "action": action, "org": org, "expires": int(expires_at), "jti": jti,
-                       "sig": sign_ack(session_key, expires_at, secret, action, jti, org)})
+    query = urlencode(
+        {
+            "session": session_key,
+            "action": action,
+            "org": org,
+            "expires": int(expires_at),
+            "jti": jti,
+            "sig": sign_ack(session_key, expires_at, secret, action, jti, org),
+        }
+    )
     return f"{base_url}{'&' if '?' in base_url else '?'}{query}"
 
 
 def ack_link(base_url: str, session_key: str, expires_at: int, secret: str | bytes) -> str:
     """A link of the first version (no link id, no org): an ack, usable until it expires."""
-    query = urlencode({"session": session_key, "expires": int(expires_at), "sig": sign_ack(session_key, expires_at, secret)})
+    query = urlencode(
+        {"session": session_key, "expires": int(expires_at), "sig": sign_ack(session_key, expires_at, secret)}
+    )
     return f"{base_url}{'&' if '?' in base_url else '?'}{query}"

@@ -30,28 +30,41 @@ Event ids a session has already folded are skipped (producers retry).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from streams.core import ack, escalation, grouping, incident, messages
 from streams.core.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
 from streams.core.fold import Fold, effect_id
 from streams.core.gates import PASS, STOP, Gate, condition_step, inhibition_sources
+from streams.core.state import SessionState, new_state, upgrade
+from streams.core.tables import SilenceChange, Writes, silence_change
+from streams.core.timers import slots_between
 from streams.model.records import derived_id
 from streams.model.routing import routing_labels
 from streams.model.runbooks import RunbookSet, Schedule, builtin_set
 from streams.model.silences import SILENCE_TYPES, Silence
-from streams.core.state import SessionState, new_state, upgrade
-from streams.core.tables import SilenceChange, Writes, silence_change
-from streams.core.timers import slots_between
 
 if TYPE_CHECKING:
-    from streams.settings import AckSettings
     from streams.core.inhibition import InhibitorIndex
+    from streams.settings import AckSettings
 
-__all__ = ["Context", "Decision", "configured_context", "Fired", "TIMER_VERDICT", "Verdict", "decide", "effect_id", "initial_state",
-           "recorded_inputs", "sign_ack", "verify_ack"]
+__all__ = [
+    "Context",
+    "Decision",
+    "configured_context",
+    "Fired",
+    "TIMER_VERDICT",
+    "Verdict",
+    "decide",
+    "effect_id",
+    "initial_state",
+    "recorded_inputs",
+    "sign_ack",
+    "verify_ack",
+]
 
 INPUT_SILENCES = "inputs.silences"
 INPUT_INHIBITORS = "inputs.inhibitors"
@@ -94,7 +107,7 @@ class Context:
     silences: tuple[Silence, ...] = ()
     # Firing alerts of other sessions that can inhibit: (session_key, routing labels); the
     # decide agent hands an InhibitorIndex (iterates as those pairs, looked up by equal labels).
-    inhibitors: "tuple[tuple[str, Mapping[str, str]], ...] | InhibitorIndex" = ()
+    inhibitors: tuple[tuple[str, Mapping[str, str]], ...] | InhibitorIndex = ()
     ack_base_url: str = ""
     ack_secret: str = field(default="", repr=False)
     ack_ttl_ms: int = 24 * 3_600_000
@@ -104,13 +117,17 @@ class Context:
         return self.runbooks.version
 
 
-def configured_context(runbooks: RunbookSet, ack: "AckSettings | None" = None) -> Context:
+def configured_context(runbooks: RunbookSet, ack: AckSettings | None = None) -> Context:
     """The context configuration gives (the runbook set, ack links); a batch adds the verdict,
     the silences and other sessions' inhibiting alerts. The decide agent and replay build it here."""
     if ack is None:
         return Context(runbooks=runbooks)
-    return Context(runbooks=runbooks, ack_base_url=ack.base_url, ack_secret=ack.secret.get_secret_value(),
-                   ack_ttl_ms=ack.ttl_s * 1000)
+    return Context(
+        runbooks=runbooks,
+        ack_base_url=ack.base_url,
+        ack_secret=ack.secret.get_secret_value(),
+        ack_ttl_ms=ack.ttl_s * 1000,
+    )
 
 
 @dataclass(frozen=True)
@@ -142,8 +159,13 @@ class Decision:
         org = self.record["org"]
         rules = self.inhibit_rules
         sources = inhibition_sources(messages.firing_labels(self.state, org), rules) if rules else []
-        return Writes(session=self.record["session_key"], org=org, timers=self.state.get("timers") or {},
-                      inhibitors=sources, silences=(self.silence,) if self.silence is not None else ())
+        return Writes(
+            session=self.record["session_key"],
+            org=org,
+            timers=self.state.get("timers") or {},
+            inhibitors=sources,
+            silences=(self.silence,) if self.silence is not None else (),
+        )
 
     @property
     def all_records(self) -> list[dict[str, Any]]:
@@ -177,21 +199,44 @@ def alert_key(event: Mapping[str, Any]) -> str:
     return derived_id("alert", *(f"{k}={labels[k]}" for k in sorted(labels)))[:16]
 
 
-def _alert(event: Mapping[str, Any], ctx: Context, *, severity: str | None = None, runbook: str | None = None,
-           title: str | None = None, body: str | None = None) -> dict[str, Any]:
+def _alert(
+    event: Mapping[str, Any],
+    ctx: Context,
+    *,
+    severity: str | None = None,
+    runbook: str | None = None,
+    title: str | None = None,
+    body: str | None = None,
+) -> dict[str, Any]:
     v = ctx.verdict
     sev = severity or v.severity
     labels = dict(sorted((event.get("labels") or {}).items()))
     if runbook is None:
-        rlabels = routing_labels(labels, category=v.category, severity=sev, org=event.get("org", "default"),
-                                 source=event["source"], kind=event["kind"], event_type=event["type"])
-        runbook = ctx.runbooks.select(rlabels, category=v.category, severity=sev, event_type=event["type"], kind=event["kind"]).name
+        rlabels = routing_labels(
+            labels,
+            category=v.category,
+            severity=sev,
+            org=event.get("org", "default"),
+            source=event["source"],
+            kind=event["kind"],
+            event_type=event["type"],
+        )
+        runbook = ctx.runbooks.select(
+            rlabels, category=v.category, severity=sev, event_type=event["type"], kind=event["kind"]
+        ).name
     payload = event.get("payload") or {}
     annotations = event.get("annotations") or {}
     return {
-        "status": "firing", "severity": sev, "category": v.category, "runbook": runbook,
-        "title": title or event_title(event), "labels": labels, "type": event["type"], "source": event["source"],
-        "kind": event["kind"], "url": str(payload.get("generator_url") or payload.get("url") or ""),
+        "status": "firing",
+        "severity": sev,
+        "category": v.category,
+        "runbook": runbook,
+        "title": title or event_title(event),
+        "labels": labels,
+        "type": event["type"],
+        "source": event["source"],
+        "kind": event["kind"],
+        "url": str(payload.get("generator_url") or payload.get("url") or ""),
         "body": body if body is not None else (annotations.get("description") or ""),
         "event_id": event["event_id"],
     }
@@ -231,8 +276,15 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     fired = _fire_due_timers(s, event, ctx)
     f = _fold(s, event, ctx)
     change, error = silence_change(event)
-    return Decision(state=s, effects=f.effects, record=_record(f), fired=fired, silence=change, silence_error=error,
-                    inhibit_rules=ctx.runbooks.routing.inhibit_rules)
+    return Decision(
+        state=s,
+        effects=f.effects,
+        record=_record(f),
+        fired=fired,
+        silence=change,
+        silence_error=error,
+        inhibit_rules=ctx.runbooks.routing.inhibit_rules,
+    )
 
 
 def _fold(s: dict[str, Any], event: Mapping[str, Any], ctx: Context) -> Fold:
@@ -258,21 +310,36 @@ def _fire_due_timers(s: dict[str, Any], event: Mapping[str, Any], ctx: Context) 
     out: list[Fired] = []
     timer_ctx = None
     while len(out) < MAX_FIRED_PER_EVENT:
-        due = sorted((spec["at"], tid) for tid, spec in s["timers"].items()
-                     if (spec["at"], tid) < limit or (inclusive and (spec["at"], tid) <= limit))
+        due = sorted(
+            (spec["at"], tid)
+            for tid, spec in s["timers"].items()
+            if (spec["at"], tid) < limit or (inclusive and (spec["at"], tid) <= limit)
+        )
         if not due:
             break
         at, tid = due[0]
         if timer_event_id(event["session_key"], tid, at) == event["event_id"]:
             break
-        tev = timer_event(event["session_key"], event.get("org", "default"), tid, s["timers"][tid],
-                          received_at=int(event.get("received_at") or event["occurred_at"]))
+        tev = timer_event(
+            event["session_key"],
+            event.get("org", "default"),
+            tid,
+            s["timers"][tid],
+            received_at=int(event.get("received_at") or event["occurred_at"]),
+        )
         if tev["event_id"] in s["seen"]:  # folded before (a re-promotion); drop the stale entry
             del s["timers"][tid]
             continue
         if timer_ctx is None:
-            timer_ctx = Context(TIMER_VERDICT, ctx.runbooks, ctx.silences, ctx.inhibitors, ctx.ack_base_url,
-                                ctx.ack_secret, ctx.ack_ttl_ms)
+            timer_ctx = Context(
+                TIMER_VERDICT,
+                ctx.runbooks,
+                ctx.silences,
+                ctx.inhibitors,
+                ctx.ack_base_url,
+                ctx.ack_secret,
+                ctx.ack_ttl_ms,
+            )
         f = _fold(s, tev, timer_ctx)
         out.append(Fired(event=tev, effects=f.effects, record=_record(f)))
     return tuple(out)
@@ -360,11 +427,15 @@ def _on_scan(f: Fold, payload: Mapping[str, Any]) -> None:
     scan_type = payload.get("scan_type", "scan")
     if status == "findings" and payload.get("findings"):
         findings = payload["findings"]
-        lines = [f"- {x.get('resource', '?')}: {x.get('change_type') or x.get('rule') or ''} {x.get('detail', '')}".rstrip()
-                 for x in findings[:10]]
+        lines = [
+            f"- {x.get('resource', '?')}: {x.get('change_type') or x.get('rule') or ''} {x.get('detail', '')}".rstrip()
+            for x in findings[:10]
+        ]
         if len(findings) > 10:
             lines.append(f"... and {len(findings) - 10} more")
-        what = {"drift": "Drift detected", "compliance": "Compliance findings", "cost": "Cost anomaly"}.get(scan_type, "Scan findings")
+        what = {"drift": "Drift detected", "compliance": "Compliance findings", "cost": "Cost anomaly"}.get(
+            scan_type, "Scan findings"
+        )
         title = f"{what}: {len(findings)} in {payload.get('config_id', '')}".rstrip()
         if "scan-failed" in f.s["alerts"]:
             incident.on_clear(f, "scan-failed")
@@ -378,8 +449,15 @@ def _on_scan(f: Fold, payload: Mapping[str, Any]) -> None:
 def _on_sample(f: Fold, metric: str, value: float) -> None:
     event, ctx = f.event, f.ctx
     v = ctx.verdict
-    labels = routing_labels(event.get("labels") or {}, category=v.category, severity=v.severity,
-                            org=event.get("org", "default"), source=event["source"], kind=event["kind"], event_type=event["type"])
+    labels = routing_labels(
+        event.get("labels") or {},
+        category=v.category,
+        severity=v.severity,
+        org=event.get("org", "default"),
+        source=event["source"],
+        kind=event["kind"],
+        event_type=event["type"],
+    )
     runbooks = ctx.runbooks.triggers_for(metric, labels)
     f.note("metric", f"{metric}={value:g}")
     for rb in runbooks:
@@ -388,11 +466,17 @@ def _on_sample(f: Fold, metric: str, value: float) -> None:
         cond = f.s["cond"].get(rb.name) or {"since": None, "on": False}
         since, on, transition = condition_step(cond["since"], cond["on"], value, f.now, trig)
         f.s["cond"][rb.name] = {"since": since, "on": on}
-        f.note(f"condition.{rb.name}", f"{metric} {trig.operator} {trig.threshold:g}: {'holds' if since is not None else 'no'}")
+        f.note(
+            f"condition.{rb.name}",
+            f"{metric} {trig.operator} {trig.threshold:g}: {'holds' if since is not None else 'no'}",
+        )
         if transition == "fire":
             title = f"{metric} {trig.operator} {trig.threshold:g} for {trig.for_ // 1000}s (now {value:g})"
-            incident.on_trigger(f, f"cond:{rb.name}", _alert(event, ctx, severity=trig.severity, runbook=rb.name,
-                                                              title=title, body=rb.description))
+            incident.on_trigger(
+                f,
+                f"cond:{rb.name}",
+                _alert(event, ctx, severity=trig.severity, runbook=rb.name, title=title, body=rb.description),
+            )
         elif transition == "clear":
             incident.on_clear(f, f"cond:{rb.name}")
     if runbooks and f.outcome == "recorded":
@@ -469,7 +553,12 @@ def _on_cron(f: Fold, data: Mapping[str, str]) -> None:
         if at <= f.now:
             _dispatch_target(f, schedule, target, slot)
         else:
-            f.schedule(f"dispatch:{slot}:{index}", at, "dispatch", data={"schedule": schedule.name, "target": target, "slot": str(slot)})
+            f.schedule(
+                f"dispatch:{slot}:{index}",
+                at,
+                "dispatch",
+                data={"schedule": schedule.name, "target": target, "slot": str(slot)},
+            )
     f.outcome = "dispatched"
 
 
@@ -480,14 +569,27 @@ def _dispatch_target(f: Fold, schedule: Schedule, target: str, slot: int) -> Non
         params["target"] = target
     if schedule.remediate is not None:
         step = schedule.remediate
-        f.remediate(action=step.action, endpoint=step.endpoint, method=step.method, params={**step.params, **params},
-                    dry_run=step.dry_run, requires_approval=step.requires_approval)
+        f.remediate(
+            action=step.action,
+            endpoint=step.endpoint,
+            method=step.method,
+            params={**step.params, **params},
+            dry_run=step.dry_run,
+            requires_approval=step.requires_approval,
+        )
     if schedule.notify_receiver:
         routing = f.ctx.runbooks.routing
-        f.notify(channel=routing.channel_of(schedule.notify_receiver), receiver=schedule.notify_receiver, severity="info",
-                 title=schedule.title + (f": {target}" if target else ""), body=f"Scheduled run of {schedule.name}.",
-                 fields=params, links=[], action="trigger",
-                 dedupe_key=derived_id("dedupe", f.event["session_key"], schedule.name, str(slot), target))
+        f.notify(
+            channel=routing.channel_of(schedule.notify_receiver),
+            receiver=schedule.notify_receiver,
+            severity="info",
+            title=schedule.title + (f": {target}" if target else ""),
+            body=f"Scheduled run of {schedule.name}.",
+            fields=params,
+            links=[],
+            action="trigger",
+            dedupe_key=derived_id("dedupe", f.event["session_key"], schedule.name, str(slot), target),
+        )
     f.outcome = "dispatched"
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from streams.model.receivers import REMEDIATE_CHANNEL
@@ -52,7 +53,7 @@ class DigestCounts:
         return {"events": self.events, **{k: dict(getattr(self, k)) for k in _COUNTERS}}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "DigestCounts":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> DigestCounts:
         if not d:
             return cls()
         return cls(events=int(d.get("events", 0)), **{k: Counter(d.get(k) or {}) for k in _COUNTERS})
@@ -61,7 +62,7 @@ class DigestCounts:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, raw: str | None) -> "DigestCounts":
+    def from_json(cls, raw: str | None) -> DigestCounts:
         return cls.from_dict(json.loads(raw) if raw else None)
 
 
@@ -113,7 +114,9 @@ def org_of_session(session_key: str) -> str:
     return head if sep and head else "default"
 
 
-def digest_item(topic: str, partition: int, offset: int, record: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+def digest_item(
+    topic: str, partition: int, offset: int, record: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
     """(org, item) for one decoded decisions / deliveries record; None for what a digest does not count.
 
     Receipts of digests themselves are left out: a digest reporting its own delivery would
@@ -121,20 +124,34 @@ def digest_item(topic: str, partition: int, offset: int, record: Mapping[str, An
     """
     if topic == "decisions":
         return record.get("org") or "default", {
-            "topic": topic, "partition": partition, "offset": offset, "at": int(record["decided_at"]),
-            "session_key": record["session_key"], "status": record["outcome"], "channel": ""}
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "at": int(record["decided_at"]),
+            "session_key": record["session_key"],
+            "status": record["outcome"],
+            "channel": "",
+        }
     if topic == "deliveries":
         session = record.get("session_key") or ""
         org = org_of_session(session)
         if session == digest_session(org):
             return None
-        return org, {"topic": topic, "partition": partition, "offset": offset, "at": int(record["completed_at"]),
-                     "session_key": session, "status": record["status"], "channel": record["channel"]}
+        return org, {
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "at": int(record["completed_at"]),
+            "session_key": session,
+            "status": record["status"],
+            "channel": record["channel"],
+        }
     return None
 
 
-def group_items(records: Iterable[tuple[str, int, int, Mapping[str, Any]]],
-                enabled: Callable[[str], bool]) -> dict[str, list[dict[str, Any]]]:
+def group_items(
+    records: Iterable[tuple[str, int, int, Mapping[str, Any]]], enabled: Callable[[str], bool]
+) -> dict[str, list[dict[str, Any]]]:
     """Items per org (of orgs that get a digest), in record order, from (topic, partition, offset, record)."""
     out: dict[str, list[dict[str, Any]]] = {}
     for topic, partition, offset, record in records:
@@ -156,8 +173,15 @@ def _shift(day: str, days: int) -> str:
     return (date.fromisoformat(day) + timedelta(days=days)).isoformat()
 
 
-def fold_delta(state: Mapping[str, Any] | None, record: Mapping[str, Any], *, tz: str, partition: int,
-               now_ms: int | None, keep_days: int = KEEP_DAYS) -> dict[str, Any]:
+def fold_delta(
+    state: Mapping[str, Any] | None,
+    record: Mapping[str, Any],
+    *,
+    tz: str,
+    partition: int,
+    now_ms: int | None,
+    keep_days: int = KEEP_DAYS,
+) -> dict[str, Any]:
     """Fold one DigestDelta into an org's value ``{"p", "last_sent", "hwm", "days"}``.
 
     Idempotent under redelivery: an item whose source offset is at or below the highest
@@ -235,8 +259,10 @@ def _by_channel(counter: Counter[str]) -> str:
 def render(org: str, day: str, counts: DigestCounts) -> tuple[str, str, dict[str, str]]:
     """(title, body, fields) of the digest message."""
     title = f"Daily digest for {org}: {day}"
-    lines = [f"{counts.events} events, {sum(counts.notifications.values())} notifications delivered, "
-             f"{sum(counts.failures.values())} failed, {sum(counts.dead.values())} dead letters."]
+    lines = [
+        f"{counts.events} events, {sum(counts.notifications.values())} notifications delivered, "
+        f"{sum(counts.failures.values())} failed, {sum(counts.dead.values())} dead letters."
+    ]
     if counts.outcomes:
         lines.append("Decisions: " + _by_channel(counts.outcomes))
     if counts.notifications:
@@ -249,23 +275,48 @@ def render(org: str, day: str, counts: DigestCounts) -> tuple[str, str, dict[str
         lines.append("Runbook actions: " + _by_channel(counts.actions))
     if counts.sessions:
         lines.append("Noisiest sessions:")
-        lines += [f"- {s}: {n} events" for s, n in sorted(counts.sessions.items(), key=lambda kv: (-kv[1], kv[0]))[:NOISIEST]]
-    fields = {"events": str(counts.events), "notifications": str(sum(counts.notifications.values())),
-              "failures": str(sum(counts.failures.values())), "dead_letters": str(sum(counts.dead.values()))}
+        lines += [
+            f"- {s}: {n} events" for s, n in sorted(counts.sessions.items(), key=lambda kv: (-kv[1], kv[0]))[:NOISIEST]
+        ]
+    fields = {
+        "events": str(counts.events),
+        "notifications": str(sum(counts.notifications.values())),
+        "failures": str(sum(counts.failures.values())),
+        "dead_letters": str(sum(counts.dead.values())),
+    }
     return title, "\n".join(lines), fields
 
 
-def digest_effect(org: str, day: str, counts: DigestCounts, *, channel: str, receiver: str, created_at: int) -> dict[str, Any]:
+def digest_effect(
+    org: str, day: str, counts: DigestCounts, *, channel: str, receiver: str, created_at: int
+) -> dict[str, Any]:
     """An opsloop.Effect notify record; its id derives from org, day and receiver, so a digest sent
     twice (a rebalance, a restart before the sent mark was folded) is delivered once by the sinks' ledger."""
     title, body, fields = render(org, day, counts)
     eid = derived_id("digest", org, day)
     return {
-        "effect_id": derived_id("effect", eid, receiver), "event_id": eid, "session_key": digest_session(org), "org": org,
-        "type": "notify", "created_at": created_at, "runbook": DIGEST_RUNBOOK,
-        "notify": {"channel": channel, "receiver": receiver, "severity": "info", "title": title, "body": body,
-                   "fields": fields, "links": [], "dedupe_key": eid, "thread_key": digest_session(org), "action": "trigger"},
-        "timer": None, "cancel": None, "remediate": None,
+        "effect_id": derived_id("effect", eid, receiver),
+        "event_id": eid,
+        "session_key": digest_session(org),
+        "org": org,
+        "type": "notify",
+        "created_at": created_at,
+        "runbook": DIGEST_RUNBOOK,
+        "notify": {
+            "channel": channel,
+            "receiver": receiver,
+            "severity": "info",
+            "title": title,
+            "body": body,
+            "fields": fields,
+            "links": [],
+            "dedupe_key": eid,
+            "thread_key": digest_session(org),
+            "action": "trigger",
+        },
+        "timer": None,
+        "cancel": None,
+        "remediate": None,
     }
 
 
@@ -274,15 +325,24 @@ def digest_labels(org: str) -> dict[str, str]:
     sends digests somewhere of their own; otherwise the tree answers as for any info message."""
     from streams.model.routing import routing_labels
 
-    return routing_labels({"alertname": "DailyDigest"}, category="digest", severity="info", org=org,
-                          source="opsloop", kind="digest", event_type="digest.daily")
+    return routing_labels(
+        {"alertname": "DailyDigest"},
+        category="digest",
+        severity="info",
+        org=org,
+        source="opsloop",
+        kind="digest",
+        event_type="digest.daily",
+    )
 
 
 def digest_effects(org: str, day: str, counts: DigestCounts, routing: Any, *, created_at: int) -> list[dict[str, Any]]:
     """One notify effect per receiver the routing tree names for the digest's labels."""
-    return [digest_effect(org, day, counts, channel=routing.channel_of(r), receiver=r, created_at=created_at)
-            for r in routing.receivers_for(digest_labels(org))]
+    return [
+        digest_effect(org, day, counts, channel=routing.channel_of(r), receiver=r, created_at=created_at)
+        for r in routing.receivers_for(digest_labels(org))
+    ]
 
 
 def utc_ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
-    return int(datetime(year, month, day, hour, minute, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)

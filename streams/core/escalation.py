@@ -8,8 +8,18 @@ from typing import Any, cast
 from streams.core import gates
 from streams.core.fold import Fold
 from streams.core.messages import (
-    alert_labels, body_of, expand_receivers, fields_of, firing_alerts, lead_of, links_of, org_of, runbook_named, send,
-    silence_gate_of, silences_of, title_of,
+    alert_labels,
+    body_of,
+    expand_receivers,
+    fields_of,
+    firing_alerts,
+    lead_of,
+    links_of,
+    org_of,
+    runbook_named,
+    send,
+    silence_gate_of,
+    title_of,
 )
 
 
@@ -42,16 +52,27 @@ def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
         chain = rb.escalation[step]
         receivers = expand_receivers(f, [chain.receiver], labels)
         minutes = (f.now - esc["start"]) // 60000
-        sent = send(f, receivers, rb=rb, kind=f"escalation-{step}", action="trigger", severity=lead["severity"],
-                     title=f"Escalated ({why} for {minutes}m): {title_of(lead, len(firing))}",
-                     body=body_of(f, lead, firing, rb), fields=fields_of(lead, rb, len(firing)),
-                     links=links_of(f, lead, rb, with_ack=True, approval=bool(s.get("approval"))), content=str(step),
-                     autonomous=True)
+        sent = send(
+            f,
+            receivers,
+            rb=rb,
+            kind=f"escalation-{step}",
+            action="trigger",
+            severity=lead["severity"],
+            title=f"Escalated ({why} for {minutes}m): {title_of(lead, len(firing))}",
+            body=body_of(f, lead, firing, rb),
+            fields=fields_of(lead, rb, len(firing)),
+            links=links_of(f, lead, rb, with_ack=True, approval=bool(s.get("approval"))),
+            content=str(step),
+            autonomous=True,
+        )
         f.outcome = "escalated" if sent else "suppressed"
     f.note("escalation_step", step)
     esc["next"] = step + 1
     if step + 1 < len(rb.escalation):
-        f.schedule(f"esc:{s['episode']}:{step + 1}", esc["start"] + rb.escalation[step + 1].after, "escalation", step=step + 1)
+        f.schedule(
+            f"esc:{s['episode']}:{step + 1}", esc["start"] + rb.escalation[step + 1].after, "escalation", step=step + 1
+        )
 
 
 def verify(f: Fold) -> None:
@@ -77,9 +98,18 @@ def verify(f: Fold) -> None:
     if f.check(silence_gate_of(f, alert_labels(lead, org_of(f)))):
         f.outcome = "suppressed"
         return
-    sent = send(f, list(s["audience"]), rb=rb, kind="verify", action="trigger", severity=lead["severity"],
-                 title=f"Still firing after remediation: {lead['title']}", body=body_of(f, lead, cast("list[tuple[str, Mapping[str, Any]]]", firing_alerts(s)), rb),
-                 fields=fields_of(lead, rb, 1), links=links_of(f, lead, rb, with_ack=True), content="verify", autonomous=True)
+    sent = send(
+        f,
+        list(s["audience"]),
+        rb=rb,
+        kind="verify",
+        action="trigger",
+        severity=lead["severity"],
+        title=f"Still firing after remediation: {lead['title']}",
+        body=body_of(f, lead, cast("list[tuple[str, Mapping[str, Any]]]", firing_alerts(s)), rb),
+        fields=fields_of(lead, rb, 1),
+        links=links_of(f, lead, rb, with_ack=True),
+        content="verify",
+        autonomous=True,
+    )
     f.outcome = "escalated" if sent else "suppressed"
-
-

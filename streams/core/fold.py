@@ -8,7 +8,8 @@ session's mirror of pending timers in step with the timer effects it emits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from streams.core.gates import Gate
 from streams.core.state import SessionState, TimerSpec
@@ -47,7 +48,7 @@ def effect_id(event_id: str, etype: str, subject: str, ordinal: int) -> str:
 class Fold:
     """Mutable scratch space for folding one event into one session's state."""
 
-    def __init__(self, state: SessionState, event: Mapping[str, Any], ctx: "Context", now: int) -> None:
+    def __init__(self, state: SessionState, event: Mapping[str, Any], ctx: Context, now: int) -> None:
         self.s = state
         self.event = event
         self.ctx = ctx
@@ -111,21 +112,58 @@ class Fold:
         self.effects.append(effect)
         return effect
 
-    def notify(self, *, channel: str, receiver: str, severity: str, title: str, body: str, fields: Mapping[str, str],
-               links: list[dict[str, str]], dedupe_key: str, action: str, runbook: str = "") -> dict[str, Any]:
-        return self._effect("notify", runbook, notify={
-            "channel": channel, "receiver": receiver, "severity": severity, "title": title, "body": body,
-            "fields": {str(k): str(v) for k, v in sorted(fields.items())}, "links": links,
-            "dedupe_key": dedupe_key, "thread_key": self.event["session_key"], "action": action,
-        })
+    def notify(
+        self,
+        *,
+        channel: str,
+        receiver: str,
+        severity: str,
+        title: str,
+        body: str,
+        fields: Mapping[str, str],
+        links: list[dict[str, str]],
+        dedupe_key: str,
+        action: str,
+        runbook: str = "",
+    ) -> dict[str, Any]:
+        return self._effect(
+            "notify",
+            runbook,
+            notify={
+                "channel": channel,
+                "receiver": receiver,
+                "severity": severity,
+                "title": title,
+                "body": body,
+                "fields": {str(k): str(v) for k, v in sorted(fields.items())},
+                "links": links,
+                "dedupe_key": dedupe_key,
+                "thread_key": self.event["session_key"],
+                "action": action,
+            },
+        )
 
-    def schedule(self, timer_id: str, fire_at: int, purpose: str, step: int = 0, data: Mapping[str, str] | None = None) -> None:
+    def schedule(
+        self, timer_id: str, fire_at: int, purpose: str, step: int = 0, data: Mapping[str, str] | None = None
+    ) -> None:
         """Upsert a timer (same id replaces the pending one) and emit its schedule_timer effect."""
-        spec: TimerSpec = {"at": int(fire_at), "purpose": purpose, "step": int(step),
-                "data": {str(k): str(v) for k, v in sorted((data or {}).items())}}
+        spec: TimerSpec = {
+            "at": int(fire_at),
+            "purpose": purpose,
+            "step": int(step),
+            "data": {str(k): str(v) for k, v in sorted((data or {}).items())},
+        }
         self.s.setdefault("timers", {})[timer_id] = spec
-        self._effect("schedule_timer", timer={"timer_id": timer_id, "fire_at": spec["at"], "purpose": purpose,
-                                              "step": spec["step"], "data": spec["data"]})
+        self._effect(
+            "schedule_timer",
+            timer={
+                "timer_id": timer_id,
+                "fire_at": spec["at"],
+                "purpose": purpose,
+                "step": spec["step"],
+                "data": spec["data"],
+            },
+        )
 
     def cancel(self, prefix: str, reason: str) -> bool:
         """Cancel this session's pending timers whose id starts with ``prefix``; emit only if any were pending."""
@@ -138,10 +176,26 @@ class Fold:
         self._effect("cancel_timers", cancel={"prefix": prefix, "reason": reason})
         return True
 
-    def remediate(self, *, action: str, endpoint: str, method: str, params: Mapping[str, str], dry_run: bool,
-                  requires_approval: bool, runbook: str = "") -> None:
-        self._effect("remediate", runbook, remediate={
-            "action": action, "endpoint": endpoint, "method": method,
-            "params": {str(k): str(v) for k, v in sorted(params.items())}, "dry_run": dry_run,
-            "requires_approval": requires_approval,
-        })
+    def remediate(
+        self,
+        *,
+        action: str,
+        endpoint: str,
+        method: str,
+        params: Mapping[str, str],
+        dry_run: bool,
+        requires_approval: bool,
+        runbook: str = "",
+    ) -> None:
+        self._effect(
+            "remediate",
+            runbook,
+            remediate={
+                "action": action,
+                "endpoint": endpoint,
+                "method": method,
+                "params": {str(k): str(v) for k, v in sorted(params.items())},
+                "dry_run": dry_run,
+                "requires_approval": requires_approval,
+            },
+        )

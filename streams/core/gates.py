@@ -24,8 +24,9 @@ Invariants the property tests hold decide to:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from streams.core.inhibition import IndexedSources
 from streams.model.matchers import matches_all
@@ -80,7 +81,9 @@ def cooldown_gate(last_trigger_at: int | None, now: int, cooldown: int) -> Gate:
         return Gate("cooldown", PASS)
     ends = last_trigger_at + cooldown
     if now < ends:
-        return Gate("cooldown", STOP, f"last notified {_ms(now - last_trigger_at)} ago; cooldown {_ms(cooldown)}", until=ends)
+        return Gate(
+            "cooldown", STOP, f"last notified {_ms(now - last_trigger_at)} ago; cooldown {_ms(cooldown)}", until=ends
+        )
     return Gate("cooldown", PASS, f"cooldown {_ms(cooldown)} elapsed")
 
 
@@ -164,8 +167,13 @@ def silence_gate(silences: Iterable[Silence], labels: Mapping[str, str], now: in
     for silence in silences:
         if silence.mutes(labels, now):
             what = "maintenance window" if silence.kind == "maintenance" else "silence"
-            return Gate("silence", STOP, f"{what} {silence.silence_id} until {silence.ends_at}", until=silence.ends_at,
-                        cause=silence)
+            return Gate(
+                "silence",
+                STOP,
+                f"{what} {silence.silence_id} until {silence.ends_at}",
+                until=silence.ends_at,
+                cause=silence,
+            )
     return Gate("silence", PASS)
 
 
@@ -175,8 +183,9 @@ def silence_gate(silences: Iterable[Silence], labels: Mapping[str, str], now: in
 _SOURCE: Any = object()
 
 
-def inhibition_gate(labels: Mapping[str, str], sources: "Iterable[Mapping[str, str]] | IndexedSources",
-                    rules: Sequence[InhibitRule]) -> Gate:
+def inhibition_gate(
+    labels: Mapping[str, str], sources: Iterable[Mapping[str, str]] | IndexedSources, rules: Sequence[InhibitRule]
+) -> Gate:
     """Stop a target alert while a firing source alert of a rule shares its ``equal`` labels.
 
     An alert never inhibits itself (Alertmanager's rule), so a critical alert matching
@@ -200,12 +209,17 @@ def inhibition_gate(labels: Mapping[str, str], sources: "Iterable[Mapping[str, s
     return Gate("inhibit", PASS)
 
 
-def inhibited(labels: Mapping[str, str], rules: Sequence[InhibitRule], index: int, source: Mapping[str, str],
-              cause: Any = _SOURCE) -> Gate:
+def inhibited(
+    labels: Mapping[str, str], rules: Sequence[InhibitRule], index: int, source: Mapping[str, str], cause: Any = _SOURCE
+) -> Gate:
     """The stop of a target alert inhibited by ``source`` under ``rules[index]`` (cause: the source, unless given)."""
     shared = ", ".join(f"{n}={labels.get(n, '')}" for n in rules[index].equal)
-    return Gate("inhibit", STOP, f"inhibit_rules[{index}]: {source.get('alertname', 'an alert')} firing ({shared})",
-                cause=source if cause is _SOURCE else cause)
+    return Gate(
+        "inhibit",
+        STOP,
+        f"inhibit_rules[{index}]: {source.get('alertname', 'an alert')} firing ({shared})",
+        cause=source if cause is _SOURCE else cause,
+    )
 
 
 def inhibition_sources(firing: Iterable[Mapping[str, str]], rules: Sequence[InhibitRule]) -> list[dict[str, str]]:
@@ -218,7 +232,9 @@ def inhibition_sources(firing: Iterable[Mapping[str, str]], rules: Sequence[Inhi
 # -- condition triggers ----------------------------------------------------------------
 
 
-def condition_step(since: int | None, on: bool, value: float, now: int, trigger: Trigger) -> tuple[int | None, bool, str | None]:
+def condition_step(
+    since: int | None, on: bool, value: float, now: int, trigger: Trigger
+) -> tuple[int | None, bool, str | None]:
     """One sample through a condition: (since, on, transition) with transition fire | clear | None.
 
     The condition must hold continuously for ``for`` before it fires (like a

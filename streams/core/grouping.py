@@ -8,21 +8,34 @@ escalation chain).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from streams.core import gates
 from streams.core.fold import Fold
-from streams.core.messages import (
-    alert_labels, body_of, expand_receivers, fields_of, firing_alerts, group_wait, lead_of, links_of, org_of,
-    route_of, runbook_named, send, silence_gate_of, silences_of, title_of,
-)
 from streams.core.gates import Gate
 from streams.core.inhibition import IndexedSources, as_index
+from streams.core.messages import (
+    alert_labels,
+    body_of,
+    expand_receivers,
+    fields_of,
+    firing_alerts,
+    group_wait,
+    lead_of,
+    links_of,
+    org_of,
+    route_of,
+    runbook_named,
+    send,
+    silence_gate_of,
+    title_of,
+)
+from streams.core.state import AlertState
 from streams.model.records import derived_id
 from streams.model.routing import Timing
 from streams.model.runbooks import Runbook
-from streams.core.state import AlertState
 
 TRIGGER_KINDS = ("initial", "repeat")  # kinds a runbook's cooldown applies to
 
@@ -69,8 +82,9 @@ def _flapping(f: Fold, p: Pending) -> Gate:
     return gates.flapping_gate(flap["on"], flap["last"], f.now, p.rb.policy.flapping)
 
 
-def _per_alert(f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str, str]], Gate], noun: str, *,
-               last: bool) -> Gate:
+def _per_alert(
+    f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str, str]], Gate], noun: str, *, last: bool
+) -> Gate:
     """A gate that mutes alerts one by one, as Alertmanager does. Its record says how many it
     muted (verdict ``stop`` if any); the ``last`` of these gates halts the flush when no alert
     is left, to be tried again when the first muted alert may be notified."""
@@ -87,13 +101,18 @@ def _per_alert(f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str
     muted = len(p.notifiable) - len(kept)
     p.notifiable = kept
     halts = last and not kept
-    return Gate(name, gates.STOP if muted else gates.PASS, f"{muted} of {len(p.firing)} {noun}",
-                until=min(p.until) if halts and p.until else None, cause=tuple(causes), halts=halts)
+    return Gate(
+        name,
+        gates.STOP if muted else gates.PASS,
+        f"{muted} of {len(p.firing)} {noun}",
+        until=min(p.until) if halts and p.until else None,
+        cause=tuple(causes),
+        halts=halts,
+    )
 
 
 def _silences_gate(f: Fold, p: Pending) -> Gate:
-    return _per_alert(f, p, "silence", lambda labels: silence_gate_of(f, labels), "silenced",
-                      last=False)
+    return _per_alert(f, p, "silence", lambda labels: silence_gate_of(f, labels), "silenced", last=False)
 
 
 def _inhibition_gate(f: Fold, p: Pending) -> Gate:
@@ -125,8 +144,14 @@ def _group_gate(f: Fold, p: Pending) -> Gate:
     found = lead_of(p.firing)
     assert found is not None
     lead = found[1]
-    return gates.group_gate(p.kind, first_seen=s["group"]["first"] or 0, last_sent=s["group"]["sent"], now=f.now,
-                            timing=p.timing, wait=group_wait(f, lead, alert_labels(lead, org_of(f))))
+    return gates.group_gate(
+        p.kind,
+        first_seen=s["group"]["first"] or 0,
+        last_sent=s["group"]["sent"],
+        now=f.now,
+        timing=p.timing,
+        wait=group_wait(f, lead, alert_labels(lead, org_of(f))),
+    )
 
 
 def _cooldown_gate(f: Fold, p: Pending) -> Gate | None:
@@ -160,8 +185,9 @@ def flush(f: Fold) -> None:
         return
     rb = runbook_named(f, found[1]["runbook"])
     f.runbook = rb.name
-    pending = Pending(firing=firing, notifiable=list(firing), rb=rb,
-                      timing=route_of(f, alert_labels(found[1], org_of(f))).timing)
+    pending = Pending(
+        firing=firing, notifiable=list(firing), rb=rb, timing=route_of(f, alert_labels(found[1], org_of(f))).timing
+    )
     for step in FLUSH_GATES:
         gate = step.check(f, pending)
         if gate is None or not f.check(gate):
@@ -186,13 +212,25 @@ def _notify_group(f: Fold, p: Pending) -> None:
         else:
             receivers = expand_receivers(f, rb.notify_receivers, lead_labels)
     else:
-        receivers = list(s.get("first_audience") or s["audience"]) or expand_receivers(f, rb.notify_receivers, lead_labels)
+        receivers = list(s.get("first_audience") or s["audience"]) or expand_receivers(
+            f, rb.notify_receivers, lead_labels
+        )
     awaits = bool(s.get("approval")) or (kind == "initial" and any(r.requires_approval for r in rb.remediations))
     extra = "Remediation awaits approval." if awaits else ""
-    sent = send(f, receivers, rb=rb, kind=kind, action="trigger", severity=lead["severity"],
-                 title=title_of(lead, len(p.notifiable)), body=body_of(f, lead, p.notifiable, rb, extra),
-                 fields=fields_of(lead, rb, len(p.notifiable)), links=links_of(f, lead, rb, with_ack=True, approval=awaits),
-                 content=p.content, autonomous=True)
+    sent = send(
+        f,
+        receivers,
+        rb=rb,
+        kind=kind,
+        action="trigger",
+        severity=lead["severity"],
+        title=title_of(lead, len(p.notifiable)),
+        body=body_of(f, lead, p.notifiable, rb, extra),
+        fields=fields_of(lead, rb, len(p.notifiable)),
+        links=links_of(f, lead, rb, with_ack=True, approval=awaits),
+        content=p.content,
+        autonomous=True,
+    )
     # The news is out (or was stopped by the cap/dedupe): either way this content is settled.
     s["group"]["hash"] = p.content
     if not sent:
@@ -217,12 +255,17 @@ def after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> N
         if step.requires_approval:
             s["approval"].append(index)
             continue
-        f.remediate(action=step.action, endpoint=step.endpoint, method=step.method, params=step.params,
-                    dry_run=step.dry_run, requires_approval=False, runbook=rb.name)
+        f.remediate(
+            action=step.action,
+            endpoint=step.endpoint,
+            method=step.method,
+            params=step.params,
+            dry_run=step.dry_run,
+            requires_approval=False,
+            runbook=rb.name,
+        )
     if rb.verify is not None:
         f.schedule(f"verify:{ep}", f.now + rb.verify.after, "verify")
     if rb.escalates(lead["severity"]) and len(rb.escalation) > 1:
         s["escalation"] = {"runbook": rb.name, "start": f.now, "next": 1}
         f.schedule(f"esc:{ep}:1", f.now + rb.escalation[1].after, "escalation", step=1)
-
-

@@ -14,8 +14,20 @@ from streams.core import gates
 from streams.core.fold import Fold
 from streams.core.grouping import flush, schedule_flush
 from streams.core.messages import (
-    alert_labels, expand_receivers, fields_of, firing_alerts, lead_of, links_of, org_of, policy_runbook, reset_cap,
-    route_of, runbook_named, send, silence_gate_of, silences_of, title_of,
+    alert_labels,
+    expand_receivers,
+    fields_of,
+    firing_alerts,
+    lead_of,
+    links_of,
+    org_of,
+    policy_runbook,
+    reset_cap,
+    route_of,
+    runbook_named,
+    send,
+    silence_gate_of,
+    title_of,
 )
 from streams.model.runbooks import Runbook
 
@@ -123,13 +135,28 @@ def send_resolved(f: Fold, rb: Runbook, skip_channel: str = "", only_channel: st
         return
     lead = found[1]
     channel_of = f.ctx.runbooks.routing.channel_of
-    receivers = [r for r in s["audience"] if channel_of(r) != skip_channel and (not only_channel or channel_of(r) == only_channel)]
+    receivers = [
+        r
+        for r in s["audience"]
+        if channel_of(r) != skip_channel and (not only_channel or channel_of(r) == only_channel)
+    ]
     if not receivers and only_channel:
         return
     title = f"Resolved: {title_of(lead, len(alerts))}"
-    sent = send(f, receivers, rb=rb, kind="resolve", action="resolve", severity="info", title=title,
-                 body=f"{lead['title']} is no longer firing.", fields=fields_of(lead, rb, len(alerts)),
-                 links=links_of(f, lead, rb, with_ack=False), content="resolve", autonomous=False)
+    sent = send(
+        f,
+        receivers,
+        rb=rb,
+        kind="resolve",
+        action="resolve",
+        severity="info",
+        title=title,
+        body=f"{lead['title']} is no longer firing.",
+        fields=fields_of(lead, rb, len(alerts)),
+        links=links_of(f, lead, rb, with_ack=False),
+        content="resolve",
+        autonomous=False,
+    )
     f.outcome = "resolved" if sent else "suppressed"
 
 
@@ -166,15 +193,25 @@ def _flap_notice(f: Fold, rb: Runbook) -> bool:
     if s["status"] != "firing":  # noticed as it resolves: tell the people, never trigger a pager
         receivers = [r for r in receivers if f.ctx.runbooks.routing.channel_of(r) != "pagerduty"]
     pol = rb.policy.flapping
-    sent = send(f, receivers, rb=rb, kind="flapping", action="trigger", severity="warning",
-                 title=f"Flapping: {lead['title']}",
-                 body=(f"{len(s['flap']['flips'])} status changes within {pol.window // 60000}m. "
-                       f"Quiet until it has been stable for {pol.stable_for // 60000}m."),
-                 fields=fields_of(lead, rb, len(firing)), links=links_of(f, lead, rb, with_ack=True),
-                 content=str(s["flap"]["last"]), autonomous=True)
+    sent = send(
+        f,
+        receivers,
+        rb=rb,
+        kind="flapping",
+        action="trigger",
+        severity="warning",
+        title=f"Flapping: {lead['title']}",
+        body=(
+            f"{len(s['flap']['flips'])} status changes within {pol.window // 60000}m. "
+            f"Quiet until it has been stable for {pol.stable_for // 60000}m."
+        ),
+        fields=fields_of(lead, rb, len(firing)),
+        links=links_of(f, lead, rb, with_ack=True),
+        content=str(s["flap"]["last"]),
+        autonomous=True,
+    )
     f.outcome = "flapping-notice" if sent else "suppressed"
     return bool(sent)
-
 
 
 def on_flap_timer(f: Fold) -> None:
@@ -203,4 +240,3 @@ def on_flap_timer(f: Fold) -> None:
         s["alerts"] = {}
     else:
         f.outcome = "stable"
-

@@ -120,7 +120,9 @@ class InhibitorIndex:
                     del self._buckets[bucket_key]
 
     # -- the lookup --------------------------------------------------------------------
-    def first(self, rule_index: int, values: tuple[Any, ...], session: str, target: Labels) -> tuple[str, Labels] | None:
+    def first(
+        self, rule_index: int, values: tuple[Any, ...], session: str, target: Labels
+    ) -> tuple[str, Labels] | None:
         """The first source of rule ``rule_index`` with these equal-label values, not of ``session``
         and not the target alert itself."""
         for _, key, labels in self._buckets.get((rule_index, values), ()):

@@ -5,23 +5,31 @@ alert, routes and receivers, message content, and the one way a message goes out
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from streams.core import gates
 from streams.core.fold import Fold
 from streams.model.records import derived_id
 from streams.model.routing import RouteMatch, routing_labels
-from streams.model.taxonomy import SEVERITIES
 from streams.model.runbooks import ROUTE_RECEIVER, Runbook
 from streams.model.silences import Silence
+from streams.model.taxonomy import SEVERITIES
 
 SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 MAX_LISTED = 10  # alerts listed in a message body
 
 
 def alert_labels(alert: Mapping[str, Any], org: str) -> dict[str, str]:
-    return routing_labels(alert.get("labels") or {}, category=alert["category"], severity=alert["severity"], org=org,
-                          source=alert.get("source", ""), kind=alert.get("kind", ""), event_type=alert.get("type", ""))
+    return routing_labels(
+        alert.get("labels") or {},
+        category=alert["category"],
+        severity=alert["severity"],
+        org=org,
+        source=alert.get("source", ""),
+        kind=alert.get("kind", ""),
+        event_type=alert.get("type", ""),
+    )
 
 
 def firing_labels(s: Mapping[str, Any], org: str) -> list[dict[str, str]]:
@@ -64,7 +72,7 @@ def expand_receivers(f: Fold, names: Iterable[str], labels: Mapping[str, str]) -
     """Receiver names with ``route`` replaced by what the routing tree answers for ``labels``."""
     out: list[str] = []
     for name in names:
-        for receiver in (f.ctx.runbooks.routing.receivers_for(labels) if name == ROUTE_RECEIVER else [name]):
+        for receiver in f.ctx.runbooks.routing.receivers_for(labels) if name == ROUTE_RECEIVER else [name]:
             if receiver not in out:
                 out.append(receiver)
     return out
@@ -97,7 +105,9 @@ def title_of(alert: Mapping[str, Any], count: int) -> str:
     return f"{alert['title']}{more}"
 
 
-def body_of(f: Fold, lead: Mapping[str, Any], alerts: list[tuple[str, Mapping[str, Any]]], rb: Runbook, extra: str = "") -> str:
+def body_of(
+    f: Fold, lead: Mapping[str, Any], alerts: list[tuple[str, Mapping[str, Any]]], rb: Runbook, extra: str = ""
+) -> str:
     lines = [lead.get("body") or ""]
     if len(alerts) > 1:
         lines.append(f"{len(alerts)} alerts firing:")
@@ -121,7 +131,9 @@ def fields_of(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str
     return fields
 
 
-def links_of(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool, approval: bool = False) -> list[dict[str, str]]:
+def links_of(
+    f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool, approval: bool = False
+) -> list[dict[str, str]]:
     """Acknowledge (and Approve / Reject while a remediation waits) as signed one-use links, then Source and Runbook."""
     links = []
     ctx = f.ctx
@@ -131,8 +143,15 @@ def links_of(f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool, appr
         expires, session, org = f.now + ctx.ack_ttl_ms, f.event["session_key"], org_of(f)
         actions = [("Acknowledge", "ack")] + ([("Approve", "approve"), ("Reject", "reject")] if approval else [])
         for label, action in actions:
-            url = action_link(ctx.ack_base_url, session, action, expires, ctx.ack_secret,
-                              jti=link_id(f.event["event_id"], session, action), org=org)
+            url = action_link(
+                ctx.ack_base_url,
+                session,
+                action,
+                expires,
+                ctx.ack_secret,
+                jti=link_id(f.event["event_id"], session, action),
+                org=org,
+            )
             links.append({"label": label, "url": url})
     if lead.get("url"):
         links.append({"label": "Source", "url": lead["url"]})
@@ -151,8 +170,21 @@ def dedupe_key(f: Fold, receiver: str, action: str, kind: str, content: str) -> 
     return derived_id("dedupe", f.event["session_key"], receiver, action, kind, str(f.s["episode"]), content)
 
 
-def send(f: Fold, receivers: list[str], *, rb: Runbook, kind: str, action: str, severity: str, title: str,
-          body: str, fields: Mapping[str, str], links: list[dict[str, str]], content: str, autonomous: bool) -> list[str]:
+def send(
+    f: Fold,
+    receivers: list[str],
+    *,
+    rb: Runbook,
+    kind: str,
+    action: str,
+    severity: str,
+    title: str,
+    body: str,
+    fields: Mapping[str, str],
+    links: list[dict[str, str]],
+    content: str,
+    autonomous: bool,
+) -> list[str]:
     """Fan one message out to receivers through the dedupe gate (and the cap, once, when autonomous)."""
     pol = rb.policy
     f.s["dedupe"] = gates.prune_dedupe(f.s["dedupe"], f.now, pol.dedupe_window)
@@ -165,8 +197,18 @@ def send(f: Fold, receivers: list[str], *, rb: Runbook, kind: str, action: str, 
         if gate.stopped:
             f.check(gates.Gate(gate.gate, gate.verdict, f"{receiver}: {gate.reason}"))
             continue
-        f.notify(channel=f.ctx.runbooks.routing.channel_of(receiver), receiver=receiver, severity=severity, title=title,
-                 body=body, fields=fields, links=links, dedupe_key=key, action=action, runbook=rb.name)
+        f.notify(
+            channel=f.ctx.runbooks.routing.channel_of(receiver),
+            receiver=receiver,
+            severity=severity,
+            title=title,
+            body=body,
+            fields=fields,
+            links=links,
+            dedupe_key=key,
+            action=action,
+            runbook=rb.name,
+        )
         f.s["dedupe"][key] = f.now
         sent.append(receiver)
     if sent:
@@ -180,7 +222,6 @@ def send(f: Fold, receivers: list[str], *, rb: Runbook, kind: str, action: str, 
         f.note("notification", kind)
         f.note("episode", f.s["episode"])
     return sent
-
 
 
 def silences_of(f: Fold) -> tuple[Silence, ...]:

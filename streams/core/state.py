@@ -25,7 +25,8 @@ them, so a worker of this version continues from a changelog written by an older
 from __future__ import annotations
 
 import marshal
-from typing import Any, Literal, Mapping, NotRequired, TypedDict, cast
+from collections.abc import Mapping
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 VERSION = 3
 
@@ -111,10 +112,26 @@ class SessionState(TypedDict):
 
 def new_state() -> SessionState:
     return {
-        "v": VERSION, "seen": [], "clock": 0, "status": "idle", "episode": 0, "alerts": {}, "overflow": 0,
-        "group": {"first": None, "sent": None, "hash": None}, "audience": [], "first_audience": [], "acked": False,
-        "escalation": None, "flap": {"flips": [], "on": False, "last": None, "noticed": False},
-        "consecutive": 0, "cooldowns": {}, "dedupe": {}, "timers": {}, "cond": {}, "approval": [], "cron": {},
+        "v": VERSION,
+        "seen": [],
+        "clock": 0,
+        "status": "idle",
+        "episode": 0,
+        "alerts": {},
+        "overflow": 0,
+        "group": {"first": None, "sent": None, "hash": None},
+        "audience": [],
+        "first_audience": [],
+        "acked": False,
+        "escalation": None,
+        "flap": {"flips": [], "on": False, "last": None, "noticed": False},
+        "consecutive": 0,
+        "cooldowns": {},
+        "dedupe": {},
+        "timers": {},
+        "cond": {},
+        "approval": [],
+        "cron": {},
     }
 
 
@@ -123,8 +140,14 @@ def clone(state: Mapping[str, Any]) -> SessionState:
     return cast(SessionState, marshal.loads(marshal.dumps(cast("dict[str, Any]", state))))
 
 
-_ALERT_KEYS_V2 = {"s": "status", "sev": "severity", "cat": "category", "rb": "runbook", "src": "source",
-                  "eid": "event_id"}
+_ALERT_KEYS_V2 = {
+    "s": "status",
+    "sev": "severity",
+    "cat": "category",
+    "rb": "runbook",
+    "src": "source",
+    "eid": "event_id",
+}
 _SESSION_KEYS_V2 = {"rb": "runbook", "esc": "escalation", "cool": "cooldowns", "cap": "consecutive"}
 
 
@@ -140,8 +163,9 @@ def upgrade(state: Mapping[str, Any] | None) -> SessionState:
         out: dict[str, Any] = {_SESSION_KEYS_V2.get(k, k): v for k, v in old.items()}
         if out.get("escalation"):
             out["escalation"] = {_SESSION_KEYS_V2.get(k, k): v for k, v in out["escalation"].items()}
-        out["alerts"] = {key: {_ALERT_KEYS_V2.get(k, k): v for k, v in alert.items()}
-                         for key, alert in out["alerts"].items()}
+        out["alerts"] = {
+            key: {_ALERT_KEYS_V2.get(k, k): v for k, v in alert.items()} for key, alert in out["alerts"].items()
+        }
         out["v"] = VERSION
         return cast(SessionState, out)
     fresh = new_state()  # the first fold's state: keep what it knew (seen ids)

@@ -15,10 +15,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
-from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, Silence, SilenceError, silence_from_event, silence_from_json
+from streams.model.silences import (
+    SILENCE_CREATED,
+    SILENCE_TYPES,
+    Silence,
+    SilenceError,
+    silence_from_event,
+    silence_from_json,
+)
 
 if TYPE_CHECKING:
     from streams.core.decide import Context
@@ -112,9 +120,15 @@ class SilenceCache:
         return tuple(out)
 
 
-def context_from_tables(base: "Context", *, silences: Mapping[str, str], inhibitors: Mapping[str, Any],
-                        cache: SilenceCache, index: "InhibitorIndex | None" = None,
-                        changed: Iterable[str] | None = None) -> "Context":
+def context_from_tables(
+    base: Context,
+    *,
+    silences: Mapping[str, str],
+    inhibitors: Mapping[str, Any],
+    cache: SilenceCache,
+    index: InhibitorIndex | None = None,
+    changed: Iterable[str] | None = None,
+) -> Context:
     """``base`` with the silences and other sessions' inhibiting alerts the tables hold now.
 
     With ``index`` (kept by the caller across batches) the inhibitors are not copied:
@@ -124,7 +138,9 @@ def context_from_tables(base: "Context", *, silences: Mapping[str, str], inhibit
     if index is not None:
         index.sync(inhibitors, changed)
         return replace(base, silences=cache.snapshot(silences), inhibitors=index)
-    inhibiting = tuple(
-        (key, labels) for key, value in sorted(inhibitors.items()) if value for labels in value
-    ) if base.runbooks.routing.inhibit_rules else ()
+    inhibiting = (
+        tuple((key, labels) for key, value in sorted(inhibitors.items()) if value for labels in value)
+        if base.runbooks.routing.inhibit_rules
+        else ()
+    )
     return replace(base, silences=cache.snapshot(silences), inhibitors=inhibiting)

@@ -89,7 +89,9 @@ class TimerIndex:
         """Pending timers on these partitions."""
         return sum(self._pending.get(p, 0) for p in active)
 
-    def _spec(self, session: str, tid: str, at: int, partition: int) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    def _spec(
+        self, session: str, tid: str, at: int, partition: int
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
         row = self._rows.get(session)
         if row is None or row.get("p") != partition:
             return None

@@ -23,18 +23,21 @@ folded on it. The ticker's clock for a partition (:func:`clock_now`):
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Iterable, Literal, Mapping
+from datetime import datetime
+from typing import Any
 
-from streams.model.cron import CronError, validate_cron, zone_of
+from streams.model.cron import zone_of
 from streams.model.records import derived_id
 from streams.settings import ClockMode
 
 TIMER_FIRED = "timer.fired"
 
 
-def clock_now(mode: ClockMode, watermark: int | None, idle_for_s: float | None, wall_ms: int, idle_after_s: float) -> int | None:
+def clock_now(
+    mode: ClockMode, watermark: int | None, idle_for_s: float | None, wall_ms: int, idle_after_s: float
+) -> int | None:
     """The time a partition's timers are judged against (None: no time known yet)."""
     if mode == "wall":
         return wall_ms
@@ -57,12 +60,20 @@ class PartitionClock:
             self.watermarks[partition] = occurred_at
         self.last_seen[partition] = time.monotonic() if monotonic is None else monotonic
 
-    def now(self, partition: int, mode: ClockMode, idle_after_s: float, wall_ms: int | None = None,
-            monotonic: float | None = None) -> int | None:
+    def now(
+        self,
+        partition: int,
+        mode: ClockMode,
+        idle_after_s: float,
+        wall_ms: int | None = None,
+        monotonic: float | None = None,
+    ) -> int | None:
         wall = int(time.time() * 1000) if wall_ms is None else wall_ms
         mono = time.monotonic() if monotonic is None else monotonic
         seen = self.last_seen.get(partition)
-        return clock_now(mode, self.watermarks.get(partition), None if seen is None else mono - seen, wall, idle_after_s)
+        return clock_now(
+            mode, self.watermarks.get(partition), None if seen is None else mono - seen, wall, idle_after_s
+        )
 
 
 # -- timers -----------------------------------------------------------------------
@@ -87,12 +98,19 @@ def timer_event(session_key: str, org: str, timer_id: str, spec: Mapping[str, An
         "received_at": received_at,
         "labels": {},
         "annotations": {},
-        "payload": {"timer_id": timer_id, "purpose": str(spec.get("purpose", "")), "due_at": fire_at,
-                    "step": int(spec.get("step", 0)), "data": {str(k): str(v) for k, v in sorted((spec.get("data") or {}).items())}},
+        "payload": {
+            "timer_id": timer_id,
+            "purpose": str(spec.get("purpose", "")),
+            "due_at": fire_at,
+            "step": int(spec.get("step", 0)),
+            "data": {str(k): str(v) for k, v in sorted((spec.get("data") or {}).items())},
+        },
     }
 
 
-def due_timers(entries: Iterable[tuple[str, Mapping[str, Any]]], clock_of: Any, active: set[int]) -> list[tuple[str, str, str, dict[str, Any]]]:
+def due_timers(
+    entries: Iterable[tuple[str, Mapping[str, Any]]], clock_of: Any, active: set[int]
+) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(session_key, org, timer_id, spec) of every timer due on an active partition.
 
     ``clock_of(partition)`` gives the partition's clock (None: unknown, nothing due).

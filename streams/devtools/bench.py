@@ -47,7 +47,7 @@ def cpu_seconds(pid: int) -> float | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -81,21 +81,23 @@ class Level:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def zipf_events(n: int, *, services: int = 1_000, seed: int = 17, t0: int = 1_700_000_000_000,
-                exponent: float = 1.1) -> list[dict[str, Any]]:
+def zipf_events(
+    n: int, *, services: int = 1_000, seed: int = 17, t0: int = 1_700_000_000_000, exponent: float = 1.1
+) -> list[dict[str, Any]]:
     """N firing-alert events from the catalogue's rules, sessions Zipf-distributed over ``services``."""
     from classifier.dataset import load_rules, rule_to_event
 
     rng = random.Random(seed)
     rules = [r for r in load_rules() if r.severity in ("warning", "critical")]
-    weights = [1.0 / (k ** exponent) for k in range(1, services + 1)]
+    weights = [1.0 / (k**exponent) for k in range(1, services + 1)]
     names = [f"svc-{k:04d}" for k in range(services)]
     picks = rng.choices(range(services), weights=weights, k=n)
     events = []
     for i, s in enumerate(picks):
         rule = rules[(s * 7 + rng.randrange(3)) % len(rules)]  # a service fires a few alerts of its own
-        ev = rule_to_event(rule, occurred_at=t0 + i * 10, instance=f"{names[s]}-{rng.randrange(3)}:9100",
-                           source="prometheus")
+        ev = rule_to_event(
+            rule, occurred_at=t0 + i * 10, instance=f"{names[s]}-{rng.randrange(3)}:9100", source="prometheus"
+        )
         ev["labels"] = {**ev["labels"], "service": names[s]}
         ev["session_key"] = f"bench:{names[s]}:{rule.name}"
         events.append(ev)
@@ -109,7 +111,7 @@ async def preload(settings: Any, events: list[dict[str, Any]], progress: Progres
     ids: list[str] = []
     async with EventProducer(settings) as producer:
         for i in range(0, len(events), 5_000):
-            done = await producer.send_many(events[i:i + 5_000])
+            done = await producer.send_many(events[i : i + 5_000])
             ids.extend(ev["event_id"] for ev, _ in done)
             progress.update(len(ids))
     progress.done()
@@ -130,8 +132,13 @@ async def passthrough(settings: Any, n: int, timeout: float, progress: Progress)
         await admin.create_topics([NewTopic(sink, num_partitions=settings_partitions(settings), replication_factor=1)])
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(source, **conf, group_id=f"bench-l1-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        source,
+        **conf,
+        group_id=f"bench-l1-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     producer = AIOKafkaProducer(**conf, linger_ms=5, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
@@ -208,8 +215,10 @@ def report(levels: list[Level], n: int, out: Any = sys.stdout) -> None:
         print(f"{level.name:28} {level.rate:10,.0f} {level.seconds:8.1f}   {cpu}", file=out)
     for level in levels[1:]:
         if l1.rate:
-            print(f"{level.name.replace('one opsloop worker', '').strip() + ' / L1':28} {level.rate / l1.rate:10.3f}",
-                  file=out)
+            print(
+                f"{level.name.replace('one opsloop worker', '').strip() + ' / L1':28} {level.rate / l1.rate:10.3f}",
+                file=out,
+            )
 
 
 class CheckoutWorker(WorkerProcess):
@@ -219,33 +228,56 @@ class CheckoutWorker(WorkerProcess):
         super().__init__({**env, "PYTHONPATH": str(root)}, log_path)
         self.root = root
 
-    def start(self) -> "CheckoutWorker":
+    def start(self) -> CheckoutWorker:
         from streams.devtools import childproc
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = childproc.spawn([sys.executable, "-m", "streams.cli.main", "worker"], env=self.env,
-                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root)
+            self.proc = childproc.spawn(
+                [sys.executable, "-m", "streams.cli.main", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+            )
         return self
 
 
-def run_l4(name: str, bootstrap: str, work: Path, batch: list[dict[str, Any]], timeout: float, progress: bool,
-           broker: LocalKafka | None, root: Path | None = None) -> Level:
+def run_l4(
+    name: str,
+    bootstrap: str,
+    work: Path,
+    batch: list[dict[str, Any]],
+    timeout: float,
+    progress: bool,
+    broker: LocalKafka | None,
+    root: Path | None = None,
+) -> Level:
     """Pre-load the events under a fresh prefix, start one worker on them, time the drain."""
     from streams.kafka.admin import apply
     from streams.kafka.catalogue import load_catalogue
     from streams.settings import Settings
 
     tag = uuid.uuid4().hex[:6]
-    env = {**FAST_GROUP_ENV, "KAFKA_BOOTSTRAP": bootstrap, "OPSLOOP_TOPIC_PREFIX": f"bench{tag}.",
-           "OPSLOOP_APP_ID": f"opsloop-bench{tag}", "OPSLOOP_WEB_ENABLED": "false",
-           "OPSLOOP_DATA_DIR": str(work / tag / "data"), "OPSLOOP_LOG_LEVEL": "warning", "OPSLOOP_TIMER_CLOCK": "event"}
+    env = {
+        **FAST_GROUP_ENV,
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "OPSLOOP_TOPIC_PREFIX": f"bench{tag}.",
+        "OPSLOOP_APP_ID": f"opsloop-bench{tag}",
+        "OPSLOOP_WEB_ENABLED": "false",
+        "OPSLOOP_DATA_DIR": str(work / tag / "data"),
+        "OPSLOOP_LOG_LEVEL": "warning",
+        "OPSLOOP_TIMER_CLOCK": "event",
+    }
     os.environ.update(env)
     settings = Settings.from_env()
     asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
     ids = asyncio.run(preload(settings, batch, Progress(len(batch), enabled=progress)))
-    print(f"opsloop bench: {name}: one worker{f' from {root}' if root else ''}, timed from its first decision",
-          file=sys.stderr)
+    print(
+        f"opsloop bench: {name}: one worker{f' from {root}' if root else ''}, timed from its first decision",
+        file=sys.stderr,
+    )
     log_path = work / tag / "worker.log"
     worker = (CheckoutWorker(env, log_path, root) if root else WorkerProcess(env, log_path)).start()
     try:
@@ -263,7 +295,9 @@ def run_l4(name: str, bootstrap: str, work: Path, batch: list[dict[str, Any]], t
         worker.stop()
 
 
-def run(events: int = 20_000, timeout: float = 600.0, progress: bool = True, baseline: Path | None = None) -> list[Level]:
+def run(
+    events: int = 20_000, timeout: float = 600.0, progress: bool = True, baseline: Path | None = None
+) -> list[Level]:
     """The whole bench; returns L1, L4 (and L4 of the ``baseline`` checkout's worker, when given)."""
     if not 1 <= events <= MAX_EVENTS:
         raise ValueError(f"--events must be between 1 and {MAX_EVENTS:,}")
@@ -293,8 +327,11 @@ def run(events: int = 20_000, timeout: float = 600.0, progress: bool = True, bas
         l1 = asyncio.run(passthrough(settings, events, timeout, Progress(events, enabled=progress)))
         levels = [l1, run_l4("L4 one opsloop worker", bootstrap, work, batch, timeout, progress, broker)]
         if baseline is not None:
-            levels.append(run_l4("L4 baseline worker", bootstrap, work, batch, timeout, progress, broker,
-                                 Path(baseline).resolve()))
+            levels.append(
+                run_l4(
+                    "L4 baseline worker", bootstrap, work, batch, timeout, progress, broker, Path(baseline).resolve()
+                )
+            )
         report(levels, events)
         return levels
     finally:

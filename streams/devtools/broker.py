@@ -21,11 +21,11 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from streams.errors import UnavailableError
 from streams.devtools import childproc
+from streams.errors import UnavailableError
 from streams.settings import ROOT
 
 POM = ROOT / "deploy" / "kafka" / "pom.xml"
@@ -60,12 +60,22 @@ def fetch_jars(quiet: bool = True) -> Path:
     if mvn is None:
         raise BrokerError("Maven (mvn) is not installed; it fetches the Kafka jars from Maven Central")
     target.mkdir(parents=True, exist_ok=True)
-    cmd = [mvn, "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={target}"]
+    cmd = [
+        mvn,
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={target}",
+    ]
     if quiet:
         cmd.insert(1, "-q")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BrokerError(f"fetching the Kafka jars failed (mvn exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        raise BrokerError(
+            f"fetching the Kafka jars failed (mvn exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
     if not any(target.glob("kafka_2.13-*.jar")):
         raise BrokerError(f"mvn finished but no kafka_2.13 jar is in {target}")
     marker.write_text(kafka_version())
@@ -152,25 +162,39 @@ class LocalKafka:
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [
-            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1",
+            "java",
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
-            "-cp", self._classpath(), main, *args,
+            "-cp",
+            self._classpath(),
+            main,
+            *args,
         ]
 
     def format(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         proc = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", f"--cluster-id={new_cluster_id()}", "-c", str(config),
-                       "--standalone"),
-            capture_output=True, text=True,
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={new_cluster_id()}",
+                "-c",
+                str(config),
+                "--standalone",
+            ),
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise BrokerError(f"formatting Kafka storage failed: {proc.stdout[-1500:]}{proc.stderr[-1500:]}")
         self._formatted = True
 
-    def start(self, timeout: float = 90.0) -> "LocalKafka":
+    def start(self, timeout: float = 90.0) -> LocalKafka:
         """Start (formatting on first start) and wait until a metadata request succeeds."""
         if shutil.which("java") is None:
             raise BrokerError("java is not installed; the local Kafka broker needs a JRE 17+")
@@ -181,7 +205,9 @@ class LocalKafka:
         out = open(self.workdir / "stdout.log", "ab")
         self.proc = childproc.spawn(
             self._java("kafka.Kafka", str(self.workdir / "server.properties")),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         out.close()
         self.wait_ready(timeout)
@@ -192,14 +218,18 @@ class LocalKafka:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise BrokerError(f"the Kafka broker exited with {self.proc.returncode}; see {self.workdir}/stdout.log:\n{self.tail()}")
+                raise BrokerError(
+                    f"the Kafka broker exited with {self.proc.returncode}; see {self.workdir}/stdout.log:\n{self.tail()}"
+                )
             try:
                 asyncio.run(_metadata_probe(self.bootstrap))
                 return
             except Exception as exc:  # not up yet: connection refused, no controller, ...
                 last = exc
                 time.sleep(0.2)
-        raise BrokerError(f"the Kafka broker did not answer within {timeout:.0f}s (last error: {last!r}):\n{self.tail()}")
+        raise BrokerError(
+            f"the Kafka broker did not answer within {timeout:.0f}s (last error: {last!r}):\n{self.tail()}"
+        )
 
     def tail(self, lines: int = 30) -> str:
         chunks = []
@@ -224,7 +254,7 @@ class LocalKafka:
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalKafka":
+    def __enter__(self) -> LocalKafka:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

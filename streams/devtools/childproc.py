@@ -24,7 +24,8 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 # Write ends of keepers' lifelines: held for the life of this process (never closed by us).

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
+from streams.kafka.admin import apply, render
+from streams.kafka.catalogue import load_catalogue
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import TopicReader
 from streams.settings import Settings
-from streams.kafka.catalogue import load_catalogue
-from streams.kafka.admin import apply, render
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -80,7 +80,7 @@ class LocalReceivers:
     def url(self, channel: str, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{channel}/{name}"
 
-    def start(self) -> "LocalReceivers":
+    def start(self) -> LocalReceivers:
         import threading
 
         from aiohttp import web
@@ -185,11 +185,13 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
         settings = Settings.from_env(kafka_bootstrap=bootstrap, topic_prefix=prefix)
         print(render(asyncio.run(apply(settings, load_catalogue(settings.topics_file)))), flush=True)
         receivers = LocalReceivers().start()
-        env.update({
-            "OPSLOOP_SLACK_INFRA_WEBHOOK": receivers.url("slack", "infra-slack"),
-            "OPSLOOP_SLACK_ONCALL_WEBHOOK": receivers.url("slack", "oncall-slack"),
-            "OPSLOOP_TEAMS_OPS_WEBHOOK": receivers.url("teams", "teams-ops"),
-        })
+        env.update(
+            {
+                "OPSLOOP_SLACK_INFRA_WEBHOOK": receivers.url("slack", "infra-slack"),
+                "OPSLOOP_SLACK_ONCALL_WEBHOOK": receivers.url("slack", "oncall-slack"),
+                "OPSLOOP_TEAMS_OPS_WEBHOOK": receivers.url("teams", "teams-ops"),
+            }
+        )
         worker = WorkerProcess(env, workdir / "worker.log").start()
         print("worker started", flush=True)
         events = demo_events(alerts, int(time.time() * 1000))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -37,18 +37,25 @@ HEADERS = {
 }
 
 
-def page(title: str, message: str, *, status: int = 200, form: str = "", extra_headers: Mapping[str, str] | None = None) -> web.Response:
+def page(
+    title: str, message: str, *, status: int = 200, form: str = "", extra_headers: Mapping[str, str] | None = None
+) -> web.Response:
     e = html.escape
     body = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(title)} · opsloop</title>"
         "<style>body{font-family:system-ui,sans-serif;max-width:36em;margin:3em auto;padding:0 1em}"
         "button{font-size:1.1em;padding:.5em 1.2em}code{word-break:break-all}</style></head><body>"
         f"<h1>{e(title)}</h1><p>{message}</p>{form}</body></html>"
     )
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
-                        headers={**HEADERS, **(extra_headers or {})})
+    return web.Response(
+        text=body,
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        headers={**HEADERS, **(extra_headers or {})},
+    )
 
 
 def _what(link: ActionLink) -> str:
@@ -64,11 +71,15 @@ def _secret(ingest: Ingest) -> str:
 def _verify(ingest: Ingest, params: Mapping[str, str]) -> ActionLink | web.Response:
     secret = _secret(ingest)
     if not secret:
-        return page("Not enabled", "Action links are not enabled on this opsloop (OPSLOOP_ACK_SECRET is not set).", status=404)
+        return page(
+            "Not enabled", "Action links are not enabled on this opsloop (OPSLOOP_ACK_SECRET is not set).", status=404
+        )
     try:
         return verify_action_query(params, secret, now())
     except AckLinkError as exc:
-        return page("Link refused", f"This link cannot be used: {html.escape(exc.reason)}. Nothing was changed.", status=403)
+        return page(
+            "Link refused", f"This link cannot be used: {html.escape(exc.reason)}. Nothing was changed.", status=403
+        )
 
 
 async def get_ack(request: web.Request) -> web.Response:
@@ -78,12 +89,23 @@ async def get_ack(request: web.Request) -> web.Response:
     if isinstance(link, web.Response):
         return link
     label = ACTION_LABELS[link.action]
-    values = {"session": link.session, "action": link.action, "org": link.org, "expires": str(link.expires_at),
-              "jti": link.jti, "sig": link.sig}
-    hidden = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v, quote=True)}">' for k, v in values.items() if v)
+    values = {
+        "session": link.session,
+        "action": link.action,
+        "org": link.org,
+        "expires": str(link.expires_at),
+        "jti": link.jti,
+        "sig": link.sig,
+    }
+    hidden = "".join(
+        f'<input type="hidden" name="{k}" value="{html.escape(v, quote=True)}">' for k, v in values.items() if v
+    )
     form = f'<form method="post" action="{html.escape(request.path, quote=True)}">{hidden}<button type="submit">{html.escape(label)}</button></form>'
-    return page(f"{label}?", f"This will {html.escape(WILL[link.action])} "
-                             f"{_what(link)}. Nothing happens until you press the button.", form=form)
+    return page(
+        f"{label}?",
+        f"This will {html.escape(WILL[link.action])} {_what(link)}. Nothing happens until you press the button.",
+        form=form,
+    )
 
 
 async def post_ack(request: web.Request) -> web.Response:
@@ -98,13 +120,18 @@ async def post_ack(request: web.Request) -> web.Response:
     if isinstance(link, web.Response):
         return link
     org = link.org or ingest.config.default_org
-    event = action_event(action=link.action, session=link.session, org=org, actor=ACTOR, unique=link.link_id,
-                         now=now(), via="link")
+    event = action_event(
+        action=link.action, session=link.session, org=org, actor=ACTOR, unique=link.link_id, now=now(), via="link"
+    )
     try:
         answer = await ingest.accept([ingest.finish(event)], "ack")
     except IngestError as exc:
-        return page("Not done", f"{html.escape(exc.reason)}. Nothing was changed; try again shortly.",
-                    status=exc.status, extra_headers=exc.headers)
+        return page(
+            "Not done",
+            f"{html.escape(exc.reason)}. Nothing was changed; try again shortly.",
+            status=exc.status,
+            extra_headers=exc.headers,
+        )
     status = json.loads(answer.body)["status"]
     if status == "duplicate":
         return page("Already used", f"This link was already used; {_what(link)} was not changed again.", status=409)

@@ -26,13 +26,28 @@ from streams.core.acklinks import ACTIONS, SILENCE_MS
 from streams.core.messages import SESSION_LABEL
 from streams.model.records import derived_id
 
-EVENT_TYPES = {"ack": "ack", "approve": "remediation.approved", "reject": "remediation.rejected",
-               "silence-1h": "silence.created", "silence-4h": "silence.created"}
+EVENT_TYPES = {
+    "ack": "ack",
+    "approve": "remediation.approved",
+    "reject": "remediation.rejected",
+    "silence-1h": "silence.created",
+    "silence-4h": "silence.created",
+}
 # What a page or a chat update says before ("This will ...") and after ("... <session>").
-WILL = {"ack": "acknowledge", "approve": "approve the remediation waiting in", "reject": "reject the remediation waiting in",
-        "silence-1h": "silence for 1 hour", "silence-4h": "silence for 4 hours"}
-DONE = {"ack": "Acknowledged", "approve": "Approved the remediation of", "reject": "Rejected the remediation of",
-        "silence-1h": "Silenced for 1 hour:", "silence-4h": "Silenced for 4 hours:"}
+WILL = {
+    "ack": "acknowledge",
+    "approve": "approve the remediation waiting in",
+    "reject": "reject the remediation waiting in",
+    "silence-1h": "silence for 1 hour",
+    "silence-4h": "silence for 4 hours",
+}
+DONE = {
+    "ack": "Acknowledged",
+    "approve": "Approved the remediation of",
+    "reject": "Rejected the remediation of",
+    "silence-1h": "Silenced for 1 hour:",
+    "silence-4h": "Silenced for 4 hours:",
+}
 
 
 def action_event(*, action: str, session: str, org: str, actor: str, unique: str, now: int, via: str) -> dict[str, Any]:
@@ -43,8 +58,14 @@ def action_event(*, action: str, session: str, org: str, actor: str, unique: str
     subject = session
     if action in SILENCE_MS:
         silence_id = derived_id("silence", via, unique)
-        body = {"id": silence_id, "matchers": [f'{SESSION_LABEL}="{_quote(session)}"'], "starts_at": now,
-                "ends_at": now + SILENCE_MS[action], "created_by": actor, "comment": f"{action} from {via}"}
+        body = {
+            "id": silence_id,
+            "matchers": [f'{SESSION_LABEL}="{_quote(session)}"'],
+            "starts_at": now,
+            "ends_at": now + SILENCE_MS[action],
+            "created_by": actor,
+            "comment": f"{action} from {via}",
+        }
         subject = silence_id
     return {
         "event_id": derived_id(via, unique, action),
@@ -58,8 +79,15 @@ def action_event(*, action: str, session: str, org: str, actor: str, unique: str
         "received_at": now,
         "labels": {"action": action, "via": via},
         "annotations": {},
-        "payload": {"provider": "opsloop", "action": action, "delivery_id": unique, "subject": subject, "url": "",
-                    "actor": actor, "body_json": json.dumps(body, sort_keys=True)},
+        "payload": {
+            "provider": "opsloop",
+            "action": action,
+            "delivery_id": unique,
+            "subject": subject,
+            "url": "",
+            "actor": actor,
+            "body_json": json.dumps(body, sort_keys=True),
+        },
     }
 
 

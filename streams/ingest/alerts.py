@@ -26,7 +26,8 @@ are the I/O shell.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -77,8 +78,14 @@ def alert_event(
     except LookupError as exc:
         raise BadRequest(join(path, "labels"), f"no session rule applies: {exc}") from None
     return {
-        "event_id": derived_id("alert", org, fp, str(starts_at), status,
-                               *((str(ends_at),) if source == "prometheus" and status == "firing" and ends_at else ())),
+        "event_id": derived_id(
+            "alert",
+            org,
+            fp,
+            str(starts_at),
+            status,
+            *((str(ends_at),) if source == "prometheus" and status == "firing" and ends_at else ()),
+        ),
         "session_key": key,
         "session_rule": rule,
         "kind": "telemetry",
@@ -123,9 +130,18 @@ def prometheus_events(body: Any, *, org: str, received_at: int, rules: Sequence[
         status = "resolved" if ends_at is not None and ends_at <= received_at else "firing"
         events.append(
             alert_event(
-                org=labels.get("org") or org, source="prometheus", status=status, labels=labels, annotations=annotations,
-                starts_at=starts_at, ends_at=ends_at, generator_url=generator_url, fp=fingerprint(labels),
-                received_at=received_at, rules=rules, path=path,
+                org=labels.get("org") or org,
+                source="prometheus",
+                status=status,
+                labels=labels,
+                annotations=annotations,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                generator_url=generator_url,
+                fp=fingerprint(labels),
+                received_at=received_at,
+                rules=rules,
+                path=path,
             )
         )
     return events
@@ -154,9 +170,18 @@ def alertmanager_events(body: Any, *, org: str, received_at: int, rules: Sequenc
         fp = string(alert, "fingerprint", path, required=False) or fingerprint(labels)
         events.append(
             alert_event(
-                org=labels.get("org") or org, source="alertmanager", status=status, labels=labels,
-                annotations=annotations, starts_at=starts_at, ends_at=ends_at, generator_url=generator_url, fp=fp,
-                received_at=received_at, rules=rules, path=path,
+                org=labels.get("org") or org,
+                source="alertmanager",
+                status=status,
+                labels=labels,
+                annotations=annotations,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                generator_url=generator_url,
+                fp=fp,
+                received_at=received_at,
+                rules=rules,
+                path=path,
             )
         )
     return events
@@ -186,7 +211,10 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
     events = alertmanager_events(payload, org=ingest.org(request), received_at=received_at, rules=ingest.rules)
     truncated = payload.get("truncatedAlerts")
     if isinstance(truncated, int) and truncated > 0:  # the receiver's max_alerts cut the group: say so, once per post
-        log.warning("Alertmanager truncated %d alerts of group %s (raise max_alerts on the webhook)", truncated,
-                    str(payload.get("groupKey", ""))[:200])
+        log.warning(
+            "Alertmanager truncated %d alerts of group %s (raise max_alerts on the webhook)",
+            truncated,
+            str(payload.get("groupKey", ""))[:200],
+        )
     events = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
     return await ingest.accept(events, "alertmanager")

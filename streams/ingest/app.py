@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Awaitable, Callable, Mapping
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import generate_latest
 
+from streams.ingest import slack as slack_interactivity
 from streams.ingest.acklinks_page import get_ack, post_ack
 from streams.ingest.alerts import post_alertmanager_webhook, post_prometheus_alerts
 from streams.ingest.auth import TokenAuth, producer_tokens
@@ -38,7 +39,6 @@ from streams.ingest.errors import IngestError
 from streams.ingest.events import post_events
 from streams.ingest.pipeline import INGEST, Ingest
 from streams.ingest.publisher import Publisher
-from streams.ingest import slack as slack_interactivity
 from streams.ingest.scans import post_scan
 from streams.ingest.scopes import load_scopes
 from streams.ingest.sessions import load_session_rules
@@ -66,17 +66,33 @@ def build_ingest(settings: Settings, environ: Mapping[str, str] | None = None) -
     unknown = sorted(set(scopes) - set(tokens))
     if unknown:
         log.info("ingest scopes for producers without a token (ignored): %s", ", ".join(unknown))
-    return Ingest(settings, config, TokenAuth(tokens), webhook_secrets(environ), rules, Publisher(settings, config),
-                  scopes)
+    return Ingest(
+        settings, config, TokenAuth(tokens), webhook_secrets(environ), rules, Publisher(settings, config), scopes
+    )
 
 
 # For opsloop_events_rejected_total{kind, reason} (streams.metrics, shared with the dashboard).
-KIND_OF_ROUTE = {"prometheus": "telemetry", "alertmanager": "telemetry", "webhook": "webhook", "scan": "scan", "events": "any",
-                 "ack": "webhook", "slack": "webhook"}
+KIND_OF_ROUTE = {
+    "prometheus": "telemetry",
+    "alertmanager": "telemetry",
+    "webhook": "webhook",
+    "scan": "scan",
+    "events": "any",
+    "ack": "webhook",
+    "slack": "webhook",
+}
 REJECTION_REASONS = {
-    400: "invalid", 401: "auth", 403: "auth", 404: "not_found", 408: "timeout", 409: "replay", 413: "too_large",
-    415: "invalid", 429: "backpressure",
-    500: "error", 503: "unavailable",
+    400: "invalid",
+    401: "auth",
+    403: "auth",
+    404: "not_found",
+    408: "timeout",
+    409: "replay",
+    413: "too_large",
+    415: "invalid",
+    429: "backpressure",
+    500: "error",
+    503: "unavailable",
 }
 
 
@@ -97,7 +113,11 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
         response = web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
-    except (ClientPayloadError, HttpProcessingError, ConnectionResetError) as exc:  # the body broke off: nothing of it echoed
+    except (
+        ClientPayloadError,
+        HttpProcessingError,
+        ConnectionResetError,
+    ) as exc:  # the body broke off: nothing of it echoed
         log.info("%s %s -> 400 body could not be read (%s)", request.method, request.path, type(exc).__name__)
         response = web.json_response({"error": "body: could not be read (broken or incomplete transfer)"}, status=400)
     except Exception:  # a bug: answer 500, keep serving, keep the traceback in the log
@@ -125,8 +145,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=shared + generate_latest(ingest.metrics.registry), headers={"Content-Type": content_type})
 
 
-def create_app(settings: Settings, config: IngestSettings | None = None,
-               environ: Mapping[str, str] | None = None) -> web.Application:
+def create_app(
+    settings: Settings, config: IngestSettings | None = None, environ: Mapping[str, str] | None = None
+) -> web.Application:
     """The ingest app of ``settings`` (``config``, when given, replaces its ``ingest`` section)."""
     if config is not None:
         settings = settings.model_copy(update={"ingest": config})

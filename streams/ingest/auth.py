@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Mapping
+from collections.abc import Mapping
 
 from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden, Unauthorized
@@ -54,10 +54,12 @@ def producer_tokens(spec: str, environ: Mapping[str, str]) -> dict[str, bytes]:
     for variable, token in sorted(environ.items()):
         if not variable.startswith(TOKEN_VARIABLE_PREFIX) or variable.endswith("_FILE"):
             continue
-        name = variable[len(TOKEN_VARIABLE_PREFIX):].lower()
+        name = variable[len(TOKEN_VARIABLE_PREFIX) :].lower()
         token = token.strip()
         if not name or not token:
-            raise TokenConfigError(f"{variable}: empty token" if name else f"{variable}: no producer name after the prefix")
+            raise TokenConfigError(
+                f"{variable}: empty token" if name else f"{variable}: no producer name after the prefix"
+            )
         if name in tokens:
             raise TokenConfigError(f"{variable}: producer {name!r} also has a token in OPSLOOP_INGEST_TOKENS")
         tokens[name] = token.encode()
@@ -94,8 +96,9 @@ def hmac_sha256(secret: bytes, body: bytes) -> str:
     return hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def verify_signature(secret: bytes, body: bytes, header: str | None, *, header_name: str, prefix: str,
-                     max_signatures: int = 4) -> None:
+def verify_signature(
+    secret: bytes, body: bytes, header: str | None, *, header_name: str, prefix: str, max_signatures: int = 4
+) -> None:
     """Check an HMAC-SHA256 signature header over the raw body.
 
     ``header`` may carry several comma-separated signatures (PagerDuty sends two while
@@ -112,7 +115,9 @@ def verify_signature(secret: bytes, body: bytes, header: str | None, *, header_n
     ok = False
     for candidate in candidates:
         candidate = candidate.strip()
-        if candidate.startswith(prefix) and hmac.compare_digest(candidate[len(prefix):].strip().lower().encode(), expected):
+        if candidate.startswith(prefix) and hmac.compare_digest(
+            candidate[len(prefix) :].strip().lower().encode(), expected
+        ):
             ok = True
     if not ok:
         raise Forbidden(f"signature in {header_name} does not match the body")

@@ -19,20 +19,26 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 from fastavro.validation import ValidationError, validate
 
-from streams.kafka.codec import Codec
 from streams.ingest.errors import BadRequest
 from streams.ingest.fields import array, index, join, obj, parse_json
 from streams.ingest.pipeline import INGEST, now
 from streams.ingest.sessions import SessionRule, make_facts, session_key
-from streams.model.records import PAYLOAD_FIELD_BY_KIND, derived_id
 from streams.kafka.catalogue import EVENT_KINDS
+from streams.kafka.codec import Codec
+from streams.model.records import PAYLOAD_FIELD_BY_KIND, derived_id
 
-RECORD_BY_KIND = {"telemetry": "opsloop.Telemetry", "webhook": "opsloop.Webhook", "timer": "opsloop.Timer", "scan": "opsloop.Scan"}
+RECORD_BY_KIND = {
+    "telemetry": "opsloop.Telemetry",
+    "webhook": "opsloop.Webhook",
+    "timer": "opsloop.Timer",
+    "scan": "opsloop.Scan",
+}
 _PATH_OF_RECORD = {"opsloop.Finding": "payload.findings[]"}
 _MISSING_FIELD = re.compile(r"Field\(([\w.]+)\.(\w+)\) is None expected (.+)")
 _WRONG_TYPE = re.compile(r"([\w.]+)\.(\w+) is <(.*)> of type <class '(\w+)'> expected (.+)", re.S)
@@ -55,7 +61,9 @@ def check_payload(payload: Any, kind: str, schemas: Mapping[str, dict[str, Any]]
     known = {f["name"] for f in record["fields"]}
     for name in payload:
         if name not in known:
-            raise BadRequest(join(path, f"payload.{name}"), f"unknown field for a {kind} payload; fields: {', '.join(sorted(known))}")
+            raise BadRequest(
+                join(path, f"payload.{name}"), f"unknown field for a {kind} payload; fields: {', '.join(sorted(known))}"
+            )
     try:
         validate(dict(payload), record, raise_errors=True)
     except ValidationError as exc:
@@ -63,8 +71,16 @@ def check_payload(payload: Any, kind: str, schemas: Mapping[str, dict[str, Any]]
 
 
 _AVRO_WORDS = {
-    "string": "a string", "long": "an integer", "int": "an integer", "double": "a number", "float": "a number",
-    "boolean": "a boolean", "null": "null", "map": "a mapping of strings", "array": "an array", "record": "an object",
+    "string": "a string",
+    "long": "an integer",
+    "int": "an integer",
+    "double": "a number",
+    "float": "a number",
+    "boolean": "a boolean",
+    "null": "null",
+    "map": "a mapping of strings",
+    "array": "an array",
+    "record": "an object",
 }
 
 
@@ -98,9 +114,21 @@ def _describe(exc: ValidationError, record: Mapping[str, Any], path: str) -> tup
         return join(path, f"{_PATH_OF_RECORD.get(owner, 'payload')}.{field}"), f"required ({_declared(record, field)})"
     if m := _WRONG_TYPE.match(message):
         owner, field, _value, got, _expected = m.groups()
-        got = _AVRO_WORDS.get({"str": "string", "int": "long", "float": "double", "bool": "boolean", "dict": "map",
-                               "list": "array", "NoneType": "null"}.get(got, got), got)
-        return join(path, f"{_PATH_OF_RECORD.get(owner, 'payload')}.{field}"), f"expected {_declared(record, field)}, got {got}"
+        got = _AVRO_WORDS.get(
+            {
+                "str": "string",
+                "int": "long",
+                "float": "double",
+                "bool": "boolean",
+                "dict": "map",
+                "list": "array",
+                "NoneType": "null",
+            }.get(got, got),
+            got,
+        )
+        return join(
+            path, f"{_PATH_OF_RECORD.get(owner, 'payload')}.{field}"
+        ), f"expected {_declared(record, field)}, got {got}"
     return join(path, "payload"), message[:200]
 
 
@@ -108,10 +136,18 @@ def _facts(raw: Mapping[str, Any], org: str) -> dict[str, str]:
     labels = raw.get("labels")
     labels = {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, Mapping) else {}
     payload = raw.get("payload") if isinstance(raw.get("payload"), Mapping) else {}
-    extras = {name: payload.get(name) for name in ("fingerprint", "subject", "config_id", "scan_type") if isinstance(payload.get(name), str)}
+    extras = {
+        name: payload.get(name)
+        for name in ("fingerprint", "subject", "config_id", "scan_type")
+        if isinstance(payload.get(name), str)
+    }
     return make_facts(
-        org=org, kind=str(raw.get("kind") or ""), type=str(raw.get("type") or ""), source=str(raw.get("source") or ""),
-        labels=labels, **extras,
+        org=org,
+        kind=str(raw.get("kind") or ""),
+        type=str(raw.get("type") or ""),
+        source=str(raw.get("source") or ""),
+        labels=labels,
+        **extras,
     )
 
 
@@ -135,7 +171,9 @@ def envelope_events(
         if kind in (None, ""):
             raise BadRequest(join(path, "kind"), f"required; one of {', '.join(EVENT_KINDS)}")
         if kind not in EVENT_KINDS:
-            raise BadRequest(join(path, "kind"), f"unknown kind {str(kind)[:40]!r}; expected one of {', '.join(EVENT_KINDS)}")
+            raise BadRequest(
+                join(path, "kind"), f"unknown kind {str(kind)[:40]!r}; expected one of {', '.join(EVENT_KINDS)}"
+            )
         event_org = raw.get("org") or org
         if not isinstance(event_org, str):
             raise BadRequest(join(path, "org"), "expected a string")
@@ -174,7 +212,11 @@ async def post_events(request: web.Request) -> web.Response:
     principal = ingest.authenticate(request)
     body = parse_json(await ingest.read_body(request))
     events = envelope_events(
-        body, org=ingest.org(request), received_at=now(), rules=ingest.rules, schemas=payload_schemas(ingest.codec),
+        body,
+        org=ingest.org(request),
+        received_at=now(),
+        rules=ingest.rules,
+        schemas=payload_schemas(ingest.codec),
         idempotency_key=request.headers.get("Idempotency-Key") or None,
     )
     many = isinstance(body, list)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from streams.errors import InvalidInputError
 from streams.ingest.errors import BadRequest
 
 _MISSING = object()
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
@@ -28,8 +29,8 @@ def index(path: str, i: int) -> str:
     return f"{path}[{i}]"
 
 
-MAX_DEPTH = 32          # objects / arrays inside each other
-MAX_INT_DIGITS = 19     # Avro long: |n| < 2**63
+MAX_DEPTH = 32  # objects / arrays inside each other
+MAX_INT_DIGITS = 19  # Avro long: |n| < 2**63
 MAX_STRING_CHARS = 256 * 1024
 _BAD_CHARS = re.compile(r"[\x00\ud800-\udfff]")
 
@@ -110,8 +111,13 @@ def parse_json(body: bytes) -> Any:
     if not text.strip():
         raise BadRequest("body", "empty; expected JSON")
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float,
-                           object_pairs_hook=_unique_keys)
+        value = json.loads(
+            text,
+            parse_constant=_no_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except _Refused as exc:
         raise BadRequest("body", exc.reason) from None
     except RecursionError:
@@ -223,6 +229,11 @@ def timestamp_ms(value: Any, path: str, *, required: bool = False, allow_millis:
 def _type(value: Any) -> str:
     if value is None:
         return "null"
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

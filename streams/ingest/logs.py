@@ -51,15 +51,24 @@ def configure_ingest_logging(settings: Settings, level: str | None = None) -> No
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info('%s "%s %s" %d %d %.3fs', request.remote, request.method, request.path[:200],
-                         response.status, response.body_length, time)
+        self.logger.info(
+            '%s "%s %s" %d %d %.3fs',
+            request.remote,
+            request.method,
+            request.path[:200],
+            response.status,
+            response.body_length,
+            time,
+        )
 
 
 class QuietHandler(web_protocol.RequestHandler):
     def handle_error(self, request, status=500, exc=None, message=None):  # type: ignore[no-untyped-def]
         if status >= 500:
             return super().handle_error(request, status, None, None)
-        log.info("refused a malformed request from %s: %d %s", request.remote, status, type(exc).__name__ if exc else "")
+        log.info(
+            "refused a malformed request from %s: %d %s", request.remote, status, type(exc).__name__ if exc else ""
+        )
         reason = "malformed request line or header, or a header over the size / count limit"
         response = web.Response(status=status, text=json.dumps({"error": reason}), content_type="application/json")
         response.force_close()
@@ -80,9 +89,14 @@ class IngestRunner(web.AppRunner):
 
 def runner_for(app: web.Application, config: IngestSettings) -> IngestRunner:
     return IngestRunner(
-        app, access_log_class=PathOnlyAccessLogger, access_log=logging.getLogger("aiohttp.access"),
-        auto_decompress=False, max_line_size=config.max_header_bytes, max_field_size=config.max_header_bytes,
-        max_headers=config.max_headers, keepalive_timeout=config.read_timeout_s,
+        app,
+        access_log_class=PathOnlyAccessLogger,
+        access_log=logging.getLogger("aiohttp.access"),
+        auto_decompress=False,
+        max_line_size=config.max_header_bytes,
+        max_field_size=config.max_header_bytes,
+        max_headers=config.max_headers,
+        keepalive_timeout=config.read_timeout_s,
     )
 
 

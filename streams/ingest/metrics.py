@@ -13,7 +13,10 @@ class IngestMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
-            "opsloop_ingest_requests", "HTTP posts by endpoint and answer status.", ["endpoint", "status"], registry=self.registry
+            "opsloop_ingest_requests",
+            "HTTP posts by endpoint and answer status.",
+            ["endpoint", "status"],
+            registry=self.registry,
         )
         self.events = Counter(
             "opsloop_ingest_events",
@@ -27,4 +30,6 @@ class IngestMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.in_flight = Gauge("opsloop_ingest_in_flight_events", "Events waiting for Kafka's acknowledgement.", registry=self.registry)
+        self.in_flight = Gauge(
+            "opsloop_ingest_in_flight_events", "Events waiting for Kafka's acknowledgement.", registry=self.registry
+        )

@@ -10,33 +10,38 @@ import asyncio
 import re
 import time
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 from pydantic import SecretStr
 
-from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.ingest.auth import TokenAuth
-from streams.ingest.scopes import DEFAULT_SCOPE, Principal, Scope, authorize
 from streams.ingest.errors import (
-    BadRequest, BrokerUnavailable, PayloadTooLarge, RequestTimeout, RetryLater, UnsupportedMediaType,
+    BadRequest,
+    BrokerUnavailable,
+    PayloadTooLarge,
+    RequestTimeout,
+    RetryLater,
+    UnsupportedMediaType,
 )
 from streams.ingest.fields import check_label, join
 from streams.ingest.idempotency import Claims, RecentIds
 from streams.ingest.metrics import IngestMetrics
 from streams.ingest.publisher import Publisher, Ready
+from streams.ingest.scopes import DEFAULT_SCOPE, Principal, Scope, authorize
 from streams.ingest.sessions import SessionRule
-from streams.settings import IngestSettings
-from streams.metrics import observe_ingested
+from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.producer import now_ms
+from streams.metrics import observe_ingested
 from streams.model.records import InvalidEventError, topic_for, validate_event
-from streams.settings import Settings
+from streams.settings import IngestSettings, Settings
 
 # A record must fit Kafka's default max.request.size (1 MiB) with room for the batch header.
 MAX_RECORD_BYTES = 1_000_000
 
-INGEST: web.AppKey["Ingest"] = web.AppKey("ingest")
+INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
 
 
 @dataclass
@@ -113,11 +118,13 @@ class Ingest:
             wait = min(self.config.read_timeout_s, deadline - time.monotonic())
             try:
                 if wait <= 0:
-                    raise asyncio.TimeoutError
+                    raise TimeoutError
                 chunk = await asyncio.wait_for(request.content.read(65536), wait)
-            except asyncio.TimeoutError:
-                raise RequestTimeout(f"body not received within {self.config.read_timeout_s:g} s per read / "
-                                     f"{self.config.body_timeout_s:g} s in all") from None
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"body not received within {self.config.read_timeout_s:g} s per read / "
+                    f"{self.config.body_timeout_s:g} s in all"
+                ) from None
             if not chunk:
                 break
             if inflate is not None:
@@ -149,9 +156,13 @@ class Ingest:
         try:
             value = self.codec.encode("opsloop.Event", event)
         except CodecError:
-            raise BadRequest(join(path, "payload"), f"does not fit the {event['kind']} payload record of opsloop.Event") from None
+            raise BadRequest(
+                join(path, "payload"), f"does not fit the {event['kind']} payload record of opsloop.Event"
+            ) from None
         if len(value) > MAX_RECORD_BYTES:
-            raise PayloadTooLarge(f"{path or 'event'} encodes to {len(value)} bytes; the limit per event is {MAX_RECORD_BYTES}")
+            raise PayloadTooLarge(
+                f"{path or 'event'} encodes to {len(value)} bytes; the limit per event is {MAX_RECORD_BYTES}"
+            )
         return Ready(event, topic_for(event), event["session_key"].encode(), value)
 
     async def accept(self, events: Sequence[Ready], endpoint: str) -> web.Response:
@@ -213,7 +224,15 @@ class Ingest:
 
 # The audit columns these fields land in (streams/audit/models.py): longer would stop nothing
 # now (the projector dead-letters), but is refused here so the producer learns at once.
-FIELD_LIMITS = {"event_id": 128, "session_key": 512, "org": 128, "kind": 32, "type": 128, "source": 128, "session_rule": 128}
+FIELD_LIMITS = {
+    "event_id": 128,
+    "session_key": 512,
+    "org": 128,
+    "kind": 32,
+    "type": 128,
+    "source": 128,
+    "session_rule": 128,
+}
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -242,7 +261,11 @@ class _Deflate:
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         if self._inner is None:
-            wbits = zlib.MAX_WBITS if len(data) >= 2 and (data[0] & 0x0F) == 8 and (data[0] << 8 | data[1]) % 31 == 0 else -zlib.MAX_WBITS
+            wbits = (
+                zlib.MAX_WBITS
+                if len(data) >= 2 and (data[0] & 0x0F) == 8 and (data[0] << 8 | data[1]) % 31 == 0
+                else -zlib.MAX_WBITS
+            )
             self._inner = zlib.decompressobj(wbits)
         return self._inner.decompress(data, max_length)
 

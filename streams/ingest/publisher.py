@@ -28,19 +28,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from streams.kafka.compat import abort_producer
 from streams.errors import UnavailableError
 from streams.ingest.errors import Backpressure, BrokerUnavailable
-from streams.settings import IngestSettings
-from streams.kafka.producer import EventProducer
-from streams.settings import Settings
 from streams.kafka.catalogue import EVENT_TOPICS
+from streams.kafka.compat import abort_producer
+from streams.kafka.producer import EventProducer
+from streams.settings import IngestSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,9 @@ class Publisher:
         """Broker reachable and the events.* topics present (what ingest writes to)."""
         wanted = [self.settings.topic_prefix + t for t in EVENT_TOPICS]
         timeout = self.ingest.kafka_request_timeout_ms / 1000
-        admin = AIOKafkaAdminClient(**self.settings.kafka_client_config(), request_timeout_ms=self.ingest.kafka_request_timeout_ms)
+        admin = AIOKafkaAdminClient(
+            **self.settings.kafka_client_config(), request_timeout_ms=self.ingest.kafka_request_timeout_ms
+        )
         try:
             await asyncio.wait_for(admin.start(), timeout)
             existing = set(await asyncio.wait_for(admin.list_topics(), timeout))

@@ -18,7 +18,8 @@ Every scan of one config shares a session. The event id derives from ``scan_id``
 from __future__ import annotations
 
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -70,7 +71,9 @@ def scan_event(
             labels.setdefault("severity", _worst(worst))
     event_type = "scan.completed"
     source = string(body, "source", "", required=False) or "scanner"
-    facts = make_facts(org=org, kind="scan", type=event_type, source=source, labels=labels, config_id=config_id, scan_type=scan_type)
+    facts = make_facts(
+        org=org, kind="scan", type=event_type, source=source, labels=labels, config_id=config_id, scan_type=scan_type
+    )
     try:
         key, rule = session_key(rules, facts)
     except LookupError as exc:
@@ -87,7 +90,13 @@ def scan_event(
         "received_at": received_at,
         "labels": labels,
         "annotations": string_map(body.get("annotations"), "annotations"),
-        "payload": {"scan_id": scan_id, "scan_type": scan_type, "config_id": config_id, "status": status, "findings": findings},
+        "payload": {
+            "scan_id": scan_id,
+            "scan_type": scan_type,
+            "config_id": config_id,
+            "status": status,
+            "findings": findings,
+        },
     }
 
 
@@ -95,7 +104,10 @@ _SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
 
 
 def _worst(severities: list[str]) -> str:
-    ranked = sorted(severities, key=lambda s: _SEVERITY_ORDER.index(s.lower()) if s.lower() in _SEVERITY_ORDER else len(_SEVERITY_ORDER))
+    ranked = sorted(
+        severities,
+        key=lambda s: _SEVERITY_ORDER.index(s.lower()) if s.lower() in _SEVERITY_ORDER else len(_SEVERITY_ORDER),
+    )
     return ranked[0]
 
 
@@ -105,8 +117,10 @@ async def post_scan(request: web.Request) -> web.Response:
     principal = ingest.authenticate(request)
     body = parse_json(await ingest.read_body(request))
     event = scan_event(
-        body, org=ingest.org(request), received_at=now(), rules=ingest.rules,
+        body,
+        org=ingest.org(request),
+        received_at=now(),
+        rules=ingest.rules,
         idempotency_key=request.headers.get("Idempotency-Key") or None,
     )
     return await ingest.accept([ingest.finish(event, principal=principal)], "scan")
-

@@ -30,9 +30,10 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -40,10 +41,18 @@ from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden
 from streams.kafka.catalogue import EVENT_KINDS
 
-CONTROL_TYPES = frozenset({
-    "silence.created", "silence.expired", "ack", "incident.acknowledged", "incident.resolved", "resolve",
-    "remediation.approved", "remediation.rejected",
-})
+CONTROL_TYPES = frozenset(
+    {
+        "silence.created",
+        "silence.expired",
+        "ack",
+        "incident.acknowledged",
+        "incident.resolved",
+        "resolve",
+        "remediation.approved",
+        "remediation.rejected",
+    }
+)
 SILENCE_CREATED = "silence.created"
 PRODUCER_ANNOTATION = "opsloop_producer"
 # `source` values that name a signed channel: a bearer token may not claim them.
@@ -121,9 +130,11 @@ def parse_scopes(data: Any, origin: str) -> dict[str, Scope]:
             if not isinstance(spec.get(key, False), bool):
                 raise ScopeConfigError(f"{where}.{key}: expected true or false")
         scopes[str(name)] = Scope(
-            orgs=_strings(spec.get("orgs", ["*"]), f"{where}.orgs"), kinds=kinds,
+            orgs=_strings(spec.get("orgs", ["*"]), f"{where}.orgs"),
+            kinds=kinds,
             types=_strings(spec.get("types", ["*"]), f"{where}.types"),
-            control=spec.get("control", False), operator=spec.get("operator", False),
+            control=spec.get("control", False),
+            operator=spec.get("operator", False),
         )
     return scopes
 

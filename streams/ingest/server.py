@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
@@ -29,7 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    from aiohttp import web
 
     from streams.ingest.app import create_app
     from streams.ingest.auth import TokenConfigError
@@ -63,8 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     logging.getLogger("streams.ingest").info(
         "ingest on http://%s:%d (producers: %s; webhooks: %s; topics prefix %r; kafka %s)",
-        config.host, config.port, ", ".join(ingest.auth.producers) or "none",
-        ", ".join(sorted(ingest.webhook_secrets)) or "none", settings.topic_prefix, settings.kafka_bootstrap,
+        config.host,
+        config.port,
+        ", ".join(ingest.auth.producers) or "none",
+        ", ".join(sorted(ingest.webhook_secrets)) or "none",
+        settings.topic_prefix,
+        settings.kafka_bootstrap,
     )
     from streams.ingest.logs import serve
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from streams.errors import InvalidInputError
 from streams.kafka.catalogue import EVENT_KINDS
@@ -26,10 +27,17 @@ from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml,
 
 # Facts an event offers to key templates, besides labels.<name>.
 FACTS = (
-    "org", "kind", "type", "source", "fingerprint",  # every event / alerts
-    "repository", "number",  # pull requests
-    "dedup_key", "incident_id",  # PagerDuty incidents
-    "config_id", "scan_type",  # scans
+    "org",
+    "kind",
+    "type",
+    "source",
+    "fingerprint",  # every event / alerts
+    "repository",
+    "number",  # pull requests
+    "dedup_key",
+    "incident_id",  # PagerDuty incidents
+    "config_id",
+    "scan_type",  # scans
     "subject",
 )
 RULE_FIELDS = ("name", "description", "match", "key")
@@ -79,7 +87,9 @@ class SessionRule:
         return all(facts.get(f"labels.{k}") == v for k, v in self.labels.items())
 
 
-def make_facts(*, org: str, kind: str, type: str, source: str, labels: Mapping[str, str] | None = None, **extra: Any) -> dict[str, str]:
+def make_facts(
+    *, org: str, kind: str, type: str, source: str, labels: Mapping[str, str] | None = None, **extra: Any
+) -> dict[str, str]:
     """The flat fact dict templates read: the envelope fields, ``labels.<name>`` and extras."""
     facts = {"org": org, "kind": kind, "type": type, "source": source}
     for name, value in extra.items():
@@ -105,11 +115,13 @@ def session_key(rules: Iterable[SessionRule], facts: Mapping[str, str]) -> tuple
 
 def parse_template(text: Any, path: Path, line: int, what: str) -> Template:
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(path, line, f"{what}: key must be a non-empty template string like '{{org}}:alert:{{labels.alertname}}'")
+        raise ConfigError(
+            path, line, f"{what}: key must be a non-empty template string like '{{org}}:alert:{{labels.alertname}}'"
+        )
     parts: list[str | tuple[str, ...]] = []
     pos = 0
     for m in _PLACEHOLDER.finditer(text):
-        literal = text[pos:m.start()]
+        literal = text[pos : m.start()]
         if "{" in literal or "}" in literal:
             raise ConfigError(path, line, f"{what}: unbalanced brace in key {text!r}")
         if literal:
@@ -120,7 +132,8 @@ def parse_template(text: Any, path: Path, line: int, what: str) -> Template:
                 raise ConfigError(path, line, f"{what}: empty placeholder in key {text!r}")
             if not (name in FACTS or (name.startswith("labels.") and len(name) > len("labels."))):
                 raise ConfigError(
-                    path, line,
+                    path,
+                    line,
                     f"{what}: unknown fact {name!r} in key{suggest(name, FACTS)}; known: {', '.join(FACTS)}, labels.<name>",
                 )
         parts.append(names)
@@ -131,7 +144,9 @@ def parse_template(text: Any, path: Path, line: int, what: str) -> Template:
     if tail:
         parts.append(tail)
     if not any(isinstance(p, tuple) for p in parts):
-        raise ConfigError(path, line, f"{what}: key {text!r} has no placeholder, so every event would share one session")
+        raise ConfigError(
+            path, line, f"{what}: key {text!r} has no placeholder, so every event would share one session"
+        )
     return Template(text, tuple(parts))
 
 
@@ -174,14 +189,23 @@ def parse_rules(doc: Any, path: str | Path) -> list[SessionRule]:
         for kind in kinds:
             if kind not in EVENT_KINDS:
                 raise ConfigError(
-                    path, match.line_of("kind"),
+                    path,
+                    match.line_of("kind"),
                     f"{what}: match.kind {kind!r} is not an event kind{suggest(kind, EVENT_KINDS)}; expected one of {', '.join(EVENT_KINDS)}",
                 )
-        sources = _strings(match["source"], path, match.line_of("source"), f"{what}: match.source") if "source" in match else ()
+        sources = (
+            _strings(match["source"], path, match.line_of("source"), f"{what}: match.source")
+            if "source" in match
+            else ()
+        )
         types = _strings(match["type"], path, match.line_of("type"), f"{what}: match.type") if "type" in match else ()
         labels = match.get("labels") or {}
-        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-            raise ConfigError(path, match.line_of("labels"), f"{what}: match.labels must map label names to string values")
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            raise ConfigError(
+                path, match.line_of("labels"), f"{what}: match.labels must map label names to string values"
+            )
         rules.append(SessionRule(name, template, frozenset(kinds), frozenset(sources), types, dict(labels)))
     return rules
 

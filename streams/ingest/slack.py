@@ -28,7 +28,8 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -40,7 +41,13 @@ from streams.ingest.pipeline import INGEST, Ingest, now
 
 log = logging.getLogger("streams.ingest.slack")
 
-ACTION_IDS = {"ack": "ack", "silence_1h": "silence-1h", "silence_4h": "silence-4h", "approve": "approve", "reject": "reject"}
+ACTION_IDS = {
+    "ack": "ack",
+    "silence_1h": "silence-1h",
+    "silence_4h": "silence-4h",
+    "approve": "approve",
+    "reject": "reject",
+}
 MAX_SKEW_S = 300
 ANSWER_WITHIN_S = 2.5
 RESPONSE_TIMEOUT_S = 3.0
@@ -107,8 +114,10 @@ def updated_message(payload: Mapping[str, Any], note: str) -> dict[str, Any]:
 
     out: dict[str, Any] = {"replace_original": True, "text": message.get("text") or note}
     if message.get("attachments"):
-        out["attachments"] = [{**a, "blocks": strip(a.get("blocks")) + [line]} if isinstance(a, dict) else a
-                              for a in message["attachments"]]
+        out["attachments"] = [
+            {**a, "blocks": strip(a.get("blocks")) + [line]} if isinstance(a, dict) else a
+            for a in message["attachments"]
+        ]
         out["blocks"] = strip(message.get("blocks"))
     else:
         out["blocks"] = strip(message.get("blocks")) + [line]
@@ -123,7 +132,7 @@ async def post_response(url: str, body: Mapping[str, Any]) -> None:
             async with session.post(url, json=body) as answer:
                 if answer.status >= 300:
                     log.warning("slack response_url answered %d", answer.status)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         log.warning("slack response_url failed: %s", type(exc).__name__)
 
 
@@ -172,8 +181,15 @@ async def post_interactivity(request: web.Request) -> web.Response:
     unique = str(payload.get("trigger_id") or chosen.get("action_ts") or "")
     if not unique:
         raise BadRequest("payload.trigger_id", "required")
-    event = action_event(action=action, session=session, org=org, actor=actor, unique=f"{unique}:{chosen['action_id']}",
-                         now=now(), via="slack")
+    event = action_event(
+        action=action,
+        session=session,
+        org=org,
+        actor=actor,
+        unique=f"{unique}:{chosen['action_id']}",
+        now=now(),
+        via="slack",
+    )
     ready = ingest.finish(event)
     response_url = payload.get("response_url") if isinstance(payload.get("response_url"), str) else ""
 

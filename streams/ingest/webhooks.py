@@ -27,8 +27,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -71,7 +72,9 @@ class Provider:
 
     def __post_init__(self) -> None:
         if not _PROVIDER_NAME.match(self.name):
-            raise ValueError(f"webhook provider name {self.name!r}: lower-case letters, digits and _ (it names an env var)")
+            raise ValueError(
+                f"webhook provider name {self.name!r}: lower-case letters, digits and _ (it names an env var)"
+            )
 
     @property
     def secret_variable(self) -> str:
@@ -114,7 +117,9 @@ def github_event(
     number = integer(body, "number", "") if "number" in body else integer(pr, "number", "pull_request")
     event_type = f"pr.{action}"
     when = pr.get("closed_at") if action == "closed" else pr.get("updated_at")
-    occurred_at = timestamp_ms(when, join("pull_request", "closed_at" if action == "closed" else "updated_at")) or received_at
+    occurred_at = (
+        timestamp_ms(when, join("pull_request", "closed_at" if action == "closed" else "updated_at")) or received_at
+    )
     subject = f"{repository}#{number}"
     labels = {
         "repository": repository,
@@ -128,15 +133,35 @@ def github_event(
         labels["merged"] = "true" if pr.get("merged") is True else "false"
     labels = {k: v for k, v in labels.items() if v}
     url = string(pr, "html_url", "pull_request", required=False)
-    annotations = {k: v for k, v in {"title": string(pr, "title", "pull_request", required=False), "url": url}.items() if v}
+    annotations = {
+        k: v for k, v in {"title": string(pr, "title", "pull_request", required=False), "url": url}.items() if v
+    }
     facts = make_facts(
-        org=org, kind="webhook", type=event_type, source="github", labels=labels,
-        repository=repository, number=number, subject=subject,
+        org=org,
+        kind="webhook",
+        type=event_type,
+        source="github",
+        labels=labels,
+        repository=repository,
+        number=number,
+        subject=subject,
     )
     return _webhook_event(
-        provider="github", event_type=event_type, action=action, delivery_id=delivery, subject=subject, url=url,
-        actor=_nested_string(body, "sender", "login"), raw=raw, org=org, occurred_at=occurred_at,
-        received_at=received_at, labels=labels, annotations=annotations, facts=facts, rules=rules,
+        provider="github",
+        event_type=event_type,
+        action=action,
+        delivery_id=delivery,
+        subject=subject,
+        url=url,
+        actor=_nested_string(body, "sender", "login"),
+        raw=raw,
+        org=org,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        labels=labels,
+        annotations=annotations,
+        facts=facts,
+        rules=rules,
     )
 
 
@@ -165,22 +190,55 @@ def pagerduty_event(
         labels["incident_number"] = str(data["number"])
     labels = {k: v for k, v in labels.items() if v}
     url = string(data, "html_url", "event.data", required=False)
-    annotations = {k: v for k, v in {"title": string(data, "title", "event.data", required=False), "url": url}.items() if v}
+    annotations = {
+        k: v for k, v in {"title": string(data, "title", "event.data", required=False), "url": url}.items() if v
+    }
     facts = make_facts(
-        org=org, kind="webhook", type=event_type, source="pagerduty", labels=labels,
-        dedup_key=dedup_key, incident_id=incident_id, subject=subject,
+        org=org,
+        kind="webhook",
+        type=event_type,
+        source="pagerduty",
+        labels=labels,
+        dedup_key=dedup_key,
+        incident_id=incident_id,
+        subject=subject,
     )
     return _webhook_event(
-        provider="pagerduty", event_type=event_type, action=action, delivery_id=delivery, subject=subject, url=url,
-        actor=_nested_string(event, "agent", "summary"), raw=raw, org=org, occurred_at=occurred_at,
-        received_at=received_at, labels=labels, annotations=annotations, facts=facts, rules=rules,
+        provider="pagerduty",
+        event_type=event_type,
+        action=action,
+        delivery_id=delivery,
+        subject=subject,
+        url=url,
+        actor=_nested_string(event, "agent", "summary"),
+        raw=raw,
+        org=org,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        labels=labels,
+        annotations=annotations,
+        facts=facts,
+        rules=rules,
     )
 
 
 def _webhook_event(
-    *, provider: str, event_type: str, action: str, delivery_id: str, subject: str, url: str, actor: str, raw: bytes,
-    org: str, occurred_at: int, received_at: int, labels: dict[str, str], annotations: dict[str, str],
-    facts: Mapping[str, str], rules: Sequence[SessionRule],
+    *,
+    provider: str,
+    event_type: str,
+    action: str,
+    delivery_id: str,
+    subject: str,
+    url: str,
+    actor: str,
+    raw: bytes,
+    org: str,
+    occurred_at: int,
+    received_at: int,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    facts: Mapping[str, str],
+    rules: Sequence[SessionRule],
 ) -> dict[str, Any]:
     try:
         key, rule = session_key(rules, facts)
@@ -212,7 +270,8 @@ def _webhook_event(
 
 # Adding a provider is one entry here (and its parser); its secret variable follows from the name.
 PROVIDERS: dict[str, Provider] = {
-    p.name: p for p in (
+    p.name: p
+    for p in (
         Provider("github", "X-Hub-Signature-256", "sha256=", github_event, tuple(f"pr.{a}" for a in PR_ACTIONS)),
         Provider("pagerduty", "X-PagerDuty-Signature", "v1=", pagerduty_event, PAGERDUTY_TYPES),
     )
@@ -249,11 +308,16 @@ async def post_webhook(request: web.Request) -> web.Response:
         raise NotFound(f"webhook provider {name!r} is not enabled (set {provider.secret_variable})")
     raw = await ingest.read_body(request)
     verify_signature(
-        secret.get_secret_value().encode(), raw, request.headers.get(provider.signature_header),
-        header_name=provider.signature_header, prefix=provider.signature_prefix,
+        secret.get_secret_value().encode(),
+        raw,
+        request.headers.get(provider.signature_header),
+        header_name=provider.signature_header,
+        prefix=provider.signature_prefix,
         max_signatures=ingest.config.max_signatures,
     )
-    result = provider.parse(request.headers, raw, parse_json(raw), org=ingest.org(request), received_at=now(), rules=ingest.rules)
+    result = provider.parse(
+        request.headers, raw, parse_json(raw), org=ingest.org(request), received_at=now(), rules=ingest.rules
+    )
     endpoint = f"webhook:{name}"
     if isinstance(result, Ignored):
         ingest.metrics.events.labels(endpoint, "ignored").inc()

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.errors import OpsloopError
-from streams.settings import Settings
 from streams.kafka.catalogue import ObservedTopic, Plan, TopicSpec, plan
+from streams.settings import Settings
 
 
 async def observe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> tuple[dict[str, ObservedTopic], int]:
@@ -63,7 +63,12 @@ async def _create(admin: AIOKafkaAdminClient, specs: list[TopicSpec], result: Pl
     it is looked at again, once visible, and reported as matching or differing.
     """
     new = [
-        NewTopic(spec.name, spec.partitions, min(spec.replication, brokers), topic_configs=spec.kafka_configs(min(spec.replication, brokers)))
+        NewTopic(
+            spec.name,
+            spec.partitions,
+            min(spec.replication, brokers),
+            topic_configs=spec.kafka_configs(min(spec.replication, brokers)),
+        )
         for spec in result.create
     ]
     errors = _topic_errors(await admin.create_topics(new, timeout_ms=30000))
@@ -112,7 +117,9 @@ def render(result: Plan, dry_run: bool = False) -> str:
     lines = [f"note: {note}" for note in result.notes]
     verb = "would create" if dry_run else "created"
     for spec in result.create:
-        lines.append(f"{verb} {spec.name} ({spec.partitions} partitions, replication {min(spec.replication, result.replication)})")
+        lines.append(
+            f"{verb} {spec.name} ({spec.partitions} partitions, replication {min(spec.replication, result.replication)})"
+        )
     for name, diffs in sorted(result.drift.items()):
         lines.append(f"differs {name}: " + "; ".join(diffs) + " (not changed; alter it by hand or with kafka tools)")
     if not result.create and not result.drift:
@@ -136,7 +143,8 @@ async def ensure_internal(settings: Settings, wanted: dict[str, int], replicatio
         existing = set(await admin.list_topics())
         new = [
             NewTopic(name, partitions, replication, topic_configs={"cleanup.policy": "compact"})
-            for name, partitions in sorted(wanted.items()) if name not in existing
+            for name, partitions in sorted(wanted.items())
+            if name not in existing
         ]
         if not new:
             return []
@@ -150,4 +158,3 @@ async def ensure_internal(settings: Settings, wanted: dict[str, int], replicatio
         return [t.name for t in new]
     finally:
         await admin.close()
-

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import faust
 
+from streams.kafka.catalogue import EVENT_TOPICS, TopicSpec, by_name, load_catalogue
 from streams.kafka.codec import Codec, default_codec
 from streams.settings import Settings
-from streams.kafka.catalogue import EVENT_TOPICS, TopicSpec, by_name, load_catalogue
 
 
 @dataclass
@@ -43,7 +43,11 @@ def faust_broker_url(bootstrap: str) -> str:
 def create_app(settings: Settings, *, replication: int | None = None) -> KafkaApp:
     """Build the faust app. ``replication`` is what the cluster can hold (from ``topics apply``);
     faust's own topics (changelogs, assignor) use it."""
-    codec = default_codec() if settings.schemas_dir.resolve() == default_codec_dir() else Codec().load_dir(settings.schemas_dir)
+    codec = (
+        default_codec()
+        if settings.schemas_dir.resolve() == default_codec_dir()
+        else Codec().load_dir(settings.schemas_dir)
+    )
     specs = by_name(load_catalogue(settings.topics_file, codec))
     partitions = specs[EVENT_TOPICS[0]].partitions
     app = faust.App(
@@ -70,11 +74,19 @@ def create_app(settings: Settings, *, replication: int | None = None) -> KafkaAp
     kafka = KafkaApp(app=app, settings=settings, codec=codec, specs=specs)
     for name, spec in specs.items():
         kafka.topics[name] = app.topic(
-            settings.topic_prefix + name, partitions=spec.partitions, key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw", internal=False,
+            settings.topic_prefix + name,
+            partitions=spec.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=False,
         )
     kafka.topics["events"] = app.topic(
-        *(settings.topic_prefix + t for t in EVENT_TOPICS), key_type=bytes, value_type=bytes, key_serializer="raw",
+        *(settings.topic_prefix + t for t in EVENT_TOPICS),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
         value_serializer="raw",
     )
     return kafka

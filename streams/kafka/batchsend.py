@@ -11,7 +11,8 @@ partitioner does (murmur2 of the key), so records keep the partition of their ke
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.partitioner import murmur2
 

@@ -9,13 +9,13 @@ the cluster and creates topics.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
+from streams.kafka.codec import Codec, default_codec
 from streams.model.records import EVENT_KINDS as EVENT_KINDS  # re-exported: the event topics are catalogue topics too
 from streams.model.records import EVENT_TOPICS as EVENT_TOPICS
-from streams.kafka.codec import Codec, default_codec
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml, parse_duration_ms
 from streams.settings import ROOT
 
@@ -114,7 +114,8 @@ def load_catalogue(path: str | Path = TOPICS_FILE, codec: Codec | None = None) -
         policy = merged["cleanup_policy"]
         if policy not in CLEANUP_POLICIES:
             raise ConfigError(
-                path, merged.line_of("cleanup_policy"),
+                path,
+                merged.line_of("cleanup_policy"),
                 f"{what}: cleanup_policy must be one of {', '.join(CLEANUP_POLICIES)}, got {policy!r}",
             )
         key = merged["key"]
@@ -125,12 +126,15 @@ def load_catalogue(path: str | Path = TOPICS_FILE, codec: Codec | None = None) -
             from streams.model.yamlfile import suggest
 
             raise ConfigError(
-                path, merged.line_of("value_schema"),
+                path,
+                merged.line_of("value_schema"),
                 f"{what}: value_schema {schema!r} is not a schema in schemas/{suggest(str(schema), codec.names)}",
             )
         configs = merged.get("configs") or {}
         if not isinstance(configs, dict):
-            raise ConfigError(path, merged.line_of("configs"), f"{what}: configs must be a mapping of Kafka topic configs")
+            raise ConfigError(
+                path, merged.line_of("configs"), f"{what}: configs must be a mapping of Kafka topic configs"
+            )
         specs.append(
             TopicSpec(
                 name=str(name),
@@ -146,13 +150,16 @@ def load_catalogue(path: str | Path = TOPICS_FILE, codec: Codec | None = None) -
             )
         )
     names = {s.name for s in specs}
-    missing = [t for t in (*EVENT_TOPICS, "decisions", "outbox", "deliveries", "events.dlq", "outbox.dlq") if t not in names]
+    missing = [
+        t for t in (*EVENT_TOPICS, "decisions", "outbox", "deliveries", "events.dlq", "outbox.dlq") if t not in names
+    ]
     if missing:
         raise ConfigError(path, doc.line_of("topics"), f"topics: opsloop needs {', '.join(missing)}")
     event_partitions = {s.partitions for s in specs if s.name in (*EVENT_TOPICS, "decisions", "outbox")}
     if len(event_partitions) > 1:
         raise ConfigError(
-            path, doc.line_of("topics"),
+            path,
+            doc.line_of("topics"),
             "events.*, decisions and outbox must have the same partition count (they are co-partitioned by session key)",
         )
     return specs

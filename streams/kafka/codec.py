@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -72,7 +73,9 @@ class Codec:
         self._by_fp: dict[bytes, SchemaVersion] = {}
 
     # -- registration -------------------------------------------------------
-    def register(self, schema: Mapping[str, Any] | str, *, current: bool = True, source: str = "<inline>") -> SchemaVersion:
+    def register(
+        self, schema: Mapping[str, Any] | str, *, current: bool = True, source: str = "<inline>"
+    ) -> SchemaVersion:
         """Register a schema. ``current=False`` adds a readable older version only."""
         raw = json.loads(schema) if isinstance(schema, str) else dict(schema)
         parsed = parse_schema(raw, _write_hint=False, _force=True)
@@ -86,7 +89,7 @@ class Codec:
             self._current[name] = version
         return version
 
-    def load_dir(self, directory: Path = SCHEMAS_DIR) -> "Codec":
+    def load_dir(self, directory: Path = SCHEMAS_DIR) -> Codec:
         """Register ``directory/*.avsc`` as current and ``directory/history/*.avsc`` as readable."""
         for path in sorted(directory.glob("*.avsc")):
             self.register(path.read_text(), current=True, source=str(path))
@@ -147,7 +150,10 @@ class Codec:
         reader_parsed = None if reader is None or reader.fingerprint == writer.fingerprint else reader.runtime
         try:
             # a record schema: the datum is a dict
-            return cast("dict[str, Any]", schemaless_reader(io.BytesIO(memoryview(data)[HEADER_LEN:]), writer.runtime, reader_parsed))
+            return cast(
+                "dict[str, Any]",
+                schemaless_reader(io.BytesIO(memoryview(data)[HEADER_LEN:]), writer.runtime, reader_parsed),
+            )
         except Exception as exc:  # truncated or corrupt body
             raise CodecError(f"cannot decode {writer.name} body: {type(exc).__name__}: {exc}") from exc
 

@@ -28,7 +28,8 @@ def check_versions() -> None:
         if ".".join(installed.split(".")[:2]) != expected:
             raise UnsupportedVersionError(
                 f"{package} {installed} is installed; streams/kafka/compat.py uses its internals as of {expected}.x "
-                "(see pyproject.toml's pins)")
+                "(see pyproject.toml's pins)"
+            )
 
 
 check_versions()

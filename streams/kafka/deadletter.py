@@ -6,8 +6,16 @@ from typing import Any
 
 
 def dead_letter(
-    *, reason: str, error: BaseException | str, topic: str, partition: int, offset: int,
-    key: bytes | None, value: bytes | None, failed_at: int, stage: str,
+    *,
+    reason: str,
+    error: BaseException | str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    failed_at: int,
+    stage: str,
 ) -> dict[str, Any]:
     """The DeadLetter record for a record that could not be processed."""
     return {

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
@@ -27,7 +28,9 @@ def now_ms() -> int:
 class EventProducer:
     """An idempotent, acks=all producer of opsloop events (and other records)."""
 
-    def __init__(self, settings: Settings, codec: Codec | None = None, *, idempotent: bool = True, **producer_kwargs: Any) -> None:
+    def __init__(
+        self, settings: Settings, codec: Codec | None = None, *, idempotent: bool = True, **producer_kwargs: Any
+    ) -> None:
         self.settings = settings
         self.codec = codec or default_codec()
         self._producer = AIOKafkaProducer(
@@ -43,14 +46,14 @@ class EventProducer:
         """The one aiokafka producer this wraps."""
         return self._producer
 
-    async def start(self) -> "EventProducer":
+    async def start(self) -> EventProducer:
         await self._producer.start()
         return self
 
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def __aenter__(self) -> "EventProducer":
+    async def __aenter__(self) -> EventProducer:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -77,7 +80,9 @@ class EventProducer:
         for raw in raws:
             event = self.prepare(raw)
             fut = await self._producer.send(
-                self.topic(topic_for(event)), self.codec.encode("opsloop.Event", event), key=event["session_key"].encode()
+                self.topic(topic_for(event)),
+                self.codec.encode("opsloop.Event", event),
+                key=event["session_key"].encode(),
             )
             pending.append((event, fut))
         done = []
@@ -86,7 +91,9 @@ class EventProducer:
             metrics.observe_ingested(event["kind"], event["source"])
         return done
 
-    async def send_record(self, topic: str, key: str | bytes | None, schema: str, record: Mapping[str, Any]) -> RecordMetadata:
+    async def send_record(
+        self, topic: str, key: str | bytes | None, schema: str, record: Mapping[str, Any]
+    ) -> RecordMetadata:
         """Encode any opsloop record with ``schema`` and append it to catalogue topic ``topic``."""
         topic = self.topic(topic)
         raw_key = key.encode() if isinstance(key, str) else key

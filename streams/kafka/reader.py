@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.kafka.compat import refresh_metadata
 from streams.kafka.codec import Codec, CodecError, default_codec
+from streams.kafka.compat import refresh_metadata
 from streams.settings import Settings
 
 
@@ -32,14 +33,16 @@ class Record:
 
 
 class TopicReader:
-    def __init__(self, settings: Settings, topics: Iterable[str], *, from_beginning: bool = True, codec: Codec | None = None) -> None:
+    def __init__(
+        self, settings: Settings, topics: Iterable[str], *, from_beginning: bool = True, codec: Codec | None = None
+    ) -> None:
         self.settings = settings
         self.topics = [settings.topic_prefix + t for t in topics]
         self.from_beginning = from_beginning
         self.codec = codec or default_codec()
         self._consumer = AIOKafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
 
-    async def __aenter__(self) -> "TopicReader":
+    async def __aenter__(self) -> TopicReader:
         await self._consumer.start()
         partitions = []
         for topic in self.topics:
@@ -71,7 +74,11 @@ class TopicReader:
             value, error = self.codec.decode(msg.value), None
         except CodecError as exc:
             value, error = None, str(exc)
-        topic = msg.topic[len(self.settings.topic_prefix):] if msg.topic.startswith(self.settings.topic_prefix) else msg.topic
+        topic = (
+            msg.topic[len(self.settings.topic_prefix) :]
+            if msg.topic.startswith(self.settings.topic_prefix)
+            else msg.topic
+        )
         return Record(topic, msg.partition, msg.offset, msg.key, value, msg.value, msg.timestamp, error)
 
     async def records(self, *, idle_timeout: float | None = None) -> AsyncIterator[Record]:
@@ -100,4 +107,6 @@ class TopicReader:
                     out.append(self._decode(msg))
             if until(out):
                 return out
-        raise TimeoutError(f"condition not met within {timeout:.0f}s; read {len(out)} records from {', '.join(self.topics)}")
+        raise TimeoutError(
+            f"condition not met within {timeout:.0f}s; read {len(out)} records from {', '.join(self.topics)}"
+        )

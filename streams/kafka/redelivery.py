@@ -44,7 +44,7 @@ from streams.kafka.compat import committed_offsets, release_unacked
 
 log = logging.getLogger(__name__)
 
-_GUARDED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # consumers already guarded (a consumer is patched once)
+_GUARDED: weakref.WeakSet[Any] = weakref.WeakSet()  # consumers already guarded (a consumer is patched once)
 
 
 def guard_redelivery(app: faust.App) -> None:

@@ -7,7 +7,7 @@ checked when they load, with file:line); the slot arithmetic is in
 
 from __future__ import annotations
 
-from datetime import timezone, tzinfo
+from datetime import UTC, tzinfo
 from typing import Any
 
 from streams.errors import InvalidInputError
@@ -23,7 +23,7 @@ def zone_of(tz: str) -> tzinfo:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
-        return timezone.utc if tz in ("UTC", "utc", "Z") else ZoneInfo(tz)
+        return UTC if tz in ("UTC", "utc", "Z") else ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise CronError(f"unknown time zone {tz!r} (use an IANA name like Europe/Berlin)") from None
 

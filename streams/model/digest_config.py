@@ -17,9 +17,10 @@ broken one, with ``file:line: reason`` like every other file of the set.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml
 
@@ -81,12 +82,15 @@ def _settings(path: Path, raw: LineDict, what: str, base: OrgDigest) -> OrgDiges
     if "hour" in raw:
         hour = raw["hour"]
         if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
-            raise ConfigError(path, raw.line_of("hour"), f"{what}: hour must be an integer from 0 to 23 (local time), got {hour!r}")
+            raise ConfigError(
+                path, raw.line_of("hour"), f"{what}: hour must be an integer from 0 to 23 (local time), got {hour!r}"
+            )
     if "timezone" in raw:
         tz = raw["timezone"]
         if not _zone_ok(tz):
-            raise ConfigError(path, raw.line_of("timezone"),
-                              f"{what}: unknown time zone {tz!r} (use an IANA name like Europe/Berlin)")
+            raise ConfigError(
+                path, raw.line_of("timezone"), f"{what}: unknown time zone {tz!r} (use an IANA name like Europe/Berlin)"
+            )
     return OrgDigest(org=base.org, enabled=enabled, hour=hour, timezone=tz, line=raw.line)
 
 
@@ -113,7 +117,9 @@ def load_digest_config(path: str | Path) -> DigestConfig:
     for i, item in enumerate(items):
         what = f"digests[{i}]"
         if not isinstance(item, LineDict):
-            raise ConfigError(path, doc.line_of("digests"), f"{what}: expected a mapping (org, hour, timezone, enabled)")
+            raise ConfigError(
+                path, doc.line_of("digests"), f"{what}: expected a mapping (org, hour, timezone, enabled)"
+            )
         check_keys(path, item, ENTRY_FIELDS, what)
         org = item.get("org")
         if not isinstance(org, str) or not org:
@@ -121,5 +127,7 @@ def load_digest_config(path: str | Path) -> DigestConfig:
         what = f"digest for org {org!r}"
         if org in orgs:
             raise ConfigError(path, item.line_of("org"), f"{what}: listed twice (first on line {orgs[org].line})")
-        orgs[org] = _settings(path, item, what, replace(default, org=org, enabled=True))  # listed: on unless it says not
+        orgs[org] = _settings(
+            path, item, what, replace(default, org=org, enabled=True)
+        )  # listed: on unless it says not
     return DigestConfig(default=default, orgs=orgs, path=str(path))

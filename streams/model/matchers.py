@@ -11,8 +11,9 @@ which is what makes ``team!="infra"`` true for events without a team label.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from streams.errors import InvalidInputError
 
@@ -90,7 +91,9 @@ def parse_matcher(text: str) -> Matcher:
         raise MatcherError(f"a matcher must be a string like 'service=\"db\"', got {text!r}")
     m = _MATCHER.match(text)
     if not m:
-        raise MatcherError(f"cannot parse matcher {text!r} (expected name=value, name!=value, name=~regex or name!~regex)")
+        raise MatcherError(
+            f"cannot parse matcher {text!r} (expected name=value, name!=value, name=~regex or name!~regex)"
+        )
     name, op, raw = m.groups()
     return make_matcher(name, op, _unquote(raw))
 

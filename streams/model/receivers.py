@@ -19,9 +19,10 @@ The decide engine references receivers by name and validates those names against
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from streams.errors import InvalidInputError
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml, suggest
@@ -145,20 +146,24 @@ def _line(mapping: Any, key: str) -> int | None:
     return mapping.line_of(key) if isinstance(mapping, LineDict) else None
 
 
-def _receiver(path: str | Path, item: Any, index: int, list_line: int | None,
-              channels: Mapping[str, ChannelSpec]) -> Receiver:
+def _receiver(
+    path: str | Path, item: Any, index: int, list_line: int | None, channels: Mapping[str, ChannelSpec]
+) -> Receiver:
     if not isinstance(item, LineDict):
         raise ConfigError(path, list_line, f"receivers[{index}]: expected a mapping with name and channel")
     what = f"receiver {item.get('name', index)!r}"
     check_keys(path, item, RECEIVER_FIELDS, what)
     name = item.get("name")
     if not isinstance(name, str) or not _RECEIVER_NAME.match(name):
-        raise ConfigError(path, item.line_of("name"), f"receivers[{index}]: name must be a word like 'infra-slack', got {name!r}")
+        raise ConfigError(
+            path, item.line_of("name"), f"receivers[{index}]: name must be a word like 'infra-slack', got {name!r}"
+        )
     channel = item.get("channel")
     if channel not in channels:
         shown = channel if isinstance(channel, str) else repr(channel)
         raise ConfigError(
-            path, item.line_of("channel"),
+            path,
+            item.line_of("channel"),
             f"{what}: unknown channel {shown!r}{suggest(str(channel), channels)}; expected one of {', '.join(channels)}",
         )
     assert isinstance(channel, str)  # a key of channels
@@ -169,19 +174,27 @@ def _receiver(path: str | Path, item: Any, index: int, list_line: int | None,
     for key in settings:
         if key in spec.secret_only:
             raise ConfigError(
-                path, settings.line_of(key),
+                path,
+                settings.line_of(key),
                 f"{what}: {key} is a secret; name the environment variable that holds it under secrets:",
             )
         if key not in known:
-            raise ConfigError(path, settings.line_of(key), f"{what}: unknown setting {key!r} for channel {channel}{suggest(key, known)}")
+            raise ConfigError(
+                path,
+                settings.line_of(key),
+                f"{what}: unknown setting {key!r} for channel {channel}{suggest(key, known)}",
+            )
     for key, env_var in secrets.items():
         if key not in known:
-            raise ConfigError(path, secrets.line_of(key), f"{what}: unknown secret {key!r} for channel {channel}{suggest(key, known)}")
+            raise ConfigError(
+                path, secrets.line_of(key), f"{what}: unknown secret {key!r} for channel {channel}{suggest(key, known)}"
+            )
         if key in settings:
             raise ConfigError(path, secrets.line_of(key), f"{what}: {key} is given both as a setting and as a secret")
         if not isinstance(env_var, str) or not _ENV_NAME.match(env_var):
             raise ConfigError(
-                path, secrets.line_of(key),
+                path,
+                secrets.line_of(key),
                 f"{what}: secrets.{key} must be the NAME of an environment variable (like OPSLOOP_SLACK_WEBHOOK), not a value",
             )
     for key in spec.required:
@@ -204,8 +217,11 @@ def _mapping(path: str | Path, item: LineDict, key: str, what: str) -> LineDict:
     return value
 
 
-def _check_channel_settings(path: str | Path, spec: ChannelSpec, settings: LineDict, secrets: LineDict, what: str) -> None:
+def _check_channel_settings(
+    path: str | Path, spec: ChannelSpec, settings: LineDict, secrets: LineDict, what: str
+) -> None:
     """The channel's own value checks (its spec's ``check_settings``), then the ones every channel shares."""
+
     def fail(key: str, reason: str) -> None:
         raise ConfigError(path, settings.line_of(key), f"{what}: {key} {reason}")
 
@@ -218,7 +234,9 @@ def _check_channel_settings(path: str | Path, spec: ChannelSpec, settings: LineD
             line = settings.line_of(exc.key) if exc.key in settings else secrets.line_of(exc.key)
             raise ConfigError(path, line, f"{what}: {exc.key} {exc.reason}") from None
     for key in ("url",):
-        if key in settings and not (isinstance(settings[key], str) and settings[key].startswith(("http://", "https://"))):
+        if key in settings and not (
+            isinstance(settings[key], str) and settings[key].startswith(("http://", "https://"))
+        ):
             fail(key, f"must be an http(s) URL, got {settings[key]!r}")
 
 
@@ -228,7 +246,11 @@ def _rate_limit(path: str | Path, item: LineDict, what: str) -> RateLimit | None
     if value is None or value == "none":
         return None
     if not isinstance(value, LineDict) or len(value) != 1 or next(iter(value)) not in _RATE_UNITS:
-        raise ConfigError(path, line, f"{what}: rate_limit must be one of {{per_second: N}}, {{per_minute: N}}, {{per_hour: N}} or none")
+        raise ConfigError(
+            path,
+            line,
+            f"{what}: rate_limit must be one of {{per_second: N}}, {{per_minute: N}}, {{per_hour: N}} or none",
+        )
     unit, count = next(iter(value.items()))
     if isinstance(count, bool) or not isinstance(count, (int, float)) or count <= 0:
         raise ConfigError(path, line, f"{what}: rate_limit.{unit} must be a positive number, got {count!r}")
@@ -238,12 +260,17 @@ def _rate_limit(path: str | Path, item: LineDict, what: str) -> RateLimit | None
 def notify_refusal(receiver: Receiver) -> str | None:
     """Why ``receiver`` cannot take notifications (None: it can); one rule for routes and runbooks."""
     if receiver.channel == REMEDIATE_CHANNEL:
-        return (f"receiver {receiver.name!r} is a remediate receiver (credentials for runbook actions), "
-                "not a notification channel")
+        return (
+            f"receiver {receiver.name!r} is a remediate receiver (credentials for runbook actions), "
+            "not a notification channel"
+        )
     return None
 
 
 def builtin_receivers() -> dict[str, Receiver]:
     """Receivers that exist without a routing file: ``log`` (the demo's and the default route) and
     ``remediate`` (runbook actions without credentials; a routing file's own ``remediate`` replaces it)."""
-    return {"log": Receiver(name="log", channel="log"), REMEDIATE_CHANNEL: Receiver(name=REMEDIATE_CHANNEL, channel=REMEDIATE_CHANNEL)}
+    return {
+        "log": Receiver(name="log", channel="log"),
+        REMEDIATE_CHANNEL: Receiver(name=REMEDIATE_CHANNEL, channel=REMEDIATE_CHANNEL),
+    }

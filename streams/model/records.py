@@ -9,7 +9,8 @@ impure step and takes both as arguments.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from streams.errors import InvalidInputError
 

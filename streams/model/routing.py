@@ -16,9 +16,10 @@ urgent, replacing a sender's ``severity`` label such as ``critical``), and the e
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from streams.model.matchers import Matcher, MatcherError, equality_matchers, matches_all, parse_matcher
 from streams.model.receivers import ChannelSpec, Receiver, builtin_receivers, notify_refusal, receivers_from
@@ -33,12 +34,27 @@ DEFAULT_GROUP_INTERVAL_MS = 300_000
 DEFAULT_REPEAT_INTERVAL_MS = 4 * 3_600_000
 
 ROUTE_FIELDS = (
-    "receiver", "matchers", "match", "match_re", "continue", "routes",
-    "group_wait", "group_interval", "repeat_interval", "upstream_grouped", "description",
+    "receiver",
+    "matchers",
+    "match",
+    "match_re",
+    "continue",
+    "routes",
+    "group_wait",
+    "group_interval",
+    "repeat_interval",
+    "upstream_grouped",
+    "description",
 )
 INHIBIT_FIELDS = (
-    "source_matchers", "target_matchers", "source_match", "target_match", "source_match_re", "target_match_re",
-    "equal", "description",
+    "source_matchers",
+    "target_matchers",
+    "source_match",
+    "target_match",
+    "source_match_re",
+    "target_match_re",
+    "equal",
+    "description",
 )
 TOP_FIELDS = ("receivers", "route", "inhibit_rules")
 
@@ -63,7 +79,7 @@ class Route:
     receiver: str
     matchers: tuple[Matcher, ...] = ()
     continue_: bool = False
-    routes: tuple["Route", ...] = ()
+    routes: tuple[Route, ...] = ()
     timing: Timing = field(default_factory=Timing)
     path: str = "route"
     line: int = 0
@@ -107,8 +123,9 @@ class Routing:
         return seen
 
 
-def routing_labels(labels: Mapping[str, str], *, category: str, severity: str, org: str, source: str,
-                   kind: str, event_type: str) -> dict[str, str]:
+def routing_labels(
+    labels: Mapping[str, str], *, category: str, severity: str, org: str, source: str, kind: str, event_type: str
+) -> dict[str, str]:
     """The label set routes, runbooks, silences and inhibit rules match against."""
     out = dict(labels)
     out.update(category=category, severity=severity, org=org, source=source, kind=kind, event_type=event_type)
@@ -158,7 +175,9 @@ def load_routing(path: str | Path, *, channels: Mapping[str, ChannelSpec]) -> Ro
             raise ConfigError(path, doc.line_of("route"), "route: expected a mapping")
         for key in ("matchers", "match", "match_re"):
             if key in raw_route:
-                raise ConfigError(path, raw_route.line_of(key), "route: the root route must match everything (no matchers)")
+                raise ConfigError(
+                    path, raw_route.line_of(key), "route: the root route must match everything (no matchers)"
+                )
         if "receiver" not in raw_route:
             raise ConfigError(path, raw_route.line, "route: the root route needs a default receiver")
         route = _route(path, raw_route, Timing(), "route", None, receivers)
@@ -187,7 +206,7 @@ def parse_matcher_list(path: Path, mapping: LineDict, key: str, what: str) -> tu
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise ConfigError(path, mapping.line_of(key), f'{what}: {key} must be a list like [\'service="db"\']')
+        raise ConfigError(path, mapping.line_of(key), f"{what}: {key} must be a list like ['service=\"db\"']")
     out = []
     for item in raw:
         try:
@@ -199,7 +218,9 @@ def parse_matcher_list(path: Path, mapping: LineDict, key: str, what: str) -> tu
     return tuple(out)
 
 
-def parse_match_maps(path: Path, mapping: LineDict, what: str, eq_key: str = "match", re_key: str = "match_re") -> tuple[Matcher, ...]:
+def parse_match_maps(
+    path: Path, mapping: LineDict, what: str, eq_key: str = "match", re_key: str = "match_re"
+) -> tuple[Matcher, ...]:
     out: list[Matcher] = []
     for key, regex in ((eq_key, False), (re_key, True)):
         raw = mapping.get(key)
@@ -227,8 +248,14 @@ def check_fact_value(path: Path | str, line: int | None, what: str, matcher: Mat
         raise ConfigError(path, line, f"{what}: severity is one of {', '.join(SEVERITIES)}, not {matcher.value!r}{tip}")
 
 
-def _route(path: Path, raw: LineDict, parent: Timing, where: str, parent_receiver: str | None,
-           receivers: Mapping[str, Receiver]) -> Route:
+def _route(
+    path: Path,
+    raw: LineDict,
+    parent: Timing,
+    where: str,
+    parent_receiver: str | None,
+    receivers: Mapping[str, Receiver],
+) -> Route:
     check_keys(path, raw, ROUTE_FIELDS, where)
     receiver = raw.get("receiver", parent_receiver)
     if not isinstance(receiver, str) or not receiver:
@@ -236,7 +263,9 @@ def _route(path: Path, raw: LineDict, parent: Timing, where: str, parent_receive
     if receiver not in receivers:
         from streams.model.yamlfile import suggest
 
-        raise ConfigError(path, raw.line_of("receiver"), f"{where}: unknown receiver {receiver!r}{suggest(receiver, receivers)}")
+        raise ConfigError(
+            path, raw.line_of("receiver"), f"{where}: unknown receiver {receiver!r}{suggest(receiver, receivers)}"
+        )
     refusal = notify_refusal(receivers[receiver])
     if refusal:
         raise ConfigError(path, raw.line_of("receiver"), f"{where}: {refusal}")
@@ -263,8 +292,15 @@ def _route(path: Path, raw: LineDict, parent: Timing, where: str, parent_receive
         if not isinstance(child, LineDict):
             raise ConfigError(path, raw.line_of("routes"), f"{where}.routes[{i}]: expected a mapping")
         children.append(_route(path, child, timing, f"{where}.routes[{i}]", receiver, receivers))
-    return Route(receiver=receiver, matchers=matchers, continue_=cont, routes=tuple(children), timing=timing,
-                 path=where, line=raw.line)
+    return Route(
+        receiver=receiver,
+        matchers=matchers,
+        continue_=cont,
+        routes=tuple(children),
+        timing=timing,
+        path=where,
+        line=raw.line,
+    )
 
 
 def _inhibit_rule(path: Path, item: Any, index: int, line: int) -> InhibitRule:
@@ -272,8 +308,12 @@ def _inhibit_rule(path: Path, item: Any, index: int, line: int) -> InhibitRule:
     if not isinstance(item, LineDict):
         raise ConfigError(path, line, f"{what}: expected a mapping")
     check_keys(path, item, INHIBIT_FIELDS, what)
-    source = parse_matcher_list(path, item, "source_matchers", what) + parse_match_maps(path, item, what, "source_match", "source_match_re")
-    target = parse_matcher_list(path, item, "target_matchers", what) + parse_match_maps(path, item, what, "target_match", "target_match_re")
+    source = parse_matcher_list(path, item, "source_matchers", what) + parse_match_maps(
+        path, item, what, "source_match", "source_match_re"
+    )
+    target = parse_matcher_list(path, item, "target_matchers", what) + parse_match_maps(
+        path, item, what, "target_match", "target_match_re"
+    )
     if not source or not target:
         raise ConfigError(path, item.line, f"{what}: needs both source_matchers and target_matchers")
     equal = item.get("equal", [])

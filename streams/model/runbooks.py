@@ -20,15 +20,19 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from streams.model.digest_config import DIGEST_FILE, DigestConfig, load_digest_config
 from streams.model.matchers import Matcher
 from streams.model.receivers import ChannelSpec, notify_refusal
 from streams.model.routing import (
-    Routing, default_routing, load_routing, parse_match_maps, parse_matcher_list,
+    Routing,
+    default_routing,
+    load_routing,
+    parse_matcher_list,
 )
 from streams.model.silences import Silence, load_maintenance
 from streams.model.taxonomy import SEVERITIES
@@ -53,7 +57,12 @@ KINDS = ("telemetry", "webhook", "timer", "scan")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 OPERATOR_ALIASES = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "==", "ne": "!="}
 
@@ -168,8 +177,9 @@ class Runbook:
         return bool(self.escalation) and SEVERITIES.index(severity) >= SEVERITIES.index(self.policy.escalate_from)
 
 
-DEFAULT_RUNBOOK = Runbook(name="default", description="Anything no runbook claims: notify through the routing tree.",
-                          priority=-1_000_000)
+DEFAULT_RUNBOOK = Runbook(
+    name="default", description="Anything no runbook claims: notify through the routing tree.", priority=-1_000_000
+)
 
 
 @dataclass(frozen=True)
@@ -221,11 +231,19 @@ class RunbookSet:
     def triggers_for(self, metric: str, labels: Mapping[str, str]) -> list[Runbook]:
         from streams.model.matchers import matches_all
 
-        return [rb for rb in self.runbooks if rb.trigger and rb.trigger.metric == metric
-                and matches_all(rb.trigger.labels, labels) and matches_all(rb.match.labels, labels)]
+        return [
+            rb
+            for rb in self.runbooks
+            if rb.trigger
+            and rb.trigger.metric == metric
+            and matches_all(rb.trigger.labels, labels)
+            and matches_all(rb.match.labels, labels)
+        ]
 
 
-def runbook_matches(m: Match, labels: Mapping[str, str], category: str, severity: str, event_type: str, kind: str) -> bool:
+def runbook_matches(
+    m: Match, labels: Mapping[str, str], category: str, severity: str, event_type: str, kind: str
+) -> bool:
     from streams.model.matchers import matches_all
 
     if m.categories and category not in m.categories:
@@ -276,11 +294,20 @@ def load_runbook_set(directory: str | Path, *, channels: Mapping[str, ChannelSpe
     runbooks.sort(key=lambda rb: (-rb.priority, Path(rb.path).name))
     schedules = load_schedules(directory / SCHEDULES_FILE, routing) if (directory / SCHEDULES_FILE).exists() else ()
     digests = load_digest_config(directory / DIGEST_FILE) if (directory / DIGEST_FILE).exists() else DigestConfig()
-    return RunbookSet(runbooks=tuple(runbooks), routing=routing, maintenance=maintenance, schedules=schedules,
-                      digest=digests, version=digest.hexdigest()[:16], directory=str(directory))
+    return RunbookSet(
+        runbooks=tuple(runbooks),
+        routing=routing,
+        maintenance=maintenance,
+        schedules=schedules,
+        digest=digests,
+        version=digest.hexdigest()[:16],
+        directory=str(directory),
+    )
 
 
-def _strings(path: Path, mapping: LineDict, key: str, what: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+def _strings(
+    path: Path, mapping: LineDict, key: str, what: str, allowed: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
     value = mapping.get(key)
     if value is None:
         return ()
@@ -290,8 +317,11 @@ def _strings(path: Path, mapping: LineDict, key: str, what: str, allowed: tuple[
     if allowed is not None:
         for item in items:
             if item not in allowed:
-                raise ConfigError(path, mapping.line_of(key),
-                                  f"{what}: {key}: unknown value {item!r}{suggest(item, allowed)}; expected one of {', '.join(allowed)}")
+                raise ConfigError(
+                    path,
+                    mapping.line_of(key),
+                    f"{what}: {key}: unknown value {item!r}{suggest(item, allowed)}; expected one of {', '.join(allowed)}",
+                )
     return tuple(items)
 
 
@@ -325,8 +355,12 @@ def _check_receiver(path: Path, line: int, what: str, receiver: Any, routing: Ro
         raise ConfigError(path, line, f"{what}: receiver must be a receiver name or {ROUTE_RECEIVER!r}")
     if receiver != ROUTE_RECEIVER and receiver not in routing.receivers:
         choices = [*routing.receivers, ROUTE_RECEIVER]
-        raise ConfigError(path, line, f"{what}: unknown receiver {receiver!r}{suggest(receiver, choices)} "
-                                      f"(receivers are declared in {ROUTING_FILE})")
+        raise ConfigError(
+            path,
+            line,
+            f"{what}: unknown receiver {receiver!r}{suggest(receiver, choices)} "
+            f"(receivers are declared in {ROUTING_FILE})",
+        )
     refusal = notify_refusal(routing.receivers[receiver]) if receiver != ROUTE_RECEIVER else None
     if refusal:
         raise ConfigError(path, line, f"{what}: {refusal}")
@@ -352,13 +386,27 @@ def load_runbook(path: str | Path, routing: Routing) -> Runbook:
     steps = _steps(path, doc, what, routing)
     escalation = _escalation(path, doc, what, routing)
     if escalation and escalation[0].after != 0:
-        raise ConfigError(path, doc.line_of("escalation"), f"{what}: the first escalation step is the first notification: after must be 0m")
+        raise ConfigError(
+            path,
+            doc.line_of("escalation"),
+            f"{what}: the first escalation step is the first notification: after must be 0m",
+        )
     url = doc.get("url", "")
     if url and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
         raise ConfigError(path, doc.line_of("url"), f"{what}: url must be an http(s) link")
-    return Runbook(name=name, match=match, policy=policy, steps=steps, escalation=escalation, trigger=trigger,
-                   priority=priority, description=str(doc.get("description", "")), url=url or "",
-                   path=str(path), line=doc.line)
+    return Runbook(
+        name=name,
+        match=match,
+        policy=policy,
+        steps=steps,
+        escalation=escalation,
+        trigger=trigger,
+        priority=priority,
+        description=str(doc.get("description", "")),
+        url=url or "",
+        path=str(path),
+        line=doc.line,
+    )
 
 
 def _match(path: Path, doc: LineDict, what: str) -> Match:
@@ -389,15 +437,27 @@ def _trigger(path: Path, doc: LineDict, what: str) -> Trigger | None:
     op = raw.get("operator", ">")
     op = OPERATOR_ALIASES.get(op, op) if isinstance(op, str) else op
     if op not in OPERATORS:
-        raise ConfigError(path, raw.line_of("operator"), f"{w}: operator must be one of {', '.join(OPERATORS)} (or gt, gte, lt, lte, eq, ne)")
+        raise ConfigError(
+            path,
+            raw.line_of("operator"),
+            f"{w}: operator must be one of {', '.join(OPERATORS)} (or gt, gte, lt, lte, eq, ne)",
+        )
     threshold = raw.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise ConfigError(path, raw.line_of("threshold") if "threshold" in raw else raw.line, f"{w}: threshold must be a number")
+        raise ConfigError(
+            path, raw.line_of("threshold") if "threshold" in raw else raw.line, f"{w}: threshold must be a number"
+        )
     severity = raw.get("severity", "warning")
     if severity not in SEVERITIES:
         raise ConfigError(path, raw.line_of("severity"), f"{w}: severity must be one of {', '.join(SEVERITIES)}")
-    return Trigger(metric=metric, operator=op, threshold=float(threshold), for_=_duration(path, raw, "for", w, 0),
-                   severity=severity, labels=parse_matcher_list(path, raw, "labels", w))
+    return Trigger(
+        metric=metric,
+        operator=op,
+        threshold=float(threshold),
+        for_=_duration(path, raw, "for", w, 0),
+        severity=severity,
+        labels=parse_matcher_list(path, raw, "labels", w),
+    )
 
 
 def _policy(path: Path, doc: LineDict, what: str) -> Policy:
@@ -413,11 +473,16 @@ def _policy(path: Path, doc: LineDict, what: str) -> Policy:
         flapping = Flapping()
         check_keys(path, fraw, FLAPPING_FIELDS, f"{w}: flapping")
         window = _duration(path, fraw, "window", f"{w}: flapping", flapping.window)
-        flapping = Flapping(flips=_int(path, fraw, "flips", f"{w}: flapping", flapping.flips, 2), window=window,
-                            stable_for=_duration(path, fraw, "stable_for", f"{w}: flapping", window))
+        flapping = Flapping(
+            flips=_int(path, fraw, "flips", f"{w}: flapping", flapping.flips, 2),
+            window=window,
+            stable_for=_duration(path, fraw, "stable_for", f"{w}: flapping", window),
+        )
     escalate_from = raw.get("escalate_from", d.escalate_from)
     if escalate_from not in SEVERITIES:
-        raise ConfigError(path, raw.line_of("escalate_from"), f"{w}: escalate_from must be one of {', '.join(SEVERITIES)}")
+        raise ConfigError(
+            path, raw.line_of("escalate_from"), f"{w}: escalate_from must be one of {', '.join(SEVERITIES)}"
+        )
     return Policy(
         cooldown=_duration(path, raw, "cooldown", w, d.cooldown),
         dedupe_window=_duration(path, raw, "dedupe_window", w, d.dedupe_window),
@@ -440,16 +505,23 @@ def _remediate(path: Path, raw: Any, line: int, what: str) -> Remediate:
         raise ConfigError(path, raw.line_of("endpoint"), f"{what}: remediate.endpoint must be an http(s) URL")
     method = str(raw.get("method", "POST")).upper()
     if method not in HTTP_METHODS:
-        raise ConfigError(path, raw.line_of("method"), f"{what}: remediate.method must be one of {', '.join(HTTP_METHODS)}")
+        raise ConfigError(
+            path, raw.line_of("method"), f"{what}: remediate.method must be one of {', '.join(HTTP_METHODS)}"
+        )
     params = raw.get("params") or {}
     if not isinstance(params, dict) or not all(isinstance(v, (str, int, float, bool)) for v in params.values()):
         raise ConfigError(path, raw.line_of("params"), f"{what}: remediate.params must map names to scalar values")
     for key in ("dry_run", "requires_approval"):
         if key in raw and not isinstance(raw[key], bool):
             raise ConfigError(path, raw.line_of(key), f"{what}: remediate.{key} must be true or false")
-    return Remediate(action=action, endpoint=endpoint or "", method=method,
-                     params={str(k): str(v) for k, v in sorted(params.items())},
-                     dry_run=raw.get("dry_run", True), requires_approval=raw.get("requires_approval", False))
+    return Remediate(
+        action=action,
+        endpoint=endpoint or "",
+        method=method,
+        params={str(k): str(v) for k, v in sorted(params.items())},
+        dry_run=raw.get("dry_run", True),
+        requires_approval=raw.get("requires_approval", False),
+    )
 
 
 def _steps(path: Path, doc: LineDict, what: str, routing: Routing) -> tuple[Step, ...]:
@@ -462,11 +534,17 @@ def _steps(path: Path, doc: LineDict, what: str, routing: Routing) -> tuple[Step
     for i, item in enumerate(raw):
         w = f"{what}: steps[{i}]"
         if not isinstance(item, LineDict) or len(item) != 1:
-            raise ConfigError(path, getattr(item, "line", doc.line_of("steps")), f"{w}: each step is one of notify, remediate, verify")
-        (kind, body), = item.items()
+            raise ConfigError(
+                path, getattr(item, "line", doc.line_of("steps")), f"{w}: each step is one of notify, remediate, verify"
+            )
+        ((kind, body),) = item.items()
         line = item.line_of(kind)
         if kind == "notify":
-            receiver = ROUTE_RECEIVER if body in (None, ROUTE_RECEIVER) else (body.get("receiver") if isinstance(body, LineDict) else body)
+            receiver = (
+                ROUTE_RECEIVER
+                if body in (None, ROUTE_RECEIVER)
+                else (body.get("receiver") if isinstance(body, LineDict) else body)
+            )
             if isinstance(body, LineDict):
                 check_keys(path, body, ("receiver",), f"{w}: notify")
             out.append(Notify(_check_receiver(path, line, w, receiver, routing)))
@@ -481,7 +559,9 @@ def _steps(path: Path, doc: LineDict, what: str, routing: Routing) -> tuple[Step
                 raise ConfigError(path, body.line_of("after"), f"{w}: verify.after must be positive")
             out.append(Verify(after))
         else:
-            raise ConfigError(path, line, f"{w}: unknown step {kind!r}{suggest(str(kind), ['notify', 'remediate', 'verify'])}")
+            raise ConfigError(
+                path, line, f"{w}: unknown step {kind!r}{suggest(str(kind), ['notify', 'remediate', 'verify'])}"
+            )
     if sum(isinstance(s, Verify) for s in out) > 1:
         raise ConfigError(path, doc.line_of("steps"), f"{what}: at most one verify step")
     return tuple(out)
@@ -492,7 +572,9 @@ def _escalation(path: Path, doc: LineDict, what: str, routing: Routing) -> tuple
     if raw is None:
         return ()
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(path, doc.line_of("escalation"), f"{what}: escalation must be a non-empty list of {{after, receiver}}")
+        raise ConfigError(
+            path, doc.line_of("escalation"), f"{what}: escalation must be a non-empty list of {{after, receiver}}"
+        )
     out: list[EscalationStep] = []
     for i, item in enumerate(raw):
         w = f"{what}: escalation[{i}]"
@@ -504,13 +586,29 @@ def _escalation(path: Path, doc: LineDict, what: str, routing: Routing) -> tuple
         after = _duration(path, item, "after", w, 0)
         receiver = _check_receiver(path, item.line_of("receiver"), w, item.get("receiver"), routing)
         if out and after <= out[-1].after:
-            raise ConfigError(path, item.line_of("after"), f"{w}: steps must come later and later (after {after // 1000}s <= previous)")
+            raise ConfigError(
+                path,
+                item.line_of("after"),
+                f"{w}: steps must come later and later (after {after // 1000}s <= previous)",
+            )
         out.append(EscalationStep(after, receiver))
     return tuple(out)
 
 
-SCHEDULE_FIELDS = ("name", "cron", "timezone", "catch_up", "max_runtime", "stagger", "targets", "remediate", "notify",
-                   "title", "org", "description")
+SCHEDULE_FIELDS = (
+    "name",
+    "cron",
+    "timezone",
+    "catch_up",
+    "max_runtime",
+    "stagger",
+    "targets",
+    "remediate",
+    "notify",
+    "title",
+    "org",
+    "description",
+)
 
 
 def load_schedules(path: str | Path, routing: Routing) -> tuple[Schedule, ...]:
@@ -554,10 +652,20 @@ def load_schedules(path: str | Path, routing: Routing) -> tuple[Schedule, ...]:
             receiver = _check_receiver(path, item.line_of("notify"), w, named, routing)
         if remediate is None and not receiver:
             raise ConfigError(path, item.line, f"{w}: needs remediate (an HTTP action to dispatch) or notify")
-        out.append(Schedule(
-            name=name, cron=cron, timezone=tz, catch_up=_duration(path, item, "catch_up", w, 3_600_000),
-            max_runtime=_duration(path, item, "max_runtime", w, 3_600_000), stagger=_duration(path, item, "stagger", w, 0),
-            targets=targets, remediate=remediate, notify_receiver=receiver, title=str(item.get("title", name)),
-            org=str(item.get("org", "default")), line=item.line,
-        ))
+        out.append(
+            Schedule(
+                name=name,
+                cron=cron,
+                timezone=tz,
+                catch_up=_duration(path, item, "catch_up", w, 3_600_000),
+                max_runtime=_duration(path, item, "max_runtime", w, 3_600_000),
+                stagger=_duration(path, item, "stagger", w, 0),
+                targets=targets,
+                remediate=remediate,
+                notify_receiver=receiver,
+                title=str(item.get("title", name)),
+                org=str(item.get("org", "default")),
+                line=item.line,
+            )
+        )
     return tuple(out)

@@ -12,10 +12,11 @@ context. Maintenance windows are the same thing declared in
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from streams.errors import InvalidInputError
 from streams.model.matchers import Matcher, MatcherError, matches_all, parse_matcher
@@ -50,8 +51,13 @@ class Silence:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.silence_id, "matchers": [str(m) for m in self.matchers], "starts_at": self.starts_at,
-            "ends_at": self.ends_at, "created_by": self.created_by, "comment": self.comment, "kind": self.kind,
+            "id": self.silence_id,
+            "matchers": [str(m) for m in self.matchers],
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "created_by": self.created_by,
+            "comment": self.comment,
+            "kind": self.kind,
         }
 
 
@@ -77,8 +83,12 @@ def silence_from_json(data: Mapping[str, Any]) -> Silence:
         raise SilenceError("ends_at must be after starts_at")
     sid = data.get("id") or derived_id("silence", *(str(m) for m in matchers), str(starts), str(ends))
     return Silence(
-        silence_id=str(sid), matchers=matchers, starts_at=starts, ends_at=ends,
-        created_by=str(data.get("created_by", "")), comment=str(data.get("comment", "")),
+        silence_id=str(sid),
+        matchers=matchers,
+        starts_at=starts,
+        ends_at=ends,
+        created_by=str(data.get("created_by", "")),
+        comment=str(data.get("comment", "")),
         kind=str(data.get("kind", "silence")),
     )
 
@@ -117,8 +127,13 @@ def silence_event(silence: Silence, *, org: str, now_ms: int, actor: str = "cli"
         "occurred_at": now_ms,
         "labels": {},
         "annotations": {"comment": silence.comment},
-        "payload": {"provider": "opsloop", "action": "create", "subject": silence.silence_id, "actor": actor,
-                    "body_json": json.dumps(silence.to_json(), sort_keys=True)},
+        "payload": {
+            "provider": "opsloop",
+            "action": "create",
+            "subject": silence.silence_id,
+            "actor": actor,
+            "body_json": json.dumps(silence.to_json(), sort_keys=True),
+        },
     }
 
 
@@ -131,8 +146,13 @@ def expire_event(silence_id: str, *, org: str, now_ms: int, actor: str = "cli") 
         "source": "cli",
         "org": org,
         "occurred_at": now_ms,
-        "payload": {"provider": "opsloop", "action": "expire", "subject": silence_id, "actor": actor,
-                    "body_json": json.dumps({"id": silence_id})},
+        "payload": {
+            "provider": "opsloop",
+            "action": "expire",
+            "subject": silence_id,
+            "actor": actor,
+            "body_json": json.dumps({"id": silence_id}),
+        },
     }
 
 
@@ -167,7 +187,7 @@ def parse_time_ms(value: Any) -> int:
         except ValueError:
             raise ValueError(f"not an ISO 8601 time: {value!r} (e.g. 2025-01-04T22:00:00Z)") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 
@@ -201,11 +221,19 @@ def load_maintenance(path: str | Path) -> tuple[Silence, ...]:
             except ValueError as exc:
                 raise ConfigError(path, item.line_of(key), f"{what} ({name}): {key}: {exc}") from None
         try:
-            silence = silence_from_json({"id": f"maintenance:{name}", "matchers": item.get("matchers"),
-                                         "starts_at": times["start"], "ends_at": times["end"],
-                                         "comment": str(item.get("comment", "")), "kind": "maintenance"})
+            silence = silence_from_json(
+                {
+                    "id": f"maintenance:{name}",
+                    "matchers": item.get("matchers"),
+                    "starts_at": times["start"],
+                    "ends_at": times["end"],
+                    "comment": str(item.get("comment", "")),
+                    "kind": "maintenance",
+                }
+            )
         except SilenceError as exc:
-            raise ConfigError(path, item.line_of("matchers") if "matchers" in str(exc) else item.line,
-                              f"{what} ({name}): {exc}") from None
+            raise ConfigError(
+                path, item.line_of("matchers") if "matchers" in str(exc) else item.line, f"{what} ({name}): {exc}"
+            ) from None
         out.append(silence)
     return tuple(out)

@@ -1,2 +1,1 @@
-"""Replay and what-if: read the recorded topics (run) and fold them again with the pure core (compare).
-"""
+"""Replay and what-if: read the recorded topics (run) and fold them again with the pure core (compare)."""

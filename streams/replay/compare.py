@@ -30,8 +30,9 @@ from __future__ import annotations
 import heapq
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Sequence, cast
+from typing import Any, cast
 
 from streams.core.decide import Context, Decision, Verdict, decide
 from streams.core.state import SessionState
@@ -90,14 +91,21 @@ class ReplayReport:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "compared": self.compared, "identical": self.identical, "identical_pct": round(self.identical_pct, 3),
-            "differing": len(self.differences), "by_field": dict(self.by_field), "by_kind": dict(self.by_kind),
+            "compared": self.compared,
+            "identical": self.identical,
+            "identical_pct": round(self.identical_pct, 3),
+            "differing": len(self.differences),
+            "by_field": dict(self.by_field),
+            "by_kind": dict(self.by_kind),
             "events_without_decision": len(self.events_without_decision),
             "decisions_without_event": len(self.decisions_without_event),
             "replayed_without_record": len(self.replayed_without_record),
-            "runbook_versions_recorded": dict(self.runbook_versions), "runbook_version_used": self.runbook_version_used,
+            "runbook_versions_recorded": dict(self.runbook_versions),
+            "runbook_version_used": self.runbook_version_used,
             "decide_versions_recorded": dict(self.decide_versions),
-            "rewinds": self.rewinds, "global_changes": self.global_changes, "folded": self.folded,
+            "rewinds": self.rewinds,
+            "global_changes": self.global_changes,
+            "folded": self.folded,
         }
 
 
@@ -122,9 +130,14 @@ def recorded_verdict(record: Mapping[str, Any]) -> Verdict:
     if record.get("kind") == "timer":
         return TIMER_VERDICT
     matched = record.get("matched") or {}
-    return Verdict(category=record["category"], severity=record["severity"], confidence=float(record["confidence"]),
-                   classifier=record["classifier"], fallback=bool(record["fallback"]),
-                   severity_confidence=float(matched.get("severity_confidence", "1")))
+    return Verdict(
+        category=record["category"],
+        severity=record["severity"],
+        confidence=float(record["confidence"]),
+        classifier=record["classifier"],
+        fallback=bool(record["fallback"]),
+        severity_confidence=float(matched.get("severity_confidence", "1")),
+    )
 
 
 def ordered(decisions: Iterable[RecordedDecision]) -> list[RecordedDecision]:
@@ -196,10 +209,16 @@ def _restored_index(items: Sequence[RecordedDecision], block: tuple[int, int]) -
     first_at: dict[str, int] = {}
     for i, rd in enumerate(items[: block[0]]):
         first_at.setdefault(rd.value["event_id"], i)
-    dups = [first_at[rd.value["event_id"]] for rd in items[block[0]: block[1] + 1]
-            if rd.value["outcome"] == "duplicate" and rd.value["event_id"] in first_at]
-    again = [first_at[rd.value["event_id"]] for rd in items[block[0]: block[1] + 1]
-             if rd.value["outcome"] != "duplicate" and rd.value["event_id"] in first_at]
+    dups = [
+        first_at[rd.value["event_id"]]
+        for rd in items[block[0] : block[1] + 1]
+        if rd.value["outcome"] == "duplicate" and rd.value["event_id"] in first_at
+    ]
+    again = [
+        first_at[rd.value["event_id"]]
+        for rd in items[block[0] : block[1] + 1]
+        if rd.value["outcome"] != "duplicate" and rd.value["event_id"] in first_at
+    ]
     if dups:
         return max(dups) + 1
     return min(again) if again else block[0]
@@ -220,8 +239,12 @@ def _state_of(decision: Decision) -> SessionState:
     return cast(SessionState, decision.state)
 
 
-def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[str, Any]], base: Context,
-                  verdict_for: Callable[[Mapping[str, Any], Mapping[str, Any]], Verdict]) -> dict[int, int]:
+def plan_restarts(
+    items: Sequence[RecordedDecision],
+    events: Mapping[str, dict[str, Any]],
+    base: Context,
+    verdict_for: Callable[[Mapping[str, Any], Mapping[str, Any]], Verdict],
+) -> dict[int, int]:
     """Where a session's recorded decisions show a restart, which earlier state the new
     worker folded from: {position p: index k} means decision p was folded from the state
     before decision k. Each guess is kept only if it reproduces every decision from p to
@@ -260,7 +283,7 @@ def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[s
                 if not 0 <= k <= p:
                     continue
                 state, ok = hist[k], True
-                for rd in items[p: min(last + TAIL + 1, len(items))]:
+                for rd in items[p : min(last + TAIL + 1, len(items))]:
                     state, ok = fold(state, rd)
                     if not ok:
                         break
@@ -273,20 +296,27 @@ def plan_restarts(items: Sequence[RecordedDecision], events: Mapping[str, dict[s
             continue
         p, k = found
         plan[p] = k
-        del hist[p + 1:]
+        del hist[p + 1 :]
         state = hist[k]
-        for rd in items[p: first]:
+        for rd in items[p:first]:
             state, _ = fold(state, rd)
             hist.append(state)
         pos = first
     return plan
 
 
-def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDecision], base: Context,
-           in_window: Callable[[str], bool], *, classify: Classify | None = None,
-           compare_sessions: Callable[[str], bool] = lambda _: True, keep_results: bool = False,
-           rewind_plan: Mapping[str, Mapping[int, int]] | None = None,
-           use_recorded_inputs: bool = True) -> ReplayReport:
+def replay(
+    events: Mapping[str, dict[str, Any]],
+    decisions: Sequence[RecordedDecision],
+    base: Context,
+    in_window: Callable[[str], bool],
+    *,
+    classify: Classify | None = None,
+    compare_sessions: Callable[[str], bool] = lambda _: True,
+    keep_results: bool = False,
+    rewind_plan: Mapping[str, Mapping[int, int]] | None = None,
+    use_recorded_inputs: bool = True,
+) -> ReplayReport:
     """Fold every recorded decision's event again and compare the decisions in the window.
 
     ``events``: event id -> decoded event; ``in_window(event_id)``: whether that decision
@@ -315,8 +345,11 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
         per_session[rd.value["session_key"]].append(rd)
     verdicts: dict[str, Verdict] = {}
     if classify is not None:
-        wanted = [events[d.value["event_id"]] for d in seq_list
-                  if d.value["event_id"] in events and events[d.value["event_id"]]["kind"] != "timer"]
+        wanted = [
+            events[d.value["event_id"]]
+            for d in seq_list
+            if d.value["event_id"] in events and events[d.value["event_id"]]["kind"] != "timer"
+        ]
         unique = list({e["event_id"]: e for e in wanted}.values())
         verdicts = dict(zip((e["event_id"] for e in unique), classify(unique) if unique else []))
 
@@ -337,8 +370,9 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
 
     pending: dict[str, list[RecordedDecision]] = defaultdict(list)  # decisions of timers decide fires inline
 
-    def compare(rec: dict[str, Any], replayed: dict[str, Any], effects: list[dict[str, Any]], session: str,
-                window_id: str) -> None:
+    def compare(
+        rec: dict[str, Any], replayed: dict[str, Any], effects: list[dict[str, Any]], session: str, window_id: str
+    ) -> None:
         if not (in_window(window_id) and compare_sessions(session)):
             return
         report.compared += 1
@@ -406,7 +440,7 @@ def replay(events: Mapping[str, dict[str, Any]], decisions: Sequence[RecordedDec
 def notifications(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> Counter[NotificationKey]:
     """Notify effects as comparable keys: (receiver, channel, session, event id, action, title)."""
     out: Counter[NotificationKey] = Counter()
-    for record, effects in results.values():
+    for _record, effects in results.values():
         for e in effects:
             if e["type"] == "notify":
                 n = e["notify"]
@@ -415,7 +449,9 @@ def notifications(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any
 
 
 def stops_by_gate(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> Counter[str]:
-    return Counter(g["gate"] for record, _ in results.values() for g in record.get("gates", []) if g["verdict"] == "stop")
+    return Counter(
+        g["gate"] for record, _ in results.values() for g in record.get("gates", []) if g["verdict"] == "stop"
+    )
 
 
 def escalations(results: Mapping[str, tuple[dict[str, Any], list[dict[str, Any]]]]) -> int:
@@ -436,8 +472,10 @@ class WhatIf:
     def summary(self) -> dict[str, Any]:
         gates = sorted(set(self.stops_before) | set(self.stops_after))
         return {
-            "notifications_added": len(self.added), "notifications_removed": len(self.removed),
-            "added_by_receiver": dict(self.added_by_receiver), "removed_by_receiver": dict(self.removed_by_receiver),
+            "notifications_added": len(self.added),
+            "notifications_removed": len(self.removed),
+            "added_by_receiver": dict(self.added_by_receiver),
+            "removed_by_receiver": dict(self.removed_by_receiver),
             "suppressions_by_gate": {g: {"before": self.stops_before[g], "after": self.stops_after[g]} for g in gates},
             "escalations": {"before": self.escalations_before, "after": self.escalations_after},
         }
@@ -446,8 +484,12 @@ class WhatIf:
 def what_if(baseline: ReplayReport, changed: ReplayReport) -> WhatIf:
     """What the changed configuration would have done differently on the same traffic."""
     before, after = notifications(baseline.results), notifications(changed.results)
-    w = WhatIf(stops_before=stops_by_gate(baseline.results), stops_after=stops_by_gate(changed.results),
-               escalations_before=escalations(baseline.results), escalations_after=escalations(changed.results))
+    w = WhatIf(
+        stops_before=stops_by_gate(baseline.results),
+        stops_after=stops_by_gate(changed.results),
+        escalations_before=escalations(baseline.results),
+        escalations_after=escalations(changed.results),
+    )
     w.added = sorted((after - before).elements())
     w.removed = sorted((before - after).elements())
     w.added_by_receiver = Counter(k[0] for k in w.added)

@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.core.decide import DECIDE_VERSION, Verdict, configured_context
 from streams.errors import InvalidInputError
-from streams.kafka.compat import refresh_metadata
-from streams.kafka.codec import Codec, CodecError, default_codec
-from streams.core.decide import DECIDE_VERSION, Context, Verdict, configured_context
-from streams.model.receivers import ChannelSpec
-from streams.replay.compare import Classify, RecordedDecision, ReplayReport, WhatIf, replay, what_if
-from streams.model.runbooks import RunbookSet, load_runbook_set
-from streams.settings import AckSettings, Settings
 from streams.kafka.catalogue import EVENT_TOPICS
+from streams.kafka.codec import Codec, CodecError, default_codec
+from streams.kafka.compat import refresh_metadata
+from streams.model.receivers import ChannelSpec
+from streams.model.runbooks import RunbookSet, load_runbook_set
+from streams.replay.compare import Classify, RecordedDecision, ReplayReport, WhatIf, replay, what_if
+from streams.settings import AckSettings, Settings
 
 
 class ReplayError(InvalidInputError):
@@ -37,7 +39,9 @@ class Recorded:
     """What the topics hold: events by id, their positions, and the decisions in order."""
 
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
-    positions: dict[str, tuple[str, int, int, int]] = field(default_factory=dict)  # id -> (topic, partition, offset, ts)
+    positions: dict[str, tuple[str, int, int, int]] = field(
+        default_factory=dict
+    )  # id -> (topic, partition, offset, ts)
     decisions: list[RecordedDecision] = field(default_factory=list)
     window: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # (topic, p) -> [start, stop)
     undecodable: int = 0
@@ -48,8 +52,14 @@ class Recorded:
         return start <= offset < stop
 
 
-async def read_recorded(settings: Settings, since_ms: int, until_ms: int, *, codec: Codec | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> Recorded:
+async def read_recorded(
+    settings: Settings,
+    since_ms: int,
+    until_ms: int,
+    *,
+    codec: Codec | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Recorded:
     codec = codec or default_codec()
     prefix = settings.topic_prefix
     names = [prefix + t for t in (*EVENT_TOPICS, "decisions")]
@@ -70,7 +80,7 @@ async def read_recorded(settings: Settings, since_ms: int, until_ms: int, *, cod
         for tp in event_tps:
             start = starts[tp].offset if starts[tp] is not None else end[tp]
             stop = stops[tp].offset if stops[tp] is not None else end[tp]
-            out.window[(tp.topic[len(prefix):], tp.partition)] = (start, stop)
+            out.window[(tp.topic[len(prefix) :], tp.partition)] = (start, stop)
         todo = {tp for tp in tps if end[tp] > begin[tp]}
         total = sum(end[tp] - begin[tp] for tp in tps)
         for tp in tps:
@@ -79,7 +89,7 @@ async def read_recorded(settings: Settings, since_ms: int, until_ms: int, *, cod
         while todo:
             batches = await consumer.getmany(*todo, timeout_ms=1000)
             for tp, records in batches.items():
-                topic = tp.topic[len(prefix):]
+                topic = tp.topic[len(prefix) :]
                 for r in records:
                     if r.offset >= end[tp]:
                         break
@@ -113,9 +123,17 @@ def model_classify(path: str | Path) -> Callable[[Sequence[Mapping[str, Any]]], 
         raise ReplayError(f"--model {path}: {type(exc).__name__}: {exc}") from None
 
     def classify(events: Sequence[Mapping[str, Any]]) -> list[Verdict]:
-        return [Verdict(category=p.category, severity=p.severity, confidence=float(p.category_p), classifier=p.model_version,
-                        fallback=bool(p.fallback), severity_confidence=float(p.severity_p))
-                for p in clf.predict_batch(list(events))]
+        return [
+            Verdict(
+                category=p.category,
+                severity=p.severity,
+                confidence=float(p.category_p),
+                classifier=p.model_version,
+                fallback=bool(p.fallback),
+                severity_confidence=float(p.severity_p),
+            )
+            for p in clf.predict_batch(list(events))
+        ]
 
     return classify
 
@@ -128,56 +146,94 @@ class ReplayResult:
     changed: ReplayReport | None = None
 
 
-def run_replay(recorded: Recorded, baseline_runbooks: RunbookSet, *, session: str | None = None,
-               runbooks: RunbookSet | None = None, classify: Classify | None = None, ack: AckSettings | None = None) -> ReplayResult:
+def run_replay(
+    recorded: Recorded,
+    baseline_runbooks: RunbookSet,
+    *,
+    session: str | None = None,
+    runbooks: RunbookSet | None = None,
+    classify: Classify | None = None,
+    ack: AckSettings | None = None,
+) -> ReplayResult:
     """Replay with the recorded configuration; with ``runbooks``/``classify`` also the what-if."""
     in_window = recorded.in_window
     sessions = (lambda s: s == session) if session else (lambda s: True)
     whatif = runbooks is not None or classify is not None
-    base = replay(recorded.events, recorded.decisions, configured_context(baseline_runbooks, ack), in_window,
-                  compare_sessions=sessions, keep_results=whatif)
+    base = replay(
+        recorded.events,
+        recorded.decisions,
+        configured_context(baseline_runbooks, ack),
+        in_window,
+        compare_sessions=sessions,
+        keep_results=whatif,
+    )
     decided = {d.value["event_id"] for d in recorded.decisions}
-    base.events_without_decision = sorted(eid for eid in recorded.events
-                                          if eid not in decided and in_window(eid) and (not session or recorded.events[eid]["session_key"] == session))
+    base.events_without_decision = sorted(
+        eid
+        for eid in recorded.events
+        if eid not in decided and in_window(eid) and (not session or recorded.events[eid]["session_key"] == session)
+    )
     result = ReplayResult(replay=base, recorded=recorded)
     if whatif:
-        changed = replay(recorded.events, recorded.decisions, configured_context(runbooks or baseline_runbooks, ack), in_window,
-                         classify=classify, compare_sessions=sessions, keep_results=True, rewind_plan=base.rewind_plan,
-                         use_recorded_inputs=False)
+        changed = replay(
+            recorded.events,
+            recorded.decisions,
+            configured_context(runbooks or baseline_runbooks, ack),
+            in_window,
+            classify=classify,
+            compare_sessions=sessions,
+            keep_results=True,
+            rewind_plan=base.rewind_plan,
+            use_recorded_inputs=False,
+        )
         result.changed, result.whatif = changed, what_if(base, changed)
     return result
 
 
 def render(result: ReplayResult, limit: int = 20) -> str:
     r = result.replay
-    lines = [f"replayed {r.folded} decisions; compared {r.compared} in the window: {r.identical} identical "
-             f"({r.identical_pct:.2f} %), {len(r.differences)} differ"]
+    lines = [
+        f"replayed {r.folded} decisions; compared {r.compared} in the window: {r.identical} identical "
+        f"({r.identical_pct:.2f} %), {len(r.differences)} differ"
+    ]
     if r.by_kind:
         lines.append("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(r.by_kind.items())))
     versions = set(r.runbook_versions) - {r.runbook_version_used}
     if versions:
-        lines.append(f"  WARNING: decisions recorded with runbook set(s) {', '.join(sorted(versions))}; "
-                     f"replayed with {r.runbook_version_used} (pass --runbooks DIR of the recorded version)")
+        lines.append(
+            f"  WARNING: decisions recorded with runbook set(s) {', '.join(sorted(versions))}; "
+            f"replayed with {r.runbook_version_used} (pass --runbooks DIR of the recorded version)"
+        )
     older = sorted(set(r.decide_versions) - {DECIDE_VERSION})
     if older:
-        lines.append(f"  WARNING: {sum(r.decide_versions[v] for v in older)} decisions were recorded by decide version(s) "
-                     f"{', '.join(v or '(unrecorded)' for v in older)}; this is version {DECIDE_VERSION}, so they may differ")
+        lines.append(
+            f"  WARNING: {sum(r.decide_versions[v] for v in older)} decisions were recorded by decide version(s) "
+            f"{', '.join(v or '(unrecorded)' for v in older)}; this is version {DECIDE_VERSION}, so they may differ"
+        )
     if r.events_without_decision:
-        lines.append(f"  events with no decision: {len(r.events_without_decision)} (e.g. {', '.join(r.events_without_decision[:3])})")
+        lines.append(
+            f"  events with no decision: {len(r.events_without_decision)} (e.g. {', '.join(r.events_without_decision[:3])})"
+        )
     if r.decisions_without_event:
-        lines.append(f"  decisions with no event (out of retention or after the read): {len(r.decisions_without_event)}")
+        lines.append(
+            f"  decisions with no event (out of retention or after the read): {len(r.decisions_without_event)}"
+        )
     if r.rewinds:
         lines.append(f"  re-processed after a restart (folded again from the earlier state): {r.rewinds}")
     for field_name, n in r.by_field.most_common():
         lines.append(f"  field {field_name}: differs in {n}")
     for d in r.differences[:limit]:
-        lines.append(f"  {d.session_key} {d.event_id}: " + ", ".join(
-            f"{f}: {_get(d.recorded, f)!r} -> {_get(d.replayed, f)!r}" for f in d.fields))
+        lines.append(
+            f"  {d.session_key} {d.event_id}: "
+            + ", ".join(f"{f}: {_get(d.recorded, f)!r} -> {_get(d.replayed, f)!r}" for f in d.fields)
+        )
     if result.whatif is not None:
         w = result.whatif.summary()
         lines.append(f"what-if: {w['notifications_added']} notifications added, {w['notifications_removed']} removed")
         for receiver in sorted(set(w["added_by_receiver"]) | set(w["removed_by_receiver"])):
-            lines.append(f"  {receiver}: +{w['added_by_receiver'].get(receiver, 0)} -{w['removed_by_receiver'].get(receiver, 0)}")
+            lines.append(
+                f"  {receiver}: +{w['added_by_receiver'].get(receiver, 0)} -{w['removed_by_receiver'].get(receiver, 0)}"
+            )
         for gate, n in w["suppressions_by_gate"].items():
             lines.append(f"  gate {gate}: stopped {n['before']} -> {n['after']}")
         lines.append(f"  escalations: {w['escalations']['before']} -> {w['escalations']['after']}")
@@ -192,20 +248,32 @@ def _get(record: Mapping[str, Any], dotted: str) -> Any:
 
 def as_json(result: ReplayResult) -> str:
     r = result.replay
-    out: dict[str, Any] = {"summary": r.summary(), "differences": [
-        {"event_id": d.event_id, "session_key": d.session_key, "fields": d.fields,
-         "recorded": {f: _get(d.recorded, f) for f in d.fields}, "replayed": {f: _get(d.replayed, f) for f in d.fields}}
-        for d in r.differences]}
+    out: dict[str, Any] = {
+        "summary": r.summary(),
+        "differences": [
+            {
+                "event_id": d.event_id,
+                "session_key": d.session_key,
+                "fields": d.fields,
+                "recorded": {f: _get(d.recorded, f) for f in d.fields},
+                "replayed": {f: _get(d.replayed, f) for f in d.fields},
+            }
+            for d in r.differences
+        ],
+    }
     if result.whatif is not None:
-        out["what_if"] = {**result.whatif.summary(), "added": [list(k) for k in result.whatif.added],
-                          "removed": [list(k) for k in result.whatif.removed]}
+        out["what_if"] = {
+            **result.whatif.summary(),
+            "added": [list(k) for k in result.whatif.added],
+            "removed": [list(k) for k in result.whatif.removed],
+        }
     return json.dumps(out, indent=2, default=str)
 
 
 def parse_time(text: str) -> int:
     """Epoch ms from ISO 8601 (``2026-11-22T03:00:00Z``), epoch ms digits, or ``now-2h``."""
     import time
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from streams.model.yamlfile import parse_duration_ms
 
@@ -220,15 +288,24 @@ def parse_time(text: str) -> int:
             return int(text)
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return int(dt.timestamp() * 1000)
     except ValueError as exc:
         raise ReplayError(f"not a time: {text!r} ({exc}); use ISO 8601, epoch ms or now-2h") from None
 
 
-def main(settings: Settings, since: str, until: str, *, channels: Mapping[str, ChannelSpec], session: str | None = None,
-         runbooks_dir: str | None = None, model: str | None = None, as_json_output: bool = False,
-         baseline_dir: str | None = None) -> int:
+def main(
+    settings: Settings,
+    since: str,
+    until: str,
+    *,
+    channels: Mapping[str, ChannelSpec],
+    session: str | None = None,
+    runbooks_dir: str | None = None,
+    model: str | None = None,
+    as_json_output: bool = False,
+    baseline_dir: str | None = None,
+) -> int:
     import asyncio
 
     from streams.progress import Progress

@@ -16,11 +16,11 @@ from agents.decide import DecideAgent
 from agents.digest import DigestAgent
 from agents.scheduler import Scheduler
 from agents.timers import Ticker
+from streams.core.digest import delta, digest_item
+from streams.core.timers import PartitionClock, cron_event
 from streams.kafka.batchsend import partition_for_key
 from streams.kafka.codec import default_codec
-from streams.core.digest import delta, digest_item
 from streams.settings import Settings, TimerSettings
-from streams.core.timers import PartitionClock, cron_event
 from tests.decide.helpers import MIN, T0, URGENT_DOWN, alert, starter_set, webhook
 
 CODEC = default_codec()
@@ -57,18 +57,31 @@ class FakeStream:
 
 
 def message(event: dict, partition: int = 0, offset: int = 0, value: bytes | None = None) -> SimpleNamespace:
-    return SimpleNamespace(message=SimpleNamespace(
-        topic="events.telemetry", partition=partition, offset=offset, key=event["session_key"].encode(),
-        value=CODEC.encode("opsloop.Event", event) if value is None else value))
+    return SimpleNamespace(
+        message=SimpleNamespace(
+            topic="events.telemetry",
+            partition=partition,
+            offset=offset,
+            key=event["session_key"].encode(),
+            value=CODEC.encode("opsloop.Event", event) if value is None else value,
+        )
+    )
 
 
 def decide_agent(tables: SimpleNamespace, dead: list) -> DecideAgent:
     async def dead_letter(key, value):
         dead.append(CODEC.decode(value))
 
-    return DecideAgent(settings=Settings.from_env(), codec=CODEC, runbooks=RSET,
-                       classify=lambda events: [URGENT_DOWN] * len(events), tables=tables, clock=PartitionClock(),
-                       partitions={"outbox": 12, "decisions": 12}, dead_letters=dead_letter)
+    return DecideAgent(
+        settings=Settings.from_env(),
+        codec=CODEC,
+        runbooks=RSET,
+        classify=lambda events: [URGENT_DOWN] * len(events),
+        tables=tables,
+        clock=PartitionClock(),
+        partitions={"outbox": 12, "decisions": 12},
+        dead_letters=dead_letter,
+    )
 
 
 def dict_tables() -> SimpleNamespace:
@@ -78,9 +91,17 @@ def dict_tables() -> SimpleNamespace:
 def test_decide_agent_batch_produces_then_writes_state_and_the_decisions_writes():
     tables, dead, out, stream = dict_tables(), [], FakeOut(), FakeStream()
     agent = decide_agent(tables, dead)
-    events = [alert(at=T0, eid="a1"), alert(at=T0 + MIN, instance="api-2:9100", eid="a2"),
-              webhook("silence.created", at=T0, session="acme:silences", eid="s1",
-                      body={"matchers": ['service="db"'], "starts_at": T0, "ends_at": T0 + 60 * MIN})]
+    events = [
+        alert(at=T0, eid="a1"),
+        alert(at=T0 + MIN, instance="api-2:9100", eid="a2"),
+        webhook(
+            "silence.created",
+            at=T0,
+            session="acme:silences",
+            eid="s1",
+            body={"matchers": ['service="db"'], "starts_at": T0, "ends_at": T0 + 60 * MIN},
+        ),
+    ]
     batch = [message(e, partition=3, offset=i) for i, e in enumerate(events)]
     batch.insert(1, message(events[0], value=b"\x00not avro"))
     asyncio.run(agent.handle(stream, batch, out))
@@ -120,9 +141,17 @@ def test_ticker_promotes_due_timers_of_active_partitions_once():
         fut.set_result(None)
         return fut
 
-    timers = {"s1": {"p": 1, "org": "acme", "t": {"grp:1": {"at": T0, "purpose": "group", "step": 0, "data": {}},
-                                                   "later": {"at": T0 + 60 * MIN, "purpose": "group", "step": 0, "data": {}}}},
-              "s2": {"p": 2, "org": "acme", "t": {"grp:1": {"at": T0, "purpose": "group", "step": 0, "data": {}}}}}
+    timers = {
+        "s1": {
+            "p": 1,
+            "org": "acme",
+            "t": {
+                "grp:1": {"at": T0, "purpose": "group", "step": 0, "data": {}},
+                "later": {"at": T0 + 60 * MIN, "purpose": "group", "step": 0, "data": {}},
+            },
+        },
+        "s2": {"p": 2, "org": "acme", "t": {"grp:1": {"at": T0, "purpose": "group", "step": 0, "data": {}}}},
+    }
     ticker = Ticker(timers=timers, clock=clock, settings=TimerSettings(clock="event"), codec=CODEC, send=send)
 
     async def run():
@@ -152,8 +181,14 @@ def test_scheduler_sends_the_due_slot_once_from_the_owning_partition():
 
     now = slot_before(schedule.cron, schedule.timezone, T0) + 1000
     clock.observe(owner, now)
-    scheduler = Scheduler(schedules=[schedule], partitions=partitions, clock=clock, settings=TimerSettings(clock="event"),
-                          codec=CODEC, send=send)
+    scheduler = Scheduler(
+        schedules=[schedule],
+        partitions=partitions,
+        clock=clock,
+        settings=TimerSettings(clock="event"),
+        codec=CODEC,
+        send=send,
+    )
     assert asyncio.run(scheduler.tick({(owner + 1) % partitions})) == 0
     assert asyncio.run(scheduler.tick({owner})) == 1
     assert asyncio.run(scheduler.tick({owner})) == 0
@@ -184,16 +219,34 @@ def test_digest_agent_folds_counts_and_sends_a_due_day_once():
     async def ends(tps):
         return {}
 
-    agent = DigestAgent(config=config, routing=RSET.routing, codec=CODEC, prefix="", table=table,
-                        timers=TimerSettings(clock="event"), source_tps=[], send_counts=send_counts,
-                        send_effect=send_effect, committed=committed, ends=ends)
+    agent = DigestAgent(
+        config=config,
+        routing=RSET.routing,
+        codec=CODEC,
+        prefix="",
+        table=table,
+        timers=TimerSettings(clock="event"),
+        source_tps=[],
+        send_counts=send_counts,
+        send_effect=send_effect,
+        committed=committed,
+        ends=ends,
+    )
     decision = {"org": "acme", "outcome": "notified", "session_key": "acme:x", "decided_at": T0}
     _, item = digest_item("decisions", 0, 7, decision)
     record = delta("acme", [item])
-    agent.fold(SimpleNamespace(topic="digest.counts", partition=0, offset=0, value=CODEC.encode("opsloop.DigestDelta", record)))
+    agent.fold(
+        SimpleNamespace(topic="digest.counts", partition=0, offset=0, value=CODEC.encode("opsloop.DigestDelta", record))
+    )
     assert table["acme"]["p"] == 0 and table["acme"]["days"]
-    agent.fold(SimpleNamespace(topic="digest.counts", partition=0, offset=1,  # the next day, past the org's hour
-                               value=CODEC.encode("opsloop.DigestDelta", delta("acme", [{**item, "offset": 8, "at": T0 + 36 * 60 * MIN}]))))
+    agent.fold(
+        SimpleNamespace(
+            topic="digest.counts",
+            partition=0,
+            offset=1,  # the next day, past the org's hour
+            value=CODEC.encode("opsloop.DigestDelta", delta("acme", [{**item, "offset": 8, "at": T0 + 36 * 60 * MIN}])),
+        )
+    )
     asyncio.run(agent.tick({0}))
     assert len(effects) >= 1 and all(e["notify"]["fields"].get("org", "acme") == "acme" for e in effects)
     assert counts[-1]["sent_day"]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest

@@ -48,8 +48,13 @@ def produce(settings, records: list[dict]) -> None:
     async def run() -> None:
         async with EventProducer(settings, linger_ms=5) as producer:
             for record in records:  # one partition key: the poison sits in front of the good ones
-                await (await producer._producer.send(
-                    producer.topic("events.telemetry"), producer.codec.encode("opsloop.Event", record), key=b"poison"))
+                await (
+                    await producer._producer.send(
+                        producer.topic("events.telemetry"),
+                        producer.codec.encode("opsloop.Event", record),
+                        key=b"poison",
+                    )
+                )
 
     asyncio.run(run())
 

@@ -41,9 +41,11 @@ def produce(settings, start: int, count: int) -> dict[str, int]:
                     ("outbox", "opsloop.Effect", effect(i, session)),
                     ("deliveries", "opsloop.Delivery", delivery(i, session)),
                 ):
-                    futures.append(await producer._producer.send(
-                        producer.topic(topic), producer.codec.encode(schema, record), key=session.encode()
-                    ))
+                    futures.append(
+                        await producer._producer.send(
+                            producer.topic(topic), producer.codec.encode(schema, record), key=session.encode()
+                        )
+                    )
             await asyncio.gather(*futures)
 
     asyncio.run(run())
@@ -55,7 +57,10 @@ def start_projector(env: dict[str, str], log: Path) -> subprocess.Popen:
     try:
         return childproc.spawn(
             [sys.executable, "-m", "streams.cli.main", "projector", "--batch-max", "200"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     finally:
         out.close()
@@ -100,7 +105,9 @@ def test_projector_killed_mid_stream_resumes_without_loss_or_duplicates(topics, 
     assert final == expected
     with engine.connect() as conn:
         for table in ("audit_events", "audit_decisions", "audit_effects", "audit_deliveries"):
-            distinct = conn.execute(sa.text(f'SELECT COUNT(*) FROM (SELECT DISTINCT topic, "partition", "offset" FROM {table}) s')).scalar()
+            distinct = conn.execute(
+                sa.text(f'SELECT COUNT(*) FROM (SELECT DISTINCT topic, "partition", "offset" FROM {table}) s')
+            ).scalar()
             assert distinct == final[table], f"{table}: two rows from one record"
     offsets = store.stored_offsets(engine)
     assert sum(o for (t, _), o in offsets.items() if t == "events.telemetry") == 4000

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from streams.audit import store, timeline
 from streams.audit.models import Base
 from streams.audit.store import Position
-
 from tests.audit.records import decision, delivery, effect, event
 
 
@@ -39,9 +37,16 @@ def test_a_batch_written_twice_gives_the_same_rows_and_offsets(audit_db):
     store.write_batch(engine, items)
     first = store.count_rows(engine)
     store.write_batch(engine, items)  # a redelivered batch after a crash
-    assert store.count_rows(engine) == first == {
-        "audit_events": 10, "audit_decisions": 10, "audit_effects": 5, "audit_deliveries": 5,
-    }
+    assert (
+        store.count_rows(engine)
+        == first
+        == {
+            "audit_events": 10,
+            "audit_decisions": 10,
+            "audit_effects": 5,
+            "audit_deliveries": 5,
+        }
+    )
     offsets = store.stored_offsets(engine)
     assert offsets[("events.telemetry", 0)] == 10  # next offset after 9 (9 % 3 == 0)
     assert offsets[("deliveries", 0)] == 9
@@ -55,10 +60,17 @@ def test_timeline_of_a_session(audit_db):
     assert [e["event_id"] for e in entries] == ["ev-0", "ev-1", "ev-2", "ev-3"]
     first = entries[0]
     assert first["decision"]["runbook"] == "high-cpu" and first["decision"]["outcome"] == "notified"
-    assert first["effects"][0]["deliveries"] == [{
-        "channel": "slack", "receiver": "infra-slack", "status": "delivered", "attempts": 2,
-        "http_status": 200, "latency_ms": 12.5, "error": None,
-    }]
+    assert first["effects"][0]["deliveries"] == [
+        {
+            "channel": "slack",
+            "receiver": "infra-slack",
+            "status": "delivered",
+            "attempts": 2,
+            "http_status": 200,
+            "latency_ms": 12.5,
+            "error": None,
+        }
+    ]
     assert entries[1]["decision"]["gates"] == [{"gate": "cooldown", "verdict": "stop", "reason": "15m"}]
     text = timeline.render("acme:cpu:web-1", entries)
     assert "classified cpu/warning p=0.90 by model-test; runbook high-cpu (set rs-1); outcome notified" in text

@@ -27,7 +27,12 @@ def test_alert_names_are_camel_case():
 def test_rule_to_event_shape():
     event = rule_to_event(RULE, instance="web-1:9100")
     assert event["kind"] == "telemetry" and event["type"] == "alert.firing" and event["source"] == "alertmanager"
-    assert event["labels"] == {"alertname": "HostOutOfMemory", "instance": "web-1:9100", "job": "node-exporter", "severity": "warning"}
+    assert event["labels"] == {
+        "alertname": "HostOutOfMemory",
+        "instance": "web-1:9100",
+        "job": "node-exporter",
+        "severity": "warning",
+    }
     assert event["annotations"]["description"] == "Node memory is filling up (< 10% left) on web-1:9100: 42"
     assert expr_from_generator_url(event["payload"]["generator_url"]) == RULE.query
     assert event["payload"]["status"] == "firing" and event["payload"]["ends_at"] is None

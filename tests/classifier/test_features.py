@@ -52,7 +52,14 @@ def test_tokens_name_their_source():
     event = alert("HostOutOfMemory", severity="critical", job="node-exporter", instance="10.0.0.1:9100")
     event["payload"] = {"generator_url": generator_url("node_memory_MemAvailable_bytes < 10")}
     tokens = event_tokens(event)
-    for expected in ("n:memory", "w:memory", "kn:memory", "sev:urgent", "m:node_memory_memavailable_bytes", "k:telemetry"):
+    for expected in (
+        "n:memory",
+        "w:memory",
+        "kn:memory",
+        "sev:urgent",
+        "m:node_memory_memavailable_bytes",
+        "k:telemetry",
+    ):
         assert expected in tokens
     assert "lv:10" not in tokens and not any(t.startswith("lv:") and "9100" in t for t in tokens)
 
@@ -69,7 +76,11 @@ def test_features_do_not_mutate_and_are_deterministic():
 
 def test_webhook_bodies_are_read_and_bounded():
     body = {"pull_request": {"title": "Fix disk usage report", "labels": [{"name": "bug"}]}, "action": "opened"}
-    event = {"kind": "webhook", "type": "pr.opened", "payload": {"provider": "github", "action": "opened", "body_json": json.dumps(body)}}
+    event = {
+        "kind": "webhook",
+        "type": "pr.opened",
+        "payload": {"provider": "github", "action": "opened", "body_json": json.dumps(body)},
+    }
     tokens = event_tokens(event)
     assert {"n:fix", "n:disk", "prov:github", "t:pr.opened", "bv:name=bug"} <= set(tokens)
     broken = dict(event, payload={"provider": "github", "body_json": "{not json"})
@@ -80,8 +91,13 @@ def test_webhook_bodies_are_read_and_bounded():
 
 def test_odd_shapes_do_not_raise():
     assert tokens_batch([None, "x", 3]) == [[], [], []]
-    for odd in ({}, {"labels": None, "annotations": "x", "payload": 3}, {"labels": {1: 2, "severity": 5}},
-                {"payload": {"findings": "none", "scan_type": 1}}, {"type": None, "kind": ["x"]}):
+    for odd in (
+        {},
+        {"labels": None, "annotations": "x", "payload": 3},
+        {"labels": {1: 2, "severity": 5}},
+        {"payload": {"findings": "none", "scan_type": 1}},
+        {"type": None, "kind": ["x"]},
+    ):
         assert isinstance(event_tokens(odd), list)
 
 
@@ -100,6 +116,11 @@ _json = st.recursive(
     kind=st.sampled_from(["telemetry", "webhook", "scan", "timer", None]),
 )
 def test_any_event_yields_the_same_tokens_twice(labels, annotations, body, kind):
-    event = {"kind": kind, "type": "alert.firing", "labels": labels, "annotations": annotations,
-             "payload": {"provider": "x", "body_json": json.dumps(body), "generator_url": "g0.expr=" + str(body)}}
+    event = {
+        "kind": kind,
+        "type": "alert.firing",
+        "labels": labels,
+        "annotations": annotations,
+        "payload": {"provider": "x", "body_json": json.dumps(body), "generator_url": "g0.expr=" + str(body)},
+    }
     assert event_tokens(event) == event_tokens(copy.deepcopy(event))

@@ -28,7 +28,12 @@ from streams.model.taxonomy import CATEGORIES, SEVERITIES, normalize_severity
         ("HAProxy HTTP slowing down", "Proxies, load balancers and service meshes", "HaProxy", "latency_errors"),
         ("Nginx high HTTP 5xx error rate", "Proxies, load balancers and service meshes", "Nginx", "latency_errors"),
         ("Kubernetes Deployment rollout stuck", "Orchestrators", "Kubernetes", "deployment"),
-        ("Prometheus configuration reload failure", "Basic resource monitoring", "Prometheus self-monitoring", "config_drift"),
+        (
+            "Prometheus configuration reload failure",
+            "Basic resource monitoring",
+            "Prometheus self-monitoring",
+            "config_drift",
+        ),
         ("Keycloak high login failure rate", "Network and security", "Keycloak", "security"),
         ("DigitalOcean monthly spend high", "Cloud providers", "DigitalOcean", "cost"),
         ("IPMI fan speed zero", "Basic resource monitoring", "IPMI", "other"),
@@ -69,6 +74,15 @@ def test_examples_are_labelled_within_the_taxonomy():
 
 def test_malformed_examples_are_named():
     with pytest.raises(ExampleFormatError, match="ex-9"):
-        expand_entry({"id": "ex-9", "group": "g", "service": "s", "category": "nonsense", "severity": "info", "timer": {"timer": "t"}})
+        expand_entry(
+            {
+                "id": "ex-9",
+                "group": "g",
+                "service": "s",
+                "category": "nonsense",
+                "severity": "info",
+                "timer": {"timer": "t"},
+            }
+        )
     with pytest.raises(ExampleFormatError, match="exactly one"):
         expand_entry({"id": "ex-8", "group": "g", "service": "s", "category": "other", "severity": "info"})

@@ -59,12 +59,14 @@ def test_fast_path_equals_the_sklearn_pipeline(model):
 
 
 def test_obvious_alerts(model):
-    preds = model.predict_batch([
-        alert("HostOutOfMemory", severity="critical"),
-        alert("NodeFilesystemSpaceFillingUp", severity="warning"),
-        alert("KubePodCrashLooping", severity="warning"),
-        alert("CertificateExpiringSoon", severity="info"),
-    ])
+    preds = model.predict_batch(
+        [
+            alert("HostOutOfMemory", severity="critical"),
+            alert("NodeFilesystemSpaceFillingUp", severity="warning"),
+            alert("KubePodCrashLooping", severity="warning"),
+            alert("CertificateExpiringSoon", severity="info"),
+        ]
+    )
     assert [p.category for p in preds] == ["memory", "disk", "availability", "certificate"]
     assert [p.severity for p in preds] == ["urgent", "warning", "warning", "info"]
     assert not any(p.severity_inferred for p in preds)
@@ -72,7 +74,9 @@ def test_obvious_alerts(model):
 
 def test_fallback_below_threshold_uses_the_rules(model):
     events = _events()
-    meta = dict(model.meta, decision=dict(model.meta["decision"], category_fallback="keyword", severity_fallback="keyword"))
+    meta = dict(
+        model.meta, decision=dict(model.meta["decision"], category_fallback="keyword", severity_fallback="keyword")
+    )
     always = ModelClassifier(model.pipeline, meta, "f" * 12, threshold=1.01)
     rules = KeywordClassifier().predict_batch(events)
     for p, r in zip(always.predict_batch(events), rules):
@@ -101,8 +105,13 @@ def test_unsure_severity_gets_the_default_flagged_inferred(model):
 def test_stated_severity_is_honoured_and_not_inferred(model):
     resolved = alert("HostOutOfMemory", severity="critical")
     resolved["type"] = "alert.resolved"
-    events = [alert("SomethingHarmless", severity="critical"), alert("HostOutOfMemory", severity="info"),
-              alert("HostOutOfMemory", severity="P3"), resolved, alert("HostOutOfMemory")]
+    events = [
+        alert("SomethingHarmless", severity="critical"),
+        alert("HostOutOfMemory", severity="info"),
+        alert("HostOutOfMemory", severity="P3"),
+        resolved,
+        alert("HostOutOfMemory"),
+    ]
     preds = model.predict_batch(events)
     assert [p.severity for p in preds[:4]] == ["urgent", "info", "warning", "info"]
     assert all(not p.severity_inferred and p.severity_p == 1.0 and p.severity_basis == "stated" for p in preds[:4])
@@ -127,7 +136,9 @@ def test_threshold_pair_differs_in_features_and_the_shorter_horizon_is_more_urge
         e = alert("NodeFilesystemSpaceFillingUp")
         text = f"Filesystem is predicted to run out of space within the next {hours} hours."
         e["annotations"] = {"summary": text, "description": text}
-        e["payload"] = {"generator_url": generator_url(f"predict_linear(node_filesystem_avail_bytes[6h], {hours}*60*60) < 0")}
+        e["payload"] = {
+            "generator_url": generator_url(f"predict_linear(node_filesystem_avail_bytes[6h], {hours}*60*60) < 0")
+        }
         return e
 
     slow, fast = fs(24), fs(4)

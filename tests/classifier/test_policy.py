@@ -71,7 +71,9 @@ def test_committed_artifact_records_its_policy(model):
     decision, selection = model.meta["decision"], model.meta["policy_selection"]
     assert decision["default_severity"] == "warning" and decision["severity_fallback"] in ("default", "keyword")
     assert selection["severity"]["chosen"]["min_confidence"] == decision["severity_min_confidence"]
-    chosen = selection["severity"]["curves"][f"{decision['severity_fallback']}, false page {decision['false_page_cost']:g}"]
+    chosen = selection["severity"]["curves"][
+        f"{decision['severity_fallback']}, false page {decision['false_page_cost']:g}"
+    ]
     i = selection["grid"].index(decision["severity_min_confidence"])
     assert chosen["urgent_fpr"][i] <= selection["max_urgent_fpr"]
     assert "Databases" in selection["sources"] and len(selection["sources"]) == 13  # the catalogue groups

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from classifier.features import tokens_batch
-from classifier.training import fit_pipeline, train_model
 from classifier.model import ModelClassifier
+from classifier.training import fit_pipeline, train_model
 
 
 def test_retraining_twice_gives_an_identical_model(split):

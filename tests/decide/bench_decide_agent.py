@@ -21,13 +21,13 @@ import uuid
 from pathlib import Path
 
 from streams.devtools.broker import LocalKafka
-from streams.kafka.codec import default_codec
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
+from streams.kafka.admin import apply
+from streams.kafka.catalogue import load_catalogue
+from streams.kafka.codec import default_codec
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import TopicReader
 from streams.settings import Settings
-from streams.kafka.catalogue import load_catalogue
-from streams.kafka.admin import apply
 
 
 def storm(n: int, t0: int) -> list[dict]:
@@ -47,8 +47,8 @@ def storm(n: int, t0: int) -> list[dict]:
 
 def pure_rate(events: list[dict]) -> tuple[float, float]:
     from agents.runtime import load_classify
-    from streams.core.decide import Context, decide
     from agents.sinks.channels import specs
+    from streams.core.decide import Context, decide
     from streams.model.runbooks import load_runbook_set
 
     rset = load_runbook_set(Settings.from_env().runbooks_dir, channels=specs())
@@ -77,13 +77,13 @@ async def through_worker(settings: Settings, events: list[dict], timeout: float)
         async with EventProducer(settings) as producer:
             start = time.perf_counter()
             for i in range(0, len(events), 2000):
-                await producer.send_many(events[i:i + 2000])
+                await producer.send_many(events[i : i + 2000])
         seen: set[str] = set()
 
         position = [0]
 
         def done(records) -> bool:
-            for r in records[position[0]:]:
+            for r in records[position[0] :]:
                 if r.value:
                     seen.add(r.value["event_id"])
             position[0] = len(records)
@@ -104,9 +104,16 @@ def main() -> None:
         broker = LocalKafka(work / "kafka").start()
         bootstrap = broker.bootstrap
     tag = uuid.uuid4().hex[:6]
-    env = {**FAST_GROUP_ENV, "KAFKA_BOOTSTRAP": bootstrap, "OPSLOOP_TOPIC_PREFIX": f"b{tag}.",
-           "OPSLOOP_APP_ID": f"opsloop-b{tag}", "OPSLOOP_WEB_ENABLED": "false", "OPSLOOP_DATA_DIR": str(work / "data"),
-           "OPSLOOP_LOG_LEVEL": "warning", "OPSLOOP_TIMER_CLOCK": "event"}
+    env = {
+        **FAST_GROUP_ENV,
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "OPSLOOP_TOPIC_PREFIX": f"b{tag}.",
+        "OPSLOOP_APP_ID": f"opsloop-b{tag}",
+        "OPSLOOP_WEB_ENABLED": "false",
+        "OPSLOOP_DATA_DIR": str(work / "data"),
+        "OPSLOOP_LOG_LEVEL": "warning",
+        "OPSLOOP_TIMER_CLOCK": "event",
+    }
     os.environ.update(env)
     settings = Settings.from_env()
     worker = None

@@ -47,8 +47,16 @@ def main() -> None:
     table = TrackedDict()
     for s in range(args.sources // per_session):
         table[f"acme:svc{s}:down"] = [
-            {"org": "acme", "service": f"svc{s}", "severity": "urgent", "alertname": "PrometheusTargetMissing",
-             "instance": f"svc{s}-{i}:9100", "category": "availability"} for i in range(per_session)]
+            {
+                "org": "acme",
+                "service": f"svc{s}",
+                "severity": "urgent",
+                "alertname": "PrometheusTargetMissing",
+                "instance": f"svc{s}-{i}:9100",
+                "category": "availability",
+            }
+            for i in range(per_session)
+        ]
     cache = SilenceCache()
     index = InhibitorIndex(rset.routing.inhibit_rules)
     index.sync(table)
@@ -65,8 +73,9 @@ def main() -> None:
 
     # a warning session whose group timer is due: the next event folds the flush first
     first = alert("HostHighCpuLoad", service="api", session="acme:api:cpu", at=T0, eid="w1")
-    later = alert("HostHighCpuLoad", service="api", instance="api-2:9100", session="acme:api:cpu", at=T0 + 10 * MIN,
-                  eid="w2")
+    later = alert(
+        "HostHighCpuLoad", service="api", instance="api-2:9100", session="acme:api:cpu", at=T0 + 10 * MIN, eid="w2"
+    )
     state = decide(None, first, replace(new_ctx, verdict=WARNING)).state
 
     def flush_new():
@@ -83,8 +92,12 @@ def main() -> None:
 
     assert flush_new().all_records == flush_old().all_records and flush_new().fired, "the same flush both ways"
     ctx_old = best_us(lambda: context_from_tables(base, silences={}, inhibitors=table, cache=cache), 20)
-    ctx_new = best_us(lambda: context_from_tables(base, silences={}, inhibitors=table, cache=cache, index=index,
-                                                  changed=touch_five()), 200)
+    ctx_new = best_us(
+        lambda: context_from_tables(
+            base, silences={}, inhibitors=table, cache=cache, index=index, changed=touch_five()
+        ),
+        200,
+    )
     f_old = best_us(flush_old, 50)
     f_new = best_us(flush_new, 50)
     f_none = best_us(lambda: decide(state, later, replace(base, verdict=WARNING)), 50)

@@ -29,10 +29,14 @@ def main() -> None:
     table.watchers.append(changes)
     for i in range(args.sessions):
         at = now - 1000 if i < 20 else now + 3_600_000 + i
-        table[f"s{i}"] = {"p": i % 4, "org": "acme", "t": {f"grp:{i}": {"at": at, "purpose": "group", "step": 0,
-                                                                         "data": {}},
-                                                            f"esc:{i}:1": {"at": at + 600_000, "purpose": "escalation",
-                                                                           "step": 1, "data": {}}}}
+        table[f"s{i}"] = {
+            "p": i % 4,
+            "org": "acme",
+            "t": {
+                f"grp:{i}": {"at": at, "purpose": "group", "step": 0, "data": {}},
+                f"esc:{i}:1": {"at": at + 600_000, "purpose": "escalation", "step": 1, "data": {}},
+            },
+        }
     index = TimerIndex()
     index.sync(table, changes.drain())
     active = {0, 1, 2, 3}

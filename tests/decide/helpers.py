@@ -8,15 +8,16 @@ fires first (as the ``timer.fired`` event the ticker would promote), oldest firs
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from agents.sinks.channels import specs
 from streams.core.decide import Context, Decision, Verdict, decide
+from streams.core.timers import timer_event
 from streams.model.records import derived_id
 from streams.model.runbooks import RunbookSet, load_runbook_set
-from streams.core.timers import timer_event
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "runbooks"
@@ -29,51 +30,133 @@ def starter_set() -> RunbookSet:
     return load_runbook_set(RUNBOOKS, channels=specs())
 
 
-def alert(name: str = "PrometheusTargetMissing", *, status: str = "firing", at: int = T0, instance: str = "api-1:9100",
-          service: str = "api", session: str = SESSION, source: str = "prometheus", eid: str | None = None,
-          labels: dict[str, str] | None = None, org: str = "acme") -> dict[str, Any]:
+def alert(
+    name: str = "PrometheusTargetMissing",
+    *,
+    status: str = "firing",
+    at: int = T0,
+    instance: str = "api-1:9100",
+    service: str = "api",
+    session: str = SESSION,
+    source: str = "prometheus",
+    eid: str | None = None,
+    labels: dict[str, str] | None = None,
+    org: str = "acme",
+) -> dict[str, Any]:
     lbl = {"alertname": name, "instance": instance, "service": service, **(labels or {})}
     fingerprint = derived_id("fp", org, *(f"{k}={v}" for k, v in sorted(lbl.items())))[:16]
     return {
         "event_id": eid or derived_id("ev", name, instance, status, str(at)),
-        "session_key": session, "session_rule": "test", "kind": "telemetry",
+        "session_key": session,
+        "session_rule": "test",
+        "kind": "telemetry",
         "type": "alert.firing" if status == "firing" else "alert.resolved",
-        "source": source, "org": org, "occurred_at": at, "received_at": at, "labels": lbl,
+        "source": source,
+        "org": org,
+        "occurred_at": at,
+        "received_at": at,
+        "labels": lbl,
         "annotations": {"summary": f"{name} on {instance}", "description": f"{name} has been firing on {instance}."},
-        "payload": {"status": status, "starts_at": at, "ends_at": None, "generator_url": "http://prometheus:9090/graph",
-                    "fingerprint": fingerprint, "metric": None, "value": None},
+        "payload": {
+            "status": status,
+            "starts_at": at,
+            "ends_at": None,
+            "generator_url": "http://prometheus:9090/graph",
+            "fingerprint": fingerprint,
+            "metric": None,
+            "value": None,
+        },
     }
 
 
-def webhook(etype: str, *, at: int, session: str = SESSION, source: str = "opsloop", actor: str = "alice",
-            subject: str = "", body: dict | None = None, org: str = "acme", eid: str | None = None) -> dict[str, Any]:
+def webhook(
+    etype: str,
+    *,
+    at: int,
+    session: str = SESSION,
+    source: str = "opsloop",
+    actor: str = "alice",
+    subject: str = "",
+    body: dict | None = None,
+    org: str = "acme",
+    eid: str | None = None,
+) -> dict[str, Any]:
     return {
-        "event_id": eid or derived_id("wh", etype, session, str(at), actor), "session_key": session, "session_rule": "test",
-        "kind": "webhook", "type": etype, "source": source, "org": org, "occurred_at": at, "received_at": at,
-        "labels": {}, "annotations": {},
-        "payload": {"provider": source, "action": etype.rsplit(".", 1)[-1], "delivery_id": "", "subject": subject or session,
-                    "url": "", "actor": actor, "body_json": json.dumps(body or {})},
+        "event_id": eid or derived_id("wh", etype, session, str(at), actor),
+        "session_key": session,
+        "session_rule": "test",
+        "kind": "webhook",
+        "type": etype,
+        "source": source,
+        "org": org,
+        "occurred_at": at,
+        "received_at": at,
+        "labels": {},
+        "annotations": {},
+        "payload": {
+            "provider": source,
+            "action": etype.rsplit(".", 1)[-1],
+            "delivery_id": "",
+            "subject": subject or session,
+            "url": "",
+            "actor": actor,
+            "body_json": json.dumps(body or {}),
+        },
     }
 
 
-def sample(metric: str, value: float, *, at: int, session: str = "acme:metric:node-1", instance: str = "node-1") -> dict[str, Any]:
+def sample(
+    metric: str, value: float, *, at: int, session: str = "acme:metric:node-1", instance: str = "node-1"
+) -> dict[str, Any]:
     return {
-        "event_id": derived_id("sample", metric, str(value), str(at), session), "session_key": session, "kind": "telemetry",
-        "type": "metric.sample", "source": "prometheus", "org": "acme", "occurred_at": at, "received_at": at,
+        "event_id": derived_id("sample", metric, str(value), str(at), session),
+        "session_key": session,
+        "kind": "telemetry",
+        "type": "metric.sample",
+        "source": "prometheus",
+        "org": "acme",
+        "occurred_at": at,
+        "received_at": at,
         "labels": {"instance": instance},
-        "annotations": {}, "payload": {"status": "", "starts_at": None, "ends_at": None, "generator_url": "",
-                                        "fingerprint": "", "metric": metric, "value": value},
+        "annotations": {},
+        "payload": {
+            "status": "",
+            "starts_at": None,
+            "ends_at": None,
+            "generator_url": "",
+            "fingerprint": "",
+            "metric": metric,
+            "value": value,
+        },
     }
 
 
-def scan(status: str, *, at: int, scan_type: str = "drift", findings: list[dict] | None = None,
-         session: str = "acme:scan:infra-live") -> dict[str, Any]:
+def scan(
+    status: str,
+    *,
+    at: int,
+    scan_type: str = "drift",
+    findings: list[dict] | None = None,
+    session: str = "acme:scan:infra-live",
+) -> dict[str, Any]:
     return {
-        "event_id": derived_id("scan", status, str(at), session), "session_key": session, "kind": "scan",
-        "type": "scan.completed", "source": "scanner", "org": "acme", "occurred_at": at, "received_at": at,
-        "labels": {"config_id": "infra-live"}, "annotations": {},
-        "payload": {"scan_id": f"s-{at}", "scan_type": scan_type, "config_id": "infra-live", "status": status,
-                    "findings": findings or []},
+        "event_id": derived_id("scan", status, str(at), session),
+        "session_key": session,
+        "kind": "scan",
+        "type": "scan.completed",
+        "source": "scanner",
+        "org": "acme",
+        "occurred_at": at,
+        "received_at": at,
+        "labels": {"config_id": "infra-live"},
+        "annotations": {},
+        "payload": {
+            "scan_id": f"s-{at}",
+            "scan_type": scan_type,
+            "config_id": "infra-live",
+            "status": status,
+            "findings": findings or [],
+        },
     }
 
 
@@ -103,7 +186,9 @@ class Sim:
         return out
 
     def notifications(self, action: str | None = None) -> list[dict]:
-        return [e for e in self.effects if e["type"] == "notify" and (action is None or e["notify"]["action"] == action)]
+        return [
+            e for e in self.effects if e["type"] == "notify" and (action is None or e["notify"]["action"] == action)
+        ]
 
     def pending(self) -> dict[str, dict]:
         return dict((self.state or {}).get("timers") or {})
@@ -117,7 +202,9 @@ class Sim:
             at, tid = due[0]
             spec = self.pending()[tid]
             session = next((ev["session_key"] for ev, _ in self.decisions), SESSION)
-            self._fold(timer_event(session, "acme", tid, spec, received_at=at), Verdict(severity="info", classifier="none"))
+            self._fold(
+                timer_event(session, "acme", tid, spec, received_at=at), Verdict(severity="info", classifier="none")
+            )
 
     def feed(self, event: dict, verdict: Verdict | None = None, *, ticker: bool = True) -> Decision:
         """Fold ``event``; with ``ticker`` the due timers are promoted first, as a prompt ticker would."""

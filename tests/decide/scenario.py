@@ -27,20 +27,22 @@ The sentinel's session gets a notification of its own; assertions leave it out.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from classifier.dataset import alert_name, load_rules, rule_to_event
 from streams.kafka.batchsend import partition_for_key
+from streams.kafka.catalogue import EVENT_TOPICS, by_name, load_catalogue
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import Record, TopicReader
 from streams.settings import Settings
-from streams.kafka.catalogue import EVENT_TOPICS, by_name, load_catalogue
 from tests.support.quiescence import read_to_end, wait_committed
 
 T0 = 1_700_000_000_000
 MIN = 60_000
 GROUP_WAIT = 30_000  # routing.yaml's group_wait for sources that do not group (prometheus)
+
 
 def worker_env(tmp_path: Path) -> dict[str, str]:
     """Event-time timers, a fast ticker, an ack secret, the sinks' ledger in the test's directory.
@@ -67,8 +69,16 @@ def rule(name: str):
     return _RULES[name]
 
 
-def alert(rule_name: str, *, service: str, instance: str, at: int, status: str = "firing", source: str = "prometheus",
-          eid: str | None = None) -> dict[str, Any]:
+def alert(
+    rule_name: str,
+    *,
+    service: str,
+    instance: str,
+    at: int,
+    status: str = "firing",
+    source: str = "prometheus",
+    eid: str | None = None,
+) -> dict[str, Any]:
     """A real catalogue rule as the event ingest makes of it, in the session ingest would pick."""
     event = rule_to_event(rule(rule_name), org="acme", occurred_at=at, instance=instance, status=status, source=source)
     event["labels"]["service"] = service
@@ -95,21 +105,51 @@ def sentinel_alert(beside: str, due: int, partitions: int, rule_name: str = "Hos
     """
     prefix = f"acme:alert:{alert_name(rule_name)}:"
     key = same_partition(beside, (f"{prefix}sentinel-{due}-{i}" for i in range(10_000)), partitions)
-    return alert(rule_name, service=key.removeprefix(prefix), instance="sentinel-1:9100", at=due - GROUP_WAIT,
-                 eid=f"sentinel:{beside}:{due}")
+    return alert(
+        rule_name,
+        service=key.removeprefix(prefix),
+        instance="sentinel-1:9100",
+        at=due - GROUP_WAIT,
+        eid=f"sentinel:{beside}:{due}",
+    )
 
 
 def tick(session: str, at: int) -> dict[str, Any]:
-    return {"event_id": f"tick:{session}:{at}", "session_key": session, "kind": "telemetry", "type": "heartbeat",
-            "source": "test", "org": "acme", "occurred_at": at, "labels": {}, "annotations": {}, "payload": None}
+    return {
+        "event_id": f"tick:{session}:{at}",
+        "session_key": session,
+        "kind": "telemetry",
+        "type": "heartbeat",
+        "source": "test",
+        "org": "acme",
+        "occurred_at": at,
+        "labels": {},
+        "annotations": {},
+        "payload": None,
+    }
 
 
-def webhook(etype: str, session: str, at: int, *, source: str = "ingest", actor: str = "alice",
-            body_json: str = "{}") -> dict[str, Any]:
-    return {"event_id": f"{etype}:{session}:{at}", "session_key": session, "kind": "webhook", "type": etype,
-            "source": source, "org": "acme", "occurred_at": at, "labels": {}, "annotations": {},
-            "payload": {"provider": source, "action": etype.rsplit(".", 1)[-1], "subject": session, "actor": actor,
-                        "body_json": body_json}}
+def webhook(
+    etype: str, session: str, at: int, *, source: str = "ingest", actor: str = "alice", body_json: str = "{}"
+) -> dict[str, Any]:
+    return {
+        "event_id": f"{etype}:{session}:{at}",
+        "session_key": session,
+        "kind": "webhook",
+        "type": etype,
+        "source": source,
+        "org": "acme",
+        "occurred_at": at,
+        "labels": {},
+        "annotations": {},
+        "payload": {
+            "provider": source,
+            "action": etype.rsplit(".", 1)[-1],
+            "subject": session,
+            "actor": actor,
+            "body_json": body_json,
+        },
+    }
 
 
 class Topics:
@@ -120,7 +160,7 @@ class Topics:
         self.records: list[Record] = []
         self._reader: TopicReader | None = None
 
-    async def __aenter__(self) -> "Topics":
+    async def __aenter__(self) -> Topics:
         self._reader = TopicReader(self.settings, ["outbox", "decisions"], from_beginning=True)
         await self._reader.__aenter__()
         return self
@@ -133,18 +173,22 @@ class Topics:
         async with EventProducer(self.settings) as producer:
             await producer.send_many(list(events))
 
-    async def until(self, condition: Callable[["Topics"], bool], timeout: float = 60.0, what: str = "") -> None:
+    async def until(self, condition: Callable[[Topics], bool], timeout: float = 60.0, what: str = "") -> None:
         assert self._reader is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while not condition(self):
             if loop.time() > deadline:
-                import json as _json, os as _os
+                import json as _json
+                import os as _os
+
                 if _os.environ.get("SCENARIO_DEBUG"):
                     with open(_os.environ["SCENARIO_DEBUG"], "w") as fh:
                         _json.dump({"decisions": self.decisions(), "effects": self.effects()}, fh, default=str)
-                raise TimeoutError(f"{what or 'condition'} not met within {timeout:.0f}s "
-                                   f"({len(self.decisions())} decisions, {len(self.effects())} effects read)")
+                raise TimeoutError(
+                    f"{what or 'condition'} not met within {timeout:.0f}s "
+                    f"({len(self.decisions())} decisions, {len(self.effects())} effects read)"
+                )
             batch = await self._reader._consumer.getmany(timeout_ms=200, max_records=5000)  # noqa: SLF001
             for msgs in batch.values():
                 for msg in msgs:
@@ -171,8 +215,11 @@ class Topics:
         """Until the ticker fired ``sentinel``'s timer (see :func:`sentinel_alert`) and the pipeline is quiescent:
         every timer that was due when the sentinel was scheduled has then been promoted, decided and read."""
         session = sentinel["session_key"]
-        await self.until(lambda t: t.decided([sentinel["event_id"]]) and t.timer_decided(session), timeout,
-                         what or f"the sentinel timer of {session}")
+        await self.until(
+            lambda t: t.decided([sentinel["event_id"]]) and t.timer_decided(session),
+            timeout,
+            what or f"the sentinel timer of {session}",
+        )
         await self.quiescent(timeout, what)
 
     async def settled(self, beside: str, watermark: int, timeout: float = 60.0, what: str = "") -> dict[str, Any]:

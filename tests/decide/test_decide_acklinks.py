@@ -15,12 +15,15 @@ def test_sign_and_verify_round_trip():
     assert sign_ack("acme:alert:x", 2_000, "k") == sig  # deterministic (decide stays replayable)
 
 
-@pytest.mark.parametrize("session,expires,secret,now,reason", [
-    ("acme:alert:y", 2_000, "k", 1_000, "bad signature"),
-    ("acme:alert:x", 2_001, "k", 1_000, "bad signature"),
-    ("acme:alert:x", 2_000, "other", 1_000, "bad signature"),
-    ("acme:alert:x", 2_000, "k", 2_001, "link expired"),
-])
+@pytest.mark.parametrize(
+    "session,expires,secret,now,reason",
+    [
+        ("acme:alert:y", 2_000, "k", 1_000, "bad signature"),
+        ("acme:alert:x", 2_001, "k", 1_000, "bad signature"),
+        ("acme:alert:x", 2_000, "other", 1_000, "bad signature"),
+        ("acme:alert:x", 2_000, "k", 2_001, "link expired"),
+    ],
+)
 def test_tampered_or_expired_links_fail(session, expires, secret, now, reason):
     sig = sign_ack("acme:alert:x", 2_000, "k")
     with pytest.raises(AckLinkError, match=reason):
@@ -53,7 +56,9 @@ from tests.decide.helpers import MIN, T0, URGENT_DOWN, Sim, alert, scan, starter
 
 BASE = "https://opsloop.example.com/ingest/ack"
 DRIFT = Verdict(category="config_drift", severity="warning")
-FINDINGS = [{"resource": "aws_s3_bucket.logs", "change_type": "update", "rule": "", "severity": "medium", "detail": "acl"}]
+FINDINGS = [
+    {"resource": "aws_s3_bucket.logs", "change_type": "update", "rule": "", "severity": "medium", "detail": "acl"}
+]
 
 
 def _links(effect) -> dict[str, dict[str, str]]:
@@ -97,14 +102,20 @@ def test_reject_drops_the_waiting_remediation_and_approve_then_does_nothing():
 
 def test_link_events_are_one_use_and_a_silence_link_mutes_the_session():
     session = "acme:alert:TargetDown:api"
-    ack = action_event(action="ack", session=session, org="acme", actor="signed link", unique="j1", now=T0 + MIN, via="link")
-    assert ack == action_event(action="ack", session=session, org="acme", actor="signed link", unique="j1", now=T0 + MIN, via="link")
+    ack = action_event(
+        action="ack", session=session, org="acme", actor="signed link", unique="j1", now=T0 + MIN, via="link"
+    )
+    assert ack == action_event(
+        action="ack", session=session, org="acme", actor="signed link", unique="j1", now=T0 + MIN, via="link"
+    )
     sim = Sim(_ctx(URGENT_DOWN))
     sim.feed(alert(at=T0))
     assert sim.feed(ack).record["outcome"] == "acknowledged"
     assert sim.feed(dict(ack, occurred_at=T0 + 2 * MIN)).record["outcome"] == "duplicate"  # the same link, posted again
 
-    silence_ev = action_event(action="silence-1h", session=session, org="acme", actor="u1", unique="t1", now=T0, via="slack")
+    silence_ev = action_event(
+        action="silence-1h", session=session, org="acme", actor="u1", unique="t1", now=T0, via="slack"
+    )
     _, silence, _ = silence_from_event(silence_ev)
     assert silence.ends_at == T0 + 60 * MIN and silence.created_by == "u1"
     muted = Sim(_ctx(URGENT_DOWN, silences=(silence,)))

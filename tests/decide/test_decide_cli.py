@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,13 @@ def test_check_on_a_broken_runbook_prints_file_line_reason_and_exits_non_zero(tm
     (target / "high-cpu.yaml").write_text(
         "name: high-cpu\nmatch: {category: cpu}\nsteps:\n  - notify: {receiver: pagerduty-primry}\n"
     )
-    proc = subprocess.run([sys.executable, "-m", "streams.cli.main", "check", "--dir", str(target)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli.main", "check", "--dir", str(target)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         f"opsloop: {target / 'high-cpu.yaml'}:4: runbook 'high-cpu': steps[0]: unknown receiver 'pagerduty-primry' "
@@ -45,8 +49,18 @@ def test_check_reads_the_directory_from_the_environment(tmp_path, monkeypatch, c
 
 
 def test_route_test_prints_runbook_routes_receivers_and_chain(capsys):
-    code = main(["route", "test", "--dir", str(RUNBOOKS), "alertname=PostgresqlDown", "service=billing-db",
-                 "severity=critical", "category=availability"])
+    code = main(
+        [
+            "route",
+            "test",
+            "--dir",
+            str(RUNBOOKS),
+            "alertname=PostgresqlDown",
+            "service=billing-db",
+            "severity=critical",
+            "category=availability",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "severity 'critical' is normalised to 'urgent'" in out
@@ -63,8 +77,21 @@ def test_route_test_classifies_when_category_is_not_given(capsys):
 
 
 def test_route_test_for_a_compliance_scan_reaches_email_and_teams(capsys):
-    assert main(["route", "test", "--dir", str(RUNBOOKS), "kind=scan", "event_type=scan.completed",
-                 "category=compliance", "severity=action"]) == 0
+    assert (
+        main(
+            [
+                "route",
+                "test",
+                "--dir",
+                str(RUNBOOKS),
+                "kind=scan",
+                "event_type=scan.completed",
+                "category=compliance",
+                "severity=action",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "-> oncall-email" in out and "-> teams-ops" in out
     assert "notify:     oncall-email, teams-ops" in out
@@ -73,8 +100,17 @@ def test_route_test_for_a_compliance_scan_reaches_email_and_teams(capsys):
 
 @pytest.mark.parametrize("expect,code", [("infra-slack", 0), ("oncall-slack", 1)])
 def test_route_test_verify_receivers(expect, code, capsys):
-    args = ["route", "test", "--dir", str(RUNBOOKS), "alertname=HostHighCpuLoad", "category=cpu", "severity=warning",
-            "--verify-receivers", expect]
+    args = [
+        "route",
+        "test",
+        "--dir",
+        str(RUNBOOKS),
+        "alertname=HostHighCpuLoad",
+        "category=cpu",
+        "severity=warning",
+        "--verify-receivers",
+        expect,
+    ]
     assert main(args) == code
 
 

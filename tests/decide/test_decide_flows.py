@@ -6,10 +6,23 @@ import json
 
 import pytest
 
-from streams.kafka.codec import default_codec
 from streams.core.decide import Context, Verdict, decide, state_bytes
+from streams.kafka.codec import default_codec
 from streams.model.silences import silence_from_json
-from tests.decide.helpers import MIN, SESSION, T0, URGENT_DOWN, WARN_CPU, WARN_DOWN, Sim, alert, sample, scan, starter_set, webhook
+from tests.decide.helpers import (
+    MIN,
+    SESSION,
+    T0,
+    URGENT_DOWN,
+    WARN_CPU,
+    WARN_DOWN,
+    Sim,
+    alert,
+    sample,
+    scan,
+    starter_set,
+    webhook,
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +32,9 @@ def rset():
 
 @pytest.fixture
 def ctx(rset):
-    return Context(verdict=URGENT_DOWN, runbooks=rset, ack_base_url="https://opsloop.example.com/ack", ack_secret="s3cret")
+    return Context(
+        verdict=URGENT_DOWN, runbooks=rset, ack_base_url="https://opsloop.example.com/ack", ack_secret="s3cret"
+    )
 
 
 def receivers(effects):
@@ -188,15 +203,18 @@ def test_dedupe_window_stops_the_same_alert_set_inside_the_window(rset):
     longer = dc_replace(rb, policy=dc_replace(rb.policy, dedupe_window=30 * MIN))
     rs = dc_replace(rset, runbooks=tuple(longer if r.name == rb.name else r for r in rset.runbooks))
     sim = Sim(Context(verdict=WARN_DOWN, runbooks=rs))
-    sim.feed(alert(at=T0, instance="a", source="alertmanager"))                    # {a} sent at once
-    sim.feed(alert(at=T0 + MIN, instance="b", source="alertmanager"))              # {a, b} at T0+5m
+    sim.feed(alert(at=T0, instance="a", source="alertmanager"))  # {a} sent at once
+    sim.feed(alert(at=T0 + MIN, instance="b", source="alertmanager"))  # {a, b} at T0+5m
     sim.feed(alert(status="resolved", at=T0 + 6 * MIN, instance="b", source="alertmanager"))
-    sim.advance(T0 + 12 * MIN)                                                     # {a} again at T0+10m
+    sim.advance(T0 + 12 * MIN)  # {a} again at T0+10m
     assert len(sim.notifications()) == 2
-    stopped = [g for _, d in sim.decisions for g in d.record["gates"] if g["gate"] == "dedupe" and g["verdict"] == "stop"]
+    stopped = [
+        g for _, d in sim.decisions for g in d.record["gates"] if g["gate"] == "dedupe" and g["verdict"] == "stop"
+    ]
     assert stopped and "infra-slack" in stopped[0]["reason"]
     keys = [n["notify"]["dedupe_key"] for n in sim.notifications()]
     assert len(set(keys)) == 2
+
 
 def test_cooldown_delays_a_new_episode_and_notifies_after_it(rset):
     ctx = Context(verdict=WARN_CPU, runbooks=rset)  # high-cpu: cooldown 15m
@@ -205,7 +223,9 @@ def test_cooldown_delays_a_new_episode_and_notifies_after_it(rset):
     sim.feed(alert("HostHighCpuLoad", status="resolved", at=T0 + 2 * MIN, source="alertmanager"))
     d = sim.feed(alert("HostHighCpuLoad", at=T0 + 4 * MIN, source="alertmanager"))
     assert d.record["outcome"] == "suppressed"
-    assert {"gate": "cooldown", "verdict": "stop"}.items() <= next(g for g in d.record["gates"] if g["gate"] == "cooldown").items()
+    assert {"gate": "cooldown", "verdict": "stop"}.items() <= next(
+        g for g in d.record["gates"] if g["gate"] == "cooldown"
+    ).items()
     triggers = [n for n in sim.notifications("trigger")]
     assert len(triggers) == 1
     sim.advance(T0 + 15 * MIN)
@@ -244,8 +264,15 @@ def test_silence_mutes_during_its_window_and_the_alert_is_told_after(rset):
 def test_maintenance_window_from_the_runbook_set_mutes(rset):
     from dataclasses import replace as dc_replace
 
-    window = silence_from_json({"id": "maintenance:test", "matchers": ['service="api"'], "starts_at": T0,
-                                "ends_at": T0 + 60 * MIN, "kind": "maintenance"})
+    window = silence_from_json(
+        {
+            "id": "maintenance:test",
+            "matchers": ['service="api"'],
+            "starts_at": T0,
+            "ends_at": T0 + 60 * MIN,
+            "kind": "maintenance",
+        }
+    )
     sim = Sim(Context(verdict=URGENT_DOWN, runbooks=dc_replace(rset, maintenance=(window,))))
     sim.feed(alert(at=T0, source="alertmanager"))
     assert sim.notifications() == []
@@ -253,7 +280,13 @@ def test_maintenance_window_from_the_runbook_set_mutes(rset):
 
 
 def test_critical_alert_of_a_service_inhibits_its_warnings(rset):
-    down = {"alertname": "PostgresqlDown", "service": "api", "severity": "urgent", "category": "availability", "org": "acme"}
+    down = {
+        "alertname": "PostgresqlDown",
+        "service": "api",
+        "severity": "urgent",
+        "category": "availability",
+        "org": "acme",
+    }
     ctx = Context(verdict=WARN_CPU, runbooks=rset, inhibitors=(("acme:alert:PostgresqlDown:api", down),))
     sim = Sim(ctx)
     d = sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
@@ -283,7 +316,9 @@ def test_condition_interrupted_does_not_fire(rset):
 
 def test_drift_scan_notifies_teams_and_waits_for_approval_before_remediating(rset):
     sim = Sim(Context(verdict=Verdict(category="config_drift", severity="warning"), runbooks=rset))
-    findings = [{"resource": "aws_s3_bucket.logs", "change_type": "update", "rule": "", "severity": "medium", "detail": "acl"}]
+    findings = [
+        {"resource": "aws_s3_bucket.logs", "change_type": "update", "rule": "", "severity": "medium", "detail": "acl"}
+    ]
     d = sim.feed(scan("findings", at=T0, findings=findings))
     assert receivers(d.effects) == [("teams-ops", "trigger")]
     assert "aws_s3_bucket.logs" in d.effects[0]["notify"]["body"] and "approval" in d.effects[0]["notify"]["body"]
@@ -322,7 +357,11 @@ def test_remediation_and_verification_escalate_when_still_firing(rset):
     assert rem["remediate"]["dry_run"] is True and rem["remediate"]["action"] == "scale-deployment"
     sim.advance(T0 + 5 * MIN)  # escalation step 1 (oncall-slack) at +5m
     sim.advance(T0 + 10 * MIN)  # verification: still firing, so step 2 (PagerDuty) comes now, not at +15m
-    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack", "oncall-slack", "pagerduty-primary"]
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == [
+        "infra-slack",
+        "oncall-slack",
+        "pagerduty-primary",
+    ]
     assert sim.notifications()[-1]["created_at"] == T0 + 10 * MIN
 
 
@@ -343,7 +382,9 @@ def test_cron_slot_dispatches_staggered_targets_once_and_skips_repeats(rset):
     assert targets == ["infra-live", "infra-staging", "platform-modules"]
     again = sim.feed(cron_event(schedule.session_key, schedule.org, schedule.name, slot, slot + 1))
     assert again.record["outcome"] in ("duplicate", "repeat") and again.effects == []
-    later = sim.feed(cron_event(schedule.session_key, schedule.org, schedule.name, slot + 3 * 86_400_000, slot + 3 * 86_400_000))
+    later = sim.feed(
+        cron_event(schedule.session_key, schedule.org, schedule.name, slot + 3 * 86_400_000, slot + 3 * 86_400_000)
+    )
     assert later.record["matched"]["missed_slots"] == "2"
 
 
@@ -352,19 +393,28 @@ def test_cron_skips_a_slot_while_the_previous_run_may_still_run(rset):
 
     from streams.core.timers import cron_event
 
-    schedule = dc_replace(next(s for s in rset.schedules if s.name == "weekly-cost-scan"), cron="*/10 * * * *",
-                          max_runtime=25 * MIN)
+    schedule = dc_replace(
+        next(s for s in rset.schedules if s.name == "weekly-cost-scan"), cron="*/10 * * * *", max_runtime=25 * MIN
+    )
     sim = Sim(Context(runbooks=dc_replace(rset, schedules=(schedule,))))
     outcomes = []
     for k in range(4):
         at = T0 - T0 % (10 * MIN) + k * 10 * MIN
-        outcomes.append(sim.feed(cron_event(schedule.session_key, schedule.org, schedule.name, at, at)).record["outcome"])
+        outcomes.append(
+            sim.feed(cron_event(schedule.session_key, schedule.org, schedule.name, at, at)).record["outcome"]
+        )
     assert outcomes == ["dispatched", "skipped", "skipped", "dispatched"]
 
 
 def test_decision_record_names_classifier_gates_and_versions(ctx):
-    v = Verdict(category="availability", severity="urgent", confidence=0.42, classifier="model-7", fallback=True,
-                severity_confidence=0.61)
+    v = Verdict(
+        category="availability",
+        severity="urgent",
+        confidence=0.42,
+        classifier="model-7",
+        fallback=True,
+        severity_confidence=0.61,
+    )
     d = Sim(ctx).feed(alert(at=T0, source="alertmanager"), v)
     r = d.record
     assert (r["classifier"], r["confidence"], r["fallback"]) == ("model-7", 0.42, True)
@@ -383,8 +433,11 @@ def test_same_inputs_give_byte_identical_outputs(ctx):
         sim = Sim(ctx)
         sim.feed_all(events)
         sim.advance(T0 + 60 * MIN)
-        return (b"".join(codec.encode("opsloop.Effect", e) for e in sim.effects),
-                b"".join(codec.encode("opsloop.Decision", d.record) for _, d in sim.decisions), state_bytes(sim.state))
+        return (
+            b"".join(codec.encode("opsloop.Effect", e) for e in sim.effects),
+            b"".join(codec.encode("opsloop.Decision", d.record) for _, d in sim.decisions),
+            state_bytes(sim.state),
+        )
 
     assert run() == run()
 
@@ -439,12 +492,21 @@ def test_outside_inputs_are_recorded_so_a_replay_without_them_decides_the_same(r
     stopped something, and recorded_inputs() hands them back to decide for a replay."""
     from streams.core.decide import recorded_inputs
 
-    silence = silence_from_json({"id": "s-api", "matchers": ['instance="api-1:9100"'], "starts_at": T0, "ends_at": T0 + 9 * MIN})
-    unused = silence_from_json({"id": "s-other", "matchers": ['service="web"'], "starts_at": T0, "ends_at": T0 + 9 * MIN})
+    silence = silence_from_json(
+        {"id": "s-api", "matchers": ['instance="api-1:9100"'], "starts_at": T0, "ends_at": T0 + 9 * MIN}
+    )
+    unused = silence_from_json(
+        {"id": "s-other", "matchers": ['service="web"'], "starts_at": T0, "ends_at": T0 + 9 * MIN}
+    )
     down = {"alertname": "DbDown", "service": "api", "severity": "urgent", "category": "availability", "org": "acme"}
-    live = Context(verdict=WARN_CPU, runbooks=rset, silences=(silence, unused), inhibitors=(("acme:alert:DbDown:api", down),))
-    events = [alert("HostHighCpuLoad", at=T0, instance="api-1:9100"), alert("HostHighCpuLoad", at=T0 + 1000, instance="api-2:9100"),
-              webhook("heartbeat", at=T0 + 10 * MIN)]
+    live = Context(
+        verdict=WARN_CPU, runbooks=rset, silences=(silence, unused), inhibitors=(("acme:alert:DbDown:api", down),)
+    )
+    events = [
+        alert("HostHighCpuLoad", at=T0, instance="api-1:9100"),
+        alert("HostHighCpuLoad", at=T0 + 1000, instance="api-2:9100"),
+        webhook("heartbeat", at=T0 + 10 * MIN),
+    ]
     state, recorded = None, []
     for ev in events:
         d = decide(state, ev, live)
@@ -487,8 +549,12 @@ def test_a_state_of_version_2_continues_as_if_never_upgraded(ctx):
         return old
 
     first = [alert(at=T0), alert(at=T0 + MIN, instance="api-2:9100")]
-    rest = [alert(at=T0 + 20 * MIN, instance="api-3:9100"), webhook("ack", at=T0 + 21 * MIN),
-            alert(status="resolved", at=T0 + 30 * MIN), alert(status="resolved", at=T0 + 31 * MIN, instance="api-2:9100")]
+    rest = [
+        alert(at=T0 + 20 * MIN, instance="api-3:9100"),
+        webhook("ack", at=T0 + 21 * MIN),
+        alert(status="resolved", at=T0 + 30 * MIN),
+        alert(status="resolved", at=T0 + 31 * MIN, instance="api-2:9100"),
+    ]
     state = None
     for ev in first:
         state = decide(state, ev, ctx).state
@@ -552,10 +618,13 @@ def test_a_flapping_notice_at_resolve_time_never_triggers_pagerduty(rset):
 
     from streams.model.runbooks import EscalationStep, RunbookSet
 
-    paging = dc_replace(rset.get("target-down"), escalation=(EscalationStep(0, "pagerduty-primary"), EscalationStep(0, "infra-slack")))
+    paging = dc_replace(
+        rset.get("target-down"), escalation=(EscalationStep(0, "pagerduty-primary"), EscalationStep(0, "infra-slack"))
+    )
     assert paging.policy.flapping.enabled
-    runbooks = RunbookSet(tuple(paging if rb.name == "target-down" else rb for rb in rset.runbooks), rset.routing,
-                          version="test-paging")
+    runbooks = RunbookSet(
+        tuple(paging if rb.name == "target-down" else rb for rb in rset.runbooks), rset.routing, version="test-paging"
+    )
     sim = Sim(Context(verdict=URGENT_DOWN, runbooks=runbooks))
     _flip(sim, [T0, T0 + 2 * MIN, T0 + 4 * MIN, T0 + 6 * MIN], URGENT_DOWN)
     notes = sim.notifications()

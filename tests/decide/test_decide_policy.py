@@ -61,7 +61,9 @@ def test_flapping_counts_changes_inside_the_window():
 
 
 def test_silence_gate_respects_matchers_and_window():
-    s = silence_from_json({"id": "s1", "matchers": ['service=~"db|cache"', 'env!="dev"'], "starts_at": 100, "ends_at": 200})
+    s = silence_from_json(
+        {"id": "s1", "matchers": ['service=~"db|cache"', 'env!="dev"'], "starts_at": 100, "ends_at": 200}
+    )
     assert policy.silence_gate([s], {"service": "db", "env": "prod"}, 150).stopped
     assert not policy.silence_gate([s], {"service": "db", "env": "dev"}, 150).stopped
     assert not policy.silence_gate([s], {"service": "dbx"}, 150).stopped  # regexes are anchored
@@ -70,8 +72,9 @@ def test_silence_gate_respects_matchers_and_window():
 
 
 def test_inhibition_needs_a_source_with_equal_labels_and_never_inhibits_itself():
-    rule = InhibitRule(source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']),
-                       equal=("service",))
+    rule = InhibitRule(
+        source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']), equal=("service",)
+    )
     target = {"alertname": "HighLatency", "severity": "warning", "service": "api"}
     source = {"alertname": "ApiDown", "severity": "urgent", "service": "api"}
     assert policy.inhibition_gate(target, [source], [rule]).stopped
@@ -85,11 +88,18 @@ def test_inhibition_sources_are_firing_alerts_matching_a_source():
     from streams.core.messages import firing_labels
 
     rule = InhibitRule(source=parse_matchers(['severity="urgent"']), target=parse_matchers(['severity="warning"']))
-    state = {"alerts": {
-        "a1": {"status": "firing", "severity": "urgent", "category": "availability", "labels": {"a": "1", "severity": "critical"}},
-        "a2": {"status": "resolved", "severity": "urgent", "category": "availability", "labels": {"a": "2"}},
-        "a3": {"status": "firing", "severity": "warning", "category": "cpu", "labels": {"a": "3"}},
-    }}
+    state = {
+        "alerts": {
+            "a1": {
+                "status": "firing",
+                "severity": "urgent",
+                "category": "availability",
+                "labels": {"a": "1", "severity": "critical"},
+            },
+            "a2": {"status": "resolved", "severity": "urgent", "category": "availability", "labels": {"a": "2"}},
+            "a3": {"status": "firing", "severity": "warning", "category": "cpu", "labels": {"a": "3"}},
+        }
+    }
     [source] = policy.inhibition_sources(firing_labels(state, "acme"), [rule])
     assert source["a"] == "1" and source["severity"] == "urgent" and source["org"] == "acme"
 

@@ -8,13 +8,11 @@ with a silence over part of the time. The harness fires timers as the ticker wou
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.kafka.codec import default_codec
 from streams.core.decide import Context, Verdict, state_bytes
+from streams.kafka.codec import default_codec
 from streams.model.matchers import parse_matchers
 from streams.model.receivers import Receiver
 from streams.model.routing import Route, Routing, Timing
@@ -22,16 +20,30 @@ from streams.model.runbooks import EscalationStep, Flapping, Notify, Policy, Run
 from streams.model.silences import Silence
 from tests.decide.helpers import MIN, T0, Sim, alert, webhook
 
-POLICY = Policy(cooldown=7 * MIN, dedupe_window=10 * MIN, max_consecutive=2,
-                flapping=Flapping(flips=4, window=10 * MIN, stable_for=10 * MIN))
+POLICY = Policy(
+    cooldown=7 * MIN,
+    dedupe_window=10 * MIN,
+    max_consecutive=2,
+    flapping=Flapping(flips=4, window=10 * MIN, stable_for=10 * MIN),
+)
 TIMING = Timing(group_wait=30_000, group_interval=5 * MIN, repeat_interval=60 * MIN)
-RUNBOOK = Runbook(name="prop", policy=POLICY, steps=(Notify("route"),),
-                  escalation=(EscalationStep(0, "chat"), EscalationStep(5 * MIN, "oncall"), EscalationStep(15 * MIN, "pager")))
+RUNBOOK = Runbook(
+    name="prop",
+    policy=POLICY,
+    steps=(Notify("route"),),
+    escalation=(EscalationStep(0, "chat"), EscalationStep(5 * MIN, "oncall"), EscalationStep(15 * MIN, "pager")),
+)
 RSET = RunbookSet(
     runbooks=(RUNBOOK,),
-    routing=Routing(receivers={"chat": Receiver("chat", "slack"), "oncall": Receiver("oncall", "slack"),
-                               "pager": Receiver("pager", "pagerduty"), "log": Receiver("log", "log")},
-                    route=Route(receiver="chat", timing=TIMING)),
+    routing=Routing(
+        receivers={
+            "chat": Receiver("chat", "slack"),
+            "oncall": Receiver("oncall", "slack"),
+            "pager": Receiver("pager", "pagerduty"),
+            "log": Receiver("log", "log"),
+        },
+        route=Route(receiver="chat", timing=TIMING),
+    ),
     version="prop-1",
 )
 SILENCE_START, SILENCE_END = T0 + 60 * MIN, T0 + 120 * MIN
@@ -55,8 +67,13 @@ def run(steps, ticker: bool = True) -> Sim:
     for n, (gap, action, instance, source, severity) in enumerate(steps):
         t += gap
         if action in ("fire", "resolve"):
-            event = alert(status="firing" if action == "fire" else "resolved", at=t, instance=f"i{instance}",
-                          source=source, eid=f"e{n}")
+            event = alert(
+                status="firing" if action == "fire" else "resolved",
+                at=t,
+                instance=f"i{instance}",
+                source=source,
+                eid=f"e{n}",
+            )
         elif action == "ack":
             event = webhook("ack", at=t, eid=f"e{n}")
         elif action == "human-resolve":
@@ -117,8 +134,11 @@ def test_the_fold_does_not_depend_on_when_the_ticker_runs(steps):
     codec = default_codec()
 
     def outputs(sim: Sim) -> tuple[dict, dict]:
-        records = {r["decision_id"]: codec.encode("opsloop.Decision", r) for _, r, _ in sim.trace()
-                   if r["outcome"] != "duplicate"}
+        records = {
+            r["decision_id"]: codec.encode("opsloop.Decision", r)
+            for _, r, _ in sim.trace()
+            if r["outcome"] != "duplicate"
+        }
         effects = {e["effect_id"]: codec.encode("opsloop.Effect", e) for _, _, es in sim.trace() for e in es}
         return records, effects
 
@@ -152,8 +172,11 @@ def test_nothing_is_triggered_for_a_silenced_matcher_during_its_window(steps):
 @SETTINGS
 @given(STEPS)
 def test_a_cooldown_is_never_broken(steps):
-    times = [r["decided_at"] for _, r, effects in trace(run(steps))
-             if r["matched"].get("notification") in ("initial", "repeat") and effects]
+    times = [
+        r["decided_at"]
+        for _, r, effects in trace(run(steps))
+        if r["matched"].get("notification") in ("initial", "repeat") and effects
+    ]
     assert all(b - a >= POLICY.cooldown for a, b in zip(times, times[1:])), times
 
 

@@ -25,17 +25,20 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text,labels,expected", [
-    ('service="db"', {"service": "db"}, True),
-    ('service = db', {"service": "db"}, True),
-    ('service!="db"', {"service": "web"}, True),
-    ('service!="db"', {}, True),
-    ('service=~"db|cache"', {"service": "cache"}, True),
-    ('service=~"db"', {"service": "dbproxy"}, False),
-    ('service!~"db.*"', {"service": "web"}, True),
-    ('team=""', {}, True),
-    (r'msg="say \"hi\""', {"msg": 'say "hi"'}, True),
-])
+@pytest.mark.parametrize(
+    "text,labels,expected",
+    [
+        ('service="db"', {"service": "db"}, True),
+        ("service = db", {"service": "db"}, True),
+        ('service!="db"', {"service": "web"}, True),
+        ('service!="db"', {}, True),
+        ('service=~"db|cache"', {"service": "cache"}, True),
+        ('service=~"db"', {"service": "dbproxy"}, False),
+        ('service!~"db.*"', {"service": "web"}, True),
+        ('team=""', {}, True),
+        (r'msg="say \"hi\""', {"msg": 'say "hi"'}, True),
+    ],
+)
 def test_matchers(text, labels, expected):
     assert parse_matcher(text).matches(labels) is expected
 
@@ -47,7 +50,10 @@ def test_bad_matchers_are_named(bad):
 
 
 def test_first_match_wins_continue_goes_on_and_default_catches(tmp_path):
-    r = load_routing(write(tmp_path, """
+    r = load_routing(
+        write(
+            tmp_path,
+            """
 route:
   receiver: a
   group_wait: 10s
@@ -60,7 +66,10 @@ route:
       receiver: c
     - matchers: ['team="y"']
       receiver: a
-"""), channels=specs())
+""",
+        ),
+        channels=specs(),
+    )
     assert r.receivers_for({"team": "x"}) == ["b", "c"]
     assert r.receivers_for({"team": "y"}) == ["c"]
     assert r.receivers_for({"team": "z"}) == ["a"]
@@ -70,7 +79,10 @@ route:
 
 
 def test_nested_routes_inherit_receiver_and_timing(tmp_path):
-    r = load_routing(write(tmp_path, """
+    r = load_routing(
+        write(
+            tmp_path,
+            """
 route:
   receiver: a
   repeat_interval: 1h
@@ -80,20 +92,30 @@ route:
       routes:
         - matchers: ['severity="urgent"']
           group_interval: 1m
-"""), channels=specs())
+""",
+        ),
+        channels=specs(),
+    )
     [m] = r.match({"kind": "scan", "severity": "urgent"})
     assert (m.receiver, m.timing.group_interval, m.timing.repeat_interval) == ("b", 60_000, 3_600_000)
 
 
-@pytest.mark.parametrize("text,line,reason", [
-    ("route:\n  receiver: nobody\n", 7, "unknown receiver 'nobody'"),
-    ("route:\n  receiver: a\n  routes:\n    - matchers: ['x=~\"(\"']\n      receiver: b\n", 9, "invalid regular expression"),
-    ("route:\n  receiver: a\n  group_wait: soon\n", 8, "not a duration"),
-    ("route:\n  receiver: a\n  routes:\n    - matchers: ['severity=\"critical\"']\n", 9, "normalised to 'urgent'"),
-    ("route:\n  receiver: a\n  matchers: ['a=\"b\"']\n", 8, "root route must match everything"),
-    ("route:\n  receiver: a\n  contineu: true\n", 8, "did you mean 'continue'"),
-    ("inhibit_rules:\n  - source_matchers: ['a=\"b\"']\n", 7, "needs both source_matchers and target_matchers"),
-])
+@pytest.mark.parametrize(
+    "text,line,reason",
+    [
+        ("route:\n  receiver: nobody\n", 7, "unknown receiver 'nobody'"),
+        (
+            "route:\n  receiver: a\n  routes:\n    - matchers: ['x=~\"(\"']\n      receiver: b\n",
+            9,
+            "invalid regular expression",
+        ),
+        ("route:\n  receiver: a\n  group_wait: soon\n", 8, "not a duration"),
+        ("route:\n  receiver: a\n  routes:\n    - matchers: ['severity=\"critical\"']\n", 9, "normalised to 'urgent'"),
+        ("route:\n  receiver: a\n  matchers: ['a=\"b\"']\n", 8, "root route must match everything"),
+        ("route:\n  receiver: a\n  contineu: true\n", 8, "did you mean 'continue'"),
+        ("inhibit_rules:\n  - source_matchers: ['a=\"b\"']\n", 7, "needs both source_matchers and target_matchers"),
+    ],
+)
 def test_routing_errors_name_file_line_and_reason(tmp_path, text, line, reason):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as err:

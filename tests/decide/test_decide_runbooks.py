@@ -8,13 +8,24 @@ from pathlib import Path
 import pytest
 
 from agents.sinks.channels import specs
-from streams.model.taxonomy import CATEGORIES
 from streams.model.runbooks import load_runbook_set
+from streams.model.taxonomy import CATEGORIES
 from streams.model.yamlfile import ConfigError
 from tests.decide.helpers import RUNBOOKS
 
-REQUIRED = {"high-cpu", "memory-oom", "disk-filling", "target-down", "certificate-expiry", "error-rate-latency",
-            "deployment-failed", "drift-detected", "compliance-finding", "cost-anomaly", "pull-request-review"}
+REQUIRED = {
+    "high-cpu",
+    "memory-oom",
+    "disk-filling",
+    "target-down",
+    "certificate-expiry",
+    "error-rate-latency",
+    "deployment-failed",
+    "drift-detected",
+    "compliance-finding",
+    "cost-anomaly",
+    "pull-request-review",
+}
 
 
 def test_starter_set_loads_and_covers_the_issue_list():
@@ -25,7 +36,9 @@ def test_starter_set_loads_and_covers_the_issue_list():
         assert set(rb.match.categories) <= set(CATEGORIES)
         for step in rb.escalation:
             assert step.receiver in rset.routing.receivers or step.receiver == "route"
-    assert {"infra-slack", "oncall-slack", "pagerduty-primary", "oncall-email", "teams-ops", "log"} <= set(rset.routing.receivers)
+    assert {"infra-slack", "oncall-slack", "pagerduty-primary", "oncall-email", "teams-ops", "log"} <= set(
+        rset.routing.receivers
+    )
     assert rset.routing.receivers["pagerduty-primary"].channel == "pagerduty"
     assert len(rset.version) == 16 and rset.schedules and rset.maintenance
     assert rset.runbooks[-1].name == "default"  # the catch-all is tried last
@@ -38,17 +51,31 @@ def test_starter_runbooks_take_real_catalogue_alerts():
     from streams.model.routing import routing_labels
 
     rset = load_runbook_set(RUNBOOKS, channels=specs())
-    wanted = {"Host high CPU load": "high-cpu", "Host out of memory": "memory-oom", "Host out of disk space": "disk-filling",
-              "Prometheus target missing": "target-down", "Blackbox SSL certificate expired": "certificate-expiry",
-              "Nginx high HTTP 5xx error rate": "error-rate-latency"}
+    wanted = {
+        "Host high CPU load": "high-cpu",
+        "Host out of memory": "memory-oom",
+        "Host out of disk space": "disk-filling",
+        "Prometheus target missing": "target-down",
+        "Blackbox SSL certificate expired": "certificate-expiry",
+        "Nginx high HTTP 5xx error rate": "error-rate-latency",
+    }
     rules = {r.name: r for r in load_rules()}
     clf = KeywordClassifier()
     for rule_name, runbook in wanted.items():
         event = rule_to_event(rules[rule_name])
         p = clf.predict_batch([event])[0]
-        labels = routing_labels(event["labels"], category=p.category, severity=p.severity, org="acme",
-                                source="alertmanager", kind="telemetry", event_type="alert.firing")
-        chosen = rset.select(labels, category=p.category, severity=p.severity, event_type="alert.firing", kind="telemetry")
+        labels = routing_labels(
+            event["labels"],
+            category=p.category,
+            severity=p.severity,
+            org="acme",
+            source="alertmanager",
+            kind="telemetry",
+            event_type="alert.firing",
+        )
+        chosen = rset.select(
+            labels, category=p.category, severity=p.severity, event_type="alert.firing", kind="telemetry"
+        )
         assert chosen.name == runbook, rule_name
 
 
@@ -70,14 +97,29 @@ CASES = [
     ("typo-field.yaml", "name: x\nescalaton: []\n", 2, "unknown field 'escalaton' (did you mean 'escalation'?)"),
     ("bad-category.yaml", "name: x\nmatch:\n  category: [cpus]\n", 3, "unknown value 'cpus' (did you mean 'cpu'?)"),
     ("bad-severity.yaml", "name: x\nmatch: {severity: critical}\n", 2, "unknown value 'critical'"),
-    ("bad-receiver.yaml", "name: x\nsteps:\n  - notify: {receiver: infra-slak}\n", 3, "unknown receiver 'infra-slak' (did you mean 'infra-slack'?)"),
+    (
+        "bad-receiver.yaml",
+        "name: x\nsteps:\n  - notify: {receiver: infra-slak}\n",
+        3,
+        "unknown receiver 'infra-slak' (did you mean 'infra-slack'?)",
+    ),
     ("bad-step.yaml", "name: x\nsteps:\n  - notfy: route\n", 3, "unknown step 'notfy'"),
     ("esc-first.yaml", "name: x\nescalation:\n  - {after: 5m, receiver: log}\n", 2, "after must be 0m"),
-    ("esc-order.yaml", "name: x\nescalation:\n  - {after: 0m, receiver: log}\n  - {after: 10m, receiver: log}\n  - {after: 5m, receiver: log}\n", 5, "later and later"),
+    (
+        "esc-order.yaml",
+        "name: x\nescalation:\n  - {after: 0m, receiver: log}\n  - {after: 10m, receiver: log}\n  - {after: 5m, receiver: log}\n",
+        5,
+        "later and later",
+    ),
     ("bad-duration.yaml", "name: x\npolicy:\n  cooldown: 15 minutes\n", 3, "not a duration"),
     ("bad-cap.yaml", "name: x\npolicy:\n  max_consecutive: 0\n", 3, "max_consecutive must be an integer >= 1"),
     ("verify.yaml", "name: x\nsteps:\n  - verify: {}\n", 3, "verify needs after"),
-    ("remediate.yaml", "name: x\nsteps:\n  - remediate: {action: a, endpoint: ftp://x}\n", 3, "endpoint must be an http(s) URL"),
+    (
+        "remediate.yaml",
+        "name: x\nsteps:\n  - remediate: {action: a, endpoint: ftp://x}\n",
+        3,
+        "endpoint must be an http(s) URL",
+    ),
     ("trigger.yaml", "name: x\ntrigger: {metric: m, operator: '>>', threshold: 1}\n", 2, "operator must be one of"),
     ("zz-dup.yaml", "name: high-cpu\n", 1, "already used by high-cpu.yaml"),
     ("syntax.yaml", "name: x\nmatch: {category: [cpu}\n", 2, "invalid YAML"),
@@ -97,14 +139,37 @@ def test_broken_runbook_is_rejected_with_file_line_reason(broken, name, text, li
     assert reason in err.value.reason
 
 
-@pytest.mark.parametrize("name,text,line,reason", [
-    ("schedules.yaml", "schedules:\n  - name: s\n    cron: '61 * * * *'\n    remediate: {action: a}\n", 3, "invalid cron expression"),
-    ("schedules.yaml", "schedules:\n  - name: s\n    cron: '0 6 * * *'\n    timezone: Mars/Olympus\n    remediate: {action: a}\n", 3, "unknown time zone"),
-    ("schedules.yaml", "schedules:\n  - name: s\n    cron: '0 6 * * *'\n", 2, "needs remediate"),
-    ("maintenance.yaml", "windows:\n  - name: w\n    matchers: ['a=\"b\"']\n    start: yesterday\n    end: 2024-01-01T00:00:00Z\n", 4, "not an ISO 8601 time"),
-    ("maintenance.yaml", "windows:\n  - name: w\n    matchers: []\n    start: 2024-01-01T00:00:00Z\n    end: 2024-01-02T00:00:00Z\n", 3, "matchers"),
-    ("routing.yaml", "receivers:\n  - {name: log, channel: sms}\n", 2, "unknown channel 'sms'"),
-])
+@pytest.mark.parametrize(
+    "name,text,line,reason",
+    [
+        (
+            "schedules.yaml",
+            "schedules:\n  - name: s\n    cron: '61 * * * *'\n    remediate: {action: a}\n",
+            3,
+            "invalid cron expression",
+        ),
+        (
+            "schedules.yaml",
+            "schedules:\n  - name: s\n    cron: '0 6 * * *'\n    timezone: Mars/Olympus\n    remediate: {action: a}\n",
+            3,
+            "unknown time zone",
+        ),
+        ("schedules.yaml", "schedules:\n  - name: s\n    cron: '0 6 * * *'\n", 2, "needs remediate"),
+        (
+            "maintenance.yaml",
+            "windows:\n  - name: w\n    matchers: ['a=\"b\"']\n    start: yesterday\n    end: 2024-01-01T00:00:00Z\n",
+            4,
+            "not an ISO 8601 time",
+        ),
+        (
+            "maintenance.yaml",
+            "windows:\n  - name: w\n    matchers: []\n    start: 2024-01-01T00:00:00Z\n    end: 2024-01-02T00:00:00Z\n",
+            3,
+            "matchers",
+        ),
+        ("routing.yaml", "receivers:\n  - {name: log, channel: sms}\n", 2, "unknown channel 'sms'"),
+    ],
+)
 def test_broken_companion_files_are_rejected(broken, name, text, line, reason):
     directory, write = broken
     path = write(name, text)

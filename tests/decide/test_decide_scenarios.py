@@ -20,9 +20,16 @@ pytestmark = pytest.mark.integration
 # Ten warning rules of the catalogue whose runbooks (starter set) neither escalate at
 # warning nor verify, so every notification of a session is a group notification.
 STORM_RULES = (
-    "Host clock skew", "Host swap is filling up", "Host Network Receive Errors", "Kubernetes pod crash looping",
-    "Host unusual network throughput in", "Host systemd service crashed", "Host conntrack limit",
-    "Host clock not synchronising", "Host out of memory", "Host Network Transmit Errors",
+    "Host clock skew",
+    "Host swap is filling up",
+    "Host Network Receive Errors",
+    "Kubernetes pod crash looping",
+    "Host unusual network throughput in",
+    "Host systemd service crashed",
+    "Host conntrack limit",
+    "Host clock not synchronising",
+    "Host out of memory",
+    "Host Network Transmit Errors",
 )
 SERVICES = tuple(f"svc-{k}" for k in range(10))
 GROUP_INTERVAL = 5 * MIN
@@ -36,8 +43,11 @@ def storm(at: int) -> list[dict]:
         for r, name in enumerate(STORM_RULES):
             for i in range(10):
                 n = len(events)
-                events.append(alert(name, service=service, instance=f"{service}-{i}:9100", at=at + n * 5,
-                                    eid=f"storm-{s}-{r}-{i}"))
+                events.append(
+                    alert(
+                        name, service=service, instance=f"{service}-{i}:9100", at=at + n * 5, eid=f"storm-{s}-{r}-{i}"
+                    )
+                )
     return events
 
 
@@ -91,8 +101,16 @@ def test_storm_of_1000_alerts_gives_one_notification_per_session_per_group_inter
             await t.push(tick(s, T0 + 40_000) for s in sessions)
             await t.until(lambda t: len(t.notifications()) >= 100, 60, "100 group notifications")
             # a second wave: one new alert per session; its update waits for group_interval
-            wave = [alert(RULE_OF[e["labels"]["alertname"]], service=e["labels"]["service"], instance="late-1:9100",
-                          at=T0 + 60_000, eid=f"late-{e['event_id']}") for e in events[::10]]
+            wave = [
+                alert(
+                    RULE_OF[e["labels"]["alertname"]],
+                    service=e["labels"]["service"],
+                    instance="late-1:9100",
+                    at=T0 + 60_000,
+                    eid=f"late-{e['event_id']}",
+                )
+                for e in events[::10]
+            ]
             await t.push(wave)
             early = [tick(s, T0 + 5 * MIN) for s in sessions]
             await t.push(early)
@@ -119,19 +137,38 @@ def test_storm_of_1000_alerts_gives_one_notification_per_session_per_group_inter
     assert retried["duplicate"] == 100 and retried["grouped"] == 1000
 
 
-def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_running_worker(topics, worker_factory, tmp_path):
+def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_running_worker(
+    topics, worker_factory, tmp_path
+):
     worker_factory(**worker_env(tmp_path))
-    down = alert("Prometheus target missing", service="api", instance="api-1:9100", at=T0)          # urgent: escalates
+    down = alert("Prometheus target missing", service="api", instance="api-1:9100", at=T0)  # urgent: escalates
     s1 = down["session_key"]
-    acked = alert("Prometheus target missing", service="web", instance="web-1:9100", at=T0)         # urgent: acked early
+    acked = alert("Prometheus target missing", service="web", instance="web-1:9100", at=T0)  # urgent: acked early
     s2 = acked["session_key"]
-    flap = [alert("Kubernetes pod crash looping", service="jobs", instance="jobs-1:9100", at=T0 + k * MIN,
-                  status="firing" if k % 2 == 0 else "resolved", source="alertmanager", eid=f"flap-{k}") for k in range(8)]
+    flap = [
+        alert(
+            "Kubernetes pod crash looping",
+            service="jobs",
+            instance="jobs-1:9100",
+            at=T0 + k * MIN,
+            status="firing" if k % 2 == 0 else "resolved",
+            source="alertmanager",
+            eid=f"flap-{k}",
+        )
+        for k in range(8)
+    ]
     s3 = flap[0]["session_key"]
     # the event `opsloop silence add` produces (built by the same function; the CLI stamps it with the
     # wall clock, which would move this test's event time forward by years)
-    quiet_payments = silence_from_json({"matchers": ['service="payments"'], "starts_at": T0 - MIN, "ends_at": T0 + 2 * 60 * MIN,
-                                        "created_by": "alice", "comment": "migration"})
+    quiet_payments = silence_from_json(
+        {
+            "matchers": ['service="payments"'],
+            "starts_at": T0 - MIN,
+            "ends_at": T0 + 2 * 60 * MIN,
+            "created_by": "alice",
+            "comment": "migration",
+        }
+    )
     silence_id = quiet_payments.silence_id
     silence_event = make_silence_event(quiet_payments, org="acme", now_ms=T0 - MIN, actor="alice")
     muted = alert("Prometheus target missing", service="payments", instance="pay-1:9100", at=T0, source="alertmanager")
@@ -144,8 +181,11 @@ def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_runnin
     quiet = alert("Prometheus target missing", service="quiet", instance="quiet-1:9100", at=T0)
     s6 = quiet["session_key"]
     partitions = topics_partitions(topics)
-    neighbour = next(k for k in (f"acme:alert:Neighbour:{i}" for i in range(1000))
-                     if partition_for_key(k.encode(), partitions) == partition_for_key(s6.encode(), partitions))
+    neighbour = next(
+        k
+        for k in (f"acme:alert:Neighbour:{i}" for i in range(1000))
+        if partition_for_key(k.encode(), partitions) == partition_for_key(s6.encode(), partitions)
+    )
 
     async def run() -> Topics:
         async with Topics(topics) as t:
@@ -154,10 +194,14 @@ def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_runnin
             await t.push([tick(neighbour, T0 + 31_000)])
             await t.until(lambda t: len(t.notifications(s6)) == 1, 60, "the ticker firing a quiet session's timer")
             await t.push([silence_event, critical])
-            await t.until(lambda t: t.decided([silence_event["event_id"], critical["event_id"]]), 60, "silence and critical")
+            await t.until(
+                lambda t: t.decided([silence_event["event_id"], critical["event_id"]]), 60, "silence and critical"
+            )
             await t.push([down, acked, muted, warning, *flap])
             await t.push([tick(s, T0 + 31_000) for s in (s1, s2, s5)])
-            await t.until(lambda t: len(t.notifications(s1)) == 1 and len(t.notifications(s2)) == 1, 60, "first messages")
+            await t.until(
+                lambda t: len(t.notifications(s1)) == 1 and len(t.notifications(s2)) == 1, 60, "first messages"
+            )
             early_ack = webhook("ack", s2, T0 + 2 * MIN)
             await t.push([early_ack])
             # events of one session on two topics (webhook, telemetry) have no order between them:
@@ -173,15 +217,21 @@ def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_runnin
             later = [tick(s, T0 + 40 * MIN) for s in (s1, s2, s3, s4, s5)]
             await t.push(later)
             await t.until(lambda t: t.decided(e["event_id"] for e in later), 60, "late ticks")
-            await t.until(lambda t: any(n["notify"]["action"] == "resolve" and n["created_at"] >= T0 + 17 * MIN
-                                        for n in t.notifications(s3)), 60, "the flapping session stable again")
+            await t.until(
+                lambda t: any(
+                    n["notify"]["action"] == "resolve" and n["created_at"] >= T0 + 17 * MIN for n in t.notifications(s3)
+                ),
+                60,
+                "the flapping session stable again",
+            )
             # cron: event time reaches 06:00:10 UTC next morning on the nightly drift scan's partition
             await t.push([tick(CRON_SESSION, CRON_SLOT + 10_000)])
             await t.until(lambda t: len(dispatched(t)) == 1, 60, "the 06:00 slot dispatched")
             await t.push([tick(CRON_SESSION, CRON_SLOT + 2 * MIN)])
             await t.until(lambda t: len(dispatched(t)) == 3, 60, "the other targets, staggered")
-            resolved = alert("Prometheus target missing", service="api", instance="api-1:9100", at=T0 + 41 * MIN,
-                             status="resolved")
+            resolved = alert(
+                "Prometheus target missing", service="api", instance="api-1:9100", at=T0 + 41 * MIN, status="resolved"
+            )
             await t.push([resolved])
             await t.until(lambda t: len(t.notifications(s1)) == 7, 60, "resolve to all three receivers")
             await t.settled(s1, T0 + 41 * MIN, 60, "the scenario settled")
@@ -191,8 +241,11 @@ def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_runnin
     # S1: Slack, then on-call Slack, then PagerDuty, on schedule; the ack stops it; the resolve closes it
     n1 = t.notifications(s1)
     assert [(n["notify"]["receiver"], n["notify"]["action"]) for n in n1[:4]] == [
-        ("infra-slack", "trigger"), ("oncall-slack", "trigger"), ("pagerduty-primary", "trigger"),
-        ("pagerduty-primary", "acknowledge")]
+        ("infra-slack", "trigger"),
+        ("oncall-slack", "trigger"),
+        ("pagerduty-primary", "trigger"),
+        ("pagerduty-primary", "acknowledge"),
+    ]
     # event time: the group flush at T0+30s (group_wait), the steps 5 and 15 minutes after it
     assert [n["created_at"] for n in n1[:3]] == [T0 + 30_000, T0 + 30_000 + 5 * MIN, T0 + 30_000 + 15 * MIN]
     resolves = {n["notify"]["receiver"]: n["notify"] for n in n1[4:]}
@@ -227,7 +280,9 @@ def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_runnin
     # (the slot was folded at 06:00:10, when event time reached it; the stagger counts from then)
     assert [r["created_at"] - CRON_SLOT for r in runs] == [0, 40_000, 70_000]
     assert [r["remediate"]["params"]["slot"] for r in runs] == [str(CRON_SLOT)] * 3
-    assert all(r["remediate"]["action"] == "dispatch-scan" and r["remediate"]["params"]["scan_type"] == "drift" for r in runs)
+    assert all(
+        r["remediate"]["action"] == "dispatch-scan" and r["remediate"]["params"]["scan_type"] == "drift" for r in runs
+    )
     # S6: its first message came from a timer event the ticker promoted (not from any event of S6)
     [n6] = [n for n in t.notifications(s6) if n["notify"]["action"] == "trigger"][:1]
     timer_decision = next(d for d in t.decisions() if d["event_id"] == n6["event_id"] and d["outcome"] != "duplicate")
@@ -237,10 +292,22 @@ def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_runnin
 def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topics, worker_factory, tmp_path):
     env = worker_env(tmp_path)
     first = worker_factory(**env)
-    urgent = [alert("Prometheus target missing", service=f"u{k}", instance=f"u{k}-{i}:9100", at=T0 + k * 10 + i,
-                    eid=f"u-{k}-{i}") for k in range(30) for i in range(10)]
-    warn = [alert("Host out of memory", service=f"w{k}", instance=f"w{k}-{i}:9100", at=T0 + k * 10 + i,
-                  eid=f"w-{k}-{i}") for k in range(30) for i in range(10)]
+    urgent = [
+        alert(
+            "Prometheus target missing",
+            service=f"u{k}",
+            instance=f"u{k}-{i}:9100",
+            at=T0 + k * 10 + i,
+            eid=f"u-{k}-{i}",
+        )
+        for k in range(30)
+        for i in range(10)
+    ]
+    warn = [
+        alert("Host out of memory", service=f"w{k}", instance=f"w{k}-{i}:9100", at=T0 + k * 10 + i, eid=f"w-{k}-{i}")
+        for k in range(30)
+        for i in range(10)
+    ]
     phase_a = urgent + warn
     u_sessions = sorted({e["session_key"] for e in urgent})
     w_sessions = sorted({e["session_key"] for e in warn})
@@ -255,8 +322,12 @@ def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topi
             await t.push(tick(s, T0 + 31_000) for s in sessions)
             await t.until(lambda t: len(t.notifications()) >= 60, 180, "first messages of 60 sessions")
             # phase B: Prometheus re-sends every alert (new event ids, same alerts) -- mid-storm, SIGKILL
-            resends = [dict(e, event_id=f"resend-{e['event_id']}", occurred_at=e["occurred_at"] + 60_000) for e in phase_a]
-            resends += [dict(e, event_id=f"resend2-{e['event_id']}", occurred_at=e["occurred_at"] + 90_000) for e in phase_a]
+            resends = [
+                dict(e, event_id=f"resend-{e['event_id']}", occurred_at=e["occurred_at"] + 60_000) for e in phase_a
+            ]
+            resends += [
+                dict(e, event_id=f"resend2-{e['event_id']}", occurred_at=e["occurred_at"] + 90_000) for e in phase_a
+            ]
             before = len(t.decisions())
             await t.push(resends[:600])
             await t.until(lambda t: len(t.decisions()) >= before + 200, 60, "part of the re-sends decided")
@@ -264,24 +335,45 @@ def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topi
             killed_at.append(sum(d["event_id"].startswith("resend") for d in t.decisions()))
             await t.push(resends[600:])  # the storm goes on while no worker runs
             worker_factory(**env)
-            await t.until(lambda t: t.decided(e["event_id"] for e in resends), 180, "every re-send decided after restart")
+            await t.until(
+                lambda t: t.decided(e["event_id"] for e in resends), 180, "every re-send decided after restart"
+            )
             # the flappers resolve (all ten alerts) and one alert fires again within the cooldown
-            clears = [dict(e, event_id=f"clear-{e['event_id']}", type="alert.resolved", occurred_at=T0 + 3 * MIN,
-                           payload={**e["payload"], "status": "resolved"}) for e in warn if e["session_key"] in flappers]
-            again = [dict(e, event_id=f"again-{e['event_id']}", occurred_at=T0 + 4 * MIN)
-                     for e in warn if e["session_key"] in flappers and e["event_id"].endswith("-0")]
+            clears = [
+                dict(
+                    e,
+                    event_id=f"clear-{e['event_id']}",
+                    type="alert.resolved",
+                    occurred_at=T0 + 3 * MIN,
+                    payload={**e["payload"], "status": "resolved"},
+                )
+                for e in warn
+                if e["session_key"] in flappers
+            ]
+            again = [
+                dict(e, event_id=f"again-{e['event_id']}", occurred_at=T0 + 4 * MIN)
+                for e in warn
+                if e["session_key"] in flappers and e["event_id"].endswith("-0")
+            ]
             await t.push(clears)
             await t.until(lambda t: t.decided(e["event_id"] for e in clears), 60, "clears")
             await t.push(again)
             await t.push(tick(s, T0 + 5 * MIN + 32_000) for s in sessions)
-            await t.until(lambda t: sum(n["notify"]["receiver"] == "oncall-slack" for n in t.notifications()) >= 30,
-                          60, "30 escalations from timers scheduled before the kill")
+            await t.until(
+                lambda t: sum(n["notify"]["receiver"] == "oncall-slack" for n in t.notifications()) >= 30,
+                60,
+                "30 escalations from timers scheduled before the kill",
+            )
             # (the watermark is per partition: ticking every session moves them all)
             await t.push(tick(s, T0 + 16 * MIN) for s in sessions)
-            await t.until(lambda t: sum(n["notify"]["action"] == "trigger" for s in flappers
-                                        for n in t.notifications(s)) >= 20
-                          and sum(n["notify"]["receiver"] == "pagerduty-primary" for n in t.notifications()) >= 30,
-                          60, "flappers notified after the cooldown, urgent sessions paged")
+            await t.until(
+                lambda t: (
+                    sum(n["notify"]["action"] == "trigger" for s in flappers for n in t.notifications(s)) >= 20
+                    and sum(n["notify"]["receiver"] == "pagerduty-primary" for n in t.notifications()) >= 30
+                ),
+                60,
+                "flappers notified after the cooldown, urgent sessions paged",
+            )
             await t.settled(sessions[0], T0 + 16 * MIN, 60, "the restarted worker settled")
             return t
 
@@ -293,7 +385,10 @@ def test_worker_killed_mid_storm_resumes_with_its_state_and_repeats_nothing(topi
         assert by_id.setdefault(effect["effect_id"], blob) == blob
     for s in u_sessions:
         kinds = [(n["notify"]["receiver"], n["notify"]["action"]) for n in t.notifications(s)]
-        assert kinds == [("infra-slack", "trigger"), ("oncall-slack", "trigger"), ("pagerduty-primary", "trigger")], (s, kinds)
+        assert kinds == [("infra-slack", "trigger"), ("oncall-slack", "trigger"), ("pagerduty-primary", "trigger")], (
+            s,
+            kinds,
+        )
     for s in w_sessions:
         triggers = [n for n in t.notifications(s) if n["notify"]["action"] == "trigger"]
         if s in flappers:
@@ -314,8 +409,25 @@ def test_silence_add_produces_a_silence_event(topics, capsys):
     from streams.cli.main import main
     from streams.kafka.reader import TopicReader
 
-    assert main(["silence", "add", 'service="payments"', 'env!="dev"', "--duration", "2h", "--comment", "migration",
-                 "--by", "alice", "--org", "acme"]) == 0
+    assert (
+        main(
+            [
+                "silence",
+                "add",
+                'service="payments"',
+                'env!="dev"',
+                "--duration",
+                "2h",
+                "--comment",
+                "migration",
+                "--by",
+                "alice",
+                "--org",
+                "acme",
+            ]
+        )
+        == 0
+    )
     sid = capsys.readouterr().out.split()[1].rstrip(":")
 
     async def read():
@@ -324,7 +436,11 @@ def test_silence_add_produces_a_silence_event(topics, capsys):
 
     [record] = asyncio.run(read())
     event = record.value
-    assert (event["type"], event["session_key"], event["payload"]["actor"]) == ("silence.created", "acme:silences", "alice")
+    assert (event["type"], event["session_key"], event["payload"]["actor"]) == (
+        "silence.created",
+        "acme:silences",
+        "alice",
+    )
     body = json.loads(event["payload"]["body_json"])
     assert body["id"] == sid and body["matchers"] == ['service="payments"', 'env!="dev"']
     assert body["ends_at"] - body["starts_at"] == 2 * 3_600_000

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from streams.model.cron import CronError, validate_cron
 from streams.core.timers import (
-    PartitionClock, clock_now, cron_event, due_slot, due_timers, slot_before, slots_between, timer_event,
+    PartitionClock,
+    clock_now,
+    cron_event,
+    due_slot,
+    due_timers,
+    slot_before,
+    slots_between,
+    timer_event,
     timer_event_id,
 )
+from streams.model.cron import CronError, validate_cron
 
 
 def ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def test_clock_modes():
@@ -40,8 +47,17 @@ def test_partition_clock_keeps_the_max_per_partition():
 
 def test_due_timers_only_on_active_partitions_oldest_first():
     entries = [
-        ("s1", {"p": 0, "org": "a", "t": {"esc:1:1": {"at": 300, "purpose": "escalation", "step": 1, "data": {}},
-                                          "grp:1": {"at": 100, "purpose": "group", "step": 0, "data": {}}}}),
+        (
+            "s1",
+            {
+                "p": 0,
+                "org": "a",
+                "t": {
+                    "esc:1:1": {"at": 300, "purpose": "escalation", "step": 1, "data": {}},
+                    "grp:1": {"at": 100, "purpose": "group", "step": 0, "data": {}},
+                },
+            },
+        ),
         ("s2", {"p": 1, "org": "a", "t": {"grp:1": {"at": 50, "purpose": "group", "step": 0, "data": {}}}}),
         ("s3", {"p": 2, "org": "a", "t": {"grp:1": {"at": 10, "purpose": "group", "step": 0, "data": {}}}}),
         ("s4", None),
@@ -77,7 +93,10 @@ def test_cron_slots_and_catch_up():
     assert slot_before(expr, "UTC", ms("2024-03-05T07:30:00")) == ms("2024-03-05T06:00:00")
     assert slot_before(expr, "UTC", ms("2024-03-05T06:00:00")) == ms("2024-03-05T06:00:00")
     assert slots_between(expr, "UTC", ms("2024-03-01T06:00:00"), ms("2024-03-04T06:00:00")) == [
-        ms("2024-03-02T06:00:00"), ms("2024-03-03T06:00:00"), ms("2024-03-04T06:00:00")]
+        ms("2024-03-02T06:00:00"),
+        ms("2024-03-03T06:00:00"),
+        ms("2024-03-04T06:00:00"),
+    ]
     assert due_slot(expr, "UTC", ms("2024-03-05T07:30:00"), catch_up_ms=2 * 3_600_000) == ms("2024-03-05T06:00:00")
     assert due_slot(expr, "UTC", ms("2024-03-05T09:30:00"), catch_up_ms=2 * 3_600_000) is None
 
@@ -87,7 +106,9 @@ def test_cron_in_a_time_zone():
     assert slot_before("0 6 * * *", "Europe/Berlin", ms("2024-01-10T12:00:00")) == ms("2024-01-10T05:00:00")
 
 
-@pytest.mark.parametrize("expr,tz", [("61 * * * *", "UTC"), ("every day", "UTC"), ("0 6 * * *", "Nowhere/Land"), (None, "UTC")])
+@pytest.mark.parametrize(
+    "expr,tz", [("61 * * * *", "UTC"), ("every day", "UTC"), ("0 6 * * *", "Nowhere/Land"), (None, "UTC")]
+)
 def test_invalid_cron(expr, tz):
     with pytest.raises(CronError):
         validate_cron(expr, tz)

@@ -48,15 +48,22 @@ def _old_inhibition_gate(f: Any, p: Pending) -> Gate:
 
 
 def _old_gates() -> tuple[FlushGate, ...]:
-    return tuple(replace(g, check=_old_inhibition_gate) if g.check is grouping._inhibition_gate else g
-                 for g in grouping.FLUSH_GATES)
+    return tuple(
+        replace(g, check=_old_inhibition_gate) if g.check is grouping._inhibition_gate else g
+        for g in grouping.FLUSH_GATES
+    )
 
 
 # -- random inputs -------------------------------------------------------------------------
 
 SERVICES = ["api", "db", "web", "cache"]
-LABEL_VALUES = {"service": SERVICES, "severity": ["urgent", "warning", "action", "info"], "cluster": ["a", "b"],
-                "alertname": ["Down", "Slow", "Full"], "org": ["acme", "beta"]}
+LABEL_VALUES = {
+    "service": SERVICES,
+    "severity": ["urgent", "warning", "action", "info"],
+    "cluster": ["a", "b"],
+    "alertname": ["Down", "Slow", "Full"],
+    "org": ["acme", "beta"],
+}
 
 
 def random_labels(rng: random.Random) -> dict[str, str]:
@@ -153,8 +160,16 @@ def random_events(rng: random.Random, n: int) -> list[tuple[dict[str, Any], Verd
         session = f"acme:{service}:{rng.randint(0, 3)}"
         name = rng.choice(["PrometheusTargetMissing", "HostHighCpuLoad", "PostgresqlDown"])
         status = "resolved" if rng.random() < 0.2 else "firing"
-        ev = alert(name, status=status, at=at, instance=f"{service}-{rng.randint(0, 2)}:9100", service=service,
-                   session=session, eid=f"e{i}", labels={"cluster": rng.choice("ab")})
+        ev = alert(
+            name,
+            status=status,
+            at=at,
+            instance=f"{service}-{rng.randint(0, 2)}:9100",
+            service=service,
+            session=session,
+            eid=f"e{i}",
+            labels={"cluster": rng.choice("ab")},
+        )
         out.append((ev, rng.choice([URGENT, WARNING, WARNING, ACTION])))
     return out
 
@@ -177,10 +192,16 @@ def fold_like_the_agent(events, base: Context, *, indexed: bool) -> list[Any]:
     i = 0
     rng = random.Random(len(events))
     while i < len(events):
-        batch = events[i:i + rng.randint(1, 6)]
+        batch = events[i : i + rng.randint(1, 6)]
         i += len(batch)
-        ctx = context_from_tables(base, silences=silences, inhibitors=inhibitors, cache=cache, index=index,
-                                  changed=changes.drain() if changes is not None else None)
+        ctx = context_from_tables(
+            base,
+            silences=silences,
+            inhibitors=inhibitors,
+            cache=cache,
+            index=index,
+            changed=changes.drain() if changes is not None else None,
+        )
         last = {}
         for event, verdict in batch:
             session = event["session_key"]
@@ -199,8 +220,13 @@ def fold_like_the_agent(events, base: Context, *, indexed: bool) -> list[Any]:
 def test_decide_with_the_index_folds_what_the_old_scan_folded(seed, monkeypatch):
     rng = random.Random(1000 + seed)
     rset = starter_set()
-    extra = (InhibitRule(source=parse_matchers(['alertname="PrometheusTargetMissing"']),
-                         target=parse_matchers(['alertname!="PrometheusTargetMissing"']), equal=("cluster",)),)
+    extra = (
+        InhibitRule(
+            source=parse_matchers(['alertname="PrometheusTargetMissing"']),
+            target=parse_matchers(['alertname!="PrometheusTargetMissing"']),
+            equal=("cluster",),
+        ),
+    )
     if seed % 2:
         rset = replace(rset, routing=replace(rset.routing, inhibit_rules=rset.routing.inhibit_rules + extra))
     base = Context(runbooks=rset)
@@ -210,6 +236,10 @@ def test_decide_with_the_index_folds_what_the_old_scan_folded(seed, monkeypatch)
         m.setattr(grouping, "FLUSH_GATES", _old_gates())
         old = fold_like_the_agent(events, base, indexed=False)
     assert new == old
-    inhibited = sum(1 for records, _ in new[:-1] for r in records
-                    if any(g["gate"] == "inhibit" and g["verdict"] == "stop" for g in r["gates"]))
+    inhibited = sum(
+        1
+        for records, _ in new[:-1]
+        for r in records
+        if any(g["gate"] == "inhibit" and g["verdict"] == "stop" for g in r["gates"])
+    )
     assert inhibited, "the random storm should inhibit something, or the comparison proves little"

@@ -36,7 +36,7 @@ def test_two_kills_lose_no_event_and_commits_reach_the_end(topics, worker_factor
     settings = topics
     events = traffic(sessions=70, cycles=3)
     third = len(events) // 3
-    parts = events[:third], events[third:2 * third], events[2 * third:]
+    parts = events[:third], events[third : 2 * third], events[2 * third :]
 
     first = worker_factory()
     produce(settings, parts[0])

@@ -16,8 +16,10 @@ from streams.settings import TimerSettings
 
 
 def random_row(rng: random.Random, base: int) -> dict:
-    timers = {f"t{j}": {"at": base + rng.randint(-50, 200), "purpose": "group", "step": 0, "data": {}}
-              for j in rng.sample(range(6), rng.randint(1, 4))}
+    timers = {
+        f"t{j}": {"at": base + rng.randint(-50, 200), "purpose": "group", "step": 0, "data": {}}
+        for j in rng.sample(range(6), rng.randint(1, 4))
+    }
     return {"p": rng.randint(0, 3), "org": rng.choice(["acme", "beta"]), "t": timers}
 
 
@@ -67,8 +69,9 @@ def test_a_tick_that_comes_while_the_previous_one_runs_is_skipped():
 
     clock = PartitionClock()
     clock.observe(0, 2_000)
-    table = TrackedDict({"s1": {"p": 0, "org": "acme", "t": {"g": {"at": 1_000, "purpose": "group", "step": 0,
-                                                                     "data": {}}}}})
+    table = TrackedDict(
+        {"s1": {"p": 0, "org": "acme", "t": {"g": {"at": 1_000, "purpose": "group", "step": 0, "data": {}}}}}
+    )
     ticker = Ticker(timers=table, clock=clock, settings=TimerSettings(clock="event"), codec=default_codec(), send=send)
 
     async def run():

@@ -60,7 +60,11 @@ def test_every_built_or_mounted_file_is_in_the_repo(compose):
 
 def test_no_secret_is_inline_and_every_variable_is_documented(compose):
     text = (ROOT / "docker-compose.yml").read_text()
-    documented = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
+    documented = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
     referenced = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
     referenced |= {s["environment"] for s in compose.get("secrets", {}).values() if "environment" in s}
     assert referenced <= documented, referenced - documented
@@ -75,6 +79,14 @@ def test_every_secret_variable_a_receiver_names_is_in_env_example():
     from agents.sinks.channels import specs
     from streams.model.receivers import load_receivers
 
-    documented = {line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
-    named = {var for receiver in load_receivers(ROOT / "runbooks" / "routing.yaml", channels=specs()).values() for var in receiver.secret_env.values()}
+    documented = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    named = {
+        var
+        for receiver in load_receivers(ROOT / "runbooks" / "routing.yaml", channels=specs()).values()
+        for var in receiver.secret_env.values()
+    }
     assert named and named <= documented, named - documented

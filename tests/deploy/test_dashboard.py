@@ -48,4 +48,6 @@ def test_every_exported_metric_is_on_the_dashboard():
     used = {name for expr in dashboard_queries() for name in METRIC.findall(expr)}
     for metric in metrics.ALL:
         family = metric._name  # noqa: SLF001
-        assert any(name == family or name.startswith(family + "_") for name in used), f"{family} is on no dashboard panel"
+        assert any(name == family or name.startswith(family + "_") for name in used), (
+            f"{family} is on no dashboard panel"
+        )

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -30,7 +29,13 @@ TOKEN = "scrape-test-token-0042"
 
 def _alert(name: str, service: str, starts: datetime, severity: str = "critical") -> dict:
     return {
-        "labels": {"alertname": name, "service": service, "instance": f"{service}-1:9100", "severity": severity, "org": "acme"},
+        "labels": {
+            "alertname": name,
+            "service": service,
+            "instance": f"{service}-1:9100",
+            "severity": severity,
+            "org": "acme",
+        },
         "annotations": {"summary": f"{name} on {service}", "description": f"{name} is firing on {service}"},
         "startsAt": starts.isoformat().replace("+00:00", "Z"),
         "endsAt": (starts + timedelta(minutes=10)).isoformat().replace("+00:00", "Z"),
@@ -52,8 +57,11 @@ def _wait_http(url: str, timeout: float) -> None:
 
 def _panel_queries() -> list[tuple[str, str]]:
     dash = json.loads(DASHBOARD.read_text())
-    return [(panel["title"], target["expr"].replace("$__rate_interval", "30s"))
-            for panel in dash["panels"] for target in panel["targets"]]
+    return [
+        (panel["title"], target["expr"].replace("$__rate_interval", "30s"))
+        for panel in dash["panels"]
+        for target in panel["targets"]
+    ]
 
 
 def test_real_prometheus_scrapes_a_worker_and_every_dashboard_panel_returns_data(
@@ -71,8 +79,11 @@ def test_real_prometheus_scrapes_a_worker_and_every_dashboard_panel_returns_data
         worker_factory(OPSLOOP_WEB_ENABLED="true", OPSLOOP_WEB_PORT=str(worker_port))
         import sys
 
-        daemons.start([sys.executable, "-m", "streams.cli.main", "ingest"], tmp_path / "ingest.log",
-                      f"http://127.0.0.1:{ingest_port}/healthz")
+        daemons.start(
+            [sys.executable, "-m", "streams.cli.main", "ingest"],
+            tmp_path / "ingest.log",
+            f"http://127.0.0.1:{ingest_port}/healthz",
+        )
         _wait_http(f"http://127.0.0.1:{worker_port}/metrics", 60)
 
         (tmp_path / "prometheus.yml").write_text(
@@ -83,21 +94,31 @@ def test_real_prometheus_scrapes_a_worker_and_every_dashboard_panel_returns_data
             f"  - job_name: opsloop-ingest\n    static_configs: [{{targets: ['127.0.0.1:{ingest_port}']}}]\n"
         )
         daemons.start(
-            ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}"],
-            tmp_path / "prometheus.log", f"http://127.0.0.1:{prom_port}/-/ready",
+            [
+                "prometheus",
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            tmp_path / "prometheus.log",
+            f"http://127.0.0.1:{prom_port}/-/ready",
         )
 
         # Traffic, spread over a few seconds so rates see it across scrapes: critical
         # alerts first, then warnings of the same alert and service, which the
         # shipped inhibit rule mutes once the critical ones are known (a gate stop).
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{ingest_port}", timeout=30) as http:
             for round_, severity in enumerate(["critical", "critical", "warning", "warning", "warning"]):
-                alerts = [_alert("HostHighCpuLoad", f"svc-{i}", now + timedelta(seconds=round_), severity) for i in range(5)]
+                alerts = [
+                    _alert("HostHighCpuLoad", f"svc-{i}", now + timedelta(seconds=round_), severity) for i in range(5)
+                ]
                 assert http.post("/api/v2/alerts", json=alerts, headers=auth).status_code == 200
-                assert http.post("/api/v2/alerts", json=alerts, headers={"Authorization": "Bearer wrong"}).status_code == 403
+                assert (
+                    http.post("/api/v2/alerts", json=alerts, headers={"Authorization": "Bearer wrong"}).status_code
+                    == 403
+                )
                 time.sleep(1.5)
 
         async def poison() -> None:

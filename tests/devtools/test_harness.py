@@ -62,8 +62,9 @@ def test_a_child_spawned_from_a_thread_outlives_the_thread_but_not_the_process()
     """PR_SET_PDEATHSIG follows the forking thread: a worker started from a helper thread
     used to be SIGKILLed the moment that thread ended. Through the keeper it lives until
     the process that started it dies, and then dies too."""
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         keeper_pid = int(parent.stdout.readline())
         deadline = time.monotonic() + 10

@@ -22,26 +22,38 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.devtools.broker import LocalKafka
 from streams.core.digest import utc_ms
+from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
+from streams.kafka.admin import apply
+from streams.kafka.catalogue import load_catalogue
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import TopicReader
 from streams.settings import Settings
-from streams.kafka.catalogue import load_catalogue
-from streams.kafka.admin import apply
 
 D = (2031, 3, 4)
 
 
 def decision(i: int, org: str, at: int) -> dict:
     session = f"{org}:alert:bench:{i % 97}"
-    return {"decision_id": f"d-{org}-{i}", "event_id": f"e-{org}-{i}", "session_key": session, "org": org,
-            "kind": "telemetry", "type": "alert.firing", "decided_at": at, "category": "cpu", "severity": "warning",
-            "classifier": "bench", "outcome": ("notified", "repeat", "grouped")[i % 3]}
+    return {
+        "decision_id": f"d-{org}-{i}",
+        "event_id": f"e-{org}-{i}",
+        "session_key": session,
+        "org": org,
+        "kind": "telemetry",
+        "type": "alert.firing",
+        "decided_at": at,
+        "category": "cpu",
+        "severity": "warning",
+        "classifier": "bench",
+        "outcome": ("notified", "repeat", "grouped")[i % 3],
+    }
 
 
-async def run(settings: Settings, records: int, orgs: list[str], timeout: float, day: tuple[int, int, int] = D) -> tuple[float, int]:
+async def run(
+    settings: Settings, records: int, orgs: list[str], timeout: float, day: tuple[int, int, int] = D
+) -> tuple[float, int]:
     """Records of ``day`` for ``orgs``, then one each on the next morning; (records/s, events counted)."""
     day_start = utc_ms(*day, 1)
     async with TopicReader(settings, ["outbox"], from_beginning=False) as reader:
@@ -52,8 +64,13 @@ async def run(settings: Settings, records: int, orgs: list[str], timeout: float,
             rows = [decision(i, orgs[i % len(orgs)], day_start + i) for i in range(records)]
             rows += [decision(records + k, org, next_day) for k, org in enumerate(orgs)]
             for rec in rows:
-                futures.append(await producer._producer.send(  # noqa: SLF001 - pipelined, as the bench of decide
-                    producer.topic("decisions"), producer.codec.encode("opsloop.Decision", rec), key=rec["session_key"].encode()))
+                futures.append(
+                    await producer._producer.send(  # noqa: SLF001 - pipelined, as the bench of decide
+                        producer.topic("decisions"),
+                        producer.codec.encode("opsloop.Decision", rec),
+                        key=rec["session_key"].encode(),
+                    )
+                )
             await asyncio.gather(*futures)
         got: dict[str, int] = {}
 
@@ -79,10 +96,17 @@ def main() -> None:
         broker = LocalKafka(work / "kafka").start()
         bootstrap = broker.bootstrap
     tag = uuid.uuid4().hex[:6]
-    env = {**FAST_GROUP_ENV, "KAFKA_BOOTSTRAP": bootstrap, "OPSLOOP_TOPIC_PREFIX": f"b{tag}.",
-           "OPSLOOP_APP_ID": f"opsloop-b{tag}", "OPSLOOP_WEB_ENABLED": "false", "OPSLOOP_DATA_DIR": str(work / "data"),
-           "OPSLOOP_LOG_LEVEL": "warning", "OPSLOOP_TIMER_CLOCK": "event",
-           "OPSLOOP_SINK_DATABASE_URL": f"sqlite:///{work / 'ledger.db'}"}
+    env = {
+        **FAST_GROUP_ENV,
+        "KAFKA_BOOTSTRAP": bootstrap,
+        "OPSLOOP_TOPIC_PREFIX": f"b{tag}.",
+        "OPSLOOP_APP_ID": f"opsloop-b{tag}",
+        "OPSLOOP_WEB_ENABLED": "false",
+        "OPSLOOP_DATA_DIR": str(work / "data"),
+        "OPSLOOP_LOG_LEVEL": "warning",
+        "OPSLOOP_TIMER_CLOCK": "event",
+        "OPSLOOP_SINK_DATABASE_URL": f"sqlite:///{work / 'ledger.db'}",
+    }
     os.environ.update(env)
     settings = Settings.from_env()
     worker = None

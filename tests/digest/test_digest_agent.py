@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streams.core.digest import DigestCounts, day_of, digest_effect, render
-from streams.kafka.producer import EventProducer
 from streams.kafka.batchsend import partition_for_key
 from streams.kafka.catalogue import by_name, load_catalogue
+from streams.kafka.producer import EventProducer
 from tests.decide.scenario import MIN, Topics, alert, tick, worker_env
 
 pytestmark = pytest.mark.integration
@@ -64,15 +64,37 @@ def local_ms(day: date, hour: int, minute: int, tz: str, days: int = 0) -> int:
 
 def org_event(event: dict, org: str) -> dict:
     """An event of ``org`` (the scenario builders make acme's)."""
-    return {**event, "org": org, "session_key": org + event["session_key"][len("acme"):]}
+    return {**event, "org": org, "session_key": org + event["session_key"][len("acme") :]}
 
 
 def episode(org: str, name: str, service: str, at: int, repeats: int, eid: str) -> list[dict]:
     """A firing alert re-sent ``repeats`` times a minute apart, then resolved (its timers cancelled)."""
-    firing = [org_event(alert(name, service=service, instance=f"{service}-1:9100", at=at + r * MIN,
-                              source="alertmanager", eid=f"{eid}-{r}"), org) for r in range(repeats + 1)]
-    resolved = org_event(alert(name, service=service, instance=f"{service}-1:9100", at=at + 10 * MIN,
-                               source="alertmanager", status="resolved", eid=f"{eid}-resolved"), org)
+    firing = [
+        org_event(
+            alert(
+                name,
+                service=service,
+                instance=f"{service}-1:9100",
+                at=at + r * MIN,
+                source="alertmanager",
+                eid=f"{eid}-{r}",
+            ),
+            org,
+        )
+        for r in range(repeats + 1)
+    ]
+    resolved = org_event(
+        alert(
+            name,
+            service=service,
+            instance=f"{service}-1:9100",
+            at=at + 10 * MIN,
+            source="alertmanager",
+            status="resolved",
+            eid=f"{eid}-resolved",
+        ),
+        org,
+    )
     return firing + [resolved]
 
 
@@ -98,12 +120,30 @@ def traffic(d: date) -> list[dict]:
 def receipts(d: date) -> list[dict]:
     """Delivery receipts of day D as the sinks write them (keyed by effect id, no org field)."""
     at = {"acme": local_ms(d, 11, 0, ORGS["acme"][0]), "globex": local_ms(d, 11, 0, ORGS["globex"][0])}
-    rows = ([("acme", "slack", "delivered")] * 3 + [("acme", "email", "delivered"), ("acme", "pagerduty", "failed"),
-             ("acme", "teams", "dead"), ("acme", "slack", "skipped"), ("globex", "email", "delivered"),
-             ("globex", "email", "delivered"), ("globex", "slack", "ambiguous")])
-    out = [{"effect_id": f"e-{i}", "session_key": f"{org}:alert:x:y", "channel": channel, "receiver": channel,
-            "status": status, "attempts": 1, "http_status": None, "latency_ms": 1.0, "error": None,
-            "completed_at": at[org]} for i, (org, channel, status) in enumerate(rows)]
+    rows = [("acme", "slack", "delivered")] * 3 + [
+        ("acme", "email", "delivered"),
+        ("acme", "pagerduty", "failed"),
+        ("acme", "teams", "dead"),
+        ("acme", "slack", "skipped"),
+        ("globex", "email", "delivered"),
+        ("globex", "email", "delivered"),
+        ("globex", "slack", "ambiguous"),
+    ]
+    out = [
+        {
+            "effect_id": f"e-{i}",
+            "session_key": f"{org}:alert:x:y",
+            "channel": channel,
+            "receiver": channel,
+            "status": status,
+            "attempts": 1,
+            "http_status": None,
+            "latency_ms": 1.0,
+            "error": None,
+            "completed_at": at[org],
+        }
+        for i, (org, channel, status) in enumerate(rows)
+    ]
     # a digest's own receipt is not counted
     out.append({**out[0], "effect_id": "e-digest", "session_key": "acme:digest"})
     return out
@@ -119,9 +159,14 @@ def expected(decisions: list[dict], deliveries: list[dict], org: str, d: date) -
     def by_channel(statuses: tuple[str, ...]) -> Counter:
         return Counter(r["channel"] for r in theirs if r["status"] in statuses)
 
-    return DigestCounts(events=len(real), outcomes=Counter(x["outcome"] for x in mine),
-                        notifications=by_channel(("delivered",)), failures=by_channel(("failed", "ambiguous")),
-                        dead=by_channel(("dead",)), sessions=Counter(x["session_key"] for x in real))
+    return DigestCounts(
+        events=len(real),
+        outcomes=Counter(x["outcome"] for x in mine),
+        notifications=by_channel(("delivered",)),
+        failures=by_channel(("failed", "ambiguous")),
+        dead=by_channel(("dead",)),
+        sessions=Counter(x["session_key"] for x in real),
+    )
 
 
 def digests(topics: Topics) -> list[dict]:
@@ -133,7 +178,9 @@ def sentinel_org(partitions: int) -> str:
     """An org whose digest.counts partition is acme's: the two share the partition's clock."""
     of = {org: partition_for_key(org.encode(), partitions) for org in ("acme", "globex")}
     assert of["acme"] != of["globex"], "the test needs acme's and globex's clocks apart"
-    return next(f"sentinel-{i}" for i in range(1000) if partition_for_key(f"sentinel-{i}".encode(), partitions) == of["acme"])
+    return next(
+        f"sentinel-{i}" for i in range(1000) if partition_for_key(f"sentinel-{i}".encode(), partitions) == of["acme"]
+    )
 
 
 def runbooks_dir(tmp_path: Path, sentinel: str, sentinel_hour: int) -> Path:
@@ -160,31 +207,45 @@ def test_digest_for_a_day_with_known_traffic_has_the_right_counts_and_is_sent_on
     sent_receipts = receipts(d)
 
     def digests_of(t: Topics, org: str, of_day: str) -> list[dict]:
-        return [e for e in digests(t) if e["org"] == org and e["notify"]["title"] == f"Daily digest for {org}: {of_day}"]
+        return [
+            e for e in digests(t) if e["org"] == org and e["notify"]["title"] == f"Daily digest for {org}: {of_day}"
+        ]
 
     async def scenario() -> None:
         async with Topics(topics) as t, EventProducer(topics) as producer:
             for r in sent_receipts:
                 await producer.send_record("deliveries", r["effect_id"], "opsloop.Delivery", r)
             await t.push(events)
-            await t.until(lambda t: t.decided(e["event_id"] for e in events)
-                          and len(t.decisions()) >= len(events), timeout=60, what="the day's traffic decided")
+            await t.until(
+                lambda t: t.decided(e["event_id"] for e in events) and len(t.decisions()) >= len(events),
+                timeout=60,
+                what="the day's traffic decided",
+            )
             # past each org's hour on D+1, in event time
-            await t.push([beat("acme", local_ms(d, 6, 1, berlin, days=1)),
-                          beat("globex", local_ms(d, 8, 1, ORGS["globex"][0], days=1))])
+            await t.push(
+                [
+                    beat("acme", local_ms(d, 6, 1, berlin, days=1)),
+                    beat("globex", local_ms(d, 8, 1, ORGS["globex"][0], days=1)),
+                ]
+            )
             await t.until(lambda t: all(digests_of(t, org, day) for org in ORGS), timeout=30, what="both digests")
 
             for org in ORGS:
                 want = expected(t.decisions(), sent_receipts, org, d)
                 (got,) = digests_of(t, org, day)
                 receiver, channel = EXPECTED_RECEIVER[org]
-                assert got == digest_effect(org, day, want, channel=channel, receiver=receiver, created_at=got["created_at"])
+                assert got == digest_effect(
+                    org, day, want, channel=channel, receiver=receiver, created_at=got["created_at"]
+                )
             acme = digests_of(t, "acme", day)[0]["notify"]
             # the known traffic, spelled out: 1 + 5 + 2 events in Berlin's D, the re-sent alert a duplicate
             assert acme["fields"] == {"events": "8", "notifications": "4", "failures": "1", "dead_letters": "1"}
             body = acme["body"].splitlines()
             assert "duplicate 1" in body[1] and body[2:5] == [
-                "Notifications: email 1, slack 3", "Failed deliveries: pagerduty 1", "Dead letters: teams 1"]
+                "Notifications: email 1, slack 3",
+                "Failed deliveries: pagerduty 1",
+                "Dead letters: teams 1",
+            ]
             assert body[body.index("Noisiest sessions:") + 1] == "- acme:alert:HostHighCpuLoad:api: 5 events"
             globex = digests_of(t, "globex", day)[0]["notify"]
             assert globex["fields"] == {"events": "4", "notifications": "2", "failures": "1", "dead_letters": "0"}
@@ -198,17 +259,25 @@ def test_digest_for_a_day_with_known_traffic_has_the_right_counts_and_is_sent_on
             worker_factory(**env)
             await t.push([beat("acme", local_ms(d, 6, 30, berlin, days=1))])
             await t.until(lambda t: digests_of(t, sentinel, day), timeout=45, what="the sentinel's digest")
-            await t.push([beat("globex", local_ms(d, 8, 30, ORGS["globex"][0], days=1))]
-                         + [beat(org, local_ms(d, hour, 1, tz, days=2)) for org, (tz, hour) in ORGS.items()])
-            await t.until(lambda t: all(digests_of(t, org, next_day) for org in ORGS), timeout=30,
-                          what="the next day's digests")
+            await t.push(
+                [beat("globex", local_ms(d, 8, 30, ORGS["globex"][0], days=1))]
+                + [beat(org, local_ms(d, hour, 1, tz, days=2)) for org, (tz, hour) in ORGS.items()]
+            )
+            await t.until(
+                lambda t: all(digests_of(t, org, next_day) for org in ORGS), timeout=30, what="the next day's digests"
+            )
             titles = Counter((e["org"], e["notify"]["title"]) for e in digests(t))
-            assert titles == Counter({(org, f"Daily digest for {org}: {x}"): 1 for org in ORGS for x in (day, next_day)}
-                                     | {(sentinel, f"Daily digest for {sentinel}: {day}"): 1})
+            assert titles == Counter(
+                {(org, f"Daily digest for {org}: {x}"): 1 for org in ORGS for x in (day, next_day)}
+                | {(sentinel, f"Daily digest for {sentinel}: {day}"): 1}
+            )
             for org in ORGS:  # counted once each across the restart (ticks only: 3 in Berlin, 2 in New York)
                 (got,) = digests_of(t, org, next_day)
                 want = expected(t.decisions(), [], org, d + timedelta(days=1))
-                assert got["notify"]["body"] == render(org, next_day, want)[1] and want.events == {"acme": 3, "globex": 2}[org]
+                assert (
+                    got["notify"]["body"] == render(org, next_day, want)[1]
+                    and want.events == {"acme": 3, "globex": 2}[org]
+                )
             assert not [x for x in t.decisions() if x["kind"] == "timer"]  # no timer raced the counts
             assert "initech" not in {e["org"] for e in digests(t)}  # traffic, but no digest configured
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streams.kafka.codec import default_codec
 from streams.core.digest import DigestCounts, add_decision, add_delivery, day_of, digest_effect, utc_ms
+from streams.kafka.codec import default_codec
 
 
 def test_known_day_counts_render_and_encode():
@@ -21,8 +21,11 @@ def test_known_day_counts_render_and_encode():
     )
     for d in decisions:
         add_decision(counts.setdefault((d["org"], day_of(d["decided_at"], tz)), DigestCounts()), d)
-    deliveries = [("slack", "delivered")] * 3 + [("email", "delivered"), ("pagerduty", "failed"), ("teams", "dead")] + [
-        ("remediate", "delivered"), ("remediate", "dry_run"), ("remediate", "dry_run"), ("remediate", "skipped")]
+    deliveries = (
+        [("slack", "delivered")] * 3
+        + [("email", "delivered"), ("pagerduty", "failed"), ("teams", "dead")]
+        + [("remediate", "delivered"), ("remediate", "dry_run"), ("remediate", "dry_run"), ("remediate", "skipped")]
+    )
     day = counts[("acme", "2026-11-21")]
     for channel, status in deliveries:
         add_delivery(day, {"channel": channel, "status": status})
@@ -42,4 +45,7 @@ def test_known_day_counts_render_and_encode():
     assert body[body.index("Noisiest sessions:") + 1] == "- acme:b: 5 events"
     assert "Runbook actions: called 1, dry_run 2" in body
     decoded = default_codec().decode(default_codec().encode("opsloop.Effect", effect))
-    assert decoded["effect_id"] == effect["effect_id"] and decoded["notify"]["title"] == "Daily digest for acme: 2026-11-21"
+    assert (
+        decoded["effect_id"] == effect["effect_id"]
+        and decoded["notify"]["title"] == "Daily digest for acme: 2026-11-21"
+    )

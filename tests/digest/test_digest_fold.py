@@ -7,10 +7,18 @@ from collections import Counter
 from pathlib import Path
 
 from agents.sinks.channels import specs
-from streams.kafka.codec import default_codec
 from streams.core.digest import (
-    DigestCounts, caught_up, delta, digest_effects, due_digest, fold_delta, group_items, org_of_session, utc_ms,
+    DigestCounts,
+    caught_up,
+    delta,
+    digest_effects,
+    due_digest,
+    fold_delta,
+    group_items,
+    org_of_session,
+    utc_ms,
 )
+from streams.kafka.codec import default_codec
 from streams.model.routing import load_routing
 
 TZ = "Europe/Berlin"
@@ -37,7 +45,9 @@ def test_group_items_by_org_keeps_source_positions_and_leaves_out_digest_receipt
     items = group_items(records, enabled=lambda org: org != "sandbox")
     assert sorted(items) == ["acme", "default", "globex"]
     assert [(i["topic"], i["partition"], i["offset"], i["status"], i["channel"]) for i in items["acme"]] == [
-        ("decisions", 3, 10, "notified", ""), ("deliveries", 1, 7, "delivered", "slack")]
+        ("decisions", 3, 10, "notified", ""),
+        ("deliveries", 1, 7, "delivered", "slack"),
+    ]
     assert org_of_session("acme:pr:repo#1") == "acme" and org_of_session(":x") == "default"
     encoded = default_codec().encode("opsloop.DigestDelta", delta("acme", items["acme"]))
     assert default_codec().decode(encoded)["items"] == items["acme"]
@@ -61,8 +71,13 @@ def test_fold_counts_per_local_day_once_under_redelivery_and_prunes():
     again = fold_delta(state, first, tz=TZ, partition=4, now_ms=now)  # the whole delta redelivered
     assert again == state
     # a later batch overlapping the first (a collector restarted from an older commit)
-    overlap = delta("acme", group_items(day_items[-2:] + [
-        ("decisions", 0, 3, decision("acme", "acme:a", "repeat", utc_ms(2026, 11, 21, 10)))], lambda _o: True)["acme"])
+    overlap = delta(
+        "acme",
+        group_items(
+            day_items[-2:] + [("decisions", 0, 3, decision("acme", "acme:a", "repeat", utc_ms(2026, 11, 21, 10)))],
+            lambda _o: True,
+        )["acme"],
+    )
     state = fold_delta(state, overlap, tz=TZ, partition=4, now_ms=now)
     day = DigestCounts.from_dict(state["days"]["2026-11-21"])
     assert day.events == 3 and day.outcomes == Counter(notified=1, repeat=2, duplicate=1)
@@ -74,12 +89,19 @@ def test_fold_counts_per_local_day_once_under_redelivery_and_prunes():
     # the sent mark; a day older than KEEP_DAYS is pruned, a record of one is dropped
     state = fold_delta(state, delta("acme", [], sent_day="2026-11-21"), tz=TZ, partition=4, now_ms=now)
     assert state["last_sent"] == "2026-11-21"
-    late = delta("acme", group_items([("decisions", 0, 9, decision("acme", "acme:a", "notified", utc_ms(2026, 11, 20)))],
-                                     lambda _o: True)["acme"])
+    late = delta(
+        "acme",
+        group_items(
+            [("decisions", 0, 9, decision("acme", "acme:a", "notified", utc_ms(2026, 11, 20)))], lambda _o: True
+        )["acme"],
+    )
     later = utc_ms(2026, 11, 25, 12)
     state = fold_delta(state, late, tz=TZ, partition=4, now_ms=later)
     assert sorted(state["days"]) == ["2026-11-22"] and state["hwm"]["decisions:0"] == 9
-    assert fold_delta(state, delta("acme", [], sent_day="2026-11-01"), tz=TZ, partition=4, now_ms=later)["last_sent"] == "2026-11-21"
+    assert (
+        fold_delta(state, delta("acme", [], sent_day="2026-11-01"), tz=TZ, partition=4, now_ms=later)["last_sent"]
+        == "2026-11-21"
+    )
 
 
 def test_due_once_the_local_hour_has_come_for_a_day_with_traffic_and_not_sent():
@@ -117,14 +139,19 @@ def test_effects_follow_the_routing_tree_with_stable_ids(tmp_path: Path):
         "route:\n  receiver: log\n  routes:\n"
         "    - matchers: ['category=\"digest\"', 'org=\"acme\"']\n      receiver: ops-teams\n      continue: true\n"
         "    - matchers: ['category=\"digest\"', 'org=\"acme\"']\n      receiver: mail\n"
-        "    - matchers: ['severity=\"info\"']\n      receiver: log\n")
+        "    - matchers: ['severity=\"info\"']\n      receiver: log\n"
+    )
     routing = load_routing(path, channels=specs())
     counts = DigestCounts(events=1)
     acme = digest_effects("acme", "2026-11-21", counts, routing, created_at=1)
-    assert [(e["notify"]["receiver"], e["notify"]["channel"]) for e in acme] == [("ops-teams", "teams"), ("mail", "email")]
+    assert [(e["notify"]["receiver"], e["notify"]["channel"]) for e in acme] == [
+        ("ops-teams", "teams"),
+        ("mail", "email"),
+    ]
     assert len({e["effect_id"] for e in acme}) == 2
     assert [e["effect_id"] for e in digest_effects("acme", "2026-11-21", counts, routing, created_at=99)] == [
-        e["effect_id"] for e in acme]  # sent again later: the same ids, one delivery each
+        e["effect_id"] for e in acme
+    ]  # sent again later: the same ids, one delivery each
     other = digest_effects("globex", "2026-11-21", counts, routing, created_at=1)
     assert [(e["notify"]["receiver"], e["session_key"]) for e in other] == [("log", "globex:digest")]
 

@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -32,20 +32,28 @@ import httpx
 from streams.devtools.broker import LocalKafka
 from streams.ingest.alerts import prometheus_events
 from streams.ingest.sessions import load_session_rules
-from streams.settings import IngestSettings
-from streams.settings import Settings
 from streams.kafka.producer import EventProducer, now_ms
+from streams.settings import Settings
 from tests.ingest.conftest import IngestServer, apply_topics, bearer, ingest_env, settings_for
 
 
 def alerts(n: int, tag: str) -> list[dict]:
-    start = datetime.now(timezone.utc) - timedelta(minutes=5)
-    ends = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    ends = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     return [
-        {"labels": {"alertname": f"Bench{i % 50}", "instance": f"host-{i}:9100", "job": "node", "severity": "warning", "run": tag},
-         "annotations": {"summary": f"bench alert {i}", "description": "load is high " * 8},
-         "startsAt": (start + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"), "endsAt": ends,
-         "generatorURL": "http://prometheus:9090/graph?g0.expr=node_load1"}
+        {
+            "labels": {
+                "alertname": f"Bench{i % 50}",
+                "instance": f"host-{i}:9100",
+                "job": "node",
+                "severity": "warning",
+                "run": tag,
+            },
+            "annotations": {"summary": f"bench alert {i}", "description": "load is high " * 8},
+            "startsAt": (start + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
+            "endsAt": ends,
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=node_load1",
+        }
         for i in range(n)
     ]
 
@@ -56,12 +64,14 @@ async def baseline(settings, batch: list[dict]) -> float:
     started = time.perf_counter()
     async with EventProducer(settings) as producer:
         for i in range(0, len(events), 500):
-            await producer.send_many(events[i:i + 500])
+            await producer.send_many(events[i : i + 500])
     return time.perf_counter() - started
 
 
-async def through_ingest(server: IngestServer, batch: list[dict], per_post: int, clients: int) -> tuple[float, list[float]]:
-    posts = [batch[i:i + per_post] for i in range(0, len(batch), per_post)]
+async def through_ingest(
+    server: IngestServer, batch: list[dict], per_post: int, clients: int
+) -> tuple[float, list[float]]:
+    posts = [batch[i : i + per_post] for i in range(0, len(batch), per_post)]
     queue: asyncio.Queue = asyncio.Queue()
     for post in posts:
         queue.put_nowait(post)
@@ -97,7 +107,13 @@ def main() -> None:
     server = IngestServer(env, Path(tempfile.mkdtemp()) / "ingest.log").start()
     n = args.alerts
     try:
-        rows = [("baseline: EventProducer.send_many, chunks of 500", asyncio.run(baseline(settings, alerts(n, "base"))), None)]
+        rows = [
+            (
+                "baseline: EventProducer.send_many, chunks of 500",
+                asyncio.run(baseline(settings, alerts(n, "base"))),
+                None,
+            )
+        ]
         seconds, lat = asyncio.run(through_ingest(server, alerts(n, "b100"), 100, 8))
         rows.append(("ingest: 100 alerts/post, 8 clients", seconds, lat))
         n1 = min(n, 5000)

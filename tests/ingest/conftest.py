@@ -17,8 +17,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -67,8 +68,8 @@ def settings_for(env: Mapping[str, str]) -> Settings:
 
 
 def apply_topics(settings: Settings) -> None:
-    from streams.kafka.catalogue import load_catalogue
     from streams.kafka.admin import apply
+    from streams.kafka.catalogue import load_catalogue
 
     asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
 
@@ -89,12 +90,16 @@ class IngestServer:
     def url(self, path: str) -> str:
         return self.base + path
 
-    def start(self, timeout: float = 30.0) -> "IngestServer":
+    def start(self, timeout: float = 30.0) -> IngestServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = childproc.spawn(
             [sys.executable, "-m", "streams.cli.main", "ingest", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=ROOT,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -117,7 +122,7 @@ class IngestServer:
         childproc.stop(self.proc, 15)
         self.proc = None
 
-    def restart(self) -> "IngestServer":
+    def restart(self) -> IngestServer:
         self.stop()
         return self.start()
 
@@ -125,8 +130,12 @@ class IngestServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def read_events(settings: Settings, until: Callable[[list[Record]], bool], timeout: float = 30.0,
-                topics: Sequence[str] = EVENT_TOPICS) -> list[Record]:
+def read_events(
+    settings: Settings,
+    until: Callable[[list[Record]], bool],
+    timeout: float = 30.0,
+    topics: Sequence[str] = EVENT_TOPICS,
+) -> list[Record]:
     """Records of the event topics (from the beginning) once ``until`` holds."""
 
     async def run() -> list[Record]:
@@ -200,5 +209,3 @@ def metric_value(text: str, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-

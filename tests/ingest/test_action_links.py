@@ -17,7 +17,11 @@ from streams.kafka.producer import now_ms
 from streams.model.receivers import Receiver
 from tests.decide.helpers import URGENT_DOWN, Sim, alert, starter_set
 from tests.ingest.conftest import (
-    apply_topics, ingest_env, read_all_events, read_events, settings_for,
+    apply_topics,
+    ingest_env,
+    read_all_events,
+    read_events,
+    settings_for,
 )
 
 ACK_SECRET = f"ack-{secrets.token_hex(16)}"
@@ -40,13 +44,17 @@ def _emailed_links(base_url: str, session: str) -> dict[str, str]:
     sim.feed(alert("PrometheusTargetMissing", at=at, session=session))
     sim.advance(at + 60 * 60_000)
     notice = next(e for e in sim.notifications("trigger"))
-    message = email.build_message(notice, Receiver("mail", "email", {"from": "opsloop@example.com", "to": "oncall@example.com"}))
+    message = email.build_message(
+        notice, Receiver("mail", "email", {"from": "opsloop@example.com", "to": "oncall@example.com"})
+    )
     text = message.get_body(("plain",)).get_content()
     return dict(re.findall(r"^(\w[\w ]*): (http\S+)$", text, flags=re.M))
 
 
 def _webhooks_of(settings, session: str, idle: float = 1.5) -> list[dict]:
-    return [r.value for r in read_all_events(settings, idle=idle, topics=WEBHOOK_TOPIC) if r.value["session_key"] == session]
+    return [
+        r.value for r in read_all_events(settings, idle=idle, topics=WEBHOOK_TOPIC) if r.value["session_key"] == session
+    ]
 
 
 def test_acknowledge_link_from_an_email(ingest_server, module_settings, http):
@@ -68,7 +76,9 @@ def test_acknowledge_link_from_an_email(ingest_server, module_settings, http):
     done = http.post(ingest_server.url("/ingest/ack"), data=fields)
     assert done.status_code == 200, done.text
     assert "Acknowledged" in done.text and "signed link" in done.text
-    records = read_events(module_settings, lambda rs: any(r.value["session_key"] == session for r in rs), topics=WEBHOOK_TOPIC)
+    records = read_events(
+        module_settings, lambda rs: any(r.value["session_key"] == session for r in rs), topics=WEBHOOK_TOPIC
+    )
     (event,) = [r.value for r in records if r.value["session_key"] == session]
     assert event["type"] == "ack" and event["org"] == "acme"
     assert event["payload"]["actor"] == "signed link"
@@ -84,14 +94,20 @@ def test_acknowledge_link_from_an_email(ingest_server, module_settings, http):
 def test_expired_or_altered_links_are_refused(ingest_server, module_settings, http):
     session = f"acme:alert:linktest:{uuid.uuid4().hex[:6]}"
     base = ingest_server.url("/ingest/ack")
-    expired = action_link(base, session, "ack", now_ms() - 1_000, ACK_SECRET, jti=link_id("e", session, "ack"), org="acme")
-    good = action_link(base, session, "ack", now_ms() + 60_000, ACK_SECRET, jti=link_id("g", session, "ack"), org="acme")
+    expired = action_link(
+        base, session, "ack", now_ms() - 1_000, ACK_SECRET, jti=link_id("e", session, "ack"), org="acme"
+    )
+    good = action_link(
+        base, session, "ack", now_ms() + 60_000, ACK_SECRET, jti=link_id("g", session, "ack"), org="acme"
+    )
     params = dict(parse_qsl(urlsplit(good).query))
     altered_session = {**params, "session": session + "x"}
     altered_action = {**params, "action": "approve"}
     forged = action_link(base, session, "ack", now_ms() + 60_000, "not-the-secret", jti="j", org="acme")
     for method in ("get", "post"):
-        answer = http.get(expired) if method == "get" else http.post(base, data=dict(parse_qsl(urlsplit(expired).query)))
+        answer = (
+            http.get(expired) if method == "get" else http.post(base, data=dict(parse_qsl(urlsplit(expired).query)))
+        )
         assert answer.status_code == 403 and "link expired" in answer.text
         for bad in (altered_session, altered_action, dict(parse_qsl(urlsplit(forged).query))):
             answer = http.get(f"{base}?{urlencode(bad)}") if method == "get" else http.post(base, data=bad)
@@ -102,8 +118,15 @@ def test_expired_or_altered_links_are_refused(ingest_server, module_settings, ht
 
 def test_everything_shown_is_escaped(ingest_server, http):
     session = 'acme:<script>alert("x")</script>'
-    link = action_link(ingest_server.url("/ingest/ack"), session, "silence-1h", now_ms() + 60_000, ACK_SECRET,
-                       jti="j1", org="<b>acme</b>")
+    link = action_link(
+        ingest_server.url("/ingest/ack"),
+        session,
+        "silence-1h",
+        now_ms() + 60_000,
+        ACK_SECRET,
+        jti="j1",
+        org="<b>acme</b>",
+    )
     page = http.get(link)
     assert page.status_code == 200
     assert "<script>" not in page.text and "&lt;script&gt;" in page.text and "<b>acme" not in page.text
@@ -112,12 +135,21 @@ def test_everything_shown_is_escaped(ingest_server, http):
 
 def test_approve_link_produces_the_approval_once(ingest_server, module_settings, http):
     session = f"acme:alert:linktest:{uuid.uuid4().hex[:6]}"
-    link = action_link(ingest_server.url("/ingest/ack"), session, "approve", now_ms() + 60_000, ACK_SECRET,
-                       jti=link_id("a", session, "approve"), org="acme")
+    link = action_link(
+        ingest_server.url("/ingest/ack"),
+        session,
+        "approve",
+        now_ms() + 60_000,
+        ACK_SECRET,
+        jti=link_id("a", session, "approve"),
+        org="acme",
+    )
     assert "Approve remediation" in http.get(link).text
     fields = dict(parse_qsl(urlsplit(link).query))
     assert http.post(ingest_server.url("/ingest/ack"), data=fields).status_code == 200
     assert http.post(ingest_server.url("/ingest/ack"), data=fields).status_code == 409
-    records = read_events(module_settings, lambda rs: any(r.value["session_key"] == session for r in rs), topics=WEBHOOK_TOPIC)
+    records = read_events(
+        module_settings, lambda rs: any(r.value["session_key"] == session for r in rs), topics=WEBHOOK_TOPIC
+    )
     (event,) = [r.value for r in records if r.value["session_key"] == session]
     assert event["type"] == "remediation.approved" and event["payload"]["actor"] == "signed link"

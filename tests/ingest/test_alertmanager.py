@@ -11,7 +11,7 @@ whichever way it arrives.
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -28,7 +28,8 @@ def iso(dt: datetime) -> str:
 
 
 def write_config(tmp_path, ingest_port: int) -> None:
-    (tmp_path / "alertmanager.yml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "alertmanager.yml").write_text(
+        textwrap.dedent(f"""\
         route:
           receiver: opsloop
           group_by: [alertname, service, instance]
@@ -41,37 +42,58 @@ def write_config(tmp_path, ingest_port: int) -> None:
               - url: http://127.0.0.1:{ingest_port}/ingest/alertmanager?org=globex
                 send_resolved: true
                 http_config:
-                  authorization: {{type: Bearer, credentials: "{TOKENS['alertmanager']}"}}
-        """))
+                  authorization: {{type: Bearer, credentials: "{TOKENS["alertmanager"]}"}}
+        """)
+    )
 
 
 def test_real_alertmanager_webhook_firing_and_resolved(ingest_server, module_settings, daemons, tmp_path):
     write_config(tmp_path, ingest_server.port)
     port = free_port()
     am = daemons.start(
-        ["prometheus-alertmanager", f"--config.file={tmp_path / 'alertmanager.yml'}", f"--storage.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        tmp_path / "alertmanager.log", f"http://127.0.0.1:{port}/-/ready",
+        [
+            "prometheus-alertmanager",
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        tmp_path / "alertmanager.log",
+        f"http://127.0.0.1:{port}/-/ready",
     )
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     checkout = {"alertname": "AmProbeCheckout", "service": "checkout", "instance": "web-1:8080", "severity": "warning"}
     database = {"alertname": "AmProbeDatabase", "instance": "db-1:5432", "severity": "critical"}
     alerts = [
-        {"labels": checkout, "annotations": {"summary": "checkout errors"}, "startsAt": iso(now - timedelta(minutes=2)),
-         "generatorURL": "http://prometheus:9090/graph?g0.expr=errors"},
+        {
+            "labels": checkout,
+            "annotations": {"summary": "checkout errors"},
+            "startsAt": iso(now - timedelta(minutes=2)),
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=errors",
+        },
         {"labels": database, "annotations": {"summary": "db down"}, "startsAt": iso(now - timedelta(minutes=1))},
     ]
     api = f"http://127.0.0.1:{port}/api/v2/alerts"
     assert httpx.post(api, json=alerts, timeout=10).status_code == 200
 
     def named(records, name, status):
-        return [r for r in records if r.value and r.value["labels"].get("alertname") == name and r.value["payload"]["status"] == status]
+        return [
+            r
+            for r in records
+            if r.value and r.value["labels"].get("alertname") == name and r.value["payload"]["status"] == status
+        ]
 
-    read_events(module_settings, lambda rs: named(rs, "AmProbeCheckout", "firing") and named(rs, "AmProbeDatabase", "firing"),
-                timeout=30, topics=["events.telemetry"])
-    resolved_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+    read_events(
+        module_settings,
+        lambda rs: named(rs, "AmProbeCheckout", "firing") and named(rs, "AmProbeDatabase", "firing"),
+        timeout=30,
+        topics=["events.telemetry"],
+    )
+    resolved_at = datetime.now(UTC) - timedelta(seconds=1)
     assert httpx.post(api, json=[{**alerts[0], "endsAt": iso(resolved_at)}], timeout=10).status_code == 200
-    read_events(module_settings, lambda rs: named(rs, "AmProbeCheckout", "resolved"), timeout=30, topics=["events.telemetry"])
+    read_events(
+        module_settings, lambda rs: named(rs, "AmProbeCheckout", "resolved"), timeout=30, topics=["events.telemetry"]
+    )
     records = read_all_events(module_settings, idle=1.0, topics=["events.telemetry"])
     am.stop()
 

@@ -8,9 +8,8 @@ from streams.ingest.alerts import alertmanager_events, fingerprint, prometheus_e
 from streams.ingest.errors import BadRequest
 from streams.ingest.fields import timestamp_ms
 from streams.ingest.sessions import load_session_rules
-from streams.settings import IngestSettings
-from streams.settings import Settings
 from streams.model.records import derived_id
+from streams.settings import Settings
 
 RULES = load_session_rules(Settings.from_env().sessions_path())
 NOW = 1_714_557_600_000  # 2024-05-01T10:00:00Z
@@ -38,11 +37,13 @@ def test_fingerprint_is_fnv1a_over_sorted_labels_like_alertmanager():
 
 def test_firing_resolved_from_ends_at_relative_to_receive_time():
     future, past = "2024-05-01T10:04:00Z", "2024-05-01T09:59:00Z"
-    events = prom([
-        {"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": future},
-        {"labels": {**CPU, "instance": "web-2:9100"}, "startsAt": "2024-05-01T09:50:00Z"},
-        {"labels": {**CPU, "instance": "web-3:9100"}, "startsAt": "2024-05-01T09:50:00Z", "endsAt": past},
-    ])
+    events = prom(
+        [
+            {"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": future},
+            {"labels": {**CPU, "instance": "web-2:9100"}, "startsAt": "2024-05-01T09:50:00Z"},
+            {"labels": {**CPU, "instance": "web-3:9100"}, "startsAt": "2024-05-01T09:50:00Z", "endsAt": past},
+        ]
+    )
     assert [e["type"] for e in events] == ["alert.firing", "alert.firing", "alert.resolved"]
     assert [e["payload"]["status"] for e in events] == ["firing", "firing", "resolved"]
     starts = timestamp_ms("2024-05-01T09:50:00Z", "x")
@@ -54,23 +55,39 @@ def test_firing_resolved_from_ends_at_relative_to_receive_time():
 def test_a_resend_with_a_moving_ends_at_is_a_new_event_and_a_retry_is_not():
     """A re-send moves the alert's end (decide resolves it there if no re-send comes), so it must reach decide."""
     first = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:04:00Z"}])[0]
-    retry = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:04:00Z"}], received_at=NOW + 5_000)[0]
-    resend = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:06:00Z"}], received_at=NOW + 120_000)[0]
-    resolved = prom([{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:01:00Z"}], received_at=NOW + 120_000)[0]
+    retry = prom(
+        [{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:04:00Z"}], received_at=NOW + 5_000
+    )[0]
+    resend = prom(
+        [{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:06:00Z"}],
+        received_at=NOW + 120_000,
+    )[0]
+    resolved = prom(
+        [{"labels": CPU, "startsAt": "2024-05-01T09:50:00Z", "endsAt": "2024-05-01T10:01:00Z"}],
+        received_at=NOW + 120_000,
+    )[0]
     assert first["event_id"] == retry["event_id"] != resend["event_id"]
     assert resend["payload"]["ends_at"] == timestamp_ms("2024-05-01T10:06:00Z", "x")
     assert resolved["event_id"] != first["event_id"]
-    assert first["event_id"] == derived_id("alert", "acme", fingerprint(CPU), str(timestamp_ms("2024-05-01T09:50:00Z", "x")), "firing",
-                                           str(timestamp_ms("2024-05-01T10:04:00Z", "x")))
+    assert first["event_id"] == derived_id(
+        "alert",
+        "acme",
+        fingerprint(CPU),
+        str(timestamp_ms("2024-05-01T09:50:00Z", "x")),
+        "firing",
+        str(timestamp_ms("2024-05-01T10:04:00Z", "x")),
+    )
     assert first["session_key"] == resolved["session_key"] == "acme:alert:HostHighCpuLoad:web-1:9100"
 
 
 def test_session_keys_follow_the_default_rules():
-    events = prom([
-        {"labels": {**CPU, "service": "checkout"}, "startsAt": "2024-05-01T09:50:00Z"},
-        {"labels": CPU, "startsAt": "2024-05-01T09:50:00Z"},
-        {"labels": {"job": "node", "org": "globex"}, "startsAt": "2024-05-01T09:50:00Z"},
-    ])
+    events = prom(
+        [
+            {"labels": {**CPU, "service": "checkout"}, "startsAt": "2024-05-01T09:50:00Z"},
+            {"labels": CPU, "startsAt": "2024-05-01T09:50:00Z"},
+            {"labels": {"job": "node", "org": "globex"}, "startsAt": "2024-05-01T09:50:00Z"},
+        ]
+    )
     assert events[0]["session_key"] == "acme:alert:HostHighCpuLoad:checkout"  # service wins over instance
     assert events[1]["session_key"] == "acme:alert:HostHighCpuLoad:web-1:9100"
     assert [e["session_rule"] for e in events[:2]] == ["alert-group", "alert-group"]
@@ -92,13 +109,22 @@ AM_BODY = {
     "externalURL": "http://am:9093",
     "alerts": [
         {
-            "status": "firing", "labels": CPU, "annotations": {"summary": "CPU high"},
-            "startsAt": "2024-05-01T09:50:00.123456789Z", "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prom/graph", "fingerprint": "0123456789abcdef",
+            "status": "firing",
+            "labels": CPU,
+            "annotations": {"summary": "CPU high"},
+            "startsAt": "2024-05-01T09:50:00.123456789Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prom/graph",
+            "fingerprint": "0123456789abcdef",
         },
         {
-            "status": "resolved", "labels": {**CPU, "instance": "web-2:9100"}, "annotations": {},
-            "startsAt": "2024-05-01T09:40:00Z", "endsAt": "2024-05-01T09:55:00Z", "generatorURL": "", "fingerprint": "fedcba9876543210",
+            "status": "resolved",
+            "labels": {**CPU, "instance": "web-2:9100"},
+            "annotations": {},
+            "startsAt": "2024-05-01T09:40:00Z",
+            "endsAt": "2024-05-01T09:55:00Z",
+            "generatorURL": "",
+            "fingerprint": "fedcba9876543210",
         },
     ],
 }
@@ -124,9 +150,15 @@ def test_alertmanager_v4_each_alert_one_event_firing_and_resolved():
         ({**AM_BODY, "alerts": []}, "alerts"),
         ({**AM_BODY, "alerts": {}}, "alerts"),
         ({**AM_BODY, "alerts": [{**AM_BODY["alerts"][0], "status": "pending"}]}, "alerts[0].status"),
-        ({**AM_BODY, "alerts": [{k: v for k, v in AM_BODY["alerts"][0].items() if k != "startsAt"}]}, "alerts[0].startsAt"),
+        (
+            {**AM_BODY, "alerts": [{k: v for k, v in AM_BODY["alerts"][0].items() if k != "startsAt"}]},
+            "alerts[0].startsAt",
+        ),
         ({**AM_BODY, "alerts": [{**AM_BODY["alerts"][1], "endsAt": "0001-01-01T00:00:00Z"}]}, "alerts[0].endsAt"),
-        ({**AM_BODY, "alerts": [AM_BODY["alerts"][0], {**AM_BODY["alerts"][0], "labels": {"a": 1}}]}, "alerts[1].labels"),
+        (
+            {**AM_BODY, "alerts": [AM_BODY["alerts"][0], {**AM_BODY["alerts"][0], "labels": {"a": 1}}]},
+            "alerts[1].labels",
+        ),
         ({**AM_BODY, "alerts": [{**AM_BODY["alerts"][0], "startsAt": 1714557600}]}, "alerts[0].startsAt"),
         ([AM_BODY], "body"),
     ],

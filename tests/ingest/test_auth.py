@@ -12,8 +12,12 @@ from streams.ingest.idempotency import RecentIds
 def test_tokens_from_the_list_and_per_producer_variables():
     tokens = producer_tokens(
         " prometheus = p-1 , alertmanager=a-2,,",
-        {"OPSLOOP_INGEST_TOKEN_SCANNER": "s-3", "OPSLOOP_INGEST_TOKENS": "ignored-here", "OPSLOOP_INGEST_TOKEN_X_FILE": "/run/x",
-         "PATH": "/bin"},
+        {
+            "OPSLOOP_INGEST_TOKEN_SCANNER": "s-3",
+            "OPSLOOP_INGEST_TOKENS": "ignored-here",
+            "OPSLOOP_INGEST_TOKEN_X_FILE": "/run/x",
+            "PATH": "/bin",
+        },
     )
     assert tokens == {"prometheus": b"p-1", "alertmanager": b"a-2", "scanner": b"s-3"}
 

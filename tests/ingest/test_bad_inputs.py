@@ -12,16 +12,23 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import pytest
 
 from streams.devtools.broker import free_port
 from tests.ingest.conftest import (
-    IngestServer, apply_topics, bearer, github_signature, ingest_env, pagerduty_signature, read_all_events, read_events,
+    IngestServer,
+    apply_topics,
+    bearer,
+    github_signature,
+    ingest_env,
+    pagerduty_signature,
+    read_all_events,
+    read_events,
     settings_for,
 )
 
@@ -61,47 +68,185 @@ AM_NO_STARTS = {**AM, "alerts": [{k: v for k, v in AM["alerts"][0].items() if k 
 
 CASES = [
     Case("no auth", post("/api/v2/alerts", json=[ALERT]), 401, "missing bearer token"),
-    Case("wrong auth scheme (Basic)", post("/api/v2/alerts", json=[ALERT], headers={"Authorization": "Basic dTpw"}), 401, "expected Authorization: Bearer"),
-    Case("wrong token", post("/api/v2/alerts", json=[ALERT], headers={"Authorization": "Bearer not-a-token"}), 403, "invalid token"),
-    Case("webhook without a signature", post("/ingest/webhook/github", content=PR, headers=GH), 401, "missing signature header"),
-    Case("bad HMAC (wrong secret)", post("/ingest/webhook/github", content=PR, headers={**GH, "X-Hub-Signature-256": github_signature(PR, "wrong")}),
-         403, "does not match"),
-    Case("HMAC of a different body", post("/ingest/webhook/github", content=PR, headers={**GH, "X-Hub-Signature-256": github_signature(PR + b"\n")}),
-         403, "does not match"),
-    Case("PagerDuty HMAC of a different body", post("/ingest/webhook/pagerduty", content=PD, headers={"X-PagerDuty-Signature": pagerduty_signature(b"{}"), **JSON_CT}),
-         403, "does not match"),
-    Case("truncated JSON", post("/api/v2/alerts", content=json.dumps([ALERT]).encode()[:40], headers={**bearer(), **JSON_CT}), 400, "body: invalid JSON"),
-    Case("empty body", post("/ingest/alertmanager", content=b"", headers={**bearer("alertmanager"), **JSON_CT}), 400, "body: empty"),
-    Case("wrong types: label values not strings", post("/api/v2/alerts", json=[{"labels": {"alertname": "X", "port": 9100}}], headers=bearer()),
-         400, "alerts[0].labels: expected a mapping of strings"),
-    Case("wrong types: startsAt a number", post("/api/v2/alerts", json=[{**ALERT, "startsAt": 1714557000}], headers=bearer()),
-         400, "alerts[0].startsAt: expected an RFC 3339 timestamp"),
-    Case("wrong types: body an object, not an array", post("/api/v2/alerts", json=ALERT, headers=bearer()), 400, "alerts: expected an array"),
-    Case("missing required field: alert startsAt (Alertmanager)", post("/ingest/alertmanager", json=AM_NO_STARTS, headers=bearer("alertmanager")),
-         400, "alerts[0].startsAt: required"),
-    Case("missing required field: scan config_id", post("/ingest/scan", json={"scan_id": "s", "scan_type": "drift"}, headers=bearer("scanner")),
-         400, "config_id: required"),
-    Case("missing required field: event type", post("/ingest/events", json={"kind": "scan", "source": "x", "occurred_at": 1, "session_key": "k"},
-                                                     headers=bearer("scanner")), 400, "type: required"),
-    Case("missing required header: X-GitHub-Delivery", post("/ingest/webhook/github", content=PR,
-         headers={"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": github_signature(PR), **JSON_CT}), 400, "X-GitHub-Delivery: required"),
+    Case(
+        "wrong auth scheme (Basic)",
+        post("/api/v2/alerts", json=[ALERT], headers={"Authorization": "Basic dTpw"}),
+        401,
+        "expected Authorization: Bearer",
+    ),
+    Case(
+        "wrong token",
+        post("/api/v2/alerts", json=[ALERT], headers={"Authorization": "Bearer not-a-token"}),
+        403,
+        "invalid token",
+    ),
+    Case(
+        "webhook without a signature",
+        post("/ingest/webhook/github", content=PR, headers=GH),
+        401,
+        "missing signature header",
+    ),
+    Case(
+        "bad HMAC (wrong secret)",
+        post(
+            "/ingest/webhook/github", content=PR, headers={**GH, "X-Hub-Signature-256": github_signature(PR, "wrong")}
+        ),
+        403,
+        "does not match",
+    ),
+    Case(
+        "HMAC of a different body",
+        post("/ingest/webhook/github", content=PR, headers={**GH, "X-Hub-Signature-256": github_signature(PR + b"\n")}),
+        403,
+        "does not match",
+    ),
+    Case(
+        "PagerDuty HMAC of a different body",
+        post(
+            "/ingest/webhook/pagerduty",
+            content=PD,
+            headers={"X-PagerDuty-Signature": pagerduty_signature(b"{}"), **JSON_CT},
+        ),
+        403,
+        "does not match",
+    ),
+    Case(
+        "truncated JSON",
+        post("/api/v2/alerts", content=json.dumps([ALERT]).encode()[:40], headers={**bearer(), **JSON_CT}),
+        400,
+        "body: invalid JSON",
+    ),
+    Case(
+        "empty body",
+        post("/ingest/alertmanager", content=b"", headers={**bearer("alertmanager"), **JSON_CT}),
+        400,
+        "body: empty",
+    ),
+    Case(
+        "wrong types: label values not strings",
+        post("/api/v2/alerts", json=[{"labels": {"alertname": "X", "port": 9100}}], headers=bearer()),
+        400,
+        "alerts[0].labels: expected a mapping of strings",
+    ),
+    Case(
+        "wrong types: startsAt a number",
+        post("/api/v2/alerts", json=[{**ALERT, "startsAt": 1714557000}], headers=bearer()),
+        400,
+        "alerts[0].startsAt: expected an RFC 3339 timestamp",
+    ),
+    Case(
+        "wrong types: body an object, not an array",
+        post("/api/v2/alerts", json=ALERT, headers=bearer()),
+        400,
+        "alerts: expected an array",
+    ),
+    Case(
+        "missing required field: alert startsAt (Alertmanager)",
+        post("/ingest/alertmanager", json=AM_NO_STARTS, headers=bearer("alertmanager")),
+        400,
+        "alerts[0].startsAt: required",
+    ),
+    Case(
+        "missing required field: scan config_id",
+        post("/ingest/scan", json={"scan_id": "s", "scan_type": "drift"}, headers=bearer("scanner")),
+        400,
+        "config_id: required",
+    ),
+    Case(
+        "missing required field: event type",
+        post(
+            "/ingest/events",
+            json={"kind": "scan", "source": "x", "occurred_at": 1, "session_key": "k"},
+            headers=bearer("scanner"),
+        ),
+        400,
+        "type: required",
+    ),
+    Case(
+        "missing required header: X-GitHub-Delivery",
+        post(
+            "/ingest/webhook/github",
+            content=PR,
+            headers={"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": github_signature(PR), **JSON_CT},
+        ),
+        400,
+        "X-GitHub-Delivery: required",
+    ),
     Case("empty alerts array (Prometheus)", post("/api/v2/alerts", json=[], headers=bearer()), 400, "alerts: empty"),
-    Case("empty alerts array (Alertmanager)", post("/ingest/alertmanager", json={**AM, "alerts": []}, headers=bearer("alertmanager")),
-         400, "alerts: empty"),
-    Case("Alertmanager payload version 3", post("/ingest/alertmanager", json={**AM, "version": "3"}, headers=bearer("alertmanager")),
-         400, 'version: expected "4"'),
-    Case("unknown event kind", post("/ingest/events", json={"kind": "metrics", "type": "t", "source": "s", "occurred_at": 1}, headers=bearer("scanner")),
-         400, "kind: unknown kind 'metrics'"),
-    Case("payload field of the wrong type", post("/ingest/events", json={"kind": "telemetry", "type": "t", "source": "s", "occurred_at": 1,
-         "session_key": "k", "payload": {"value": "high"}}, headers=bearer("scanner")), 400, "payload.value: expected a number or null"),
-    Case("oversized body (Content-Length 1 MiB + 1)", post("/api/v2/alerts", content=b" " * (LIMIT + 1), headers=bearer()), 413, "exceeds the limit"),
-    Case("oversized chunked body (no Content-Length)", post("/api/v2/alerts", content=chunks(LIMIT + 1), headers={**bearer(), **JSON_CT}), 413, "exceeds the limit"),
-    Case("unknown webhook provider", post("/ingest/webhook/gitlab", content=b"{}", headers={"X-Hub-Signature-256": "sha256=00"}),
-         404, "unknown webhook provider 'gitlab'"),
+    Case(
+        "empty alerts array (Alertmanager)",
+        post("/ingest/alertmanager", json={**AM, "alerts": []}, headers=bearer("alertmanager")),
+        400,
+        "alerts: empty",
+    ),
+    Case(
+        "Alertmanager payload version 3",
+        post("/ingest/alertmanager", json={**AM, "version": "3"}, headers=bearer("alertmanager")),
+        400,
+        'version: expected "4"',
+    ),
+    Case(
+        "unknown event kind",
+        post(
+            "/ingest/events",
+            json={"kind": "metrics", "type": "t", "source": "s", "occurred_at": 1},
+            headers=bearer("scanner"),
+        ),
+        400,
+        "kind: unknown kind 'metrics'",
+    ),
+    Case(
+        "payload field of the wrong type",
+        post(
+            "/ingest/events",
+            json={
+                "kind": "telemetry",
+                "type": "t",
+                "source": "s",
+                "occurred_at": 1,
+                "session_key": "k",
+                "payload": {"value": "high"},
+            },
+            headers=bearer("scanner"),
+        ),
+        400,
+        "payload.value: expected a number or null",
+    ),
+    Case(
+        "oversized body (Content-Length 1 MiB + 1)",
+        post("/api/v2/alerts", content=b" " * (LIMIT + 1), headers=bearer()),
+        413,
+        "exceeds the limit",
+    ),
+    Case(
+        "oversized chunked body (no Content-Length)",
+        post("/api/v2/alerts", content=chunks(LIMIT + 1), headers={**bearer(), **JSON_CT}),
+        413,
+        "exceeds the limit",
+    ),
+    Case(
+        "unknown webhook provider",
+        post("/ingest/webhook/gitlab", content=b"{}", headers={"X-Hub-Signature-256": "sha256=00"}),
+        404,
+        "unknown webhook provider 'gitlab'",
+    ),
     Case("unknown path", post("/ingest/metrics", json={}), 404, "Not Found"),
-    Case("wrong method (GET a POST endpoint)", lambda client, base: client.get(base + "/api/v2/alerts"), 405, "Method Not Allowed"),
-    Case("more events than the in-flight budget (3)", post("/api/v2/alerts", json=[
-         {**ALERT, "labels": {**ALERT["labels"], "instance": f"web-{i}:9100"}} for i in range(4)], headers=bearer()), 429, "exceed the limit of 3"),
+    Case(
+        "wrong method (GET a POST endpoint)",
+        lambda client, base: client.get(base + "/api/v2/alerts"),
+        405,
+        "Method Not Allowed",
+    ),
+    Case(
+        "more events than the in-flight budget (3)",
+        post(
+            "/api/v2/alerts",
+            json=[{**ALERT, "labels": {**ALERT["labels"], "instance": f"web-{i}:9100"}} for i in range(4)],
+            headers=bearer(),
+        ),
+        429,
+        "exceed the limit of 3",
+    ),
 ]
 
 BROKER_DOWN = Case("broker down", post("/api/v2/alerts", json=[ALERT], headers=bearer()), 503, "retry later")
@@ -123,10 +268,17 @@ def run_case(case: Case, server: IngestServer, client: httpx.Client) -> dict:
     health = client.get(server.url("/healthz"), timeout=2)
     assert health.status_code == 200 and time.monotonic() - started < 2, f"{case.name}: server stalled"
     body = answer.json()
-    return {"case": case, "status": answer.status_code, "error": body.get("error", ""), "retry_after": answer.headers.get("Retry-After")}
+    return {
+        "case": case,
+        "status": answer.status_code,
+        "error": body.get("error", ""),
+        "retry_after": answer.headers.get("Retry-After"),
+    }
 
 
-def test_bad_inputs_are_refused_with_the_reason_and_produce_nothing(ingest_server, module_env, module_settings, tmp_path, capsys):
+def test_bad_inputs_are_refused_with_the_reason_and_produce_nothing(
+    ingest_server, module_env, module_settings, tmp_path, capsys
+):
     dead_env = {**module_env, "KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "OPSLOOP_INGEST_SEND_TIMEOUT_S": "2"}
     down = IngestServer(dead_env, tmp_path / "ingest-broker-down.log").start()
     rows = []
@@ -135,8 +287,11 @@ def test_bad_inputs_are_refused_with_the_reason_and_produce_nothing(ingest_serve
             rows = [run_case(case, ingest_server, client) for case in CASES]
             rows.append(run_case(BROKER_DOWN, down, client))
             ready = client.get(down.url("/readyz"))
-            control = client.post(ingest_server.url("/api/v2/alerts"), json=[{**ALERT, "labels": {**ALERT["labels"], "control": "yes"}}],
-                                  headers=bearer())
+            control = client.post(
+                ingest_server.url("/api/v2/alerts"),
+                json=[{**ALERT, "labels": {**ALERT["labels"], "control": "yes"}}],
+                headers=bearer(),
+            )
     finally:
         down.stop()
 

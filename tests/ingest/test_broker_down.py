@@ -16,7 +16,16 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.ingest.conftest import IngestServer, apply_topics, bearer, ingest_env, read_all_events, read_events, settings_for, wait_for
+from tests.ingest.conftest import (
+    IngestServer,
+    apply_topics,
+    bearer,
+    ingest_env,
+    read_all_events,
+    read_events,
+    settings_for,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +43,16 @@ class Poster(threading.Thread):
         with httpx.Client(timeout=30) as client:
             while not self.halt.is_set():
                 seq += 1
-                alert = {"labels": {"alertname": "BrokerDownProbe", "instance": "probe-1", "seq": str(seq)},
-                         "startsAt": "2024-05-01T09:50:00Z"}
+                alert = {
+                    "labels": {"alertname": "BrokerDownProbe", "instance": "probe-1", "seq": str(seq)},
+                    "startsAt": "2024-05-01T09:50:00Z",
+                }
                 started = time.monotonic()
                 answer = client.post(self.server.url("/api/v2/alerts"), json=[alert], headers=bearer())
                 with self.lock:
-                    self.results.append((seq, answer.status_code, answer.headers.get("Retry-After"), time.monotonic() - started))
+                    self.results.append(
+                        (seq, answer.status_code, answer.headers.get("Retry-After"), time.monotonic() - started)
+                    )
                 self.halt.wait(0.02)  # pacing, so a fast-failing outage does not spin
 
     def count(self, status: int, since: int = 0) -> int:
@@ -54,8 +67,11 @@ class Poster(threading.Thread):
 def test_broker_stopped_while_a_client_keeps_posting(kafka_factory, tmp_path):
     broker = kafka_factory()
     env = ingest_env(
-        broker.bootstrap, "down.",
-        OPSLOOP_INGEST_SEND_TIMEOUT_S="2", OPSLOOP_INGEST_RECONNECT_BACKOFF_S="0.5", OPSLOOP_INGEST_RETRY_AFTER_S="1",
+        broker.bootstrap,
+        "down.",
+        OPSLOOP_INGEST_SEND_TIMEOUT_S="2",
+        OPSLOOP_INGEST_RECONNECT_BACKOFF_S="0.5",
+        OPSLOOP_INGEST_RETRY_AFTER_S="1",
     )
     settings = settings_for(env)
     apply_topics(settings)
@@ -70,8 +86,12 @@ def test_broker_stopped_while_a_client_keeps_posting(kafka_factory, tmp_path):
         assert httpx.get(server.url("/readyz"), timeout=10).status_code == 503
         broker.start()
         restarted_at = poster.last_seq()
-        wait_for(lambda: poster.count(200, since=restarted_at) >= 20, 60, "posts accepted again after the broker restart")
-        wait_for(lambda: httpx.get(server.url("/readyz"), timeout=10).status_code == 200, 30, "readyz after the restart")
+        wait_for(
+            lambda: poster.count(200, since=restarted_at) >= 20, 60, "posts accepted again after the broker restart"
+        )
+        wait_for(
+            lambda: httpx.get(server.url("/readyz"), timeout=10).status_code == 200, 30, "readyz after the restart"
+        )
     finally:
         poster.halt.set()
         poster.join(35)
@@ -88,13 +108,17 @@ def test_broker_stopped_while_a_client_keeps_posting(kafka_factory, tmp_path):
     def seqs(records):
         return Counter(r.value["labels"]["seq"] for r in records if r.value)
 
-    read_events(settings, lambda rs: {str(s) for s in accepted} <= set(seqs(rs)), timeout=30, topics=["events.telemetry"])
+    read_events(
+        settings, lambda rs: {str(s) for s in accepted} <= set(seqs(rs)), timeout=30, topics=["events.telemetry"]
+    )
     written = seqs(read_all_events(settings, idle=2.0, topics=["events.telemetry"]))
     missing = sorted(s for s in accepted if str(s) not in written)
     leaked = sorted(s for s in refused if str(s) in written)
     twice = sorted(s for s, n in written.items() if n > 1)
-    print(f"\nposts: {len(poster.results)}; 2xx: {len(accepted)}; 503: {len(refused)}; slowest post {slowest:.2f}s; "
-          f"records: {sum(written.values())}")
+    print(
+        f"\nposts: {len(poster.results)}; 2xx: {len(accepted)}; 503: {len(refused)}; slowest post {slowest:.2f}s; "
+        f"records: {sum(written.values())}"
+    )
     assert not missing, f"2xx'd but not in the topic: {missing}"
     assert not leaked, f"answered 503 but written: {leaked}"
     assert not twice, f"written more than once: {twice}"

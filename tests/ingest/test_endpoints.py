@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -15,10 +15,18 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from streams.ingest.alerts import fingerprint
 from streams.ingest.app import create_app
-from streams.settings import IngestSettings
 from streams.model.records import derived_id
+from streams.settings import IngestSettings
 from tests.ingest.conftest import (
-    GITHUB_SECRET, PAGERDUTY_SECRET, TOKENS, IngestServer, bearer, github_signature, pagerduty_signature, read_all_events, read_events,
+    GITHUB_SECRET,
+    PAGERDUTY_SECRET,
+    TOKENS,
+    IngestServer,
+    bearer,
+    github_signature,
+    pagerduty_signature,
+    read_all_events,
+    read_events,
     settings_for,
 )
 
@@ -32,7 +40,7 @@ def iso(dt: datetime) -> str:
 
 
 def firing_alert(name: str, **labels: str) -> dict:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return {
         "labels": {"alertname": name, "instance": "web-1:9100", **labels},
         "annotations": {"summary": f"{name} on web-1"},
@@ -43,8 +51,12 @@ def firing_alert(name: str, **labels: str) -> dict:
 
 
 def signed_github(body: bytes, delivery: str) -> dict[str, str]:
-    return {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": github_signature(body),
-            "Content-Type": "application/json"}
+    return {
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": github_signature(body),
+        "Content-Type": "application/json",
+    }
 
 
 def test_every_endpoint_lands_decoded_in_its_topic_keyed_by_session(ingest_server, module_settings, http):
@@ -55,18 +67,43 @@ def test_every_endpoint_lands_decoded_in_its_topic_keyed_by_session(ingest_serve
     am_body = json.loads((FIXTURES / "alertmanager_v4.json").read_text())
     am_body["alerts"][0]["labels"]["alertname"] = f"Am{tag}"
     am_body["alerts"][1]["labels"]["alertname"] = f"Am{tag}"
-    answers["alertmanager"] = http.post(ingest_server.url("/ingest/alertmanager?org=globex"), json=am_body, headers=bearer("alertmanager"))
-    pr = (FIXTURES / "github_pull_request_opened.json").read_bytes().replace(b'"acme/api"', f'"acme/api-{tag}"'.encode())
-    answers["github"] = http.post(ingest_server.url("/ingest/webhook/github"), content=pr, headers=signed_github(pr, f"gh-{tag}"))
-    pd = (FIXTURES / "pagerduty_incident_acknowledged.json").read_bytes().replace(b"01BZ6PN0Q3UWWW0HBXTY41EOFZ", f"pd-{tag}".encode())
-    answers["pagerduty"] = http.post(ingest_server.url("/ingest/webhook/pagerduty"), content=pd,
-                                     headers={"X-PagerDuty-Signature": pagerduty_signature(pd), "Content-Type": "application/json"})
-    scan = {"scan_id": f"run-{tag}", "scan_type": "drift", "config_id": f"vpc-{tag}",
-            "findings": [{"resource": "aws_security_group.web", "change_type": "modified", "severity": "high"}]}
+    answers["alertmanager"] = http.post(
+        ingest_server.url("/ingest/alertmanager?org=globex"), json=am_body, headers=bearer("alertmanager")
+    )
+    pr = (
+        (FIXTURES / "github_pull_request_opened.json").read_bytes().replace(b'"acme/api"', f'"acme/api-{tag}"'.encode())
+    )
+    answers["github"] = http.post(
+        ingest_server.url("/ingest/webhook/github"), content=pr, headers=signed_github(pr, f"gh-{tag}")
+    )
+    pd = (
+        (FIXTURES / "pagerduty_incident_acknowledged.json")
+        .read_bytes()
+        .replace(b"01BZ6PN0Q3UWWW0HBXTY41EOFZ", f"pd-{tag}".encode())
+    )
+    answers["pagerduty"] = http.post(
+        ingest_server.url("/ingest/webhook/pagerduty"),
+        content=pd,
+        headers={"X-PagerDuty-Signature": pagerduty_signature(pd), "Content-Type": "application/json"},
+    )
+    scan = {
+        "scan_id": f"run-{tag}",
+        "scan_type": "drift",
+        "config_id": f"vpc-{tag}",
+        "findings": [{"resource": "aws_security_group.web", "change_type": "modified", "severity": "high"}],
+    }
     answers["scan"] = http.post(ingest_server.url("/ingest/scan"), json=scan, headers=bearer("scanner"))
-    generic = {"kind": "telemetry", "type": "metric.sample", "source": "cli", "occurred_at": 1_714_557_600_000,
-               "labels": {"alertname": f"Gen{tag}", "service": "billing"}, "payload": {"metric": "queue_depth", "value": 12.5}}
-    answers["events"] = http.post(ingest_server.url("/ingest/events"), json=generic, headers={**bearer("scanner"), "Idempotency-Key": f"k-{tag}"})
+    generic = {
+        "kind": "telemetry",
+        "type": "metric.sample",
+        "source": "cli",
+        "occurred_at": 1_714_557_600_000,
+        "labels": {"alertname": f"Gen{tag}", "service": "billing"},
+        "payload": {"metric": "queue_depth", "value": 12.5},
+    }
+    answers["events"] = http.post(
+        ingest_server.url("/ingest/events"), json=generic, headers={**bearer("scanner"), "Idempotency-Key": f"k-{tag}"}
+    )
 
     for name, answer in answers.items():
         assert answer.status_code == 200, (name, answer.text)
@@ -84,7 +121,11 @@ def test_every_endpoint_lands_decoded_in_its_topic_keyed_by_session(ingest_serve
         return record
 
     prom = one("prometheus")
-    assert prom.topic == "events.telemetry" and prom.value["type"] == "alert.firing" and prom.value["source"] == "prometheus"
+    assert (
+        prom.topic == "events.telemetry"
+        and prom.value["type"] == "alert.firing"
+        and prom.value["source"] == "prometheus"
+    )
     assert prom.value["session_key"] == f"acme:alert:Prom{tag}:checkout" and prom.value["session_rule"] == "alert-group"
     assert prom.value["payload"]["fingerprint"] == fingerprint(alert["labels"])
     firing, resolved = one("alertmanager", 0), one("alertmanager", 1)
@@ -110,13 +151,19 @@ def test_a_retried_post_is_a_duplicate_and_is_written_once(ingest_server, module
 
     async def post_concurrently(n: int) -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*[
-                client.post(ingest_server.url("/api/v2/alerts"), json=[alert], headers=bearer("prometheus")) for _ in range(n)
-            ])
+            return await asyncio.gather(
+                *[
+                    client.post(ingest_server.url("/api/v2/alerts"), json=[alert], headers=bearer("prometheus"))
+                    for _ in range(n)
+                ]
+            )
 
     answers = asyncio.run(post_concurrently(6))
-    later = httpx.post(ingest_server.url("/api/v2/alerts"), json=[{**alert, "endsAt": alert["endsAt"][:-1] + "+00:00"}],
-                       headers=bearer("prometheus"))
+    later = httpx.post(
+        ingest_server.url("/api/v2/alerts"),
+        json=[{**alert, "endsAt": alert["endsAt"][:-1] + "+00:00"}],
+        headers=bearer("prometheus"),
+    )
     statuses = sorted(a.json()["status"] for a in [*answers, later])
     assert [a.status_code for a in answers] == [200] * 6 and later.status_code == 200
     assert statuses == ["accepted"] + ["duplicate"] * 6
@@ -164,7 +211,12 @@ def test_readyz_names_missing_topics(module_env):
 
     status, body = asyncio.run(run())
     assert status == 503 and body["kafka"] == "ok"
-    assert sorted(t.split(".", 1)[1] for t in body["missing_topics"]) == ["events.scan", "events.telemetry", "events.timer", "events.webhook"]
+    assert sorted(t.split(".", 1)[1] for t in body["missing_topics"]) == [
+        "events.scan",
+        "events.telemetry",
+        "events.timer",
+        "events.webhook",
+    ]
 
 
 def test_tokens_and_secrets_never_reach_the_logs(module_env, ingest_server, caplog):
@@ -177,13 +229,34 @@ def test_tokens_and_secrets_never_reach_the_logs(module_env, ingest_server, capl
         async with TestClient(TestServer(_in_process(module_env))) as client:
             posts = [
                 client.post("/api/v2/alerts", json=[firing_alert("Logs")], headers=bearer("prometheus")),
-                client.post("/api/v2/alerts", json=[firing_alert("Logs")], headers={"Authorization": f"Bearer {TOKENS['prometheus']}x"}),
-                client.post("/ingest/alertmanager", json={"version": "4", "alerts": []}, headers=bearer("alertmanager")),
-                client.post("/ingest/scan", data=b'{"scan_type": ', headers={**bearer("scanner"), "Content-Type": "application/json"}),
+                client.post(
+                    "/api/v2/alerts",
+                    json=[firing_alert("Logs")],
+                    headers={"Authorization": f"Bearer {TOKENS['prometheus']}x"},
+                ),
+                client.post(
+                    "/ingest/alertmanager", json={"version": "4", "alerts": []}, headers=bearer("alertmanager")
+                ),
+                client.post(
+                    "/ingest/scan",
+                    data=b'{"scan_type": ',
+                    headers={**bearer("scanner"), "Content-Type": "application/json"},
+                ),
                 client.post("/ingest/webhook/github", data=pr, headers=signed_github(pr, f"log-{uuid.uuid4().hex}")),
                 client.post("/ingest/webhook/github", data=pr + b" ", headers=signed_github(pr, "log-2")),
-                client.post("/ingest/webhook/pagerduty", data=pd, headers={"X-PagerDuty-Signature": pagerduty_signature(pd), "Content-Type": "application/json"}),
-                client.post("/ingest/webhook/pagerduty", data=pd, headers={"X-PagerDuty-Signature": pagerduty_signature(pd + b"x"), "Content-Type": "application/json"}),
+                client.post(
+                    "/ingest/webhook/pagerduty",
+                    data=pd,
+                    headers={"X-PagerDuty-Signature": pagerduty_signature(pd), "Content-Type": "application/json"},
+                ),
+                client.post(
+                    "/ingest/webhook/pagerduty",
+                    data=pd,
+                    headers={
+                        "X-PagerDuty-Signature": pagerduty_signature(pd + b"x"),
+                        "Content-Type": "application/json",
+                    },
+                ),
                 client.get("/metrics"),
             ]
             return [(await post).status for post in posts]

@@ -19,11 +19,17 @@ import uuid
 import zlib
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.ingest.conftest import (
-    TOKENS, IngestServer, apply_topics, bearer, github_signature, ingest_env, pagerduty_signature, settings_for,
+    TOKENS,
+    IngestServer,
+    apply_topics,
+    bearer,
+    github_signature,
+    ingest_env,
+    pagerduty_signature,
+    settings_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -35,8 +41,13 @@ EVENT = {"kind": "telemetry", "type": "metric.sample", "source": "cli", "occurre
 
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap, tmp_path_factory):
-    env = ingest_env(kafka_bootstrap, f"h{uuid.uuid4().hex[:8]}.", OPSLOOP_INGEST_READ_TIMEOUT_S="1",
-                     OPSLOOP_INGEST_BODY_TIMEOUT_S="3", OPSLOOP_LOG_FORMAT="json")
+    env = ingest_env(
+        kafka_bootstrap,
+        f"h{uuid.uuid4().hex[:8]}.",
+        OPSLOOP_INGEST_READ_TIMEOUT_S="1",
+        OPSLOOP_INGEST_BODY_TIMEOUT_S="3",
+        OPSLOOP_LOG_FORMAT="json",
+    )
     apply_topics(settings_for(env))
     s = IngestServer(env, tmp_path_factory.mktemp("hard") / "ingest.log").start()
     try:
@@ -52,13 +63,21 @@ def raw(body: bytes, **headers: str) -> dict:
 BAD_BODIES = [
     ("JSON nested 1000 deep", b"[" * 1000 + b"]" * 1000, "nested deeper than"),
     ("5,000-digit integer", b'{"kind": "telemetry", "n": ' + b"9" * 5000 + b"}", "out of range"),
-    ("lone surrogate", json.dumps({**EVENT, "type": "\\ud800"}).replace("\\\\ud800", "\\ud800").encode(), "lone surrogate"),
+    (
+        "lone surrogate",
+        json.dumps({**EVENT, "type": "\\ud800"}).replace("\\\\ud800", "\\ud800").encode(),
+        "lone surrogate",
+    ),
     ("NaN", json.dumps({**EVENT, "payload": {"value": float("nan")}}).encode(), "NaN"),
     ("1e999", json.dumps(EVENT).replace('"occurred_at": 1', '"occurred_at": 1e999').encode(), "out of range"),
     ("duplicate keys", b'{"kind": "telemetry", "kind": "scan"}', "duplicate key 'kind'"),
     ("empty label name", json.dumps({**EVENT, "labels": {"": "x"}}).encode(), "label name is empty"),
     ("NUL in a label name", json.dumps({**EVENT, "labels": {"a\u0000b": "x"}}).encode(), "NUL"),
-    ("session key over 512", json.dumps({**EVENT, "session_key": "k" * 600}).encode(), "session_key: 600 characters; at most 512"),
+    (
+        "session key over 512",
+        json.dumps({**EVENT, "session_key": "k" * 600}).encode(),
+        "session_key: 600 characters; at most 512",
+    ),
     ("org over 128", json.dumps({**EVENT, "org": "o" * 200}).encode(), "org: 200 characters; at most 128"),
 ]
 
@@ -74,11 +93,15 @@ def test_bad_json_is_a_400_naming_the_reason(server, http, name, body, reason):
 def test_bodies_content_type_and_compression(server, http):
     """Guards item 6: strict Content-Type (415), broken deflate (400), bounded gzip bomb (413, fast), gzip works."""
     good = json.dumps({**EVENT, "event_id": uuid.uuid4().hex}).encode()
-    wrong = http.post(server.url("/ingest/events"), content=good, headers={**bearer("scanner"), "Content-Type": "text/plain"})
+    wrong = http.post(
+        server.url("/ingest/events"), content=good, headers={**bearer("scanner"), "Content-Type": "text/plain"}
+    )
     assert wrong.status_code == 415 and "expected application/json" in wrong.json()["error"]
     none = http.post(server.url("/ingest/events"), content=good, headers=bearer("scanner"))
     assert none.status_code == 415
-    broken = http.post(server.url("/ingest/events"), **raw(b"\x78\x9c not deflate at all", **{"Content-Encoding": "deflate"}))
+    broken = http.post(
+        server.url("/ingest/events"), **raw(b"\x78\x9c not deflate at all", **{"Content-Encoding": "deflate"})
+    )
     assert broken.status_code == 400 and "deflate" in broken.json()["error"]
     bomb = gzip.compress(b" " * (200 * 1024 * 1024), compresslevel=9)
     started = time.process_time(), time.monotonic()
@@ -87,17 +110,26 @@ def test_bodies_content_type_and_compression(server, http):
     assert time.monotonic() - started[1] < 1.0
     ok = http.post(server.url("/ingest/events"), **raw(gzip.compress(good), **{"Content-Encoding": "gzip"}))
     assert ok.status_code == 200, ok.text
-    ok = http.post(server.url("/ingest/events"), **raw(zlib.compress(good.replace(b"acme:k", b"acme:z")), **{"Content-Encoding": "deflate"}))
+    ok = http.post(
+        server.url("/ingest/events"),
+        **raw(zlib.compress(good.replace(b"acme:k", b"acme:z")), **{"Content-Encoding": "deflate"}),
+    )
     assert ok.status_code == 200, ok.text
 
 
 def test_webhook_replays_and_signature_floods_are_refused(server, http):
     """Guards item 6: a signed GitHub body under a new delivery id is a replay (409); a redelivery with its
     own id stays a duplicate; 120 bogus v1= values plus a good one are refused."""
-    pr = (FIXTURES / "github_pull_request_opened.json").read_bytes().replace(b'"acme/api"', f'"acme/r-{uuid.uuid4().hex[:6]}"'.encode())
+    pr = (
+        (FIXTURES / "github_pull_request_opened.json")
+        .read_bytes()
+        .replace(b'"acme/api"', f'"acme/r-{uuid.uuid4().hex[:6]}"'.encode())
+    )
     headers = {"X-GitHub-Event": "pull_request", "X-Hub-Signature-256": github_signature(pr), **CT}
-    answers = [http.post(server.url("/ingest/webhook/github"), content=pr, headers={**headers, "X-GitHub-Delivery": f"d-{i}"})
-               for i in range(5)]
+    answers = [
+        http.post(server.url("/ingest/webhook/github"), content=pr, headers={**headers, "X-GitHub-Delivery": f"d-{i}"})
+        for i in range(5)
+    ]
     assert [a.status_code for a in answers] == [200, 409, 409, 409, 409]
     assert "replay" in answers[1].json()["error"]
     again = http.post(server.url("/ingest/webhook/github"), content=pr, headers={**headers, "X-GitHub-Delivery": "d-0"})
@@ -105,7 +137,9 @@ def test_webhook_replays_and_signature_floods_are_refused(server, http):
     pd = (FIXTURES / "pagerduty_incident_acknowledged.json").read_bytes()
     for bogus, status in ((120, 400), (10, 403)):  # 120 values exceed the header size limit already
         flood = ",".join([f"v1={i:064x}" for i in range(bogus)] + [pagerduty_signature(pd)])
-        answer = http.post(server.url("/ingest/webhook/pagerduty"), content=pd, headers={"X-PagerDuty-Signature": flood, **CT})
+        answer = http.post(
+            server.url("/ingest/webhook/pagerduty"), content=pd, headers={"X-PagerDuty-Signature": flood, **CT}
+        )
         assert answer.status_code == status and "ZZZ" not in answer.text, answer.text
     assert "at most 4" in answer.json()["error"]
 
@@ -113,8 +147,10 @@ def test_webhook_replays_and_signature_floods_are_refused(server, http):
 def test_a_slow_body_is_timed_out(server):
     """Guards item 6: a sender trickling its body gets 408 and Connection: close (it used to be kept open)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(f"POST /ingest/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKENS['scanner']}\r\n"
-                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode())
+        sock.sendall(
+            f"POST /ingest/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKENS['scanner']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+        )
         started = time.monotonic()
         data = b""
         while b"}" not in data and (chunk := sock.recv(4096)):

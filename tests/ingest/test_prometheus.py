@@ -40,40 +40,65 @@ groups:
 
 def write_config(tmp_path, ingest_port: int):
     (tmp_path / "rules.yml").write_text(RULES.format(flipped="vector(1)"))
-    (tmp_path / "prometheus.yml").write_text(textwrap.dedent(f"""\
+    (tmp_path / "prometheus.yml").write_text(
+        textwrap.dedent(f"""\
         global:
           evaluation_interval: 1s
-        rule_files: [{tmp_path / 'rules.yml'}]
+        rule_files: [{tmp_path / "rules.yml"}]
         alerting:
           alertmanagers:
             - static_configs: [{{targets: ["127.0.0.1:{ingest_port}"]}}]
               timeout: 5s
-              authorization: {{type: Bearer, credentials: "{TOKENS['prometheus']}"}}
-        """))
+              authorization: {{type: Bearer, credentials: "{TOKENS["prometheus"]}"}}
+        """)
+    )
 
 
-def test_real_prometheus_pushes_firing_then_resolved_and_resends_are_duplicates(ingest_server, module_settings, daemons, tmp_path):
+def test_real_prometheus_pushes_firing_then_resolved_and_resends_are_duplicates(
+    ingest_server, module_settings, daemons, tmp_path
+):
     write_config(tmp_path, ingest_server.port)
     port = free_port()
     prometheus = daemons.start(
-        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--rules.alert.resend-delay=2s", "--web.enable-lifecycle"],
-        tmp_path / "prometheus.log", f"http://127.0.0.1:{port}/-/ready",
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--rules.alert.resend-delay=2s",
+            "--web.enable-lifecycle",
+        ],
+        tmp_path / "prometheus.log",
+        f"http://127.0.0.1:{port}/-/ready",
     )
 
     def named(records, name, status):
-        return [r for r in records if r.value and r.value["labels"].get("alertname") == name and r.value["payload"]["status"] == status]
+        return [
+            r
+            for r in records
+            if r.value and r.value["labels"].get("alertname") == name and r.value["payload"]["status"] == status
+        ]
 
-    read_events(module_settings, lambda rs: named(rs, "OpsloopAlwaysFiring", "firing") and named(rs, "OpsloopFlipped", "firing"),
-                timeout=45, topics=["events.telemetry"])
+    read_events(
+        module_settings,
+        lambda rs: named(rs, "OpsloopAlwaysFiring", "firing") and named(rs, "OpsloopFlipped", "firing"),
+        timeout=45,
+        topics=["events.telemetry"],
+    )
 
     # Prometheus keeps re-sending both firing alerts every 2 s, endsAt moved on each time.
-    read_events(module_settings, lambda rs: len(named(rs, "OpsloopAlwaysFiring", "firing")) >= 3, timeout=30,
-                topics=["events.telemetry"])
+    read_events(
+        module_settings,
+        lambda rs: len(named(rs, "OpsloopAlwaysFiring", "firing")) >= 3,
+        timeout=30,
+        topics=["events.telemetry"],
+    )
 
     (tmp_path / "rules.yml").write_text(RULES.format(flipped="vector(1) < 0"))
     assert httpx.post(f"http://127.0.0.1:{port}/-/reload", timeout=30).status_code == 200
-    read_events(module_settings, lambda rs: named(rs, "OpsloopFlipped", "resolved"), timeout=45, topics=["events.telemetry"])
+    read_events(
+        module_settings, lambda rs: named(rs, "OpsloopFlipped", "resolved"), timeout=45, topics=["events.telemetry"]
+    )
     records = read_all_events(module_settings, idle=1.0, topics=["events.telemetry"])
     prometheus.stop()
 
@@ -84,10 +109,15 @@ def test_real_prometheus_pushes_firing_then_resolved_and_resends_are_duplicates(
     assert ends == sorted(ends) and ends[-1] > ends[0], "each re-send moves endsAt on"
     event = always[0].value
     assert event["type"] == "alert.firing" and event["source"] == "prometheus" and event["kind"] == "telemetry"
-    assert event["session_key"] == "acme:alert:OpsloopAlwaysFiring:ingest-test" and event["session_rule"] == "alert-group"
+    assert (
+        event["session_key"] == "acme:alert:OpsloopAlwaysFiring:ingest-test" and event["session_rule"] == "alert-group"
+    )
     assert always[0].key.decode() == event["session_key"]
     assert event["labels"] == {"alertname": "OpsloopAlwaysFiring", "severity": "warning", "service": "ingest-test"}
-    assert event["annotations"] == {"summary": "fires for as long as Prometheus runs", "opsloop_producer": "token:prometheus"}
+    assert event["annotations"] == {
+        "summary": "fires for as long as Prometheus runs",
+        "opsloop_producer": "token:prometheus",
+    }
     assert event["payload"]["fingerprint"] == fingerprint(event["labels"])
     assert f":{port}/graph?g0.expr=vector" in event["payload"]["generator_url"]  # host is Prometheus's hostname
     assert event["payload"]["ends_at"] > event["received_at"]  # firing: endsAt in the future

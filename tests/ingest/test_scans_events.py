@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from streams.kafka.codec import default_codec
 from streams.ingest.errors import BadRequest
 from streams.ingest.events import envelope_events, payload_schemas
 from streams.ingest.scans import scan_event
 from streams.ingest.sessions import load_session_rules
-from streams.settings import IngestSettings
-from streams.settings import Settings
+from streams.kafka.codec import default_codec
 from streams.model.records import derived_id
+from streams.settings import Settings
 
 RULES = load_session_rules(Settings.from_env().sessions_path())
 SCHEMAS = payload_schemas(default_codec())
 NOW = 1_714_557_600_000
 
 DRIFT = {
-    "scan_id": "run-812", "scan_type": "drift", "config_id": "prod-vpc", "completed_at": "2024-05-01T09:59:00Z",
+    "scan_id": "run-812",
+    "scan_type": "drift",
+    "config_id": "prod-vpc",
+    "completed_at": "2024-05-01T09:59:00Z",
     "findings": [
-        {"resource": "aws_security_group.web", "change_type": "modified", "severity": "high", "detail": "0.0.0.0/0 added"},
+        {
+            "resource": "aws_security_group.web",
+            "change_type": "modified",
+            "severity": "high",
+            "detail": "0.0.0.0/0 added",
+        },
         {"resource": "aws_s3_bucket.logs", "change_type": "deleted", "severity": "critical"},
     ],
 }
@@ -40,13 +47,21 @@ def test_scan_with_findings_and_a_clean_scan():
     assert event["session_key"] == "acme:scan:prod-vpc" and event["session_rule"] == "scan-config"
     assert event["event_id"] == derived_id("scan", "acme", "run-812")
     assert event["payload"]["status"] == "findings" and len(event["payload"]["findings"]) == 2
-    assert event["payload"]["findings"][1] == {"resource": "aws_s3_bucket.logs", "change_type": "deleted", "rule": "",
-                                               "severity": "critical", "detail": ""}
+    assert event["payload"]["findings"][1] == {
+        "resource": "aws_s3_bucket.logs",
+        "change_type": "deleted",
+        "rule": "",
+        "severity": "critical",
+        "detail": "",
+    }
     assert event["labels"]["severity"] == "critical" and event["labels"]["findings"] == "2"
     clean = scan({"scan_id": "run-813", "scan_type": "compliance", "config_id": "prod-vpc", "completed_at": NOW})
     assert clean["payload"]["status"] == "clean" and clean["payload"]["findings"] == []
     assert clean["session_key"] == event["session_key"] and clean["occurred_at"] == NOW
-    cost = scan({"scan_type": "cost", "config_id": "team-a", "findings": [{"resource": "i-123", "rule": "idle-instance"}]}, key="k-1")
+    cost = scan(
+        {"scan_type": "cost", "config_id": "team-a", "findings": [{"resource": "i-123", "rule": "idle-instance"}]},
+        key="k-1",
+    )
     assert cost["event_id"] == derived_id("scan", "acme", "k-1") and cost["payload"]["scan_id"] == "k-1"
 
 
@@ -58,7 +73,11 @@ def test_scan_with_findings_and_a_clean_scan():
         ({**DRIFT, "findings": {"resource": "x"}}, "findings", "expected an array"),
         ({**DRIFT, "findings": [{"change_type": "modified"}]}, "findings[0].resource", "required"),
         ({**DRIFT, "findings": [{"resource": "x"}]}, "findings[0]", "change_type"),
-        ({**DRIFT, "findings": [{"resource": "x", "rule": "r", "severity": 3}]}, "findings[0].severity", "expected a string"),
+        (
+            {**DRIFT, "findings": [{"resource": "x", "rule": "r", "severity": 3}]},
+            "findings[0].severity",
+            "expected a string",
+        ),
         ({**DRIFT, "status": "clean"}, "status", "'clean' but 2 findings"),
         ({**DRIFT, "status": "ok"}, "status", "expected one of"),
         ({**DRIFT, "completed_at": "noon"}, "completed_at", "RFC 3339"),
@@ -71,9 +90,14 @@ def test_scan_errors_name_the_field(body, field, reason):
     assert err.value.field == field and reason in err.value.reason
 
 
-GENERIC = {"kind": "telemetry", "type": "metric.sample", "source": "cli", "occurred_at": NOW - 5,
-           "labels": {"alertname": "QueueDepth", "service": "billing"},
-           "payload": {"metric": "queue_depth", "value": 1234.0}}
+GENERIC = {
+    "kind": "telemetry",
+    "type": "metric.sample",
+    "source": "cli",
+    "occurred_at": NOW - 5,
+    "labels": {"alertname": "QueueDepth", "service": "billing"},
+    "payload": {"metric": "queue_depth", "value": 1234.0},
+}
 
 
 def test_envelope_session_key_from_rules_ids_from_the_client():
@@ -96,13 +120,30 @@ def test_envelope_session_key_from_rules_ids_from_the_client():
         ({k: v for k, v in GENERIC.items() if k != "kind"}, "kind", "required"),
         ([], "events", "empty"),
         ([GENERIC, {**GENERIC, "kind": "alert"}], "events[1].kind", "unknown kind"),
-        ({**GENERIC, "kind": "timer", "type": "timer.fired", "payload": None}, "session_key", "no session rule applies"),
+        (
+            {**GENERIC, "kind": "timer", "type": "timer.fired", "payload": None},
+            "session_key",
+            "no session rule applies",
+        ),
         ({**GENERIC, "event_id": 7}, "event_id", "expected a string"),
         ({**GENERIC, "payload": {"value": "high"}}, "payload.value", "expected a number or null, got a string"),
         ({**GENERIC, "payload": {"vaule": 1.0}}, "payload.vaule", "unknown field"),
         ({**GENERIC, "kind": "scan", "payload": {"scan_type": "drift"}}, "payload.scan_id", "required"),
-        ({**GENERIC, "kind": "scan", "payload": {"scan_id": "1", "scan_type": "drift", "config_id": "c", "status": "findings",
-                                                  "findings": [{"resource": 5}]}}, "payload.findings[].resource", "expected a string"),
+        (
+            {
+                **GENERIC,
+                "kind": "scan",
+                "payload": {
+                    "scan_id": "1",
+                    "scan_type": "drift",
+                    "config_id": "c",
+                    "status": "findings",
+                    "findings": [{"resource": 5}],
+                },
+            },
+            "payload.findings[].resource",
+            "expected a string",
+        ),
         ({**GENERIC, "payload": "x"}, "payload", "expected an object"),
     ],
 )

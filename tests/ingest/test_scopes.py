@@ -17,7 +17,13 @@ import pytest
 
 from streams.ingest.scopes import PRODUCER_ANNOTATION, Principal, Scope, authorize, parse_scopes
 from tests.ingest.conftest import (
-    TOKENS, IngestServer, apply_topics, bearer, ingest_env, read_events, settings_for,
+    TOKENS,
+    IngestServer,
+    apply_topics,
+    bearer,
+    ingest_env,
+    read_events,
+    settings_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -33,15 +39,34 @@ SCOPES = {
 
 def silence(org: str, event_id: str) -> dict:
     body = {"matchers": ['alertname="Disk"'], "starts_at": 1, "ends_at": 4_000_000_000_000, "comment": "x"}
-    return {"kind": "webhook", "type": "silence.created", "source": "cli", "org": org, "occurred_at": 1,
-            "session_key": f"{org}:silences", "event_id": event_id,
-            "payload": {"provider": "opsloop", "action": "create", "subject": "s", "actor": "me",
-                        "body_json": json.dumps(body)}}
+    return {
+        "kind": "webhook",
+        "type": "silence.created",
+        "source": "cli",
+        "org": org,
+        "occurred_at": 1,
+        "session_key": f"{org}:silences",
+        "event_id": event_id,
+        "payload": {
+            "provider": "opsloop",
+            "action": "create",
+            "subject": "s",
+            "actor": "me",
+            "body_json": json.dumps(body),
+        },
+    }
 
 
 def control(etype: str, org: str) -> dict:
-    return {"kind": "webhook", "type": etype, "source": "cli", "org": org, "occurred_at": 1, "session_key": f"{org}:x",
-            "payload": {"provider": "opsloop", "action": etype, "subject": "s", "actor": "me", "body_json": "{}"}}
+    return {
+        "kind": "webhook",
+        "type": etype,
+        "source": "cli",
+        "org": org,
+        "occurred_at": 1,
+        "session_key": f"{org}:x",
+        "payload": {"provider": "opsloop", "action": etype, "subject": "s", "actor": "me", "body_json": "{}"},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +80,9 @@ def scoped(kafka_bootstrap, tmp_path_factory):
         server.stop()
 
 
-@pytest.mark.parametrize("etype", ["silence.created", "ack", "incident.acknowledged", "resolve", "remediation.approved"])
+@pytest.mark.parametrize(
+    "etype", ["silence.created", "ack", "incident.acknowledged", "resolve", "remediation.approved"]
+)
 def test_a_token_for_org_a_cannot_create_control_events_for_org_b(scoped, http, etype):
     """Guards item 1: cross-org control events are 403 naming the org, even with control granted."""
     server, _ = scoped
@@ -63,8 +90,10 @@ def test_a_token_for_org_a_cannot_create_control_events_for_org_b(scoped, http, 
     assert answer.status_code == 403 and "may not write to org 'b'" in answer.json()["error"]
 
 
-@pytest.mark.parametrize("etype", ["silence.created", "silence.expired", "ack", "incident.resolved", "remediation.approved",
-                                   "remediation.rejected"])
+@pytest.mark.parametrize(
+    "etype",
+    ["silence.created", "silence.expired", "ack", "incident.resolved", "remediation.approved", "remediation.rejected"],
+)
 def test_a_token_without_control_cannot_create_control_events_at_all(scoped, http, etype):
     """Guards item 1: control events need control: true, in its own org and with the default scope alike."""
     server, _ = scoped
@@ -80,14 +109,20 @@ def test_the_mallory_silence_is_refused_and_a_granted_one_is_scoped_to_its_org(s
     server, settings = scoped
     mallory = http.post(server.url("/ingest/events"), json=silence("mallory", "m1"), headers=bearer("scanner"))
     assert mallory.status_code == 403
-    other_kind = http.post(server.url("/ingest/events"), json={**control("pr.opened", "a"), "kind": "webhook"},
-                           headers=bearer("scanner"))
+    other_kind = http.post(
+        server.url("/ingest/events"), json={**control("pr.opened", "a"), "kind": "webhook"}, headers=bearer("scanner")
+    )
     assert other_kind.status_code == 403 and "may not write webhook events" in other_kind.json()["error"]
-    forged = http.post(server.url("/ingest/events"), json={**control("pr.opened", "a"), "source": "pagerduty"},
-                       headers=bearer("alertmanager"))
+    forged = http.post(
+        server.url("/ingest/events"),
+        json={**control("pr.opened", "a"), "source": "pagerduty"},
+        headers=bearer("alertmanager"),
+    )
     assert forged.status_code == 403 and "reserved for the signed webhook" in forged.json()["error"]
 
-    ok = http.post(server.url("/ingest/events"), json=silence("a", f"ok-{uuid.uuid4().hex[:6]}"), headers=bearer("alertmanager"))
+    ok = http.post(
+        server.url("/ingest/events"), json=silence("a", f"ok-{uuid.uuid4().hex[:6]}"), headers=bearer("alertmanager")
+    )
     assert ok.status_code == 200, ok.text
     eid = ok.json()["event_ids"][0]
     records = read_events(settings, lambda rs: any(r.value and r.value["event_id"] == eid for r in rs))
@@ -99,9 +134,15 @@ def test_the_mallory_silence_is_refused_and_a_granted_one_is_scoped_to_its_org(s
 def test_every_event_records_its_producer_and_a_client_cannot_forge_it(scoped, http):
     """Guards item 1: the opsloop_producer annotation is ingest's, not the client's."""
     server, settings = scoped
-    generic = {"kind": "telemetry", "type": "metric.sample", "source": "cli", "occurred_at": 1, "org": "a",
-               "labels": {"alertname": f"P{uuid.uuid4().hex[:6]}", "service": "x"},
-               "annotations": {PRODUCER_ANNOTATION: "webhook:pagerduty"}}
+    generic = {
+        "kind": "telemetry",
+        "type": "metric.sample",
+        "source": "cli",
+        "occurred_at": 1,
+        "org": "a",
+        "labels": {"alertname": f"P{uuid.uuid4().hex[:6]}", "service": "x"},
+        "annotations": {PRODUCER_ANNOTATION: "webhook:pagerduty"},
+    }
     answer = http.post(server.url("/ingest/events"), json=generic, headers=bearer("scanner"))
     assert answer.status_code == 200, answer.text
     eid = answer.json()["event_ids"][0]
@@ -116,7 +157,10 @@ def test_an_operator_silence_stays_as_written_and_scopes_parse_strictly():
     authorize(Principal("console", "token", Scope(control=True, operator=True)), event)
     assert json.loads(event["payload"]["body_json"])["matchers"] == ['alertname="Disk"']
     event = {**silence("a", "y")}
-    event["payload"] = {**event["payload"], "body_json": json.dumps({"matchers": ['org=~".*"', 'a="b"'], "starts_at": 1, "ends_at": 2})}
+    event["payload"] = {
+        **event["payload"],
+        "body_json": json.dumps({"matchers": ['org=~".*"', 'a="b"'], "starts_at": 1, "ends_at": 2}),
+    }
     authorize(Principal("bot", "token", Scope(control=True)), event)
     assert json.loads(event["payload"]["body_json"])["matchers"] == ['a="b"', 'org="a"']
     with pytest.raises(ValueError, match="unknown key 'contorl'"):

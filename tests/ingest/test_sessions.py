@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from streams.ingest.sessions import NoSessionRule, load_session_rules, make_facts, session_key
-from streams.settings import IngestSettings
-from streams.settings import Settings
 from streams.model.yamlfile import ConfigError
+from streams.settings import Settings
 
 SHIPPED = Settings.from_env().sessions_path()
 
@@ -22,18 +21,28 @@ def facts(kind="telemetry", type="alert.firing", source="prometheus", org="acme"
 def test_shipped_rules_cover_every_endpoint():
     rules = load_session_rules(SHIPPED)
     assert session_key(rules, facts(labels={"alertname": "Down", "service": "api", "instance": "h:1"})) == (
-        "acme:alert:Down:api", "alert-group")
+        "acme:alert:Down:api",
+        "alert-group",
+    )
     assert session_key(rules, facts(labels={"alertname": "Down", "instance": "h:1"}))[0] == "acme:alert:Down:h:1"
     assert session_key(rules, facts(labels={"job": "x"}, fingerprint="f00"))[0] == "acme:alert:f00"
     assert session_key(rules, facts("scan", "scan.completed", "scanner", config_id="prod-vpc")) == (
-        "acme:scan:prod-vpc", "scan-config")
+        "acme:scan:prod-vpc",
+        "scan-config",
+    )
     assert session_key(rules, facts("webhook", "pr.opened", "github", repository="acme/api", number=12)) == (
-        "acme:pr:acme/api#12", "pull-request")
+        "acme:pr:acme/api#12",
+        "pull-request",
+    )
     # PagerDuty: the dedup key opsloop sent IS the session key
-    assert session_key(rules, facts("webhook", "incident.acknowledged", "pagerduty", dedup_key="acme:alert:Down:api",
-                                    incident_id="PX1")) == ("acme:alert:Down:api", "pagerduty-dedup-key")
+    assert session_key(
+        rules,
+        facts("webhook", "incident.acknowledged", "pagerduty", dedup_key="acme:alert:Down:api", incident_id="PX1"),
+    ) == ("acme:alert:Down:api", "pagerduty-dedup-key")
     assert session_key(rules, facts("webhook", "incident.resolved", "pagerduty", incident_id="PX1")) == (
-        "acme:pagerduty:PX1", "pagerduty-incident")
+        "acme:pagerduty:PX1",
+        "pagerduty-incident",
+    )
     with pytest.raises(NoSessionRule, match="no session rule applies to a timer event"):
         session_key(rules, facts("timer", "timer.fired", "opsloop"))
 
@@ -45,20 +54,31 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_match_by_type_glob_source_list_and_labels(tmp_path):
-    rules = load_session_rules(write(tmp_path, """\
+    rules = load_session_rules(
+        write(
+            tmp_path,
+            """\
         rules:
           - name: db-team
             match: {kind: telemetry, source: [prometheus, alertmanager], type: "alert.*", labels: {team: db}}
             key: "{org}:db:{labels.cluster|labels.instance}"
           - name: rest
             key: "{org}:{kind}:{fingerprint}"
-        """))
-    assert session_key(rules, facts(labels={"team": "db", "cluster": "c1", "instance": "i"})) == ("acme:db:c1", "db-team")
+        """,
+        )
+    )
+    assert session_key(rules, facts(labels={"team": "db", "cluster": "c1", "instance": "i"})) == (
+        "acme:db:c1",
+        "db-team",
+    )
     assert session_key(rules, facts(labels={"team": "db", "instance": "i"}))[0] == "acme:db:i"
     # a rule that matches but cannot fill its key falls through
     assert session_key(rules, facts(labels={"team": "db"}, fingerprint="ff")) == ("acme:telemetry:ff", "rest")
     assert session_key(rules, facts(source="cli", labels={"team": "db", "cluster": "c"}, fingerprint="ff"))[1] == "rest"
-    assert session_key(rules, facts(type="metric.sample", labels={"team": "db", "cluster": "c"}, fingerprint="ff"))[1] == "rest"
+    assert (
+        session_key(rules, facts(type="metric.sample", labels={"team": "db", "cluster": "c"}, fingerprint="ff"))[1]
+        == "rest"
+    )
 
 
 @pytest.mark.parametrize(

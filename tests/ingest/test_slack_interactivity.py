@@ -8,7 +8,8 @@ import secrets
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -44,7 +45,7 @@ class Receiver_:
         self.received.append(await request.json())
         return web.Response(text="ok")
 
-    def start(self) -> "Receiver_":
+    def start(self) -> Receiver_:
         self.thread.start()
 
         async def up() -> web.AppRunner:
@@ -78,31 +79,61 @@ def response_receiver() -> Iterator[Receiver_]:
 
 
 def block_actions(session: str, action_id: str = "ack", response_url: str = "", user: dict | None = None) -> dict:
-    effect = {"effect_id": "e1", "session_key": session, "org": "acme", "runbook": "default", "created_at": 0,
-              "notify": {"severity": "warning", "title": "TargetDown on api", "body": "down", "fields": {},
-                         "links": [], "action": "trigger"}}
+    effect = {
+        "effect_id": "e1",
+        "session_key": session,
+        "org": "acme",
+        "runbook": "default",
+        "created_at": 0,
+        "notify": {
+            "severity": "warning",
+            "title": "TargetDown on api",
+            "body": "down",
+            "fields": {},
+            "links": [],
+            "action": "trigger",
+        },
+    }
     message = slack_sink.build_payload(effect, Receiver("chat", "slack", {"interactive": True}))
-    button = next(b for a in message["attachments"] for blk in a["blocks"] if blk["type"] == "actions"
-                  for b in blk["elements"] if b["action_id"] == action_id)
+    button = next(
+        b
+        for a in message["attachments"]
+        for blk in a["blocks"]
+        if blk["type"] == "actions"
+        for b in blk["elements"]
+        if b["action_id"] == action_id
+    )
     return {
-        "type": "block_actions", "trigger_id": f"trig-{uuid.uuid4().hex}", "user": user or {"id": "U1", "username": "alice"},
-        "response_url": response_url, "message": {"text": message["text"], "attachments": message["attachments"]},
-        "actions": [{"action_id": action_id, "value": button["value"], "type": "button", "action_ts": str(time.time())}],
+        "type": "block_actions",
+        "trigger_id": f"trig-{uuid.uuid4().hex}",
+        "user": user or {"id": "U1", "username": "alice"},
+        "response_url": response_url,
+        "message": {"text": message["text"], "attachments": message["attachments"]},
+        "actions": [
+            {"action_id": action_id, "value": button["value"], "type": "button", "action_ts": str(time.time())}
+        ],
     }
 
 
 def signed(payload: dict, *, ts: int | None = None, secret: str = SIGNING_SECRET) -> tuple[bytes, dict[str, str]]:
     body = urlencode({"payload": json.dumps(payload)}).encode()
     timestamp = str(int(time.time()) if ts is None else ts)
-    return body, {"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": timestamp,
-                  "X-Slack-Signature": signature(secret.encode(), timestamp, body)}
+    return body, {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": signature(secret.encode(), timestamp, body),
+    }
 
 
 def _events_of(settings, session: str) -> list[dict]:
-    return [r.value for r in read_all_events(settings, idle=1.5, topics=WEBHOOK_TOPIC) if r.value["session_key"] == session]
+    return [
+        r.value for r in read_all_events(settings, idle=1.5, topics=WEBHOOK_TOPIC) if r.value["session_key"] == session
+    ]
 
 
-def test_a_signed_button_click_acknowledges_and_updates_the_message(ingest_server, module_settings, http, response_receiver):
+def test_a_signed_button_click_acknowledges_and_updates_the_message(
+    ingest_server, module_settings, http, response_receiver
+):
     session = f"acme:alert:slack:{uuid.uuid4().hex[:6]}"
     payload = block_actions(session, response_url=response_receiver.url)
     body, headers = signed(payload)
@@ -110,11 +141,15 @@ def test_a_signed_button_click_acknowledges_and_updates_the_message(ingest_serve
     answer = http.post(ingest_server.url("/ingest/slack/interactivity"), content=body, headers=headers)
     assert answer.status_code == 200, answer.text
     assert time.monotonic() - started < 3
-    records = read_events(module_settings, lambda rs: any(r.value["session_key"] == session for r in rs), topics=WEBHOOK_TOPIC)
+    records = read_events(
+        module_settings, lambda rs: any(r.value["session_key"] == session for r in rs), topics=WEBHOOK_TOPIC
+    )
     (event,) = [r.value for r in records if r.value["session_key"] == session]
     assert event["type"] == "ack" and event["org"] == "acme" and event["payload"]["actor"] == "alice"
 
-    update = wait_for(lambda: [r for r in response_receiver.received if session in json.dumps(r)], 10, "response_url update")[0]
+    update = wait_for(
+        lambda: [r for r in response_receiver.received if session in json.dumps(r)], 10, "response_url update"
+    )[0]
     assert update["replace_original"] is True
     blocks = [b for a in update["attachments"] for b in a["blocks"]]
     assert not [b for b in blocks if b["type"] == "actions"]
@@ -132,7 +167,9 @@ def test_other_buttons_give_the_same_events_as_links(ingest_server, module_setti
     payload["actions"][0]["action_id"] = action_id
     body, headers = signed(payload)
     assert http.post(ingest_server.url("/ingest/slack/interactivity"), content=body, headers=headers).status_code == 200
-    records = read_events(module_settings, lambda rs: any(r.value["session_key"] == session for r in rs), topics=WEBHOOK_TOPIC)
+    records = read_events(
+        module_settings, lambda rs: any(r.value["session_key"] == session for r in rs), topics=WEBHOOK_TOPIC
+    )
     (event,) = [r.value for r in records if r.value["session_key"] == session]
     assert event["type"] == etype and event["payload"]["actor"] == "U2"
 
@@ -160,16 +197,36 @@ def test_forged_replayed_or_tampered_requests_are_refused(ingest_server, module_
 
 
 def test_formatter_adds_buttons_only_when_interactive():
-    effect = {"effect_id": "e1", "session_key": "acme:s", "org": "acme", "runbook": "memory-oom", "created_at": 0,
-              "notify": {"severity": "warning", "title": "OOM", "body": "", "fields": {}, "action": "trigger",
-                         "links": [{"label": "Acknowledge", "url": "https://x/ingest/ack?a=1"},
-                                   {"label": "Approve", "url": "https://x/ingest/ack?a=2"},
-                                   {"label": "Reject", "url": "https://x/ingest/ack?a=3"},
-                                   {"label": "Runbook", "url": "https://runbooks/x"}]}}
+    effect = {
+        "effect_id": "e1",
+        "session_key": "acme:s",
+        "org": "acme",
+        "runbook": "memory-oom",
+        "created_at": 0,
+        "notify": {
+            "severity": "warning",
+            "title": "OOM",
+            "body": "",
+            "fields": {},
+            "action": "trigger",
+            "links": [
+                {"label": "Acknowledge", "url": "https://x/ingest/ack?a=1"},
+                {"label": "Approve", "url": "https://x/ingest/ack?a=2"},
+                {"label": "Reject", "url": "https://x/ingest/ack?a=3"},
+                {"label": "Runbook", "url": "https://runbooks/x"},
+            ],
+        },
+    }
 
     def buttons(settings: dict) -> list[dict]:
         message = slack_sink.build_payload(effect, Receiver("chat", "slack", settings))
-        return [b for a in message["attachments"] for blk in a["blocks"] if blk["type"] == "actions" for b in blk["elements"]]
+        return [
+            b
+            for a in message["attachments"]
+            for blk in a["blocks"]
+            if blk["type"] == "actions"
+            for b in blk["elements"]
+        ]
 
     interactive = buttons({"interactive": True})
     assert [b["action_id"] for b in interactive] == ["ack", "approve", "reject", "silence_1h", "silence_4h", "link-3"]
@@ -179,5 +236,11 @@ def test_formatter_adds_buttons_only_when_interactive():
     assert all("url" in b for b in plain)
     resolved = dict(effect, notify=dict(effect["notify"], action="resolve"))
     message = slack_sink.build_payload(resolved, Receiver("chat", "slack", {"interactive": True}))
-    assert not [b for a in message["attachments"] for b in a["blocks"] if b["type"] == "actions"
-                for e in b["elements"] if "action_id" in e and e["action_id"] == "ack"]
+    assert not [
+        b
+        for a in message["attachments"]
+        for b in a["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if "action_id" in e and e["action_id"] == "ack"
+    ]

@@ -19,13 +19,17 @@ from streams.ingest.errors import BadRequest, Forbidden, Unauthorized
 from streams.ingest.fields import timestamp_ms
 from streams.ingest.pipeline import INGEST
 from streams.ingest.sessions import load_session_rules
-from streams.settings import IngestSettings
-from streams.settings import Settings
 from streams.ingest.webhooks import (
-    PROVIDERS, Ignored, Provider, github_event, pagerduty_event, secret_variable, webhook_secrets,
+    PROVIDERS,
+    Ignored,
+    Provider,
+    github_event,
+    pagerduty_event,
+    secret_variable,
+    webhook_secrets,
 )
 from streams.model.records import derived_id
-from streams.settings import Settings
+from streams.settings import IngestSettings, Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RULES = load_session_rules(Settings.from_env().sessions_path())
@@ -131,8 +135,13 @@ def test_pagerduty_acknowledged_lands_in_the_session_that_paged():
     assert event["session_rule"] == "pagerduty-dedup-key"
     assert event["event_id"] == derived_id("webhook", "pagerduty", "01BZ6PN0Q3UWWW0HBXTY41EOFZ")
     assert event["payload"]["action"] == "acknowledged" and event["payload"]["actor"] == "Tenex Engineer"
-    assert event["labels"] == {"incident_id": "PGR0VU2", "status": "acknowledged", "urgency": "high",
-                               "service": "API Service", "incident_number": "2"}
+    assert event["labels"] == {
+        "incident_id": "PGR0VU2",
+        "status": "acknowledged",
+        "urgency": "high",
+        "service": "API Service",
+        "incident_number": "2",
+    }
     assert event["occurred_at"] == timestamp_ms("2024-05-01T10:02:22.169Z", "x")
 
 
@@ -173,8 +182,12 @@ def test_pagerduty_bad_deliveries_name_the_field(mutate, field):
 def test_each_provider_secret_comes_from_the_variable_its_name_derives(monkeypatch):
     """The documented names keep working; a provider without its variable is off; values stay SecretStr."""
     assert [p.secret_variable for p in PROVIDERS.values()] == [
-        "OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB", "OPSLOOP_INGEST_WEBHOOK_SECRET_PAGERDUTY"]
-    found = webhook_secrets({"OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB": "gh-value", "OPSLOOP_INGEST_WEBHOOK_SECRET_PAGER": "x"})
+        "OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB",
+        "OPSLOOP_INGEST_WEBHOOK_SECRET_PAGERDUTY",
+    ]
+    found = webhook_secrets(
+        {"OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB": "gh-value", "OPSLOOP_INGEST_WEBHOOK_SECRET_PAGER": "x"}
+    )
     assert list(found) == ["github"] and found["github"].get_secret_value() == "gh-value"
     assert "gh-value" not in repr(found) and "gh-value" not in str(found)
     monkeypatch.setenv("OPSLOOP_INGEST_WEBHOOK_SECRET_PAGERDUTY", "pd-value")  # os.environ by default
@@ -194,8 +207,11 @@ def test_a_provider_added_as_one_entry_gets_its_secret_from_the_derived_variable
     assert secret_variable("forgejo") == "OPSLOOP_INGEST_WEBHOOK_SECRET_FORGEJO"
     secret = f"fj-{secrets.token_hex(16)}"
     body = b'{"ref": "refs/heads/main"}'
-    signed = {"X-Forgejo-Signature": hmac_sha256(secret.encode(), body), "X-Forgejo-Event": "push",
-              "Content-Type": "application/json"}
+    signed = {
+        "X-Forgejo-Signature": hmac_sha256(secret.encode(), body),
+        "X-Forgejo-Event": "push",
+        "Content-Type": "application/json",
+    }
     # No broker: the publisher's start-up finds nothing on this port, and nothing here produces.
     settings = Settings(KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}", topic_prefix="nobroker.")
     caplog.set_level(logging.DEBUG)
@@ -218,4 +234,7 @@ def test_a_provider_added_as_one_entry_gets_its_secret_from_the_derived_variable
     assert secret not in shown and secret not in caplog.text
 
     answers, _ = asyncio.run(run({}))
-    assert answers[0] == (404, {"error": "webhook provider 'forgejo' is not enabled (set OPSLOOP_INGEST_WEBHOOK_SECRET_FORGEJO)"})
+    assert answers[0] == (
+        404,
+        {"error": "webhook provider 'forgejo' is not enabled (set OPSLOOP_INGEST_WEBHOOK_SECRET_FORGEJO)"},
+    )

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
+from streams.kafka.admin import apply
+from streams.kafka.catalogue import load_catalogue
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import TopicReader
 from streams.settings import Settings
-from streams.kafka.catalogue import load_catalogue
-from streams.kafka.admin import apply
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,12 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_demo_prints_one_outbox_record_per_alert_and_leaves_nothing_behind():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLOOP_", "KAFKA_BOOTSTRAP"))}
     proc = subprocess.run(
-        [sys.executable, "-m", "streams.cli.main", "demo"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=180,
+        [sys.executable, "-m", "streams.cli.main", "demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout

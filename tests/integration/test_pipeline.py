@@ -50,7 +50,9 @@ def test_alerts_old_schema_and_garbage_through_a_real_worker(topics: Settings, w
     poison_key = events[2]["session_key"]
     old_writer = Codec()
     old_writer.register(older_event_schema())
-    old_event = {k: v for k, v in rule_to_event(rules[0], occurred_at=1_700_000_100_000).items() if k not in OLD_DROPPED}
+    old_event = {
+        k: v for k, v in rule_to_event(rules[0], occurred_at=1_700_000_100_000).items() if k not in OLD_DROPPED
+    }
     old_event.update(event_id="old-schema-1", session_key=poison_key)  # same partition, after the poison
     garbage = b"\x00\x01 this is not avro \xff"
 
@@ -58,7 +60,11 @@ def test_alerts_old_schema_and_garbage_through_a_real_worker(topics: Settings, w
         async with EventProducer(settings) as producer:
             await producer.send_many(events[:3])
             poison_meta = await producer.send_raw("events.telemetry", poison_key.encode(), garbage)
-            await producer.send_raw("events.telemetry", poison_key.encode(), old_writer.encode("opsloop.Event", {**old_event, "received_at": 1}))
+            await producer.send_raw(
+                "events.telemetry",
+                poison_key.encode(),
+                old_writer.encode("opsloop.Event", {**old_event, "received_at": 1}),
+            )
             await producer.send_many(events[3:])
         return {"partition": poison_meta.partition, "offset": poison_meta.offset}
 

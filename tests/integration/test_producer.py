@@ -15,10 +15,21 @@ pytestmark = pytest.mark.integration
 
 def test_send_appends_keyed_by_session_to_the_kind_topic_and_refuses_bad_events(topics):
     settings = topics
-    scan = {"session_key": "acme:scan:cfg-7", "kind": "scan", "type": "scan.completed", "source": "scanner",
-            "occurred_at": 1_700_000_000_000, "org": "acme",
-            "payload": {"scan_id": "s-1", "scan_type": "drift", "config_id": "cfg-7", "status": "findings",
-                        "findings": [{"resource": "aws_s3_bucket.logs", "change_type": "update", "severity": "high"}]}}
+    scan = {
+        "session_key": "acme:scan:cfg-7",
+        "kind": "scan",
+        "type": "scan.completed",
+        "source": "scanner",
+        "occurred_at": 1_700_000_000_000,
+        "org": "acme",
+        "payload": {
+            "scan_id": "s-1",
+            "scan_type": "drift",
+            "config_id": "cfg-7",
+            "status": "findings",
+            "findings": [{"resource": "aws_s3_bucket.logs", "change_type": "update", "severity": "high"}],
+        },
+    }
 
     async def run():
         async with EventProducer(settings) as producer:

@@ -7,9 +7,9 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.cli.main import main
-from streams.settings import Settings
-from streams.kafka.catalogue import load_catalogue
 from streams.kafka.admin import observe
+from streams.kafka.catalogue import load_catalogue
+from streams.settings import Settings
 
 TOPICS = len(load_catalogue())
 
@@ -37,10 +37,16 @@ def test_drift_is_reported_and_left_alone(settings: Settings, capsys):
         finally:
             await admin.close()
 
-    asyncio.run(precreate_and_observe(lambda a: a.create_topics([NewTopic(outbox, 2, 1, topic_configs={"retention.ms": "60000"})])))
+    asyncio.run(
+        precreate_and_observe(
+            lambda a: a.create_topics([NewTopic(outbox, 2, 1, topic_configs={"retention.ms": "60000"})])
+        )
+    )
     assert main(["topics", "apply"]) == 2
     out = capsys.readouterr().out
-    assert f"differs {outbox}: partitions 2 (topics.yaml says 12); retention.ms 60000 (topics.yaml says 604800000)" in out
+    assert (
+        f"differs {outbox}: partitions 2 (topics.yaml says 12); retention.ms 60000 (topics.yaml says 604800000)" in out
+    )
     assert out.count("created ") == TOPICS - 1
 
     observed, _ = asyncio.run(precreate_and_observe(lambda a: observe(a, [outbox])))

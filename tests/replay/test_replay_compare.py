@@ -53,10 +53,21 @@ def test_a_changed_record_is_reported_by_field():
     events = traffic()
     base, recorded = simulate(events, restart_after=len(events) - 1, restored_from=len(events))
     target = next(d for d in recorded if d.value["outcome"] == "notified")
-    changed = [RecordedDecision({**d.value, "outcome": "suppressed", "matched": {**d.value["matched"], "receivers": "x"}},
-                                d.partition, d.offset, d.timestamp) if d is target else d for d in recorded]
+    changed = [
+        RecordedDecision(
+            {**d.value, "outcome": "suppressed", "matched": {**d.value["matched"], "receivers": "x"}},
+            d.partition,
+            d.offset,
+            d.timestamp,
+        )
+        if d is target
+        else d
+        for d in recorded
+    ]
     report = replay({e["event_id"]: e for e in events}, changed, base, lambda _: True)
-    assert [(d.event_id, d.fields) for d in report.differences] == [(target.value["event_id"], ["matched.receivers", "outcome"])]
+    assert [(d.event_id, d.fields) for d in report.differences] == [
+        (target.value["event_id"], ["matched.receivers", "outcome"])
+    ]
     assert report.identical == report.compared - 1
     assert report.rewinds == 0  # no repeats: nothing is searched for, the difference stands
 
@@ -79,8 +90,14 @@ def test_decisions_of_another_decide_version_are_flagged():
     events = traffic()
     base, recorded = simulate(events, restart_after=len(events) - 1, restored_from=len(events))
     assert {d.value["decide_version"] for d in recorded} == {DECIDE_VERSION}
-    older = [RecordedDecision({k: v for k, v in d.value.items() if k != "decide_version"}, d.partition, d.offset,
-                              d.timestamp) if i < 3 else d for i, d in enumerate(recorded)]
+    older = [
+        RecordedDecision(
+            {k: v for k, v in d.value.items() if k != "decide_version"}, d.partition, d.offset, d.timestamp
+        )
+        if i < 3
+        else d
+        for i, d in enumerate(recorded)
+    ]
     report = replay({e["event_id"]: e for e in events}, older, base, lambda _: True)
     assert [d.fields for d in report.differences] == [["decide_version"]] * 3
     assert report.decide_versions == {"": 3, DECIDE_VERSION: len(recorded) - 3}

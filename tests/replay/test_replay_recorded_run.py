@@ -15,8 +15,8 @@ from collections import Counter
 import pytest
 
 from agents.sinks.channels import specs
-from streams.replay.run import run_replay
 from streams.model.runbooks import load_runbook_set
+from streams.replay.run import run_replay
 from tests.replay.traffic import produce, read_recorded, traffic, wait_decided
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,10 @@ def test_replay_of_a_recorded_run_is_identical(recorded_run, capsys):
     types = Counter(d["type"] for d in decisions)
     outcomes = Counter(d["outcome"] for d in decisions)
     # The run has what the issue asks for: thousands of events, timers, acks, resolves.
-    assert len(events) >= 2000 and kinds["timer"] > 50 and types["ack"] > 50 and types["alert.resolved"] > 100, (kinds, types)
+    assert len(events) >= 2000 and kinds["timer"] > 50 and types["ack"] > 50 and types["alert.resolved"] > 100, (
+        kinds,
+        types,
+    )
     notices = [r.value for r in records if r.topic == "outbox" and r.value and r.value["type"] == "notify"]
     assert len(notices) > 50 and outcomes["acknowledged"] > 0 and outcomes["resolved"] > 0, outcomes
 
@@ -60,9 +63,11 @@ def test_replay_of_a_recorded_run_is_identical(recorded_run, capsys):
     assert report.by_kind["timer"] == kinds["timer"] and report.by_kind["webhook"] == kinds["webhook"]
     undecided = {e["event_id"] for e in events} - {d["event_id"] for d in decisions}
     assert set(report.events_without_decision) == undecided and report.decisions_without_event == []
-    print(f"replay: {report.compared} decisions compared, {report.identical} identical, {report.rewinds} restored "
-          f"states after the restart, {len(undecided)} events with no decision, "
-          f"{len(report.replayed_without_record)} inline timer folds with no recorded decision")
+    print(
+        f"replay: {report.compared} decisions compared, {report.identical} identical, {report.rewinds} restored "
+        f"states after the restart, {len(undecided)} events with no decision, "
+        f"{len(report.replayed_without_record)} inline timer folds with no recorded decision"
+    )
 
     # A window after the restart: only its decisions are compared, from state folded since the start.
     window = read_recorded(settings, restart_ms, int(time.time() * 1000))
@@ -83,4 +88,3 @@ def test_replay_of_a_recorded_run_is_identical(recorded_run, capsys):
     assert summary["compared"] == sum(1 for d in decisions if d["session_key"] == session) > 0
     assert summary["identical_pct"] == 100.0
     assert "/" in err and "[" in err
-

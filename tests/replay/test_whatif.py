@@ -22,8 +22,8 @@ import pytest
 
 from agents.sinks.channels import specs
 from streams.devtools.processes import WorkerProcess
-from streams.replay.run import run_replay
 from streams.model.runbooks import load_runbook_set
+from streams.replay.run import run_replay
 from streams.settings import Settings
 from tests.replay.traffic import produce, read_recorded, traffic, wait_decided
 
@@ -31,9 +31,18 @@ pytestmark = pytest.mark.integration
 
 
 def notices(records) -> Counter:
-    return Counter((r.value["notify"]["receiver"], r.value["notify"]["channel"], r.value["session_key"], r.value["event_id"],
-                    r.value["notify"]["action"], r.value["notify"]["title"])
-                   for r in records if r.topic == "outbox" and r.value and r.value["type"] == "notify")
+    return Counter(
+        (
+            r.value["notify"]["receiver"],
+            r.value["notify"]["channel"],
+            r.value["session_key"],
+            r.value["event_id"],
+            r.value["notify"]["action"],
+            r.value["notify"]["title"],
+        )
+        for r in records
+        if r.topic == "outbox" and r.value and r.value["type"] == "notify"
+    )
 
 
 def change_cooldown(src, dst, used: Counter) -> tuple[str, str, str]:
@@ -48,7 +57,7 @@ def change_cooldown(src, dst, used: Counter) -> tuple[str, str, str]:
             continue
         minutes = int(found.group(1)) * {"s": 1 / 60, "m": 1, "h": 60}[found.group(2)]
         new = "1m" if minutes >= 10 else "30m"
-        path.write_text(text[: found.start()] + f"cooldown: {new}" + text[found.end():])
+        path.write_text(text[: found.start()] + f"cooldown: {new}" + text[found.end() :])
         return name, found.group(0), new
     raise AssertionError(f"no runbook with a cooldown among {used}")
 
@@ -66,15 +75,24 @@ def test_whatif_cooldown_matches_a_fresh_run(topics, worker_factory, runbooks_di
 
     # The what-if, from run A's topics only.
     recorded = read_recorded(settings_a, 0, int(time.time() * 1000))
-    result = run_replay(recorded, load_runbook_set(runbooks_dir, channels=specs()), runbooks=load_runbook_set(changed_dir, channels=specs()))
+    result = run_replay(
+        recorded,
+        load_runbook_set(runbooks_dir, channels=specs()),
+        runbooks=load_runbook_set(changed_dir, channels=specs()),
+    )
     assert result.replay.differences == [] and result.replay.identical == result.replay.compared
     whatif = result.whatif
     assert whatif is not None
 
     # Run B: fresh topics and group, the changed runbooks, the same traffic.
     tag = uuid.uuid4().hex[:8]
-    env_b = {**opsloop_env, "OPSLOOP_TOPIC_PREFIX": f"w{tag}.", "OPSLOOP_APP_ID": f"opsloop-w{tag}",
-             "OPSLOOP_DATA_DIR": str(tmp_path / "data-b"), "OPSLOOP_RUNBOOKS_DIR": str(changed_dir)}
+    env_b = {
+        **opsloop_env,
+        "OPSLOOP_TOPIC_PREFIX": f"w{tag}.",
+        "OPSLOOP_APP_ID": f"opsloop-w{tag}",
+        "OPSLOOP_DATA_DIR": str(tmp_path / "data-b"),
+        "OPSLOOP_RUNBOOKS_DIR": str(changed_dir),
+    }
     for key, value in env_b.items():
         monkeypatch.setenv(key, value)
     settings_b = Settings.from_env()
@@ -87,7 +105,7 @@ def test_whatif_cooldown_matches_a_fresh_run(topics, worker_factory, runbooks_di
 
     a, b = notices(records_a), notices(records_b)
     predicted = Counter()
-    for record, effects in result.changed.results.values():
+    for _record, effects in result.changed.results.values():
         for e in effects:
             if e["type"] == "notify":
                 n = e["notify"]
@@ -97,5 +115,7 @@ def test_whatif_cooldown_matches_a_fresh_run(topics, worker_factory, runbooks_di
     assert Counter(whatif.added) == b - a and Counter(whatif.removed) == a - b
     summary = whatif.summary()
     assert summary["notifications_added"] - summary["notifications_removed"] == sum(b.values()) - sum(a.values())
-    print(f"what-if {name} {old} -> {new}: +{len(whatif.added)} -{len(whatif.removed)} notifications; "
-          f"fresh run: {sum(a.values())} -> {sum(b.values())}")
+    print(
+        f"what-if {name} {old} -> {new}: +{len(whatif.added)} -{len(whatif.removed)} notifications; "
+        f"fresh run: {sum(a.values())} -> {sum(b.values())}"
+    )

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from streams.core.decide import Context, Verdict, decide
-from streams.core.messages import firing_labels
 from streams.core.gates import inhibition_sources
+from streams.core.messages import firing_labels
 from streams.replay.compare import RecordedDecision, replay
 from tests.decide.helpers import MIN, T0, alert, starter_set
 
@@ -46,18 +46,24 @@ def run_like_the_agent(events, verdicts):
 
 
 def test_a_what_if_inhibits_across_sessions_as_the_agent_does():
-    api_down = alert("PrometheusTargetMissing", service="api", instance="api-1:9100", session="acme:a:down", at=T0,
-                     eid="down")
-    api_slow = alert("HostHighCpuLoad", service="api", instance="api-2:9100", session="acme:a:slow", at=T0 + MIN,
-                     eid="slow")
-    flush = alert("HostHighCpuLoad", service="api", instance="api-3:9100", session="acme:a:slow", at=T0 + 5 * MIN,
-                  eid="later")  # folds the slow session's group timer first
+    api_down = alert(
+        "PrometheusTargetMissing", service="api", instance="api-1:9100", session="acme:a:down", at=T0, eid="down"
+    )
+    api_slow = alert(
+        "HostHighCpuLoad", service="api", instance="api-2:9100", session="acme:a:slow", at=T0 + MIN, eid="slow"
+    )
+    flush = alert(
+        "HostHighCpuLoad", service="api", instance="api-3:9100", session="acme:a:slow", at=T0 + 5 * MIN, eid="later"
+    )  # folds the slow session's group timer first
     events = [api_down, api_slow, flush]
     verdicts = {"down": URGENT, "slow": WARNING, "later": WARNING}
     base, recorded = run_like_the_agent(events, verdicts)
-    inhibited = [d.value for d in recorded if any(g["gate"] == "inhibit" and g["verdict"] == "stop"
-                                                   for g in d.value["gates"])]
-    assert inhibited and {d["session_key"] for d in inhibited} == {"acme:a:slow"}, "the agent inhibits the warning session"
+    inhibited = [
+        d.value for d in recorded if any(g["gate"] == "inhibit" and g["verdict"] == "stop" for g in d.value["gates"])
+    ]
+    assert inhibited and {d["session_key"] for d in inhibited} == {"acme:a:slow"}, (
+        "the agent inhibits the warning session"
+    )
 
     report = replay({e["event_id"]: e for e in events}, recorded, base, lambda _: True, use_recorded_inputs=False)
     assert report.differences == [], [(d.event_id, d.fields) for d in report.differences]
@@ -74,8 +80,12 @@ def test_the_decision_carries_the_writes_the_agent_and_replay_apply():
     writes = result.writes
     rules = base.runbooks.routing.inhibit_rules
     assert writes.inhibitors == inhibition_sources(firing_labels(result.state, "acme"), rules)
-    assert writes.inhibitors and writes.inhibitors[0]["severity"] == "urgent" and writes.inhibitors[0]["service"] == "api"
+    assert (
+        writes.inhibitors and writes.inhibitors[0]["severity"] == "urgent" and writes.inhibitors[0]["service"] == "api"
+    )
     tables = {"timers": {}, "inhibitors": {}, "silences": {}}
     apply_writes(writes, partition=3, **tables)
     assert tables["inhibitors"] == {"acme:a:down": writes.inhibitors}
-    assert tables["timers"]["acme:a:down"]["p"] == 3 and set(tables["timers"]["acme:a:down"]["t"]) == set(result.state["timers"])
+    assert tables["timers"]["acme:a:down"]["p"] == 3 and set(tables["timers"]["acme:a:down"]["t"]) == set(
+        result.state["timers"]
+    )

@@ -10,19 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from streams.kafka.reader import Record, TopicReader
 from streams.settings import Settings
 from tests.decide.helpers import alert, webhook
 
 MIN = 60_000
-NAMES = ("PrometheusTargetMissing", "HostHighCpuLoad", "HostOutOfDiskSpace", "PostgresqlDown", "HostOutOfMemory",
-         "KubernetesPodCrashLooping")
+NAMES = (
+    "PrometheusTargetMissing",
+    "HostHighCpuLoad",
+    "HostOutOfDiskSpace",
+    "PostgresqlDown",
+    "HostOutOfMemory",
+    "KubernetesPodCrashLooping",
+)
 
 
-def traffic(sessions: int, cycles: int, *, t0: int | None = None, acks: bool = True, resolves: bool = True,
-            repeats: int = 8, gap_ms: int = MIN) -> list[dict[str, Any]]:
+def traffic(
+    sessions: int,
+    cycles: int,
+    *,
+    t0: int | None = None,
+    acks: bool = True,
+    resolves: bool = True,
+    repeats: int = 8,
+    gap_ms: int = MIN,
+) -> list[dict[str, Any]]:
     """Events of ``sessions`` sessions in event-time order (t0 in the past, so timers come due)."""
     t0 = t0 if t0 is not None else int(time.time() * 1000) - 6 * 3_600_000
     out = []
@@ -37,14 +52,23 @@ def traffic(sessions: int, cycles: int, *, t0: int | None = None, acks: bool = T
             if acks and s % 2 == 0:
                 out.append(webhook("ack", at=base + 3 * MIN + 500, session=session, actor=f"oncall-{s}"))
             if resolves:
-                out.append(alert(name, status="resolved", at=base + (repeats + 2) * gap_ms, instance=instance,
-                                 service=service, session=session))
+                out.append(
+                    alert(
+                        name,
+                        status="resolved",
+                        at=base + (repeats + 2) * gap_ms,
+                        instance=instance,
+                        service=service,
+                        session=session,
+                    )
+                )
     out.sort(key=lambda e: e["occurred_at"])
     return out
 
 
-def wait_decided(settings: Settings, event_ids: set[str], *, quiet_s: float = 4.0, timeout: float = 90,
-                 at_least: int | None = None) -> list[Record]:
+def wait_decided(
+    settings: Settings, event_ids: set[str], *, quiet_s: float = 4.0, timeout: float = 90, at_least: int | None = None
+) -> list[Record]:
     """Decisions (and outbox effects) once every event id is decided (or ``at_least`` decisions)
     and no new decision came for ``quiet_s`` (the timers have settled)."""
 
@@ -68,8 +92,9 @@ def wait_decided(settings: Settings, event_ids: set[str], *, quiet_s: float = 4.
                 return await reader.collect(done, timeout=timeout)
             except TimeoutError:
                 missing = sorted(state["missing"])
-                raise AssertionError(f"after {timeout}s {state['seen']} decisions; {len(missing)} events undecided, "
-                                     f"e.g. {missing[:5]}") from None
+                raise AssertionError(
+                    f"after {timeout}s {state['seen']} decisions; {len(missing)} events undecided, e.g. {missing[:5]}"
+                ) from None
 
     return asyncio.run(read())
 
@@ -80,7 +105,7 @@ def produce(settings: Settings, events: list[dict[str, Any]]) -> None:
     async def run() -> None:
         async with EventProducer(settings) as producer:
             for i in range(0, len(events), 500):
-                await producer.send_many(events[i:i + 500])
+                await producer.send_many(events[i : i + 500])
 
     asyncio.run(run())
 

@@ -112,14 +112,22 @@ def render(results: dict[str, object], n: int, serial_n: int) -> str:
         f"hangs past a {POLICY.read_timeout_s:.0f}s read timeout",
         f"{'run':<44}{'n':>6}{'p50':>10}{'p95':>10}{'max':>10}",
     ]
-    rows = [("fan-out, all up", "fanout_all_up", n), ("fan-out, one destination down", "fanout_one_down", n),
-            ("serial baseline, all up", "serial_all_up", serial_n), ("serial baseline, one down", "serial_one_down", serial_n)]
+    rows = [
+        ("fan-out, all up", "fanout_all_up", n),
+        ("fan-out, one destination down", "fanout_one_down", n),
+        ("serial baseline, all up", "serial_all_up", serial_n),
+        ("serial baseline, one down", "serial_one_down", serial_n),
+    ]
     for label, key, count in rows:
         stats = results.get(key)
         if isinstance(stats, dict):
-            lines.append(f"{label + f' ({count}/dest)':<44}{stats['n']:>6}{stats['p50']:>10.1f}{stats['p95']:>10.1f}{stats['max']:>10.1f}")
-    lines.append(f"down destination's effects still pending when every healthy one had settled: "
-                 f"{results['down_pending_when_healthy_done']} of {n}")
+            lines.append(
+                f"{label + f' ({count}/dest)':<44}{stats['n']:>6}{stats['p50']:>10.1f}{stats['p95']:>10.1f}{stats['max']:>10.1f}"
+            )
+    lines.append(
+        f"down destination's effects still pending when every healthy one had settled: "
+        f"{results['down_pending_when_healthy_done']} of {n}"
+    )
     return "\n".join(lines)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
+from collections.abc import Iterator
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -32,8 +32,9 @@ def fakes() -> Iterator[FakeServices]:
     services.stop()
 
 
-def receivers_for(fakes: FakeServices, smtp_port: int | None = None, *, rate: RateLimit | None = None,
-                  ca_file: str | None = None) -> tuple[dict[str, Receiver], dict[str, str]]:
+def receivers_for(
+    fakes: FakeServices, smtp_port: int | None = None, *, rate: RateLimit | None = None, ca_file: str | None = None
+) -> tuple[dict[str, Receiver], dict[str, str]]:
     """Receivers named after the fake endpoints (slack-a, slack-b, teams, pd, hooks, mail, log) and their env."""
     env = {k: v for k, v in SECRETS.items() if v}
     receivers: dict[str, Receiver] = {}
@@ -43,14 +44,26 @@ def receivers_for(fakes: FakeServices, smtp_port: int | None = None, *, rate: Ra
         receivers[name] = Receiver(name, "slack", {"mention_groups": ["S0123ABC"]}, {"webhook_url": var}, rate)
     env["OPSLOOP_TEST_TEAMS_URL"] = fakes.url("teams", "teams")
     receivers["teams"] = Receiver("teams", "teams", {}, {"webhook_url": "OPSLOOP_TEST_TEAMS_URL"}, rate)
-    receivers["pd"] = Receiver("pd", "pagerduty", {"url": fakes.url("pagerduty", "pd")}, {"routing_key": "OPSLOOP_TEST_PD_KEY"}, rate)
-    receivers["hooks"] = Receiver("hooks", "webhook", {"url": fakes.url("hook", "hooks")}, {"signing_key": "OPSLOOP_TEST_HOOK_KEY"}, rate)
+    receivers["pd"] = Receiver(
+        "pd", "pagerduty", {"url": fakes.url("pagerduty", "pd")}, {"routing_key": "OPSLOOP_TEST_PD_KEY"}, rate
+    )
+    receivers["hooks"] = Receiver(
+        "hooks", "webhook", {"url": fakes.url("hook", "hooks")}, {"signing_key": "OPSLOOP_TEST_HOOK_KEY"}, rate
+    )
     if smtp_port is not None:
-        settings = {"host": "127.0.0.1", "port": smtp_port, "security": "starttls" if ca_file else "none",
-                    "from": "opsloop <opsloop@example.com>", "to": ["oncall@example.com"], "username": "opsloop"}
+        settings = {
+            "host": "127.0.0.1",
+            "port": smtp_port,
+            "security": "starttls" if ca_file else "none",
+            "from": "opsloop <opsloop@example.com>",
+            "to": ["oncall@example.com"],
+            "username": "opsloop",
+        }
         if ca_file:
             settings["ca_file"] = ca_file
-        receivers["mail"] = Receiver("mail", "email", settings, {"password": "OPSLOOP_TEST_SMTP_PASSWORD"} if ca_file else {}, rate)
+        receivers["mail"] = Receiver(
+            "mail", "email", settings, {"password": "OPSLOOP_TEST_SMTP_PASSWORD"} if ca_file else {}, rate
+        )
     receivers["log"] = Receiver("log", "log")
     return receivers, env
 
@@ -70,9 +83,26 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
     )
     return str(cert), str(key)
 
@@ -86,7 +116,9 @@ class MailSink:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         self.envelopes.append(envelope)
-        self.messages.append(BytesParser(policy=policy.default).parsebytes(envelope.original_content or envelope.content))
+        self.messages.append(
+            BytesParser(policy=policy.default).parsebytes(envelope.original_content or envelope.content)
+        )
         return "250 Message accepted for delivery"
 
 
@@ -97,7 +129,11 @@ class Authenticator:
     def __call__(self, server, session, envelope, mechanism, auth_data):
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.user and auth_data.password.decode() == self.password
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == self.user
+            and auth_data.password.decode() == self.password
+        )
         self.attempts.append(ok)
         return AuthResult(success=ok, handled=False)
 
@@ -112,8 +148,16 @@ def smtp_server(tls_cert: tuple[str, str]) -> Iterator[tuple[int, MailSink, Auth
     context.load_cert_chain(cert, key)
     sink, auth = MailSink(), Authenticator("opsloop", SECRETS["OPSLOOP_TEST_SMTP_PASSWORD"])
     port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
-                            auth_required=True, auth_require_tls=True, authenticator=auth)
+    controller = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=auth,
+    )
     controller.start()
     yield port, sink, auth
     controller.stop()
@@ -156,7 +200,9 @@ def app_topics(topics):
         try:
             for name, partitions in wanted.items():
                 try:
-                    await admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+                    await admin.create_topics(
+                        [NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})]
+                    )
                 except TopicAlreadyExistsError:
                     pass
         finally:

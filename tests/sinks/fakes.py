@@ -16,8 +16,9 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -207,7 +208,9 @@ class Received:
 
 
 class FakeServices:
-    def __init__(self, webhook_keys: Mapping[str, str] | None = None, action_tokens: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, webhook_keys: Mapping[str, str] | None = None, action_tokens: Mapping[str, str] | None = None
+    ) -> None:
         self.webhook_keys = dict(webhook_keys or {})
         self.action_tokens = dict(action_tokens or {})  # /actions/<name>: the bearer token it requires
         self.requests: list[Received] = []
@@ -233,7 +236,7 @@ class FakeServices:
         return f"http://127.0.0.1:{self.port}/{kind}/{name}"
 
     # lifecycle
-    def start(self) -> "FakeServices":
+    def start(self) -> FakeServices:
         ready = threading.Event()
 
         def run() -> None:
@@ -290,14 +293,16 @@ class FakeServices:
             if errors:
                 received.answered = 400
                 if kind == "pagerduty":
-                    return web.json_response({"status": "invalid event", "message": "Event object is invalid", "errors": errors}, status=400)
+                    return web.json_response(
+                        {"status": "invalid event", "message": "Event object is invalid", "errors": errors}, status=400
+                    )
                 return web.Response(status=400, text="invalid_payload: " + "; ".join(errors))
             if answer is None:
                 answer = self._default(kind, payload)
             if answer.hang_s:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), answer.hang_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             received.answered = answer.status
             return web.Response(status=answer.status, text=answer.body, headers=dict(answer.headers))
@@ -333,6 +338,9 @@ class FakeServices:
         if kind == "teams":
             return Answer(202, "")
         if kind == "pagerduty":
-            return Answer(202, json.dumps({"status": "success", "message": "Event processed", "dedup_key": payload.get("dedup_key")}),
-                          {"content-type": "application/json"})
+            return Answer(
+                202,
+                json.dumps({"status": "success", "message": "Event processed", "dedup_key": payload.get("dedup_key")}),
+                {"content-type": "application/json"},
+            )
         return Answer(200, "")

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.integration
 
 def routing_file(tmp_path: Path, fakes: FakeServices) -> tuple[Path, dict[str, str]]:
     path = tmp_path / "routing.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         receivers:
           - name: slack-a
             channel: slack
@@ -44,19 +45,20 @@ def routing_file(tmp_path: Path, fakes: FakeServices) -> tuple[Path, dict[str, s
             secrets: {{webhook_url: OPSLOOP_E2E_TEAMS}}
           - name: pd
             channel: pagerduty
-            settings: {{url: "{fakes.url('pagerduty', 'pd')}"}}
+            settings: {{url: "{fakes.url("pagerduty", "pd")}"}}
             secrets: {{routing_key: OPSLOOP_E2E_PD_KEY}}
             rate_limit: none
           - name: pd-badkey
             channel: pagerduty
-            settings: {{url: "{fakes.url('pagerduty', 'pd-badkey')}"}}
+            settings: {{url: "{fakes.url("pagerduty", "pd-badkey")}"}}
             secrets: {{routing_key: OPSLOOP_E2E_PD_BADKEY}}
           - name: hooks
             channel: webhook
-            settings: {{url: "{fakes.url('hook', 'hooks')}"}}
+            settings: {{url: "{fakes.url("hook", "hooks")}"}}
             secrets: {{signing_key: OPSLOOP_E2E_HOOK_KEY}}
             rate_limit: none
-        """))
+        """)
+    )
     env = {
         "OPSLOOP_SINK_RECEIVERS_FILE": str(path),
         "OPSLOOP_E2E_SLACK_A": fakes.url("slack", "slack-a"),
@@ -84,7 +86,9 @@ async def read(settings, until, timeout: float = 60.0):
         return await reader.collect(until, timeout=timeout)
 
 
-def test_worker_delivers_outbox_with_receipts_and_dead_letters(app_topics, worker_factory, fakes: FakeServices, tmp_path: Path) -> None:
+def test_worker_delivers_outbox_with_receipts_and_dead_letters(
+    app_topics, worker_factory, fakes: FakeServices, tmp_path: Path
+) -> None:
     settings = app_topics
     _, env = routing_file(tmp_path, fakes)
     tag = uuid.uuid4().hex[:6]
@@ -96,8 +100,12 @@ def test_worker_delivers_outbox_with_receipts_and_dead_letters(app_topics, worke
         make_effect("log", "log", title=f"e2e {tag} log", session_key=f"s-{tag}-5"),
         make_effect("pd-badkey", "pagerduty", title=f"e2e {tag} bad", session_key=f"s-{tag}-6"),
     ]
-    timer = {**make_effect("log", "log", session_key=f"s-{tag}-7"), "type": "schedule_timer", "notify": None,
-             "timer": {"timer_id": "t1", "fire_at": 1, "purpose": "escalate", "step": 1, "data": {}}}
+    timer = {
+        **make_effect("log", "log", session_key=f"s-{tag}-7"),
+        "type": "schedule_timer",
+        "notify": None,
+        "timer": {"timer_id": "t1", "fire_at": 1, "purpose": "escalate", "step": 1, "data": {}},
+    }
     before = {kind: len(fakes.got(kind)) for kind in ("slack", "teams", "pagerduty", "hook")}
     worker = worker_factory(**env)
     asyncio.run(put(settings, [*effects, timer], raw=[b"\x00not avro at all"]))
@@ -110,16 +118,22 @@ def test_worker_delivers_outbox_with_receipts_and_dead_letters(app_topics, worke
     receipts = {r.value["effect_id"]: r.value for r in records if r.topic == "deliveries"}
     letters = [r.value for r in records if r.topic == "outbox.dlq"]
     assert {e["effect_id"]: receipts[e["effect_id"]]["status"] for e in effects} == {
-        **{e["effect_id"]: "delivered" for e in effects[:5]}, effects[5]["effect_id"]: "dead"}
+        **{e["effect_id"]: "delivered" for e in effects[:5]},
+        effects[5]["effect_id"]: "dead",
+    }
     assert timer["effect_id"] not in receipts  # timers are not the sinks' business
     assert all(r.key == r.value["effect_id"].encode() for r in records if r.topic == "deliveries")
     by_stage = {d["stage"]: d for d in letters}
     assert set(by_stage) == {"sink", "sink:pagerduty"}
     assert "undecodable" in by_stage["sink"]["reason"] and by_stage["sink"]["value"] == b"\x00not avro at all"
-    assert "400" in by_stage["sink:pagerduty"]["reason"] and by_stage["sink:pagerduty"]["source_topic"].endswith("outbox")
+    assert "400" in by_stage["sink:pagerduty"]["reason"] and by_stage["sink:pagerduty"]["source_topic"].endswith(
+        "outbox"
+    )
     after = {kind: len(fakes.got(kind)) - before[kind] for kind in before}
     assert after == {"slack": 1, "teams": 1, "pagerduty": 2, "hook": 1}
-    assert all(r.errors == [] for r in fakes.requests if tag in r.body.decode(errors="replace") and r.name != "pd-badkey")
+    assert all(
+        r.errors == [] for r in fakes.requests if tag in r.body.decode(errors="replace") and r.name != "pd-badkey"
+    )
     # Every record was acked in order and committed (manual acks reach faust's consumer).
     deadline = time.monotonic() + 20
     while asyncio.run(committed_offsets(settings)) < len(effects) + 2 and time.monotonic() < deadline:
@@ -128,7 +142,12 @@ def test_worker_delivers_outbox_with_receipts_and_dead_letters(app_topics, worke
     worker.stop()
     logged = worker.log()
     assert f"e2e {tag} log" in logged  # the log channel wrote it
-    for secret in (env["OPSLOOP_E2E_SLACK_A"], env["OPSLOOP_E2E_PD_KEY"], env["OPSLOOP_E2E_PD_BADKEY"], env["OPSLOOP_E2E_HOOK_KEY"]):
+    for secret in (
+        env["OPSLOOP_E2E_SLACK_A"],
+        env["OPSLOOP_E2E_PD_KEY"],
+        env["OPSLOOP_E2E_PD_BADKEY"],
+        env["OPSLOOP_E2E_HOOK_KEY"],
+    ):
         assert secret not in logged
 
 
@@ -165,14 +184,20 @@ async def _partitions(consumer, topic):
 
 
 def test_killed_after_sending_before_committing_the_ledger_prevents_a_second_send(
-    app_topics, worker_factory, fakes: FakeServices, tmp_path: Path, pg_ledger_url: str,
+    app_topics,
+    worker_factory,
+    fakes: FakeServices,
+    tmp_path: Path,
+    pg_ledger_url: str,
 ) -> None:
     settings = app_topics
     _, env = routing_file(tmp_path, fakes)
     env["OPSLOOP_SINK_DATABASE_URL"] = pg_ledger_url
     tag = uuid.uuid4().hex[:6]
-    effects = [make_effect(r, c, title=f"kill {tag} {i}", session_key=f"k-{tag}-{i}")
-               for i, (r, c) in enumerate([("slack-b", "slack"), ("pd", "pagerduty"), ("hooks", "webhook")] * 3)]
+    effects = [
+        make_effect(r, c, title=f"kill {tag} {i}", session_key=f"k-{tag}-{i}")
+        for i, (r, c) in enumerate([("slack-b", "slack"), ("pd", "pagerduty"), ("hooks", "webhook")] * 3)
+    ]
     ids = {e["effect_id"] for e in effects}
 
     def sent() -> int:
@@ -180,16 +205,29 @@ def test_killed_after_sending_before_committing_the_ledger_prevents_a_second_sen
 
     first = worker_factory(**env, OPSLOOP_COMMIT_INTERVAL_S="3600")  # it will never get to commit
     asyncio.run(put(settings, effects))
-    receipts = asyncio.run(read(settings, lambda rs: ids <= {r.value["effect_id"] for r in rs if r.topic == "deliveries"}))
+    receipts = asyncio.run(
+        read(settings, lambda rs: ids <= {r.value["effect_id"] for r in rs if r.topic == "deliveries"})
+    )
     assert {r.value["status"] for r in receipts if r.topic == "deliveries"} == {"delivered"}
     assert sent() == len(effects)
     first.kill()
     assert asyncio.run(committed_offsets(settings)) == 0, "the offsets were committed: the test would prove nothing"
 
     worker_factory(**env)
-    records = asyncio.run(read(settings, lambda rs: sum(
-        1 for r in rs if r.topic == "deliveries" and r.value["status"] == "skipped" and r.value["effect_id"] in ids) >= len(effects),
-        timeout=90))
+    records = asyncio.run(
+        read(
+            settings,
+            lambda rs: (
+                sum(
+                    1
+                    for r in rs
+                    if r.topic == "deliveries" and r.value["status"] == "skipped" and r.value["effect_id"] in ids
+                )
+                >= len(effects)
+            ),
+            timeout=90,
+        )
+    )
     skipped = [r.value for r in records if r.topic == "deliveries" and r.value["status"] == "skipped"]
     assert {s["effect_id"] for s in skipped} == ids and all("already delivered" in s["error"] for s in skipped)
     assert sent() == len(effects), "a redelivered effect was sent a second time"

@@ -9,8 +9,8 @@ import pkgutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -108,8 +108,9 @@ def pigeon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
 def test_adding_a_channel_is_one_file(pigeon: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert "pigeon" in registry() and specs()["pigeon"].required == ("loft",)
     routing = tmp_path / "routing.yaml"
-    routing.write_text("receivers:\n  - name: coop\n    channel: pigeon\n    settings: {loft: north}\n"
-                       "route:\n  receiver: coop\n")
+    routing.write_text(
+        "receivers:\n  - name: coop\n    channel: pigeon\n    settings: {loft: north}\nroute:\n  receiver: coop\n"
+    )
     loaded = load_routing(routing, channels=specs())
     assert loaded.receivers["coop"].channel == "pigeon" and loaded.receivers["coop"].rate_limit.count == 2
 
@@ -136,8 +137,10 @@ def test_without_the_file_the_channel_is_unknown(tmp_path: Path) -> None:
     path.write_text("receivers:\n  - name: coop\n    channel: pigeon\n")
     with pytest.raises(ConfigError) as err:
         load_receivers(path, channels=specs())
-    assert str(err.value) == (f"{path}:3: receiver 'coop': unknown channel 'pigeon'; expected one of "
-                              "email, log, pagerduty, remediate, slack, teams, webhook")
+    assert str(err.value) == (
+        f"{path}:3: receiver 'coop': unknown channel 'pigeon'; expected one of "
+        "email, log, pagerduty, remediate, slack, teams, webhook"
+    )
 
 
 @pytest.fixture
@@ -153,8 +156,10 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
 
 
 def channel_module(name: str) -> str:
-    return ("from agents.sinks.base import Channel, LogRequest\nfrom streams.model.receivers import ChannelSpec\n"
-            f"CHANNEL = Channel(name={name!r}, spec=ChannelSpec(), render=lambda e, r, s: LogRequest(line='x'))\n")
+    return (
+        "from agents.sinks.base import Channel, LogRequest\nfrom streams.model.receivers import ChannelSpec\n"
+        f"CHANNEL = Channel(name={name!r}, spec=ChannelSpec(), render=lambda e, r, s: LogRequest(line='x'))\n"
+    )
 
 
 def test_discovery_takes_every_module_and_skips_private_ones(package: tuple[str, Path]) -> None:
@@ -184,7 +189,9 @@ def test_a_duplicate_channel_name_fails_loudly(package: tuple[str, Path]) -> Non
     name, directory = package
     (directory / "first.py").write_text(channel_module("chat"))
     (directory / "second.py").write_text(channel_module("chat"))
-    with pytest.raises(ChannelRegistryError, match=rf"{name}\.second: channel 'chat' is already defined by {name}\.first"):
+    with pytest.raises(
+        ChannelRegistryError, match=rf"{name}\.second: channel 'chat' is already defined by {name}\.first"
+    ):
         discover(name)
 
 
@@ -206,17 +213,30 @@ def test_an_invalid_channel_object_is_refused_where_it_is_built() -> None:
 # -- layering: streams never imports agents ------------------------------------------
 
 # The routing model and what loads it: the channel specs come in as a parameter.
-MODEL = ("streams.model.receivers", "streams.model.routing", "streams.model.runbooks", "streams.model.matchers", "streams.model.yamlfile",
-         "streams.model.silences", "streams.cli.runbooks", "streams.replay.run")
+MODEL = (
+    "streams.model.receivers",
+    "streams.model.routing",
+    "streams.model.runbooks",
+    "streams.model.matchers",
+    "streams.model.yamlfile",
+    "streams.model.silences",
+    "streams.cli.runbooks",
+    "streams.replay.run",
+)
 # streams/cli/main.py is the top layer (it asks agents for the channel specs); streams/kafka/app.py starts the
 # agents (register_all) until the layer move puts that wiring above streams.
 MAY_IMPORT_AGENTS = {"streams/cli/main.py", "streams/kafka/app.py"}
 
 
 def test_the_routing_model_loads_without_agents() -> None:
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in MODEL)
-            + "print(sorted(m for m in sys.modules if m == 'agents' or m.startswith('agents.')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in MODEL)
+        + "print(sorted(m for m in sys.modules if m == 'agents' or m.startswith('agents.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -225,9 +245,13 @@ def test_no_streams_module_imports_agents() -> None:
     for path in sorted((ROOT / "streams").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         for node in ast.walk(ast.parse(path.read_text(), rel)):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             if any(n == "agents" or n.startswith("agents.") for n in names) and rel not in MAY_IMPORT_AGENTS:
                 offenders.append(f"{rel}:{node.lineno}")
     assert offenders == []
-

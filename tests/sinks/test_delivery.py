@@ -29,8 +29,13 @@ def run(coro):
 
 def test_every_http_channel_delivers_once_with_a_valid_payload(fakes: FakeServices, pg_engine) -> None:
     receivers, env = receivers_for(fakes)
-    effects = [make_effect("slack-a", "slack"), make_effect("teams", "teams"), make_effect("pd", "pagerduty", thread_key="inc-1"),
-               make_effect("hooks", "webhook"), make_effect("log", "log")]
+    effects = [
+        make_effect("slack-a", "slack"),
+        make_effect("teams", "teams"),
+        make_effect("pd", "pagerduty", thread_key="inc-1"),
+        make_effect("hooks", "webhook"),
+        make_effect("log", "log"),
+    ]
     before = len(fakes.requests)
 
     async def go():
@@ -46,7 +51,12 @@ def test_every_http_channel_delivers_once_with_a_valid_payload(fakes: FakeServic
     pd = next(r for r in h.emitter.receipts if r["channel"] == "pagerduty")
     assert pd["http_status"] == 202 and pd["attempts"] == 1 and pd["latency_ms"] > 0
     rows = {row.receiver: row for row in Ledger(pg_engine).rows()}
-    assert {r.status for r in rows.values()} == {"delivered"} and set(rows) == {"slack-a", "teams", "pd", "hooks"}  # log skips it
+    assert {r.status for r in rows.values()} == {"delivered"} and set(rows) == {
+        "slack-a",
+        "teams",
+        "pd",
+        "hooks",
+    }  # log skips it
 
 
 def test_429_with_retry_after_is_delivered_after_the_wait_not_before(fakes: FakeServices, pg_engine) -> None:
@@ -265,12 +275,25 @@ def test_an_open_breaker_parks_the_destination_instead_of_sending(fakes: FakeSer
     assert "parked (circuit open)" in h.emitter.dead[1]["reason"]
 
 
-def test_secrets_never_reach_logs_receipts_or_dead_letters(fakes: FakeServices, pg_engine, caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_never_reach_logs_receipts_or_dead_letters(
+    fakes: FakeServices, pg_engine, caplog: pytest.LogCaptureFixture
+) -> None:
     """Failures whose texts would carry secrets: a refused secret URL, a service echoing the key."""
     receivers, env = receivers_for(fakes)
     env = {**env, "OPSLOOP_TEST_SLACK_A_URL": "http://127.0.0.1:9/services/T000SECRET/B000SECRET/XXXXSECRETTOKEN"}
-    receivers["pd"] = Receiver("pd", "pagerduty", {"url": fakes.url("pagerduty", "pd")}, {"routing_key": "OPSLOOP_TEST_PD_KEY"})
-    fakes.script("pagerduty", "pd", Answer(400, json.dumps({"status": "invalid event", "errors": [f"unknown routing_key {SECRETS['OPSLOOP_TEST_PD_KEY']}"]})))
+    receivers["pd"] = Receiver(
+        "pd", "pagerduty", {"url": fakes.url("pagerduty", "pd")}, {"routing_key": "OPSLOOP_TEST_PD_KEY"}
+    )
+    fakes.script(
+        "pagerduty",
+        "pd",
+        Answer(
+            400,
+            json.dumps(
+                {"status": "invalid event", "errors": [f"unknown routing_key {SECRETS['OPSLOOP_TEST_PD_KEY']}"]}
+            ),
+        ),
+    )
     effects = [make_effect("slack-a", "slack"), make_effect("pd", "pagerduty"), make_effect("hooks", "webhook")]
     caplog.handler.addFilter(RedactSecrets())  # what the worker's logging config installs on every handler
     caplog.set_level(logging.DEBUG)
@@ -284,8 +307,13 @@ def test_secrets_never_reach_logs_receipts_or_dead_letters(fakes: FakeServices, 
     assert statuses == ["dead", "dead", "delivered"]
     logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
     records = json.dumps(h.emitter.receipts) + json.dumps([{**d, "value": None, "key": None} for d in h.emitter.dead])
-    secret_values = [env["OPSLOOP_TEST_SLACK_A_URL"], "/services/T000SECRET/B000SECRET/XXXXSECRETTOKEN",
-                     SECRETS["OPSLOOP_TEST_PD_KEY"], SECRETS["OPSLOOP_TEST_HOOK_KEY"], env["OPSLOOP_TEST_SLACK_B_URL"]]
+    secret_values = [
+        env["OPSLOOP_TEST_SLACK_A_URL"],
+        "/services/T000SECRET/B000SECRET/XXXXSECRETTOKEN",
+        SECRETS["OPSLOOP_TEST_PD_KEY"],
+        SECRETS["OPSLOOP_TEST_HOOK_KEY"],
+        env["OPSLOOP_TEST_SLACK_B_URL"],
+    ]
     assert "dead-lettered" in logged and "retrying" in logged  # the log did talk about these failures
     for value in secret_values:
         assert value not in logged, f"secret in logs: {value[:12]}..."
@@ -310,7 +338,9 @@ def test_a_retry_after_past_the_time_budget_is_dead_lettered_at_once(fakes: Fake
 
 def test_teams_error_inside_a_200_is_retried_as_that_error(fakes: FakeServices, pg_engine) -> None:
     receivers, env = receivers_for(fakes)
-    fakes.script("teams", "teams", Answer(200, "Microsoft Teams endpoint returned HTTP error 429 with ContextId tcid=0"))
+    fakes.script(
+        "teams", "teams", Answer(200, "Microsoft Teams endpoint returned HTTP error 429 with ContextId tcid=0")
+    )
     effect = make_effect("teams", "teams", title="throttled inside a 200")
     before = len(fakes.got("teams", "teams"))
 

@@ -38,8 +38,11 @@ def test_shutdown_while_parked_by_retry_after_gives_the_claim_back(fakes: FakeSe
             # The 429 was judged: the destination is paused for its Retry-After. Nothing awaits between
             # setting the pause and the retry's sleep (agents/sinks/delivery.py), so the delivery is
             # now waiting out the Retry-After, its flight reset to "nothing landed".
-            await h.until(lambda h: (d := h.destination("slack-b")) is not None and d.paused_until > time.monotonic(),
-                          10, "slack-b paused by the 429's Retry-After")
+            await h.until(
+                lambda h: (d := h.destination("slack-b")) is not None and d.paused_until > time.monotonic(),
+                10,
+                "slack-b paused by the 429's Retry-After",
+            )
             assert len(fakes.got("slack", "slack-b")) == before + 1
 
     asyncio.run(first())

@@ -15,9 +15,21 @@ from tests.sinks.helpers import FAST, Harness, make_effect
 def test_email_threads_one_incident_over_starttls_with_auth(fakes, smtp_server, ca_file, tmp_path) -> None:
     port, mail, auth = smtp_server
     receivers, env = receivers_for(fakes, smtp_port=port, ca_file=ca_file)
-    trigger = make_effect("mail", "email", severity="urgent", thread_key="incident-7",
-                          body="Memory is at 93%.\n\nFirst paragraph <b>not</b> HTML.")
-    resolve = make_effect("mail", "email", severity="info", action="resolve", thread_key="incident-7", title="Host out of memory on node-1")
+    trigger = make_effect(
+        "mail",
+        "email",
+        severity="urgent",
+        thread_key="incident-7",
+        body="Memory is at 93%.\n\nFirst paragraph <b>not</b> HTML.",
+    )
+    resolve = make_effect(
+        "mail",
+        "email",
+        severity="info",
+        action="resolve",
+        thread_key="incident-7",
+        title="Host out of memory on node-1",
+    )
     first = len(mail.messages)
 
     async def go():
@@ -27,7 +39,7 @@ def test_email_threads_one_incident_over_starttls_with_auth(fakes, smtp_server, 
     a, b, h = asyncio.run(go())
     assert a == b == ["delivered"]
     assert auth.attempts[-2:] == [True, True]
-    m1, m2 = mail.messages[first:first + 2]
+    m1, m2 = mail.messages[first : first + 2]
     assert m1["Subject"] == "[URGENT] Host out of memory on node-1"
     assert m2["Subject"] == "[INFO] Host out of memory on node-1"
     assert m1["Message-ID"] == message_id(trigger["effect_id"], "example.com")
@@ -38,14 +50,20 @@ def test_email_threads_one_incident_over_starttls_with_auth(fakes, smtp_server, 
     parts = list(m1.iter_parts())
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
     plain, html = parts[0].get_content(), parts[1].get_content()
-    assert "[URGENT] Host out of memory" in plain and "instance: node-1:9100" in plain and "Runbook: https://runbooks" in plain
+    assert (
+        "[URGENT] Host out of memory" in plain
+        and "instance: node-1:9100" in plain
+        and "Runbook: https://runbooks" in plain
+    )
     assert "&lt;b&gt;not&lt;/b&gt;" in html and '<a href="https://runbooks.example.com/host-memory">Runbook</a>' in html
     assert m2["X-Opsloop-Action"] == "resolve" and "Resolved" in list(m2.iter_parts())[0].get_content()
     assert mail.envelopes[first].rcpt_tos == ["oncall@example.com"]
     assert h.emitter.receipts[0]["http_status"] == 250
 
 
-def test_email_wrong_password_is_permanent_and_the_password_is_not_in_the_reason(fakes, smtp_server, ca_file, tmp_path) -> None:
+def test_email_wrong_password_is_permanent_and_the_password_is_not_in_the_reason(
+    fakes, smtp_server, ca_file, tmp_path
+) -> None:
     port, mail, auth = smtp_server
     receivers, env = receivers_for(fakes, smtp_port=port, ca_file=ca_file)
     env = {**env, "OPSLOOP_TEST_SMTP_PASSWORD": "wrong-password-value"}
@@ -91,15 +109,28 @@ def test_implicit_tls_on_its_own_port(fakes, tls_cert, ca_file, tmp_path) -> Non
     controller = Controller(sink, hostname="127.0.0.1", port=port, ssl_context=context)
     controller.start()
     try:
-        receiver = Receiver("mail-tls", "email", {"host": "127.0.0.1", "port": port, "security": "tls", "ca_file": ca_file,
-                                                  "from": "opsloop@example.com", "to": "sre@example.com"}, {})
+        receiver = Receiver(
+            "mail-tls",
+            "email",
+            {
+                "host": "127.0.0.1",
+                "port": port,
+                "security": "tls",
+                "ca_file": ca_file,
+                "from": "opsloop@example.com",
+                "to": "sre@example.com",
+            },
+            {},
+        )
 
         async def go():
             async with Harness({"mail-tls": receiver}, engine(tmp_path), {}) as h:
                 return await h.run(make_effect("mail-tls", "email", severity="warning"))
 
         assert asyncio.run(go()) == ["delivered"]
-        assert sink.messages[0]["Subject"].startswith("[WARNING] ") and sink.envelopes[0].rcpt_tos == ["sre@example.com"]
+        assert sink.messages[0]["Subject"].startswith("[WARNING] ") and sink.envelopes[0].rcpt_tos == [
+            "sre@example.com"
+        ]
     finally:
         controller.stop()
 
@@ -116,8 +147,13 @@ def test_crlf_in_alert_text_is_folded_into_the_subject_not_dead_lettered(fakes, 
     are folded into spaces, the mail is delivered, and no header can be injected."""
     port, mail, auth = smtp_server
     receivers, env = receivers_for(fakes, smtp_port=port, ca_file=ca_file)
-    effect = make_effect("mail", "email", title="Drift in prod\r\nBcc: victim@example.org\nX-Injected: 1",
-                         severity="warning\r\n", body="line one\r\nline two")
+    effect = make_effect(
+        "mail",
+        "email",
+        title="Drift in prod\r\nBcc: victim@example.org\nX-Injected: 1",
+        severity="warning\r\n",
+        body="line one\r\nline two",
+    )
     before = len(mail.messages)
 
     async def go():

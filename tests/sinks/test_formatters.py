@@ -19,7 +19,10 @@ KEY32 = "R0UT1NGKEY0123456789abcdefSECRET"
 
 def huge_effect(channel: str, receiver: str) -> dict:
     return make_effect(
-        receiver, channel, title="T" * 400, body="B" * 20_000,
+        receiver,
+        channel,
+        title="T" * 400,
+        body="B" * 20_000,
         fields={f"label_{i:03d}": "v" * 3000 for i in range(600)},
         links=[{"label": f"Link {i} " + "x" * 100, "url": f"https://example.com/{i}"} for i in range(40)],
     )
@@ -62,7 +65,9 @@ def test_slack_over_limit_content_is_trimmed_with_a_marker_not_rejected() -> Non
 
 def test_slack_resolve_is_an_update_message() -> None:
     # decide writes the resolve's title ("Resolved: ..."); the formatter adds no second prefix
-    payload = slack.build_payload(make_effect("infra-slack", "slack", action="resolve", title="Resolved: Host out of memory"), SLACK)
+    payload = slack.build_payload(
+        make_effect("infra-slack", "slack", action="resolve", title="Resolved: Host out of memory"), SLACK
+    )
     assert validate_slack(payload) == []
     header = payload["attachments"][0]["blocks"][0]["text"]["text"]
     assert header == ":white_check_mark: Resolved: Host out of memory" and ":white_check_mark:" in header
@@ -97,7 +102,11 @@ def test_teams_error_inside_a_200_body_is_that_error() -> None:
         teams.check(HttpResponse(200, {}, "Microsoft Teams endpoint returned HTTP error 429 with ContextId ..."))
     assert err.value.http_status == 429
     with pytest.raises(PermanentError):
-        teams.check(HttpResponse(200, {}, "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 413"))
+        teams.check(
+            HttpResponse(
+                200, {}, "Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 413"
+            )
+        )
 
 
 def test_pagerduty_trigger_event_is_valid() -> None:
@@ -109,7 +118,9 @@ def test_pagerduty_trigger_event_is_valid() -> None:
     assert event["links"][0] == {"href": "https://opsloop.example.com/ack/1", "text": "Acknowledge"}
 
 
-@pytest.mark.parametrize("severity, expected", [("urgent", "critical"), ("action", "error"), ("warning", "warning"), ("info", "info")])
+@pytest.mark.parametrize(
+    "severity, expected", [("urgent", "critical"), ("action", "error"), ("warning", "warning"), ("info", "info")]
+)
 def test_pagerduty_severity_mapping(severity: str, expected: str) -> None:
     event = pagerduty.build_event(make_effect("pd", "pagerduty", severity=severity), PD, KEY32)
     assert event["payload"]["severity"] == expected
@@ -150,9 +161,26 @@ def test_webhook_is_the_effect_signed_with_hmac() -> None:
 
 def test_the_fake_validators_reject_what_the_services_reject() -> None:
     assert validate_slack({"blocks": [{"type": "header", "text": {"type": "plain_text", "text": "x" * 151}}] * 51})
-    assert validate_pagerduty({"routing_key": KEY32, "event_action": "trigger", "payload": {"summary": "s", "source": "x", "severity": "urgent"}})
-    card = {"type": "message", "attachments": [{"contentType": teams.CONTENT_TYPE, "content": {
-        "type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "x"}],
-        "actions": [{"type": "Action.Submit", "title": "Ack"}]}}]}
+    assert validate_pagerduty(
+        {
+            "routing_key": KEY32,
+            "event_action": "trigger",
+            "payload": {"summary": "s", "source": "x", "severity": "urgent"},
+        }
+    )
+    card = {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": teams.CONTENT_TYPE,
+                "content": {
+                    "type": "AdaptiveCard",
+                    "version": "1.5",
+                    "body": [{"type": "TextBlock", "text": "x"}],
+                    "actions": [{"type": "Action.Submit", "title": "Ack"}],
+                },
+            }
+        ],
+    }
     problems = validate_teams(card, 100)
     assert any("1.4" in p for p in problems) and any("Action.Submit" in p for p in problems)

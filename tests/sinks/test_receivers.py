@@ -9,7 +9,12 @@ import pytest
 
 from agents.sinks.channels import specs
 from streams.model.receivers import (
-    MissingSecretError, RateLimit, Receiver, builtin_receivers, load_receivers, resolve_secrets,
+    MissingSecretError,
+    RateLimit,
+    Receiver,
+    builtin_receivers,
+    load_receivers,
+    resolve_secrets,
 )
 from streams.model.yamlfile import ConfigError
 
@@ -50,8 +55,11 @@ def test_loads_the_contract_shape_with_channel_default_rates(tmp_path: Path) -> 
     assert list(receivers) == ["infra-slack", "pagerduty-primary", "oncall-email", "hooks", "log"]
     slack = receivers["infra-slack"]
     assert slack == Receiver(
-        name="infra-slack", channel="slack", settings={"mention_groups": ["S0123ABC"]},
-        secret_env={"webhook_url": "OPSLOOP_SLACK_INFRA_WEBHOOK"}, rate_limit=RateLimit(2, 1.0),
+        name="infra-slack",
+        channel="slack",
+        settings={"mention_groups": ["S0123ABC"]},
+        secret_env={"webhook_url": "OPSLOOP_SLACK_INFRA_WEBHOOK"},
+        rate_limit=RateLimit(2, 1.0),
     )
     assert receivers["pagerduty-primary"].rate_limit == RateLimit(120, 60.0)  # the channel default
     assert receivers["hooks"].rate_limit is None
@@ -72,20 +80,48 @@ def test_resolve_secrets_reads_env_at_call_time_and_names_the_missing_variable(t
 @pytest.mark.parametrize(
     "text, line, reason",
     [
-        ("receivers:\n  - name: a\n    channel: slak\n    secrets: {webhook_url: X}\n", 3, "unknown channel 'slak' (did you mean 'slack'?)"),
-        ("receivers:\n  - name: a\n    channel: log\n  - name: a\n    channel: log\n", 4, "duplicate receiver name 'a'"),
+        (
+            "receivers:\n  - name: a\n    channel: slak\n    secrets: {webhook_url: X}\n",
+            3,
+            "unknown channel 'slak' (did you mean 'slack'?)",
+        ),
+        (
+            "receivers:\n  - name: a\n    channel: log\n  - name: a\n    channel: log\n",
+            4,
+            "duplicate receiver name 'a'",
+        ),
         ("receivers:\n  - name: a\n    channel: slack\n", 3, "channel slack needs webhook_url under secrets"),
-        ("receivers:\n  - name: a\n    channel: pagerduty\n    settings:\n      routing_key: abc\n", 5,
-         "routing_key is a secret"),
-        ("receivers:\n  - name: a\n    channel: pagerduty\n    secrets: {routing_key: 'abc def'}\n", 4,
-         "must be the NAME of an environment variable"),
-        ("receivers:\n  - name: a\n    channel: email\n    settings: {host: h, from: a@b, to: [x@y], port: 99999}\n", 4,
-         "port must be a TCP port number"),
-        ("receivers:\n  - name: a\n    channel: email\n    settings: {host: h, from: a@b}\n", 3, "channel email needs to under"),
-        ("receivers:\n  - name: a\n    channel: log\n    rate_limt: {per_second: 1}\n", 4, "unknown field 'rate_limit'"[:20]),
+        (
+            "receivers:\n  - name: a\n    channel: pagerduty\n    settings:\n      routing_key: abc\n",
+            5,
+            "routing_key is a secret",
+        ),
+        (
+            "receivers:\n  - name: a\n    channel: pagerduty\n    secrets: {routing_key: 'abc def'}\n",
+            4,
+            "must be the NAME of an environment variable",
+        ),
+        (
+            "receivers:\n  - name: a\n    channel: email\n    settings: {host: h, from: a@b, to: [x@y], port: 99999}\n",
+            4,
+            "port must be a TCP port number",
+        ),
+        (
+            "receivers:\n  - name: a\n    channel: email\n    settings: {host: h, from: a@b}\n",
+            3,
+            "channel email needs to under",
+        ),
+        (
+            "receivers:\n  - name: a\n    channel: log\n    rate_limt: {per_second: 1}\n",
+            4,
+            "unknown field 'rate_limit'"[:20],
+        ),
         ("receivers:\n  - name: a\n    channel: log\n    rate_limit: {per_day: 1}\n", 4, "rate_limit must be one of"),
-        ("receivers:\n  - name: a\n    channel: slack\n    secrets: {webhook_url: X}\n    settings: {mention: [S1]}\n", 5,
-         "unknown setting 'mention'"),
+        (
+            "receivers:\n  - name: a\n    channel: slack\n    secrets: {webhook_url: X}\n    settings: {mention: [S1]}\n",
+            5,
+            "unknown setting 'mention'",
+        ),
     ],
 )
 def test_errors_carry_file_line_and_reason(tmp_path: Path, text: str, line: int, reason: str) -> None:

@@ -12,8 +12,9 @@ import itertools
 import json
 import logging
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,11 @@ from tests.sinks.helpers import Harness
 TOKEN = "action-token-SECRET-4c2e91"
 SIGNING_KEY = "action-signing-SECRET-77ab"
 ENV = {"OPSLOOP_TEST_ACTION_TOKEN": TOKEN, "OPSLOOP_TEST_ACTION_KEY": SIGNING_KEY}
-RECEIVERS = {"remediate": Receiver("remediate", "remediate", {}, {"token": "OPSLOOP_TEST_ACTION_TOKEN",
-                                                                    "signing_key": "OPSLOOP_TEST_ACTION_KEY"})}
+RECEIVERS = {
+    "remediate": Receiver(
+        "remediate", "remediate", {}, {"token": "OPSLOOP_TEST_ACTION_TOKEN", "signing_key": "OPSLOOP_TEST_ACTION_KEY"}
+    )
+}
 _seq = itertools.count()
 
 
@@ -40,16 +44,35 @@ def actions() -> Iterator[FakeServices]:
     services.stop()
 
 
-def remediation(endpoint: str, *, action: str = "restart-workload", dry_run: bool = False, method: str = "POST",
-                params: dict[str, str] | None = None, approved: bool = False) -> dict[str, Any]:
+def remediation(
+    endpoint: str,
+    *,
+    action: str = "restart-workload",
+    dry_run: bool = False,
+    method: str = "POST",
+    params: dict[str, str] | None = None,
+    approved: bool = False,
+) -> dict[str, Any]:
     n = next(_seq)
     return {
-        "effect_id": f"eff-rem-{n:06d}", "event_id": f"evt-rem-{n:06d}", "session_key": "acme:alert:oom-node-1",
-        "org": "acme", "type": "remediate", "created_at": 1_700_000_000_000 + n, "runbook": "memory-oom",
-        "notify": None, "timer": None, "cancel": None,
-        "remediate": {"action": action, "endpoint": endpoint, "method": method,
-                      "params": params if params is not None else {"namespace": "shop", "workload": "cart"},
-                      "dry_run": dry_run, "requires_approval": approved},
+        "effect_id": f"eff-rem-{n:06d}",
+        "event_id": f"evt-rem-{n:06d}",
+        "session_key": "acme:alert:oom-node-1",
+        "org": "acme",
+        "type": "remediate",
+        "created_at": 1_700_000_000_000 + n,
+        "runbook": "memory-oom",
+        "notify": None,
+        "timer": None,
+        "cancel": None,
+        "remediate": {
+            "action": action,
+            "endpoint": endpoint,
+            "method": method,
+            "params": params if params is not None else {"namespace": "shop", "workload": "cart"},
+            "dry_run": dry_run,
+            "requires_approval": approved,
+        },
     }
 
 
@@ -69,7 +92,11 @@ def test_a_dry_run_step_calls_nothing_even_when_enabled(actions: FakeServices, p
     assert statuses == ["dry_run"]
     assert len(actions.got("actions")) == before
     [receipt] = h.emitter.receipts
-    assert (receipt["status"], receipt["channel"], receipt["receiver"]) == ("dry_run", "remediate", "remediate:restart-workload")
+    assert (receipt["status"], receipt["channel"], receipt["receiver"]) == (
+        "dry_run",
+        "remediate",
+        "remediate:restart-workload",
+    )
     assert "the runbook step is dry_run" in caplog.text and "action=restart-workload" in caplog.text
 
 
@@ -93,9 +120,15 @@ def test_an_enabled_live_step_calls_the_endpoint_once(actions: FakeServices, pg_
     assert call.headers["Idempotency-Key"] == effect["effect_id"]
     assert verify(SIGNING_KEY, call.body, call.headers[SIGNATURE_HEADER])
     assert call.json == {
-        "action": "restart-workload", "params": {"namespace": "shop", "workload": "cart"}, "effect_id": effect["effect_id"],
-        "event_id": effect["event_id"], "session_key": "acme:alert:oom-node-1", "org": "acme", "runbook": "memory-oom",
-        "approved": True, "requested_at": effect["created_at"],
+        "action": "restart-workload",
+        "params": {"namespace": "shop", "workload": "cart"},
+        "effect_id": effect["effect_id"],
+        "event_id": effect["event_id"],
+        "session_key": "acme:alert:oom-node-1",
+        "org": "acme",
+        "runbook": "memory-oom",
+        "approved": True,
+        "requested_at": effect["created_at"],
     }
     assert h.emitter.receipts[0]["receiver"] == "remediate:restart-workload"
 
@@ -106,8 +139,12 @@ def test_an_enabled_live_step_calls_the_endpoint_once(actions: FakeServices, pg_
 
 
 def test_get_sends_the_parameters_in_the_query(actions: FakeServices, pg_engine) -> None:
-    effect = remediation(actions.url("actions", "open"), action="scale-deployment", method="GET",
-                         params={"replicas": "+2", "deployment": "api"})
+    effect = remediation(
+        actions.url("actions", "open"),
+        action="scale-deployment",
+        method="GET",
+        params={"replicas": "+2", "deployment": "api"},
+    )
     before = len(actions.got("actions", "open"))
     statuses, _ = run(RECEIVERS, pg_engine, effect, remediation_enabled=True)
     assert statuses == ["delivered"]
@@ -116,7 +153,9 @@ def test_get_sends_the_parameters_in_the_query(actions: FakeServices, pg_engine)
     assert call.headers["X-Opsloop-Action"] == "scale-deployment"
 
 
-def test_a_5xx_is_retried_and_a_refusal_is_dead_lettered_without_the_token(actions: FakeServices, pg_engine, caplog) -> None:
+def test_a_5xx_is_retried_and_a_refusal_is_dead_lettered_without_the_token(
+    actions: FakeServices, pg_engine, caplog
+) -> None:
     actions.script("actions", "guarded", Answer(503, "busy"))
     flaky = remediation(actions.url("actions", "guarded"))
     statuses, h = run(RECEIVERS, pg_engine, flaky, remediation_enabled=True)
@@ -125,8 +164,13 @@ def test_a_5xx_is_retried_and_a_refusal_is_dead_lettered_without_the_token(actio
     wrong = {"remediate": Receiver("remediate", "remediate", {}, {"token": "OPSLOOP_TEST_WRONG_TOKEN"})}
     refused = remediation(actions.url("actions", "guarded"))
     with caplog.at_level(logging.DEBUG):
-        statuses, h = run(wrong, pg_engine, refused, env={**ENV, "OPSLOOP_TEST_WRONG_TOKEN": "wrong-SECRET-0000"},
-                          remediation_enabled=True)
+        statuses, h = run(
+            wrong,
+            pg_engine,
+            refused,
+            env={**ENV, "OPSLOOP_TEST_WRONG_TOKEN": "wrong-SECRET-0000"},
+            remediation_enabled=True,
+        )
     assert statuses == ["dead"]
     [receipt] = h.emitter.receipts
     [letter] = h.emitter.dead
@@ -160,7 +204,9 @@ def write(tmp_path: Path, **kw: str) -> Path:
 
 
 def test_the_routing_file_takes_the_action_credentials_by_env_name(tmp_path: Path) -> None:
-    routing = load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="ops"), channels=specs())
+    routing = load_routing(
+        write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="ops"), channels=specs()
+    )
     assert routing.receivers["remediate"].secret_env == {"token": "OPSLOOP_ACTION_TOKEN"}
 
     with pytest.raises(ConfigError) as err:
@@ -168,7 +214,9 @@ def test_the_routing_file_takes_the_action_credentials_by_env_name(tmp_path: Pat
     assert err.value.line == 4 and "token is a secret" in str(err.value)
 
     with pytest.raises(ConfigError) as err:
-        load_routing(write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="remediate"), channels=specs())
+        load_routing(
+            write(tmp_path, secret_line="secrets: {token: OPSLOOP_ACTION_TOKEN}", root="remediate"), channels=specs()
+        )
     assert err.value.line == 8 and "not a notification channel" in str(err.value)
 
 
@@ -176,7 +224,9 @@ def test_the_routing_file_takes_the_action_credentials_by_env_name(tmp_path: Pat
 
 
 @pytest.mark.integration
-def test_an_approved_drift_fix_is_called_once_by_a_worker(topics, worker_factory, actions: FakeServices, tmp_path: Path) -> None:
+def test_an_approved_drift_fix_is_called_once_by_a_worker(
+    topics, worker_factory, actions: FakeServices, tmp_path: Path
+) -> None:
     """Scan → notify and wait; approval → remediate effect → the sink calls the action, with the token."""
     import shutil
 
@@ -188,11 +238,19 @@ def test_an_approved_drift_fix_is_called_once_by_a_worker(topics, worker_factory
     shutil.copytree(Path(__file__).parents[2] / "runbooks", runbooks)
     (runbooks / "schedules.yaml").unlink()  # no cron dispatch to scanner.internal in this test
     drift = runbooks / "drift-detected.yaml"
-    drift.write_text(drift.read_text().replace("http://remediator.internal/actions/drift-pr", actions.url("actions", "drift-pr")))
+    drift.write_text(
+        drift.read_text().replace("http://remediator.internal/actions/drift-pr", actions.url("actions", "drift-pr"))
+    )
     actions.action_tokens["drift-pr"] = TOKEN
-    worker_factory(**worker_env(tmp_path), OPSLOOP_RUNBOOKS_DIR=str(runbooks), OPSLOOP_SINK_REMEDIATION_ENABLED="true",
-                   OPSLOOP_REMEDIATION_TOKEN=TOKEN)
-    findings = [{"resource": "aws_s3_bucket.logs", "change_type": "update", "rule": "", "severity": "medium", "detail": "acl"}]
+    worker_factory(
+        **worker_env(tmp_path),
+        OPSLOOP_RUNBOOKS_DIR=str(runbooks),
+        OPSLOOP_SINK_REMEDIATION_ENABLED="true",
+        OPSLOOP_REMEDIATION_TOKEN=TOKEN,
+    )
+    findings = [
+        {"resource": "aws_s3_bucket.logs", "change_type": "update", "rule": "", "severity": "medium", "detail": "acl"}
+    ]
     found = scan("findings", at=T0, findings=findings)
     approval = webhook("remediation.approved", at=T0 + MIN, session=found["session_key"], actor="bob")
 
@@ -206,7 +264,8 @@ def test_an_approved_drift_fix_is_called_once_by_a_worker(topics, worker_factory
         [effect] = [e for e in t.effects() if e["type"] == "remediate"]
         async with TopicReader(topics, ["deliveries"], from_beginning=True) as reader:
             receipts = await reader.collect(
-                lambda rs: any(r.value["effect_id"] == effect["effect_id"] for r in rs), timeout=60)
+                lambda rs: any(r.value["effect_id"] == effect["effect_id"] for r in rs), timeout=60
+            )
         return effect, [r.value for r in receipts if r.value["effect_id"] == effect["effect_id"]]
 
     effect, receipts = asyncio.run(scenario())

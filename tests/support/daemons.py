@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import httpx
 
@@ -24,7 +24,7 @@ class Daemon:
         self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
 
-    def start(self, ready_url: str, timeout: float = 30.0) -> "Daemon":
+    def start(self, ready_url: str, timeout: float = 30.0) -> Daemon:
         log = open(self.log_path, "ab")
         self.proc = childproc.spawn(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()

@@ -58,15 +58,42 @@ class LocalPostgres:
     def _run(self, *cmd: str) -> None:
         proc = subprocess.run([*self._as_user, *cmd], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise PostgresError(f"{Path(cmd[0]).name} failed ({proc.returncode}): {proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+            raise PostgresError(
+                f"{Path(cmd[0]).name} failed ({proc.returncode}): {proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+            )
 
-    def start(self) -> "LocalPostgres":
-        self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+    def start(self) -> LocalPostgres:
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options, "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     def stop(self) -> None:
         if (self.datadir / "postmaster.pid").exists():
-            subprocess.run([*self._as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"], capture_output=True)
+            subprocess.run(
+                [*self._as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+            )
         shutil.rmtree(self.root, ignore_errors=True)

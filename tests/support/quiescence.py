@@ -16,18 +16,23 @@ Each wait polls the broker for a condition with a deadline.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.settings import Settings
 from streams.kafka.catalogue import EVENT_TOPICS
+from streams.settings import Settings
+
 
 async def partitions_of(consumer: AIOKafkaConsumer, settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
     await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/kafka/reader.py: no public refresh
-    return [TopicPartition(settings.topic_prefix + t, p)
-            for t in topics for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())]
+    return [
+        TopicPartition(settings.topic_prefix + t, p)
+        for t in topics
+        for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())
+    ]
 
 
 async def commit_lag(settings: Settings, topics: Iterable[str] = EVENT_TOPICS) -> dict[str, int]:
@@ -44,12 +49,16 @@ async def commit_lag(settings: Settings, topics: Iterable[str] = EVENT_TOPICS) -
     finally:
         await consumer.stop()
         await admin.close()
-    return {f"{tp.topic}[{tp.partition}]": end - max(committed.get(tp, 0), 0)
-            for tp, end in ends.items() if end > max(committed.get(tp, 0), 0)}
+    return {
+        f"{tp.topic}[{tp.partition}]": end - max(committed.get(tp, 0), 0)
+        for tp, end in ends.items()
+        if end > max(committed.get(tp, 0), 0)
+    }
 
 
-async def wait_committed(settings: Settings, topics: Iterable[str] = EVENT_TOPICS, timeout: float = 60.0,
-                         what: str = "") -> None:
+async def wait_committed(
+    settings: Settings, topics: Iterable[str] = EVENT_TOPICS, timeout: float = 60.0, what: str = ""
+) -> None:
     """Until the group's commits reach the end of every partition of ``topics`` (end offsets read each poll)."""
     topics = tuple(topics)
     loop = asyncio.get_running_loop()
@@ -59,7 +68,9 @@ async def wait_committed(settings: Settings, topics: Iterable[str] = EVENT_TOPIC
         if not lag:
             return
         if loop.time() > deadline:
-            raise TimeoutError(f"{what or 'quiescence'}: after {timeout:.0f}s the group's commits still trail the log: {lag}")
+            raise TimeoutError(
+                f"{what or 'quiescence'}: after {timeout:.0f}s the group's commits still trail the log: {lag}"
+            )
         await asyncio.sleep(0.2)  # polling the broker for a condition, with a deadline
 
 

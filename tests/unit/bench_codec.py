@@ -21,13 +21,25 @@ from streams.kafka.codec import HEADER_LEN, MAGIC, default_codec
 
 def sample_event(i: int) -> dict:
     return {
-        "event_id": f"e-{i}", "session_key": f"acme:HostHighCpuLoad:web-{i % 100}", "kind": "telemetry",
-        "type": "alert.firing", "source": "alertmanager", "org": "acme",
-        "occurred_at": 1_700_000_000_000 + i, "received_at": 1_700_000_000_500 + i,
+        "event_id": f"e-{i}",
+        "session_key": f"acme:HostHighCpuLoad:web-{i % 100}",
+        "kind": "telemetry",
+        "type": "alert.firing",
+        "source": "alertmanager",
+        "org": "acme",
+        "occurred_at": 1_700_000_000_000 + i,
+        "received_at": 1_700_000_000_500 + i,
         "labels": {"alertname": "HostHighCpuLoad", "severity": "warning", "instance": f"web-{i % 100}:9100"},
         "annotations": {"summary": "CPU above 80%", "description": "CPU load is > 80%"},
-        "payload": {"status": "firing", "starts_at": 1_700_000_000_000, "ends_at": None,
-                    "generator_url": "http://prom/graph?g0.expr=up", "fingerprint": "abc", "metric": None, "value": None},
+        "payload": {
+            "status": "firing",
+            "starts_at": 1_700_000_000_000,
+            "ends_at": None,
+            "generator_url": "http://prom/graph?g0.expr=up",
+            "fingerprint": "abc",
+            "metric": None,
+            "value": None,
+        },
     }
 
 

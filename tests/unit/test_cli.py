@@ -15,11 +15,18 @@ def test_topics_check_ok(capsys):
 
 def test_topics_check_with_a_typo_exits_1_naming_file_line_topic_field(tmp_path, capsys):
     bad = tmp_path / "topics.yaml"
-    bad.write_text(TOPICS_FILE.read_text().replace("    cleanup_policy: delete\n    key: effect_id", "    cleanup_polcy: delete\n    key: effect_id"))
+    bad.write_text(
+        TOPICS_FILE.read_text().replace(
+            "    cleanup_policy: delete\n    key: effect_id", "    cleanup_polcy: delete\n    key: effect_id"
+        )
+    )
     assert main(["topics", "check", "--file", str(bad)]) == 1
     err = capsys.readouterr().err.strip()
     line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "cleanup_polcy" in text)
-    assert err == f"opsloop: {bad}:{line}: topic 'deliveries': unknown field 'cleanup_polcy' (did you mean 'cleanup_policy'?)"
+    assert (
+        err
+        == f"opsloop: {bad}:{line}: topic 'deliveries': unknown field 'cleanup_polcy' (did you mean 'cleanup_policy'?)"
+    )
 
 
 def test_produce_rejects_a_bad_line_before_sending_anything(tmp_path, capsys, monkeypatch):

@@ -21,13 +21,25 @@ from streams.kafka.codec import (
 
 def event(**overrides):
     base = {
-        "event_id": "e-1", "session_key": "acme:HostHighCpuLoad:web-1", "kind": "telemetry",
-        "type": "alert.firing", "source": "alertmanager", "org": "acme",
-        "occurred_at": 1_700_000_000_000, "received_at": 1_700_000_000_500,
+        "event_id": "e-1",
+        "session_key": "acme:HostHighCpuLoad:web-1",
+        "kind": "telemetry",
+        "type": "alert.firing",
+        "source": "alertmanager",
+        "org": "acme",
+        "occurred_at": 1_700_000_000_000,
+        "received_at": 1_700_000_000_500,
         "labels": {"alertname": "HostHighCpuLoad", "severity": "warning"},
         "annotations": {"summary": "CPU above 80%"},
-        "payload": {"status": "firing", "starts_at": 1_700_000_000_000, "ends_at": None,
-                    "generator_url": "http://prom/graph?g0.expr=up", "fingerprint": "abc", "metric": None, "value": None},
+        "payload": {
+            "status": "firing",
+            "starts_at": 1_700_000_000_000,
+            "ends_at": None,
+            "generator_url": "http://prom/graph?g0.expr=up",
+            "fingerprint": "abc",
+            "metric": None,
+            "value": None,
+        },
     }
     base.update(overrides)
     return base
@@ -52,8 +64,16 @@ def test_fingerprint_matches_the_avro_spec_test_vector():
         ("telemetry", {"status": "", "metric": "node_load1", "value": 3.5}),
         ("webhook", {"provider": "github", "action": "opened", "subject": "acme/api#12"}),
         ("timer", {"timer_id": "esc-1", "purpose": "escalate", "due_at": 5, "step": 1, "data": {"r": "oncall"}}),
-        ("scan", {"scan_id": "s1", "scan_type": "drift", "config_id": "c1", "status": "findings",
-                  "findings": [{"resource": "aws_s3_bucket.logs", "change_type": "update"}]}),
+        (
+            "scan",
+            {
+                "scan_id": "s1",
+                "scan_type": "drift",
+                "config_id": "c1",
+                "status": "findings",
+                "findings": [{"resource": "aws_s3_bucket.logs", "change_type": "update"}],
+            },
+        ),
         ("telemetry", None),
     ],
 )
@@ -100,7 +120,7 @@ def test_every_schema_in_history_resolves_to_the_current_schema():
         assert version.name in codec.names, f"{version.source}: no current schema named {version.name}"
 
 
-@pytest.mark.parametrize("garbage", [b"", b"garbage", b"\xc3\x01\x00", b"{\"json\": true}"])
+@pytest.mark.parametrize("garbage", [b"", b"garbage", b"\xc3\x01\x00", b'{"json": true}'])
 def test_garbage_is_a_named_error(garbage):
     with pytest.raises(BadHeaderError):
         default_codec().decode(garbage)

@@ -17,9 +17,11 @@ def project_exceptions() -> list[type[BaseException]]:
     found = []
     for name in PACKAGES:
         package = importlib.import_module(name)
-        modules = [package] + [importlib.import_module(info.name)
-                               for info in pkgutil.walk_packages(package.__path__, prefix=f"{name}.")
-                               if ".migrations" not in info.name and not info.name.endswith("__main__")]
+        modules = [package] + [
+            importlib.import_module(info.name)
+            for info in pkgutil.walk_packages(package.__path__, prefix=f"{name}.")
+            if ".migrations" not in info.name and not info.name.endswith("__main__")
+        ]
         for module in modules:
             for _, obj in inspect.getmembers(module, inspect.isclass):
                 if issubclass(obj, BaseException) and obj.__module__ == module.__name__:
@@ -42,10 +44,13 @@ def test_every_exit_code_is_documented_in_the_help():
         assert f"  {code} " in text
 
 
-@pytest.mark.parametrize("argv, code", [
-    (["topics", "check", "--file", "/nonexistent/topics.yaml"], 1),
-    (["route", "test", "--dir", "/nonexistent-runbooks", "alertname=x"], 1),
-])
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["topics", "check", "--file", "/nonexistent/topics.yaml"], 1),
+        (["route", "test", "--dir", "/nonexistent-runbooks", "alertname=x"], 1),
+    ],
+)
 def test_the_cli_exits_with_the_errors_code(argv, code, capsys):
     from streams.cli.main import main
 

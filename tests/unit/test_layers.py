@@ -27,8 +27,15 @@ ALLOWED = {
     "classifier": {"streams", "streams.model"},
     "agents.sinks": {"streams", "streams.model", "streams.kafka"},
     "agents.sinks.channels": {"streams", "streams.model", "agents.sinks"},
-    "agents": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier", "agents.sinks",
-               "agents.sinks.channels"},
+    "agents": {
+        "streams",
+        "streams.model",
+        "streams.core",
+        "streams.kafka",
+        "classifier",
+        "agents.sinks",
+        "agents.sinks.channels",
+    },
 }
 
 
@@ -73,7 +80,7 @@ def test_no_cycle_between_packages():
         state[node] = 1
         for nxt in graph.get(node, {}):
             if state.get(nxt) == 1:
-                cycles.append(path[path.index(nxt):] + [nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = 2
@@ -86,8 +93,12 @@ def test_no_cycle_between_packages():
 
 def test_each_layer_imports_only_the_layers_below_it():
     graph = import_graph()
-    wrong = {f"{src} -> {dst}": where[:3] for src, targets in graph.items() for dst, where in targets.items()
-             if src in ALLOWED and dst not in ALLOWED[src]}
+    wrong = {
+        f"{src} -> {dst}": where[:3]
+        for src, targets in graph.items()
+        for dst, where in targets.items()
+        if src in ALLOWED and dst not in ALLOWED[src]
+    }
     assert wrong == {}
 
 
@@ -97,7 +108,10 @@ def test_the_pure_core_imports_no_io_library():
     found = []
     for path in (ROOT / "streams" / "core").rglob("*.py"):
         for n in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in n.names] if isinstance(n, ast.Import) else (
-                [n.module] if isinstance(n, ast.ImportFrom) and n.module else [])
+            names = (
+                [a.name for a in n.names]
+                if isinstance(n, ast.Import)
+                else ([n.module] if isinstance(n, ast.ImportFrom) and n.module else [])
+            )
             found += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] in banned]
     assert found == []

@@ -28,7 +28,11 @@ def _emit(logger_name: str, formatter: logging.Formatter, fn) -> str:
 
 
 def test_json_lines_lift_context_ids():
-    out = _emit("t.json", JsonFormatter(), lambda log: log.info("decided %s", "x", extra={"session_key": "acme:s1", "event_id": "e1"}))
+    out = _emit(
+        "t.json",
+        JsonFormatter(),
+        lambda log: log.info("decided %s", "x", extra={"session_key": "acme:s1", "event_id": "e1"}),
+    )
     line = json.loads(out)
     assert line["msg"] == "decided x" and line["session_key"] == "acme:s1" and line["event_id"] == "e1"
     assert line["level"] == "info" and line["ts"].endswith("Z")

@@ -6,8 +6,14 @@ import pytest
 
 from streams.model.records import InvalidEventError, derived_id, stamp, topic_for, validate_event
 
-GOOD = {"session_key": "s", "kind": "scan", "type": "scan.completed", "source": "scanner", "occurred_at": 5,
-        "payload": {"scan_id": "1", "scan_type": "drift", "config_id": "c", "status": "clean"}}
+GOOD = {
+    "session_key": "s",
+    "kind": "scan",
+    "type": "scan.completed",
+    "source": "scanner",
+    "occurred_at": 5,
+    "payload": {"scan_id": "1", "scan_type": "drift", "config_id": "c", "status": "clean"},
+}
 
 
 def test_a_valid_event_is_normalised():

@@ -13,8 +13,16 @@ from streams.model.yamlfile import ConfigError
 def test_the_shipped_catalogue_is_valid_and_complete():
     specs = {s.name: s for s in load_catalogue()}
     assert set(specs) == {
-        "events.telemetry", "events.webhook", "events.timer", "events.scan",
-        "decisions", "outbox", "deliveries", "events.dlq", "outbox.dlq", "digest.counts",
+        "events.telemetry",
+        "events.webhook",
+        "events.timer",
+        "events.scan",
+        "decisions",
+        "outbox",
+        "deliveries",
+        "events.dlq",
+        "outbox.dlq",
+        "digest.counts",
     }
     assert specs["outbox"].value_schema == "opsloop.Effect"
     assert specs["events.scan"].retention_ms == 30 * 86_400_000
@@ -34,16 +42,24 @@ def _line_of(path: Path, needle: str) -> int:
 
 
 def test_a_typo_in_a_field_names_topic_field_line_and_suggestion(tmp_path):
-    path = _broken(tmp_path, "  events.webhook:\n    description", "  events.webhook:\n    partitons: 6\n    description")
+    path = _broken(
+        tmp_path, "  events.webhook:\n    description", "  events.webhook:\n    partitons: 6\n    description"
+    )
     with pytest.raises(ConfigError) as err:
         load_catalogue(path)
     line = _line_of(path, "partitons")
-    assert str(err.value) == f"{path}:{line}: topic 'events.webhook': unknown field 'partitons' (did you mean 'partitions'?)"
+    assert (
+        str(err.value)
+        == f"{path}:{line}: topic 'events.webhook': unknown field 'partitons' (did you mean 'partitions'?)"
+    )
 
 
 def test_an_unknown_schema_names_topic_and_field(tmp_path):
     path = _broken(tmp_path, "value_schema: opsloop.Effect", "value_schema: opsloop.Efect")
-    with pytest.raises(ConfigError, match=r"topic 'outbox': value_schema 'opsloop.Efect' is not a schema in schemas/ \(did you mean 'opsloop.Effect'\?\)") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"topic 'outbox': value_schema 'opsloop.Efect' is not a schema in schemas/ \(did you mean 'opsloop.Effect'\?\)",
+    ) as err:
         load_catalogue(path)
     assert err.value.line == _line_of(path, "opsloop.Efect")
 
@@ -52,11 +68,21 @@ def test_an_unknown_schema_names_topic_and_field(tmp_path):
     "old,new,message",
     [
         ("retention: 7d", "retention: 7 days", "topic 'outbox': retention: not a duration"),
-        ("cleanup_policy: delete\n    key: effect_id", "cleanup_policy: compacted\n    key: effect_id", "topic 'deliveries': cleanup_policy must be one of"),
-        ("partitions: 3\n    retention: 30d\n    cleanup_policy: delete\n    key: source_key\n    value_schema: opsloop.DeadLetter\n  outbox.dlq",
-         "partitions: 0\n    retention: 30d\n    cleanup_policy: delete\n    key: source_key\n    value_schema: opsloop.DeadLetter\n  outbox.dlq",
-         "topic 'events.dlq': partitions must be a positive integer"),
-        ("key: session_key\n    value_schema: opsloop.Decision", "key: sesion_key\n    value_schema: opsloop.Decision", "topic 'decisions': key must be one of"),
+        (
+            "cleanup_policy: delete\n    key: effect_id",
+            "cleanup_policy: compacted\n    key: effect_id",
+            "topic 'deliveries': cleanup_policy must be one of",
+        ),
+        (
+            "partitions: 3\n    retention: 30d\n    cleanup_policy: delete\n    key: source_key\n    value_schema: opsloop.DeadLetter\n  outbox.dlq",
+            "partitions: 0\n    retention: 30d\n    cleanup_policy: delete\n    key: source_key\n    value_schema: opsloop.DeadLetter\n  outbox.dlq",
+            "topic 'events.dlq': partitions must be a positive integer",
+        ),
+        (
+            "key: session_key\n    value_schema: opsloop.Decision",
+            "key: sesion_key\n    value_schema: opsloop.Decision",
+            "topic 'decisions': key must be one of",
+        ),
         ("  events.timer:", "  events.timers:", "topics: opsloop needs events.timer"),
     ],
 )
@@ -101,7 +127,9 @@ def test_plan_reports_drift_without_changing_it():
     observed["outbox"] = _observed(outbox, partitions=3, configs={**outbox.kafka_configs(1), "retention.ms": "1000"})
     result = plan(specs, observed, brokers=1)
     assert not result.create
-    assert result.drift == {"outbox": [
-        f"partitions 3 (topics.yaml says {outbox.partitions})",
-        f"retention.ms 1000 (topics.yaml says {outbox.retention_ms})",
-    ]}
+    assert result.drift == {
+        "outbox": [
+            f"partitions 3 (topics.yaml says {outbox.partitions})",
+            f"retention.ms 1000 (topics.yaml says {outbox.retention_ms})",
+        ]
+    }

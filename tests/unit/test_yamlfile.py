@@ -5,8 +5,18 @@ import pytest
 from streams.model.yamlfile import ConfigError, load_yaml, parse_duration_ms
 
 
-@pytest.mark.parametrize("text,ms", [("30s", 30_000), ("15m", 900_000), ("4h", 14_400_000), ("7d", 604_800_000),
-                                    ("1h30m", 5_400_000), ("250ms", 250), (5, 5_000)])
+@pytest.mark.parametrize(
+    "text,ms",
+    [
+        ("30s", 30_000),
+        ("15m", 900_000),
+        ("4h", 14_400_000),
+        ("7d", 604_800_000),
+        ("1h30m", 5_400_000),
+        ("250ms", 250),
+        (5, 5_000),
+    ],
+)
 def test_durations(text, ms):
     assert parse_duration_ms(text) == ms
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import html
 import re
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses
-from typing import Any, Mapping
+from typing import Any
 
 from agents.sinks.base import Channel, PermanentError, SmtpRequest, notify_of
 from streams.model.receivers import ChannelSpec, RateLimit, Receiver, SettingError
@@ -53,7 +54,11 @@ def thread_id(thread_key: str, domain: str) -> str:
 
 
 def _plain(effect: Mapping[str, Any], n: Mapping[str, Any], action: str) -> str:
-    lines = [f"[{n['severity'].upper()}] {n['title']}", f"{ACTION_WORD.get(action, action)} · session {effect['session_key']}", ""]
+    lines = [
+        f"[{n['severity'].upper()}] {n['title']}",
+        f"{ACTION_WORD.get(action, action)} · session {effect['session_key']}",
+        "",
+    ]
     if n.get("body"):
         lines += [n["body"], ""]
     for key, value in (n.get("fields") or {}).items():
@@ -71,17 +76,16 @@ def _html(effect: Mapping[str, Any], n: Mapping[str, Any], action: str) -> str:
     facts = dict(n.get("fields") or {})
     if effect.get("runbook"):
         facts.setdefault("runbook", effect["runbook"])
-    rows = "".join(f"<tr><th align=\"left\">{e(k)}</th><td>{e(v)}</td></tr>" for k, v in facts.items())
-    links = " · ".join(f"<a href=\"{e(link['url'], quote=True)}\">{e(link['label'])}</a>" for link in n.get("links") or [])
+    rows = "".join(f'<tr><th align="left">{e(k)}</th><td>{e(v)}</td></tr>' for k, v in facts.items())
+    links = " · ".join(
+        f'<a href="{e(link["url"], quote=True)}">{e(link["label"])}</a>' for link in n.get("links") or []
+    )
     body = "".join(f"<p>{e(p)}</p>" for p in (n.get("body") or "").split("\n\n") if p.strip())
     return (
         "<!doctype html><html><body>"
         f"<h2>[{e(n['severity'].upper())}] {e(n['title'])}</h2>"
         f"<p><em>{e(ACTION_WORD.get(action, action))} · session {e(effect['session_key'])}</em></p>"
-        f"{body}"
-        + (f"<table>{rows}</table>" if rows else "")
-        + (f"<p>{links}</p>" if links else "")
-        + "</body></html>"
+        f"{body}" + (f"<table>{rows}</table>" if rows else "") + (f"<p>{links}</p>" if links else "") + "</body></html>"
     )
 
 
@@ -133,8 +137,9 @@ SECURITY = tuple(DEFAULT_PORTS)  # starttls, tls, none
 
 def check_settings(settings: Mapping[str, Any], secrets: Mapping[str, Any]) -> None:
     """A receiver's values, checked at load (a bad one would only fail on the first page)."""
-    if "port" in settings and (isinstance(settings["port"], bool) or not isinstance(settings["port"], int)
-                               or not 0 < settings["port"] < 65536):
+    if "port" in settings and (
+        isinstance(settings["port"], bool) or not isinstance(settings["port"], int) or not 0 < settings["port"] < 65536
+    ):
         raise SettingError("port", f"must be a TCP port number, got {settings['port']!r}")
     if settings.get("security", "starttls") not in SECURITY:
         raise SettingError("security", f"must be one of {', '.join(SECURITY)}, got {settings['security']!r}")
@@ -148,8 +153,10 @@ def check_settings(settings: Mapping[str, Any], secrets: Mapping[str, Any]) -> N
 
 
 SPEC = ChannelSpec(
-    required=("host", "from", "to"), secret_only=("password",),
-    optional=("port", "security", "username", "password", "timeout_s", "ca_file"), default_rate=RateLimit(10, 1.0),
+    required=("host", "from", "to"),
+    secret_only=("password",),
+    optional=("port", "security", "username", "password", "timeout_s", "ca_file"),
+    default_rate=RateLimit(10, 1.0),
     check_settings=check_settings,
 )
 

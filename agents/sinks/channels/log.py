@@ -7,7 +7,8 @@ harmless, so this sink skips the ledger: it sees every effect of the default rou
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from agents.sinks.base import Channel, LogRequest, notify_of
 from streams.model.receivers import ChannelSpec, Receiver
@@ -16,8 +17,10 @@ from streams.model.receivers import ChannelSpec, Receiver
 def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> LogRequest:
     n = notify_of(effect)
     fields = " ".join(f"{k}={v}" for k, v in (n.get("fields") or {}).items())
-    line = (f"[{n['severity'].upper()}] {n['title']} ({n.get('action') or 'trigger'}) "
-            f"session={effect['session_key']} effect={effect['effect_id']} {fields}").rstrip()
+    line = (
+        f"[{n['severity'].upper()}] {n['title']} ({n.get('action') or 'trigger'}) "
+        f"session={effect['session_key']} effect={effect['effect_id']} {fields}"
+    ).rstrip()
     return LogRequest(line=line)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC
+from typing import Any
 
 from agents.sinks.base import Channel, HttpRequest, HttpResponse, PermanentError, check_status, notify_of, trim
 from streams.model.receivers import ChannelSpec, RateLimit, Receiver
@@ -67,15 +69,16 @@ def build_event(effect: Mapping[str, Any], receiver: Receiver, routing_key: str)
 
 
 def _iso(ms: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> HttpRequest:
     body = json.dumps(build_event(effect, receiver, secrets["routing_key"]), ensure_ascii=False).encode()
-    return HttpRequest(url=receiver.setting("url", DEFAULT_URL), body=body,
-                       headers={"content-type": "application/json"})
+    return HttpRequest(
+        url=receiver.setting("url", DEFAULT_URL), body=body, headers={"content-type": "application/json"}
+    )
 
 
 def check(response: HttpResponse) -> None:
@@ -87,13 +90,17 @@ def check(response: HttpResponse) -> None:
     except ValueError:
         answer = {}
     if response.status != 202 or answer.get("status") != "success":
-        raise PermanentError(f"PagerDuty answered {response.status} {response.text[:200]!r}, not 202 success",
-                             http_status=response.status)
+        raise PermanentError(
+            f"PagerDuty answered {response.status} {response.text[:200]!r}, not 202 success",
+            http_status=response.status,
+        )
 
 
 # The default rate follows PagerDuty's documented limit: about 120 events per minute per routing key.
 SPEC = ChannelSpec(
-    required=("routing_key",), secret_only=("routing_key",), optional=("url", "source", "client"),
+    required=("routing_key",),
+    secret_only=("routing_key",),
+    optional=("url", "source", "client"),
     default_rate=RateLimit(120, 60.0),
 )
 

@@ -25,7 +25,8 @@ calls.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from agents.sinks.base import Channel, HttpRequest, PermanentError, check_status
@@ -55,9 +56,14 @@ def call_payload(effect: Mapping[str, Any]) -> dict[str, Any]:
     """What the action endpoint receives: the action, its parameters and where they came from."""
     r = remediate_of(effect)
     return {
-        "action": r["action"], "params": dict(sorted(r["params"].items())), "effect_id": effect["effect_id"],
-        "event_id": effect["event_id"], "session_key": effect["session_key"], "org": effect.get("org", "default"),
-        "runbook": effect.get("runbook", ""), "approved": bool(r.get("requires_approval")),
+        "action": r["action"],
+        "params": dict(sorted(r["params"].items())),
+        "effect_id": effect["effect_id"],
+        "event_id": effect["event_id"],
+        "session_key": effect["session_key"],
+        "org": effect.get("org", "default"),
+        "runbook": effect.get("runbook", ""),
+        "approved": bool(r.get("requires_approval")),
         "requested_at": effect["created_at"],
     }
 
@@ -90,14 +96,20 @@ def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, 
 def describe(effect: Mapping[str, Any]) -> str:
     """One line for the log of a dry run: what would have been called."""
     r = remediate_of(effect)
-    words = [r["method"], r["endpoint"] or "(no endpoint)", f"action={r['action']}",
-             *(f"{k}={v}" for k, v in sorted(r["params"].items())),
-             f"session={effect['session_key']}", f"effect={effect['effect_id']}"]
+    words = [
+        r["method"],
+        r["endpoint"] or "(no endpoint)",
+        f"action={r['action']}",
+        *(f"{k}={v}" for k, v in sorted(r["params"].items())),
+        f"session={effect['session_key']}",
+        f"effect={effect['effect_id']}",
+    ]
     return " ".join(words)
 
 
 # Credentials only; the endpoint comes from the runbook step.
 SPEC = ChannelSpec(secret_only=("token", "signing_key"), optional=("token", "signing_key"))
 
-CHANNEL = Channel(name=REMEDIATE_CHANNEL, spec=SPEC, render=render, check=check_status, idempotent=True, held=held,
-                  describe=describe)
+CHANNEL = Channel(
+    name=REMEDIATE_CHANNEL, spec=SPEC, render=render, check=check_status, idempotent=True, held=held, describe=describe
+)

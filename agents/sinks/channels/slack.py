@@ -14,10 +14,19 @@ interactivity endpoint in ingest instead of the signed-link buttons.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from agents.sinks.base import (
-    SEVERITY_COLOURS, TRUNCATION_MARK, Channel, HttpRequest, HttpResponse, PermanentError, check_status, notify_of, trim,
+    SEVERITY_COLOURS,
+    TRUNCATION_MARK,
+    Channel,
+    HttpRequest,
+    HttpResponse,
+    PermanentError,
+    check_status,
+    notify_of,
+    trim,
 )
 from streams.model.receivers import ChannelSpec, RateLimit, Receiver, SettingError
 
@@ -31,8 +40,16 @@ BUTTON_TEXT_MAX = 75
 URL_MAX = 3000
 CONTEXT_ELEMENTS_MAX = 10
 FALLBACK_MAX = 3000
-ACTION_EMOJI = {"trigger": {"urgent": ":rotating_light:", "action": ":warning:", "warning": ":warning:", "info": ":information_source:"},
-                "acknowledge": ":eyes:", "resolve": ":white_check_mark:"}
+ACTION_EMOJI = {
+    "trigger": {
+        "urgent": ":rotating_light:",
+        "action": ":warning:",
+        "warning": ":warning:",
+        "info": ":information_source:",
+    },
+    "acknowledge": ":eyes:",
+    "resolve": ":white_check_mark:",
+}
 
 
 def _emoji(action: str, severity: str) -> str:
@@ -52,7 +69,11 @@ def _mentions(receiver: Receiver, severity: str, action: str) -> str:
 
 
 # Buttons handled by ingest's /ingest/slack/interactivity (streams/ingest/slack.py): action id, text, style.
-INTERACTIVE = (("ack", "Acknowledge", "primary"), ("silence_1h", "Silence 1h", None), ("silence_4h", "Silence 4h", None))
+INTERACTIVE = (
+    ("ack", "Acknowledge", "primary"),
+    ("silence_1h", "Silence 1h", None),
+    ("silence_4h", "Silence 4h", None),
+)
 APPROVAL_BUTTONS = (("approve", "Approve", "primary"), ("reject", "Reject", "danger"))
 SIGNED_LINK_LABELS = ("Acknowledge", "Approve", "Reject")
 
@@ -66,8 +87,12 @@ def interactive_buttons(effect: Mapping[str, Any], n: Mapping[str, Any]) -> list
         specs[1:1] = APPROVAL_BUTTONS
     buttons = []
     for action_id, text, style in specs:
-        button: dict[str, Any] = {"type": "button", "action_id": action_id, "value": value,
-                                  "text": {"type": "plain_text", "text": text, "emoji": True}}
+        button: dict[str, Any] = {
+            "type": "button",
+            "action_id": action_id,
+            "value": value,
+            "text": {"type": "plain_text", "text": text, "emoji": True},
+        }
         if style:
             button["style"] = style
         buttons.append(button)
@@ -81,21 +106,27 @@ def build_payload(effect: Mapping[str, Any], receiver: Receiver) -> dict[str, An
     title = n["title"]
     header_text = trim(f"{_emoji(action, severity)} {title}".strip(), HEADER_MAX)
     mentions = _mentions(receiver, severity, action)
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": header_text, "emoji": True}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header_text, "emoji": True}}
+    ]
     body = _escape(n.get("body") or "")
     if mentions:
         body = f"{mentions} {body}".strip()
     if body:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": trim(body, SECTION_TEXT_MAX)}})
-    fields = [
-        {"type": "mrkdwn", "text": trim(f"*{_escape(k)}*\n{_escape(v)}", FIELD_MAX)}
-        for k, v in (n.get("fields") or {}).items()
-    ] if action == "trigger" else []
+    fields = (
+        [
+            {"type": "mrkdwn", "text": trim(f"*{_escape(k)}*\n{_escape(v)}", FIELD_MAX)}
+            for k, v in (n.get("fields") or {}).items()
+        ]
+        if action == "trigger"
+        else []
+    )
     tail = 2  # context + actions always fit
     room = MAX_BLOCKS - len(blocks) - tail
-    chunks = [fields[i:i + FIELDS_PER_SECTION] for i in range(0, len(fields), FIELDS_PER_SECTION)]
+    chunks = [fields[i : i + FIELDS_PER_SECTION] for i in range(0, len(fields), FIELDS_PER_SECTION)]
     if len(chunks) > room:
-        kept = chunks[: room]
+        kept = chunks[:room]
         dropped = sum(len(c) for c in chunks[room:])
         kept[-1] = kept[-1][: FIELDS_PER_SECTION - 1] + [
             {"type": "mrkdwn", "text": f"{TRUNCATION_MARK} {dropped + 1} more fields not shown"}
@@ -105,18 +136,27 @@ def build_payload(effect: Mapping[str, Any], receiver: Receiver) -> dict[str, An
     context = [f"*{severity.upper()}*", f"session `{_escape(effect['session_key'])}`"]
     if effect.get("runbook"):
         context.append(f"runbook `{_escape(effect['runbook'])}`")
-    blocks.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": trim(text, SECTION_TEXT_MAX)} for text in context[:CONTEXT_ELEMENTS_MAX]
-    ]})
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {"type": "mrkdwn", "text": trim(text, SECTION_TEXT_MAX)} for text in context[:CONTEXT_ELEMENTS_MAX]
+            ],
+        }
+    )
     interactive = bool(receiver.setting("interactive")) and action == "trigger"
     buttons = interactive_buttons(effect, n) if interactive else []
-    for i, link in enumerate((n.get("links") or [])[:ACTIONS_MAX - len(buttons)]):
+    for i, link in enumerate((n.get("links") or [])[: ACTIONS_MAX - len(buttons)]):
         if interactive and link["label"] in SIGNED_LINK_LABELS:
             continue  # the interactive button does the same without leaving Slack
         if len(link["url"]) > URL_MAX:
             continue  # a cut URL would lead somewhere wrong; the fallback text still names it
-        button = {"type": "button", "action_id": f"link-{i}", "url": link["url"],
-                  "text": {"type": "plain_text", "text": trim(link["label"], BUTTON_TEXT_MAX), "emoji": True}}
+        button = {
+            "type": "button",
+            "action_id": f"link-{i}",
+            "url": link["url"],
+            "text": {"type": "plain_text", "text": trim(link["label"], BUTTON_TEXT_MAX), "emoji": True},
+        }
         if link["label"].lower().startswith("acknowledge"):
             button["style"] = "primary"
         buttons.append(button)
@@ -127,13 +167,18 @@ def build_payload(effect: Mapping[str, Any], receiver: Receiver) -> dict[str, An
         fallback = f"{mentions} {fallback}"
     payload: dict[str, Any] = {
         "text": trim(fallback, FALLBACK_MAX),
-        "attachments": [{"color": SEVERITY_COLOURS.get(severity, "#999999"), "blocks": blocks, "fallback": trim(fallback, FALLBACK_MAX)}],
+        "attachments": [
+            {
+                "color": SEVERITY_COLOURS.get(severity, "#999999"),
+                "blocks": blocks,
+                "fallback": trim(fallback, FALLBACK_MAX),
+            }
+        ],
     }
     for key in ("username", "icon_emoji"):
         if receiver.setting(key):
             payload[key] = receiver.setting(key)
     return payload
-
 
 
 def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> HttpRequest:
@@ -145,8 +190,10 @@ def check(response: HttpResponse) -> None:
     """Slack answers ``ok``; a 200 with anything else is a failure, not a delivery."""
     check_status(response)
     if response.text.strip() != "ok":
-        raise PermanentError(f"Slack answered {response.status} with {response.text[:200]!r} instead of 'ok'",
-                             http_status=response.status)
+        raise PermanentError(
+            f"Slack answered {response.status} with {response.text[:200]!r} instead of 'ok'",
+            http_status=response.status,
+        )
 
 
 def check_settings(settings: Mapping[str, Any], secrets: Mapping[str, Any]) -> None:
@@ -161,10 +208,13 @@ def check_settings(settings: Mapping[str, Any], secrets: Mapping[str, Any]) -> N
 
 # The default rate follows Slack's documented limit: about one message per second per incoming webhook.
 SPEC = ChannelSpec(
-    required=("webhook_url",), secret_only=("webhook_url",),
+    required=("webhook_url",),
+    secret_only=("webhook_url",),
     # interactive: true adds Acknowledge / Silence / Approve / Reject buttons that post to
     # ingest's /ingest/slack/interactivity (the Slack app's Request URL; see README).
-    optional=("mention_groups", "username", "icon_emoji", "interactive"), default_rate=RateLimit(1, 1.0), check_settings=check_settings,
+    optional=("mention_groups", "username", "icon_emoji", "interactive"),
+    default_rate=RateLimit(1, 1.0),
+    check_settings=check_settings,
 )
 
 CHANNEL = Channel(name="slack", spec=SPEC, render=render, check=check, idempotent=False)

@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from agents.sinks.base import (
-    TRUNCATION_MARK, Channel, HttpRequest, HttpResponse, PermanentError, TransientError, check_status,
-    notify_of, parse_retry_after, trim,
+    TRUNCATION_MARK,
+    Channel,
+    HttpRequest,
+    HttpResponse,
+    PermanentError,
+    TransientError,
+    check_status,
+    notify_of,
+    parse_retry_after,
+    trim,
 )
 from streams.model.receivers import ChannelSpec, RateLimit, Receiver
 
@@ -28,19 +37,28 @@ TITLE_COLOUR = {"urgent": "Attention", "action": "Warning", "warning": "Warning"
 _BODY_ERROR = re.compile(r"(?:HTTP error|\"statusCode\"\s*:|\"code\"\s*:)\s*\"?(\d{3})")
 
 
-def build_card(effect: Mapping[str, Any], body_limit: int | None = None, facts_limit: int | None = None) -> dict[str, Any]:
+def build_card(
+    effect: Mapping[str, Any], body_limit: int | None = None, facts_limit: int | None = None
+) -> dict[str, Any]:
     n = notify_of(effect)
     severity, action = n["severity"], n.get("action") or "trigger"
     title = trim(n["title"], TITLE_MAX)
     colour = "Good" if action == "resolve" else TITLE_COLOUR.get(severity, "Default")
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Large", "wrap": True, "color": colour},
-        {"type": "TextBlock", "text": f"{severity.upper()} · session {effect['session_key']}", "isSubtle": True,
-         "spacing": "None", "wrap": True},
+        {
+            "type": "TextBlock",
+            "text": f"{severity.upper()} · session {effect['session_key']}",
+            "isSubtle": True,
+            "spacing": "None",
+            "wrap": True,
+        },
     ]
     text = n.get("body") or ""
     if text:
-        body.append({"type": "TextBlock", "text": trim(text, body_limit) if body_limit is not None else text, "wrap": True})
+        body.append(
+            {"type": "TextBlock", "text": trim(text, body_limit) if body_limit is not None else text, "wrap": True}
+        )
     facts = [{"title": k, "value": v} for k, v in (n.get("fields") or {}).items()]
     if effect.get("runbook") and "runbook" not in (n.get("fields") or {}):  # effects written before 3 had it in fields
         facts.append({"title": "runbook", "value": effect["runbook"]})
@@ -63,6 +81,7 @@ def build_card(effect: Mapping[str, Any], body_limit: int | None = None, facts_l
 
 def build_message(effect: Mapping[str, Any]) -> dict[str, Any]:
     """The Workflows message, cut to fit under 28 KB (pure)."""
+
     def wrap(card: dict[str, Any]) -> dict[str, Any]:
         return {"type": "message", "attachments": [{"contentType": CONTENT_TYPE, "contentUrl": None, "content": card}]}
 
@@ -70,7 +89,7 @@ def build_message(effect: Mapping[str, Any]) -> dict[str, Any]:
     size = len(json.dumps(message, ensure_ascii=False).encode())
     if size <= MAX_BYTES:
         return message
-    text = (notify_of(effect).get("body") or "")
+    text = notify_of(effect).get("body") or ""
     # Cut the body by the overshoot (bytes ≥ characters), then the facts, until it fits.
     body_limit = max(len(TRUNCATION_MARK), len(text) - (size - MAX_BYTES) - 256)
     facts_limit: int | None = None
@@ -102,7 +121,12 @@ def check(response: HttpResponse) -> None:
         return
     reason = f"Teams answered {response.status} reporting HTTP {status}: {response.text[:200]}"
     if status == 429:
-        raise TransientError(reason, http_status=status, retry_after=parse_retry_after(response.headers.get("retry-after")), breaker=False)
+        raise TransientError(
+            reason,
+            http_status=status,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            breaker=False,
+        )
     if status == 408 or status >= 500:
         raise TransientError(reason, http_status=status)
     raise PermanentError(reason, http_status=status)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from agents.sinks.base import Channel, HttpRequest, check_status, notify_of
 from streams.model.receivers import ChannelSpec, Receiver
