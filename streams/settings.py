@@ -16,7 +16,7 @@ whatever needs it; nothing reads the environment later or at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -222,7 +222,7 @@ class Settings(BaseSettings):
         return [v for v in values if v]
 
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
+    def from_env(cls, **overrides: Any) -> Settings:
         """Read the process environment now (not at import), then apply explicit overrides."""
         return cls(**overrides)
 

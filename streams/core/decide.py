@@ -39,7 +39,7 @@ from streams.core import ack, escalation, grouping, incident, messages
 from streams.core.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
 from streams.core.fold import Fold, effect_id
 from streams.core.gates import PASS, STOP, Gate, condition_step, inhibition_sources
-from streams.core.state import SessionState, new_state, upgrade
+from streams.core.state import AlertState, SessionState, new_state, upgrade
 from streams.core.tables import SilenceChange, Writes, silence_change
 from streams.core.timers import slots_between
 from streams.model.records import derived_id
@@ -141,7 +141,7 @@ class Fired:
 
 @dataclass(frozen=True)
 class Decision:
-    state: dict[str, Any]
+    state: SessionState
     effects: list[dict[str, Any]]
     record: dict[str, Any]
     # Timers of this session that were due at or before the event's time, folded first,
@@ -207,7 +207,7 @@ def _alert(
     runbook: str | None = None,
     title: str | None = None,
     body: str | None = None,
-) -> dict[str, Any]:
+) -> AlertState:
     v = ctx.verdict
     sev = severity or v.severity
     labels = dict(sorted((event.get("labels") or {}).items()))
@@ -287,7 +287,7 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     )
 
 
-def _fold(s: dict[str, Any], event: Mapping[str, Any], ctx: Context) -> Fold:
+def _fold(s: SessionState, event: Mapping[str, Any], ctx: Context) -> Fold:
     s["seen"] = (s["seen"] + [event["event_id"]])[-SEEN_IDS_KEPT:]
     now = max(s["clock"], int(event["occurred_at"]))
     s["clock"] = now
@@ -296,7 +296,7 @@ def _fold(s: dict[str, Any], event: Mapping[str, Any], ctx: Context) -> Fold:
     return f
 
 
-def _fire_due_timers(s: dict[str, Any], event: Mapping[str, Any], ctx: Context) -> tuple[Fired, ...]:
+def _fire_due_timers(s: SessionState, event: Mapping[str, Any], ctx: Context) -> tuple[Fired, ...]:
     """Fold the session's timers due before ``event`` (by due time, then id), as timer events."""
     from streams.core.timers import timer_event, timer_event_id
 

@@ -44,7 +44,7 @@ def schedule_flush(f: Fold, rb: Runbook, labels: Mapping[str, str], alert: Mappi
     s = f.s
     timing = route_of(f, labels).timing
     if s["group"]["sent"] is None:
-        due = s["group"]["first"] + group_wait(f, alert, labels)
+        due = (s["group"]["first"] or f.now) + group_wait(f, alert, labels)
     else:
         due = s["group"]["sent"] + timing.group_interval
     if due <= f.now:

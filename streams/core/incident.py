@@ -8,8 +8,6 @@ answers (:mod:`streams.core.ack`) are the other parts of the life cycle.
 
 from __future__ import annotations
 
-from typing import Any
-
 from streams.core import gates
 from streams.core.fold import Fold
 from streams.core.grouping import flush, schedule_flush
@@ -29,6 +27,7 @@ from streams.core.messages import (
     silence_gate_of,
     title_of,
 )
+from streams.core.state import AlertState
 from streams.model.runbooks import Runbook
 
 MAX_ALERTS = 200  # per session; beyond this new alerts are counted, not stored
@@ -37,7 +36,7 @@ MAX_ALERTS = 200  # per session; beyond this new alerts are counted, not stored
 # -- triggers and clears ----------------------------------------------------------------
 
 
-def on_trigger(f: Fold, akey: str, alert: dict[str, Any]) -> None:
+def on_trigger(f: Fold, akey: str, alert: AlertState) -> None:
     """An alert (or a scan finding, a pull request, a condition) starts or keeps firing."""
     s = f.s
     f.note("alert", akey)
@@ -60,7 +59,7 @@ def on_trigger(f: Fold, akey: str, alert: dict[str, Any]) -> None:
             s["runbook"] = rb.name
             s["alerts"] = {k: a for k, a in s["alerts"].items() if a["status"] == "firing"}
         s["status"] = "firing"
-    alert.update(status="firing", at=f.now, first=(current or {}).get("first", f.now))
+    alert["status"], alert["at"], alert["first"] = "firing", f.now, (current or {}).get("first", f.now)
     s["alerts"][akey] = alert
     f.note("episode", s["episode"])
     if s["flap"]["on"]:
@@ -81,7 +80,7 @@ def on_clear(f: Fold, akey: str, *, cause: str = "resolve", echo_to: str = "") -
     if alert is None or alert["status"] != "firing":
         f.outcome = "recorded"
         return
-    alert.update(status="resolved", at=f.now)
+    alert["status"], alert["at"] = "resolved", f.now
     f.cancel(f"ends:{akey}", cause)
     f.runbook = s.get("runbook") or alert["runbook"]
     if firing_alerts(s):
@@ -98,7 +97,7 @@ def resolve_session(f: Fold, *, cause: str, skip_channel: str = "") -> None:
     f.runbook = rb.name
     for alert in s["alerts"].values():
         if alert["status"] == "firing":
-            alert.update(status="resolved", at=f.now)
+            alert["status"], alert["at"] = "resolved", f.now
     was_firing = s["status"] == "firing"
     if was_firing:
         _status_change(f, "resolved", rb)
@@ -224,10 +223,10 @@ def on_flap_timer(f: Fold) -> None:
         return
     pol = rb.policy.flapping
     if f.now - (flap["last"] or 0) < pol.stable_for:
-        f.schedule("flap", flap["last"] + pol.stable_for, "flap")
+        f.schedule("flap", (flap["last"] or 0) + pol.stable_for, "flap")
         f.outcome = "flapping"
         return
-    flap.update(on=False, flips=[], noticed=False)
+    flap["on"], flap["flips"], flap["noticed"] = False, [], False
     f.note("flapping", "stable")
     if s["status"] == "firing":
         s["group"]["hash"] = None

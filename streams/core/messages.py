@@ -5,11 +5,12 @@ alert, routes and receivers, message content, and the one way a message goes out
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from streams.core import gates
 from streams.core.fold import Fold
+from streams.core.state import AlertState
 from streams.model.records import derived_id
 from streams.model.routing import RouteMatch, routing_labels
 from streams.model.runbooks import ROUTE_RECEIVER, Runbook
@@ -37,7 +38,7 @@ def firing_labels(s: Mapping[str, Any], org: str) -> list[dict[str, str]]:
     return [alert_labels(a, org) for _, a in firing_alerts(s)]
 
 
-def firing_alerts(s: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def firing_alerts(s: Mapping[str, Any]) -> list[tuple[str, AlertState]]:
     return sorted(((k, a) for k, a in s["alerts"].items() if a["status"] == "firing"), key=lambda ka: ka[0])
 
 
@@ -52,7 +53,7 @@ def lead_of(alerts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[str, Mappi
 
 
 def org_of(f: Fold) -> str:
-    return f.event.get("org", "default")
+    return str(f.event.get("org", "default"))
 
 
 def runbook_named(f: Fold, name: str) -> Runbook:
@@ -106,7 +107,7 @@ def title_of(alert: Mapping[str, Any], count: int) -> str:
 
 
 def body_of(
-    f: Fold, lead: Mapping[str, Any], alerts: list[tuple[str, Mapping[str, Any]]], rb: Runbook, extra: str = ""
+    f: Fold, lead: Mapping[str, Any], alerts: Sequence[tuple[str, Mapping[str, Any]]], rb: Runbook, extra: str = ""
 ) -> str:
     lines = [lead.get("body") or ""]
     if len(alerts) > 1:

@@ -32,7 +32,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from typing import Any
 
 from streams.core.decide import Context, Decision, Verdict, decide
 from streams.core.state import SessionState
@@ -234,9 +234,8 @@ def _recorded_inputs() -> RecordedInputs | None:
 
 
 def _state_of(decision: Decision) -> SessionState:
-    """The state a decision left: decide builds it with :func:`streams.core.state.upgrade`, so a
-    SessionState (Decision.state is still annotated as a plain dict)."""
-    return cast(SessionState, decision.state)
+    """The state a decision left."""
+    return decision.state
 
 
 def plan_restarts(
