@@ -96,17 +96,7 @@ def verdicts_of(clf: Any, *, fallback: bool = False) -> Classify:
     answering for a model that failed)."""
 
     def classify(events: Sequence[dict[str, Any]]) -> list[Verdict]:
-        return [
-            Verdict(
-                category=p.category,
-                severity=p.severity,
-                confidence=float(p.category_p),
-                classifier=p.model_version,
-                fallback=fallback or bool(p.fallback),
-                severity_confidence=float(p.severity_p),
-            )
-            for p in clf.predict_batch(events)
-        ]
+        return [Verdict.of(p, fallback=fallback) for p in clf.predict_batch(events)]
 
     return classify
 

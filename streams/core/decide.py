@@ -96,6 +96,38 @@ class Verdict:
     classifier: str = "none"
     fallback: bool = False
     severity_confidence: float = 1.0
+    # Whether the sender stated the severity / the event kind fixed the category, or the
+    # classifier inferred it; and where the severity came from (stated | model | default | rules).
+    severity_inferred: bool = False
+    category_inferred: bool = False
+    severity_basis: str = ""
+
+    @classmethod
+    def of(cls, p: Any, *, fallback: bool = False) -> Verdict:
+        """The verdict of one classifier prediction (``classifier.prediction.Prediction``); ``fallback``
+        flags it (the keyword rules answering for a model that failed)."""
+        return cls(
+            category=p.category,
+            severity=p.severity,
+            confidence=float(p.category_p),
+            classifier=p.model_version,
+            fallback=fallback or bool(p.fallback),
+            severity_confidence=float(p.severity_p),
+            severity_inferred=bool(getattr(p, "severity_inferred", False)),
+            category_inferred=bool(getattr(p, "category_inferred", False)),
+            severity_basis=str(getattr(p, "severity_basis", "")),
+        )
+
+    def said(self) -> str:
+        """How a message shows an inferred severity or category ("" when the sender stated both)."""
+        parts = []
+        if self.severity_inferred:
+            parts.append(
+                f"severity {self.severity} inferred ({self.severity_basis or 'model'}, p={self.severity_confidence:.2f})"
+            )
+        if self.category_inferred:
+            parts.append(f"category {self.category} inferred (p={self.confidence:.2f})")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -239,6 +271,7 @@ def _alert(
         "url": str(payload.get("generator_url") or payload.get("url") or ""),
         "body": body if body is not None else (annotations.get("description") or ""),
         "event_id": event["event_id"],
+        **({"inferred": v.said()} if v.said() and severity is None else {}),
     }
 
 
@@ -597,6 +630,12 @@ def _record(f: Fold) -> dict[str, Any]:
     event, verdict = f.event, f.ctx.verdict
     matched = dict(f.matched)
     matched["severity_confidence"] = f"{verdict.severity_confidence:.4f}"
+    if verdict.severity_basis:
+        matched["severity_basis"] = verdict.severity_basis
+    if verdict.severity_inferred:
+        matched["severity_inferred"] = "true"
+    if verdict.category_inferred:
+        matched["category_inferred"] = "true"
     if f.used_silences:
         matched[INPUT_SILENCES] = json.dumps([f.used_silences[k] for k in sorted(f.used_silences)], sort_keys=True)
     if f.used_inhibitors:

@@ -129,6 +129,8 @@ def fields_of(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str
     fields = {k: v for k, v in (lead.get("labels") or {}).items() if k not in ("alertname",)}
     if count > 1:
         fields["alerts"] = str(count)
+    if lead.get("inferred"):
+        fields["classified"] = str(lead["inferred"])  # severity / category the sender did not state
     return fields
 
 

@@ -46,6 +46,7 @@ class AlertState(TypedDict, total=False):
     url: str
     body: str
     event_id: str
+    inferred: str  # what the classifier inferred, with its confidence (absent when the sender stated it)
     at: int  # when the status last changed
     first: int  # when it first fired in this episode
 

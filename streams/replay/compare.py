@@ -137,6 +137,9 @@ def recorded_verdict(record: Mapping[str, Any]) -> Verdict:
         classifier=record["classifier"],
         fallback=bool(record["fallback"]),
         severity_confidence=float(matched.get("severity_confidence", "1")),
+        severity_inferred=matched.get("severity_inferred") == "true",
+        category_inferred=matched.get("category_inferred") == "true",
+        severity_basis=matched.get("severity_basis", ""),
     )
 
 

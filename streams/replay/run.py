@@ -123,17 +123,7 @@ def model_classify(path: str | Path) -> Callable[[Sequence[Mapping[str, Any]]], 
         raise ReplayError(f"--model {path}: {type(exc).__name__}: {exc}") from None
 
     def classify(events: Sequence[Mapping[str, Any]]) -> list[Verdict]:
-        return [
-            Verdict(
-                category=p.category,
-                severity=p.severity,
-                confidence=float(p.category_p),
-                classifier=p.model_version,
-                fallback=bool(p.fallback),
-                severity_confidence=float(p.severity_p),
-            )
-            for p in clf.predict_batch(list(events))
-        ]
+        return [Verdict.of(p) for p in clf.predict_batch(list(events))]
 
     return classify
 

@@ -635,3 +635,24 @@ def test_a_flapping_notice_at_resolve_time_never_triggers_pagerduty(rset):
     flapping = [e for e in last if e["notify"]["title"].startswith("Flapping:")]
     assert flapping and all(e["notify"]["channel"] != "pagerduty" for e in flapping)
     assert [e["notify"]["action"] for e in last if e["notify"]["channel"] == "pagerduty"] == ["resolve"]
+
+
+def test_an_inferred_severity_shows_in_the_message_and_the_record(ctx):
+    """Issue 18: when the classifier inferred a severity, the notification says so with its confidence,
+    and the decision record says on what basis; a stated one adds nothing."""
+    from dataclasses import replace as _replace
+
+    inferred = _replace(
+        ctx.verdict, severity="warning", severity_inferred=True, severity_basis="default", severity_confidence=0.41
+    )
+    sim = Sim(_replace(ctx, verdict=inferred))
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 10 * MIN)
+    notice = sim.notifications("trigger")[0]["notify"]
+    assert notice["fields"]["classified"] == "severity warning inferred (default, p=0.41)"
+    record = next(d.record for _, d in sim.decisions if d.record["event_id"] == alert(at=T0)["event_id"])
+    assert record["matched"]["severity_basis"] == "default" and record["matched"]["severity_inferred"] == "true"
+    stated = Sim(ctx)
+    stated.feed(alert(at=T0))
+    stated.advance(T0 + 10 * MIN)
+    assert "classified" not in stated.notifications("trigger")[0]["notify"]["fields"]
