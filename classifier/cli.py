@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from classifier.corpus import samples_sha256
 from classifier.crosssource import leave_one_source_out, threshold_pairs
 from classifier.dataset import DatasetNotFoundError
 from classifier.evaluation import compact_metrics, evaluate, headline
@@ -35,7 +36,7 @@ from classifier.report import (
     render_report,
     terminal_report,
 )
-from classifier.training import load_corpus_split, samples_sha256, train_model, with_metrics, write_artifact
+from classifier.training import load_corpus_split, train_model, with_metrics, write_artifact
 
 BENCH_RESULTS_PATH = Path(__file__).resolve().parent / "bench_results.json"
 

@@ -192,7 +192,7 @@ def summarise(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"per_source": {}, "pooled": {}, "mean_over_sources": {}, "reliability": {}}
     for condition in CONDITIONS:
         pooled_truth: tuple[list[str], list[str]] = ([], [])
-        pooled: dict[str, tuple[list, list, list, list]] = {s: ([], [], [], []) for s in SYSTEMS}
+        pooled: dict[str, tuple[list[Any], list[Any], list[Any], list[Any]]] = {s: ([], [], [], []) for s in SYSTEMS}
         for fold in folds:
             tc, ts = fold["truth"]
             pooled_truth[0].extend(tc)

@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeGuard, TypeVar, cast
 from urllib.parse import unquote_plus
 
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -27,6 +27,16 @@ from classifier.vocabulary import CATEGORY_WORDS, DEGRADE_WORDS, IMPACT_WORDS, I
 from streams.model.taxonomy import normalize_severity
 
 T = TypeVar("T")
+_R = TypeVar("_R", covariant=True)
+
+
+class Memoized(Protocol[_R]):
+    """A function wrapped by :func:`memoize`: callable as before, plus ``cache_clear()``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _R: ...
+
+    def cache_clear(self) -> None: ...
+
 
 # Longest text read from one field; descriptions past this add little and cost time.
 MAX_TEXT_CHARS = 400
@@ -109,12 +119,12 @@ _FINDING_LEVELS = {
 _CLOSING = frozenset({"resolved", "acknowledged", "closed", "fixed", "merged", "success", "succeeded", "ok", "clean"})
 
 
-def _is_mapping(value: Any) -> bool:
+def _is_mapping(value: Any) -> TypeGuard[Mapping[Any, Any]]:
     """isinstance(value, Mapping), with the common plain-dict case first (ABC checks are slow)."""
     return type(value) is dict or isinstance(value, Mapping)
 
 
-def memoize(limit: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def memoize(limit: int) -> Callable[[Callable[..., T]], Memoized[T]]:
     """Memoise a pure function in a plain dict that stops growing at ``limit`` entries.
 
     Not functools.lru_cache: its bookkeeping allocates a tracked list per entry, and a
@@ -124,7 +134,7 @@ def memoize(limit: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
     stored; results never depend on the memo.
     """
 
-    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+    def decorate(fn: Callable[..., T]) -> Memoized[T]:
         cache: dict[Any, T] = {}
         missing = object()
 
@@ -139,7 +149,7 @@ def memoize(limit: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
             return value  # type: ignore[return-value]
 
         wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
-        return wrapper
+        return cast(Memoized[T], wrapper)
 
     return decorate
 
@@ -323,7 +333,7 @@ def _arith(text: str) -> float | None:
 
 def _predict_linear_horizons(expr: str) -> list[float]:
     """The horizon argument (seconds) of every predict_linear(v[range], horizon) call."""
-    out = []
+    out: list[float] = []
     start = 0
     while True:
         i = expr.find("predict_linear", start)
@@ -716,7 +726,7 @@ def tokens_batch(events: Iterable[Mapping[str, Any]]) -> list[list[str]]:
     return [event_tokens(e) if _is_mapping(e) else [] for e in events]
 
 
-class EventTokenizer(TransformerMixin, BaseEstimator):
+class EventTokenizer(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type information
     """Stateless pipeline step: events (dicts) -> token lists for a FeatureHasher.
 
     Nothing is learned, so fitting is a no-op and the step pickles to almost nothing.

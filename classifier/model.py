@@ -15,7 +15,7 @@ import pickle
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import sklearn
@@ -251,7 +251,7 @@ class ModelClassifier:
         categories = self._category_names[cat_idx].tolist()
         cat_ps = cat_p.tolist()
         cat_inferred = [True] * n
-        explicit = self._present(X, self._explicit_cols).any(axis=1)
+        explicit = cast(np.ndarray, self._present(X, self._explicit_cols).any(axis=1))  # rows x cols: a row vector
         cat_unsure = (
             (cat_p < self.category_threshold) if decision.get("category_fallback") == "keyword" else np.zeros(n, bool)
         )

@@ -46,6 +46,9 @@ from classifier.model import DEFAULT_MODEL_PATH, DEFAULT_SEVERITY, ModelClassifi
 from streams.errors import InvalidInputError
 from streams.model.taxonomy import CATEGORIES, SEVERITIES
 
+# Predicted or true labels: a list, or a numpy array of them (object dtype).
+Labels = Sequence[str] | np.ndarray
+
 FEATURE_VERSION = "features-2"
 N_FEATURES = 2**18
 # Chosen once by 5-fold cross-validation grouped by service on the *training*
@@ -156,13 +159,13 @@ def fit_pipeline(samples: Sequence[Sample], C: float = C_REGULARISATION) -> Pipe
     return pipeline
 
 
-def macro_f1(truth: Sequence[str], pred: Sequence[str]) -> float:
+def macro_f1(truth: Sequence[str], pred: Labels) -> float:
     """Unweighted mean of per-class F1 over the classes present in ``truth`` (as the report scores)."""
     present = sorted(set(truth))
     return float(f1_score(list(truth), list(pred), labels=present, average="macro", zero_division=0))
 
 
-def threshold_curve(truth: Sequence[str], model: Sequence[str], p: np.ndarray, rules: Sequence[str]) -> list[float]:
+def threshold_curve(truth: Sequence[str], model: Labels, p: np.ndarray, rules: Labels) -> list[float]:
     """Macro-F1 of "model if p >= t else rules" for every t of THRESHOLD_GRID."""
     model_a = np.asarray(model, dtype=object)
     rules_a = np.asarray(rules, dtype=object)
@@ -375,7 +378,8 @@ def softmax_t(logits: np.ndarray, t: float) -> np.ndarray:
     z = logits / t
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
 
 
 def fit_temperature(logits: np.ndarray, truth_index: np.ndarray) -> float:
@@ -400,7 +404,7 @@ def severity_decision(
     return np.where(unsure, default_index, idx), unsure
 
 
-def urgent_fpr(truth: Sequence[str], pred: Sequence[str]) -> float:
+def urgent_fpr(truth: Sequence[str], pred: Labels) -> float:
     """Share of warnings and infos answered urgent (a false page)."""
     calm = [p for t, p in zip(truth, pred) if t in ("info", "warning")]
     return float(np.mean([p == "urgent" for p in calm])) if calm else 0.0

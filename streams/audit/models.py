@@ -9,6 +9,8 @@ last committed transaction ended. Schema changes go through Alembic
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -38,7 +40,7 @@ class EventRow(Source, Base):
     source: Mapped[str] = mapped_column(sa.String(128))
     occurred_at: Mapped[int] = mapped_column(sa.BigInteger, index=True)
     received_at: Mapped[int] = mapped_column(sa.BigInteger)
-    record: Mapped[dict] = mapped_column(Json)
+    record: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
 class DecisionRow(Source, Base):
@@ -52,7 +54,7 @@ class DecisionRow(Source, Base):
     severity: Mapped[str] = mapped_column(sa.String(32))
     outcome: Mapped[str] = mapped_column(sa.String(64))
     runbook: Mapped[str] = mapped_column(sa.String(255))
-    record: Mapped[dict] = mapped_column(Json)
+    record: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
 class EffectRow(Source, Base):
@@ -64,7 +66,7 @@ class EffectRow(Source, Base):
     channel: Mapped[str] = mapped_column(sa.String(32))
     receiver: Mapped[str] = mapped_column(sa.String(255))
     created_at: Mapped[int] = mapped_column(sa.BigInteger, index=True)
-    record: Mapped[dict] = mapped_column(Json)
+    record: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
 class DeliveryRow(Source, Base):
@@ -78,7 +80,7 @@ class DeliveryRow(Source, Base):
     status: Mapped[str] = mapped_column(sa.String(32))
     attempts: Mapped[int] = mapped_column(sa.Integer)
     completed_at: Mapped[int] = mapped_column(sa.BigInteger, index=True)
-    record: Mapped[dict] = mapped_column(Json)
+    record: Mapped[dict[str, Any]] = mapped_column(Json)
 
 
 class ProjectorOffset(Base):

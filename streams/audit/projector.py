@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -28,7 +29,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class _SeekToStored(ConsumerRebalanceListener):
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
     def __init__(self, projector: Projector) -> None:
         self.projector = projector
 
@@ -82,7 +83,7 @@ class Projector:
         finally:
             await self.consumer.stop()
 
-    async def _project(self, batch: dict, dlq: EventProducer) -> None:
+    async def _project(self, batch: dict[TopicPartition, list[Any]], dlq: EventProducer) -> None:
         items, skipped = [], {}
         for tp, messages in batch.items():
             topic = self.logical(tp.topic)

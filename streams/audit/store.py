@@ -19,12 +19,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from streams.audit.models import DeadLetterRow, DecisionRow, DeliveryRow, EffectRow, EventRow, ProjectorOffset
+from streams.audit.models import Base, DeadLetterRow, DecisionRow, DeliveryRow, EffectRow, EventRow, ProjectorOffset
 
 log = logging.getLogger(__name__)
 DEAD_RECORD_CHARS = 64_000
@@ -32,7 +32,7 @@ DEAD_RECORD_CHARS = 64_000
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 # logical topic -> table
-TABLE_OF = {
+TABLE_OF: dict[str, type[Base]] = {
     "events.telemetry": EventRow,
     "events.webhook": EventRow,
     "events.timer": EventRow,
@@ -66,7 +66,7 @@ def _plain(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
+def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type[Base], dict[str, Any]]:
     """The table and row for one decoded record."""
     table = TABLE_OF[pos.topic]
     where = {"topic": pos.topic, "partition": pos.partition, "offset": pos.offset, "record": _plain(record)}
@@ -119,12 +119,12 @@ def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type, dict[str, 
     }
 
 
-def _insert_ignore(conn: sa.Connection, table: type, rows: list[dict[str, Any]]) -> None:
+def _insert_ignore(conn: sa.Connection, table: type[Base], rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     dialect = conn.dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    conn.execute(insert(table.__table__).on_conflict_do_nothing(), rows)
+    conn.execute(insert(cast(sa.Table, table.__table__)).on_conflict_do_nothing(), rows)  # a mapped class: a Table
 
 
 def _upsert_offsets(conn: sa.Connection, offsets: Mapping[tuple[str, int], int]) -> None:
@@ -132,7 +132,7 @@ def _upsert_offsets(conn: sa.Connection, offsets: Mapping[tuple[str, int], int])
         return
     dialect = conn.dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(ProjectorOffset.__table__)
+    stmt = insert(cast(sa.Table, ProjectorOffset.__table__))  # a mapped class: a Table
     stmt = stmt.on_conflict_do_update(
         index_elements=["topic", "partition"], set_={"next_offset": stmt.excluded.next_offset}
     )
@@ -164,7 +164,7 @@ def write_batch(engine: sa.Engine, items: Iterable[tuple[Position, Mapping[str, 
 
 
 def _write_rows(engine: sa.Engine, items: list[tuple[Position, Mapping[str, Any]]]) -> None:
-    by_table: dict[type, list[dict[str, Any]]] = {}
+    by_table: dict[type[Base], list[dict[str, Any]]] = {}
     offsets: dict[tuple[str, int], int] = {}
     for pos, record in items:
         table, row = rows_for(pos, record)

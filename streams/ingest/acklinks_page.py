@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
+from typing import cast
 
 from aiohttp import web
 
@@ -132,7 +133,7 @@ async def post_ack(request: web.Request) -> web.Response:
             status=exc.status,
             extra_headers=exc.headers,
         )
-    status = json.loads(answer.body)["status"]
+    status = json.loads(cast(bytes, answer.body))["status"]  # json_response: the body is bytes
     if status == "duplicate":
         return page("Already used", f"This link was already used; {_what(link)} was not changed again.", status=409)
     return page("Done", f"{html.escape(DONE[link.action])} {_what(link)} (recorded as {ACTOR}).")

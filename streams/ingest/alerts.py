@@ -197,8 +197,8 @@ async def post_prometheus_alerts(request: web.Request) -> web.Response:
     body = await ingest.read_body(request)
     received_at = now()
     events = prometheus_events(parse_json(body), org=ingest.org(request), received_at=received_at, rules=ingest.rules)
-    events = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
-    return await ingest.accept(events, "prometheus")
+    ready = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
+    return await ingest.accept(ready, "prometheus")
 
 
 async def post_alertmanager_webhook(request: web.Request) -> web.Response:
@@ -216,5 +216,5 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
             truncated,
             str(payload.get("groupKey", ""))[:200],
         )
-    events = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
-    return await ingest.accept(events, "alertmanager")
+    ready = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
+    return await ingest.accept(ready, "alertmanager")

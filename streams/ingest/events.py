@@ -135,7 +135,9 @@ def _describe(exc: ValidationError, record: Mapping[str, Any], path: str) -> tup
 def _facts(raw: Mapping[str, Any], org: str) -> dict[str, str]:
     labels = raw.get("labels")
     labels = {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, Mapping) else {}
-    payload = raw.get("payload") if isinstance(raw.get("payload"), Mapping) else {}
+    payload = raw.get("payload")
+    if not isinstance(payload, Mapping):
+        payload = {}
     extras = {
         name: payload.get(name)
         for name in ("fingerprint", "subject", "config_id", "scan_type")

@@ -106,7 +106,7 @@ class Ingest:
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
             raise UnsupportedMediaType("Content-Encoding: expected gzip, deflate or none")
-        inflate = None
+        inflate: zlib._Decompress | _Deflate | None = None
         if encoding in ("gzip", "x-gzip"):
             inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
@@ -267,7 +267,8 @@ class _Deflate:
                 else -zlib.MAX_WBITS
             )
             self._inner = zlib.decompressobj(wbits)
-        return self._inner.decompress(data, max_length)
+        out: bytes = self._inner.decompress(data, max_length)
+        return out
 
     @property
     def unconsumed_tail(self) -> bytes:

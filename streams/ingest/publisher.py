@@ -56,10 +56,10 @@ class Ready:
 
     @property
     def event_id(self) -> str:
-        return self.event["event_id"]
+        return str(self.event["event_id"])
 
 
-class SendAborted(UnavailableError, KafkaError):
+class SendAborted(UnavailableError, KafkaError):  # type: ignore[misc]  # aiokafka ships no type information
     """Set on batches an ingest post gave up on; they will not be sent."""
 
     retriable = False

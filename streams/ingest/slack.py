@@ -29,7 +29,7 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -100,13 +100,17 @@ def _target(value: Any, default_org: str) -> tuple[str, str]:
 
 
 def actor_of(payload: Mapping[str, Any]) -> str:
-    user = payload.get("user") if isinstance(payload.get("user"), dict) else {}
+    user = payload.get("user")
+    if not isinstance(user, dict):
+        user = {}
     return str(user.get("username") or user.get("name") or user.get("id") or "slack user")
 
 
 def updated_message(payload: Mapping[str, Any], note: str) -> dict[str, Any]:
     """The original message without its action buttons, plus a context line ``note``."""
-    message = payload.get("message") if isinstance(payload.get("message"), dict) else {}
+    message = payload.get("message")
+    if not isinstance(message, dict):
+        message = {}
     line = {"type": "context", "elements": [{"type": "mrkdwn", "text": note}]}
 
     def strip(blocks: Any) -> list[Any]:
@@ -137,7 +141,7 @@ async def post_response(url: str, body: Mapping[str, Any]) -> None:
 
 
 def _background(app: web.Application, coro: Any) -> asyncio.Task[Any]:
-    task = asyncio.ensure_future(coro)
+    task: asyncio.Task[Any] = asyncio.ensure_future(coro)
     tasks = app[TASKS]
     tasks.add(task)
 
@@ -152,12 +156,14 @@ def _background(app: web.Application, coro: Any) -> asyncio.Task[Any]:
 
 def register(app: web.Application) -> None:
     """The route, and the set of background tasks (awaited for a moment at shutdown)."""
-    app[TASKS] = set()
+    tasks: set[asyncio.Task[Any]] = set()
+    app[TASKS] = tasks
     app.router.add_post("/ingest/slack/interactivity", post_interactivity, name="slack")
 
     async def drain(app: web.Application) -> None:
-        if app[TASKS]:
-            await asyncio.wait(set(app[TASKS]), timeout=RESPONSE_TIMEOUT_S)
+        pending = app[TASKS]
+        if pending:
+            await asyncio.wait(set(pending), timeout=RESPONSE_TIMEOUT_S)
 
     app.on_shutdown.append(drain)
 
@@ -195,7 +201,7 @@ async def post_interactivity(request: web.Request) -> web.Response:
 
     async def produce_then_update() -> str:
         answer = await ingest.accept([ready], "slack")
-        status = json.loads(answer.body)["status"]
+        status: str = json.loads(cast(bytes, answer.body))["status"]  # json_response: the body is bytes
         if status == "accepted" and response_url:
             note = f"{DONE[action]} by {actor} (session `{session}`)"
             _background(request.app, post_response(response_url, updated_message(payload, note)))

@@ -29,7 +29,7 @@ ACTIONS = ("trigger", "acknowledge", "resolve")
 
 def dedup_key(effect: Mapping[str, Any]) -> str:
     n = notify_of(effect)
-    key = n.get("thread_key") or effect["session_key"]
+    key: str = n.get("thread_key") or effect["session_key"]
     if len(key) <= DEDUP_MAX:
         return key
     return f"opsloop-sha256-{hashlib.sha256(key.encode()).hexdigest()}"

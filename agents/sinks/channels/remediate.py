@@ -37,7 +37,7 @@ BODYLESS = ("GET", "DELETE")
 
 
 def remediate_of(effect: Mapping[str, Any]) -> Mapping[str, Any]:
-    r = effect.get("remediate")
+    r: Mapping[str, Any] | None = effect.get("remediate")
     if not r:
         raise PermanentError(f"effect {effect.get('effect_id')} of type remediate has no remediate part")
     return r

@@ -40,7 +40,7 @@ BUTTON_TEXT_MAX = 75
 URL_MAX = 3000
 CONTEXT_ELEMENTS_MAX = 10
 FALLBACK_MAX = 3000
-ACTION_EMOJI = {
+ACTION_EMOJI: dict[str, str | dict[str, str]] = {
     "trigger": {
         "urgent": ":rotating_light:",
         "action": ":warning:",
