@@ -23,7 +23,7 @@ from typing import cast
 from aiohttp import web
 
 from streams.core.acklinks import ACTION_LABELS, AckLinkError, ActionLink, verify_action_query
-from streams.ingest.actions import DONE, WILL, action_event
+from streams.ingest.actions import DONE, WILL, action_event, action_principal
 from streams.ingest.errors import IngestError
 from streams.ingest.pipeline import INGEST, Ingest, now
 
@@ -125,7 +125,7 @@ async def post_ack(request: web.Request) -> web.Response:
         action=link.action, session=link.session, org=org, actor=ACTOR, unique=link.link_id, now=now(), via="link"
     )
     try:
-        answer = await ingest.accept([ingest.finish(event)], "ack")
+        answer = await ingest.accept([ingest.finish(event, principal=action_principal("link"))], "ack")
     except IngestError as exc:
         return page(
             "Not done",

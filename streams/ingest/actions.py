@@ -24,6 +24,7 @@ from typing import Any
 
 from streams.core.acklinks import ACTIONS, SILENCE_MS
 from streams.core.messages import SESSION_LABEL
+from streams.ingest.scopes import Principal, webhook_principal
 from streams.model.records import derived_id
 
 EVENT_TYPES = {
@@ -93,3 +94,9 @@ def action_event(*, action: str, session: str, org: str, actor: str, unique: str
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def action_principal(via: str) -> Principal:
+    """Who a message's action produces as: ``link`` (a signed link) or ``slack`` (a signed button click),
+    allowed only the action events, in any org the signed request names (the signature binds it)."""
+    return webhook_principal(via, tuple(EVENT_TYPES.values()))

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs
 import aiohttp
 from aiohttp import web
 
-from streams.ingest.actions import DONE, action_event
+from streams.ingest.actions import DONE, action_event, action_principal
 from streams.ingest.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from streams.ingest.pipeline import INGEST, Ingest, now
 
@@ -196,7 +196,7 @@ async def post_interactivity(request: web.Request) -> web.Response:
         now=now(),
         via="slack",
     )
-    ready = ingest.finish(event)
+    ready = ingest.finish(event, principal=action_principal("slack"))
     response_url = payload.get("response_url") if isinstance(payload.get("response_url"), str) else ""
 
     async def produce_then_update() -> str:
