@@ -82,17 +82,23 @@ class Ingest:
         if length is not None and length > self.config.max_body_bytes:
             raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {self.config.max_body_bytes} bytes")
 
-    def check_content_type(self, request: web.Request) -> None:
-        """415 unless the body is declared JSON (``application/json`` or ``application/*+json``, any charset)."""
+    def check_content_type(self, request: web.Request, form: bool = False) -> None:
+        """415 unless the body is declared JSON (``application/json`` or ``application/*+json``, any charset),
+        or, for an endpoint that takes a form (Slack's interactivity), ``application/x-www-form-urlencoded``."""
         declared = request.headers.get("Content-Type", "")
         mime = declared.split(";", 1)[0].strip().lower()
-        if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
+        if form:
+            if mime != "application/x-www-form-urlencoded":
+                raise UnsupportedMediaType(
+                    "Content-Type: expected application/x-www-form-urlencoded" + ("" if declared else " (none sent)")
+                )
+        elif mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
             raise UnsupportedMediaType("Content-Type: expected application/json" + ("" if declared else " (none sent)"))
         charset = request.charset
         if charset and charset.lower().replace("-", "") != "utf8":
             raise UnsupportedMediaType("Content-Type: expected charset utf-8")
 
-    async def read_body(self, request: web.Request) -> bytes:
+    async def read_body(self, request: web.Request, *, form: bool = False) -> bytes:
         """The raw body (decompressed), refusing more than the limit even without a Content-Length.
 
         Every read waits at most ``read_timeout_s`` and the whole body ``body_timeout_s``
@@ -102,7 +108,7 @@ class Ingest:
         and a broken stream is a 400; any other encoding is 415.
         """
         self.check_length(request)
-        self.check_content_type(request)
+        self.check_content_type(request, form)
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
             raise UnsupportedMediaType("Content-Encoding: expected gzip, deflate or none")

@@ -173,7 +173,7 @@ async def post_interactivity(request: web.Request) -> web.Response:
     secret = ingest.settings.ingest.slack_signing_secret.get_secret_value().encode()
     if not secret:
         raise NotFound("Slack interactivity is not enabled (set OPSLOOP_INGEST_SLACK_SIGNING_SECRET)")
-    raw = await ingest.read_body(request)
+    raw = await ingest.read_body(request, form=True)
     verify_request(secret, request.headers, raw, now() / 1000)
     payload = _payload(raw)
     actions = payload.get("actions") if payload.get("type") == "block_actions" else None
