@@ -278,3 +278,37 @@ def test_a_schedule_takes_retries_and_timeout_but_no_outcome_policy(tmp_path: Pa
     with pytest.raises(ConfigError) as err:
         load_runbook_set(target, channels=specs())
     assert err.value.line == 4 and "unknown field 'on_failure'" in str(err.value)
+
+
+def test_the_audit_timeline_shows_the_outcome_and_the_escalation(tmp_path: Path) -> None:
+    from streams.audit import timeline
+
+    ctx = ctx_with(
+        tmp_path,
+        """\
+      - remediate: {action: scale, endpoint: "http://actions/scale", dry_run: false, on_failure: {escalate: true}}
+    """,
+    )
+    sim = Sim(ctx)
+    effect = started(sim)
+    failed = outcome(effect, "dead", at=T0 + MIN, http_status=500, error_type="TransientError")
+    sim.feed(failed)
+    trace = sim.trace()
+    rows = {
+        "events": [event for event, _, _ in trace],
+        "decisions": [record for _, record, _ in trace],
+        "effects": [e for _, _, effects in trace for e in effects],
+    }
+    entries = timeline.build(rows)
+    [entry] = [e for e in entries if e["type"] == "remediation.failed"]
+    assert entry["decision"]["outcome"] == "escalated"
+    assert entry["decision"]["remediation"]["action"] == "scale"
+    assert entry["decision"]["remediation"]["result"] == "failed"
+    assert [(f["type"], f["receiver"]) for f in entry["effects"] if f["type"] == "notify"] == [
+        ("notify", "oncall-slack")
+    ]
+    text = timeline.render("acme:alert:cpu:api", entries)
+    assert "remediation.failed" in text
+    assert "remediation scale failed after 2 attempt(s): gave up after 2 attempt(s): HTTP 500" in text
+    assert "-> notify slack:oncall-slack trigger Escalated (remediation scale failed" in text
+    assert "-> remediate  scale" in text or "-> remediate scale" in text
