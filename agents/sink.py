@@ -39,12 +39,17 @@ log = logging.getLogger(__name__)
 
 
 class FaustEmitter:
-    """Receipts to ``deliveries`` (keyed by effect id), dead letters to ``outbox.dlq``."""
+    """Receipts to ``deliveries`` (keyed by effect id), dead letters to ``outbox.dlq``, a live
+    remediation's outcome to ``events.webhook`` (keyed by its session; agents/sinks/outcomes.py)."""
 
     def __init__(self, rt: Runtime) -> None:
         self.codec = rt.codec
         self.deliveries = rt.topic("deliveries")
         self.dlq = rt.topic("outbox.dlq")
+        self.webhooks = rt.topic("events.webhook")
+
+    async def outcome(self, key: bytes, event: dict[str, Any]) -> None:
+        await self.webhooks.send(key=key, value=self.codec.encode("opsloop.Event", event))
 
     async def receipt(self, key: bytes, record: dict[str, Any]) -> None:
         await self.deliveries.send(key=key, value=self.codec.encode("opsloop.Delivery", record))
@@ -87,6 +92,7 @@ def register(
             codec=rt.codec,
             settings=sink_settings,
             owner=owner,
+            announce=emitter.outcome,
         )
         manual = cast("faust.Stream[Any]", stream).noack()  # faust hands agents a Stream; StreamT lacks noack
         loop = asyncio.get_running_loop()

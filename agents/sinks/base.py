@@ -55,6 +55,8 @@ class HttpRequest:
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     method: str = "POST"
+    timeout_s: float | None = None  # this request's connect / read timeout (None: the client's)
+    max_attempts: int | None = None  # this request's attempt cap (None: the retry policy's)
 
     def __repr__(self) -> str:  # the URL and body may hold secrets (webhook URL, routing key)
         return f"HttpRequest({self.method}, {len(self.body)} bytes)"

@@ -248,6 +248,8 @@ class Deliverer:
             flight.may_have_landed = True  # the dead owner's send may have
         idempotent = dest.sink.idempotent
         max_attempts = self.policy.max_attempts
+        if isinstance(request, HttpRequest) and request.max_attempts is not None:
+            max_attempts = max(1, request.max_attempts)  # a runbook action's own retries
         if stale and not idempotent:
             # A dead process claimed this and may have sent it: the ambiguous path.
             outcome.ambiguous += 1
@@ -383,8 +385,13 @@ class Deliverer:
     async def _send_http(self, request: HttpRequest) -> HttpResponse:
         assert self._http is not None, "Deliverer.start() first"
         try:
+            timeout = (
+                httpx.Timeout(request.timeout_s, connect=min(request.timeout_s, self.policy.connect_timeout_s))
+                if request.timeout_s is not None
+                else httpx.USE_CLIENT_DEFAULT
+            )
             response = await self._http.request(
-                request.method, request.url, content=request.body, headers=dict(request.headers)
+                request.method, request.url, content=request.body, headers=dict(request.headers), timeout=timeout
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientError(f"{type(exc).__name__}: {redact(str(exc)) or 'cannot connect'}") from None

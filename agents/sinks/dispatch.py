@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
@@ -121,11 +121,15 @@ class Dispatcher:
         settings: SinkSettings,
         owner: str,
         ledger_retry_s: float = 1.0,
+        announce: Callable[[bytes, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.receivers, self.registry = receivers, registry
         self.deliverer, self.ledger, self.emitter, self.codec = deliverer, ledger, emitter, codec
         self.settings, self.owner = settings, owner
         self.ledger_retry_s = ledger_retry_s
+        # Where a settled live remediation's outcome event goes (events.webhook in the worker;
+        # agents.sinks.outcomes); None announces nothing.
+        self.announce = announce
         self._workers: dict[str, _DestinationWorker] = {}
         self._capacity = asyncio.Semaphore(settings.max_in_flight)
         self.busy_poll_s = 1.0
@@ -231,8 +235,10 @@ class Dispatcher:
         error_type: str,
     ) -> asyncio.Future[str]:
         channel, receiver = target
-        await self._receipt(effect, channel, receiver, Outcome("dead", 0, error=reason, error_type=error_type))
+        outcome = Outcome("dead", 0, error=reason, error_type=error_type)
+        await self._receipt(effect, channel, receiver, outcome)
         await self._dead_letter(record, reason, error_type, f"sink:{channel}")
+        await self._announce(effect, outcome)
         return self._settle(done, "dead")
 
     def _worker(self, receiver: Receiver, sink: Channel) -> _DestinationWorker:
@@ -297,6 +303,10 @@ class Dispatcher:
                 receiver.name,
                 Outcome("skipped", claim.attempts, error=f"already {claim.status} (delivery ledger)"),
             )
+            # Announced before, unless the process died in between: again, with the same event id.
+            await self._announce(
+                effect, Outcome(claim.status, claim.attempts, error=f"{claim.status} (delivery ledger)")
+            )
             return "skipped"
         if claim.state is ClaimState.STALE:
             log.warning(
@@ -345,6 +355,7 @@ class Dispatcher:
                 outcome.error_type or outcome.status,
                 f"sink:{receiver.channel}",
             )
+        await self._announce(job.effect, outcome)
         log.log(
             logging.DEBUG if outcome.status == "delivered" else logging.INFO,
             "sink %s: %s %s after %d attempt(s) in %.0f ms",
@@ -390,6 +401,18 @@ class Dispatcher:
         metrics.DELIVERIES.labels(channel=channel, status=outcome.status).inc()
         if outcome.status != "skipped" and outcome.attempts:
             metrics.DELIVERY_LATENCY.labels(channel=channel).observe(outcome.latency_ms / 1000)
+
+    async def _announce(self, effect: dict[str, Any], outcome: Outcome) -> None:
+        """A live remediation settled: its outcome event goes back to the session (see agents.sinks.outcomes)."""
+        if self.announce is None or effect.get("type") != "remediate" or not effect.get("remediate"):
+            return
+        from agents.sinks.outcomes import outcome_event, outcome_type
+
+        etype = outcome_type(outcome.status, http_status=outcome.http_status, error_type=outcome.error_type)
+        if etype is None:
+            return
+        event = outcome_event(effect, etype, outcome, now_ms=now_ms())
+        await self.announce(event["session_key"].encode(), event)
 
     async def _dead_letter(self, record: OutboxRecord, reason: str, error_type: str, stage: str) -> None:
         letter = dead_letter(

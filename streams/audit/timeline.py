@@ -49,15 +49,23 @@ def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     "gates",
                 )
             }
+            matched = decision.get("matched") or {}
+            if matched.get("remediation_result"):  # a remediation's outcome came back (streams/core/outcomes.py)
+                entry["decision"]["remediation"] = {
+                    ("action" if k == "remediation" else k.removeprefix("remediation_")): v
+                    for k, v in matched.items()
+                    if k.startswith("remediation")
+                }
         for effect in effects_by_event.get(event["event_id"], []):
             notify = effect.get("notify") or {}
+            remediate = effect.get("remediate") or {}
             entry["effects"].append(
                 {
                     "effect_id": effect["effect_id"],
                     "type": effect["type"],
                     "channel": notify.get("channel"),
                     "receiver": notify.get("receiver"),
-                    "action": notify.get("action"),
+                    "action": notify.get("action") or remediate.get("action"),
                     "title": notify.get("title"),
                     "timer": effect.get("timer"),
                     "deliveries": [
@@ -93,6 +101,13 @@ def render(session_key: str, entries: list[dict[str, Any]]) -> str:
                 f"    classified {d['category']}/{d['severity']} p={d['confidence']:.2f} by {d['classifier']}{fallback}; "
                 f"runbook {d['runbook'] or '-'} (set {d['runbook_set_version'] or '-'}); outcome {d['outcome']}"
             )
+            rem = d.get("remediation")
+            if rem:
+                attempts = f" after {rem['attempts']} attempt(s)" if rem.get("attempts") else ""
+                reason = f": {rem['reason']}" if rem.get("reason") else ""
+                lines.append(f"    remediation {rem.get('action', '?')} {rem['result']}{attempts}{reason}")
+                if rem.get("next"):
+                    lines.append(f"    then runs {rem['next']}")
             for gate in d.get("gates") or []:
                 reason = f": {gate['reason']}" if gate.get("reason") else ""
                 lines.append(f"      gate {gate['gate']:<14} {gate['verdict']}{reason}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from streams.core.fold import Fold
 from streams.core.messages import firing_alerts, lead_of, policy_runbook, reset_cap, runbook_named, send
+from streams.core.outcomes import run_remediation
 
 
 def on_ack(f: Fold, *, actor: str, source: str) -> None:
@@ -58,16 +59,7 @@ def on_approval(f: Fold, actor: str) -> None:
     steps = rb.remediations
     for index in s["approval"]:
         if index < len(steps):
-            step = steps[index]
-            f.remediate(
-                action=step.action,
-                endpoint=step.endpoint,
-                method=step.method,
-                params={**step.params, "approved_by": actor},
-                dry_run=step.dry_run,
-                requires_approval=True,
-                runbook=rb.name,
-            )
+            run_remediation(f, rb, steps[index], params={"approved_by": actor}, requires_approval=True)
     s["approval"] = []
     f.note("approved_by", actor)
     f.outcome = "remediating"

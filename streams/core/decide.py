@@ -18,6 +18,8 @@ What an event means to a session:
   a human resolved it; ``pr.opened`` & co.: a review is wanted, ``pr.closed`` ends it;
   ``<thing>.failed`` / ``<thing>.succeeded``: a failure fires / clears;
   ``remediation.approved``: run the remediation waiting for approval; ``remediation.rejected``: drop it;
+  ``remediation.succeeded|failed|dead|timed_out`` (from the sink): run the step's ``then`` / ``on_failure``
+  (:mod:`streams.core.outcomes`);
   ``silence.created`` / ``silence.expired``: recorded here, kept by the agent;
 - scan ``scan.completed``: findings fire, a clean scan clears, a failed scan fires;
 - timer ``timer.fired``: a group flush, an escalation step, a verification, the end of
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from streams.core import ack, escalation, grouping, incident, messages
+from streams.core import ack, escalation, grouping, incident, messages, outcomes
 from streams.core.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
 from streams.core.fold import Fold, effect_id
 from streams.core.gates import PASS, STOP, Gate, condition_step, inhibition_sources
@@ -71,8 +73,9 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # The version of decide's own rules, recorded in every decision next to the runbook set's
 # and the classifier's: replay can only promise identical decisions for records written by
 # the same rules. Bump it whenever a change makes the same inputs give other outputs
-# (2: effect ids by subject instead of by index; 3: one-use action links with approve/reject).
-DECIDE_VERSION = "3"
+# (2: effect ids by subject instead of by index; 3: one-use action links with approve/reject;
+# 4: remediation outcomes run the step's on_failure / then, remediate effects carry retries and timeout).
+DECIDE_VERSION = "4"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")
@@ -431,6 +434,8 @@ def _on_webhook(f: Fold, etype: str, payload: Mapping[str, Any]) -> None:
         ack.on_approval(f, actor)
     elif etype in REJECTION_TYPES:
         ack.on_rejection(f, actor)
+    elif etype in outcomes.OUTCOME_TYPES:
+        outcomes.on_outcome(f, etype, payload)
     elif etype in SILENCE_TYPES:
         f.note("silence", payload.get("subject", ""))
         f.outcome = etype

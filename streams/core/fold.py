@@ -186,6 +186,8 @@ class Fold:
         dry_run: bool,
         requires_approval: bool,
         runbook: str = "",
+        retries: int = -1,
+        timeout_ms: int = 0,
     ) -> None:
         self._effect(
             "remediate",
@@ -197,5 +199,7 @@ class Fold:
                 "params": {str(k): str(v) for k, v in sorted(params.items())},
                 "dry_run": dry_run,
                 "requires_approval": requires_approval,
+                "retries": int(retries),
+                "timeout_ms": int(timeout_ms),
             },
         )

@@ -32,6 +32,7 @@ from streams.core.messages import (
     silence_gate_of,
     title_of,
 )
+from streams.core.outcomes import run_remediation
 from streams.core.state import AlertState
 from streams.model.records import derived_id
 from streams.model.routing import Timing
@@ -251,19 +252,14 @@ def after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> N
     """Remediation steps, the verification timer and the escalation chain start with the first message."""
     s = f.s
     ep = s["episode"]
+    follow_ups = rb.follow_ups  # chained steps run after another one's outcome (streams.core.outcomes)
     for index, step in enumerate(rb.remediations):
+        if step.action in follow_ups:
+            continue
         if step.requires_approval:
             s["approval"].append(index)
             continue
-        f.remediate(
-            action=step.action,
-            endpoint=step.endpoint,
-            method=step.method,
-            params=step.params,
-            dry_run=step.dry_run,
-            requires_approval=False,
-            runbook=rb.name,
-        )
+        run_remediation(f, rb, step)
     if rb.verify is not None:
         f.schedule(f"verify:{ep}", f.now + rb.verify.after, "verify")
     if rb.escalates(lead["severity"]) and len(rb.escalation) > 1:

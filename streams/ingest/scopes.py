@@ -51,6 +51,12 @@ CONTROL_TYPES = frozenset(
         "resolve",
         "remediation.approved",
         "remediation.rejected",
+        # A remediation's outcome comes from the worker's sink (streams/core/outcomes.py); a forged
+        # failure would run a runbook's on_failure (another action, an escalation).
+        "remediation.succeeded",
+        "remediation.failed",
+        "remediation.dead",
+        "remediation.timed_out",
     }
 )
 SILENCE_CREATED = "silence.created"

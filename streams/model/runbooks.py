@@ -51,7 +51,10 @@ MATCH_FIELDS = ("category", "severity", "type", "kind", "labels")
 POLICY_FIELDS = ("cooldown", "dedupe_window", "max_consecutive", "reset_on", "flapping", "escalate_from")
 FLAPPING_FIELDS = ("flips", "window", "stable_for")
 TRIGGER_FIELDS = ("metric", "operator", "threshold", "for", "severity", "labels")
-REMEDIATE_FIELDS = ("action", "endpoint", "method", "params", "dry_run", "requires_approval")
+REMEDIATE_FIELDS = ("action", "endpoint", "method", "params", "dry_run", "requires_approval", "retries", "timeout")
+# What a runbook's remediate step may say about its outcome (a schedule's dispatch may not: it has no runbook).
+OUTCOME_FIELDS = ("on_failure", "then", "continue_on_failure")
+ON_FAILURE_FIELDS = ("escalate", "notify", "next")
 RESETS = ("ack", "resolve", "human")
 KINDS = ("telemetry", "webhook", "timer", "scan")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -100,6 +103,15 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class OnFailure:
+    """What a failed remediation (failed, dead-lettered, timed out) does: exactly one of the three."""
+
+    escalate: bool = False  # the escalation chain's next step now (or its receivers, without a chain)
+    notify: str = ""  # a receiver (or ``route``)
+    next: str = ""  # another remediate step of the runbook, by action
+
+
+@dataclass(frozen=True)
 class Remediate:
     action: str
     endpoint: str = ""
@@ -107,6 +119,11 @@ class Remediate:
     params: Mapping[str, str] = field(default_factory=dict)
     dry_run: bool = True
     requires_approval: bool = False
+    retries: int = -1  # retries after the first call (-1: the sink's OPSLOOP_SINK_MAX_ATTEMPTS)
+    timeout: int = 0  # ms per call (0: the sink's read timeout)
+    on_failure: OnFailure | None = None
+    then: str = ""  # the action to run once this one succeeded (a chain)
+    continue_on_failure: bool = False  # run ``then`` after a failure too
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,22 @@ class Runbook:
     @property
     def remediations(self) -> tuple[Remediate, ...]:
         return tuple(s for s in self.steps if isinstance(s, Remediate))
+
+    @property
+    def follow_ups(self) -> frozenset[str]:
+        """Actions that run only after another one's outcome (``then``, ``on_failure.next``), not with
+        the first message."""
+        named = {r.then for r in self.remediations} | {
+            r.on_failure.next for r in self.remediations if r.on_failure is not None
+        }
+        return frozenset(named - {""})
+
+    def remediation(self, action: str) -> tuple[int, Remediate] | None:
+        """The remediate step of ``action`` (action names are unique in a runbook) and its index."""
+        for index, step in enumerate(self.remediations):
+            if step.action == action:
+                return index, step
+        return None
 
     @property
     def verify(self) -> Verify | None:
@@ -493,10 +526,11 @@ def _policy(path: Path, doc: LineDict, what: str) -> Policy:
     )
 
 
-def _remediate(path: Path, raw: Any, line: int, what: str) -> Remediate:
+def _remediate(path: Path, raw: Any, line: int, what: str, routing: Routing | None = None) -> Remediate:
+    """A remediate step; ``routing`` given (a runbook's step): its outcome keys are allowed too."""
     if not isinstance(raw, LineDict):
         raise ConfigError(path, line, f"{what}: remediate must be a mapping with action, endpoint, ...")
-    check_keys(path, raw, REMEDIATE_FIELDS, f"{what}: remediate")
+    check_keys(path, raw, REMEDIATE_FIELDS + (OUTCOME_FIELDS if routing is not None else ()), f"{what}: remediate")
     action = raw.get("action")
     if not isinstance(action, str) or not action:
         raise ConfigError(path, raw.line, f"{what}: remediate.action is required")
@@ -511,9 +545,20 @@ def _remediate(path: Path, raw: Any, line: int, what: str) -> Remediate:
     params = raw.get("params") or {}
     if not isinstance(params, dict) or not all(isinstance(v, (str, int, float, bool)) for v in params.values()):
         raise ConfigError(path, raw.line_of("params"), f"{what}: remediate.params must map names to scalar values")
-    for key in ("dry_run", "requires_approval"):
+    for key in ("dry_run", "requires_approval", "continue_on_failure"):
         if key in raw and not isinstance(raw[key], bool):
             raise ConfigError(path, raw.line_of(key), f"{what}: remediate.{key} must be true or false")
+    retries = _int(path, raw, "retries", f"{what}: remediate", -1, 0) if "retries" in raw else -1
+    timeout = _duration(path, raw, "timeout", f"{what}: remediate", 0)
+    if "timeout" in raw and timeout <= 0:
+        raise ConfigError(path, raw.line_of("timeout"), f"{what}: remediate.timeout must be positive")
+    then = raw.get("then", "")
+    if "then" in raw and (not isinstance(then, str) or not then):
+        raise ConfigError(path, raw.line_of("then"), f"{what}: remediate.then must name another remediate action")
+    on_failure = None
+    if "on_failure" in raw:
+        assert routing is not None  # OUTCOME_FIELDS are checked only with a routing
+        on_failure = _on_failure(path, raw, f"{what}: remediate.on_failure", routing)
     return Remediate(
         action=action,
         endpoint=endpoint or "",
@@ -521,7 +566,70 @@ def _remediate(path: Path, raw: Any, line: int, what: str) -> Remediate:
         params={str(k): str(v) for k, v in sorted(params.items())},
         dry_run=raw.get("dry_run", True),
         requires_approval=raw.get("requires_approval", False),
+        retries=retries,
+        timeout=timeout,
+        on_failure=on_failure,
+        then=then,
+        continue_on_failure=raw.get("continue_on_failure", False),
     )
+
+
+def _on_failure(path: Path, raw: LineDict, what: str, routing: Routing) -> OnFailure:
+    body = raw["on_failure"]
+    line = raw.line_of("on_failure")
+    if not isinstance(body, LineDict) or len(body) != 1:
+        raise ConfigError(
+            path, line, f"{what}: expected one of {{escalate: true}}, {{notify: <receiver>}}, {{next: <action>}}"
+        )
+    check_keys(path, body, ON_FAILURE_FIELDS, what)
+    ((key, value),) = body.items()
+    line = body.line_of(key)
+    if key == "escalate":
+        if value is not True:
+            raise ConfigError(path, line, f"{what}: escalate must be true")
+        return OnFailure(escalate=True)
+    if key == "notify":
+        receiver = value.get("receiver") if isinstance(value, LineDict) else value
+        return OnFailure(notify=_check_receiver(path, line, f"{what}: notify", receiver, routing))
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, line, f"{what}: next must name another remediate action of the runbook")
+    return OnFailure(next=value)
+
+
+def _check_chains(path: Path, doc: LineDict, what: str, steps: tuple[Step, ...]) -> None:
+    """Action names unique; ``then`` / ``on_failure.next`` name another step's action; no loops."""
+    raw = doc.get("steps") or []
+    remediations: dict[str, Remediate] = {}
+    lines: dict[str, int] = {}
+    for item, step in zip(raw, steps, strict=True):
+        if not isinstance(step, Remediate):
+            continue
+        line = item.line_of("remediate")
+        if step.action in remediations:
+            raise ConfigError(path, line, f"{what}: remediate action {step.action!r} appears twice (names are unique)")
+        remediations[step.action], lines[step.action] = step, line
+    for action, step in remediations.items():
+        for key, target in (("then", step.then), ("on_failure.next", step.on_failure.next if step.on_failure else "")):
+            if not target:
+                continue
+            if target == action or target not in remediations:
+                known = [a for a in remediations if a != action]
+                raise ConfigError(
+                    path,
+                    lines[action],
+                    f"{what}: remediate {action!r}: {key} {target!r} is not another remediate step"
+                    f"{suggest(target, known)}" + (f" (known: {', '.join(known)})" if known else ""),
+                )
+    for start in remediations:  # a chain must end: follow every edge from each action
+        seen, frontier = {start}, [start]
+        while frontier:
+            step = remediations[frontier.pop()]
+            for target in (step.then, step.on_failure.next if step.on_failure else ""):
+                if target == start:
+                    raise ConfigError(path, lines[start], f"{what}: remediate {start!r}: its chain leads back to it")
+                if target and target not in seen:
+                    seen.add(target)
+                    frontier.append(target)
 
 
 def _steps(path: Path, doc: LineDict, what: str, routing: Routing) -> tuple[Step, ...]:
@@ -549,7 +657,7 @@ def _steps(path: Path, doc: LineDict, what: str, routing: Routing) -> tuple[Step
                 check_keys(path, body, ("receiver",), f"{w}: notify")
             out.append(Notify(_check_receiver(path, line, w, receiver, routing)))
         elif kind == "remediate":
-            out.append(_remediate(path, body, line, w))
+            out.append(_remediate(path, body, line, w, routing))
         elif kind == "verify":
             if not isinstance(body, LineDict) or "after" not in body:
                 raise ConfigError(path, line, f"{w}: verify needs after (e.g. {{after: 5m}})")
@@ -564,6 +672,7 @@ def _steps(path: Path, doc: LineDict, what: str, routing: Routing) -> tuple[Step
             )
     if sum(isinstance(s, Verify) for s in out) > 1:
         raise ConfigError(path, doc.line_of("steps"), f"{what}: at most one verify step")
+    _check_chains(path, doc, what, tuple(out))
     return tuple(out)
 
 

@@ -274,3 +274,76 @@ def test_an_approved_drift_fix_is_called_once_by_a_worker(
     assert call.errors == [] and call.answered == 200
     assert call.json["params"]["approved_by"] == "bob" and call.json["approved"] is True
     assert call.headers["Idempotency-Key"] == effect["effect_id"]
+
+
+DRILL = """\
+name: remediation-drill
+priority: 100
+match: {{labels: ['alertname="RemediationDrill"']}}
+policy: {{escalate_from: info}}
+steps:
+  - notify: {{receiver: log}}
+  - remediate: {{action: restart-drill, endpoint: "{endpoint}", dry_run: false, retries: 1, timeout: 2s,
+                on_failure: {{escalate: true}}}}
+escalation:
+  - {{after: 0m, receiver: log}}
+  - {{after: 30m, receiver: oncall-slack}}
+"""
+
+
+@pytest.mark.integration
+def test_a_remediation_failing_until_its_retries_run_out_escalates_in_a_worker(
+    topics, worker_factory, actions: FakeServices, tmp_path: Path
+) -> None:
+    """Alert → remediate effect → the endpoint answers 500 twice (retries: 1) → the sink announces
+    remediation.failed → decide runs the step's on_failure: the chain's next step (oncall-slack) now,
+    not in 30 minutes."""
+    import shutil
+
+    from streams.kafka.producer import now_ms
+    from tests.decide.helpers import alert
+    from tests.decide.scenario import Topics, worker_env
+
+    runbooks = tmp_path / "runbooks"
+    shutil.copytree(Path(__file__).parents[2] / "runbooks", runbooks)
+    (runbooks / "schedules.yaml").unlink()
+    (runbooks / "remediation-drill.yaml").write_text(DRILL.format(endpoint=actions.url("actions", "drill")))
+    actions.script("actions", "drill", Answer(500, "boom"), Answer(500, "boom"))
+    worker_factory(
+        **worker_env(tmp_path),
+        OPSLOOP_RUNBOOKS_DIR=str(runbooks),
+        OPSLOOP_SINK_REMEDIATION_ENABLED="true",
+        OPSLOOP_REMEDIATION_TOKEN=TOKEN,
+        OPSLOOP_SINK_BACKOFF_BASE_S="0.05",
+        OPSLOOP_SINK_BACKOFF_MAX_S="0.1",
+    )
+    fired = alert("RemediationDrill", source="alertmanager", at=now_ms(), session="acme:alert:RemediationDrill:cart")
+
+    async def scenario() -> Topics:
+        async with Topics(topics) as t:
+            await t.push([fired])
+
+            def escalated(t: Topics) -> bool:
+                failed = {d["event_id"] for d in t.decisions() if d["type"] == "remediation.failed"}
+                return any(
+                    e["type"] == "notify" and e["event_id"] in failed and e["notify"]["receiver"] == "oncall-slack"
+                    for e in t.effects()
+                )
+
+            await t.until(escalated, timeout=90, what="the failure event decided and the escalation effect")
+        return t
+
+    t = asyncio.run(scenario())
+    [effect] = [e for e in t.effects() if e["type"] == "remediate"]
+    assert (effect["remediate"]["retries"], effect["remediate"]["timeout_ms"]) == (1, 2000)
+    calls = actions.got("actions", "drill")
+    assert [c.answered for c in calls] == [500, 500]  # retries: 1 → two attempts, then it gave up
+    assert {c.headers["Idempotency-Key"] for c in calls} == {effect["effect_id"]}
+    [decision] = [d for d in t.decisions() if d["type"] == "remediation.failed"]
+    assert decision["outcome"] == "escalated" and decision["runbook"] == "remediation-drill"
+    assert decision["matched"]["remediation"] == "restart-drill"
+    assert decision["matched"]["remediation_effect"] == effect["effect_id"]
+    assert decision["matched"]["remediation_attempts"] == "2"
+    [notice] = [e for e in t.effects() if e["event_id"] == decision["event_id"] and e["type"] == "notify"]
+    assert notice["notify"]["title"].startswith("Escalated (remediation restart-drill failed")
+    assert notice["created_at"] < fired["occurred_at"] + 30 * 60_000  # now, not at the 30m step

@@ -90,7 +90,15 @@ def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, 
         headers["Authorization"] = f"Bearer {secrets['token']}"
     if secrets.get("signing_key"):
         headers[SIGNATURE_HEADER] = sign(secrets["signing_key"], body)
-    return HttpRequest(url=url, body=body, headers=headers, method=method)
+    retries, timeout_ms = int(r.get("retries", -1)), int(r.get("timeout_ms", 0))
+    return HttpRequest(
+        url=url,
+        body=body,
+        headers=headers,
+        method=method,
+        timeout_s=timeout_ms / 1000 if timeout_ms > 0 else None,
+        max_attempts=retries + 1 if retries >= 0 else None,
+    )
 
 
 def describe(effect: Mapping[str, Any]) -> str:
