@@ -32,6 +32,14 @@ EVENTS_REJECTED = Counter(
 )
 EVENTS_DECIDED = Counter("opsloop_events_decided_total", "Events folded by the decide agent.", ["kind"])
 DECISIONS = Counter("opsloop_decisions_total", "Decision records written.", ["category", "severity", "outcome"])
+EVENTS_UNMATCHED = Counter(
+    "opsloop_events_unmatched_total",
+    "Events of a type no runbook or built-in handler takes (decision outcome 'unmatched').",
+    ["kind"],
+)
+# Zero series for the kinds that can be unmatched, so a dashboard rate has data before the first one.
+for _kind in ("webhook", "scan"):
+    EVENTS_UNMATCHED.labels(_kind)
 SUPPRESSIONS = Counter("opsloop_suppressions_total", "Effects a policy gate stopped.", ["gate"])
 EFFECTS = Counter("opsloop_effects_total", "Effects sent to outbox.", ["type", "channel"])
 DELIVERIES = Counter("opsloop_deliveries_total", "Sink deliveries by final status.", ["channel", "status"])
@@ -68,6 +76,7 @@ ALL = (
     EVENTS_REJECTED,
     EVENTS_DECIDED,
     DECISIONS,
+    EVENTS_UNMATCHED,
     SUPPRESSIONS,
     EFFECTS,
     DELIVERIES,
@@ -122,6 +131,8 @@ def observe_decision(
     """After a decision and its effects were sent: counts, gate stops, latency."""
     EVENTS_DECIDED.labels(event["kind"]).inc()
     DECISIONS.labels(record["category"], record["severity"], record["outcome"]).inc()
+    if record["outcome"] == "unmatched":
+        EVENTS_UNMATCHED.labels(event["kind"]).inc()
     for gate in record.get("gates", ()):
         if gate.get("verdict") == "stop":
             SUPPRESSIONS.labels(gate["gate"]).inc()

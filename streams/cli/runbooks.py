@@ -59,10 +59,15 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
     from streams.model.taxonomy import normalize_severity
 
     labels = parse_pairs(pairs)
+    if "type" in labels and "event_type" not in labels:
+        labels["event_type"] = labels.pop("type")  # `route test type=agent.needs_input`
+    if "event_type" in labels and "kind" not in labels:
+        labels["kind"] = _kind_of(labels["event_type"])
     facts = {k: labels.pop(k, v) for k, v in FACTS_DEFAULTS.items()}
     out = []
     severity = labels.pop("severity", "")
     category = labels.pop("category", "")
+    stated = bool(severity)
     if severity and severity not in SEVERITIES:
         normalised = normalize_severity(severity)
         if not normalised:
@@ -83,7 +88,14 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
         kind=facts["kind"],
         event_type=facts["event_type"],
     )
+    fate = _fate(rset, rlabels, category, severity, facts)
+    if fate is not None:
+        return out + fate
     rb = rset.select(rlabels, category=category, severity=severity, event_type=facts["event_type"], kind=facts["kind"])
+    if rb.severity and severity != rb.severity and not stated:
+        out.append(f"severity:   {rb.severity} (the runbook's, for its types; the sender stated none)")
+        severity = rb.severity
+        rlabels["severity"] = severity
     where = f" ({Path(rb.path).name}:{rb.line})" if rb.path else " (built in)"
     out.append(f"runbook:    {rb.name}{where}")
     matches = rset.routing.match(rlabels)
@@ -129,6 +141,35 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
     if window is not None:
         out.append(f"muted:      maintenance window {window.silence_id} until {window.ends_at}")
     return out
+
+
+def _kind_of(event_type: str) -> str:
+    """The kind an event of this type usually has (``kind=`` overrides)."""
+    if event_type.startswith(("alert", "metric")):
+        return "telemetry"
+    return "scan" if event_type == "scan.completed" else "webhook"
+
+
+def _fate(
+    rset: RunbookSet, rlabels: Mapping[str, str], category: str, severity: str, facts: Mapping[str, str]
+) -> list[str] | None:
+    """For a webhook type no runbook names and decide does not know: what ``unmatched`` means."""
+    from streams.core.decide import known_webhook_type
+    from streams.core.fates import claimed_by, default_receiver
+
+    kind, etype = facts["kind"], facts["event_type"]
+    if kind != "webhook" or known_webhook_type(etype):
+        return None
+    if claimed_by(rset, rlabels, category, severity, etype, kind) is not None:
+        return None
+    receiver = default_receiver(rset.routing)
+    if not receiver:
+        return [f"runbook:    (none) — {etype!r} is unmatched: recorded, counted, sent nowhere (no routing.yaml)"]
+    return [
+        f"runbook:    (none) — no runbook names type {etype!r} and decide has no meaning for it",
+        f"unmatched → default receiver {receiver} (route, once per session episode; silence, cap and dedupe apply)",
+        f"notify:     {receiver}",
+    ]
 
 
 def _classify(labels: dict[str, str], facts: dict[str, str], severity: str) -> tuple[str, str, str]:

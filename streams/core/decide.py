@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from streams.core import ack, escalation, grouping, incident, messages, outcomes
+from streams.core import ack, escalation, fates, grouping, incident, messages, outcomes
 from streams.core.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
 from streams.core.fold import Fold, effect_id
 from streams.core.gates import PASS, STOP, Gate, condition_step, inhibition_sources
@@ -74,7 +74,8 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # and the classifier's: replay can only promise identical decisions for records written by
 # the same rules. Bump it whenever a change makes the same inputs give other outputs
 # (2: effect ids by subject instead of by index; 3: one-use action links with approve/reject;
-# 4: remediation outcomes run the step's on_failure / then, remediate effects carry retries and timeout).
+# 4: remediation outcomes run the step's on_failure / then, remediate effects carry retries and timeout;
+# every event type has a fate: notices for types a runbook names, ``unmatched`` for the rest).
 DECIDE_VERSION = "4"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
@@ -256,9 +257,12 @@ def _alert(
             kind=event["kind"],
             event_type=event["type"],
         )
-        runbook = ctx.runbooks.select(
+        chosen = ctx.runbooks.select(
             rlabels, category=v.category, severity=sev, event_type=event["type"], kind=event["kind"]
-        ).name
+        )
+        runbook = chosen.name
+        if chosen.severity and severity is None and v.severity_basis != "stated":
+            sev = chosen.severity  # the runbook's severity for its types (the sender stated none)
     payload = event.get("payload") or {}
     annotations = event.get("annotations") or {}
     return {
@@ -399,8 +403,30 @@ def _dispatch(f: Fold) -> None:
             incident.on_clear(f, alert_key(event))
     elif kind == "webhook":
         _on_webhook(f, etype, payload)
+        fates.after_handlers(f, known=known_webhook_type(etype))
     elif kind == "scan":
         _on_scan(f, payload)
+        fates.after_handlers(f, known=True)  # a scan's status says what it means
+
+
+def known_webhook_type(etype: str) -> bool:
+    """Whether :func:`_on_webhook` gives webhooks of this type a meaning (else see :mod:`streams.core.fates`)."""
+    return (
+        etype
+        in (
+            *ACK_TYPES,
+            *HUMAN_RESOLVE_TYPES,
+            *APPROVAL_TYPES,
+            *REJECTION_TYPES,
+            *SILENCE_TYPES,
+            *PR_OPEN_TYPES,
+            *PR_PUSH_TYPES,
+            *PR_DONE_TYPES,
+            *outcomes.OUTCOME_TYPES,
+        )
+        or etype.endswith(FAILURE_SUFFIXES)
+        or etype.endswith(SUCCESS_SUFFIXES)
+    )
 
 
 ENDS_PREFIX = "ends:"

@@ -15,7 +15,8 @@ Alertmanager ``group_by``:
   ``cooldowns`` (last trigger notification per runbook), ``dedupe`` (key → last time),
   ``timers`` (pending), ``cond`` (condition triggers), ``approval`` (remediations
   waiting for a human), ``cron`` (last slot of a schedule session), ``runbook`` (of the
-  episode, from its first firing on).
+  episode, from its first firing on), ``unmatched_told`` (the episode in which the
+  default receiver was told of an event type nothing handles; see :mod:`streams.core.fates`).
 
 Versions: 1 kept only seen ids; 2 had short keys (``s``, ``sev``, ``cat``, ``rb``,
 ``esc``, ``cool``, ``cap``, ``src``, ``eid``); 3 is this. :func:`upgrade` reads any of
@@ -109,6 +110,7 @@ class SessionState(TypedDict):
     approval: list[int]
     cron: CronState
     runbook: NotRequired[str]  # the runbook of the episode, set when it begins firing
+    unmatched_told: NotRequired[int]  # the episode in which the default receiver heard of an unmatched type
 
 
 def new_state() -> SessionState:

@@ -46,7 +46,18 @@ RESERVED_FILES = (ROUTING_FILE, MAINTENANCE_FILE, SCHEDULES_FILE, DIGEST_FILE, "
 
 ROUTE_RECEIVER = "route"  # a notify step / escalation step that asks the routing tree
 
-RUNBOOK_FIELDS = ("name", "description", "priority", "url", "match", "trigger", "policy", "steps", "escalation")
+RUNBOOK_FIELDS = (
+    "name",
+    "description",
+    "priority",
+    "url",
+    "severity",
+    "match",
+    "trigger",
+    "policy",
+    "steps",
+    "escalation",
+)
 MATCH_FIELDS = ("category", "severity", "type", "kind", "labels")
 POLICY_FIELDS = ("cooldown", "dedupe_window", "max_consecutive", "reset_on", "flapping", "escalate_from")
 FLAPPING_FIELDS = ("flips", "window", "stable_for")
@@ -175,6 +186,9 @@ class Runbook:
     priority: int = 0
     description: str = ""
     url: str = ""
+    # The severity of the events this runbook takes when their sender did not state one
+    # (the seed documents' type -> info | warning | action | urgent); "" keeps the classifier's.
+    severity: str = ""
     path: str = ""
     line: int = 0
 
@@ -260,6 +274,23 @@ class RunbookSet:
             if rb.trigger is None and runbook_matches(rb.match, labels, category, severity, event_type, kind):
                 return rb
         return DEFAULT_RUNBOOK
+
+    def naming(
+        self, labels: Mapping[str, str], *, category: str, severity: str, event_type: str, kind: str
+    ) -> Runbook | None:
+        """The first runbook that takes the event *and names its type* (``match.type``), or None.
+
+        What makes an event type one opsloop knows when decide has no built-in meaning for
+        it (see :mod:`streams.core.fates`); the catch-all ``default`` runbook names no type.
+        """
+        for rb in self.runbooks:
+            if (
+                rb.trigger is None
+                and rb.match.types
+                and runbook_matches(rb.match, labels, category, severity, event_type, kind)
+            ):
+                return rb
+        return None
 
     def triggers_for(self, metric: str, labels: Mapping[str, str]) -> list[Runbook]:
         from streams.model.matchers import matches_all
@@ -424,6 +455,9 @@ def load_runbook(path: str | Path, routing: Routing) -> Runbook:
             doc.line_of("escalation"),
             f"{what}: the first escalation step is the first notification: after must be 0m",
         )
+    severity = doc.get("severity", "")
+    if severity and severity not in SEVERITIES:
+        raise ConfigError(path, doc.line_of("severity"), f"{what}: severity must be one of {', '.join(SEVERITIES)}")
     url = doc.get("url", "")
     if url and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
         raise ConfigError(path, doc.line_of("url"), f"{what}: url must be an http(s) link")
@@ -437,6 +471,7 @@ def load_runbook(path: str | Path, routing: Routing) -> Runbook:
         priority=priority,
         description=str(doc.get("description", "")),
         url=url or "",
+        severity=severity or "",
         path=str(path),
         line=doc.line,
     )
