@@ -57,6 +57,9 @@ class SinkSettings(BaseSettings):
     receivers_file: Path | None = None
     # Ledger database; empty: DATABASE_URL when set, else SQLite in the data dir.
     database_url: SecretStr = SecretStr("")
+    # A SQLite ledger is a file on one host: a worker refuses to start with one unless this
+    # says it is the only worker (agents/sink.py check_ledger; README "Sinks: delivering once").
+    single_node: bool = False
 
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 10.0
