@@ -35,6 +35,7 @@ from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord, _Entry
 from agents.sinks.ledger import Ledger
 from streams.db import make_engine
 from streams.errors import InvalidInputError
+from streams.kafka.compat import group_generation
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,9 @@ def register(
     async def sinks_agent(stream: faust.StreamT[Any]) -> None:
         deliverer = await Deliverer(RetryPolicy.from_settings(sink_settings), environ=environ).start()
         engine = make_engine(rt.settings.ledger_url())
-        ledger = await asyncio.to_thread(Ledger(engine).create)
+        ledger = await asyncio.to_thread(
+            Ledger(engine, owner_timeout_ms=int(sink_settings.owner_timeout_s * 1000)).create
+        )
         owner = owner_id()
         dispatcher = Dispatcher(
             receivers=receivers,
@@ -127,7 +130,9 @@ def register(
             codec=rt.codec,
             settings=sink_settings,
             owner=owner,
+            generation=lambda: group_generation(rt.app),
         )
+        await dispatcher.start_heartbeat()
         manual = cast("faust.Stream[Any]", stream).noack()  # faust hands agents a Stream; StreamT lacks noack
         loop = asyncio.get_running_loop()
         acks = InOrderAcks(lambda event: loop.create_task(manual.ack(event)))

@@ -80,6 +80,11 @@ class SinkSettings(BaseSettings):
     # otherwise they are logged and receipted as dry_run (agents/sinks/channels/remediate.py).
     remediation_enabled: bool = False
 
+    # A worker beats its ledger-owner row this often; one silent for owner_timeout_s is dead, and its
+    # unfinished claims go at once to the partition's owner in a newer group generation (agents/sinks/ledger.py).
+    owner_heartbeat_s: float = 2.0
+    owner_timeout_s: float = 10.0
+
     @property
     def lease_ms(self) -> int:
         """How long a claim is honoured: longer than any one delivery can take."""
