@@ -36,6 +36,7 @@ from agents.sinks.ledger import Ledger
 from streams.db import make_engine
 from streams.errors import InvalidInputError
 from streams.kafka.compat import group_generation
+from streams.kafka.redrive import HEADER as REDRIVE_HEADER
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,15 @@ def single_node_note(url: str) -> str:
     )
 
 
+def redrive_mark(headers: Any) -> str | None:
+    """The ``opsloop-redrive`` header of a record `opsloop dlq redrive` re-produced (faust gives a list or a dict)."""
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for name, value in items:
+        if name == REDRIVE_HEADER and value:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
 def owner_id() -> str:
     """Who holds a ledger claim: unique per process start, readable in the table."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -144,7 +154,14 @@ def register(
                 message = event.message
                 entry = acks.add(message.tp, event)
                 done = await dispatcher.submit(
-                    OutboxRecord(message.topic, message.partition, message.offset, message.key, message.value)
+                    OutboxRecord(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        redrive=redrive_mark(message.headers),
+                    )
                 )
 
                 def settle(_f: asyncio.Future[str], tp: Any = message.tp, entry: _Entry = entry) -> None:

@@ -51,6 +51,7 @@ class OutboxRecord:
     offset: int
     key: bytes | None
     value: bytes
+    redrive: str | None = None  # set on a record `opsloop dlq redrive` re-produced (streams.kafka.redrive)
 
 
 class Emitter(Protocol):
@@ -316,6 +317,20 @@ class Dispatcher:
         while claim.state is ClaimState.BUSY:  # another worker has it (a rebalance overlap, or a dead one): wait
             await asyncio.sleep(self.busy_poll_s)
             claim = await claim_it()
+        if claim.state is ClaimState.DONE and claim.status == "dead" and job.record.redrive:
+            reopened = await self._ledger(
+                self.ledger.reopen,
+                effect_id,
+                receiver.name,
+                self.owner,
+                now_ms(),
+                job.record.redrive,
+                partition=job.record.partition,
+                generation=self.generation(),
+            )
+            if reopened:  # a dead letter redriven after a fix: deliver it (once per redrive)
+                log.info("sink %s: %s redriven (%s): delivering again", dest.name, effect_id, job.record.redrive)
+                claim = Claim(ClaimState.NEW, "claimed", claim.attempts, claim.ambiguous, claim.claims + 1)
         if claim.state is ClaimState.DONE:
             await self._receipt(
                 effect,

@@ -62,6 +62,8 @@ class LedgerRow(Base):
     # Where the claimer read the effect: its outbox partition and consumer-group generation (None: unknown).
     claim_partition: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     claim_generation: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    # The redrive (`opsloop dlq redrive`, its source position) that last re-opened a dead row: each re-opens once.
+    redrive: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
 
 
 class OwnerRow(Base):
@@ -74,7 +76,7 @@ class OwnerRow(Base):
 
 
 # Columns added after the table first shipped: create() adds them to an existing table.
-ADDED_COLUMNS = ("claim_partition", "claim_generation")
+ADDED_COLUMNS = {"claim_partition": "INTEGER", "claim_generation": "INTEGER", "redrive": "VARCHAR(300)"}
 
 
 class ClaimState(enum.Enum):
@@ -112,9 +114,9 @@ class Ledger:
         Base.metadata.create_all(self.engine)
         have = {c["name"] for c in sa.inspect(self.engine).get_columns(self._table.name)}
         with self.engine.begin() as conn:
-            for name in ADDED_COLUMNS:
+            for name, sql_type in ADDED_COLUMNS.items():
                 if name not in have:
-                    conn.execute(sa.text(f"ALTER TABLE {self._table.name} ADD COLUMN {name} INTEGER"))
+                    conn.execute(sa.text(f"ALTER TABLE {self._table.name} ADD COLUMN {name} {sql_type}"))
         return self
 
     # -- owners ------------------------------------------------------------------
@@ -239,6 +241,43 @@ class Ledger:
             if taken != 1:  # someone else took it over first
                 return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
             return Claim(ClaimState.STALE, CLAIMED, row.attempts, row.ambiguous, row.claims + 1, why)
+
+    def reopen(
+        self,
+        effect_id: str,
+        receiver: str,
+        owner: str,
+        now_ms: int,
+        redrive: str,
+        *,
+        partition: int | None = None,
+        generation: int | None = None,
+    ) -> bool:
+        """Claim a ``dead`` row again for a redriven effect; once per ``redrive`` (False: not dead, or done before)."""
+        t = self._table
+        with self.engine.begin() as conn:
+            return (
+                conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.effect_id == effect_id,
+                        t.c.receiver == receiver,
+                        t.c.status == "dead",
+                        sa.or_(t.c.redrive.is_(None), t.c.redrive != redrive),
+                    )
+                    .values(
+                        status=CLAIMED,
+                        owner=owner,
+                        claimed_at=now_ms,
+                        completed_at=None,
+                        claims=t.c.claims + 1,
+                        redrive=redrive,
+                        claim_partition=partition,
+                        claim_generation=generation,
+                    )
+                ).rowcount
+                == 1
+            )
 
     def record_ambiguous(self, effect_id: str, receiver: str, owner: str) -> None:
         """Count a timeout whose outcome is unknown (kept on the row for audit)."""
