@@ -34,6 +34,10 @@ from agents.sinks.delivery import Deliverer, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord, _Entry
 from agents.sinks.ledger import Ledger
 from streams.db import make_engine
+from streams.errors import InvalidInputError
+from streams.kafka.compat import group_generation
+from streams.kafka.redrive import HEADER as REDRIVE_HEADER
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,53 @@ class FaustEmitter:
 
     async def dead_letter(self, key: bytes | None, record: dict[str, Any]) -> None:
         await self.dlq.send(key=key, value=self.codec.encode("opsloop.DeadLetter", record))
+
+
+class LedgerConfigError(InvalidInputError):
+    """The delivery ledger's database cannot keep two workers (or a worker that lost its disk) from both sending."""
+
+
+def check_ledger(settings: Settings) -> str | None:
+    """Refuse a ledger that is not shared unless this worker is declared the only one; a warning to show, or None.
+
+    The ledger is what stops a redelivered outbox record (its offset not yet committed,
+    e.g. held back by a slow receiver) from being sent again. A SQLite ledger is a file
+    on one host: a second worker on another host, or this worker after its data dir is
+    lost, has an empty ledger and re-sends every uncommitted effect. So a SQLite ledger
+    needs ``OPSLOOP_SINK_SINGLE_NODE=true`` (one worker, or several sharing the file on
+    one host), and even then the start says what losing the file costs.
+    """
+    url = settings.ledger_url()
+    if not url.startswith("sqlite"):
+        return None
+    if not settings.sinks.single_node:
+        raise LedgerConfigError(
+            f"the delivery ledger would be the SQLite file {_sqlite_path(url)}, local to this host: two workers, or this one "
+            "after losing that file, would send the same effects again. Set DATABASE_URL (or "
+            "OPSLOOP_SINK_DATABASE_URL) to the shared PostgreSQL database, or OPSLOOP_SINK_SINGLE_NODE=true if this "
+            "is the only host running workers of this app"
+        )
+    return single_node_note(url)
+
+
+def _sqlite_path(url: str) -> str:
+    return url.split("///", 1)[-1] or url
+
+
+def single_node_note(url: str) -> str:
+    return (
+        f"single node: the delivery ledger is the SQLite file {_sqlite_path(url)}; if it is lost, a restart re-sends every "
+        "outbox effect whose offset was not committed yet. Never run a worker of this app on another host"
+    )
+
+
+def redrive_mark(headers: Any) -> str | None:
+    """The ``opsloop-redrive`` header of a record `opsloop dlq redrive` re-produced (faust gives a list or a dict)."""
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for name, value in items:
+        if name == REDRIVE_HEADER and value:
+            return bytes(value).decode(errors="replace")
+    return None
 
 
 def owner_id() -> str:
@@ -81,7 +132,9 @@ def register(
     async def sinks_agent(stream: faust.StreamT[Any]) -> None:
         deliverer = await Deliverer(RetryPolicy.from_settings(sink_settings), environ=environ).start()
         engine = make_engine(rt.settings.ledger_url())
-        ledger = await asyncio.to_thread(Ledger(engine).create)
+        ledger = await asyncio.to_thread(
+            Ledger(engine, owner_timeout_ms=int(sink_settings.owner_timeout_s * 1000)).create
+        )
         owner = owner_id()
         dispatcher = Dispatcher(
             receivers=receivers,
@@ -93,17 +146,28 @@ def register(
             settings=sink_settings,
             owner=owner,
             announce=emitter.outcome,
+            generation=lambda: group_generation(rt.app),
         )
+        await dispatcher.start_heartbeat()
         manual = cast("faust.Stream[Any]", stream).noack()  # faust hands agents a Stream; StreamT lacks noack
         loop = asyncio.get_running_loop()
         acks = InOrderAcks(lambda event: loop.create_task(manual.ack(event)))
         log.info("sinks: %d receivers (%s), ledger owner %s", len(receivers), ", ".join(sorted(receivers)), owner)
+        if rt.settings.ledger_url().startswith("sqlite"):  # run_worker refused it unless single node
+            log.warning("sinks: %s", single_node_note(rt.settings.ledger_url()))
         try:
             async for event in manual.events():
                 message = event.message
                 entry = acks.add(message.tp, event)
                 done = await dispatcher.submit(
-                    OutboxRecord(message.topic, message.partition, message.offset, message.key, message.value)
+                    OutboxRecord(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        redrive=redrive_mark(message.headers),
+                    )
                 )
 
                 def settle(_f: asyncio.Future[str], tp: Any = message.tp, entry: _Entry = entry) -> None:

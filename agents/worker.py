@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 import faust
@@ -86,6 +87,9 @@ def make_faust_worker(rt: Runtime, settings: Settings, **kwargs: Any) -> QuietWo
 def run_worker(settings: Settings) -> int:
     register_secret_env()
     register_secrets(*settings.secret_values())
+    note = sink.check_ledger(settings)  # refuses a ledger that cannot stop a second send (LedgerConfigError)
+    if note:
+        print(f"opsloop worker: warning: {note}", file=sys.stderr, flush=True)
     result = asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
     for line in render(result).splitlines():
         print(f"opsloop worker: {line}", flush=True)

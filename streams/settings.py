@@ -57,6 +57,9 @@ class SinkSettings(BaseSettings):
     receivers_file: Path | None = None
     # Ledger database; empty: DATABASE_URL when set, else SQLite in the data dir.
     database_url: SecretStr = SecretStr("")
+    # A SQLite ledger is a file on one host: a worker refuses to start with one unless this
+    # says it is the only worker (agents/sink.py check_ledger; README "Sinks: delivering once").
+    single_node: bool = False
 
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 10.0
@@ -76,6 +79,11 @@ class SinkSettings(BaseSettings):
     # Runbook remediations are called only when this is true AND the step says dry_run: false;
     # otherwise they are logged and receipted as dry_run (agents/sinks/channels/remediate.py).
     remediation_enabled: bool = False
+
+    # A worker beats its ledger-owner row this often; one silent for owner_timeout_s is dead, and its
+    # unfinished claims go at once to the partition's owner in a newer group generation (agents/sinks/ledger.py).
+    owner_heartbeat_s: float = 2.0
+    owner_timeout_s: float = 10.0
 
     @property
     def lease_ms(self) -> int:

@@ -102,6 +102,8 @@ def opsloop_env(kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.Monkey
         "OPSLOOP_WEB_ENABLED": "false",
         "OPSLOOP_DATA_DIR": str(tmp_path / "data"),
         "OPSLOOP_LOG_LEVEL": "info",
+        # A test's workers share one data dir on this host, so one SQLite ledger file: a single node.
+        "OPSLOOP_SINK_SINGLE_NODE": "true",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar
 
 from agents.sinks.base import Channel
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
-from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
+from agents.sinks.ledger import Claim, ClaimState, Ledger, LedgerConflictError
 from agents.sinks.redact import redact
 from streams import metrics
 from streams.kafka.codec import Codec, CodecError
@@ -51,6 +51,7 @@ class OutboxRecord:
     offset: int
     key: bytes | None
     value: bytes
+    redrive: str | None = None  # set on a record `opsloop dlq redrive` re-produced (streams.kafka.redrive)
 
 
 class Emitter(Protocol):
@@ -122,6 +123,7 @@ class Dispatcher:
         owner: str,
         ledger_retry_s: float = 1.0,
         announce: Callable[[bytes, dict[str, Any]], Awaitable[None]] | None = None,
+        generation: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.receivers, self.registry = receivers, registry
         self.deliverer, self.ledger, self.emitter, self.codec = deliverer, ledger, emitter, codec
@@ -130,10 +132,25 @@ class Dispatcher:
         # Where a settled live remediation's outcome event goes (events.webhook in the worker;
         # agents.sinks.outcomes); None announces nothing.
         self.announce = announce
+        self.generation = generation  # the consumer group's current generation, stored with each claim
+        self._heartbeat: asyncio.Task[None] | None = None
         self._workers: dict[str, _DestinationWorker] = {}
         self._capacity = asyncio.Semaphore(settings.max_in_flight)
         self.busy_poll_s = 1.0
         self.stats: dict[str, int] = {}
+
+    async def start_heartbeat(self) -> None:
+        """Beat this owner's row in the ledger now, then every ``owner_heartbeat_s`` (see agents.sinks.ledger)."""
+        await self._ledger(self.ledger.beat, self.owner, now_ms())
+        self._heartbeat = asyncio.create_task(self._beat_forever(), name="sink:ledger-heartbeat")
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.owner_heartbeat_s)
+            try:
+                await asyncio.to_thread(self.ledger.beat, self.owner, now_ms())
+            except Exception as exc:  # noqa: BLE001 - the claims wait on the database too; beat again next time
+                log.warning("delivery ledger heartbeat failed (%s)", type(exc).__name__)
 
     # -- intake (never waits on a delivery) -------------------------------------
 
@@ -288,14 +305,38 @@ class Dispatcher:
             outcome = await self.deliverer.deliver(effect, dest)
             return await self._report(job, dest, outcome)
         lease = self.settings.lease_ms
-        claim = await self._ledger(
-            self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease
-        )
-        while claim.state is ClaimState.BUSY:  # another live worker has it (a rebalance overlap): wait for it
-            await asyncio.sleep(self.busy_poll_s)
-            claim = await self._ledger(
-                self.ledger.claim, effect_id, receiver.name, receiver.channel, self.owner, now_ms(), lease
+
+        async def claim_it() -> Claim:
+            return await self._ledger(
+                self.ledger.claim,
+                effect_id,
+                receiver.name,
+                receiver.channel,
+                self.owner,
+                now_ms(),
+                lease,
+                partition=job.record.partition,
+                generation=self.generation(),
             )
+
+        claim = await claim_it()
+        while claim.state is ClaimState.BUSY:  # another worker has it (a rebalance overlap, or a dead one): wait
+            await asyncio.sleep(self.busy_poll_s)
+            claim = await claim_it()
+        if claim.state is ClaimState.DONE and claim.status == "dead" and job.record.redrive:
+            reopened = await self._ledger(
+                self.ledger.reopen,
+                effect_id,
+                receiver.name,
+                self.owner,
+                now_ms(),
+                job.record.redrive,
+                partition=job.record.partition,
+                generation=self.generation(),
+            )
+            if reopened:  # a dead letter redriven after a fix: deliver it (once per redrive)
+                log.info("sink %s: %s redriven (%s): delivering again", dest.name, effect_id, job.record.redrive)
+                claim = Claim(ClaimState.NEW, "claimed", claim.attempts, claim.ambiguous, claim.claims + 1)
         if claim.state is ClaimState.DONE:
             await self._receipt(
                 effect,
@@ -310,10 +351,11 @@ class Dispatcher:
             return "skipped"
         if claim.state is ClaimState.STALE:
             log.warning(
-                "sink %s: %s was claimed by a process that did not finish (claim %d)",
+                "sink %s: %s was claimed by a process that did not finish (claim %d, taken over: %s)",
                 dest.name,
                 effect_id,
                 claim.claims,
+                "its owner is gone and the partition has a newer owner" if claim.why == "generation" else "lease ended",
             )
 
         async def on_ambiguous() -> None:
@@ -433,11 +475,19 @@ class Dispatcher:
         )
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         tasks = [w.task for w in self._workers.values() if w.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers.clear()
+        if self._heartbeat is not None:  # stopped: what we leave claimed may be taken over at once
+            try:
+                await asyncio.to_thread(self.ledger.forget, self.owner)
+            except Exception as exc:  # noqa: BLE001 - then the owner times out instead
+                log.warning("delivery ledger: could not forget owner %s (%s)", self.owner, type(exc).__name__)
 
 
 def _is_db_error(exc: BaseException) -> bool:

@@ -4,8 +4,17 @@ Kafka redelivers after a crash (offsets are committed after the fact), so a sink
 must know what it already did. A row is inserted (claimed) before the first
 request and completed after the last one; a redelivered effect whose row is
 complete is not sent again. A claim that was never completed means a process died
-mid-delivery: after its lease it is taken over as *stale*, and for sinks without
-idempotency that is the ambiguous path (the request may or may not have landed).
+mid-delivery: it is taken over as *stale*, and for sinks without idempotency that is
+the ambiguous path (the request may or may not have landed).
+
+When a claim is taken over: after its lease (longer than any delivery can take), or
+at once when its owner is known dead. Each claim records the outbox partition and the
+consumer-group generation it was made in, and every live owner beats a row in
+``ledger_owners``. A claimer that reads the same partition in a *newer* generation (the
+partition was reassigned since) takes over a claim whose owner has stopped beating
+(killed, or shut down: a clean stop forgets its row). A newer generation alone is not
+enough: every rebalance starts one, and the old owner may be alive and mid-request,
+so taking over then would send twice. A claim waited on is logged once (INFO).
 
 Portable SQL (SQLite and PostgreSQL alike): INSERT .. ON CONFLICT DO NOTHING and
 conditional UPDATEs carrying the expected owner, so two workers racing on one
@@ -15,14 +24,17 @@ effect never both win.
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from streams.errors import OpsloopError
+
+log = logging.getLogger(__name__)
 
 CLAIMED = "claimed"
 FINAL_STATUSES = ("delivered", "dead", "ambiguous")
@@ -47,6 +59,24 @@ class LedgerRow(Base):
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     claimed_at: Mapped[int] = mapped_column(sa.BigInteger)  # epoch ms
     completed_at: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    # Where the claimer read the effect: its outbox partition and consumer-group generation (None: unknown).
+    claim_partition: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    claim_generation: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    # The redrive (`opsloop dlq redrive`, its source position) that last re-opened a dead row: each re-opens once.
+    redrive: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+
+
+class OwnerRow(Base):
+    """A live ledger owner (one per worker process), beating while it runs; gone or stale: dead."""
+
+    __tablename__ = "ledger_owners"
+
+    owner: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    seen_at: Mapped[int] = mapped_column(sa.BigInteger)  # epoch ms
+
+
+# Columns added after the table first shipped: create() adds them to an existing table.
+ADDED_COLUMNS = {"claim_partition": "INTEGER", "claim_generation": "INTEGER", "redrive": "VARCHAR(300)"}
 
 
 class ClaimState(enum.Enum):
@@ -63,6 +93,7 @@ class Claim:
     attempts: int = 0
     ambiguous: int = 0
     claims: int = 1
+    why: str = ""  # a takeover's reason: "lease" or "generation"
 
 
 class LedgerConflictError(OpsloopError, RuntimeError):
@@ -72,24 +103,85 @@ class LedgerConflictError(OpsloopError, RuntimeError):
 class Ledger:
     """Claim / complete on a SQLAlchemy engine. Blocking calls: run them off the event loop."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, owner_timeout_ms: int = 10_000) -> None:
         self.engine = engine
+        self.owner_timeout_ms = owner_timeout_ms  # an owner not seen for this long is dead
         self._table = cast(sa.Table, LedgerRow.__table__)  # a declarative class's table; typed as FromClause
+        self._owners = cast(sa.Table, OwnerRow.__table__)
+        self._waited: dict[tuple[str, str, str, int], None] = {}  # claims logged as waited on (bounded)
 
     def create(self) -> Ledger:
         Base.metadata.create_all(self.engine)
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns(self._table.name)}
+        with self.engine.begin() as conn:
+            for name, sql_type in ADDED_COLUMNS.items():
+                if name not in have:
+                    conn.execute(sa.text(f"ALTER TABLE {self._table.name} ADD COLUMN {name} {sql_type}"))
         return self
 
-    def _insert(self) -> sa.Insert:
+    # -- owners ------------------------------------------------------------------
+
+    def beat(self, owner: str, now_ms: int) -> None:
+        """Say ``owner`` is alive (a worker calls this every few seconds while it runs)."""
+        o = self._owners
+        with self.engine.begin() as conn:
+            if conn.execute(sa.update(o).where(o.c.owner == owner).values(seen_at=now_ms)).rowcount == 0:
+                conn.execute(self._insert(o, ["owner"]).values(owner=owner, seen_at=now_ms))
+
+    def forget(self, owner: str) -> None:
+        """A clean stop: ``owner``'s claims left unfinished can be taken over at once by a newer generation."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(self._owners).where(self._owners.c.owner == owner))
+
+    def _alive(self, conn: sa.Connection, owner: str, now_ms: int) -> bool:
+        seen = conn.execute(sa.select(self._owners.c.seen_at).where(self._owners.c.owner == owner)).scalar()
+        return seen is not None and seen + self.owner_timeout_ms > now_ms
+
+    def _waiting(self, effect_id: str, receiver: str, row: sa.Row[Any], now_ms: int, lease_ms: int) -> None:
+        key = (effect_id, receiver, row.owner, row.claimed_at)
+        if key in self._waited:
+            return
+        if len(self._waited) >= 10_000:
+            self._waited.clear()
+        self._waited[key] = None
+        log.info(
+            "delivery of %s to %s waits for the claim of %s (outbox partition %s, generation %s, %.0f s ago): "
+            "taken over when its owner stops beating and the partition has a newer owner, or in %.0f s at most",
+            effect_id,
+            receiver,
+            row.owner,
+            row.claim_partition,
+            row.claim_generation,
+            (now_ms - row.claimed_at) / 1000,
+            max(0, row.claimed_at + lease_ms - now_ms) / 1000,
+        )
+
+    def _insert(self, table: sa.Table | None = None, keys: list[str] | None = None) -> sa.Insert:
+        table, keys = (self._table, ["effect_id", "receiver"]) if table is None else (table, keys or [])
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
-            return postgresql.insert(self._table).on_conflict_do_nothing(index_elements=["effect_id", "receiver"])
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
         if dialect == "sqlite":
-            return sqlite.insert(self._table).on_conflict_do_nothing(index_elements=["effect_id", "receiver"])
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
         raise NotImplementedError(f"delivery ledger supports sqlite and postgresql, not {dialect}")
 
-    def claim(self, effect_id: str, receiver: str, channel: str, owner: str, now_ms: int, lease_ms: int) -> Claim:
-        """Claim the delivery of one effect to one receiver (see :class:`ClaimState`)."""
+    def claim(
+        self,
+        effect_id: str,
+        receiver: str,
+        channel: str,
+        owner: str,
+        now_ms: int,
+        lease_ms: int,
+        *,
+        partition: int | None = None,
+        generation: int | None = None,
+    ) -> Claim:
+        """Claim the delivery of one effect to one receiver (see :class:`ClaimState`).
+
+        ``partition`` and ``generation``: the outbox partition the claimer read the effect
+        from and its consumer group's generation (see the module docstring).
+        """
         t = self._table
         with self.engine.begin() as conn:
             inserted = conn.execute(
@@ -103,6 +195,8 @@ class Ledger:
                     attempts=0,
                     ambiguous=0,
                     claimed_at=now_ms,
+                    claim_partition=partition,
+                    claim_generation=generation,
                 )
             ).rowcount
             if inserted == 1:
@@ -113,7 +207,19 @@ class Ledger:
                 return claim
             if row.owner == owner:  # our own earlier claim (e.g. redelivered within this process)
                 return Claim(ClaimState.NEW, CLAIMED, row.attempts, row.ambiguous, row.claims)
-            if row.claimed_at + lease_ms > now_ms:
+            if row.claimed_at + lease_ms <= now_ms:
+                why = "lease"
+            elif (
+                partition is not None
+                and generation is not None
+                and row.claim_partition == partition
+                and row.claim_generation is not None
+                and generation > row.claim_generation
+                and not self._alive(conn, row.owner, now_ms)
+            ):
+                why = "generation"
+            else:
+                self._waiting(effect_id, receiver, row, now_ms, lease_ms)
                 return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
             taken = conn.execute(
                 sa.update(t)
@@ -124,11 +230,54 @@ class Ledger:
                     t.c.owner == row.owner,
                     t.c.claimed_at == row.claimed_at,
                 )
-                .values(owner=owner, claimed_at=now_ms, claims=row.claims + 1)
+                .values(
+                    owner=owner,
+                    claimed_at=now_ms,
+                    claims=row.claims + 1,
+                    claim_partition=partition,
+                    claim_generation=generation,
+                )
             ).rowcount
             if taken != 1:  # someone else took it over first
                 return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
-            return Claim(ClaimState.STALE, CLAIMED, row.attempts, row.ambiguous, row.claims + 1)
+            return Claim(ClaimState.STALE, CLAIMED, row.attempts, row.ambiguous, row.claims + 1, why)
+
+    def reopen(
+        self,
+        effect_id: str,
+        receiver: str,
+        owner: str,
+        now_ms: int,
+        redrive: str,
+        *,
+        partition: int | None = None,
+        generation: int | None = None,
+    ) -> bool:
+        """Claim a ``dead`` row again for a redriven effect; once per ``redrive`` (False: not dead, or done before)."""
+        t = self._table
+        with self.engine.begin() as conn:
+            return (
+                conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.effect_id == effect_id,
+                        t.c.receiver == receiver,
+                        t.c.status == "dead",
+                        sa.or_(t.c.redrive.is_(None), t.c.redrive != redrive),
+                    )
+                    .values(
+                        status=CLAIMED,
+                        owner=owner,
+                        claimed_at=now_ms,
+                        completed_at=None,
+                        claims=t.c.claims + 1,
+                        redrive=redrive,
+                        claim_partition=partition,
+                        claim_generation=generation,
+                    )
+                ).rowcount
+                == 1
+            )
 
     def record_ambiguous(self, effect_id: str, receiver: str, owner: str) -> None:
         """Count a timeout whose outcome is unknown (kept on the row for audit)."""

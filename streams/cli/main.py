@@ -141,6 +141,36 @@ def _bytes_repr(value: object) -> str:
     raise TypeError(type(value).__name__)
 
 
+# -- dlq ------------------------------------------------------------------------
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from streams.errors import NotFoundError
+    from streams.kafka import redrive
+
+    settings = _settings()
+    dlqs = [args.topic] if args.topic else list(redrive.SOURCES)
+    letters, marks = asyncio.run(redrive.read(settings, dlqs))
+    chosen = redrive.select(letters, reason=args.reason, offset=args.offset, partition=args.partition)
+    if args.action == "list":
+        for letter in chosen:
+            r = letter.record
+            print(
+                f"{letter.dlq}[{letter.partition}]@{letter.offset}  stage={r['stage']}  "
+                f"source={letter.source}[{r['partition']}]@{r['offset']}  "
+                f"key={(r['key'] or b'').decode(errors='replace')}  "
+                f"{'redriven  ' if letter.mark in marks else ''}reason={r['reason']}"
+            )
+        print(f"{len(chosen)} dead letter(s), {sum(1 for x in chosen if x.mark in marks)} already redriven")
+        return 0
+    if not chosen:
+        raise NotFoundError(f"no dead letter in {', '.join(dlqs)} matches")
+    done = asyncio.run(redrive.redrive(settings, chosen, marks))
+    for letter, what in done:
+        print(f"{letter.dlq}[{letter.partition}]@{letter.offset} ({letter.mark}): {what}")
+    return 0
+
+
 # -- worker ---------------------------------------------------------------------
 
 
@@ -319,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--max", type=int, default=0, help="stop after this many records")
     tail.add_argument("--idle", type=float, default=None, help="stop after this many idle seconds")
     tail.set_defaults(func=cmd_tail)
+
+    dlq = sub.add_parser("dlq", help="list dead letters, or redrive them through the normal path (once each)")
+    dlq.add_argument("action", choices=["list", "redrive"])
+    dlq.add_argument("--topic", choices=["events.dlq", "outbox.dlq"], help="one dead-letter topic (default: both)")
+    how = dlq.add_mutually_exclusive_group()
+    how.add_argument("--reason", help="only dead letters whose reason contains this text")
+    how.add_argument("--offset", type=int, help="only the dead letter of the record at this source offset")
+    dlq.add_argument("--partition", type=int, help="with --offset: the source partition")
+    dlq.set_defaults(func=cmd_dlq)
 
     worker = sub.add_parser("worker", help="run a faust worker (joins the consumer group)")
     worker.add_argument("--web-port", type=int, default=None)

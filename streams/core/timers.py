@@ -18,6 +18,25 @@ folded on it. The ticker's clock for a partition (:func:`clock_now`):
   in the backlog is folded before the escalation it prevents fires), a quiet system
   still fires its timers on time, and an event stamped in the future cannot fire
   timers early.
+
+Pacing (intended, and tested in tests/decide/test_timer_clock_pacing.py): under
+``hybrid`` the outcome can depend on how the events were paced, not only on the
+events. A pause of ``idle_s`` switches a partition to the wall clock; when the events
+trail the wall clock (a backlog, a producer's own timestamps), timers due between the
+watermark and the wall clock then fire before the events that follow the pause, even
+when one of those events (an ack, a resolve) would have cancelled them: the same
+events with a 30 s pause can send an escalation the steady run does not. ``hybrid``
+is the default because a quiet system must still fire its timers (an escalation is
+due precisely when nothing more arrives). ``event`` (``OPSLOOP_TIMER_CLOCK=event``)
+makes outcomes a function of the events alone, whatever their pacing, at the price
+that a partition's timers wait for its next event; it is what replay's re-runs and
+what-if assume. Replay of a recorded run is exact under every mode all the same:
+the ticker's fires are events on ``events.timer`` that decide records and replay
+folds in the recorded order, and decide itself folds a session's due timers before
+each event (:func:`streams.core.decide.decide`), so a timer never depends on when
+the ticker got to it. What-if, which re-decides under a changed configuration,
+predicts the ``event``-clock outcome; a live ``hybrid`` run with pauses can differ
+from it where timers came due during a pause.
 """
 
 from __future__ import annotations

@@ -269,6 +269,7 @@ def run_l4(
         "OPSLOOP_DATA_DIR": str(work / tag / "data"),
         "OPSLOOP_LOG_LEVEL": "warning",
         "OPSLOOP_TIMER_CLOCK": "event",
+        "OPSLOOP_SINK_SINGLE_NODE": "true",  # one worker, SQLite ledger in its throwaway data dir
     }
     os.environ.update(env)
     settings = Settings.from_env()

@@ -181,6 +181,7 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
             "OPSLOOP_WEB_ENABLED": "false",
             "OPSLOOP_DATA_DIR": str(workdir / "worker"),
             "OPSLOOP_LOG_LEVEL": "warning",
+            "OPSLOOP_SINK_SINGLE_NODE": "true",  # one worker; its SQLite ledger lives and dies with the demo
         }
         settings = Settings.from_env(kafka_bootstrap=bootstrap, topic_prefix=prefix)
         print(render(asyncio.run(apply(settings, load_catalogue(settings.topics_file)))), flush=True)

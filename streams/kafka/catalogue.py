@@ -23,7 +23,7 @@ TOPICS_FILE = ROOT / "topics.yaml"
 
 
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
-KEYS = ("session_key", "effect_id", "source_key", "org")
+KEYS = ("session_key", "effect_id", "source_key", "org", "source_position")  # source_position: topic:partition:offset
 TOPIC_FIELDS = (
     "description",
     "partitions",

@@ -45,6 +45,12 @@ def kafka_producer(app: Any) -> Any:
     return app.producer._ensure_producer()
 
 
+def group_generation(app: Any) -> int | None:
+    """The consumer-group generation of a faust app's latest assignment (None before the first)."""
+    generation = getattr(app, "consumer_generation_id", None)
+    return generation if isinstance(generation, int) and generation >= 0 else None
+
+
 def committed_offsets(consumer: Any) -> dict[Any, int]:
     """The committed offsets a faust consumer's last ``seek_to_committed`` read."""
     return cast("dict[Any, int]", consumer._committed_offset)

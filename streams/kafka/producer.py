@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -99,7 +99,9 @@ class EventProducer:
         raw_key = key.encode() if isinstance(key, str) else key
         return await self._producer.send_and_wait(topic, self.codec.encode(schema, record), key=raw_key)
 
-    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> RecordMetadata:
-        """Append bytes as they are (tests use it to put poison records on a topic)."""
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None
+    ) -> RecordMetadata:
+        """Append bytes as they are (dead-letter redrive; tests put poison records on a topic)."""
         topic = self.topic(topic)
-        return await self._producer.send_and_wait(topic, value, key=key)
+        return await self._producer.send_and_wait(topic, value, key=key, headers=list(headers) if headers else None)

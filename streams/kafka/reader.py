@@ -94,6 +94,17 @@ class TopicReader:
             elif idle_timeout is not None and time.monotonic() - last >= idle_timeout:
                 return
 
+    async def read_to_end(self) -> list[Record]:
+        """Every record up to the end offsets as of now (then returns, however quiet or busy the topics are)."""
+        partitions = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(partitions)
+        out: list[Record] = []
+        while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            for tp, msgs in batch.items():
+                out.extend(self._decode(m) for m in msgs if m.offset < ends[tp])
+        return out
+
     async def collect(self, until: Callable[[list[Record]], bool], timeout: float) -> list[Record]:
         """Read until ``until(records)`` holds; raises TimeoutError with what was read."""
         out: list[Record] = []

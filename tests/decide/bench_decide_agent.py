@@ -113,6 +113,7 @@ def main() -> None:
         "OPSLOOP_DATA_DIR": str(work / "data"),
         "OPSLOOP_LOG_LEVEL": "warning",
         "OPSLOOP_TIMER_CLOCK": "event",
+        "OPSLOOP_SINK_SINGLE_NODE": "true",  # one worker, SQLite ledger
     }
     os.environ.update(env)
     settings = Settings.from_env()

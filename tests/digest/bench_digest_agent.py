@@ -105,6 +105,7 @@ def main() -> None:
         "OPSLOOP_DATA_DIR": str(work / "data"),
         "OPSLOOP_LOG_LEVEL": "warning",
         "OPSLOOP_TIMER_CLOCK": "event",
+        "OPSLOOP_SINK_SINGLE_NODE": "true",  # one worker, SQLite ledger
         "OPSLOOP_SINK_DATABASE_URL": f"sqlite:///{work / 'ledger.db'}",
     }
     os.environ.update(env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -85,3 +86,101 @@ def test_release_gives_back_only_our_unfinished_claim(ledger: Ledger) -> None:
     assert ledger.claim("e1", "r", "slack", "w2", 1, LEASE).state is ClaimState.NEW
     ledger.complete("e1", "r", "w2", status="delivered", attempts=1, http_status=200, error=None, now_ms=2)
     assert not ledger.release("e1", "r", "w2") and ledger.get("e1", "r").status == "delivered"
+
+
+# -- takeover by a newer consumer-group generation -------------------------------------------
+
+OWNER_TIMEOUT = 10_000
+
+
+def test_a_newer_generation_takes_over_a_dead_owners_claim_at_once(ledger: Ledger) -> None:
+    ledger.beat("w1", 0)
+    assert ledger.claim("e1", "r", "slack", "w1", 1000, LEASE, partition=3, generation=7).state is ClaimState.NEW
+    # w1 was killed: it stops beating; the group rebalances and w2 reads partition 3 in generation 8.
+    now = OWNER_TIMEOUT + 1  # far within the lease
+    taken = ledger.claim("e1", "r", "slack", "w2", now, LEASE, partition=3, generation=8)
+    assert (taken.state, taken.why, taken.claims) == (ClaimState.STALE, "generation", 2)
+    row = ledger.get("e1", "r")
+    assert (row.owner, row.claim_partition, row.claim_generation) == ("w2", 3, 8)
+    with pytest.raises(LedgerConflictError):
+        ledger.complete("e1", "r", "w1", status="delivered", attempts=1, http_status=200, error=None, now_ms=now)
+
+
+def test_a_clean_stop_forgets_its_owner_so_the_next_generation_need_not_wait(ledger: Ledger) -> None:
+    ledger.beat("w1", 0)
+    ledger.claim("e1", "r", "slack", "w1", 0, LEASE, partition=0, generation=1)
+    ledger.forget("w1")
+    assert ledger.claim("e1", "r", "slack", "w2", 1, LEASE, partition=0, generation=2).state is ClaimState.STALE
+
+
+@pytest.mark.parametrize(
+    ("partition", "generation", "why"),
+    [
+        (3, 7, "the same generation"),
+        (3, 6, "an older generation"),
+        (4, 8, "another partition"),
+        (3, None, "no generation known"),
+    ],
+)
+def test_no_takeover_before_the_lease_without_a_newer_generation_of_the_partition(
+    ledger: Ledger, partition: int, generation: int | None, why: str
+) -> None:
+    ledger.claim("e1", "r", "slack", "dead", 0, LEASE, partition=3, generation=7)  # never beat: dead
+    now = OWNER_TIMEOUT * 3
+    assert ledger.claim("e1", "r", "slack", "w2", now, LEASE, partition=partition, generation=generation).state is (
+        ClaimState.BUSY
+    ), why
+    late = ledger.claim("e1", "r", "slack", "w2", LEASE, LEASE, partition=partition, generation=generation)
+    assert (late.state, late.why) == (ClaimState.STALE, "lease")
+
+
+def test_no_takeover_from_a_live_owner_even_in_a_newer_generation(ledger: Ledger) -> None:
+    """Every rebalance starts a generation; the old owner may be alive and mid-request."""
+    ledger.beat("w1", 0)
+    ledger.claim("e1", "r", "slack", "w1", 0, LEASE, partition=3, generation=7)
+    ledger.beat("w1", 5_000)
+    assert ledger.claim("e1", "r", "slack", "w2", 6_000, LEASE, partition=3, generation=8).state is ClaimState.BUSY
+    # it keeps beating: still busy; once it falls silent for the owner timeout, taken over
+    ledger.beat("w1", 14_000)
+    assert ledger.claim("e1", "r", "slack", "w2", 20_000, LEASE, partition=3, generation=8).state is ClaimState.BUSY
+    assert ledger.claim("e1", "r", "slack", "w2", 24_000, LEASE, partition=3, generation=8).state is ClaimState.STALE
+
+
+def test_a_claim_waited_on_is_logged_once(ledger: Ledger, caplog: pytest.LogCaptureFixture) -> None:
+    ledger.beat("w1", 0)
+    ledger.claim("e1", "r", "slack", "w1", 0, LEASE, partition=3, generation=7)
+    ledger.claim("e2", "r", "slack", "w1", 0, LEASE, partition=3, generation=7)
+    with caplog.at_level(logging.INFO, logger="agents.sinks.ledger"):
+        for now in (1_000, 2_000, 3_000):
+            assert ledger.claim("e1", "r", "slack", "w2", now, LEASE, partition=3, generation=7).state is (
+                ClaimState.BUSY
+            )
+        ledger.claim("e2", "r", "slack", "w2", 3_000, LEASE, partition=3, generation=7)
+    waits = [r for r in caplog.records if "waits for the claim" in r.getMessage()]
+    assert [r.levelno for r in waits] == [logging.INFO, logging.INFO]  # one per claim, not one per poll
+    first = waits[0].getMessage()
+    assert "e1 to r" in first and "of w1" in first and "partition 3, generation 7" in first and "in 59 s" in first
+
+
+def test_create_adds_the_claim_columns_to_an_older_table(ledger: Ledger) -> None:
+    import sqlalchemy as sa
+
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE delivery_ledger"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE delivery_ledger (effect_id VARCHAR(64), receiver VARCHAR(200), channel VARCHAR(32), "
+                "status VARCHAR(16), owner VARCHAR(64), claims INTEGER, attempts INTEGER, ambiguous INTEGER, "
+                "http_status INTEGER, error TEXT, claimed_at BIGINT, completed_at BIGINT, "
+                "PRIMARY KEY (effect_id, receiver))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO delivery_ledger VALUES ('old', 'r', 'slack', 'delivered', 'w0', 1, 1, 0, 200, NULL, 0, 1)"
+            )
+        )
+    ledger.create()
+    assert ledger.claim("old", "r", "slack", "w1", 5, LEASE, partition=1, generation=2).state is ClaimState.DONE
+    assert ledger.claim("new", "r", "slack", "w1", 5, LEASE, partition=1, generation=2).state is ClaimState.NEW
+    assert ledger.get("new", "r").claim_generation == 2

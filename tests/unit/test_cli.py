@@ -10,7 +10,7 @@ from streams.kafka.catalogue import TOPICS_FILE
 
 def test_topics_check_ok(capsys):
     assert main(["topics", "check"]) == 0
-    assert "10 topics ok" in capsys.readouterr().out
+    assert "11 topics ok" in capsys.readouterr().out
 
 
 def test_topics_check_with_a_typo_exits_1_naming_file_line_topic_field(tmp_path, capsys):

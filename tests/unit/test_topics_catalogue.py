@@ -23,7 +23,9 @@ def test_the_shipped_catalogue_is_valid_and_complete():
         "events.dlq",
         "outbox.dlq",
         "digest.counts",
+        "dlq.redriven",
     }
+    assert specs["dlq.redriven"].cleanup_policy == "compact"
     assert specs["outbox"].value_schema == "opsloop.Effect"
     assert specs["events.scan"].retention_ms == 30 * 86_400_000
     assert len({specs[n].partitions for n in ("events.telemetry", "events.timer", "outbox", "decisions")}) == 1

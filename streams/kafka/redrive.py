@@ -1,0 +1,119 @@
+"""Dead-letter redrive: after a fix, a dead-lettered event or effect re-enters through the normal path, once.
+
+A dead letter keeps its record whole (key and bytes, ``streams.kafka.deadletter``), so
+redriving is producing those bytes again, with the same key, to the topic they came
+from: ``events.*`` for ``events.dlq``, ``outbox`` for ``outbox.dlq``. The decide agent
+and the sinks then treat it as any record.
+
+Once: each redrive is recorded on the compacted topic ``dlq.redriven``, keyed by the
+dead letter's source (``topic:partition:offset``), and a source already there is not
+redriven again (two dead letters of one source record, e.g. a sink that re-read it
+after a crash, redrive once). The mark is written after the record, so a crash
+between the two can produce a record twice; both copies carry the header
+``opsloop-redrive`` with that same key, and that is harmless: decide skips event ids a
+session has seen, and the delivery ledger re-opens a ``dead`` row for a given redrive
+key once (a second copy finds the row delivered, or re-opened by that key, and is
+skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from streams.errors import InvalidInputError
+from streams.kafka.producer import EventProducer, now_ms
+from streams.kafka.reader import TopicReader
+from streams.settings import Settings
+
+EVENT_TOPICS = ("events.telemetry", "events.webhook", "events.timer", "events.scan")
+SOURCES = {"events.dlq": EVENT_TOPICS, "outbox.dlq": ("outbox",)}
+MARKS = "dlq.redriven"
+HEADER = "opsloop-redrive"
+
+
+class RedriveError(InvalidInputError):
+    """A dead letter cannot be redriven (its source is not a topic its dead-letter topic takes from)."""
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One dead letter and where it is."""
+
+    dlq: str
+    partition: int
+    offset: int
+    record: dict[str, Any]
+    source: str  # the source topic's catalogue name (prefix removed)
+
+    @property
+    def mark(self) -> str:
+        """What identifies the record it holds: its source topic, partition and offset."""
+        return f"{self.source}:{self.record['partition']}:{self.record['offset']}"
+
+
+def _logical(settings: Settings, topic: str) -> str:
+    prefix = settings.topic_prefix
+    return topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
+
+
+async def read(settings: Settings, dlqs: Iterable[str]) -> tuple[list[Letter], set[str]]:
+    """The dead letters of ``dlqs`` and the marks of everything already redriven (both read to their end)."""
+    dlqs = list(dlqs)
+    async with TopicReader(settings, [*dlqs, MARKS]) as reader:
+        records = await reader.read_to_end()
+    letters, marks = [], set()
+    for rec in records:
+        if rec.topic == MARKS:
+            if rec.key is not None:
+                marks.add(rec.key.decode())
+        elif rec.value is not None:
+            source = _logical(settings, str(rec.value["source_topic"]))
+            letters.append(Letter(rec.topic, rec.partition, rec.offset, rec.value, source))
+    letters.sort(key=lambda x: (x.dlq, x.record["failed_at"], x.partition, x.offset))
+    return letters, marks
+
+
+def select(
+    letters: Iterable[Letter], *, reason: str | None = None, offset: int | None = None, partition: int | None = None
+) -> list[Letter]:
+    """Dead letters whose reason contains ``reason`` (case-insensitive) / whose source offset (and partition) match."""
+    out = []
+    for letter in letters:
+        if reason is not None and reason.lower() not in str(letter.record["reason"]).lower():
+            continue
+        if offset is not None and letter.record["offset"] != offset:
+            continue
+        if partition is not None and letter.record["partition"] != partition:
+            continue
+        out.append(letter)
+    return out
+
+
+async def redrive(settings: Settings, letters: Iterable[Letter], marks: set[str]) -> list[tuple[Letter, str]]:
+    """Produce each letter's record to its source topic, at most once per source record; (letter, what happened)."""
+    done: list[tuple[Letter, str]] = []
+    async with EventProducer(settings) as producer:
+        for letter in letters:
+            if letter.mark in marks:
+                done.append((letter, "already redriven"))
+                continue
+            if letter.source not in SOURCES.get(letter.dlq, ()):
+                raise RedriveError(
+                    f"{letter.dlq}[{letter.partition}]@{letter.offset}: source topic {letter.source!r} is not one "
+                    f"{letter.dlq} redrives to ({', '.join(SOURCES.get(letter.dlq, ()))})"
+                )
+            value = letter.record["value"]
+            if not value:
+                done.append((letter, "no record kept"))
+                continue
+            meta = await producer.send_raw(
+                letter.source, letter.record["key"], value, headers=[(HEADER, letter.mark.encode())]
+            )
+            await producer.send_record(
+                MARKS, letter.mark, "opsloop.DeadLetter", {**letter.record, "failed_at": now_ms()}
+            )
+            marks.add(letter.mark)
+            done.append((letter, f"redriven to {letter.source}[{meta.partition}]@{meta.offset}"))
+    return done

@@ -1,0 +1,71 @@
+"""A worker killed mid-delivery: the restarted worker takes its claim over in seconds, not after the lease."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.sinks.fakes import Answer, FakeServices
+from tests.sinks.helpers import make_effect
+from tests.sinks.test_agent import pg_ledger_url, put, read, routing_file  # noqa: F401 - pg_ledger_url: a fixture
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_killed_workers_claim_is_taken_over_by_the_next_generation(
+    app_topics,
+    worker_factory,
+    fakes: FakeServices,
+    tmp_path: Path,
+    pg_ledger_url: str,  # noqa: F811
+) -> None:
+    settings = app_topics
+    _, env = routing_file(tmp_path, fakes)
+    env["OPSLOOP_SINK_DATABASE_URL"] = pg_ledger_url
+    tag = uuid.uuid4().hex[:6]
+    effect = make_effect("pd", "pagerduty", title=f"takeover {tag}", session_key=f"t-{tag}", effect_id=f"eff-{tag}")
+    fakes.script("pagerduty", "pd", Answer(hang_s=100))  # the first request hangs; the next is answered 200
+
+    def requests() -> int:
+        return sum(1 for r in fakes.requests if f"takeover {tag}" in r.body.decode(errors="replace"))
+
+    first = worker_factory(**{**env, "OPSLOOP_SINK_READ_TIMEOUT_S": "90"})  # sits on the hung request
+    asyncio.run(put(settings, [effect]))
+    deadline = time.monotonic() + 60
+    while requests() < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert requests() == 1, "the first worker never started the delivery"
+    first.kill()
+    killed = time.monotonic()
+
+    second = worker_factory(**env)
+    records = asyncio.run(
+        read(
+            settings,
+            lambda rs: any(
+                r.topic == "deliveries"
+                and r.value["effect_id"] == effect["effect_id"]
+                and r.value["status"] == "delivered"
+                for r in rs
+            ),
+            timeout=120,
+        )
+    )
+    waited = time.monotonic() - killed
+    lease_s = 120 + 5 + 2 + 30  # SinkSettings.lease_ms with the test's read timeout
+    assert waited < 60 < lease_s, f"delivered {waited:.0f}s after the kill: the lease was waited out"
+    assert requests() == 2 and records
+    engine = sa.create_engine(pg_ledger_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT status, claims, claim_generation FROM delivery_ledger")).one()
+    engine.dispose()
+    assert row.status == "delivered" and row.claims == 2 and row.claim_generation is not None
+    second.stop()
+    logged = second.log()
+    assert logged.count(f"delivery of {effect['effect_id']} to pd waits for the claim") <= 1
+    assert "its owner is gone and the partition has a newer owner" in logged
