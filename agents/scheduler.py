@@ -6,7 +6,8 @@ promotes the schedule's latest slot (if within the catch-up window) as a
 ``timer.fired`` event with a deterministic id. Decide keeps the schedule's last slot
 in the session state: a slot seen before is a repeat, older missed slots are coalesced
 into the newest (and counted), a slot is skipped while the previous run may still be
-running, and targets are dispatched ``stagger`` apart through timers.
+running, and targets are dispatched ``stagger`` apart through timers. A schedule with
+``enabled: false`` is never dispatched (the starter set ships that way).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Scheduler:
         codec: Codec,
         send: Send,
     ) -> None:
-        self.schedules = tuple(schedules)
+        self.schedules = tuple(s for s in schedules if s.enabled)  # `enabled: false`: loaded, never dispatched
         self.owners = {s.name: partition_for_key(s.session_key.encode(), partitions) for s in self.schedules}
         self.clock, self.settings, self.codec, self.send = clock, settings, codec, send
         self.sent: set[tuple[str, int]] = set()
@@ -69,7 +70,7 @@ class Scheduler:
 
     @classmethod
     def register(cls, rt: Runtime) -> Scheduler | None:
-        if not rt.runbooks.schedules:
+        if not any(s.enabled for s in rt.runbooks.schedules):
             return None
         topic = rt.physical("events.timer")
 

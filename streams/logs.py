@@ -5,6 +5,11 @@ formatted into the message eagerly); the JSON formatter lifts them into fields s
 logs can be joined with the audit trail. :class:`RedactSecrets` is installed on
 every handler and replaces any registered secret value that reaches a log line,
 whatever path it took (an exception from a client library, a URL in an error).
+:class:`QuietClients` (after it) keeps the Kafka clients' known noise out of an INFO
+log: the group-coordinator retries aiokafka logs as ERROR while a broker loads its
+coordinator become INFO, its one-line set of every assigned partition becomes a
+count, faust's ASCII tables of partitions and offsets shrink to their title line
+(in full at DEBUG), and no message is longer than :data:`MAX_MESSAGE_CHARS`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ CONTEXT_FIELDS = ("session_key", "event_id", "effect_id", "topic", "partition", 
 # Environment variables whose values are secrets even if nothing registered them.
 SECRET_ENV = re.compile(r"(PASSWORD|TOKEN|SECRET|WEBHOOK|ROUTING_KEY|API_KEY|DATABASE_URL)", re.I)
 MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
+# Longer messages are cut (after secrets are masked, so no secret is cut in half unmasked).
+MAX_MESSAGE_CHARS = 2000
+# aiokafka logs these as ERROR while the broker elects or loads the group coordinator
+# (every start on a fresh broker), then retries and succeeds: transient, not an error.
+TRANSIENT_COORDINATOR_ERRORS = (
+    "GroupCoordinatorNotAvailableError",
+    "NotCoordinatorForGroupError",
+    "CoordinatorLoadInProgressError",
+)
+# Loggers whose INFO records are noise in an opsloop log (raised to WARNING unless the level is DEBUG).
+QUIET_LOGGERS = ("faust.assignor", "alembic.runtime.plugins")
 
 
 class _Secrets:
@@ -71,6 +87,50 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class QuietClients(logging.Filter):
+    """Known noise from aiokafka and faust made readable at INFO (see the module doc); install after redaction."""
+
+    def __init__(self, max_chars: int = MAX_MESSAGE_CHARS) -> None:
+        super().__init__()
+        self.max_chars = max_chars
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if name.startswith("aiokafka"):
+            if record.levelno > logging.INFO:
+                message = record.getMessage()
+                if any(error in message for error in TRANSIENT_COORDINATOR_ERRORS):
+                    if not logging.getLogger().isEnabledFor(logging.INFO):
+                        return False  # demoted below the process's level
+                    record.levelno, record.levelname = logging.INFO, "INFO"
+                    record.msg, record.args = f"{message} (transient while the coordinator loads; retrying)", None
+            elif name == "aiokafka.consumer.group_coordinator" and str(record.msg).startswith(
+                "Setting newly assigned partitions"
+            ):
+                self._count_partitions(record)
+        elif name.startswith("faust") and not logging.getLogger().isEnabledFor(logging.DEBUG):
+            message = record.getMessage()
+            if "\n+-" in message:  # an ASCII table (terminaltables) of partitions, offsets, highwaters
+                title, _, table = message.partition("\n")
+                rows = sum(1 for line in table.splitlines() if line.startswith("|")) - 1
+                record.msg, record.args = f"{title} (a table of {max(rows, 0)} rows; shown at DEBUG)", None
+        message = record.getMessage()
+        if len(message) > self.max_chars:
+            cut = len(message) - self.max_chars
+            record.msg, record.args = f"{message[: self.max_chars]}... ({cut} more characters cut)", None
+        return True
+
+    @staticmethod
+    def _count_partitions(record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        assigned = args[0] if args else None
+        if isinstance(assigned, (set, frozenset, list, tuple)):
+            topics = {getattr(tp, "topic", tp) for tp in assigned}
+            group = args[1] if len(args) > 1 else "?"
+            record.msg = "Setting newly assigned partitions for group %s: %d partitions of %d topics"
+            record.args = (group, len(assigned), len(topics))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, context ids, exception."""
 
@@ -99,12 +159,16 @@ def logging_config(level: str = "info", fmt: str = "text") -> dict[str, Any]:
         if fmt == "json"
         else {"format": "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"}
     )
+    quiet = {name: {"level": "NOTSET" if level.upper() == "DEBUG" else "WARNING"} for name in QUIET_LOGGERS}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactSecrets}},
+        "filters": {"redact": {"()": RedactSecrets}, "quiet": {"()": QuietClients}},
         "formatters": {"default": formatter},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["redact"]}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["redact", "quiet"]}
+        },
+        "loggers": quiet,
         "root": {"level": level.upper(), "handlers": ["console"]},
     }
 

@@ -189,6 +189,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(alerts=args.alerts)
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    from streams.devtools.dev import run_dev
+
+    return run_dev(Path(args.data_dir), sqlite=args.sqlite, ingest_port=args.ingest_port)
+
+
 def cmd_classifier(argv: Sequence[str]) -> int:
     from classifier.cli import main as classifier_main
 
@@ -366,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the zero-setup demo: local broker, worker, real alerts")
     demo.add_argument("--alerts", type=int, default=6)
     demo.set_defaults(func=cmd_demo)
+
+    dev = sub.add_parser(
+        "dev", help="run a local broker, database, ingest, a worker and the projector until Ctrl-C (data kept)"
+    )
+    dev.add_argument("--data-dir", default=".opsloop/dev", help="where everything is kept (default .opsloop/dev)")
+    dev.add_argument("--sqlite", action="store_true", help="SQLite even when PostgreSQL is installed")
+    dev.add_argument("--ingest-port", type=int, default=None, help="ingest's port (default: the last run's, or free)")
+    dev.set_defaults(func=cmd_dev)
 
     projector = sub.add_parser(
         "projector", help="fold events, decisions, effects, deliveries into the SQL audit tables"

@@ -27,9 +27,10 @@ class UsageError(InvalidInputError, ValueError):
 
 def summary(rset: RunbookSet) -> str:
     routes = _count_routes(rset.routing.route)
+    disabled = sum(not s.enabled for s in rset.schedules)
     return (
         f"{rset.directory}: ok — {len(rset.runbooks)} runbooks, {len(rset.routing.receivers)} receivers, "
-        f"{routes} routes, {len(rset.routing.inhibit_rules)} inhibit rules, {len(rset.schedules)} schedules, "
+        f"{routes} routes, {len(rset.routing.inhibit_rules)} inhibit rules, {len(rset.schedules)} schedules{f' ({disabled} disabled)' if disabled else ''}, "
         f"{len(rset.maintenance)} maintenance windows (version {rset.version})"
     )
 

@@ -114,15 +114,28 @@ rootLogger.appenderRef.file.ref = file
 class LocalKafka:
     """One KRaft broker+controller process. ``start()`` returns when it serves metadata."""
 
-    def __init__(self, workdir: Path | None = None, heap: str = "512m", log_level: str = "WARN") -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        heap: str = "512m",
+        log_level: str = "WARN",
+        *,
+        port: int | None = None,
+        controller_port: int | None = None,
+        new_session: bool = False,
+    ) -> None:
+        """``workdir`` kept by the caller is resumed when it holds a formatted log dir (``opsloop dev``
+        passes the ports it used before: the KRaft voter set stores the controller's endpoint);
+        ``new_session`` keeps the JVM out of the terminal's process group (Ctrl-C reaches only the caller)."""
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="opsloop-kafka-"))
         self._owns_workdir = workdir is None
         self.heap = heap
         self.log_level = log_level
-        self.port = free_port()
-        self.controller_port = free_port()
+        self.port = port or free_port()
+        self.controller_port = controller_port or free_port()
+        self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
-        self._formatted = False
+        self._formatted = (self.workdir / "data" / "meta.properties").exists()
 
     @property
     def bootstrap(self) -> str:
@@ -168,6 +181,7 @@ class LocalKafka:
             "-XX:+UseG1GC",
             "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true",
+            "-XX:-UsePerfData",  # no /tmp/hsperfdata_<user>/<pid> file
             f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
             "-cp",
             self._classpath(),
@@ -208,6 +222,7 @@ class LocalKafka:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=self.new_session,
         )
         out.close()
         self.wait_ready(timeout)

@@ -245,6 +245,9 @@ class Schedule:
     title: str = ""
     org: str = "default"
     line: int = 0
+    # A disabled schedule is loaded and validated but never dispatched by the scheduler
+    # (the starter set ships its scans disabled: they name a placeholder scanner).
+    enabled: bool = True
 
     @property
     def session_key(self) -> str:
@@ -752,6 +755,7 @@ SCHEDULE_FIELDS = (
     "title",
     "org",
     "description",
+    "enabled",
 )
 
 
@@ -796,6 +800,9 @@ def load_schedules(path: str | Path, routing: Routing) -> tuple[Schedule, ...]:
             receiver = _check_receiver(path, item.line_of("notify"), w, named, routing)
         if remediate is None and not receiver:
             raise ConfigError(path, item.line, f"{w}: needs remediate (an HTTP action to dispatch) or notify")
+        enabled = item.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(path, item.line_of("enabled"), f"{w}: enabled: expected true or false, got {enabled!r}")
         out.append(
             Schedule(
                 name=name,
@@ -810,6 +817,7 @@ def load_schedules(path: str | Path, routing: Routing) -> tuple[Schedule, ...]:
                 title=str(item.get("title", name)),
                 org=str(item.get("org", "default")),
                 line=item.line,
+                enabled=enabled,
             )
         )
     return tuple(out)

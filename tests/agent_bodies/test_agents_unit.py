@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -164,7 +164,7 @@ def test_ticker_promotes_due_timers_of_active_partitions_once():
 
 
 def test_scheduler_sends_the_due_slot_once_from_the_owning_partition():
-    schedule = RSET.schedules[0]
+    schedule = replace(RSET.schedules[0], enabled=True)  # the starter set ships it disabled
     partitions = 12
     owner = partition_for_key(schedule.session_key.encode(), partitions)
     clock = PartitionClock()
@@ -193,6 +193,43 @@ def test_scheduler_sends_the_due_slot_once_from_the_owning_partition():
     assert asyncio.run(scheduler.tick({owner})) == 1
     assert asyncio.run(scheduler.tick({owner})) == 0
     assert sent[0]["type"] == slot["type"] and sent[0]["payload"]["data"]["schedule"] == schedule.name
+
+
+def test_a_fresh_scheduler_with_the_starter_schedules_dispatches_nothing_at_boot():
+    from streams.core.timers import slot_before
+
+    assert RSET.schedules and not any(s.enabled for s in RSET.schedules)
+    partitions = 12
+    clock = PartitionClock()
+    sent: list[bytes] = []
+
+    async def send(key, value):
+        sent.append(value)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    for schedule in RSET.schedules:  # every schedule's slot is due and within its catch-up window
+        owner = partition_for_key(schedule.session_key.encode(), partitions)
+        clock.observe(owner, slot_before(schedule.cron, schedule.timezone, T0) + 1000)
+    scheduler = Scheduler(
+        schedules=RSET.schedules,
+        partitions=partitions,
+        clock=clock,
+        settings=TimerSettings(clock="event"),
+        codec=CODEC,
+        send=send,
+    )
+    assert asyncio.run(scheduler.tick(range(partitions))) == 0 and sent == []
+    enabled = Scheduler(  # the same set, enabled, would dispatch each at once: what the flag prevents
+        schedules=[replace(s, enabled=True) for s in RSET.schedules],
+        partitions=partitions,
+        clock=clock,
+        settings=TimerSettings(clock="event"),
+        codec=CODEC,
+        send=send,
+    )
+    assert asyncio.run(enabled.tick(range(partitions))) == len(RSET.schedules)
 
 
 def test_digest_agent_folds_counts_and_sends_a_due_day_once():

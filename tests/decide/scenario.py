@@ -60,6 +60,21 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def runbooks_with_schedules_enabled(tmp_path: Path) -> Path:
+    """A copy of the starter runbooks whose schedules are enabled (the starter set ships them disabled)."""
+    import shutil
+
+    from streams.settings import ROOT
+
+    target = tmp_path / "runbooks"
+    shutil.copytree(ROOT / "runbooks", target)
+    schedules = target / "schedules.yaml"
+    text = schedules.read_text()
+    assert "enabled: false" in text
+    schedules.write_text(text.replace("enabled: false", "enabled: true"))
+    return target
+
+
 _RULES: dict[str, Any] = {}
 
 

@@ -156,6 +156,12 @@ def test_broken_runbook_is_rejected_with_file_line_reason(broken, name, text, li
         ),
         ("schedules.yaml", "schedules:\n  - name: s\n    cron: '0 6 * * *'\n", 2, "needs remediate"),
         (
+            "schedules.yaml",
+            "schedules:\n  - name: s\n    cron: '0 6 * * *'\n    enabled: 'no'\n    remediate: {action: a}\n",
+            4,
+            "enabled: expected true or false",
+        ),
+        (
             "maintenance.yaml",
             "windows:\n  - name: w\n    matchers: ['a=\"b\"']\n    start: yesterday\n    end: 2024-01-01T00:00:00Z\n",
             4,

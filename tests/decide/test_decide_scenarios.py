@@ -13,7 +13,17 @@ from classifier.dataset import alert_name
 from streams.kafka.batchsend import partition_for_key
 from streams.model.silences import silence_event as make_silence_event
 from streams.model.silences import silence_from_json
-from tests.decide.scenario import MIN, T0, Topics, alert, sentinel_alert, tick, webhook, worker_env
+from tests.decide.scenario import (
+    MIN,
+    T0,
+    Topics,
+    alert,
+    runbooks_with_schedules_enabled,
+    sentinel_alert,
+    tick,
+    webhook,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +150,7 @@ def test_storm_of_1000_alerts_gives_one_notification_per_session_per_group_inter
 def test_escalation_ack_resolve_flapping_silence_inhibition_and_cron_on_a_running_worker(
     topics, worker_factory, tmp_path
 ):
-    worker_factory(**worker_env(tmp_path))
+    worker_factory(**worker_env(tmp_path), OPSLOOP_RUNBOOKS_DIR=str(runbooks_with_schedules_enabled(tmp_path)))
     down = alert("Prometheus target missing", service="api", instance="api-1:9100", at=T0)  # urgent: escalates
     s1 = down["session_key"]
     acked = alert("Prometheus target missing", service="web", instance="web-1:9100", at=T0)  # urgent: acked early

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from streams.logs import MASK, JsonFormatter, RedactSecrets, register_secret_env, register_secrets
 from streams.settings import Settings
 
@@ -58,3 +60,101 @@ def test_secrets_are_masked_in_messages_args_and_tracebacks(monkeypatch):
         for secret in ("XXXXsecretXXXX", "kafka-pass-123", "db-pass-456"):
             assert secret not in out
         assert MASK in out and "ConnectionError" in out
+
+
+# -- the Kafka clients' noise at INFO (QuietClients in logging_config) ------------------------
+
+
+@pytest.fixture
+def configured():
+    """``logging_config(level)`` applied to this process, its console handler writing to a buffer."""
+    import io
+    import logging.config
+
+    from streams.logs import logging_config
+
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    saved_levels = {name: logging.getLogger(name).level for name in ("faust.assignor", "alembic.runtime.plugins")}
+
+    def apply(level: str = "info", fmt: str = "text") -> io.StringIO:
+        logging.config.dictConfig(logging_config(level, fmt))
+        stream = io.StringIO()
+        for handler in root.handlers:
+            handler.setStream(stream)
+        return stream
+
+    yield apply
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    for name, level in saved_levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def _coordinator_error() -> None:
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+    # what aiokafka's group coordinator logs while a fresh broker loads the group coordinator
+    logging.getLogger("aiokafka.consumer.group_coordinator").error(
+        "Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError
+    )
+
+
+def test_a_coordinator_retry_is_not_logged_as_an_error(configured):
+    out = configured("info")
+    _coordinator_error()
+    text = out.getvalue()
+    assert "GroupCoordinatorNotAvailableError" in text and "[INFO]" in text and "ERROR" not in text
+    out = configured("warning")
+    _coordinator_error()
+    logging.getLogger("aiokafka.consumer.group_coordinator").error("Heartbeat failed: %r", "a real one")
+    assert "GroupCoordinatorNotAvailableError" not in out.getvalue() and "[ERROR]" in out.getvalue()
+
+
+def test_the_assigned_partitions_set_is_a_count_not_a_10_kb_line(configured):
+    from aiokafka import TopicPartition
+
+    out = configured("info")
+    assigned = {TopicPartition(f"opsloop-topic-number-{t}", p) for t in range(8) for p in range(12)}
+    logging.getLogger("aiokafka.consumer.group_coordinator").info(
+        "Setting newly assigned partitions %s for group %s", assigned, "opsloop"
+    )
+    (line,) = out.getvalue().splitlines()
+    assert "96 partitions of 8 topics" in line and "group opsloop" in line and len(line) < 300
+
+
+def test_long_lines_are_cut_and_faust_tables_shrink_to_their_title(configured):
+    from streams.logs import MAX_MESSAGE_CHARS
+
+    out = configured("info", "json")
+    logging.getLogger("faust.app").info("x" * 10_000)
+    table = "\n".join(["+-----+-----+", "| topic | offset |", *[f"| t | {i} |" for i in range(96)], "+-----+"])
+    logging.getLogger("faust.tables.recovery").info(
+        "[^---Recovery]: Highwater for active changelog partitions:\n%s", table
+    )
+    first, second = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(first["msg"]) <= MAX_MESSAGE_CHARS + 50 and "8000 more characters cut" in first["msg"]
+    assert (
+        second["msg"]
+        == "[^---Recovery]: Highwater for active changelog partitions: (a table of 96 rows; shown at DEBUG)"
+    )
+    out = configured("debug")
+    logging.getLogger("faust.tables.recovery").info("Highwater:\n%s", table)
+    assert out.getvalue().count("\n") >= 96  # in full at DEBUG
+
+
+def test_a_cut_never_leaves_part_of_a_secret(configured):
+    from streams.logs import MAX_MESSAGE_CHARS
+
+    secret = "s3cr3t-" + "k" * 40
+    register_secrets(secret)
+    out = configured("info")
+    logging.getLogger("aiokafka.conn").warning("%s%s tail", "a" * (MAX_MESSAGE_CHARS - 10), secret)
+    assert "s3cr3t" not in out.getvalue() and "more characters cut" in out.getvalue()
+
+
+def test_noisy_loggers_are_raised_to_warning_unless_debug(configured):
+    configured("info")
+    assert logging.getLogger("faust.assignor").level == logging.WARNING
+    configured("debug")
+    assert logging.getLogger("faust.assignor").level == logging.NOTSET

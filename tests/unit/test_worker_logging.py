@@ -9,6 +9,7 @@ import faust
 import pytest
 
 from agents.worker import make_faust_worker
+from streams.logs import QuietClients
 from streams.settings import Settings
 
 
@@ -31,6 +32,9 @@ def test_worker_logging_keeps_the_configured_level_so_debug_records_are_never_bu
     assert logging.getLogger("aiokafka").isEnabledFor(logging.DEBUG) is False
     assert logging.getLogger("faust").isEnabledFor(logging.DEBUG) is False
     assert worker.spinner is None
+    # faust's partition tables and the clients' noise are kept out of the log (streams.logs.QuietClients)
+    assert logging.getLogger("faust.assignor").isEnabledFor(logging.INFO) is False
+    assert any(isinstance(f, QuietClients) for h in logging.getLogger().handlers for f in h.filters)
 
 
 def test_plain_faust_worker_would_lower_it_at_warning(restore_logging):

@@ -1,0 +1,401 @@
+"""``opsloop dev``: a local broker, a database, ingest, a worker and the projector, until Ctrl-C.
+
+Unlike the demo, everything is kept in one data directory between runs
+(``--data-dir``, default ``.opsloop/dev``): the Kafka log dir (formatted once, resumed
+after), a PostgreSQL cluster when the server binaries are installed (else an SQLite
+file), the worker's table state and ledger, every process's log, and ``dev.json``
+(mode 0600: the ports used last time and the generated ingest token and ack secret,
+so URLs, tokens and Acknowledge links stay valid from one run to the next).
+
+The three opsloop processes are the real commands (``opsloop ingest``, ``opsloop
+worker``, ``opsloop projector``), run as children with the data directory as their
+working directory and the environment pointing them at the broker and the database.
+Each child, the broker's JVM and the PostgreSQL server run in a session of their own,
+so Ctrl-C reaches only this process, which stops them in order (front door first,
+broker and database last); the children also die with this process if it is killed
+(PR_SET_PDEATHSIG), and a PostgreSQL server a killed run left is stopped on the next
+start. Nothing is written outside the data directory (the broker jars are the cache
+``opsloop demo`` uses too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import httpx
+
+from streams.devtools import childproc
+from streams.devtools.broker import LocalKafka, free_port
+from streams.devtools.postgres import LocalPostgres, PostgresError, pg_bindir
+from streams.devtools.processes import FAST_GROUP_ENV
+from streams.errors import EXIT_INTERRUPTED, OpsloopError, UnavailableError
+from streams.settings import ROOT, Settings
+
+DEFAULT_DATA_DIR = Path(".opsloop") / "dev"
+TOKEN_NAME = "dev"  # the producer name ingest knows the generated token by (OPSLOOP_INGEST_TOKEN_DEV)
+PORTS = ("kafka", "kafka_controller", "postgres", "ingest", "worker_web")
+READY_TIMEOUT_S = 120.0
+
+SAMPLE_ALERT = [
+    {
+        "labels": {
+            "alertname": "HostHighCpuLoad",
+            "severity": "warning",
+            "instance": "dev-host:9100",
+            "service": "dev-host",
+        },
+        "annotations": {"summary": "Host high CPU load (instance dev-host:9100)", "description": "CPU load is > 80%"},
+    }
+]
+
+
+class DevError(OpsloopError):
+    """``opsloop dev`` cannot run as asked (the data directory is in use, a child did not start)."""
+
+
+class DevUnavailable(UnavailableError):
+    """A process ``opsloop dev`` started did not become ready or exited; the message has its log's tail."""
+
+
+class _Stop(OpsloopError):
+    """Raised from the SIGINT/SIGTERM handler to leave start-up or the wait loop (also checked
+    between start-up steps: a broad ``except`` in a readiness probe may swallow the raise)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+@dataclass
+class DevState:
+    """``dev.json``: what must stay the same from one run to the next."""
+
+    ports: dict[str, int] = field(default_factory=dict)
+    token: str = ""
+    ack_secret: str = ""
+
+    @classmethod
+    def load(cls, path: Path) -> DevState:
+        if not path.exists():
+            return cls()
+        raw = json.loads(path.read_text())
+        return cls(ports=dict(raw.get("ports", {})), token=raw.get("token", ""), ack_secret=raw.get("ack_secret", ""))
+
+    def save(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump({"ports": self.ports, "token": self.token, "ack_secret": self.ack_secret}, out, indent=2)
+
+    def settle(self, ingest_port: int | None = None) -> None:
+        """Generate what is missing; keep each port of the last run unless something else took it."""
+        self.token = self.token or secrets.token_urlsafe(24)
+        self.ack_secret = self.ack_secret or secrets.token_urlsafe(32)
+        if ingest_port:
+            self.ports["ingest"] = ingest_port
+        for name in PORTS:
+            port = self.ports.get(name)
+            if not port or (not port_free(port) and not (name == "ingest" and ingest_port)):
+                self.ports[name] = free_port()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """One ``opsloop dev`` per data directory (a second would format over the first's broker)."""
+    with open(data_dir / "dev.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DevError(f"another opsloop dev is running with the data directory {data_dir}") from None
+        yield
+
+
+class Child:
+    """One ``opsloop <command>`` process, its log in the data directory."""
+
+    def __init__(self, name: str, args: list[str], env: Mapping[str, str], cwd: Path, log: Path) -> None:
+        self.name, self.args, self.env, self.cwd, self.log_path = name, args, dict(env), cwd, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Child:
+        with open(self.log_path, "ab") as log:
+            self.proc = childproc.spawn(
+                [sys.executable, "-m", "streams.cli.main", *self.args],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def tail(self, lines: int = 25) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_http(self, url: str, timeout: float) -> None:
+        """Poll ``url`` until it answers 200, the process exits, or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.exit_code is not None:
+                raise DevUnavailable(f"{self.name} exited with {self.exit_code}; its log ends:\n{self.tail()}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise DevUnavailable(f"{self.name} did not answer {url} within {timeout:.0f}s; its log ends:\n{self.tail()}")
+
+    def stop(self) -> int | None:
+        code = childproc.stop(self.proc, 30)
+        self.proc = None
+        return code
+
+
+def sample_curl(ingest_url: str, token: str) -> str:
+    body = json.dumps(SAMPLE_ALERT, separators=(",", ":"))
+    return shlex.join(
+        [
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            f"{ingest_url}/api/v2/alerts",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ]
+    )
+
+
+class Dev:
+    def __init__(self, data_dir: Path, *, sqlite: bool = False, ingest_port: int | None = None, out: IO[str]) -> None:
+        self.data_dir = data_dir.resolve()
+        self.use_sqlite = sqlite
+        self.ingest_port = ingest_port
+        self.out = out
+        self.state = DevState()
+        self.broker: LocalKafka | None = None
+        self.postgres: LocalPostgres | None = None
+        self.children: list[Child] = []
+        self.signalled = ""  # the signal's name once SIGINT / SIGTERM arrived
+
+    def checkpoint(self) -> None:
+        if self.signalled:
+            raise _Stop(self.signalled)
+
+    def say(self, line: str = "") -> None:
+        print(line, file=self.out, flush=True)
+
+    # -- start-up --------------------------------------------------------------------
+
+    def start_database(self) -> tuple[str, str]:
+        """(DATABASE_URL, a description): PostgreSQL in the data dir when installed, else SQLite there."""
+        sqlite_url = f"sqlite:///{self.data_dir / 'opsloop.db'}"
+        if self.use_sqlite:
+            return sqlite_url, f"SQLite {self.data_dir / 'opsloop.db'} (--sqlite)"
+        bindir = pg_bindir()
+        if bindir is None:
+            return sqlite_url, f"SQLite {self.data_dir / 'opsloop.db'} (no PostgreSQL server binaries found)"
+        self.say("starting PostgreSQL ...")
+        pg = LocalPostgres(self.data_dir / "postgres", self.state.ports["postgres"], bindir)
+        try:
+            self.postgres = pg
+            pg.start()
+        except PostgresError as exc:
+            self.postgres = None
+            pg.stop()
+            self.say(f"PostgreSQL not started ({exc}); using SQLite")
+            return sqlite_url, f"SQLite {self.data_dir / 'opsloop.db'}"
+        return pg.url, f"PostgreSQL {bindir.parent.name} at 127.0.0.1:{pg.port} (log {pg.log_file})"
+
+    def child_env(self, bootstrap: str, database_url: str) -> dict[str, str]:
+        ingest_url = f"http://127.0.0.1:{self.state.ports['ingest']}"
+        pythonpath = os.environ.get("PYTHONPATH", "")
+        return {
+            **os.environ,
+            **FAST_GROUP_ENV,  # a worker restarted after a crash rejoins in seconds
+            # The children import this opsloop, whatever their working directory (the data dir).
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{pythonpath}" if pythonpath else str(ROOT),
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "DATABASE_URL": database_url,
+            "OPSLOOP_ACK_BASE_URL": f"{ingest_url}/ingest/ack",
+            "OPSLOOP_ACK_SECRET": self.state.ack_secret,
+        }
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        state_file = self.data_dir / "dev.json"
+        self.state = DevState.load(state_file)
+        self.state.settle(self.ingest_port)
+        self.state.save(state_file)
+        ports = self.state.ports
+
+        self.say(f"opsloop dev: data in {self.data_dir}")
+        self.say("starting the Kafka broker (KRaft) ...")
+        self.broker = LocalKafka(
+            self.data_dir / "kafka", port=ports["kafka"], controller_port=ports["kafka_controller"], new_session=True
+        )
+        self.broker.start()
+        self.checkpoint()
+        bootstrap = self.broker.bootstrap
+        database_url, database = self.start_database()
+        self.checkpoint()
+
+        from streams.kafka.admin import apply, render
+        from streams.kafka.catalogue import load_catalogue
+
+        settings = Settings.from_env(kafka_bootstrap=bootstrap)
+        for line in render(asyncio.run(apply(settings, load_catalogue(settings.topics_file)))).splitlines():
+            self.say(f"topics: {line}")
+
+        env = self.child_env(bootstrap, database_url)
+        logs = self.data_dir / "logs"
+        ingest_env = {**env, f"OPSLOOP_INGEST_TOKEN_{TOKEN_NAME.upper()}": self.state.token}
+        worker_env = {
+            **env,
+            "OPSLOOP_DATA_DIR": str(self.data_dir / "worker"),
+            "OPSLOOP_WEB_HOST": "127.0.0.1",
+            "OPSLOOP_WEB_PORT": str(ports["worker_web"]),
+        }
+        if database_url.startswith("sqlite"):  # the ledger apart from the projector's tables: one writer per file
+            worker_env["OPSLOOP_SINK_DATABASE_URL"] = f"sqlite:///{self.data_dir / 'worker' / 'ledger.db'}"
+        ingest = Child(
+            "ingest",
+            ["ingest", "--host", "127.0.0.1", "--port", str(ports["ingest"])],
+            ingest_env,
+            self.data_dir,
+            logs / "ingest.log",
+        )
+        worker = Child("worker", ["worker"], worker_env, self.data_dir, logs / "worker.log")
+        projector = Child("projector", ["projector"], env, self.data_dir, logs / "projector.log")
+        self.children = [ingest, worker, projector]
+        self.say("starting ingest, a worker and the projector ...")
+        for child in self.children:
+            self.checkpoint()
+            child.start()
+        ingest_url = f"http://127.0.0.1:{ports['ingest']}"
+        worker_url = f"http://127.0.0.1:{ports['worker_web']}"
+        ingest.wait_http(f"{ingest_url}/readyz", READY_TIMEOUT_S)
+        self.checkpoint()
+        worker.wait_http(f"{worker_url}/metrics", READY_TIMEOUT_S)
+        self.checkpoint()
+        if projector.exit_code is not None:
+            raise DevUnavailable(f"projector exited with {projector.exit_code}; its log ends:\n{projector.tail()}")
+
+        tools_env = f"KAFKA_BOOTSTRAP={bootstrap} DATABASE_URL={shlex.quote(database_url)}"
+        self.say()
+        self.say("opsloop dev is running; Ctrl-C stops everything.")
+        self.say(f"  kafka      {bootstrap}")
+        self.say(f"  database   {database}")
+        self.say(f"  ingest     {ingest_url}  (log {ingest.log_path})")
+        self.say(f"  worker     {worker_url}/metrics  (log {worker.log_path})")
+        self.say(f"  projector  audit tables in the database above  (log {projector.log_path})")
+        self.say(f"  ack links  {ingest_url}/ingest/ack")
+        self.say(f"  token      producer '{TOKEN_NAME}', kept in {state_file}")
+        self.say()
+        self.say("fire an alert:")
+        self.say(f"  {sample_curl(ingest_url, self.state.token)}")
+        self.say("then watch it:")
+        self.say(f"  {tools_env} opsloop tail decisions outbox")
+        self.say(f"  {tools_env} opsloop audit default:alert:HostHighCpuLoad:dev-host")
+        self.say()
+
+    # -- running and stopping ---------------------------------------------------------
+
+    def wait(self) -> Child | None:
+        """Until a signal (None) or a child exits (that child)."""
+        while not self.signalled:
+            for child in self.children:
+                if child.exit_code is not None:
+                    return child
+            time.sleep(0.5)
+        return None
+
+    def stop(self) -> None:
+        for child in self.children:  # the front door first, then the worker and the projector
+            child.stop()
+        self.children = []
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+
+def run_dev(
+    data_dir: Path = DEFAULT_DATA_DIR,
+    *,
+    sqlite: bool = False,
+    ingest_port: int | None = None,
+    out: IO[str] = sys.stdout,
+) -> int:
+    dev = Dev(Path(data_dir), sqlite=sqlite, ingest_port=ingest_port, out=out)
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not dev.signalled:
+            dev.signalled = signal.Signals(signum).name
+        if not stopping:  # once shutting down, signals are noted and nothing is cut short
+            raise _Stop(dev.signalled)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        dev.data_dir.mkdir(parents=True, exist_ok=True)
+        with data_dir_lock(dev.data_dir):
+            try:
+                dev.start()
+                exited = dev.wait()
+                if exited is None:
+                    dev.say(f"\n{dev.signalled}: stopping ...")
+                else:
+                    print(
+                        f"opsloop dev: {exited.name} exited with {exited.exit_code}; its log ends:\n{exited.tail()}",
+                        file=sys.stderr,
+                    )
+                    code = DevUnavailable.exit_code
+            except _Stop as stop:
+                dev.say(f"\n{stop}: stopping ...")
+            finally:
+                stopping = True  # a second Ctrl-C must not cut the shutdown short
+                dev.stop()
+                dev.say("opsloop dev: stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code

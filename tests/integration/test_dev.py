@@ -1,0 +1,207 @@
+"""``opsloop dev``: the printed curl fires an alert that is decided and projected; Ctrl-C leaves nothing.
+
+Run twice on one data directory: the second run resumes the broker's log dir and
+the database (the first run's decision is still in the audit tables, the topics
+are already there) rather than starting over.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+READY = "opsloop dev is running"
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # Under /tmp with o+x rather than pytest's tmp_path (mode 0700 under root): the PostgreSQL
+    # server runs as the postgres user there and must reach the data directory.
+    path = Path(tempfile.mkdtemp(prefix="opsloop-devtest-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _listing(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process whose parent chain leads to ``pid`` (sessions of their own included)."""
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+class DevRun:
+    def __init__(self, cwd: Path, tmpdir: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLOOP_", "KAFKA_BOOTSTRAP", "DATABASE_URL"))}
+        env.update({"PYTHONPATH": str(ROOT), "TMPDIR": str(tmpdir)})
+        self.out_path = cwd.parent / f"dev-{time.monotonic_ns()}.out"
+        self.out = open(self.out_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli.main", "dev"],
+            cwd=cwd,
+            env=env,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def text(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 240.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if READY in text and "then watch it:" in text and text.rstrip().endswith("dev-host"):
+                return text
+            assert self.proc.poll() is None, f"opsloop dev exited with {self.proc.returncode}:\n{text[-4000:]}"
+            time.sleep(0.2)
+        raise AssertionError(f"opsloop dev not ready within {timeout:.0f}s:\n{self.text()[-4000:]}")
+
+    def interrupt(self) -> tuple[int, set[int]]:
+        children = _descendants(self.proc.pid)
+        assert children, "opsloop dev has no child processes while running"
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(90)
+        self.out.close()
+        return code, children
+
+
+def _post_printed_curl(text: str) -> list[str]:
+    line = next(line.strip() for line in text.splitlines() if line.strip().startswith("curl "))
+    words = shlex.split(line)
+    url = next(w for w in words if w.startswith("http"))
+    headers = dict(words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H")
+    body = words[words.index("-d") + 1]
+    answer = httpx.post(url, headers=headers, content=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    ids: list[str] = answer.json()["event_ids"]
+    return ids
+
+
+def _database_url(text: str) -> str:
+    return re.search(r"DATABASE_URL=(\S+)", text).group(1).strip("'")
+
+
+def _decisions_for(url: str, event_ids: list[str], timeout: float) -> list[tuple[str, str]]:
+    engine = sa.create_engine(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with engine.connect() as conn:
+                    rows = conn.execute(
+                        sa.text("SELECT event_id, outcome FROM audit_decisions WHERE event_id IN :ids").bindparams(
+                            sa.bindparam("ids", expanding=True)
+                        ),
+                        {"ids": event_ids},
+                    ).all()
+                if rows:
+                    return [tuple(r) for r in rows]
+            except sa.exc.OperationalError:  # tables not created yet
+                pass
+            time.sleep(0.3)
+        return []
+    finally:
+        engine.dispose()
+
+
+def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
+    cwd, tmpdir = home / "cwd", home / "tmp"
+    cwd.mkdir()
+    tmpdir.mkdir()
+    before_cwd, before_home = _listing(cwd), sorted(p.name for p in home.iterdir())
+
+    first = DevRun(cwd, tmpdir)
+    try:
+        text = first.wait_ready()
+        assert "created events.telemetry" in text
+        event_ids = _post_printed_curl(text)
+        url = _database_url(text)
+        decided = _decisions_for(url, event_ids, timeout=90)
+        assert decided and decided[0][0] == event_ids[0], first.text()[-3000:]
+        code, children = first.interrupt()
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+    assert code == 0, first.text()[-3000:]
+    assert _alive(children) == set(), _processes_mentioning(str(cwd))
+    assert _processes_mentioning(str(cwd)) == []
+    assert "opsloop dev: stopped" in first.text()
+
+    data_dir = cwd / ".opsloop" / "dev"
+    new_in_cwd = {p.split("/", 1)[0] for p in _listing(cwd) - before_cwd}
+    assert new_in_cwd == {".opsloop"}, new_in_cwd  # everything under the data dir
+    assert {"dev.json", "kafka", "logs", "worker"} <= {p.name for p in data_dir.iterdir()}
+    assert list(tmpdir.iterdir()) == []
+    assert sorted(p.name for p in home.iterdir()) == sorted([*before_home, first.out_path.name])
+    assert oct(data_dir.joinpath("dev.json").stat().st_mode & 0o777) == "0o600"
+
+    second = DevRun(cwd, tmpdir)
+    try:
+        text = second.wait_ready()
+        assert "created events.telemetry" not in text
+        assert "no change: " in text  # the same broker log dir
+        assert _decisions_for(_database_url(text), event_ids, timeout=30) == decided  # the same database
+        code, children = second.interrupt()
+    finally:
+        if second.proc.poll() is None:
+            second.proc.kill()
+    assert code == 0, second.text()[-3000:]
+    assert _alive(children) == set()
+    assert _processes_mentioning(str(cwd)) == []
