@@ -293,6 +293,7 @@ class Dev:
         }
         if database_url.startswith("sqlite"):  # the ledger apart from the projector's tables: one writer per file
             worker_env["OPSLOOP_SINK_DATABASE_URL"] = f"sqlite:///{self.data_dir / 'worker' / 'ledger.db'}"
+            worker_env["OPSLOOP_SINK_SINGLE_NODE"] = "true"  # one worker by construction (see README: the ledger)
         ingest = Child(
             "ingest",
             ["ingest", "--host", "127.0.0.1", "--port", str(ports["ingest"])],
