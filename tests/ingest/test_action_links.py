@@ -1,21 +1,24 @@
-"""Signed action links end to end: decide signs them into a message, a real ingest on the
-real broker serves the confirmation page, and only the page's POST produces the event."""
+"""Signed action links end to end: decide signs them into a message, the sinks deliver it to a
+real SMTP server, a real ingest on the real broker serves the confirmation page, and only the
+page's POST produces the event."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import uuid
+from dataclasses import replace
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from agents.sinks.channels import email
 from streams.core.acklinks import action_link, link_id
-from streams.core.decide import Context
+from streams.core.decide import Context, Verdict
+from streams.db import make_engine
 from streams.kafka.producer import now_ms
-from streams.model.receivers import Receiver
-from tests.decide.helpers import URGENT_DOWN, Sim, alert, starter_set
+from tests.decide.helpers import Sim, scan, starter_set
 from tests.ingest.conftest import (
     apply_topics,
     ingest_env,
@@ -24,8 +27,13 @@ from tests.ingest.conftest import (
     settings_for,
 )
 
+# The sink tests' real SMTP server (aiosmtpd, STARTTLS + AUTH), its CA and fake services: fixtures.
+from tests.sinks.conftest import ca_file, fakes, receivers_for, smtp_server, tls_cert  # noqa: F401
+from tests.sinks.helpers import Harness
+
 ACK_SECRET = f"ack-{secrets.token_hex(16)}"
 WEBHOOK_TOPIC = ["events.webhook"]
+COMPLIANCE = Verdict(category="compliance", severity="action", confidence=0.9, classifier="test-1")
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +43,32 @@ def module_env(kafka_bootstrap: str) -> dict[str, str]:
     return env
 
 
-def _emailed_links(base_url: str, session: str) -> dict[str, str]:
-    """Fold a firing alert through decide with ack links on, render its first notice as the email
-    the sink would send, and read the links back out of the plain-text part."""
-    ctx = Context(runbooks=starter_set(), verdict=URGENT_DOWN, ack_base_url=base_url, ack_secret=ACK_SECRET)
+def _delivered_email(base_url: str, session: str, smtp, services, ca: str, tmp_path: Path):
+    """Fold a failed compliance scan through decide with ack links on (the starter runbooks route it
+    to the ``oncall-email`` receiver), deliver decide's email effect unchanged through the sinks'
+    dispatcher to the real SMTP server, and return (effect, message as received)."""
+    ctx = Context(runbooks=starter_set(), verdict=COMPLIANCE, ack_base_url=base_url, ack_secret=ACK_SECRET)
     sim = Sim(ctx)
     at = now_ms()
-    sim.feed(alert("PrometheusTargetMissing", at=at, session=session))
-    sim.advance(at + 60 * 60_000)
-    notice = next(e for e in sim.notifications("trigger"))
-    message = email.build_message(
-        notice, Receiver("mail", "email", {"from": "opsloop@example.com", "to": "oncall@example.com"})
-    )
-    text = message.get_body(("plain",)).get_content()
-    return dict(re.findall(r"^(\w[\w ]*): (http\S+)$", text, flags=re.M))
+    findings = [{"id": "cis-1.1", "severity": "high", "title": "root account has access keys"}]
+    sim.feed(scan("failed", at=at, scan_type="compliance", findings=findings, session=session))
+    (effect,) = [e for e in sim.notifications("trigger") if e["notify"]["channel"] == "email"]
+    receiver = effect["notify"]["receiver"]
+
+    port, mail, auth = smtp
+    receivers, env = receivers_for(services, smtp_port=port, ca_file=ca)
+    first = len(mail.messages)
+
+    async def deliver() -> list[str]:
+        mailer = {receiver: replace(receivers["mail"], name=receiver)}
+        async with Harness(mailer, make_engine(f"sqlite:///{tmp_path}/ledger.db"), env) as h:
+            return await h.run(effect)
+
+    assert asyncio.run(deliver()) == ["delivered"]
+    assert auth.attempts[-1] is True and mail.envelopes[first].rcpt_tos == ["oncall@example.com"]
+    (message,) = mail.messages[first:]
+    assert message["X-Opsloop-Effect-Id"] == effect["effect_id"]
+    return effect, message
 
 
 def _webhooks_of(settings, session: str, idle: float = 1.5) -> list[dict]:
@@ -57,11 +77,25 @@ def _webhooks_of(settings, session: str, idle: float = 1.5) -> list[dict]:
     ]
 
 
-def test_acknowledge_link_from_an_email(ingest_server, module_settings, http):
-    session = f"acme:alert:linktest:{uuid.uuid4().hex[:6]}"
-    links = _emailed_links(ingest_server.url("/ingest/ack"), session)
+def test_acknowledge_link_from_a_delivered_email(
+    ingest_server,
+    module_settings,
+    http,
+    smtp_server,  # noqa: F811
+    fakes,  # noqa: F811
+    ca_file: str,  # noqa: F811
+    tmp_path: Path,
+):
+    session = f"acme:scan:linktest-{uuid.uuid4().hex[:6]}"
+    effect, message = _delivered_email(ingest_server.url("/ingest/ack"), session, smtp_server, fakes, ca_file, tmp_path)
+    text = message.get_body(("plain",)).get_content()
+    # As received over SMTP the lines end in CRLF: read them line by line.
+    links = dict(m.groups() for line in text.splitlines() if (m := re.fullmatch(r"(\w[\w ]*): (http\S+)", line)))
+    assert "Acknowledge" in links, text
     ack = links["Acknowledge"]
-    assert ACK_SECRET not in ack
+    assert ack.startswith(ingest_server.url("/ingest/ack?"))
+    assert ack == next(link["url"] for link in effect["notify"]["links"] if link["label"] == "Acknowledge")
+    assert ACK_SECRET not in message.as_string()
 
     # GET (a mail scanner, a chat preview, the person) shows a page and changes nothing.
     page = http.get(ack)
@@ -89,6 +123,23 @@ def test_acknowledge_link_from_an_email(ingest_server, module_settings, http):
     again = http.post(ingest_server.url("/ingest/ack"), data=fields)
     assert again.status_code == 409 and "already used" in again.text
     assert len(_webhooks_of(module_settings, session)) == 1
+
+    # The delivered link altered (another session, action or id, a later expiry) is refused and
+    # produces nothing; an expired one, signed as such, is refused in the test below.
+    base = ingest_server.url("/ingest/ack")
+    later = str(int(query["expires"]) + 86_400_000)
+    altered = [
+        {**query, "session": session + "x"},
+        {**query, "action": "approve"},
+        {**query, "jti": "other"},
+        {**query, "expires": later},
+    ]
+    for bad in altered:
+        assert http.get(f"{base}?{urlencode(bad)}").status_code == 403
+        answer = http.post(base, data=bad)
+        assert answer.status_code == 403 and "bad signature" in answer.text, answer.text
+    assert len(_webhooks_of(module_settings, session)) == 1
+    assert _webhooks_of(module_settings, session + "x") == []
 
 
 def test_expired_or_altered_links_are_refused(ingest_server, module_settings, http):
