@@ -104,3 +104,38 @@ class DeadLetterRow(Base):
     reason: Mapped[str] = mapped_column(sa.Text)
     record_json: Mapped[str] = mapped_column(sa.Text)
     failed_at: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class IncidentRow(Base):
+    """One row per session, kept current from its decisions (and its events' labels).
+
+    ``status`` is firing, acknowledged, silenced or resolved (see
+    :mod:`streams.audit.incidents`); ``labels`` is the latest labels the session's events
+    carried, merged, so Alertmanager matchers can select incidents; ``last_decision_id``
+    is the last decision folded in.
+    """
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        sa.Index("ix_incidents_status_last_seen", "status", "last_seen"),
+        sa.Index("ix_incidents_last_seen", "last_seen"),
+        sa.Index("ix_incidents_first_seen", "first_seen"),
+        sa.Index("ix_incidents_org", "org"),
+        sa.Index("ix_incidents_labels", "labels", postgresql_using="gin"),
+    )
+    session_key: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
+    org: Mapped[str] = mapped_column(sa.String(128))
+    status: Mapped[str] = mapped_column(sa.String(32))
+    severity: Mapped[str] = mapped_column(sa.String(32))
+    category: Mapped[str] = mapped_column(sa.String(64))
+    runbook: Mapped[str] = mapped_column(sa.String(255))
+    labels: Mapped[dict[str, Any]] = mapped_column(Json)
+    first_seen: Mapped[int] = mapped_column(sa.BigInteger)
+    last_seen: Mapped[int] = mapped_column(sa.BigInteger)
+    last_notified_at: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    last_receivers: Mapped[list[str]] = mapped_column(Json)
+    acked_by: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    acked_at: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    silenced_by: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    last_outcome: Mapped[str] = mapped_column(sa.String(64))
+    last_decision_id: Mapped[str] = mapped_column(sa.String(128))

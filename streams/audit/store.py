@@ -24,6 +24,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from streams.audit.incidents import fold_batch
 from streams.audit.models import Base, DeadLetterRow, DecisionRow, DeliveryRow, EffectRow, EventRow, ProjectorOffset
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ TABLE_OF: dict[str, type[Base]] = {
     "deliveries": DeliveryRow,
 }
 PROJECTED_TOPICS = tuple(TABLE_OF)
+# tables whose new rows also fold into ``incidents`` -> their id column
+FOLDED: dict[type[Base], str] = {EventRow: "event_id", DecisionRow: "decision_id"}
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,16 @@ def _insert_ignore(conn: sa.Connection, table: type[Base], rows: list[dict[str, 
     conn.execute(insert(cast(sa.Table, table.__table__)).on_conflict_do_nothing(), rows)  # a mapped class: a Table
 
 
+def _insert_new(conn: sa.Connection, table: type[Base], rows: list[dict[str, Any]], key: str) -> set[str]:
+    """Insert what is not there yet; the ids (column ``key``) of the rows actually inserted."""
+    if not rows:
+        return set()
+    dialect = conn.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    t = cast(sa.Table, table.__table__)  # a mapped class: a Table
+    return set(conn.execute(insert(t).on_conflict_do_nothing().returning(t.c[key]), rows).scalars())
+
+
 def _upsert_offsets(conn: sa.Connection, offsets: Mapping[tuple[str, int], int]) -> None:
     if not offsets:
         return
@@ -172,8 +185,21 @@ def _write_rows(engine: sa.Engine, items: list[tuple[Position, Mapping[str, Any]
         key = (pos.topic, pos.partition)
         offsets[key] = max(offsets.get(key, 0), pos.offset + 1)
     with engine.begin() as conn:
+        new: dict[type[Base], set[str]] = {}
         for table, rows in by_table.items():
-            _insert_ignore(conn, table, rows)
+            if table in FOLDED:
+                new[table] = _insert_new(conn, table, rows, FOLDED[table])
+            else:
+                _insert_ignore(conn, table, rows)
+        # The incidents fold sees only the records this transaction inserted: a replayed one changes nothing.
+        fresh: dict[type[Base], list[dict[str, Any]]] = {}
+        for table, ids in new.items():  # in Kafka order, each id once (a batch may hold a record twice)
+            fresh[table] = []
+            for row in by_table[table]:
+                if row[FOLDED[table]] in ids:
+                    ids.discard(row[FOLDED[table]])
+                    fresh[table].append(row["record"])
+        fold_batch(conn, fresh.get(EventRow, []), fresh.get(DecisionRow, []))
         _upsert_offsets(conn, offsets)
 
 

@@ -257,6 +257,61 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if entries else EXIT_NOT_FOUND
 
 
+# -- the read side: incidents, silences (streams.audit.queries, as the read API) ------
+
+
+def _when(ms: int | None) -> str:
+    from datetime import UTC, datetime
+
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    from streams.audit import queries
+
+    q = queries.IncidentQuery.parse(filter=args.filter, status=args.status, sort=args.sort, limit=args.limit)
+    page = queries.list_incidents(_audit_engine(), q)
+    if args.json:
+        print(json.dumps(page.to_json(), indent=2, default=str))
+        return 0
+    print(f"{'LAST SEEN':<20} {'STATUS':<13} {'SEVERITY':<9} {'CATEGORY':<12} {'SESSION':<40} LABELS")
+    for i in page.items:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(i["labels"].items()))
+        print(
+            f"{_when(i['last_seen']):<20} {i['status']:<13} {i['severity']:<9} {i['category']:<12} "
+            f"{i['session_key']:<40} {labels}"
+        )
+    more = " (more: raise --limit)" if page.next_cursor else ""
+    print(f"{len(page.items)} incident(s){more}")
+    return 0
+
+
+def cmd_silence_list(args: argparse.Namespace) -> int:
+    import time
+
+    from streams.audit import queries
+
+    found = queries.list_silences(_audit_engine(), int(time.time() * 1000), state=args.state)
+    if args.json:
+        print(json.dumps({"silences": found}, indent=2))
+        return 0
+    print(f"{'ID':<28} {'STATE':<8} {'STARTS':<20} {'ENDS':<20} {'BY':<12} MATCHERS  COMMENT")
+    for s in found:
+        ends = s["expired_at"] if s["expired_at"] is not None and s["expired_at"] < s["ends_at"] else s["ends_at"]
+        print(
+            f"{s['id']:<28} {s['state']:<8} {_when(s['starts_at']):<20} {_when(ends):<20} {s['created_by']:<12} "
+            f"{','.join(s['matchers'])}  {s['comment']}"
+        )
+    print(f"{len(found)} silence(s)")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from streams.api.app import serve
+
+    return serve(args.host, args.port)
+
+
 # -- runbooks, routing, silences (streams.cli.runbooks) -----------------------------
 
 
@@ -295,6 +350,12 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return cmd_silence_list(args)
+    if not args.args:
+        raise InvalidInputError(
+            f"silence {args.action}: needs {'matchers' if args.action == 'add' else 'a silence id'}"
+        )
     from streams.cli.runbooks import run_silence
 
     return run_silence(
@@ -436,15 +497,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     route.set_defaults(func=cmd_route)
 
-    silence = sub.add_parser("silence", help="`silence add MATCHER... --duration 2h` or `silence expire ID`")
-    silence.add_argument("action", choices=["add", "expire"])
-    silence.add_argument("args", nargs="+", help='matchers like service="db" (add) or a silence id (expire)')
+    silence = sub.add_parser(
+        "silence", help="`silence add MATCHER... --duration 2h`, `silence expire ID`, `silence list [--state S]`"
+    )
+    silence.add_argument("action", choices=["add", "expire", "list"])
+    silence.add_argument("args", nargs="*", help='matchers like service="db" (add) or a silence id (expire)')
+    silence.add_argument("--state", choices=["active", "pending", "expired"], help="list: only silences in this state")
+    silence.add_argument("--json", action="store_true", help="list: as JSON")
     silence.add_argument("--duration", default="1h")
     silence.add_argument("--start", help="ISO 8601 start (default: now)")
     silence.add_argument("--comment", default="")
     silence.add_argument("--by", default="cli", help="who silences (recorded)")
     silence.add_argument("--org", default="default")
     silence.set_defaults(func=cmd_silence)
+
+    incidents = sub.add_parser(
+        "incidents", help="`incidents list [--filter MATCHERS] [--status S] [--json]`: the incidents table"
+    )
+    incidents.add_argument("action", choices=["list"])
+    incidents.add_argument(
+        "--filter", action="append", help='Alertmanager matchers, e.g. \'service=~"db.*",severity="urgent"\''
+    )
+    incidents.add_argument("--status", help="firing, acknowledged, silenced, resolved (comma-separated)")
+    incidents.add_argument("--sort", default="-last_seen", help="last_seen, first_seen, session_key; '-' descending")
+    incidents.add_argument("--limit", type=int, default=50)
+    incidents.add_argument("--json", action="store_true")
+    incidents.set_defaults(func=cmd_incidents)
+
+    api = sub.add_parser("api", help="serve the read API (/api/v1: incidents, silences, dead letters)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8081)
+    api.set_defaults(func=cmd_api)
 
     sub.add_parser(
         "classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False

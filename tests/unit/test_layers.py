@@ -21,6 +21,7 @@ ALLOWED = {
     "streams.core": {"streams", "streams.model"},
     "streams.kafka": {"streams", "streams.model"},
     "streams.audit": {"streams", "streams.model", "streams.kafka"},
+    "streams.api": {"streams", "streams.model", "streams.kafka", "streams.audit"},
     "streams.ingest": {"streams", "streams.model", "streams.kafka", "streams.core"},
     "streams.replay.run": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
     "streams.devtools": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},

@@ -1,0 +1,173 @@
+"""The incidents table: one row per session, folded from its decisions and events.
+
+``fold`` is pure: an incident row (or None) and one decision in, the new row out.
+``fold_batch`` runs inside the projector's transaction (:func:`streams.audit.store.write_batch`)
+on the records that transaction newly inserted, so a record folded once is never
+folded again (idempotent by record id) and the rows move with the offsets.
+
+Status from a decision's outcome:
+
+=============================================  ============
+notified, grouped, escalated, flapping-notice  firing (an acknowledged incident stays acknowledged)
+acknowledged                                   acknowledged
+suppressed, with the silence gate stopping it  silenced
+resolved, resolved-quietly                     resolved
+anything else (recorded, repeat, ...)          unchanged; no row is created for it
+=============================================  ============
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from streams.audit.models import EventRow, IncidentRow
+
+FIRING_OUTCOMES = frozenset({"notified", "grouped", "escalated", "flapping-notice"})
+RESOLVED_OUTCOMES = frozenset({"resolved", "resolved-quietly"})
+STATUSES = ("firing", "acknowledged", "silenced", "resolved")
+COLUMNS = (
+    "session_key",
+    "org",
+    "status",
+    "severity",
+    "category",
+    "runbook",
+    "labels",
+    "first_seen",
+    "last_seen",
+    "last_notified_at",
+    "last_receivers",
+    "acked_by",
+    "acked_at",
+    "silenced_by",
+    "last_outcome",
+    "last_decision_id",
+)
+
+
+def _silence_stop(decision: Mapping[str, Any]) -> str | None:
+    """The silence gate's reason when it stopped this decision's notification, else None."""
+    for gate in decision.get("gates") or []:
+        if gate.get("gate") == "silence" and gate.get("verdict") == "stop":
+            return str((decision.get("matched") or {}).get("silence") or gate.get("reason") or "silence")
+    return None
+
+
+def status_of(decision: Mapping[str, Any], current: str | None) -> str | None:
+    """The status a decision moves its incident to, or None when it says nothing about it."""
+    outcome = decision.get("outcome")
+    if outcome in RESOLVED_OUTCOMES:
+        return "resolved"
+    if outcome == "acknowledged":
+        return "acknowledged"
+    if outcome == "suppressed" and _silence_stop(decision) is not None:
+        return "silenced"
+    if outcome in FIRING_OUTCOMES:
+        return "acknowledged" if current == "acknowledged" else "firing"
+    return None
+
+
+def fold(
+    row: Mapping[str, Any] | None, decision: Mapping[str, Any], labels: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The incident after ``decision`` (whose event carried ``labels``); None: still no incident."""
+    current = row["status"] if row else None
+    status = status_of(decision, current)
+    if row is None and status is None:
+        return None
+    at = int(decision["decided_at"])
+    matched = decision.get("matched") or {}
+    out: dict[str, Any] = (
+        dict(row)
+        if row
+        else {
+            "session_key": decision["session_key"],
+            "org": decision.get("org", "default"),
+            "status": status,
+            "severity": decision.get("severity", ""),
+            "category": decision.get("category", ""),
+            "runbook": decision.get("runbook", ""),
+            "labels": {},
+            "first_seen": at,
+            "last_seen": at,
+            "last_notified_at": None,
+            "last_receivers": [],
+            "acked_by": None,
+            "acked_at": None,
+            "silenced_by": None,
+        }
+    )
+    out["labels"] = {**out["labels"], **{str(k): str(v) for k, v in labels.items()}}
+    out["first_seen"] = min(out["first_seen"], at)
+    if decision.get("kind") != "timer":  # a timer firing is not the alert being seen again
+        out["last_seen"] = max(out["last_seen"], at)
+    out["last_outcome"] = decision["outcome"]
+    out["last_decision_id"] = decision["decision_id"]
+    receivers = [r for r in str(matched.get("receivers", "")).split(",") if r]
+    if receivers:
+        out["last_notified_at"] = at
+        out["last_receivers"] = receivers
+    if status is None:
+        return out
+    if current == "resolved" and status != "resolved":  # a new episode: the old ack and silence are history
+        out["acked_by"] = out["acked_at"] = None
+    for key in ("severity", "category", "runbook"):
+        if decision.get(key):
+            out[key] = decision[key]
+    if status == "acknowledged" and current != "acknowledged":
+        out["acked_by"] = str(matched.get("acked_by", "")) or None
+        out["acked_at"] = at
+    out["silenced_by"] = _silence_stop(decision) if status == "silenced" else None
+    out["status"] = status
+    return out
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def fold_batch(conn: sa.Connection, events: Sequence[Mapping[str, Any]], decisions: Sequence[Mapping[str, Any]]) -> int:
+    """Fold newly stored events and decisions (in Kafka order) into ``incidents``; returns rows written."""
+    sessions = sorted({d["session_key"] for d in decisions} | {e["session_key"] for e in events})
+    if not sessions:
+        return 0
+    t = cast(sa.Table, IncidentRow.__table__)  # a mapped class: a Table
+    rows: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(sessions):
+        for r in conn.execute(sa.select(t).where(t.c.session_key.in_(chunk))):
+            rows[r.session_key] = dict(r._mapping)
+    labels_of = {e["event_id"]: e.get("labels") or {} for e in events}
+    missing = sorted({d["event_id"] for d in decisions} - set(labels_of))
+    for chunk in _chunks(missing):
+        found = conn.execute(
+            sa.select(EventRow.event_id, EventRow.record["labels"]).where(EventRow.event_id.in_(chunk))
+        )
+        labels_of.update({eid: labels or {} for eid, labels in found})
+    changed: set[str] = set()
+    for e in events:  # an event projected after its decision still brings its labels
+        row = rows.get(e["session_key"])
+        labels = e.get("labels") or {}
+        if row is not None and labels:
+            merged = {**row["labels"], **{str(k): str(v) for k, v in labels.items()}}
+            if merged != row["labels"]:
+                row["labels"] = merged
+                changed.add(e["session_key"])
+    for d in decisions:
+        new = fold(rows.get(d["session_key"]), d, labels_of.get(d["event_id"], {}))
+        if new is not None:
+            rows[d["session_key"]] = new
+            changed.add(d["session_key"])
+    if not changed:
+        return 0
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(t)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["session_key"], set_={c: stmt.excluded[c] for c in COLUMNS if c != "session_key"}
+    )
+    conn.execute(stmt, [{c: rows[k][c] for c in COLUMNS} for k in sorted(changed)])
+    return len(changed)

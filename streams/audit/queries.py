@@ -1,0 +1,254 @@
+"""The read side's queries: incidents (filtered, sorted, paged), one incident, silences, dead letters.
+
+The read API (:mod:`streams.api`) and ``opsloop incidents list`` / ``opsloop silence list``
+call these, so both answer the same thing. Filters are Alertmanager matchers
+(:mod:`streams.model.matchers`) over an incident's labels plus ``severity``, ``category``,
+``org``, ``runbook``, ``status`` and ``session_key`` as labels (those win over an event label
+of the same name). SQL narrows what it can (equality on those columns, equality on a label
+through the GIN index of ``labels @> ...``, and on PostgreSQL plain regular expressions);
+every matcher is then checked in Python on the rows SQL returns, which is the definition.
+Pages are keyset pages: the cursor names the last row returned.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from streams.audit.incidents import STATUSES
+from streams.audit.models import EventRow, IncidentRow
+from streams.errors import InvalidInputError
+from streams.model.matchers import Matcher, matches_all, parse_matcher
+from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, SilenceError, silence_from_event
+
+COLUMN_LABELS = ("severity", "category", "org", "runbook", "status", "session_key")
+SORTS = ("last_seen", "first_seen", "session_key")
+MAX_LIMIT = 1000
+_SCAN_CHUNK = 500
+# Regular expressions PostgreSQL and Python read alike: no escapes, classes, flags, braces or (?...).
+_PORTABLE_REGEX = re.compile(r"[A-Za-z0-9_.*+?|()\-:/ ]*")
+
+
+class QueryError(InvalidInputError, ValueError):
+    """A filter, sort, status, limit or cursor is not valid; the message names the parameter."""
+
+
+def parse_filter(text: str | Sequence[str] | None) -> tuple[Matcher, ...]:
+    """``service=~"db.*",severity="urgent"`` (or a list of matchers) → matchers; QueryError names the bad one."""
+    if not text:
+        return ()
+    items = _split(text) if isinstance(text, str) else [t for item in text for t in _split(item)]
+    out = []
+    for item in items:
+        try:
+            out.append(parse_matcher(item))
+        except InvalidInputError as exc:
+            raise QueryError(f"filter: {exc}") from None
+    return tuple(out)
+
+
+def _split(text: str) -> list[str]:
+    """Split on commas outside double quotes (a matcher's value may hold a comma); braces are allowed around."""
+    text = text.strip()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1]
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def incident_labels(row: Mapping[str, Any]) -> dict[str, str]:
+    """What matchers see: the labels, then the columns as labels."""
+    labels = {str(k): str(v) for k, v in (row.get("labels") or {}).items()}
+    labels.update({name: str(row.get(name) or "") for name in COLUMN_LABELS})
+    return labels
+
+
+@dataclass(frozen=True)
+class IncidentQuery:
+    matchers: tuple[Matcher, ...] = ()
+    statuses: tuple[str, ...] = ()
+    sort: str = "-last_seen"
+    limit: int = 50
+    cursor: str | None = None
+    orgs: frozenset[str] | None = None  # None: every org (a token restricted to some orgs passes them)
+
+    @staticmethod
+    def parse(
+        *,
+        filter: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        sort: str | None = None,
+        limit: str | int | None = None,
+        cursor: str | None = None,
+        orgs: frozenset[str] | None = None,
+    ) -> IncidentQuery:
+        statuses: tuple[str, ...] = ()
+        if status:
+            raw = [status] if isinstance(status, str) else list(status)
+            statuses = tuple(s.strip() for item in raw for s in item.split(",") if s.strip())
+            wrong = [s for s in statuses if s not in STATUSES]
+            if wrong:
+                raise QueryError(f"status: {wrong[0]!r} is not one of {', '.join(STATUSES)}")
+        sort = sort or "-last_seen"
+        if sort.lstrip("-+") not in SORTS:
+            raise QueryError(f"sort: {sort!r}; expected one of {', '.join(SORTS)}, '-' first for descending")
+        try:
+            n = 50 if limit in (None, "") else int(limit)
+        except (TypeError, ValueError):
+            raise QueryError(f"limit: {limit!r} is not a number") from None
+        if not 1 <= n <= MAX_LIMIT:
+            raise QueryError(f"limit: {n} is not between 1 and {MAX_LIMIT}")
+        return IncidentQuery(parse_filter(filter), statuses, sort, n, cursor or None, orgs)
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]] = field(default_factory=list)
+    next_cursor: str | None = None
+    scanned: int = 0  # rows SQL returned (how much Python had to check)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"incidents": self.items, "next_cursor": self.next_cursor}
+
+
+def _encode_cursor(sort: str, row: Mapping[str, Any]) -> str:
+    key = sort.lstrip("-+")
+    raw = json.dumps([sort, row[key], row["session_key"]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(sort: str, cursor: str) -> tuple[Any, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        made_for, value, session = json.loads(raw)
+    except (ValueError, TypeError):
+        raise QueryError("cursor: not a cursor this API returned") from None
+    if made_for != sort or not isinstance(session, str):
+        raise QueryError(f"cursor: made for sort {made_for!r}, not {sort!r}")
+    return value, session
+
+
+def _sql_condition(m: Matcher, postgres: bool) -> sa.ColumnElement[bool] | None:
+    """A condition SQL can check that keeps every row the matcher keeps (None: leave it to Python)."""
+    t = IncidentRow
+    if m.name in COLUMN_LABELS:
+        column: Any = getattr(t, m.name)
+    elif postgres:
+        column = sa.func.coalesce(t.labels.op("->>", return_type=sa.Text)(m.name), "")
+    else:
+        column = None
+    if m.op == "=":
+        if column is not None and m.name in COLUMN_LABELS:
+            return column == m.value  # type: ignore[no-any-return]
+        if postgres and m.value:
+            return t.labels.op("@>")(sa.literal({m.name: m.value}, JSONB))  # the GIN index
+        return None
+    if m.op == "!=" and column is not None:
+        return column != m.value  # type: ignore[no-any-return]
+    if m.op in ("=~", "!~") and postgres and column is not None and _PORTABLE_REGEX.fullmatch(m.value):
+        condition = column.op("~", is_comparison=True)(f"^(?:{m.value})$")
+        return condition if m.op == "=~" else sa.not_(condition)  # type: ignore[no-any-return]
+    return None
+
+
+def list_incidents(engine: sa.Engine, q: IncidentQuery) -> Page:
+    """One page of incidents matching ``q``, in its order, with the cursor of the next page (if any)."""
+    t = IncidentRow
+    postgres = engine.dialect.name == "postgresql"
+    key = q.sort.lstrip("-+")
+    descending = q.sort.startswith("-")
+    column, tiebreak = getattr(t, key), t.session_key
+    conditions: list[Any] = []
+    if q.statuses:
+        conditions.append(t.status.in_(q.statuses))
+    if q.orgs is not None:
+        conditions.append(t.org.in_(sorted(q.orgs)))
+    for m in q.matchers:
+        condition = _sql_condition(m, postgres)
+        if condition is not None:
+            conditions.append(condition)
+    after = _decode_cursor(q.sort, q.cursor) if q.cursor else None
+    order = [column.desc(), tiebreak.desc()] if descending else [column.asc(), tiebreak.asc()]
+    page = Page()
+    want = q.limit + 1  # one more tells whether there is a next page
+    found: list[dict[str, Any]] = []
+    chunk = max(_SCAN_CHUNK, want)
+    with engine.connect() as conn:
+        while len(found) < want:
+            stmt = sa.select(t.__table__).where(*conditions)
+            if after is not None:
+                pair = sa.tuple_(column, tiebreak)
+                stmt = stmt.where(pair < sa.tuple_(*after) if descending else pair > sa.tuple_(*after))
+            rows = [dict(r._mapping) for r in conn.execute(stmt.order_by(*order).limit(chunk))]
+            page.scanned += len(rows)
+            for row in rows:
+                if matches_all(q.matchers, incident_labels(row)):
+                    found.append(row)
+                    if len(found) == want:
+                        break
+            if len(rows) < chunk:
+                break
+            after = (rows[-1][key], rows[-1]["session_key"])
+    page.items = found[: q.limit]
+    if len(found) > q.limit:
+        page.next_cursor = _encode_cursor(q.sort, page.items[-1])
+    return page
+
+
+def get_incident(engine: sa.Engine, session_key: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(IncidentRow.__table__).where(IncidentRow.session_key == session_key)).first()
+    return dict(row._mapping) if row else None
+
+
+def list_silences(
+    engine: sa.Engine, now_ms: int, *, orgs: frozenset[str] | None = None, state: str | None = None
+) -> list[dict[str, Any]]:
+    """Every silence the recorded silence events created, with its state now: active, pending or expired.
+
+    An expiry event ends a silence at the expiry's time. Newest start first.
+    """
+    stmt = sa.select(EventRow.record).where(EventRow.type.in_(SILENCE_TYPES))
+    if orgs is not None:
+        stmt = stmt.where(EventRow.org.in_(sorted(orgs)))
+    with engine.connect() as conn:
+        records = [r[0] for r in conn.execute(stmt.order_by(EventRow.occurred_at, EventRow.offset))]
+    silences: dict[str, dict[str, Any]] = {}
+    for record in records:
+        try:
+            etype, silence, sid = silence_from_event(record)
+        except SilenceError:
+            continue  # decide recorded why; nothing to list
+        if etype == SILENCE_CREATED and silence is not None:
+            silences[sid] = {**silence.to_json(), "org": record.get("org", ""), "expired_at": None}
+        elif sid in silences and silences[sid]["expired_at"] is None:
+            silences[sid]["expired_at"] = record["occurred_at"]
+    out = []
+    for s in silences.values():
+        ends = min(s["ends_at"], s["expired_at"]) if s["expired_at"] is not None else s["ends_at"]
+        s["state"] = "expired" if ends <= now_ms else ("pending" if s["starts_at"] > now_ms else "active")
+        if state is None or s["state"] == state:
+            out.append(s)
+    return sorted(out, key=lambda s: (-s["starts_at"], s["id"]))

@@ -1,0 +1,126 @@
+"""The incidents table follows each session's decisions, on real PostgreSQL (and SQLite), idempotently."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from streams.audit import store
+from streams.audit.models import IncidentRow
+from streams.audit.store import Position
+from tests.audit.records import decision, event
+
+SESSION = "acme:db:db-1"
+T0 = 1_700_000_000_000
+
+
+def step(i: int, outcome: str, *, session: str = SESSION, kind: str = "telemetry", **extra) -> list:
+    """An event and its decision with ``outcome``, at offsets ``i``."""
+    ev = event(i, session)
+    ev["labels"] = {"alertname": "PgDown", "service": f"db-{i % 2}", "team": "data"}
+    dec = decision(i, session)
+    dec.update(kind=kind, outcome=outcome, severity="urgent", category="database", runbook="db-down", gates=[])
+    dec.update(extra)
+    return [(Position("events.telemetry", 0, i), ev), (Position("decisions", 0, i), dec)]
+
+
+def incidents(engine) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(IncidentRow.__table__).order_by(IncidentRow.session_key))
+        return [dict(r._mapping) for r in rows]
+
+
+def the_row(engine) -> dict:
+    (row,) = incidents(engine)
+    return row
+
+
+def history() -> list[list]:
+    return [
+        step(1, "grouped"),
+        step(2, "notified", kind="timer", matched={"receivers": "db-pager,db-slack", "notification": "firing"}),
+        step(3, "acknowledged", kind="webhook", matched={"acked_by": "alice"}),
+        step(4, "notified", matched={"receivers": "db-slack"}),
+        step(5, "resolved", matched={"receivers": "db-slack"}),
+        step(6, "suppressed", gates=[{"gate": "cooldown", "verdict": "stop", "reason": "15m"}]),
+        step(
+            7,
+            "suppressed",
+            gates=[{"gate": "silence", "verdict": "stop", "reason": "1 of 1 silenced"}],
+            matched={"silence": "silence sil-1 until 1700000900000"},
+        ),
+        step(8, "notified", matched={"receivers": "db-pager"}),
+    ]
+
+
+def test_a_sessions_row_follows_its_decisions(pg_audit_db):
+    _, engine = pg_audit_db
+    store.migrate(engine)
+    seen = []
+    for batch in history():
+        store.write_batch(engine, batch)
+        row = the_row(engine)
+        seen.append((row["status"], row["acked_by"], row["last_receivers"], row["last_outcome"]))
+    assert seen == [
+        ("firing", None, [], "grouped"),
+        ("firing", None, ["db-pager", "db-slack"], "notified"),
+        ("acknowledged", "alice", ["db-pager", "db-slack"], "acknowledged"),
+        ("acknowledged", "alice", ["db-slack"], "notified"),  # an ack holds until the incident resolves
+        ("resolved", "alice", ["db-slack"], "resolved"),
+        ("resolved", "alice", ["db-slack"], "suppressed"),  # a cooldown says nothing about the status
+        ("silenced", None, ["db-slack"], "suppressed"),  # a new episode, muted: the old ack is history
+        ("firing", None, ["db-pager"], "notified"),
+    ]
+    row = the_row(engine)
+    assert row["first_seen"] == T0 + 1000
+    assert row["last_seen"] == T0 + 8000
+    assert row["last_notified_at"] == T0 + 8000
+    assert (row["org"], row["severity"], row["category"], row["runbook"]) == ("acme", "urgent", "database", "db-down")
+    assert row["labels"] == {"alertname": "PgDown", "service": "db-0", "team": "data"}
+    assert row["last_decision_id"] == "dec-8"
+
+
+def test_the_silence_gate_marks_it_silenced_with_the_reason(pg_audit_db):
+    _, engine = pg_audit_db
+    store.migrate(engine)
+    store.write_batch(engine, step(1, "grouped") + history()[6])
+    row = the_row(engine)
+    assert (row["status"], row["silenced_by"]) == ("silenced", "silence sil-1 until 1700000900000")
+
+
+def test_refolding_the_same_records_changes_nothing(audit_db):
+    _, engine = audit_db
+    store.migrate(engine)
+    records = [item for batch in history() for item in batch]
+    other = step(101, "notified", session="acme:db:db-2", matched={"receivers": "x"})
+    store.write_batch(engine, records[:7] + other)
+    store.write_batch(engine, records[7:])
+    once = incidents(engine)
+    assert [r["status"] for r in once] == ["firing", "firing"]
+    for batch in (records, records[:5], records[5:] + other, records + records):
+        store.write_batch(engine, batch)
+        assert incidents(engine) == once
+    # and folded in one batch from scratch it comes out the same
+    fresh = engine
+    with fresh.begin() as conn:
+        conn.execute(sa.delete(IncidentRow))
+        for name in ("audit_events", "audit_decisions"):
+            conn.execute(sa.text(f"DELETE FROM {name}"))
+    store.write_batch(fresh, records + other)
+    assert incidents(fresh) == once
+
+
+def test_an_event_stored_after_its_decision_still_brings_its_labels(pg_audit_db):
+    _, engine = pg_audit_db
+    store.migrate(engine)
+    (ev_pos, ev), (dec_pos, dec) = step(1, "notified", matched={"receivers": "db-pager"})
+    store.write_batch(engine, [(dec_pos, dec)])
+    assert the_row(engine)["labels"] == {}
+    store.write_batch(engine, [(ev_pos, ev)])
+    assert the_row(engine)["labels"] == {"alertname": "PgDown", "service": "db-1", "team": "data"}
+
+
+def test_decisions_that_say_nothing_about_an_incident_make_no_row(pg_audit_db):
+    _, engine = pg_audit_db
+    store.migrate(engine)
+    store.write_batch(engine, step(1, "recorded") + step(2, "repeat") + step(3, "suppressed"))
+    assert incidents(engine) == []

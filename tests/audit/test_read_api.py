@@ -1,0 +1,249 @@
+"""The read API and `opsloop incidents list` / `silence list` over incidents the projector folded, on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from streams.api.app import create_app
+from streams.api.auth import ApiAuth, ApiTokenConfigError
+from streams.audit import store
+from streams.audit.store import Position
+from streams.model.matchers import parse_matcher
+from streams.model.silences import Silence, expire_event, silence_event
+from tests.audit.records import decision, event
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN, ACME = "admin-token-0123456789", "acme-token-9876543210"
+T0 = 1_700_000_000_000
+
+# session, org, service, severity, outcome (extra matched)
+INCIDENTS = [
+    ("acme:db:db-1", "acme", "db-main", "urgent", "notified"),
+    ("acme:db:db-2", "acme", "dbproxy", "urgent", "notified"),
+    ("acme:db:db-3", "acme", "db-replica", "warning", "notified"),
+    ("acme:web:web-1", "acme", "web", "urgent", "acknowledged"),
+    ("globex:db:db-9", "globex", "db-x", "urgent", "notified"),
+    ("globex:db:db-8", "globex", "db-y", "urgent", "resolved"),
+]
+
+
+def _records() -> list:
+    items = []
+    for i, (session, org, service, severity, outcome) in enumerate(INCIDENTS):
+        for j, out in enumerate(["notified", outcome] if outcome != "notified" else ["notified"]):
+            n = i * 10 + j
+            ev = event(n, session)
+            ev.update(org=org, labels={"alertname": "Down", "service": service, "team": "data"})
+            dec = decision(n, session)
+            matched = {"acked_by": "alice"} if out == "acknowledged" else {"receivers": f"{org}-pager"}
+            dec.update(org=org, outcome=out, severity=severity, category="database", gates=[], matched=matched)
+            items += [(Position("events.telemetry", 0, n), ev), (Position("decisions", 0, n), dec)]
+    now = int(time.time() * 1000)
+    active = Silence("sil-active", (parse_matcher('service="db-main"'),), now - 60_000, now + 3_600_000, "bob", "db")
+    gone = Silence("sil-gone", (parse_matcher('service="web"'),), now - 7_200_000, now + 3_600_000, "bob", "web")
+    for k, ev in enumerate(
+        [
+            silence_event(active, org="acme", now_ms=now - 60_000, actor="bob"),
+            silence_event(gone, org="acme", now_ms=now - 7_200_000, actor="bob"),
+            expire_event("sil-gone", org="acme", now_ms=now - 3_600_000),
+        ]
+    ):
+        ev["received_at"] = ev["occurred_at"]
+        items.append((Position("events.webhook", 0, k), ev))
+    return items
+
+
+@pytest.fixture
+def api_db(pg_audit_db):
+    url, engine = pg_audit_db
+    store.migrate(engine)
+    store.write_batch(engine, _records())
+    store.dead_letter(engine, Position("decisions", 1, 77), {"decision_id": "x\x00"}, reason="DataError: NUL")
+    return url, engine
+
+
+def call(engine, requests: list[tuple[str, str | None]]) -> list[tuple[int, dict]]:
+    auth = ApiAuth({"admin": ADMIN, "acme-console": ACME}, {"acme-console": frozenset({"acme"})})
+
+    async def run():
+        out = []
+        async with TestClient(TestServer(create_app(engine, auth))) as client:
+            for path, token in requests:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                response = await client.get(path, headers=headers)
+                out.append((response.status, await response.json()))
+        return out
+
+    return asyncio.run(run())
+
+
+def keys(body: dict) -> list[str]:
+    return [i["session_key"] for i in body["incidents"]]
+
+
+def test_a_filtered_incident_list(api_db):
+    _, engine = api_db
+    q = "/api/v1/incidents?filter=" + 'service=~"db.*",severity="urgent"'
+    answers = call(
+        engine,
+        [
+            (q + "&status=firing&sort=-last_seen", ADMIN),
+            (q + "&status=firing,acknowledged&sort=session_key", ADMIN),
+            (
+                "/api/v1/incidents?filter=" + quote('service=~"db-[a-z]+"') + '&filter=org!="globex"&sort=session_key',
+                ADMIN,
+            ),
+            ('/api/v1/incidents?filter=status="acknowledged"', ADMIN),
+            ('/api/v1/incidents?filter=team="data",service=~"db.*"&sort=session_key', ACME),
+        ],
+    )
+    assert [status for status, _ in answers] == [200] * 5
+    assert keys(answers[0][1]) == ["globex:db:db-9", "acme:db:db-2", "acme:db:db-1"]  # newest first
+    assert keys(answers[1][1]) == ["acme:db:db-1", "acme:db:db-2", "globex:db:db-9"]
+    assert keys(answers[2][1]) == ["acme:db:db-1", "acme:db:db-3"]  # a regex SQL cannot take: Python's
+    (acked,) = answers[3][1]["incidents"]
+    assert (acked["session_key"], acked["acked_by"], acked["labels"]["service"]) == ("acme:web:web-1", "alice", "web")
+    assert keys(answers[4][1]) == ["acme:db:db-1", "acme:db:db-2", "acme:db:db-3"]  # the acme token sees acme only
+
+
+def test_pages_follow_the_cursor_to_the_end(api_db):
+    _, engine = api_db
+    (whole,) = call(engine, [("/api/v1/incidents?sort=first_seen&limit=100", ADMIN)])
+    seen, cursor, pages = [], None, 0
+    while True:
+        path = "/api/v1/incidents?sort=first_seen&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        ((status, body),) = call(engine, [(path, ADMIN)])
+        assert status == 200
+        seen += keys(body)
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == keys(whole[1]) and len(seen) == len(INCIDENTS)
+    assert pages == 3
+
+
+def test_refusals_say_why(api_db):
+    _, engine = api_db
+    answers = call(
+        engine,
+        [
+            ("/api/v1/incidents", None),
+            ("/api/v1/incidents", "not-a-token"),
+            ("/api/v1/nothing-here", None),
+            ('/api/v1/incidents?filter=service=~"db(",severity="urgent"', ADMIN),
+            ("/api/v1/incidents?filter=9service=x", ADMIN),
+            ("/api/v1/incidents?status=burning", ADMIN),
+            ("/api/v1/incidents?sort=-last_seen&cursor=abc", ADMIN),
+            ("/api/v1/incidents/globex:db:db-9", ACME),
+            ("/api/v1/deadletters", ACME),
+            ("/api/v1/incidents/acme:nope", ADMIN),
+        ],
+    )
+    assert [status for status, _ in answers] == [401, 401, 401, 400, 400, 400, 400, 403, 403, 404]
+    errors = [body["error"] for _, body in answers]
+    assert "Bearer" in errors[0] and errors[1] == "unknown token"
+    assert "service=~" in errors[3] and "invalid regular expression" in errors[3]
+    assert "9service=x" in errors[4]
+    assert "burning" in errors[5]
+    assert "cursor" in errors[6]
+    assert "globex" in errors[7] and "dead letters" in errors[8]
+
+
+def test_an_incident_with_its_timeline_silences_and_dead_letters(api_db):
+    _, engine = api_db
+    (one, silences, active, letters) = call(
+        engine,
+        [
+            ("/api/v1/incidents/acme:web:web-1", ACME),
+            ("/api/v1/silences", ACME),
+            ("/api/v1/silences?state=active", ADMIN),
+            ("/api/v1/deadletters", ADMIN),
+        ],
+    )
+    assert one[0] == 200
+    assert one[1]["incident"]["status"] == "acknowledged"
+    assert [e["decision"]["outcome"] for e in one[1]["timeline"]] == ["notified", "acknowledged"]
+    assert {(s["id"], s["state"]) for s in silences[1]["silences"]} == {
+        ("sil-active", "active"),
+        ("sil-gone", "expired"),
+    }
+    assert [s["id"] for s in active[1]["silences"]] == ["sil-active"]
+    assert [(d["topic"], d["offset"]) for d in letters[1]["dead_letters"]] == [("decisions", 77)]
+
+
+def test_tokens_never_reach_the_log_and_bad_token_config_fails_at_start(api_db, caplog):
+    _, engine = api_db
+    with caplog.at_level(logging.INFO, logger="streams.api"):
+        call(engine, [("/api/v1/incidents", ADMIN), ("/api/v1/incidents", ACME + "x")])
+    assert "by admin -> 200" in caplog.text
+    assert ADMIN not in caplog.text and ACME not in caplog.text
+    with pytest.raises(ApiTokenConfigError, match="entry 2") as bad:
+        ApiAuth.from_environ({"OPSLOOP_API_TOKENS": "a=secret-a,b"})
+    assert "secret-a" not in str(bad.value)
+    with pytest.raises(ApiTokenConfigError, match="OPSLOOP_API_TOKENS is empty"):
+        ApiAuth.from_environ({})
+
+
+def test_the_command_line_answers_what_the_api_answers(api_db):
+    url, engine = api_db
+    env = {**os.environ, "DATABASE_URL": url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    listed = cli("incidents", "list", "--filter", 'service=~"db.*",severity="urgent"', "--status", "firing", "--json")
+    assert listed.returncode == 0, listed.stderr
+    ((_, api),) = call(engine, [('/api/v1/incidents?filter=service=~"db.*",severity="urgent"&status=firing', ADMIN)])
+    assert keys(json.loads(listed.stdout)) == keys(api) == ["globex:db:db-9", "acme:db:db-2", "acme:db:db-1"]
+    table = cli("incidents", "list", "--status", "acknowledged")
+    assert table.returncode == 0 and "acme:web:web-1" in table.stdout and "1 incident(s)" in table.stdout
+    bad = cli("incidents", "list", "--filter", 'service=~"("')
+    assert bad.returncode == 1 and "filter:" in bad.stderr
+    silences = cli("silence", "list")
+    assert silences.returncode == 0
+    assert "sil-active" in silences.stdout and "expired" in silences.stdout and "2 silence(s)" in silences.stdout
+
+
+@pytest.mark.parametrize(
+    "matchers",
+    [
+        'team="data"',
+        'team=""',
+        'team!="data"',
+        'service=~"db.*"',
+        'service!~"db.*"',
+        'service=~"db-(main|x)"',
+        'service=~"db-[a-z]+"',
+        'nolabel=~""',
+        'nolabel=~"x|"',
+        'severity!="urgent",org=~"acme|globex"',
+        'status=~"firing|resolved",category="database"',
+        'session_key=~"acme:db:.*"',
+        'alertname="Down",service="web"',
+    ],
+)
+def test_what_sql_narrows_python_would_keep_too(api_db, matchers):
+    """SQL only narrows: the answer is exactly the matchers applied in Python to every row."""
+    from streams.audit import queries
+    from streams.model.matchers import matches_all
+
+    _, engine = api_db
+    everything = queries.list_incidents(engine, queries.IncidentQuery.parse(sort="session_key", limit=1000)).items
+    parsed = queries.parse_filter(matchers)
+    expected = [i["session_key"] for i in everything if matches_all(parsed, queries.incident_labels(i))]
+    page = queries.list_incidents(engine, queries.IncidentQuery.parse(filter=matchers, sort="session_key", limit=1000))
+    assert [i["session_key"] for i in page.items] == expected
