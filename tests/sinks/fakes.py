@@ -6,7 +6,7 @@ service documents it and answers as the service does: Slack ``ok``, Teams 202,
 PagerDuty 202 ``{"status": "success"}`` or 400 with the errors; a failing
 validation is recorded and answered 400 with the reason. A test can script
 answers per endpoint: a status with headers and body (429 + Retry-After, 500, a
-200 carrying an error), or a hang.
+200 carrying an error), a hang, or an accept-then-drop (the request is read, the connection closed).
 """
 
 from __future__ import annotations
@@ -193,6 +193,7 @@ class Answer:
     body: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     hang_s: float = 0.0  # sleep this long before answering (longer than the client's timeout: a hang)
+    drop: bool = False  # accept the request, then close the connection without an answer
 
 
 @dataclass
@@ -299,6 +300,11 @@ class FakeServices:
                 return web.Response(status=400, text="invalid_payload: " + "; ".join(errors))
             if answer is None:
                 answer = self._default(kind, payload)
+            if answer.drop:
+                received.answered = -1
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=200)  # never reaches the client: the connection is gone
             if answer.hang_s:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), answer.hang_s)

@@ -1,0 +1,26 @@
+"""Poison records for events.telemetry: each must end in events.dlq with its reason."""
+
+from __future__ import annotations
+
+from streams.kafka.codec import default_codec
+from tests.decide.helpers import alert
+
+
+def undecodable() -> tuple[str, bytes]:
+    return "undecodable bytes", b"\x00not avro at all \xff\xfe"
+
+
+def unknown_schema() -> tuple[str, bytes]:
+    """The single-object marker with a fingerprint no schema has."""
+    return "unknown schema", b"\xc3\x01" + bytes.fromhex("0badf00d0badf00d") + b"\x02\x00"
+
+
+def impossible_values() -> tuple[str, bytes]:
+    """Valid Avro for opsloop.Event, at the end of time: its grouping timer cannot be written."""
+    far = 2**63 - 1
+    event = alert("HostHighCpuLoad", at=far, instance="poison-1:9100", service="poison", session="acme:poison")
+    return "valid Avro, impossible values", default_codec().encode("opsloop.Event", event)
+
+
+def all_poison() -> list[tuple[str, bytes]]:
+    return [undecodable(), unknown_schema(), impossible_values()]
