@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+# The notes decide keeps of who acted, and how the timeline says it.
+ACTED = {"acked_by": "acknowledged", "approved_by": "approved", "rejected_by": "rejected", "resolved_by": "resolved"}
+
 
 def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Join events, decisions, effects and deliveries of one session into entries."""
@@ -50,6 +53,17 @@ def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 )
             }
             matched = decision.get("matched") or {}
+            # Who acted (a Slack user, "signed link", a PagerDuty webhook...), as decide noted it.
+            acted = {verb: matched[key] for key, verb in ACTED.items() if matched.get(key)}
+            if acted:
+                entry["decision"]["by"] = acted
+            if matched.get("severity_inferred") == "true" or matched.get("category_inferred") == "true":
+                entry["decision"]["inferred"] = {
+                    "severity": matched.get("severity_inferred") == "true",
+                    "category": matched.get("category_inferred") == "true",
+                    "basis": matched.get("severity_basis", ""),
+                    "severity_confidence": matched.get("severity_confidence", ""),
+                }
             if matched.get("remediation_result"):  # a remediation's outcome came back (streams/core/outcomes.py)
                 entry["decision"]["remediation"] = {
                     ("action" if k == "remediation" else k.removeprefix("remediation_")): v
@@ -101,6 +115,15 @@ def render(session_key: str, entries: list[dict[str, Any]]) -> str:
                 f"    classified {d['category']}/{d['severity']} p={d['confidence']:.2f} by {d['classifier']}{fallback}; "
                 f"runbook {d['runbook'] or '-'} (set {d['runbook_set_version'] or '-'}); outcome {d['outcome']}"
             )
+            for verb, who in (d.get("by") or {}).items():
+                lines.append(f"    {verb} by {who}")
+            inferred = d.get("inferred")
+            if inferred:
+                what = " and ".join(k for k in ("severity", "category") if inferred[k])
+                basis = f" ({inferred['basis']})" if inferred.get("basis") else ""
+                lines.append(
+                    f"    {what} inferred by the classifier{basis}, severity p={inferred['severity_confidence']}"
+                )
             rem = d.get("remediation")
             if rem:
                 attempts = f" after {rem['attempts']} attempt(s)" if rem.get("attempts") else ""

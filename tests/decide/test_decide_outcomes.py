@@ -312,3 +312,34 @@ def test_the_audit_timeline_shows_the_outcome_and_the_escalation(tmp_path: Path)
     assert "remediation scale failed after 2 attempt(s): gave up after 2 attempt(s): HTTP 500" in text
     assert "-> notify slack:oncall-slack trigger Escalated (remediation scale failed" in text
     assert "-> remediate  scale" in text or "-> remediate scale" in text
+
+
+def test_the_audit_timeline_says_who_acted_and_what_was_inferred() -> None:
+    """Issue 14: who acknowledged shows in `opsloop audit`; issue 18: so does an inferred severity."""
+    from dataclasses import replace as _replace
+
+    from streams.audit import timeline
+    from streams.core.decide import Context, Verdict
+    from tests.decide.helpers import MIN, T0, alert, starter_set, webhook
+
+    inferred = Verdict(
+        category="availability",
+        severity="warning",
+        classifier="test-1",
+        severity_inferred=True,
+        severity_basis="default",
+        severity_confidence=0.41,
+    )
+    sim = Sim(Context(runbooks=starter_set(), verdict=inferred))
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 10 * MIN)
+    sim.feed(webhook("ack", at=T0 + 11 * MIN, actor="U123 (alice)"), _replace(inferred, severity_inferred=False))
+    trace = sim.trace()
+    rows = {
+        "events": [e for e, _, _ in trace],
+        "decisions": [r for _, r, _ in trace],
+        "effects": [x for _, _, effects in trace for x in effects],
+    }
+    text = timeline.render("acme:alert:TargetDown:api", timeline.build(rows))
+    assert "acknowledged by U123 (alice)" in text
+    assert "severity inferred by the classifier (default), severity p=0.4100" in text
