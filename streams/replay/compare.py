@@ -185,6 +185,7 @@ class GlobalTables:
 
 BACK = 10  # decisions before a restart's first repeat that the new worker may have decided
 TAIL = 30  # decisions after a restart's last repeat a reconstructed state must also reproduce
+WIDER = 40  # how far back a restored state is searched when the inferred one does not reproduce
 
 
 def _restart_blocks(items: Sequence[RecordedDecision]) -> list[tuple[int, int]]:
@@ -281,7 +282,10 @@ def plan_restarts(
         # earliest first: a state the new worker folded new events into before its repeats
         # (an ack that moved the session clock) must be found, not skipped
         for p in range(max(first - BACK, 0), (first if mismatch is None else mismatch) + 1):
-            for k in (k0, k0 - 1, k0 + 1, k0 - 2, k0 + 2):
+            # the inferred state first, then its neighbours, then every earlier state back to
+            # the restart window: which batch's state write the killed worker lost is not recorded
+            nearby = (k0, k0 - 1, k0 + 1, k0 - 2, k0 + 2)
+            for k in (*nearby, *(j for j in range(p, max(p - WIDER, 0) - 1, -1) if j not in nearby)):
                 if not 0 <= k <= p:
                     continue
                 state, ok = hist[k], True
