@@ -75,8 +75,10 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # the same rules. Bump it whenever a change makes the same inputs give other outputs
 # (2: effect ids by subject instead of by index; 3: one-use action links with approve/reject;
 # 4: remediation outcomes run the step's on_failure / then, remediate effects carry retries and timeout;
-# every event type has a fate: notices for types a runbook names, ``unmatched`` for the rest).
-DECIDE_VERSION = "4"
+# every event type has a fate: notices for types a runbook names, ``unmatched`` for the rest;
+# 5: a group flush an event performs inline, its timer's due time passed, takes its effect ids
+# from that timer's event, as when the ticker's timer event carries it).
+DECIDE_VERSION = "5"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")

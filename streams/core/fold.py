@@ -8,7 +8,8 @@ session's mirror of pending timers in step with the timer effects it emits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from streams.core.gates import Gate
@@ -63,6 +64,29 @@ class Fold:
         self.used_silences: dict[str, dict[str, Any]] = {}
         self.used_inhibitors: list[list[Any]] = []  # [session_key, labels]
         self.routes: dict[tuple[tuple[str, str], ...], Any] = {}  # route lookups of this fold
+        # The id effect ids derive from: the event's, or (see :meth:`carried_by`) the timer event
+        # whose work the event does inline; one entry per effect, for the ordinals.
+        self._carrier: str | None = None
+        self._carriers: list[str] = []
+
+    @property
+    def carrier_id(self) -> str:
+        """The id this fold's effects derive theirs from right now (the event's unless :meth:`carried_by`)."""
+        return self._carrier or self.event["event_id"]
+
+    @contextmanager
+    def carried_by(self, carrier: str) -> Iterator[None]:
+        """Derive the ids of the effects emitted inside from ``carrier`` instead of the event's id.
+
+        A group flush that a later event performs inline (its timer's due time already passed)
+        is the flush the ``grp:`` timer event would have carried: with its ids, a re-decision
+        in which the ticker's timer event carries it instead yields the same effect ids.
+        """
+        outer, self._carrier = self._carrier, carrier
+        try:
+            yield
+        finally:
+            self._carrier = outer
 
     # -- bookkeeping ------------------------------------------------------------------
     def check(self, gate: Gate) -> bool:
@@ -93,10 +117,14 @@ class Fold:
     # -- effects -----------------------------------------------------------------------
     def _effect(self, etype: str, runbook: str = "", **body: Any) -> dict[str, Any]:
         ev = self.event
+        carrier = self.carrier_id
         subject = effect_subject(etype, body)
-        ordinal = sum(e["type"] == etype and effect_subject(etype, e) == subject for e in self.effects)
+        ordinal = sum(
+            c == carrier and e["type"] == etype and effect_subject(etype, e) == subject
+            for c, e in zip(self._carriers, self.effects, strict=True)
+        )
         effect = {
-            "effect_id": effect_id(ev["event_id"], etype, subject, ordinal),
+            "effect_id": effect_id(carrier, etype, subject, ordinal),
             "event_id": ev["event_id"],
             "session_key": ev["session_key"],
             "org": ev.get("org", "default"),
@@ -110,6 +138,7 @@ class Fold:
         }
         effect.update(body)
         self.effects.append(effect)
+        self._carriers.append(carrier)
         return effect
 
     def notify(

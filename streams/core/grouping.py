@@ -34,10 +34,12 @@ from streams.core.messages import (
 )
 from streams.core.outcomes import run_remediation
 from streams.core.state import AlertState
+from streams.core.timers import timer_event_id
 from streams.model.records import derived_id
 from streams.model.routing import Timing
 from streams.model.runbooks import Runbook
 
+GROUP_PREFIX = "grp:"
 TRIGGER_KINDS = ("initial", "repeat")  # kinds a runbook's cooldown applies to
 
 
@@ -48,10 +50,15 @@ def schedule_flush(f: Fold, rb: Runbook, labels: Mapping[str, str], alert: Mappi
         due = (s["group"]["first"] or f.now) + group_wait(f, alert, labels)
     else:
         due = s["group"]["sent"] + timing.group_interval
+    timer_id = f"{GROUP_PREFIX}{s['episode']}"
     if due <= f.now:
-        flush(f)
+        # The group's timer would have fired at ``due``: this is its flush, so its effects take
+        # the ids that timer's event gives them, whichever event happens to carry it (a
+        # re-decision after a lost state write may see the ticker's timer event do it).
+        with f.carried_by(timer_event_id(f.event["session_key"], timer_id, due)):
+            flush(f)
         return
-    f.schedule(f"grp:{s['episode']}", due, "group")
+    f.schedule(timer_id, due, "group")
     if f.outcome in ("recorded", "repeat"):
         f.outcome = "grouped"
 

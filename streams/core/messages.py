@@ -152,7 +152,7 @@ def links_of(
                 action,
                 expires,
                 ctx.ack_secret,
-                jti=link_id(f.event["event_id"], session, action),
+                jti=link_id(f.carrier_id, session, action),
                 org=org,
             )
             links.append({"label": label, "url": url})
