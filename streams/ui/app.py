@@ -54,7 +54,7 @@ SESSION = web.RequestKey("session", Session)
 READER = web.RequestKey("reader", Reader)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz")}
+OPEN = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/favicon.ico")}
 SORTABLE = {"session_key": "session", "last_seen": "last seen", "first_seen": "first seen"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
@@ -183,7 +183,10 @@ def _next(value: Any) -> str:
 
 
 def _login_form(request: web.Request, nxt: str, error: str = "", status: int = 200) -> web.Response:
-    token = secrets.token_urlsafe(32)
+    # One token per browser until it logs in: a second tab (or the favicon) must not void the first form's.
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if not (43 <= len(token) <= 64 and token.replace("-", "").replace("_", "").isalnum()):
+        token = secrets.token_urlsafe(32)
     message = f'<p class="error">{esc(error)}</p>' if error else ""
     body = (
         f'{message}<form method="post" action="/login">'
@@ -273,7 +276,10 @@ async def incidents(request: web.Request) -> web.Response:
     heads = []
     for key, label in SORTABLE.items():
         current = sort.lstrip("-+")
-        flip = f"-{key}" if not (current == key and sort.startswith("-")) else key
+        if current == key:  # the sorted column: the other direction
+            flip = key if sort.startswith("-") else f"-{key}"
+        else:  # times newest first, sessions A to Z
+            flip = f"-{key}" if key.endswith("_seen") else key
         arrow = (" ▼" if sort.startswith("-") else " ▲") if current == key else ""
         heads.append(f'<th><a href="{esc(_link(params, sort=flip, cursor=None))}">{esc(label)}{arrow}</a></th>')
     rows = []
@@ -467,6 +473,10 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
 def create_app(
     engine: sa.Engine,
     auth: ApiAuth,
@@ -488,6 +498,7 @@ def create_app(
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/", incidents)
     app.router.add_post("/incident/{session_key:.+}/ack", acknowledge)
     app.router.add_get("/incident/{session_key:.+}", incident)
@@ -516,10 +527,10 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
     register_secrets(*secrets_)
     engine = make_engine(settings.database_url.get_secret_value())
     store.migrate(engine)
-    producer = EventProducer(settings)
+    producers: list[EventProducer] = []  # made in the server's loop (aiokafka needs a running one)
 
     async def send(event: dict[str, Any]) -> Any:
-        return await producer.send(event)
+        return await producers[0].send(event)
 
     app = create_app(
         engine,
@@ -532,10 +543,11 @@ def serve(host: str, port: int, environ: Mapping[str, str] | None = None) -> int
     )
 
     async def start(_: web.Application) -> None:
-        await producer.start()
+        producers.append(await EventProducer(settings).start())
 
     async def stop(_: web.Application) -> None:
-        await producer.stop()
+        for producer in producers:
+            await producer.stop()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
