@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 say() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages the tests use as real components.
-APT_PACKAGES=(postgresql prometheus prometheus-alertmanager openssl)
+APT_PACKAGES=(postgresql prometheus prometheus-alertmanager openssl chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

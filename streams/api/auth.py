@@ -98,6 +98,10 @@ class ApiAuth:
     def names(self) -> list[str]:
         return sorted(r.name for _, r in self._tokens)
 
+    def reader(self, name: str) -> Reader | None:
+        """The reader configured under ``name`` (a console session keeps the name, not the token)."""
+        return next((r for _, r in self._tokens if r.name == name), None)
+
     def check(self, authorization: str | None) -> Reader:
         if not authorization:
             raise AuthError(401, "missing Authorization: Bearer <token>")

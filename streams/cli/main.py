@@ -312,6 +312,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     return serve(args.host, args.port)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from streams.ui.app import serve
+
+    return serve(args.host, args.port)
+
+
 # -- runbooks, routing, silences (streams.cli.runbooks) -----------------------------
 
 
@@ -528,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8081)
     api.set_defaults(func=cmd_api)
+
+    ui = sub.add_parser("ui", help="serve the web console (incidents, timelines, acknowledge, silences)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=8082)
+    ui.set_defaults(func=cmd_ui)
 
     sub.add_parser(
         "classifier", help="train / eval the incident classifier (see `opsloop classifier -h`)", add_help=False

@@ -19,21 +19,11 @@ silence-1h/4h   ``silence.created``             mutes the session (``opsloop_ses
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from streams.core.acklinks import ACTIONS, SILENCE_MS
-from streams.core.messages import SESSION_LABEL
+from streams.core.actions import EVENT_TYPES, action_event
 from streams.ingest.scopes import Principal, webhook_principal
-from streams.model.records import derived_id
 
-EVENT_TYPES = {
-    "ack": "ack",
-    "approve": "remediation.approved",
-    "reject": "remediation.rejected",
-    "silence-1h": "silence.created",
-    "silence-4h": "silence.created",
-}
+__all__ = ["DONE", "EVENT_TYPES", "WILL", "action_event", "action_principal"]
+
 # What a page or a chat update says before ("This will ...") and after ("... <session>").
 WILL = {
     "ack": "acknowledge",
@@ -49,51 +39,6 @@ DONE = {
     "silence-1h": "Silenced for 1 hour:",
     "silence-4h": "Silenced for 4 hours:",
 }
-
-
-def action_event(*, action: str, session: str, org: str, actor: str, unique: str, now: int, via: str) -> dict[str, Any]:
-    """The webhook event for a human action; ``unique`` (a link id, a Slack trigger id) gives its id."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown action {action!r}")
-    body: dict[str, Any] = {"action": action, "via": via}
-    subject = session
-    if action in SILENCE_MS:
-        silence_id = derived_id("silence", via, unique)
-        body = {
-            "id": silence_id,
-            "matchers": [f'{SESSION_LABEL}="{_quote(session)}"'],
-            "starts_at": now,
-            "ends_at": now + SILENCE_MS[action],
-            "created_by": actor,
-            "comment": f"{action} from {via}",
-        }
-        subject = silence_id
-    return {
-        "event_id": derived_id(via, unique, action),
-        "session_key": session,
-        "session_rule": via,
-        "kind": "webhook",
-        "type": EVENT_TYPES[action],
-        "source": "opsloop",
-        "org": org,
-        "occurred_at": now,
-        "received_at": now,
-        "labels": {"action": action, "via": via},
-        "annotations": {},
-        "payload": {
-            "provider": "opsloop",
-            "action": action,
-            "delivery_id": unique,
-            "subject": subject,
-            "url": "",
-            "actor": actor,
-            "body_json": json.dumps(body, sort_keys=True),
-        },
-    }
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def action_principal(via: str) -> Principal:

@@ -22,6 +22,7 @@ ALLOWED = {
     "streams.kafka": {"streams", "streams.model"},
     "streams.audit": {"streams", "streams.model", "streams.kafka"},
     "streams.api": {"streams", "streams.model", "streams.kafka", "streams.audit"},
+    "streams.ui": {"streams", "streams.model", "streams.kafka", "streams.audit", "streams.api", "streams.core"},
     "streams.ingest": {"streams", "streams.model", "streams.kafka", "streams.core"},
     "streams.replay.run": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
     "streams.devtools": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
