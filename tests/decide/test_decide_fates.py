@@ -1,7 +1,7 @@
 """Every event type has a fate: each seed notification type ends in a notification, a
 suppression by a named gate, or an ``unmatched`` record sent to the default receiver.
 
-The seed documents' types (``/work/shared/seeds``: the notification router's
+The seed documents' types (the project's design seeds: the notification router's
 EVENT_SEVERITY and the automation engine's events) are folded through the pure decide
 with the starter runbook set and the shipped classifier, as a worker does; README.md's
 table says the same thing and is checked against it here.
