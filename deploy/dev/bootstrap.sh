@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything opsloop's demo and tests need on a fresh Debian machine with
-# Python 3.11, Java 17 and Maven: a virtualenv with the locked dependencies (requirements.lock)
+# Python 3.11, Java 17 and Maven: a virtualenv with the locked dependencies (deploy/requirements.lock)
 # and the package,
 # the Apache Kafka jars from Maven Central, and (from Debian's packages, if missing)
 # PostgreSQL, Prometheus and Alertmanager. Safe to run again: each step is skipped
@@ -34,12 +34,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.opsloop-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
-  # The exact versions the suite ran with (requirements.lock, from `uv pip compile` of
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ deploy/requirements.lock -nt "$stamp" ]; then
+  # The exact versions the suite ran with (deploy/requirements.lock, from `uv pip compile` of
   # pyproject.toml's ranges with the test, dev and eval extras), then opsloop itself.
   say "installing the locked dependencies and opsloop into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.lock
+  .venv/bin/python -m pip install -q -r deploy/requirements.lock
   .venv/bin/python -m pip install -q --no-deps -e .
   touch "$stamp"
 fi
