@@ -1,13 +1,13 @@
 """A throwaway PostgreSQL cluster from Debian's packages, on a free loopback port.
 
-initdb + pg_ctl in a temporary directory, trust auth, fsync off (a test cluster
+The server binaries are found as ``opsloop dev`` finds them (streams/devtools/postgres.py);
+unlike its kept cluster, this one is made for one test session: initdb + pg_ctl in a temporary directory, trust auth, fsync off (a test cluster
 holds nothing worth a disk flush). PostgreSQL refuses to run as root, so under root
 the server runs as the ``postgres`` system user the Debian package creates.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -16,28 +16,20 @@ import tempfile
 from pathlib import Path
 
 from streams.devtools.broker import free_port
+from streams.devtools.postgres import PostgresError, pg_bindir
 
 
-class PostgresError(Exception):
-    """The test PostgreSQL could not be found or started."""
-
-
-def pg_bindir() -> Path:
-    pg_config = shutil.which("pg_config")
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip()
-        if out and (Path(out) / "initdb").exists():
-            return Path(out)
-    for candidate in candidates:
-        if (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    raise PostgresError("no PostgreSQL server binaries (initdb) found; install Debian's postgresql package")
+def server_bindir() -> Path:
+    """Where initdb and pg_ctl are (the discovery ``opsloop dev`` uses), or a named error."""
+    bindir = pg_bindir()
+    if bindir is None:
+        raise PostgresError("no PostgreSQL server binaries (initdb) found; install Debian's postgresql package")
+    return bindir
 
 
 class LocalPostgres:
     def __init__(self) -> None:
-        self.bindir = pg_bindir()
+        self.bindir = server_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="opsloop-pg-"))
         self.datadir = self.root / "data"
         self.port = free_port()
