@@ -32,8 +32,11 @@ COLUMN_LABELS = ("severity", "category", "org", "runbook", "status", "session_ke
 SORTS = ("last_seen", "first_seen", "session_key")
 MAX_LIMIT = 1000
 _SCAN_CHUNK = 500
-# Regular expressions PostgreSQL and Python read alike: no escapes, classes, flags, braces or (?...).
-_PORTABLE_REGEX = re.compile(r"[A-Za-z0-9_.*+?|()\-:/ ]*")
+# Regular expressions PostgreSQL (ARE) and Python read alike: literals, ``. * + ? |``, groups,
+# bracket classes of plain characters (``[a-z0-9_-]``, ``[^.]``) and counted repeats (``{2}``,
+# ``{1,3}``); no escapes, POSIX classes, flags or ``(?...)``. One difference is left: PostgreSQL's
+# ``.`` also matches a newline, so SQL keeps a superset for ``=~`` and is not given a ``!~`` with ``.``.
+_PORTABLE_REGEX = re.compile(r"(?:[A-Za-z0-9_.*+?|()\-:/ ]|\[\^?[A-Za-z0-9_.\-:/ ]+\]|\{[0-9]+(?:,[0-9]*)?\})*")
 
 
 class QueryError(InvalidInputError, ValueError):
@@ -167,6 +170,8 @@ def _sql_condition(m: Matcher, postgres: bool) -> sa.ColumnElement[bool] | None:
         return None
     if m.op == "!=" and column is not None:
         return column != m.value  # type: ignore[no-any-return]
+    if "(?" in m.value or (m.op == "!~" and "." in m.value):
+        return None
     if m.op in ("=~", "!~") and postgres and column is not None and _PORTABLE_REGEX.fullmatch(m.value):
         condition = column.op("~", is_comparison=True)(f"^(?:{m.value})$")
         return condition if m.op == "=~" else sa.not_(condition)  # type: ignore[no-any-return]
@@ -195,9 +200,11 @@ def list_incidents(engine: sa.Engine, q: IncidentQuery) -> Page:
     want = q.limit + 1  # one more tells whether there is a next page
     found: list[dict[str, Any]] = []
     chunk = max(_SCAN_CHUNK, want)
+    # The scan reads only what matchers and the cursor need; whole rows are read for the page alone.
+    scan_columns = [t.__table__.c[name] for name in dict.fromkeys(("labels", *COLUMN_LABELS, key))]
     with engine.connect() as conn:
         while len(found) < want:
-            stmt = sa.select(t.__table__).where(*conditions)
+            stmt = sa.select(*scan_columns).where(*conditions)
             if after is not None:
                 pair = sa.tuple_(column, tiebreak)
                 stmt = stmt.where(pair < sa.tuple_(*after) if descending else pair > sa.tuple_(*after))
@@ -211,6 +218,12 @@ def list_incidents(engine: sa.Engine, q: IncidentQuery) -> Page:
             if len(rows) < chunk:
                 break
             after = (rows[-1][key], rows[-1]["session_key"])
+        if found:
+            keys = [row["session_key"] for row in found]
+            full = {
+                r.session_key: dict(r._mapping) for r in conn.execute(sa.select(t.__table__).where(tiebreak.in_(keys)))
+            }
+            found = [full[k] for k in keys if k in full]
     page.items = found[: q.limit]
     if len(found) > q.limit:
         page.next_cursor = _encode_cursor(q.sort, page.items[-1])

@@ -48,15 +48,21 @@ CASES: list[tuple[str, dict[str, str], str]] = [
         "AND coalesce(labels->>'service', '') ~ '^(?:db.*)$' ORDER BY last_seen DESC, session_key DESC LIMIT 51",
     ),
     (
-        'team="payments",service=~"db-[0-9]+" (a regex only Python takes)',
+        'team="payments",service=~"db-[0-9]+" (GIN index and a regex, both in SQL)',
         {"filter": 'team="payments",service=~"db-[0-9]+"', "sort": "-last_seen", "limit": "50"},
         'SELECT * FROM incidents WHERE labels @> \'{"team": "payments"}\' '
         "AND coalesce(labels->>'service', '') ~ '^(?:db-[0-9]+)$' ORDER BY last_seen DESC, session_key DESC LIMIT 51",
     ),
     (
-        'service=~"zz[a-z]" (worst case: Python checks all rows, none match)',
+        'service=~"zz[a-z]" (a class: SQL narrows it, none match)',
         {"filter": 'service=~"zz[a-z]"', "sort": "-last_seen", "limit": "50"},
         "SELECT * FROM incidents WHERE coalesce(labels->>'service', '') ~ '^(?:zz[a-z])$' "
+        "ORDER BY last_seen DESC, session_key DESC LIMIT 51",
+    ),
+    (
+        'service=~"zz\\d" (worst case: an escape, Python checks all rows, none match)',
+        {"filter": 'service=~"zz\\\\d"', "sort": "-last_seen", "limit": "50"},
+        "SELECT * FROM incidents WHERE coalesce(labels->>'service', '') ~ '^(?:zz\\d)$' "
         "ORDER BY last_seen DESC, session_key DESC LIMIT 51",
     ),
 ]

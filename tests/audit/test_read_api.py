@@ -228,6 +228,11 @@ def test_the_command_line_answers_what_the_api_answers(api_db):
         'service!~"db.*"',
         'service=~"db-(main|x)"',
         'service=~"db-[a-z]+"',
+        'service=~"db-[a-z]{2,4}"',
+        'service!~"db-[^m][a-z]+"',
+        'service!~"db-[a-z]{4}"',
+        'service=~"[a-c]b-.*"',
+        'service=~"zz[a-z]"',
         'nolabel=~""',
         'nolabel=~"x|"',
         'severity!="urgent",org=~"acme|globex"',
@@ -247,3 +252,23 @@ def test_what_sql_narrows_python_would_keep_too(api_db, matchers):
     expected = [i["session_key"] for i in everything if matches_all(parsed, queries.incident_labels(i))]
     page = queries.list_incidents(engine, queries.IncidentQuery.parse(filter=matchers, sort="session_key", limit=1000))
     assert [i["session_key"] for i in page.items] == expected
+
+
+@pytest.mark.parametrize(
+    ("matcher", "pushed"),
+    [
+        ('service=~"zz[a-z]"', True),
+        ('service=~"db-[0-9]{1,3}"', True),
+        ('service!~"db-[^m]+"', True),
+        ('service!~"db.*"', False),  # PostgreSQL's "." also matches a newline: NOT(~) could drop a row
+        ('service=~"(?i)db"', False),
+        (r'service=~"db\\d"', False),
+        ('service=~"[[:alpha:]]+"', False),
+    ],
+)
+def test_which_regexes_sql_is_given(matcher, pushed):
+    """The worst case of the read API is a regex SQL is not given: every row comes back to Python."""
+    from streams.audit import queries
+
+    (m,) = queries.parse_filter(matcher)
+    assert (queries._sql_condition(m, postgres=True) is not None) is pushed
