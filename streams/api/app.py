@@ -133,9 +133,25 @@ def v1_app(engine: sa.Engine, auth: ApiAuth) -> web.Application:
     return app
 
 
+async def healthz(request: web.Request) -> web.Response:
+    """For a load balancer or compose's healthcheck: no token, nothing read but ``SELECT 1``."""
+    try:
+        await asyncio.to_thread(_ping, request.app[ENGINE])
+    except sa.exc.SQLAlchemyError:
+        return web.json_response({"status": "database unreachable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def _ping(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
 def create_app(engine: sa.Engine, auth: ApiAuth) -> web.Application:
-    """The API alone: nothing but ``/api/v1`` (whose every route, unknown ones too, needs a token)."""
+    """The API: ``/api/v1`` (whose every route, unknown ones too, needs a token) and an open ``/healthz``."""
     app = web.Application()
+    app[ENGINE] = engine
+    app.router.add_get("/healthz", healthz)
     app.add_subapp(PREFIX, v1_app(engine, auth))
     return app
 

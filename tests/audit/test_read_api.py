@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
 from streams.api.app import create_app
@@ -272,3 +273,13 @@ def test_which_regexes_sql_is_given(matcher, pushed):
 
     (m,) = queries.parse_filter(matcher)
     assert (queries._sql_condition(m, postgres=True) is not None) is pushed
+
+
+def test_healthz_needs_no_token_and_says_when_the_database_is_gone(api_db):
+    _, engine = api_db
+    [(status, body), (v1_status, _)] = call(engine, [("/healthz", None), ("/api/v1/healthz", None)])
+    assert (status, body) == (200, {"status": "ok"})
+    assert v1_status == 401  # everything under /api/v1 still needs a token
+    gone = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    [(status, body)] = call(gone, [("/healthz", None)])
+    assert (status, body) == (503, {"status": "database unreachable"})

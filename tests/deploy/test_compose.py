@@ -31,7 +31,8 @@ def test_compose_file_validates_against_the_compose_specification(compose):
 
 def test_required_services_are_there(compose):
     services = compose["services"]
-    required = ("kafka", "topics", "postgres", "ingest", "worker", "projector", "prometheus", "alertmanager", "grafana")
+    required = ("kafka", "topics", "postgres", "ingest", "worker", "projector", "api", "console")
+    required += ("prometheus", "alertmanager", "grafana")
     for name in (*required, "mailpit"):
         assert name in services, name
     assert services["kafka"]["image"].startswith("apache/kafka:")
@@ -45,8 +46,11 @@ def test_required_services_are_there(compose):
         env = services[name]["environment"]
         assert "/ingest/ack" in env["OPSLOOP_ACK_BASE_URL"]
         assert "${OPSLOOP_ACK_SECRET" in env["OPSLOOP_ACK_SECRET"]
-    for name in ("kafka", "postgres", "ingest", "worker", "prometheus"):
+    for name in ("kafka", "postgres", "ingest", "worker", "api", "console", "prometheus"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck"
+    assert services["api"]["command"][0] == "api" and services["console"]["command"][0] == "ui"
+    for name in ("api", "console"):  # in a container the server must listen beyond loopback
+        assert services[name]["command"][services[name]["command"].index("--host") + 1] == "0.0.0.0"
 
 
 def test_every_built_or_mounted_file_is_in_the_repo(compose):
@@ -141,6 +145,12 @@ def settings_variables() -> set[str]:
                 names.add(f"{prefix}{field_name}".upper())
 
     walk(Settings)
+    # The read API's and the console's credentials are read where those servers start (their auth modules)
+    from streams.api import auth as api_auth
+    from streams.ui import auth as ui_auth
+
+    names |= {api_auth.TOKENS_VARIABLE, api_auth.ORGS_VARIABLE}
+    names |= {ui_auth.UI_TOKENS_VARIABLE, ui_auth.UI_ORGS_VARIABLE, ui_auth.SECRET_VARIABLE}
     return names
 
 
