@@ -1,14 +1,15 @@
-"""``opsloop dev``: a local broker, a database, ingest, a worker and the projector, until Ctrl-C.
+"""``opsloop dev``: a local broker, a database, ingest, a worker, the projector and the console, until Ctrl-C.
 
 Unlike the demo, everything is kept in one data directory between runs
 (``--data-dir``, default ``.opsloop/dev``): the Kafka log dir (formatted once, resumed
 after), a PostgreSQL cluster when the server binaries are installed (else an SQLite
 file), the worker's table state and ledger, every process's log, and ``dev.json``
-(mode 0600: the ports used last time and the generated ingest token and ack secret,
-so URLs, tokens and Acknowledge links stay valid from one run to the next).
+(mode 0600: the ports used last time and the generated ingest token, ack secret, console
+token and console cookie key, so URLs, tokens, logins and Acknowledge links stay valid from
+one run to the next).
 
-The three opsloop processes are the real commands (``opsloop ingest``, ``opsloop
-worker``, ``opsloop projector``), run as children with the data directory as their
+The four opsloop processes are the real commands (``opsloop ingest``, ``opsloop
+worker``, ``opsloop projector``, ``opsloop ui``), run as children with the data directory as their
 working directory and the environment pointing them at the broker and the database.
 Each child, the broker's JVM and the PostgreSQL server run in a session of their own,
 so Ctrl-C reaches only this process, which stops them in order (front door first,
@@ -49,7 +50,8 @@ from streams.settings import ROOT, Settings
 
 DEFAULT_DATA_DIR = Path(".opsloop") / "dev"
 TOKEN_NAME = "dev"  # the producer name ingest knows the generated token by (OPSLOOP_INGEST_TOKEN_DEV)
-PORTS = ("kafka", "kafka_controller", "postgres", "ingest", "worker_web")
+UI_USER = "dev"  # the console login name (OPSLOOP_UI_TOKENS); actions are recorded as done by it
+PORTS = ("kafka", "kafka_controller", "postgres", "ingest", "worker_web", "console")
 READY_TIMEOUT_S = 120.0
 
 SAMPLE_ALERT = [
@@ -87,23 +89,38 @@ class DevState:
     ports: dict[str, int] = field(default_factory=dict)
     token: str = ""
     ack_secret: str = ""
+    ui_token: str = ""
+    ui_secret: str = ""
 
     @classmethod
     def load(cls, path: Path) -> DevState:
         if not path.exists():
             return cls()
         raw = json.loads(path.read_text())
-        return cls(ports=dict(raw.get("ports", {})), token=raw.get("token", ""), ack_secret=raw.get("ack_secret", ""))
+        secrets_ = {name: str(raw.get(name, "")) for name in ("token", "ack_secret", "ui_token", "ui_secret")}
+        return cls(ports=dict(raw.get("ports", {})), **secrets_)
 
     def save(self, path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            json.dump({"ports": self.ports, "token": self.token, "ack_secret": self.ack_secret}, out, indent=2)
+            json.dump(
+                {
+                    "ports": self.ports,
+                    "token": self.token,
+                    "ack_secret": self.ack_secret,
+                    "ui_token": self.ui_token,
+                    "ui_secret": self.ui_secret,
+                },
+                out,
+                indent=2,
+            )
 
     def settle(self, ingest_port: int | None = None) -> None:
         """Generate what is missing; keep each port of the last run unless something else took it."""
         self.token = self.token or secrets.token_urlsafe(24)
         self.ack_secret = self.ack_secret or secrets.token_urlsafe(32)
+        self.ui_token = self.ui_token or secrets.token_urlsafe(24)
+        self.ui_secret = self.ui_secret or secrets.token_urlsafe(32)
         if ingest_port:
             self.ports["ingest"] = ingest_port
         for name in PORTS:
@@ -303,8 +320,21 @@ class Dev:
         )
         worker = Child("worker", ["worker"], worker_env, self.data_dir, logs / "worker.log")
         projector = Child("projector", ["projector"], env, self.data_dir, logs / "projector.log")
-        self.children = [ingest, worker, projector]
-        self.say("starting ingest, a worker and the projector ...")
+        console_env = {
+            **env,
+            "OPSLOOP_UI_TOKENS": f"{UI_USER}={self.state.ui_token}",
+            "OPSLOOP_UI_SECRET": self.state.ui_secret,
+            "OPSLOOP_UI_REFRESH_S": "5",
+        }
+        console = Child(
+            "console",
+            ["ui", "--host", "127.0.0.1", "--port", str(ports["console"])],
+            console_env,
+            self.data_dir,
+            logs / "console.log",
+        )
+        self.children = [ingest, console, worker, projector]
+        self.say("starting ingest, the console, a worker and the projector ...")
         for child in self.children:
             self.checkpoint()
             child.start()
@@ -313,6 +343,9 @@ class Dev:
         ingest.wait_http(f"{ingest_url}/readyz", READY_TIMEOUT_S)
         self.checkpoint()
         worker.wait_http(f"{worker_url}/metrics", READY_TIMEOUT_S)
+        self.checkpoint()
+        console_url = f"http://127.0.0.1:{ports['console']}"
+        console.wait_http(f"{console_url}/healthz", READY_TIMEOUT_S)
         self.checkpoint()
         if projector.exit_code is not None:
             raise DevUnavailable(f"projector exited with {projector.exit_code}; its log ends:\n{projector.tail()}")
@@ -325,12 +358,14 @@ class Dev:
         self.say(f"  ingest     {ingest_url}  (log {ingest.log_path})")
         self.say(f"  worker     {worker_url}/metrics  (log {worker.log_path})")
         self.say(f"  projector  audit tables in the database above  (log {projector.log_path})")
+        self.say(f"  console    {console_url}/  (log {console.log_path})")
+        self.say(f"             log in as '{UI_USER}' with the token {self.state.ui_token}")
         self.say(f"  ack links  {ingest_url}/ingest/ack")
         self.say(f"  token      producer '{TOKEN_NAME}', kept in {state_file}")
         self.say()
         self.say("fire an alert:")
         self.say(f"  {sample_curl(ingest_url, self.state.token)}")
-        self.say("then watch it:")
+        self.say(f"then watch it in the console ({console_url}/), or:")
         self.say(f"  {tools_env} opsloop tail decisions outbox")
         self.say(f"  {tools_env} opsloop audit default:alert:HostHighCpuLoad:dev-host")
         self.say()

@@ -1,4 +1,5 @@
-"""``opsloop dev``: the printed curl fires an alert that is decided and projected; Ctrl-C leaves nothing.
+"""``opsloop dev``: the printed curl fires an alert that is decided, projected and shown in the console
+(logged in with the printed token); Ctrl-C leaves nothing.
 
 Run twice on one data directory: the second run resumes the broker's log dir and
 the database (the first run's decision is still in the audit tables, the topics
@@ -107,7 +108,7 @@ class DevRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.text()
-            if READY in text and "then watch it:" in text and text.rstrip().endswith("dev-host"):
+            if READY in text and "then watch it" in text and text.rstrip().endswith("dev-host"):
                 return text
             assert self.proc.poll() is None, f"opsloop dev exited with {self.proc.returncode}:\n{text[-4000:]}"
             time.sleep(0.2)
@@ -161,6 +162,31 @@ def _decisions_for(url: str, event_ids: list[str], timeout: float) -> list[tuple
         engine.dispose()
 
 
+class Console:
+    """The printed console, logged in with the printed token (as a person following the banner would)."""
+
+    def __init__(self, text: str) -> None:
+        url = re.search(r"console\s+(http://\S+?)/?\s", text).group(1)
+        token = re.search(r"log in as 'dev' with the token (\S+)", text).group(1)
+        self.client = httpx.Client(base_url=url, timeout=10)
+        form = self.client.get("/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+        assert self.client.post("/login", data={"csrf": csrf, "next": "/", "token": token}).status_code == 303
+
+    def firing(self) -> str:
+        page = self.client.get("/", params={"status": "firing"})
+        assert page.status_code == 200, page.text[:500]
+        return page.text
+
+    def seconds_until_shown(self, needle: str, timeout: float) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if needle in self.firing():
+                return time.monotonic() - start
+            time.sleep(0.3)
+        raise AssertionError(f"{needle} not on the console's incidents page within {timeout:.0f}s")
+
+
 def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
     cwd, tmpdir = home / "cwd", home / "tmp"
     cwd.mkdir()
@@ -171,7 +197,11 @@ def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
     try:
         text = first.wait_ready()
         assert "created events.telemetry" in text
+        console = Console(text)
+        assert "HostHighCpuLoad" not in console.firing()  # nothing fired yet
         event_ids = _post_printed_curl(text)
+        shown_after = console.seconds_until_shown("HostHighCpuLoad", timeout=60)
+        print(f"the alert was on the console's incidents page {shown_after:.1f} s after the curl")
         url = _database_url(text)
         decided = _decisions_for(url, event_ids, timeout=90)
         assert decided and decided[0][0] == event_ids[0], first.text()[-3000:]
@@ -188,6 +218,7 @@ def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
     new_in_cwd = {p.split("/", 1)[0] for p in _listing(cwd) - before_cwd}
     assert new_in_cwd == {".opsloop"}, new_in_cwd  # everything under the data dir
     assert {"dev.json", "kafka", "logs", "worker"} <= {p.name for p in data_dir.iterdir()}
+    assert (data_dir / "logs" / "console.log").exists()
     assert list(tmpdir.iterdir()) == []
     assert sorted(p.name for p in home.iterdir()) == sorted([*before_home, first.out_path.name])
     assert oct(data_dir.joinpath("dev.json").stat().st_mode & 0o777) == "0o600"
