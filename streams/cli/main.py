@@ -313,9 +313,15 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from streams.cli.runbooks import route_test
+    from streams.model.runbooks import load_runbook_set
     from streams.ui.app import serve
 
-    return serve(args.host, args.port)
+    # The console's route-test form answers what `opsloop route test` does, over the set loaded now.
+    rset = load_runbook_set(_settings().runbooks_dir, channels=channel_specs())
+    return serve(args.host, args.port, route_test=partial(route_test, rset))
 
 
 # -- runbooks, routing, silences (streams.cli.runbooks) -----------------------------
