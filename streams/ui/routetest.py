@@ -17,7 +17,7 @@ from aiohttp import web
 
 from streams.audit import queries
 from streams.errors import InvalidInputError
-from streams.ui.base import READER, ROUTE_TEST, SESSION, esc, org_field, page
+from streams.ui.base import OPTIONS, READER, ROUTE_TEST, SESSION, esc, org_field, page
 
 log = logging.getLogger("streams.ui")
 
@@ -33,7 +33,7 @@ def pairs_of(text: str, org: str) -> list[str]:
         pairs.append(f"{m.name}={m.value}")
     if not pairs:
         raise InvalidInputError(f"labels: give at least one label=value, e.g. {EXAMPLE}")
-    if org and not any(p.startswith("org=") for p in pairs):
+    if not any(p.startswith("org=") for p in pairs):
         pairs.append(f"org={org}")
     return pairs
 
@@ -43,7 +43,7 @@ async def route_test(request: web.Request) -> web.Response:
     if test is None:
         raise web.HTTPServiceUnavailable(reason="this console was started without the runbook set")
     text = request.query.get("labels", "").strip()
-    org = request.query.get("org", "").strip()
+    org = request.query.get("org", "").strip() or request.app[OPTIONS]["default_org"]
     form = (
         '<form method="get" action="/route" id="route-test"><label>Labels '
         f'<input type="text" name="labels" value="{esc(text)}" placeholder="{esc(EXAMPLE)}"></label>'
@@ -54,7 +54,7 @@ async def route_test(request: web.Request) -> web.Response:
         return page(request, "Route test", form)
     try:
         pairs = pairs_of(text, org)
-        request[READER].require_org(next(p for p in pairs if p.startswith("org="))[4:])
+        request[READER].require_org(next(p[4:] for p in pairs if p.startswith("org=")))
         lines = await asyncio.to_thread(test, pairs)
     except InvalidInputError as exc:
         return page(request, "Route test", f'{form}<p class="error">{esc(exc)}</p>', status=400)
