@@ -165,7 +165,7 @@ async def incident(request: web.Request) -> web.Response:
             "first_seen",
             "last_seen",
             "acked_by",
-            "silence_id",
+            "silenced_by",
         )
         fields = "".join(
             f'<tr><th>{esc(k)}</th><td id="incident-{esc(k)}">'
