@@ -541,7 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8081)
     api.set_defaults(func=cmd_api)
 
-    ui = sub.add_parser("ui", help="serve the web console (incidents, timelines, acknowledge, silences, dead letters and redrive, route test)")
+    ui = sub.add_parser(
+        "ui",
+        help="serve the web console (incidents, timelines, acknowledge, silences, dead letters and redrive, route test)",
+    )
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8082)
     ui.set_defaults(func=cmd_ui)
