@@ -313,9 +313,15 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from streams.cli.runbooks import route_test
+    from streams.model.runbooks import load_runbook_set
     from streams.ui.app import serve
 
-    return serve(args.host, args.port)
+    # The console's route-test form answers what `opsloop route test` does, over the set loaded now.
+    rset = load_runbook_set(_settings().runbooks_dir, channels=channel_specs())
+    return serve(args.host, args.port, route_test=partial(route_test, rset))
 
 
 # -- runbooks, routing, silences (streams.cli.runbooks) -----------------------------
@@ -535,7 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8081)
     api.set_defaults(func=cmd_api)
 
-    ui = sub.add_parser("ui", help="serve the web console (incidents, timelines, acknowledge, silences)")
+    ui = sub.add_parser(
+        "ui",
+        help="serve the web console (incidents, timelines, acknowledge, silences, dead letters and redrive, route test)",
+    )
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=8082)
     ui.set_defaults(func=cmd_ui)

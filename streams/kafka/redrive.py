@@ -76,11 +76,19 @@ async def read(settings: Settings, dlqs: Iterable[str]) -> tuple[list[Letter], s
 
 
 def select(
-    letters: Iterable[Letter], *, reason: str | None = None, offset: int | None = None, partition: int | None = None
+    letters: Iterable[Letter],
+    *,
+    reason: str | None = None,
+    offset: int | None = None,
+    partition: int | None = None,
+    mark: str | None = None,
 ) -> list[Letter]:
-    """Dead letters whose reason contains ``reason`` (case-insensitive) / whose source offset (and partition) match."""
+    """Dead letters whose reason contains ``reason`` (case-insensitive) / whose source offset (and partition) match /
+    that hold the source record ``mark`` (``topic:partition:offset``, what the console's buttons name)."""
     out = []
     for letter in letters:
+        if mark is not None and letter.mark != mark:
+            continue
         if reason is not None and reason.lower() not in str(letter.record["reason"]).lower():
             continue
         if offset is not None and letter.record["offset"] != offset:

@@ -1,4 +1,5 @@
-"""The console on a SQLite audit store with a recording producer: login, CSRF, escaping, ack and silence events."""
+"""The console on a SQLite audit store with a recording producer: login, CSRF, escaping, ack and silence events,
+the silence preview and the route-test form (over the starter runbook set)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,18 @@ import asyncio
 import json
 import re
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from streams.api.auth import ApiAuth
-from streams.db import make_engine
+from streams.model.matchers import make_matcher
 from streams.ui.app import create_app
 from streams.ui.auth import SessionSigner, console_auth
-from tests.ui.seed import XSS, seed
+from tests.ui.seed import XSS
 
 ALICE, BOB = "alice-token-0123456789", "bob-token-9876543210"
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    seed(engine)
-    yield engine
-    engine.dispose()
 
 
 def csrf(text: str) -> str:
@@ -34,7 +27,8 @@ def csrf(text: str) -> str:
     return found.group(1)
 
 
-def run(engine, script) -> tuple[list[dict[str, Any]], Any]:
+def run(engine, script, **options: Any) -> tuple[list[dict[str, Any]], Any]:
+    """Run ``script(client)`` against the console (``options``: create_app's, e.g. kafka=, route_test=)."""
     sent: list[dict[str, Any]] = []
 
     async def send(event: dict[str, Any]) -> None:
@@ -43,7 +37,7 @@ def run(engine, script) -> tuple[list[dict[str, Any]], Any]:
     auth = ApiAuth({"alice": ALICE, "bob": BOB}, {"bob": frozenset({"globex"})})
 
     async def go():
-        app = create_app(engine, auth, send, signer=SessionSigner(b"k" * 32))
+        app = create_app(engine, auth, send, signer=SessionSigner(b"k" * 32), **options)
         async with TestClient(TestServer(app)) as client:
             return await script(client)
 
@@ -192,3 +186,120 @@ def test_console_tokens_come_from_their_own_variable():
     assert auth.names == ["alice"]
     with pytest.raises(ValueError, match="OPSLOOP_UI_TOKENS"):
         console_auth({})
+
+
+def test_silence_preview_lists_the_firing_incidents_it_would_mute_and_creates_nothing(engine, caplog):
+    async def script(client):
+        out = {}
+        await login(client)
+        form = csrf(await (await client.get("/silences")).text())
+        fields = {"csrf": form, "matchers": 'service=~"db.*"', "duration": "1h", "org": "acme", "comment": "c"}
+        out["no_csrf"] = (await client.post("/silences", data={**fields, "csrf": "", "action": "preview"})).status
+        r = await client.post("/silences", data={**fields, "action": "preview"})
+        out["preview"] = (r.status, await r.text())
+        r = await client.post(
+            "/silences", data={**fields, "matchers": str(make_matcher("service", "=", XSS)), "action": "preview"}
+        )
+        out["xss"] = (r.status, await r.text())
+        r = await client.post("/silences", data={**fields, "matchers": "nonsense", "action": "preview"})
+        out["bad"] = r.status
+        await login(client, BOB)
+        bob = csrf(await (await client.get("/silences")).text())
+        r = await client.post("/silences", data={**fields, "csrf": bob, "org": "globex", "action": "preview"})
+        out["bob"] = (r.status, await r.text())
+        out["bob_acme"] = (await client.post("/silences", data={**fields, "csrf": bob, "action": "preview"})).status
+        r = await client.post(
+            "/silences", data={**fields, "csrf": bob, "org": "globex", "action": "create"}, allow_redirects=False
+        )
+        out["create"] = r.status
+        return out
+
+    caplog.set_level("INFO", logger="streams.ui")
+    sent, out = run(engine, script)
+    assert out["no_csrf"] == 403
+    status, text = out["preview"]
+    assert status == 200
+    preview = text.split('id="silence-preview"', 1)[1]
+    keys = re.findall(r'href="/incident/([^"]+)"', preview)
+    # firing incidents whose service matches db.* (db-x is globex's: alice reads every org), not the resolved one
+    assert sorted(keys) == sorted(quote(k, safe="") for k in ("acme:db:db-1", "acme:db:db-2", "globex:db:db-9"))
+    assert "3 firing incident(s) would be muted" in text
+    assert 'value="service=~&quot;db.*&quot;"' in text  # the form keeps what was typed, for Create
+    status, text = out["xss"]
+    assert status == 200 and XSS not in text and html_escaped(XSS) in text
+    assert re.findall(r'href="/incident/([^"]+)"', text.split('id="silence-preview"', 1)[1]) == [
+        quote("acme:xss:x-1", safe="")
+    ]
+    assert out["bad"] == 400
+    status, text = out["bob"]  # bob reads globex only: its incidents only
+    assert status == 200 and "1 firing incident(s) would be muted" in text and "acme:db" not in text
+    assert out["bob_acme"] == 403
+    assert out["create"] == 303
+    (event,) = sent  # the previews produced nothing; Create produced one silence
+    assert (event["type"], event["org"], event["payload"]["actor"]) == ("silence.created", "globex", "bob")
+    assert not any(ALICE in r.getMessage() or BOB in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture(scope="module")
+def starter_route_test():
+    from functools import partial
+
+    from agents.sinks.channels import specs
+    from streams.cli.runbooks import route_test
+    from streams.model.runbooks import load_runbook_set
+    from streams.settings import ROOT
+
+    return partial(route_test, load_runbook_set(ROOT / "runbooks", channels=specs()))
+
+
+def test_route_test_form_answers_what_the_cli_answers(engine, starter_route_test, caplog):
+    from streams.cli.runbooks import route_test as cli_route_test
+
+    def get(client, labels: str, org: str = ""):
+        return client.get("/route?" + urlencode({"labels": labels, "org": org}))
+
+    async def script(client):
+        out = {"anonymous": (await client.get("/route?labels=a%3Db", allow_redirects=False)).status}
+        await login(client)
+        out["form"] = await (await client.get("/route")).text()
+        r = await get(client, "alertname=PgDown,severity=critical,service=db", "acme")
+        out["pg"] = (r.status, await r.text())
+        r = await get(client, "alertname=HostHighCpuLoad,severity=warning," + str(make_matcher("service", "=", XSS)))
+        out["xss"] = (r.status, await r.text())
+        out["regex"] = (await get(client, 'service=~"db.*"')).status
+        out["bad_severity"] = (await get(client, "alertname=X,severity=sky-high")).status
+        await login(client, BOB)
+        out["bob_acme"] = (await get(client, "alertname=PgDown", "acme")).status
+        out["bob_label"] = (await get(client, "alertname=PgDown,org=acme", "globex")).status
+        out["bob_globex"] = (await get(client, "alertname=PgDown,severity=critical", "globex")).status
+        return out
+
+    caplog.set_level("INFO", logger="streams.ui")
+    sent, out = run(engine, script, route_test=starter_route_test)
+    assert out["anonymous"] == 303
+    assert 'id="route-test"' in out["form"] and 'id="route-answer"' not in out["form"]
+    status, text = out["pg"]
+    assert status == 200
+    answer = dict(re.findall(r"<tr class=\"answer-[^\"]*\"><th>([^<]*)</th><td>([^<]*)</td></tr>", text))
+    expected = cli_route_test(
+        starter_route_test.args[0], ["alertname=PgDown", "severity=critical", "service=db", "org=acme"]
+    )
+    assert answer == {k.strip(): html_escaped(v.strip()) for k, _, v in (line.partition(":") for line in expected)}
+    assert answer["runbook"].startswith("target-down") and answer["notify"] == "infra-slack"
+    assert "oncall-slack" in answer["route"] and "pagerduty-primary" in answer["escalation"]
+    status, text = out["xss"]
+    assert status == 200 and "<script" not in text and "<img" not in text and "&lt;script&gt;" in text
+    assert "high-cpu" in text
+    assert (out["regex"], out["bad_severity"]) == (400, 400)
+    assert (out["bob_acme"], out["bob_label"], out["bob_globex"]) == (403, 403, 200)
+    assert sent == []
+    assert any("route test by alice: alertname=PgDown severity=critical service=db org=acme" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def test_pages_answer_503_without_what_they_need(engine):
+    async def script(client):
+        await login(client)
+        return (await client.get("/route?labels=a%3Db")).status, (await client.get("/deadletters")).status
+
+    assert run(engine, script)[1] == (503, 503)
