@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ import yaml
 from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden
 from streams.kafka.catalogue import EVENT_KINDS
+from streams.model.silences import SILENCE_CREATED, scoped_to_org
 
 CONTROL_TYPES = frozenset(
     {
@@ -59,12 +59,10 @@ CONTROL_TYPES = frozenset(
         "remediation.timed_out",
     }
 )
-SILENCE_CREATED = "silence.created"
 PRODUCER_ANNOTATION = "opsloop_producer"
 # `source` values that name a signed channel: a bearer token may not claim them.
 SIGNED_SOURCES = frozenset({"github", "pagerduty"})
 SCOPE_KEYS = ("orgs", "kinds", "types", "control", "operator")
-_ORG_MATCHER = re.compile(r"\s*org\s*(=|!=|=~|!~)")
 
 
 class ScopeConfigError(InvalidInputError, ValueError):
@@ -198,9 +196,7 @@ def scope_silence_to_org(event: dict[str, Any], org: str) -> None:
         return  # decide refuses an unreadable silence anyway
     if not isinstance(body, dict) or not isinstance(body.get("matchers"), list):
         return
-    matchers = [m for m in body["matchers"] if not (isinstance(m, str) and _ORG_MATCHER.match(m))]
-    matchers.append('org="{}"'.format(org.replace("\\", "\\\\").replace('"', '\\"')))
-    body["matchers"] = matchers
+    body["matchers"] = scoped_to_org(body["matchers"], org)
     payload = dict(payload)
     payload["body_json"] = json.dumps(body, sort_keys=True)
     event["payload"] = payload

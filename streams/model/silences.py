@@ -12,6 +12,7 @@ context. Maintenance windows are the same thing declared in
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +60,16 @@ class Silence:
             "comment": self.comment,
             "kind": self.kind,
         }
+
+
+_ORG_MATCHER = re.compile(r"\s*org\s*(=|!=|=~|!~)")
+
+
+def scoped_to_org(matchers: Sequence[Any], org: str) -> list[Any]:
+    """``matchers`` with any ``org`` matcher replaced by ``org="<org>"``: what a silence made by a
+    credential limited to one org may mute (only an operator's silence applies across orgs)."""
+    kept = [m for m in matchers if not (isinstance(m, str) and _ORG_MATCHER.match(m))]
+    return [*kept, 'org="{}"'.format(org.replace("\\", "\\\\").replace('"', '\\"'))]
 
 
 def silence_from_json(data: Mapping[str, Any]) -> Silence:

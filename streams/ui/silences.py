@@ -20,7 +20,7 @@ from aiohttp import web
 from streams.api.auth import AuthError, Reader
 from streams.audit import queries
 from streams.audit.queries import IncidentQuery, QueryError
-from streams.model.silences import Silence, SilenceError, silence_event, silence_from_json
+from streams.model.silences import Silence, SilenceError, scoped_to_org, silence_event, silence_from_json
 from streams.model.yamlfile import parse_duration_ms
 from streams.ui.base import OPTIONS, READER, SEND, SESSION, csrf_field, db, esc, form_text, org_field, page, when
 from streams.ui.incidents import incident_table
@@ -82,11 +82,14 @@ async def silences_page(request: web.Request) -> web.Response:
     return await silences(request)
 
 
-def _silence(form: Mapping[str, Any], user: str, now: int) -> tuple[Silence, list[str]]:
-    """The silence the form describes (SilenceError / QueryError / ValueError name what is wrong)."""
+def _silence(form: Mapping[str, Any], user: str, now: int, *, org: str | None) -> tuple[Silence, list[str]]:
+    """The silence the form describes, held to ``org`` when given (SilenceError / QueryError /
+    ValueError name what is wrong)."""
     matchers = [str(m) for m in queries.parse_filter(form_text(form, "matchers"))]
     if not matchers:
         raise SilenceError('matchers: give at least one, e.g. service="db-main"')
+    if org is not None:
+        matchers = scoped_to_org(matchers, org)
     silence = silence_from_json(
         {
             "matchers": matchers,
@@ -120,7 +123,8 @@ async def create_silence(request: web.Request) -> web.StreamResponse:
     now = int(time.time() * 1000)
     try:
         reader.require_org(org)
-        silence, matchers = _silence(form, user, now)
+        # A name limited to some orgs silences its own org only; an unlimited name's silence applies as written.
+        silence, matchers = _silence(form, user, now, org=org if reader.orgs is not None else None)
         if form_text(form, "action") == "preview":
             return await silences(request, values=values, preview=await _preview(request, matchers))
     except AuthError as exc:

@@ -209,7 +209,9 @@ def test_silence_preview_lists_the_firing_incidents_it_would_mute_and_creates_no
         out["bob"] = (r.status, await r.text())
         out["bob_acme"] = (await client.post("/silences", data={**fields, "csrf": bob, "action": "preview"})).status
         r = await client.post(
-            "/silences", data={**fields, "csrf": bob, "org": "globex", "action": "create"}, allow_redirects=False
+            "/silences",
+            data={**fields, "csrf": bob, "org": "globex", "action": "create", "matchers": 'org="acme",service=~"db.*"'},
+            allow_redirects=False,
         )
         out["create"] = r.status
         return out
@@ -237,6 +239,8 @@ def test_silence_preview_lists_the_firing_incidents_it_would_mute_and_creates_no
     assert out["create"] == 303
     (event,) = sent  # the previews produced nothing; Create produced one silence
     assert (event["type"], event["org"], event["payload"]["actor"]) == ("silence.created", "globex", "bob")
+    # bob may act for globex only: his silence is held to globex, whatever org matcher he typed
+    assert json.loads(event["payload"]["body_json"])["matchers"] == ['service=~"db.*"', 'org="globex"']
     assert not any(ALICE in r.getMessage() or BOB in r.getMessage() for r in caplog.records)
 
 
