@@ -5,7 +5,9 @@ Pages (one module each under ``streams/ui/``)::
     GET  /login, POST /login, POST /logout
     GET  /                          incidents (default: firing), Alertmanager matcher filter, sort, pages
     GET  /incident/{session}        the incident and its audit timeline
-    POST /incident/{session}/ack    produce the ``ack`` event (as a message's link does), actor = the user
+    POST /incident/{session}/{action}  ack, approve, reject, silence-1h, silence-4h: the event the
+                                    message's signed link produces, actor = the user
+    POST /silences/{id}/expire      produce ``silence.expired`` (as ``opsloop silence expire`` does)
     GET  /silences                  silences (active, pending, expired)
     POST /silences                  preview what a new silence mutes (action=preview), or produce
                                     ``silence.created`` (as ``opsloop silence add`` does)
@@ -208,10 +210,11 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/", incidents.incidents)
-    app.router.add_post("/incident/{session_key:.+}/ack", incidents.acknowledge)
+    app.router.add_post("/incident/{session_key:.+}/{action:ack|approve|reject|silence-1h|silence-4h}", incidents.act)
     app.router.add_get("/incident/{session_key:.+}", incidents.incident)
     app.router.add_get("/silences", silences.silences_page)
     app.router.add_post("/silences", silences.create_silence)
+    app.router.add_post("/silences/{silence_id}/expire", silences.expire_silence)
     app.router.add_get("/deadletters", deadletters.dead_letters)
     app.router.add_post("/deadletters/redrive", deadletters.redrive_letters)
     app.router.add_get("/route", routetest.route_test)

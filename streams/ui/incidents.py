@@ -1,4 +1,5 @@
-"""The incidents pages: the list (matchers, status, sort, pages), one incident with its timeline, Acknowledge.
+"""The incidents pages: the list (matchers, status, sort, pages), one incident with its timeline and the
+message links' actions as buttons (Acknowledge, Approve, Reject, Silence 1 h / 4 h).
 
 The list and the silence preview render rows with the same :func:`incident_table`, over
 the same query function the read API answers with (:func:`streams.audit.queries.list_incidents`).
@@ -20,7 +21,9 @@ from aiohttp import web
 from streams.audit import queries, store, timeline
 from streams.audit.incidents import STATUSES
 from streams.audit.queries import IncidentQuery, QueryError
+from streams.core.acklinks import ACTION_LABELS, ACTIONS
 from streams.core.actions import action_event
+from streams.model.matchers import make_matcher
 from streams.ui.base import (
     ENGINE,
     OPTIONS,
@@ -152,8 +155,12 @@ async def incident(request: web.Request) -> web.Response:
     key = request.match_info["session_key"]
     row, entries, org = await _load_incident(request, key)
     notice = ""
-    if request.query.get("acked"):
-        notice = f'<p class="notice" id="acked">Acknowledgement sent as event <code>{esc(request.query["acked"])}</code>.</p>'
+    done = request.query.get("done", "")
+    if done in ACTIONS:
+        notice = (
+            f'<p class="notice" id="done-{esc(done)}">{esc(ACTION_LABELS[done])}: sent as event '
+            f"<code>{esc(request.query.get('event', ''))}</code>.</p>"
+        )
     fields = ""
     if row:
         shown = (
@@ -174,26 +181,44 @@ async def incident(request: web.Request) -> web.Response:
             if k in row
         )
         fields = f'<table id="incident">{fields}<tr><th>labels</th><td class="labels">{labels_html(row.get("labels"))}</td></tr></table>'
-    ack = (
-        f'<form method="post" action="{esc(incident_url(key))}/ack">{csrf_field(request)}'
-        '<button type="submit" id="ack">Acknowledge</button></form>'
-    )
+    actions = _action_buttons(request, key, row)
     table = (
         '<h2>Timeline</h2><table id="timeline"><thead><tr><th>at</th><th>event</th><th>source</th><th>labels</th>'
         "<th>outcome</th><th>classified</th><th>gates</th><th>effects</th></tr></thead>"
         f"<tbody>{''.join(_entry(e) for e in entries)}</tbody></table>"
     )
-    return page(request, key, f"{notice}{fields}{ack}{table}")
+    return page(request, key, f"{notice}{fields}{actions}{table}")
 
 
-async def acknowledge(request: web.Request) -> web.StreamResponse:
-    key = request.match_info["session_key"]
+def _action_buttons(request: web.Request, key: str, row: Mapping[str, Any] | None) -> str:
+    """The message links' actions as buttons, and a link to a silence made from this incident's labels."""
+    buttons = "".join(
+        f'<form method="post" action="{esc(incident_url(key))}/{action}" class="action">{csrf_field(request)}'
+        f'<button type="submit" id="{action}">{esc(ACTION_LABELS[action])}</button></form>'
+        for action in ACTIONS
+    )
+    labels = dict((row or {}).get("labels") or {})
+    prefill = {"matchers": ",".join(str(make_matcher(k, "=", str(v))) for k, v in sorted(labels.items()))}
+    if row:
+        prefill["org"] = str(row.get("org") or "")
+    return (
+        f'<div id="actions">{buttons}<a id="silence-matchers" href="/silences?{esc(urlencode(prefill))}">'
+        "Silence with these labels…</a><p><small>Approve / Reject run or drop the remediation steps waiting for "
+        "approval (nothing, if none wait); Silence 1 h / 4 h mute this session only.</small></p></div>"
+    )
+
+
+async def act(request: web.Request) -> web.StreamResponse:
+    """A button: the event the same action's signed link in a message produces, with the login as the actor."""
+    key, action = request.match_info["session_key"], request.match_info["action"]
+    if action not in ACTIONS:
+        raise web.HTTPNotFound(reason=f"no action {action!r}; the actions are {', '.join(ACTIONS)}")
     _, _, org = await _load_incident(request, key)
     user = request[SESSION].user
     now = int(time.time() * 1000)
     event = action_event(
-        action="ack", session=key, org=org, actor=user, unique=f"{user}:{uuid.uuid4().hex}", now=now, via="console"
+        action=action, session=key, org=org, actor=user, unique=f"{user}:{uuid.uuid4().hex}", now=now, via="console"
     )
     await request.app[SEND](event)
-    log.info("ack of %s (org %s) by %s: event %s", key, org, user, event["event_id"])
-    raise web.HTTPSeeOther(f"{incident_url(key)}?{urlencode({'acked': event['event_id']})}")
+    log.info("%s of %s (org %s) by %s: event %s", action, key, org, user, event["event_id"])
+    raise web.HTTPSeeOther(f"{incident_url(key)}?{urlencode({'done': action, 'event': event['event_id']})}")

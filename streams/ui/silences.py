@@ -13,14 +13,21 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from streams.api.auth import AuthError, Reader
 from streams.audit import queries
 from streams.audit.queries import IncidentQuery, QueryError
-from streams.model.silences import Silence, SilenceError, scoped_to_org, silence_event, silence_from_json
+from streams.model.silences import (
+    Silence,
+    SilenceError,
+    expire_event,
+    scoped_to_org,
+    silence_event,
+    silence_from_json,
+)
 from streams.model.yamlfile import parse_duration_ms
 from streams.ui.base import OPTIONS, READER, SEND, SESSION, csrf_field, db, esc, form_text, org_field, page, when
 from streams.ui.incidents import incident_table
@@ -62,17 +69,22 @@ async def silences(
     rows = "".join(
         f'<tr class="silence state-{esc(s["state"])}"><td>{esc(s["id"])}</td><td>{esc(s["state"])}</td><td>{esc(s["org"])}</td>'
         f"<td><code>{esc(', '.join(s.get('matchers') or []))}</code></td><td>{esc(when(s['starts_at']))}</td>"
-        f"<td>{esc(when(s['ends_at']))}</td><td>{esc(s.get('created_by'))}</td><td>{esc(s.get('comment'))}</td></tr>"
+        f"<td>{esc(when(s['ends_at']))}</td><td>{esc(s.get('created_by'))}</td><td>{esc(s.get('comment'))}</td>"
+        f"<td>{_expire_button(request, s)}</td></tr>"
         for s in found
     )
     states = " · ".join(f'<a href="/silences?state={s}">{s}</a>' for s in STATES)
     message = f'<p class="error">{esc(error)}</p>' if error else ""
     if request.query.get("created"):
         message += f'<p class="notice" id="created">Silence <code>{esc(request.query["created"])}</code> sent.</p>'
+    if request.query.get("expired"):
+        message += f'<p class="notice" id="expired">Expiry of <code>{esc(request.query["expired"])}</code> sent.</p>'
+    if values is None:  # a link (an incident's "Silence with these labels") may fill the form in
+        values = {name: request.query.get(name, "") for name in ("matchers", "duration", "org", "comment")}
     body = (
         f'{message}<p><a href="/silences">all</a> · {states}</p>'
         '<table id="silences"><thead><tr><th>id</th><th>state</th><th>org</th><th>matchers</th><th>starts</th>'
-        f"<th>ends</th><th>by</th><th>comment</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<th>ends</th><th>by</th><th>comment</th><th></th></tr></thead><tbody>{rows}</tbody></table>"
         f"<h2>New silence</h2>{preview}{_form(request, values or {})}"
     )
     return page(request, "Silences", body, status=status)
@@ -80,6 +92,36 @@ async def silences(
 
 async def silences_page(request: web.Request) -> web.Response:
     return await silences(request)
+
+
+def _expire_button(request: web.Request, silence: Mapping[str, Any]) -> str:
+    if silence["state"] == "expired":
+        return ""
+    return (
+        f'<form method="post" action="/silences/{esc(quote(str(silence["id"]), safe=""))}/expire">'
+        f'{csrf_field(request)}<button type="submit" class="expire">Expire</button></form>'
+    )
+
+
+async def expire_silence(request: web.Request) -> web.StreamResponse:
+    """Produce the ``silence.expired`` event ``opsloop silence expire`` produces, for a silence the login may see."""
+    reader: Reader = request[READER]
+    silence_id = request.match_info["silence_id"]
+    now = int(time.time() * 1000)
+    known = [s for s in await db(request, queries.list_silences, now) if s["id"] == silence_id]
+    if not known:
+        raise web.HTTPNotFound(reason=f"no silence {silence_id!r}")
+    org = str(known[0]["org"])
+    try:
+        reader.require_org(org)
+    except AuthError as exc:
+        return await silences(request, error=exc.reason, status=exc.status)
+    if known[0]["state"] == "expired":
+        return await silences(request, error=f"silence {silence_id} has already expired", status=409)
+    user = request[SESSION].user
+    await request.app[SEND](expire_event(silence_id, org=org, now_ms=now, actor=user))
+    log.info("silence %s (org %s) expired by %s", silence_id, org, user)
+    raise web.HTTPSeeOther("/silences?" + urlencode({"expired": silence_id}))
 
 
 def _silence(form: Mapping[str, Any], user: str, now: int, *, org: str | None) -> tuple[Silence, list[str]]:

@@ -195,7 +195,7 @@ def test_log_in_filter_open_acknowledge(console, browser, tmp_path):
     navigate(browser, browser.find_element(By.LINK_TEXT, "acme:db:db-1").click)
     assert browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr.entry")
     navigate(browser, browser.find_element(By.ID, "ack").click)
-    notice = browser.find_element(By.ID, "acked").text
+    notice = browser.find_element(By.ID, "done-ack").text
     browser.save_screenshot(str(shots / "acknowledged.png"))
     (ack,) = read_acks(settings, "acme:db:db-1")
     assert ack["event_id"] in notice
@@ -378,7 +378,7 @@ def test_full_stack_alerts_ack_silence_and_redrive_in_the_browser(
         navigate(browser, browser.find_element(By.LINK_TEXT, db_key).click)
         assert text("#incident-status") == "firing"
         navigate(browser, browser.find_element(By.ID, "ack").click)
-        assert "Acknowledgement sent" in text("#acked")
+        assert "Acknowledge: sent as event" in text("#done-ack")
 
         def acknowledged() -> bool:
             load("/incident/" + quote(db_key, safe=""))

@@ -4,8 +4,10 @@ the silence preview and the route-test form (over the starter runbook set)."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
+import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -148,7 +150,7 @@ def test_acknowledge_produces_the_ack_event_and_needs_csrf(engine, caplog):
         "alice",
     )
     assert json.loads(event["payload"]["body_json"]) == {"action": "ack", "via": "console"}
-    assert location.endswith("?acked=" + event["event_id"])
+    assert location.endswith("?" + urlencode({"done": "ack", "event": event["event_id"]}))
     assert any(f"ack of {key} (org acme) by alice" in r.getMessage() for r in caplog.records)
 
 
@@ -307,3 +309,96 @@ def test_pages_answer_503_without_what_they_need(engine):
         return (await client.get("/route?labels=a%3Db")).status, (await client.get("/deadletters")).status
 
     assert run(engine, script)[1] == (503, 503)
+
+
+def test_every_message_link_action_is_a_button_producing_the_links_event(engine, caplog):
+    """Approve, Reject and Silence 1 h / 4 h produce what the signed links produce (streams.core.actions)."""
+    from streams.core.acklinks import ACTIONS
+    from streams.core.actions import action_event
+
+    key = "acme:db:db-1"
+    path = f"/incident/{quote(key, safe='')}"
+
+    async def script(client):
+        await login(client)
+        text = await (await client.get(path)).text()
+        statuses = {}
+        for action in ACTIONS:
+            r = await client.post(f"{path}/{action}", data={"csrf": csrf(text)}, allow_redirects=False)
+            statuses[action] = (r.status, r.headers.get("Location", ""))
+        statuses["bogus"] = ((await client.post(f"{path}/bogus", data={"csrf": csrf(text)})).status, "")
+        statuses["no_csrf"] = ((await client.post(f"{path}/approve", data={}, allow_redirects=False)).status, "")
+        return text, statuses
+
+    caplog.set_level("INFO", logger="streams.ui")
+    sent, (text, statuses) = run(engine, script)
+    for action in ACTIONS:
+        assert f'action="{path}/{action}"' in text and f'id="{action}"' in text
+        status, location = statuses[action]
+        assert status == 303 and f"done={action}" in location
+    assert statuses["bogus"][0] == 405 and statuses["no_csrf"][0] == 403
+    assert [e["type"] for e in sent] == [
+        "ack",
+        "remediation.approved",
+        "remediation.rejected",
+        "silence.created",
+        "silence.created",
+    ]
+    for action, event in zip(ACTIONS, sent, strict=True):
+        unique = event["payload"]["delivery_id"]
+        link = action_event(
+            action=action,
+            session=key,
+            org="acme",
+            actor="alice",
+            unique=unique,
+            now=event["occurred_at"],
+            via="console",
+        )
+        assert event == link  # the very event the link for this action would produce
+    silence = json.loads(sent[3]["payload"]["body_json"])
+    assert silence["matchers"] == [f'opsloop_session="{key}"'] and silence["ends_at"] - silence["starts_at"] == 3600_000
+    # "Silence with these labels" fills the silences form with this incident's labels and org
+    link = re.search(r'id="silence-matchers" href="([^"]+)"', text).group(1)
+    assert "/silences?" in link and "org=acme" in link and "service%3D%22db-main%22" in html.unescape(link)
+
+
+def test_expire_a_silence_from_its_row(engine):
+    from streams.audit import store
+    from streams.audit.store import Position
+    from streams.model.silences import silence_event, silence_from_json
+
+    now = int(time.time() * 1000)
+
+    def made(sid: str, org: str, ends: int) -> dict:
+        body = {"id": sid, "matchers": ['service="db-main"'], "starts_at": now - 60_000, "ends_at": ends}
+        record = silence_event(silence_from_json({**body, "created_by": "ops"}), org=org, now_ms=now - 60_000)
+        return {**record, "received_at": record["occurred_at"]}  # as the producer stamps it
+
+    records = [made("sil-acme", "acme", now + 3600_000), made("sil-globex", "globex", now + 3600_000)]
+    records.append(made("sil-old", "acme", now - 1000))
+    store.write_batch(engine, [(Position("events.webhook", 0, 900 + i), r) for i, r in enumerate(records)])
+
+    async def script(client):
+        out = {}
+        await login(client)
+        page = await (await client.get("/silences")).text()
+        out["buttons"] = re.findall(r'action="/silences/([^"/]+)/expire"', page)
+        token = csrf(page)
+        out["no_csrf"] = (await client.post("/silences/sil-acme/expire", data={})).status
+        r = await client.post("/silences/sil-acme/expire", data={"csrf": token}, allow_redirects=False)
+        out["ok"] = (r.status, r.headers.get("Location", ""))
+        out["old"] = (await client.post("/silences/sil-old/expire", data={"csrf": token})).status
+        out["unknown"] = (await client.post("/silences/nope/expire", data={"csrf": token})).status
+        await login(client, BOB)  # bob: globex only
+        bob = csrf(await (await client.get("/silences")).text())
+        out["bob_acme"] = (await client.post("/silences/sil-acme/expire", data={"csrf": bob})).status
+        return out
+
+    sent, out = run(engine, script)
+    assert sorted(out["buttons"]) == ["sil-acme", "sil-globex"]  # none on the expired one
+    assert out["no_csrf"] == 403 and out["ok"] == (303, "/silences?expired=sil-acme")
+    assert (out["old"], out["unknown"], out["bob_acme"]) == (409, 404, 403)
+    (event,) = sent
+    assert (event["type"], event["org"], event["payload"]["actor"]) == ("silence.expired", "acme", "alice")
+    assert event["payload"]["subject"] == "sil-acme" or "sil-acme" in event["payload"]["body_json"]
