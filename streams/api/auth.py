@@ -51,6 +51,11 @@ class Reader:
             raise AuthError(403, f"token {self.name!r} may not read org {org!r}")
 
 
+def parse_orgs(spec: str, variable: str) -> dict[str, frozenset[str]]:
+    """``name=org1|org2,...`` → each name's orgs (ApiTokenConfigError names the bad entry)."""
+    return {name: frozenset(o.strip() for o in value.split("|") if o.strip()) for name, value in _pairs(spec, variable)}
+
+
 def _pairs(spec: str, variable: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for position, entry in enumerate(spec.split(","), 1):
@@ -84,11 +89,7 @@ class ApiAuth:
         tokens = dict(_pairs(environ.get(TOKENS_VARIABLE, ""), TOKENS_VARIABLE))
         if not tokens:
             raise ApiTokenConfigError(f"{TOKENS_VARIABLE} is empty: the read API needs at least one name=token")
-        orgs = {
-            name: frozenset(o.strip() for o in value.split("|") if o.strip())
-            for name, value in _pairs(environ.get(ORGS_VARIABLE, ""), ORGS_VARIABLE)
-        }
-        return cls(tokens, orgs)
+        return cls(tokens, parse_orgs(environ.get(ORGS_VARIABLE, ""), ORGS_VARIABLE))
 
     def secrets(self) -> list[str]:
         """The tokens, for the log filter to mask (streams.logs.register_secrets)."""

@@ -36,17 +36,19 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from aiohttp import web
 
-from streams.api.auth import ApiAuth, AuthError
+from streams.api.auth import ApiAuth, AuthError, Reader
 from streams.audit import store
 from streams.audit.queries import QueryError
 from streams.settings import Settings
 from streams.ui import deadletters, incidents, routetest, silences
-from streams.ui.auth import COOKIE, LOGIN_COOKIE, SESSION_S, SessionSigner, same_token
+from streams.ui.auth import COOKIE, LOGIN_COOKIE, SESSION_S, ProxyAuth, SessionSigner, same_token
 from streams.ui.base import (
     AUTH,
     ENGINE,
+    FRESH_COOKIE,
     KAFKA,
     OPTIONS,
+    PROXY,
     READER,
     ROUTE_TEST,
     SECURITY_HEADERS,
@@ -67,6 +69,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN = {("GET", "/login"), ("POST", "/login"), ("GET", "/healthz"), ("GET", "/favicon.ico")}
 
 
+def _set_fresh_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """The session cookie a proxy-vouched request was given (its CSRF token must reach the browser)."""
+    fresh = request.get(FRESH_COOKIE)
+    if fresh:
+        response.set_cookie(COOKIE, fresh, httponly=True, samesite="Strict", max_age=SESSION_S,
+                            secure=request.app[OPTIONS]["secure_cookie"], path="/")  # fmt: skip
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Session on every page, CSRF on every POST, one log line per request naming who made it."""
@@ -74,7 +84,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if (request.method, request.path) not in OPEN:
             session = request.app[SIGNER].read(request.cookies.get(COOKIE))
-            reader = request.app[AUTH].reader(session.user) if session else None
+            proxy = request.app[PROXY]
+            proxied = proxy.reader(request.remote, request.headers) if proxy else None
+            if proxied is not None:  # a trusted proxy vouches for this request's user
+                reader: Reader | None = proxied
+                if session is None or session.user != proxied.name:
+                    fresh, session = request.app[SIGNER].issue(proxied.name)
+                    request[FRESH_COOKIE] = fresh
+            else:
+                reader = request.app[AUTH].reader(session.user) if session else None
             if session is None or reader is None:
                 if request.method == "GET":
                     response: web.StreamResponse = see_other("/login?" + urlencode({"next": request.path_qs}))
@@ -94,9 +112,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                     log.info("%s %s by %s -> %d", request.method, request.path, who, response.status)
                     return response
         response = await handler(request)
+        _set_fresh_cookie(request, response)
     except web.HTTPException as exc:
         if exc.status < 400:
             log.info("%s %s by %s -> %d", request.method, request.path, who, exc.status)
+            _set_fresh_cookie(request, exc)
             raise
         response = refuse(request, exc.status, exc.reason)
     except AuthError as exc:
@@ -190,11 +210,13 @@ def create_app(
     secure_cookie: bool = False,
     kafka: Settings | None = None,
     route_test: RouteTest | None = None,
+    proxy: ProxyAuth | None = None,
 ) -> web.Application:
     """The console; ``send`` produces one event (an EventProducer's ``send`` in production).
 
     ``kafka``: where the dead-letters page reads and redrives (without it that page answers 503);
-    ``route_test``: the route-test form's answer (handed in by ``opsloop ui``; without it, 503).
+    ``route_test``: the route-test form's answer (handed in by ``opsloop ui``; without it, 503);
+    ``proxy``: a trusted reverse proxy's user header, logging in whoever it names (:class:`ProxyAuth`).
     """
     app = web.Application(middlewares=[guard])
     app[ENGINE] = engine
@@ -203,6 +225,7 @@ def create_app(
     app[SEND] = send
     app[KAFKA] = kafka
     app[ROUTE_TEST] = route_test
+    app[PROXY] = proxy
     app[OPTIONS] = {"refresh_s": refresh_s, "default_org": default_org, "secure_cookie": secure_cookie}
     app.router.add_get("/login", login_page)
     app.router.add_post("/login", login)
@@ -235,12 +258,14 @@ def serve(
     from streams.kafka.producer import EventProducer
     from streams.logs import configure, register_secrets
     from streams.settings import Settings
-    from streams.ui.auth import SECRET_VARIABLE, console_auth
+    from streams.ui.auth import SECRET_VARIABLE, UI_TOKENS_VARIABLE, ProxyAuth, console_auth
 
     env = os.environ if environ is None else environ
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_format)
-    auth = console_auth(env)
+    proxy = ProxyAuth.from_environ(env)
+    # Behind a single-sign-on proxy the console may have no tokens of its own.
+    auth = ApiAuth({}, {}) if proxy and not env.get(UI_TOKENS_VARIABLE) else console_auth(env)
     secrets_: Iterable[str] = [*settings.secret_values(), *auth.secrets()]
     if env.get(SECRET_VARIABLE):
         secrets_ = [*secrets_, env[SECRET_VARIABLE]]
@@ -262,6 +287,7 @@ def serve(
         secure_cookie=env.get("OPSLOOP_UI_SECURE_COOKIE", "false").lower() in ("1", "true", "yes"),
         kafka=settings,
         route_test=route_test,
+        proxy=proxy,
     )
 
     async def start(_: web.Application) -> None:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from streams.api.auth import ApiAuth, Reader
 from streams.settings import Settings
-from streams.ui.auth import Session, SessionSigner
+from streams.ui.auth import ProxyAuth, Session, SessionSigner
 
 Send = Callable[[dict[str, Any]], Awaitable[Any]]
 # ``opsloop route test``'s answer for ``label=value`` pairs (streams.cli.runbooks.route_test over the loaded set)
@@ -32,8 +32,10 @@ SEND: web.AppKey[Send] = web.AppKey("send")
 OPTIONS: web.AppKey[dict[str, Any]] = web.AppKey("options")
 KAFKA: web.AppKey[Settings | None] = web.AppKey("kafka")  # where dead letters are read and redriven
 ROUTE_TEST: web.AppKey[RouteTest | None] = web.AppKey("route_test")
+PROXY: web.AppKey[ProxyAuth | None] = web.AppKey("proxy")  # a trusted SSO proxy's user header, if configured
 SESSION = web.RequestKey("session", Session)
 READER = web.RequestKey("reader", Reader)
+FRESH_COOKIE = web.RequestKey("fresh_cookie", str)  # a session cookie issued for a proxy-vouched request
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "

@@ -151,6 +151,7 @@ def settings_variables() -> set[str]:
 
     names |= {api_auth.TOKENS_VARIABLE, api_auth.ORGS_VARIABLE}
     names |= {ui_auth.UI_TOKENS_VARIABLE, ui_auth.UI_ORGS_VARIABLE, ui_auth.SECRET_VARIABLE}
+    names |= {ui_auth.PROXY_HEADER_VARIABLE, ui_auth.PROXY_ADDRESSES_VARIABLE, ui_auth.PROXY_ORGS_VARIABLE}
     return names
 
 

@@ -402,3 +402,69 @@ def test_expire_a_silence_from_its_row(engine):
     (event,) = sent
     assert (event["type"], event["org"], event["payload"]["actor"]) == ("silence.expired", "acme", "alice")
     assert event["payload"]["subject"] == "sil-acme" or "sil-acme" in event["payload"]["body_json"]
+
+
+def proxy_auth(addresses: str, orgs: str = "*", named: str = "") -> Any:
+    from streams.ui.auth import ProxyAuth
+
+    return ProxyAuth.from_environ(
+        {
+            "OPSLOOP_UI_PROXY_USER_HEADER": "X-Forwarded-User",
+            "OPSLOOP_UI_TRUSTED_PROXIES": addresses,
+            "OPSLOOP_UI_PROXY_ORGS": orgs,
+            "OPSLOOP_UI_TOKEN_ORGS": named,
+        }
+    )
+
+
+def test_a_trusted_proxy_logs_in_the_user_it_names_within_its_orgs(engine):
+    key = "acme:db:db-1"
+    action = f"/incident/{quote(key, safe='')}/ack"
+
+    async def script(client):
+        out = {}
+        carol = {"X-Forwarded-User": "carol"}
+        page = await client.get("/", headers=carol, allow_redirects=False)
+        out["page"] = (page.status, await page.text())
+        form = await (await client.get(f"/incident/{quote(key, safe='')}", headers=carol)).text()
+        out["no_csrf"] = (await client.post(action, data={}, headers=carol)).status
+        out["ack"] = (await client.post(action, data={"csrf": csrf(form)}, headers=carol, allow_redirects=False)).status
+        out["bad_name"] = (await client.get("/", headers={"X-Forwarded-User": "carol<script>"})).status
+        return out
+
+    sent, out = run(engine, script, proxy=proxy_auth("127.0.0.1/32"))
+    status, text = out["page"]
+    assert status == 200 and "carol" in text and "acme:db:db-1" in text
+    assert (out["no_csrf"], out["ack"], out["bad_name"]) == (403, 303, 400)
+    (event,) = sent
+    assert (event["type"], event["payload"]["actor"]) == ("ack", "carol")
+
+    # The proxy's orgs for carol: globex only (OPSLOOP_UI_TOKEN_ORGS names her); acme is refused.
+    async def limited(client):
+        carol = {"X-Forwarded-User": "carol"}
+        listing = await (await client.get("/", headers=carol)).text()
+        form = await (await client.get("/silences", headers=carol)).text()
+        return listing, (await client.post(action, data={"csrf": csrf(form)}, headers=carol)).status
+
+    sent, (listing, status) = run(engine, limited, proxy=proxy_auth("127.0.0.1", orgs="acme", named="carol=globex"))
+    assert status == 403 and sent == [] and "acme:db" not in listing and "globex:db:db-9" in listing
+
+
+def test_the_proxy_header_from_anywhere_else_is_ignored_and_proxy_config_is_checked():
+    from streams.api.auth import ApiTokenConfigError
+
+    async def script(client):
+        r = await client.get("/", headers={"X-Forwarded-User": "alice"}, allow_redirects=False)
+        return r.status, r.headers.get("Location", "")
+
+    from streams.db import make_engine
+
+    engine = make_engine("sqlite://")
+    _, (status, location) = run(engine, script, proxy=proxy_auth("10.0.0.0/8"))
+    assert status == 303 and location.startswith("/login")  # the test client is 127.0.0.1: not a proxy
+    with pytest.raises(ApiTokenConfigError, match="go together"):
+        proxy_auth("")
+    with pytest.raises(ApiTokenConfigError, match="not an address"):
+        proxy_auth("10.0.0.300")
+    with pytest.raises(ApiTokenConfigError, match="OPSLOOP_UI_PROXY_ORGS"):
+        proxy_auth("127.0.0.1", orgs="")
