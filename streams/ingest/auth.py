@@ -76,6 +76,10 @@ class TokenAuth:
     def producers(self) -> list[str]:
         return sorted(self._tokens)
 
+    def secrets(self) -> list[str]:
+        """Each token, for the log filter to mask (streams.logs.register_secrets), as the read API's are."""
+        return [token.decode() for token in self._tokens.values()]
+
     def check(self, authorization: str | None) -> str:
         if not authorization:
             raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")

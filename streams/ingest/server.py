@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"opsloop ingest: invalid settings: {exc}", file=sys.stderr)
         return 1
     from streams.ingest.logs import configure_ingest_logging
+    from streams.logs import register_secrets
 
     configure_ingest_logging(settings, args.log_level)
     try:
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from streams.ingest.pipeline import INGEST
 
     ingest = app[INGEST]
+    # Each token and webhook secret masked on its own, wherever it shows up (a pasted URL, a path).
+    register_secrets(*ingest.auth.secrets(), *(s.get_secret_value() for s in ingest.webhook_secrets.values()))
     if not ingest.auth.producers and not ingest.webhook_secrets:
         print(
             "opsloop ingest: no producer can post: set OPSLOOP_INGEST_TOKENS (name=token,...) "

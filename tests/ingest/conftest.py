@@ -129,6 +129,17 @@ class IngestServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def settled_log(self, timeout: float = 10.0) -> str:
+        """The log once every request answered before this call is in it: a sentinel request's
+        access line comes after theirs (one process, lines written as answers go out)."""
+        sentinel = f"/sentinel-{uuid.uuid4().hex}"
+        assert httpx.get(self.url(sentinel), timeout=5).status_code == 404
+        deadline = time.monotonic() + timeout
+        while sentinel not in (text := self.log()):
+            assert time.monotonic() < deadline, f"the sentinel {sentinel} never reached the log"
+            time.sleep(0.05)
+        return text
+
 
 def read_events(
     settings: Settings,
