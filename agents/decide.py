@@ -70,6 +70,13 @@ class Batch:
     failed: list[tuple[Any, Exception]] = field(default_factory=list)  # (message, why): for the dead-letter topic
 
 
+def refold(state: Mapping[str, Any] | None, events: Sequence[tuple[Mapping[str, Any], Context]]) -> Any:
+    """The state ``events`` (each with the context it was decided in) fold ``state`` into, copied from it."""
+    for event, ctx in events:
+        state = decide(state, event, ctx).state
+    return state
+
+
 class DecideAgent:
     """One per worker; :meth:`register` puts it on the faust app."""
 
@@ -154,19 +161,29 @@ class DecideAgent:
         verdicts = iter(self.classify(to_classify) if to_classify else ())
         base = self.context()
         batch = Batch()
+        folded: dict[str, list[tuple[Mapping[str, Any], Context]]] = {}  # each session's events decided so far
         for ev, event in items:
             verdict = TIMER_VERDICT if event["kind"] == "timer" else next(verdicts)
             session = event["session_key"]
-            prior = batch.last[session].state if session in batch.last else sessions.get(session)
+            ctx = replace(base, verdict=verdict)
+            # The table's state is copied by decide; a later event of the same session in this
+            # batch is folded into the state the previous one returned (nothing else holds it).
+            owned = session in batch.last
+            prior = batch.last[session].state if owned else sessions.get(session)
             try:
-                result = decide(prior, event, replace(base, verdict=verdict))
+                result = decide(prior, event, ctx, owned=owned)
                 # timers that came due before this event were folded first: their records go first
                 values = [self.codec.encode("opsloop.Effect", e) for e in result.all_effects]
                 records = [self.codec.encode("opsloop.Decision", r) for r in result.all_records]
             except Exception as exc:  # a bug or an event decide cannot fold: keep it, keep going
                 log.exception("decide failed for %s", event.get("event_id"))
                 batch.failed.append((ev.message, exc))
+                if owned:  # the failed fold may have changed the state in place: fold it again
+                    batch.last[session] = replace(
+                        batch.last[session], state=refold(sessions.get(session), folded[session])
+                    )
                 continue
+            folded.setdefault(session, []).append((event, ctx))
             batch.last[session] = result
             batch.owner[session] = ev
             if result.silence is not None:
