@@ -36,6 +36,7 @@ from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
 from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
 from streams.core.inhibition import InhibitorIndex
+from streams.core.state import decode_state, encode_state
 from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
 from streams.core.timers import PartitionClock
 from streams.kafka.batchsend import PartitionBatcher
@@ -166,10 +167,14 @@ class DecideAgent:
             verdict = TIMER_VERDICT if event["kind"] == "timer" else next(verdicts)
             session = event["session_key"]
             ctx = replace(base, verdict=verdict)
-            # The table's state is copied by decide; a later event of the same session in this
-            # batch is folded into the state the previous one returned (nothing else holds it).
+            # The table's state is decoded into a fresh object (or, held as it is, copied by decide);
+            # a later event of the same session in this batch is folded into the state the
+            # previous one returned (nothing else holds it).
             owned = session in batch.last
-            prior = batch.last[session].state if owned else sessions.get(session)
+            if owned:
+                prior: Any = batch.last[session].state
+            else:
+                prior, owned = decode_state(sessions.get(session))
             try:
                 result = decide(prior, event, ctx, owned=owned)
                 # timers that came due before this event were folded first: their records go first
@@ -178,9 +183,9 @@ class DecideAgent:
             except Exception as exc:  # a bug or an event decide cannot fold: keep it, keep going
                 log.exception("decide failed for %s", event.get("event_id"))
                 batch.failed.append((ev.message, exc))
-                if owned:  # the failed fold may have changed the state in place: fold it again
+                if session in batch.last:  # the failed fold may have changed the state in place: fold it again
                     batch.last[session] = replace(
-                        batch.last[session], state=refold(sessions.get(session), folded[session])
+                        batch.last[session], state=refold(decode_state(sessions.get(session))[0], folded[session])
                     )
                 continue
             folded.setdefault(session, []).append((event, ctx))
@@ -211,7 +216,7 @@ class DecideAgent:
             for session, result in batch.last.items():
                 ev = batch.owner[session]
                 set_current_event(stream, ev)
-                tables.sessions[session] = result.state
+                tables.sessions[session] = encode_state(result.state)
                 writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
                 apply_writes(
                     writes,

@@ -20,6 +20,7 @@ import pytest
 import agents.decide as agent_module
 from streams.core.decide import Context
 from streams.core.decide import decide as real_decide
+from streams.core.state import STATE_MARK, decode_state, encode_state
 from tests.agent_bodies.test_agents_unit import FakeOut, FakeStream, decide_agent, dict_tables, message
 from tests.decide.helpers import MIN, T0, alert, webhook
 
@@ -80,7 +81,7 @@ def run_agent(events: list[dict[str, Any]], sizes: list[int], *, copying: bool, 
     return (
         [(t, k, v) for t, k, v in out.records],
         [d["value"] for d in dead],
-        dict(tables.sessions),
+        {key: decode_state(value)[0] for key, value in tables.sessions.items()},
         dict(tables.timers),
         dict(tables.inhibitors),
     )
@@ -134,3 +135,19 @@ def test_memoised_runbook_selection_answers_what_the_scan_answers():
         )
         assert rset.select(labels, **args) is scanned
         assert rset.select(dict(labels), **args) is scanned  # the remembered answer
+
+
+def test_the_sessions_table_keeps_states_encoded_and_reads_older_json_ones():
+    import json
+
+    state = real_decide(None, alert(at=T0, eid="a1"), Context()).state
+    raw = encode_state(state)
+    assert raw[:1] == STATE_MARK
+    back, fresh = decode_state(raw)
+    assert back == state and back is not state and fresh
+    assert decode_state(json.dumps(state, separators=(",", ":")).encode()) == (state, True)  # an older changelog's
+    assert decode_state(state) == (state, False)  # a table that holds states as they are: decide copies
+    assert decode_state(None) == (None, False)
+    # a state read from the table decides as the JSON-era state did
+    event = alert(at=T0 + MIN, eid="a2")
+    assert real_decide(back, event, Context(), owned=True) == real_decide(state, event, Context())
