@@ -1,8 +1,8 @@
 """The session state decide folds, typed, and how older versions are read.
 
-The state stays plain JSON (faust's changelog and the replay both hold it as is, and a
-marshal round trip copies it fast), so the types are TypedDicts: mypy checks every key
-decide reads or writes, and nothing changes at run time. A session is a group, like an
+The state stays JSON-shaped data (replay holds it as is, the decide agent's table keeps it
+marshal-encoded: :func:`encode_state`, and older changelogs hold it as JSON), so the types
+are TypedDicts: mypy checks every key decide reads or writes, and nothing changes at run time. A session is a group, like an
 Alertmanager ``group_by``:
 
 - ``alerts``: what fires in the session, per alert key (:class:`AlertState`);
