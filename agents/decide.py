@@ -39,7 +39,7 @@ from streams.core.inhibition import InhibitorIndex
 from streams.core.state import decode_state, encode_state
 from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
 from streams.core.timers import PartitionClock
-from streams.kafka.batchsend import PartitionBatcher
+from streams.kafka.batchsend import ChangelogRows, ChangelogSends, PartitionBatcher
 from streams.kafka.codec import Codec, CodecError
 from streams.kafka.compat import kafka_producer, set_current_event
 from streams.kafka.deadletter import dead_letter
@@ -206,11 +206,26 @@ class DecideAgent:
             batch.observed.append((event, result.record, result.effects))
         return batch
 
-    def write(self, stream: Any, batch: Batch) -> None:
-        """Each session's state and the writes its last decision implies. No ``await`` in here:
-        a faust table picks a write's changelog partition from the stream's current event,
-        which is pointed at each session's event and restored before returning."""
+    def write(self, stream: Any, batch: Batch, sends: ChangelogSends | None = None) -> None:
+        """Each session's state and the writes its last decision implies. No ``await`` in here.
+
+        Faust tables, given ``sends``: each row goes to the table's store at once and its
+        changelog record (serialized as faust would; for the source event's partition, a
+        global table's for its key's) to ``sends``, for the caller to hand to the producer
+        (:class:`~streams.kafka.batchsend.ChangelogRows`). Otherwise through the tables
+        themselves: a faust table picks a write's changelog partition from the stream's current
+        event, which is pointed at each session's event and restored before returning."""
         tables = self.tables
+        if sends is not None and hasattr(tables.sessions, "changelog_topic"):
+            sessions, timers = ChangelogRows(tables.sessions, sends), ChangelogRows(tables.timers, sends)
+            inhibitors, silences = ChangelogRows(tables.inhibitors, sends), ChangelogRows(tables.silences, sends)
+            for session, result in batch.last.items():
+                partition = batch.owner[session].message.partition
+                sessions.partition = timers.partition = partition
+                sessions[session] = encode_state(result.state)
+                writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
+                apply_writes(writes, partition=partition, timers=timers, inhibitors=inhibitors, silences=silences)
+            return
         original = stream.current_event
         try:
             for session, result in batch.last.items():
@@ -260,7 +275,14 @@ class DecideAgent:
         for message, error in batch.failed:
             await self.dead_letter(message, error)
         await out.flush()  # effects durable before the state that remembers them
-        self.write(stream, batch)
+        if isinstance(out, PartitionBatcher):
+            sends = ChangelogSends()
+            self.write(stream, batch, sends)
+            # the rows' changelog records: waited for by the next batch's flush, or by faust's
+            # flush of the producer before it commits offsets (as faust's own changelog sends are)
+            await sends.send(out)
+        else:
+            self.write(stream, batch)
         now_s = time.time()
         for event, record, effects in batch.observed:
             metrics.observe_decision(event, record, effects, now_s)
