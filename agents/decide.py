@@ -36,9 +36,10 @@ from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
 from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
 from streams.core.inhibition import InhibitorIndex
+from streams.core.state import decode_state, encode_state
 from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
 from streams.core.timers import PartitionClock
-from streams.kafka.batchsend import PartitionBatcher
+from streams.kafka.batchsend import ChangelogRows, ChangelogSends, PartitionBatcher
 from streams.kafka.codec import Codec, CodecError
 from streams.kafka.compat import kafka_producer, set_current_event
 from streams.kafka.deadletter import dead_letter
@@ -68,6 +69,13 @@ class Batch:
     silence_changes: dict[str, list[SilenceChange]] = field(default_factory=dict)
     observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
     failed: list[tuple[Any, Exception]] = field(default_factory=list)  # (message, why): for the dead-letter topic
+
+
+def refold(state: Mapping[str, Any] | None, events: Sequence[tuple[Mapping[str, Any], Context]]) -> Any:
+    """The state ``events`` (each with the context it was decided in) fold ``state`` into, copied from it."""
+    for event, ctx in events:
+        state = decide(state, event, ctx).state
+    return state
 
 
 class DecideAgent:
@@ -154,19 +162,33 @@ class DecideAgent:
         verdicts = iter(self.classify(to_classify) if to_classify else ())
         base = self.context()
         batch = Batch()
+        folded: dict[str, list[tuple[Mapping[str, Any], Context]]] = {}  # each session's events decided so far
         for ev, event in items:
             verdict = TIMER_VERDICT if event["kind"] == "timer" else next(verdicts)
             session = event["session_key"]
-            prior = batch.last[session].state if session in batch.last else sessions.get(session)
+            ctx = replace(base, verdict=verdict)
+            # The table's state is decoded into a fresh object (or, held as it is, copied by decide);
+            # a later event of the same session in this batch is folded into the state the
+            # previous one returned (nothing else holds it).
+            owned = session in batch.last
+            if owned:
+                prior: Any = batch.last[session].state
+            else:
+                prior, owned = decode_state(sessions.get(session))
             try:
-                result = decide(prior, event, replace(base, verdict=verdict))
+                result = decide(prior, event, ctx, owned=owned)
                 # timers that came due before this event were folded first: their records go first
                 values = [self.codec.encode("opsloop.Effect", e) for e in result.all_effects]
                 records = [self.codec.encode("opsloop.Decision", r) for r in result.all_records]
             except Exception as exc:  # a bug or an event decide cannot fold: keep it, keep going
                 log.exception("decide failed for %s", event.get("event_id"))
                 batch.failed.append((ev.message, exc))
+                if session in batch.last:  # the failed fold may have changed the state in place: fold it again
+                    batch.last[session] = replace(
+                        batch.last[session], state=refold(decode_state(sessions.get(session))[0], folded[session])
+                    )
                 continue
+            folded.setdefault(session, []).append((event, ctx))
             batch.last[session] = result
             batch.owner[session] = ev
             if result.silence is not None:
@@ -184,17 +206,32 @@ class DecideAgent:
             batch.observed.append((event, result.record, result.effects))
         return batch
 
-    def write(self, stream: Any, batch: Batch) -> None:
-        """Each session's state and the writes its last decision implies. No ``await`` in here:
-        a faust table picks a write's changelog partition from the stream's current event,
-        which is pointed at each session's event and restored before returning."""
+    def write(self, stream: Any, batch: Batch, sends: ChangelogSends | None = None) -> None:
+        """Each session's state and the writes its last decision implies. No ``await`` in here.
+
+        Faust tables, given ``sends``: each row goes to the table's store at once and its
+        changelog record (serialized as faust would; for the source event's partition, a
+        global table's for its key's) to ``sends``, for the caller to hand to the producer
+        (:class:`~streams.kafka.batchsend.ChangelogRows`). Otherwise through the tables
+        themselves: a faust table picks a write's changelog partition from the stream's current
+        event, which is pointed at each session's event and restored before returning."""
         tables = self.tables
+        if sends is not None and hasattr(tables.sessions, "changelog_topic"):
+            sessions, timers = ChangelogRows(tables.sessions, sends), ChangelogRows(tables.timers, sends)
+            inhibitors, silences = ChangelogRows(tables.inhibitors, sends), ChangelogRows(tables.silences, sends)
+            for session, result in batch.last.items():
+                partition = batch.owner[session].message.partition
+                sessions.partition = timers.partition = partition
+                sessions[session] = encode_state(result.state)
+                writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
+                apply_writes(writes, partition=partition, timers=timers, inhibitors=inhibitors, silences=silences)
+            return
         original = stream.current_event
         try:
             for session, result in batch.last.items():
                 ev = batch.owner[session]
                 set_current_event(stream, ev)
-                tables.sessions[session] = result.state
+                tables.sessions[session] = encode_state(result.state)
                 writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
                 apply_writes(
                     writes,
@@ -238,7 +275,14 @@ class DecideAgent:
         for message, error in batch.failed:
             await self.dead_letter(message, error)
         await out.flush()  # effects durable before the state that remembers them
-        self.write(stream, batch)
+        if isinstance(out, PartitionBatcher):
+            sends = ChangelogSends()
+            self.write(stream, batch, sends)
+            # the rows' changelog records: waited for by the next batch's flush, or by faust's
+            # flush of the producer before it commits offsets (as faust's own changelog sends are)
+            await sends.send(out)
+        else:
+            self.write(stream, batch)
         now_s = time.time()
         for event, record, effects in batch.observed:
             metrics.observe_decision(event, record, effects, now_s)

@@ -35,7 +35,7 @@ Classify = Callable[[Sequence[dict[str, Any]]], list[Verdict]]
 class Tables:
     """The changelog-backed tables decide keeps (see :mod:`streams.core.tables` for what goes in them)."""
 
-    sessions: TableT[str, Any]  # session key -> session state, co-partitioned with the events
+    sessions: TableT[str, Any]  # session key -> session state (encoded), co-partitioned with the events
     timers: TableT[str, Any]  # session key -> {"p": partition, "org": org, "t": pending timers}: the ticker's index
     silences: GlobalTableT  # silence id -> silence JSON (every worker needs all)
     inhibitors: GlobalTableT  # session key -> routing labels of its firing alerts that can inhibit
@@ -116,9 +116,11 @@ def load_receivers(settings: Settings) -> dict[str, Receiver]:
 
 def declare_tables(kafka: KafkaApp) -> Tables:
     app, partitions = kafka.app, kafka.specs["events.telemetry"].partitions
-    # JSON state keyed by session key; the changelog partition follows the source event's
-    # partition (see streams.kafka.compat.set_current_event), so state is co-partitioned with the events.
-    sessions = app.Table("sessions", default=None, partitions=partitions)
+    # Session state keyed by session key, as bytes (streams.core.state.encode_state; records of older
+    # changelogs are JSON, read raw and decoded the same way); the changelog partition follows the
+    # source event's partition (see streams.kafka.compat.set_current_event), so state is co-partitioned
+    # with the events.
+    sessions = app.Table("sessions", default=None, partitions=partitions, value_type=bytes)
     timers = app.Table("timers", default=None, partitions=partitions)
     # Every worker needs all silences and all inhibiting alerts: global tables (one
     # partition, as faust advises for global tables with several workers). Their

@@ -105,6 +105,9 @@ EXPLICIT_CATEGORY_TOKENS = (
     "tp:check_run",
 )
 DEFAULT_SEVERITY = "warning"
+PREDICTION_MEMO_MAX = (
+    20_000  # token lists ModelClassifier.predict_batch remembers the prediction of (then it starts over)
+)
 
 
 class ModelClassifier:
@@ -172,6 +175,9 @@ class ModelClassifier:
         self._stated_levels = np.array([lvl for _, lvl in STATED_SEVERITY_TOKENS], dtype=object)
         self._closing_col = self._columns([CLOSING_TOKEN])
         self._explicit_cols = self._columns(list(EXPLICIT_CATEGORY_TOKENS))
+        # predictions by token list: a prediction depends on its event's tokens only (each row is
+        # scored on its own), and alerts repeat (re-sends, one rule firing on many instances)
+        self._memo: dict[tuple[str, ...], Prediction] = {}
 
     def _columns(self, tokens: list[str]) -> np.ndarray:
         """Feature columns of the given tokens (-1 for a token never seen in training)."""
@@ -181,6 +187,7 @@ class ModelClassifier:
         """Forget every memo (feature caches and token columns); predictions do not change."""
         clear_caches()
         self._scorer.clear_memo()
+        self._memo.clear()
 
     @property
     def threshold(self) -> float:
@@ -213,7 +220,21 @@ class ModelClassifier:
         tokens = tokens_batch(events)
         if self.decision is None:
             return self._predict_legacy(tokens)
-        return self.decide_tokens(tokens)
+        return self._remembered(tokens)
+
+    def _remembered(self, tokens: Sequence[list[str]]) -> list[Prediction]:
+        """:meth:`decide_tokens`, asked only for the token lists it was not asked before."""
+        memo = self._memo
+        if len(memo) >= PREDICTION_MEMO_MAX:
+            memo.clear()
+        keys = [tuple(t) for t in tokens]
+        missing: dict[tuple[str, ...], list[str]] = {}
+        for key, toks in zip(keys, tokens):
+            if key not in memo and key not in missing:
+                missing[key] = toks
+        if missing:
+            memo.update(zip(missing, self.decide_tokens(list(missing.values()))))
+        return [memo[key] for key in keys]
 
     def decide_tokens(self, tokens: Sequence[list[str]]) -> list[Prediction]:
         """The decision policy on pre-tokenised events (see the class docstring)."""

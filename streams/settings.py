@@ -191,9 +191,13 @@ class Settings(BaseSettings):
     broker_rebalance_timeout_s: float = 60.0
     commit_interval_s: float = 2.8
 
-    # The decide agent's micro-batch: take up to N events, waiting at most this long.
+    # The decide agent's micro-batch: take up to N events, waiting at most this long. The
+    # wait bounds what a lone event waits; under load it sets the batch size, and each batch
+    # has fixed costs (a classifier call, a produce batch per partition, a produce round
+    # trip): 10 ms made ~55-event batches on the bench, 50 ms cut the worker's CPU per event
+    # by a fifth (deploy/bench/BENCHMARKS.md, "Worker profile").
     decide_batch_max: int = 500
-    decide_batch_within_s: float = 0.01
+    decide_batch_within_s: float = 0.05
 
     # Sections, each read from its own prefix when the root is built.
     timers: TimerSettings = Field(default_factory=TimerSettings)

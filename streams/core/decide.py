@@ -35,12 +35,13 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from streams.core import ack, escalation, fates, grouping, incident, messages, outcomes
 from streams.core.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
 from streams.core.fold import Fold, effect_id
 from streams.core.gates import PASS, STOP, Gate, condition_step, inhibition_sources
+from streams.core.state import VERSION as STATE_VERSION
 from streams.core.state import AlertState, SessionState, new_state, upgrade
 from streams.core.tables import SilenceChange, Writes, silence_change
 from streams.core.timers import slots_between
@@ -298,8 +299,14 @@ TIMER_VERDICT = Verdict(category="other", severity="info", classifier="none")  #
 MAX_FIRED_PER_EVENT = 100  # a guard: timers scheduling due timers cannot loop forever
 
 
-def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Context) -> Decision:
+def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Context, *, owned: bool = False) -> Decision:
     """Fold one event into a session's state; return the new state, effects and the record.
+
+    ``state`` is copied first and never changed, unless the caller passes ``owned=True``:
+    it hands over a state of this version that nothing else holds (the state a previous
+    decide call returned, which it then drops), and the event is folded into that object
+    in place. Outputs are the same either way; the decide agent folds a session's events
+    of one batch like this, so the session's state is copied once per batch, not per event.
 
     Timers of the session that are due at or before the event's time are folded first,
     each as exactly the ``timer.fired`` event the ticker would promote (same event id,
@@ -309,7 +316,7 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     ticker's copy, when it arrives, is a duplicate. The ticker remains what fires the
     timers of a session that has no further events.
     """
-    s = upgrade(state)
+    s = cast(SessionState, state) if owned and state and state.get("v") == STATE_VERSION else upgrade(state)
     event_id = event["event_id"]
     if event_id in s["seen"]:
         f = Fold(s, event, ctx, s["clock"])

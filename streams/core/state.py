@@ -1,8 +1,8 @@
 """The session state decide folds, typed, and how older versions are read.
 
-The state stays plain JSON (faust's changelog and the replay both hold it as is, and a
-marshal round trip copies it fast), so the types are TypedDicts: mypy checks every key
-decide reads or writes, and nothing changes at run time. A session is a group, like an
+The state stays JSON-shaped data (replay holds it as is, the decide agent's table keeps it
+marshal-encoded: :func:`encode_state`, and older changelogs hold it as JSON), so the types
+are TypedDicts: mypy checks every key decide reads or writes, and nothing changes at run time. A session is a group, like an
 Alertmanager ``group_by``:
 
 - ``alerts``: what fires in the session, per alert key (:class:`AlertState`);
@@ -25,6 +25,7 @@ them, so a worker of this version continues from a changelog written by an older
 
 from __future__ import annotations
 
+import json
 import marshal
 from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, TypedDict, cast
@@ -136,6 +137,36 @@ def new_state() -> SessionState:
         "approval": [],
         "cron": {},
     }
+
+
+# How the decide agent keeps a state in its ``sessions`` table (and so on the table's changelog):
+# a marker byte, then marshal's encoding (version 4, every Python 3 since 3.4 reads it). It is
+# written once per session per batch and read back into a fresh object, which is the one copy
+# decide folds into; faust's JSON dump of the state (the slowest part of a table write) and
+# the separate marshal copy go. Values written before are JSON, which never starts with the marker.
+STATE_MARK = b"\x00"
+MARSHAL_VERSION = 4
+
+
+def encode_state(state: Mapping[str, Any]) -> bytes:
+    """A state as the sessions table keeps it."""
+    return STATE_MARK + marshal.dumps(cast("dict[str, Any]", state), MARSHAL_VERSION)
+
+
+def decode_state(value: Any) -> tuple[Mapping[str, Any] | None, bool]:
+    """A sessions-table value as a state, and whether that state is a fresh object (the caller's to fold into).
+
+    ``value`` is what :func:`encode_state` wrote, the JSON bytes of an older changelog record,
+    None (no state yet), or a mapping (a table that holds states as they are), which is not fresh.
+    """
+    if value is None:
+        return None, False
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        if raw[:1] == STATE_MARK:
+            return cast("dict[str, Any]", marshal.loads(raw[1:])), True
+        return cast("dict[str, Any]", json.loads(raw)), True
+    return cast("Mapping[str, Any]", value), False
 
 
 def clone(state: Mapping[str, Any]) -> SessionState:

@@ -17,6 +17,9 @@ from streams.kafka.catalogue import EVENT_TOPICS, TopicSpec, by_name, load_catal
 from streams.kafka.codec import Codec, default_codec
 from streams.settings import Settings
 
+PRODUCER_LINGER_S = 0.005
+PRODUCER_MAX_BATCH_BYTES = 256 * 1024
+
 
 @dataclass
 class KafkaApp:
@@ -62,6 +65,12 @@ def create_app(settings: Settings, *, replication: int | None = None) -> KafkaAp
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # faust's defaults (no linger, 16 KB batches) send a produce request per few records: a
+        # session's state is ~4 KB of JSON on its changelog, so a batch held about four. 5 ms and
+        # 256 KB (EventProducer's linger, the bench passthrough's batch size) cut the worker's CPU per
+        # event by a fifth and the broker's by ~40 % (deploy/bench/BENCHMARKS.md, "Worker profile").
+        producer_linger=PRODUCER_LINGER_S,
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
         broker_rebalance_timeout=settings.broker_rebalance_timeout_s,

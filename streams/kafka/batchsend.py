@@ -11,10 +11,12 @@ partitioner does (murmur2 of the key), so records keep the partition of their ke
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from aiokafka.partitioner import murmur2
+
+from streams.kafka.compat import changelog_record, set_row_quietly
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
@@ -31,6 +33,7 @@ class PartitionBatcher:
         self.partitions = dict(partitions)
         self._pending: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
         self._partition_cache: dict[tuple[bytes, int], int] = {}
+        self.inflight: list[Any] = []  # futures of records sent elsewhere that the next flush waits for
 
     def add(self, topic: str, key: bytes, value: bytes) -> None:
         count = self.partitions[topic]
@@ -45,9 +48,9 @@ class PartitionBatcher:
         return sum(len(v) for v in self._pending.values())
 
     async def flush(self) -> None:
-        """Submit everything collected and wait until Kafka acknowledged all of it."""
+        """Submit everything collected and wait until Kafka acknowledged all of it (and :attr:`inflight`)."""
         pending, self._pending = self._pending, {}
-        futures = []
+        futures, self.inflight = self.inflight, []
         for (topic, partition), records in pending.items():
             batch = self.producer.create_batch()
             for key, value in records:
@@ -60,3 +63,60 @@ class PartitionBatcher:
                 futures.append(await self.producer.send_batch(batch, topic, partition=partition))
         if futures:
             await asyncio.gather(*futures)
+
+
+class ChangelogRows(MutableMapping[Any, Any]):
+    """A faust table whose writes reach its store at once and whose changelog records are kept for
+    :meth:`ChangelogSends.send` (serialized as faust would): faust's own path builds a message, a
+    future and a buffer entry per record before handing it to the producer. Reads go to the table."""
+
+    def __init__(self, table: Any, sends: ChangelogSends, partition: int | None = None) -> None:
+        self.table, self.sends, self.partition = table, sends, partition
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.table.data[key]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.table.data.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table.data
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.table.data)
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._write(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if key not in self.table.data:
+            raise KeyError(key)
+        self._write(key, None)
+
+    def _write(self, key: Any, value: Any) -> None:
+        topic, raw_key, raw_value = changelog_record(self.table, key, value)
+        set_row_quietly(self.table, key, value)
+        self.sends.records.append((topic, raw_key, raw_value, self.partition))
+
+
+class ChangelogSends:
+    """Changelog records of table rows already written, to hand to the producer in the order written.
+
+    Each goes to aiokafka's ``send`` (appended to the open batch of its partition, as faust's
+    own sends are, so it rides with other records), for ``partition`` (the source event's, as
+    faust picks it for a co-partitioned table) or, when None (a global table), the partition
+    the producer's partitioner picks, as for faust. The returned futures join ``out``'s in-flight
+    ones: the next :meth:`PartitionBatcher.flush` waits for them, and a flush of the producer
+    (faust's, before it commits offsets) waits for the records themselves.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+
+    async def send(self, out: PartitionBatcher) -> None:
+        records, self.records = self.records, []
+        for topic, key, value, partition in records:
+            out.inflight.append(await out.producer.send(topic, value, key=key, partition=partition))

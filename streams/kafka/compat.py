@@ -82,3 +82,25 @@ def abort_producer(producer: Any, error: BaseException) -> None:
     task = getattr(sender, "sender_task", None)
     if task is not None and not task.done():
         task.cancel()
+
+
+def changelog_record(table: Any, key: Any, value: Any) -> tuple[str, bytes | None, bytes | None]:
+    """(topic, key bytes, value bytes) of the changelog record a faust table writes for ``table[key] = value``
+    (``value`` None: the tombstone ``del table[key]`` writes), serialized as faust serializes it."""
+    topic = table.changelog_topic
+    raw_key, _ = topic.prepare_key(key, table.key_serializer)
+    if value is None:
+        raw_value, _ = topic.prepare_value(None, "raw")
+    else:
+        raw_value, _ = topic.prepare_value(value, table.value_serializer)
+    return topic.get_topic_name(), raw_key, raw_value
+
+
+def set_row_quietly(table: Any, key: Any, value: Any) -> None:
+    """Set (``value`` None: remove) a row of a faust table's store without faust's changelog send
+    (the caller sends the :func:`changelog_record` itself)."""
+    store = table.data
+    if value is not None:
+        store[key] = value
+    elif key in store:
+        del store[key]

@@ -254,6 +254,9 @@ class Schedule:
         return f"{self.org}:schedule:{self.name}"
 
 
+SELECT_CACHE_MAX = 50_000  # label sets remembered by RunbookSet.select (then it starts over)
+
+
 @dataclass(frozen=True)
 class RunbookSet:
     runbooks: tuple[Runbook, ...]
@@ -264,19 +267,34 @@ class RunbookSet:
     version: str = "builtin-0"
     directory: str = ""
     by_name: Mapping[str, Runbook] = field(init=False, repr=False, compare=False)
+    # select()'s answers by its arguments: the set is immutable, so an answer never goes stale
+    _selected: dict[tuple[Any, ...], Runbook] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {rb.name: rb for rb in self.runbooks})
+        object.__setattr__(self, "_selected", {})
 
     def get(self, name: str) -> Runbook:
         return self.by_name.get(name, DEFAULT_RUNBOOK)
 
     def select(self, labels: Mapping[str, str], *, category: str, severity: str, event_type: str, kind: str) -> Runbook:
-        """The first runbook (by priority, then file name) whose match takes the event."""
-        for rb in self.runbooks:
-            if rb.trigger is None and runbook_matches(rb.match, labels, category, severity, event_type, kind):
-                return rb
-        return DEFAULT_RUNBOOK
+        """The first runbook (by priority, then file name) whose match takes the event.
+
+        Memoised per label set (and the other arguments): events of one alert repeat the
+        same labels, and the scan matches each runbook's regular expressions.
+        """
+        key = (tuple(labels.items()), category, severity, event_type, kind)
+        chosen = self._selected.get(key)
+        if chosen is None:
+            chosen = DEFAULT_RUNBOOK
+            for rb in self.runbooks:
+                if rb.trigger is None and runbook_matches(rb.match, labels, category, severity, event_type, kind):
+                    chosen = rb
+                    break
+            if len(self._selected) >= SELECT_CACHE_MAX:
+                self._selected.clear()
+            self._selected[key] = chosen
+        return chosen
 
     def naming(
         self, labels: Mapping[str, str], *, category: str, severity: str, event_type: str, kind: str

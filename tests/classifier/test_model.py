@@ -44,9 +44,14 @@ def test_predict_batch_shape_and_order(model):
     assert {p.category for p in preds} <= set(CATEGORIES) and {p.severity for p in preds} <= set(SEVERITIES)
     assert all(0.0 <= p.category_p <= 1.0 and 0.0 <= p.severity_p <= 1.0 for p in preds)
     assert all(p.model_version == model.version and model.version.startswith("model-") for p in preds)
-    # order and batch composition do not matter
+    # order and batch composition do not matter (computed afresh: the memo forgotten)
+    model.clear_caches()
     assert model.predict_batch(events[::-1]) == preds[::-1]
+    model.clear_caches()
     assert [model.predict_batch([e])[0] for e in events[:20]] == preds[:20]
+    # remembered predictions are the computed ones, whatever batch asked first
+    assert model.predict_batch(events[5:] + events[:5]) == preds[5:] + preds[:5]
+    assert model.predict_batch(events + events) == preds + preds
     assert model.predict_batch([]) == [] and KeywordClassifier().predict_batch([]) == []
 
 
