@@ -25,7 +25,7 @@ import hashlib
 import textwrap
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,23 @@ def receivers_env(tmp_path: Path, fakes: FakeServices) -> dict[str, str]:
     }
 
 
+def schema_url(postgres_url: str) -> str:
+    """A fresh PostgreSQL schema on ``postgres_url``: a run's ledger must not know another run's deliveries."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"faults_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    finally:
+        admin.dispose()
+    sep = "&" if "?" in postgres_url else "?"
+    return f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+
+
 # -- reading what a run did ------------------------------------------------------------
 
 
@@ -125,6 +142,12 @@ class Observed:
     receipts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # effect id -> statuses
     outbox_dead: set[str] = field(default_factory=set)
     event_dead: list[dict[str, Any]] = field(default_factory=list)
+    effect_ids: set[str] = field(default_factory=set)  # every effect on outbox (the projector's rows to match)
+    decision_ids: set[str] = field(default_factory=set)
+    fallback: set[str] = field(default_factory=set)  # event ids the keyword rules decided (the classifier failed)
+    # Effects whose delivery went through a timeout or a dead owner's claim with unknown outcome (a receipt
+    # "ambiguous", or "delivered" with "unknown outcome" in its error): the one repeat the ledger cannot rule out.
+    unknown_outcome: set[str] = field(default_factory=set)
     count: int = 0
 
     def add(self, records: Iterable[Record]) -> None:
@@ -135,10 +158,17 @@ class Observed:
                 continue
             if r.topic == "decisions":
                 self.decided.add(v["event_id"])
-            elif r.topic == "outbox" and v.get("type") == "notify":
-                self.notify.setdefault(v["effect_id"], v)
+                self.decision_ids.add(v["decision_id"])
+                if v.get("fallback"):
+                    self.fallback.add(v["event_id"])
+            elif r.topic == "outbox":
+                self.effect_ids.add(v["effect_id"])
+                if v.get("type") == "notify":
+                    self.notify.setdefault(v["effect_id"], v)
             elif r.topic == "deliveries":
                 self.receipts[v["effect_id"]].append(v["status"])
+                if v["status"] == "ambiguous" or "unknown outcome" in (v.get("error") or ""):
+                    self.unknown_outcome.add(v["effect_id"])
             elif r.topic == "outbox.dlq":
                 self.outbox_dead.add(_effect_id_of_dead(v))
             elif r.topic == "events.dlq":
@@ -283,13 +313,18 @@ class Report:
     unattributed: int
     seconds: float
     reasons: list[str] = field(default_factory=list)
+    classifier_faults: int = 0  # events the classifier raised on: each must be decided by the keyword rules
+    fallback_decided: int = 0
+    failures: list[str] = field(default_factory=list)  # a scenario's own checks (the projector caught up, ...)
+    notes: list[str] = field(default_factory=list)
 
     def row(self) -> str:
         faults = ", ".join(f"{k}×{v}" for k, v in sorted(self.faults.items())) or "none"
+        fallback = f"; {self.fallback_decided}/{self.classifier_faults} by fallback" if self.classifier_faults else ""
         return (
-            f"| {self.scenario} | {self.events} (+{self.poison} poison) | {faults} | {self.expected} | "
-            f"{self.delivered} | {len(self.duplicated)} | {len(self.ambiguous)} | {self.dead} | {len(self.lost)} | "
-            f"{self.poison_dead}/{self.poison} | −{len(self.missing)} +{len(self.extra)} "
+            f"| {self.scenario} | {self.events} (+{self.poison + self.classifier_faults} poison) | {faults} | "
+            f"{self.expected} | {self.delivered} | {len(self.duplicated)} | {len(self.ambiguous)} | {self.dead} | "
+            f"{len(self.lost)} | {self.poison_dead}/{self.poison}{fallback} | −{len(self.missing)} +{len(self.extra)} "
             f"({self.explained} pairs by rule) | {self.seconds:.0f}s |"
         )
 
@@ -301,6 +336,18 @@ HEADER = (
 )
 
 REPORTS: list[Report] = []  # printed at the end of the pytest session (tests/faults/conftest.py)
+
+
+def summary(reports: Iterable[Report]) -> list[str]:
+    """The report table, then each ambiguous repeat, events.dlq reason, note and failed check."""
+    reports = list(reports)
+    lines = [HEADER, *(rep.row() for rep in reports)]
+    for rep in reports:
+        lines += [f"{rep.scenario}: ambiguous repeat (one allowed per injected fault): {e}" for e in rep.ambiguous]
+        lines += [f"{rep.scenario}: events.dlq reason: {reason}" for reason in rep.reasons]
+        lines += [f"{rep.scenario}: {note}" for note in rep.notes]
+        lines += [f"{rep.scenario}: FAILED: {problem}" for problem in rep.failures]
+    return lines
 
 
 def report(
@@ -315,28 +362,34 @@ def report(
     poison: int = 0,
     unattributed: int = 0,
     started: float,
+    marked: Sequence[Mapping[str, Any]] = (),  # events the classifier raises on, beyond the fixed input
 ) -> Report:
-    """Compare a run with the oracle (effect id -> receiver of the fault-free run)."""
+    """Compare a run with the oracle (effect id -> receiver of the fault-free run).
+
+    ``marked`` events are not in the fault-free run: they must be decided (by the keyword rules,
+    flagged ``fallback``) and their notices delivered once, but their sessions are left out of the
+    decided-set comparison."""
     ledger = {eid for eid, e in obs.notify.items() if e["notify"]["channel"] in LEDGER_CHANNELS}
     repeated = sorted(eid for eid in ledger if taken[eid] > 1)
-    # A hang or a drop leaves the outcome unknown: a non-idempotent channel retries once after a
-    # pause (README "Once"), so up to one repeat per such injected fault is allowed, and listed.
-    ambiguous = [eid for eid in repeated if taken[eid] == 2 and "ambiguous" in obs.receipts.get(eid, ())][
-        :ambiguous_budget
-    ]
+    # A hang, a drop or a kill mid-request leaves the outcome unknown: a non-idempotent channel retries
+    # once after a pause (README "Once"; a dead owner's claim is taken over the same way), so up to one
+    # repeat per such injected fault is allowed, and listed; only for an effect whose receipt says so.
+    ambiguous = [eid for eid in repeated if taken[eid] == 2 and eid in obs.unknown_outcome][:ambiguous_budget]
     duplicated = [eid for eid in repeated if eid not in ambiguous]
-    decided_ids = set(obs.notify)
+    outside = {e["session_key"] for e in marked}
+    decided_ids = {eid for eid, e in obs.notify.items() if e["session_key"] not in outside}
+    marked_ids = {e["event_id"] for e in marked}
     rep = Report(
         scenario=scenario,
         events=len(events),
         poison=poison,
         faults=faults,
         expected=sum(1 for n in oracle.values() if n[0] in LEDGER_CHANNELS),
-        delivered=sum(1 for eid in ledger if taken[eid] >= 1),
+        delivered=sum(1 for eid in ledger & decided_ids if taken[eid] >= 1),  # the marked sessions' are not expected
         duplicated=duplicated,
         ambiguous=ambiguous,
         dead=len(ledger & obs.outbox_dead),
-        lost=sorted({e["event_id"] for e in events} - obs.decided),
+        lost=sorted({e["event_id"] for e in [*events, *marked]} - obs.decided),
         poison_dead=len(obs.event_dead),
         explained=explained(sorted(set(oracle) - decided_ids), sorted(decided_ids - set(oracle)), oracle, obs),
         missing=sorted(set(oracle) - decided_ids),
@@ -345,6 +398,8 @@ def report(
         unattributed=unattributed,
         seconds=time.monotonic() - started,
         reasons=sorted({d["reason"][:80] for d in obs.event_dead}),
+        classifier_faults=len(marked_ids),
+        fallback_decided=len(marked_ids & obs.fallback),
     )
     REPORTS.append(rep)
     print(HEADER)
@@ -386,6 +441,10 @@ def check(rep: Report) -> None:
     assert unexplained == 0, f"decided set differs beyond the rule: -{rep.missing[:5]} +{rep.extra[:5]}"
     assert not rep.undelivered, f"effects neither delivered nor dead-lettered: {rep.undelivered[:5]}"
     assert rep.unattributed == 0, f"{rep.unattributed} requests not attributed to an effect"
+    assert rep.fallback_decided == rep.classifier_faults, (
+        f"{rep.fallback_decided} of {rep.classifier_faults} events the classifier raised on decided by the keyword rules"
+    )
+    assert not rep.failures, "; ".join(rep.failures)
 
 
 # -- driving a run -------------------------------------------------------------------------
@@ -401,14 +460,19 @@ class Run:
         tmp_path: Path,
         fakes: FakeServices,
         ledger_url: str,
+        *,
+        classifier_fault: bool = False,
     ) -> None:
+        """``classifier_fault``: the workers run through ``tests.faults.faulty_worker``, whose classifier
+        raises on a batch holding a marked event (see :meth:`mark`)."""
         import uuid
 
         from streams.devtools.processes import WorkerProcess
+        from tests.faults.faulty_worker import FaultyWorkerProcess
 
         tag = uuid.uuid4().hex[:8]
         self.name = name
-        self.dir = tmp_path / name
+        self.dir = tmp_path / "".join(c if c.isalnum() else "-" for c in name).strip("-")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.env = {
             **base_env,
@@ -425,7 +489,10 @@ class Run:
         self.faults: Counter[str] = Counter()
         self.ambiguous_budget = 0
         self.workers: list[Any] = []
-        self._worker = WorkerProcess
+        self._worker = FaultyWorkerProcess if classifier_fault else WorkerProcess
+        self.ledger_url = ledger_url
+        self.marked: list[dict[str, Any]] = []
+        self.projector: Any = None
         self.started = time.monotonic()
         _create_topics(self.settings)
 
@@ -436,13 +503,22 @@ class Run:
         return worker
 
     def kill(self, worker: Any) -> None:
+        """SIGKILL. A delivery in flight leaves a claim whose outcome is unknown: for a channel without
+        idempotency, taking it over is the ambiguous path (one repeat allowed per kill)."""
         worker.kill()
-        self.faults["SIGKILL worker"] += 1
+        self.fault("SIGKILL worker", ambiguous=True)
+
+    def fault(self, kind: str, *, ambiguous: bool = False) -> None:
+        """Count an injected fault; ``ambiguous``: it may leave one delivery's outcome unknown (one repeat allowed)."""
+        self.faults[kind] += 1
+        self.ambiguous_budget += int(ambiguous)
 
     def stop_all(self) -> None:
         for worker in self.workers:
             if worker.alive:
                 worker.stop()
+        if self.projector is not None:
+            self.projector.stop()
 
     def wipe_data_dir(self) -> None:
         """The worker's data directory deleted (a lost disk): tables come back from their changelogs."""
@@ -450,7 +526,7 @@ class Run:
 
         assert not any(w.alive for w in self.workers), "wipe the data dir of a stopped host only"
         shutil.rmtree(self.dir / "data", ignore_errors=True)
-        self.faults["data dir deleted"] += 1
+        self.fault("data dir deleted")
 
     # input
     def produce(self, events: list[dict[str, Any]]) -> None:
@@ -471,17 +547,36 @@ class Run:
         for kind, _ in records:
             self.faults[f"poison: {kind}"] += 1
 
+    def mark(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` labelled so the faulty worker's classifier raises on its batch; produced with the rest."""
+        from tests.faults.faulty_worker import FAULT_LABEL, RAISES
+
+        marked = {**event, "labels": {**event["labels"], FAULT_LABEL: RAISES}}
+        self.marked.append(marked)
+        self.faults["poison: classifier raises"] += 1
+        return marked
+
+    # the projector
+    def start_projector(self) -> None:
+        """``opsloop projector`` into this run's schema (the same database as the ledger)."""
+        from tests.faults.projector import ProjectorProcess
+
+        env = {**self.env, "DATABASE_URL": self.ledger_url}
+        self.projector = ProjectorProcess(env, self.dir / "projector.log").start()
+
     def script(self, kind: str, receiver: str, *answers: Any, fault: str, ambiguous: bool = False) -> None:
         self.fakes.script(kind, receiver, *answers)
         self.faults[fault] += 1
         self.ambiguous_budget += int(ambiguous)
 
-    def wait_decisions(self, at_least: int, timeout: float = 120.0) -> None:
-        wait_settled(self.settings, (), at_least=at_least, timeout=timeout)
+    def wait_decisions(self, at_least: int, timeout: float = 120.0) -> int:
+        """Until ``at_least`` events are decided; returns how many are."""
+        return len(wait_settled(self.settings, (), at_least=at_least, timeout=timeout).decided)
 
     # the end
     def settle(self, events: list[dict[str, Any]], *, poison: int = 0, timeout: float = 180.0) -> Observed:
-        return wait_settled(self.settings, {e["event_id"] for e in events}, poison=poison, timeout=timeout)
+        wanted = {e["event_id"] for e in [*events, *self.marked]}
+        return wait_settled(self.settings, wanted, poison=poison, timeout=timeout)
 
     def taken(self, obs: Observed) -> tuple[Counter[str], int]:
         index = body_index(obs.notify, self.dir / "runbooks", self.env)
@@ -503,6 +598,7 @@ class Run:
             poison=poison,
             unattributed=unknown,
             started=self.started,
+            marked=self.marked,
         )
 
     def explain(self, obs: Observed, taken: Counter[str], oracle: Mapping[str, tuple[str, ...]]) -> None:
