@@ -492,6 +492,7 @@ class Run:
         self._worker = FaultyWorkerProcess if classifier_fault else WorkerProcess
         self.ledger_url = ledger_url
         self.marked: list[dict[str, Any]] = []
+        self.scripted: list[tuple[str, str, str, bool]] = []
         self.projector: Any = None
         self.started = time.monotonic()
         _create_topics(self.settings)
@@ -565,9 +566,23 @@ class Run:
         self.projector = ProjectorProcess(env, self.dir / "projector.log").start()
 
     def script(self, kind: str, receiver: str, *answers: Any, fault: str, ambiguous: bool = False) -> None:
+        """Script a receiver's next answers; a fault no request reached is taken back at the report."""
         self.fakes.script(kind, receiver, *answers)
-        self.faults[fault] += 1
-        self.ambiguous_budget += int(ambiguous)
+        self.scripted.append((kind, receiver, fault, ambiguous))
+        self.fault(fault, ambiguous=ambiguous)
+
+    def unreached(self) -> list[str]:
+        """Take back the scripted faults no request reached (the count says what was injected, not planned)."""
+        pending = Counter({(k, r): self.fakes.unscript(k, r) for k, r in {(k, r) for k, r, _, _ in self.scripted}})
+        out = []
+        for kind, receiver, fault, ambiguous in reversed(self.scripted):  # the last scripted are the unreached
+            if pending[(kind, receiver)] > 0:
+                pending[(kind, receiver)] -= 1
+                self.faults[fault] -= 1
+                self.faults += Counter()  # drop zero counts
+                self.ambiguous_budget -= int(ambiguous)
+                out.append(f"{fault} scripted on {receiver} but no request reached it")
+        return out
 
     def wait_decisions(self, at_least: int, timeout: float = 120.0) -> int:
         """Until ``at_least`` events are decided; returns how many are."""
@@ -587,7 +602,8 @@ class Run:
     ) -> Report:
         taken, unknown = self.taken(obs)
         self.explain(obs, taken, oracle)
-        return report(
+        unreached = self.unreached()
+        rep = report(
             self.name,
             events,
             obs,
@@ -600,6 +616,8 @@ class Run:
             started=self.started,
             marked=self.marked,
         )
+        rep.notes.extend(unreached)
+        return rep
 
     def explain(self, obs: Observed, taken: Counter[str], oracle: Mapping[str, tuple[str, ...]]) -> None:
         """Print each repeated or differing effect with its event, receiver, action and receipts."""
