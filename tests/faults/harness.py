@@ -32,7 +32,7 @@ from typing import Any
 
 from streams.kafka.reader import Record, TopicReader
 from streams.settings import ROOT, Settings
-from tests.replay.traffic import traffic
+from tests.replay.traffic import MIN, traffic
 from tests.sinks.fakes import FakeServices
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z: fixed, so event ids (and effect ids) are the same every run
@@ -55,9 +55,26 @@ SINK_ENV = {
 }
 
 
-def fixed_input(sessions: int, cycles: int = 1, repeats: int = 3) -> list[dict[str, Any]]:
-    """Alerts that fire, repeat, get acknowledged (every other session) and resolve; fixed ids."""
-    return traffic(sessions=sessions, cycles=cycles, t0=T0, repeats=repeats)
+def fixed_input(sessions: int, cycles: int = 1, repeats: int = 3, escalating: int = 2) -> list[dict[str, Any]]:
+    """Alerts that fire, repeat, get acknowledged (every other session) and resolve; fixed ids.
+
+    The replay traffic's sessions all notify ``infra-slack`` (their severity is warning); the
+    ``escalating`` sessions are critical targets down for 20 minutes, unacknowledged, so their
+    runbook's chain reaches ``oncall-slack`` at 5 minutes and ``pagerduty-primary`` at 15: every
+    HTTP channel of the starter routing that alerts reach gets requests to fault."""
+    from tests.decide.helpers import alert
+
+    events = traffic(sessions=sessions, cycles=cycles, t0=T0, repeats=repeats)
+    for i in range(escalating):
+        name = ("PrometheusTargetMissing", "PostgresqlDown")[i % 2]
+        service = f"esc-{i}"
+        where = {"instance": f"{service}-1:9100", "service": service, "session": f"acme:alert:{name}:{service}"}
+        critical = {"severity": "critical"}
+        base = T0 + 500 + i * 1000
+        events += [alert(name, at=base + r * MIN, labels=critical, **where) for r in range(18)]
+        events.append(alert(name, status="resolved", at=base + 20 * MIN, labels=critical, **where))
+    events.sort(key=lambda e: e["occurred_at"])
+    return events
 
 
 def receivers_env(tmp_path: Path, fakes: FakeServices) -> dict[str, str]:
@@ -245,7 +262,7 @@ def wait_settled(
 def body_index(
     notify: Mapping[str, Mapping[str, Any]], routing_dir: Path, env: Mapping[str, str]
 ) -> dict[str, list[str]]:
-    """sha256 of the exact body each Slack / Teams notify effect renders to -> its effect ids.
+    """sha256 of the exact body each Slack / Teams / PagerDuty notify effect renders to -> its effect ids.
 
     Two effect ids can render the same body (an event re-decided after a kill may notify
     again under another event's id): the requests with that body go to them in turn."""
@@ -257,7 +274,7 @@ def body_index(
     index: dict[str, list[str]] = defaultdict(list)
     for eid, effect in notify.items():
         n = effect["notify"]
-        if n["channel"] not in ("slack", "teams") or n["receiver"] not in receivers:
+        if n["channel"] not in ("slack", "teams", "pagerduty") or n["receiver"] not in receivers:
             continue
         receiver = receivers[n["receiver"]]
         request = channels[n["channel"]].render(effect, receiver, resolve_secrets(receiver, env))
@@ -266,9 +283,10 @@ def body_index(
 
 
 def effect_of(request: Any, index: Mapping[str, list[str]], taken: Counter[str]) -> str | None:
-    if request.kind == "pagerduty":
+    if request.kind == "pagerduty":  # a resolve or acknowledge has no payload: found by its body
         details = ((request.json or {}).get("payload") or {}).get("custom_details") or {}
-        return details.get("effect_id")
+        if details.get("effect_id"):
+            return str(details["effect_id"])
     if request.kind == "hook":
         return request.headers.get("Idempotency-Key")
     ids = index.get(hashlib.sha256(request.body).hexdigest()) or []
@@ -628,7 +646,8 @@ class Run:
                 f"  repeat {eid}: taken {taken[eid]}x {n['receiver']} {n['action']} event {eff['event_id']}"
                 f" receipts {obs.receipts.get(eid)}"
             )
-        for eid in sorted(set(obs.notify) ^ set(oracle)):
+        outside = {e["session_key"] for e in self.marked}  # not in the fault-free run: not compared
+        for eid in sorted({e for e, eff in obs.notify.items() if eff["session_key"] not in outside} ^ set(oracle)):
             eff = obs.notify.get(eid)
             where = "extra" if eff else "missing"
             what = (

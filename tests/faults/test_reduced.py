@@ -1,6 +1,6 @@
 """The fault harness's reduced scenario, run in CI: one SIGKILL, three poison records, a 429 and a 5xx.
 
-88 events of 16 sessions go through a fault-free baseline run (the oracle: its notify
+126 events of 18 sessions go through a fault-free baseline run (the oracle: its notify
 effect ids) and then through ``scenarios.reduced``: the worker is SIGKILLed once the
 first half has settled and restarted (from its committed offsets and its tables'
 changelogs, with the second half and the poison ahead of it), PagerDuty answers 429 with
