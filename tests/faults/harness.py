@@ -147,7 +147,7 @@ def schema_url(postgres_url: str) -> str:
 # -- reading what a run did ------------------------------------------------------------
 
 
-RESULT_TOPICS = ["decisions", "outbox", "deliveries", "outbox.dlq", "events.dlq"]
+RESULT_TOPICS = ["decisions", "outbox", "deliveries", "outbox.dlq", "events.dlq", "events.timer"]
 
 
 @dataclass
@@ -160,6 +160,7 @@ class Observed:
     outbox_dead: set[str] = field(default_factory=set)
     event_dead: list[dict[str, Any]] = field(default_factory=list)
     effect_ids: set[str] = field(default_factory=set)  # every effect on outbox (the projector's rows to match)
+    timer_events: set[str] = field(default_factory=set)  # event ids the ticker promoted to events.timer
     decision_ids: set[str] = field(default_factory=set)
     fallback: set[str] = field(default_factory=set)  # event ids the keyword rules decided (the classifier failed)
     # Effects whose delivery went through a timeout or a dead owner's claim with unknown outcome (a receipt
@@ -190,6 +191,8 @@ class Observed:
                 self.outbox_dead.add(_effect_id_of_dead(v))
             elif r.topic == "events.dlq":
                 self.event_dead.append(v)
+            elif r.topic == "events.timer":
+                self.timer_events.add(v["event_id"])
 
     def unsettled(self) -> set[str]:
         """Notify effects of a ledger channel without a final receipt or dead letter yet."""
@@ -486,6 +489,7 @@ class Run:
         import uuid
 
         from streams.devtools.processes import WorkerProcess
+        from tests.faults.eos_worker import GUARANTEE_ENV, EosWorkerProcess
         from tests.faults.faulty_worker import FaultyWorkerProcess
 
         tag = uuid.uuid4().hex[:8]
@@ -508,6 +512,9 @@ class Run:
         self.ambiguous_budget = 0
         self.workers: list[Any] = []
         self._worker = FaultyWorkerProcess if classifier_fault else WorkerProcess
+        if base_env.get(GUARANTEE_ENV):  # the exactly-once experiment (tests/faults/eos_worker.py)
+            assert not classifier_fault, "the classifier fault and the exactly-once experiment use different wrappers"
+            self._worker = EosWorkerProcess
         self.ledger_url = ledger_url
         self.marked: list[dict[str, Any]] = []
         self.scripted: list[tuple[str, str, str, bool]] = []
