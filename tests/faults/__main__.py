@@ -36,6 +36,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=16,
         help="alert sessions of the replay traffic in the fixed input (16: 126 events with the 2 escalating ones)",
     )
+    parser.add_argument(
+        "--processing-guarantee",
+        choices=("exactly_once",),
+        help="the exactly-once experiment: workers run with faust's processing_guarantee (tests/faults/eos_worker.py)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (workers' logs) and say where")
     return parser.parse_args(argv)
 
@@ -69,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     postgres = LocalPostgres().start()
     fakes = FakeServices().start()
     env = base_env(broker.bootstrap)
+    if args.processing_guarantee:
+        from tests.faults.eos_worker import GUARANTEE_ENV
+
+        env[GUARANTEE_ENV] = args.processing_guarantee
     os.environ.update(env)
     crashed: list[str] = []
     try:
