@@ -222,6 +222,7 @@ def wait_settled(
     quiet_s: float = 4.0,
     timeout: float = 180.0,
     at_least: int | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> Observed:
     """Poll the result topics until every event is decided, every poison record dead-lettered,
     every notify effect settled, and nothing new came for ``quiet_s`` (or ``at_least`` decisions)."""
@@ -245,7 +246,7 @@ def wait_settled(
         )
 
     async def read() -> None:
-        async with TopicReader(settings, RESULT_TOPICS) as reader:
+        async with TopicReader(settings, RESULT_TOPICS, isolation_level=isolation_level) as reader:
             await reader.collect(done, timeout=timeout)
 
     try:
@@ -515,6 +516,8 @@ class Run:
         if base_env.get(GUARANTEE_ENV):  # the exactly-once experiment (tests/faults/eos_worker.py)
             assert not classifier_fault, "the classifier fault and the exactly-once experiment use different wrappers"
             self._worker = EosWorkerProcess
+        # Under transactions, what a run decided is what was committed (an aborted batch is redone).
+        self.isolation = "read_committed" if base_env.get(GUARANTEE_ENV) else "read_uncommitted"
         self.ledger_url = ledger_url
         self.marked: list[dict[str, Any]] = []
         self.scripted: list[tuple[str, str, str, bool]] = []
@@ -611,12 +614,14 @@ class Run:
 
     def wait_decisions(self, at_least: int, timeout: float = 120.0) -> int:
         """Until ``at_least`` events are decided; returns how many are."""
-        return len(wait_settled(self.settings, (), at_least=at_least, timeout=timeout).decided)
+        return len(
+            wait_settled(self.settings, (), at_least=at_least, timeout=timeout, isolation_level=self.isolation).decided
+        )
 
     # the end
     def settle(self, events: list[dict[str, Any]], *, poison: int = 0, timeout: float = 180.0) -> Observed:
         wanted = {e["event_id"] for e in [*events, *self.marked]}
-        return wait_settled(self.settings, wanted, poison=poison, timeout=timeout)
+        return wait_settled(self.settings, wanted, poison=poison, timeout=timeout, isolation_level=self.isolation)
 
     def taken(self, obs: Observed) -> tuple[Counter[str], int]:
         index = body_index(obs.notify, self.dir / "runbooks", self.env)
