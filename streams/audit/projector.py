@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -27,6 +28,44 @@ from streams.kafka.producer import EventProducer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+DB_RETRY_S = 1.0  # first wait after a database outage is seen; doubles up to DB_RETRY_MAX_S
+DB_RETRY_MAX_S = 30.0
+
+
+def database_down(exc: BaseException) -> bool:
+    """Is ``exc`` the database being unreachable (wait for it), not a bug or a schema problem (raise)?"""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
+
+
+async def while_database_down(
+    fn: Callable[..., T], *args: Any, stop: asyncio.Event | None = None, first_wait_s: float = DB_RETRY_S
+) -> T | None:
+    """``fn(*args)`` off the event loop, called again while the database is down (None if ``stop`` is set first).
+
+    A database outage used to end the projector (the exception reached ``asyncio.run``): it then
+    needed a supervisor to come back. Waiting is safe: a batch's rows and its offsets are written in
+    one transaction, so a batch refused by a dead connection is written whole on a later call, or
+    not at all."""
+    wait = first_wait_s
+    while True:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as exc:
+            if not database_down(exc):
+                raise
+            log.warning("audit database unavailable (%s); retrying in %.0fs", type(exc).__name__, wait)
+        if stop is None:
+            await asyncio.sleep(wait)
+        else:
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+                return None
+            except TimeoutError:
+                pass
+        wait = min(wait * 2, DB_RETRY_MAX_S)
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
@@ -37,7 +76,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         return None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        stored = await asyncio.to_thread(stored_offsets, self.projector.engine)
+        stored = await while_database_down(stored_offsets, self.projector.engine) or {}
         consumer = self.projector.consumer
         fresh = []
         for tp in assigned:
@@ -55,6 +94,7 @@ class Projector:
         self.settings = settings
         self.engine = engine
         self.batch_max = batch_max
+        self._stop: asyncio.Event | None = None
         self.codec = default_codec()
         self.consumer = AIOKafkaConsumer(
             **settings.kafka_client_config(),
@@ -70,6 +110,7 @@ class Projector:
         return physical[len(prefix) :] if prefix and physical.startswith(prefix) else physical
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         self.consumer.subscribe(
             [self.settings.topic_prefix + t for t in PROJECTED_TOPICS], listener=_SeekToStored(self)
         )
@@ -106,10 +147,10 @@ class Projector:
                     await dlq.send_record("events.dlq", msg.key, "opsloop.DeadLetter", record)
                     metrics.observe_dead_letter("events.dlq", "projector")
                     skipped[(topic, msg.partition)] = msg.offset + 1
-        if items:
-            await asyncio.to_thread(write_batch, self.engine, items)
+        if items and await while_database_down(write_batch, self.engine, items, stop=self._stop) is None:
+            return  # stopped during an outage: nothing written, nothing committed; SQL offsets stand
         if skipped:
-            await asyncio.to_thread(advance_offsets, self.engine, skipped)
+            await while_database_down(advance_offsets, self.engine, skipped, stop=self._stop)
         # Kafka's offsets only mirror SQL's (for lag tooling); SQL is what we resume from,
         # so a commit refused during a rebalance loses nothing.
         try:

@@ -78,8 +78,9 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # 4: remediation outcomes run the step's on_failure / then, remediate effects carry retries and timeout;
 # every event type has a fate: notices for types a runbook names, ``unmatched`` for the rest;
 # 5: a group flush an event performs inline, its timer's due time passed, takes its effect ids
-# from that timer's event, as when the ticker's timer event carries it).
-DECIDE_VERSION = "5"
+# from that timer's event, as when the ticker's timer event carries it;
+# 6: an episode's group waits from its first alert's own time, not the session's clock).
+DECIDE_VERSION = "6"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")

@@ -54,7 +54,11 @@ def on_trigger(f: Fold, akey: str, alert: AlertState) -> None:
         _status_change(f, "firing", rb)
         if not s["flap"]["on"]:
             s["episode"] += 1
-            s["group"] = {"first": f.now, "sent": None, "hash": None}
+            # The group waits from the alert's own time, not the session's clock: an event of another
+            # topic (an ack on events.webhook) may have moved the clock past it first, and Kafka orders
+            # a session's topics differently from run to run (a re-decision after a lost state write),
+            # so the flush's due time, and with it the notice's effect id, must not depend on that.
+            s["group"] = {"first": min(f.now, int(f.event["occurred_at"])), "sent": None, "hash": None}
             s["audience"], s["first_audience"], s["acked"], s["escalation"], s["approval"] = [], [], False, None, []
             s["runbook"] = rb.name
             s["alerts"] = {k: a for k, a in s["alerts"].items() if a["status"] == "firing"}

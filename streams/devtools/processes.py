@@ -27,6 +27,9 @@ FAST_GROUP_ENV = {
 
 
 class WorkerProcess:
+    # The module run as ``python -m``: the fault harness runs a test-only wrapper that installs a fault hook first.
+    module = "streams.cli.main"
+
     def __init__(self, env: Mapping[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.env = {**os.environ, **env}
         self.log_path = Path(log_path)
@@ -37,7 +40,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = childproc.spawn(
-            [sys.executable, "-m", "streams.cli.main", "worker", *self.args],
+            [sys.executable, "-m", self.module, "worker", *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

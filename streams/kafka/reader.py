@@ -34,13 +34,22 @@ class Record:
 
 class TopicReader:
     def __init__(
-        self, settings: Settings, topics: Iterable[str], *, from_beginning: bool = True, codec: Codec | None = None
+        self,
+        settings: Settings,
+        topics: Iterable[str],
+        *,
+        from_beginning: bool = True,
+        codec: Codec | None = None,
+        isolation_level: str = "read_uncommitted",
     ) -> None:
+        """``isolation_level="read_committed"`` skips records of aborted (and open) Kafka transactions."""
         self.settings = settings
         self.topics = [settings.topic_prefix + t for t in topics]
         self.from_beginning = from_beginning
         self.codec = codec or default_codec()
-        self._consumer = AIOKafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
+        self._consumer = AIOKafkaConsumer(
+            **settings.kafka_client_config(), enable_auto_commit=False, group_id=None, isolation_level=isolation_level
+        )
 
     async def __aenter__(self) -> TopicReader:
         await self._consumer.start()

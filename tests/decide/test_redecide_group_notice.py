@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, decide
 from streams.core.timers import timer_event
-from tests.decide.helpers import SESSION, T0, alert, starter_set
+from tests.decide.helpers import SESSION, T0, alert, starter_set, webhook
 
 S = 1000
 CTX = Context(runbooks=starter_set(), verdict=Verdict(category="availability", severity="urgent"))
@@ -85,3 +85,29 @@ def test_inline_flush_ids_differ_from_the_carrying_events_and_ordinals_stay_uniq
     late = fold(fold(d_t1.state, ticker_event(fold(d_t1.state, a2).state, "grp:1")).state, a2)
     ids = [e["effect_id"] for e in late.all_effects]
     assert len(ids) == len(set(ids))
+
+
+def test_first_notice_keeps_its_id_when_an_ack_of_another_topic_is_folded_before_the_alert():
+    """Found by the fault harness (SIGKILL ×3 mid-stream): the same trigger notice sent twice.
+
+    An alert (events.telemetry) and its ack (events.webhook) have no order in Kafka: the decide
+    agent read the ack first in one run and last in another, and a worker killed between its
+    effects and its state write decides again in whichever order the restarted consumer reads.
+    With the ack first, the session's clock stood at the ack's time when the alert opened the
+    episode, so the group waited from there: another due time, another ``grp:`` timer event id,
+    another effect id for the same notice, and the ledger (keyed by effect id) sent both."""
+    a1 = alert(at=T0)
+    repeats = [alert(at=T0 + i * 60 * S) for i in (1, 2, 3)]
+    ack = webhook("ack", at=T0 + 3 * 60 * S + 500, actor="oncall")
+
+    def run(events: list[dict]) -> list[Decision]:
+        state, out = None, []
+        for event in events:
+            out.append(fold(state, event))
+            state = out[-1].state
+        return out
+
+    alerts_first = notices(*run([a1, *repeats, ack]))
+    ack_first = notices(*run([ack, a1, *repeats]))
+    assert [what(e) for e in alerts_first] == [what(e) for e in ack_first]  # the same notice...
+    assert [e["effect_id"] for e in alerts_first] == [e["effect_id"] for e in ack_first]  # ...under one id

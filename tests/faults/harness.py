@@ -25,14 +25,14 @@ import hashlib
 import textwrap
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streams.kafka.reader import Record, TopicReader
 from streams.settings import ROOT, Settings
-from tests.replay.traffic import traffic
+from tests.replay.traffic import MIN, traffic
 from tests.sinks.fakes import FakeServices
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z: fixed, so event ids (and effect ids) are the same every run
@@ -55,9 +55,26 @@ SINK_ENV = {
 }
 
 
-def fixed_input(sessions: int, cycles: int = 1, repeats: int = 3) -> list[dict[str, Any]]:
-    """Alerts that fire, repeat, get acknowledged (every other session) and resolve; fixed ids."""
-    return traffic(sessions=sessions, cycles=cycles, t0=T0, repeats=repeats)
+def fixed_input(sessions: int, cycles: int = 1, repeats: int = 3, escalating: int = 2) -> list[dict[str, Any]]:
+    """Alerts that fire, repeat, get acknowledged (every other session) and resolve; fixed ids.
+
+    The replay traffic's sessions all notify ``infra-slack`` (their severity is warning); the
+    ``escalating`` sessions are critical targets down for 20 minutes, unacknowledged, so their
+    runbook's chain reaches ``oncall-slack`` at 5 minutes and ``pagerduty-primary`` at 15: every
+    HTTP channel of the starter routing that alerts reach gets requests to fault."""
+    from tests.decide.helpers import alert
+
+    events = traffic(sessions=sessions, cycles=cycles, t0=T0, repeats=repeats)
+    for i in range(escalating):
+        name = ("PrometheusTargetMissing", "PostgresqlDown")[i % 2]
+        service = f"esc-{i}"
+        where = {"instance": f"{service}-1:9100", "service": service, "session": f"acme:alert:{name}:{service}"}
+        critical = {"severity": "critical"}
+        base = T0 + 500 + i * 1000
+        events += [alert(name, at=base + r * MIN, labels=critical, **where) for r in range(18)]
+        events.append(alert(name, status="resolved", at=base + 20 * MIN, labels=critical, **where))
+    events.sort(key=lambda e: e["occurred_at"])
+    return events
 
 
 def receivers_env(tmp_path: Path, fakes: FakeServices) -> dict[str, str]:
@@ -110,10 +127,27 @@ def receivers_env(tmp_path: Path, fakes: FakeServices) -> dict[str, str]:
     }
 
 
+def schema_url(postgres_url: str) -> str:
+    """A fresh PostgreSQL schema on ``postgres_url``: a run's ledger must not know another run's deliveries."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"faults_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    finally:
+        admin.dispose()
+    sep = "&" if "?" in postgres_url else "?"
+    return f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+
+
 # -- reading what a run did ------------------------------------------------------------
 
 
-RESULT_TOPICS = ["decisions", "outbox", "deliveries", "outbox.dlq", "events.dlq"]
+RESULT_TOPICS = ["decisions", "outbox", "deliveries", "outbox.dlq", "events.dlq", "events.timer"]
 
 
 @dataclass
@@ -125,6 +159,13 @@ class Observed:
     receipts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # effect id -> statuses
     outbox_dead: set[str] = field(default_factory=set)
     event_dead: list[dict[str, Any]] = field(default_factory=list)
+    effect_ids: set[str] = field(default_factory=set)  # every effect on outbox (the projector's rows to match)
+    timer_events: set[str] = field(default_factory=set)  # event ids the ticker promoted to events.timer
+    decision_ids: set[str] = field(default_factory=set)
+    fallback: set[str] = field(default_factory=set)  # event ids the keyword rules decided (the classifier failed)
+    # Effects whose delivery went through a timeout or a dead owner's claim with unknown outcome (a receipt
+    # "ambiguous", or "delivered" with "unknown outcome" in its error): the one repeat the ledger cannot rule out.
+    unknown_outcome: set[str] = field(default_factory=set)
     count: int = 0
 
     def add(self, records: Iterable[Record]) -> None:
@@ -135,14 +176,23 @@ class Observed:
                 continue
             if r.topic == "decisions":
                 self.decided.add(v["event_id"])
-            elif r.topic == "outbox" and v.get("type") == "notify":
-                self.notify.setdefault(v["effect_id"], v)
+                self.decision_ids.add(v["decision_id"])
+                if v.get("fallback"):
+                    self.fallback.add(v["event_id"])
+            elif r.topic == "outbox":
+                self.effect_ids.add(v["effect_id"])
+                if v.get("type") == "notify":
+                    self.notify.setdefault(v["effect_id"], v)
             elif r.topic == "deliveries":
                 self.receipts[v["effect_id"]].append(v["status"])
+                if v["status"] == "ambiguous" or "unknown outcome" in (v.get("error") or ""):
+                    self.unknown_outcome.add(v["effect_id"])
             elif r.topic == "outbox.dlq":
                 self.outbox_dead.add(_effect_id_of_dead(v))
             elif r.topic == "events.dlq":
                 self.event_dead.append(v)
+            elif r.topic == "events.timer":
+                self.timer_events.add(v["event_id"])
 
     def unsettled(self) -> set[str]:
         """Notify effects of a ledger channel without a final receipt or dead letter yet."""
@@ -172,6 +222,7 @@ def wait_settled(
     quiet_s: float = 4.0,
     timeout: float = 180.0,
     at_least: int | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> Observed:
     """Poll the result topics until every event is decided, every poison record dead-lettered,
     every notify effect settled, and nothing new came for ``quiet_s`` (or ``at_least`` decisions)."""
@@ -195,7 +246,7 @@ def wait_settled(
         )
 
     async def read() -> None:
-        async with TopicReader(settings, RESULT_TOPICS) as reader:
+        async with TopicReader(settings, RESULT_TOPICS, isolation_level=isolation_level) as reader:
             await reader.collect(done, timeout=timeout)
 
     try:
@@ -215,7 +266,7 @@ def wait_settled(
 def body_index(
     notify: Mapping[str, Mapping[str, Any]], routing_dir: Path, env: Mapping[str, str]
 ) -> dict[str, list[str]]:
-    """sha256 of the exact body each Slack / Teams notify effect renders to -> its effect ids.
+    """sha256 of the exact body each Slack / Teams / PagerDuty notify effect renders to -> its effect ids.
 
     Two effect ids can render the same body (an event re-decided after a kill may notify
     again under another event's id): the requests with that body go to them in turn."""
@@ -227,7 +278,7 @@ def body_index(
     index: dict[str, list[str]] = defaultdict(list)
     for eid, effect in notify.items():
         n = effect["notify"]
-        if n["channel"] not in ("slack", "teams") or n["receiver"] not in receivers:
+        if n["channel"] not in ("slack", "teams", "pagerduty") or n["receiver"] not in receivers:
             continue
         receiver = receivers[n["receiver"]]
         request = channels[n["channel"]].render(effect, receiver, resolve_secrets(receiver, env))
@@ -236,9 +287,10 @@ def body_index(
 
 
 def effect_of(request: Any, index: Mapping[str, list[str]], taken: Counter[str]) -> str | None:
-    if request.kind == "pagerduty":
+    if request.kind == "pagerduty":  # a resolve or acknowledge has no payload: found by its body
         details = ((request.json or {}).get("payload") or {}).get("custom_details") or {}
-        return details.get("effect_id")
+        if details.get("effect_id"):
+            return str(details["effect_id"])
     if request.kind == "hook":
         return request.headers.get("Idempotency-Key")
     ids = index.get(hashlib.sha256(request.body).hexdigest()) or []
@@ -283,13 +335,18 @@ class Report:
     unattributed: int
     seconds: float
     reasons: list[str] = field(default_factory=list)
+    classifier_faults: int = 0  # events the classifier raised on: each must be decided by the keyword rules
+    fallback_decided: int = 0
+    failures: list[str] = field(default_factory=list)  # a scenario's own checks (the projector caught up, ...)
+    notes: list[str] = field(default_factory=list)
 
     def row(self) -> str:
         faults = ", ".join(f"{k}×{v}" for k, v in sorted(self.faults.items())) or "none"
+        fallback = f"; {self.fallback_decided}/{self.classifier_faults} by fallback" if self.classifier_faults else ""
         return (
-            f"| {self.scenario} | {self.events} (+{self.poison} poison) | {faults} | {self.expected} | "
-            f"{self.delivered} | {len(self.duplicated)} | {len(self.ambiguous)} | {self.dead} | {len(self.lost)} | "
-            f"{self.poison_dead}/{self.poison} | −{len(self.missing)} +{len(self.extra)} "
+            f"| {self.scenario} | {self.events} (+{self.poison + self.classifier_faults} poison) | {faults} | "
+            f"{self.expected} | {self.delivered} | {len(self.duplicated)} | {len(self.ambiguous)} | {self.dead} | "
+            f"{len(self.lost)} | {self.poison_dead}/{self.poison}{fallback} | −{len(self.missing)} +{len(self.extra)} "
             f"({self.explained} pairs by rule) | {self.seconds:.0f}s |"
         )
 
@@ -301,6 +358,18 @@ HEADER = (
 )
 
 REPORTS: list[Report] = []  # printed at the end of the pytest session (tests/faults/conftest.py)
+
+
+def summary(reports: Iterable[Report]) -> list[str]:
+    """The report table, then each ambiguous repeat, events.dlq reason, note and failed check."""
+    reports = list(reports)
+    lines = [HEADER, *(rep.row() for rep in reports)]
+    for rep in reports:
+        lines += [f"{rep.scenario}: ambiguous repeat (one allowed per injected fault): {e}" for e in rep.ambiguous]
+        lines += [f"{rep.scenario}: events.dlq reason: {reason}" for reason in rep.reasons]
+        lines += [f"{rep.scenario}: {note}" for note in rep.notes]
+        lines += [f"{rep.scenario}: FAILED: {problem}" for problem in rep.failures]
+    return lines
 
 
 def report(
@@ -315,28 +384,34 @@ def report(
     poison: int = 0,
     unattributed: int = 0,
     started: float,
+    marked: Sequence[Mapping[str, Any]] = (),  # events the classifier raises on, beyond the fixed input
 ) -> Report:
-    """Compare a run with the oracle (effect id -> receiver of the fault-free run)."""
+    """Compare a run with the oracle (effect id -> receiver of the fault-free run).
+
+    ``marked`` events are not in the fault-free run: they must be decided (by the keyword rules,
+    flagged ``fallback``) and their notices delivered once, but their sessions are left out of the
+    decided-set comparison."""
     ledger = {eid for eid, e in obs.notify.items() if e["notify"]["channel"] in LEDGER_CHANNELS}
     repeated = sorted(eid for eid in ledger if taken[eid] > 1)
-    # A hang or a drop leaves the outcome unknown: a non-idempotent channel retries once after a
-    # pause (README "Once"), so up to one repeat per such injected fault is allowed, and listed.
-    ambiguous = [eid for eid in repeated if taken[eid] == 2 and "ambiguous" in obs.receipts.get(eid, ())][
-        :ambiguous_budget
-    ]
+    # A hang, a drop or a kill mid-request leaves the outcome unknown: a non-idempotent channel retries
+    # once after a pause (README "Once"; a dead owner's claim is taken over the same way), so up to one
+    # repeat per such injected fault is allowed, and listed; only for an effect whose receipt says so.
+    ambiguous = [eid for eid in repeated if taken[eid] == 2 and eid in obs.unknown_outcome][:ambiguous_budget]
     duplicated = [eid for eid in repeated if eid not in ambiguous]
-    decided_ids = set(obs.notify)
+    outside = {e["session_key"] for e in marked}
+    decided_ids = {eid for eid, e in obs.notify.items() if e["session_key"] not in outside}
+    marked_ids = {e["event_id"] for e in marked}
     rep = Report(
         scenario=scenario,
         events=len(events),
         poison=poison,
         faults=faults,
         expected=sum(1 for n in oracle.values() if n[0] in LEDGER_CHANNELS),
-        delivered=sum(1 for eid in ledger if taken[eid] >= 1),
+        delivered=sum(1 for eid in ledger & decided_ids if taken[eid] >= 1),  # the marked sessions' are not expected
         duplicated=duplicated,
         ambiguous=ambiguous,
         dead=len(ledger & obs.outbox_dead),
-        lost=sorted({e["event_id"] for e in events} - obs.decided),
+        lost=sorted({e["event_id"] for e in [*events, *marked]} - obs.decided),
         poison_dead=len(obs.event_dead),
         explained=explained(sorted(set(oracle) - decided_ids), sorted(decided_ids - set(oracle)), oracle, obs),
         missing=sorted(set(oracle) - decided_ids),
@@ -345,6 +420,8 @@ def report(
         unattributed=unattributed,
         seconds=time.monotonic() - started,
         reasons=sorted({d["reason"][:80] for d in obs.event_dead}),
+        classifier_faults=len(marked_ids),
+        fallback_decided=len(marked_ids & obs.fallback),
     )
     REPORTS.append(rep)
     print(HEADER)
@@ -386,6 +463,10 @@ def check(rep: Report) -> None:
     assert unexplained == 0, f"decided set differs beyond the rule: -{rep.missing[:5]} +{rep.extra[:5]}"
     assert not rep.undelivered, f"effects neither delivered nor dead-lettered: {rep.undelivered[:5]}"
     assert rep.unattributed == 0, f"{rep.unattributed} requests not attributed to an effect"
+    assert rep.fallback_decided == rep.classifier_faults, (
+        f"{rep.fallback_decided} of {rep.classifier_faults} events the classifier raised on decided by the keyword rules"
+    )
+    assert not rep.failures, "; ".join(rep.failures)
 
 
 # -- driving a run -------------------------------------------------------------------------
@@ -401,14 +482,20 @@ class Run:
         tmp_path: Path,
         fakes: FakeServices,
         ledger_url: str,
+        *,
+        classifier_fault: bool = False,
     ) -> None:
+        """``classifier_fault``: the workers run through ``tests.faults.faulty_worker``, whose classifier
+        raises on a batch holding a marked event (see :meth:`mark`)."""
         import uuid
 
         from streams.devtools.processes import WorkerProcess
+        from tests.faults.eos_worker import GUARANTEE_ENV, EosWorkerProcess
+        from tests.faults.faulty_worker import FaultyWorkerProcess
 
         tag = uuid.uuid4().hex[:8]
         self.name = name
-        self.dir = tmp_path / name
+        self.dir = tmp_path / "".join(c if c.isalnum() else "-" for c in name).strip("-")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.env = {
             **base_env,
@@ -425,7 +512,16 @@ class Run:
         self.faults: Counter[str] = Counter()
         self.ambiguous_budget = 0
         self.workers: list[Any] = []
-        self._worker = WorkerProcess
+        self._worker = FaultyWorkerProcess if classifier_fault else WorkerProcess
+        if base_env.get(GUARANTEE_ENV):  # the exactly-once experiment (tests/faults/eos_worker.py)
+            assert not classifier_fault, "the classifier fault and the exactly-once experiment use different wrappers"
+            self._worker = EosWorkerProcess
+        # Under transactions, what a run decided is what was committed (an aborted batch is redone).
+        self.isolation = "read_committed" if base_env.get(GUARANTEE_ENV) else "read_uncommitted"
+        self.ledger_url = ledger_url
+        self.marked: list[dict[str, Any]] = []
+        self.scripted: list[tuple[str, str, str, bool]] = []
+        self.projector: Any = None
         self.started = time.monotonic()
         _create_topics(self.settings)
 
@@ -436,13 +532,22 @@ class Run:
         return worker
 
     def kill(self, worker: Any) -> None:
+        """SIGKILL. A delivery in flight leaves a claim whose outcome is unknown: for a channel without
+        idempotency, taking it over is the ambiguous path (one repeat allowed per kill)."""
         worker.kill()
-        self.faults["SIGKILL worker"] += 1
+        self.fault("SIGKILL worker", ambiguous=True)
+
+    def fault(self, kind: str, *, ambiguous: bool = False) -> None:
+        """Count an injected fault; ``ambiguous``: it may leave one delivery's outcome unknown (one repeat allowed)."""
+        self.faults[kind] += 1
+        self.ambiguous_budget += int(ambiguous)
 
     def stop_all(self) -> None:
         for worker in self.workers:
             if worker.alive:
                 worker.stop()
+        if self.projector is not None:
+            self.projector.stop()
 
     def wipe_data_dir(self) -> None:
         """The worker's data directory deleted (a lost disk): tables come back from their changelogs."""
@@ -450,7 +555,7 @@ class Run:
 
         assert not any(w.alive for w in self.workers), "wipe the data dir of a stopped host only"
         shutil.rmtree(self.dir / "data", ignore_errors=True)
-        self.faults["data dir deleted"] += 1
+        self.fault("data dir deleted")
 
     # input
     def produce(self, events: list[dict[str, Any]]) -> None:
@@ -471,17 +576,52 @@ class Run:
         for kind, _ in records:
             self.faults[f"poison: {kind}"] += 1
 
-    def script(self, kind: str, receiver: str, *answers: Any, fault: str, ambiguous: bool = False) -> None:
-        self.fakes.script(kind, receiver, *answers)
-        self.faults[fault] += 1
-        self.ambiguous_budget += int(ambiguous)
+    def mark(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` labelled so the faulty worker's classifier raises on its batch; produced with the rest."""
+        from tests.faults.faulty_worker import FAULT_LABEL, RAISES
 
-    def wait_decisions(self, at_least: int, timeout: float = 120.0) -> None:
-        wait_settled(self.settings, (), at_least=at_least, timeout=timeout)
+        marked = {**event, "labels": {**event["labels"], FAULT_LABEL: RAISES}}
+        self.marked.append(marked)
+        self.faults["poison: classifier raises"] += 1
+        return marked
+
+    # the projector
+    def start_projector(self) -> None:
+        """``opsloop projector`` into this run's schema (the same database as the ledger)."""
+        from tests.faults.projector import ProjectorProcess
+
+        env = {**self.env, "DATABASE_URL": self.ledger_url}
+        self.projector = ProjectorProcess(env, self.dir / "projector.log").start()
+
+    def script(self, kind: str, receiver: str, *answers: Any, fault: str, ambiguous: bool = False) -> None:
+        """Script a receiver's next answers; a fault no request reached is taken back at the report."""
+        self.fakes.script(kind, receiver, *answers)
+        self.scripted.append((kind, receiver, fault, ambiguous))
+        self.fault(fault, ambiguous=ambiguous)
+
+    def unreached(self) -> list[str]:
+        """Take back the scripted faults no request reached (the count says what was injected, not planned)."""
+        pending = Counter({(k, r): self.fakes.unscript(k, r) for k, r in {(k, r) for k, r, _, _ in self.scripted}})
+        out = []
+        for kind, receiver, fault, ambiguous in reversed(self.scripted):  # the last scripted are the unreached
+            if pending[(kind, receiver)] > 0:
+                pending[(kind, receiver)] -= 1
+                self.faults[fault] -= 1
+                self.faults += Counter()  # drop zero counts
+                self.ambiguous_budget -= int(ambiguous)
+                out.append(f"{fault} scripted on {receiver} but no request reached it")
+        return out
+
+    def wait_decisions(self, at_least: int, timeout: float = 120.0) -> int:
+        """Until ``at_least`` events are decided; returns how many are."""
+        return len(
+            wait_settled(self.settings, (), at_least=at_least, timeout=timeout, isolation_level=self.isolation).decided
+        )
 
     # the end
     def settle(self, events: list[dict[str, Any]], *, poison: int = 0, timeout: float = 180.0) -> Observed:
-        return wait_settled(self.settings, {e["event_id"] for e in events}, poison=poison, timeout=timeout)
+        wanted = {e["event_id"] for e in [*events, *self.marked]}
+        return wait_settled(self.settings, wanted, poison=poison, timeout=timeout, isolation_level=self.isolation)
 
     def taken(self, obs: Observed) -> tuple[Counter[str], int]:
         index = body_index(obs.notify, self.dir / "runbooks", self.env)
@@ -492,7 +632,8 @@ class Run:
     ) -> Report:
         taken, unknown = self.taken(obs)
         self.explain(obs, taken, oracle)
-        return report(
+        unreached = self.unreached()
+        rep = report(
             self.name,
             events,
             obs,
@@ -503,7 +644,10 @@ class Run:
             poison=poison,
             unattributed=unknown,
             started=self.started,
+            marked=self.marked,
         )
+        rep.notes.extend(unreached)
+        return rep
 
     def explain(self, obs: Observed, taken: Counter[str], oracle: Mapping[str, tuple[str, ...]]) -> None:
         """Print each repeated or differing effect with its event, receiver, action and receipts."""
@@ -514,7 +658,8 @@ class Run:
                 f"  repeat {eid}: taken {taken[eid]}x {n['receiver']} {n['action']} event {eff['event_id']}"
                 f" receipts {obs.receipts.get(eid)}"
             )
-        for eid in sorted(set(obs.notify) ^ set(oracle)):
+        outside = {e["session_key"] for e in self.marked}  # not in the fault-free run: not compared
+        for eid in sorted({e for e, eff in obs.notify.items() if eff["session_key"] not in outside} ^ set(oracle)):
             eff = obs.notify.get(eid)
             where = "extra" if eff else "missing"
             what = (

@@ -1,9 +1,13 @@
-"""Poison records for events.telemetry: each must end in events.dlq with its reason."""
+"""Poison for the fault harness: raw records for events.telemetry (each must end in events.dlq with its
+reason) and an event the classifier raises on."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from streams.kafka.codec import default_codec
 from tests.decide.helpers import alert
+from tests.faults.harness import T0
 
 
 def undecodable() -> tuple[str, bytes]:
@@ -24,3 +28,17 @@ def impossible_values() -> tuple[str, bytes]:
 
 def all_poison() -> list[tuple[str, bytes]]:
     return [undecodable(), unknown_schema(), impossible_values()]
+
+
+def classifier_poison() -> list[dict[str, Any]]:
+    """A well-formed alert in a session of its own, which the faulty worker's classifier raises on
+    (``Run.mark`` labels it): decided by the keyword rules, flagged ``fallback``, nothing lost."""
+    return [
+        alert(
+            "HostHighCpuLoad",
+            at=T0 + 90_000,
+            instance="classifier-poison-1:9100",
+            service="classifier-poison",
+            session="acme:alert:HostHighCpuLoad:classifier-poison",
+        )
+    ]

@@ -227,6 +227,11 @@ class FakeServices:
         with self._lock:
             self._scripts.setdefault((kind, name), deque()).extend(answers)
 
+    def unscript(self, kind: str, name: str) -> int:
+        """Drop the scripted answers no request reached yet (so they cannot leak into a later run); how many."""
+        with self._lock:
+            return len(self._scripts.pop((kind, name), ()))
+
     def got(self, kind: str | None = None, name: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if (kind is None or r.kind == kind) and (name is None or r.name == name)]

@@ -66,6 +66,10 @@ class LocalPostgres:
             "UTF8",
             "--no-sync",
         )
+        return self.resume()
+
+    def resume(self) -> LocalPostgres:
+        """Start the server on the cluster ``start`` made (again after ``pause``), on the same port."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bindir / "pg_ctl"),
@@ -81,6 +85,10 @@ class LocalPostgres:
             "start",
         )
         return self
+
+    def pause(self) -> None:
+        """Stop the server and keep the cluster (the fault harness's outage): ``-m fast`` cuts every session."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         if (self.datadir / "postmaster.pid").exists():
