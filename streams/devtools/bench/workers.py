@@ -1,0 +1,402 @@
+"""L3, L4, L5, fixed rate and flat cost: rungs whose work runs in child processes, timed on their output.
+
+Each rung gets a fresh topic prefix and consumer group on the one broker. A rung's
+window is read from its output records' timestamps (first to last), so the child's
+start-up is not counted; CPU and memory of each child, of the broker and of this
+process (which reads the output) are taken over that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.devtools import childproc
+from streams.devtools.bench.measure import CpuWindow, latency_summary
+from streams.devtools.bench.report import Level
+from streams.devtools.bench.workload import T0, paced, preload, storm_events, zipf_events
+from streams.devtools.broker import LocalKafka
+from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
+from streams.progress import Progress
+
+IDLE_WINDOW_S = 10.0
+
+
+@dataclass
+class Seen:
+    """What :func:`watch` read: the matching records' count, first and last timestamps (ms), latencies (ms)."""
+
+    count: int = 0
+    first_ts: int = 0
+    last_ts: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return (self.last_ts - self.first_ts) / 1000
+
+
+async def watch(
+    settings: Any,
+    topic: str,
+    expected: int,
+    cpu: CpuWindow,
+    progress: Progress,
+    timeout: float,
+    *,
+    key_of: Callable[[bytes], str | None] | None = None,
+    sent: Mapping[str, int] | None = None,
+) -> Seen:
+    """Read ``topic`` (physical name) from the start until ``expected`` matching records were seen.
+
+    With ``key_of`` a record matches when it returns an id not seen before (e.g. a decision's event id among
+    the rung's); without, every record matches. ``sent`` maps ids to their input's produce time: each match
+    adds its record timestamp minus that to the latencies. The CPU window starts at the first match.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, **settings.kafka_client_config(), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    seen, ids = Seen(), set()
+    deadline = time.monotonic() + timeout
+    try:
+        while seen.count < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
+            for records in batches.values():
+                for msg in records:
+                    if key_of is not None:
+                        key = key_of(msg.value)
+                        if key is None or key in ids:
+                            continue
+                        ids.add(key)
+                        if sent is not None and key in sent:
+                            seen.latencies.append(float(msg.timestamp - sent[key]))
+                    if seen.count == 0:
+                        seen.first_ts = msg.timestamp
+                        cpu.start()
+                    seen.count += 1
+                    seen.last_ts = max(seen.last_ts, msg.timestamp)
+            progress.update(min(seen.count, expected))
+    finally:
+        progress.done()
+        await consumer.stop()
+    cpu.stop()
+    return seen
+
+
+def decision_of(ids: set[str] | Mapping[str, int]) -> Callable[[bytes], str | None]:
+    """A ``key_of`` for ``decisions``: the event id of a decision record about one of ``ids``."""
+    from streams.kafka.codec import default_codec
+
+    codec = default_codec()
+
+    def key_of(value: bytes) -> str | None:
+        event_id = codec.decode(value).get("event_id")
+        return event_id if event_id in ids else None
+
+    return key_of
+
+
+class CheckoutWorker(WorkerProcess):
+    """``opsloop worker`` run from another checkout (its directory first on the path): a baseline."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, root: Path) -> None:
+        super().__init__({**env, "PYTHONPATH": str(root)}, log_path)
+        self.root = root
+
+    def start(self) -> CheckoutWorker:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = childproc.spawn(
+                [sys.executable, "-m", "streams.cli.main", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+            )
+        return self
+
+
+class Rig:
+    """A fresh topic prefix and app id on the broker, its topics created, and the workers run on it."""
+
+    def __init__(self, bootstrap: str, work: Path, broker: LocalKafka | None, root: Path | None = None) -> None:
+        from streams.kafka.admin import apply
+        from streams.kafka.catalogue import load_catalogue
+        from streams.settings import Settings
+
+        self.tag = uuid.uuid4().hex[:6]
+        self.work, self.broker, self.root = work / self.tag, broker, root
+        self.env = {
+            **FAST_GROUP_ENV,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "OPSLOOP_TOPIC_PREFIX": f"bench{self.tag}.",
+            "OPSLOOP_APP_ID": f"opsloop-bench{self.tag}",
+            "OPSLOOP_WEB_ENABLED": "false",
+            "OPSLOOP_DATA_DIR": str(self.work / "data"),
+            "OPSLOOP_LOG_LEVEL": "warning",
+            "OPSLOOP_TIMER_CLOCK": "event",
+            "OPSLOOP_SINK_SINGLE_NODE": "true",  # one host, SQLite ledger in the throwaway data dir
+        }
+        os.environ.update(self.env)
+        self.settings = Settings.from_env()
+        asyncio.run(apply(self.settings, load_catalogue(self.settings.topics_file)))
+        self.workers: list[WorkerProcess] = []
+
+    def start_workers(self, count: int = 1) -> None:
+        for i in range(count):
+            log_path = self.work / f"worker-{len(self.workers)}.log"
+            w = CheckoutWorker(self.env, log_path, self.root) if self.root else WorkerProcess(self.env, log_path)
+            self.workers.append(w.start())
+            if count > 1 and i == 0:
+                time.sleep(0.5)
+
+    def cpu(self) -> CpuWindow:
+        pids = {}
+        for i, w in enumerate(self.workers):
+            if w.proc is not None:
+                pids["worker" if len(self.workers) == 1 else f"worker {i + 1}"] = w.proc.pid
+        if self.broker is not None and self.broker.proc is not None:
+            pids["broker"] = self.broker.proc.pid
+        return CpuWindow({**pids, "bench reader": os.getpid()})
+
+    def logs(self) -> str:
+        return "\n".join(w.log()[-2000:] for w in self.workers)
+
+    def decisions(
+        self, ids: set[str] | Mapping[str, int], timeout: float, progress: bool, sent: Mapping[str, int] | None = None
+    ) -> tuple[Seen, CpuWindow]:
+        """Wait for a decision of every id; raises TimeoutError (with the workers' log tails) if they do not come."""
+        cpu = self.cpu()
+        seen = asyncio.run(
+            watch(
+                self.settings,
+                self.settings.topic_prefix + "decisions",
+                len(ids),
+                cpu,
+                Progress(len(ids), enabled=progress),
+                timeout,
+                key_of=decision_of(ids),
+                sent=sent,
+            )
+        )
+        if seen.count < len(ids):
+            raise TimeoutError(f"decided {seen.count} of {len(ids)} events in {timeout:.0f}s; logs:\n{self.logs()}")
+        return seen, cpu
+
+    def idle_cpu(self, seconds: float = IDLE_WINDOW_S) -> float:
+        """The first worker's CPU over ``seconds`` with no input, in % of one core."""
+        cpu = self.cpu()
+        cpu.start()
+        time.sleep(seconds)
+        cpu.stop()
+        name = next(iter(cpu.pids))
+        return 100.0 * cpu.used.get(name, 0.0) / seconds
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+def level_of(name: str, seen: Seen, cpu: CpuWindow, **extra: float) -> Level:
+    return Level(
+        name,
+        seen.count,
+        seen.seconds,
+        cpu.used,
+        cpu.rss,
+        latency=latency_summary(seen.latencies) if seen.latencies else {},
+        extra={"machine busy (cores)": cpu.machine, **extra},
+    )
+
+
+def run_l3(bootstrap: str, settings: Any, work: Path, n: int, timeout: float, progress: bool, broker: Any) -> Level:
+    """L3: the faust passthrough child on the pre-loaded topic; timed on its output topic."""
+    from streams.devtools.bench.transport import create_topics, event_partitions
+
+    tag = uuid.uuid4().hex[:6]
+    sink = settings.topic_prefix + "bench.l3"
+    asyncio.run(create_topics(settings, [sink], event_partitions(settings)))
+    env = {
+        **os.environ,
+        "BENCH_BOOTSTRAP": bootstrap,
+        "BENCH_APP_ID": f"bench-l3-{tag}",
+        "BENCH_SOURCE": settings.topic_prefix + "events.telemetry",
+        "BENCH_SINK": sink,
+        "BENCH_DATA_DIR": str(work / f"l3-{tag}"),
+    }
+    log_path = work / f"l3-{tag}.log"
+    with open(log_path, "ab") as log:
+        proc = childproc.spawn(
+            [sys.executable, "-m", "streams.devtools.bench.faust_passthrough", "worker", "-l", "warning"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        pids = {"faust": proc.pid, "bench reader": os.getpid()}
+        if broker is not None and broker.proc is not None:
+            pids["broker"] = broker.proc.pid
+        cpu = CpuWindow(pids)
+        seen = asyncio.run(watch(settings, sink, n, cpu, Progress(n, enabled=progress), timeout))
+        if seen.count < n:
+            raise TimeoutError(f"L3 forwarded {seen.count} of {n} in {timeout:.0f}s:\n{log_path.read_text()[-3000:]}")
+        return level_of("L3 faust passthrough agent", seen, cpu)
+    finally:
+        childproc.stop(proc, 15)
+
+
+async def wait_members(settings: Any, count: int, timeout: float) -> None:
+    """Until the worker group is Stable with ``count`` members (so a timed drain has no rebalance in it)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**settings.kafka_client_config())
+    await admin.start()
+    deadline, state = time.monotonic() + timeout, ("", 0)
+    try:
+        while time.monotonic() < deadline:
+            for response in await admin.describe_consumer_groups([settings.app_id]):
+                for g in response.groups:
+                    state = (g[2], len(g[5]))
+            if state == ("Stable", count):
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    raise TimeoutError(f"the worker group did not become Stable with {count} members in {timeout:.0f}s: {state}")
+
+
+def run_l4(
+    name: str,
+    bootstrap: str,
+    work: Path,
+    batch: Sequence[dict[str, Any]],
+    timeout: float,
+    progress: bool,
+    broker: LocalKafka | None,
+    *,
+    root: Path | None = None,
+    rates: Sequence[float] = (),
+    rate_seconds: float = 20.0,
+) -> list[Level]:
+    """L4: pre-load, start one worker, time the drain; then the idle CPU; then each fixed rate (a fraction of the
+    drain rate) for ``rate_seconds``, with event → decision latency."""
+    rig = Rig(bootstrap, work, broker, root)
+    try:
+        ids = asyncio.run(preload(rig.settings, batch, Progress(len(batch), enabled=progress)))
+        print(f"opsloop bench: {name}: one worker, timed from its first decision", file=sys.stderr)
+        rig.start_workers(1)
+        seen, cpu = rig.decisions(set(ids), timeout, progress)
+        idle = rig.idle_cpu()
+        levels = [level_of(name, seen, cpu, **{"idle CPU % (10 s after)": idle})]
+        drain_rate = levels[0].rate
+        t0 = T0 + 10 * len(batch) + 10  # event time goes on where the drained batch stopped (timers run on it)
+        for i, fraction in enumerate(rates):
+            rate = max(1.0, drain_rate * fraction)
+            count = max(1, int(rate * rate_seconds))
+            events = zipf_events(count, seed=18 + i, t0=t0)
+            t0 += 10 * count + 10
+            print(
+                f"opsloop bench: fixed rate {rate:,.0f}/s ({fraction:.0%} of the L4 drain) for {rate_seconds:.0f} s",
+                file=sys.stderr,
+            )
+            levels.append(
+                fixed_rate(rig, f"R{round(fraction * 100)} fixed {fraction:.0%} of L4", events, rate, timeout, progress)
+            )
+        return levels
+    finally:
+        rig.close()
+
+
+def fixed_rate(
+    rig: Rig, name: str, events: Sequence[dict[str, Any]], rate: float, timeout: float, progress: bool
+) -> Level:
+    """Append at ``rate`` while reading the decisions; latency = decision record time - input record time."""
+
+    async def both() -> tuple[dict[str, int], Seen, CpuWindow]:
+        sent: dict[str, int] = {}
+        cpu = rig.cpu()
+        # The reader runs beside the producer; it learns the ids (and their produce times) as they are sent.
+        producer = asyncio.create_task(paced(rig.settings, events, rate, sent, Progress(0, enabled=False)))
+        seen = await watch(
+            rig.settings,
+            rig.settings.topic_prefix + "decisions",
+            len(events),
+            cpu,
+            Progress(len(events), enabled=progress),
+            timeout + len(events) / rate,
+            key_of=decision_of(sent),  # a live dict: ids join it as they are sent
+            sent=sent,
+        )
+        await producer
+        return sent, seen, cpu
+
+    sent, seen, cpu = asyncio.run(both())
+    if seen.count < len(events):
+        raise TimeoutError(f"{name}: decided {seen.count} of {len(events)}; logs:\n{rig.logs()}")
+    level = level_of(name, seen, cpu)
+    level.extra["offered /s"] = rate
+    return level
+
+
+def run_l5(
+    bootstrap: str, work: Path, batch: Sequence[dict[str, Any]], timeout: float, progress: bool, broker: Any
+) -> Level:
+    """L5: two workers in one group, Stable before the events are appended (no rebalance inside the window)."""
+    rig = Rig(bootstrap, work, broker)
+    try:
+        print("opsloop bench: L5 two workers: waiting for both to join the group", file=sys.stderr)
+        rig.start_workers(2)
+        asyncio.run(wait_members(rig.settings, 2, timeout=min(timeout, 120.0)))
+        # Appending is several times faster than the two workers drain, so the window is their drain.
+        ids = asyncio.run(preload(rig.settings, batch, Progress(len(batch), enabled=progress)))
+        seen, cpu = rig.decisions(set(ids), timeout, progress)
+        return level_of("L5 two opsloop workers", seen, cpu)
+    finally:
+        rig.close()
+
+
+def run_flat(
+    bootstrap: str,
+    work: Path,
+    batch: Sequence[dict[str, Any]],
+    storm: int,
+    timeout: float,
+    progress: bool,
+    broker: Any,
+) -> Level:
+    """Flat cost: a storm of ``storm`` distinct firing alerts drained first, the idle CPU after it, then the usual
+    workload on top of them, timed: its CPU per event should not grow with the alerts already firing."""
+    rig = Rig(bootstrap, work, broker)
+    try:
+        print(f"opsloop bench: flat cost: {storm:,} firing alerts first", file=sys.stderr)
+        storm_ids = asyncio.run(preload(rig.settings, storm_events(storm), Progress(storm, enabled=progress)))
+        rig.start_workers(1)
+        storm_seen, _ = rig.decisions(set(storm_ids), timeout, progress)
+        idle = rig.idle_cpu()
+        shifted = [{**ev, "occurred_at": ev["occurred_at"] + storm + 1_000} for ev in batch]
+        ids = asyncio.run(preload(rig.settings, shifted, Progress(len(batch), enabled=progress)))
+        seen, cpu = rig.decisions(set(ids), timeout, progress)
+        return level_of(
+            f"F{storm} flat cost, {storm:,} firing",
+            seen,
+            cpu,
+            **{
+                "idle CPU % (10 s after storm)": idle,
+                "storm drain /s": storm_seen.count / max(storm_seen.seconds, 1e-3),
+            },
+        )
+    finally:
+        rig.close()
