@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from streams.devtools import childproc
-from streams.devtools.bench.measure import CpuWindow, latency_summary
+from streams.devtools.bench.measure import Bar, CpuWindow, latency_summary
 from streams.devtools.bench.report import Level
 from streams.devtools.broker import free_port
-from streams.progress import Progress
 
 BATCH = 64
 GROUP_BY = ("org", "alertname", "service")
@@ -127,7 +126,7 @@ async def _run(
     cpu: CpuWindow,
     quiet_s: float,
     timeout: float,
-    progress: Progress,
+    progress: Bar,
 ) -> tuple[float, float, dict[Any, float]]:
     import aiohttp
 
@@ -208,7 +207,7 @@ def run_l7(events: Sequence[Mapping[str, Any]], work: Path, timeout: float, prog
                 cpu,
                 7.0,
                 timeout,
-                Progress(len(events), enabled=progress),
+                Bar(len(events), enabled=progress),
             )
         finally:
             childproc.stop(proc, 15)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.progress import Progress
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -26,6 +28,34 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of a process (PostgreSQL's backends are children of its postmaster)."""
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        kids.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for kid in kids.get(todo.pop(), []):
+            out.append(kid)
+            todo.append(kid)
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU of a process and its live descendants (a backend that exited inside a window is not counted)."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(kid) or 0.0 for kid in children(pid))
 
 
 def rss_bytes(pid: int, key: str = "VmRSS") -> int | None:
@@ -52,6 +82,7 @@ class CpuWindow:
     says whether a rung was starved of CPU rather than slow."""
 
     pids: dict[str, int]
+    trees: frozenset[str] = frozenset()  # names whose pid is read with its descendants
     begin: dict[str, float] = field(default_factory=dict)
     used: dict[str, float] = field(default_factory=dict)
     rss: dict[str, int] = field(default_factory=dict)
@@ -59,15 +90,18 @@ class CpuWindow:
     _t0: float = 0.0
     _busy0: float = 0.0
 
+    def _cpu(self, name: str, pid: int) -> float | None:
+        return tree_cpu_seconds(pid) if name in self.trees else cpu_seconds(pid)
+
     def start(self) -> None:
-        self.begin = {name: cpu_seconds(pid) or 0.0 for name, pid in self.pids.items()}
+        self.begin = {name: self._cpu(name, pid) or 0.0 for name, pid in self.pids.items()}
         self._t0, self._busy0 = time.monotonic(), machine_busy_seconds()
 
     def stop(self) -> None:
         wall = time.monotonic() - self._t0
         self.machine = (machine_busy_seconds() - self._busy0) / wall if self._t0 and wall > 0 else 0.0
         for name, pid in self.pids.items():
-            now = cpu_seconds(pid)
+            now = self._cpu(name, pid)
             if now is not None:
                 self.used[name] = now - self.begin.get(name, now)
             mem = rss_bytes(pid)
@@ -119,3 +153,17 @@ class Spread:
         if self.runs == 1 or self.low == self.high:
             return format(self.median, fmt)
         return f"{self.median:{fmt}} ({self.low:{fmt}}–{self.high:{fmt}})"
+
+
+class Bar(Progress):
+    """The stderr progress bar, redrawn at most every 0.2 s (the readers call it per poll, thousands of times)."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        super().__init__(total, enabled)
+        self._drawn = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._drawn >= 0.2 or done >= self.total:
+            self._drawn = now
+            super().update(done)

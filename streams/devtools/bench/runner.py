@@ -7,12 +7,11 @@ Rungs (``--ladder``, comma-separated):
 - ``L3`` a plain faust agent forwarding bytes (what faust costs);
 - ``L4`` one ``opsloop worker`` (``L4b``: the same with ``--baseline DIR``'s worker);
 - ``L5`` two workers in one group;
+- ``L6`` one worker whose sinks deliver to local HTTP receivers, the ledger on PostgreSQL;
 - ``R<pct>`` a fixed rate of pct % of the L4 drain rate (implies L4), with event → decision latency;
 - ``FLAT`` per-event CPU with ``--storms`` (default 1,000 and 100,000) alerts already firing, and the idle
   CPU after such a storm;
 - ``L7`` Debian's prometheus-alertmanager fed the same alerts.
-
-L6 (sinks to HTTP receivers, PostgreSQL ledger) is not built yet.
 """
 
 from __future__ import annotations
@@ -27,14 +26,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from streams.devtools.bench.measure import Bar
 from streams.devtools.bench.report import Level, report
 from streams.devtools.broker import LocalKafka
-from streams.progress import Progress
 
 MAX_EVENTS = 2_000_000
 MAX_REPEAT = 20
 MAX_STORM = 1_000_000
-RUNGS = ("L1", "L2", "L3", "L4", "L4b", "L5", "L7", "FLAT")
+RUNGS = ("L1", "L2", "L3", "L4", "L4b", "L5", "L6", "L7", "FLAT")
 DEFAULT_LADDER = "L1,L2,L3,L4,R50,L5,L7"
 DEFAULT_STORMS = (1_000, 100_000)
 
@@ -177,14 +176,14 @@ def run_once(
         print("opsloop bench: pre-loading the events for L1-L3", file=sys.stderr)
         from streams.devtools.bench.workload import preload
 
-        asyncio.run(preload(settings, batch, Progress(n, enabled=progress)))
+        asyncio.run(preload(settings, batch, Bar(n, enabled=progress)))
         pids = {"broker": broker.proc.pid} if broker is not None and broker.proc is not None else {}
         if "L1" in rungs:
             print("opsloop bench: L1 raw aiokafka passthrough", file=sys.stderr)
-            levels.append(asyncio.run(passthrough(settings, n, timeout, Progress(n, enabled=progress), pids)))
+            levels.append(asyncio.run(passthrough(settings, n, timeout, Bar(n, enabled=progress), pids)))
         if "L2" in rungs:
             print("opsloop bench: L2 decode, classify, decide, encode (a dict for state)", file=sys.stderr)
-            levels.append(asyncio.run(app_floor(settings, n, timeout, Progress(n, enabled=progress), channels, pids)))
+            levels.append(asyncio.run(app_floor(settings, n, timeout, Bar(n, enabled=progress), channels, pids)))
         if "L3" in rungs:
             print("opsloop bench: L3 faust passthrough agent", file=sys.stderr)
             levels.append(workers.run_l3(bootstrap, settings, work, n, timeout, progress, broker))
@@ -206,6 +205,10 @@ def run_once(
         )
     if "L5" in rungs:
         levels.append(workers.run_l5(bootstrap, work, batch, timeout, progress, broker))
+    if "L6" in rungs:
+        from streams.devtools.bench.sinks import run_l6
+
+        levels.append(run_l6(bootstrap, work, batch, timeout, progress, broker))
     if "FLAT" in rungs:
         for storm in storms:
             levels.append(workers.run_flat(bootstrap, work, batch, storm, timeout, progress, broker))

@@ -19,9 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from streams.devtools.bench.measure import CpuWindow
+from streams.devtools.bench.measure import Bar, CpuWindow
 from streams.devtools.bench.report import Level
-from streams.progress import Progress
 
 # One batch step: the records of a getmany() in, the (topic, key, value) to produce out.
 Step = Callable[[Sequence[Any]], list[tuple[str, bytes | None, bytes]]]
@@ -45,7 +44,7 @@ def event_partitions(settings: Any) -> int:
 
 
 async def consume_produce(
-    name: str, settings: Any, n: int, step: Step, timeout: float, progress: Progress, pids: Mapping[str, int]
+    name: str, settings: Any, n: int, step: Step, timeout: float, progress: Bar, pids: Mapping[str, int]
 ) -> Level:
     """Read the pre-loaded ``events.telemetry`` from the start, hand each batch to ``step`` and produce what it
     returns, waiting for the acks; timed (wall and this process's CPU) from the first batch to the n-th event."""
@@ -90,7 +89,7 @@ async def consume_produce(
 
 
 async def passthrough(
-    settings: Any, n: int, timeout: float, progress: Progress, pids: Mapping[str, int] | None = None
+    settings: Any, n: int, timeout: float, progress: Bar, pids: Mapping[str, int] | None = None
 ) -> Level:
     """L1: the same bytes to ``bench.passthrough``."""
     sink = settings.topic_prefix + "bench.passthrough"
@@ -125,7 +124,7 @@ async def app_floor(
     settings: Any,
     n: int,
     timeout: float,
-    progress: Progress,
+    progress: Bar,
     channels: Mapping[str, Any],
     pids: Mapping[str, int] | None = None,
 ) -> Level:

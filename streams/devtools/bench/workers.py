@@ -9,6 +9,7 @@ process (which reads the output) are taken over that window.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -20,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from streams.devtools import childproc
-from streams.devtools.bench.measure import CpuWindow, latency_summary
+from streams.devtools.bench.measure import Bar, CpuWindow, latency_summary
 from streams.devtools.bench.report import Level
 from streams.devtools.bench.workload import T0, paced, preload, storm_events, zipf_events
 from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
-from streams.progress import Progress
 
 IDLE_WINDOW_S = 10.0
 
@@ -49,7 +49,7 @@ async def watch(
     topic: str,
     expected: int,
     cpu: CpuWindow,
-    progress: Progress,
+    progress: Bar,
     timeout: float,
     *,
     key_of: Callable[[bytes], str | None] | None = None,
@@ -131,7 +131,14 @@ class CheckoutWorker(WorkerProcess):
 class Rig:
     """A fresh topic prefix and app id on the broker, its topics created, and the workers run on it."""
 
-    def __init__(self, bootstrap: str, work: Path, broker: LocalKafka | None, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        work: Path,
+        broker: LocalKafka | None,
+        root: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         from streams.kafka.admin import apply
         from streams.kafka.catalogue import load_catalogue
         from streams.settings import Settings
@@ -148,11 +155,13 @@ class Rig:
             "OPSLOOP_LOG_LEVEL": "warning",
             "OPSLOOP_TIMER_CLOCK": "event",
             "OPSLOOP_SINK_SINGLE_NODE": "true",  # one host, SQLite ledger in the throwaway data dir
+            **(extra_env or {}),
         }
         os.environ.update(self.env)
         self.settings = Settings.from_env()
         asyncio.run(apply(self.settings, load_catalogue(self.settings.topics_file)))
         self.workers: list[WorkerProcess] = []
+        self.extra_pids: dict[str, int] = {}  # other servers the rung uses (PostgreSQL), read with their children
 
     def start_workers(self, count: int = 1) -> None:
         for i in range(count):
@@ -169,7 +178,7 @@ class Rig:
                 pids["worker" if len(self.workers) == 1 else f"worker {i + 1}"] = w.proc.pid
         if self.broker is not None and self.broker.proc is not None:
             pids["broker"] = self.broker.proc.pid
-        return CpuWindow({**pids, "bench reader": os.getpid()})
+        return CpuWindow({**pids, **self.extra_pids, "bench reader": os.getpid()}, trees=frozenset(self.extra_pids))
 
     def logs(self) -> str:
         return "\n".join(w.log()[-2000:] for w in self.workers)
@@ -185,7 +194,7 @@ class Rig:
                 self.settings.topic_prefix + "decisions",
                 len(ids),
                 cpu,
-                Progress(len(ids), enabled=progress),
+                Bar(len(ids), enabled=progress),
                 timeout,
                 key_of=decision_of(ids),
                 sent=sent,
@@ -194,6 +203,17 @@ class Rig:
         if seen.count < len(ids):
             raise TimeoutError(f"decided {seen.count} of {len(ids)} events in {timeout:.0f}s; logs:\n{self.logs()}")
         return seen, cpu
+
+    def settle(self, timeout: float) -> float:
+        """Seconds until the worker group's commits reached the end of the events topics and of ``outbox``: the
+        sinks work through the outbox after the last decision, so a worker is not done at its last decision.
+        NaN if it did not settle within ``timeout``."""
+        start = time.monotonic()
+        left = asyncio.run(commit_lag(self.settings, timeout))
+        if left:
+            print(f"opsloop bench: the worker did not settle in {timeout:.0f}s: {left}", file=sys.stderr)
+            return math.nan
+        return time.monotonic() - start
 
     def idle_cpu(self, seconds: float = IDLE_WINDOW_S) -> float:
         """The first worker's CPU over ``seconds`` with no input, in % of one core."""
@@ -207,6 +227,45 @@ class Rig:
     def close(self) -> None:
         for w in self.workers:
             w.stop()
+
+
+async def commit_lag(settings: Any, timeout: float) -> dict[str, int]:
+    """Poll until the group's committed offsets reach the end offsets of the events topics and ``outbox`` (as
+    ``tests/support/quiescence.py`` does); returns what is still behind at ``timeout`` (empty: settled)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.kafka.catalogue import EVENT_TOPICS
+
+    config = settings.kafka_client_config()
+    admin = AIOKafkaAdminClient(**config)
+    consumer = AIOKafkaConsumer(**config, enable_auto_commit=False, group_id=None)
+    await admin.start()
+    await consumer.start()
+    deadline, lag = time.monotonic() + timeout, {"?": 1}
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/kafka/reader.py: no public refresh
+        tps = [
+            TopicPartition(settings.topic_prefix + t, p)
+            for t in (*EVENT_TOPICS, "outbox")
+            for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())
+        ]
+        while time.monotonic() < deadline:
+            offsets = await admin.list_consumer_group_offsets(settings.app_id)
+            committed = {tp: max(meta.offset, 0) for tp, meta in offsets.items()}
+            ends = await consumer.end_offsets(tps)
+            lag = {
+                f"{tp.topic}[{tp.partition}]": e - committed.get(tp, 0)
+                for tp, e in ends.items()
+                if e > committed.get(tp, 0)
+            }
+            if not lag:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return lag
 
 
 def level_of(name: str, seen: Seen, cpu: CpuWindow, **extra: float) -> Level:
@@ -250,7 +309,7 @@ def run_l3(bootstrap: str, settings: Any, work: Path, n: int, timeout: float, pr
         if broker is not None and broker.proc is not None:
             pids["broker"] = broker.proc.pid
         cpu = CpuWindow(pids)
-        seen = asyncio.run(watch(settings, sink, n, cpu, Progress(n, enabled=progress), timeout))
+        seen = asyncio.run(watch(settings, sink, n, cpu, Bar(n, enabled=progress), timeout))
         if seen.count < n:
             raise TimeoutError(f"L3 forwarded {seen.count} of {n} in {timeout:.0f}s:\n{log_path.read_text()[-3000:]}")
         return level_of("L3 faust passthrough agent", seen, cpu)
@@ -295,12 +354,14 @@ def run_l4(
     drain rate) for ``rate_seconds``, with event → decision latency."""
     rig = Rig(bootstrap, work, broker, root)
     try:
-        ids = asyncio.run(preload(rig.settings, batch, Progress(len(batch), enabled=progress)))
+        ids = asyncio.run(preload(rig.settings, batch, Bar(len(batch), enabled=progress)))
         print(f"opsloop bench: {name}: one worker, timed from its first decision", file=sys.stderr)
         rig.start_workers(1)
         seen, cpu = rig.decisions(set(ids), timeout, progress)
+        settled = rig.settle(timeout)
         idle = rig.idle_cpu()
-        levels = [level_of(name, seen, cpu, **{"idle CPU % (10 s after)": idle})]
+        extra = {"outbox settled after (s)": settled, "idle CPU % (10 s after settling)": idle}
+        levels = [level_of(name, seen, cpu, **extra)]
         drain_rate = levels[0].rate
         t0 = T0 + 10 * len(batch) + 10  # event time goes on where the drained batch stopped (timers run on it)
         for i, fraction in enumerate(rates):
@@ -315,6 +376,7 @@ def run_l4(
             levels.append(
                 fixed_rate(rig, f"R{round(fraction * 100)} fixed {fraction:.0%} of L4", events, rate, timeout, progress)
             )
+            rig.settle(timeout)  # the next rate starts on an idle worker
         return levels
     finally:
         rig.close()
@@ -329,13 +391,13 @@ def fixed_rate(
         sent: dict[str, int] = {}
         cpu = rig.cpu()
         # The reader runs beside the producer; it learns the ids (and their produce times) as they are sent.
-        producer = asyncio.create_task(paced(rig.settings, events, rate, sent, Progress(0, enabled=False)))
+        producer = asyncio.create_task(paced(rig.settings, events, rate, sent, Bar(0, enabled=False)))
         seen = await watch(
             rig.settings,
             rig.settings.topic_prefix + "decisions",
             len(events),
             cpu,
-            Progress(len(events), enabled=progress),
+            Bar(len(events), enabled=progress),
             timeout + len(events) / rate,
             key_of=decision_of(sent),  # a live dict: ids join it as they are sent
             sent=sent,
@@ -361,7 +423,7 @@ def run_l5(
         rig.start_workers(2)
         asyncio.run(wait_members(rig.settings, 2, timeout=min(timeout, 120.0)))
         # Appending is several times faster than the two workers drain, so the window is their drain.
-        ids = asyncio.run(preload(rig.settings, batch, Progress(len(batch), enabled=progress)))
+        ids = asyncio.run(preload(rig.settings, batch, Bar(len(batch), enabled=progress)))
         seen, cpu = rig.decisions(set(ids), timeout, progress)
         return level_of("L5 two opsloop workers", seen, cpu)
     finally:
@@ -382,20 +444,22 @@ def run_flat(
     rig = Rig(bootstrap, work, broker)
     try:
         print(f"opsloop bench: flat cost: {storm:,} firing alerts first", file=sys.stderr)
-        storm_ids = asyncio.run(preload(rig.settings, storm_events(storm), Progress(storm, enabled=progress)))
+        storm_ids = asyncio.run(preload(rig.settings, storm_events(storm), Bar(storm, enabled=progress)))
         rig.start_workers(1)
         storm_seen, _ = rig.decisions(set(storm_ids), timeout, progress)
+        settled = rig.settle(timeout)
         idle = rig.idle_cpu()
         shifted = [{**ev, "occurred_at": ev["occurred_at"] + storm + 1_000} for ev in batch]
-        ids = asyncio.run(preload(rig.settings, shifted, Progress(len(batch), enabled=progress)))
+        ids = asyncio.run(preload(rig.settings, shifted, Bar(len(batch), enabled=progress)))
         seen, cpu = rig.decisions(set(ids), timeout, progress)
         return level_of(
             f"F{storm} flat cost, {storm:,} firing",
             seen,
             cpu,
             **{
-                "idle CPU % (10 s after storm)": idle,
-                "storm drain /s": storm_seen.count / max(storm_seen.seconds, 1e-3),
+                "storm decided /s": storm_seen.count / max(storm_seen.seconds, 1e-3),
+                "outbox settled after storm (s)": settled,
+                "idle CPU % (10 s after settling)": idle,
             },
         )
     finally:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from streams.progress import Progress
+from streams.devtools.bench.measure import Bar
 
 T0 = 1_700_000_000_000
 
@@ -64,7 +64,7 @@ def storm_events(n: int, *, seed: int = 29, t0: int = T0) -> list[dict[str, Any]
     return events
 
 
-async def preload(settings: Any, events: Sequence[dict[str, Any]], progress: Progress) -> list[str]:
+async def preload(settings: Any, events: Sequence[dict[str, Any]], progress: Bar) -> list[str]:
     """Append the events (acks=all, as ingest does); returns their event ids."""
     from streams.kafka.producer import EventProducer
 
@@ -79,7 +79,7 @@ async def preload(settings: Any, events: Sequence[dict[str, Any]], progress: Pro
 
 
 async def paced(
-    settings: Any, events: Sequence[dict[str, Any]], rate: float, sent: dict[str, int], progress: Progress
+    settings: Any, events: Sequence[dict[str, Any]], rate: float, sent: dict[str, int], progress: Bar
 ) -> None:
     """Append the events at a fixed ``rate`` per second (ticks of 10 ms, so no burst hides a backlog), filling
     ``sent`` with each event id's produce time (ms, set as the record's timestamp) as it goes: latency is
