@@ -174,3 +174,16 @@ def test_l6_routing_sends_every_outside_receiver_to_the_local_receiver_and_keeps
     }
     assert {r["channel"] for r in by_name.values()} == {"webhook", "log", "remediate"}
     assert config["route"]["receiver"] == "infra-slack" and config["inhibit_rules"]  # the rest is untouched
+
+
+def test_the_scaling_note_says_when_the_machine_had_no_cpu_left_for_a_second_worker():
+    from streams.devtools.bench.report import scaling_note
+
+    busy = {"machine busy (cores)": 1.98}
+    l4 = [Level("L4 one worker", 1000, 1.0, {"worker": 0.5, "broker": 0.2}, extra=busy)]
+    l5 = [Level("L5 two workers", 1000, 0.9, {"worker 1": 0.3, "worker 2": 0.3, "broker": 0.2}, extra=busy)]
+    note = scaling_note(l4, l5, cores=2)
+    assert "1.11x" in note and "600 together" in note and "(one worker 500)" in note
+    assert "busy 2.0 of 2 cores" in note and "CPU-bound" in note
+    idle = {"machine busy (cores)": 1.0}
+    assert "CPU-bound" not in scaling_note([Level("L4", 10, 1.0, {}, extra=idle)], l5, cores=2)

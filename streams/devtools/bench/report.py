@@ -5,6 +5,7 @@ Kept free of Kafka so the formatting is tested without a broker.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -125,3 +126,27 @@ def _ratios(runs: dict[str, list[Level]], out: TextIO) -> None:
         print("\nrate ratios (medians)", file=out)
         for line in lines:
             print(line, file=out)
+    if "L4" in by_rung and "L5" in by_rung:
+        print(scaling_note(by_rung["L4"], by_rung["L5"]), file=out)
+
+
+def scaling_note(l4: Sequence[Level], l5: Sequence[Level], cores: int | None = None) -> str:
+    """Why two workers are (not) 1.6x one: the workers' CPU per event together, and how busy the machine was.
+    A machine already busy on every core while one worker drains has no CPU left for a second one."""
+    cores = cores or os.cpu_count() or 1
+
+    def workers(levels: Sequence[Level]) -> float:
+        return Spread.of(
+            [sum(v for k, v in r.cpu_per_million().items() if k.startswith("worker")) for r in levels]
+        ).median
+
+    busy4 = Spread.of([r.extra.get("machine busy (cores)", 0.0) for r in l4]).median
+    busy5 = Spread.of([r.extra.get("machine busy (cores)", 0.0) for r in l5]).median
+    speedup = Spread.of([r.rate for r in l5]).median / max(Spread.of([r.rate for r in l4]).median, 1e-9)
+    note = (
+        f"L5 scaling: {speedup:.2f}x one worker; workers' CPU-s per million events {workers(l5):,.0f} together "
+        f"(one worker {workers(l4):,.0f}); machine busy {busy4:.1f} of {cores} cores during L4, {busy5:.1f} during L5"
+    )
+    if busy4 >= 0.9 * cores:
+        note += ": CPU-bound already with one worker, so a second cannot add throughput here"
+    return note
