@@ -75,24 +75,24 @@ def report(levels: Sequence[Level], n: int, out: TextIO = sys.stdout, *, note: s
     if repeats > 1:
         head += f", {repeats} runs: median (range)"
     print(head + (f"; {note}" if note else ""), file=out)
-    print(f"{'rung':34} {'per second':>22} {'seconds':>8}   CPU-s per million events", file=out)
+    print(f"{'rung':40} {'per second':>22} {'seconds':>8}   CPU-s per million events", file=out)
     for name, rs in runs.items():
         rate = Spread.of([r.rate for r in rs]).format()
         secs = Spread.of([r.seconds for r in rs]).format(".1f")
-        print(f"{name:34} {rate:>22} {secs:>8}   {_per_process(rs, 'cpu')}", file=out)
+        print(f"{name:40} {rate:>22} {secs:>8}   {_per_process(rs, 'cpu')}", file=out)
     rss = [(name, _per_process(rs, "rss")) for name, rs in runs.items() if any(r.rss for r in rs)]
     if rss:
         print("\nresident memory at the end of the window (MB)", file=out)
         for name, text in rss:
-            print(f"{name:34} {text}", file=out)
+            print(f"{name:40} {text}", file=out)
     lat = [(name, rs) for name, rs in runs.items() if any(r.latency for r in rs)]
     if lat:
-        print(f"\n{'latency (ms)':34} {'p50':>18} {'p99':>18} {'p99.9':>18} {'samples':>8}", file=out)
+        print(f"\n{'latency (ms)':40} {'p50':>18} {'p99':>18} {'p99.9':>18} {'samples':>8}", file=out)
         for name, rs in lat:
             cells = [Spread.of([r.latency[q] for r in rs if q in r.latency]).format(",.1f") for q in ("p50", "p99")]
             cells.append(Spread.of([r.latency["p99.9"] for r in rs if "p99.9" in r.latency]).format(",.1f"))
             samples = Spread.of([r.latency.get("n", 0) for r in rs]).median
-            print(f"{name:34} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18} {samples:8,.0f}", file=out)
+            print(f"{name:40} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18} {samples:8,.0f}", file=out)
     extras = [(name, rs) for name, rs in runs.items() if any(r.extra for r in rs)]
     if extras:
         print("", file=out)
@@ -105,7 +105,7 @@ def report(levels: Sequence[Level], n: int, out: TextIO = sys.stdout, *, note: s
                 values = [r.extra[k] for r in rs if k in r.extra]
                 fmt = ",.0f" if all(float(v).is_integer() for v in values) else ",.1f"
                 cells.append(f"{k} {Spread.of(values).format(fmt)}")
-            print(f"{name:34} {'; '.join(cells)}", file=out)
+            print(f"{name:40} {'; '.join(cells)}", file=out)
     _ratios(runs, out)
 
 
@@ -121,7 +121,7 @@ def _ratios(runs: dict[str, list[Level]], out: TextIO) -> None:
             wanted = rung in ("L2", "L3", "L4", "L4b") if base == "L1" else rung in ("L5", "L4b")
             if wanted and base_rate:
                 ratio = Spread.of([r.rate for r in rs]).median / base_rate
-                lines.append(f"{rung + ' / ' + base:34} {ratio:22.3f}   ({name})")
+                lines.append(f"{rung + ' / ' + base:40} {ratio:22.3f}   ({name})")
     if lines:
         print("\nrate ratios (medians)", file=out)
         for line in lines:

@@ -146,6 +146,44 @@ def run(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def run_transport(
+    rungs: Sequence[str],
+    batch: Sequence[dict[str, Any]],
+    bootstrap: str,
+    broker: LocalKafka | None,
+    work: Path,
+    timeout: float,
+    progress: bool,
+    channels: Mapping[str, Any],
+) -> list[Level]:
+    """L1, L2 and L3 on one pre-loaded topic (each reads it from the start in its own consumer group)."""
+    from streams.devtools.bench import workers
+    from streams.devtools.bench.transport import app_floor, passthrough
+    from streams.devtools.bench.workload import preload
+    from streams.kafka.admin import apply
+    from streams.kafka.catalogue import load_catalogue
+    from streams.settings import Settings
+
+    n = len(batch)
+    levels: list[Level] = []
+    os.environ.update({"KAFKA_BOOTSTRAP": bootstrap, "OPSLOOP_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}."})
+    settings = Settings.from_env()
+    asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
+    print("opsloop bench: pre-loading the events for L1-L3", file=sys.stderr)
+    asyncio.run(preload(settings, batch, Bar(n, enabled=progress)))
+    pids = {"broker": broker.proc.pid} if broker is not None and broker.proc is not None else {}
+    if "L1" in rungs:
+        print("opsloop bench: L1 raw aiokafka passthrough", file=sys.stderr)
+        levels.append(asyncio.run(passthrough(settings, n, timeout, Bar(n, enabled=progress), pids)))
+    if "L2" in rungs:
+        print("opsloop bench: L2 decode, classify, decide, encode (a dict for state)", file=sys.stderr)
+        levels.append(asyncio.run(app_floor(settings, n, timeout, Bar(n, enabled=progress), channels, pids)))
+    if "L3" in rungs:
+        print("opsloop bench: L3 faust passthrough agent", file=sys.stderr)
+        levels.append(workers.run_l3(bootstrap, settings, work, n, timeout, progress, broker))
+    return levels
+
+
 def run_once(
     rungs: Sequence[str],
     rates: Sequence[float],
@@ -160,60 +198,47 @@ def run_once(
     rate_seconds: float,
     channels: Mapping[str, Any],
 ) -> list[Level]:
-    """One pass over the ladder, in rung order (L1-L3 share one pre-loaded topic, each worker rung its own)."""
+    """One pass over the ladder, in rung order (L1-L3 share one pre-loaded topic, each worker rung its own).
+    The environment is put back after each rung: Settings read it, and no rung may leak its own settings
+    (L6's ledger URL, say) into the next."""
     from streams.devtools.bench import workers
-    from streams.devtools.bench.transport import app_floor, passthrough
-    from streams.kafka.admin import apply
-    from streams.kafka.catalogue import load_catalogue
-    from streams.settings import Settings
 
-    n = len(batch)
     levels: list[Level] = []
-    if {"L1", "L2", "L3"} & set(rungs):
-        os.environ.update({"KAFKA_BOOTSTRAP": bootstrap, "OPSLOOP_TOPIC_PREFIX": f"bench{uuid.uuid4().hex[:6]}."})
-        settings = Settings.from_env()
-        asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
-        print("opsloop bench: pre-loading the events for L1-L3", file=sys.stderr)
-        from streams.devtools.bench.workload import preload
+    saved = dict(os.environ)
 
-        asyncio.run(preload(settings, batch, Bar(n, enabled=progress)))
-        pids = {"broker": broker.proc.pid} if broker is not None and broker.proc is not None else {}
-        if "L1" in rungs:
-            print("opsloop bench: L1 raw aiokafka passthrough", file=sys.stderr)
-            levels.append(asyncio.run(passthrough(settings, n, timeout, Bar(n, enabled=progress), pids)))
-        if "L2" in rungs:
-            print("opsloop bench: L2 decode, classify, decide, encode (a dict for state)", file=sys.stderr)
-            levels.append(asyncio.run(app_floor(settings, n, timeout, Bar(n, enabled=progress), channels, pids)))
-        if "L3" in rungs:
-            print("opsloop bench: L3 faust passthrough agent", file=sys.stderr)
-            levels.append(workers.run_l3(bootstrap, settings, work, n, timeout, progress, broker))
+    def rung(step: Any) -> None:
+        try:
+            out = step()
+            levels.extend(out if isinstance(out, list) else [out])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    if {"L1", "L2", "L3"} & set(rungs):
+        rung(lambda: run_transport(rungs, batch, bootstrap, broker, work, timeout, progress, channels))
     if "L4" in rungs:
-        levels += workers.run_l4(
-            "L4 one opsloop worker",
-            bootstrap,
-            work,
-            batch,
-            timeout,
-            progress,
-            broker,
-            rates=rates,
-            rate_seconds=rate_seconds,
+        name = "L4 one opsloop worker"
+        rung(
+            lambda: workers.run_l4(
+                name, bootstrap, work, batch, timeout, progress, broker, rates=rates, rate_seconds=rate_seconds
+            )
         )
     if "L4b" in rungs and baseline is not None:
-        levels += workers.run_l4(
-            "L4b baseline worker", bootstrap, work, batch, timeout, progress, broker, root=Path(baseline).resolve()
+        root = Path(baseline).resolve()
+        rung(
+            lambda: workers.run_l4("L4b baseline worker", bootstrap, work, batch, timeout, progress, broker, root=root)
         )
     if "L5" in rungs:
-        levels.append(workers.run_l5(bootstrap, work, batch, timeout, progress, broker))
+        rung(lambda: workers.run_l5(bootstrap, work, batch, timeout, progress, broker))
     if "L6" in rungs:
         from streams.devtools.bench.sinks import run_l6
 
-        levels.append(run_l6(bootstrap, work, batch, timeout, progress, broker))
+        rung(lambda: run_l6(bootstrap, work, batch, timeout, progress, broker))
     if "FLAT" in rungs:
         for storm in storms:
-            levels.append(workers.run_flat(bootstrap, work, batch, storm, timeout, progress, broker))
+            rung(lambda storm=storm: workers.run_flat(bootstrap, work, batch, storm, timeout, progress, broker))
     if "L7" in rungs:
         from streams.devtools.bench.alertmanager import run_l7
 
-        levels.append(run_l7(batch, work / f"l7-{uuid.uuid4().hex[:6]}", timeout, progress))
+        rung(lambda: run_l7(batch, work / f"l7-{uuid.uuid4().hex[:6]}", timeout, progress))
     return levels

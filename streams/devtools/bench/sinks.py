@@ -148,7 +148,7 @@ def run_l6(
         seen, cpu = rig.decisions(set(ids), timeout, progress)
         tail = rig.cpu()
         tail.start()
-        rig.settle(timeout)  # the sinks have worked through the outbox
+        rig.settle(min(timeout, 180.0))  # the sinks have worked through the outbox
         receivers.quiet_for(quiet_s, timeout)
         tail.stop()
         level = level_of("L6 one worker + sinks (HTTP, PostgreSQL)", seen, cpu)

@@ -157,7 +157,8 @@ class Rig:
             "OPSLOOP_SINK_SINGLE_NODE": "true",  # one host, SQLite ledger in the throwaway data dir
             **(extra_env or {}),
         }
-        os.environ.update(self.env)
+        self._saved_env = dict(os.environ)
+        os.environ.update(self.env)  # Settings read the environment; put back by close(), so no rung leaks its own
         self.settings = Settings.from_env()
         asyncio.run(apply(self.settings, load_catalogue(self.settings.topics_file)))
         self.workers: list[WorkerProcess] = []
@@ -227,6 +228,8 @@ class Rig:
     def close(self) -> None:
         for w in self.workers:
             w.stop()
+        os.environ.clear()
+        os.environ.update(self._saved_env)
 
 
 async def commit_lag(settings: Any, timeout: float) -> dict[str, int]:
@@ -358,7 +361,7 @@ def run_l4(
         print(f"opsloop bench: {name}: one worker, timed from its first decision", file=sys.stderr)
         rig.start_workers(1)
         seen, cpu = rig.decisions(set(ids), timeout, progress)
-        settled = rig.settle(timeout)
+        settled = rig.settle(min(timeout, 180.0))
         idle = rig.idle_cpu()
         extra = {"outbox settled after (s)": settled, "idle CPU % (10 s after settling)": idle}
         levels = [level_of(name, seen, cpu, **extra)]
@@ -376,7 +379,7 @@ def run_l4(
             levels.append(
                 fixed_rate(rig, f"R{round(fraction * 100)} fixed {fraction:.0%} of L4", events, rate, timeout, progress)
             )
-            rig.settle(timeout)  # the next rate starts on an idle worker
+            rig.settle(min(timeout, 180.0))  # the next rate starts on an idle worker
         return levels
     finally:
         rig.close()
@@ -447,7 +450,7 @@ def run_flat(
         storm_ids = asyncio.run(preload(rig.settings, storm_events(storm), Bar(storm, enabled=progress)))
         rig.start_workers(1)
         storm_seen, _ = rig.decisions(set(storm_ids), timeout, progress)
-        settled = rig.settle(timeout)
+        settled = rig.settle(min(timeout, 180.0))
         idle = rig.idle_cpu()
         shifted = [{**ev, "occurred_at": ev["occurred_at"] + storm + 1_000} for ev in batch]
         ids = asyncio.run(preload(rig.settings, shifted, Bar(len(batch), enabled=progress)))
