@@ -29,6 +29,7 @@ from typing import Any
 from streams.devtools.bench.measure import Bar
 from streams.devtools.bench.report import Level, report
 from streams.devtools.broker import LocalKafka
+from streams.errors import UnavailableError
 
 MAX_EVENTS = 2_000_000
 MAX_REPEAT = 20
@@ -36,6 +37,10 @@ MAX_STORM = 1_000_000
 RUNGS = ("L1", "L2", "L3", "L4", "L4b", "L5", "L6", "L7", "FLAT")
 DEFAULT_LADDER = "L1,L2,L3,L4,R50,L5,L7"
 DEFAULT_STORMS = (1_000, 100_000)
+
+
+class BenchFailedError(UnavailableError):
+    """A rung could not finish (a timeout, a crashed worker); the report shows the others and what failed."""
 
 
 def parse_ladder(text: str) -> tuple[list[str], list[float]]:
@@ -110,6 +115,7 @@ def run(
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
     saved = dict(os.environ)
     levels: list[Level] = []
+    failures: list[str] = []
     try:
         if not bootstrap:
             print("opsloop bench: starting a local Kafka broker", file=sys.stderr)
@@ -135,8 +141,13 @@ def run(
                 storms,
                 rate_seconds,
                 channels or {},
+                failures,
             )
         report(levels, events, out)
+        for failure in failures:
+            print(f"FAILED: {failure}", file=out)
+        if failures:
+            raise BenchFailedError(f"{len(failures)} rung(s) failed; the figures above are the rest")
         return levels
     finally:
         if broker is not None:
@@ -197,10 +208,12 @@ def run_once(
     storms: Sequence[int],
     rate_seconds: float,
     channels: Mapping[str, Any],
+    failures: list[str],
 ) -> list[Level]:
     """One pass over the ladder, in rung order (L1-L3 share one pre-loaded topic, each worker rung its own).
     The environment is put back after each rung: Settings read it, and no rung may leak its own settings
-    (L6's ledger URL, say) into the next."""
+    (L6's ledger URL, say) into the next. A rung that fails (times out, its worker crashed) is noted in
+    ``failures`` and the ladder goes on."""
     from streams.devtools.bench import workers
 
     levels: list[Level] = []
@@ -210,6 +223,10 @@ def run_once(
         try:
             out = step()
             levels.extend(out if isinstance(out, list) else [out])
+        except (TimeoutError, RuntimeError, OSError) as exc:  # one rung failing must not lose the others' figures
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"opsloop bench: a rung failed: {str(exc)[:4000]}", file=sys.stderr)
+            failures.append(first)
         finally:
             os.environ.clear()
             os.environ.update(saved)

@@ -54,6 +54,7 @@ async def watch(
     *,
     key_of: Callable[[bytes], str | None] | None = None,
     sent: Mapping[str, int] | None = None,
+    alive: Callable[[], bool] | None = None,
 ) -> Seen:
     """Read ``topic`` (physical name) from the start until ``expected`` matching records were seen.
 
@@ -71,6 +72,8 @@ async def watch(
     deadline = time.monotonic() + timeout
     try:
         while seen.count < expected and time.monotonic() < deadline:
+            if alive is not None and not alive():
+                break  # the process doing the work is gone: no point waiting out the timeout
             batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
             for records in batches.values():
                 for msg in records:
@@ -199,10 +202,15 @@ class Rig:
                 timeout,
                 key_of=decision_of(ids),
                 sent=sent,
+                alive=lambda: all(w.alive for w in self.workers),
             )
         )
         if seen.count < len(ids):
-            raise TimeoutError(f"decided {seen.count} of {len(ids)} events in {timeout:.0f}s; logs:\n{self.logs()}")
+            gone = [f"worker {i + 1} exited" for i, w in enumerate(self.workers) if not w.alive]
+            raise TimeoutError(
+                f"decided {seen.count} of {len(ids)} events in {timeout:.0f}s"
+                f"{' (' + ', '.join(gone) + ')' if gone else ''}; logs:\n{self.logs()}"
+            )
         return seen, cpu
 
     def settle(self, timeout: float) -> float:
