@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -234,7 +236,13 @@ class Rig:
         return 100.0 * cpu.used.get(name, 0.0) / seconds
 
     def close(self) -> None:
-        for w in self.workers:
+        for i, w in enumerate(self.workers):
+            if w.proc is not None and not w.alive:  # it died during the rung: keep its log past the work dir
+                kept = Path(tempfile.gettempdir()) / f"opsloop-bench-{self.tag}-worker-{i + 1}.log"
+                shutil.copyfile(w.log_path, kept)
+                print(
+                    f"opsloop bench: worker {i + 1} exited with {w.proc.returncode}; its log: {kept}", file=sys.stderr
+                )
             w.stop()
         os.environ.clear()
         os.environ.update(self._saved_env)
