@@ -194,6 +194,7 @@ class Rig:
     ) -> tuple[Seen, CpuWindow]:
         """Wait for a decision of every id; raises TimeoutError (with the workers' log tails) if they do not come."""
         cpu = self.cpu()
+        start = time.monotonic()
         seen = asyncio.run(
             watch(
                 self.settings,
@@ -210,7 +211,7 @@ class Rig:
         if seen.count < len(ids):
             gone = [f"worker {i + 1} exited" for i, w in enumerate(self.workers) if not w.alive]
             raise TimeoutError(
-                f"decided {seen.count} of {len(ids)} events in {timeout:.0f}s"
+                f"decided {seen.count} of {len(ids)} events in {time.monotonic() - start:.0f}s"
                 f"{' (' + ', '.join(gone) + ')' if gone else ''}; logs:\n{self.logs()}"
             )
         return seen, cpu
