@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -72,9 +73,12 @@ def test_cpu_memory_and_machine_readings_come_from_proc():
     assert (rss_bytes(os.getpid()) or 0) > 1_000_000 and rss_bytes(2**22 + 12345) is None
     window = CpuWindow({"me": os.getpid()})
     window.start()
-    sum(i * i for i in range(200_000))
+    end = time.monotonic() + 0.5  # long enough for /proc/stat's 10 ms ticks not to dominate
+    while time.monotonic() < end:
+        pass
     window.stop()
-    assert window.used["me"] >= 0 and window.rss["me"] > 0 and 0 <= window.machine <= (os.cpu_count() or 1) + 0.5
+    assert window.used["me"] > 0 and window.rss["me"] > 0  # (a loaded machine may give us little of a core)
+    assert 0 < window.machine <= (os.cpu_count() or 1) * 1.2
 
 
 def test_the_report_prints_rate_ratio_and_cpu_per_million():
