@@ -343,6 +343,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             progress=not args.no_progress,
             baseline=Path(args.baseline) if args.baseline else None,
+            ladder=args.ladder,
+            repeat=args.repeat,
+            storms=bench.parse_storms(args.storms),
+            rate_seconds=args.rate_seconds,
+            channels=channel_specs(),
         )
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
@@ -483,12 +488,24 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true")
     replay.set_defaults(func=cmd_replay)
 
-    bench = sub.add_parser("bench", help="events/s of one worker beside a raw aiokafka passthrough, on a local broker")
+    bench = sub.add_parser(
+        "bench", help="the ladder: aiokafka, app floor, faust, one and two workers, Alertmanager, on a local broker"
+    )
     bench.add_argument("--events", type=int, default=20_000, help="events to pre-load (default 20000)")
-    bench.add_argument("--timeout", type=float, default=600.0, help="seconds each level may take (default 600)")
+    bench.add_argument(
+        "--ladder",
+        default="L1,L2,L3,L4,R50,L5,L7",
+        help="rungs: L1 L2 L3 L4 L4b L5 L6 L7 FLAT and R<pct> (fixed rate, %% of the L4 drain); default %(default)s",
+    )
+    bench.add_argument("--repeat", type=int, default=1, help="runs of the ladder; the report gives median (range)")
+    bench.add_argument(
+        "--storms", default="1000,100000", help="FLAT: alerts firing before the measured events (default %(default)s)"
+    )
+    bench.add_argument("--rate-seconds", type=float, default=20.0, help="how long each R rung sends (default 20)")
+    bench.add_argument("--timeout", type=float, default=600.0, help="seconds each rung may take (default 600)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     bench.add_argument(
-        "--baseline", metavar="DIR", help="also time a worker run from this checkout (e.g. a `git worktree` of main)"
+        "--baseline", metavar="DIR", help="also time a worker run from this checkout (L4b; e.g. `git archive main`)"
     )
     bench.set_defaults(func=cmd_bench)
 

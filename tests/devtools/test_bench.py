@@ -1,13 +1,36 @@
-"""``opsloop bench``'s pieces that need no broker: the event mix, the CPU reading, the report."""
+"""``opsloop bench``'s pieces that need no broker: the workloads, the measures, the report, the ladder
+flags and the Alertmanager config. (The bench's figures are printed by the bench, never asserted here.)"""
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import shutil
+import subprocess
+import time
 from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
 
 from streams.cli.main import build_parser
-from streams.devtools.bench import Level, cpu_seconds, report, zipf_events
+from streams.devtools.bench import (
+    CpuWindow,
+    Level,
+    cpu_seconds,
+    latency_summary,
+    parse_ladder,
+    parse_storms,
+    percentile,
+    report,
+    rss_bytes,
+    storm_events,
+    zipf_events,
+)
+from streams.devtools.bench.alertmanager import GROUP_BY, alert_key, alert_of, render_config, summarise
+from streams.devtools.bench.measure import Spread
 
 
 def test_events_are_catalogue_alerts_with_zipf_sessions_over_about_a_thousand_services():
@@ -20,14 +43,151 @@ def test_events_are_catalogue_alerts_with_zipf_sessions_over_about_a_thousand_se
     assert zipf_events(50) == zipf_events(50)  # seeded: the same run twice
 
 
-def test_cpu_seconds_reads_proc_and_the_report_prints_rate_ratio_and_cpu_per_million():
+def test_a_storm_is_one_firing_session_per_alert_and_reproducible():
+    storm = storm_events(300)
+    assert len({e["session_key"] for e in storm}) == 300
+    assert all(e["type"] == "alert.firing" for e in storm)
+    assert storm_events(20) == storm_events(20)
+
+
+def test_percentiles_interpolate_between_ranks_like_numpy():
+    values = list(range(1, 11))  # 1..10
+    assert percentile(values, 50) == 5.5
+    assert percentile(values, 0) == 1 and percentile(values, 100) == 10
+    assert math.isclose(percentile(values, 99), 9.91)
+    assert percentile(list(reversed(values)), 90) == percentile(values, 90)  # order does not matter
+    assert math.isnan(percentile([], 50))
+    assert percentile([7.0], 99.9) == 7.0
+    summary = latency_summary([float(v) for v in range(1000)])
+    assert summary["p50"] == 499.5 and summary["n"] == 1000 and math.isclose(summary["p99.9"], 998.001)
+
+
+def test_spread_is_the_median_and_range_of_repeated_runs():
+    assert Spread.of([3.0, 1.0, 2.0]).format() == "2 (1–3)"
+    assert Spread.of([1500.0]).format() == "1,500"
+    assert Spread.of([]).format() == "-"
+
+
+def test_cpu_memory_and_machine_readings_come_from_proc():
     assert cpu_seconds(os.getpid()) is not None and cpu_seconds(2**22 + 12345) is None
+    assert (rss_bytes(os.getpid()) or 0) > 1_000_000 and rss_bytes(2**22 + 12345) is None
+    window = CpuWindow({"me": os.getpid()})
+    window.start()
+    end = time.monotonic() + 0.5  # long enough for /proc/stat's 10 ms ticks not to dominate
+    while time.monotonic() < end:
+        pass
+    window.stop()
+    assert window.used["me"] > 0 and window.rss["me"] > 0  # (a loaded machine may give us little of a core)
+    assert 0 < window.machine <= (os.cpu_count() or 1) * 1.2
+
+
+def test_the_report_prints_rate_ratio_and_cpu_per_million():
     out = io.StringIO()
     report([Level("L1", 1000, 0.1, {"p": 0.02}), Level("L4", 1000, 1.0, {"worker": 0.4})], 1000, out)
     text = out.getvalue()
     assert "10,000" in text and "1,000" in text and "L4 / L1" in text and "0.100" in text and "worker 400" in text
 
 
-def test_bench_is_a_subcommand():
-    args = build_parser().parse_args(["bench", "--events", "100"])
+def test_repeated_runs_report_median_and_range_and_the_latency_and_extras():
+    def r50(p50: float, rate_s: float) -> Level:
+        latency = {"p50": p50, "p99": 2 * p50, "p99.9": 3 * p50, "n": 2000.0}
+        return Level("R50 fixed", 1000, rate_s, {"worker": 0.5}, {"worker": 200 * 2**20}, latency, {"duplicates": 0.0})
+
+    levels = [
+        Level("L4 one worker", 1000, 1.0, {"worker": 0.5}),
+        Level("L5 two workers", 1000, 0.8, {"worker 1": 0.3, "worker 2": 0.3}, extra={"machine busy (cores)": 1.95}),
+        Level("L4 one worker", 1000, 2.0, {"worker": 0.6}),
+        Level("L5 two workers", 1000, 0.5, {"worker 1": 0.3, "worker 2": 0.3}, extra={"machine busy (cores)": 1.9}),
+        r50(40.0, 10.0),
+        r50(60.0, 10.0),
+    ]
+    out = io.StringIO()
+    report(levels, 1000, out)
+    text = out.getvalue()
+    assert "2 runs: median (range)" in text
+    assert "750 (500–1,000)" in text  # L4's rate
+    assert "worker 550 (500–600)" in text  # its CPU-s per million
+    assert "50.0 (40.0–60.0)" in text and "150.0 (120.0–180.0)" in text  # p50, p99.9
+    assert "worker 200" in text  # RSS MB
+    assert "duplicates 0;" not in text and "duplicates 0" in text  # counts print as integers
+    assert "machine busy (cores) 1.9 (1.9–1.9)" in text or "machine busy (cores) 1.9" in text
+    assert "L5 / L4" in text and "2.167" in text  # median 1,625 / 750
+
+
+def test_ladder_flags_select_rungs_and_fixed_rates():
+    assert parse_ladder("L1,L2,L4") == (["L1", "L2", "L4"], [])
+    assert parse_ladder("l1, R50,r80") == (["L1", "L4"], [0.5, 0.8])  # a fixed rate needs the L4 drain rate
+    assert parse_ladder("L4b,FLAT,L7") == (["L4b", "FLAT", "L7"], [])
+    for bad in ("L8", "L9", "R0", "R150", "", "x"):
+        with pytest.raises(ValueError):
+            parse_ladder(bad)
+    assert parse_storms("1000,100_000") == [1000, 100_000]
+    for bad in ("0", "", "2000000"):
+        with pytest.raises(ValueError):
+            parse_storms(bad)
+
+
+def test_bench_is_a_subcommand_with_the_ladder_flags():
+    args = build_parser().parse_args(["bench", "--events", "100", "--ladder", "L1,L4", "--repeat", "3"])
     assert args.events == 100 and args.func.__name__ == "cmd_bench"
+    assert args.ladder == "L1,L4" and args.repeat == 3 and args.storms == "1000,100000"
+
+
+def test_alertmanager_config_groups_like_the_bench_sessions_and_posts_to_the_receiver(tmp_path: Path):
+    text = render_config("http://127.0.0.1:9/hook", group_wait="2s")
+    config = yaml.safe_load(text)
+    assert config["route"]["group_by"] == list(GROUP_BY) == ["org", "alertname", "service"]
+    assert config["route"]["group_wait"] == "2s" and config["route"]["receiver"] == "bench"
+    assert config["receivers"] == [
+        {
+            "name": "bench",
+            "webhook_configs": [{"url": "http://127.0.0.1:9/hook", "send_resolved": False, "max_alerts": 0}],
+        }
+    ]
+    amtool = shutil.which("amtool")
+    if amtool:  # Alertmanager's own checker, when Debian's package is installed
+        path = tmp_path / "am.yml"
+        path.write_text(text)
+        check = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_alerts_carry_the_event_labels_and_org_and_the_summary_counts_latency_and_duplicates():
+    import datetime as dt
+
+    event = zipf_events(1)[0]
+    alert = alert_of(event, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    assert alert["labels"]["alertname"] == event["labels"]["alertname"] and alert["labels"]["org"] == event["org"]
+    assert alert["startsAt"].startswith("2026-01-01T00:00:00")
+    a, b = alert_key({"x": "1"}), alert_key({"x": "2"})
+    latencies, duplicates, notified = summarise({a: 10.0, b: 10.5}, [(12.0, [a, b]), (11.0, [a]), (20.0, [a, b])])
+    assert sorted(latencies) == [1000.0, 1500.0] and duplicates == 3 and notified == 2
+
+
+def test_l6_routing_sends_every_outside_receiver_to_the_local_receiver_and_keeps_log_and_remediate():
+    from streams.devtools.bench.sinks import SIGNING_ENV, local_routing
+    from streams.settings import ROOT
+
+    config = yaml.safe_load(local_routing((ROOT / "runbooks" / "routing.yaml").read_text(), "http://127.0.0.1:9"))
+    by_name = {r["name"]: r for r in config["receivers"]}
+    assert by_name["oncall-slack"] == {
+        "name": "oncall-slack",
+        "channel": "webhook",
+        "settings": {"url": "http://127.0.0.1:9/oncall-slack"},
+        "secrets": {"signing_key": SIGNING_ENV},
+    }
+    assert {r["channel"] for r in by_name.values()} == {"webhook", "log", "remediate"}
+    assert config["route"]["receiver"] == "infra-slack" and config["inhibit_rules"]  # the rest is untouched
+
+
+def test_the_scaling_note_says_when_the_machine_had_no_cpu_left_for_a_second_worker():
+    from streams.devtools.bench.report import scaling_note
+
+    busy = {"machine busy (cores)": 1.98}
+    l4 = [Level("L4 one worker", 1000, 1.0, {"worker": 0.5, "broker": 0.2}, extra=busy)]
+    l5 = [Level("L5 two workers", 1000, 0.9, {"worker 1": 0.3, "worker 2": 0.3, "broker": 0.2}, extra=busy)]
+    note = scaling_note(l4, l5, cores=2)
+    assert "1.11x" in note and "600 together" in note and "(one worker 500)" in note
+    assert "busy 2.0 of 2 cores" in note and "CPU-bound" in note
+    idle = {"machine busy (cores)": 1.0}
+    assert "CPU-bound" not in scaling_note([Level("L4", 10, 1.0, {}, extra=idle)], l5, cores=2)

@@ -1,0 +1,26 @@
+"""``opsloop bench``: the ladder from a raw Kafka passthrough to opsloop workers and Alertmanager, in one run.
+
+See :mod:`streams.devtools.bench.runner` for the rungs and deploy/bench/BENCHMARKS.md for results.
+"""
+
+from streams.devtools.bench.measure import CpuWindow, cpu_seconds, latency_summary, percentile, rss_bytes
+from streams.devtools.bench.report import Level, report
+from streams.devtools.bench.runner import DEFAULT_LADDER, MAX_EVENTS, parse_ladder, parse_storms, run
+from streams.devtools.bench.workload import storm_events, zipf_events
+
+__all__ = [
+    "DEFAULT_LADDER",
+    "MAX_EVENTS",
+    "CpuWindow",
+    "Level",
+    "cpu_seconds",
+    "latency_summary",
+    "parse_ladder",
+    "parse_storms",
+    "percentile",
+    "report",
+    "rss_bytes",
+    "run",
+    "storm_events",
+    "zipf_events",
+]

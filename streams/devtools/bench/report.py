@@ -1,0 +1,152 @@
+"""One rung's measured figures, and the printed report (several runs: median and range).
+
+Kept free of Kafka so the formatting is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from streams.devtools.bench.measure import Spread
+
+
+@dataclass
+class Level:
+    """What one rung measured in one run: ``events`` handled in ``seconds``, and per process its CPU-seconds
+    and resident memory over that window; ``latency`` (ms: p50, p99, p99.9, n) and ``extra`` figures when
+    the rung has them (notifications/s, duplicates, idle CPU %)."""
+
+    name: str
+    events: int
+    seconds: float
+    cpu: dict[str, float]
+    rss: dict[str, int] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+    unit: str = "events"
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rung(self) -> str:
+        """The rung's short name (``L4``, ``R50``): the first word of its name."""
+        return self.name.split()[0]
+
+    def cpu_per_million(self) -> dict[str, float]:
+        """CPU-seconds per million events, per process (the steadier figure on a shared machine)."""
+        return {name: secs / self.events * 1e6 for name, secs in self.cpu.items()} if self.events else {}
+
+
+def group(levels: Sequence[Level]) -> dict[str, list[Level]]:
+    """Runs of the same rung together, in the order rungs first ran."""
+    out: dict[str, list[Level]] = {}
+    for level in levels:
+        out.setdefault(level.name, []).append(level)
+    return out
+
+
+def _per_process(runs: Sequence[Level], values: str) -> str:
+    names: list[str] = []
+    for run in runs:
+        names += [n for n in (run.cpu_per_million() if values == "cpu" else run.rss) if n not in names]
+    parts = []
+    for name in names:
+        if values == "cpu":
+            spread = Spread.of([r.cpu_per_million()[name] for r in runs if name in r.cpu])
+            parts.append(f"{name} {spread.format()}")
+        else:
+            spread = Spread.of([r.rss[name] / 2**20 for r in runs if name in r.rss])
+            parts.append(f"{name} {spread.format()}")
+    return ", ".join(parts) or "-"
+
+
+def report(levels: Sequence[Level], n: int, out: TextIO = sys.stdout, *, note: str = "") -> None:
+    """The figures of every rung: rate, CPU-s per million events and RSS per process; latency and extras where
+    measured; each rung's rate over L1's (and L5's over L4's). Several runs of a rung: median (range)."""
+    runs = group(levels)
+    repeats = max((len(r) for r in runs.values()), default=1)
+    head = f"\nopsloop bench: {n:,} events (Zipf sessions over ~1,000 services, catalogue alerts)"
+    if repeats > 1:
+        head += f", {repeats} runs: median (range)"
+    print(head + (f"; {note}" if note else ""), file=out)
+    print(f"{'rung':40} {'per second':>22} {'seconds':>8}   CPU-s per million events", file=out)
+    for name, rs in runs.items():
+        rate = Spread.of([r.rate for r in rs]).format()
+        secs = Spread.of([r.seconds for r in rs]).format(".1f")
+        print(f"{name:40} {rate:>22} {secs:>8}   {_per_process(rs, 'cpu')}", file=out)
+    rss = [(name, _per_process(rs, "rss")) for name, rs in runs.items() if any(r.rss for r in rs)]
+    if rss:
+        print("\nresident memory at the end of the window (MB)", file=out)
+        for name, text in rss:
+            print(f"{name:40} {text}", file=out)
+    lat = [(name, rs) for name, rs in runs.items() if any(r.latency for r in rs)]
+    if lat:
+        print(f"\n{'latency (ms)':40} {'p50':>18} {'p99':>18} {'p99.9':>18} {'samples':>8}", file=out)
+        for name, rs in lat:
+            cells = [Spread.of([r.latency[q] for r in rs if q in r.latency]).format(",.1f") for q in ("p50", "p99")]
+            cells.append(Spread.of([r.latency["p99.9"] for r in rs if "p99.9" in r.latency]).format(",.1f"))
+            samples = Spread.of([r.latency.get("n", 0) for r in rs]).median
+            print(f"{name:40} {cells[0]:>18} {cells[1]:>18} {cells[2]:>18} {samples:8,.0f}", file=out)
+    extras = [(name, rs) for name, rs in runs.items() if any(r.extra for r in rs)]
+    if extras:
+        print("", file=out)
+        for name, rs in extras:
+            keys: list[str] = []
+            for r in rs:
+                keys += [k for k in r.extra if k not in keys]
+            cells = []
+            for k in keys:
+                values = [r.extra[k] for r in rs if k in r.extra]
+                fmt = ",.0f" if all(float(v).is_integer() for v in values) else ",.1f"
+                cells.append(f"{k} {Spread.of(values).format(fmt)}")
+            print(f"{name:40} {'; '.join(cells)}", file=out)
+    _ratios(runs, out)
+
+
+def _ratios(runs: dict[str, list[Level]], out: TextIO) -> None:
+    by_rung = {rs[0].rung: rs for rs in runs.values()}
+    lines = []
+    for base in ("L1", "L4"):
+        if base not in by_rung:
+            continue
+        base_rate = Spread.of([r.rate for r in by_rung[base]]).median
+        for name, rs in runs.items():
+            rung = rs[0].rung
+            wanted = rung in ("L2", "L3", "L4", "L4b") if base == "L1" else rung in ("L5", "L4b")
+            if wanted and base_rate:
+                ratio = Spread.of([r.rate for r in rs]).median / base_rate
+                lines.append(f"{rung + ' / ' + base:40} {ratio:22.3f}   ({name})")
+    if lines:
+        print("\nrate ratios (medians)", file=out)
+        for line in lines:
+            print(line, file=out)
+    if "L4" in by_rung and "L5" in by_rung:
+        print(scaling_note(by_rung["L4"], by_rung["L5"]), file=out)
+
+
+def scaling_note(l4: Sequence[Level], l5: Sequence[Level], cores: int | None = None) -> str:
+    """Why two workers are (not) 1.6x one: the workers' CPU per event together, and how busy the machine was.
+    A machine already busy on every core while one worker drains has no CPU left for a second one."""
+    cores = cores or os.cpu_count() or 1
+
+    def workers(levels: Sequence[Level]) -> float:
+        return Spread.of(
+            [sum(v for k, v in r.cpu_per_million().items() if k.startswith("worker")) for r in levels]
+        ).median
+
+    busy4 = Spread.of([r.extra.get("machine busy (cores)", 0.0) for r in l4]).median
+    busy5 = Spread.of([r.extra.get("machine busy (cores)", 0.0) for r in l5]).median
+    speedup = Spread.of([r.rate for r in l5]).median / max(Spread.of([r.rate for r in l4]).median, 1e-9)
+    note = (
+        f"L5 scaling: {speedup:.2f}x one worker; workers' CPU-s per million events {workers(l5):,.0f} together "
+        f"(one worker {workers(l4):,.0f}); machine busy {busy4:.1f} of {cores} cores during L4, {busy5:.1f} during L5"
+    )
+    if busy4 >= 0.9 * cores:
+        note += ": CPU-bound already with one worker, so a second cannot add throughput here"
+    return note

@@ -1,0 +1,176 @@
+"""L6: one worker whose sinks deliver to local HTTP receivers, with the delivery ledger on PostgreSQL.
+
+The runbooks are copied with every receiver of ``routing.yaml`` that would leave the
+machine (Slack, Teams, PagerDuty, email) turned into a signed webhook to a receiver in
+this process (``/<receiver name>``); ``log`` and ``remediate`` (dry run) stay. So the
+whole path runs: decide, outbox, the sink's ledger claim and completion in PostgreSQL,
+the HTTP POST, the receipt. Measured: events/s drained, notifications delivered and
+their rate (first to last delivery), duplicates (an ``Idempotency-Key`` delivered
+twice), and the CPU of the worker, the broker and PostgreSQL (all its backends).
+Notifications held by a group_wait whose event time has not come by the end of the
+workload stay pending: the count is what the window delivered, not every notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streams.devtools.bench.measure import Bar
+from streams.devtools.bench.report import Level
+from streams.devtools.bench.workers import Rig, level_of
+from streams.devtools.bench.workload import preload
+from streams.devtools.broker import free_port
+
+LOCAL_CHANNELS = ("log", "remediate")
+SIGNING_ENV = "OPSLOOP_BENCH_SIGNING_KEY"
+
+
+def local_routing(text: str, base_url: str) -> str:
+    """``routing.yaml`` with each receiver that would leave the machine made a webhook to ``base_url/<name>``."""
+    data = yaml.safe_load(text)
+    for receiver in data.get("receivers", []):
+        if receiver.get("channel") in LOCAL_CHANNELS:
+            continue
+        receiver.update(channel="webhook", settings={"url": f"{base_url}/{receiver['name']}"})
+        receiver["secrets"] = {"signing_key": SIGNING_ENV}
+    return str(yaml.safe_dump(data, sort_keys=False))
+
+
+def local_runbooks(source: Path, target: Path, base_url: str) -> Path:
+    shutil.copytree(source, target)
+    routing = target / "routing.yaml"
+    routing.write_text(local_routing(routing.read_text(), base_url))
+    return target
+
+
+class HttpReceivers:
+    """aiohttp in a thread of its own: answers 200 to every POST and notes when, where and which effect."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.deliveries: list[tuple[float, str, str]] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            self.deliveries.append((time.time(), request.path, request.headers.get("Idempotency-Key", "")))
+            return web.Response(text="ok")
+
+        async def main() -> web.AppRunner:
+            app = web.Application()
+            app.router.add_post("/{name}", handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            return runner
+
+        asyncio.set_event_loop(self._loop)
+        self.runner = self._loop.run_until_complete(main())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def start(self) -> HttpReceivers:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def quiet_for(self, seconds: float, timeout: float) -> None:
+        """Until no delivery came for ``seconds`` (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = self.deliveries[-1][0] if self.deliveries else 0.0
+            if time.time() - last >= seconds:
+                return
+            time.sleep(0.5)
+
+
+def run_l6(
+    bootstrap: str,
+    work: Path,
+    batch: Sequence[dict[str, Any]],
+    timeout: float,
+    progress: bool,
+    broker: Any,
+    quiet_s: float = 5.0,
+) -> Level:
+    from streams.devtools.postgres import LocalPostgres, pg_bindir
+    from streams.settings import Settings
+
+    bindir = pg_bindir()
+    if bindir is None:
+        raise FileNotFoundError("PostgreSQL's server is not installed (apt-get install postgresql)")
+    pg_root = Path(tempfile.mkdtemp(prefix="opsloop-bench-pg-"))  # in /tmp: the postgres user must reach it
+    pg = LocalPostgres(pg_root, free_port(), bindir)
+    receivers = HttpReceivers().start()
+    rig: Rig | None = None
+    try:
+        pg.start()
+        runbooks = local_runbooks(
+            Path(Settings.from_env().runbooks_dir),
+            work / f"l6-runbooks-{receivers.port}",
+            f"http://127.0.0.1:{receivers.port}",
+        )
+        rig = Rig(
+            bootstrap,
+            work,
+            broker,
+            extra_env={
+                "OPSLOOP_RUNBOOKS_DIR": str(runbooks),
+                "OPSLOOP_SINK_DATABASE_URL": pg.url,
+                "OPSLOOP_SINK_SINGLE_NODE": "false",  # the ledger is the shared database, as in production
+                SIGNING_ENV: "bench-signing-key",
+            },
+        )
+        rig.extra_pids["postgres"] = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+        ids = asyncio.run(preload(rig.settings, batch, Bar(len(batch), enabled=progress)))
+        print("opsloop bench: L6 one worker delivering to local HTTP receivers, ledger on PostgreSQL", file=sys.stderr)
+        rig.start_workers(1)
+        seen, cpu = rig.decisions(set(ids), timeout, progress)
+        tail = rig.cpu()
+        tail.start()
+        rig.settle(min(timeout, 180.0))  # the sinks have worked through the outbox
+        receivers.quiet_for(quiet_s, timeout)
+        tail.stop()
+        level = level_of("L6 one worker + sinks (HTTP, PostgreSQL)", seen, cpu)
+        for name, secs in tail.used.items():
+            level.cpu[name] = level.cpu.get(name, 0.0) + secs  # the window runs on to the last delivery
+        times = [at for at, _, _ in receivers.deliveries]
+        keys = Counter(key for _, _, key in receivers.deliveries if key)
+        if times:
+            level.seconds = max(seen.seconds, max(times) - seen.first_ts / 1000)
+        level.extra.update(
+            {
+                "decided /s": seen.count / max(seen.seconds, 1e-3),
+                "notifications": float(len(times)),
+                "notifications /s (first to last)": len(times) / max(max(times) - min(times), 1e-3) if times else 0.0,
+                "duplicates": float(sum(n - 1 for n in keys.values())),
+                "receivers hit": float(len({path for _, path, _ in receivers.deliveries})),
+            }
+        )
+        return level
+    finally:
+        if rig is not None:
+            rig.close()
+        receivers.stop()
+        pg.stop()
+        shutil.rmtree(pg_root, ignore_errors=True)

@@ -1,0 +1,486 @@
+"""L3, L4, L5, fixed rate and flat cost: rungs whose work runs in child processes, timed on their output.
+
+Each rung gets a fresh topic prefix and consumer group on the one broker. A rung's
+window is read from its output records' timestamps (first to last), so the child's
+start-up is not counted; CPU and memory of each child, of the broker and of this
+process (which reads the output) are taken over that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streams.devtools import childproc
+from streams.devtools.bench.measure import Bar, CpuWindow, latency_summary
+from streams.devtools.bench.report import Level
+from streams.devtools.bench.workload import T0, paced, preload, storm_events, zipf_events
+from streams.devtools.broker import LocalKafka
+from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
+
+IDLE_WINDOW_S = 10.0
+
+
+@dataclass
+class Seen:
+    """What :func:`watch` read: the matching records' count, first and last timestamps (ms), latencies (ms)."""
+
+    count: int = 0
+    first_ts: int = 0
+    last_ts: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return (self.last_ts - self.first_ts) / 1000
+
+
+async def watch(
+    settings: Any,
+    topic: str,
+    expected: int,
+    cpu: CpuWindow,
+    progress: Bar,
+    timeout: float,
+    *,
+    key_of: Callable[[bytes], str | None] | None = None,
+    sent: Mapping[str, int] | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> Seen:
+    """Read ``topic`` (physical name) from the start until ``expected`` matching records were seen.
+
+    With ``key_of`` a record matches when it returns an id not seen before (e.g. a decision's event id among
+    the rung's); without, every record matches. ``sent`` maps ids to their input's produce time: each match
+    adds its record timestamp minus that to the latencies. The CPU window starts at the first match.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, **settings.kafka_client_config(), group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    seen, ids = Seen(), set()
+    deadline = time.monotonic() + timeout
+    try:
+        while seen.count < expected and time.monotonic() < deadline:
+            if alive is not None and not alive():
+                break  # the process doing the work is gone: no point waiting out the timeout
+            batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
+            for records in batches.values():
+                for msg in records:
+                    if key_of is not None:
+                        key = key_of(msg.value)
+                        if key is None or key in ids:
+                            continue
+                        ids.add(key)
+                        if sent is not None and key in sent:
+                            seen.latencies.append(float(msg.timestamp - sent[key]))
+                    if seen.count == 0:
+                        seen.first_ts = msg.timestamp
+                        cpu.start()
+                    seen.count += 1
+                    seen.last_ts = max(seen.last_ts, msg.timestamp)
+            progress.update(min(seen.count, expected))
+    finally:
+        progress.done()
+        await consumer.stop()
+    cpu.stop()
+    return seen
+
+
+def decision_of(ids: set[str] | Mapping[str, int]) -> Callable[[bytes], str | None]:
+    """A ``key_of`` for ``decisions``: the event id of a decision record about one of ``ids``."""
+    from streams.kafka.codec import default_codec
+
+    codec = default_codec()
+
+    def key_of(value: bytes) -> str | None:
+        event_id = codec.decode(value).get("event_id")
+        return event_id if event_id in ids else None
+
+    return key_of
+
+
+class CheckoutWorker(WorkerProcess):
+    """``opsloop worker`` run from another checkout (its directory first on the path): a baseline."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, root: Path) -> None:
+        super().__init__({**env, "PYTHONPATH": str(root)}, log_path)
+        self.root = root
+
+    def start(self) -> CheckoutWorker:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = childproc.spawn(
+                [sys.executable, "-m", "streams.cli.main", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.root,
+            )
+        return self
+
+
+class Rig:
+    """A fresh topic prefix and app id on the broker, its topics created, and the workers run on it."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        work: Path,
+        broker: LocalKafka | None,
+        root: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        from streams.kafka.admin import apply
+        from streams.kafka.catalogue import load_catalogue
+        from streams.settings import Settings
+
+        self.tag = uuid.uuid4().hex[:6]
+        self.work, self.broker, self.root = work / self.tag, broker, root
+        self.env = {
+            **FAST_GROUP_ENV,
+            "KAFKA_BOOTSTRAP": bootstrap,
+            "OPSLOOP_TOPIC_PREFIX": f"bench{self.tag}.",
+            "OPSLOOP_APP_ID": f"opsloop-bench{self.tag}",
+            "OPSLOOP_WEB_ENABLED": "false",
+            "OPSLOOP_DATA_DIR": str(self.work / "data"),
+            "OPSLOOP_LOG_LEVEL": "warning",
+            "OPSLOOP_TIMER_CLOCK": "event",
+            "OPSLOOP_SINK_SINGLE_NODE": "true",  # one host, SQLite ledger in the throwaway data dir
+            **(extra_env or {}),
+        }
+        self._saved_env = dict(os.environ)
+        os.environ.update(self.env)  # Settings read the environment; put back by close(), so no rung leaks its own
+        self.settings = Settings.from_env()
+        asyncio.run(apply(self.settings, load_catalogue(self.settings.topics_file)))
+        self.workers: list[WorkerProcess] = []
+        self.extra_pids: dict[str, int] = {}  # other servers the rung uses (PostgreSQL), read with their children
+
+    def start_workers(self, count: int = 1) -> None:
+        for i in range(count):
+            log_path = self.work / f"worker-{len(self.workers)}.log"
+            w = CheckoutWorker(self.env, log_path, self.root) if self.root else WorkerProcess(self.env, log_path)
+            self.workers.append(w.start())
+            if count > 1 and i == 0:
+                time.sleep(0.5)
+
+    def cpu(self) -> CpuWindow:
+        pids = {}
+        for i, w in enumerate(self.workers):
+            if w.proc is not None:
+                pids["worker" if len(self.workers) == 1 else f"worker {i + 1}"] = w.proc.pid
+        if self.broker is not None and self.broker.proc is not None:
+            pids["broker"] = self.broker.proc.pid
+        return CpuWindow({**pids, **self.extra_pids, "bench reader": os.getpid()}, trees=frozenset(self.extra_pids))
+
+    def logs(self) -> str:
+        return "\n".join(w.log()[-2000:] for w in self.workers)
+
+    def decisions(
+        self, ids: set[str] | Mapping[str, int], timeout: float, progress: bool, sent: Mapping[str, int] | None = None
+    ) -> tuple[Seen, CpuWindow]:
+        """Wait for a decision of every id; raises TimeoutError (with the workers' log tails) if they do not come."""
+        cpu = self.cpu()
+        start = time.monotonic()
+        seen = asyncio.run(
+            watch(
+                self.settings,
+                self.settings.topic_prefix + "decisions",
+                len(ids),
+                cpu,
+                Bar(len(ids), enabled=progress),
+                timeout,
+                key_of=decision_of(ids),
+                sent=sent,
+                alive=lambda: all(w.alive for w in self.workers),
+            )
+        )
+        if seen.count < len(ids):
+            gone = [f"worker {i + 1} exited" for i, w in enumerate(self.workers) if not w.alive]
+            raise TimeoutError(
+                f"decided {seen.count} of {len(ids)} events in {time.monotonic() - start:.0f}s"
+                f"{' (' + ', '.join(gone) + ')' if gone else ''}; logs:\n{self.logs()}"
+            )
+        return seen, cpu
+
+    def settle(self, timeout: float) -> float:
+        """Seconds until the worker group's commits reached the end of the events topics and of ``outbox``: the
+        sinks work through the outbox after the last decision, so a worker is not done at its last decision.
+        NaN if it did not settle within ``timeout``."""
+        start = time.monotonic()
+        left = asyncio.run(commit_lag(self.settings, timeout))
+        if left:
+            print(f"opsloop bench: the worker did not settle in {timeout:.0f}s: {left}", file=sys.stderr)
+            return math.nan
+        return time.monotonic() - start
+
+    def idle_cpu(self, seconds: float = IDLE_WINDOW_S) -> float:
+        """The first worker's CPU over ``seconds`` with no input, in % of one core."""
+        cpu = self.cpu()
+        cpu.start()
+        time.sleep(seconds)
+        cpu.stop()
+        name = next(iter(cpu.pids))
+        return 100.0 * cpu.used.get(name, 0.0) / seconds
+
+    def close(self) -> None:
+        for i, w in enumerate(self.workers):
+            if w.proc is not None and not w.alive:  # it died during the rung: keep its log past the work dir
+                kept = Path(tempfile.gettempdir()) / f"opsloop-bench-{self.tag}-worker-{i + 1}.log"
+                shutil.copyfile(w.log_path, kept)
+                print(
+                    f"opsloop bench: worker {i + 1} exited with {w.proc.returncode}; its log: {kept}", file=sys.stderr
+                )
+            w.stop()
+        os.environ.clear()
+        os.environ.update(self._saved_env)
+
+
+async def commit_lag(settings: Any, timeout: float) -> dict[str, int]:
+    """Poll until the group's committed offsets reach the end offsets of the events topics and ``outbox`` (as
+    ``tests/support/quiescence.py`` does); returns what is still behind at ``timeout`` (empty: settled)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from streams.kafka.catalogue import EVENT_TOPICS
+
+    config = settings.kafka_client_config()
+    admin = AIOKafkaAdminClient(**config)
+    consumer = AIOKafkaConsumer(**config, enable_auto_commit=False, group_id=None)
+    await admin.start()
+    await consumer.start()
+    deadline, lag = time.monotonic() + timeout, {"?": 1}
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/kafka/reader.py: no public refresh
+        tps = [
+            TopicPartition(settings.topic_prefix + t, p)
+            for t in (*EVENT_TOPICS, "outbox")
+            for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())
+        ]
+        while time.monotonic() < deadline:
+            offsets = await admin.list_consumer_group_offsets(settings.app_id)
+            committed = {tp: max(meta.offset, 0) for tp, meta in offsets.items()}
+            ends = await consumer.end_offsets(tps)
+            lag = {
+                f"{tp.topic}[{tp.partition}]": e - committed.get(tp, 0)
+                for tp, e in ends.items()
+                if e > committed.get(tp, 0)
+            }
+            if not lag:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return lag
+
+
+def level_of(name: str, seen: Seen, cpu: CpuWindow, **extra: float) -> Level:
+    return Level(
+        name,
+        seen.count,
+        seen.seconds,
+        cpu.used,
+        cpu.rss,
+        latency=latency_summary(seen.latencies) if seen.latencies else {},
+        extra={"machine busy (cores)": cpu.machine, **extra},
+    )
+
+
+def run_l3(bootstrap: str, settings: Any, work: Path, n: int, timeout: float, progress: bool, broker: Any) -> Level:
+    """L3: the faust passthrough child on the pre-loaded topic; timed on its output topic."""
+    from streams.devtools.bench.transport import create_topics, event_partitions
+
+    tag = uuid.uuid4().hex[:6]
+    sink = settings.topic_prefix + "bench.l3"
+    asyncio.run(create_topics(settings, [sink], event_partitions(settings)))
+    env = {
+        **os.environ,
+        "BENCH_BOOTSTRAP": bootstrap,
+        "BENCH_APP_ID": f"bench-l3-{tag}",
+        "BENCH_SOURCE": settings.topic_prefix + "events.telemetry",
+        "BENCH_SINK": sink,
+        "BENCH_DATA_DIR": str(work / f"l3-{tag}"),
+    }
+    log_path = work / f"l3-{tag}.log"
+    with open(log_path, "ab") as log:
+        proc = childproc.spawn(
+            [sys.executable, "-m", "streams.devtools.bench.faust_passthrough", "worker", "-l", "warning"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        pids = {"faust": proc.pid, "bench reader": os.getpid()}
+        if broker is not None and broker.proc is not None:
+            pids["broker"] = broker.proc.pid
+        cpu = CpuWindow(pids)
+        seen = asyncio.run(watch(settings, sink, n, cpu, Bar(n, enabled=progress), timeout))
+        if seen.count < n:
+            raise TimeoutError(f"L3 forwarded {seen.count} of {n} in {timeout:.0f}s:\n{log_path.read_text()[-3000:]}")
+        return level_of("L3 faust passthrough agent", seen, cpu)
+    finally:
+        childproc.stop(proc, 15)
+
+
+async def wait_members(settings: Any, count: int, timeout: float) -> None:
+    """Until the worker group is Stable with ``count`` members (so a timed drain has no rebalance in it)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**settings.kafka_client_config())
+    await admin.start()
+    deadline, state = time.monotonic() + timeout, ("", 0)
+    try:
+        while time.monotonic() < deadline:
+            for response in await admin.describe_consumer_groups([settings.app_id]):
+                for g in response.groups:
+                    state = (g[2], len(g[5]))
+            if state == ("Stable", count):
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    raise TimeoutError(f"the worker group did not become Stable with {count} members in {timeout:.0f}s: {state}")
+
+
+def run_l4(
+    name: str,
+    bootstrap: str,
+    work: Path,
+    batch: Sequence[dict[str, Any]],
+    timeout: float,
+    progress: bool,
+    broker: LocalKafka | None,
+    *,
+    root: Path | None = None,
+    rates: Sequence[float] = (),
+    rate_seconds: float = 20.0,
+) -> list[Level]:
+    """L4: pre-load, start one worker, time the drain; then the idle CPU; then each fixed rate (a fraction of the
+    drain rate) for ``rate_seconds``, with event → decision latency."""
+    rig = Rig(bootstrap, work, broker, root)
+    try:
+        ids = asyncio.run(preload(rig.settings, batch, Bar(len(batch), enabled=progress)))
+        print(f"opsloop bench: {name}: one worker, timed from its first decision", file=sys.stderr)
+        rig.start_workers(1)
+        seen, cpu = rig.decisions(set(ids), timeout, progress)
+        settled = rig.settle(min(timeout, 180.0))
+        idle = rig.idle_cpu()
+        extra = {"outbox settled after (s)": settled, "idle CPU % (10 s after settling)": idle}
+        levels = [level_of(name, seen, cpu, **extra)]
+        drain_rate = levels[0].rate
+        t0 = T0 + 10 * len(batch) + 10  # event time goes on where the drained batch stopped (timers run on it)
+        for i, fraction in enumerate(rates):
+            rate = max(1.0, drain_rate * fraction)
+            count = max(1, int(rate * rate_seconds))
+            events = zipf_events(count, seed=18 + i, t0=t0)
+            t0 += 10 * count + 10
+            print(
+                f"opsloop bench: fixed rate {rate:,.0f}/s ({fraction:.0%} of the L4 drain) for {rate_seconds:.0f} s",
+                file=sys.stderr,
+            )
+            levels.append(
+                fixed_rate(rig, f"R{round(fraction * 100)} fixed {fraction:.0%} of L4", events, rate, timeout, progress)
+            )
+            rig.settle(min(timeout, 180.0))  # the next rate starts on an idle worker
+        return levels
+    finally:
+        rig.close()
+
+
+def fixed_rate(
+    rig: Rig, name: str, events: Sequence[dict[str, Any]], rate: float, timeout: float, progress: bool
+) -> Level:
+    """Append at ``rate`` while reading the decisions; latency = decision record time - input record time."""
+
+    async def both() -> tuple[dict[str, int], Seen, CpuWindow]:
+        sent: dict[str, int] = {}
+        cpu = rig.cpu()
+        # The reader runs beside the producer; it learns the ids (and their produce times) as they are sent.
+        producer = asyncio.create_task(paced(rig.settings, events, rate, sent, Bar(0, enabled=False)))
+        seen = await watch(
+            rig.settings,
+            rig.settings.topic_prefix + "decisions",
+            len(events),
+            cpu,
+            Bar(len(events), enabled=progress),
+            timeout + len(events) / rate,
+            key_of=decision_of(sent),  # a live dict: ids join it as they are sent
+            sent=sent,
+        )
+        await producer
+        return sent, seen, cpu
+
+    sent, seen, cpu = asyncio.run(both())
+    if seen.count < len(events):
+        raise TimeoutError(f"{name}: decided {seen.count} of {len(events)}; logs:\n{rig.logs()}")
+    level = level_of(name, seen, cpu)
+    level.extra["offered /s"] = rate
+    return level
+
+
+def run_l5(
+    bootstrap: str, work: Path, batch: Sequence[dict[str, Any]], timeout: float, progress: bool, broker: Any
+) -> Level:
+    """L5: two workers in one group, Stable before the events are appended (no rebalance inside the window)."""
+    rig = Rig(bootstrap, work, broker)
+    try:
+        print("opsloop bench: L5 two workers: waiting for both to join the group", file=sys.stderr)
+        rig.start_workers(2)
+        asyncio.run(wait_members(rig.settings, 2, timeout=min(timeout, 120.0)))
+        # Appending is several times faster than the two workers drain, so the window is their drain.
+        ids = asyncio.run(preload(rig.settings, batch, Bar(len(batch), enabled=progress)))
+        seen, cpu = rig.decisions(set(ids), timeout, progress)
+        return level_of("L5 two opsloop workers", seen, cpu)
+    finally:
+        rig.close()
+
+
+def run_flat(
+    bootstrap: str,
+    work: Path,
+    batch: Sequence[dict[str, Any]],
+    storm: int,
+    timeout: float,
+    progress: bool,
+    broker: Any,
+) -> Level:
+    """Flat cost: a storm of ``storm`` distinct firing alerts drained first, the idle CPU after it, then the usual
+    workload on top of them, timed: its CPU per event should not grow with the alerts already firing."""
+    rig = Rig(bootstrap, work, broker)
+    try:
+        print(f"opsloop bench: flat cost: {storm:,} firing alerts first", file=sys.stderr)
+        storm_ids = asyncio.run(preload(rig.settings, storm_events(storm), Bar(storm, enabled=progress)))
+        rig.start_workers(1)
+        storm_seen, _ = rig.decisions(set(storm_ids), timeout, progress)
+        settled = rig.settle(min(timeout, 180.0))
+        idle = rig.idle_cpu()
+        shifted = [{**ev, "occurred_at": ev["occurred_at"] + storm + 1_000} for ev in batch]
+        ids = asyncio.run(preload(rig.settings, shifted, Bar(len(batch), enabled=progress)))
+        seen, cpu = rig.decisions(set(ids), timeout, progress)
+        return level_of(
+            f"F{storm} flat cost, {storm:,} firing",
+            seen,
+            cpu,
+            **{
+                "storm decided /s": storm_seen.count / max(storm_seen.seconds, 1e-3),
+                "outbox settled after storm (s)": settled,
+                "idle CPU % (10 s after settling)": idle,
+            },
+        )
+    finally:
+        rig.close()

@@ -1,0 +1,108 @@
+"""The bench's input: real catalogue alerts, sessions Zipf-distributed over ~1,000 services.
+
+Real alerts (the warning/critical rules of the awesome-prometheus-alerts catalogue,
+rendered by ``classifier.dataset``) rather than synthetic ones, so the classifier,
+the runbooks and the routing see what they see in production; Zipf sessions so a few
+loud services and a long tail share the partitions as they do in a real fleet. Every
+rung is fed the same list (same seed), so rungs compare like with like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from streams.devtools.bench.measure import Bar
+
+T0 = 1_700_000_000_000
+
+
+def zipf_events(
+    n: int, *, services: int = 1_000, seed: int = 17, t0: int = T0, exponent: float = 1.1
+) -> list[dict[str, Any]]:
+    """N firing-alert events from the catalogue's rules, sessions Zipf-distributed over ``services``."""
+    from classifier.dataset import load_rules, rule_to_event
+
+    rng = random.Random(seed)
+    rules = [r for r in load_rules() if r.severity in ("warning", "critical")]
+    weights = [1.0 / (k**exponent) for k in range(1, services + 1)]
+    names = [f"svc-{k:04d}" for k in range(services)]
+    picks = rng.choices(range(services), weights=weights, k=n)
+    events = []
+    for i, s in enumerate(picks):
+        rule = rules[(s * 7 + rng.randrange(3)) % len(rules)]  # a service fires a few alerts of its own
+        ev = rule_to_event(
+            rule, occurred_at=t0 + i * 10, instance=f"{names[s]}-{rng.randrange(3)}:9100", source="prometheus"
+        )
+        ev["labels"] = {**ev["labels"], "service": names[s]}
+        ev["session_key"] = f"bench:{names[s]}:{rule.name}"
+        events.append(ev)
+    return events
+
+
+def storm_events(n: int, *, seed: int = 29, t0: int = T0) -> list[dict[str, Any]]:
+    """N firing alerts, each its own session (its own host): a storm that leaves N alerts firing.
+
+    The flat-cost rung pre-loads one of these and then measures the usual workload on top:
+    what a worker spends per event should not grow with the number of alerts already firing.
+    """
+    from classifier.dataset import load_rules, rule_to_event
+
+    rng = random.Random(seed)
+    rules = [r for r in load_rules() if r.severity in ("warning", "critical")]
+    events = []
+    for i in range(n):
+        rule = rules[rng.randrange(len(rules))]
+        host = f"storm-{i:06d}"
+        ev = rule_to_event(rule, occurred_at=t0 + i, instance=f"{host}:9100", source="prometheus")
+        ev["labels"] = {**ev["labels"], "service": host}
+        ev["session_key"] = f"storm:{host}:{rule.name}"
+        events.append(ev)
+    return events
+
+
+async def preload(settings: Any, events: Sequence[dict[str, Any]], progress: Bar) -> list[str]:
+    """Append the events (acks=all, as ingest does); returns their event ids."""
+    from streams.kafka.producer import EventProducer
+
+    ids: list[str] = []
+    async with EventProducer(settings) as producer:
+        for i in range(0, len(events), 5_000):
+            done = await producer.send_many(events[i : i + 5_000])
+            ids.extend(ev["event_id"] for ev, _ in done)
+            progress.update(len(ids))
+    progress.done()
+    return ids
+
+
+async def paced(
+    settings: Any, events: Sequence[dict[str, Any]], rate: float, sent: dict[str, int], progress: Bar
+) -> None:
+    """Append the events at a fixed ``rate`` per second (ticks of 10 ms, so no burst hides a backlog), filling
+    ``sent`` with each event id's produce time (ms, set as the record's timestamp) as it goes: latency is
+    measured from it, by a reader running beside this."""
+    from streams.kafka.producer import EventProducer
+    from streams.model.records import topic_for
+
+    pending = []
+    async with EventProducer(settings) as producer:
+        prepared = [producer.prepare(ev) for ev in events]
+        encoded = [
+            (producer.topic(topic_for(ev)), producer.codec.encode("opsloop.Event", ev), ev["session_key"].encode())
+            for ev in prepared
+        ]
+        start = time.monotonic()
+        for i, (ev, (topic, value, key)) in enumerate(zip(prepared, encoded, strict=True)):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0.01:
+                await asyncio.sleep(delay)
+            ts = int(time.time() * 1000)
+            sent[ev["event_id"]] = ts
+            pending.append(await producer.kafka.send(topic, value, key=key, timestamp_ms=ts))
+            if i % 500 == 0:
+                progress.update(i)
+        await asyncio.gather(*pending)
+    progress.done()
