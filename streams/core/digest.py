@@ -31,6 +31,10 @@ from streams.model.records import derived_id
 
 FAILED = ("failed", "ambiguous")
 NOISIEST = 5
+# Distinct sessions counted per org and day. A storm of 20,000 distinct alerts in one org made
+# the day's table row (every session with its count) pass Kafka's 1 MB record limit and crash
+# the worker; past twice this many, the least noisy are folded into ``other_sessions``.
+SESSIONS_KEPT = 100
 KEEP_DAYS = 3  # days of counts kept per org (older ones are pruned, older records dropped)
 DIGEST_RUNBOOK = "digest"
 SOURCE_TOPICS = ("decisions", "deliveries")
@@ -48,15 +52,23 @@ class DigestCounts:
     dead: Counter[str] = field(default_factory=Counter)  # given up (dead letters of the sinks), by channel
     sessions: Counter[str] = field(default_factory=Counter)  # events per session
     actions: Counter[str] = field(default_factory=Counter)  # runbook actions by result: called, dry_run, failed, dead
+    other_sessions: int = 0  # distinct sessions trimmed from ``sessions`` (their events still in ``events``)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"events": self.events, **{k: dict(getattr(self, k)) for k in _COUNTERS}}
+        out = {"events": self.events, **{k: dict(getattr(self, k)) for k in _COUNTERS}}
+        if self.other_sessions:
+            out["other_sessions"] = self.other_sessions
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> DigestCounts:
         if not d:
             return cls()
-        return cls(events=int(d.get("events", 0)), **{k: Counter(d.get(k) or {}) for k in _COUNTERS})
+        return cls(
+            events=int(d.get("events", 0)),
+            other_sessions=int(d.get("other_sessions", 0)),
+            **{k: Counter(d.get(k) or {}) for k in _COUNTERS},
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -77,6 +89,20 @@ def add_decision(counts: DigestCounts, decision: Mapping[str, Any]) -> None:
     if decision["outcome"] != "duplicate":
         counts.events += 1
         counts.sessions[decision["session_key"]] += 1
+        if len(counts.sessions) > 2 * SESSIONS_KEPT:
+            trim_sessions(counts)
+
+
+def trim_sessions(counts: DigestCounts, keep: int = SESSIONS_KEPT) -> None:
+    """Keep the ``keep`` noisiest sessions (ties by key, so every worker trims alike); count the rest.
+
+    Lossy like the heavy-hitter counters of stream processing: a session trimmed while it was
+    quiet starts again from zero, so a late-rising session's count can be low by what it had
+    then. The noisiest sessions of a storm are far above the trimmed ones and stay exact.
+    """
+    ranked = sorted(counts.sessions.items(), key=lambda kv: (-kv[1], kv[0]))
+    counts.other_sessions += len(ranked) - keep
+    counts.sessions = Counter(dict(ranked[:keep]))
 
 
 def add_delivery(counts: DigestCounts, delivery: Mapping[str, Any]) -> None:
@@ -274,7 +300,12 @@ def render(org: str, day: str, counts: DigestCounts) -> tuple[str, str, dict[str
     if counts.actions:
         lines.append("Runbook actions: " + _by_channel(counts.actions))
     if counts.sessions:
-        lines.append("Noisiest sessions:")
+        more = (
+            f" (of more than {len(counts.sessions) + counts.other_sessions:,} sessions)"
+            if counts.other_sessions
+            else ""
+        )
+        lines.append(f"Noisiest sessions{more}:")
         lines += [
             f"- {s}: {n} events" for s, n in sorted(counts.sessions.items(), key=lambda kv: (-kv[1], kv[0]))[:NOISIEST]
         ]

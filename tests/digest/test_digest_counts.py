@@ -49,3 +49,28 @@ def test_known_day_counts_render_and_encode():
         decoded["effect_id"] == effect["effect_id"]
         and decoded["notify"]["title"] == "Daily digest for acme: 2026-11-21"
     )
+
+
+def test_a_storm_of_distinct_sessions_keeps_the_day_small_and_the_noisiest_exact():
+    """50,000 distinct firing alerts in one org and day (512-character session keys, ingest's bound)
+    and three noisy sessions among them: the stored day stays far below Kafka's 1 MB record limit
+    (it once grew past it and crashed the worker), the events are all counted, the noisiest are exact."""
+    from streams.core.digest import KEEP_DAYS, SESSIONS_KEPT, render
+
+    day = DigestCounts()
+    noisy = [f"acme:noisy-{i}" for i in range(3)]
+    pad = "x" * 490
+    for n in range(50_000):
+        add_decision(day, {"session_key": f"acme:{pad}:{n:06d}", "outcome": "notified"})
+        if n % 400 == 399:  # each noisy session fires all along the storm: 125 events
+            for key in noisy:
+                add_decision(day, {"session_key": key, "outcome": "notified"})
+    assert [day.sessions[k] for k in noisy] == [125, 125, 125]  # exact, though trimmed around
+    assert day.events == 50_000 + 3 * 125
+    assert len(day.sessions) <= 2 * SESSIONS_KEPT and day.other_sessions >= 50_000 - 2 * SESSIONS_KEPT
+    assert len(day.to_json()) * KEEP_DAYS < 500_000  # every kept day of the org's row together
+    top = [key for key, _ in sorted(day.sessions.items(), key=lambda kv: (-kv[1], kv[0]))[:3]]
+    assert sorted(top) == sorted(noisy)
+    _, body, _ = render("acme", "2026-12-05", day)
+    assert "Noisiest sessions (of more than 50,00" in body and "acme:noisy-2" in body
+    assert DigestCounts.from_json(day.to_json()) == day
