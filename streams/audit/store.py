@@ -267,14 +267,29 @@ def stored_offsets(engine: sa.Engine) -> dict[tuple[str, int], int]:
         return {(t, p): o for t, p, o in rows}
 
 
+# pg_advisory_xact_lock key ("opsl"): one migration at a time per database.
+MIGRATION_LOCK = 0x6F70736C
+
+
 def migrate(engine: sa.Engine) -> None:
-    """Upgrade the database in place to the newest Alembic revision."""
+    """Upgrade the database in place to the newest Alembic revision.
+
+    Every process that uses the tables migrates on start (projector, API, console), and they
+    often start together: on PostgreSQL the migration holds a transaction-scoped advisory lock,
+    so the others wait and then find the schema current (without it two ``CREATE TABLE
+    alembic_version`` raced and one process died). On SQLite, ``BEGIN IMMEDIATE`` does the same
+    with the file's write lock (the driver's busy timeout is the wait).
+    """
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        elif conn.dialect.name == "sqlite":  # the write lock first (the driver runs DDL outside a transaction)
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -87,3 +88,37 @@ def test_prune_removes_old_rows_and_keeps_offsets(audit_db):
     assert deleted["audit_events"] == 5 and deleted["audit_decisions"] == 5
     assert store.count_rows(engine)["audit_events"] == 5
     assert store.stored_offsets(engine)[("events.telemetry", 0)] == 10
+
+
+def _migrate_together(url: str, n: int = 6) -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from streams.db import make_engine; from streams.audit import store; store.migrate(make_engine(sys.argv[1]))"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(n)
+    ]
+    outputs = [(p.wait(120), p.stdout.read().decode(errors="replace")) for p in procs]
+    assert [rc for rc, _ in outputs] == [0] * n, "\n".join(out[-1500:] for rc, out in outputs if rc)
+
+
+def test_processes_starting_together_on_a_fresh_sqlite_file_all_migrate(tmp_path):
+    """As below, for `opsloop dev --sqlite` (the console and the projector on one file)."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    _migrate_together(url)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+    engine.dispose()
+
+
+def test_processes_starting_together_on_a_fresh_database_all_migrate(pg_audit_db):
+    """`opsloop dev` starts the projector and the console at once, compose the projector, the API
+    and the console: each migrates on start. On a fresh database two CREATE TABLE alembic_version
+    raced and one process died (UniqueViolation); migrations now take a lock and wait.
+    Processes, not threads: Alembic's migration context is global to a process."""
+    url, engine = pg_audit_db
+    _migrate_together(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
