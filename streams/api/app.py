@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from streams.api.auth import ApiAuth, AuthError, Reader
-from streams.audit import queries, store, timeline
+from streams.audit import queries, store
 from streams.audit.queries import IncidentQuery, QueryError
 
 log = logging.getLogger("streams.api")
@@ -95,15 +95,11 @@ async def get_incident(request: web.Request) -> web.Response:
     key = request.match_info["session_key"]
     reader = _reader(request)
 
-    def load(engine: sa.Engine) -> tuple[dict[str, Any] | None, dict[str, list[dict[str, Any]]]]:
-        return queries.get_incident(engine, key), store.session_rows(engine, key)
-
-    row, rows = await asyncio.to_thread(load, request.app[ENGINE])
-    org = row["org"] if row else next((e.get("org") for e in rows.get("events", [])), None)
-    if org is None:
+    view = await _db(request, queries.incident_view, key)
+    if view.org is None:
         raise web.HTTPNotFound(reason=f"no incident or events for session {key!r}")
-    reader.require_org(org)
-    return web.json_response({"session_key": key, "incident": row, "timeline": timeline.build(rows)})
+    reader.require_org(view.org)
+    return web.json_response({"session_key": key, "incident": view.row, "timeline": view.timeline})
 
 
 async def list_silences(request: web.Request) -> web.Response:

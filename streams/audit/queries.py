@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from streams.audit import store, timeline
 from streams.audit.incidents import STATUSES
 from streams.audit.models import EventRow, IncidentRow
 from streams.errors import InvalidInputError
@@ -234,6 +235,22 @@ def get_incident(engine: sa.Engine, session_key: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(sa.select(IncidentRow.__table__).where(IncidentRow.session_key == session_key)).first()
     return dict(row._mapping) if row else None
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """One session as the API and the console show it: its incident row (None before the projector
+    made one), its audit timeline, and the org it belongs to (None: nothing recorded)."""
+
+    row: dict[str, Any] | None
+    timeline: list[dict[str, Any]]
+    org: str | None
+
+
+def incident_view(engine: sa.Engine, session_key: str) -> IncidentView:
+    row, rows = get_incident(engine, session_key), store.session_rows(engine, session_key)
+    org = row["org"] if row else next((e.get("org") for e in rows.get("events", [])), None)
+    return IncidentView(row, timeline.build(rows), org)
 
 
 def list_silences(

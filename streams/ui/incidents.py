@@ -7,7 +7,6 @@ the same query function the read API answers with (:func:`streams.audit.queries.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -15,17 +14,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
 from aiohttp import web
 
-from streams.audit import queries, store, timeline
+from streams.audit import queries
 from streams.audit.incidents import STATUSES
 from streams.audit.queries import IncidentQuery, QueryError
 from streams.core.acklinks import ACTION_LABELS, ACTIONS
 from streams.core.actions import action_event
 from streams.model.matchers import make_matcher
 from streams.ui.base import (
-    ENGINE,
     OPTIONS,
     READER,
     SEND,
@@ -118,15 +115,11 @@ async def incidents(request: web.Request) -> web.Response:
 
 
 async def _load_incident(request: web.Request, key: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
-    def load(engine: sa.Engine) -> tuple[dict[str, Any] | None, dict[str, list[dict[str, Any]]]]:
-        return queries.get_incident(engine, key), store.session_rows(engine, key)
-
-    row, rows = await asyncio.to_thread(load, request.app[ENGINE])
-    org = row["org"] if row else next((e.get("org") for e in rows.get("events", [])), None)
-    if org is None:
+    view = await db(request, queries.incident_view, key)
+    if view.org is None:
         raise web.HTTPNotFound(reason=f"no incident or events for session {key!r}")
-    request[READER].require_org(org)
-    return row, timeline.build(rows), org
+    request[READER].require_org(view.org)
+    return view.row, view.timeline, view.org
 
 
 def _entry(entry: Mapping[str, Any]) -> str:
