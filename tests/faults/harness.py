@@ -679,32 +679,13 @@ def _settings(env: Mapping[str, str]) -> Settings:
 
 
 def _create_topics(settings: Settings) -> None:
-    """The catalogue's topics and the app's table changelogs (see tests/sinks/conftest.py app_topics)."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    from agents.worker import build_worker, changelog_topics
+    """The catalogue's topics and the app's table changelogs (tests/support/changelogs.py says why)."""
     from streams.kafka.admin import apply
     from streams.kafka.catalogue import load_catalogue
+    from tests.support.changelogs import create_changelog_topics
 
     asyncio.run(apply(settings, load_catalogue(settings.topics_file)))
-    wanted = changelog_topics(build_worker(settings, replication=1))
-
-    async def create() -> None:
-        admin = AIOKafkaAdminClient(**settings.kafka_client_config())
-        await admin.start()
-        try:
-            for name, partitions in wanted.items():
-                try:
-                    await admin.create_topics(
-                        [NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})]
-                    )
-                except TopicAlreadyExistsError:
-                    pass
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
+    create_changelog_topics(settings)
 
 
 def baseline(

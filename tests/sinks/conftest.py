@@ -177,36 +177,9 @@ def parse(path: Path):
 
 @pytest.fixture
 def app_topics(topics):
-    """The catalogue's topics plus the faust app's table changelogs, created before a worker starts.
+    """The catalogue's topics plus the faust app's table changelogs, created before a worker starts
+    (tests/support/changelogs.py says why)."""
+    from tests.support.changelogs import create_changelog_topics
 
-    faust creates changelog topics while it starts, racing its own assignor: a
-    GlobalTable whose changelog does not exist yet is skipped ("Ignoring missing
-    topic"), and recovery then waits for it forever (about one worker start in
-    four here). Creating them first takes the race away.
-    """
-    import asyncio
-
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    from agents.worker import build_worker, changelog_topics
-
-    settings = topics
-    wanted = changelog_topics(build_worker(settings, replication=1))
-
-    async def create() -> None:
-        admin = AIOKafkaAdminClient(**settings.kafka_client_config())
-        await admin.start()
-        try:
-            for name, partitions in wanted.items():
-                try:
-                    await admin.create_topics(
-                        [NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})]
-                    )
-                except TopicAlreadyExistsError:
-                    pass
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-    return settings
+    create_changelog_topics(topics)
+    return topics
