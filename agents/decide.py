@@ -28,9 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, cast
-
-import faust
+from typing import Any, Protocol
 
 from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
@@ -39,6 +37,7 @@ from streams.core.inhibition import InhibitorIndex
 from streams.core.state import decode_state, encode_state
 from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
 from streams.core.timers import PartitionClock
+from streams.kafka.batches import BatchReader
 from streams.kafka.batchsend import ChangelogRows, ChangelogSends, PartitionBatcher
 from streams.kafka.codec import Codec, CodecError
 from streams.kafka.compat import kafka_producer, set_current_event
@@ -287,16 +286,17 @@ class DecideAgent:
         for event, record, effects in batch.observed:
             metrics.observe_decision(event, record, effects, now_s)
 
-    def register(self, rt: Runtime) -> faust.types.AgentT[Any]:
+    def register(self, rt: Runtime) -> BatchReader:
+        """Run the agent as a batch loop on faust's consumer (:mod:`streams.kafka.batches`): a batch is what
+        arrived while the previous one was handled, up to ``OPSLOOP_DECIDE_BATCH_MAX``."""
         settings = self.settings
+        reader = BatchReader(
+            rt.app, rt.topic("events"), max_batch=settings.decide_batch_max, linger_s=settings.decide_batch_within_s
+        )
 
-        @rt.app.agent(rt.topic("events"), name="decide")
-        async def decide_agent(stream: faust.StreamT[Any]) -> None:
+        @rt.app.task  # type: ignore[untyped-decorator]  # faust's App.task is annotated as returning a bare Callable
+        async def decide_loop() -> None:
             out = PartitionBatcher(kafka_producer(rt.app), self.partitions)
-            # faust hands agents a Stream; StreamT lacks take_events
-            async for events in cast("faust.Stream[Any]", stream).take_events(
-                settings.decide_batch_max, within=settings.decide_batch_within_s
-            ):
-                await self.handle(stream, events, out)
+            await reader.run(lambda events: self.handle(None, events, out))
 
-        return decide_agent
+        return reader

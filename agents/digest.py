@@ -49,7 +49,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -66,6 +66,7 @@ from streams.core.digest import (
     group_items,
 )
 from streams.core.timers import PartitionClock
+from streams.kafka.batches import BatchReader
 from streams.kafka.codec import Codec, CodecError
 from streams.model.digest_config import DigestConfig
 from streams.model.routing import Routing
@@ -268,11 +269,13 @@ class DigestAgent:
             ends=ends,
         )
 
-        @app.agent(sources, name="digest-collect")
-        async def collect(stream: faust.StreamT[Any]) -> None:
-            # faust hands agents a Stream; StreamT lacks take_events
-            async for batch in cast("faust.Stream[Any]", stream).take_events(COLLECT_MAX, within=COLLECT_WITHIN_S):
-                await agent.collect(ev.message for ev in batch)
+        # Batches off faust's consumer, as the decide agent reads (streams/kafka/batches.py): the
+        # digest reads every decision and receipt, so faust's per-record stream would cost per record.
+        collector = BatchReader(app, sources, max_batch=COLLECT_MAX, linger_s=COLLECT_WITHIN_S)
+
+        @app.task  # type: ignore[untyped-decorator]  # faust's App.task is annotated as returning a bare Callable
+        async def collect() -> None:
+            await collector.run(lambda batch: agent.collect(ev.message for ev in batch))
 
         @app.agent(counts_topic, name="digest-fold")
         async def fold(stream: faust.StreamT[Any]) -> None:

@@ -26,6 +26,7 @@ from agents.scheduler import Scheduler
 from agents.timers import Ticker
 from streams.kafka.admin import apply, ensure_internal, render
 from streams.kafka.catalogue import load_catalogue
+from streams.kafka.fetch import deliver_without_tasks
 from streams.kafka.redelivery import guard_redelivery
 from streams.logs import logging_config, register_secret_env, register_secrets
 from streams.settings import Settings
@@ -37,6 +38,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Runtime:
     """The runtime with every agent registered (``overrides`` go to :func:`build_runtime`)."""
     rt = build_runtime(settings, **overrides)
     guard_redelivery(rt.app)
+    deliver_without_tasks(rt.app)
     monitor.register(rt)
     DecideAgent.from_runtime(rt).register(rt)
     Ticker.register(rt)

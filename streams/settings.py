@@ -191,13 +191,12 @@ class Settings(BaseSettings):
     broker_rebalance_timeout_s: float = 60.0
     commit_interval_s: float = 2.8
 
-    # The decide agent's micro-batch: take up to N events, waiting at most this long. The
-    # wait bounds what a lone event waits; under load it sets the batch size, and each batch
-    # has fixed costs (a classifier call, a produce batch per partition, a produce round
-    # trip): 10 ms made ~55-event batches on the bench, 50 ms cut the worker's CPU per event
-    # by a fifth (deploy/bench/BENCHMARKS.md, "Worker profile").
+    # The decide agent's batch (streams/kafka/batches.py): what arrived while the previous
+    # batch was handled, up to N events; under load batches grow by themselves. A batch
+    # smaller than N may wait this long for more first (0: it is handled at once; a wait
+    # makes batches larger and cheaper at a steady low rate, and adds that much latency).
     decide_batch_max: int = 500
-    decide_batch_within_s: float = 0.05
+    decide_batch_within_s: float = 0.0
 
     # Sections, each read from its own prefix when the root is built.
     timers: TimerSettings = Field(default_factory=TimerSettings)
