@@ -17,8 +17,10 @@ import yaml
 
 from streams.cli.main import build_parser
 from streams.devtools.bench import (
+    T0,
     CpuWindow,
     Level,
+    clock_ticks,
     cpu_seconds,
     latency_summary,
     parse_ladder,
@@ -48,6 +50,17 @@ def test_a_storm_is_one_firing_session_per_alert_and_reproducible():
     assert len({e["session_key"] for e in storm}) == 300
     assert all(e["type"] == "alert.firing" for e in storm)
     assert storm_events(20) == storm_events(20)
+
+
+def test_storm_and_tick_ids_never_meet_the_workload_s():
+    # the catalogue's ids hash rule and time only: without ids of their own, a storm alert at T0 + 10j ms had the
+    # id of the workload's j-th alert of the same rule, and the flat-cost rung timed the storm's decision of it
+    workload = {e["event_id"] for e in zipf_events(5_000)}
+    storm, ticks = storm_events(50_000), clock_ticks(T0 + 60_000)
+    assert not workload & {e["event_id"] for e in storm}
+    assert not workload & {e["event_id"] for e in ticks}
+    assert len({e["event_id"] for e in storm + ticks}) == len(storm) + len(ticks)
+    assert {e["occurred_at"] for e in ticks} == {T0 + 60_000}
 
 
 def test_percentiles_interpolate_between_ranks_like_numpy():

@@ -60,7 +60,26 @@ def storm_events(n: int, *, seed: int = 29, t0: int = T0) -> list[dict[str, Any]
         ev = rule_to_event(rule, occurred_at=t0 + i, instance=f"{host}:9100", source="prometheus")
         ev["labels"] = {**ev["labels"], "service": host}
         ev["session_key"] = f"storm:{host}:{rule.name}"
+        # The catalogue's ids hash rule and time, not the host: a storm alert at T0 + 10j ms would share its id
+        # with the workload's j-th alert of the same rule, and the rung would time the storm's decision of it.
+        ev["event_id"] = f"storm-{seed}-{i:06d}"
         events.append(ev)
+    return events
+
+
+def clock_ticks(at: int, n: int = 64) -> list[dict[str, Any]]:
+    """N firing alerts of their own sessions at event time ``at``, spread over the partitions by their keys.
+
+    With the event clock a partition's time moves only with the events it reads, so a storm's
+    last timers (its group waits) would fire in whatever window reads the next events. The
+    flat-cost rung sends these after the storm, past its group wait, so the storm's own
+    notices fire and are delivered before the measured window.
+    """
+    events = storm_events(n, seed=31, t0=at)
+    for i, ev in enumerate(events):
+        ev["occurred_at"] = at
+        ev["session_key"] = f"tick:{i:03d}:{ev['labels'].get('alertname', '')}"
+        ev["labels"] = {**ev["labels"], "service": f"tick-{i:03d}"}
     return events
 
 
