@@ -15,7 +15,7 @@ from typing import Any
 from agents.decide import DecideAgent
 from agents.digest import DigestAgent
 from agents.scheduler import Scheduler
-from agents.timers import Ticker
+from agents.timers import REPROMOTE_AFTER_S, Ticker
 from streams.core.digest import delta, digest_item
 from streams.core.state import decode_state
 from streams.core.timers import PartitionClock, cron_event
@@ -164,6 +164,20 @@ def test_ticker_promotes_due_timers_of_active_partitions_once():
 
     assert asyncio.run(run()) == (1, 0)  # partition 2 has no clock yet; "later" is not due
     assert sent[0][0] == b"s1" and sent[0][1]["payload"]["timer_id"] == "grp:1" and sent[0][1]["occurred_at"] == T0
+
+
+def test_ticker_forgets_old_promotions_oldest_first_and_keeps_a_re_promoted_one():
+    ticker = Ticker(timers={}, clock=PartitionClock(), settings=TimerSettings(clock="event"), codec=CODEC, send=None)
+    keep = 10 * REPROMOTE_AFTER_S
+    for i in range(1000):
+        ticker.promoted[("s", f"t{i}", 0)] = float(i)
+    ticker.promoted.pop(("s", "t0", 0))
+    ticker.promoted[("s", "t0", 0)] = 999.0  # promoted again later: moves to the end, as _tick does
+    ticker._forget_promoted(500.0 + keep)
+    assert ("s", "t0", 0) in ticker.promoted  # re-promoted at 999: recent
+    assert ("s", "t499", 0) not in ticker.promoted and ("s", "t500", 0) in ticker.promoted
+    assert len(ticker.promoted) == 501  # t500..t999 and t0
+    assert all(mono - at <= keep for mono, at in [(500.0 + keep, at) for at in ticker.promoted.values()])
 
 
 def test_scheduler_sends_the_due_slot_once_from_the_owning_partition():
