@@ -114,15 +114,14 @@ async def watch(
     return seen
 
 
-async def end_offsets(settings: Any, topic: str) -> dict[int, int]:
+async def end_offsets(settings: Any, topic: str, partitions: int) -> dict[int, int]:
     """Each partition's end offset of ``topic`` now (for :func:`watch`'s ``start``)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()  # the cluster's metadata, so the topic's partitions are known
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         return {tp.partition: int(end) for tp, end in (await consumer.end_offsets(tps)).items()}
     finally:
         await consumer.stop()
@@ -220,7 +219,10 @@ class Rig:
 
     def decision_ends(self) -> dict[int, int]:
         """The end offsets of ``decisions`` now: :meth:`decisions` reads from there (``start``)."""
-        return asyncio.run(end_offsets(self.settings, self.settings.topic_prefix + "decisions"))
+        from streams.kafka.catalogue import by_name, load_catalogue
+
+        partitions = by_name(load_catalogue(self.settings.topics_file))["decisions"].partitions
+        return asyncio.run(end_offsets(self.settings, self.settings.topic_prefix + "decisions", partitions))
 
     def decisions(
         self,
