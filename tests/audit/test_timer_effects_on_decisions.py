@@ -12,7 +12,9 @@ from collections import Counter
 
 from streams.audit import store, timeline
 from streams.audit.store import Position
+from streams.kafka.codec import SCHEMAS_DIR, Codec
 from streams.model.effects import ON_DECISION, timer_effects
+from streams.replay.compare import differing_fields
 from tests.agent_bodies.test_agents_unit import CODEC, FakeOut, decide_agent, dict_tables, message
 from tests.decide.helpers import MIN, SESSION, T0, alert, webhook
 
@@ -74,3 +76,20 @@ def test_outbox_holds_only_deliverable_effects_and_the_timeline_still_shows_the_
         assert shown[event["event_id"]] == [(e["effect_id"], e["type"], e["timer"]) for e in effects]
     text = timeline.render(SESSION, timeline.build(rows))
     assert "-> schedule_timer" in text and "-> cancel_timers" in text
+
+
+def test_a_decision_written_before_the_move_reads_without_timer_effects_and_replays_identical():
+    """Schema evolution: the previous Decision schema (schemas/history) resolves with ``timer_effects`` [];
+    replay compares such a record on effect_ids alone, and a record that holds them on them too."""
+    _, observed = _decide()
+    replayed = next(record for _, record, _ in observed if record["timer_effects"])
+    older = Codec()
+    older.register((SCHEMAS_DIR / "history" / "opsloop.Decision.v3.avsc").read_text())
+    written = older.encode("opsloop.Decision", {k: v for k, v in replayed.items() if k != "timer_effects"})
+    recorded = CODEC.decode(written, expect="opsloop.Decision")
+    assert recorded["timer_effects"] == [] and recorded["effect_ids"] == replayed["effect_ids"]
+    assert differing_fields(recorded, replayed) == []
+    current = CODEC.decode(CODEC.encode("opsloop.Decision", replayed))
+    assert differing_fields(current, replayed) == []
+    moved = dict(current, timer_effects=[dict(t, runbook="other") for t in current["timer_effects"]])
+    assert differing_fields(moved, replayed) == ["timer_effects"]
