@@ -251,14 +251,10 @@ class Rig:
 
 async def commit_lag(settings: Any, timeout: float) -> dict[str, int]:
     """Poll until the group's committed offsets reach the end offsets of the events topics and ``outbox`` (as
-    ``tests/support/quiescence.py`` does), and of the digest's ``decisions`` / ``deliveries`` partitions where the
-    group commits on them (the digest, when enabled, reads the worker's own output behind it: without them a
-    worker whose outbox drains fast is "settled" while its digest still works); returns what is still behind at
-    ``timeout`` (empty: settled)."""
+    ``tests/support/quiescence.py`` does); returns what is still behind at ``timeout`` (empty: settled)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from streams.core.digest import SOURCE_TOPICS as DIGEST_SOURCES
     from streams.kafka.catalogue import EVENT_TOPICS
 
     config = settings.kafka_client_config()
@@ -274,11 +270,10 @@ async def commit_lag(settings: Any, timeout: float) -> dict[str, int]:
             for t in (*EVENT_TOPICS, "outbox")
             for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())
         ]
-        digest = {settings.topic_prefix + t for t in DIGEST_SOURCES}
         while time.monotonic() < deadline:
             offsets = await admin.list_consumer_group_offsets(settings.app_id)
             committed = {tp: max(meta.offset, 0) for tp, meta in offsets.items()}
-            ends = await consumer.end_offsets([*tps, *(tp for tp in committed if tp.topic in digest)])
+            ends = await consumer.end_offsets(tps)
             lag = {
                 f"{tp.topic}[{tp.partition}]": e - committed.get(tp, 0)
                 for tp, e in ends.items()
