@@ -11,7 +11,8 @@ Per micro-batch from the events.* topics (:meth:`DecideAgent.handle`):
    session with many events in one batch is read and written once); decide also folds
    the session's timers that came due before the event, so their records and effects
    go out first;
-4. send the effects to ``outbox`` and the decision records to ``decisions`` (one
+4. send the effects a sink acts on (notify, remediate) to ``outbox`` and the decision
+   records, which carry the timer effects (:mod:`streams.model.effects`), to ``decisions`` (one
    produce batch per partition) and wait for Kafka to acknowledge them, and only
    then write each session's state and the writes its last decision implies (the
    pending-timer index, the silences and the inhibiting alerts: see
@@ -44,6 +45,7 @@ from streams.kafka.compat import kafka_producer, set_current_event
 from streams.kafka.deadletter import dead_letter
 from streams.kafka.producer import now_ms
 from streams.kafka.tracked import Changes, watch_table
+from streams.model.effects import to_outbox
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -177,7 +179,8 @@ class DecideAgent:
             try:
                 result = decide(prior, event, ctx, owned=owned)
                 # timers that came due before this event were folded first: their records go first
-                values = [self.codec.encode("opsloop.Effect", e) for e in result.all_effects]
+                # only what a sink acts on: timer effects ride on their decision record (streams/model/effects.py)
+                values = [self.codec.encode("opsloop.Effect", e) for e in result.all_effects if to_outbox(e)]
                 records = [self.codec.encode("opsloop.Decision", r) for r in result.all_records]
             except Exception as exc:  # a bug or an event decide cannot fold: keep it, keep going
                 log.exception("decide failed for %s", event.get("event_id"))

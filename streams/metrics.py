@@ -41,7 +41,11 @@ EVENTS_UNMATCHED = Counter(
 for _kind in ("webhook", "scan"):
     EVENTS_UNMATCHED.labels(_kind)
 SUPPRESSIONS = Counter("opsloop_suppressions_total", "Effects a policy gate stopped.", ["gate"])
-EFFECTS = Counter("opsloop_effects_total", "Effects sent to outbox.", ["type", "channel"])
+EFFECTS = Counter(
+    "opsloop_effects_total",
+    "Effects decided (timer effects on their decision, the rest to outbox).",
+    ["type", "channel"],
+)
 DELIVERIES = Counter("opsloop_deliveries_total", "Sink deliveries by final status.", ["channel", "status"])
 DEAD_LETTERS = Counter("opsloop_dead_letters_total", "Records sent to a dead-letter topic.", ["topic", "stage"])
 EVENT_TO_EFFECT = Histogram(

@@ -1,7 +1,8 @@
 """Writing and reading the audit projection.
 
-``rows_for`` is pure: a decoded record and its coordinates in, the row for its
-table out. ``write_batch`` inserts a batch idempotently (a row whose id exists is
+``rows_for`` is pure: a decoded record and its coordinates in, the rows for its
+tables out (a decision's include one effect row per timer effect it carries).
+``write_batch`` inserts a batch idempotently (a row whose id exists is
 skipped, so a replayed batch changes nothing) and moves the partition offsets in
 the same transaction. A record the database refuses (a value too long for its
 column, a NUL character, NaN in the JSON, a field missing) never stops the
@@ -26,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from streams.audit.incidents import fold_batch
 from streams.audit.models import Base, DeadLetterRow, DecisionRow, DeliveryRow, EffectRow, EventRow, ProjectorOffset
+from streams.model.effects import timer_effects
 
 log = logging.getLogger(__name__)
 DEAD_RECORD_CHARS = 64_000
@@ -69,12 +71,23 @@ def _plain(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type[Base], dict[str, Any]]:
-    """The table and row for one decoded record."""
+def rows_for(pos: Position, record: Mapping[str, Any]) -> list[tuple[type[Base], dict[str, Any]]]:
+    """The table and row for one decoded record, and for a decision an effect row per timer effect it carries.
+
+    Timer effects are not produced to outbox (streams/model/effects.py): they come here on their
+    decision record, rebuilt into the very effect records outbox used to hold, so audit_effects
+    and the timeline keep them as before (their coordinates are the decision's)."""
     table = TABLE_OF[pos.topic]
+    rows = [(table, _row_for(table, pos, record))]
+    if table is DecisionRow:
+        rows += [(EffectRow, _row_for(EffectRow, pos, e)) for e in timer_effects(record)]
+    return rows
+
+
+def _row_for(table: type[Base], pos: Position, record: Mapping[str, Any]) -> dict[str, Any]:
     where = {"topic": pos.topic, "partition": pos.partition, "offset": pos.offset, "record": _plain(record)}
     if table is EventRow:
-        return table, {
+        return {
             **where,
             "event_id": record["event_id"],
             "session_key": record["session_key"],
@@ -86,7 +99,7 @@ def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type[Base], dict
             "received_at": record["received_at"],
         }
     if table is DecisionRow:
-        return table, {
+        return {
             **where,
             "decision_id": record["decision_id"],
             "event_id": record["event_id"],
@@ -100,7 +113,7 @@ def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type[Base], dict
         }
     if table is EffectRow:
         notify = record.get("notify") or {}
-        return table, {
+        return {
             **where,
             "effect_id": record["effect_id"],
             "event_id": record["event_id"],
@@ -110,7 +123,7 @@ def rows_for(pos: Position, record: Mapping[str, Any]) -> tuple[type[Base], dict
             "receiver": notify.get("receiver", ""),
             "created_at": record["created_at"],
         }
-    return table, {
+    return {
         **where,
         "receipt_id": f"{pos.topic}:{pos.partition}:{pos.offset}",
         "effect_id": record["effect_id"],
@@ -180,8 +193,8 @@ def _write_rows(engine: sa.Engine, items: list[tuple[Position, Mapping[str, Any]
     by_table: dict[type[Base], list[dict[str, Any]]] = {}
     offsets: dict[tuple[str, int], int] = {}
     for pos, record in items:
-        table, row = rows_for(pos, record)
-        by_table.setdefault(table, []).append(row)
+        for table, row in rows_for(pos, record):
+            by_table.setdefault(table, []).append(row)
         key = (pos.topic, pos.partition)
         offsets[key] = max(offsets.get(key, 0), pos.offset + 1)
     with engine.begin() as conn:

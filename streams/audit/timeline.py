@@ -18,9 +18,19 @@ ACTED = {"acked_by": "acknowledged", "approved_by": "approved", "rejected_by": "
 def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Join events, decisions, effects and deliveries of one session into entries."""
     decisions = {d["event_id"]: d for d in rows.get("decisions", [])}
+    # An event's effects in the order decide made them (its decision's effect_ids), any others after:
+    # the rows come in Kafka order, but its timer effects are stored from the decision record and the
+    # rest from outbox (streams/model/effects.py), two topics whose offsets say nothing of each other.
+    decided: dict[str, dict[str, int]] = {}
+    for d in rows.get("decisions", []):
+        if d.get("effect_ids") and d["event_id"] not in decided:  # not a duplicate's empty list
+            decided[d["event_id"]] = {eid: i for i, eid in enumerate(d["effect_ids"])}
     effects_by_event: dict[str, list[dict[str, Any]]] = {}
     for effect in rows.get("effects", []):
         effects_by_event.setdefault(effect["event_id"], []).append(effect)
+    for event_id, effects in effects_by_event.items():
+        rank = decided.get(event_id, {})
+        effects.sort(key=lambda e: rank.get(e["effect_id"], len(rank)))
     deliveries: dict[str, list[dict[str, Any]]] = {}
     for receipt in rows.get("deliveries", []):
         deliveries.setdefault(receipt["effect_id"], []).append(receipt)

@@ -45,6 +45,7 @@ from streams.core.state import VERSION as STATE_VERSION
 from streams.core.state import AlertState, SessionState, new_state, upgrade
 from streams.core.tables import SilenceChange, Writes, silence_change
 from streams.core.timers import slots_between
+from streams.model.effects import recorded_timer_effects
 from streams.model.records import derived_id
 from streams.model.routing import routing_labels
 from streams.model.runbooks import RunbookSet, Schedule, builtin_set
@@ -80,6 +81,8 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # 5: a group flush an event performs inline, its timer's due time passed, takes its effect ids
 # from that timer's event, as when the ticker's timer event carries it;
 # 6: an episode's group waits from its first alert's own time, not the session's clock).
+# Not for a change of the record's layout alone (e.g. timer effects moving from outbox onto the
+# record as ``timer_effects``): the Avro schema's fingerprint versions the layout.
 DECIDE_VERSION = "6"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
@@ -703,6 +706,8 @@ def _record(f: Fold) -> dict[str, Any]:
         "outcome": f.outcome,
         "effect_ids": [e["effect_id"] for e in f.effects],
         "matched": matched,
+        # no sink acts on these: they ride here instead of on outbox (streams/model/effects.py)
+        "timer_effects": recorded_timer_effects(f.effects),
     }
 
 

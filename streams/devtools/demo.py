@@ -3,7 +3,8 @@
 Starts the local Apache Kafka broker (unless KAFKA_BOOTSTRAP points at one),
 applies topics.yaml, starts a worker, pushes a handful of real alerts from the
 awesome-prometheus-alerts catalogue as Alertmanager-style events, prints what
-comes out of ``outbox``, and stops everything it started.
+comes out of ``outbox`` (and the timer effects the decisions carry), and stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from streams.kafka.admin import apply, render
 from streams.kafka.catalogue import load_catalogue
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import TopicReader
+from streams.model.effects import timer_effects
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -147,16 +149,23 @@ def format_effect(effect: dict[str, Any]) -> str:
     return f"            remediate {r.get('action', '')} ({mode})  {tail}"
 
 
-async def _push_and_read(settings: Settings, events: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
-    async with TopicReader(settings, ["outbox"], from_beginning=False) as reader:
+async def _push_and_read(
+    settings: Settings, events: list[dict[str, Any]], timeout: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pushed alerts' effects on ``outbox``, and the timer effects their decisions carry."""
+    async with TopicReader(settings, ["outbox", "decisions"], from_beginning=False) as reader:
         async with EventProducer(settings) as producer:
             await producer.send_many(events)
         print(f"pushed {len(events)} alerts to events.telemetry; waiting for outbox ...", flush=True)
         wanted = {e["event_id"] for e in events}
-        records = await reader.collect(
-            lambda rs: wanted <= {r.value["event_id"] for r in rs if r.value}, timeout=timeout
-        )
-    return [r.value for r in records if r.value and r.value["event_id"] in wanted]
+
+        def done(rs: list[Any]) -> bool:  # every alert has a decision and an effect on outbox
+            seen = {(r.topic, r.value["event_id"]) for r in rs if r.value}
+            return all((t, e) in seen for t in ("outbox", "decisions") for e in wanted)
+
+        records = await reader.collect(done, timeout=timeout)
+    mine = [(r.topic, r.value) for r in records if r.value and r.value["event_id"] in wanted]
+    return [v for t, v in mine if t == "outbox"], [e for t, v in mine if t == "decisions" for e in timer_effects(v)]
 
 
 def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
@@ -196,9 +205,10 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
         worker = WorkerProcess(env, workdir / "worker.log").start()
         print("worker started", flush=True)
         events = demo_events(alerts, int(time.time() * 1000))
-        effects = asyncio.run(_push_and_read(settings, events, timeout))
-        print(f"\noutbox: {len(effects)} effects for {len(events)} alerts\n")
-        for effect in sorted(effects, key=lambda e: e["created_at"]):
+        effects, timers = asyncio.run(_push_and_read(settings, events, timeout))
+        print(f"\noutbox: {len(effects)} effects for {len(events)} alerts (and {len(timers)} timer effects")
+        print("        on their decisions: opsloop keeps its timers itself, no sink acts on them)\n")
+        for effect in sorted(effects + timers, key=lambda e: e["created_at"]):
             print(format_effect(effect))
         chat = [e for e in effects if e["type"] == "notify" and e["notify"]["channel"] in ("slack", "teams")]
         deadline = time.monotonic() + 45  # Slack allows about one message per second per webhook

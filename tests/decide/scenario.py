@@ -36,6 +36,7 @@ from streams.kafka.batchsend import partition_for_key
 from streams.kafka.catalogue import EVENT_TOPICS, by_name, load_catalogue
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import Record, TopicReader
+from streams.model.effects import timer_effects
 from streams.settings import Settings
 from tests.support.quiescence import read_to_end, wait_committed
 
@@ -254,7 +255,14 @@ class Topics:
         return [r.value for r in self.records if r.topic == "decisions" and r.value]
 
     def effects(self) -> list[dict[str, Any]]:
-        return [r.value for r in self.records if r.topic == "outbox" and r.value]
+        """Every effect read: those on outbox and the timer effects the decisions carry (streams/model/effects.py)."""
+        out: list[dict[str, Any]] = []
+        for r in self.records:
+            if r.value and r.topic == "outbox":
+                out.append(r.value)
+            elif r.value and r.topic == "decisions":
+                out += timer_effects(r.value)
+        return out
 
     def decided(self, event_ids: Iterable[str]) -> bool:
         have = {d["event_id"] for d in self.decisions()}

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.kafka.reader import Record, TopicReader
+from streams.model.effects import timer_effects
 from streams.settings import ROOT, Settings
 from tests.replay.traffic import MIN, traffic
 from tests.sinks.fakes import FakeServices
@@ -159,7 +160,8 @@ class Observed:
     receipts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # effect id -> statuses
     outbox_dead: set[str] = field(default_factory=set)
     event_dead: list[dict[str, Any]] = field(default_factory=list)
-    effect_ids: set[str] = field(default_factory=set)  # every effect on outbox (the projector's rows to match)
+    # every effect on outbox and every timer effect a decision carries (the projector's rows to match)
+    effect_ids: set[str] = field(default_factory=set)
     timer_events: set[str] = field(default_factory=set)  # event ids the ticker promoted to events.timer
     decision_ids: set[str] = field(default_factory=set)
     fallback: set[str] = field(default_factory=set)  # event ids the keyword rules decided (the classifier failed)
@@ -175,6 +177,7 @@ class Observed:
             if not v:
                 continue
             if r.topic == "decisions":
+                self.effect_ids.update(e["effect_id"] for e in timer_effects(v))  # projected as effect rows
                 self.decided.add(v["event_id"])
                 self.decision_ids.add(v["decision_id"])
                 if v.get("fallback"):

@@ -131,6 +131,7 @@ async def app_floor(
     """L2: decode, classify (one call per batch), decide into a dict, encode, produce to bench.l2.* topics."""
     from streams.core.decide import configured_context, decide
     from streams.kafka.codec import default_codec
+    from streams.model.effects import to_outbox
     from streams.model.runbooks import load_runbook_set
 
     outbox, decisions = settings.topic_prefix + "bench.l2.outbox", settings.topic_prefix + "bench.l2.decisions"
@@ -147,7 +148,8 @@ async def app_floor(
             session = event["session_key"]
             result = decide(states.get(session), event, replace(base, verdict=verdict))
             states[session] = result.state
-            out += [(outbox, record.key, codec.encode("opsloop.Effect", e)) for e in result.all_effects]
+            effects = [e for e in result.all_effects if to_outbox(e)]  # as the decide agent: timers ride on decisions
+            out += [(outbox, record.key, codec.encode("opsloop.Effect", e)) for e in effects]
             out += [(decisions, record.key, codec.encode("opsloop.Decision", d)) for d in result.all_records]
         return out
 

@@ -419,9 +419,18 @@ def run_l4(
         print(f"opsloop bench: {name}: one worker, timed from its first decision", file=sys.stderr)
         rig.start_workers(1)
         seen, cpu = rig.decisions(set(ids), timeout, progress)
+        after = rig.cpu()  # the sinks' work behind the last decision is the worker's too
+        after.start()
         settled = rig.settle(min(timeout, 180.0))
+        after.stop()
+        worker = next(iter(after.pids))
+        through = 1e6 * (cpu.used.get(worker, 0.0) + after.used.get(worker, 0.0)) / len(batch)
         idle = rig.idle_cpu()
-        extra = {"outbox settled after (s)": settled, "idle CPU % (10 s after settling)": idle}
+        extra = {
+            "outbox settled after (s)": settled,
+            "worker CPU-s per million events to settled": through,
+            "idle CPU % (10 s after settling)": idle,
+        }
         levels = [level_of(name, seen, cpu, **extra)]
         drain_rate = levels[0].rate
         t0 = T0 + 10 * len(batch) + 10  # event time goes on where the drained batch stopped (timers run on it)
