@@ -573,7 +573,7 @@ class Dispatcher:
         # Sent and completing: let them reach the ledger and the producer (bounded: a database outage waits).
         finishing = [task for w in self._workers.values() for task in w.finishing]
         if finishing:
-            _, late = await asyncio.wait(finishing, timeout=10.0)
+            _, late = await asyncio.wait(finishing, timeout=5.0)
             for pending in late:
                 pending.cancel()
             await asyncio.gather(*late, return_exceptions=True)
