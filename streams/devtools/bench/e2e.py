@@ -183,7 +183,10 @@ def _opsloop(
     token = secrets.token_hex(16)
     try:
         runbooks = local_runbooks(
-            Path(Settings.from_env().runbooks_dir), work / f"e2e-runbooks-{receiver.port}", receiver.url
+            Path(Settings.from_env().runbooks_dir),
+            work / f"e2e-runbooks-{receiver.port}",
+            receiver.url,
+            render=e2e_routing,
         )
         rig = Rig(
             bootstrap,
