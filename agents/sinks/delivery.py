@@ -94,12 +94,20 @@ class Breaker:
 
     With several requests to one destination at once (the dispatcher's lanes), "consecutive"
     means one vote per round trip: a failure of a request that started before the last
-    counted outcome (success or failure) does not count. Eight requests refused together by
-    a receiver shedding load are one failure, not eight, while a destination that is down
-    still fails request after request and opens the breaker."""
+    counted outcome (success or failure) does not count, and no failure counts within
+    ``alive_s`` of a success (the destination is up and shedding load: a 503 past its
+    limit, answered at once while other requests are being served). Requests refused
+    together by a receiver shedding load therefore back off and retry instead of parking
+    the destination, while a destination that is down fails request after request, with
+    no success between, and opens the breaker."""
 
     def __init__(
-        self, threshold: int, cooldown_s: float, cooldown_max_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        threshold: int,
+        cooldown_s: float,
+        cooldown_max_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        alive_s: float = 1.0,
     ) -> None:
         self.threshold, self.base_cooldown, self.max_cooldown, self.clock = threshold, cooldown_s, cooldown_max_s, clock
         self.failures = 0
@@ -107,6 +115,8 @@ class Breaker:
         self.open_until: float | None = None
         self.opened = 0  # times it opened (for metrics and tests)
         self._last = float("-inf")  # when the last outcome was counted
+        self._last_ok = float("-inf")  # when the last success came
+        self.alive_s = alive_s
 
     @property
     def state(self) -> str:
@@ -122,11 +132,11 @@ class Breaker:
 
     def success(self) -> None:
         self.failures, self.open_until, self.cooldown = 0, None, self.base_cooldown
-        self._last = self.clock()
+        self._last = self._last_ok = self.clock()
 
     def failure(self, started: float | None = None) -> None:
         """Count a failed request (``started``: when it was sent; older than the last counted outcome: ignored)."""
-        if started is not None and started < self._last:
+        if started is not None and (started < self._last or self.clock() - self._last_ok < self.alive_s):
             return
         self._last = self.clock()
         if self.open_until is not None:  # the half-open probe failed: back off harder

@@ -140,3 +140,22 @@ def test_group_commit_batches_what_queues_behind_a_running_batch() -> None:
 
     assert asyncio.run(go()) == [i * 10 for i in range(10)]
     assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_the_breaker_takes_refusals_of_a_destination_still_answering_as_load_not_as_down() -> None:
+    from agents.sinks.delivery import Breaker
+
+    now = [100.0]
+    breaker = Breaker(3, 30.0, 300.0, clock=lambda: now[0], alive_s=1.0)
+    breaker.success()
+    for _ in range(10):  # eight lanes refused at once, and again, while others are served: not down
+        now[0] += 0.01
+        breaker.failure(started=now[0])
+    assert breaker.state == "closed"
+    breaker.failure(started=now[0] - 5.0)  # a request older than the last counted outcome: no vote either
+    assert breaker.failures == 0
+    now[0] += 2.0  # no success for longer than alive_s: each failure counts again
+    for _ in range(3):
+        now[0] += 0.1
+        breaker.failure(started=now[0])
+    assert breaker.state == "open"
