@@ -258,3 +258,15 @@ def test_group_latency_is_first_post_to_first_notification_and_the_e2e_line_comp
 
 def test_e2e_is_a_rung_of_the_ladder():
     assert parse_ladder("E2E,L7") == (["E2E", "L7"], [])
+
+
+def test_e2e_reads_notify_effect_times_and_counts_dead_letters_by_kind():
+    from streams.devtools.bench.e2e import dead_letter_reasons, outbox_times
+
+    outbox = [(5, {"type": "notify", "effect_id": "a"}), (6, {"type": "schedule_timer", "effect_id": "t"})]
+    assert outbox_times(outbox) == {"a": 5}
+    letters = [
+        (1, {"reason": "receiver 'x' backlog full (1000 pending)"}),
+        (2, {"reason": "receiver 'y' backlog full"}),
+    ]
+    assert dead_letter_reasons(letters) == {"receiver 'x' backlog": 1, "receiver 'y' backlog": 1}

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -228,7 +229,10 @@ def _opsloop(
         if not wait_delivered(receiver, fed, quiet_s, timeout):
             print(f"opsloop bench: E2E {mode}: opsloop not quiet within {timeout:.0f}s", file=sys.stderr)
         cpu.stop()
-        outbox_at = asyncio.run(outbox_times(rig.settings))
+        outbox_at = outbox_times(asyncio.run(read_all(rig.settings, "outbox")))
+        dead = dead_letter_reasons(asyncio.run(read_all(rig.settings, "outbox.dlq")))
+        for reason, n in dead.most_common(3):
+            print(f"opsloop bench: E2E {mode}: opsloop dead-lettered {n:,}: {reason} ...", file=sys.stderr)
         if not all(w.alive for w in rig.workers):
             raise RuntimeError(f"E2E {mode}: the worker exited; logs:\n{rig.logs()}")
     finally:
@@ -254,20 +258,21 @@ def _opsloop(
             # the sinks' part of it: the notify effect's outbox record → the receiver has it
             "outbox to delivered p50 (ms)": percentile(sink_ms, 50),
             "outbox to delivered p99 (ms)": percentile(sink_ms, 99),
+            "dead letters": float(sum(dead.values())),
         },
     )
 
 
-async def outbox_times(settings: Any) -> dict[str, int]:
-    """Effect id → its outbox record's timestamp (ms), for every notify effect on ``outbox`` now."""
+async def read_all(settings: Any, name: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every record on topic ``name`` (logical) now: (timestamp ms, decoded value)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from streams.kafka.codec import default_codec
 
-    codec, topic = default_codec(), settings.topic_prefix + "outbox"
+    codec, topic = default_codec(), settings.topic_prefix + name
     consumer = AIOKafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False)
     await consumer.start()
-    out: dict[str, int] = {}
+    out: list[tuple[int, dict[str, Any]]] = []
     try:
         await consumer._client._wait_on_metadata(topic)  # noqa: SLF001 - aiokafka has no public way to load one topic
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
@@ -279,15 +284,22 @@ async def outbox_times(settings: Any) -> dict[str, int]:
         left = {tp for tp in tps if ends[tp] > 0}
         while left:
             for tp, records in (await consumer.getmany(*left, timeout_ms=1000, max_records=5_000)).items():
-                for msg in records:
-                    effect = codec.decode(msg.value)
-                    if effect.get("type") == "notify":
-                        out[effect["effect_id"]] = msg.timestamp
+                out.extend((msg.timestamp, codec.decode(msg.value)) for msg in records)
                 if records and records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
     finally:
         await consumer.stop()
     return out
+
+
+def outbox_times(records: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, int]:
+    """Effect id → its outbox record's timestamp (ms), for every notify effect."""
+    return {effect["effect_id"]: ts for ts, effect in records if effect.get("type") == "notify"}
+
+
+def dead_letter_reasons(records: Sequence[tuple[int, dict[str, Any]]]) -> Counter[str]:
+    """outbox.dlq's dead letters by the first words of their reason (what kind of failure, not which effect)."""
+    return Counter(" ".join(str(letter.get("reason", "")).split()[:3]) for _, letter in records)
 
 
 def _wait_joined(rig: Rig, timeout: float) -> None:
