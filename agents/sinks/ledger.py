@@ -408,22 +408,37 @@ class Ledger:
                 completed_at=now_ms,
             )
         )
+        params = [
+            {
+                "b_effect_id": c.effect_id,
+                "b_receiver": c.receiver,
+                "b_status": c.status,
+                "b_attempts": c.attempts,
+                "b_http_status": c.http_status,
+                "b_error": c.error,
+            }
+            for c in completions
+        ]
         with self.engine.begin() as conn:
-            return [
-                conn.execute(
-                    stmt,
-                    {
-                        "b_effect_id": c.effect_id,
-                        "b_receiver": c.receiver,
-                        "b_status": c.status,
-                        "b_attempts": c.attempts,
-                        "b_http_status": c.http_status,
-                        "b_error": c.error,
-                    },
-                ).rowcount
-                == 1
-                for c in completions
-            ]
+            if len(params) == 1:
+                return [conn.execute(stmt, params[0]).rowcount == 1]
+            # One executemany; its rowcount is the sum. All ours (the usual case): done. Otherwise the rows this
+            # statement completed are those now final under our owner with this completed_at; the rest were taken.
+            if conn.execute(stmt, params).rowcount == len(params):
+                return [True] * len(params)
+            keys = [(c.effect_id, c.receiver) for c in completions]
+            done = {
+                (row.effect_id, row.receiver)
+                for row in conn.execute(
+                    sa.select(t.c.effect_id, t.c.receiver).where(
+                        sa.tuple_(t.c.effect_id, t.c.receiver).in_(keys),
+                        t.c.owner == owner,
+                        t.c.status != CLAIMED,
+                        t.c.completed_at == now_ms,
+                    )
+                )
+            }
+            return [key in done for key in keys]
 
     def renew(self, effect_id: str, receiver: str, owner: str, now_ms: int) -> bool:
         """Restart the lease of our unfinished claim (one claimed ahead of its send); False: no longer ours."""

@@ -159,3 +159,17 @@ def test_the_breaker_takes_refusals_of_a_destination_still_answering_as_load_not
         now[0] += 0.1
         breaker.failure(started=now[0])
     assert breaker.state == "open"
+
+
+def test_complete_many_says_which_rows_of_a_batch_were_taken_over(pg_engine) -> None:
+    ledger = Ledger(pg_engine).create()
+    ledger.claim_many([ClaimRequest(f"e{i}", "hooks", "webhook") for i in range(4)], "w1", 0, 1000)
+    assert ledger.claim("e2", "hooks", "webhook", "w2", 5000, 1000).state is ClaimState.STALE  # lease over: w2's now
+    done = ledger.complete_many([Completion(f"e{i}", "hooks", "delivered", 1, 200, None) for i in range(4)], "w1", 6000)
+    assert done == [True, True, False, True]
+    assert {r.effect_id: (r.owner, r.status) for r in ledger.rows()} == {
+        "e0": ("w1", "delivered"),
+        "e1": ("w1", "delivered"),
+        "e2": ("w2", "claimed"),
+        "e3": ("w1", "delivered"),
+    }
