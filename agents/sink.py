@@ -175,8 +175,10 @@ def register(
 
                 done.add_done_callback(settle)
         finally:
-            await dispatcher.close()
-            await deliverer.close()
-            engine.dispose()
+            try:
+                await dispatcher.close()
+            finally:  # even when the stop cancels the close: the HTTP session and the pool are let go
+                await deliverer.close()
+                engine.dispose()
 
     return sinks_agent

@@ -76,6 +76,9 @@ class SinkSettings(BaseSettings):
     backlog_per_destination: int = 1000
     # Effects read from outbox and not yet settled, over all destinations (back-pressure on the reader).
     max_in_flight: int = 5000
+    # Deliveries to one destination at once (its lanes; one session's effects always take the same lane, in
+    # order). A receiver's rate limit still applies across them.
+    concurrency_per_destination: int = 8
     # Runbook remediations are called only when this is true AND the step says dry_run: false;
     # otherwise they are logged and receipted as dry_run (agents/sinks/channels/remediate.py).
     remediation_enabled: bool = False

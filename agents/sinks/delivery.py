@@ -1,6 +1,8 @@
 """The one delivery client every sink shares.
 
-- pooled httpx client with connect / read timeouts; SMTP via the standard library
+- one pooled aiohttp client session with connect / read timeouts (aiohttp rather than
+  httpx: under a storm httpx's pool cost most of the sinks' CPU, scanning every pooled
+  connection on each request; ``tests/sinks/bench_storm.py``); SMTP via the standard library
   in a thread (aiosmtplib is not a dependency and smtplib covers STARTTLS, TLS, AUTH);
 - retries with tenacity: exponential backoff with full jitter
   (``wait_random_exponential``: uniform(0, min(cap, base·2ⁿ))), ``Retry-After`` honoured
@@ -33,7 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
@@ -88,16 +90,33 @@ class RetryPolicy:
 
 class Breaker:
     """Closed → open after ``threshold`` consecutive failures → half-open after the
-    cool-down (one probe) → closed on success, open again (cool-down doubled) on failure."""
+    cool-down (one probe) → closed on success, open again (cool-down doubled) on failure.
+
+    With several requests to one destination at once (the dispatcher's lanes), "consecutive"
+    means one vote per round trip: a failure of a request that started before the last
+    counted outcome (success or failure) does not count, and no failure counts within
+    ``alive_s`` of a success (the destination is up and shedding load: a 503 past its
+    limit, answered at once while other requests are being served). Requests refused
+    together by a receiver shedding load therefore back off and retry instead of parking
+    the destination, while a destination that is down fails request after request, with
+    no success between, and opens the breaker."""
 
     def __init__(
-        self, threshold: int, cooldown_s: float, cooldown_max_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        threshold: int,
+        cooldown_s: float,
+        cooldown_max_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        alive_s: float = 1.0,
     ) -> None:
         self.threshold, self.base_cooldown, self.max_cooldown, self.clock = threshold, cooldown_s, cooldown_max_s, clock
         self.failures = 0
         self.cooldown = cooldown_s
         self.open_until: float | None = None
         self.opened = 0  # times it opened (for metrics and tests)
+        self._last = float("-inf")  # when the last outcome was counted
+        self._last_ok = float("-inf")  # when the last success came
+        self.alive_s = alive_s
 
     @property
     def state(self) -> str:
@@ -113,8 +132,13 @@ class Breaker:
 
     def success(self) -> None:
         self.failures, self.open_until, self.cooldown = 0, None, self.base_cooldown
+        self._last = self._last_ok = self.clock()
 
-    def failure(self) -> None:
+    def failure(self, started: float | None = None) -> None:
+        """Count a failed request (``started``: when it was sent; older than the last counted outcome: ignored)."""
+        if started is not None and (started < self._last or self.clock() - self._last_ok < self.alive_s):
+            return
+        self._last = self.clock()
         if self.open_until is not None:  # the half-open probe failed: back off harder
             self.cooldown = min(self.cooldown * 2, self.max_cooldown)
             self.open_until = self.clock() + self.cooldown
@@ -189,23 +213,28 @@ class Deliverer:
         self.environ = os.environ if environ is None else environ
         self.sleep = sleep
         self.clock = clock
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> Deliverer:
-        p = self.policy
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(p.read_timeout_s, connect=p.connect_timeout_s),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0),
-            follow_redirects=False,
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30.0),
+            timeout=self._timeout(None),
             headers={"user-agent": "opsloop-sink/0.1"},
+            auto_decompress=True,
         )
-        # httpx logs every request URL at INFO; a webhook URL is a secret.
-        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         return self
+
+    def _timeout(self, request_s: float | None) -> aiohttp.ClientTimeout:
+        """Connect and read timeouts (a request's own, capped for the connect, or the policy's); waiting for a
+        pooled connection is bounded too, by connect + read."""
+        p = self.policy
+        read = request_s if request_s is not None else p.read_timeout_s
+        connect = min(request_s, p.connect_timeout_s) if request_s is not None else p.connect_timeout_s
+        return aiohttp.ClientTimeout(total=None, connect=connect + read, sock_connect=connect, sock_read=read)
 
     async def close(self) -> None:
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
 
     def destination(self, receiver: Receiver, sink: Channel) -> Destination:
@@ -341,6 +370,7 @@ class Deliverer:
         await self._ready(dest, deadline)
         landed_before = flight.may_have_landed
         flight.may_have_landed = True
+        sent_at = self.clock()
         try:
             if isinstance(request, HttpRequest):
                 response = await self._send_http(request)
@@ -361,10 +391,10 @@ class Deliverer:
         except (TransientError, PermanentError) as exc:
             flight.may_have_landed = landed_before  # a definite "not delivered"
             if isinstance(exc, TransientError) and exc.breaker:
-                dest.breaker.failure()
+                dest.breaker.failure(sent_at)
             raise
         except AmbiguousError:
-            dest.breaker.failure()
+            dest.breaker.failure(sent_at)
             raise
         dest.breaker.success()
         return status
@@ -384,26 +414,43 @@ class Deliverer:
 
     async def _send_http(self, request: HttpRequest) -> HttpResponse:
         assert self._http is not None, "Deliverer.start() first"
+        sent = False  # past the connection: from here a lost answer is an unknown outcome
         try:
-            timeout = (
-                httpx.Timeout(request.timeout_s, connect=min(request.timeout_s, self.policy.connect_timeout_s))
-                if request.timeout_s is not None
-                else httpx.USE_CLIENT_DEFAULT
-            )
-            response = await self._http.request(
-                request.method, request.url, content=request.body, headers=dict(request.headers), timeout=timeout
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            async with self._http.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=dict(request.headers),
+                timeout=self._timeout(request.timeout_s),
+                allow_redirects=False,
+            ) as response:
+                sent = True
+                body = await response.read()
+                try:
+                    text = body.decode(response.charset or "utf-8", "replace")
+                except LookupError:  # a charset Python does not know
+                    text = body.decode("utf-8", "replace")
+                return HttpResponse(status=response.status, headers=response.headers, text=text)
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+            raise PermanentError(f"invalid URL: {redact(str(exc))}") from None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise TransientError(f"{type(exc).__name__}: {redact(str(exc)) or 'cannot connect'}") from None
-        except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except (
+            aiohttp.SocketTimeoutError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientOSError,
+            TimeoutError,
+        ) as exc:
             raise AmbiguousError(
                 f"{type(exc).__name__} after sending (outcome unknown): {redact(str(exc)) or 'no answer'}"
             ) from None
-        except httpx.InvalidURL as exc:
-            raise PermanentError(f"invalid URL: {redact(str(exc))}") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
+            if sent:
+                raise AmbiguousError(
+                    f"{type(exc).__name__} after sending (outcome unknown): {redact(str(exc))}"
+                ) from None
             raise TransientError(f"{type(exc).__name__}: {redact(str(exc))}") from None
-        return HttpResponse(status=response.status_code, headers=response.headers, text=response.text)
 
 
 def send_smtp(request: SmtpRequest) -> int:

@@ -1,9 +1,12 @@
 """From outbox records to settled deliveries: per-destination queues, the ledger, receipts.
 
 The reader hands every outbox record to :meth:`Dispatcher.submit` and goes on
-reading: nothing here makes it wait for a delivery. Each receiver has its own FIFO
-queue and worker (order per destination is kept: a resolve never overtakes its
-trigger), so a slow or parked destination holds back only its own queue. A record
+reading: nothing here makes it wait for a delivery. Each receiver has its own
+queues and workers, so a slow or parked destination holds back only its own: up to
+``concurrency_per_destination`` *lanes* deliver to it at once, and the effects of one
+session always take the same lane, in order (a resolve never overtakes its trigger).
+The ledger's claims and completions of all lanes and destinations go to the database
+together (:mod:`agents.sinks.batching`: one transaction per batch, not per effect). A record
 is *settled* when its receipt (and dead letter, if any) has been handed to the
 producer; :class:`InOrderAcks` then releases offsets per partition strictly in
 order, so the committed offset never passes an effect that is still pending.
@@ -23,14 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from agents.sinks.base import Channel
+from agents.sinks.batching import GroupCommit
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
-from agents.sinks.ledger import Claim, ClaimState, Ledger, LedgerConflictError
+from agents.sinks.ledger import Claim, ClaimRequest, ClaimState, Completion, Ledger, LedgerConflictError
 from agents.sinks.redact import redact
 from streams import metrics
 from streams.kafka.codec import Codec, CodecError
@@ -42,6 +47,7 @@ from streams.settings import SinkSettings
 log = logging.getLogger(__name__)
 notifications = logging.getLogger("opsloop.notifications")
 T = TypeVar("T")
+DEFERRED = "deferred"  # _deliver's answer when the completion runs on in a task of its own
 
 
 @dataclass(frozen=True)
@@ -100,13 +106,18 @@ class _Job:
 @dataclass
 class _DestinationWorker:
     dest: Destination
-    queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
-    task: asyncio.Task[None] | None = None
-    busy: bool = False
+    lanes: list[asyncio.Queue[_Job]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    finishing: set[asyncio.Task[str]] = field(default_factory=set)  # sent, completing (see Dispatcher._after)
+    busy: int = 0  # effects taken from the lanes and not settled yet
 
     @property
     def backlog(self) -> int:
-        return self.queue.qsize() + (1 if self.busy else 0)
+        return sum(q.qsize() for q in self.lanes) + self.busy
+
+    def lane(self, session_key: str) -> asyncio.Queue[_Job]:
+        """One session's lane: always the same, so its effects reach the destination in order."""
+        return self.lanes[zlib.crc32(session_key.encode()) % len(self.lanes)]
 
 
 class Dispatcher:
@@ -136,7 +147,10 @@ class Dispatcher:
         self._heartbeat: asyncio.Task[None] | None = None
         self._workers: dict[str, _DestinationWorker] = {}
         self._capacity = asyncio.Semaphore(settings.max_in_flight)
+        self._claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(self._claim_batch)
+        self._completions: GroupCommit[Completion, bool] = GroupCommit(self._complete_batch, linger_s=0.01)
         self.busy_poll_s = 1.0
+        self.claim_ahead = 16  # effects a lane of an idempotent sink claims in one go
         self.stats: dict[str, int] = {}
 
     async def start_heartbeat(self) -> None:
@@ -233,7 +247,7 @@ class Dispatcher:
                 f"receiver {receiver.name!r} backlog full ({worker.backlog} pending: destination slow or parked)",
                 "BacklogFull",
             )
-        worker.queue.put_nowait(_Job(record, effect, done))
+        worker.lane(effect["session_key"]).put_nowait(_Job(record, effect, done))
         return done
 
     def _settle(self, done: asyncio.Future[str], status: str) -> asyncio.Future[str]:
@@ -262,7 +276,10 @@ class Dispatcher:
         worker = self._workers.get(receiver.name)
         if worker is None:
             worker = _DestinationWorker(self.deliverer.destination(receiver, sink))
-            worker.task = asyncio.create_task(self._run(worker), name=f"sink:{receiver.name}")
+            for i in range(max(1, self.settings.concurrency_per_destination)):
+                lane: asyncio.Queue[_Job] = asyncio.Queue()
+                worker.lanes.append(lane)
+                worker.tasks.append(asyncio.create_task(self._run(worker, lane), name=f"sink:{receiver.name}:{i}"))
             self._workers[receiver.name] = worker
         return worker
 
@@ -272,54 +289,116 @@ class Dispatcher:
 
     # -- one destination's worker -----------------------------------------------
 
-    async def _run(self, worker: _DestinationWorker) -> None:
+    async def _run(self, worker: _DestinationWorker, lane: asyncio.Queue[_Job]) -> None:
+        dest = worker.dest
+        # An idempotent sink's lane claims what waits in it together (one ledger batch), then sends in order: if
+        # the process dies first, a takeover of those claims re-sends with the same key, which the service
+        # deduplicates. Other sinks claim one effect at a time: their takeover is the ambiguous path.
+        ahead = self.claim_ahead if dest.sink.ledger and dest.sink.idempotent else 1
         while True:
-            job: _Job = await worker.queue.get()
-            worker.busy = True
-            status = "dead"
+            jobs = [await lane.get()]
+            while len(jobs) < ahead and not lane.empty():
+                jobs.append(lane.get_nowait())
+            worker.busy += len(jobs)
+            claims: list[Claim | None] = [None] * len(jobs)
+            started = 0
             try:
-                status = await self._deliver(worker.dest, job)
+                if len(jobs) > 1:
+                    claimed_at = asyncio.get_running_loop().time()
+                    claims = list(await asyncio.gather(*(self._claims(self._claim_request(dest, j)) for j in jobs)))
+                    claims = [replace(c, at=claimed_at) if c is not None else None for c in claims]
+                for job, claim in zip(jobs, claims, strict=True):
+                    started += 1
+                    deferred: list[asyncio.Task[str]] | None = [] if ahead > 1 else None
+                    status = await self._deliver_safely(dest, job, claim, deferred)
+                    if status == DEFERRED and deferred:
+                        self._after(worker, job, deferred[0])
+                        continue
+                    worker.busy -= 1
+                    self._settle(job.done, status)
             except asyncio.CancelledError:
+                unsent = [
+                    j for j, c in zip(jobs[started:], claims[started:], strict=True) if c and c.state is ClaimState.NEW
+                ]
+                for job in unsent:  # claimed ahead, never started: nothing can have landed
+                    await asyncio.to_thread(self.ledger.release, job.effect["effect_id"], dest.name, self.owner)
                 raise
-            except Exception as exc:  # a bug must not wedge the partition: keep the effect, with why
-                log.exception(
-                    "sink %s: delivering %s failed unexpectedly", worker.dest.name, job.effect.get("effect_id")
-                )
-                try:
-                    await self._dead_letter(
-                        job.record,
-                        redact(f"sink error: {exc}"),
-                        type(exc).__name__,
-                        f"sink:{worker.dest.receiver.channel}",
-                    )
-                except Exception:  # noqa: BLE001 - the worker must live on for the next effect
-                    log.exception("sink %s: could not dead-letter %s", worker.dest.name, job.effect.get("effect_id"))
-            finally:
-                worker.busy = False
-            self._settle(job.done, status)
 
-    async def _deliver(self, dest: Destination, job: _Job) -> str:
+    def _after(self, worker: _DestinationWorker, job: _Job, task: asyncio.Task[str]) -> None:
+        """Settle ``job`` when its deferred completion is done (a failure there: dead-lettered, as in the lane)."""
+        worker.finishing.add(task)
+
+        def done(t: asyncio.Task[str]) -> None:
+            worker.finishing.discard(t)
+            if t.cancelled():
+                return  # shutting down: the claim stays, the next owner takes it over
+            worker.busy -= 1
+            if t.exception() is None:
+                self._settle(job.done, t.result())
+                return
+            log.error(
+                "sink %s: completing %s failed", worker.dest.name, job.effect.get("effect_id"), exc_info=t.exception()
+            )
+            fallback = asyncio.ensure_future(
+                self._dead_letter(
+                    job.record,
+                    redact(f"sink error: {t.exception()}"),
+                    "SinkError",
+                    f"sink:{worker.dest.receiver.channel}",
+                )
+            )
+            fallback.add_done_callback(lambda _f: self._settle(job.done, "dead"))
+
+        task.add_done_callback(done)
+
+    def _claim_request(self, dest: Destination, job: _Job) -> ClaimRequest:
+        receiver = dest.receiver
+        return ClaimRequest(
+            job.effect["effect_id"], receiver.name, receiver.channel, job.record.partition, self.generation()
+        )
+
+    async def _deliver_safely(
+        self, dest: Destination, job: _Job, claim: Claim | None, defer: list[asyncio.Task[str]] | None = None
+    ) -> str:
+        try:
+            return await self._deliver(dest, job, claim, defer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not wedge the partition: keep the effect, with why
+            log.exception("sink %s: delivering %s failed unexpectedly", dest.name, job.effect.get("effect_id"))
+            try:
+                await self._dead_letter(
+                    job.record, redact(f"sink error: {exc}"), type(exc).__name__, f"sink:{dest.receiver.channel}"
+                )
+            except Exception:  # noqa: BLE001 - the worker must live on for the next effect
+                log.exception("sink %s: could not dead-letter %s", dest.name, job.effect.get("effect_id"))
+            return "dead"
+
+    async def _deliver(
+        self,
+        dest: Destination,
+        job: _Job,
+        claimed: Claim | None = None,
+        defer: list[asyncio.Task[str]] | None = None,
+    ) -> str:
+        """Claim (unless ``claimed`` ahead), send, complete, report; returns the settled status, or
+        :data:`DEFERRED` with the completion's task appended to ``defer`` (when given)."""
         effect, receiver = job.effect, dest.receiver
         effect_id = effect["effect_id"]
         if not dest.sink.ledger:
             outcome = await self.deliverer.deliver(effect, dest)
             return await self._report(job, dest, outcome)
-        lease = self.settings.lease_ms
 
         async def claim_it() -> Claim:
-            return await self._ledger(
-                self.ledger.claim,
-                effect_id,
-                receiver.name,
-                receiver.channel,
-                self.owner,
-                now_ms(),
-                lease,
-                partition=job.record.partition,
-                generation=self.generation(),
-            )
+            return await self._claims(self._claim_request(dest, job))
 
-        claim = await claim_it()
+        claim = claimed if claimed is not None else await claim_it()
+        if claimed is not None and claimed.state in (ClaimState.NEW, ClaimState.STALE):
+            # Claimed ahead: if it waited long (a slow destination), make sure it is still ours before sending.
+            if asyncio.get_running_loop().time() - claimed.at > self.settings.lease_ms / 2000:
+                if not await self._ledger(self.ledger.renew, effect_id, receiver.name, self.owner, now_ms()):
+                    log.warning("sink %s: claim of %s was taken over while it waited", dest.name, effect_id)
+                    return "conflict"
         while claim.state is ClaimState.BUSY:  # another worker has it (a rebalance overlap, or a dead one): wait
             await asyncio.sleep(self.busy_poll_s)
             claim = await claim_it()
@@ -370,20 +449,23 @@ class Dispatcher:
             if not flight.may_have_landed:  # shutting down before anything went out: no ambiguity for the next owner
                 await asyncio.to_thread(self.ledger.release, effect_id, receiver.name, self.owner)
             raise
-        try:
-            await self._ledger(
-                self.ledger.complete,
-                effect_id,
-                receiver.name,
-                self.owner,
-                status=outcome.status,
-                attempts=outcome.attempts,
-                http_status=outcome.http_status,
-                error=outcome.error,
-                now_ms=now_ms(),
+        if defer is not None:  # the lane sends its next effect while this one's completion goes to the ledger
+            defer.append(asyncio.create_task(self._finish(dest, job, outcome), name=f"sink:{dest.name}:complete"))
+            return DEFERRED
+        return await self._finish(dest, job, outcome)
+
+    async def _finish(self, dest: Destination, job: _Job, outcome: Outcome) -> str:
+        """Complete the ledger row, then the receipt (and dead letter, outcome event): in that order, so a
+        receipt is never out before the ledger knows."""
+        effect_id, receiver = job.effect["effect_id"], dest.receiver
+        completed = await self._completions(
+            Completion(effect_id, receiver.name, outcome.status, outcome.attempts, outcome.http_status, outcome.error)
+        )
+        if not completed:
+            # The new owner reports it.
+            log.warning(
+                "sink %s: ledger row %s/%s is no longer claimed by %s", dest.name, effect_id, receiver.name, self.owner
             )
-        except LedgerConflictError as exc:
-            log.warning("sink %s: %s", dest.name, exc)  # the new owner reports it
             return "conflict"
         return await self._report(job, dest, outcome)
 
@@ -408,6 +490,12 @@ class Dispatcher:
             outcome.latency_ms,
         )
         return outcome.status
+
+    async def _claim_batch(self, requests: list[ClaimRequest]) -> list[Claim]:
+        return await self._ledger(self.ledger.claim_many, requests, self.owner, now_ms(), self.settings.lease_ms)
+
+    async def _complete_batch(self, completions: list[Completion]) -> list[bool]:
+        return await self._ledger(self.ledger.complete_many, completions, self.owner, now_ms())
 
     async def _ledger(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Ledger calls off the event loop; a database outage waits (and says so) rather than double-sending."""
@@ -478,10 +566,19 @@ class Dispatcher:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
-        tasks = [w.task for w in self._workers.values() if w.task is not None]
-        for task in tasks:
+        lanes = [task for w in self._workers.values() for task in w.tasks]
+        for task in lanes:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*lanes, return_exceptions=True)
+        # Sent and completing: let them reach the ledger and the producer (bounded: a database outage waits).
+        finishing = [task for w in self._workers.values() for task in w.finishing]
+        if finishing:
+            _, late = await asyncio.wait(finishing, timeout=5.0)
+            for pending in late:
+                pending.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self._claims.close()
+        await self._completions.close()
         self._workers.clear()
         if self._heartbeat is not None:  # stopped: what we leave claimed may be taken over at once
             try:

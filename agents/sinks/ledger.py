@@ -94,6 +94,34 @@ class Claim:
     ambiguous: int = 0
     claims: int = 1
     why: str = ""  # a takeover's reason: "lease" or "generation"
+    at: float = 0.0  # loop time the claimer got it (claims made ahead of their send)
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """One claim of a batch (:meth:`Ledger.claim_many`): the arguments of :meth:`Ledger.claim` that vary."""
+
+    effect_id: str
+    receiver: str
+    channel: str
+    partition: int | None = None
+    generation: int | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One completion of a batch (:meth:`Ledger.complete_many`)."""
+
+    effect_id: str
+    receiver: str
+    status: str
+    attempts: int
+    http_status: int | None
+    error: str | None
+
+
+# Rows per multi-row INSERT: 11 bind parameters each, well inside SQLite's 32,766.
+CLAIM_BATCH = 500
 
 
 class LedgerConflictError(OpsloopError, RuntimeError):
@@ -182,65 +210,115 @@ class Ledger:
         ``partition`` and ``generation``: the outbox partition the claimer read the effect
         from and its consumer group's generation (see the module docstring).
         """
-        t = self._table
         with self.engine.begin() as conn:
             inserted = conn.execute(
                 self._insert().values(
-                    effect_id=effect_id,
-                    receiver=receiver,
-                    channel=channel,
-                    status=CLAIMED,
-                    owner=owner,
-                    claims=1,
-                    attempts=0,
-                    ambiguous=0,
-                    claimed_at=now_ms,
-                    claim_partition=partition,
-                    claim_generation=generation,
+                    self._claim_row(ClaimRequest(effect_id, receiver, channel, partition, generation), owner, now_ms)
                 )
             ).rowcount
             if inserted == 1:
                 return Claim(ClaimState.NEW, CLAIMED)
-            row = conn.execute(sa.select(t).where(t.c.effect_id == effect_id, t.c.receiver == receiver)).one()
-            claim = Claim(ClaimState.DONE, row.status, row.attempts, row.ambiguous, row.claims)
-            if row.status != CLAIMED:
-                return claim
-            if row.owner == owner:  # our own earlier claim (e.g. redelivered within this process)
-                return Claim(ClaimState.NEW, CLAIMED, row.attempts, row.ambiguous, row.claims)
-            if row.claimed_at + lease_ms <= now_ms:
-                why = "lease"
-            elif (
-                partition is not None
-                and generation is not None
-                and row.claim_partition == partition
-                and row.claim_generation is not None
-                and generation > row.claim_generation
-                and not self._alive(conn, row.owner, now_ms)
-            ):
-                why = "generation"
-            else:
-                self._waiting(effect_id, receiver, row, now_ms, lease_ms)
-                return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
-            taken = conn.execute(
-                sa.update(t)
-                .where(
-                    t.c.effect_id == effect_id,
-                    t.c.receiver == receiver,
-                    t.c.status == CLAIMED,
-                    t.c.owner == row.owner,
-                    t.c.claimed_at == row.claimed_at,
+            return self._claim_existing(conn, effect_id, receiver, owner, now_ms, lease_ms, partition, generation)
+
+    def claim_many(self, requests: list[ClaimRequest], owner: str, now_ms: int, lease_ms: int) -> list[Claim]:
+        """:meth:`claim` for a batch, in one transaction: one multi-row INSERT .. ON CONFLICT DO NOTHING
+        RETURNING for all, and the row-by-row path of :meth:`claim` only for those already in the table
+        (a redelivery, a takeover). Under a storm this is one commit per batch instead of one per effect;
+        the rows are committed before any of their sends starts, exactly as one claim's is."""
+        claims: list[Claim | None] = [None] * len(requests)
+        t = self._table
+        with self.engine.begin() as conn:
+            for start in range(0, len(requests), CLAIM_BATCH):
+                chunk = requests[start : start + CLAIM_BATCH]
+                first: dict[tuple[str, str], int] = {}
+                for i, req in enumerate(chunk, start):
+                    if first.setdefault((req.effect_id, req.receiver), i) != i:
+                        # The same delivery twice in one batch: the first is ours and about to send, so the
+                        # other waits (BUSY) and then finds it done, rather than resuming "our own claim".
+                        claims[i] = Claim(ClaimState.BUSY, CLAIMED)
+                stmt = (
+                    self._insert()
+                    .values([self._claim_row(requests[i], owner, now_ms) for i in first.values()])
+                    .returning(t.c.effect_id, t.c.receiver)
                 )
-                .values(
-                    owner=owner,
-                    claimed_at=now_ms,
-                    claims=row.claims + 1,
-                    claim_partition=partition,
-                    claim_generation=generation,
-                )
-            ).rowcount
-            if taken != 1:  # someone else took it over first
-                return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
-            return Claim(ClaimState.STALE, CLAIMED, row.attempts, row.ambiguous, row.claims + 1, why)
+                for effect_id, receiver in conn.execute(stmt):
+                    claims[first[(effect_id, receiver)]] = Claim(ClaimState.NEW, CLAIMED)
+            for i, req in enumerate(requests):
+                if claims[i] is None:
+                    claims[i] = self._claim_existing(
+                        conn, req.effect_id, req.receiver, owner, now_ms, lease_ms, req.partition, req.generation
+                    )
+        return [c if c is not None else Claim(ClaimState.BUSY, CLAIMED) for c in claims]
+
+    @staticmethod
+    def _claim_row(req: ClaimRequest, owner: str, now_ms: int) -> dict[str, Any]:
+        return {
+            "effect_id": req.effect_id,
+            "receiver": req.receiver,
+            "channel": req.channel,
+            "status": CLAIMED,
+            "owner": owner,
+            "claims": 1,
+            "attempts": 0,
+            "ambiguous": 0,
+            "claimed_at": now_ms,
+            "claim_partition": req.partition,
+            "claim_generation": req.generation,
+        }
+
+    def _claim_existing(
+        self,
+        conn: sa.Connection,
+        effect_id: str,
+        receiver: str,
+        owner: str,
+        now_ms: int,
+        lease_ms: int,
+        partition: int | None,
+        generation: int | None,
+    ) -> Claim:
+        """The row is there already: done, ours, busy, or taken over (see :class:`ClaimState`)."""
+        t = self._table
+        row = conn.execute(sa.select(t).where(t.c.effect_id == effect_id, t.c.receiver == receiver)).one()
+        claim = Claim(ClaimState.DONE, row.status, row.attempts, row.ambiguous, row.claims)
+        if row.status != CLAIMED:
+            return claim
+        if row.owner == owner:  # our own earlier claim (e.g. redelivered within this process)
+            return Claim(ClaimState.NEW, CLAIMED, row.attempts, row.ambiguous, row.claims)
+        if row.claimed_at + lease_ms <= now_ms:
+            why = "lease"
+        elif (
+            partition is not None
+            and generation is not None
+            and row.claim_partition == partition
+            and row.claim_generation is not None
+            and generation > row.claim_generation
+            and not self._alive(conn, row.owner, now_ms)
+        ):
+            why = "generation"
+        else:
+            self._waiting(effect_id, receiver, row, now_ms, lease_ms)
+            return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
+        taken = conn.execute(
+            sa.update(t)
+            .where(
+                t.c.effect_id == effect_id,
+                t.c.receiver == receiver,
+                t.c.status == CLAIMED,
+                t.c.owner == row.owner,
+                t.c.claimed_at == row.claimed_at,
+            )
+            .values(
+                owner=owner,
+                claimed_at=now_ms,
+                claims=row.claims + 1,
+                claim_partition=partition,
+                claim_generation=generation,
+            )
+        ).rowcount
+        if taken != 1:  # someone else took it over first
+            return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
+        return Claim(ClaimState.STALE, CLAIMED, row.attempts, row.ambiguous, row.claims + 1, why)
 
     def reopen(
         self,
@@ -302,23 +380,80 @@ class Ledger:
         now_ms: int,
     ) -> None:
         """Mark the claim final; raises LedgerConflictError if our claim was taken over meanwhile."""
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"not a final ledger status: {status!r}")
+        done = self.complete_many(
+            [Completion(effect_id, receiver, status, attempts, http_status, error)], owner, now_ms
+        )
+        if not done[0]:
+            raise LedgerConflictError(f"ledger row {effect_id}/{receiver} is no longer claimed by {owner}")
+
+    def complete_many(self, completions: list[Completion], owner: str, now_ms: int) -> list[bool]:
+        """Mark claims final in one transaction; each False: that row is no longer ours (taken over)."""
+        for c in completions:
+            if c.status not in FINAL_STATUSES:
+                raise ValueError(f"not a final ledger status: {c.status!r}")
+        t = self._table
+        stmt = (
+            sa.update(t)
+            .where(
+                t.c.effect_id == sa.bindparam("b_effect_id"),
+                t.c.receiver == sa.bindparam("b_receiver"),
+                t.c.owner == owner,
+                t.c.status == CLAIMED,
+            )
+            .values(
+                status=sa.bindparam("b_status"),
+                attempts=t.c.attempts + sa.bindparam("b_attempts"),
+                http_status=sa.bindparam("b_http_status"),
+                error=sa.bindparam("b_error"),
+                completed_at=now_ms,
+            )
+        )
+        params = [
+            {
+                "b_effect_id": c.effect_id,
+                "b_receiver": c.receiver,
+                "b_status": c.status,
+                "b_attempts": c.attempts,
+                "b_http_status": c.http_status,
+                "b_error": c.error,
+            }
+            for c in completions
+        ]
+        with self.engine.begin() as conn:
+            if len(params) == 1:
+                return [conn.execute(stmt, params[0]).rowcount == 1]
+            # One executemany; its rowcount is the sum. All ours (the usual case): done. Otherwise the rows this
+            # statement completed are those now final under our owner with this completed_at; the rest were taken.
+            if conn.execute(stmt, params).rowcount == len(params):
+                return [True] * len(params)
+            keys = [(c.effect_id, c.receiver) for c in completions]
+            done = {
+                (row.effect_id, row.receiver)
+                for row in conn.execute(
+                    sa.select(t.c.effect_id, t.c.receiver).where(
+                        sa.tuple_(t.c.effect_id, t.c.receiver).in_(keys),
+                        t.c.owner == owner,
+                        t.c.status != CLAIMED,
+                        t.c.completed_at == now_ms,
+                    )
+                )
+            }
+            return [key in done for key in keys]
+
+    def renew(self, effect_id: str, receiver: str, owner: str, now_ms: int) -> bool:
+        """Restart the lease of our unfinished claim (one claimed ahead of its send); False: no longer ours."""
         t = self._table
         with self.engine.begin() as conn:
-            done = conn.execute(
-                sa.update(t)
-                .where(t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner, t.c.status == CLAIMED)
-                .values(
-                    status=status,
-                    attempts=t.c.attempts + attempts,
-                    http_status=http_status,
-                    error=error,
-                    completed_at=now_ms,
-                )
-            ).rowcount
-        if done != 1:
-            raise LedgerConflictError(f"ledger row {effect_id}/{receiver} is no longer claimed by {owner}")
+            return (
+                conn.execute(
+                    sa.update(t)
+                    .where(
+                        t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner, t.c.status == CLAIMED
+                    )
+                    .values(claimed_at=now_ms)
+                ).rowcount
+                == 1
+            )
 
     def release(self, effect_id: str, receiver: str, owner: str) -> bool:
         """Give back an unfinished claim of ours whose request cannot have landed (shutdown)."""

@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--ladder",
         default="L1,L2,L3,L4,R50,L5,L7",
-        help="rungs: L1 L2 L3 L4 L4b L5 L6 L7 FLAT and R<pct> (fixed rate, %% of the L4 drain); default %(default)s",
+        help="rungs: L1 L2 L3 L4 L4b L5 L6 L7 FLAT E2E and R<pct> (fixed rate, %% of the L4 drain); default %(default)s",
     )
     bench.add_argument("--repeat", type=int, default=1, help="runs of the ladder; the report gives median (range)")
     bench.add_argument(

@@ -204,3 +204,82 @@ def test_the_scaling_note_says_when_the_machine_had_no_cpu_left_for_a_second_wor
     assert "busy 2.0 of 2 cores" in note and "CPU-bound" in note
     idle = {"machine busy (cores)": 1.0}
     assert "CPU-bound" not in scaling_note([Level("L4", 10, 1.0, {}, extra=idle)], l5, cores=2)
+
+
+def test_e2e_routing_times_groups_as_alertmanager_does_without_inhibition_and_delivers_locally(tmp_path: Path):
+    from agents.sinks.channels import specs
+    from streams.devtools.bench.e2e import e2e_routing
+    from streams.model.routing import load_routing
+    from streams.settings import ROOT
+
+    text = e2e_routing((ROOT / "runbooks" / "routing.yaml").read_text(), "http://127.0.0.1:9")
+    config = yaml.safe_load(text)
+    am = yaml.safe_load(render_config("http://127.0.0.1:9/"))["route"]
+    assert {k: config["route"][k] for k in ("group_wait", "group_interval", "repeat_interval")} == {
+        k: am[k] for k in ("group_wait", "group_interval", "repeat_interval")
+    }
+    assert config["inhibit_rules"] == []
+    outside = [r for r in config["receivers"] if r["channel"] not in ("log", "remediate")]
+    assert outside and all(r["settings"]["url"] == f"http://127.0.0.1:9/{r['name']}" for r in outside)
+    (tmp_path / "routing.yaml").write_text(text)
+    routing = load_routing(tmp_path / "routing.yaml", channels=specs())  # the worker's own loader takes it
+    assert routing.receivers["infra-slack"].channel == "webhook"
+
+
+def test_the_receiver_counts_a_notification_delivered_twice_by_key_or_by_alert_set():
+    from streams.devtools.bench.receiver import duplicates, group_key, identity_of
+
+    body = b'{"session_key": "default:alert:HostDown:svc-1", "created_at": 1}'
+    assert identity_of({"Idempotency-Key": "eff-1"}, body) == ("eff-1", "default:alert:HostDown:svc-1", ())
+    a = {"labels": {"alertname": "HostDown", "service": "svc-1", "instance": "a"}}
+    b = {"labels": {"alertname": "HostDown", "service": "svc-1", "instance": "b"}}
+    labels = {"org": "default", "alertname": "HostDown", "service": "svc-1"}
+
+    def am(*alerts):
+        import json
+
+        return json.dumps({"groupKey": "{}:{org=default}", "groupLabels": labels, "alerts": list(alerts)}).encode()
+
+    first, group, alerts = identity_of({}, am(a, b))
+    assert group == group_key(labels) == "default:alert:HostDown:svc-1" and len(alerts) == 2
+    assert identity_of({}, am(b, a))[0] == first  # the same alert set, in another order: the same notification
+    grown = identity_of({}, am(a))[0]
+    assert grown != first  # another alert set: a new notification, not a duplicate
+    assert duplicates([first, grown, first, "eff-1", "eff-1", "eff-1"]) == 3
+
+
+def test_group_latency_is_first_post_to_first_notification_and_the_e2e_line_compares_rates():
+    from streams.devtools.bench.receiver import Delivery, group_latencies, summarise
+    from streams.devtools.bench.report import e2e_lines
+
+    deliveries = [Delivery(12.0, "/x", "k1", "g1"), Delivery(11.5, "/x", "k2", "g1"), Delivery(13.0, "/x", "k1", "g2")]
+    assert sorted(group_latencies(deliveries, {"g1": 10.0, "g2": 12.0, "g3": 1.0})) == [1000.0, 1500.0]
+    figures = summarise(deliveries, refused=4)
+    assert figures["duplicates"] == 1 and figures["groups notified"] == 2 and figures["503s answered"] == 4
+    assert figures["notifications /s (first to last)"] == pytest.approx(3 / 1.5)
+
+    def side(name: str, rate: float, dups: float) -> Level:
+        return Level(name, 100, 1.0, {}, extra={"notifications /s (first to last)": rate, "duplicates": dups})
+
+    lines = e2e_lines([side("E2E slow: Alertmanager", 50, 3), side("E2E slow: opsloop (ingest, worker, sinks)", 60, 0)])
+    assert lines[-1] == (
+        "E2E slow receiver: opsloop / Alertmanager notifications/s 1.20 (60 vs 50); duplicates opsloop 0, "
+        "Alertmanager 3"
+    )
+    assert e2e_lines([side("E2E prompt: Alertmanager", 1, 0)]) == []  # one side alone compares nothing
+
+
+def test_e2e_is_a_rung_of_the_ladder():
+    assert parse_ladder("E2E,L7") == (["E2E", "L7"], [])
+
+
+def test_e2e_reads_notify_effect_times_and_counts_dead_letters_by_kind():
+    from streams.devtools.bench.e2e import dead_letter_reasons, outbox_times
+
+    outbox = [(5, {"type": "notify", "effect_id": "a"}), (6, {"type": "schedule_timer", "effect_id": "t"})]
+    assert outbox_times(outbox) == {"a": 5}
+    letters = [
+        (1, {"reason": "receiver 'x' backlog full (1000 pending)"}),
+        (2, {"reason": "receiver 'y' backlog full"}),
+    ]
+    assert dead_letter_reasons(letters) == {"receiver 'x' backlog": 1, "receiver 'y' backlog": 1}

@@ -107,6 +107,36 @@ def report(levels: Sequence[Level], n: int, out: TextIO = sys.stdout, *, note: s
                 cells.append(f"{k} {Spread.of(values).format(fmt)}")
             print(f"{name:40} {'; '.join(cells)}", file=out)
     _ratios(runs, out)
+    for line in e2e_lines(levels):
+        print(line, file=out)
+
+
+def e2e_lines(levels: Sequence[Level]) -> list[str]:
+    """Per receiver mode of E2E: opsloop's notifications/s over Alertmanager's, and both sides' duplicates
+    (medians over runs). The must-show: a ratio of at least 1 and no duplicate on opsloop's side."""
+    sides: dict[str, dict[str, list[Level]]] = {}
+    for level in levels:
+        if level.name.startswith("E2E ") and ":" in level.name:
+            mode, side = level.name[4:].split(":", 1)
+            key = "opsloop" if "opsloop" in side else "alertmanager"
+            sides.setdefault(mode, {}).setdefault(key, []).append(level)
+    lines = []
+    for mode, by_side in sides.items():
+        if set(by_side) != {"opsloop", "alertmanager"}:
+            continue
+
+        def med(key: str, rs: Sequence[Level]) -> float:
+            return Spread.of([r.extra.get(key, 0.0) for r in rs]).median
+
+        ours, theirs = by_side["opsloop"], by_side["alertmanager"]
+        rate_key = "notifications /s (first to last)"
+        ratio = med(rate_key, ours) / max(med(rate_key, theirs), 1e-9)
+        lines.append(
+            f"E2E {mode} receiver: opsloop / Alertmanager notifications/s {ratio:.2f} "
+            f"({med(rate_key, ours):,.0f} vs {med(rate_key, theirs):,.0f}); duplicates opsloop "
+            f"{med('duplicates', ours):,.0f}, Alertmanager {med('duplicates', theirs):,.0f}"
+        )
+    return (["", "end to end (same alerts, same receiver, same run)", *lines]) if lines else []
 
 
 def _ratios(runs: dict[str, list[Level]], out: TextIO) -> None:

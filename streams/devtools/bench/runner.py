@@ -11,7 +11,11 @@ Rungs (``--ladder``, comma-separated):
 - ``R<pct>`` a fixed rate of pct % of the L4 drain rate (implies L4), with event → decision latency;
 - ``FLAT`` per-event CPU with ``--storms`` (default 1,000 and 100,000) alerts already firing, and the idle
   CPU after such a storm;
-- ``L7`` Debian's prometheus-alertmanager fed the same alerts.
+- ``L7`` Debian's prometheus-alertmanager fed the same alerts;
+- ``E2E`` end to end, for a prompt and a slow receiver (200 after a delay, 503 past a number in flight): the
+  same alerts POSTed to Alertmanager (as L7) and to ``opsloop ingest`` (→ one worker → its sinks, the ledger on
+  PostgreSQL), each delivering to a fresh receiver of that mode: alerts/s in, notifications and their rate,
+  per-group notify latency, duplicates, on both sides (:mod:`streams.devtools.bench.e2e`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from streams.errors import UnavailableError
 MAX_EVENTS = 2_000_000
 MAX_REPEAT = 20
 MAX_STORM = 1_000_000
-RUNGS = ("L1", "L2", "L3", "L4", "L4b", "L5", "L6", "L7", "FLAT")
+RUNGS = ("L1", "L2", "L3", "L4", "L4b", "L5", "L6", "L7", "FLAT", "E2E")
 DEFAULT_LADDER = "L1,L2,L3,L4,R50,L5,L7"
 DEFAULT_STORMS = (1_000, 100_000)
 
@@ -103,13 +107,13 @@ def run(
         raise ValueError(f"--repeat must be between 1 and {MAX_REPEAT}")
     if "L4b" in rungs and (baseline is None or not (Path(baseline) / "streams" / "cli" / "main.py").is_file()):
         raise ValueError(f"--baseline {baseline}: L4b needs an opsloop checkout (with streams/cli/main.py)")
-    if "L7" in rungs:
+    if "L7" in rungs or "E2E" in rungs:
         from streams.devtools.bench.alertmanager import binary
 
         try:
             binary()
         except FileNotFoundError as exc:
-            raise ValueError(f"L7: {exc}") from None
+            raise ValueError(f"L7/E2E: {exc}") from None
     work = Path(tempfile.mkdtemp(prefix="opsloop-bench-"))
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
@@ -224,6 +228,7 @@ def run_once(
             out = step()
             levels.extend(out if isinstance(out, list) else [out])
         except (TimeoutError, RuntimeError, OSError) as exc:  # one rung failing must not lose the others' figures
+            levels.extend(getattr(exc, "levels", []))  # what a rung with several sides measured before it failed
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"opsloop bench: a rung failed: {str(exc)[:4000]}", file=sys.stderr)
             failures.append(first)
@@ -258,4 +263,8 @@ def run_once(
         from streams.devtools.bench.alertmanager import run_l7
 
         rung(lambda: run_l7(batch, work / f"l7-{uuid.uuid4().hex[:6]}", timeout, progress))
+    if "E2E" in rungs:
+        from streams.devtools.bench.e2e import run_e2e
+
+        rung(lambda: run_e2e(bootstrap, work, batch, timeout, progress, broker))
     return levels

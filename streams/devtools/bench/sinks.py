@@ -17,16 +17,14 @@ import asyncio
 import shutil
 import sys
 import tempfile
-import threading
-import time
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from streams.devtools.bench.measure import Bar
+from streams.devtools.bench.receiver import WebhookReceiver
 from streams.devtools.bench.report import Level
 from streams.devtools.bench.workers import Rig, level_of
 from streams.devtools.bench.workload import preload
@@ -47,61 +45,14 @@ def local_routing(text: str, base_url: str) -> str:
     return str(yaml.safe_dump(data, sort_keys=False))
 
 
-def local_runbooks(source: Path, target: Path, base_url: str) -> Path:
+def local_runbooks(
+    source: Path, target: Path, base_url: str, render: Callable[[str, str], str] = local_routing
+) -> Path:
+    """A copy of the runbooks whose ``routing.yaml`` is ``render(text, base_url)``."""
     shutil.copytree(source, target)
     routing = target / "routing.yaml"
-    routing.write_text(local_routing(routing.read_text(), base_url))
+    routing.write_text(render(routing.read_text(), base_url))
     return target
-
-
-class HttpReceivers:
-    """aiohttp in a thread of its own: answers 200 to every POST and notes when, where and which effect."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.deliveries: list[tuple[float, str, str]] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        from aiohttp import web
-
-        async def handle(request: web.Request) -> web.Response:
-            await request.read()
-            self.deliveries.append((time.time(), request.path, request.headers.get("Idempotency-Key", "")))
-            return web.Response(text="ok")
-
-        async def main() -> web.AppRunner:
-            app = web.Application()
-            app.router.add_post("/{name}", handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
-            return runner
-
-        asyncio.set_event_loop(self._loop)
-        self.runner = self._loop.run_until_complete(main())
-        self._ready.set()
-        self._loop.run_forever()
-
-    def start(self) -> HttpReceivers:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    def quiet_for(self, seconds: float, timeout: float) -> None:
-        """Until no delivery came for ``seconds`` (bounded by ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            last = self.deliveries[-1][0] if self.deliveries else 0.0
-            if time.time() - last >= seconds:
-                return
-            time.sleep(0.5)
 
 
 def run_l6(
@@ -121,14 +72,14 @@ def run_l6(
         raise FileNotFoundError("PostgreSQL's server is not installed (apt-get install postgresql)")
     pg_root = Path(tempfile.mkdtemp(prefix="opsloop-bench-pg-"))  # in /tmp: the postgres user must reach it
     pg = LocalPostgres(pg_root, free_port(), bindir)
-    receivers = HttpReceivers().start()
+    receivers = WebhookReceiver("prompt").start()
     rig: Rig | None = None
     try:
         pg.start()
         runbooks = local_runbooks(
             Path(Settings.from_env().runbooks_dir),
             work / f"l6-runbooks-{receivers.port}",
-            f"http://127.0.0.1:{receivers.port}",
+            receivers.url,
         )
         rig = Rig(
             bootstrap,
@@ -154,17 +105,14 @@ def run_l6(
         level = level_of("L6 one worker + sinks (HTTP, PostgreSQL)", seen, cpu)
         for name, secs in tail.used.items():
             level.cpu[name] = level.cpu.get(name, 0.0) + secs  # the window runs on to the last delivery
-        times = [at for at, _, _ in receivers.deliveries]
-        keys = Counter(key for _, _, key in receivers.deliveries if key)
+        times = [d.at for d in receivers.deliveries]
         if times:
             level.seconds = max(seen.seconds, max(times) - seen.first_ts / 1000)
         level.extra.update(
             {
                 "decided /s": seen.count / max(seen.seconds, 1e-3),
-                "notifications": float(len(times)),
-                "notifications /s (first to last)": len(times) / max(max(times) - min(times), 1e-3) if times else 0.0,
-                "duplicates": float(sum(n - 1 for n in keys.values())),
-                "receivers hit": float(len({path for _, path, _ in receivers.deliveries})),
+                **receivers.summary(),
+                "receivers hit": float(len({d.path for d in receivers.deliveries})),
             }
         )
         return level

@@ -1,0 +1,99 @@
+"""The sinks under an alert storm: how many notifications per second, and CPU per notification. Printed.
+
+N notify effects, each of its own session (a storm of distinct alerts), spread over R
+webhook receivers, go through the real dispatcher, delivery client and ledger (on a
+throwaway PostgreSQL, as in production, or ``--db sqlite``) to the bench's webhook
+receiver running in a child process (so its CPU is not this process's). Printed:
+notifications/s from the first submit to the last settle, this process's CPU per
+notification (µs), duplicates at the receiver (an Idempotency-Key accepted twice).
+
+    PYTHONPATH=. .venv/bin/python -m tests.sinks.bench_storm [--n 5000] [--receivers 3] [--db pg|sqlite]
+        [--mode prompt|slow]
+
+Run under ``py-spy record -o prof.svg -- python -m tests.sinks.bench_storm`` for the profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import tempfile
+import time
+from typing import Any
+
+from streams.db import make_engine
+from streams.model.receivers import Receiver
+from tests.sinks.helpers import FAST, Harness, make_effect
+
+KEY = "bench-signing-key"
+
+
+def serve(conn: Any, mode: str) -> None:
+    from streams.devtools.bench.receiver import WebhookReceiver
+
+    receiver = WebhookReceiver(mode, delay_s=0.05, limit=16).start()
+    conn.send(receiver.port)
+    conn.recv()  # until the parent asks for the figures
+    conn.send(receiver.summary())
+    receiver.stop()
+
+
+async def storm(url: str, n: int, receivers: int, port: int) -> tuple[float, float]:
+    names = [f"hook-{i}" for i in range(receivers)]
+    recv = {
+        name: Receiver(name, "webhook", {"url": f"http://127.0.0.1:{port}/{name}"}, {"signing_key": "BENCH_KEY"})
+        for name in names
+    }
+    effects = [
+        make_effect(names[i % receivers], "webhook", session_key=f"storm:host-{i:06d}:HostDown", title=f"host {i}")
+        for i in range(n)
+    ]
+    async with Harness(recv, make_engine(url), {"BENCH_KEY": KEY}, policy=FAST, max_in_flight=n + 1) as h:
+        h.dispatcher.settings = h.dispatcher.settings.model_copy(update={"backlog_per_destination": n + 1})
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        futures = [await h.submit(e) for e in effects]
+        statuses = await asyncio.wait_for(asyncio.gather(*futures), 600)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    bad = [s for s in statuses if s != "delivered"]
+    if bad:
+        print(f"not delivered: {len(bad)} ({sorted(set(bad))})")
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--receivers", type=int, default=3)
+    parser.add_argument("--db", choices=("pg", "sqlite"), default="pg")
+    parser.add_argument("--mode", choices=("prompt", "slow"), default="prompt")
+    args = parser.parse_args()
+    parent, child = mp.Pipe()
+    proc = mp.get_context("spawn").Process(target=serve, args=(child, args.mode), daemon=True)
+    proc.start()
+    port = parent.recv()
+    pg = None
+    try:
+        if args.db == "pg":
+            from tests.support.postgres import LocalPostgres
+
+            pg = LocalPostgres().start()
+            url = pg.url
+        else:
+            url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-storm-')}/ledger.db"
+        wall, cpu = asyncio.run(storm(url, args.n, args.receivers, port))
+        parent.send("done")
+        got = parent.recv()
+    finally:
+        if pg is not None:
+            pg.stop()
+        proc.join(10)
+    print(
+        f"{args.n} notifications to {args.receivers} receivers ({args.db} ledger, {args.mode} receiver): "
+        f"{args.n / wall:,.0f}/s, {1e6 * cpu / args.n:,.0f} µs CPU each; receiver: "
+        f"{got['notifications']:.0f} accepted, {got['duplicates']:.0f} duplicates, {got['503s answered']:.0f} 503s"
+    )
+
+
+if __name__ == "__main__":
+    main()
