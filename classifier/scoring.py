@@ -55,8 +55,9 @@ class FastScorer:
         n = self.n_features
         index = (2147483647 - (n - 1)) % n if h == _INT32_MIN else abs(h) % n
         col = int(self.remap[index])
-        if len(self._memo) < _MEMO_LIMIT:
-            self._memo[token] = col
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()  # start over: the tokens seen lately stay cached, not a past storm's
+        self._memo[token] = col
         return col
 
     def matrix(self, tokens_list: Sequence[Sequence[str]]) -> sp.csr_matrix:

@@ -201,10 +201,27 @@ def test_missing_default_artifact_degrades_to_rules(monkeypatch, tmp_path):
 def test_fast_path_when_the_token_memo_is_full(model, monkeypatch):
     import classifier.scoring as scoring
 
-    monkeypatch.setattr(scoring, "_MEMO_LIMIT", 0)
+    monkeypatch.setattr(scoring, "_MEMO_LIMIT", 1)
     fresh = ModelClassifier(model.pipeline, model.meta, "0" * 12)
     events = _events()
     reference = model.pipeline.predict_proba(events)
     for ref, got in zip(reference, fresh.predict_proba_tokens(tokens_batch(events))):
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
-    assert not fresh._scorer._memo
+    assert len(fresh._scorer._memo) == 1  # full all along: started over at every new token
+
+
+def test_a_full_memo_starts_over_so_what_comes_after_a_storm_is_cached():
+    from classifier.features import memoize
+
+    calls: list[int] = []
+
+    @memoize(4)
+    def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    for i in range(10):  # a storm of one-off arguments fills the memo
+        double(i)
+    calls.clear()
+    assert [double(100) for _ in range(3)] == [200, 200, 200]
+    assert calls == [100]  # a memo that stopped storing when full computed it three times

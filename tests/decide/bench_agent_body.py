@@ -25,13 +25,24 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
+from streams.kafka.tracked import TrackedDict
 
-class CountingTable(dict):  # type: ignore[type-arg]
-    """A dict table that counts its writes and the bytes their changelog records would carry."""
+
+class CountingTable(TrackedDict):
+    """A dict table that counts its writes and the bytes their changelog records would carry.
+
+    Its rows are where a faust table on the in-memory store keeps them (``table.data.data``),
+    so :func:`streams.kafka.tracked.watch_table` tracks its changed keys as in the worker
+    (a plain dict would be diffed whole every batch, which the worker never does).
+    """
 
     def __init__(self, name: str, sizes: dict[str, float]) -> None:
         super().__init__()
         self.name, self.sizes = name, sizes
+
+    @property
+    def data(self) -> SimpleNamespace:
+        return SimpleNamespace(data=self)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         size = len(value) if isinstance(value, bytes) else len(json.dumps(value, separators=(",", ":")))
@@ -80,13 +91,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=55)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--storm", type=int, default=0, help="first decide this many distinct firing alerts (untimed): flat cost"
+    )
+    parser.add_argument("--tune-gc", action="store_true", help="the worker's gc settings (gc.freeze, thresholds)")
     args = parser.parse_args()
 
     from agents.decide import DecideAgent
     from agents.runtime import load_classify
     from agents.sinks.channels import specs
     from streams.core.timers import PartitionClock
-    from streams.devtools.bench import zipf_events
+    from streams.devtools.bench import storm_events, zipf_events
     from streams.kafka.batchsend import partition_for_key
     from streams.kafka.codec import default_codec
     from streams.model.records import validate_event
@@ -103,7 +118,25 @@ def main() -> None:
         event["event_id"] = uuid.UUID(int=random.Random(i).getrandbits(128)).hex
         event["received_at"] = event["occurred_at"] + 5
         events.append(event)
-    msgs = []
+    storm = []
+    for raw in storm_events(args.storm, t0=events[0]["occurred_at"] - args.storm - 60_000) if args.storm else []:
+        event = validate_event({"org": "default", "annotations": {}, "payload": {}, **raw})
+        event["received_at"] = event["occurred_at"] + 5
+        storm.append(event)
+    msgs, storm_msgs = [], []
+    for i, event in enumerate(storm):
+        key = event["session_key"].encode()
+        storm_msgs.append(
+            SimpleNamespace(
+                message=SimpleNamespace(
+                    topic="events.telemetry",
+                    partition=partition_for_key(key, 12),
+                    offset=i,
+                    key=key,
+                    value=codec.encode("opsloop.Event", event),
+                )
+            )
+        )
     for i, event in enumerate(events):
         key = event["session_key"].encode()
         msgs.append(
@@ -147,13 +180,21 @@ def main() -> None:
         else:
             collector[1] += time.perf_counter() - collector[0]
 
-    async def run() -> None:
-        for i in range(0, len(msgs), args.batch):
-            await agent.handle(stream, msgs[i : i + args.batch], out)
+    async def run(batches: list[Any]) -> None:
+        for i in range(0, len(batches), args.batch):
+            await agent.handle(stream, batches[i : i + args.batch], out)
 
+    if args.tune_gc:
+        from agents.worker import tune_gc
+
+        tune_gc()
+    if storm_msgs:
+        asyncio.run(run(storm_msgs))
+        out.records.clear()
+        sizes.clear()
     gc.callbacks.append(on_gc)
     start = time.process_time()
-    asyncio.run(run())
+    asyncio.run(run(msgs))
     cpu = time.process_time() - start
     gc.callbacks.remove(on_gc)
     records = hashlib.sha256()
@@ -167,6 +208,7 @@ def main() -> None:
     result = {
         "events": args.events,
         "batch": args.batch,
+        "storm": args.storm,
         "cpu_us_per_event": round(1e6 * cpu / args.events, 1),
         "gc_us_per_event": round(1e6 * collector[1] / args.events, 1),
         "per_event": {k: round(v / args.events, 3) for k, v in sorted(sizes.items())},
