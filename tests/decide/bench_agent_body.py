@@ -123,33 +123,23 @@ def main() -> None:
         event = validate_event({"org": "default", "annotations": {}, "payload": {}, **raw})
         event["received_at"] = event["occurred_at"] + 5
         storm.append(event)
-    msgs, storm_msgs = [], []
-    for i, event in enumerate(storm):
-        key = event["session_key"].encode()
-        storm_msgs.append(
-            SimpleNamespace(
-                message=SimpleNamespace(
-                    topic="events.telemetry",
-                    partition=partition_for_key(key, 12),
-                    offset=i,
-                    key=key,
-                    value=codec.encode("opsloop.Event", event),
-                )
+
+    def as_messages(batch: list[dict[str, Any]]) -> list[SimpleNamespace]:
+        """Each event as the faust event the agent gets (encoded, keyed, on its key's partition)."""
+        out = []
+        for i, event in enumerate(batch):
+            key = event["session_key"].encode()
+            message = SimpleNamespace(
+                topic="events.telemetry",
+                partition=partition_for_key(key, 12),
+                offset=i,
+                key=key,
+                value=codec.encode("opsloop.Event", event),
             )
-        )
-    for i, event in enumerate(events):
-        key = event["session_key"].encode()
-        msgs.append(
-            SimpleNamespace(
-                message=SimpleNamespace(
-                    topic="events.telemetry",
-                    partition=partition_for_key(key, 12),
-                    offset=i,
-                    key=key,
-                    value=codec.encode("opsloop.Event", event),
-                )
-            )
-        )
+            out.append(SimpleNamespace(message=message))
+        return out
+
+    msgs, storm_msgs = as_messages(events), as_messages(storm)
     sizes: dict[str, float] = {}
     tables = SimpleNamespace(
         sessions=CountingTable("sessions", sizes),
