@@ -77,8 +77,14 @@ class SinkSettings(BaseSettings):
     # Effects read from outbox and not yet settled, over all destinations (back-pressure on the reader).
     max_in_flight: int = 5000
     # Deliveries to one destination at once (its lanes; one session's effects always take the same lane, in
-    # order). A receiver's rate limit still applies across them.
-    concurrency_per_destination: int = 8
+    # order). A receiver's rate limit still applies across them. Each lane can leave one delivery of unknown
+    # outcome when the worker is killed (sent, not yet completed in the ledger), which the next owner sends
+    # again: 1 keeps that to one per destination per kill (the fault harness's bound); raise it for receivers
+    # that deduplicate by the Idempotency-Key / dedup_key, for throughput.
+    concurrency_per_destination: int = 1
+    # Effects a lane of an idempotent sink (webhook, PagerDuty) claims in one ledger batch before sending them
+    # in order; above 1 a kill can leave that many sent-but-not-completed, re-sent with the same key.
+    claim_ahead: int = 1
     # Runbook remediations are called only when this is true AND the step says dry_run: false;
     # otherwise they are logged and receipted as dry_run (agents/sinks/channels/remediate.py).
     remediation_enabled: bool = False

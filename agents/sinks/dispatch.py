@@ -150,7 +150,7 @@ class Dispatcher:
         self._claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(self._claim_batch)
         self._completions: GroupCommit[Completion, bool] = GroupCommit(self._complete_batch, linger_s=0.01)
         self.busy_poll_s = 1.0
-        self.claim_ahead = 16  # effects a lane of an idempotent sink claims in one go
+        self.claim_ahead = max(1, settings.claim_ahead)  # effects a lane of an idempotent sink claims in one go
         self.stats: dict[str, int] = {}
 
     async def start_heartbeat(self) -> None:

@@ -51,7 +51,8 @@ def test_a_storm_of_effects_shares_ledger_transactions_and_each_is_delivered_onc
 
     async def go() -> list[str]:
         receivers = {k: v for name in names for k, v in hooks(receiver, name).items()}
-        async with Harness(receivers, pg_engine, ENV) as h:
+        # lanes and claim-ahead as an operator sets them for receivers that deduplicate by key (defaults: 1 and 1)
+        async with Harness(receivers, pg_engine, ENV, concurrency_per_destination=8, claim_ahead=16) as h:
             commits.clear()  # the ledger's create() and the first beat are not the storm's
             return await h.run(*effects)
 
