@@ -34,7 +34,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -50,7 +49,7 @@ from streams.devtools.bench.feed import fed_level, feed, wait_delivered, warm_up
 from streams.devtools.bench.measure import Bar, percentile
 from streams.devtools.bench.receiver import MODES, WebhookReceiver, group_latencies
 from streams.devtools.bench.report import Level
-from streams.devtools.bench.sinks import SIGNING_ENV, local_routing, local_runbooks
+from streams.devtools.bench.sinks import ledger_postgres, local_routing, local_runbooks, sink_rig
 from streams.devtools.bench.workers import Rig
 from streams.devtools.broker import free_port
 from streams.errors import OpsloopError
@@ -127,14 +126,8 @@ def run_e2e(
     quiet_s: float = 7.0,
 ) -> list[Level]:
     """Per mode: Alertmanager, then opsloop, on the same alerts and a receiver of that mode."""
-    from streams.devtools.postgres import LocalPostgres, pg_bindir
-
-    bindir = pg_bindir()
-    if bindir is None:
-        raise FileNotFoundError("PostgreSQL's server is not installed (apt-get install postgresql)")
     levels: list[Level] = []
-    pg_root = Path(tempfile.mkdtemp(prefix="opsloop-bench-pg-"))  # in /tmp: the postgres user must reach it
-    pg = LocalPostgres(pg_root, free_port(), bindir)
+    pg, pg_root = ledger_postgres()
     failed: list[str] = []
     try:
         pg.start()
@@ -189,19 +182,7 @@ def _opsloop(
             receiver.url,
             render=e2e_routing,
         )
-        rig = Rig(
-            bootstrap,
-            work,
-            broker,
-            extra_env={
-                "OPSLOOP_RUNBOOKS_DIR": str(runbooks),
-                "OPSLOOP_SINK_DATABASE_URL": pg.url,
-                "OPSLOOP_SINK_SINGLE_NODE": "false",
-                "OPSLOOP_TIMER_CLOCK": "hybrid",
-                SIGNING_ENV: "bench-signing-key",
-            },
-        )
-        rig.extra_pids["postgres"] = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+        rig = sink_rig(bootstrap, work, broker, pg, runbooks, OPSLOOP_TIMER_CLOCK="hybrid")
         ingest = IngestProcess(
             {**rig.env, f"OPSLOOP_INGEST_TOKEN_{TOKEN_NAME.upper()}": token}, rig.work / "ingest.log"
         )

@@ -55,6 +55,36 @@ def local_runbooks(
     return target
 
 
+def ledger_postgres() -> tuple[Any, Path]:
+    """A throwaway PostgreSQL (not started) for the delivery ledger, and its directory to remove after."""
+    from streams.devtools.postgres import LocalPostgres, pg_bindir
+
+    bindir = pg_bindir()
+    if bindir is None:
+        raise FileNotFoundError("PostgreSQL's server is not installed (apt-get install postgresql)")
+    pg_root = Path(tempfile.mkdtemp(prefix="opsloop-bench-pg-"))  # in /tmp: the postgres user must reach it
+    return LocalPostgres(pg_root, free_port(), bindir), pg_root
+
+
+def sink_rig(bootstrap: str, work: Path, broker: Any, pg: Any, runbooks: Path, **env: str) -> Rig:
+    """A rig whose worker uses ``runbooks`` (receivers turned into signed webhooks) and the ledger on ``pg``,
+    PostgreSQL's CPU counted with the rung's (``env``: more of the worker's environment)."""
+    rig = Rig(
+        bootstrap,
+        work,
+        broker,
+        extra_env={
+            "OPSLOOP_RUNBOOKS_DIR": str(runbooks),
+            "OPSLOOP_SINK_DATABASE_URL": pg.url,
+            "OPSLOOP_SINK_SINGLE_NODE": "false",  # the ledger is the shared database, as in production
+            SIGNING_ENV: "bench-signing-key",
+            **env,
+        },
+    )
+    rig.extra_pids["postgres"] = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+    return rig
+
+
 def run_l6(
     bootstrap: str,
     work: Path,
@@ -64,14 +94,9 @@ def run_l6(
     broker: Any,
     quiet_s: float = 5.0,
 ) -> Level:
-    from streams.devtools.postgres import LocalPostgres, pg_bindir
     from streams.settings import Settings
 
-    bindir = pg_bindir()
-    if bindir is None:
-        raise FileNotFoundError("PostgreSQL's server is not installed (apt-get install postgresql)")
-    pg_root = Path(tempfile.mkdtemp(prefix="opsloop-bench-pg-"))  # in /tmp: the postgres user must reach it
-    pg = LocalPostgres(pg_root, free_port(), bindir)
+    pg, pg_root = ledger_postgres()
     receivers = WebhookReceiver("prompt").start()
     rig: Rig | None = None
     try:
@@ -81,18 +106,7 @@ def run_l6(
             work / f"l6-runbooks-{receivers.port}",
             receivers.url,
         )
-        rig = Rig(
-            bootstrap,
-            work,
-            broker,
-            extra_env={
-                "OPSLOOP_RUNBOOKS_DIR": str(runbooks),
-                "OPSLOOP_SINK_DATABASE_URL": pg.url,
-                "OPSLOOP_SINK_SINGLE_NODE": "false",  # the ledger is the shared database, as in production
-                SIGNING_ENV: "bench-signing-key",
-            },
-        )
-        rig.extra_pids["postgres"] = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+        rig = sink_rig(bootstrap, work, broker, pg, runbooks)
         ids = asyncio.run(preload(rig.settings, batch, Bar(len(batch), enabled=progress)))
         print("opsloop bench: L6 one worker delivering to local HTTP receivers, ledger on PostgreSQL", file=sys.stderr)
         rig.start_workers(1)
