@@ -124,15 +124,31 @@ def browser(tmp_path):
 
 
 def navigate(browser, action) -> None:
-    """Do ``action`` (a click, a submit) and wait until the next page has loaded (no race with the old one)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    """Do ``action`` (a click, a submit) and wait until the next page has loaded (no race with the old one).
+
+    The old page is marked with a script variable rather than held as an element: chromedriver can
+    answer a staleness probe on a node mid-navigation with "Node with given id does not belong to the
+    document" (a WebDriverException, not StaleElementReferenceException), seen once in CI. A probe
+    that fails while the page changes is "not loaded yet", and the wait goes on.
+    """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = browser.find_element(By.TAG_NAME, "html")
+    marker = uuid.uuid4().hex
+    browser.execute_script("window.__opsloopPage = arguments[0];", marker)
     action()
-    WebDriverWait(browser, 20).until(expected_conditions.staleness_of(old))
-    WebDriverWait(browser, 20).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+    def next_page_loaded(b: Any) -> bool:
+        try:
+            return bool(
+                b.execute_script(
+                    "return window.__opsloopPage !== arguments[0] && document.readyState === 'complete';", marker
+                )
+            )
+        except WebDriverException:
+            return False
+
+    WebDriverWait(browser, 20).until(next_page_loaded)
 
 
 def post_without_csrf(base: str, path: str, cookie: str) -> int:
