@@ -23,8 +23,16 @@ What faust's stream does per record that still has to happen (faust-streaming 0.
 - each record is acknowledged only after its batch was handled; faust commits up to the
   highest contiguous acknowledged offset of each partition.
 
-A batch whose handler raises is released, not acknowledged: the commit stays behind it and
-it is read again after the next rebalance or restart (handlers are idempotent by record id).
+A batch whose handler raises is handled again in place, after a backoff (handlers are
+idempotent by record id), until it succeeds; it is released instead (read again from the
+committed offset) when a rebalance took its partitions meanwhile or the app stops. (It used
+to be released at once: with no rebalance to re-read it, its records stayed undecided and the
+commit stayed behind them until the worker restarted.)
+
+:meth:`BatchReader.run_pipelined` overlaps a batch's waiting with the next batch's work: a
+:class:`Stage` *begins* a batch (decide, hand the records to the producer) and *finishes* it
+(wait for Kafka's acknowledgements, write the tables); batch N+1 is begun before batch N is
+finished, so the ~15 ms of a produce round trip is no longer added to every batch's latency.
 """
 
 from __future__ import annotations
@@ -32,15 +40,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from streams.kafka.compat import release_unacked
 
 log = logging.getLogger(__name__)
 
 LINGER_STEP_S = 0.01
+RETRY_FIRST_S = 0.1  # a failed batch is handled again after this, doubling up to RETRY_MAX_S
+RETRY_MAX_S = 5.0
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
+P = TypeVar("P")
+
+
+class Stage(Protocol, Generic[P]):
+    """A batch handler in two steps, for :meth:`BatchReader.run_pipelined`."""
+
+    async def begin(self, events: Sequence[Any]) -> P:
+        """Do the batch's work and hand its records to the producer; nothing is waited for or written yet.
+        May assume every batch begun before and not :meth:`reset` since will be finished first."""
+
+    async def finish(self, begun: P) -> None:
+        """Wait until what :meth:`begin` handed over is durable, then write what remembers it."""
+
+    def holds_back(self, begun: P) -> bool:
+        """True if the next batch must not begin before ``begun`` is finished (it changes what the next reads)."""
+
+    def reset(self) -> None:
+        """Forget every batch begun and not finished (they are handled again from the start)."""
 
 
 class BatchReader:
@@ -116,17 +144,87 @@ class BatchReader:
                 message.acked = True
                 release_unacked(consumer, message)
 
+    def ready_batch(self) -> list[Any]:
+        """What is queued now (up to the maximum), without waiting; possibly nothing."""
+        events: list[Any] = []
+        self._drain_into(events)
+        return self._admit(events) if events else events
+
+    def _still_ours(self, events: Sequence[Any]) -> bool:
+        """No rebalance since ``events`` were fetched: their partitions are still this worker's."""
+        app = self.app
+        generation = app.consumer_generation_id
+        return app.flow_control.is_active() and all(e.message.generation_id == generation for e in events)
+
     async def run(self, handle: Handler) -> None:
         """Hand each batch to ``handle`` until the app stops; acknowledge it when ``handle`` returns."""
         while not self.app.should_stop:
-            events = await self.next_batch()
-            try:
-                await handle(events)
-            except asyncio.CancelledError:
-                self.release(events)
-                raise
-            except Exception:  # noqa: BLE001 - a batch that cannot be handled is read again, the worker goes on
-                log.exception("a batch of %d records failed; released, to be read again", len(events))
-                self.release(events)
-                continue
-            self.acknowledge(events)
+            await self._until_handled(await self.next_batch(), handle)
+
+    async def _until_handled(self, events: list[Any], handle: Handler) -> None:
+        """Handle ``events`` until it succeeds, backing off between tries; release them if their partitions
+        move or the app stops meanwhile (the new owner reads them from the committed offset)."""
+        delay = RETRY_FIRST_S
+        try:
+            while True:
+                try:
+                    await handle(events)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - handled again (idempotent by record id); the worker goes on
+                    log.exception("a batch of %d records failed; handling it again in %.1f s", len(events), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, RETRY_MAX_S)
+                    if self.app.should_stop or not self._still_ours(events):
+                        log.warning("released a failed batch of %d records: to be read again", len(events))
+                        self.release(events)
+                        return
+                    continue
+                self.acknowledge(events)
+                return
+        except asyncio.CancelledError:
+            self.release(events)
+            raise
+
+    async def run_pipelined(self, stage: Stage[Any]) -> None:
+        """As :meth:`run`, with batch N+1 begun while batch N waits for Kafka (see the module docstring).
+
+        A failure anywhere drops both batches' work (the next was begun on the state of the one before)
+        and handles their records again, in order, as one batch, the way :meth:`run` retries."""
+
+        async def whole(events: Sequence[Any]) -> None:
+            stage.reset()  # nothing is pending here; a failed try must leave nothing for the next to read
+            await stage.finish(await stage.begin(events))
+
+        pending: tuple[list[Any], Any] | None = None  # begun, not finished
+        try:
+            while not self.app.should_stop:
+                events = await self.next_batch() if pending is None else self.ready_batch()
+                begun: tuple[list[Any], Any] | None = None
+                try:
+                    if pending is not None and (not events or stage.holds_back(pending[1])):
+                        await stage.finish(pending[1])
+                        self.acknowledge(pending[0])
+                        pending = None
+                    if events:
+                        begun = (events, await stage.begin(events))
+                    if pending is not None:
+                        await stage.finish(pending[1])
+                        self.acknowledge(pending[0])
+                except asyncio.CancelledError:
+                    self.release(events)  # the batch taken and perhaps begun; the pending one below
+                    raise
+                except Exception:  # noqa: BLE001 - both handled again from the start; the worker goes on
+                    log.exception("a pipelined batch failed; its records are handled again")
+                    stage.reset()
+                    again = (pending[0] if pending is not None else []) + events
+                    pending = None
+                    await self._until_handled(again, whole)
+                    continue
+                pending = begun
+        except asyncio.CancelledError:
+            if pending is not None:
+                self.release(pending[0])
+            raise
+        if pending is not None:
+            self.release(pending[0])

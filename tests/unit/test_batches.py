@@ -2,9 +2,11 @@
 
 What must hold for at-least-once (streams/kafka/batches.py): a batch is what is queued, up to
 the maximum; a record taken is tracked (a rebalance waits for it); it is acknowledged only
-after its handler returned; a batch whose handler raised is released, never counted toward
-the commit; a record of an older generation or read while flow is suspended is not handed
-over and not counted.
+after its handler returned; a batch whose handler raised is handled again until it succeeds,
+or released (never counted toward the commit) when a rebalance took its partitions meanwhile;
+a record of an older generation or read while flow is suspended is not handed over and not
+counted. Pipelined: batch N+1 is begun before N is finished, each is acknowledged after its
+own finish, and a failure redoes both from the start.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import faust
 import pytest
 from faust.types.tuples import ConsumerMessage
 
+from streams.kafka import batches
 from streams.kafka.batches import BatchReader
 from streams.kafka.redelivery import guard_redelivery
 
@@ -66,7 +69,12 @@ def test_a_batch_is_what_is_queued_up_to_the_maximum_and_is_tracked_until_acknow
     asyncio.run(main())
 
 
-def test_run_acknowledges_after_the_handler_and_releases_a_batch_whose_handler_raised() -> None:
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batches, "RETRY_FIRST_S", 0.001)
+
+
+def test_run_acknowledges_after_the_handler_and_handles_a_failed_batch_again_until_it_succeeds() -> None:
     async def main() -> None:
         app, reader = make_reader(max_batch=2)
         await enqueue(app, reader, range(4))
@@ -74,18 +82,121 @@ def test_run_acknowledges_after_the_handler_and_releases_a_batch_whose_handler_r
 
         async def handle(events: Sequence[Any]) -> None:
             seen.append(offsets(events))
-            assert acked(app) == []  # nothing acknowledged before a handler returns
+            assert acked(app) == [] or len(seen) > 2  # nothing acknowledged before a handler returns
             if len(seen) == 1:
                 raise RuntimeError("produce failed")
-            app._stopped.set()  # after the second batch: run() returns
+            if len(seen) == 3:
+                app._stopped.set()  # after the second batch: run() returns
 
         # should_stop is read from the app's stopped flag
         await asyncio.wait_for(reader.run(handle), 5)
-        assert seen == [[0, 1], [2, 3]]
-        assert acked(app) == [2, 3]  # the failed batch is not counted: the commit cannot pass offset 0
-        assert unacked(app) == []  # and no rebalance waits for it
+        # the failed batch is handled again at once, not left for a rebalance that may never come
+        # (it used to be released: undecided, and the commit stuck behind it until a restart)
+        assert seen == [[0, 1], [0, 1], [2, 3]]
+        assert acked(app) == [0, 1, 2, 3] and unacked(app) == []
 
     asyncio.run(main())
+
+
+def test_a_failed_batch_whose_partitions_moved_meanwhile_is_released_to_be_read_again() -> None:
+    async def main() -> None:
+        app, reader = make_reader(max_batch=2)
+        await enqueue(app, reader, range(2))
+        seen: list[list[int]] = []
+
+        async def handle(events: Sequence[Any]) -> None:
+            seen.append(offsets(events))
+            app.consumer_generation_id += 1  # a rebalance while the batch failed
+            app._stopped.set()
+            raise RuntimeError("produce failed")
+
+        await asyncio.wait_for(reader.run(handle), 5)
+        assert seen == [[0, 1]]  # not handled again by a worker that may no longer own the partition
+        assert acked(app) == [] and unacked(app) == []  # not counted, and no rebalance waits for it
+
+    asyncio.run(main())
+
+
+class RecordingStage:
+    """A two-step handler that records its calls; ``fail`` names the calls that raise once."""
+
+    def __init__(
+        self, app: faust.App, reader: BatchReader, *, hold: bool = False, fail: set[str] = frozenset()
+    ) -> None:
+        self.app, self.reader, self.hold, self.fail = app, reader, hold, set(fail)
+        self.calls: list[str] = []
+        self.acked_at: dict[str, list[int]] = {}
+        self.arrive_during_first: list[int] = []
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        self.acked_at[name] = acked(self.app)
+        if name in self.fail:
+            self.fail.discard(name)
+            raise RuntimeError(f"{name} failed")
+
+    async def begin(self, events: Sequence[Any]) -> list[int]:
+        batch = offsets(events)
+        if self.arrive_during_first:
+            more, self.arrive_during_first = self.arrive_during_first, []
+            await enqueue(self.app, self.reader, more)  # records arriving while this batch is decided
+        self._call(f"begin {batch}")
+        return batch
+
+    async def finish(self, begun: list[int]) -> None:
+        self._call(f"finish {begun}")
+        if begun[-1] == 3:
+            self.app._stopped.set()
+
+    def holds_back(self, begun: list[int]) -> bool:
+        return self.hold
+
+    def reset(self) -> None:
+        self.calls.append("reset")
+
+
+def run_stage(stage: RecordingStage) -> None:
+    async def main() -> None:
+        await enqueue(stage.app, stage.reader, [0, 1])
+        stage.arrive_during_first = [2, 3]
+        await asyncio.wait_for(stage.reader.run_pipelined(stage), 5)
+
+    asyncio.run(main())
+
+
+def test_pipelined_the_next_batch_is_begun_before_the_previous_is_finished_and_each_acknowledged_after_it() -> None:
+    app, reader = make_reader(max_batch=2)
+    stage = RecordingStage(app, reader)
+    run_stage(stage)
+    assert stage.calls == ["begin [0, 1]", "begin [2, 3]", "finish [0, 1]", "finish [2, 3]"]
+    assert stage.acked_at["finish [0, 1]"] == [] and stage.acked_at["finish [2, 3]"] == [0, 1]
+    assert acked(app) == [0, 1, 2, 3] and unacked(app) == []
+
+
+def test_pipelined_a_batch_that_changes_what_the_next_reads_is_finished_first() -> None:
+    app, reader = make_reader(max_batch=2)
+    stage = RecordingStage(app, reader, hold=True)
+    run_stage(stage)
+    assert stage.calls == ["begin [0, 1]", "finish [0, 1]", "begin [2, 3]", "finish [2, 3]"]
+    assert acked(app) == [0, 1, 2, 3]
+
+
+def test_pipelined_a_failure_redoes_both_batches_in_order_from_the_start() -> None:
+    app, reader = make_reader(max_batch=2)
+    stage = RecordingStage(app, reader, fail={"finish [0, 1]"})
+    run_stage(stage)
+    # batch [2, 3] was begun on [0, 1]'s unwritten state: both are dropped and handled again, as one
+    assert stage.calls == [
+        "begin [0, 1]",
+        "begin [2, 3]",
+        "finish [0, 1]",
+        "reset",
+        "reset",
+        "begin [0, 1, 2, 3]",
+        "finish [0, 1, 2, 3]",
+    ]
+    assert stage.acked_at["finish [0, 1, 2, 3]"] == []
+    assert acked(app) == [0, 1, 2, 3] and unacked(app) == []
 
 
 def test_records_of_an_older_generation_or_read_while_flow_is_suspended_are_released_not_handed_over() -> None:
