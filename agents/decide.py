@@ -18,7 +18,10 @@ Per micro-batch from the events.* topics (:meth:`DecideAgent.handle`):
    pending-timer index, the silences and the inhibiting alerts: see
    :mod:`streams.core.tables`). A crash can then lose a state write but never an effect: the
    re-processed events yield the same effect ids, which the sinks' ledger delivers
-   once, and events whose state was written are skipped as seen.
+   once, and events whose state was written are skipped as seen. The daily digest's
+   counts of the batch's decisions go out in the same produce (one ``digest.counts``
+   record per org, :class:`agents.digest.DecisionDeltas`), so they too are acknowledged
+   before the state is written; the digest never reads ``decisions`` back.
 
 Nothing else lives here: the gates, the runbooks and the timers are pure code in streams/.
 """
@@ -31,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agents.digest import COUNTS_TOPIC, DecisionDeltas
 from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
 from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
@@ -70,6 +74,7 @@ class Batch:
     silence_changes: dict[str, list[SilenceChange]] = field(default_factory=dict)
     observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
     failed: list[tuple[Any, Exception]] = field(default_factory=list)  # (message, why): for the dead-letter topic
+    decided: list[tuple[Any, list[dict[str, Any]]]] = field(default_factory=list)  # (message, its decision records)
 
 
 def refold(state: Mapping[str, Any] | None, events: Sequence[tuple[Mapping[str, Any], Context]]) -> Any:
@@ -93,6 +98,7 @@ class DecideAgent:
         clock: PartitionClock,
         partitions: Mapping[str, int],
         dead_letters: Callable[[bytes | None, bytes], Any],
+        digest: DecisionDeltas | None = None,
     ) -> None:
         self.settings, self.codec, self.clock = settings, codec, clock
         self.tables = tables
@@ -107,6 +113,7 @@ class DecideAgent:
         self.decisions_topic = settings.topic_prefix + "decisions"
         self.partitions = dict(partitions)  # physical topic -> partition count, for the batcher
         self._send_dead_letter = dead_letters
+        self.digest = digest  # None when no org gets a digest
 
     @classmethod
     def from_runtime(cls, rt: Runtime) -> DecideAgent:
@@ -118,8 +125,9 @@ class DecideAgent:
             classify=rt.classify,
             tables=rt.tables,
             clock=rt.clock,
-            partitions={rt.physical(t): rt.specs[t].partitions for t in ("outbox", "decisions")},
+            partitions={rt.physical(t): rt.specs[t].partitions for t in ("outbox", "decisions", COUNTS_TOPIC)},
             dead_letters=lambda key, value: dlq.send(key=key, value=value),
+            digest=DecisionDeltas.from_runtime(rt),
         )
 
     # -- the pure-ish middle ------------------------------------------------------------
@@ -202,6 +210,7 @@ class DecideAgent:
                 out.add(self.outbox_topic, key, value)
             for record in records:
                 out.add(self.decisions_topic, key, record)
+            batch.decided.append((ev.message, result.all_records))
             self.clock.observe(ev.message.partition, event["occurred_at"])
             for fired in result.fired:
                 batch.observed.append((fired.event, fired.record, fired.effects))
@@ -274,9 +283,23 @@ class DecideAgent:
         if not good:
             return
         batch = self.decide_batch(good, self.tables.sessions, out)
+        digest = self.digest
+        if digest is not None:
+            digest.add(batch.decided)
         for message, error in batch.failed:
             await self.dead_letter(message, error)
-        await out.flush()  # effects durable before the state that remembers them
+        if digest is None:
+            await out.flush()  # effects durable before the state that remembers them
+        else:
+            # effects and the digest's counts durable before the state that remembers them; an org's
+            # counts past one record go out one after another (see DecisionDeltas)
+            for n, chunk in enumerate(digest.rounds()):
+                if n:
+                    await out.flush()
+                for key, value in chunk:
+                    out.add(digest.topic, key, value)
+            await out.flush()
+            digest.sent()
         if isinstance(out, PartitionBatcher):
             sends = ChangelogSends()
             self.write(stream, batch, sends)
