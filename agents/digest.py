@@ -29,7 +29,9 @@ Three parts, all in the worker (the pure code is :mod:`streams.core.digest`):
    produce and its state write, a rebalance, a batch that failed): the records decided
    from it again are not counted again, whatever the second decision says, because
    their items carry the event's position, not the new records'. (Before issue 17 the
-   digest counted ``decisions`` records, and such a re-decided event twice.)
+   digest counted ``decisions`` records, and such a re-decided event twice. Deltas of that
+   time, with ``decisions`` positions, still fold; on the day of an upgrade the old workers'
+   lag at shutdown can be missed or counted twice once, as README says.)
    Deliveries are not over-counted either: a redelivered outbox record is ``skipped``
    by the sinks' ledger, which is not counted.
 3. **ticker** (every ``OPSLOOP_TIMER_TICK_S``) looks at the orgs of the ``digest.counts``

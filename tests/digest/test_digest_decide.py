@@ -22,10 +22,8 @@ import pytest
 from agents.decide import DecideAgent
 from agents.digest import COUNTS_TOPIC, DecisionDeltas
 from streams.core.digest import SOURCE_TOPICS, DigestCounts, add_decision, day_of, fold_delta
-from streams.core.timers import PartitionClock
-from streams.settings import Settings
-from tests.agent_bodies.test_agents_unit import CODEC, RSET, FakeStream, dict_tables, message
-from tests.decide.helpers import MIN, T0, URGENT_DOWN, alert
+from tests.agent_bodies.test_agents_unit import CODEC, RSET, FakeStream, decide_agent, dict_tables, message
+from tests.decide.helpers import MIN, T0, alert
 
 TZ = "UTC"
 
@@ -55,20 +53,8 @@ class Produce:
 
 
 def agent(tables: Any) -> DecideAgent:
-    async def dead_letter(key: bytes | None, value: bytes) -> None:
-        raise AssertionError("nothing is dead-lettered here")
-
-    return DecideAgent(
-        settings=Settings.from_env(),
-        codec=CODEC,
-        runbooks=RSET,
-        classify=lambda events: [URGENT_DOWN] * len(events),
-        tables=tables,
-        clock=PartitionClock(),
-        partitions={"outbox": 12, "decisions": 12, COUNTS_TOPIC: 12},
-        dead_letters=dead_letter,
-        digest=DecisionDeltas(enabled=RSET.digest.enabled, codec=CODEC, prefix="", topic=COUNTS_TOPIC),
-    )
+    digest = DecisionDeltas(enabled=RSET.digest.enabled, codec=CODEC, prefix="", topic=COUNTS_TOPIC)
+    return decide_agent(tables, [], digest=digest)
 
 
 def traffic() -> list[Any]:
