@@ -18,7 +18,10 @@ Per micro-batch from the events.* topics (:meth:`DecideAgent.handle`):
    pending-timer index, the silences and the inhibiting alerts: see
    :mod:`streams.core.tables`). A crash can then lose a state write but never an effect: the
    re-processed events yield the same effect ids, which the sinks' ledger delivers
-   once, and events whose state was written are skipped as seen.
+   once, and events whose state was written are skipped as seen. The daily digest's
+   counts of the batch's decisions go out in the same produce (one ``digest.counts``
+   record per org, :class:`agents.digest.DecisionDeltas`), so they too are acknowledged
+   before the state is written; the digest never reads ``decisions`` back.
 
 Nothing else lives here: the gates, the runbooks and the timers are pure code in streams/.
 """
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from agents.digest import COUNTS_TOPIC, DecisionDeltas
 from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
 from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
@@ -73,6 +77,7 @@ class Batch:
     observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
     failed: list[tuple[Any, Exception]] = field(default_factory=list)  # (message, why): for the dead-letter topic
     states: dict[str, bytes] = field(default_factory=dict)  # each session's state to write, encoded once
+    decided: list[tuple[Any, list[dict[str, Any]]]] = field(default_factory=list)  # (message, its decision records)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class Begun:
     batch: Batch
     futures: list[Any]
     holds_back: bool  # it changes the silences or the inhibitors: the next batch must read them written
+    counted: dict[str, int] = field(default_factory=dict)  # the digest items per org its produce carries
 
 
 class SessionView(Mapping[str, Any]):
@@ -128,6 +134,7 @@ class DecideAgent:
         clock: PartitionClock,
         partitions: Mapping[str, int],
         dead_letters: Callable[[bytes | None, bytes], Any],
+        digest: DecisionDeltas | None = None,
     ) -> None:
         self.settings, self.codec, self.clock = settings, codec, clock
         self.tables = tables
@@ -143,6 +150,7 @@ class DecideAgent:
         self.partitions = dict(partitions)  # physical topic -> partition count, for the batcher
         self._send_dead_letter = dead_letters
         self.unwritten: dict[str, bytes] = {}  # states of batches begun, not finished: the next batch reads them
+        self.digest = digest  # None when no org gets a digest
 
     @classmethod
     def from_runtime(cls, rt: Runtime) -> DecideAgent:
@@ -154,8 +162,9 @@ class DecideAgent:
             classify=rt.classify,
             tables=rt.tables,
             clock=rt.clock,
-            partitions={rt.physical(t): rt.specs[t].partitions for t in ("outbox", "decisions")},
+            partitions={rt.physical(t): rt.specs[t].partitions for t in ("outbox", "decisions", COUNTS_TOPIC)},
             dead_letters=lambda key, value: dlq.send(key=key, value=value),
+            digest=DecisionDeltas.from_runtime(rt),
         )
 
     # -- the pure-ish middle ------------------------------------------------------------
@@ -238,6 +247,7 @@ class DecideAgent:
                 out.add(self.outbox_topic, key, value)
             for record in records:
                 out.add(self.decisions_topic, key, record)
+            batch.decided.append((ev.message, result.all_records))
             self.clock.observe(ev.message.partition, event["occurred_at"])
             for fired in result.fired:
                 batch.observed.append((fired.event, fired.record, fired.effects))
@@ -325,8 +335,19 @@ class DecideAgent:
             await self.dead_letter(message, error)
         batch.states = {session: encode_state(result.state) for session, result in batch.last.items()}
         self.unwritten.update(batch.states)
+        digest = self.digest
+        if digest is not None:
+            # the digest's counts ride with the effects, durable before the state that remembers them;
+            # an org's counts past one record go out one after another (see DecisionDeltas)
+            digest.add(batch.decided)
+            for n, chunk in enumerate(digest.rounds()):
+                if n:
+                    await asyncio.gather(*await out.submit())
+                for key, value in chunk:
+                    out.add(digest.topic, key, value)
+        handed = digest.handed() if digest is not None else {}
         futures = await out.submit()  # effects durable (finish waits) before the state that remembers them
-        return Begun(batch, futures, holds_back=self._changes_context(batch))
+        return Begun(batch, futures, holds_back=self._changes_context(batch), counted=handed)
 
     def _changes_context(self, batch: Batch) -> bool:
         if batch.silence_changes:
@@ -340,6 +361,8 @@ class DecideAgent:
         """Wait until Kafka acknowledged a begun batch's records, then write its tables."""
         if begun.futures:
             await asyncio.gather(*begun.futures)
+        if self.digest is not None:
+            self.digest.sent(begun.counted)
         batch = begun.batch
         if isinstance(out, PartitionBatcher):
             sends = ChangelogSends()
@@ -360,6 +383,8 @@ class DecideAgent:
     def reset(self) -> None:
         """Forget the batches begun and not finished: their events are decided again from the tables."""
         self.unwritten.clear()
+        if self.digest is not None:
+            self.digest.forget()  # their batches are decided again, and counted again
 
     def register(self, rt: Runtime) -> BatchReader:
         """Run the agent as a batch loop on faust's consumer (:mod:`streams.kafka.batches`): a batch is what

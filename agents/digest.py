@@ -1,34 +1,45 @@
-"""The daily digest agent: per-org counts from ``decisions`` and ``deliveries``, sent once a day.
+"""The daily digest agent: per-org counts of the decide agent's decisions and of ``deliveries``, sent once a day.
 
 Three parts, all in the worker (the pure code is :mod:`streams.core.digest`):
 
-1. **collect** reads ``decisions`` (keyed by session) and ``deliveries`` (keyed by
-   effect id) in batches and repartitions them by org: one ``opsloop.DigestDelta`` per
-   org per batch on ``digest.counts`` (keyed by org, declared in topics.yaml like every
-   topic), carrying small items (outcome or status, channel, session, time, and the
-   source topic / partition / offset). One record per org per batch rather than faust's
-   ``group_by`` (a produce per record): the digest reads every decision and receipt
-   once, but does not produce each one again.
-   Deliveries carry no org; it is the session key's ``<org>:`` prefix.
+1. **collect** repartitions what is counted by org: one ``opsloop.DigestDelta`` per org per
+   batch on ``digest.counts`` (keyed by org, declared in topics.yaml like every topic),
+   carrying small items (outcome or status, channel, session, time, and a source topic /
+   partition / offset). One record per org per batch rather than faust's ``group_by`` (a
+   produce per record). Two sources:
+
+   - *decisions*, from the decide agent's own batch (:class:`DecisionDeltas`): the records
+     it decided, each with the position of the event it was decided from (an
+     ``events.*`` topic, partition and offset). The deltas go out in the same produce as
+     the decisions and are acknowledged before decide writes its state and acknowledges
+     its batch, so a counted event is never lost to a crash. The digest does not read
+     ``decisions`` back (issue 17: it was ~8 % of the worker, a second record read and
+     decoded per event); replays and the projector still do.
+   - *deliveries*, read back in batches from ``deliveries`` (receipts of the sinks, one
+     per effect). A delivery carries no org; it is the session key's ``<org>:`` prefix.
 2. **fold** folds each delta into the ``digests`` table (changelog-backed, keyed by
    org, co-partitioned with ``digest.counts``): :class:`~streams.core.digest.DigestCounts`
    per *local* day of the org, the last day sent, and per source partition the highest
    offset folded. This is the windowed table: faust's tumbling windows align to the UTC
    epoch, not to an org's midnight in its own time zone, so the window key is the
    org's local calendar day, and days older than ``KEEP_DAYS`` are pruned.
-   *Idempotency*: a source record seen again (the collector or the fold re-reading
-   after a crash or a rebalance) has an offset at or below the folded mark and is
-   skipped, exactly. Not caught: a decision the decide agent itself emitted twice
-   (a crash between its produce and its state write re-decides those events with the
-   same ids); such copies are counted again, so a day can be over-counted by at most
-   what decide re-processes after a crash (the records since its last commit).
-   Deliveries are not over-counted that way: a redelivered outbox record is
-   ``skipped`` by the sinks' ledger, which is not counted.
+   *Idempotency*: a source record seen again has an offset at or below the folded mark
+   and is skipped, exactly: a receipt the collector re-reads after a crash or a
+   rebalance, and an event decide re-reads and decides again (a crash between its
+   produce and its state write, a rebalance, a batch that failed): the records decided
+   from it again are not counted again, whatever the second decision says, because
+   their items carry the event's position, not the new records'. (Before issue 17 the
+   digest counted ``decisions`` records, and such a re-decided event twice. Deltas of that
+   time, with ``decisions`` positions, still fold; on the day of an upgrade the old workers'
+   lag at shutdown can be missed or counted twice once, as README says.)
+   Deliveries are not over-counted either: a redelivered outbox record is ``skipped``
+   by the sinks' ledger, which is not counted.
 3. **ticker** (every ``OPSLOOP_TIMER_TICK_S``) looks at the orgs of the ``digest.counts``
    partitions this worker owns; when an org's local hour has come on the day after a
    day with traffic, or at once for an older day with traffic that no worker was up
    to send (:func:`~streams.core.digest.due_digest`; oldest first, as far back as the table
-   keeps), and every record written before then has been folded (:class:`Barrier`), it routes the digest's labels
+   keeps), and every event and receipt written before then has been counted and folded
+   (:class:`Barrier`), it routes the digest's labels
    through the routing tree, sends one notify effect per receiver to ``outbox`` (the
    sinks deliver it like any other), then writes a *sent* mark to ``digest.counts``
    that the fold records, so the day is sent once. Effect ids derive from org, day and
@@ -48,7 +59,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 import faust
@@ -56,19 +67,23 @@ from faust.types import TP
 
 from agents.runtime import Runtime
 from streams.core.digest import (
+    DELTA_BYTES,
     SOURCE_TOPICS,
     DigestCounts,
     caught_up,
     delta,
     digest_effects,
+    digest_item,
     due_digest,
     fold_delta,
     group_items,
+    split_items,
 )
 from streams.core.timers import PartitionClock
 from streams.kafka.batches import BatchReader
 from streams.kafka.codec import Codec, CodecError
 from streams.model.digest_config import DigestConfig
+from streams.model.records import EVENT_TOPICS
 from streams.model.routing import Routing
 from streams.settings import TimerSettings
 
@@ -125,7 +140,7 @@ class DigestAgent:
         return out
 
     async def collect(self, messages: Iterable[Any]) -> None:
-        """One delta per org of a batch of decisions and deliveries, to digest.counts."""
+        """One delta per org of a batch of deliveries, to digest.counts."""
         for org, items in group_items(self.decoded(messages), self.config.enabled).items():
             await self.send_counts(org.encode(), self.codec.encode("opsloop.DigestDelta", delta(org, items)))
 
@@ -262,7 +277,10 @@ class DigestAgent:
             prefix=prefix,
             table=table,
             timers=settings.timers,
-            source_tps=[TP(prefix + t, p) for t in SOURCE_TOPICS for p in range(rt.specs[t].partitions)],
+            # what the Barrier waits for: the events decide counts from, and the receipts collect reads
+            source_tps=[
+                TP(prefix + t, p) for t in (*EVENT_TOPICS, *SOURCE_TOPICS) for p in range(rt.specs[t].partitions)
+            ],
             send_counts=lambda key, value: counts_topic.send(key=key, value=value),
             send_effect=lambda key, value: outbox.send(key=key, value=value),
             committed=committed,
@@ -270,7 +288,7 @@ class DigestAgent:
         )
 
         # Batches off faust's consumer, as the decide agent reads (streams/kafka/batches.py): the
-        # digest reads every decision and receipt, so faust's per-record stream would cost per record.
+        # digest reads every receipt, so faust's per-record stream would cost per record.
         collector = BatchReader(app, sources, max_batch=COLLECT_MAX, linger_s=COLLECT_WITHIN_S)
 
         @app.task  # type: ignore[untyped-decorator]  # faust's App.task is annotated as returning a bare Callable
@@ -298,13 +316,14 @@ class Barrier:
     partitions: with a backlog (a worker catching up after an outage) one partition's
     records of the next morning can be folded before another's of the day itself, and
     the digest would go out short. So when digests come due, the end offsets of every
-    ``decisions`` and ``deliveries`` partition are noted; once the consumer group (every
-    worker's collector) has committed past them, the deltas they yielded are in
-    ``digest.counts`` (faust flushes the producer before it commits), whose end offsets
-    are noted in turn; once the group has committed past those too, the fold has them
-    all and the digests go out with the counts as folded then. Idle partitions do not
-    hold anything back (their committed offset is their end). A record of the day that
-    is written after its digest came due is late: counted in the table, not sent.
+    ``events.*`` and ``deliveries`` partition are noted; once the consumer group (every
+    worker's decide agent and collector) has committed past them, the deltas they yielded
+    are in ``digest.counts`` (decide's are acknowledged before its batch is; faust
+    flushes the producer before it commits the collector's), whose end offsets are noted
+    in turn; once the group has committed past those too, the fold has them all and the
+    digests go out with the counts as folded then. Idle partitions do not hold anything
+    back (their committed offset is their end). An event of the day that is written
+    after its digest came due (or a receipt) is late: counted in the table, not sent.
     """
 
     def __init__(self) -> None:
@@ -318,3 +337,83 @@ class Barrier:
 
     def start(self, due: set[tuple[str, str]], sources: dict[tuple[str, int], int], now: float) -> None:
         self.due, self.sources, self.counts, self.checked = due, sources, None, now - BARRIER_CHECK_S
+
+
+class DecisionDeltas:
+    """The decide agent's side of the digest: one DigestDelta per org per decide batch, from its own records.
+
+    Each decision record becomes an item carrying the position of the event it was decided
+    from (:func:`~streams.core.digest.digest_item`), so an event decided again is not
+    counted again (the fold's marks). The decide agent adds :meth:`rounds` to the produce
+    of its batch and calls :meth:`sent` once Kafka acknowledged them, before it writes its state.
+
+    Items wait in :attr:`carry` until then. The decide loop begins batch N+1 before batch N's
+    produce is acknowledged (:meth:`streams.kafka.batches.BatchReader.run_pipelined`), so N+1's
+    record of an org carries N's items again: if N's record does not land and N+1's does (raising
+    the marks past N's events), N's items are in it. A failure makes the loop decide both batches
+    again whole (:meth:`forget`, then counted again). An org's items past ``DELTA_BYTES`` (a batch of very long session keys)
+    are split between events, the n-th part in the n-th round, each round produced after the
+    previous one was acknowledged: a part's marks never pass a part that did not land.
+    """
+
+    def __init__(self, *, enabled: Callable[[str], bool], codec: Codec, prefix: str, topic: str) -> None:
+        self.enabled, self.codec, self.prefix, self.topic = enabled, codec, prefix, topic
+        self.carry: dict[str, list[dict[str, Any]]] = {}  # org -> items not yet acknowledged on digest.counts
+        self.budget = DELTA_BYTES
+
+    @classmethod
+    def from_runtime(cls, rt: Runtime) -> DecisionDeltas | None:
+        """None when no org gets a digest (:meth:`DigestAgent.register` registers nothing either)."""
+        config = rt.runbooks.digest
+        if not config.any_enabled:
+            return None
+        return cls(
+            enabled=config.enabled, codec=rt.codec, prefix=rt.settings.topic_prefix, topic=rt.physical(COUNTS_TOPIC)
+        )
+
+    def add(self, decided: Iterable[tuple[Any, Iterable[Mapping[str, Any]]]]) -> None:
+        """Count a batch's (source message, decision records). With items still carried, an event at or
+        below a carried position of its partition is one read again (a rebalance): the carry counts it."""
+        carry, prefix, enabled = self.carry, self.prefix, self.enabled
+        carried: dict[tuple[str, int], int] = {}
+        for items in carry.values():
+            for item in items:
+                src = (item["topic"], item["partition"])
+                carried[src] = max(carried.get(src, -1), item["offset"])
+        for message, records in decided:
+            topic = message.topic[len(prefix) :] if message.topic.startswith(prefix) else message.topic
+            if carried and message.offset <= carried.get((topic, message.partition), -1):
+                continue
+            for record in records:
+                found = digest_item(topic, message.partition, message.offset, record)
+                if found is not None and enabled(found[0]):
+                    carry.setdefault(found[0], []).append(found[1])
+
+    def rounds(self) -> list[list[tuple[bytes, bytes]]]:
+        """(key, value) records for digest.counts: the n-th list holds the n-th part of each org's items."""
+        out: list[list[tuple[bytes, bytes]]] = []
+        for org, items in self.carry.items():
+            key = org.encode()
+            for n, part in enumerate(split_items(items, self.budget)):
+                if n == len(out):
+                    out.append([])
+                out[n].append((key, self.codec.encode("opsloop.DigestDelta", delta(org, part))))
+        return out
+
+    def handed(self) -> dict[str, int]:
+        """How many items of each org :meth:`rounds` just handed over: what :meth:`sent` drops once they landed."""
+        return {org: len(items) for org, items in self.carry.items()}
+
+    def sent(self, handed: Mapping[str, int]) -> None:
+        """Kafka acknowledged the records of a :meth:`rounds` that handed ``handed`` (the oldest items)."""
+        carry = self.carry
+        for org, count in handed.items():
+            left = carry.get(org, [])[count:]
+            if left:
+                carry[org] = left
+            else:
+                carry.pop(org, None)
+
+    def forget(self) -> None:
+        """Drop every item: the batches they came from are decided again (and counted again)."""
+        self.carry = {}

@@ -3,9 +3,12 @@ deciding when a day's digest is due, and rendering it as notify effects through 
 
 The shell is :mod:`agents.digest`. What flows through it, all pure here:
 
-1. :func:`group_items` turns a batch of ``decisions`` and ``deliveries`` records into
-   small items per org (a decision's outcome and session, a delivery's status and
-   channel, each with its source topic, partition and offset);
+1. :func:`group_items` turns records into small items per org: the decision records a
+   decide batch made, each with the position of the *event* it was decided from (its
+   ``events.*`` topic, partition and offset; an event's fired timers and its own decision
+   share that position), and the ``deliveries`` records the digest's collector read, each
+   with its own position; a decision's item has its outcome and session, a delivery's its
+   status and channel;
 2. :func:`fold_delta` folds one org's items into its table value: counts per local day
    (:class:`DigestCounts`), the highest source offset folded per source partition (an
    item at or below it is a redelivery and is skipped), the day last sent, and days
@@ -37,7 +40,10 @@ NOISIEST = 5
 SESSIONS_KEPT = 100
 KEEP_DAYS = 3  # days of counts kept per org (older ones are pruned, older records dropped)
 DIGEST_RUNBOOK = "digest"
-SOURCE_TOPICS = ("decisions", "deliveries")
+SOURCE_TOPICS = ("deliveries",)  # what the collector reads; decisions come from the decide agent's batches
+DELIVERIES = "deliveries"
+ONE_PER_OFFSET = ("decisions", DELIVERIES)  # sources with one item per offset; decide's items share an event's
+DELTA_BYTES = 200_000  # a delta's items past this are split (at an event's boundary): a record fits a produce batch
 _COUNTERS = ("outcomes", "notifications", "failures", "dead", "sessions", "actions")
 
 
@@ -143,12 +149,16 @@ def org_of_session(session_key: str) -> str:
 def digest_item(
     topic: str, partition: int, offset: int, record: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
-    """(org, item) for one decoded decisions / deliveries record; None for what a digest does not count.
+    """(org, item) for one decoded decision or delivery record; None for what a digest does not count.
 
+    ``topic``, ``partition`` and ``offset`` are the item's source position, its identity for
+    the fold's marks: a delivery's own on ``deliveries``; for a decision, the position of
+    the event it was decided from (``events.*``), which every record decided from that
+    event shares (``decisions``, the source of digests before issue 17, is read as one too).
     Receipts of digests themselves are left out: a digest reporting its own delivery would
     keep every org that was ever seen getting a digest a day, forever.
     """
-    if topic == "decisions":
+    if topic != DELIVERIES:
         return record.get("org") or "default", {
             "topic": topic,
             "partition": partition,
@@ -158,21 +168,19 @@ def digest_item(
             "status": record["outcome"],
             "channel": "",
         }
-    if topic == "deliveries":
-        session = record.get("session_key") or ""
-        org = org_of_session(session)
-        if session == digest_session(org):
-            return None
-        return org, {
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "at": int(record["completed_at"]),
-            "session_key": session,
-            "status": record["status"],
-            "channel": record["channel"],
-        }
-    return None
+    session = record.get("session_key") or ""
+    org = org_of_session(session)
+    if session == digest_session(org):
+        return None
+    return org, {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "at": int(record["completed_at"]),
+        "session_key": session,
+        "status": record["status"],
+        "channel": record["channel"],
+    }
 
 
 def group_items(
@@ -184,6 +192,28 @@ def group_items(
         found = digest_item(topic, partition, offset, record)
         if found is not None and enabled(found[0]):
             out.setdefault(found[0], []).append(found[1])
+    return out
+
+
+def split_items(items: list[dict[str, Any]], budget: int = DELTA_BYTES) -> list[list[dict[str, Any]]]:
+    """``items`` in chunks of about ``budget`` bytes each, never splitting the items of one source position.
+
+    The fold counts an event's records all at once (:func:`fold_delta`), so they stay in one
+    chunk; the caller sends the chunks of one org in order, each after the previous was
+    acknowledged, so a chunk's marks never pass a chunk that did not arrive.
+    """
+    out: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    previous: tuple[str, int, int] | None = None
+    for item in items:
+        position = (item["topic"], item["partition"], item["offset"])
+        cost = 64 + len(item["session_key"]) + len(item["status"]) + len(item["channel"])
+        if size + cost > budget and out[-1] and position != previous:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += cost
+        previous = position
     return out
 
 
@@ -212,12 +242,16 @@ def fold_delta(
 
     Idempotent under redelivery: an item whose source offset is at or below the highest
     folded from its source partition (``hwm``, kept in the same value and so written in
-    the same changelog record as the counts) is skipped. Items of days older than
+    the same changelog record as the counts) is skipped. The records decided from one
+    event share the event's position and always travel in one delta (one decide batch,
+    one session, one org), so for them "at or below" is the mark as it was before this
+    delta: a delta counts all of an event's records or none. Items of days older than
     ``keep_days`` before ``now`` or later than tomorrow are dropped (late or mis-stamped
     records), and such days are pruned, so a value holds a few days at most.
     """
     s = state or {}
     hwm = dict(s.get("hwm") or {})
+    before = dict(hwm)
     days_raw = dict(s.get("days") or {})
     touched: dict[str, DigestCounts] = {}
     oldest: str | None = None
@@ -227,16 +261,17 @@ def fold_delta(
         oldest, newest = _shift(today, -keep_days), _shift(today, 1)
     for item in record.get("items") or ():
         src = f"{item['topic']}:{item['partition']}"
-        if item["offset"] <= hwm.get(src, -1):
+        offset = item["offset"]
+        if offset < hwm.get(src, -1) or offset <= (hwm if item["topic"] in ONE_PER_OFFSET else before).get(src, -1):
             continue
-        hwm[src] = item["offset"]
+        hwm[src] = offset
         day = day_of(item["at"], tz)
         if oldest is not None and newest is not None and not oldest <= day <= newest:
             continue
         counts = touched.get(day)
         if counts is None:
             counts = touched[day] = DigestCounts.from_dict(days_raw.get(day))
-        if item["topic"] == "decisions":
+        if item["topic"] != DELIVERIES:
             add_decision(counts, {"outcome": item["status"], "session_key": item["session_key"]})
         else:
             add_delivery(counts, {"status": item["status"], "channel": item["channel"]})

@@ -70,7 +70,7 @@ def message(event: dict, partition: int = 0, offset: int = 0, value: bytes | Non
     )
 
 
-def decide_agent(tables: SimpleNamespace, dead: list) -> DecideAgent:
+def decide_agent(tables: SimpleNamespace, dead: list, digest: Any = None) -> DecideAgent:
     async def dead_letter(key, value):
         dead.append(CODEC.decode(value))
 
@@ -81,8 +81,9 @@ def decide_agent(tables: SimpleNamespace, dead: list) -> DecideAgent:
         classify=lambda events: [URGENT_DOWN] * len(events),
         tables=tables,
         clock=PartitionClock(),
-        partitions={"outbox": 12, "decisions": 12},
+        partitions={"outbox": 12, "decisions": 12, "digest.counts": 12},
         dead_letters=dead_letter,
+        digest=digest,
     )
 
 

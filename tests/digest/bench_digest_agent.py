@@ -1,14 +1,16 @@
-"""Benchmark: decision records per second through the digest agent (collect, repartition, fold).
+"""Benchmark: events per second through the decide agent and the digest (count, repartition, fold).
 
 Run: .venv/bin/python -m tests.digest.bench_digest_agent [--records 50000] [--orgs 5]
 
 Starts a local Kafka broker (or uses KAFKA_BOOTSTRAP) and one `opsloop worker` with the
-event-time clock, writes ``--records`` decision records of day D for ``--orgs`` orgs
-straight to ``decisions`` (the decide agent is idle), then one record per org on D+1
-past the digest hour, and times until every org's digest for D is in ``outbox``; the
-counts in the digests must add up to the records written. A burst like this is the
-backlog case: the next morning's records reach the fold before some of the day's, and
-only the barrier (see agents/digest.py) keeps the digests whole.
+event-time clock, writes ``--records`` heartbeat events of day D for ``--orgs`` orgs to
+``events.telemetry`` (the decide agent decides them and counts them for the digest from
+its own batches; before issue 17 this bench wrote decision records straight to
+``decisions``, which the digest no longer reads), then one event per org on D+1 past the
+digest hour, and times until every org's digest for D is in ``outbox``; the counts in the
+digests must add up to the events written. A burst like this is the backlog case: the next
+morning's records reach the fold before some of the day's, and only the barrier (see
+agents/digest.py) keeps the digests whole.
 """
 
 from __future__ import annotations
@@ -34,20 +36,19 @@ from streams.settings import Settings
 D = (2031, 3, 4)
 
 
-def decision(i: int, org: str, at: int) -> dict:
-    session = f"{org}:alert:bench:{i % 97}"
+def event(i: int, org: str, at: int) -> dict:
+    """A heartbeat of ``org``: decided as one event, no effects."""
     return {
-        "decision_id": f"d-{org}-{i}",
         "event_id": f"e-{org}-{i}",
-        "session_key": session,
-        "org": org,
+        "session_key": f"{org}:heartbeat:bench:{i % 97}",
         "kind": "telemetry",
-        "type": "alert.firing",
-        "decided_at": at,
-        "category": "cpu",
-        "severity": "warning",
-        "classifier": "bench",
-        "outcome": ("notified", "repeat", "grouped")[i % 3],
+        "type": "heartbeat",
+        "source": "bench",
+        "org": org,
+        "occurred_at": at,
+        "labels": {},
+        "annotations": {},
+        "payload": None,
     }
 
 
@@ -59,19 +60,10 @@ async def run(
     async with TopicReader(settings, ["outbox"], from_beginning=False) as reader:
         async with EventProducer(settings, linger_ms=20) as producer:
             start = time.perf_counter()
-            futures = []
             next_day = utc_ms(day[0], day[1], day[2] + 1, 9)
-            rows = [decision(i, orgs[i % len(orgs)], day_start + i) for i in range(records)]
-            rows += [decision(records + k, org, next_day) for k, org in enumerate(orgs)]
-            for rec in rows:
-                futures.append(
-                    await producer._producer.send(  # noqa: SLF001 - pipelined, as the bench of decide
-                        producer.topic("decisions"),
-                        producer.codec.encode("opsloop.Decision", rec),
-                        key=rec["session_key"].encode(),
-                    )
-                )
-            await asyncio.gather(*futures)
+            rows = [event(i, orgs[i % len(orgs)], day_start + i) for i in range(records)]
+            rows += [event(records + k, org, next_day) for k, org in enumerate(orgs)]
+            await producer.send_many(rows)
         got: dict[str, int] = {}
 
         def done(found) -> bool:
@@ -116,9 +108,9 @@ def main() -> None:
         worker = WorkerProcess(env, work / "worker.log").start()
         asyncio.run(run(settings, 100, ["warm"], 120, day=(D[0], D[1], D[2] - 2)))  # the worker has joined
         rate, counted = asyncio.run(run(settings, args.records, [f"org{k}" for k in range(args.orgs)], 600))
-        print(f"{'records':>8} {'orgs':>5} {'digest (records/s)':>19} {'counted':>8}")
-        print(f"{args.records:>8} {args.orgs:>5} {rate:>19,.0f} {counted:>8}")
-        assert counted == args.records, f"digests counted {counted} of {args.records} records"
+        print(f"{'events':>8} {'orgs':>5} {'decide+digest (events/s)':>25} {'counted':>8}")
+        print(f"{args.records:>8} {args.orgs:>5} {rate:>25,.0f} {counted:>8}")
+        assert counted == args.records, f"digests counted {counted} of {args.records} events"
     finally:
         if worker:
             worker.stop()
