@@ -8,7 +8,8 @@ Rungs (``--ladder``, comma-separated):
 - ``L4`` one ``opsloop worker`` (``L4b``: the same with ``--baseline DIR``'s worker);
 - ``L5`` two workers in one group;
 - ``L6`` one worker whose sinks deliver to local HTTP receivers, the ledger on PostgreSQL;
-- ``R<pct>`` a fixed rate of pct % of the L4 drain rate (implies L4), with event → decision latency;
+- ``R<pct>`` a fixed rate of pct % of the L4 drain rate (implies L4), with event → decision latency; with
+  ``--baseline``, the baseline worker is offered the same rates too (``R<pct>b``), side by side;
 - ``FLAT`` per-event CPU with ``--storms`` (default 1,000 and 100,000) alerts already firing, and the idle
   CPU after such a storm;
 - ``L7`` Debian's prometheus-alertmanager fed the same alerts;
@@ -247,8 +248,21 @@ def run_once(
         )
     if "L4b" in rungs and baseline is not None:
         root = Path(baseline).resolve()
+        l4 = next((level.rate for level in levels if level.name == "L4 one opsloop worker"), None)
         rung(
-            lambda: workers.run_l4("L4b baseline worker", bootstrap, work, batch, timeout, progress, broker, root=root)
+            lambda: workers.run_l4(
+                "L4b baseline worker",
+                bootstrap,
+                work,
+                batch,
+                timeout,
+                progress,
+                broker,
+                root=root,
+                rates=rates if l4 else (),
+                rate_seconds=rate_seconds,
+                rate_of=l4,
+            )
         )
     if "L5" in rungs:
         rung(lambda: workers.run_l5(bootstrap, work, batch, timeout, progress, broker))

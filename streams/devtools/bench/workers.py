@@ -410,9 +410,11 @@ def run_l4(
     root: Path | None = None,
     rates: Sequence[float] = (),
     rate_seconds: float = 20.0,
+    rate_of: float | None = None,
 ) -> list[Level]:
     """L4: pre-load, start one worker, time the drain; then the idle CPU; then each fixed rate (a fraction of the
-    drain rate) for ``rate_seconds``, with event → decision latency."""
+    drain rate, or of ``rate_of``: the baseline is offered the rates L4 was, side by side) for ``rate_seconds``,
+    with event → decision latency."""
     rig = Rig(bootstrap, work, broker, root)
     try:
         ids = asyncio.run(preload(rig.settings, batch, Bar(len(batch), enabled=progress)))
@@ -432,7 +434,8 @@ def run_l4(
             "idle CPU % (10 s after settling)": idle,
         }
         levels = [level_of(name, seen, cpu, **extra)]
-        drain_rate = levels[0].rate
+        drain_rate = levels[0].rate if rate_of is None else rate_of
+        suffix = "" if root is None else "b"
         t0 = T0 + 10 * len(batch) + 10  # event time goes on where the drained batch stopped (timers run on it)
         for i, fraction in enumerate(rates):
             rate = max(1.0, drain_rate * fraction)
@@ -444,7 +447,9 @@ def run_l4(
                 file=sys.stderr,
             )
             levels.append(
-                fixed_rate(rig, f"R{round(fraction * 100)} fixed {fraction:.0%} of L4", events, rate, timeout, progress)
+                fixed_rate(
+                    rig, f"R{round(fraction * 100)}{suffix} fixed {fraction:.0%} of L4", events, rate, timeout, progress
+                )
             )
             rig.settle(min(timeout, 180.0))  # the next rate starts on an idle worker
         return levels
