@@ -28,10 +28,9 @@ Nothing else lives here: the gates, the runbooks and the timers are pure code in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -61,8 +60,7 @@ class Out(Protocol):
 
     def add(self, topic: str, key: bytes, value: bytes) -> None: ...
 
-    async def submit(self) -> list[Any]:
-        """Hand what was added to the producer; the futures to wait for before it is durable."""
+    async def flush(self) -> None: ...
 
 
 @dataclass
@@ -76,41 +74,7 @@ class Batch:
     silence_changes: dict[str, list[SilenceChange]] = field(default_factory=dict)
     observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
     failed: list[tuple[Any, Exception]] = field(default_factory=list)  # (message, why): for the dead-letter topic
-    states: dict[str, bytes] = field(default_factory=dict)  # each session's state to write, encoded once
     decided: list[tuple[Any, list[dict[str, Any]]]] = field(default_factory=list)  # (message, its decision records)
-
-
-@dataclass
-class Begun:
-    """A batch decided and handed to the producer, not yet durable: what :meth:`DecideAgent.finish` completes."""
-
-    batch: Batch
-    futures: list[Any]
-    holds_back: bool  # it changes the silences or the inhibitors: the next batch must read them written
-    counted: dict[str, int] = field(default_factory=dict)  # the digest items per org its produce carries
-
-
-class SessionView(Mapping[str, Any]):
-    """The sessions table as the next batch must see it: states of batches begun but not yet written first."""
-
-    def __init__(self, pending: Mapping[str, bytes], table: Mapping[str, Any]) -> None:
-        self.pending, self.table = pending, table
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.pending.get(key)
-        return value if value is not None else self.table.get(key, default)
-
-    def __getitem__(self, key: str) -> Any:
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter({*self.pending, *self.table})
-
-    def __len__(self) -> int:
-        return len({*self.pending, *self.table})
 
 
 def refold(state: Mapping[str, Any] | None, events: Sequence[tuple[Mapping[str, Any], Context]]) -> Any:
@@ -149,7 +113,6 @@ class DecideAgent:
         self.decisions_topic = settings.topic_prefix + "decisions"
         self.partitions = dict(partitions)  # physical topic -> partition count, for the batcher
         self._send_dead_letter = dead_letters
-        self.unwritten: dict[str, bytes] = {}  # states of batches begun, not finished: the next batch reads them
         self.digest = digest  # None when no org gets a digest
 
     @classmethod
@@ -270,7 +233,7 @@ class DecideAgent:
             for session, result in batch.last.items():
                 partition = batch.owner[session].message.partition
                 sessions.partition = timers.partition = partition
-                sessions[session] = batch.states.get(session) or encode_state(result.state)
+                sessions[session] = encode_state(result.state)
                 writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
                 apply_writes(writes, partition=partition, timers=timers, inhibitors=inhibitors, silences=silences)
             return
@@ -279,7 +242,7 @@ class DecideAgent:
             for session, result in batch.last.items():
                 ev = batch.owner[session]
                 set_current_event(stream, ev)
-                tables.sessions[session] = batch.states.get(session) or encode_state(result.state)
+                tables.sessions[session] = encode_state(result.state)
                 writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
                 apply_writes(
                     writes,
@@ -311,17 +274,6 @@ class DecideAgent:
 
     async def handle(self, stream: Any, events: Sequence[Any], out: Out) -> None:
         """One micro-batch of faust events: decode, decide, produce and wait, then write the tables."""
-        try:
-            await self.finish(stream, await self.begin(events, out), out)
-        except BaseException:
-            self.reset()  # a state left unwritten by a failed batch must not be read as written
-            raise
-
-    async def begin(self, events: Sequence[Any], out: Out) -> Begun:
-        """Decode and decide a batch and hand its records to the producer; nothing is written yet.
-
-        Its sessions' states wait in :attr:`unwritten` for :meth:`finish`: a batch begun before this
-        one is finished reads them there, not the table."""
         good: list[tuple[Any, dict[str, Any]]] = []
         for ev in events:
             try:
@@ -329,41 +281,25 @@ class DecideAgent:
             except CodecError as exc:
                 await self.dead_letter(ev.message, exc)
         if not good:
-            return Begun(Batch(), [], holds_back=False)
-        batch = self.decide_batch(good, SessionView(self.unwritten, self.tables.sessions), out)
-        for message, error in batch.failed:
-            await self.dead_letter(message, error)
-        batch.states = {session: encode_state(result.state) for session, result in batch.last.items()}
-        self.unwritten.update(batch.states)
+            return
+        batch = self.decide_batch(good, self.tables.sessions, out)
         digest = self.digest
         if digest is not None:
-            # the digest's counts ride with the effects, durable before the state that remembers them;
-            # an org's counts past one record go out one after another (see DecisionDeltas)
             digest.add(batch.decided)
+        for message, error in batch.failed:
+            await self.dead_letter(message, error)
+        if digest is None:
+            await out.flush()  # effects durable before the state that remembers them
+        else:
+            # effects and the digest's counts durable before the state that remembers them; an org's
+            # counts past one record go out one after another (see DecisionDeltas)
             for n, chunk in enumerate(digest.rounds()):
                 if n:
-                    await asyncio.gather(*await out.submit())
+                    await out.flush()
                 for key, value in chunk:
                     out.add(digest.topic, key, value)
-        handed = digest.handed() if digest is not None else {}
-        futures = await out.submit()  # effects durable (finish waits) before the state that remembers them
-        return Begun(batch, futures, holds_back=self._changes_context(batch), counted=handed)
-
-    def _changes_context(self, batch: Batch) -> bool:
-        if batch.silence_changes:
-            return True
-        inhibitors = self.tables.inhibitors
-        return any(
-            (inhibitors.get(session) or []) != result.writes.inhibitors for session, result in batch.last.items()
-        )
-
-    async def finish(self, stream: Any, begun: Begun, out: Out) -> None:
-        """Wait until Kafka acknowledged a begun batch's records, then write its tables."""
-        if begun.futures:
-            await asyncio.gather(*begun.futures)
-        if self.digest is not None:
-            self.digest.sent(begun.counted)
-        batch = begun.batch
+            await out.flush()
+            digest.sent()
         if isinstance(out, PartitionBatcher):
             sends = ChangelogSends()
             self.write(stream, batch, sends)
@@ -372,19 +308,9 @@ class DecideAgent:
             await sends.send(out)
         else:
             self.write(stream, batch)
-        unwritten = self.unwritten
-        for session, state in batch.states.items():
-            if unwritten.get(session) is state:  # not decided again by a batch begun since
-                del unwritten[session]
         now_s = time.time()
         for event, record, effects in batch.observed:
             metrics.observe_decision(event, record, effects, now_s)
-
-    def reset(self) -> None:
-        """Forget the batches begun and not finished: their events are decided again from the tables."""
-        self.unwritten.clear()
-        if self.digest is not None:
-            self.digest.forget()  # their batches are decided again, and counted again
 
     def register(self, rt: Runtime) -> BatchReader:
         """Run the agent as a batch loop on faust's consumer (:mod:`streams.kafka.batches`): a batch is what
@@ -397,26 +323,6 @@ class DecideAgent:
         @rt.app.task  # type: ignore[untyped-decorator]  # faust's App.task is annotated as returning a bare Callable
         async def decide_loop() -> None:
             out = PartitionBatcher(kafka_producer(rt.app), self.partitions)
-            await reader.run_pipelined(DecideStage(self, out))
+            await reader.run(lambda events: self.handle(None, events, out))
 
         return reader
-
-
-@dataclass
-class DecideStage:
-    """The decide agent as a :class:`~streams.kafka.batches.Stage`: batch N+1 is decided while N's acks travel."""
-
-    agent: DecideAgent
-    out: Out
-
-    async def begin(self, events: Sequence[Any]) -> Begun:
-        return await self.agent.begin(events, self.out)
-
-    async def finish(self, begun: Begun) -> None:
-        await self.agent.finish(None, begun, self.out)
-
-    def holds_back(self, begun: Begun) -> bool:
-        return begun.holds_back
-
-    def reset(self) -> None:
-        self.agent.reset()

@@ -344,15 +344,15 @@ class DecisionDeltas:
 
     Each decision record becomes an item carrying the position of the event it was decided
     from (:func:`~streams.core.digest.digest_item`), so an event decided again is not
-    counted again (the fold's marks). The decide agent adds :meth:`rounds` to the produce
-    of its batch and calls :meth:`sent` once Kafka acknowledged them, before it writes its state.
+    counted again (the fold's marks). The decide agent adds :meth:`rounds` to its produce
+    and calls :meth:`sent` once Kafka acknowledged them, before it writes its state.
 
-    Items wait in :attr:`carry` until then. The decide loop begins batch N+1 before batch N's
-    produce is acknowledged (:meth:`streams.kafka.batches.BatchReader.run_pipelined`), so N+1's
-    record of an org carries N's items again: if N's record does not land and N+1's does (raising
-    the marks past N's events), N's items are in it. A failure makes the loop decide both batches
-    again whole (:meth:`forget`, then counted again). An org's items past ``DELTA_BYTES`` (a batch of very long session keys)
-    are split between events, the n-th part in the n-th round, each round produced after the
+    Items wait in :attr:`carry` until then: a batch whose produce failed is handled again by
+    the batch loop (:mod:`streams.kafka.batches`), or, if a rebalance took its partitions
+    meanwhile, released to be read again while this worker's other batches go on; either way
+    its items ride with the next batch's (in the same record per org, so they land first or
+    together) and are dropped only once acknowledged. An org's items past ``DELTA_BYTES`` (a
+    batch of very long session keys) are split between events, the n-th part in the n-th round, each round produced after the
     previous one was acknowledged: a part's marks never pass a part that did not land.
     """
 
@@ -400,20 +400,6 @@ class DecisionDeltas:
                 out[n].append((key, self.codec.encode("opsloop.DigestDelta", delta(org, part))))
         return out
 
-    def handed(self) -> dict[str, int]:
-        """How many items of each org :meth:`rounds` just handed over: what :meth:`sent` drops once they landed."""
-        return {org: len(items) for org, items in self.carry.items()}
-
-    def sent(self, handed: Mapping[str, int]) -> None:
-        """Kafka acknowledged the records of a :meth:`rounds` that handed ``handed`` (the oldest items)."""
-        carry = self.carry
-        for org, count in handed.items():
-            left = carry.get(org, [])[count:]
-            if left:
-                carry[org] = left
-            else:
-                carry.pop(org, None)
-
-    def forget(self) -> None:
-        """Drop every item: the batches they came from are decided again (and counted again)."""
+    def sent(self) -> None:
+        """Kafka acknowledged every record of :meth:`rounds`."""
         self.carry = {}

@@ -28,11 +28,6 @@ idempotent by record id), until it succeeds; it is released instead (read again 
 committed offset) when a rebalance took its partitions meanwhile or the app stops. (It used
 to be released at once: with no rebalance to re-read it, its records stayed undecided and the
 commit stayed behind them until the worker restarted.)
-
-:meth:`BatchReader.run_pipelined` overlaps a batch's waiting with the next batch's work: a
-:class:`Stage` *begins* a batch (decide, hand the records to the producer) and *finishes* it
-(wait for Kafka's acknowledgements, write the tables); batch N+1 is begun before batch N is
-finished, so the ~15 ms of a produce round trip is no longer added to every batch's latency.
 """
 
 from __future__ import annotations
@@ -40,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
 from streams.kafka.compat import release_unacked
 
@@ -51,24 +46,6 @@ RETRY_FIRST_S = 0.1  # a failed batch is handled again after this, doubling up t
 RETRY_MAX_S = 5.0
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
-P = TypeVar("P")
-
-
-class Stage(Protocol, Generic[P]):
-    """A batch handler in two steps, for :meth:`BatchReader.run_pipelined`."""
-
-    async def begin(self, events: Sequence[Any]) -> P:
-        """Do the batch's work and hand its records to the producer; nothing is waited for or written yet.
-        May assume every batch begun before and not :meth:`reset` since will be finished first."""
-
-    async def finish(self, begun: P) -> None:
-        """Wait until what :meth:`begin` handed over is durable, then write what remembers it."""
-
-    def holds_back(self, begun: P) -> bool:
-        """True if the next batch must not begin before ``begun`` is finished (it changes what the next reads)."""
-
-    def reset(self) -> None:
-        """Forget every batch begun and not finished (they are handled again from the start)."""
 
 
 class BatchReader:
@@ -144,12 +121,6 @@ class BatchReader:
                 message.acked = True
                 release_unacked(consumer, message)
 
-    def ready_batch(self) -> list[Any]:
-        """What is queued now (up to the maximum), without waiting; possibly nothing."""
-        events: list[Any] = []
-        self._drain_into(events)
-        return self._admit(events) if events else events
-
     def _still_ours(self, events: Sequence[Any]) -> bool:
         """No rebalance since ``events`` were fetched: their partitions are still this worker's."""
         app = self.app
@@ -185,46 +156,3 @@ class BatchReader:
         except asyncio.CancelledError:
             self.release(events)
             raise
-
-    async def run_pipelined(self, stage: Stage[Any]) -> None:
-        """As :meth:`run`, with batch N+1 begun while batch N waits for Kafka (see the module docstring).
-
-        A failure anywhere drops both batches' work (the next was begun on the state of the one before)
-        and handles their records again, in order, as one batch, the way :meth:`run` retries."""
-
-        async def whole(events: Sequence[Any]) -> None:
-            stage.reset()  # nothing is pending here; a failed try must leave nothing for the next to read
-            await stage.finish(await stage.begin(events))
-
-        pending: tuple[list[Any], Any] | None = None  # begun, not finished
-        try:
-            while not self.app.should_stop:
-                events = await self.next_batch() if pending is None else self.ready_batch()
-                begun: tuple[list[Any], Any] | None = None
-                try:
-                    if pending is not None and (not events or stage.holds_back(pending[1])):
-                        await stage.finish(pending[1])
-                        self.acknowledge(pending[0])
-                        pending = None
-                    if events:
-                        begun = (events, await stage.begin(events))
-                    if pending is not None:
-                        await stage.finish(pending[1])
-                        self.acknowledge(pending[0])
-                except asyncio.CancelledError:
-                    self.release(events)  # the batch taken and perhaps begun; the pending one below
-                    raise
-                except Exception:  # noqa: BLE001 - both handled again from the start; the worker goes on
-                    log.exception("a pipelined batch failed; its records are handled again")
-                    stage.reset()
-                    again = (pending[0] if pending is not None else []) + events
-                    pending = None
-                    await self._until_handled(again, whole)
-                    continue
-                pending = begun
-        except asyncio.CancelledError:
-            if pending is not None:
-                self.release(pending[0])
-            raise
-        if pending is not None:
-            self.release(pending[0])

@@ -47,8 +47,8 @@ class PartitionBatcher:
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())
 
-    async def submit(self) -> list[Any]:
-        """Hand everything collected to the producer; the futures of it (and of :attr:`inflight`) to wait for."""
+    async def flush(self) -> None:
+        """Submit everything collected and wait until Kafka acknowledged all of it (and :attr:`inflight`)."""
         pending, self._pending = self._pending, {}
         futures, self.inflight = self.inflight, []
         for (topic, partition), records in pending.items():
@@ -60,12 +60,8 @@ class PartitionBatcher:
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         raise ValueError(f"a record of {len(value)} bytes does not fit in a produce batch for {topic}")
             if batch.record_count():
+                batch.close()  # complete: a closed batch is sent at once, not after the producer's linger
                 futures.append(await self.producer.send_batch(batch, topic, partition=partition))
-        return futures
-
-    async def flush(self) -> None:
-        """Submit everything collected and wait until Kafka acknowledged all of it (and :attr:`inflight`)."""
-        futures = await self.submit()
         if futures:
             await asyncio.gather(*futures)
 

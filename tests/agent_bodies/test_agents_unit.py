@@ -38,9 +38,8 @@ class FakeOut:
     def add(self, topic: str, key: bytes, value: bytes) -> None:
         self.records.append((topic, key, value))
 
-    async def submit(self) -> list[Any]:
+    async def flush(self) -> None:
         self.flushed += 1
-        return []
 
     def decoded(self, topic: str) -> list[dict[str, Any]]:
         return [CODEC.decode(v) for t, _, v in self.records if t == topic]

@@ -30,8 +30,7 @@ TZ = "UTC"
 
 @dataclass
 class Produce:
-    """A produce batcher: what was added since the last :meth:`submit` lands once its future is awaited, or
-    (``fail``) none of it."""
+    """A produce batcher: :meth:`flush` lands what was added since the last flush, or (``fail``) none of it."""
 
     pending: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     landed: list[tuple[str, bytes, bytes]] = field(default_factory=list)
@@ -41,12 +40,9 @@ class Produce:
     def add(self, topic: str, key: bytes, value: bytes) -> None:
         self.pending.append((topic, key, value))
 
-    async def submit(self) -> list[Any]:
+    async def flush(self) -> None:
         pending, self.pending = self.pending, []
         self.flushes += 1
-        return [self._land(pending)]
-
-    async def _land(self, pending: list[tuple[str, bytes, bytes]]) -> None:
         if self.fail:
             self.fail -= 1
             raise RuntimeError("injected: the broker did not acknowledge the produce")
@@ -129,13 +125,14 @@ def test_counts_stay_exact_across_a_crash_a_failed_produce_and_re_reads():
     tables = before
     decide = agent(tables)
     handle(decide, events[4:8], out)
-    # A batch whose produce fails: nothing landed; the batch loop decides it again at once.
-    # (That second try writes the batch's state, so a later re-read, from an older commit after a
-    # rebalance, decides its events as duplicates; the digest counts each event once either way.)
+    # A batch whose produce fails: nothing landed; the batch loop handles it again at once (its
+    # items still carried). That second try writes the batch's state, so a later re-read (from an
+    # older commit, after a rebalance) decides its events as duplicates; the digest counts each
+    # event once either way.
     out.fail = 1
     with pytest.raises(RuntimeError, match="injected"):
         handle(decide, events[8:10], out)
-    handle(decide, events[8:10], out)  # decided again at once
+    handle(decide, events[8:10], out)  # handled again at once
     handle(decide, events[10:12], out)
     handle(decide, events[8:10], out)  # and once more, from an older commit
 
@@ -159,30 +156,3 @@ def test_an_orgs_counts_past_one_record_go_out_in_parts_each_after_the_previous_
     positions = [{i["offset"] for i in r["items"]} for r in records]
     assert all(not (a & b) for n, a in enumerate(positions) for b in positions[n + 1 :])  # an event in one part
     assert digest(records) == tally(out.decoded("decisions"))
-
-
-def test_pipelined_counts_whose_produce_failed_ride_with_the_next_batch_that_landed():
-    """The decide loop begins batch N+1 before N's produce is acknowledged. If N's records do not
-    land and N+1's do, N+1's count record (raising the marks past N's events) must hold N's items:
-    the loop then decides both again, and those items are below the marks."""
-    events = traffic()
-    clean_tables, clean = dict_tables(), Produce()
-    reference = agent(clean_tables)
-    handle(reference, events, clean)
-    want = digest(clean.decoded(COUNTS_TOPIC))
-
-    tables, out = dict_tables(), Produce()
-    decide = agent(tables)
-
-    async def main() -> None:
-        first = await decide.begin(events[0:6], out)
-        second = await decide.begin(events[6:12], out)  # decided on the first's unwritten states
-        out.fail = 1
-        with pytest.raises(RuntimeError, match="injected"):
-            await decide.finish(FakeStream(), first, out)
-        await asyncio.gather(*second.futures)  # the second batch's records landed
-        decide.reset()  # what the batch loop does: both decided again, whole
-        await decide.finish(FakeStream(), await decide.begin(events, out), out)
-
-    asyncio.run(main())
-    assert digest(out.decoded(COUNTS_TOPIC)) == want
