@@ -379,10 +379,13 @@ class Dispatcher:
                 if not scan.held and quiet and worker.spilling_now == 0 and worker.spills == started:
                     return
                 await asyncio.sleep(self.refill_poll_s if not scan.held else self.busy_poll_s)
+        except Exception:  # a bug (a database outage waits in _ledger): the next sweep starts it again
+            log.exception("sink %s: taking back spilled effects failed", dest.name)
         finally:
             worker.refill = None
 
     def _take_back(self, worker: _DestinationWorker, row: SpilledRow) -> None:
+        worker.taken.add(row.effect_id)  # also when unreadable below: scanned past from now on, not again and again
         try:
             record = OutboxRecord.loads(row.record)
             effect = self.codec.decode(record.value, expect="opsloop.Effect")
@@ -390,7 +393,6 @@ class Dispatcher:
             log.error("sink %s: spilled %s cannot be read back (%s)", worker.dest.name, row.effect_id, exc)
             return
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # its record settled when spilled
-        worker.taken.add(row.effect_id)
         worker.lane(effect["session_key"]).put_nowait(_Job(record, effect, done, spilled=True))
 
     async def sweep(self) -> None:

@@ -177,7 +177,7 @@ class SpillScan:
     """What :meth:`Ledger.spilled` found for one destination."""
 
     rows: list[SpilledRow]  # to take back now, in spill order
-    held: bool  # other spilled rows exist that this owner may not take yet (another live owner's)
+    held: bool  # another live owner has unfinished spilled rows for the destination (this one may wait on them)
     waiting: int  # rows in ``spilled`` for the destination (all owners)
 
 
@@ -605,59 +605,52 @@ class Ledger:
     def spilled(
         self, receiver: str, owner: str, now_ms: int, limit: int, skip: frozenset[str] = frozenset()
     ) -> SpillScan:
-        """Up to ``limit`` spilled rows of ``receiver`` that ``owner`` may take back now, in spill order: its own,
-        and a dead owner's (adopted here: spilled ones become ours; claimed ones are left to the claim's takeover).
-        ``skip``: effects the caller took already. A partition with an earlier row held by another live owner
-        is skipped (see the module docstring)."""
+        """Up to ``limit`` spilled rows of ``receiver`` that ``owner`` may take back now, in offset order: its own,
+        and a dead owner's (adopted here: its spilled rows become ours; its claims are offered, and the claim's
+        takeover decides). ``skip``: effects the caller took already. A row with an earlier one of its
+        partition held by another live owner is left for later (see the module docstring)."""
         t = self._table
-        alive: dict[str, bool] = {}
-        blocked: set[int | None] = set()
-        rows: list[SpilledRow] = []
-        held = False
+        spill = (t.c.receiver == receiver, t.c.spill_offset.is_not(None), t.c.status.in_((SPILLED, CLAIMED)))
         with self.engine.begin() as conn:
+            others = conn.execute(sa.select(t.c.owner).where(*spill, t.c.owner != owner).distinct()).scalars().all()
+            live = [o for o in others if self._alive(conn, o, now_ms)]
+            dead = [o for o in others if o not in live]
+            for gone in dead:  # one UPDATE per dead owner: racing adopters each get whole rows, once
+                conn.execute(
+                    sa.update(t)
+                    .where(t.c.receiver == receiver, t.c.status == SPILLED, t.c.owner == gone)
+                    .values(owner=owner)
+                )
+            takeable = (t.c.owner == owner) & (t.c.status == SPILLED)
+            if dead:
+                takeable = takeable | (t.c.owner.in_(dead) & (t.c.status == CLAIMED))
             found = conn.execute(
-                sa.select(t.c.effect_id, t.c.owner, t.c.status, t.c.spill_offset, t.c.spill_partition, t.c.spill_record)
-                .where(t.c.receiver == receiver, t.c.status.in_((SPILLED, CLAIMED)), t.c.spill_offset.is_not(None))
+                sa.select(t.c.effect_id, t.c.spill_offset, t.c.spill_partition, t.c.spill_record)
+                .where(*spill, takeable)
                 .order_by(t.c.spill_offset, t.c.spill_partition)
                 .limit(limit + len(skip))
             ).all()
-            for r in found:
-                if len(rows) >= limit:
-                    break
-                if r.effect_id in skip or (r.owner == owner and r.status == CLAIMED):
-                    continue  # ours, on its way (in a lane, or being sent)
-                if r.spill_partition in blocked:
-                    held = True
-                    continue
-                if r.owner != owner:
-                    if r.owner not in alive:
-                        alive[r.owner] = self._alive(conn, r.owner, now_ms)
-                    if alive[r.owner] or (r.status == SPILLED and not self._adopt(conn, r, receiver, owner)):
-                        blocked.add(r.spill_partition)
-                        held = True
-                        continue
-                rows.append(SpilledRow(r.effect_id, r.spill_offset, r.spill_partition, r.spill_record or ""))
+            first_held: dict[int | None, int] = {}
+            if live and found:
+                parts = {r.spill_partition for r in found}
+                first_held = {
+                    p: low
+                    for p, low in conn.execute(
+                        sa.select(t.c.spill_partition, sa.func.min(t.c.spill_offset))
+                        .where(*spill, t.c.owner.in_(live), t.c.spill_partition.in_(parts))
+                        .group_by(t.c.spill_partition)
+                    )
+                }
+            rows = [
+                SpilledRow(r.effect_id, r.spill_offset, r.spill_partition, r.spill_record or "")
+                for r in found
+                if r.effect_id not in skip
+                and not (r.spill_partition in first_held and first_held[r.spill_partition] < r.spill_offset)
+            ][:limit]
             waiting = conn.execute(
                 sa.select(sa.func.count()).select_from(t).where(t.c.receiver == receiver, t.c.status == SPILLED)
             ).scalar_one()
-        return SpillScan(rows, held, int(waiting))
-
-    def _adopt(self, conn: sa.Connection, row: Any, receiver: str, owner: str) -> bool:
-        """A dead owner's spilled row becomes ours (False: another worker adopted or claimed it first)."""
-        t = self._table
-        return (
-            conn.execute(
-                sa.update(t)
-                .where(
-                    t.c.effect_id == row.effect_id,
-                    t.c.receiver == receiver,
-                    t.c.status == SPILLED,
-                    t.c.owner == row.owner,
-                )
-                .values(owner=owner)
-            ).rowcount
-            == 1
-        )
+        return SpillScan(rows, bool(live), int(waiting))
 
     def spill_receivers(self) -> list[str]:
         """Receivers with unfinished spilled effects (any owner): their destinations should be taking them back."""
