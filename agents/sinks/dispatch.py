@@ -22,7 +22,7 @@ queue reaches ``backlog_per_destination`` *spills*: its further effects are writ
 ledger (:meth:`Ledger.spill_many <agents.sinks.ledger.Ledger.spill_many>`, batched) and their
 records settle once that commits, so the reader goes on for the other destinations and
 memory stays bounded. While a destination has anything spilled (by this worker or another),
-all its new effects spill behind it, and its lanes take spilled effects back in spill order
+all its new effects spill behind it, and its lanes take spilled effects back in outbox-offset order
 whenever their queue is down to half the backlog (:meth:`Dispatcher._refill`): a session's
 effects keep their order. It leaves the spill mode when the spill is empty. Every few seconds
 (and at start) the dispatcher looks for destinations with spilled rows (a restart, a dead
@@ -357,7 +357,7 @@ class Dispatcher:
         worker.refill = asyncio.create_task(self._refill(worker), name=f"sink:{worker.dest.name}:refill")
 
     async def _refill(self, worker: _DestinationWorker) -> None:
-        """Take spilled effects back into the lanes as they drain, in spill order; end when the spill is empty."""
+        """Take spilled effects back into the lanes as they drain, in offset order; end when the spill is empty."""
         dest, limit = worker.dest, max(1, self.settings.backlog_per_destination)
         try:
             while True:

@@ -176,7 +176,7 @@ class SpilledRow:
 class SpillScan:
     """What :meth:`Ledger.spilled` found for one destination."""
 
-    rows: list[SpilledRow]  # to take back now, in spill order
+    rows: list[SpilledRow]  # to take back now, in offset order
     held: bool  # another live owner has unfinished spilled rows for the destination (this one may wait on them)
     waiting: int  # rows in ``spilled`` for the destination (all owners)
 
@@ -346,23 +346,7 @@ class Ledger:
         claim = Claim(ClaimState.DONE, row.status, row.attempts, row.ambiguous, row.claims)
         if row.status == SPILLED:  # nothing sent yet: ours (or a dead owner's) to claim now; a live owner's: wait
             if row.owner == owner or not self._alive(conn, row.owner, now_ms):
-                taken = conn.execute(
-                    sa.update(t)
-                    .where(
-                        t.c.effect_id == effect_id,
-                        t.c.receiver == receiver,
-                        t.c.status == SPILLED,
-                        t.c.owner == row.owner,
-                    )
-                    .values(
-                        status=CLAIMED,
-                        owner=owner,
-                        claimed_at=now_ms,
-                        claim_partition=partition,
-                        claim_generation=generation,
-                    )
-                ).rowcount
-                if taken == 1:
+                if self._take(conn, row, owner, now_ms, partition, generation, claims=row.claims):
                     return Claim(ClaimState.NEW, CLAIMED, row.attempts, row.ambiguous, row.claims)
             return Claim(ClaimState.BUSY, SPILLED, row.attempts, row.ambiguous, row.claims)
         if row.status != CLAIMED:
@@ -383,26 +367,44 @@ class Ledger:
         else:
             self._waiting(effect_id, receiver, row, now_ms, lease_ms)
             return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
-        taken = conn.execute(
-            sa.update(t)
-            .where(
-                t.c.effect_id == effect_id,
-                t.c.receiver == receiver,
-                t.c.status == CLAIMED,
-                t.c.owner == row.owner,
-                t.c.claimed_at == row.claimed_at,
-            )
-            .values(
-                owner=owner,
-                claimed_at=now_ms,
-                claims=row.claims + 1,
-                claim_partition=partition,
-                claim_generation=generation,
-            )
-        ).rowcount
-        if taken != 1:  # someone else took it over first
+        if not self._take(conn, row, owner, now_ms, partition, generation, claims=row.claims + 1):  # someone was first
             return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
         return Claim(ClaimState.STALE, CLAIMED, row.attempts, row.ambiguous, row.claims + 1, why)
+
+    def _take(
+        self,
+        conn: sa.Connection,
+        row: Any,
+        owner: str,
+        now_ms: int,
+        partition: int | None,
+        generation: int | None,
+        *,
+        claims: int,
+    ) -> bool:
+        """Make ``row`` (as read) our claim, if nobody changed it since; False: someone else was first."""
+        t = self._table
+        return (
+            conn.execute(
+                sa.update(t)
+                .where(
+                    t.c.effect_id == row.effect_id,
+                    t.c.receiver == row.receiver,
+                    t.c.status == row.status,
+                    t.c.owner == row.owner,
+                    t.c.claimed_at == row.claimed_at,
+                )
+                .values(
+                    status=CLAIMED,
+                    owner=owner,
+                    claimed_at=now_ms,
+                    claims=claims,
+                    claim_partition=partition,
+                    claim_generation=generation,
+                )
+            ).rowcount
+            == 1
+        )
 
     def reopen(
         self,
