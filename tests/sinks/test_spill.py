@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -186,3 +187,42 @@ def test_a_worker_killed_with_spilled_effects_their_offsets_committed_delivers_t
     assert rows == [("delivered", len(effects))]
     second.stop()
     fakes.unscript("slack", "slack-a")
+
+
+def test_a_spill_the_database_refuses_waits_with_its_record_unsettled_then_spills(
+    fakes: FakeServices, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing dead-lettered and nothing settled while the ledger cannot take the spill: the offset stays put."""
+    path = tmp_path / "ledger.db"
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.2, "check_same_thread": False})
+    receivers, env = receivers_for(fakes)
+    first, second = (make_effect("slow", "slack", title=f"locked #{i}", session_key="locked") for i in range(2))
+
+    async def run() -> None:
+        async with GatedReceiver().running() as slow:
+            env["OPSLOOP_TEST_SLOW_URL"] = slow.url
+            slow_receiver = Receiver("slow", "slack", {}, {"webhook_url": "OPSLOOP_TEST_SLOW_URL"})
+            policy = replace(FAST, read_timeout_s=60.0, max_total_s=120.0)
+            async with Harness(
+                {**receivers, "slow": slow_receiver}, engine, env, policy=policy, backlog_per_destination=1
+            ) as h:
+                h.dispatcher.ledger_retry_s = 0.1
+                held = await h.submit(first)
+                await h.until(lambda _h: slow.waiting == 1, 10, "the first request held at the receiver")
+                lock = sqlite3.connect(path, isolation_level=None)
+                lock.execute("BEGIN EXCLUSIVE")  # the database refuses every write now
+                try:
+                    spilling = await h.submit(second)
+                    await h.until(lambda _h: "delivery ledger unavailable" in caplog.text, 10, "the spill refused")
+                    assert not spilling.done() and h.emitter.dead == []
+                finally:
+                    lock.execute("COMMIT")
+                    lock.close()
+                assert await asyncio.wait_for(spilling, 10) == "spilled"
+                slow.gate.set()
+                assert await asyncio.wait_for(held, 10) == "delivered"
+                await h.until(lambda _h: len(slow.titles) == 2, 10, "the spilled effect delivered")
+                assert slow.titles == ["locked #0", "locked #1"] and h.emitter.dead == []
+
+    asyncio.run(run())
+    engine.dispose()
