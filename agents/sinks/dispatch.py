@@ -377,6 +377,7 @@ class Dispatcher:
                 # Empty, and no spill of ours was being written meanwhile (one committed during the scan could be
                 # missing from it): new effects go straight to the lanes again.
                 if not scan.held and quiet and worker.spilling_now == 0 and worker.spills == started:
+                    metrics.SPILL_WAITING.labels(receiver=dest.name).set(0)  # what the scan counted is in the lanes
                     return
                 await asyncio.sleep(self.refill_poll_s if not scan.held else self.busy_poll_s)
         except Exception:  # a bug (a database outage waits in _ledger): the next sweep starts it again
