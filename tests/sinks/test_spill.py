@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from agents.sinks.ledger import SPILLED
 from streams.db import make_engine
@@ -90,6 +91,7 @@ def test_a_slow_destination_spills_past_its_backlog_and_delivers_everything_in_o
                     for i in range(per_session)
                     for s in range(sessions)
                 ]
+                counted = REGISTRY.get_sample_value("opsloop_sink_spilled_total", {"receiver": "slow"}) or 0.0
                 slow_done = [await h.submit(e) for e in effects]
                 # The other destination meanwhile: delivered at once, though "slow" holds everything.
                 fast = [make_effect("slack-a", "slack", title=f"fast {i}", session_key=f"fast-{i}") for i in range(5)]
@@ -111,6 +113,10 @@ def test_a_slow_destination_spills_past_its_backlog_and_delivers_everything_in_o
                     got = [t for t in slow.titles if t.startswith(f"slow s{s} ")]
                     assert got == [f"slow s{s} #{i}" for i in range(per_session)], got
                 assert h.emitter.dead == []
+                spilled_n = sum(f.result() == "spilled" for f in slow_done)
+                assert (
+                    REGISTRY.get_sample_value("opsloop_sink_spilled_total", {"receiver": "slow"}) == counted + spilled_n
+                )
                 delivered = [r["effect_id"] for r in h.emitter.receipts if r["status"] == "delivered"]
                 assert sorted(delivered) == sorted(e["effect_id"] for e in effects + fast)
                 assert {r.status for r in h.ledger.rows()} == {"delivered"}
