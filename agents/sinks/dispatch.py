@@ -184,6 +184,7 @@ class Dispatcher:
         ledger_retry_s: float = 1.0,
         announce: Callable[[bytes, dict[str, Any]], Awaitable[None]] | None = None,
         generation: Callable[[], int | None] = lambda: None,
+        committed: Callable[[], Mapping[int, int]] = dict,
     ) -> None:
         self.receivers, self.registry = receivers, registry
         self.deliverer, self.ledger, self.emitter, self.codec = deliverer, ledger, emitter, codec
@@ -193,6 +194,10 @@ class Dispatcher:
         # agents.sinks.outcomes); None announces nothing.
         self.announce = announce
         self.generation = generation  # the consumer group's current generation, stored with each claim
+        # This worker's committed outbox offset per partition it owns (its spill takeover waits for the rest).
+        self.committed = committed
+        self._read: dict[int, int] = {}  # the highest outbox offset submitted, per partition
+        self._unspilled: dict[int, dict[int, int]] = {}  # per partition: offsets whose spill is not committed yet
         self._heartbeat: asyncio.Task[None] | None = None
         self._workers: dict[str, _DestinationWorker] = {}
         self._capacity = asyncio.Semaphore(settings.max_in_flight)
@@ -226,6 +231,7 @@ class Dispatcher:
     async def submit(self, record: OutboxRecord) -> asyncio.Future[str]:
         """Route one outbox record; the future resolves with its final status once settled."""
         await self._capacity.acquire()
+        self._read[record.partition] = max(record.offset, self._read.get(record.partition, -1))
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         done.add_done_callback(lambda _f: self._capacity.release())
         try:
@@ -309,6 +315,8 @@ class Dispatcher:
             self._start_refill(worker)
         worker.spilling_now += 1
         worker.spills += 1
+        pending = self._unspilled.setdefault(record.partition, {})
+        pending[record.offset] = pending.get(record.offset, 0) + 1
         receiver = worker.dest.receiver
         spill = Spill(
             effect["effect_id"],
@@ -347,6 +355,10 @@ class Dispatcher:
             return
         finally:
             worker.spilling_now -= 1
+            pending = self._unspilled[record.partition]
+            pending[record.offset] -= 1
+            if not pending[record.offset]:
+                del pending[record.offset]
         if done_before is not None:  # a redelivered record whose effect was completed before
             self._settle(done, await self._skipped(effect, dest, done_before))
             return
@@ -367,7 +379,7 @@ class Dispatcher:
                     continue
                 started, quiet = worker.spills, worker.spilling_now == 0
                 scan = await self._ledger(
-                    self.ledger.spilled, dest.name, self.owner, now_ms(), room, frozenset(worker.taken)
+                    self.ledger.spilled, dest.name, self.owner, now_ms(), room, frozenset(worker.taken), self._ready()
                 )
                 metrics.SPILL_WAITING.labels(receiver=dest.name).set(scan.waiting)
                 for row in scan.rows:
@@ -384,6 +396,17 @@ class Dispatcher:
             log.exception("sink %s: taking back spilled effects failed", dest.name)
         finally:
             worker.refill = None
+
+    def _ready(self) -> dict[int, int]:
+        """Per outbox partition, the offset below which every record was committed, or read here and its spill (if
+        it spilled) committed too: a dead owner's spill below it is in its place (Ledger.spilled)."""
+        ready = {p: offset + 1 for p, offset in self._read.items()}
+        for p, offset in self.committed().items():
+            ready[p] = max(ready.get(p, 0), offset)
+        for p, pending in self._unspilled.items():
+            if pending and p in ready:
+                ready[p] = min(ready[p], min(pending))
+        return ready
 
     def _take_back(self, worker: _DestinationWorker, row: SpilledRow) -> None:
         worker.taken.add(row.effect_id)  # also when unreadable below: scanned past from now on, not again and again

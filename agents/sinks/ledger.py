@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -177,7 +178,7 @@ class SpillScan:
     """What :meth:`Ledger.spilled` found for one destination."""
 
     rows: list[SpilledRow]  # to take back now, in offset order
-    held: bool  # another live owner has unfinished spilled rows for the destination (this one may wait on them)
+    held: bool  # another owner has unfinished spilled rows for the destination (this one may wait on them)
     waiting: int  # rows in ``spilled`` for the destination (all owners)
 
 
@@ -605,14 +606,28 @@ class Ledger:
         return row
 
     def spilled(
-        self, receiver: str, owner: str, now_ms: int, limit: int, skip: frozenset[str] = frozenset()
+        self,
+        receiver: str,
+        owner: str,
+        now_ms: int,
+        limit: int,
+        skip: frozenset[str] = frozenset(),
+        ready: Mapping[int, int] | None = None,
     ) -> SpillScan:
         """Up to ``limit`` spilled rows of ``receiver`` that ``owner`` may take back now, in offset order: its own,
         and a dead owner's (adopted here: its spilled rows become ours; its claims are offered, and the claim's
         takeover decides). ``skip``: effects the caller took already. A row with an earlier one of its
-        partition held by another live owner is left for later (see the module docstring)."""
+        partition held by another owner is left for later (see the module docstring).
+
+        ``ready``: per outbox partition, the offset below which the caller has read or seen committed every
+        record. A dead owner's row at or past it waits: the records before it that the dead owner had not settled
+        are read again from the outbox, and must spill (or be sent) first, in their place."""
         t = self._table
         spill = (t.c.receiver == receiver, t.c.spill_offset.is_not(None), t.c.status.in_((SPILLED, CLAIMED)))
+        in_place = sa.or_(
+            sa.false(),
+            *(sa.and_(t.c.spill_partition == p, t.c.spill_offset < below) for p, below in (ready or {}).items()),
+        )
         with self.engine.begin() as conn:
             others = conn.execute(sa.select(t.c.owner).where(*spill, t.c.owner != owner).distinct()).scalars().all()
             live = [o for o in others if self._alive(conn, o, now_ms)]
@@ -620,12 +635,12 @@ class Ledger:
             for gone in dead:  # one UPDATE per dead owner: racing adopters each get whole rows, once
                 conn.execute(
                     sa.update(t)
-                    .where(t.c.receiver == receiver, t.c.status == SPILLED, t.c.owner == gone)
+                    .where(t.c.receiver == receiver, t.c.status == SPILLED, t.c.owner == gone, in_place)
                     .values(owner=owner)
                 )
             takeable = (t.c.owner == owner) & (t.c.status == SPILLED)
             if dead:
-                takeable = takeable | (t.c.owner.in_(dead) & (t.c.status == CLAIMED))
+                takeable = takeable | (t.c.owner.in_(dead) & (t.c.status == CLAIMED) & in_place)
             found = conn.execute(
                 sa.select(t.c.effect_id, t.c.spill_offset, t.c.spill_partition, t.c.spill_record)
                 .where(*spill, takeable)
@@ -633,13 +648,13 @@ class Ledger:
                 .limit(limit + len(skip))
             ).all()
             first_held: dict[int | None, int] = {}
-            if live and found:
+            if others and found:
                 parts = {r.spill_partition for r in found}
                 first_held = {
                     p: low
                     for p, low in conn.execute(
                         sa.select(t.c.spill_partition, sa.func.min(t.c.spill_offset))
-                        .where(*spill, t.c.owner.in_(live), t.c.spill_partition.in_(parts))
+                        .where(*spill, t.c.owner != owner, t.c.spill_partition.in_(parts))
                         .group_by(t.c.spill_partition)
                     )
                 }
@@ -649,10 +664,15 @@ class Ledger:
                 if r.effect_id not in skip
                 and not (r.spill_partition in first_held and first_held[r.spill_partition] < r.spill_offset)
             ][:limit]
+            held = bool(live) or (
+                bool(dead)
+                and conn.execute(sa.select(t.c.effect_id).where(*spill, t.c.owner.in_(dead)).limit(1)).first()
+                is not None
+            )
             waiting = conn.execute(
                 sa.select(sa.func.count()).select_from(t).where(t.c.receiver == receiver, t.c.status == SPILLED)
             ).scalar_one()
-        return SpillScan(rows, bool(live), int(waiting))
+        return SpillScan(rows, held, int(waiting))
 
     def spill_receivers(self) -> list[str]:
         """Receivers with unfinished spilled effects (any owner): their destinations should be taking them back."""

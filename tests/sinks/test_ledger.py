@@ -228,7 +228,9 @@ def test_a_claimed_row_read_again_while_spilling_gets_the_record(ledger: Ledger)
     row = ledger.get("e1", "r")
     assert (row.status, row.owner, row.spill_offset, row.spill_record) == ("claimed", "w1", 5, "record of e1")
     ledger.beat("w2", 10)
-    scan = ledger.spilled("r", "w2", 10, 10)  # w1 is dead: its claim is offered, the claim's takeover decides
+    waits = ledger.spilled("r", "w2", 10, 10)  # w1 is dead, but w2 has not read up to offset 5 nor seen it committed
+    assert waits.rows == [] and waits.held
+    scan = ledger.spilled("r", "w2", 10, 10, ready={0: 6})  # now its claim is offered; the claim's takeover decides
     assert [r.effect_id for r in scan.rows] == ["e1"]
     assert ledger.claim("e1", "r", "slack", "w2", 10, LEASE, partition=0, generation=2).state is ClaimState.STALE
 
@@ -245,10 +247,13 @@ def test_the_spill_is_taken_back_in_offset_order_per_partition_behind_a_live_own
     assert [r.effect_id for r in scan.rows] == ["b0", "a1"] and scan.held  # a5 waits behind w2's a3
     assert ledger.spilled("r", "w1", 0, 10, skip=frozenset({"b0"})).rows[0].effect_id == "a1"
     assert [r.offset for r in ledger.spilled("r", "w1", 0, 1).rows] == [0]  # limit
-    # w1 dies (no beat for owner_timeout_ms): w2 adopts its rows, in order with its own.
+    # w1 dies (no beat for owner_timeout_ms): w2 adopts its rows, in order with its own, as far as it has read
+    # (or seen committed) each partition: a5 waits until partition 0 is read past offset 5.
     later = 60_000
     ledger.beat("w2", later)
-    scan = ledger.spilled("r", "w2", later, 10)
+    scan = ledger.spilled("r", "w2", later, 10, ready={0: 4, 1: 2})
+    assert [r.effect_id for r in scan.rows] == ["b0", "a1", "b1", "a3"] and scan.held
+    scan = ledger.spilled("r", "w2", later, 10, ready={0: 6, 1: 2})
     assert [r.effect_id for r in scan.rows] == ["b0", "a1", "b1", "a3", "a5"] and not scan.held
     assert {r.owner for r in ledger.rows()} == {"w2"}
 
@@ -260,7 +265,7 @@ def test_racing_adopters_of_a_dead_owners_spill_take_each_row_once(ledger: Ledge
     results: dict[str, list[str]] = {}
 
     def adopt(owner: str) -> None:
-        results[owner] = [r.effect_id for r in ledger.spilled("r", owner, 60_000, 100).rows]
+        results[owner] = [r.effect_id for r in ledger.spilled("r", owner, 60_000, 100, ready={0: 40, 1: 40}).rows]
 
     threads = [threading.Thread(target=adopt, args=(w,)) for w in ("w1", "w2", "w3")]
     for t in threads:

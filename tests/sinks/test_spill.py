@@ -127,6 +127,54 @@ def test_a_slow_destination_spills_past_its_backlog_and_delivers_everything_in_o
     asyncio.run(run())
 
 
+def test_another_worker_takes_over_a_stopped_workers_spill_and_delivers_each_effect_once_in_order(
+    fakes: FakeServices, engine
+) -> None:
+    """Worker a spills and stops (its owner row never beat: dead at once); worker b reads the partition again from
+    its committed offset (the first unsettled record), finds a's spill at start and delivers all of it."""
+    receivers, env = receivers_for(fakes)
+    effects = [
+        make_effect("slow", "slack", title=f"over s{s} #{i}", session_key=f"over-{s}")
+        for i in range(5)
+        for s in range(2)
+    ]
+    slow_receiver = Receiver("slow", "slack", {}, {"webhook_url": "OPSLOOP_TEST_SLOW_URL"})
+    policy = replace(FAST, read_timeout_s=60.0, max_total_s=120.0)
+
+    async def run() -> None:
+        async with GatedReceiver().running() as slow:
+            env["OPSLOOP_TEST_SLOW_URL"] = slow.url
+            both = {**receivers, "slow": slow_receiver}
+            async with Harness(both, engine, env, policy=policy, owner="a", backlog_per_destination=2) as a:
+                a.dispatcher.generation = lambda: 1
+                settled = [await a.submit(e) for e in effects]
+                await a.until(lambda _h: slow.waiting == 1, 10, "a's first request held")
+                await a.until(lambda _h: sum(f.done() for f in settled) >= len(effects) - 2, 10, "a spilled")
+            assert sum(r.status == SPILLED for r in a.ledger.rows()) >= len(effects) - 2
+            # Kafka gives b the partition from the first record a did not settle (here the first): all of them again.
+            async with Harness(both, engine, env, policy=policy, owner="b", backlog_per_destination=2) as b:
+                b.dispatcher.generation = lambda: 2
+                await b.dispatcher.start_heartbeat()  # finds a's spill before reading: new effects queue behind it
+                assert b.dispatcher._workers["slow"].spilling  # noqa: SLF001
+                again = [await b.submit(e) for e in effects]
+                slow.gate.set()
+                await b.until(lambda _h: all(f.done() for f in again), 30, "b settled what it read")
+                await b.until(lambda _h: {r.status for r in b.ledger.rows()} == {"delivered"}, 30, "all delivered")
+                await b.until(lambda _h: not b.dispatcher._workers["slow"].spilling, 10, "b left the spill mode")  # noqa: SLF001
+            titles = [e["notify"]["title"] for e in effects]
+            held = titles[0]  # sent by a, its answer never read: sent again by b (the ambiguous path), once
+            assert sorted(set(slow.titles)) == sorted(titles)
+            assert {t: slow.titles.count(t) for t in titles if slow.titles.count(t) != 1} in ({}, {held: 2})
+            for s in range(2):
+                first_seen = [
+                    t for i, t in enumerate(slow.titles) if t.startswith(f"over s{s} ") and t not in slow.titles[:i]
+                ]
+                assert first_seen == [f"over s{s} #{i}" for i in range(5)], first_seen
+            assert a.emitter.dead == [] and b.emitter.dead == []
+
+    asyncio.run(run())
+
+
 @pytest.mark.integration
 def test_a_worker_killed_with_spilled_effects_their_offsets_committed_delivers_them_once_after_a_restart(
     app_topics,
