@@ -23,10 +23,12 @@ partition and offset, and is owned by the worker that spilled it. Once it is com
 the record's offset may be committed too; the owner's destination takes its spilled rows
 back in offset order when its queue drains (:meth:`Ledger.spilled`), and the ordinary
 claim turns ``spilled`` into ``claimed`` right before the send. Rows of a dead owner are
-adopted by whichever worker scans that destination next (a conditional UPDATE of the
-owner: one wins). Order: a session's effects are on one outbox partition, so within a
-partition and destination the spill is taken back in offset order, and a worker takes no
-spilled row while an earlier one of that partition is held by another live owner. The
+adopted by whichever worker scans that destination next (one conditional UPDATE per dead
+owner: one wins), as far as that worker has read the partition (its own spills of what it
+read committed) or seen it committed: what the dead owner read but never settled is read
+again and must fall in first. Order: a session's effects are on one outbox partition, so
+within a partition and destination the spill is taken back in offset order, and a worker
+takes no spilled row while an earlier one of that partition is held by another owner. The
 offset (not the time of spilling) orders them so that records read again after a crash,
 and spilled then, fall back into their place. Across partitions offsets are compared as
 they are (partitions fill at similar rates; each partition's order is what matters).
