@@ -495,6 +495,7 @@ class Ledger:
                 http_status=sa.bindparam("b_http_status"),
                 error=sa.bindparam("b_error"),
                 completed_at=now_ms,
+                spill_record=None,  # a spilled effect's record is needed until it is final, not after
             )
         )
         params = [

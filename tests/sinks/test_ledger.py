@@ -209,6 +209,7 @@ def test_a_spilled_effect_is_one_row_claimed_once_and_never_spilled_again_once_d
     assert ledger.claim("e2", "r", "slack", "w2", 200, LEASE).state is ClaimState.BUSY  # w1 is alive: its row
     assert ledger.claim("e2", "r", "slack", "w1", 200, LEASE).state is ClaimState.NEW
     ledger.complete("e2", "r", "w1", status="delivered", attempts=1, http_status=200, error=None, now_ms=300)
+    assert ledger.get("e2", "r").spill_record is None  # not kept once final
     done = ledger.spill_many([spill("e2", 11)], "w1", 400)
     assert done[0] is not None and done[0].state is ClaimState.DONE and done[0].status == "delivered"
 
