@@ -35,7 +35,7 @@ from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord, _Entry
 from agents.sinks.ledger import Ledger
 from streams.db import make_engine
 from streams.errors import InvalidInputError
-from streams.kafka.compat import group_generation
+from streams.kafka.compat import committed_offsets, group_generation
 from streams.kafka.redrive import HEADER as REDRIVE_HEADER
 from streams.settings import Settings
 
@@ -127,8 +127,18 @@ def register(
     if missing:
         raise LookupError(f"no sink registered for channel(s) {', '.join(missing)}")
     emitter = FaustEmitter(rt)
+    outbox = rt.topic("outbox")
 
-    @rt.app.agent(rt.topic("outbox"), name="sinks")
+    def committed() -> dict[int, int]:
+        """The committed outbox offsets of the partitions this worker owns (the spill's takeover waits for the rest)."""
+        name = outbox.get_topic_name()
+        return {
+            tp.partition: offset
+            for tp, offset in committed_offsets(rt.app.consumer).items()
+            if tp.topic == name and offset is not None
+        }
+
+    @rt.app.agent(outbox, name="sinks")
     async def sinks_agent(stream: faust.StreamT[Any]) -> None:
         deliverer = await Deliverer(RetryPolicy.from_settings(sink_settings), environ=environ).start()
         engine = make_engine(rt.settings.ledger_url())
@@ -147,6 +157,7 @@ def register(
             owner=owner,
             announce=emitter.outcome,
             generation=lambda: group_generation(rt.app),
+            committed=committed,
         )
         await dispatcher.start_heartbeat()
         manual = cast("faust.Stream[Any]", stream).noack()  # faust hands agents a Stream; StreamT lacks noack

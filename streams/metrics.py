@@ -48,6 +48,17 @@ EFFECTS = Counter(
 )
 DELIVERIES = Counter("opsloop_deliveries_total", "Sink deliveries by final status.", ["channel", "status"])
 DEAD_LETTERS = Counter("opsloop_dead_letters_total", "Records sent to a dead-letter topic.", ["topic", "stage"])
+# Per receiver: the routing file bounds them (a remediation's is per action, bounded by the runbooks).
+SPILLED = Counter(
+    "opsloop_sink_spilled_total",
+    "Effects written to the ledger's spill because their destination's queue was full (or already spilling).",
+    ["receiver"],
+)
+SPILL_WAITING = Gauge(
+    "opsloop_sink_spill_waiting",
+    "Spilled effects waiting in the ledger for a destination (all workers), as this process last saw it.",
+    ["receiver"],
+)
 EVENT_TO_EFFECT = Histogram(
     "opsloop_event_to_effect_seconds",
     "From an event's receipt to its effects being sent to outbox.",
@@ -85,6 +96,8 @@ ALL = (
     EFFECTS,
     DELIVERIES,
     DEAD_LETTERS,
+    SPILLED,
+    SPILL_WAITING,
     EVENT_TO_EFFECT,
     DELIVERY_LATENCY,
     CONSUMER_LAG,

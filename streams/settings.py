@@ -72,7 +72,8 @@ class SinkSettings(BaseSettings):
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 30.0
     breaker_cooldown_max_s: float = 300.0
-    # Effects waiting for one destination; past it, new ones are dead-lettered (the others keep flowing).
+    # Effects waiting for one destination in memory; past it, new ones spill to the delivery ledger (durable: their
+    # offsets may be committed) and are taken back in order as the destination drains (agents/sinks/dispatch.py).
     backlog_per_destination: int = 1000
     # Effects read from outbox and not yet settled, over all destinations (back-pressure on the reader).
     max_in_flight: int = 5000

@@ -17,14 +17,24 @@ Remediate effects take the same path to their action's destination
 (``remediate:<action>``) when this worker may call them; otherwise they settle at
 once with a ``dry_run`` receipt (:mod:`agents.sinks.channels.remediate`).
 
-Back-pressure: at most ``max_in_flight`` unsettled records in all; a destination
-whose queue reaches ``backlog_per_destination`` gets further effects dead-lettered
-with that reason rather than stalling everyone.
+Back-pressure: at most ``max_in_flight`` unsettled records in all. A destination whose
+queue reaches ``backlog_per_destination`` *spills*: its further effects are written to the
+ledger (:meth:`Ledger.spill_many <agents.sinks.ledger.Ledger.spill_many>`, batched) and their
+records settle once that commits, so the reader goes on for the other destinations and
+memory stays bounded. While a destination has anything spilled (by this worker or another),
+all its new effects spill behind it, and its lanes take spilled effects back in outbox-offset order
+whenever their queue is down to half the backlog (:meth:`Dispatcher._refill`): a session's
+effects keep their order. It leaves the spill mode when the spill is empty. Every few seconds
+(and at start) the dispatcher looks for destinations with spilled rows (a restart, a dead
+worker's spill) and takes them up. A spill that cannot be written (database down) waits and
+retries like every ledger call: its record stays unsettled, its offset uncommitted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import zlib
 from collections import deque
@@ -35,7 +45,16 @@ from typing import Any, Protocol, TypeVar
 from agents.sinks.base import Channel
 from agents.sinks.batching import GroupCommit
 from agents.sinks.delivery import Deliverer, Destination, Flight, Outcome
-from agents.sinks.ledger import Claim, ClaimRequest, ClaimState, Completion, Ledger, LedgerConflictError
+from agents.sinks.ledger import (
+    Claim,
+    ClaimRequest,
+    ClaimState,
+    Completion,
+    Ledger,
+    LedgerConflictError,
+    Spill,
+    SpilledRow,
+)
 from agents.sinks.redact import redact
 from streams import metrics
 from streams.kafka.codec import Codec, CodecError
@@ -58,6 +77,26 @@ class OutboxRecord:
     key: bytes | None
     value: bytes
     redrive: str | None = None  # set on a record `opsloop dlq redrive` re-produced (streams.kafka.redrive)
+
+    def dumps(self) -> str:
+        """The record as the spill stores it (JSON; key and value base64)."""
+        b64 = base64.b64encode
+        key = b64(self.key).decode() if self.key is not None else None
+        return json.dumps(
+            {
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "key": key,
+                "value": b64(self.value).decode(),
+            }
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> OutboxRecord:
+        d = json.loads(text)
+        key = base64.b64decode(d["key"]) if d["key"] is not None else None
+        return cls(d["topic"], d["partition"], d["offset"], key, base64.b64decode(d["value"]))
 
 
 class Emitter(Protocol):
@@ -101,6 +140,7 @@ class _Job:
     record: OutboxRecord
     effect: dict[str, Any]
     done: asyncio.Future[str]
+    spilled: bool = False  # taken back from the spill (its record settled when it was spilled)
 
 
 @dataclass
@@ -110,6 +150,15 @@ class _DestinationWorker:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     finishing: set[asyncio.Task[str]] = field(default_factory=set)  # sent, completing (see Dispatcher._after)
     busy: int = 0  # effects taken from the lanes and not settled yet
+    # The spill (see the module docstring): while ``refill`` runs, new effects spill behind what is spilled.
+    refill: asyncio.Task[None] | None = None
+    spilling_now: int = 0  # spills not committed yet
+    spills: int = 0  # spills started (refill leaves the spill mode only if none started during its scan)
+    taken: set[str] = field(default_factory=set)  # spilled effects taken back into the lanes, not claimed yet
+
+    @property
+    def spilling(self) -> bool:
+        return self.refill is not None
 
     @property
     def backlog(self) -> int:
@@ -135,6 +184,7 @@ class Dispatcher:
         ledger_retry_s: float = 1.0,
         announce: Callable[[bytes, dict[str, Any]], Awaitable[None]] | None = None,
         generation: Callable[[], int | None] = lambda: None,
+        committed: Callable[[], Mapping[int, int]] = dict,
     ) -> None:
         self.receivers, self.registry = receivers, registry
         self.deliverer, self.ledger, self.emitter, self.codec = deliverer, ledger, emitter, codec
@@ -144,12 +194,20 @@ class Dispatcher:
         # agents.sinks.outcomes); None announces nothing.
         self.announce = announce
         self.generation = generation  # the consumer group's current generation, stored with each claim
+        # This worker's committed outbox offset per partition it owns (its spill takeover waits for the rest).
+        self.committed = committed
+        self._read: dict[int, int] = {}  # the highest outbox offset submitted, per partition
+        self._unspilled: dict[int, dict[int, int]] = {}  # per partition: offsets whose spill is not committed yet
         self._heartbeat: asyncio.Task[None] | None = None
         self._workers: dict[str, _DestinationWorker] = {}
         self._capacity = asyncio.Semaphore(settings.max_in_flight)
         self._claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(self._claim_batch)
+        self._spills: GroupCommit[Spill, Claim | None] = GroupCommit(self._spill_batch)
+        self._spilling: set[asyncio.Task[None]] = set()  # spills being written
+        self._sweeper: asyncio.Task[None] | None = None
         self._completions: GroupCommit[Completion, bool] = GroupCommit(self._complete_batch, linger_s=0.01)
         self.busy_poll_s = 1.0
+        self.refill_poll_s = 0.05
         self.claim_ahead = max(1, settings.claim_ahead)  # effects a lane of an idempotent sink claims in one go
         self.stats: dict[str, int] = {}
 
@@ -157,6 +215,8 @@ class Dispatcher:
         """Beat this owner's row in the ledger now, then every ``owner_heartbeat_s`` (see agents.sinks.ledger)."""
         await self._ledger(self.ledger.beat, self.owner, now_ms())
         self._heartbeat = asyncio.create_task(self._beat_forever(), name="sink:ledger-heartbeat")
+        await self.sweep()  # a spill left by a previous run: before the first record, so new effects queue behind
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="sink:spill-sweeper")
 
     async def _beat_forever(self) -> None:
         while True:
@@ -171,6 +231,7 @@ class Dispatcher:
     async def submit(self, record: OutboxRecord) -> asyncio.Future[str]:
         """Route one outbox record; the future resolves with its final status once settled."""
         await self._capacity.acquire()
+        self._read[record.partition] = max(record.offset, self._read.get(record.partition, -1))
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         done.add_done_callback(lambda _f: self._capacity.release())
         try:
@@ -238,17 +299,155 @@ class Dispatcher:
                 record, effect, target, done, f"no sink registered for channel {receiver.channel!r}", "UnknownChannel"
             )
         worker = self._worker(receiver, sink)
-        if worker.backlog >= self.settings.backlog_per_destination:
-            return await self._refuse(
-                record,
-                effect,
-                target,
-                done,
-                f"receiver {receiver.name!r} backlog full ({worker.backlog} pending: destination slow or parked)",
-                "BacklogFull",
-            )
+        if record.redrive is None and (worker.spilling or worker.backlog >= self.settings.backlog_per_destination):
+            self._spill(worker, record, effect, done)
+            return done
         worker.lane(effect["session_key"]).put_nowait(_Job(record, effect, done))
         return done
+
+    # -- the spill (see the module docstring) -------------------------------------
+
+    def _spill(
+        self, worker: _DestinationWorker, record: OutboxRecord, effect: dict[str, Any], done: asyncio.Future[str]
+    ) -> None:
+        """Write the effect to the ledger's spill in a task of its own; ``done`` settles when it is committed."""
+        if not worker.spilling:
+            self._start_refill(worker)
+        worker.spilling_now += 1
+        worker.spills += 1
+        pending = self._unspilled.setdefault(record.partition, {})
+        pending[record.offset] = pending.get(record.offset, 0) + 1
+        receiver = worker.dest.receiver
+        spill = Spill(
+            effect["effect_id"],
+            receiver.name,
+            receiver.channel,
+            record.partition,
+            self.generation(),
+            record.offset,
+            record.dumps(),
+        )
+        task = asyncio.create_task(
+            self._spill_one(worker, record, effect, spill, done), name=f"sink:{receiver.name}:spill"
+        )
+        self._spilling.add(task)
+        task.add_done_callback(self._spilling.discard)
+
+    async def _spill_one(
+        self,
+        worker: _DestinationWorker,
+        record: OutboxRecord,
+        effect: dict[str, Any],
+        spill: Spill,
+        done: asyncio.Future[str],
+    ) -> None:
+        dest = worker.dest
+        try:
+            done_before = await self._spills(spill)
+        except asyncio.CancelledError:
+            raise  # shutting down: the record stays unsettled (read again after the restart)
+        except Exception as exc:  # a bug (a database outage waits in _ledger): keep the effect, with why
+            log.exception("sink %s: spilling %s failed", dest.name, spill.effect_id)
+            await self._dead_letter(
+                record, redact(f"sink error: {exc}"), type(exc).__name__, f"sink:{dest.receiver.channel}"
+            )
+            self._settle(done, "dead")
+            return
+        finally:
+            worker.spilling_now -= 1
+            pending = self._unspilled[record.partition]
+            pending[record.offset] -= 1
+            if not pending[record.offset]:
+                del pending[record.offset]
+        if done_before is not None:  # a redelivered record whose effect was completed before
+            self._settle(done, await self._skipped(effect, dest, done_before))
+            return
+        metrics.SPILLED.labels(receiver=dest.name).inc()
+        self._settle(done, "spilled")
+
+    def _start_refill(self, worker: _DestinationWorker) -> None:
+        worker.refill = asyncio.create_task(self._refill(worker), name=f"sink:{worker.dest.name}:refill")
+
+    async def _refill(self, worker: _DestinationWorker) -> None:
+        """Take spilled effects back into the lanes as they drain, in offset order; end when the spill is empty."""
+        dest, limit = worker.dest, max(1, self.settings.backlog_per_destination)
+        try:
+            while True:
+                room = limit - worker.backlog
+                if room < (limit + 1) // 2:
+                    await asyncio.sleep(self.refill_poll_s)
+                    continue
+                started, quiet = worker.spills, worker.spilling_now == 0
+                scan = await self._ledger(
+                    self.ledger.spilled, dest.name, self.owner, now_ms(), room, frozenset(worker.taken), self._ready()
+                )
+                metrics.SPILL_WAITING.labels(receiver=dest.name).set(scan.waiting)
+                for row in scan.rows:
+                    self._take_back(worker, row)
+                if scan.rows:
+                    continue
+                # Empty, and no spill of ours was being written meanwhile (one committed during the scan could be
+                # missing from it): new effects go straight to the lanes again.
+                if not scan.held and quiet and worker.spilling_now == 0 and worker.spills == started:
+                    metrics.SPILL_WAITING.labels(receiver=dest.name).set(0)  # what the scan counted is in the lanes
+                    return
+                await asyncio.sleep(self.refill_poll_s if not scan.held else self.busy_poll_s)
+        except Exception:  # a bug (a database outage waits in _ledger): the next sweep starts it again
+            log.exception("sink %s: taking back spilled effects failed", dest.name)
+        finally:
+            worker.refill = None
+
+    def _ready(self) -> dict[int, int]:
+        """Per outbox partition, the offset below which every record was committed, or read here and its spill (if
+        it spilled) committed too: a dead owner's spill below it is in its place (Ledger.spilled)."""
+        ready = {p: offset + 1 for p, offset in self._read.items()}
+        for p, offset in self.committed().items():
+            ready[p] = max(ready.get(p, 0), offset)
+        for p, pending in self._unspilled.items():
+            if pending and p in ready:
+                ready[p] = min(ready[p], min(pending))
+        return ready
+
+    def _take_back(self, worker: _DestinationWorker, row: SpilledRow) -> None:
+        worker.taken.add(row.effect_id)  # also when unreadable below: scanned past from now on, not again and again
+        try:
+            record = OutboxRecord.loads(row.record)
+            effect = self.codec.decode(record.value, expect="opsloop.Effect")
+        except (ValueError, KeyError, CodecError) as exc:  # cannot happen for what _spill wrote; say so, skip it
+            log.error("sink %s: spilled %s cannot be read back (%s)", worker.dest.name, row.effect_id, exc)
+            return
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # its record settled when spilled
+        worker.lane(effect["session_key"]).put_nowait(_Job(record, effect, done, spilled=True))
+
+    async def sweep(self) -> None:
+        """Take up the spill of every destination that has one and is not spilling here yet (a restart, a dead
+        worker's spill, another worker's): its new effects queue behind it, its lanes take it back."""
+        for name in await self._ledger(self.ledger.spill_receivers):
+            receiver = self._receiver(name)
+            sink = self.registry.get(receiver.channel) if receiver is not None else None
+            if receiver is None or sink is None:
+                continue  # not a receiver of this configuration: it stays until one that knows it runs
+            worker = self._worker(receiver, sink)
+            if not worker.spilling:
+                log.info("sink %s: taking up spilled effects", name)
+                self._start_refill(worker)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.owner_heartbeat_s)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - next time
+                log.exception("sinks: looking for spilled effects failed")
+
+    def _receiver(self, name: str) -> Receiver | None:
+        """The receiver a destination name stands for (a remediation's ``remediate:<action>`` is derived)."""
+        receiver = self.receivers.get(name)
+        if receiver is None and name.startswith(f"{REMEDIATE_CHANNEL}:"):
+            base = self.receivers.get(REMEDIATE_CHANNEL)
+            if base is not None and base.channel == REMEDIATE_CHANNEL:
+                return replace(base, name=name)
+        return receiver
 
     def _settle(self, done: asyncio.Future[str], status: str) -> asyncio.Future[str]:
         self.stats[status] = self.stats.get(status, 0) + 1
@@ -311,6 +510,8 @@ class Dispatcher:
                     started += 1
                     deferred: list[asyncio.Task[str]] | None = [] if ahead > 1 else None
                     status = await self._deliver_safely(dest, job, claim, deferred)
+                    if job.spilled:
+                        worker.taken.discard(job.effect["effect_id"])
                     if status == DEFERRED and deferred:
                         self._after(worker, job, deferred[0])
                         continue
@@ -417,17 +618,7 @@ class Dispatcher:
                 log.info("sink %s: %s redriven (%s): delivering again", dest.name, effect_id, job.record.redrive)
                 claim = Claim(ClaimState.NEW, "claimed", claim.attempts, claim.ambiguous, claim.claims + 1)
         if claim.state is ClaimState.DONE:
-            await self._receipt(
-                effect,
-                receiver.channel,
-                receiver.name,
-                Outcome("skipped", claim.attempts, error=f"already {claim.status} (delivery ledger)"),
-            )
-            # Announced before, unless the process died in between: again, with the same event id.
-            await self._announce(
-                effect, Outcome(claim.status, claim.attempts, error=f"{claim.status} (delivery ledger)")
-            )
-            return "skipped"
+            return await self._skipped(effect, dest, claim)
         if claim.state is ClaimState.STALE:
             log.warning(
                 "sink %s: %s was claimed by a process that did not finish (claim %d, taken over: %s)",
@@ -453,6 +644,19 @@ class Dispatcher:
             defer.append(asyncio.create_task(self._finish(dest, job, outcome), name=f"sink:{dest.name}:complete"))
             return DEFERRED
         return await self._finish(dest, job, outcome)
+
+    async def _skipped(self, effect: dict[str, Any], dest: Destination, claim: Claim) -> str:
+        """A redelivered effect the ledger has completed before: receipt ``skipped``, nothing sent."""
+        receiver = dest.receiver
+        await self._receipt(
+            effect,
+            receiver.channel,
+            receiver.name,
+            Outcome("skipped", claim.attempts, error=f"already {claim.status} (delivery ledger)"),
+        )
+        # Announced before, unless the process died in between: again, with the same event id.
+        await self._announce(effect, Outcome(claim.status, claim.attempts, error=f"{claim.status} (delivery ledger)"))
+        return "skipped"
 
     async def _finish(self, dest: Destination, job: _Job, outcome: Outcome) -> str:
         """Complete the ledger row, then the receipt (and dead letter, outcome event): in that order, so a
@@ -493,6 +697,9 @@ class Dispatcher:
 
     async def _claim_batch(self, requests: list[ClaimRequest]) -> list[Claim]:
         return await self._ledger(self.ledger.claim_many, requests, self.owner, now_ms(), self.settings.lease_ms)
+
+    async def _spill_batch(self, spills: list[Spill]) -> list[Claim | None]:
+        return await self._ledger(self.ledger.spill_many, spills, self.owner, now_ms())
 
     async def _complete_batch(self, completions: list[Completion]) -> list[bool]:
         return await self._ledger(self.ledger.complete_many, completions, self.owner, now_ms())
@@ -566,6 +773,13 @@ class Dispatcher:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
+        # Spills not committed leave their records unsettled (read again after the restart); refills stop.
+        background = [*self._spilling, *(w.refill for w in self._workers.values() if w.refill is not None)]
+        if self._sweeper is not None:
+            background.append(self._sweeper)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         lanes = [task for w in self._workers.values() for task in w.tasks]
         for task in lanes:
             task.cancel()
@@ -578,6 +792,7 @@ class Dispatcher:
                 pending.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await self._claims.close()
+        await self._spills.close()
         await self._completions.close()
         self._workers.clear()
         if self._heartbeat is not None:  # stopped: what we leave claimed may be taken over at once

@@ -16,6 +16,23 @@ partition was reassigned since) takes over a claim whose owner has stopped beati
 enough: every rebalance starts one, and the old owner may be alive and mid-request,
 so taking over then would send twice. A claim waited on is logged once (INFO).
 
+The spill: a destination whose in-memory queue is full (a slow receiver under a storm)
+gets its further effects written here as ``spilled`` rows instead of being dead-lettered
+(:meth:`Ledger.spill_many`): the row carries the outbox record (``spill_record``), its
+partition and offset, and is owned by the worker that spilled it. Once it is committed
+the record's offset may be committed too; the owner's destination takes its spilled rows
+back in offset order when its queue drains (:meth:`Ledger.spilled`), and the ordinary
+claim turns ``spilled`` into ``claimed`` right before the send. Rows of a dead owner are
+adopted by whichever worker scans that destination next (one conditional UPDATE per dead
+owner: one wins), as far as that worker has read the partition (its own spills of what it
+read committed) or seen it committed: what the dead owner read but never settled is read
+again and must fall in first. Order: a session's effects are on one outbox partition, so
+within a partition and destination the spill is taken back in offset order, and a worker
+takes no spilled row while an earlier one of that partition is held by another owner. The
+offset (not the time of spilling) orders them so that records read again after a crash,
+and spilled then, fall back into their place. Across partitions offsets are compared as
+they are (partitions fill at similar rates; each partition's order is what matters).
+
 Portable SQL (SQLite and PostgreSQL alike): INSERT .. ON CONFLICT DO NOTHING and
 conditional UPDATEs carrying the expected owner, so two workers racing on one
 effect never both win.
@@ -25,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,6 +55,7 @@ from streams.errors import OpsloopError
 log = logging.getLogger(__name__)
 
 CLAIMED = "claimed"
+SPILLED = "spilled"  # waiting in the spill (see the module docstring): nothing sent yet
 FINAL_STATUSES = ("delivered", "dead", "ambiguous")
 
 
@@ -50,7 +69,7 @@ class LedgerRow(Base):
     effect_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     receiver: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     channel: Mapped[str] = mapped_column(sa.String(32))
-    status: Mapped[str] = mapped_column(sa.String(16), index=True)  # claimed | delivered | dead | ambiguous
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)  # spilled | claimed | delivered | dead | ambiguous
     owner: Mapped[str] = mapped_column(sa.String(64))
     claims: Mapped[int] = mapped_column(sa.Integer, default=1)  # >1: taken over after a crash
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -64,6 +83,10 @@ class LedgerRow(Base):
     claim_generation: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     # The redrive (`opsloop dlq redrive`, its source position) that last re-opened a dead row: each re-opens once.
     redrive: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    # A spilled effect (see the module docstring): its outbox offset and partition, the record (None: never spilled).
+    spill_offset: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    spill_partition: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
+    spill_record: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class OwnerRow(Base):
@@ -76,7 +99,16 @@ class OwnerRow(Base):
 
 
 # Columns added after the table first shipped: create() adds them to an existing table.
-ADDED_COLUMNS = {"claim_partition": "INTEGER", "claim_generation": "INTEGER", "redrive": "VARCHAR(300)"}
+ADDED_COLUMNS = {
+    "claim_partition": "INTEGER",
+    "claim_generation": "INTEGER",
+    "redrive": "VARCHAR(300)",
+    "spill_offset": "BIGINT",
+    "spill_partition": "INTEGER",
+    "spill_record": "TEXT",
+}
+# Indexes added after the table first shipped (create_all makes none on an existing table); portable DDL.
+ADDED_INDEXES = {"ix_delivery_ledger_spill": "(receiver, status, spill_offset)"}
 
 
 class ClaimState(enum.Enum):
@@ -120,7 +152,39 @@ class Completion:
     error: str | None
 
 
-# Rows per multi-row INSERT: 11 bind parameters each, well inside SQLite's 32,766.
+@dataclass(frozen=True)
+class Spill:
+    """One effect to spill (:meth:`Ledger.spill_many`): its claim's arguments and the outbox record."""
+
+    effect_id: str
+    receiver: str
+    channel: str
+    partition: int
+    generation: int | None
+    offset: int
+    record: str
+
+
+@dataclass(frozen=True)
+class SpilledRow:
+    """A spilled effect a destination may take back (:meth:`Ledger.spilled`)."""
+
+    effect_id: str
+    offset: int
+    partition: int | None
+    record: str
+
+
+@dataclass(frozen=True)
+class SpillScan:
+    """What :meth:`Ledger.spilled` found for one destination."""
+
+    rows: list[SpilledRow]  # to take back now, in offset order
+    held: bool  # another owner has unfinished spilled rows for the destination (this one may wait on them)
+    waiting: int  # rows in ``spilled`` for the destination (all owners)
+
+
+# Rows per multi-row INSERT: 11 (a claim) or 14 (a spill) bind parameters each, well inside SQLite's 32,766.
 CLAIM_BATCH = 500
 
 
@@ -145,6 +209,8 @@ class Ledger:
             for name, sql_type in ADDED_COLUMNS.items():
                 if name not in have:
                     conn.execute(sa.text(f"ALTER TABLE {self._table.name} ADD COLUMN {name} {sql_type}"))
+            for index, columns in ADDED_INDEXES.items():
+                conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {index} ON {self._table.name} {columns}"))
         return self
 
     # -- owners ------------------------------------------------------------------
@@ -281,6 +347,11 @@ class Ledger:
         t = self._table
         row = conn.execute(sa.select(t).where(t.c.effect_id == effect_id, t.c.receiver == receiver)).one()
         claim = Claim(ClaimState.DONE, row.status, row.attempts, row.ambiguous, row.claims)
+        if row.status == SPILLED:  # nothing sent yet: ours (or a dead owner's) to claim now; a live owner's: wait
+            if row.owner == owner or not self._alive(conn, row.owner, now_ms):
+                if self._take(conn, row, owner, now_ms, partition, generation, claims=row.claims):
+                    return Claim(ClaimState.NEW, CLAIMED, row.attempts, row.ambiguous, row.claims)
+            return Claim(ClaimState.BUSY, SPILLED, row.attempts, row.ambiguous, row.claims)
         if row.status != CLAIMED:
             return claim
         if row.owner == owner:  # our own earlier claim (e.g. redelivered within this process)
@@ -299,26 +370,44 @@ class Ledger:
         else:
             self._waiting(effect_id, receiver, row, now_ms, lease_ms)
             return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
-        taken = conn.execute(
-            sa.update(t)
-            .where(
-                t.c.effect_id == effect_id,
-                t.c.receiver == receiver,
-                t.c.status == CLAIMED,
-                t.c.owner == row.owner,
-                t.c.claimed_at == row.claimed_at,
-            )
-            .values(
-                owner=owner,
-                claimed_at=now_ms,
-                claims=row.claims + 1,
-                claim_partition=partition,
-                claim_generation=generation,
-            )
-        ).rowcount
-        if taken != 1:  # someone else took it over first
+        if not self._take(conn, row, owner, now_ms, partition, generation, claims=row.claims + 1):  # someone was first
             return Claim(ClaimState.BUSY, CLAIMED, row.attempts, row.ambiguous, row.claims)
         return Claim(ClaimState.STALE, CLAIMED, row.attempts, row.ambiguous, row.claims + 1, why)
+
+    def _take(
+        self,
+        conn: sa.Connection,
+        row: Any,
+        owner: str,
+        now_ms: int,
+        partition: int | None,
+        generation: int | None,
+        *,
+        claims: int,
+    ) -> bool:
+        """Make ``row`` (as read) our claim, if nobody changed it since; False: someone else was first."""
+        t = self._table
+        return (
+            conn.execute(
+                sa.update(t)
+                .where(
+                    t.c.effect_id == row.effect_id,
+                    t.c.receiver == row.receiver,
+                    t.c.status == row.status,
+                    t.c.owner == row.owner,
+                    t.c.claimed_at == row.claimed_at,
+                )
+                .values(
+                    status=CLAIMED,
+                    owner=owner,
+                    claimed_at=now_ms,
+                    claims=claims,
+                    claim_partition=partition,
+                    claim_generation=generation,
+                )
+            ).rowcount
+            == 1
+        )
 
     def reopen(
         self,
@@ -406,6 +495,7 @@ class Ledger:
                 http_status=sa.bindparam("b_http_status"),
                 error=sa.bindparam("b_error"),
                 completed_at=now_ms,
+                spill_record=None,  # a spilled effect's record is needed until it is final, not after
             )
         )
         params = [
@@ -456,16 +546,147 @@ class Ledger:
             )
 
     def release(self, effect_id: str, receiver: str, owner: str) -> bool:
-        """Give back an unfinished claim of ours whose request cannot have landed (shutdown)."""
+        """Give back an unfinished claim of ours whose request cannot have landed (shutdown): deleted, or back
+        to ``spilled`` if it came from the spill (its outbox offset may be committed: the row is all there is)."""
         t = self._table
+        mine = (t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner, t.c.status == CLAIMED)
         with self.engine.begin() as conn:
-            return (
+            deleted = conn.execute(sa.delete(t).where(*mine, t.c.spill_offset.is_(None))).rowcount
+            unspilled = conn.execute(sa.update(t).where(*mine, t.c.spill_offset.is_not(None)).values(status=SPILLED))
+            return deleted + unspilled.rowcount == 1
+
+    # -- the spill (see the module docstring) ---------------------------------------
+
+    def spill_many(self, spills: list[Spill], owner: str, now_ms: int) -> list[Claim | None]:
+        """Write effects to the spill in one transaction; each None: spilled (durable: its offset may be
+        committed), or the :class:`Claim` (DONE) of a row completed before (report it, send nothing).
+
+        A row already there and unfinished (spilled, or claimed by someone: a redelivered record) keeps its
+        owner; a claimed one without a spill record gets this one, so that if its owner dies the spill's
+        takeover finds it (its offset is committed from now on)."""
+        t = self._table
+        out: list[Claim | None] = [None] * len(spills)
+        with self.engine.begin() as conn:
+            for start in range(0, len(spills), CLAIM_BATCH):
+                chunk = spills[start : start + CLAIM_BATCH]
+                first: dict[tuple[str, str], int] = {}
+                for i, sp in enumerate(chunk, start):
+                    first.setdefault((sp.effect_id, sp.receiver), i)
+                stmt = (
+                    self._insert()
+                    .values([self._spill_row(spills[i], owner, now_ms) for i in first.values()])
+                    .returning(t.c.effect_id, t.c.receiver)
+                )
+                inserted = {(e, r) for e, r in conn.execute(stmt)}
+                for key, i in first.items():
+                    if key in inserted:
+                        continue
+                    sp = spills[i]
+                    row = conn.execute(
+                        sa.select(t).where(t.c.effect_id == sp.effect_id, t.c.receiver == sp.receiver)
+                    ).one()
+                    if row.status in FINAL_STATUSES:
+                        out[i] = Claim(ClaimState.DONE, row.status, row.attempts, row.ambiguous, row.claims)
+                    elif row.spill_offset is None:
+                        conn.execute(
+                            sa.update(t)
+                            .where(
+                                t.c.effect_id == sp.effect_id, t.c.receiver == sp.receiver, t.c.spill_offset.is_(None)
+                            )
+                            .values(spill_offset=sp.offset, spill_partition=sp.partition, spill_record=sp.record)
+                        )
+                for i, sp in enumerate(spills[start : start + CLAIM_BATCH], start):
+                    j = first[(sp.effect_id, sp.receiver)]
+                    out[i] = out[j]
+        return out
+
+    @staticmethod
+    def _spill_row(sp: Spill, owner: str, now_ms: int) -> dict[str, Any]:
+        row = Ledger._claim_row(
+            ClaimRequest(sp.effect_id, sp.receiver, sp.channel, sp.partition, sp.generation), owner, now_ms
+        )
+        row.update(status=SPILLED, spill_offset=sp.offset, spill_partition=sp.partition, spill_record=sp.record)
+        return row
+
+    def spilled(
+        self,
+        receiver: str,
+        owner: str,
+        now_ms: int,
+        limit: int,
+        skip: frozenset[str] = frozenset(),
+        ready: Mapping[int, int] | None = None,
+    ) -> SpillScan:
+        """Up to ``limit`` spilled rows of ``receiver`` that ``owner`` may take back now, in offset order: its own,
+        and a dead owner's (adopted here: its spilled rows become ours; its claims are offered, and the claim's
+        takeover decides). ``skip``: effects the caller took already. A row with an earlier one of its
+        partition held by another owner is left for later (see the module docstring).
+
+        ``ready``: per outbox partition, the offset below which the caller has read or seen committed every
+        record. A dead owner's row at or past it waits: the records before it that the dead owner had not settled
+        are read again from the outbox, and must spill (or be sent) first, in their place."""
+        t = self._table
+        spill = (t.c.receiver == receiver, t.c.spill_offset.is_not(None), t.c.status.in_((SPILLED, CLAIMED)))
+        in_place = sa.or_(
+            sa.false(),
+            *(sa.and_(t.c.spill_partition == p, t.c.spill_offset < below) for p, below in (ready or {}).items()),
+        )
+        with self.engine.begin() as conn:
+            others = conn.execute(sa.select(t.c.owner).where(*spill, t.c.owner != owner).distinct()).scalars().all()
+            live = [o for o in others if self._alive(conn, o, now_ms)]
+            dead = [o for o in others if o not in live]
+            for gone in dead:  # one UPDATE per dead owner: racing adopters each get whole rows, once
                 conn.execute(
-                    sa.delete(t).where(
-                        t.c.effect_id == effect_id, t.c.receiver == receiver, t.c.owner == owner, t.c.status == CLAIMED
+                    sa.update(t)
+                    .where(t.c.receiver == receiver, t.c.status == SPILLED, t.c.owner == gone, in_place)
+                    .values(owner=owner)
+                )
+            takeable = (t.c.owner == owner) & (t.c.status == SPILLED)
+            if dead:
+                takeable = takeable | (t.c.owner.in_(dead) & (t.c.status == CLAIMED) & in_place)
+            found = conn.execute(
+                sa.select(t.c.effect_id, t.c.spill_offset, t.c.spill_partition, t.c.spill_record)
+                .where(*spill, takeable)
+                .order_by(t.c.spill_offset, t.c.spill_partition)
+                .limit(limit + len(skip))
+            ).all()
+            first_held: dict[int | None, int] = {}
+            if others and found:
+                parts = {r.spill_partition for r in found}
+                first_held = {
+                    p: low
+                    for p, low in conn.execute(
+                        sa.select(t.c.spill_partition, sa.func.min(t.c.spill_offset))
+                        .where(*spill, t.c.owner != owner, t.c.spill_partition.in_(parts))
+                        .group_by(t.c.spill_partition)
                     )
-                ).rowcount
-                == 1
+                }
+            rows = [
+                SpilledRow(r.effect_id, r.spill_offset, r.spill_partition, r.spill_record or "")
+                for r in found
+                if r.effect_id not in skip
+                and not (r.spill_partition in first_held and first_held[r.spill_partition] < r.spill_offset)
+            ][:limit]
+            held = bool(live) or (
+                bool(dead)
+                and conn.execute(sa.select(t.c.effect_id).where(*spill, t.c.owner.in_(dead)).limit(1)).first()
+                is not None
+            )
+            waiting = conn.execute(
+                sa.select(sa.func.count()).select_from(t).where(t.c.receiver == receiver, t.c.status == SPILLED)
+            ).scalar_one()
+        return SpillScan(rows, held, int(waiting))
+
+    def spill_receivers(self) -> list[str]:
+        """Receivers with unfinished spilled effects (any owner): their destinations should be taking them back."""
+        t = self._table
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(t.c.receiver)
+                    .where(t.c.status.in_((SPILLED, CLAIMED)), t.c.spill_offset.is_not(None))
+                    .distinct()
+                ).scalars()
             )
 
     def get(self, effect_id: str, receiver: str) -> LedgerRow | None:

@@ -10,7 +10,7 @@ by the session, where decide runs the step's ``on_failure`` / ``then``
 ``remediation.failed``      it answered an error status (4xx, or 5xx until the retries ran out)
 ``remediation.timed_out``   the last attempt got no answer within the timeout (fate unknown)
 ``remediation.dead``        dead-lettered without an answer: refused before the call (no
-                            endpoint, a missing secret, a full backlog) or unreachable
+                            endpoint, a missing secret) or unreachable
 ==========================  ==============================================================
 
 The event id derives from the effect id (:func:`streams.model.outcomes.outcome_event_id`),

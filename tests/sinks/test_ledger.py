@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from agents.sinks.ledger import ClaimState, Ledger, LedgerConflictError
+from agents.sinks.ledger import SPILLED, ClaimState, Ledger, LedgerConflictError, Spill
 from streams.db import make_engine
 
 
@@ -184,3 +184,101 @@ def test_create_adds_the_claim_columns_to_an_older_table(ledger: Ledger) -> None
     assert ledger.claim("old", "r", "slack", "w1", 5, LEASE, partition=1, generation=2).state is ClaimState.DONE
     assert ledger.claim("new", "r", "slack", "w1", 5, LEASE, partition=1, generation=2).state is ClaimState.NEW
     assert ledger.get("new", "r").claim_generation == 2
+    assert ledger.spill_many([Spill("spilled", "r", "slack", 0, 2, 7, "rec")], "w1", 5) == [None]
+    assert ledger.get("spilled", "r").spill_offset == 7
+    ledger.create()  # again: nothing to add
+
+
+# -- the spill ----------------------------------------------------------------------
+
+
+def spill(effect_id: str, offset: int, partition: int = 0, receiver: str = "r") -> Spill:
+    return Spill(effect_id, receiver, "slack", partition, 1, offset, f"record of {effect_id}")
+
+
+def test_a_spilled_effect_is_one_row_claimed_once_and_never_spilled_again_once_done(ledger: Ledger) -> None:
+    assert ledger.spill_many([spill("e1", 10), spill("e2", 11), spill("e1", 10)], "w1", 100) == [None] * 3
+    rows = {r.effect_id: r for r in ledger.rows()}
+    assert set(rows) == {"e1", "e2"} and {r.status for r in rows.values()} == {SPILLED}
+    assert rows["e1"].spill_record == "record of e1" and rows["e1"].owner == "w1"
+    assert ledger.spill_many([spill("e1", 10)], "w2", 200) == [None]  # read again: already in the spill
+    ledger.beat("w2", 200)
+    busy = ledger.claim("e1", "r", "slack", "w2", 200, LEASE)  # w1's row, and w1 never beat: dead
+    assert busy.state is ClaimState.NEW and ledger.get("e1", "r").owner == "w2"
+    ledger.beat("w1", 200)
+    assert ledger.claim("e2", "r", "slack", "w2", 200, LEASE).state is ClaimState.BUSY  # w1 is alive: its row
+    assert ledger.claim("e2", "r", "slack", "w1", 200, LEASE).state is ClaimState.NEW
+    ledger.complete("e2", "r", "w1", status="delivered", attempts=1, http_status=200, error=None, now_ms=300)
+    assert ledger.get("e2", "r").spill_record is None  # not kept once final
+    done = ledger.spill_many([spill("e2", 11)], "w1", 400)
+    assert done[0] is not None and done[0].state is ClaimState.DONE and done[0].status == "delivered"
+
+
+def test_a_spilled_claim_given_back_returns_to_the_spill_and_a_plain_one_is_deleted(ledger: Ledger) -> None:
+    ledger.spill_many([spill("e1", 1)], "w1", 0)
+    assert ledger.claim("e1", "r", "slack", "w1", 10, LEASE).state is ClaimState.NEW
+    assert ledger.claim("e2", "r", "slack", "w1", 10, LEASE).state is ClaimState.NEW
+    assert ledger.release("e1", "r", "w1") and ledger.release("e2", "r", "w1")
+    assert [(r.effect_id, r.status) for r in ledger.rows()] == [("e1", SPILLED)]
+
+
+def test_a_claimed_row_read_again_while_spilling_gets_the_record(ledger: Ledger) -> None:
+    """Its offset is committed from then on: if its owner dies, the spill's takeover must find it."""
+    assert ledger.claim("e1", "r", "slack", "w1", 0, LEASE, partition=0, generation=1).state is ClaimState.NEW
+    assert ledger.spill_many([spill("e1", 5)], "w2", 10) == [None]
+    row = ledger.get("e1", "r")
+    assert (row.status, row.owner, row.spill_offset, row.spill_record) == ("claimed", "w1", 5, "record of e1")
+    ledger.beat("w2", 10)
+    waits = ledger.spilled("r", "w2", 10, 10)  # w1 is dead, but w2 has not read up to offset 5 nor seen it committed
+    assert waits.rows == [] and waits.held
+    scan = ledger.spilled("r", "w2", 10, 10, ready={0: 6})  # now its claim is offered; the claim's takeover decides
+    assert [r.effect_id for r in scan.rows] == ["e1"]
+    assert ledger.claim("e1", "r", "slack", "w2", 10, LEASE, partition=0, generation=2).state is ClaimState.STALE
+
+
+def test_the_spill_is_taken_back_in_offset_order_per_partition_behind_a_live_owners_rows(ledger: Ledger) -> None:
+    ledger.beat("w1", 0)
+    ledger.beat("w2", 0)
+    ledger.spill_many([spill("a3", 3), spill("b1", 1, partition=1)], "w2", 0)
+    ledger.spill_many([spill("a1", 1), spill("a5", 5), spill("b0", 0, partition=1)], "w1", 0)
+    mine = ledger.spilled("r", "w2", 0, 10)
+    # Partition 0: w1 (alive) holds a1, before w2's a3: wait. Partition 1: w2's b1 is after w1's b0 as well.
+    assert mine.rows == [] and mine.held and mine.waiting == 5
+    scan = ledger.spilled("r", "w1", 0, 10)
+    assert [r.effect_id for r in scan.rows] == ["b0", "a1"] and scan.held  # a5 waits behind w2's a3
+    assert ledger.spilled("r", "w1", 0, 10, skip=frozenset({"b0"})).rows[0].effect_id == "a1"
+    assert [r.offset for r in ledger.spilled("r", "w1", 0, 1).rows] == [0]  # limit
+    # w1 dies (no beat for owner_timeout_ms): w2 adopts its rows, in order with its own, as far as it has read
+    # (or seen committed) each partition: a5 waits until partition 0 is read past offset 5.
+    later = 60_000
+    ledger.beat("w2", later)
+    scan = ledger.spilled("r", "w2", later, 10, ready={0: 4, 1: 2})
+    assert [r.effect_id for r in scan.rows] == ["b0", "a1", "b1", "a3"] and scan.held
+    scan = ledger.spilled("r", "w2", later, 10, ready={0: 6, 1: 2})
+    assert [r.effect_id for r in scan.rows] == ["b0", "a1", "b1", "a3", "a5"] and not scan.held
+    assert {r.owner for r in ledger.rows()} == {"w2"}
+
+
+def test_racing_adopters_of_a_dead_owners_spill_take_each_row_once(ledger: Ledger) -> None:
+    ledger.spill_many([spill(f"e{i}", i, partition=i % 2) for i in range(40)], "dead", 0)
+    for w in ("w1", "w2", "w3"):
+        ledger.beat(w, 60_000)
+    results: dict[str, list[str]] = {}
+
+    def adopt(owner: str) -> None:
+        results[owner] = [r.effect_id for r in ledger.spilled("r", owner, 60_000, 100, ready={0: 40, 1: 40}).rows]
+
+    threads = [threading.Thread(target=adopt, args=(w,)) for w in ("w1", "w2", "w3")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken = [e for ids in results.values() for e in ids]
+    assert len(taken) == len(set(taken)) == 40  # each row once, and none left behind
+    owners = {r.effect_id: r.owner for r in ledger.rows()}
+    for owner, ids in results.items():
+        assert all(owners[e] == owner for e in ids)
+    # Per partition, one adopter's rows are a prefix-free run: no one took a row behind another's.
+    for part in (0, 1):
+        seq = [owners[f"e{i}"] for i in range(40) if i % 2 == part]
+        assert seq == sorted(seq, key=seq.index), f"partition {part} split between adopters: {seq}"
