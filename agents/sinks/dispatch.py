@@ -2,8 +2,9 @@
 
 The reader hands every outbox record to :meth:`Dispatcher.submit` and goes on
 reading: nothing here makes it wait for a delivery. Each receiver has its own
-queues and workers, so a slow or parked destination holds back only its own: up to
-``concurrency_per_destination`` *lanes* deliver to it at once, and the effects of one
+queues and workers, so a slow or parked destination holds back only its own: up to the
+receiver's ``concurrency`` (default ``concurrency_per_destination``) *lanes* deliver to it
+at once, and the effects of one
 session always take the same lane, in order (a resolve never overtakes its trigger).
 The ledger's claims and completions of all lanes and destinations go to the database
 together (:mod:`agents.sinks.batching`: one transaction per batch, not per effect). A record
@@ -475,7 +476,8 @@ class Dispatcher:
         worker = self._workers.get(receiver.name)
         if worker is None:
             worker = _DestinationWorker(self.deliverer.destination(receiver, sink))
-            for i in range(max(1, self.settings.concurrency_per_destination)):
+            lanes = receiver.concurrency or self.settings.concurrency_per_destination
+            for i in range(max(1, lanes)):
                 lane: asyncio.Queue[_Job] = asyncio.Queue()
                 worker.lanes.append(lane)
                 worker.tasks.append(asyncio.create_task(self._run(worker, lane), name=f"sink:{receiver.name}:{i}"))

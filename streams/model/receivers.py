@@ -76,7 +76,8 @@ class ChannelSpec:
 # The channel (and built-in receiver name) of runbook actions: credentials, not notifications.
 REMEDIATE_CHANNEL = "remediate"
 
-RECEIVER_FIELDS = ("name", "channel", "settings", "secrets", "rate_limit")
+RECEIVER_FIELDS = ("name", "channel", "settings", "secrets", "rate_limit", "concurrency")
+MAX_CONCURRENCY = 64
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _RATE_UNITS = {"per_second": 1.0, "per_minute": 60.0, "per_hour": 3600.0}
@@ -89,6 +90,10 @@ class Receiver:
     settings: Mapping[str, Any] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)  # setting name -> env var NAME
     rate_limit: RateLimit | None = None  # None: unlimited (the channel default is filled in at load)
+    # deliveries in flight at once (lanes); None: OPSLOOP_SINK_CONCURRENCY_PER_DESTINATION. Above 1, a
+    # worker killed mid-delivery can leave that many sent-but-not-completed, sent again by the next owner:
+    # for receivers that deduplicate by the Idempotency-Key / dedup_key.
+    concurrency: int | None = None
 
     def setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
@@ -203,7 +208,23 @@ def _receiver(
             raise ConfigError(path, item.line_of("channel"), f"{what}: channel {channel} needs {key} under {where}")
     _check_channel_settings(path, spec, settings, secrets, what)
     rate = _rate_limit(path, item, what) if "rate_limit" in item else spec.default_rate
-    return Receiver(name=name, channel=channel, settings=dict(settings), secret_env=dict(secrets), rate_limit=rate)
+    concurrency = item.get("concurrency")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY
+    ):
+        raise ConfigError(
+            path,
+            item.line_of("concurrency"),
+            f"{what}: concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, got {concurrency!r}",
+        )
+    return Receiver(
+        name=name,
+        channel=channel,
+        settings=dict(settings),
+        secret_env=dict(secrets),
+        rate_limit=rate,
+        concurrency=concurrency,
+    )
 
 
 def _mapping(path: str | Path, item: LineDict, key: str, what: str) -> LineDict:

@@ -178,7 +178,7 @@ def test_alerts_carry_the_event_labels_and_org_and_the_summary_counts_latency_an
 
 
 def test_l6_routing_sends_every_outside_receiver_to_the_local_receiver_and_keeps_log_and_remediate():
-    from streams.devtools.bench.sinks import SIGNING_ENV, local_routing
+    from streams.devtools.bench.sinks import LOCAL_CONCURRENCY, SIGNING_ENV, local_routing
     from streams.settings import ROOT
 
     config = yaml.safe_load(local_routing((ROOT / "runbooks" / "routing.yaml").read_text(), "http://127.0.0.1:9"))
@@ -188,6 +188,7 @@ def test_l6_routing_sends_every_outside_receiver_to_the_local_receiver_and_keeps
         "channel": "webhook",
         "settings": {"url": "http://127.0.0.1:9/oncall-slack"},
         "secrets": {"signing_key": SIGNING_ENV},
+        "concurrency": LOCAL_CONCURRENCY,  # a receiver that tells repeats by key may take several at once
     }
     assert {r["channel"] for r in by_name.values()} == {"webhook", "log", "remediate"}
     assert config["route"]["receiver"] == "infra-slack" and config["inhibit_rules"]  # the rest is untouched

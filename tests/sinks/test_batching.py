@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
@@ -82,6 +83,26 @@ def test_one_destination_takes_several_sessions_at_once_and_each_session_in_orde
     for s in sessions:
         got = [order[d.identity][1] for d in slow_receiver.deliveries if order[d.identity][0] == s]
         assert got == [f"{s} #{k}" for k in range(3)], got
+
+
+def test_a_receivers_own_concurrency_overrides_the_default_of_one_lane(
+    slow_receiver: WebhookReceiver, pg_engine
+) -> None:
+    sessions = [f"c-{i}" for i in range(16)]
+    fast = {n: replace(r, concurrency=4) for n, r in hooks(slow_receiver, "hooks-dedup").items()}
+    receivers = {**fast, **hooks(slow_receiver, "hooks-plain")}
+    to_fast = [make_effect("hooks-dedup", "webhook", session_key=s) for s in sessions]
+
+    async def go(effects: list[dict]) -> list[str]:
+        async with Harness(receivers, pg_engine, ENV) as h:  # the settings' default: one lane per destination
+            return await h.run(*effects)
+
+    assert asyncio.run(go(to_fast)) == ["delivered"] * len(to_fast)
+    assert 1 < slow_receiver.peak <= 4, slow_receiver.peak  # the receiver's concurrency, never more
+    slow_receiver.peak = 0
+    to_plain = [make_effect("hooks-plain", "webhook", session_key=s) for s in sessions]
+    assert asyncio.run(go(to_plain)) == ["delivered"] * len(to_plain)
+    assert slow_receiver.peak == 1, slow_receiver.peak
 
 
 def test_a_crash_between_a_batch_claim_and_its_completion_still_delivers_each_effect_once(

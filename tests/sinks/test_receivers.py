@@ -38,6 +38,7 @@ receivers:
     settings: {url: "https://hooks.example.com/opsloop"}
     secrets: {signing_key: OPSLOOP_HOOK_KEY}
     rate_limit: none
+    concurrency: 8
   - name: log
     channel: log
 routes: {ignored: by the receiver loader}
@@ -63,6 +64,7 @@ def test_loads_the_contract_shape_with_channel_default_rates(tmp_path: Path) -> 
     )
     assert receivers["pagerduty-primary"].rate_limit == RateLimit(120, 60.0)  # the channel default
     assert receivers["hooks"].rate_limit is None
+    assert receivers["hooks"].concurrency == 8 and receivers["log"].concurrency is None  # None: the setting's
     assert receivers["log"].secret_env == {}
     assert builtin_receivers()["log"].channel == "log"
 
@@ -117,6 +119,9 @@ def test_resolve_secrets_reads_env_at_call_time_and_names_the_missing_variable(t
             "unknown field 'rate_limit'"[:20],
         ),
         ("receivers:\n  - name: a\n    channel: log\n    rate_limit: {per_day: 1}\n", 4, "rate_limit must be one of"),
+        ("receivers:\n  - name: a\n    channel: log\n    concurrency: 0\n", 4, "concurrency must be a whole number"),
+        ("receivers:\n  - name: a\n    channel: log\n    concurrency: '8'\n", 4, "from 1 to 64, got '8'"),
+        ("receivers:\n  - name: a\n    channel: log\n    concurrency: 65\n", 4, "concurrency must be a whole number"),
         (
             "receivers:\n  - name: a\n    channel: slack\n    secrets: {webhook_url: X}\n    settings: {mention: [S1]}\n",
             5,

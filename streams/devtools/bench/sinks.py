@@ -34,6 +34,9 @@ LOCAL_CHANNELS = ("log", "remediate")
 SIGNING_ENV = "OPSLOOP_BENCH_SIGNING_KEY"
 
 
+LOCAL_CONCURRENCY = 8
+
+
 def local_routing(text: str, base_url: str) -> str:
     """``routing.yaml`` with each receiver that would leave the machine made a webhook to ``base_url/<name>``."""
     data = yaml.safe_load(text)
@@ -42,6 +45,9 @@ def local_routing(text: str, base_url: str) -> str:
             continue
         receiver.update(channel="webhook", settings={"url": f"{base_url}/{receiver['name']}"})
         receiver["secrets"] = {"signing_key": SIGNING_ENV}
+        # the local receiver tells a repeat by its Idempotency-Key, as a deduplicating receiver does: the
+        # lanes an operator gives such a receiver (README, "Sinks"); the default is one
+        receiver["concurrency"] = LOCAL_CONCURRENCY
     return str(yaml.safe_dump(data, sort_keys=False))
 
 
