@@ -258,13 +258,24 @@ class Rig:
         return seen, cpu
 
     def settle(self, timeout: float) -> float:
-        """Seconds until the worker group's commits reached the end of the events topics and of ``outbox``: the
-        sinks work through the outbox after the last decision, so a worker is not done at its last decision.
+        """Seconds until the worker group's commits reached the end of the events topics and of ``outbox``, and
+        nothing waits in the sinks' spill: the sinks work through the outbox after the last decision, and a
+        destination past its backlog spills effects whose offsets are committed before they are delivered
+        (README, "Sinks"), so a worker is not done at its last decision nor at its last commit.
         NaN if it did not settle within ``timeout``."""
         start = time.monotonic()
         left = asyncio.run(commit_lag(self.settings, timeout))
         if left:
             print(f"opsloop bench: the worker did not settle in {timeout:.0f}s: {left}", file=sys.stderr)
+            return math.nan
+        waiting = spill_waiting(self.settings)
+        while waiting and time.monotonic() - start < timeout:
+            time.sleep(0.5)
+            waiting = spill_waiting(self.settings)
+        if waiting:
+            print(
+                f"opsloop bench: {waiting} effects still wait in the sinks' spill after {timeout:.0f}s", file=sys.stderr
+            )
             return math.nan
         return time.monotonic() - start
 
@@ -288,6 +299,24 @@ class Rig:
             w.stop()
         os.environ.clear()
         os.environ.update(self._saved_env)
+
+
+def spill_waiting(settings: Any) -> int:
+    """Effects waiting in the sinks' spill now (the delivery ledger's ``spilled`` rows; 0 before it exists)."""
+    import sqlalchemy as sa
+
+    from agents.sinks.ledger import SPILLED, LedgerRow
+    from streams.db import make_engine
+
+    engine = make_engine(settings.ledger_url())
+    try:
+        with engine.connect() as conn:
+            count = conn.execute(sa.select(sa.func.count()).where(LedgerRow.status == SPILLED)).scalar_one()
+            return int(count)
+    except sa.exc.DBAPIError:  # no ledger table yet: nothing spilled
+        return 0
+    finally:
+        engine.dispose()
 
 
 async def commit_lag(settings: Any, timeout: float) -> dict[str, int]:
