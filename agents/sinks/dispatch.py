@@ -61,7 +61,7 @@ from streams import metrics
 from streams.kafka.codec import Codec, CodecError
 from streams.kafka.deadletter import dead_letter
 from streams.kafka.producer import now_ms
-from streams.model.receivers import REMEDIATE_CHANNEL, Receiver
+from streams.model.receivers import REMEDIATE_CHANNEL, MissingSecretError, Receiver, resolve_secrets
 from streams.settings import SinkSettings
 
 log = logging.getLogger(__name__)
@@ -299,6 +299,10 @@ class Dispatcher:
             return await self._refuse(
                 record, effect, target, done, f"no sink registered for channel {receiver.channel!r}", "UnknownChannel"
             )
+        try:  # a destination that cannot take anything is refused here, not queued, held or spilled
+            resolve_secrets(receiver, self.deliverer.environ)
+        except MissingSecretError as exc:
+            return await self._refuse(record, effect, target, done, str(exc), type(exc).__name__)
         worker = self._worker(receiver, sink)
         if record.redrive is None and (worker.spilling or worker.backlog >= self.settings.backlog_per_destination):
             self._spill(worker, record, effect, done)

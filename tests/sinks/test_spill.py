@@ -280,3 +280,25 @@ def test_a_spill_the_database_refuses_waits_with_its_record_unsettled_then_spill
 
     asyncio.run(run())
     engine.dispose()
+
+
+def test_a_destination_missing_its_secret_is_refused_at_intake_never_queued_nor_spilled(
+    fakes: FakeServices, engine
+) -> None:
+    """A storm to a receiver whose secret is not set dead-letters at once with the variable's name: it
+    does not fill the destination's backlog and drain through the spill one ledger round trip at a time."""
+    receivers, env = receivers_for(fakes)
+    unset = Receiver("unset", "slack", {}, {"webhook_url": "OPSLOOP_TEST_UNSET_URL"})
+
+    async def run() -> Harness:
+        async with Harness({**receivers, "unset": unset}, engine, env, backlog_per_destination=2) as h:
+            effects = [make_effect("unset", "slack", session_key=f"unset-{i}") for i in range(20)]
+            assert await h.run(*effects) == ["dead"] * len(effects)
+            return h
+
+    h = asyncio.run(run())
+    assert [r for r in h.ledger.rows() if r.receiver == "unset"] == []
+    assert {d["reason"] for d in h.emitter.dead} == {
+        "receiver 'unset': environment variable OPSLOOP_TEST_UNSET_URL (for webhook_url) is not set"
+    }
+    assert {r["status"] for r in h.emitter.receipts} == {"dead"}
