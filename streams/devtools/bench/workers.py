@@ -305,13 +305,14 @@ def spill_waiting(settings: Any) -> int:
     """Effects waiting in the sinks' spill now (the delivery ledger's ``spilled`` rows; 0 before it exists)."""
     import sqlalchemy as sa
 
-    from agents.sinks.ledger import SPILLED, LedgerRow
     from streams.db import make_engine
 
+    # by name (agents/sinks/ledger.py's table and status): streams/ does not import agents/
+    ledger = sa.table("delivery_ledger", sa.column("status"))
     engine = make_engine(settings.ledger_url())
     try:
         with engine.connect() as conn:
-            count = conn.execute(sa.select(sa.func.count()).where(LedgerRow.status == SPILLED)).scalar_one()
+            count = conn.execute(sa.select(sa.func.count()).where(ledger.c.status == "spilled")).scalar_one()
             return int(count)
     except sa.exc.DBAPIError:  # no ledger table yet: nothing spilled
         return 0
