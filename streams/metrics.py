@@ -13,6 +13,7 @@ Each process (every worker, the ingest server) serves its own registry on
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -59,6 +60,15 @@ SPILL_WAITING = Gauge(
     "Spilled effects waiting in the ledger for a destination (all workers), as this process last saw it.",
     ["receiver"],
 )
+
+
+def zero_spill_series(receivers: Iterable[str]) -> None:
+    """A zero series per configured receiver, so the spill panels have data before the first spill."""
+    for name in receivers:
+        SPILLED.labels(receiver=name)
+        SPILL_WAITING.labels(receiver=name).set(0)
+
+
 EVENT_TO_EFFECT = Histogram(
     "opsloop_event_to_effect_seconds",
     "From an event's receipt to its effects being sent to outbox.",

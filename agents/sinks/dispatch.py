@@ -188,6 +188,7 @@ class Dispatcher:
         committed: Callable[[], Mapping[int, int]] = dict,
     ) -> None:
         self.receivers, self.registry = receivers, registry
+        metrics.zero_spill_series(receivers)
         self.deliverer, self.ledger, self.emitter, self.codec = deliverer, ledger, emitter, codec
         self.settings, self.owner = settings, owner
         self.ledger_retry_s = ledger_retry_s
