@@ -288,17 +288,16 @@ class DecideAgent:
             digest.add(batch.decided)
         for message, error in batch.failed:
             await self.dead_letter(message, error)
-        if digest is None:
-            await out.flush()  # effects durable before the state that remembers them
-        else:
-            # effects and the digest's counts durable before the state that remembers them; an org's
-            # counts past one record go out one after another (see DecisionDeltas)
+        # effects (and the digest's counts) durable before the state that remembers them; an org's
+        # counts past one record go out one after another (see DecisionDeltas)
+        if digest is not None:
             for n, chunk in enumerate(digest.rounds()):
                 if n:
                     await out.flush()
                 for key, value in chunk:
                     out.add(digest.topic, key, value)
-            await out.flush()
+        await out.flush()
+        if digest is not None:
             digest.sent()
         if isinstance(out, PartitionBatcher):
             sends = ChangelogSends()

@@ -48,6 +48,12 @@ RETRY_MAX_S = 5.0
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
 
 
+def _stale(message: Any, active: bool, generation: int) -> bool:
+    """Read while flow is suspended (a rebalance) or in an older consumer-group generation: not this
+    worker's to handle now; released, it is read again from the committed offset."""
+    return not active or message.generation_id != generation
+
+
 class BatchReader:
     """Batches of faust events from ``topic`` (a faust topic, possibly of several topics) as they arrive."""
 
@@ -98,7 +104,7 @@ class BatchReader:
         live = []
         for event in events:
             message = event.message
-            if not active or message.generation_id != generation:
+            if _stale(message, active, generation):
                 message.ack(consumer)  # the guard releases it: read again, never counted toward the commit
                 continue
             if message.topic in acking and not message.tracked:
@@ -123,9 +129,8 @@ class BatchReader:
 
     def _still_ours(self, events: Sequence[Any]) -> bool:
         """No rebalance since ``events`` were fetched: their partitions are still this worker's."""
-        app = self.app
-        generation = app.consumer_generation_id
-        return app.flow_control.is_active() and all(e.message.generation_id == generation for e in events)
+        active, generation = self.app.flow_control.is_active(), self.app.consumer_generation_id
+        return not any(_stale(e.message, active, generation) for e in events)
 
     async def run(self, handle: Handler) -> None:
         """Hand each batch to ``handle`` until the app stops; acknowledge it when ``handle`` returns."""
