@@ -27,6 +27,7 @@ from agents.timers import Ticker
 from streams.kafka.admin import apply, ensure_internal, render
 from streams.kafka.catalogue import load_catalogue
 from streams.kafka.fetch import deliver_without_tasks
+from streams.kafka.inloop import consume_in_loop
 from streams.kafka.redelivery import guard_redelivery
 from streams.logs import logging_config, register_secret_env, register_secrets
 from streams.settings import Settings
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 def build_worker(settings: Settings, **overrides: Any) -> Runtime:
     """The runtime with every agent registered (``overrides`` go to :func:`build_runtime`)."""
     rt = build_runtime(settings, **overrides)
+    consume_in_loop(rt.app)
     guard_redelivery(rt.app)
     deliver_without_tasks(rt.app)
     monitor.register(rt)

@@ -25,7 +25,7 @@ from typing import Any
 from streams.devtools import childproc
 from streams.devtools.bench.measure import Bar, CpuWindow, latency_summary
 from streams.devtools.bench.report import Level
-from streams.devtools.bench.workload import T0, clock_ticks, paced, preload, storm_events, zipf_events
+from streams.devtools.bench.workload import T0, PacedFeed, clock_ticks, feed_of, preload, storm_events, zipf_events
 from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
 
@@ -34,11 +34,13 @@ IDLE_WINDOW_S = 10.0
 
 @dataclass
 class Seen:
-    """What :func:`watch` read: the matching records' count, first and last timestamps (ms), latencies (ms)."""
+    """What :func:`watch` read: the matching records' count, first and last timestamps (ms), each matched id's
+    record timestamp (ms), and latencies (ms) where the caller computed them."""
 
     count: int = 0
     first_ts: int = 0
     last_ts: int = 0
+    at: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
     @property
@@ -55,15 +57,13 @@ async def watch(
     timeout: float,
     *,
     key_of: Callable[[bytes], str | None] | None = None,
-    sent: Mapping[str, int] | None = None,
     alive: Callable[[], bool] | None = None,
     start: Mapping[int, int] | None = None,
 ) -> Seen:
     """Read ``topic`` (physical name) from the start until ``expected`` matching records were seen.
 
     With ``key_of`` a record matches when it returns an id not seen before (e.g. a decision's event id among
-    the rung's); without, every record matches. ``sent`` maps ids to their input's produce time: each match
-    adds its record timestamp minus that to the latencies. The CPU window starts at the first match. ``start``
+    the rung's); without, every record matches. Each match's record timestamp is kept by id (``Seen.at``). The CPU window starts at the first match. ``start``
     (partition -> offset, from :func:`end_offsets` before the input was sent) skips what was there before, so a
     reader behind a long topic does not open the CPU window after the work is done.
     """
@@ -99,8 +99,7 @@ async def watch(
                         if key is None or key in ids:
                             continue
                         ids.add(key)
-                        if sent is not None and key in sent:
-                            seen.latencies.append(float(msg.timestamp - sent[key]))
+                        seen.at[key] = msg.timestamp
                     if seen.count == 0:
                         seen.first_ts = msg.timestamp
                         cpu.start()
@@ -229,7 +228,6 @@ class Rig:
         ids: set[str] | Mapping[str, int],
         timeout: float,
         progress: bool,
-        sent: Mapping[str, int] | None = None,
         start: Mapping[int, int] | None = None,
     ) -> tuple[Seen, CpuWindow]:
         """Wait for a decision of every id; raises TimeoutError (with the workers' log tails) if they do not come."""
@@ -244,7 +242,6 @@ class Rig:
                 Bar(len(ids), enabled=progress),
                 timeout,
                 key_of=decision_of(ids),
-                sent=sent,
                 alive=lambda: all(w.alive for w in self.workers),
                 start=start,
             )
@@ -492,27 +489,26 @@ def fixed_rate(
 ) -> Level:
     """Append at ``rate`` while reading the decisions; latency = decision record time - input record time."""
 
-    async def both() -> tuple[dict[str, int], Seen, CpuWindow]:
-        sent: dict[str, int] = {}
-        cpu = rig.cpu()
-        # The reader runs beside the producer; it learns the ids (and their produce times) as they are sent.
-        producer = asyncio.create_task(paced(rig.settings, events, rate, sent, Bar(0, enabled=False)))
-        seen = await watch(
+    feed = feed_of(rig.settings, events)
+    ids = {event_id for event_id, *_ in feed}
+    cpu = rig.cpu()
+    # The feed runs in a process of its own (PacedFeed); this one reads the decisions beside it.
+    feeder = PacedFeed(rig.settings, feed, rate)
+    seen = asyncio.run(
+        watch(
             rig.settings,
             rig.settings.topic_prefix + "decisions",
-            len(events),
+            len(feed),
             cpu,
-            Bar(len(events), enabled=progress),
-            timeout + len(events) / rate,
-            key_of=decision_of(sent),  # a live dict: ids join it as they are sent
-            sent=sent,
+            Bar(len(feed), enabled=progress),
+            timeout + len(feed) / rate,
+            key_of=decision_of(ids),
         )
-        await producer
-        return sent, seen, cpu
-
-    sent, seen, cpu = asyncio.run(both())
-    if seen.count < len(events):
-        raise TimeoutError(f"{name}: decided {seen.count} of {len(events)}; logs:\n{rig.logs()}")
+    )
+    if seen.count < len(feed):
+        raise TimeoutError(f"{name}: decided {seen.count} of {len(feed)}; logs:\n{rig.logs()}")
+    sent = feeder.sent(timeout)
+    seen.latencies = [float(at - sent[key]) for key, at in seen.at.items()]
     level = level_of(name, seen, cpu)
     level.extra["offered /s"] = rate
     return level

@@ -10,8 +10,10 @@ rung is fed the same list (same seed), so rungs compare like with like.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,31 +99,75 @@ async def preload(settings: Any, events: Sequence[dict[str, Any]], progress: Bar
     return ids
 
 
-async def paced(
-    settings: Any, events: Sequence[dict[str, Any]], rate: float, sent: dict[str, int], progress: Bar
-) -> None:
-    """Append the events at a fixed ``rate`` per second (ticks of 10 ms, so no burst hides a backlog), filling
-    ``sent`` with each event id's produce time (ms, set as the record's timestamp) as it goes: latency is
-    measured from it, by a reader running beside this."""
-    from streams.kafka.producer import EventProducer
-    from streams.model.records import topic_for
+Feed = list[tuple[str, str, bytes, bytes]]  # (event id, physical topic, key, value)
 
+
+def feed_of(settings: Any, events: Sequence[dict[str, Any]]) -> Feed:
+    """The events stamped (a fresh id, received now) and encoded as ingest appends them, ready to be sent."""
+    from streams.kafka.codec import default_codec
+    from streams.kafka.producer import now_ms
+    from streams.model.records import stamp, topic_for, validate_event
+
+    codec = default_codec()
+    feed = []
+    for raw in events:
+        ev = stamp(validate_event(raw), event_id=uuid.uuid4().hex, received_at=now_ms())
+        feed.append(
+            (
+                ev["event_id"],
+                settings.topic_prefix + topic_for(ev),
+                ev["session_key"].encode(),
+                codec.encode("opsloop.Event", ev),
+            )
+        )
+    return feed
+
+
+async def paced(settings: Any, feed: Feed, rate: float) -> dict[str, int]:
+    """Append the feed at a fixed ``rate`` per second (ticks of 10 ms, so no burst hides a backlog); returns each
+    event id's produce time (ms, set as the record's timestamp): latency is measured from it."""
+    from streams.kafka.producer import EventProducer
+
+    sent: dict[str, int] = {}
     pending = []
     async with EventProducer(settings) as producer:
-        prepared = [producer.prepare(ev) for ev in events]
-        encoded = [
-            (producer.topic(topic_for(ev)), producer.codec.encode("opsloop.Event", ev), ev["session_key"].encode())
-            for ev in prepared
-        ]
         start = time.monotonic()
-        for i, (ev, (topic, value, key)) in enumerate(zip(prepared, encoded, strict=True)):
+        for i, (event_id, topic, key, value) in enumerate(feed):
             delay = start + i / rate - time.monotonic()
             if delay > 0.01:
                 await asyncio.sleep(delay)
             ts = int(time.time() * 1000)
-            sent[ev["event_id"]] = ts
+            sent[event_id] = ts
             pending.append(await producer.kafka.send(topic, value, key=key, timestamp_ms=ts))
-            if i % 500 == 0:
-                progress.update(i)
         await asyncio.gather(*pending)
-    progress.done()
+    return sent
+
+
+def _paced_child(settings: Any, feed: Feed, rate: float, conn: Any) -> None:
+    conn.send(asyncio.run(paced(settings, feed, rate)))
+    conn.close()
+
+
+class PacedFeed:
+    """:func:`paced` in a process of its own.
+
+    Why: run beside the reader that times the decisions, one loop did both, and while the
+    reader decoded a burst of decisions the records just stamped waited in the producer's
+    buffer: the load generator's own stalls counted as the worker's latency.
+    """
+
+    def __init__(self, settings: Any, feed: Feed, rate: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(target=_paced_child, args=(settings, feed, rate, child), daemon=True)
+        self._proc.start()
+        child.close()
+
+    def sent(self, timeout: float) -> dict[str, int]:
+        """Each event id's produce time (ms), once the whole feed was acknowledged; raises TimeoutError."""
+        if not self._conn.poll(timeout):
+            self._proc.kill()
+            raise TimeoutError(f"the paced feed did not finish in {timeout:.0f} s")
+        sent: dict[str, int] = self._conn.recv()
+        self._proc.join(timeout=10)
+        return sent
