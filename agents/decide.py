@@ -28,9 +28,10 @@ Nothing else lives here: the gates, the runbooks and the timers are pure code in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -54,6 +55,12 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A large batch is folded in slices of this many events, with a turn of the event loop between
+# them, so the consumer's next fetch is read and sent while the batch is decided rather than
+# after it (its records would wait for the whole batch, then arrive all at once as the next
+# one). The classifier still sees the whole batch in one call.
+DECIDE_SLICE = 64
+
 
 class Out(Protocol):
     """Where a batch's records go: one produce batch per partition (:class:`streams.kafka.batchsend.PartitionBatcher`)."""
@@ -75,6 +82,8 @@ class Batch:
     observed: list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
     failed: list[tuple[Any, Exception]] = field(default_factory=list)  # (message, why): for the dead-letter topic
     decided: list[tuple[Any, list[dict[str, Any]]]] = field(default_factory=list)  # (message, its decision records)
+    # each session's events decided so far, with their contexts (to fold again after a failed fold)
+    folded: dict[str, list[tuple[Mapping[str, Any], Context]]] = field(default_factory=dict)
 
 
 def refold(state: Mapping[str, Any] | None, events: Sequence[tuple[Mapping[str, Any], Context]]) -> Any:
@@ -165,13 +174,26 @@ class DecideAgent:
                 self._fallback = verdicts_of(KeywordClassifier(), fallback=True)
             return self._fallback(events)
 
-    def decide_batch(self, items: Sequence[tuple[Any, dict[str, Any]]], sessions: Mapping[str, Any], out: Out) -> Batch:
-        """Fold decoded events in order; their records go to ``out``; nothing is written to a table."""
+    def verdicts(self, items: Sequence[tuple[Any, dict[str, Any]]]) -> Iterator[Verdict]:
+        """The classifier's verdicts for ``items`` that are not timers, in order, from one call for all of them."""
         to_classify = [event for _, event in items if event["kind"] != "timer"]
-        verdicts = iter(self.classify(to_classify) if to_classify else ())
+        return iter(self.classify(to_classify) if to_classify else ())
+
+    def decide_batch(
+        self,
+        items: Sequence[tuple[Any, dict[str, Any]]],
+        sessions: Mapping[str, Any],
+        out: Out,
+        batch: Batch | None = None,
+        verdicts: Iterator[Verdict] | None = None,
+    ) -> Batch:
+        """Fold decoded events in order; their records go to ``out``; nothing is written to a table.
+        Given the ``batch`` an earlier slice of the same micro-batch returned, carries on from it, and
+        given ``verdicts`` (:meth:`verdicts`), takes each event's verdict from there."""
+        verdicts = self.verdicts(items) if verdicts is None else verdicts
         base = self.context()
-        batch = Batch()
-        folded: dict[str, list[tuple[Mapping[str, Any], Context]]] = {}  # each session's events decided so far
+        batch = Batch() if batch is None else batch
+        folded = batch.folded
         for ev, event in items:
             verdict = TIMER_VERDICT if event["kind"] == "timer" else next(verdicts)
             session = event["session_key"]
@@ -282,7 +304,11 @@ class DecideAgent:
                 await self.dead_letter(ev.message, exc)
         if not good:
             return
-        batch = self.decide_batch(good, self.tables.sessions, out)
+        batch, verdicts = Batch(), self.verdicts(good)
+        for start in range(0, len(good), DECIDE_SLICE):
+            if start:
+                await asyncio.sleep(0)  # see DECIDE_SLICE
+            self.decide_batch(good[start : start + DECIDE_SLICE], self.tables.sessions, out, batch, verdicts)
         digest = self.digest
         if digest is not None:
             digest.add(batch.decided)

@@ -121,6 +121,40 @@ def test_decide_agent_batch_produces_then_writes_state_and_the_decisions_writes(
     assert stream.current_event is None  # restored after the writes
 
 
+def test_a_large_batch_is_folded_in_slices_with_turns_of_the_loop_between_and_the_same_records(monkeypatch):
+    """A batch of 3 slices and a bit: other tasks (the consumer's fetch) run between slices; the
+    classifier is called once; records and tables are those of the batch folded in one go."""
+    from agents import decide as decide_module
+
+    events = [alert(at=T0 + i * 1000, instance=f"api-{i % 7}:9100", eid=f"e{i}") for i in range(200)]
+
+    def run(slice_size: int) -> tuple[list, dict, int, int]:
+        monkeypatch.setattr(decide_module, "DECIDE_SLICE", slice_size)
+        tables, dead, out, stream = dict_tables(), [], FakeOut(), FakeStream()
+        agent = decide_agent(tables, dead)
+        calls = []
+        agent.classify = lambda batch: calls.append(len(batch)) or [URGENT_DOWN] * len(batch)  # type: ignore[method-assign]
+        turns = 0
+
+        async def both() -> None:
+            nonlocal turns
+            handling = asyncio.ensure_future(
+                agent.handle(stream, [message(e, offset=i) for i, e in enumerate(events)], out)
+            )
+            while not handling.done():
+                turns += 1
+                await asyncio.sleep(0)
+            await handling
+
+        asyncio.run(both())
+        assert calls == [200] and not dead
+        return out.records, dict(tables.sessions), out.flushed, turns
+
+    sliced, whole = run(64), run(1000)
+    assert sliced[0] == whole[0] and sliced[1] == whole[1]
+    assert sliced[3] >= whole[3] + 3  # a turn of the loop between each of the 4 slices
+
+
 def test_decide_agent_falls_back_to_the_keyword_rules_when_the_model_raises():
     tables, out = dict_tables(), FakeOut()
     agent = decide_agent(tables, [])
