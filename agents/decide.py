@@ -333,9 +333,7 @@ class DecideAgent:
             await sends.send(out)
         else:
             self.write(stream, batch)
-        now_s = time.time()
-        for event, record, effects in batch.observed:
-            metrics.observe_decision(event, record, effects, now_s)
+        metrics.observe_decisions(batch.observed, time.time())
 
     def register(self, rt: Runtime) -> BatchReader:
         """Run the agent as a batch loop on faust's consumer (:mod:`streams.kafka.batches`): a batch is what

@@ -13,6 +13,7 @@ Each process (every worker, the ingest server) serves its own registry on
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -152,23 +153,31 @@ def observe_ingested(kind: str, source: str, count: int = 1) -> None:
     EVENTS_INGESTED.labels(kind, source if source in KNOWN_SOURCES else "other").inc(count)
 
 
-def observe_decision(
-    event: dict[str, Any], record: dict[str, Any], effects: list[dict[str, Any]], now_s: float
+def observe_decisions(
+    observed: Iterable[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]], now_s: float
 ) -> None:
-    """After a decision and its effects were sent: counts, gate stops, latency."""
-    EVENTS_DECIDED.labels(event["kind"]).inc()
-    DECISIONS.labels(record["category"], record["severity"], record["outcome"]).inc()
-    if record["outcome"] == "unmatched":
-        EVENTS_UNMATCHED.labels(event["kind"]).inc()
-    for gate in record.get("gates", ()):
-        if gate.get("verdict") == "stop":
-            SUPPRESSIONS.labels(gate["gate"]).inc()
-    for effect in effects:
-        notify = effect.get("notify") or {}
-        EFFECTS.labels(effect["type"], notify.get("channel", "")).inc()
-    received = event.get("received_at") or 0
-    if effects and received:
-        EVENT_TO_EFFECT.observe(max(now_s - received / 1000.0, 0.0))
+    """After a batch's decisions and effects were sent: counts, gate stops, latency.
+
+    The counts are summed per label set first and each series is incremented once per batch:
+    ``labels()`` and ``inc()`` take a lock and build a key each time, ~10 µs per event when
+    done per decision (4 % of a worker's CPU in a drain)."""
+    counts: collections.Counter[tuple[Any, tuple[str, ...]]] = collections.Counter()
+    for event, record, effects in observed:
+        counts[(EVENTS_DECIDED, (event["kind"],))] += 1
+        counts[(DECISIONS, (record["category"], record["severity"], record["outcome"]))] += 1
+        if record["outcome"] == "unmatched":
+            counts[(EVENTS_UNMATCHED, (event["kind"],))] += 1
+        for gate in record.get("gates", ()):
+            if gate.get("verdict") == "stop":
+                counts[(SUPPRESSIONS, (gate["gate"],))] += 1
+        for effect in effects:
+            notify = effect.get("notify") or {}
+            counts[(EFFECTS, (effect["type"], notify.get("channel", "")))] += 1
+        received = event.get("received_at") or 0
+        if effects and received:
+            EVENT_TO_EFFECT.observe(max(now_s - received / 1000.0, 0.0))
+    for (metric, labels), n in counts.items():
+        metric.labels(*labels).inc(n)
 
 
 def observe_delivery(channel: str, status: str, latency_s: float) -> None:

@@ -179,8 +179,8 @@ def test_the_unmatched_metric_counts_by_kind():
     sim = Sim(Context(runbooks=starter_set()))
     event = webhook("build.queued", at=T0)
     d = sim.feed(event)
-    metrics.observe_decision(event, d.record, d.effects, T0 / 1000)
-    assert metrics.EVENTS_UNMATCHED.labels("webhook")._value.get() == before + 1  # noqa: SLF001
+    metrics.observe_decisions([(event, d.record, d.effects), (event, d.record, d.effects)], T0 / 1000)
+    assert metrics.EVENTS_UNMATCHED.labels("webhook")._value.get() == before + 2  # noqa: SLF001
     assert "opsloop_events_unmatched_total" in metrics.exported_names()
 
 

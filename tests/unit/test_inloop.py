@@ -25,14 +25,15 @@ def test_a_worker_consumes_on_its_own_loop() -> None:
         assert isinstance(consumer, InLoopConsumer)
         delegate = consumer._thread
         assert isinstance(delegate, InLoopConsumerThread)
-        assert delegate.thread_loop is loop and delegate.parent_loop is loop
+        worker_loop = consumer.loop  # faust's app loop (the one set here, or one an earlier test left bound)
+        assert delegate.thread_loop is worker_loop and delegate.parent_loop is worker_loop
 
         async def in_coroutine() -> int:
             return threading.get_ident()
 
         # faust hands call_thread coroutine functions and plain ones; both run here, in this thread
-        assert loop.run_until_complete(delegate.call_thread(in_coroutine)) == threading.get_ident()
-        assert loop.run_until_complete(delegate.call_thread(threading.get_ident)) == threading.get_ident()
+        assert worker_loop.run_until_complete(delegate.call_thread(in_coroutine)) == threading.get_ident()
+        assert worker_loop.run_until_complete(delegate.call_thread(threading.get_ident)) == threading.get_ident()
     finally:
         asyncio.set_event_loop(None)
         loop.close()
