@@ -145,9 +145,11 @@ class DecideAgent:
         """The batch's context: the silences and other sessions' inhibiting alerts as the tables hold them now.
 
         The inhibitors come as an index kept across batches: only the sessions whose
-        table rows changed since the last batch are re-indexed (a plain-dict table is
-        diffed instead). decide_batch does not await, so the index cannot change
-        under a batch.
+        table rows changed since the last call are re-indexed (a plain-dict table is
+        diffed instead). Called once per slice of a batch (``DECIDE_SLICE``): decide_batch
+        does not await, so the index cannot change under a slice; between slices the
+        global table may have applied changelog records, which the next slice sees, as
+        the next batch would.
         """
         if self._inhibitor_changes is None and not self._inhibitor_watched:
             self._inhibitor_changes = watch_table(self.tables.inhibitors)
