@@ -25,6 +25,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def prepare_event(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """An event validated and stamped as it is appended: a fresh id, received now (raises InvalidEventError
+    naming the field)."""
+    return stamp(validate_event(raw), event_id=uuid.uuid4().hex, received_at=now_ms())
+
+
 class EventProducer:
     """An idempotent, acks=all producer of opsloop events (and other records)."""
 
@@ -65,7 +71,7 @@ class EventProducer:
 
     def prepare(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and stamp an event (raises InvalidEventError naming the field)."""
-        return stamp(validate_event(raw), event_id=uuid.uuid4().hex, received_at=now_ms())
+        return prepare_event(raw)
 
     async def send(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], RecordMetadata]:
         """Append one event to events.<kind>; returns once Kafka acknowledged it."""

@@ -63,9 +63,10 @@ async def watch(
     """Read ``topic`` (physical name) from the start until ``expected`` matching records were seen.
 
     With ``key_of`` a record matches when it returns an id not seen before (e.g. a decision's event id among
-    the rung's); without, every record matches. Each match's record timestamp is kept by id (``Seen.at``). The CPU window starts at the first match. ``start``
-    (partition -> offset, from :func:`end_offsets` before the input was sent) skips what was there before, so a
-    reader behind a long topic does not open the CPU window after the work is done.
+    the rung's), and its record timestamp is kept by id (``Seen.at``); without, every record matches. The
+    CPU window starts at the first match. ``start`` (partition -> offset, from :func:`end_offsets` before the
+    input was sent) skips what was there before, so a reader behind a long topic does not open the CPU window
+    after the work is done.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 

@@ -13,7 +13,6 @@ import asyncio
 import multiprocessing
 import random
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,13 +104,13 @@ Feed = list[tuple[str, str, bytes, bytes]]  # (event id, physical topic, key, va
 def feed_of(settings: Any, events: Sequence[dict[str, Any]]) -> Feed:
     """The events stamped (a fresh id, received now) and encoded as ingest appends them, ready to be sent."""
     from streams.kafka.codec import default_codec
-    from streams.kafka.producer import now_ms
-    from streams.model.records import stamp, topic_for, validate_event
+    from streams.kafka.producer import prepare_event
+    from streams.model.records import topic_for
 
     codec = default_codec()
     feed = []
     for raw in events:
-        ev = stamp(validate_event(raw), event_id=uuid.uuid4().hex, received_at=now_ms())
+        ev = prepare_event(raw)
         feed.append(
             (
                 ev["event_id"],
