@@ -109,6 +109,26 @@ def test_the_index_iterates_as_the_tuple_it_was_built_from_and_follows_session_u
     assert list(live) == [("s2", b), ("s3", a)]
 
 
+def test_an_equal_value_read_back_from_the_changelog_is_not_re_indexed():
+    rules = starter_set().routing.inhibit_rules
+    a = {"org": "acme", "service": "api", "severity": "urgent", "alertname": "Down"}
+    b = {"org": "acme", "service": "db", "severity": "urgent", "alertname": "Down"}
+    target = {"org": "acme", "service": "api", "severity": "warning"}
+    table = {"s1": [a, b]}
+    live = InhibitorIndex(rules)
+    live.sync(table)
+    entries = live._entries["s1"]
+    table["s1"] = [dict(a), dict(b)]  # the worker's own write, decoded from the changelog: equal, not the same
+    assert live.sync(table, changed={"s1"}) == 1
+    assert live._entries["s1"] is entries  # kept, not rebuilt
+    assert live.sync(table) == 0  # and the identity diff now sees the new object as indexed
+    assert live.first(0, ("acme", "api"), "s9", target) == ("s1", a) and len(live) == 2
+    table["s1"] = [b]  # a real change is re-indexed
+    live.sync(table, changed={"s1"})
+    assert live._entries["s1"] is not entries and list(live) == [("s1", b)]
+    assert live.first(0, ("acme", "api"), "s9", target) is None
+
+
 def test_a_tracked_table_reports_each_changed_key_once_per_drain():
     store = type("Store", (), {})()
     store.data = {"x": 1}
