@@ -85,7 +85,8 @@ class InhibitorIndex:
 
     def sync(self, table: Mapping[str, Any], changed: Iterable[str] | None = None) -> int:
         """Bring the index to what ``table`` holds: only the ``changed`` keys, or (None) a diff of the
-        whole table by value identity. Returns how many sessions were re-indexed."""
+        whole table by value identity. Returns how many sessions were handed to :meth:`set` (one whose
+        value equals what is indexed is counted, though :meth:`set` leaves its entries as they are)."""
         if not self.rules:
             return 0
         n = 0
