@@ -127,6 +127,26 @@ def test_repeated_runs_report_median_and_range_and_the_latency_and_extras():
     assert "L5 / L4" in text and "2.167" in text  # median 1,625 / 750
 
 
+def test_flat_compares_each_window_with_the_one_of_the_same_round_and_prints_the_median():
+    from streams.devtools.bench.report import flat_lines
+
+    def window(storm: int, worker_cpu_s: float) -> Level:
+        return Level(f"F{storm} flat cost, {storm:,} firing", 10_000, 2.0, {"worker": worker_cpu_s, "broker": 1.0})
+
+    # rounds interleaved: (1k, 100k), (100k, 1k), (1k, 100k); the machine slower in round 2 for both
+    levels = [window(1000, 2.0), window(100_000, 2.2), window(100_000, 3.9), window(1000, 3.0)]
+    levels += [window(1000, 2.0), window(100_000, 2.6)]
+    lines = flat_lines(levels)
+    assert lines[-1] == (
+        "F100000 / F1000 worker CPU-s per million events, window by window: 200 vs 220 (1.10); 300 vs 390 (1.30); "
+        "200 vs 260 (1.30); median ratio 1.30"
+    )
+    assert flat_lines([window(1000, 2.0), window(1000, 2.1)]) == []  # one storm size compares nothing
+    out = io.StringIO()
+    report(levels, 20_000, out)
+    assert "(1.10); 300 vs 390" in out.getvalue() and "runs: median" not in out.getvalue()  # windows, not runs
+
+
 def test_ladder_flags_select_rungs_and_fixed_rates():
     assert parse_ladder("L1,L2,L4") == (["L1", "L2", "L4"], [])
     assert parse_ladder("l1, R50,r80") == (["L1", "L4"], [0.5, 0.8])  # a fixed rate needs the L4 drain rate

@@ -6,6 +6,7 @@ Kept free of Kafka so the formatting is tested without a broker.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ def report(levels: Sequence[Level], n: int, out: TextIO = sys.stdout, *, note: s
     """The figures of every rung: rate, CPU-s per million events and RSS per process; latency and extras where
     measured; each rung's rate over L1's (and L5's over L4's). Several runs of a rung: median (range)."""
     runs = group(levels)
-    repeats = max((len(r) for r in runs.values()), default=1)
+    # FLAT's windows are several per run (workers.run_flat), not repeats of the run
+    repeats = max((len(r) for name, r in runs.items() if not re.match(r"F\d+ flat cost", name)), default=1)
     head = f"\nopsloop bench: {n:,} events (Zipf sessions over ~1,000 services, catalogue alerts)"
     if repeats > 1:
         head += f", {repeats} runs: median (range)"
@@ -107,8 +109,37 @@ def report(levels: Sequence[Level], n: int, out: TextIO = sys.stdout, *, note: s
                 cells.append(f"{k} {Spread.of(values).format(fmt)}")
             print(f"{name:40} {'; '.join(cells)}", file=out)
     _ratios(runs, out)
-    for line in e2e_lines(levels):
+    for line in (*flat_lines(levels), *e2e_lines(levels)):
         print(line, file=out)
+
+
+def flat_lines(levels: Sequence[Level]) -> list[str]:
+    """FLAT's must-show: the worker's CPU per event with the larger storm firing over that with the smallest, window
+    by window. The k-th window of one storm size ran in the same round as the k-th of the other (interleaved, see
+    ``workers.run_flat``), so each ratio compares two windows taken under the same machine conditions."""
+    by_storm: dict[int, list[Level]] = {}
+    for level in levels:
+        match = re.match(r"F(\d+) flat cost", level.name)
+        if match:
+            by_storm.setdefault(int(match.group(1)), []).append(level)
+    if len(by_storm) < 2:
+        return []
+    base = min(by_storm)
+
+    def worker(level: Level) -> float:
+        return level.cpu_per_million().get("worker", 0.0)
+
+    lines = []
+    for storm in sorted(by_storm)[1:]:
+        pairs = [(worker(b), worker(a)) for a, b in zip(by_storm[storm], by_storm[base]) if worker(b) > 0]
+        if pairs:
+            ratios = [big / small for small, big in pairs]
+            windows = "; ".join(f"{small:,.0f} vs {big:,.0f} ({big / small:.2f})" for small, big in pairs)
+            lines.append(
+                f"F{storm} / F{base} worker CPU-s per million events, window by window: {windows}; "
+                f"median ratio {Spread.of(ratios).median:.2f}"
+            )
+    return ["", "flat cost (one worker per storm size, their windows interleaved)", *lines] if lines else []
 
 
 def e2e_lines(levels: Sequence[Level]) -> list[str]:

@@ -10,8 +10,9 @@ Rungs (``--ladder``, comma-separated):
 - ``L6`` one worker whose sinks deliver to local HTTP receivers, the ledger on PostgreSQL;
 - ``R<pct>`` a fixed rate of pct % of the L4 drain rate (implies L4), with event → decision latency; with
   ``--baseline``, the baseline worker is offered the same rates too (``R<pct>b``), side by side;
-- ``FLAT`` per-event CPU with ``--storms`` (default 1,000 and 100,000) alerts already firing, and the idle
-  CPU after such a storm;
+- ``FLAT`` per-event CPU with ``--storms`` (default 1,000 and 100,000) alerts already firing, one worker per
+  size, their timed windows interleaved (three rounds) and compared window by window, and the idle CPU after
+  such a storm;
 - ``L7`` Debian's prometheus-alertmanager fed the same alerts;
 - ``E2E`` end to end, for a prompt and a slow receiver (200 after a delay, 503 past a number in flight): the
   same alerts POSTed to Alertmanager (as L7) and to ``opsloop ingest`` (→ one worker → its sinks, the ledger on
@@ -271,8 +272,7 @@ def run_once(
 
         rung(lambda: run_l6(bootstrap, work, batch, timeout, progress, broker))
     if "FLAT" in rungs:
-        for storm in storms:
-            rung(lambda storm=storm: workers.run_flat(bootstrap, work, batch, storm, timeout, progress, broker))
+        rung(lambda: workers.run_flat(bootstrap, work, batch, storms, timeout, progress, broker))
     if "L7" in rungs:
         from streams.devtools.bench.alertmanager import run_l7
 

@@ -535,45 +535,79 @@ def run_l5(
 STORM_SETTLE_MS = 60_000  # past the storm's group_wait (30 s in runbooks/routing.yaml), well short of its escalations
 
 
+FLAT_ROUNDS = 3  # timed windows per storm size, interleaved (1k, 100k, then 100k, 1k, ...)
+WINDOW_EVENT_MS = 25_000  # event time between one round's window and the next (a window spans 20 s of it)
+
+
 def run_flat(
     bootstrap: str,
     work: Path,
     batch: Sequence[dict[str, Any]],
-    storm: int,
+    storms: Sequence[int],
     timeout: float,
     progress: bool,
     broker: Any,
-) -> Level:
-    """Flat cost: a storm of ``storm`` distinct firing alerts drained and settled first (its group notices fired
-    and delivered), the idle CPU after it, then the usual workload on top of them, timed: its CPU per event should
-    not grow with the alerts already firing."""
-    rig = Rig(bootstrap, work, broker)
+    rounds: int = FLAT_ROUNDS,
+) -> list[Level]:
+    """Flat cost: one worker per storm size, each with ``storm`` distinct firing alerts drained and settled first
+    (their group notices fired and delivered) and its idle CPU after that; then the usual workload on top of them,
+    timed, in ``rounds`` rounds of one window per worker, the order alternating from round to round. The per-event
+    CPU should not grow with the alerts already firing.
+
+    Why interleaved: the figure of one window moves 20-30 % between runs on a shared machine, more than the
+    difference looked for; windows of both workers minutes apart compared the machine's noise. Side by side,
+    round by round, each ratio is taken under the same conditions (see :func:`flat_ratios`). The worker not timed
+    sits idle (its ticker only) and is not counted.
+    """
+    rigs: list[tuple[int, Rig, int, dict[str, float]]] = []
+    levels: list[Level] = []
     try:
-        print(f"opsloop bench: flat cost: {storm:,} firing alerts first", file=sys.stderr)
-        storm_ids = asyncio.run(preload(rig.settings, storm_events(storm), Bar(storm, enabled=progress)))
-        rig.start_workers(1)
-        storm_seen, _ = rig.decisions(set(storm_ids), timeout, progress)
-        # Event time past the storm's group waits on every partition: its notices fire now, not in the window.
-        after = T0 + storm + STORM_SETTLE_MS
-        tick_ids = asyncio.run(preload(rig.settings, clock_ticks(after), Bar(0, enabled=False)))
-        rig.decisions(set(tick_ids), timeout, False)
-        settled = rig.settle(min(timeout, 300.0))
-        idle = rig.idle_cpu()
-        # The workload 10x denser in event time (20 s for 20,000 events), so the window ends before the storm's
-        # first escalation steps (5 min after its notices) come due: what is timed is the new events' cost.
-        shifted = [{**ev, "occurred_at": after + 1_000 + (ev["occurred_at"] - T0) // 10} for ev in batch]
-        start = rig.decision_ends()  # the reader skips the storm's decisions: it keeps up with the window
-        ids = asyncio.run(preload(rig.settings, shifted, Bar(len(batch), enabled=progress)))
-        seen, cpu = rig.decisions(set(ids), timeout, progress, start=start)
-        return level_of(
-            f"F{storm} flat cost, {storm:,} firing",
-            seen,
-            cpu,
-            **{
-                "storm decided /s": storm_seen.count / max(storm_seen.seconds, 1e-3),
-                "outbox settled after storm (s)": settled,
-                "idle CPU % (10 s after settling)": idle,
-            },
-        )
+        for storm in storms:
+            rig = Rig(bootstrap, work, broker)
+            rigs.append((storm, rig, *_storm_settled(rig, storm, timeout, progress)))
+        for r in range(rounds):
+            for storm, rig, after, extra in rigs if r % 2 == 0 else rigs[::-1]:
+                # The workload 10x denser in event time (20 s for 20,000 events), each round later than the last
+                # and well before the storm's first escalation steps (5 min after its notices): what is timed is the
+                # new events' cost. Fresh ids per round: a repeated id is a duplicate, decided the cheap way.
+                shifted = [
+                    {
+                        **ev,
+                        "event_id": f"{ev['event_id']}-w{r}",
+                        "occurred_at": after + 1_000 + r * WINDOW_EVENT_MS + (ev["occurred_at"] - T0) // 10,
+                    }
+                    for ev in batch
+                ]
+                start = rig.decision_ends()  # the reader skips what came before: it keeps up with the window
+                ids = asyncio.run(preload(rig.settings, shifted, Bar(len(batch), enabled=progress)))
+                seen, cpu = rig.decisions(set(ids), timeout, progress, start=start)
+                levels.append(level_of(f"F{storm} flat cost, {storm:,} firing", seen, cpu, **extra))
+                print(
+                    f"opsloop bench: flat cost, round {r + 1}, {storm:,} firing: {seen.count:,} events, worker "
+                    f"{levels[-1].cpu_per_million().get('worker', 0.0):,.0f} CPU-s per million "
+                    f"(ended {time.strftime('%H:%M:%S')})",
+                    file=sys.stderr,
+                )
+        return levels
     finally:
-        rig.close()
+        for _storm, rig, _after, _extra in reversed(rigs):  # each put back the environment it found
+            rig.close()
+
+
+def _storm_settled(rig: Rig, storm: int, timeout: float, progress: bool) -> tuple[int, dict[str, float]]:
+    """The storm pre-loaded, decided, its group notices fired and delivered, then the idle CPU 10 s on: the event
+    time after it (where the timed windows start) and the figures of it for the report."""
+    print(f"opsloop bench: flat cost: {storm:,} firing alerts first", file=sys.stderr)
+    storm_ids = asyncio.run(preload(rig.settings, storm_events(storm), Bar(storm, enabled=progress)))
+    rig.start_workers(1)
+    storm_seen, _ = rig.decisions(set(storm_ids), timeout, progress)
+    # Event time past the storm's group waits on every partition: its notices fire now, not in the window.
+    after = T0 + storm + STORM_SETTLE_MS
+    tick_ids = asyncio.run(preload(rig.settings, clock_ticks(after), Bar(0, enabled=False)))
+    rig.decisions(set(tick_ids), timeout, False)
+    settled = rig.settle(min(timeout, 300.0))
+    return after, {
+        "storm decided /s": storm_seen.count / max(storm_seen.seconds, 1e-3),
+        "outbox settled after storm (s)": settled,
+        "idle CPU % (10 s after settling)": rig.idle_cpu(),
+    }
