@@ -11,7 +11,7 @@ Rungs (``--ladder``, comma-separated):
 - ``R<pct>`` a fixed rate of pct % of the L4 drain rate (implies L4), with event → decision latency; with
   ``--baseline``, the baseline worker is offered the same rates too (``R<pct>b``), side by side;
 - ``FLAT`` per-event CPU with ``--storms`` (default 1,000 and 100,000) alerts already firing, one worker per
-  size, their timed windows interleaved (three rounds) and compared window by window, and the idle CPU after
+  size, their timed windows interleaved (five rounds) and compared window by window, and the idle CPU after
   such a storm;
 - ``L7`` Debian's prometheus-alertmanager fed the same alerts;
 - ``E2E`` end to end, for a prompt and a slow receiver (200 after a delay, 503 past a number in flight): the

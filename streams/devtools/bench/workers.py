@@ -535,7 +535,7 @@ def run_l5(
 STORM_SETTLE_MS = 60_000  # past the storm's group_wait (30 s in runbooks/routing.yaml), well short of its escalations
 
 
-FLAT_ROUNDS = 3  # timed windows per storm size, interleaved (1k, 100k, then 100k, 1k, ...)
+FLAT_ROUNDS = 5  # timed windows per storm size, interleaved (1k, 100k, then 100k, 1k, ...)
 WINDOW_EVENT_MS = 25_000  # event time between one round's window and the next (a window spans 20 s of it)
 
 
