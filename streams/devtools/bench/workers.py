@@ -556,7 +556,7 @@ def run_flat(
 
     Why interleaved: the figure of one window moves 20-30 % between runs on a shared machine, more than the
     difference looked for; windows of both workers minutes apart compared the machine's noise. Side by side,
-    round by round, each ratio is taken under the same conditions (see :func:`flat_ratios`). The worker not timed
+    round by round, each ratio is taken under the same conditions (``report.flat_lines``). The worker not timed
     sits idle (its ticker only) and is not counted.
     """
     rigs: list[tuple[int, Rig, int, dict[str, float]]] = []
