@@ -67,12 +67,20 @@ def _per_process(runs: Sequence[Level], values: str) -> str:
     return ", ".join(parts) or "-"
 
 
+FLAT_NAME = re.compile(r"F(\d+) flat cost")  # what flat_name() writes: FLAT's windows, by storm size
+
+
+def flat_name(storm: int) -> str:
+    """The name of FLAT's windows with ``storm`` alerts firing (one Level per window, :func:`flat_lines`)."""
+    return f"F{storm} flat cost, {storm:,} firing"
+
+
 def report(levels: Sequence[Level], n: int, out: TextIO = sys.stdout, *, note: str = "") -> None:
     """The figures of every rung: rate, CPU-s per million events and RSS per process; latency and extras where
     measured; each rung's rate over L1's (and L5's over L4's). Several runs of a rung: median (range)."""
     runs = group(levels)
     # FLAT's windows are several per run (workers.run_flat), not repeats of the run
-    repeats = max((len(r) for name, r in runs.items() if not re.match(r"F\d+ flat cost", name)), default=1)
+    repeats = max((len(r) for name, r in runs.items() if not FLAT_NAME.match(name)), default=1)
     head = f"\nopsloop bench: {n:,} events (Zipf sessions over ~1,000 services, catalogue alerts)"
     if repeats > 1:
         head += f", {repeats} runs: median (range)"
@@ -119,7 +127,7 @@ def flat_lines(levels: Sequence[Level]) -> list[str]:
     ``workers.run_flat``), so each ratio compares two windows taken under the same machine conditions."""
     by_storm: dict[int, list[Level]] = {}
     for level in levels:
-        match = re.match(r"F(\d+) flat cost", level.name)
+        match = FLAT_NAME.match(level.name)
         if match:
             by_storm.setdefault(int(match.group(1)), []).append(level)
     if len(by_storm) < 2:

@@ -24,7 +24,7 @@ from typing import Any
 
 from streams.devtools import childproc
 from streams.devtools.bench.measure import Bar, CpuWindow, latency_summary
-from streams.devtools.bench.report import Level
+from streams.devtools.bench.report import Level, flat_name
 from streams.devtools.bench.workload import T0, PacedFeed, clock_ticks, feed_of, preload, storm_events, zipf_events
 from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
@@ -559,14 +559,15 @@ def run_flat(
     round by round, each ratio is taken under the same conditions (``report.flat_lines``). The worker not timed
     sits idle (its ticker only) and is not counted.
     """
-    rigs: list[tuple[int, Rig, int, dict[str, float]]] = []
+    rigs: list[Rig] = []  # closed in the finally, a rig whose storm failed too
+    settled: list[tuple[int, Rig, int, dict[str, float]]] = []
     levels: list[Level] = []
     try:
         for storm in storms:
-            rig = Rig(bootstrap, work, broker)
-            rigs.append((storm, rig, *_storm_settled(rig, storm, timeout, progress)))
+            rigs.append(Rig(bootstrap, work, broker))
+            settled.append((storm, rigs[-1], *_storm_settled(rigs[-1], storm, timeout, progress)))
         for r in range(rounds):
-            for storm, rig, after, extra in rigs if r % 2 == 0 else rigs[::-1]:
+            for storm, rig, after, extra in settled if r % 2 == 0 else settled[::-1]:
                 # The workload 10x denser in event time (20 s for 20,000 events), each round later than the last
                 # and well before the storm's first escalation steps (5 min after its notices): what is timed is the
                 # new events' cost. Fresh ids per round: a repeated id is a duplicate, decided the cheap way.
@@ -581,7 +582,7 @@ def run_flat(
                 start = rig.decision_ends()  # the reader skips what came before: it keeps up with the window
                 ids = asyncio.run(preload(rig.settings, shifted, Bar(len(batch), enabled=progress)))
                 seen, cpu = rig.decisions(set(ids), timeout, progress, start=start)
-                levels.append(level_of(f"F{storm} flat cost, {storm:,} firing", seen, cpu, **extra))
+                levels.append(level_of(flat_name(storm), seen, cpu, **extra))
                 print(
                     f"opsloop bench: flat cost, round {r + 1}, {storm:,} firing: {seen.count:,} events, worker "
                     f"{levels[-1].cpu_per_million().get('worker', 0.0):,.0f} CPU-s per million "
@@ -590,7 +591,7 @@ def run_flat(
                 )
         return levels
     finally:
-        for _storm, rig, _after, _extra in reversed(rigs):  # each put back the environment it found
+        for rig in reversed(rigs):  # each puts back the environment it found
             rig.close()
 
 
