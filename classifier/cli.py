@@ -28,6 +28,7 @@ from classifier.model import (
 )
 from classifier.report import (
     PNG_PATHS,
+    RELIABILITY_PNG,
     REPORT_PATH,
     PlotUnavailableError,
     draw_confusions,
@@ -57,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default=str(DEFAULT_MODEL_PATH), help="artifact path (default: %(default)s)")
     evaluate_.add_argument("--no-report", action="store_true", help="print only; do not rewrite REPORT.md and the PNGs")
     evaluate_.add_argument(
-        "--no-loso", action="store_true", help="skip the leave-one-source-out evaluation (about a minute)"
+        "--no-loso",
+        action="store_true",
+        help="skip the leave-one-source-out evaluation (minutes on the whole catalogue: every fold selects its own policy)",
     )
     return parser
 
@@ -118,7 +121,7 @@ def _eval(args: argparse.Namespace) -> int:
     try:
         pngs = draw_confusions(results, PNG_PATHS)
         if loso is not None:
-            pngs.append(draw_reliability(loso["summary"]))
+            pngs.append(draw_reliability(loso["summary"], RELIABILITY_PNG))
     except PlotUnavailableError as exc:
         print(f"warning: {exc}; PNGs not written", file=sys.stderr)
         pngs = []
