@@ -10,8 +10,8 @@ module level or depends on another agent having been registered before it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -52,6 +52,8 @@ class Runtime:
     receivers: dict[str, Receiver]
     tables: Tables
     clock: PartitionClock  # per events.* partition, fed by decide, read by the ticker and the scheduler
+    # Run when the worker is told to stop, before faust stops its consumer (agents.worker.QuietWorker.on_stop).
+    before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def app(self) -> faust.App:

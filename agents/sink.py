@@ -35,7 +35,7 @@ from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord, _Entry
 from agents.sinks.ledger import Ledger
 from streams.db import make_engine
 from streams.errors import InvalidInputError
-from streams.kafka.compat import committed_offsets, group_generation
+from streams.kafka.compat import committed_offsets, group_generation, release_unacked
 from streams.kafka.redrive import HEADER as REDRIVE_HEADER
 from streams.settings import Settings
 
@@ -163,12 +163,30 @@ def register(
         manual = cast("faust.Stream[Any]", stream).noack()  # faust hands agents a Stream; StreamT lacks noack
         loop = asyncio.get_running_loop()
         acks = InOrderAcks(lambda event: loop.create_task(manual.ack(event)))
+
+        async def let_the_stop_go() -> None:
+            """Stop holding records for deliveries still under way: a stop must not wait out a retry schedule.
+
+            faust's stop waits for every record taken and not acknowledged, and a delivery to a
+            receiver that is down holds its record for the whole retry schedule. Released here,
+            such records stay uncommitted: the next owner reads them again and the ledger
+            delivers each effect once. Records that arrive after this are released unread.
+            """
+            abandoned = acks.abandon()
+            for event in abandoned:
+                release_unacked(rt.app.consumer, event.message)
+            log.info("sinks: stopping; %d outbox records left uncommitted for the next owner", len(abandoned))
+
+        rt.before_stop.append(let_the_stop_go)
         log.info("sinks: %d receivers (%s), ledger owner %s", len(receivers), ", ".join(sorted(receivers)), owner)
         if rt.settings.ledger_url().startswith("sqlite"):  # run_worker refused it unless single node
             log.warning("sinks: %s", single_node_note(rt.settings.ledger_url()))
         try:
             async for event in manual.events():
                 message = event.message
+                if acks.abandoned:  # stopping (let_the_stop_go): read again by the next owner
+                    release_unacked(rt.app.consumer, message)
+                    continue
                 entry = acks.add(message.tp, event)
                 done = await dispatcher.submit(
                     OutboxRecord(
@@ -186,6 +204,7 @@ def register(
 
                 done.add_done_callback(settle)
         finally:
+            rt.before_stop.remove(let_the_stop_go)
             try:
                 await dispatcher.close()
             finally:  # even when the stop cancels the close: the HTTP session and the pool are let go

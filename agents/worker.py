@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -68,9 +69,22 @@ class QuietWorker(faust.Worker):
     after faust has configured logging.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, before_stop: Sequence[Callable[[], Awaitable[None]]] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
+        self.before_stop = before_stop
+
+    async def on_stop(self) -> None:
+        """Run the agents' stop hooks before the app stops.
+
+        faust's stop waits (``wait_empty``) for every record an agent has taken and not
+        acknowledged. The sinks hold a record until its delivery settles, which with a
+        receiver down is the whole retry schedule: without the hook a SIGTERM waited for it
+        and ended in the supervisor's SIGKILL (agents.sink.register).
+        """
+        for hook in self.before_stop:
+            await hook()
+        await super().on_stop()
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
@@ -82,6 +96,7 @@ def make_faust_worker(rt: Runtime, settings: Settings, **kwargs: Any) -> QuietWo
     """The faust worker process object for ``rt`` (logging from ``settings``; ``kwargs`` to faust.Worker)."""
     return QuietWorker(
         rt.app,
+        before_stop=rt.before_stop,
         loglevel=settings.log_level,
         quiet=True,
         logging_config=logging_config(settings.log_level, settings.log_format),

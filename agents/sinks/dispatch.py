@@ -120,6 +120,7 @@ class InOrderAcks:
     def __init__(self, release: Callable[[Any], object]) -> None:
         self._release = release
         self._pending: dict[Hashable, deque[_Entry]] = {}
+        self.abandoned = False
 
     def add(self, partition: Hashable, token: Any) -> _Entry:
         entry = _Entry(token)
@@ -128,9 +129,21 @@ class InOrderAcks:
 
     def settle(self, partition: Hashable, entry: _Entry) -> None:
         entry.settled = True
-        queue = self._pending.get(partition)
+        queue = None if self.abandoned else self._pending.get(partition)
         while queue and queue[0].settled:
             self._release(queue.popleft().token)
+
+    def abandon(self) -> list[Any]:
+        """Every token not released yet, settled or not; from now on nothing is released.
+
+        For a stop: what is not released is not committed, so it is read again after the
+        restart (and the ledger sends each effect once). A token settled behind an unsettled
+        one is among them: releasing it would let the commit pass the one before.
+        """
+        self.abandoned = True
+        tokens = [entry.token for queue in self._pending.values() for entry in queue]
+        self._pending.clear()
+        return tokens
 
     def pending(self) -> int:
         return sum(len(q) for q in self._pending.values())

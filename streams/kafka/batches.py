@@ -122,10 +122,7 @@ class BatchReader:
         """Stop tracking ``events`` without acknowledging them: the commit stays behind them."""
         consumer = self.app.consumer
         for event in events:
-            message = event.message
-            if not message.acked:
-                message.acked = True
-                release_unacked(consumer, message)
+            release_unacked(consumer, event.message)
 
     def _still_ours(self, events: Sequence[Any]) -> bool:
         """No rebalance since ``events`` were fetched: their partitions are still this worker's."""

@@ -57,9 +57,16 @@ def committed_offsets(consumer: Any) -> dict[Any, int]:
 
 
 def release_unacked(consumer: Any, message: Any) -> None:
-    """Let a faust consumer stop waiting for ``message`` without counting it toward the commit."""
+    """Let a faust consumer stop waiting for ``message`` without counting it toward the commit.
+
+    The message is marked acknowledged first, so an acknowledgement that comes later
+    (a delivery finishing after the release) is a no-op rather than a commit past it.
+    """
     from mode.utils.futures import notify
 
+    if message.acked:
+        return
+    message.acked = True
     consumer._unacked_messages.discard(message)
     notify(consumer._waiting_for_ack)
 

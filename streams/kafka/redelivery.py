@@ -78,9 +78,7 @@ def guard_redelivery(app: faust.App) -> None:
         skipped = not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id
         if skipped and acks_enabled_for(message.topic):
             # Released (no rebalance waits on it), not counted: it is fetched and read again.
-            if not message.acked:
-                message.acked = True
-                release_unacked(consumer, message)
+            release_unacked(consumer, message)
             return False
         return ack(message)
 

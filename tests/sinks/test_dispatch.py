@@ -25,6 +25,17 @@ def test_in_order_acks_never_pass_an_unsettled_offset() -> None:
     assert acks.pending() == 4
 
 
+def test_abandoned_acks_hand_back_everything_unreleased_and_release_nothing_after() -> None:
+    released: list[tuple[str, int]] = []
+    acks = InOrderAcks(released.append)
+    entries = {o: acks.add("p0", ("p0", o)) for o in range(4)}
+    acks.settle("p0", entries[0])
+    acks.settle("p0", entries[2])  # settled behind the unsettled p0@1: handed back, not released
+    assert acks.abandon() == [("p0", 1), ("p0", 2), ("p0", 3)]
+    acks.settle("p0", entries[1])  # a delivery finishing during the stop
+    assert released == [("p0", 0)] and acks.abandoned and acks.pending() == 0
+
+
 def test_shutdown_while_parked_by_retry_after_gives_the_claim_back(fakes: FakeServices, pg_engine) -> None:
     """A 429 is a definite 'not delivered': the next owner sends at once, without the ambiguous path."""
     receivers, env = receivers_for(fakes)

@@ -69,3 +69,50 @@ def test_a_killed_workers_claim_is_taken_over_by_the_next_generation(
     logged = second.log()
     assert logged.count(f"delivery of {effect['effect_id']} to pd waits for the claim") <= 1
     assert "its owner is gone and the partition has a newer owner" in logged
+
+
+def test_a_worker_stopped_mid_delivery_exits_at_once_and_the_next_one_delivers_the_effect_once(
+    app_topics,
+    worker_factory,
+    fakes: FakeServices,
+    tmp_path: Path,
+    pg_ledger_url: str,  # noqa: F811
+) -> None:
+    """SIGTERM while a delivery hangs: faust's stop must not wait for it (it did, until the SIGKILL)."""
+    settings = app_topics
+    _, env = routing_file(tmp_path, fakes)
+    env["OPSLOOP_SINK_DATABASE_URL"] = pg_ledger_url
+    tag = uuid.uuid4().hex[:6]
+    effect = make_effect("pd", "pagerduty", title=f"stopped {tag}", session_key=f"s-{tag}", effect_id=f"eff-{tag}")
+    fakes.script("pagerduty", "pd", Answer(hang_s=100))  # the first request hangs; the next is answered 200
+
+    def requests() -> int:
+        return sum(1 for r in fakes.requests if f"stopped {tag}" in r.body.decode(errors="replace"))
+
+    first = worker_factory(**{**env, "OPSLOOP_SINK_READ_TIMEOUT_S": "90"})  # sits on the hung request
+    asyncio.run(put(settings, [effect]))
+    deadline = time.monotonic() + 60
+    while requests() < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert requests() == 1, "the first worker never started the delivery"
+    asked = time.monotonic()
+    code = first.stop(timeout=60)
+    took = time.monotonic() - asked
+    assert code == 0 and took < 20, f"SIGTERM took {took:.0f}s and ended with {code}: the stop waited for the delivery"
+    assert "1 outbox records left uncommitted for the next owner" in first.log()
+
+    second = worker_factory(**env)  # reads the record again: its offset was not committed
+    records = asyncio.run(
+        read(
+            settings,
+            lambda rs: any(
+                r.topic == "deliveries"
+                and r.value["effect_id"] == effect["effect_id"]
+                and r.value["status"] == "delivered"
+                for r in rs
+            ),
+            timeout=120,
+        )
+    )
+    second.stop()
+    assert records and requests() == 2  # the hung attempt and the one answered: sent once after the restart

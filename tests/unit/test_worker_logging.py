@@ -26,7 +26,7 @@ def restore_logging():
 def test_worker_logging_keeps_the_configured_level_so_debug_records_are_never_built(level, restore_logging):
     settings = Settings.from_env().model_copy(update={"log_level": level})
     app = faust.App(f"opsloop-logtest-{level}", broker="kafka://127.0.0.1:1")
-    worker = make_faust_worker(SimpleNamespace(app=app), settings, redirect_stdouts=False)
+    worker = make_faust_worker(SimpleNamespace(app=app, before_stop=[]), settings, redirect_stdouts=False)
     worker._setup_logging()  # what faust.Worker.execute_from_commandline does first
     assert logging.getLogger().level == logging.getLevelName(level.upper())
     assert logging.getLogger("aiokafka").isEnabledFor(logging.DEBUG) is False
