@@ -12,7 +12,13 @@ import sqlalchemy as sa
 
 from tests.sinks.fakes import Answer, FakeServices
 from tests.sinks.helpers import make_effect
-from tests.sinks.test_agent import pg_ledger_url, put, read, routing_file  # noqa: F401 - pg_ledger_url: a fixture
+from tests.sinks.test_agent import (  # noqa: F401 - pg_ledger_url: a fixture
+    committed_offsets,
+    pg_ledger_url,
+    put,
+    read,
+    routing_file,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +96,13 @@ def test_a_worker_stopped_mid_delivery_exits_at_once_and_the_next_one_delivers_t
         return sum(1 for r in fakes.requests if f"stopped {tag}" in r.body.decode(errors="replace"))
 
     first = worker_factory(**{**env, "OPSLOOP_SINK_READ_TIMEOUT_S": "90"})  # sits on the hung request
-    asyncio.run(put(settings, [effect]))
+    # A delivered effect first, so the group has a commit: a group that committed nothing is deleted when its
+    # last member leaves, and the next one would start again at generation 1, not newer than the claim's.
+    asyncio.run(put(settings, [make_effect("log", "log", title=f"first {tag}", session_key=f"f-{tag}")]))
     deadline = time.monotonic() + 60
+    while asyncio.run(committed_offsets(settings)) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    asyncio.run(put(settings, [effect]))
     while requests() < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert requests() == 1, "the first worker never started the delivery"
@@ -102,6 +113,7 @@ def test_a_worker_stopped_mid_delivery_exits_at_once_and_the_next_one_delivers_t
     assert "1 outbox records left uncommitted for the next owner" in first.log()
 
     second = worker_factory(**env)  # reads the record again: its offset was not committed
+    restarted = time.monotonic()
     records = asyncio.run(
         read(
             settings,
@@ -114,5 +126,7 @@ def test_a_worker_stopped_mid_delivery_exits_at_once_and_the_next_one_delivers_t
             timeout=120,
         )
     )
+    waited = time.monotonic() - restarted
     second.stop()
     assert records and requests() == 2  # the hung attempt and the one answered: sent once after the restart
+    assert waited < 60, f"delivered {waited:.0f}s after the restart: the stopped owner's claim was waited out"
