@@ -40,7 +40,7 @@ from agents.runtime import Classify, Runtime, verdicts_of
 from streams import metrics
 from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
 from streams.core.inhibition import InhibitorIndex
-from streams.core.state import decode_state, encode_state
+from streams.core.state import DecodedStates, decode_state, encode_state
 from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
 from streams.core.timers import PartitionClock
 from streams.kafka.batches import BatchReader
@@ -123,6 +123,7 @@ class DecideAgent:
         self.partitions = dict(partitions)  # physical topic -> partition count, for the batcher
         self._send_dead_letter = dead_letters
         self.digest = digest  # None when no org gets a digest
+        self.decoded = DecodedStates()
 
     @classmethod
     def from_runtime(cls, rt: Runtime) -> DecideAgent:
@@ -207,7 +208,7 @@ class DecideAgent:
             if owned:
                 prior: Any = batch.last[session].state
             else:
-                prior, owned = decode_state(sessions.get(session))
+                prior, owned = self.decoded.take(session, sessions.get(session))
             try:
                 result = decide(prior, event, ctx, owned=owned)
                 # timers that came due before this event were folded first: their records go first
@@ -257,7 +258,8 @@ class DecideAgent:
             for session, result in batch.last.items():
                 partition = batch.owner[session].message.partition
                 sessions.partition = timers.partition = partition
-                sessions[session] = encode_state(result.state)
+                sessions[session] = value = encode_state(result.state)
+                self.decoded.keep(session, value, result.state)
                 writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
                 apply_writes(writes, partition=partition, timers=timers, inhibitors=inhibitors, silences=silences)
             return
@@ -266,7 +268,8 @@ class DecideAgent:
             for session, result in batch.last.items():
                 ev = batch.owner[session]
                 set_current_event(stream, ev)
-                tables.sessions[session] = encode_state(result.state)
+                tables.sessions[session] = value = encode_state(result.state)
+                self.decoded.keep(session, value, result.state)
                 writes = replace(result.writes, silences=tuple(batch.silence_changes.get(session, ())))
                 apply_writes(
                     writes,

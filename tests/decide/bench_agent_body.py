@@ -95,6 +95,9 @@ def main() -> None:
         "--storm", type=int, default=0, help="first decide this many distinct firing alerts (untimed): flat cost"
     )
     parser.add_argument("--tune-gc", action="store_true", help="the worker's gc settings (gc.freeze, thresholds)")
+    parser.add_argument(
+        "--decoded-states", type=int, help="sessions whose decoded state the agent keeps (0: decode every read)"
+    )
     args = parser.parse_args()
 
     from agents.decide import DecideAgent
@@ -161,6 +164,8 @@ def main() -> None:
         partitions={"outbox": 12, "decisions": 12},
         dead_letters=dead_letter,
     )
+    if args.decoded_states is not None:
+        agent.decoded.limit = args.decoded_states
     out, stream = CountingOut(sizes), Stream()
     collector = [0.0, 0.0]
 

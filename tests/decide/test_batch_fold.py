@@ -20,7 +20,7 @@ import pytest
 import agents.decide as agent_module
 from streams.core.decide import Context
 from streams.core.decide import decide as real_decide
-from streams.core.state import STATE_MARK, decode_state, encode_state
+from streams.core.state import STATE_MARK, DecodedStates, decode_state, encode_state
 from tests.agent_bodies.test_agents_unit import FakeOut, FakeStream, decide_agent, dict_tables, message
 from tests.decide.helpers import MIN, T0, alert, webhook
 
@@ -56,9 +56,14 @@ def random_storm(rng: random.Random, n: int) -> list[dict[str, Any]]:
 
 
 def run_agent(events: list[dict[str, Any]], sizes: list[int], *, copying: bool, poison: set[str]) -> Any:
-    """The agent's body over ``events`` in batches of ``sizes``; what it sent and kept."""
+    """The agent's body over ``events`` in batches of ``sizes``; what it sent and kept.
+
+    ``copying``: the code before issue 17's folds in place, every fold copying its state and
+    every batch decoding the table's (no states kept decoded between batches)."""
     tables, dead, out, stream = dict_tables(), [], FakeOut(), FakeStream()
     agent = decide_agent(tables, dead)
+    if copying:
+        agent.decoded.limit = 0
 
     def fold(state: Any, event: Any, ctx: Any, *, owned: bool = False) -> Any:
         result = real_decide(state, event, ctx, owned=owned and not copying)
@@ -100,6 +105,23 @@ def test_folding_in_place_within_a_batch_gives_what_copying_gave(seed):
     assert len(records) > len(events) and sessions  # the storm decided, notified and kept state
     if poison:
         assert len(new[1]) >= 1  # the failed folds were dead-lettered
+
+
+def test_a_decoded_state_is_reused_only_while_the_table_holds_the_bytes_written_and_only_once():
+    states = DecodedStates(limit=2)
+    state = real_decide(None, alert(at=T0, eid="a1"), Context()).state
+    raw = encode_state(state)
+    states.keep("s1", raw, state)
+    assert states.take("s1", encode_state(state)) == (state, True)  # equal bytes, another object: decoded
+    states.keep("s1", raw, state)
+    taken, owned = states.take("s1", raw)
+    assert taken is state and owned  # the very bytes written: no decode
+    again, _ = states.take("s1", raw)
+    assert again is not state and again == state  # taken once: the fold owns it (and may have changed it)
+    for session in ("s1", "s2", "s3"):  # the least recently written goes beyond the limit
+        states.keep(session, raw, state)
+    assert states.take("s1", raw)[0] is not state and states.take("s3", raw)[0] is state
+    assert states.take("s9", None) == (None, False)
 
 
 def test_an_owned_state_is_folded_in_place_and_a_table_state_never_is():
