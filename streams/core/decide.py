@@ -42,7 +42,7 @@ from streams.core.acklinks import sign_ack, verify_ack  # noqa: F401  (re-export
 from streams.core.fold import Fold, effect_id
 from streams.core.gates import PASS, STOP, Gate, condition_step, inhibition_sources
 from streams.core.state import VERSION as STATE_VERSION
-from streams.core.state import AlertState, SessionState, new_state, upgrade
+from streams.core.state import AlertState, SessionState, has_seen, new_state, remember, upgrade
 from streams.core.tables import SilenceChange, Writes, silence_change
 from streams.core.timers import slots_between
 from streams.model.effects import recorded_timer_effects
@@ -322,7 +322,7 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     """
     s = cast(SessionState, state) if owned and state and state.get("v") == STATE_VERSION else upgrade(state)
     event_id = event["event_id"]
-    if event_id in s["seen"]:
+    if has_seen(s["seen"], event_id):
         f = Fold(s, event, ctx, s["clock"])
         f.outcome = "duplicate"
         return Decision(state=s, effects=[], record=_record(f), inhibit_rules=ctx.runbooks.routing.inhibit_rules)
@@ -341,7 +341,7 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
 
 
 def _fold(s: SessionState, event: Mapping[str, Any], ctx: Context) -> Fold:
-    s["seen"] = (s["seen"] + [event["event_id"]])[-SEEN_IDS_KEPT:]
+    s["seen"] = remember(s["seen"], event["event_id"], SEEN_IDS_KEPT)
     now = max(s["clock"], int(event["occurred_at"]))
     s["clock"] = now
     f = Fold(s, event, ctx, now)
@@ -380,7 +380,7 @@ def _fire_due_timers(s: SessionState, event: Mapping[str, Any], ctx: Context) ->
             s["timers"][tid],
             received_at=int(event.get("received_at") or event["occurred_at"]),
         )
-        if tev["event_id"] in s["seen"]:  # folded before (a re-promotion); drop the stale entry
+        if has_seen(s["seen"], tev["event_id"]):  # folded before (a re-promotion); drop the stale entry
             del s["timers"][tid]
             continue
         if timer_ctx is None:

@@ -19,18 +19,24 @@ Alertmanager ``group_by``:
   default receiver was told of an event type nothing handles; see :mod:`streams.core.fates`).
 
 Versions: 1 kept only seen ids; 2 had short keys (``s``, ``sev``, ``cat``, ``rb``,
-``esc``, ``cool``, ``cap``, ``src``, ``eid``); 3 is this. :func:`upgrade` reads any of
-them, so a worker of this version continues from a changelog written by an older one.
+``esc``, ``cool``, ``cap``, ``src``, ``eid``); 3 kept ``seen`` as a list of the event ids
+themselves; 4 is this, where ``seen`` is one string of fixed-width digests
+(:func:`seen_token`). :func:`upgrade` reads any of them, so a worker of this version
+continues from a changelog written by an older one. A worker of an older version does not
+read a newer state (it starts the session afresh): roll workers forward, not back.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import marshal
 from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
-VERSION = 3
+VERSION = 4
+SEEN_TOKEN_CHARS = 11  # base64 of an 8-byte BLAKE2b digest, unpadded
 
 Status = Literal["idle", "firing", "resolved"]
 
@@ -91,7 +97,7 @@ class CronState(TypedDict, total=False):
 
 class SessionState(TypedDict):
     v: int
-    seen: list[str]  # the last event ids folded (producers retry)
+    seen: str  # the last event ids folded (producers retry), as SEEN_TOKEN_CHARS-wide tokens (seen_token)
     clock: int  # the session's event time: the largest occurred_at folded
     status: Status
     episode: int
@@ -117,7 +123,7 @@ class SessionState(TypedDict):
 def new_state() -> SessionState:
     return {
         "v": VERSION,
-        "seen": [],
+        "seen": "",
         "clock": 0,
         "status": "idle",
         "episode": 0,
@@ -203,6 +209,38 @@ class DecodedStates:
             del states[next(iter(states))]
 
 
+def seen_token(event_id: str) -> str:
+    """What ``seen`` keeps of an event id: 11 characters, whatever the id's length.
+
+    Event ids are 32 to 100+ characters (a timer's names its session); a session kept up
+    to 64 of them, a third of its changelog record. 64 bits of BLAKE2b make a false
+    "duplicate" about one in 3e17 per event.
+    """
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return base64.b64encode(digest)[:SEEN_TOKEN_CHARS].decode()
+
+
+def has_seen(seen: str, event_id: str) -> bool:
+    """Whether ``event_id`` is among the tokens of ``seen`` (at a token boundary, not just anywhere)."""
+    token = seen_token(event_id)
+    at = seen.find(token)
+    while at != -1:
+        if at % SEEN_TOKEN_CHARS == 0:
+            return True
+        at = seen.find(token, at + 1)
+    return False
+
+
+def remember(seen: str, event_id: str, kept: int) -> str:
+    """``seen`` with ``event_id``'s token appended, keeping the last ``kept``."""
+    return (seen + seen_token(event_id))[-kept * SEEN_TOKEN_CHARS :]
+
+
+def _seen_of(ids: Any) -> str:
+    """A version 1-3 ``seen`` (a list of event ids) as this version keeps it."""
+    return "".join(seen_token(str(i)) for i in ids or ())
+
+
 def clone(state: Mapping[str, Any]) -> SessionState:
     """A deep copy of JSON-shaped state; marshal is several times faster than copy.deepcopy."""
     return cast(SessionState, marshal.loads(marshal.dumps(cast("dict[str, Any]", state))))
@@ -226,6 +264,10 @@ def upgrade(state: Mapping[str, Any] | None) -> SessionState:
     version = state.get("v")
     if version == VERSION:
         return clone(state)
+    if version == 3:
+        out3 = cast("dict[str, Any]", clone(state))
+        out3["seen"], out3["v"] = _seen_of(out3["seen"]), VERSION
+        return cast(SessionState, out3)
     if version == 2:
         old = clone(state)
         out: dict[str, Any] = {_SESSION_KEYS_V2.get(k, k): v for k, v in old.items()}
@@ -234,8 +276,8 @@ def upgrade(state: Mapping[str, Any] | None) -> SessionState:
         out["alerts"] = {
             key: {_ALERT_KEYS_V2.get(k, k): v for k, v in alert.items()} for key, alert in out["alerts"].items()
         }
-        out["v"] = VERSION
+        out["seen"], out["v"] = _seen_of(out.get("seen")), VERSION
         return cast(SessionState, out)
     fresh = new_state()  # the first fold's state: keep what it knew (seen ids)
-    fresh["seen"] = list(state.get("seen", []))
+    fresh["seen"] = _seen_of(state.get("seen"))
     return fresh

@@ -20,7 +20,16 @@ import pytest
 import agents.decide as agent_module
 from streams.core.decide import Context
 from streams.core.decide import decide as real_decide
-from streams.core.state import STATE_MARK, DecodedStates, decode_state, encode_state
+from streams.core.state import (
+    SEEN_TOKEN_CHARS,
+    STATE_MARK,
+    DecodedStates,
+    decode_state,
+    encode_state,
+    has_seen,
+    remember,
+    seen_token,
+)
 from tests.agent_bodies.test_agents_unit import FakeOut, FakeStream, decide_agent, dict_tables, message
 from tests.decide.helpers import MIN, T0, alert, webhook
 
@@ -128,9 +137,9 @@ def test_an_owned_state_is_folded_in_place_and_a_table_state_never_is():
     first = real_decide(None, alert(at=T0, eid="a1"), Context())
     kept = first.state
     second = real_decide(kept, alert(at=T0 + MIN, eid="a2"), Context(), owned=True)
-    assert second.state is kept and "a2" in kept["seen"]
+    assert second.state is kept and has_seen(kept["seen"], "a2")
     third = real_decide(kept, alert(at=T0 + 2 * MIN, eid="a3"), Context())
-    assert third.state is not kept and "a3" not in kept["seen"]
+    assert third.state is not kept and not has_seen(kept["seen"], "a3")
 
 
 def test_memoised_runbook_selection_answers_what_the_scan_answers():
@@ -157,6 +166,19 @@ def test_memoised_runbook_selection_answers_what_the_scan_answers():
         )
         assert rset.select(labels, **args) is scanned
         assert rset.select(dict(labels), **args) is scanned  # the remembered answer
+
+
+def test_seen_keeps_the_last_ids_as_fixed_width_tokens_and_matches_only_whole_tokens():
+    seen = ""
+    for i in range(70):
+        seen = remember(seen, f"event-{i}", 64)
+    assert len(seen) == 64 * SEEN_TOKEN_CHARS
+    assert has_seen(seen, "event-69") and has_seen(seen, "event-6") and not has_seen(seen, "event-5")
+    token = seen_token("timer:acme:a-very-long-session-key:grp:1:" + "x" * 80)
+    assert len(token) == SEEN_TOKEN_CHARS
+    assert not has_seen(
+        "ab" + token + "c" * (SEEN_TOKEN_CHARS - 2), "timer:acme:a-very-long-session-key:grp:1:" + "x" * 80
+    )
 
 
 def test_the_sessions_table_keeps_states_encoded_and_reads_older_json_ones():

@@ -533,19 +533,23 @@ def replace_verdict(ctx, verdict):
     return replace(ctx, verdict=verdict)
 
 
-def test_a_state_of_version_2_continues_as_if_never_upgraded(ctx):
-    """A changelog written by the short-key state (version 2) is read by this version: folding
-    on from the down-converted state gives the same decisions as folding on from the state itself."""
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_state_of_an_older_version_continues_as_if_never_upgraded(ctx, version):
+    """A changelog written by the short-key state (version 2) or the one that kept seen event ids
+    as they are (version 3) is read by this version: folding on from the down-converted state gives
+    the same decisions (duplicates included) as folding on from the state itself."""
     from streams.core.state import _ALERT_KEYS_V2, _SESSION_KEYS_V2, VERSION
 
-    def to_v2(state):
-        back_s = {v: k for k, v in _SESSION_KEYS_V2.items()}
-        back_a = {v: k for k, v in _ALERT_KEYS_V2.items()}
+    def to_old(state, seen_ids):
+        back_s = {v: k for k, v in _SESSION_KEYS_V2.items()} if version == 2 else {}
+        back_a = {v: k for k, v in _ALERT_KEYS_V2.items()} if version == 2 else {}
         old = {back_s.get(k, k): v for k, v in json.loads(json.dumps(state)).items()}
-        if old["esc"]:
-            old["esc"] = {back_s.get(k, k): v for k, v in old["esc"].items()}
+        esc = "esc" if version == 2 else "escalation"
+        if old[esc]:
+            old[esc] = {back_s.get(k, k): v for k, v in old[esc].items()}
         old["alerts"] = {key: {back_a.get(k, k): v for k, v in a.items()} for key, a in old["alerts"].items()}
-        old["v"] = 2
+        old["seen"] = list(seen_ids)  # versions 1-3 kept the ids themselves
+        old["v"] = version
         return old
 
     first = [alert(at=T0), alert(at=T0 + MIN, instance="api-2:9100")]
@@ -555,14 +559,17 @@ def test_a_state_of_version_2_continues_as_if_never_upgraded(ctx):
         alert(status="resolved", at=T0 + 30 * MIN),
         alert(status="resolved", at=T0 + 31 * MIN, instance="api-2:9100"),
     ]
-    state = None
+    state, folded = None, []
     for ev in first:
-        state = decide(state, ev, ctx).state
+        result = decide(state, ev, ctx)
+        state = result.state
+        folded += [*(fired.event["event_id"] for fired in result.fired), ev["event_id"]]  # timers due fold first
     assert state["v"] == VERSION and state["escalation"] and state["alerts"]
-    old = to_v2(state)
-    assert "esc" in old and "rb" in old["esc"] and "sev" in next(iter(old["alerts"].values()))
+    old = to_old(state, folded)
+    if version == 2:
+        assert "esc" in old and "rb" in old["esc"] and "sev" in next(iter(old["alerts"].values()))
     a, b = state, old
-    for ev in rest:
+    for ev in [first[1], *rest]:  # the first a duplicate: the older state's seen ids still say so
         da, db = decide(a, ev, ctx), decide(b, ev, ctx)
         assert da.record == db.record and da.effects == db.effects
         a, b = da.state, db.state
