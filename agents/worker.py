@@ -82,8 +82,11 @@ class QuietWorker(faust.Worker):
         receiver down is the whole retry schedule: without the hook a SIGTERM waited for it
         and ended in the supervisor's SIGKILL (agents.sink.register).
         """
-        for hook in self.before_stop:
-            await hook()
+        for hook in list(self.before_stop):
+            try:
+                await hook()
+            except Exception:  # noqa: BLE001 - a hook that fails must not keep the worker from stopping
+                log.exception("a stop hook failed; stopping anyway")
         await super().on_stop()
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
