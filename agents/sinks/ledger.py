@@ -12,9 +12,10 @@ at once when its owner is known dead. Each claim records the outbox partition an
 consumer-group generation it was made in, and every live owner beats a row in
 ``ledger_owners``. A claimer that reads the same partition in a *newer* generation (the
 partition was reassigned since) takes over a claim whose owner has stopped beating
-(killed, or shut down: a clean stop forgets its row). A newer generation alone is not
-enough: every rebalance starts one, and the old owner may be alive and mid-request,
-so taking over then would send twice. A claim waited on is logged once (INFO).
+(killed, or shut down; :meth:`Ledger.forget` removes the row at once when the sinks'
+close gets that far, which a SIGTERMed worker's does not yet: its row then times out).
+A newer generation alone is not enough: every rebalance starts one, and the old owner
+may be alive and mid-request, so taking over then would send twice. A claim waited on is logged once (INFO).
 
 The spill: a destination whose in-memory queue is full (a slow receiver under a storm)
 gets its further effects written here as ``spilled`` rows instead of being dead-lettered
