@@ -176,6 +176,7 @@ def register(
             for event in abandoned:
                 release_unacked(rt.app.consumer, event.message)
             log.info("sinks: stopping; %d outbox records left uncommitted for the next owner", len(abandoned))
+            await dispatcher.close()  # here, not only in the finally: faust closes the loop before that ends
 
         rt.before_stop.append(let_the_stop_go)
         log.info("sinks: %d receivers (%s), ledger owner %s", len(receivers), ", ".join(sorted(receivers)), owner)

@@ -216,6 +216,7 @@ class Dispatcher:
         self._heartbeat: asyncio.Task[None] | None = None
         self._workers: dict[str, _DestinationWorker] = {}
         self._capacity = asyncio.Semaphore(settings.max_in_flight)
+        self._closed = False  # close() began: nothing new is queued, spilled or sent (see close)
         self._claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(self._claim_batch)
         self._spills: GroupCommit[Spill, Claim | None] = GroupCommit(self._spill_batch)
         self._spilling: set[asyncio.Task[None]] = set()  # spills being written
@@ -246,8 +247,10 @@ class Dispatcher:
     async def submit(self, record: OutboxRecord) -> asyncio.Future[str]:
         """Route one outbox record; the future resolves with its final status once settled."""
         await self._capacity.acquire()
-        self._read[record.partition] = max(record.offset, self._read.get(record.partition, -1))
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if self._closed:  # left unsettled: the record stays uncommitted for the next owner
+            return done
+        self._read[record.partition] = max(record.offset, self._read.get(record.partition, -1))
         done.add_done_callback(lambda _f: self._capacity.release())
         try:
             effect = self.codec.decode(record.value, expect="opsloop.Effect")
@@ -317,6 +320,8 @@ class Dispatcher:
             resolve_secrets(receiver, self.deliverer.environ)
         except MissingSecretError as exc:
             return await self._refuse(record, effect, target, done, str(exc), type(exc).__name__)
+        if self._closed:  # closed while this record was being routed: left unsettled, as in submit
+            return done
         worker = self._worker(receiver, sink)
         if record.redrive is None and (worker.spilling or worker.backlog >= self.settings.backlog_per_destination):
             self._spill(worker, record, effect, done)
@@ -790,6 +795,14 @@ class Dispatcher:
         )
 
     async def close(self) -> None:
+        """Stop every lane, let what is completing finish (5 s at most), then forget this owner.
+
+        Called by the sinks' stop hook before faust stops the app (a stop's ``finally`` runs too
+        late: the loop closes first), and again from the agent's ``finally``; the second call
+        finds nothing left. Once it has begun nothing new is queued, spilled or sent, so when
+        ``forget`` runs this owner sends nothing more and its claims may be taken at once.
+        """
+        self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)

@@ -12,8 +12,8 @@ at once when its owner is known dead. Each claim records the outbox partition an
 consumer-group generation it was made in, and every live owner beats a row in
 ``ledger_owners``. A claimer that reads the same partition in a *newer* generation (the
 partition was reassigned since) takes over a claim whose owner has stopped beating
-(killed, or shut down; :meth:`Ledger.forget` removes the row at once when the sinks'
-close gets that far, which a SIGTERMed worker's does not yet: its row then times out).
+(killed, or shut down: a clean stop's :meth:`Ledger.forget` removes the row and marks
+its claims older than any generation).
 A newer generation alone is not enough: every rebalance starts one, and the old owner
 may be alive and mid-request, so taking over then would send twice. A claim waited on is logged once (INFO).
 
@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 
 CLAIMED = "claimed"
 SPILLED = "spilled"  # waiting in the spill (see the module docstring): nothing sent yet
+# The generation a clean stop gives the claims it leaves unfinished: older than any, so the
+# partition's next owner takes them at once even in a group that started again at generation 1
+# (Kafka deletes a group that committed nothing when its last member leaves).
+RELEASED_GENERATION = -1
 FINAL_STATUSES = ("delivered", "dead", "ambiguous")
 
 
@@ -224,8 +228,18 @@ class Ledger:
                 conn.execute(self._insert(o, ["owner"]).values(owner=owner, seen_at=now_ms))
 
     def forget(self, owner: str) -> None:
-        """A clean stop: ``owner``'s claims left unfinished can be taken over at once by a newer generation."""
+        """A clean stop: ``owner``'s claims left unfinished can be taken over at once by the partition's next owner.
+
+        The owner sends nothing more (its dispatcher has closed), so its claims are marked
+        RELEASED_GENERATION, older than whatever generation reads the partition next.
+        """
+        t = self._table
         with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(t)
+                .where(t.c.owner == owner, t.c.status == CLAIMED, t.c.claim_generation.is_not(None))
+                .values(claim_generation=RELEASED_GENERATION)
+            )
             conn.execute(sa.delete(self._owners).where(self._owners.c.owner == owner))
 
     def _alive(self, conn: sa.Connection, owner: str, now_ms: int) -> bool:

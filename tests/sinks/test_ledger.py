@@ -113,6 +113,19 @@ def test_a_clean_stop_forgets_its_owner_so_the_next_generation_need_not_wait(led
     assert ledger.claim("e1", "r", "slack", "w2", 1, LEASE, partition=0, generation=2).state is ClaimState.STALE
 
 
+def test_a_clean_stops_claims_are_taken_even_by_a_group_that_started_again_at_its_generation(ledger: Ledger) -> None:
+    """Kafka deletes a group that committed nothing when it empties; the next worker joins at generation 1 again."""
+    ledger.beat("w1", 0)
+    ledger.beat("w3", 0)
+    ledger.claim("e1", "r", "slack", "w1", 0, LEASE, partition=0, generation=1)
+    ledger.claim("e2", "r", "slack", "w3", 0, LEASE, partition=0, generation=1)
+    ledger.forget("w1")
+    taken = ledger.claim("e1", "r", "slack", "w2", 1, LEASE, partition=0, generation=1)
+    assert (taken.state, taken.why) == (ClaimState.STALE, "generation")
+    # another owner's claim is not touched by w1's stop (w3 lives on: busy)
+    assert ledger.claim("e2", "r", "slack", "w2", 1, LEASE, partition=0, generation=1).state is ClaimState.BUSY
+
+
 @pytest.mark.parametrize(
     ("partition", "generation", "why"),
     [

@@ -130,3 +130,5 @@ def test_a_worker_stopped_mid_delivery_exits_at_once_and_the_next_one_delivers_t
     second.stop()
     assert records and pd.requests() == 2  # the hung attempt and the one answered: sent once after the restart
     assert waited < 60, f"delivered {waited:.0f}s after the restart: the stopped owner's claim was waited out"
+    # the stop forgot its owner and released its claim: taken at once, not after the owner's timeout
+    assert "waits for the claim" not in second.log() and "its owner is gone" in second.log()
