@@ -129,7 +129,7 @@ class InOrderAcks:
 
     def settle(self, partition: Hashable, entry: _Entry) -> None:
         entry.settled = True
-        queue = None if self.abandoned else self._pending.get(partition)
+        queue = self._pending.get(partition)  # none once abandoned: what settles late releases nothing
         while queue and queue[0].settled:
             self._release(queue.popleft().token)
 

@@ -42,7 +42,7 @@ from streams.core.acklinks import sign_ack, verify_ack  # noqa: F401  (re-export
 from streams.core.fold import Fold, effect_id
 from streams.core.gates import PASS, STOP, Gate, condition_step, inhibition_sources
 from streams.core.state import VERSION as STATE_VERSION
-from streams.core.state import AlertState, SessionState, has_seen, new_state, remember, upgrade
+from streams.core.state import AlertState, SessionState, has_seen, new_state, remember, seen_token, upgrade
 from streams.core.tables import SilenceChange, Writes, silence_change
 from streams.core.timers import slots_between
 from streams.model.effects import recorded_timer_effects
@@ -321,13 +321,13 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     timers of a session that has no further events.
     """
     s = cast(SessionState, state) if owned and state and state.get("v") == STATE_VERSION else upgrade(state)
-    event_id = event["event_id"]
-    if has_seen(s["seen"], event_id):
+    token = seen_token(event["event_id"])  # once per event: the duplicate check and the fold's remember
+    if has_seen(s["seen"], token):
         f = Fold(s, event, ctx, s["clock"])
         f.outcome = "duplicate"
         return Decision(state=s, effects=[], record=_record(f), inhibit_rules=ctx.runbooks.routing.inhibit_rules)
     fired = _fire_due_timers(s, event, ctx)
-    f = _fold(s, event, ctx)
+    f = _fold(s, event, ctx, token)
     change, error = silence_change(event)
     return Decision(
         state=s,
@@ -340,8 +340,9 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     )
 
 
-def _fold(s: SessionState, event: Mapping[str, Any], ctx: Context) -> Fold:
-    s["seen"] = remember(s["seen"], event["event_id"], SEEN_IDS_KEPT)
+def _fold(s: SessionState, event: Mapping[str, Any], ctx: Context, token: str) -> Fold:
+    """``token``: the event id's seen_token, which the caller has already checked against ``seen``."""
+    s["seen"] = remember(s["seen"], token, SEEN_IDS_KEPT)
     now = max(s["clock"], int(event["occurred_at"]))
     s["clock"] = now
     f = Fold(s, event, ctx, now)
@@ -380,7 +381,8 @@ def _fire_due_timers(s: SessionState, event: Mapping[str, Any], ctx: Context) ->
             s["timers"][tid],
             received_at=int(event.get("received_at") or event["occurred_at"]),
         )
-        if has_seen(s["seen"], tev["event_id"]):  # folded before (a re-promotion); drop the stale entry
+        token = seen_token(tev["event_id"])
+        if has_seen(s["seen"], token):  # folded before (a re-promotion); drop the stale entry
             del s["timers"][tid]
             continue
         if timer_ctx is None:
@@ -393,7 +395,7 @@ def _fire_due_timers(s: SessionState, event: Mapping[str, Any], ctx: Context) ->
                 ctx.ack_secret,
                 ctx.ack_ttl_ms,
             )
-        f = _fold(s, tev, timer_ctx)
+        f = _fold(s, tev, timer_ctx, token)
         out.append(Fired(event=tev, effects=f.effects, record=_record(f)))
     return tuple(out)
 

@@ -220,9 +220,8 @@ def seen_token(event_id: str) -> str:
     return base64.b64encode(digest)[:SEEN_TOKEN_CHARS].decode()
 
 
-def has_seen(seen: str, event_id: str) -> bool:
-    """Whether ``event_id`` is among the tokens of ``seen`` (at a token boundary, not just anywhere)."""
-    token = seen_token(event_id)
+def has_seen(seen: str, token: str) -> bool:
+    """Whether ``token`` (:func:`seen_token`) is among the tokens of ``seen`` (at a token boundary, not just anywhere)."""
     at = seen.find(token)
     while at != -1:
         if at % SEEN_TOKEN_CHARS == 0:
@@ -231,9 +230,9 @@ def has_seen(seen: str, event_id: str) -> bool:
     return False
 
 
-def remember(seen: str, event_id: str, kept: int) -> str:
-    """``seen`` with ``event_id``'s token appended, keeping the last ``kept``."""
-    return (seen + seen_token(event_id))[-kept * SEEN_TOKEN_CHARS :]
+def remember(seen: str, token: str, kept: int) -> str:
+    """``seen`` with ``token`` (:func:`seen_token`) appended, keeping the last ``kept``."""
+    return (seen + token)[-kept * SEEN_TOKEN_CHARS :]
 
 
 def _seen_of(ids: Any) -> str:

@@ -17,7 +17,7 @@ from agents.digest import DigestAgent
 from agents.scheduler import Scheduler
 from agents.timers import REPROMOTE_AFTER_S, Ticker
 from streams.core.digest import delta, digest_item
-from streams.core.state import decode_state, has_seen
+from streams.core.state import decode_state, has_seen, seen_token
 from streams.core.timers import PartitionClock, cron_event
 from streams.kafka.batchsend import partition_for_key
 from streams.kafka.codec import default_codec
@@ -113,7 +113,12 @@ def test_decide_agent_batch_produces_then_writes_state_and_the_decisions_writes(
     session = events[0]["session_key"]
     state, fresh = decode_state(tables.sessions[session])  # kept encoded (streams.core.state.encode_state)
     assert fresh and isinstance(tables.sessions[session], bytes)
-    assert state is not None and state["alerts"] and has_seen(state["seen"], "a1") and has_seen(state["seen"], "a2")
+    assert (
+        state is not None
+        and state["alerts"]
+        and has_seen(state["seen"], seen_token("a1"))
+        and has_seen(state["seen"], seen_token("a2"))
+    )
     assert tables.timers[session]["p"] == 3 and tables.timers[session]["t"] == state["timers"]
     assert tables.inhibitors[session][0]["severity"] == "urgent"
     assert list(tables.silences) and json.loads(next(iter(tables.silences.values())))["matchers"] == ['service="db"']
