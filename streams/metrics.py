@@ -62,6 +62,12 @@ SPILL_WAITING = Gauge(
     ["receiver"],
 )
 
+SINK_CONCURRENCY = Gauge(
+    "opsloop_sink_concurrency_limit",
+    "Requests a destination is sent at once, as learned from its 503s (0: no limit; agents/sinks/concurrency.py).",
+    ["receiver"],
+)
+
 
 def zero_spill_series(receivers: Iterable[str]) -> None:
     """A zero series per configured receiver, so the spill panels have data before the first spill."""
@@ -109,6 +115,7 @@ ALL = (
     DEAD_LETTERS,
     SPILLED,
     SPILL_WAITING,
+    SINK_CONCURRENCY,
     EVENT_TO_EFFECT,
     DELIVERY_LATENCY,
     CONSUMER_LAG,

@@ -11,6 +11,9 @@
 - per destination (receiver): a rate limit (aiolimiter's leaky bucket), a pause
   for everyone after a 429, and a circuit breaker that *parks* the destination:
   its queue waits out the cool-down instead of hammering, the others do not notice;
+- per receiving host: how many requests it takes at once, learned from its 503s
+  (:mod:`agents.sinks.concurrency`); a request it refuses while others of ours are in
+  flight there is retried at once in its line, not after a backoff;
 - the ambiguous path: a read timeout means the request went out and its fate is
   unknown. A sink without idempotency (Slack, Teams, email) is not retried blindly:
   it is counted, paused, and tried exactly once more; a second unknown ends it as
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import smtplib
 import ssl
@@ -34,6 +38,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -41,7 +46,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     stop_before_delay,
     wait_random_exponential,
 )
@@ -58,7 +62,9 @@ from agents.sinks.base import (
     SmtpRequest,
     TransientError,
 )
+from agents.sinks.concurrency import AdaptiveConcurrency, RefusedInLine, is_shed
 from agents.sinks.redact import redact, remember
+from streams import metrics
 from streams.model.receivers import MissingSecretError, RateLimit, Receiver, resolve_secrets
 from streams.settings import SinkSettings
 
@@ -183,6 +189,7 @@ class Outcome:
     latency_ms: float = 0.0
     ambiguous: int = 0
     waits: list[float] = field(default_factory=list)  # the pauses between attempts (for tests and logs)
+    refused_in_line: int = 0  # attempts a busy host refused while others were in flight (not counted)
 
 
 @dataclass
@@ -214,6 +221,17 @@ class Deliverer:
         self.sleep = sleep
         self.clock = clock
         self._http: aiohttp.ClientSession | None = None
+        self._hosts: dict[tuple[str, str, int | None], AdaptiveConcurrency] = {}
+
+    def host_limit(self, url: str) -> AdaptiveConcurrency:
+        """What the host ``url`` points at takes at once (:mod:`agents.sinks.concurrency`), shared by every
+        destination there."""
+        parts = urlsplit(url)
+        key = (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+        limit = self._hosts.get(key)
+        if limit is None:
+            limit = self._hosts[key] = AdaptiveConcurrency(clock=self.clock)
+        return limit
 
     async def start(self) -> Deliverer:
         self._http = aiohttp.ClientSession(
@@ -296,16 +314,24 @@ class Deliverer:
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, RefusedInLine):
+                return 0.0  # the host's line paces it
             if isinstance(exc, TransientError) and exc.retry_after is not None:
                 return exc.retry_after
             if isinstance(exc, AmbiguousError) and not idempotent:
                 return self.policy.ambiguous_pause_s
             return jitter(state)
 
+        out_of_time = stop_before_delay(self.policy.max_total_s)
+
+        def stop(state: RetryCallState) -> bool:
+            return outcome.attempts - outcome.refused_in_line >= max_attempts or out_of_time(state)
+
         async def before_sleep(state: RetryCallState) -> None:
             outcome.waits.append(state.upcoming_sleep)
             exc = state.outcome.exception() if state.outcome else None
-            log.info(
+            log.log(
+                logging.DEBUG if isinstance(exc, RefusedInLine) else logging.INFO,
                 "sink %s: attempt %d for %s failed (%s); retrying in %.2fs",
                 dest.name,
                 state.attempt_number,
@@ -315,7 +341,7 @@ class Deliverer:
             )
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(max_attempts) | stop_before_delay(self.policy.max_total_s),
+            stop=stop,
             wait=wait,
             retry=retry_if_exception(should_retry),
             sleep=self.sleep,
@@ -337,6 +363,7 @@ class Deliverer:
                         raise
                     except DeliveryError as exc:
                         outcome.http_status = exc.http_status
+                        outcome.refused_in_line += isinstance(exc, RefusedInLine)
                         raise
         except AmbiguousError as exc:
             outcome.status = "dead" if idempotent else "ambiguous"
@@ -368,19 +395,15 @@ class Deliverer:
 
     async def _attempt(self, request: Request, dest: Destination, deadline: float, flight: Flight) -> int | None:
         await self._ready(dest, deadline)
+        host = self.host_limit(request.url) if isinstance(request, HttpRequest) else None
+        if host is not None:
+            await self._slot(host, dest, deadline)
         landed_before = flight.may_have_landed
         flight.may_have_landed = True
         sent_at = self.clock()
         try:
-            if isinstance(request, HttpRequest):
-                response = await self._send_http(request)
-                try:
-                    dest.sink.check(response)
-                except TransientError as exc:
-                    if exc.retry_after is not None:
-                        dest.paused_until = max(dest.paused_until, self.clock() + exc.retry_after)
-                    raise
-                status = response.status
+            if isinstance(request, HttpRequest) and host is not None:
+                status = await self._exchange(request, dest, host)
             elif isinstance(request, SmtpRequest):
                 status = await asyncio.to_thread(send_smtp, request)
             elif isinstance(request, LogRequest):
@@ -399,6 +422,26 @@ class Deliverer:
         dest.breaker.success()
         return status
 
+    async def _exchange(self, request: HttpRequest, dest: Destination, host: AdaptiveConcurrency) -> int:
+        """One HTTP request and its answer, judged by the channel; the host learns from the answer."""
+        answered = shed = False
+        try:
+            response = await self._send_http(request)
+            shed = is_shed(response)
+            dest.sink.check(response)
+            answered = True
+            return response.status
+        except TransientError as exc:
+            if exc.retry_after is not None:
+                dest.paused_until = max(dest.paused_until, self.clock() + exc.retry_after)
+            if shed and host.in_flight > 1:  # others of ours are at the host: their answers free its next place
+                raise RefusedInLine(exc.reason, http_status=exc.http_status) from None
+            raise
+        finally:
+            host.release(ok=answered, shed=shed)
+            learned = host.allowed
+            metrics.SINK_CONCURRENCY.labels(receiver=dest.name).set(0 if learned == math.inf else learned)
+
     async def _ready(self, dest: Destination, deadline: float) -> None:
         """Wait for the destination: 429 pause, parked breaker, rate limit (all bounded by the deadline)."""
         wait = max(dest.paused_until - self.clock(), dest.breaker.wait_s())
@@ -411,6 +454,18 @@ class Deliverer:
             await self.sleep(wait)
         if dest.limiter is not None:
             await dest.limiter.acquire()
+
+    async def _slot(self, host: AdaptiveConcurrency, dest: Destination, deadline: float) -> None:
+        """A place among the requests the destination's host takes at once (bounded by the deadline)."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self.clock())):
+                await host.acquire()
+        except TimeoutError:
+            raise ParkedError(
+                f"destination {dest.name}: its host takes {host.allowed:.0f} request(s) at once and "
+                "none came free within the time budget",
+                breaker=False,
+            ) from None
 
     async def _send_http(self, request: HttpRequest) -> HttpResponse:
         assert self._http is not None, "Deliverer.start() first"

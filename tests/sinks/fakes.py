@@ -221,8 +221,18 @@ class FakeServices:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.capacity: tuple[int, float] | None = None  # (requests at once, seconds each): see shed_past
+        self.in_flight = 0
+        self.peak_in_flight = 0
 
     # scripting
+    def shed_past(self, limit: int | None, delay_s: float = 0.0) -> None:
+        """Serve at most ``limit`` requests at once, each answered after ``delay_s``, and answer 503 at once past
+        that (a receiver that sheds load; unscripted answers only). None: back to unlimited."""
+        with self._lock:
+            self.capacity = None if limit is None else (limit, delay_s)
+            self.peak_in_flight = 0
+
     def script(self, kind: str, name: str, *answers: Answer) -> None:
         with self._lock:
             self._scripts.setdefault((kind, name), deque()).extend(answers)
@@ -303,6 +313,17 @@ class FakeServices:
                         {"status": "invalid event", "message": "Event object is invalid", "errors": errors}, status=400
                     )
                 return web.Response(status=400, text="invalid_payload: " + "; ".join(errors))
+            if answer is None and self.capacity is not None:
+                limit, delay_s = self.capacity
+                if self.in_flight >= limit:
+                    received.answered = 503
+                    return web.Response(status=503, text="over capacity")
+                self.in_flight += 1  # the server's loop is the only writer
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    await asyncio.sleep(delay_s)
+                finally:
+                    self.in_flight -= 1
             if answer is None:
                 answer = self._default(kind, payload)
             if answer.drop:
