@@ -34,7 +34,11 @@ LOCAL_CHANNELS = ("log", "remediate")
 SIGNING_ENV = "OPSLOOP_BENCH_SIGNING_KEY"
 
 
-LOCAL_CONCURRENCY = 8
+# Lanes per local receiver, more than E2E's slow receiver serves at once (8): the sinks learn that limit from
+# its 503s and hold their requests to it (agents/sinks/concurrency.py), and the extra lanes keep it busy while
+# others wait on the ledger (a claim ~5 ms and a completion ~14 ms per effect, at 0.1 s per answer; with 8
+# lanes one receiver took 60-63 notifications/s of its 80, with 16, 75: tests/sinks/bench_storm.py).
+LOCAL_CONCURRENCY = 16
 
 
 def local_routing(text: str, base_url: str) -> str:
