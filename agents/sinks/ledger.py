@@ -302,8 +302,10 @@ class Ledger:
             return self._claim_existing(conn, effect_id, receiver, owner, now_ms, lease_ms, partition, generation)
 
     def claim_many(self, requests: list[ClaimRequest], owner: str, now_ms: int, lease_ms: int) -> list[Claim]:
-        """:meth:`claim` for a batch, in one transaction: one multi-row INSERT .. ON CONFLICT DO NOTHING
-        RETURNING for all, and the row-by-row path of :meth:`claim` only for those already in the table
+        """:meth:`claim` for a batch, in one transaction: one INSERT .. ON CONFLICT DO NOTHING RETURNING
+        executed for all the rows (SQLAlchemy 2 sends them as multi-row INSERTs from one cached compiled
+        statement: building a ``.values([...])`` statement per batch was compiled anew each time, ~40 %
+        of the claims' CPU), and the row-by-row path of :meth:`claim` only for those already in the table
         (a redelivery, a takeover). Under a storm this is one commit per batch instead of one per effect;
         the rows are committed before any of their sends starts, exactly as one claim's is."""
         claims: list[Claim | None] = [None] * len(requests)
@@ -317,12 +319,8 @@ class Ledger:
                         # The same delivery twice in one batch: the first is ours and about to send, so the
                         # other waits (BUSY) and then finds it done, rather than resuming "our own claim".
                         claims[i] = Claim(ClaimState.BUSY, CLAIMED)
-                stmt = (
-                    self._insert()
-                    .values([self._claim_row(requests[i], owner, now_ms) for i in first.values()])
-                    .returning(t.c.effect_id, t.c.receiver)
-                )
-                for effect_id, receiver in conn.execute(stmt):
+                rows = [self._claim_row(requests[i], owner, now_ms) for i in first.values()]
+                for effect_id, receiver in conn.execute(self._insert().returning(t.c.effect_id, t.c.receiver), rows):
                     claims[first[(effect_id, receiver)]] = Claim(ClaimState.NEW, CLAIMED)
             for i, req in enumerate(requests):
                 if claims[i] is None:
@@ -587,12 +585,10 @@ class Ledger:
                 first: dict[tuple[str, str], int] = {}
                 for i, sp in enumerate(chunk, start):
                     first.setdefault((sp.effect_id, sp.receiver), i)
-                stmt = (
-                    self._insert()
-                    .values([self._spill_row(spills[i], owner, now_ms) for i in first.values()])
-                    .returning(t.c.effect_id, t.c.receiver)
-                )
-                inserted = {(e, r) for e, r in conn.execute(stmt)}
+                rows = [self._spill_row(spills[i], owner, now_ms) for i in first.values()]
+                inserted = {
+                    (e, r) for e, r in conn.execute(self._insert().returning(t.c.effect_id, t.c.receiver), rows)
+                }
                 for key, i in first.items():
                     if key in inserted:
                         continue
