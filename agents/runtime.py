@@ -54,6 +54,9 @@ class Runtime:
     clock: PartitionClock  # per events.* partition, fed by decide, read by the ticker and the scheduler
     # Run when the worker is told to stop, before faust stops its consumer (agents.worker.QuietWorker.on_stop).
     before_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run when a rebalance takes this worker's partitions, before faust waits for the agents' records
+    # (streams.kafka.revoke).
+    before_revoke: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def app(self) -> faust.App:

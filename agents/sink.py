@@ -178,7 +178,36 @@ def register(
             log.info("sinks: stopping; %d outbox records left uncommitted for the next owner", len(abandoned))
             await dispatcher.close()  # here, not only in the finally: faust closes the loop before that ends
 
+        # held from taking a record to its submit's return, so the revoke hook sees no record half-way
+        intake = asyncio.Lock()
+
+        async def let_the_rebalance_go() -> None:
+            """Hand back the effects still waiting in the lanes instead of delivering them first.
+
+            faust's revoke waits for every record taken and not acknowledged, and the whole
+            group waits with it: behind a slow receiver that was its whole backlog (up to
+            ``OPSLOOP_SINK_BACKLOG_PER_DESTINATION`` effects). Nothing waiting in a lane is
+            claimed or sent, so those go back uncommitted, read again by whoever owns the
+            partition next; what is being delivered is waited for, as before.
+            """
+            handed = dispatcher.hand_back()  # frees the places a submit waiting for max_in_flight needs
+            async with intake:
+                handed += dispatcher.hand_back()  # and what that submit queued
+                held = acks.reset()
+                for event in held:
+                    release_unacked(rt.app.consumer, event.message)
+                finished = await dispatcher.settle_taken()
+                dispatcher.resume()
+            log.info(
+                "sinks: rebalance; %d waiting effects handed back, %d being delivered finished first, "
+                "%d outbox records left uncommitted",
+                handed,
+                finished,
+                len(held),
+            )
+
         rt.before_stop.append(let_the_stop_go)
+        rt.before_revoke.append(let_the_rebalance_go)
         log.info("sinks: %d receivers (%s), ledger owner %s", len(receivers), ", ".join(sorted(receivers)), owner)
         if rt.settings.ledger_url().startswith("sqlite"):  # run_worker refused it unless single node
             log.warning("sinks: %s", single_node_note(rt.settings.ledger_url()))
@@ -188,23 +217,26 @@ def register(
                 if acks.abandoned:  # stopping (let_the_stop_go): read again by the next owner
                     release_unacked(rt.app.consumer, message)
                     continue
-                entry = acks.add(message.tp, event)
-                done = await dispatcher.submit(
-                    OutboxRecord(
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        message.value,
-                        redrive=redrive_mark(message.headers),
+                async with intake:
+                    entry = acks.add(message.tp, event)
+                    done = await dispatcher.submit(
+                        OutboxRecord(
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                            message.key,
+                            message.value,
+                            redrive=redrive_mark(message.headers),
+                        )
                     )
-                )
 
-                def settle(_f: asyncio.Future[str], tp: Any = message.tp, entry: _Entry = entry) -> None:
-                    acks.settle(tp, entry)
+                def settle(f: asyncio.Future[str], tp: Any = message.tp, entry: _Entry = entry) -> None:
+                    if not f.cancelled():  # cancelled: handed back on a rebalance, its record let go uncommitted
+                        acks.settle(tp, entry)
 
                 done.add_done_callback(settle)
         finally:
+            rt.before_revoke.remove(let_the_rebalance_go)
             rt.before_stop.remove(let_the_stop_go)
             try:
                 await dispatcher.close()

@@ -30,6 +30,7 @@ from streams.kafka.catalogue import load_catalogue
 from streams.kafka.fetch import deliver_without_tasks
 from streams.kafka.inloop import consume_in_loop
 from streams.kafka.redelivery import guard_redelivery
+from streams.kafka.revoke import run_before_revoke
 from streams.logs import logging_config, register_secret_env, register_secrets
 from streams.settings import Settings
 
@@ -41,6 +42,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Runtime:
     rt = build_runtime(settings, **overrides)
     consume_in_loop(rt.app)
     guard_redelivery(rt.app)
+    run_before_revoke(rt.app, rt.before_revoke)
     deliver_without_tasks(rt.app)
     monitor.register(rt)
     DecideAgent.from_runtime(rt).register(rt)

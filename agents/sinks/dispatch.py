@@ -133,17 +133,22 @@ class InOrderAcks:
         while queue and queue[0].settled:
             self._release(queue.popleft().token)
 
-    def abandon(self) -> list[Any]:
-        """Every token not released yet, settled or not; from now on nothing is released.
+    def reset(self) -> list[Any]:
+        """Every token not released yet, settled or not, forgotten: the caller lets them go uncommitted.
 
-        For a stop: what is not released is not committed, so it is read again after the
-        restart (and the ledger sends each effect once). A token settled behind an unsettled
-        one is among them: releasing it would let the commit pass the one before.
+        For a rebalance: what is not released is not committed, so it is read again by the
+        partition's next owner (and the ledger sends each effect once). A token settled behind
+        an unsettled one is among them: releasing it would let the commit pass the one before.
+        Tokens added afterwards are tracked as usual; what settles of the old ones releases nothing.
         """
-        self.abandoned = True
         tokens = [entry.token for queue in self._pending.values() for entry in queue]
         self._pending.clear()
         return tokens
+
+    def abandon(self) -> list[Any]:
+        """:meth:`reset` for a stop: from now on nothing is released (the records are the next owner's)."""
+        self.abandoned = True
+        return self.reset()
 
     def pending(self) -> int:
         return sum(len(q) for q in self._pending.values())
@@ -217,6 +222,7 @@ class Dispatcher:
         self._workers: dict[str, _DestinationWorker] = {}
         self._capacity = asyncio.Semaphore(settings.max_in_flight)
         self._closed = False  # close() began: nothing new is queued, spilled or sent (see close)
+        self._holding = False  # a rebalance (hand_back until resume): spilled effects stay in the spill
         self._claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(self._claim_batch)
         self._spills: GroupCommit[Spill, Claim | None] = GroupCommit(self._spill_batch)
         self._spilling: set[asyncio.Task[None]] = set()  # spills being written
@@ -398,7 +404,7 @@ class Dispatcher:
         try:
             while True:
                 room = limit - worker.backlog
-                if room < (limit + 1) // 2:
+                if room < (limit + 1) // 2 or self._holding:
                     await asyncio.sleep(self.refill_poll_s)
                     continue
                 started, quiet = worker.spills, worker.spilling_now == 0
@@ -793,6 +799,49 @@ class Dispatcher:
         log.warning(
             "dead-lettered %s[%d]@%d (%s): %s", record.topic, record.partition, record.offset, stage, letter["reason"]
         )
+
+    # -- a rebalance (agents.sink: the sinks' revoke hook) ------------------------
+
+    def hand_back(self) -> int:
+        """Take every effect still waiting in a lane out of it; how many (from the spill not counted).
+
+        None of them is claimed or sent, so a rebalance need not wait for them: their futures
+        are cancelled (their records are the caller's to let go uncommitted: whoever owns the
+        partition next reads them again), effects taken back from the spill stay in the spill,
+        and until :meth:`resume` nothing more is taken back from it. What was taken from the
+        lanes goes on: :meth:`settle_taken` waits for it.
+        """
+        self._holding = True
+        handed = 0
+        for worker in self._workers.values():
+            for lane in worker.lanes:
+                while not lane.empty():
+                    job = lane.get_nowait()
+                    if job.spilled:
+                        worker.taken.discard(job.effect["effect_id"])  # scanned again after the rebalance
+                    else:
+                        handed += 1
+                    job.done.cancel()
+        self._read.clear()  # read again from the committed offsets, by this worker or another
+        return handed
+
+    async def settle_taken(self, poll_s: float = 0.02) -> int:
+        """Wait until every effect taken from a lane (sending, retrying, completing) and every spill being
+        written has settled; how many there were. A rebalance waits for these: the partition's next owner
+        would otherwise find them claimed by a live owner, or this one, reading the record again, claim its
+        own claim a second time and send twice."""
+
+        def taken() -> int:
+            return sum(w.busy for w in self._workers.values()) + len(self._spilling)
+
+        count = taken()
+        while taken():
+            await asyncio.sleep(poll_s)
+        return count
+
+    def resume(self) -> None:
+        """The rebalance is through: spilled effects are taken back into the lanes again."""
+        self._holding = False
 
     async def close(self) -> None:
         """Stop every lane, let what is completing finish (5 s at most), then forget this owner.

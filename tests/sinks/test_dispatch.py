@@ -36,6 +36,54 @@ def test_abandoned_acks_hand_back_everything_unreleased_and_release_nothing_afte
     assert released == [("p0", 0)] and acks.abandoned and acks.pending() == 0
 
 
+def test_reset_acks_hand_back_everything_unreleased_and_track_what_comes_after() -> None:
+    released: list[tuple[str, int]] = []
+    acks = InOrderAcks(released.append)
+    old = {o: acks.add("p0", ("p0", o)) for o in range(3)}
+    acks.settle("p0", old[1])  # behind the unsettled p0@0: handed back, not released
+    assert acks.reset() == [("p0", 0), ("p0", 1), ("p0", 2)]
+    acks.settle("p0", old[0])  # a delivery of the old generation finishing: releases nothing
+    new = acks.add("p0", ("p0", 0))  # read again after the rebalance
+    acks.settle("p0", new)
+    assert released == [("p0", 0)] and not acks.abandoned and acks.pending() == 0
+
+
+def test_hand_back_takes_the_waiting_effects_out_and_settle_taken_waits_for_the_one_being_sent(
+    fakes: FakeServices, pg_engine
+) -> None:
+    """One lane, a receiver answering after 0.3 s, four effects: the first is being sent when the rebalance
+    comes; the other three go back unclaimed (their futures cancelled), the first is waited for and delivered
+    once, and the three are delivered once each when read again."""
+    receivers, env = receivers_for(fakes)
+    effects = [make_effect("slack-a", "slack", title=f"rebalance {i}", session_key=f"rb-{i}") for i in range(4)]
+    before = len(fakes.got("slack", "slack-a"))
+    fakes.shed_past(100, 0.3)
+    try:
+
+        async def go() -> tuple[int, int, list[str], list[str]]:
+            async with Harness(receivers, pg_engine, env) as h:
+                futures = [await h.submit(e) for e in effects]
+                await h.until(lambda _h: len(fakes.got("slack", "slack-a")) > before, 10, "the first send")
+                handed = h.dispatcher.hand_back()
+                taken = await asyncio.wait_for(h.dispatcher.settle_taken(), 10)
+                assert [f.cancelled() for f in futures] == [False, True, True, True]
+                first = futures[0].result()
+                unclaimed = [Ledger(pg_engine).get(e["effect_id"], "slack-a") for e in effects[1:]]
+                assert unclaimed == [None, None, None]
+                h.dispatcher.resume()
+                again = await h.run(*effects[1:], timeout=20)  # the records read again
+                return handed, taken, [first], again
+
+        handed, taken, first, again = asyncio.run(go())
+        answered = [r for r in fakes.got("slack", "slack-a")[before:] if r.answered == 200]
+    finally:
+        fakes.shed_past(None)
+    assert (handed, taken) == (3, 1)
+    assert first == ["delivered"] and again == ["delivered"] * 3
+    for i in range(4):  # each sent once
+        assert sum(f"rebalance {i}" in r.body.decode() for r in answered) == 1, i
+
+
 def test_shutdown_while_parked_by_retry_after_gives_the_claim_back(fakes: FakeServices, pg_engine) -> None:
     """A 429 is a definite 'not delivered': the next owner sends at once, without the ambiguous path."""
     receivers, env = receivers_for(fakes)
