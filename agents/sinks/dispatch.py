@@ -835,7 +835,7 @@ class Dispatcher:
             return sum(w.busy for w in self._workers.values()) + len(self._spilling)
 
         count = taken()
-        while taken():
+        while taken() and not self._closed:  # a stop meanwhile: close() ends what is left
             await asyncio.sleep(poll_s)
         return count
 
