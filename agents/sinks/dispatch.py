@@ -160,6 +160,7 @@ class _Job:
     effect: dict[str, Any]
     done: asyncio.Future[str]
     spilled: bool = False  # taken back from the spill (its record settled when it was spilled)
+    flight: Flight | None = None  # while its delivery runs (Deliverer.deliver): may a request have landed?
 
 
 @dataclass
@@ -174,6 +175,7 @@ class _DestinationWorker:
     spilling_now: int = 0  # spills not committed yet
     spills: int = 0  # spills started (refill leaves the spill mode only if none started during its scan)
     taken: set[str] = field(default_factory=set)  # spilled effects taken back into the lanes, not claimed yet
+    current: dict[asyncio.Task[None], _Job] = field(default_factory=dict)  # a one-claim lane's job under way
 
     @property
     def spilling(self) -> bool:
@@ -223,6 +225,7 @@ class Dispatcher:
         self._capacity = asyncio.Semaphore(settings.max_in_flight)
         self._closed = False  # close() began: nothing new is queued, spilled or sent (see close)
         self._holding = False  # a rebalance (hand_back until resume): spilled effects stay in the spill
+        self._recalled: dict[asyncio.Task[None], tuple[_DestinationWorker, _Job]] = {}  # lanes hand_back cancelled
         self._claims: GroupCommit[ClaimRequest, Claim] = GroupCommit(self._claim_batch)
         self._spills: GroupCommit[Spill, Claim | None] = GroupCommit(self._spill_batch)
         self._spilling: set[asyncio.Task[None]] = set()  # spills being written
@@ -525,6 +528,8 @@ class Dispatcher:
         # the process dies first, a takeover of those claims re-sends with the same key, which the service
         # deduplicates. Other sinks claim one effect at a time: their takeover is the ambiguous path.
         ahead = self.claim_ahead if dest.sink.ledger and dest.sink.idempotent else 1
+        me = asyncio.current_task()
+        assert me is not None
         while True:
             jobs = [await lane.get()]
             while len(jobs) < ahead and not lane.empty():
@@ -540,7 +545,12 @@ class Dispatcher:
                 for job, claim in zip(jobs, claims, strict=True):
                     started += 1
                     deferred: list[asyncio.Task[str]] | None = [] if ahead > 1 else None
-                    status = await self._deliver_safely(dest, job, claim, deferred)
+                    if ahead == 1:
+                        worker.current[me] = job  # a rebalance may recall it while nothing of it is sent
+                    try:
+                        status = await self._deliver_safely(dest, job, claim, deferred)
+                    finally:
+                        worker.current.pop(me, None)
                     if job.spilled:
                         worker.taken.discard(job.effect["effect_id"])
                     if status == DEFERRED and deferred:
@@ -662,15 +672,17 @@ class Dispatcher:
         async def on_ambiguous() -> None:
             await self._ledger(self.ledger.record_ambiguous, effect_id, receiver.name, self.owner)
 
-        flight = Flight()
+        flight = job.flight = Flight()
         try:
             outcome = await self.deliverer.deliver(
                 effect, dest, stale=claim.state is ClaimState.STALE, on_ambiguous=on_ambiguous, flight=flight
             )
         except asyncio.CancelledError:
-            if not flight.may_have_landed:  # shutting down before anything went out: no ambiguity for the next owner
+            if not flight.may_have_landed:  # stopping or recalled before anything went out: no ambiguity after
                 await asyncio.to_thread(self.ledger.release, effect_id, receiver.name, self.owner)
             raise
+        finally:
+            job.flight = None
         if defer is not None:  # the lane sends its next effect while this one's completion goes to the ledger
             defer.append(asyncio.create_task(self._finish(dest, job, outcome), name=f"sink:{dest.name}:complete"))
             return DEFERRED
@@ -803,13 +815,16 @@ class Dispatcher:
     # -- a rebalance (agents.sink: the sinks' revoke hook) ------------------------
 
     def hand_back(self) -> int:
-        """Take every effect still waiting in a lane out of it; how many (from the spill not counted).
+        """Take every effect still waiting in a lane out of it, and recall those whose delivery has sent
+        nothing that may have landed; how many (from the spill not counted).
 
         None of them is claimed or sent, so a rebalance need not wait for them: their futures
         are cancelled (their records are the caller's to let go uncommitted: whoever owns the
         partition next reads them again), effects taken back from the spill stay in the spill,
-        and until :meth:`resume` nothing more is taken back from it. What was taken from the
-        lanes goes on: :meth:`settle_taken` waits for it.
+        and until :meth:`resume` nothing more is taken back from it. A recalled delivery (one
+        waiting between attempts, behind a parked breaker or a ``Retry-After``, or for a place at
+        its host) gives its claim back, as at a stop. What may have landed goes on:
+        :meth:`settle_taken` waits for it.
         """
         self._holding = True
         handed = 0
@@ -822,6 +837,11 @@ class Dispatcher:
                     else:
                         handed += 1
                     job.done.cancel()
+            for task, job in list(worker.current.items()):
+                if job.flight is not None and not job.flight.may_have_landed and task not in self._recalled:
+                    task.cancel()  # it is waiting (this loop runs nothing else meanwhile): nothing goes out
+                    self._recalled[task] = (worker, job)
+                    handed += not job.spilled
         self._read.clear()  # read again from the committed offsets, by this worker or another
         return handed
 
@@ -830,6 +850,20 @@ class Dispatcher:
         written has settled; how many there were. A rebalance waits for these: the partition's next owner
         would otherwise find them claimed by a live owner, or this one, reading the record again, claim its
         own claim a second time and send twice."""
+
+        for task, (worker, job) in list(self._recalled.items()):  # their claims given back; their lanes anew
+            await asyncio.gather(task, return_exceptions=True)
+            del self._recalled[task]
+            worker.busy -= 1
+            worker.current.pop(task, None)
+            job.done.cancel()
+            if job.spilled:
+                worker.taken.discard(job.effect["effect_id"])
+            if task in worker.tasks and not self._closed:
+                i = worker.tasks.index(task)
+                worker.tasks[i] = asyncio.create_task(
+                    self._run(worker, worker.lanes[i]), name=f"sink:{worker.dest.name}:{i}"
+                )
 
         def taken() -> int:
             return sum(w.busy for w in self._workers.values()) + len(self._spilling)

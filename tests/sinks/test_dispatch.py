@@ -84,6 +84,36 @@ def test_hand_back_takes_the_waiting_effects_out_and_settle_taken_waits_for_the_
         assert sum(f"rebalance {i}" in r.body.decode() for r in answered) == 1, i
 
 
+def test_hand_back_recalls_a_delivery_waiting_out_a_retry_after_and_gives_its_claim_back(
+    fakes: FakeServices, pg_engine
+) -> None:
+    """A 429 with Retry-After: 4 s: the delivery waits to try again, nothing of it landed. A rebalance
+    recalls it (its claim given back) instead of waiting the 4 s; read again, it is delivered once."""
+    receivers, env = receivers_for(fakes)
+    fakes.script("slack", "slack-b", Answer(429, "slow down", {"Retry-After": "4"}))
+    effect = make_effect("slack-b", "slack", title="recalled", session_key="recall-1")
+    before = len(fakes.got("slack", "slack-b"))
+
+    async def go() -> tuple[int, float, bool, list[str]]:
+        async with Harness(receivers, pg_engine, env) as h:
+            future = await h.submit(effect)
+            await h.until(lambda _h: len(fakes.got("slack", "slack-b")) > before, 10, "the refused send")
+            await asyncio.sleep(0.2)  # the refusal is back: it waits out the Retry-After now
+            handed = h.dispatcher.hand_back()
+            started = time.monotonic()
+            await asyncio.wait_for(h.dispatcher.settle_taken(), 10)
+            took = time.monotonic() - started
+            released = Ledger(pg_engine).get(effect["effect_id"], "slack-b") is None
+            assert future.cancelled()
+            h.dispatcher.resume()
+            return handed, took, released, await h.run(effect, timeout=20)  # the record read again
+
+    handed, took, released, again = asyncio.run(go())
+    assert handed == 1 and took < 1.0 and released
+    assert again == ["delivered"]
+    assert [r.answered for r in fakes.got("slack", "slack-b")[before:]] == [429, 200]
+
+
 def test_shutdown_while_parked_by_retry_after_gives_the_claim_back(fakes: FakeServices, pg_engine) -> None:
     """A 429 is a definite 'not delivered': the next owner sends at once, without the ambiguous path."""
     receivers, env = receivers_for(fakes)
