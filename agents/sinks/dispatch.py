@@ -642,7 +642,11 @@ class Dispatcher:
                     log.warning("sink %s: claim of %s was taken over while it waited", dest.name, effect_id)
                     return "conflict"
         while claim.state is ClaimState.BUSY:  # another worker has it (a rebalance overlap, or a dead one): wait
-            await asyncio.sleep(self.busy_poll_s)
+            job.flight = Flight()  # nothing of ours claimed or sent: a rebalance may recall it while it sleeps
+            try:
+                await asyncio.sleep(self.busy_poll_s)
+            finally:
+                job.flight = None
             claim = await claim_it()
         if claim.state is ClaimState.DONE and claim.status == "dead" and job.record.redrive:
             reopened = await self._ledger(
@@ -823,8 +827,8 @@ class Dispatcher:
         partition next reads them again), effects taken back from the spill stay in the spill,
         and until :meth:`resume` nothing more is taken back from it. A recalled delivery (one
         waiting between attempts, behind a parked breaker or a ``Retry-After``, or for a place at
-        its host) gives its claim back, as at a stop. What may have landed goes on:
-        :meth:`settle_taken` waits for it.
+        its host) gives its claim back, as at a stop; one waiting for another owner's claim has
+        none to give. What may have landed goes on: :meth:`settle_taken` waits for it.
         """
         self._holding = True
         handed = 0

@@ -114,6 +114,33 @@ def test_hand_back_recalls_a_delivery_waiting_out_a_retry_after_and_gives_its_cl
     assert [r.answered for r in fakes.got("slack", "slack-b")[before:]] == [429, 200]
 
 
+def test_hand_back_recalls_a_delivery_waiting_for_another_owners_claim(fakes: FakeServices, pg_engine) -> None:
+    """Another live worker holds the claim (a rebalance overlap): the lane polls for it. A rebalance recalls
+    it at once (nothing of ours claimed or sent) and the other owner's claim is left as it was."""
+    receivers, env = receivers_for(fakes)
+    effect = make_effect("slack-b", "slack", title="claimed elsewhere", session_key="elsewhere-1")
+    ledger = Ledger(pg_engine).create()
+    now = int(time.time() * 1000)
+    ledger.beat("other-worker", now)
+    assert ledger.claim(effect["effect_id"], "slack-b", "slack", "other-worker", now, 600_000).state.name == "NEW"
+    before = len(fakes.got("slack", "slack-b"))
+
+    async def go() -> tuple[int, float, bool]:
+        async with Harness(receivers, pg_engine, env) as h:
+            future = await h.submit(effect)
+            await asyncio.sleep(0.3)  # claimed: BUSY, so the lane waits for the other owner
+            handed = h.dispatcher.hand_back()
+            started = time.monotonic()
+            await asyncio.wait_for(h.dispatcher.settle_taken(), 10)
+            return handed, time.monotonic() - started, future.cancelled()
+
+    handed, took, cancelled = asyncio.run(go())
+    assert handed == 1 and took < 0.5 and cancelled
+    row = ledger.get(effect["effect_id"], "slack-b")
+    assert row is not None and row.owner == "other-worker" and row.status == "claimed"
+    assert len(fakes.got("slack", "slack-b")) == before  # nothing sent
+
+
 def test_shutdown_while_parked_by_retry_after_gives_the_claim_back(fakes: FakeServices, pg_engine) -> None:
     """A 429 is a definite 'not delivered': the next owner sends at once, without the ambiguous path."""
     receivers, env = receivers_for(fakes)
