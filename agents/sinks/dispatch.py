@@ -549,10 +549,10 @@ class Dispatcher:
                         worker.current[me] = job  # a rebalance may recall it while nothing of it is sent
                     try:
                         status = await self._deliver_safely(dest, job, claim, deferred)
-                    finally:
+                    finally:  # also when a rebalance recalls it (hand_back)
                         worker.current.pop(me, None)
-                    if job.spilled:
-                        worker.taken.discard(job.effect["effect_id"])
+                        if job.spilled:
+                            worker.taken.discard(job.effect["effect_id"])
                     if status == DEFERRED and deferred:
                         self._after(worker, job, deferred[0])
                         continue
@@ -859,10 +859,7 @@ class Dispatcher:
             await asyncio.gather(task, return_exceptions=True)
             del self._recalled[task]
             worker.busy -= 1
-            worker.current.pop(task, None)
             job.done.cancel()
-            if job.spilled:
-                worker.taken.discard(job.effect["effect_id"])
             if task in worker.tasks and not self._closed:
                 i = worker.tasks.index(task)
                 worker.tasks[i] = asyncio.create_task(
