@@ -304,3 +304,44 @@ def test_e2e_reads_notify_effect_times_and_counts_dead_letters_by_kind():
         (2, {"reason": "receiver 'y' backlog full"}),
     ]
     assert dead_letter_reasons(letters) == {"receiver 'x' backlog": 1, "receiver 'y' backlog": 1}
+
+
+def test_the_must_show_block_judges_each_rung_run_and_leaves_out_those_not_run():
+    from streams.devtools.bench.report import E2E_RATE, must_show_lines
+
+    def level(name: str, events: int, seconds: float, **extra: float) -> Level:
+        return Level(name, events, seconds, {"worker": 1.0}, extra=dict(extra))
+
+    levels = [
+        level("L1 aiokafka passthrough", 40_000, 1.0),
+        level("L4 one opsloop worker", 40_000, 4.0, **{"machine busy (cores)": 1.3}),  # 0.25 x L1
+        level("L5 two opsloop workers", 40_000, 3.0, **{"machine busy (cores)": 1.95}),  # 1.33 x, machine full
+        Level("R50 fixed 50% of L4", 100, 1.0, {}, latency={"p50": 20.0, "p99": 50.0, "p99.9": 60.0, "n": 100}),
+        Level("E2E slow: Alertmanager", 100, 1.0, {}, extra={E2E_RATE: 70, "duplicates": 9}),
+        Level("E2E slow: opsloop (ingest, worker, sinks)", 100, 1.0, {}, extra={E2E_RATE: 71, "duplicates": 0}),
+    ]
+    lines = must_show_lines(levels, cores=2)
+    assert lines[1] == "must-show (issue 17)"
+    verdicts = {line.split()[0]: line for line in lines[2:]}
+    assert "met: 0.250" in verdicts["L4"]
+    assert "NOT MET: 50.0 ms" in verdicts["R50"]  # under 50, not at it
+    assert "met: 1.01 x" in verdicts["E2E"] and "duplicates 0 (Alertmanager 9)" in verdicts["E2E"]
+    assert "met: 1.33 x" in verdicts["L5"] and "no room for a second worker" in verdicts["L5"]
+    assert not any("CPU per event" in line for line in lines)  # FLAT not run: not judged
+
+    # a second worker that had room and did not use it is not excused
+    roomy = [levels[1], level("L5 two opsloop workers", 40_000, 3.0, **{"machine busy (cores)": 1.5})]
+    roomy[0] = level("L4 one opsloop worker", 40_000, 4.0, **{"machine busy (cores)": 1.0})
+    assert "NOT MET: 1.33 x" in must_show_lines(roomy, cores=2)[-1]
+
+    # FLAT: the median of the window ratios, and the highest idle reading
+    def window(storm: int, cpu_s: float, idle: float) -> Level:
+        return level(f"F{storm} flat cost, {storm:,} firing", 10_000, 2.0, **{"idle CPU % (10 s after settling)": idle})
+
+    flat = [window(1000, 2.0, 1.0), window(100_000, 2.0, 4.0), window(100_000, 2.0, 4.0), window(1000, 2.0, 1.0)]
+    for lv, cpu in zip(flat, (2.0, 2.6, 2.4, 2.0)):
+        lv.cpu = {"worker": cpu}
+    flat_verdicts = must_show_lines(flat, cores=2)[2:]
+    assert "NOT MET: median of 2 windows 1.25" in flat_verdicts[0]  # 1.30 and 1.20
+    assert "met: highest 4.0 %" in flat_verdicts[1]
+    assert must_show_lines([level("L2 app floor", 1, 1.0)]) == []

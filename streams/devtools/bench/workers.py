@@ -24,7 +24,7 @@ from typing import Any
 
 from streams.devtools import childproc
 from streams.devtools.bench.measure import Bar, CpuWindow, latency_summary
-from streams.devtools.bench.report import Level, flat_name
+from streams.devtools.bench.report import IDLE_KEY, Level, flat_name
 from streams.devtools.bench.workload import T0, PacedFeed, clock_ticks, feed_of, preload, storm_events, zipf_events
 from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
@@ -459,7 +459,7 @@ def run_l4(
         extra = {
             "outbox settled after (s)": settled,
             "worker CPU-s per million events to settled": through,
-            "idle CPU % (10 s after settling)": idle,
+            IDLE_KEY: idle,
         }
         levels = [level_of(name, seen, cpu, **extra)]
         drain_rate = levels[0].rate if rate_of is None else rate_of
@@ -610,5 +610,5 @@ def _storm_settled(rig: Rig, storm: int, timeout: float, progress: bool) -> tupl
     return after, {
         "storm decided /s": storm_seen.count / max(storm_seen.seconds, 1e-3),
         "outbox settled after storm (s)": settled,
-        "idle CPU % (10 s after settling)": rig.idle_cpu(),
+        IDLE_KEY: rig.idle_cpu(),
     }
