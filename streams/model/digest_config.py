@@ -53,7 +53,9 @@ class DigestConfig:
         return self.orgs.get(org) or replace(self.default, org=org)
 
     def enabled(self, org: str) -> bool:
-        return self.for_org(org).enabled
+        # asked once per decision: the default's flag without building the org's copy of it
+        found = self.orgs.get(org)
+        return (found or self.default).enabled
 
     @property
     def any_enabled(self) -> bool:

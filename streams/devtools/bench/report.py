@@ -249,7 +249,7 @@ L5_OVER_L4 = 1.6  # two workers over one, unless one worker already kept the mac
 
 
 def _verdict(met: bool, what: str, figure: str) -> str:
-    return f"  {what:58} {'met' if met else 'NOT MET'}: {figure}"
+    return f"  {what:62} {'met' if met else 'NOT MET'}: {figure}"
 
 
 def must_show_lines(levels: Sequence[Level], cores: int | None = None) -> list[str]:
