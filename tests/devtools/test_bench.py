@@ -85,7 +85,9 @@ def test_cpu_memory_and_machine_readings_come_from_proc():
     assert cpu_seconds(os.getpid()) is not None and cpu_seconds(2**22 + 12345) is None
     assert (rss_bytes(os.getpid()) or 0) > 1_000_000 and rss_bytes(2**22 + 12345) is None
     window = CpuWindow({"me": os.getpid()})
+    assert not window.started  # a reader opens it at its first decision unless the rung opened it before the input
     window.start()
+    assert window.started
     end = time.monotonic() + 0.5  # long enough for /proc/stat's 10 ms ticks not to dominate
     while time.monotonic() < end:
         pass

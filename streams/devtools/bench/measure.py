@@ -93,6 +93,10 @@ class CpuWindow:
     def _cpu(self, name: str, pid: int) -> float | None:
         return tree_cpu_seconds(pid) if name in self.trees else cpu_seconds(pid)
 
+    @property
+    def started(self) -> bool:
+        return self._t0 > 0
+
     def start(self) -> None:
         self.begin = {name: self._cpu(name, pid) or 0.0 for name, pid in self.pids.items()}
         self._t0, self._busy0 = time.monotonic(), machine_busy_seconds()

@@ -64,7 +64,8 @@ async def watch(
 
     With ``key_of`` a record matches when it returns an id not seen before (e.g. a decision's event id among
     the rung's), and its record timestamp is kept by id (``Seen.at``); without, every record matches. The
-    CPU window starts at the first match. ``start`` (partition -> offset, from :func:`end_offsets` before the
+    CPU window starts at the first match, unless the caller started it already (the workers were running
+    while the input was appended, and began on it before this reader saw anything). ``start`` (partition -> offset, from :func:`end_offsets` before the
     input was sent) skips what was there before, so a reader behind a long topic does not open the CPU window
     after the work is done.
     """
@@ -103,7 +104,8 @@ async def watch(
                         seen.at[key] = msg.timestamp
                     if seen.count == 0:
                         seen.first_ts = msg.timestamp
-                        cpu.start()
+                        if not cpu.started:  # else opened by the caller before the input was sent
+                            cpu.start()
                     seen.count += 1
                     seen.last_ts = max(seen.last_ts, msg.timestamp)
             progress.update(min(seen.count, expected))
@@ -214,6 +216,14 @@ class Rig:
             pids["broker"] = self.broker.proc.pid
         return CpuWindow({**pids, **self.extra_pids, "bench reader": os.getpid()}, trees=frozenset(self.extra_pids))
 
+    def open_window(self) -> CpuWindow:
+        """A CPU window opened now: for input appended to workers already running, which decide while it is
+        appended. A window opened at the first decision read missed that (two workers read ~120 CPU-s per
+        million events together where one read ~280; deploy/bench/BENCHMARKS.md)."""
+        cpu = self.cpu()
+        cpu.start()
+        return cpu
+
     def logs(self) -> str:
         return "\n".join(w.log()[-2000:] for w in self.workers)
 
@@ -230,9 +240,12 @@ class Rig:
         timeout: float,
         progress: bool,
         start: Mapping[int, int] | None = None,
+        cpu: CpuWindow | None = None,
     ) -> tuple[Seen, CpuWindow]:
-        """Wait for a decision of every id; raises TimeoutError (with the workers' log tails) if they do not come."""
-        cpu = self.cpu()
+        """Wait for a decision of every id; raises TimeoutError (with the workers' log tails) if they do not come.
+        ``cpu``: a window the caller opened before appending the input to running workers (:meth:`open_window`);
+        otherwise one opens at the first decision read (the workers started after the input was appended)."""
+        cpu = cpu or self.cpu()
         began = time.monotonic()
         seen = asyncio.run(
             watch(
@@ -525,8 +538,9 @@ def run_l5(
         rig.start_workers(2)
         asyncio.run(wait_members(rig.settings, 2, timeout=min(timeout, 120.0)))
         # Appending is several times faster than the two workers drain, so the window is their drain.
+        window = rig.open_window()
         ids = asyncio.run(preload(rig.settings, batch, Bar(len(batch), enabled=progress)))
-        seen, cpu = rig.decisions(set(ids), timeout, progress)
+        seen, cpu = rig.decisions(set(ids), timeout, progress, cpu=window)
         return level_of("L5 two opsloop workers", seen, cpu)
     finally:
         rig.close()
@@ -580,8 +594,9 @@ def run_flat(
                     for ev in batch
                 ]
                 start = rig.decision_ends()  # the reader skips what came before: it keeps up with the window
+                window = rig.open_window()
                 ids = asyncio.run(preload(rig.settings, shifted, Bar(len(batch), enabled=progress)))
-                seen, cpu = rig.decisions(set(ids), timeout, progress, start=start)
+                seen, cpu = rig.decisions(set(ids), timeout, progress, start=start, cpu=window)
                 levels.append(level_of(flat_name(storm), seen, cpu, **extra))
                 print(
                     f"opsloop bench: flat cost, round {r + 1}, {storm:,} firing: {seen.count:,} events, worker "
