@@ -347,3 +347,5 @@ def test_the_must_show_block_judges_each_rung_run_and_leaves_out_those_not_run()
     assert "NOT MET: median of 2 windows 1.25" in flat_verdicts[0]  # 1.30 and 1.20
     assert "met: highest 4.0 %" in flat_verdicts[1]
     assert must_show_lines([level("L2 app floor", 1, 1.0)]) == []
+    baseline_idle = level("L4b baseline worker", 1, 1.0, **{"idle CPU % (10 s after settling)": 9.0})
+    assert "met: highest 4.0 %" in must_show_lines([*flat, baseline_idle], cores=2)[-1]  # another checkout's worker
