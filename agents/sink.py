@@ -164,6 +164,12 @@ def register(
         loop = asyncio.get_running_loop()
         acks = InOrderAcks(lambda event: loop.create_task(manual.ack(event)))
 
+        def let_go(events: list[Any]) -> int:
+            """Release ``events`` unacknowledged: uncommitted, they are read again by the partition's next owner."""
+            for event in events:
+                release_unacked(rt.app.consumer, event.message)
+            return len(events)
+
         async def let_the_stop_go() -> None:
             """Stop holding records for deliveries still under way: a stop must not wait out a retry schedule.
 
@@ -172,10 +178,8 @@ def register(
             such records stay uncommitted: the next owner reads them again and the ledger
             delivers each effect once. Records that arrive after this are released unread.
             """
-            abandoned = acks.abandon()
-            for event in abandoned:
-                release_unacked(rt.app.consumer, event.message)
-            log.info("sinks: stopping; %d outbox records left uncommitted for the next owner", len(abandoned))
+            abandoned = let_go(acks.abandon())
+            log.info("sinks: stopping; %d outbox records left uncommitted for the next owner", abandoned)
             await dispatcher.close()  # here, not only in the finally: faust closes the loop before that ends
 
         # held from taking a record to its submit's return, so the revoke hook sees no record half-way
@@ -193,9 +197,7 @@ def register(
             handed = dispatcher.hand_back()  # frees the places a submit waiting for max_in_flight needs
             async with intake:
                 handed += dispatcher.hand_back()  # and what that submit queued
-                held = acks.reset()
-                for event in held:
-                    release_unacked(rt.app.consumer, event.message)
+                held = let_go(acks.reset())
                 finished = await dispatcher.settle_taken()
                 dispatcher.resume()
             log.info(
@@ -203,7 +205,7 @@ def register(
                 "%d outbox records left uncommitted",
                 handed,
                 finished,
-                len(held),
+                held,
             )
 
         rt.before_stop.append(let_the_stop_go)
