@@ -90,6 +90,7 @@ class DevRun:
     def __init__(self, cwd: Path, tmpdir: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLOOP_", "KAFKA_BOOTSTRAP", "DATABASE_URL"))}
         env.update({"PYTHONPATH": str(ROOT), "TMPDIR": str(tmpdir)})
+        self.logs = cwd / ".opsloop" / "dev" / "logs"
         self.out_path = cwd.parent / f"dev-{time.monotonic_ns()}.out"
         self.out = open(self.out_path, "wb")
         self.proc = subprocess.Popen(
@@ -113,6 +114,13 @@ class DevRun:
             assert self.proc.poll() is None, f"opsloop dev exited with {self.proc.returncode}:\n{text[-4000:]}"
             time.sleep(0.2)
         raise AssertionError(f"opsloop dev not ready within {timeout:.0f}s:\n{self.text()[-4000:]}")
+
+    def diagnosis(self) -> str:
+        """What a failed step needs beside its own error: dev's output and the end of each child's log."""
+        parts = [f"opsloop dev (exit code {self.proc.poll()}) printed:\n{self.text()[-3000:]}"]
+        for log in sorted(self.logs.glob("*.log")):
+            parts.append(f"--- {log.name} ends:\n{log.read_text(errors='replace')[-2000:]}")
+        return "\n".join(parts)
 
     def interrupt(self) -> tuple[int, set[int]]:
         children = _descendants(self.proc.pid)
@@ -197,10 +205,13 @@ def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
     try:
         text = first.wait_ready()
         assert "created events.telemetry" in text
-        console = Console(text)
-        assert "HostHighCpuLoad" not in console.firing()  # nothing fired yet
-        event_ids = _post_printed_curl(text)
-        shown_after = console.seconds_until_shown("HostHighCpuLoad", timeout=60)
+        try:
+            console = Console(text)
+            assert "HostHighCpuLoad" not in console.firing()  # nothing fired yet
+            event_ids = _post_printed_curl(text)
+            shown_after = console.seconds_until_shown("HostHighCpuLoad", timeout=60)
+        except (AssertionError, httpx.HTTPError) as exc:
+            raise AssertionError(f"{exc!r}\n{first.diagnosis()}") from exc
         print(f"the alert was on the console's incidents page {shown_after:.1f} s after the curl")
         url = _database_url(text)
         decided = _decisions_for(url, event_ids, timeout=90)
