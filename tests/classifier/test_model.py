@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import classifier
 from classifier import (
@@ -19,7 +20,7 @@ from classifier import (
 )
 from classifier.examples import load_examples
 from classifier.features import tokens_batch
-from classifier.model import ModelArtifactError, ModelNotFoundError, encode_artifact
+from classifier.model import ModelArtifactError, ModelNotFoundError, TokenColumns, encode_artifact
 
 from .conftest import alert
 
@@ -225,3 +226,26 @@ def test_a_full_memo_starts_over_so_what_comes_after_a_storm_is_cached():
     calls.clear()
     assert [double(100) for _ in range(3)] == [200, 200, 200]
     assert calls == [100]  # a memo that stopped storing when full computed it three times
+
+
+def test_token_columns_read_off_the_csr_arrays_agree_with_column_slicing():
+    """``TokenColumns.present`` replaced ``X[:, cols]``: the same answer on any matrix of positive
+    values, with columns never seen (-1), a column asked twice, rows using none, and empty rows."""
+    rng = np.random.default_rng(7)
+    n_columns = 50
+    cols = np.array([3, -1, 17, 3, 49, 0], dtype=np.int64)
+    wanted = TokenColumns(cols, n_columns)
+    for n_rows in (0, 1, 16, 200):
+        X = sp.random(
+            n_rows, n_columns, density=0.08, format="csr", random_state=rng, data_rvs=lambda k: rng.random(k) + 0.1
+        )
+        expected = np.zeros((n_rows, len(cols)), dtype=bool)
+        known = np.flatnonzero(cols >= 0)
+        expected[:, known] = X[:, cols[known]].toarray() != 0
+        assert wanted.present(X).tolist() == expected.tolist()
+    X = sp.csr_matrix(([1.0, 1.0, 1.0], [17, 3, 49], [0, 0, 2, 3]), shape=(3, n_columns))
+    assert wanted.present(X).tolist() == [
+        [False] * 6,
+        [True, False, True, True, False, False],
+        [False, False, False, False, True, False],
+    ]
