@@ -28,6 +28,7 @@ from streams.devtools.bench import (
     percentile,
     report,
     rss_bytes,
+    run,
     storm_events,
     zipf_events,
 )
@@ -160,6 +161,12 @@ def test_ladder_flags_select_rungs_and_fixed_rates():
     for bad in ("0", "", "2000000"):
         with pytest.raises(ValueError):
             parse_storms(bad)
+    with pytest.raises(ValueError, match="whole numbers"):
+        parse_storms("1k,abc")
+    with pytest.raises(ValueError, match="L4b needs --baseline DIR"):
+        run(ladder="L4b", out=io.StringIO())  # refused before any broker is started
+    with pytest.raises(ValueError, match="needs an opsloop checkout"):
+        run(ladder="L4", baseline=Path("/nonexistent"), out=io.StringIO())
 
 
 def test_bench_is_a_subcommand_with_the_ladder_flags():

@@ -77,7 +77,10 @@ def parse_ladder(text: str) -> tuple[list[str], list[float]]:
 
 def parse_storms(text: str) -> list[int]:
     """``"1000,100000"`` → [1000, 100000] (each 1 .. 1,000,000)."""
-    sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--storms {text!r}: comma-separated whole numbers, e.g. 1000,100000") from None
     if not sizes or any(not 1 <= s <= MAX_STORM for s in sizes):
         raise ValueError(f"--storms: sizes between 1 and {MAX_STORM:,}")
     return sizes
@@ -107,8 +110,11 @@ def run(
         raise ValueError("--rate-seconds must be between 1 and 600")
     if not 1 <= repeat <= MAX_REPEAT:
         raise ValueError(f"--repeat must be between 1 and {MAX_REPEAT}")
-    if "L4b" in rungs and (baseline is None or not (Path(baseline) / "streams" / "cli" / "main.py").is_file()):
-        raise ValueError(f"--baseline {baseline}: L4b needs an opsloop checkout (with streams/cli/main.py)")
+    if "L4b" in rungs:
+        if baseline is None:
+            raise ValueError("--ladder L4b needs --baseline DIR (another opsloop checkout, e.g. from git archive)")
+        if not (Path(baseline) / "streams" / "cli" / "main.py").is_file():
+            raise ValueError(f"--baseline {baseline}: L4b needs an opsloop checkout (with streams/cli/main.py)")
     if "L7" in rungs or "E2E" in rungs:
         from streams.devtools.bench.alertmanager import binary
 
