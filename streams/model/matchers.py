@@ -27,6 +27,81 @@ class MatcherError(InvalidInputError, ValueError):
     """A matcher is malformed; the message says what and where in the text."""
 
 
+# Go's RE2 (Alertmanager, Prometheus) reads ``[[:alpha:]]`` as a POSIX class; Python's re reads it
+# as the set ``[:alph`` followed by a literal ``]`` (and warns), so a silence written for
+# Alertmanager would match other labels here. The ASCII sets RE2 documents for each:
+_POSIX_CLASSES = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "ascii": "\\x00-\\x7f",
+    "blank": "\\t ",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": "\\t\\n\\v\\f\\r ",
+    "upper": "A-Z",
+    "word": "0-9A-Za-z_",
+    "xdigit": "0-9A-Fa-f",
+}
+_POSIX_ITEM = re.compile(r"\[:(\^?)([a-z]*):\]")
+
+
+def posix_classes(pattern: str) -> str:
+    """``pattern`` with RE2's POSIX classes inside brackets spelt as Python's re reads them.
+
+    A negated class (``[[:^digit:]]``) is supported as a bracket's only item; beside other
+    items it is refused rather than approximated.
+    """
+    if "[:" not in pattern:
+        return pattern
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if ch != "[":
+            out.append(ch)
+            i += 1
+            continue
+        j, negated = i + 1, False
+        if j < n and pattern[j] == "^":
+            negated, j = True, j + 1
+        items: list[str] = []
+        complements: list[str] = []
+        while j < n and not (pattern[j] == "]" and (items or complements)):
+            item = _POSIX_ITEM.match(pattern, j)
+            if item:
+                name = item.group(2)
+                if name not in _POSIX_CLASSES:
+                    raise MatcherError(
+                        f"unknown POSIX class [:{name}:] in {pattern!r}; known: {', '.join(_POSIX_CLASSES)}"
+                    )
+                (complements if item.group(1) else items).append(_POSIX_CLASSES[name])
+                j = item.end()
+            elif pattern[j] == "\\":
+                items.append(pattern[j : j + 2])
+                j += 2
+            else:
+                items.append("\\[" if pattern[j] == "[" else pattern[j])  # RE2: a literal "["
+                j += 1
+        if j >= n:
+            raise MatcherError(f"missing closing ] in {pattern!r}")
+        if complements:
+            if items or len(complements) > 1:
+                raise MatcherError(f"a negated POSIX class beside other items is not supported: {pattern!r}")
+            out.append(f"[{'' if negated else '^'}{complements[0]}]")
+        else:
+            out.append(f"[{'^' if negated else ''}{''.join(items)}]")
+        i = j + 1
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class Matcher:
     name: str
@@ -59,7 +134,7 @@ def make_matcher(name: str, op: str, value: str) -> Matcher:
     regex = None
     if op in ("=~", "!~"):
         try:
-            regex = re.compile(value)
+            regex = re.compile(posix_classes(value))
         except re.error as exc:
             raise MatcherError(f"{name}{op}: invalid regular expression {value!r}: {exc}") from None
     return Matcher(name, op, value, regex)

@@ -37,13 +37,32 @@ def write(tmp_path: Path, text: str) -> Path:
         ('service!~"db.*"', {"service": "web"}, True),
         ('team=""', {}, True),
         (r'msg="say \"hi\""', {"msg": 'say "hi"'}, True),
+        # RE2's POSIX classes, as Alertmanager reads them (Python's re alone read "[[:alpha:]]+" as "a]")
+        ('service=~"[[:alpha:]]+"', {"service": "db"}, True),
+        ('service=~"[[:alpha:]]+"', {"service": "db1"}, False),
+        ('service=~"[[:alpha:]]+"', {"service": "a]"}, False),
+        ('service=~"db-[[:digit:]]{1,3}"', {"service": "db-42"}, True),
+        ('service=~"[[:^digit:]]+"', {"service": "db"}, True),
+        ('service=~"[[:^digit:]]+"', {"service": "db1"}, False),
+        ('service=~"[^[:space:][:punct:]]+"', {"service": "db01"}, True),
+        ('service=~"[^[:space:][:punct:]]+"', {"service": "db-01"}, False),
+        ('service=~"[]x[:upper:]]+"', {"service": "]xQ"}, True),
+        (
+            r'service=~"\\[[:alpha:]\\]"',
+            {"service": "[:alpha:]"},
+            False,
+        ),  # escaped brackets around a set of ":alph", as RE2 reads it
+        (r'service=~"\\[[:alpha:]\\]"', {"service": "[a]"}, True),
     ],
 )
 def test_matchers(text, labels, expected):
     assert parse_matcher(text).matches(labels) is expected
 
 
-@pytest.mark.parametrize("bad", ["service", "1x=a", 'a=~"("', 'a="unterminated', 42])
+@pytest.mark.parametrize(
+    "bad",
+    ["service", "1x=a", 'a=~"("', 'a="unterminated', 42, 'a=~"[[:bogus:]]"', 'a=~"[[:alpha:]"', 'a=~"[[:^digit:]x]"'],
+)
 def test_bad_matchers_are_named(bad):
     with pytest.raises(MatcherError):
         parse_matcher(bad)
