@@ -27,9 +27,10 @@ class MatcherError(InvalidInputError, ValueError):
     """A matcher is malformed; the message says what and where in the text."""
 
 
-# Go's RE2 (Alertmanager, Prometheus) reads ``[[:alpha:]]`` as a POSIX class; Python's re reads it
-# as the set ``[:alph`` followed by a literal ``]`` (and warns), so a silence written for
-# Alertmanager would match other labels here. The ASCII sets RE2 documents for each:
+# Alertmanager (Go's RE2) and Python's re read some patterns differently, so a silence written
+# for Alertmanager would match other labels here. RE2's POSIX classes (``[[:alpha:]]``) are a
+# set ``[:alph`` then a literal ``]`` to Python (with a warning); RE2's ``\d``, ``\w``, ``\s`` and
+# ``\b`` are ASCII, Python's Unicode (``\d`` matched "١٢"). The ASCII sets RE2 documents:
 _POSIX_CLASSES = {
     "alnum": "0-9A-Za-z",
     "alpha": "A-Za-z",
@@ -46,23 +47,34 @@ _POSIX_CLASSES = {
     "word": "0-9A-Za-z_",
     "xdigit": "0-9A-Fa-f",
 }
+_PERL_CLASSES = {"d": "0-9", "w": "0-9A-Za-z_", "s": "\\t\\n\\f\\r "}  # \D, \W, \S: their complements
 _POSIX_ITEM = re.compile(r"\[:(\^?)([a-z]*):\]")
 
 
-def posix_classes(pattern: str) -> str:
-    """``pattern`` with RE2's POSIX classes inside brackets spelt as Python's re reads them.
+def re2_pattern(pattern: str) -> str:
+    r"""``pattern`` as Alertmanager's RE2 reads it, spelt for Python's re: the same strings match.
 
-    A negated class (``[[:^digit:]]``) is supported as a bracket's only item; beside other
-    items it is refused rather than approximated.
+    POSIX classes and ``\d \w \s`` (and their capitals) become their ASCII sets, ``\b \B`` ASCII
+    word boundaries, ``\z`` Python's ``\Z``. A complemented class (``[[:^digit:]]``, ``[\D]``) is
+    supported as a bracket's only item; beside other items it is refused rather than approximated.
+    What Python's re cannot read at all (``\pL``, ``\Q..\E``) is refused by ``re.compile``.
     """
-    if "[:" not in pattern:
+    if "\\" not in pattern and "[:" not in pattern:
         return pattern
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         if ch == "\\":
-            out.append(pattern[i : i + 2])
+            esc = pattern[i + 1 : i + 2]
+            if esc.lower() in _PERL_CLASSES:
+                out.append(f"[{'^' if esc.isupper() else ''}{_PERL_CLASSES[esc.lower()]}]")
+            elif esc in ("b", "B"):
+                out.append(f"(?a:\\{esc})")
+            elif esc == "z":
+                out.append("\\Z")
+            else:
+                out.append(pattern[i : i + 2])
             i += 2
             continue
         if ch != "[":
@@ -75,26 +87,29 @@ def posix_classes(pattern: str) -> str:
         items: list[str] = []
         complements: list[str] = []
         while j < n and not (pattern[j] == "]" and (items or complements)):
-            item = _POSIX_ITEM.match(pattern, j)
-            if item:
-                name = item.group(2)
+            posix = _POSIX_ITEM.match(pattern, j)
+            if posix:
+                name = posix.group(2)
                 if name not in _POSIX_CLASSES:
-                    raise MatcherError(
-                        f"unknown POSIX class [:{name}:] in {pattern!r}; known: {', '.join(_POSIX_CLASSES)}"
-                    )
-                (complements if item.group(1) else items).append(_POSIX_CLASSES[name])
-                j = item.end()
+                    known = ", ".join(_POSIX_CLASSES)
+                    raise MatcherError(f"unknown POSIX class [:{name}:] in {pattern!r}; known: {known}")
+                (complements if posix.group(1) else items).append(_POSIX_CLASSES[name])
+                j = posix.end()
             elif pattern[j] == "\\":
-                items.append(pattern[j : j + 2])
+                esc = pattern[j + 1 : j + 2]
+                if esc.lower() in _PERL_CLASSES:
+                    (complements if esc.isupper() else items).append(_PERL_CLASSES[esc.lower()])
+                else:
+                    items.append(pattern[j : j + 2])
                 j += 2
             else:
-                items.append("\\[" if pattern[j] == "[" else pattern[j])  # RE2: a literal "["
+                items.append("\\[" if pattern[j] == "[" else pattern[j])  # to RE2 a "[" here is literal
                 j += 1
         if j >= n:
             raise MatcherError(f"missing closing ] in {pattern!r}")
         if complements:
             if items or len(complements) > 1:
-                raise MatcherError(f"a negated POSIX class beside other items is not supported: {pattern!r}")
+                raise MatcherError(f"a complemented class beside other items is not supported: {pattern!r}")
             out.append(f"[{'' if negated else '^'}{complements[0]}]")
         else:
             out.append(f"[{'^' if negated else ''}{''.join(items)}]")
@@ -134,7 +149,7 @@ def make_matcher(name: str, op: str, value: str) -> Matcher:
     regex = None
     if op in ("=~", "!~"):
         try:
-            regex = re.compile(posix_classes(value))
+            regex = re.compile(re2_pattern(value))
         except re.error as exc:
             raise MatcherError(f"{name}{op}: invalid regular expression {value!r}: {exc}") from None
     return Matcher(name, op, value, regex)
