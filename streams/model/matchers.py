@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import re2
+
 from streams.errors import InvalidInputError
 
 OPERATORS = ("=", "!=", "=~", "!~")
@@ -27,94 +29,17 @@ class MatcherError(InvalidInputError, ValueError):
     """A matcher is malformed; the message says what and where in the text."""
 
 
-# Alertmanager (Go's RE2) and Python's re read some patterns differently, so a silence written
-# for Alertmanager would match other labels here. RE2's POSIX classes (``[[:alpha:]]``) are a
-# set ``[:alph`` then a literal ``]`` to Python (with a warning); RE2's ``\d``, ``\w``, ``\s`` and
-# ``\b`` are ASCII, Python's Unicode (``\d`` matched "١٢"). The ASCII sets RE2 documents:
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-_PERL_CLASSES = {"d": "0-9", "w": "0-9A-Za-z_", "s": "\\t\\n\\f\\r "}  # \D, \W, \S: their complements
-_POSIX_ITEM = re.compile(r"\[:(\^?)([a-z]*):\]")
-
-
-def re2_pattern(pattern: str) -> str:
-    r"""``pattern`` as Alertmanager's RE2 reads it, spelt for Python's re: the same strings match.
-
-    POSIX classes and ``\d \w \s`` (and their capitals) become their ASCII sets, ``\b \B`` ASCII
-    word boundaries, ``\z`` Python's ``\Z``. A complemented class (``[[:^digit:]]``, ``[\D]``) is
-    supported as a bracket's only item; beside other items it is refused rather than approximated.
-    What Python's re cannot read at all (``\pL``, ``\Q..\E``) is refused by ``re.compile``.
-    """
-    if "\\" not in pattern and "[:" not in pattern:
-        return pattern
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            esc = pattern[i + 1 : i + 2]
-            if esc.lower() in _PERL_CLASSES:
-                out.append(f"[{'^' if esc.isupper() else ''}{_PERL_CLASSES[esc.lower()]}]")
-            elif esc in ("b", "B"):
-                out.append(f"(?a:\\{esc})")
-            elif esc == "z":
-                out.append("\\Z")
-            else:
-                out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if ch != "[":
-            out.append(ch)
-            i += 1
-            continue
-        j, negated = i + 1, False
-        if j < n and pattern[j] == "^":
-            negated, j = True, j + 1
-        items: list[str] = []
-        complements: list[str] = []
-        while j < n and not (pattern[j] == "]" and (items or complements)):
-            posix = _POSIX_ITEM.match(pattern, j)
-            if posix:
-                name = posix.group(2)
-                if name not in _POSIX_CLASSES:
-                    known = ", ".join(_POSIX_CLASSES)
-                    raise MatcherError(f"unknown POSIX class [:{name}:] in {pattern!r}; known: {known}")
-                (complements if posix.group(1) else items).append(_POSIX_CLASSES[name])
-                j = posix.end()
-            elif pattern[j] == "\\":
-                esc = pattern[j + 1 : j + 2]
-                if esc.lower() in _PERL_CLASSES:
-                    (complements if esc.isupper() else items).append(_PERL_CLASSES[esc.lower()])
-                else:
-                    items.append(pattern[j : j + 2])
-                j += 2
-            else:
-                items.append("\\[" if pattern[j] == "[" else pattern[j])  # to RE2 a "[" here is literal
-                j += 1
-        if j >= n:
-            raise MatcherError(f"missing closing ] in {pattern!r}")
-        if complements:
-            if items or len(complements) > 1:
-                raise MatcherError(f"a complemented class beside other items is not supported: {pattern!r}")
-            out.append(f"[{'' if negated else '^'}{complements[0]}]")
-        else:
-            out.append(f"[{'^' if negated else ''}{''.join(items)}]")
-        i = j + 1
-    return "".join(out)
+# Regexes are compiled by RE2 (google-re2), the engine Alertmanager's Go regexp follows, not by
+# Python's re: the two read some patterns differently (POSIX classes such as ``[[:alpha:]]`` were
+# a set then a literal ``]`` to re; ``\d \w \s \b`` are ASCII in RE2, Unicode in re; ``\z``),
+# so a silence written for Alertmanager selected other alerts here; and re backtracks, so
+# ``(a+)+b`` against 30 a's took minutes: one org's silence or one API filter could stall a
+# worker for every org. RE2 matches in linear time and refuses what it cannot (lookarounds,
+# backreferences), as Alertmanager does. A match costs ~9 µs against re's ~0.7, so each matcher
+# remembers its answers for the label values it has seen (they repeat: services, alertnames).
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is a MatcherError, not a line on stderr
+MATCH_MEMO_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -122,7 +47,8 @@ class Matcher:
     name: str
     op: str
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Any = field(default=None, compare=False, repr=False)  # an RE2 pattern (google-re2 ships no types)
+    _hits: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         actual = labels.get(self.name, "")
@@ -130,8 +56,16 @@ class Matcher:
             return actual == self.value
         if self.op == "!=":
             return actual != self.value
-        hit = self._regex.fullmatch(actual) is not None  # type: ignore[union-attr]
+        hits = self._hits
+        hit = hits.get(actual)
+        if hit is None:
+            if len(hits) >= MATCH_MEMO_MAX:
+                hits.clear()
+            hit = hits[actual] = self._regex.fullmatch(actual) is not None
         return hit if self.op == "=~" else not hit
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Matcher:
+        return self  # immutable; an RE2 pattern does not deep-copy
 
     def __str__(self) -> str:
         escaped = self.value.replace("\\", "\\\\").replace('"', '\\"')
@@ -149,30 +83,37 @@ def make_matcher(name: str, op: str, value: str) -> Matcher:
     regex = None
     if op in ("=~", "!~"):
         try:
-            regex = re.compile(re2_pattern(value))
-        except re.error as exc:
-            raise MatcherError(f"{name}{op}: invalid regular expression {value!r}: {exc}") from None
+            regex = re2.compile(value, options=_RE2_OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise MatcherError(f"{name}{op}: invalid regular expression {value!r}: {reason}") from None
     return Matcher(name, op, value, regex)
 
 
 def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        body, out, i = text[1:-1], [], 0
-        while i < len(body):
-            ch = body[i]
-            if ch == "\\" and i + 1 < len(body):
-                nxt = body[i + 1]
-                out.append({"n": "\n", "t": "\t"}.get(nxt, nxt))
-                i += 2
-                continue
-            if ch == '"':
+    """The value as Alertmanager reads it (``ParseMatcher``, pkg/labels/parse.go): ``\\n``, ``\\"`` and
+    ``\\\\`` are escapes; any other backslash stays, so ``=~"\\d+"`` is the regex ``\\d+`` (it was
+    ``d+`` here); a quote may only close a value that opened with one."""
+    quoted = text.startswith('"')
+    raw = text[1:] if quoted else text
+    out: list[str] = []
+    escaped = False
+    last = len(raw) - 1
+    for i, ch in enumerate(raw):
+        if escaped:
+            escaped = False
+            out.append("\n" if ch == "n" else ch if ch in '"\\' else "\\" + ch)
+        elif ch == "\\" and i < last:
+            escaped = True
+        elif ch == '"':
+            if not quoted or i < last:
                 raise MatcherError(f"unescaped quote inside {text}")
+            quoted = False
+        else:
             out.append(ch)
-            i += 1
-        return "".join(out)
-    if '"' in text:
-        raise MatcherError(f"unbalanced quotes in {text!r}")
-    return text
+    if quoted:
+        raise MatcherError(f"missing closing quote in {text}")
+    return "".join(out)
 
 
 def parse_matcher(text: str) -> Matcher:

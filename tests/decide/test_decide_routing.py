@@ -47,6 +47,9 @@ def write(tmp_path: Path, text: str) -> Path:
         ('service=~"[^[:space:][:punct:]]+"', {"service": "db01"}, True),
         ('service=~"[^[:space:][:punct:]]+"', {"service": "db-01"}, False),
         ('service=~"[]x[:upper:]]+"', {"service": "]xQ"}, True),
+        ('service=~"[[:^digit:]x]+"', {"service": "ab"}, True),
+        ('service=~"[[:^digit:]x]+"', {"service": "a1"}, False),
+        ('service=~"(a+)+b"', {"service": "a" * 50_000}, False),  # RE2: linear, where re backtracked for ages
         (
             r'service=~"\\[[:alpha:]\\]"',
             {"service": "[:alpha:]"},
@@ -61,7 +64,17 @@ def test_matchers(text, labels, expected):
 
 @pytest.mark.parametrize(
     "bad",
-    ["service", "1x=a", 'a=~"("', 'a="unterminated', 42, 'a=~"[[:bogus:]]"', 'a=~"[[:alpha:]"', 'a=~"[[:^digit:]x]"'],
+    [
+        "service",
+        "1x=a",
+        'a=~"("',
+        'a="unterminated',
+        42,
+        'a=~"[[:bogus:]]"',
+        'a=~"[[:alpha:]"',
+        'a=~"(?=db)d.*"',
+        'a=~"(d)\\\\1"',
+    ],
 )
 def test_bad_matchers_are_named(bad):
     with pytest.raises(MatcherError):

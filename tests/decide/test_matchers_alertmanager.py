@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import yaml
 
-from streams.model.matchers import make_matcher
+from streams.model.matchers import make_matcher, parse_matcher
 
 PATTERNS = [
     "[[:alpha:]]+",
@@ -48,29 +48,63 @@ def amtool() -> str:
     return path
 
 
-def test_regex_matchers_select_what_alertmanager_selects(amtool, tmp_path):
-    matchers = [make_matcher("service", "=~", pattern) for pattern in PATTERNS]
-    config = {
+# Matchers as users write them in Alertmanager's YAML: its unescaping keeps a backslash that
+# escapes nothing (``\d``), reads ``\n``, ``\"`` and ``\\`` (opsloop read ``"\d+"`` as ``d+``).
+WRITTEN = [
+    r'service=~"\d+"',
+    r'service=~"db\.prod|\w+"',
+    r'service="a\\b"',
+    r'service="say \"hi\""',
+    r"service=~\d+",
+    r'service!~"[[:digit:]]+"',
+    r'service=~"x\ty"',
+    r'service="x\ty"',
+    r'service="x\\y"',
+    r'service = "é"',
+]
+WRITTEN_VALUES = ["12", "dd", "db.prod", "dbxprod", "a\\b", "ab", 'say "hi"', "x\\ty", "x\ty", "x\\y", "é", ""]
+
+
+def reached(amtool: str, path, value: str) -> set[int]:
+    """Which routes ``p<i>`` a label set ``service=value`` reaches, by Alertmanager's own reading."""
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+    answer = subprocess.run(
+        [amtool, "config", "routes", "test", f"--config.file={path}", f'service="{quoted}"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {int(r[1:]) for r in answer.stdout.strip().splitlines()[-1].split(",") if r != "none"}
+
+
+def config_of(texts: list[str]) -> dict:
+    return {
         "route": {
             "receiver": "none",
-            "routes": [{"receiver": f"p{i}", "matchers": [str(m)], "continue": True} for i, m in enumerate(matchers)],
+            "routes": [{"receiver": f"p{i}", "matchers": [text], "continue": True} for i, text in enumerate(texts)],
         },
-        "receivers": [{"name": "none"}] + [{"name": f"p{i}"} for i in range(len(matchers))],
+        "receivers": [{"name": "none"}] + [{"name": f"p{i}"} for i in range(len(texts))],
     }
+
+
+def test_matchers_as_written_in_alertmanager_yaml_read_the_same(amtool, tmp_path):
     path = tmp_path / "alertmanager.yml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    path.write_text(yaml.safe_dump(config_of(WRITTEN), allow_unicode=True))
+    matchers = [parse_matcher(text) for text in WRITTEN]
+    differences = []
+    for value in WRITTEN_VALUES:
+        ours = {i for i, m in enumerate(matchers) if m.matches({"service": value})}
+        differences += [(WRITTEN[i], value) for i in sorted(reached(amtool, path, value) ^ ours)]
+    assert differences == [], "(matcher, value) where opsloop and Alertmanager disagree"
+
+
+def test_regex_matchers_select_what_alertmanager_selects(amtool, tmp_path):
+    matchers = [make_matcher("service", "=~", pattern) for pattern in PATTERNS]
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config_of([str(m) for m in matchers]), allow_unicode=True))
     differences = []
     for value in VALUES:
-        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
-        answer = subprocess.run(
-            [amtool, "config", "routes", "test", f"--config.file={path}", f'service="{quoted}"'],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        reached = answer.stdout.strip().splitlines()[-1].split(",")
-        alertmanager = {int(r[1:]) for r in reached if r != "none"}
         ours = {i for i, m in enumerate(matchers) if m.matches({"service": value})}
-        differences += [(PATTERNS[i], value, i in alertmanager) for i in sorted(alertmanager ^ ours)]
-    assert differences == [], "(pattern, value, Alertmanager's answer) where opsloop answers otherwise"
+        differences += [(PATTERNS[i], value) for i in sorted(reached(amtool, path, value) ^ ours)]
+    assert differences == [], "(pattern, value) where opsloop and Alertmanager disagree"
     assert len({tuple(m.matches({"service": v}) for m in matchers) for v in VALUES}) > 5  # the values tell apart
