@@ -205,7 +205,7 @@ class ModelClassifier:
         self._memo: dict[tuple[str, ...], Prediction] = {}
 
     def _columns(self, tokens: list[str]) -> TokenColumns:
-        """Feature columns of the given tokens (-1 for a token never seen in training)."""
+        """The feature columns of the given tokens (-1 for one never seen in training), to ask which rows use them."""
         cols = np.array([self._scorer.column(t) for t in tokens], dtype=np.int64)
         return TokenColumns(cols, self._scorer.n_columns)
 

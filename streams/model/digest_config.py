@@ -53,9 +53,8 @@ class DigestConfig:
         return self.orgs.get(org) or replace(self.default, org=org)
 
     def enabled(self, org: str) -> bool:
-        # asked once per decision: the default's flag without building the org's copy of it
-        found = self.orgs.get(org)
-        return (found or self.default).enabled
+        # asked once per decision: the default's flag without building the org's copy of it (for_org)
+        return (self.orgs.get(org) or self.default).enabled
 
     @property
     def any_enabled(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from streams.devtools.bench.measure import Bar, CpuWindow, latency_summary, percentile
 from streams.devtools.bench.receiver import AlertKey, WebhookReceiver, alert_key, group_key
-from streams.devtools.bench.report import Level
+from streams.devtools.bench.report import BUSY_KEY, Level
 
 BATCH = 64
 PARALLEL = 4
@@ -141,7 +141,7 @@ def fed_level(
             "group latency p50 (ms)": percentile(group_ms, 50),
             "group latency p99 (ms)": percentile(group_ms, 99),
             **extra,
-            "machine busy (cores)": cpu.machine,
+            BUSY_KEY: cpu.machine,
         },
         unit="alerts",
     )

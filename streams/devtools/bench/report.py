@@ -121,18 +121,18 @@ def report(levels: Sequence[Level], n: int, out: TextIO = sys.stdout, *, note: s
         print(line, file=out)
 
 
-def flat_pairs(levels: Sequence[Level]) -> dict[int, list[tuple[float, float]]]:
-    """FLAT's windows paired round by round: per larger storm size, (worker CPU-s per million events with the
-    smallest storm firing, with this one). The k-th window of one storm size ran in the same round as the k-th
-    of the other (interleaved, see ``workers.run_flat``), so each pair was taken under the same machine
-    conditions."""
+def flat_pairs(levels: Sequence[Level]) -> tuple[int, dict[int, list[tuple[float, float]]]]:
+    """FLAT's windows paired round by round: the smallest storm size and, per larger one, (worker CPU-s per
+    million events with the smallest storm firing, with this one). The k-th window of one storm size ran in the
+    same round as the k-th of the other (interleaved, see ``workers.run_flat``), so each pair was taken under
+    the same machine conditions."""
     by_storm: dict[int, list[Level]] = {}
     for level in levels:
         match = FLAT_NAME.match(level.name)
         if match:
             by_storm.setdefault(int(match.group(1)), []).append(level)
     if len(by_storm) < 2:
-        return {}
+        return 0, {}
     base = min(by_storm)
 
     def worker(level: Level) -> float:
@@ -143,15 +143,15 @@ def flat_pairs(levels: Sequence[Level]) -> dict[int, list[tuple[float, float]]]:
         found = [(worker(b), worker(a)) for a, b in zip(by_storm[storm], by_storm[base]) if worker(b) > 0]
         if found:
             pairs[storm] = found
-    return pairs
+    return base, pairs
 
 
 def flat_lines(levels: Sequence[Level]) -> list[str]:
     """FLAT's must-show: the worker's CPU per event with the larger storm firing over that with the smallest,
     window by window (:func:`flat_pairs`), and the median of those ratios."""
-    base = min((int(m.group(1)) for lv in levels if (m := FLAT_NAME.match(lv.name))), default=0)
+    base, by_storm = flat_pairs(levels)
     lines = []
-    for storm, pairs in flat_pairs(levels).items():
+    for storm, pairs in by_storm.items():
         ratios = [big / small for small, big in pairs]
         windows = "; ".join(f"{small:,.0f} vs {big:,.0f} ({big / small:.2f})" for small, big in pairs)
         lines.append(
@@ -162,6 +162,12 @@ def flat_lines(levels: Sequence[Level]) -> list[str]:
 
 
 E2E_RATE = "notifications /s (first to last)"
+BUSY_KEY = "machine busy (cores)"
+
+
+def median_extra(levels: Sequence[Level], key: str) -> float:
+    """The median over runs of one of the levels' extra figures (0 where a run lacks it)."""
+    return Spread.of([r.extra.get(key, 0.0) for r in levels]).median
 
 
 def e2e_sides(levels: Sequence[Level]) -> dict[str, tuple[float, float, float, float]]:
@@ -174,14 +180,16 @@ def e2e_sides(levels: Sequence[Level]) -> dict[str, tuple[float, float, float, f
             key = "opsloop" if "opsloop" in side else "alertmanager"
             sides.setdefault(mode, {}).setdefault(key, []).append(level)
 
-    def med(key: str, rs: Sequence[Level]) -> float:
-        return Spread.of([r.extra.get(key, 0.0) for r in rs]).median
-
     out = {}
     for mode, by_side in sides.items():
         if set(by_side) == {"opsloop", "alertmanager"}:
             ours, theirs = by_side["opsloop"], by_side["alertmanager"]
-            out[mode] = (med(E2E_RATE, ours), med(E2E_RATE, theirs), med("duplicates", ours), med("duplicates", theirs))
+            out[mode] = (
+                median_extra(ours, E2E_RATE),
+                median_extra(theirs, E2E_RATE),
+                median_extra(ours, "duplicates"),
+                median_extra(theirs, "duplicates"),
+            )
     return out
 
 
@@ -227,8 +235,7 @@ def scaling_note(l4: Sequence[Level], l5: Sequence[Level], cores: int | None = N
             [sum(v for k, v in r.cpu_per_million().items() if k.startswith("worker")) for r in levels]
         ).median
 
-    busy4 = Spread.of([r.extra.get("machine busy (cores)", 0.0) for r in l4]).median
-    busy5 = Spread.of([r.extra.get("machine busy (cores)", 0.0) for r in l5]).median
+    busy4, busy5 = median_extra(l4, BUSY_KEY), median_extra(l5, BUSY_KEY)
     speedup = Spread.of([r.rate for r in l5]).median / max(Spread.of([r.rate for r in l4]).median, 1e-9)
     note = (
         f"L5 scaling: {speedup:.2f}x one worker; workers' CPU-s per million events {workers(l5):,.0f} together "
@@ -270,7 +277,7 @@ def must_show_lines(levels: Sequence[Level], cores: int | None = None) -> list[s
     if p99s:
         p99 = Spread.of(p99s).median
         lines.append(_verdict(p99 < R50_P99_MS, f"R50 p99 event -> decision < {R50_P99_MS:.0f} ms", f"{p99:,.1f} ms"))
-    for storm, pairs in flat_pairs(levels).items():
+    for storm, pairs in flat_pairs(levels)[1].items():
         median = Spread.of([big / small for small, big in pairs]).median
         lines.append(
             _verdict(
@@ -300,9 +307,7 @@ def must_show_lines(levels: Sequence[Level], cores: int | None = None) -> list[s
         )
     if "L4" in by_rung and "L5" in by_rung:
         speedup = rate("L5") / max(rate("L4"), 1e-9)
-        busy4, busy5 = (
-            Spread.of([r.extra.get("machine busy (cores)", 0.0) for r in by_rung[rung]]).median for rung in ("L4", "L5")
-        )
+        busy4, busy5 = median_extra(by_rung["L4"], BUSY_KEY), median_extra(by_rung["L5"], BUSY_KEY)
         what = f"L5 >= {L5_OVER_L4} x L4, or the CPU figures say why not"
         # the machine cannot show it: two workers kept every core busy, or one worker's L4 already used more
         # than 1/1.6 of the cores (the broker and the bench share them)

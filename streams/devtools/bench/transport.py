@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from streams.devtools.bench.measure import Bar, CpuWindow
-from streams.devtools.bench.report import Level
+from streams.devtools.bench.report import BUSY_KEY, Level
 
 # One batch step: the records of a getmany() in, the (topic, key, value) to produce out.
 Step = Callable[[Sequence[Any]], list[tuple[str, bytes | None, bytes]]]
@@ -85,7 +85,7 @@ async def consume_produce(
     if moved < n:
         raise TimeoutError(f"{name} moved {moved} of {n} events in {timeout:.0f}s")
     seconds = time.perf_counter() - (started or 0.0)
-    return Level(name, n, seconds, cpu.used, cpu.rss, extra={"machine busy (cores)": cpu.machine})
+    return Level(name, n, seconds, cpu.used, cpu.rss, extra={BUSY_KEY: cpu.machine})
 
 
 async def passthrough(

@@ -24,7 +24,7 @@ from typing import Any
 
 from streams.devtools import childproc
 from streams.devtools.bench.measure import Bar, CpuWindow, latency_summary
-from streams.devtools.bench.report import IDLE_KEY, Level, flat_name
+from streams.devtools.bench.report import BUSY_KEY, IDLE_KEY, Level, flat_name
 from streams.devtools.bench.workload import T0, PacedFeed, clock_ticks, feed_of, preload, storm_events, zipf_events
 from streams.devtools.broker import LocalKafka
 from streams.devtools.processes import FAST_GROUP_ENV, WorkerProcess
@@ -378,7 +378,7 @@ def level_of(name: str, seen: Seen, cpu: CpuWindow, **extra: float) -> Level:
         cpu.used,
         cpu.rss,
         latency=latency_summary(seen.latencies) if seen.latencies else {},
-        extra={"machine busy (cores)": cpu.machine, **extra},
+        extra={BUSY_KEY: cpu.machine, **extra},
     )
 
 
