@@ -7,8 +7,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from streams.errors import OpsloopError
 from streams.kafka.catalogue import ObservedTopic, Plan, TopicSpec, plan
@@ -43,6 +45,50 @@ async def observe(admin: AIOKafkaAdminClient, names: Iterable[str]) -> tuple[dic
 
 
 TOPIC_ALREADY_EXISTS = 36
+LEADERS_WAIT_S = 15.0
+
+
+async def wait_for_leaders(
+    admin: AIOKafkaAdminClient, names: list[str], settings: Settings | None = None, timeout: float = LEADERS_WAIT_S
+) -> bool:
+    """Wait until every partition of ``names`` has a leader that serves it; False if not after ``timeout``.
+
+    A topic is usable a moment after CreateTopics returns: until its partitions' leaders are
+    elected and have taken the partition on, a producer's first sends come back
+    NotLeaderForPartition and aiokafka logs each retry as an error ("Got error produce response
+    ... retrying"). The metadata names a leader before it serves (KRaft), so given ``settings``
+    this also asks each leader for the partitions' end offsets (ListOffsets, which aiokafka retries
+    quietly). Waiting here keeps that noise out of what `opsloop topics apply`, the demo, the
+    worker and the bench print next.
+    """
+    deadline = time.monotonic() + timeout
+    partitions: list[TopicPartition] = []
+    while names:
+        described = await admin.describe_topics(names)
+        led = {
+            t["topic"]
+            for t in described
+            if t["error_code"] == 0
+            and t["partitions"]
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
+        }
+        if set(names) <= led:
+            partitions = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+            break
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    if settings is None or not partitions:
+        return True
+    consumer = AIOKafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await asyncio.wait_for(consumer.end_offsets(partitions), max(0.1, deadline - time.monotonic()))
+    except (TimeoutError, KafkaError):
+        return False
+    finally:
+        await consumer.stop()
+    return True
 
 
 class TopicsApplyError(OpsloopError):
@@ -107,6 +153,7 @@ async def apply(settings: Settings, specs: list[TopicSpec], *, dry_run: bool = F
         result = plan(specs, observed, brokers)
         if result.create and not dry_run:
             result = await _create(admin, specs, result, brokers)
+            await wait_for_leaders(admin, [s.name for s in result.create], settings)
         return result
     finally:
         await admin.close()
@@ -152,9 +199,7 @@ async def ensure_internal(settings: Settings, wanted: dict[str, int], replicatio
         failed = {name: msg for name, code, msg in errors if code not in (0, TOPIC_ALREADY_EXISTS)}
         if failed:
             raise TopicsApplyError("; ".join(f"{name}: {msg}" for name, msg in sorted(failed.items())))
-        deadline = time.monotonic() + 15
-        while not {t.name for t in new} <= set(await admin.list_topics()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_for_leaders(admin, [t.name for t in new], settings)
         return [t.name for t in new]
     finally:
         await admin.close()

@@ -52,3 +52,32 @@ def test_drift_is_reported_and_left_alone(settings: Settings, capsys):
     observed, _ = asyncio.run(precreate_and_observe(lambda a: observe(a, [outbox])))
     assert observed[outbox].partitions == 2  # reported, never altered
     assert observed[outbox].configs["retention.ms"] == "60000"
+
+
+def test_apply_returns_with_every_partition_led_so_a_first_produce_needs_no_retry(settings: Settings, caplog):
+    """Right after CreateTopics a partition may have no leader yet; a producer sending then gets
+    NotLeaderForPartition and aiokafka logs each retry as an error. apply waits the election out."""
+    from streams.kafka.producer import EventProducer
+
+    async def apply_then_send_to_every_partition():
+        from streams.kafka.admin import apply
+
+        await apply(settings, load_catalogue())
+        admin = AIOKafkaAdminClient(**settings.kafka_client_config())
+        await admin.start()
+        try:
+            described = await admin.describe_topics([settings.topic_prefix + "events.telemetry"])
+        finally:
+            await admin.close()
+        async with EventProducer(settings) as producer:
+            for p in range(12):
+                await producer.kafka.send_and_wait(
+                    settings.topic_prefix + "events.telemetry", b"x", key=b"k", partition=p
+                )
+        return described
+
+    with caplog.at_level("WARNING"):
+        described = asyncio.run(apply_then_send_to_every_partition())
+    assert [p["leader"] >= 0 for p in described[0]["partitions"]] == [True] * 12
+    retries = [r.getMessage() for r in caplog.records if "Got error produce response" in r.getMessage()]
+    assert retries == []

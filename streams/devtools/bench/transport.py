@@ -29,10 +29,13 @@ Step = Callable[[Sequence[Any]], list[tuple[str, bytes | None, bytes]]]
 async def create_topics(settings: Any, names: Sequence[str], partitions: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+    from streams.kafka.admin import wait_for_leaders
+
     admin = AIOKafkaAdminClient(**settings.kafka_client_config())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
+        await wait_for_leaders(admin, list(names), settings)
     finally:
         await admin.close()
 
