@@ -21,7 +21,9 @@ from streams.errors import InvalidInputError
 
 OPERATORS = ("=", "!=", "=~", "!~")
 
-_LABEL = r"[A-Za-z_][A-Za-z0-9_]*"
+# Alertmanager's matcher grammar (pkg/labels/parse.go) takes ":" in a label name, as recording rules
+# name series; Prometheus' own label names never carry one, other sources' labels may.
+_LABEL = r"[A-Za-z_:][A-Za-z0-9_:]*"
 _MATCHER = re.compile(rf"^\s*({_LABEL})\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
 
 

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 import yaml
 
-from streams.model.matchers import make_matcher, parse_matcher
+from streams.model.matchers import MatcherError, make_matcher, parse_matcher
 
 PATTERNS = [
     "[[:alpha:]]+",
@@ -108,3 +108,23 @@ def test_regex_matchers_select_what_alertmanager_selects(amtool, tmp_path):
         differences += [(PATTERNS[i], value) for i in sorted(reached(amtool, path, value) ^ ours)]
     assert differences == [], "(pattern, value) where opsloop and Alertmanager disagree"
     assert len({tuple(m.matches({"service": v}) for m in matchers) for v in VALUES}) > 5  # the values tell apart
+
+
+NAMES = ["a:b", ":x", "_y", "job", "A9", "1a", "a-b", "a.b", "é"]
+
+
+def test_label_names_are_taken_and_refused_as_alertmanager_does(amtool, tmp_path):
+    """A label name in a matcher: what Alertmanager's config check takes, opsloop takes, and the other way."""
+    differences = []
+    for name in NAMES:
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(yaml.safe_dump(config_of([f'{name}="x"']), allow_unicode=True))
+        theirs = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True).returncode == 0
+        try:
+            ours = parse_matcher(f'{name}="x"').matches({name: "x"})
+        except MatcherError:
+            ours = False
+        if theirs != ours:
+            differences.append((name, theirs, ours))
+    assert differences == [], "(name, Alertmanager takes it, opsloop takes it)"
+    assert parse_matcher('a:b!="x"').matches({"a:b": "y"})
