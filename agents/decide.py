@@ -55,10 +55,14 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A large batch is folded in slices of this many events, with a turn of the event loop between
-# them, so the consumer's next fetch is read and sent while the batch is decided rather than
-# after it (its records would wait for the whole batch, then arrive all at once as the next
-# one). The classifier still sees the whole batch in one call.
+# A large batch is decoded, classified, folded and written in slices of this many events (rows),
+# with a turn of the event loop between them: the consumer's next fetch is read and sent while
+# the batch is decided rather than after it (its records would wait for the whole batch, then
+# arrive all at once as the next one), and the sinks' lanes, the ticker and heartbeats wait for
+# a slice, not a batch: in a storm one batch of 500 held the loop 50-160 ms at a time, and a
+# slow receiver's lanes, each due back every 0.1 s, lost a turn on most of them (E2E's first
+# seconds at 22-56 notifications/s of its 80; deploy/bench/BENCHMARKS.md). One classifier call
+# per slice: its per-call cost is ~50 us since the column reads of classifier.model.TokenColumns.
 DECIDE_SLICE = 64
 
 
@@ -188,12 +192,10 @@ class DecideAgent:
         sessions: Mapping[str, Any],
         out: Out,
         batch: Batch | None = None,
-        verdicts: Iterator[Verdict] | None = None,
     ) -> Batch:
-        """Fold decoded events in order; their records go to ``out``; nothing is written to a table.
-        Given the ``batch`` an earlier slice of the same micro-batch returned, carries on from it, and
-        given ``verdicts`` (:meth:`verdicts`), takes each event's verdict from there."""
-        verdicts = self.verdicts(items) if verdicts is None else verdicts
+        """Fold decoded events in order (one classifier call for them); their records go to ``out``; nothing is
+        written to a table. Given the ``batch`` an earlier slice of the same micro-batch returned, carries on from it."""
+        verdicts = self.verdicts(items)
         base = self.context()
         batch = Batch() if batch is None else batch
         folded = batch.folded
@@ -242,8 +244,11 @@ class DecideAgent:
             batch.observed.append((event, result.record, result.effects))
         return batch
 
-    def write(self, stream: Any, batch: Batch, sends: ChangelogSends | None = None) -> None:
-        """Each session's state and the writes its last decision implies. No ``await`` in here.
+    def write(
+        self, stream: Any, batch: Batch, sends: ChangelogSends | None = None, keys: Sequence[str] | None = None
+    ) -> None:
+        """Each session's state and the writes its last decision implies (of the sessions ``keys``, given: a slice
+        of the batch's, see DECIDE_SLICE). No ``await`` in here.
 
         Faust tables, given ``sends``: each row goes to the table's store at once and its
         changelog record (serialized as faust would; for the source event's partition, a
@@ -252,10 +257,12 @@ class DecideAgent:
         themselves: a faust table picks a write's changelog partition from the stream's current
         event, which is pointed at each session's event and restored before returning."""
         tables = self.tables
+        keys = list(batch.last) if keys is None else keys
         if sends is not None and hasattr(tables.sessions, "changelog_topic"):
             sessions, timers = ChangelogRows(tables.sessions, sends), ChangelogRows(tables.timers, sends)
             inhibitors, silences = ChangelogRows(tables.inhibitors, sends), ChangelogRows(tables.silences, sends)
-            for session, result in batch.last.items():
+            for session in keys:
+                result = batch.last[session]
                 partition = batch.owner[session].message.partition
                 sessions.partition = timers.partition = partition
                 sessions[session] = value = encode_state(result.state)
@@ -265,8 +272,8 @@ class DecideAgent:
             return
         original = stream.current_event
         try:
-            for session, result in batch.last.items():
-                ev = batch.owner[session]
+            for session in keys:
+                result, ev = batch.last[session], batch.owner[session]
                 set_current_event(stream, ev)
                 tables.sessions[session] = value = encode_state(result.state)
                 self.decoded.keep(session, value, result.state)
@@ -302,18 +309,21 @@ class DecideAgent:
     async def handle(self, stream: Any, events: Sequence[Any], out: Out) -> None:
         """One micro-batch of faust events: decode, decide, produce and wait, then write the tables."""
         good: list[tuple[Any, dict[str, Any]]] = []
-        for ev in events:
-            try:
-                good.append((ev, self.codec.decode(ev.message.value, expect="opsloop.Event")))
-            except CodecError as exc:
-                await self.dead_letter(ev.message, exc)
-        if not good:
-            return
-        batch, verdicts = Batch(), self.verdicts(good)
-        for start in range(0, len(good), DECIDE_SLICE):
+        for start in range(0, len(events), DECIDE_SLICE):
             if start:
                 await asyncio.sleep(0)  # see DECIDE_SLICE
-            self.decide_batch(good[start : start + DECIDE_SLICE], self.tables.sessions, out, batch, verdicts)
+            for ev in events[start : start + DECIDE_SLICE]:
+                try:
+                    good.append((ev, self.codec.decode(ev.message.value, expect="opsloop.Event")))
+                except CodecError as exc:
+                    await self.dead_letter(ev.message, exc)
+        if not good:
+            return
+        batch = Batch()
+        for start in range(0, len(good), DECIDE_SLICE):
+            if start or len(events) > DECIDE_SLICE:
+                await asyncio.sleep(0)
+            self.decide_batch(good[start : start + DECIDE_SLICE], self.tables.sessions, out, batch)
         digest = self.digest
         if digest is not None:
             digest.add(batch.decided)
@@ -331,11 +341,15 @@ class DecideAgent:
         if digest is not None:
             digest.sent()
         if isinstance(out, PartitionBatcher):
-            sends = ChangelogSends()
-            self.write(stream, batch, sends)
-            # the rows' changelog records: waited for by the next batch's flush, or by faust's
-            # flush of the producer before it commits offsets (as faust's own changelog sends are)
-            await sends.send(out)
+            keys = list(batch.last)
+            for start in range(0, len(keys), DECIDE_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                sends = ChangelogSends()
+                self.write(stream, batch, sends, keys[start : start + DECIDE_SLICE])
+                # the rows' changelog records: waited for by the next batch's flush, or by faust's
+                # flush of the producer before it commits offsets (as faust's own changelog sends are)
+                await sends.send(out)
         else:
             self.write(stream, batch)
         metrics.observe_decisions(batch.observed, time.time())

@@ -38,6 +38,9 @@ from streams.settings import TimerSettings
 log = logging.getLogger(__name__)
 
 REPROMOTE_AFTER_S = 30.0  # a promoted timer still pending after this is promoted again (same event id)
+# Due timers promoted per turn of the event loop: a storm brings thousands due at once, and encoding and
+# sending them in one step held the loop ~50 ms, as a whole decide batch did (agents.decide.DECIDE_SLICE).
+PROMOTE_SLICE = 64
 
 Send = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # (key, value) -> a future of the broker's ack
 
@@ -89,7 +92,9 @@ class Ticker:
         due = self.index.due(active, lambda p: self.clock.now(p, tset.clock, tset.idle_s))
         mono = time.monotonic() if mono is None else mono
         acks = []
-        for session, org, timer_id, spec in due:
+        for n, (session, org, timer_id, spec) in enumerate(due):
+            if n and not n % PROMOTE_SLICE:
+                await asyncio.sleep(0)  # a storm's due notices: the lanes and decide get the loop between slices
             mark = (session, timer_id, int(spec["at"]))
             if mono - self.promoted.get(mark, -REPROMOTE_AFTER_S) < REPROMOTE_AFTER_S:
                 continue

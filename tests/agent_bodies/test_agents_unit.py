@@ -127,8 +127,9 @@ def test_decide_agent_batch_produces_then_writes_state_and_the_decisions_writes(
 
 
 def test_a_large_batch_is_folded_in_slices_with_turns_of_the_loop_between_and_the_same_records(monkeypatch):
-    """A batch of 3 slices and a bit: other tasks (the consumer's fetch) run between slices; the
-    classifier is called once; records and tables are those of the batch folded in one go."""
+    """A batch of 3 slices and a bit: other tasks (the consumer's fetch, the sinks' lanes) run between slices
+    of the decoding and of the folding; the classifier is called once a slice; records and tables are those
+    of the batch folded in one go."""
     from agents import decide as decide_module
 
     events = [alert(at=T0 + i * 1000, instance=f"api-{i % 7}:9100", eid=f"e{i}") for i in range(200)]
@@ -152,12 +153,12 @@ def test_a_large_batch_is_folded_in_slices_with_turns_of_the_loop_between_and_th
             await handling
 
         asyncio.run(both())
-        assert calls == [200] and not dead
+        assert calls == ([200] if slice_size >= 200 else [64, 64, 64, 8]) and not dead
         return out.records, dict(tables.sessions), out.flushed, turns
 
     sliced, whole = run(64), run(1000)
     assert sliced[0] == whole[0] and sliced[1] == whole[1]
-    assert sliced[3] >= whole[3] + 3  # a turn of the loop between each of the 4 slices
+    assert sliced[3] >= whole[3] + 7  # a turn of the loop between each of the 4 slices decoded, then of the 4 folded
 
 
 def test_decide_agent_falls_back_to_the_keyword_rules_when_the_model_raises():
@@ -204,6 +205,45 @@ def test_ticker_promotes_due_timers_of_active_partitions_once():
 
     assert asyncio.run(run()) == (1, 0)  # partition 2 has no clock yet; "later" is not due
     assert sent[0][0] == b"s1" and sent[0][1]["payload"]["timer_id"] == "grp:1" and sent[0][1]["occurred_at"] == T0
+
+
+def test_ticker_promotes_a_storm_of_due_timers_in_slices_with_turns_of_the_loop_between(monkeypatch):
+    """200 group notices due at once: all promoted, and other tasks (the sinks' lanes) run between slices."""
+    from agents import timers as timers_module
+
+    def run(slice_size: int) -> tuple[int, list[bytes], int]:
+        monkeypatch.setattr(timers_module, "PROMOTE_SLICE", slice_size)
+        clock = PartitionClock()
+        clock.observe(1, T0 + 10 * MIN)
+        sent: list[bytes] = []
+
+        async def send(key, value):
+            sent.append(key)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+        timers = {
+            f"s{i}": {"p": 1, "org": "acme", "t": {"grp:1": {"at": T0 + i, "purpose": "group", "step": 0, "data": {}}}}
+            for i in range(200)
+        }
+        ticker = Ticker(timers=timers, clock=clock, settings=TimerSettings(clock="event"), codec=CODEC, send=send)
+
+        async def ticking() -> tuple[int, int]:
+            turns = 0
+            task = asyncio.ensure_future(ticker.tick({1}, mono=100.0))
+            while not task.done():
+                turns += 1
+                await asyncio.sleep(0)
+            return await task, turns
+
+        promoted, turns = asyncio.run(ticking())
+        return promoted, sent, turns
+
+    sliced, whole = run(64), run(10**6)
+    assert sliced[0] == whole[0] == 200 and sliced[1] == whole[1]
+    assert sorted(sliced[1]) == sorted(f"s{i}".encode() for i in range(200))
+    assert sliced[2] >= whole[2] + 3  # a turn of the loop after each of the 3 full slices
 
 
 def test_ticker_forgets_old_promotions_oldest_first_and_keeps_a_re_promoted_one():
