@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from agents.digest import COUNTS_TOPIC, DecisionDeltas
-from agents.runtime import Classify, Runtime, verdicts_of
+from agents.runtime import LOOP_SLICE, Classify, Runtime, verdicts_of
 from streams import metrics
 from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
 from streams.core.inhibition import InhibitorIndex
@@ -55,15 +55,11 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A large batch is decoded, classified, folded and written in slices of this many events (rows),
-# with a turn of the event loop between them: the consumer's next fetch is read and sent while
-# the batch is decided rather than after it (its records would wait for the whole batch, then
-# arrive all at once as the next one), and the sinks' lanes, the ticker and heartbeats wait for
-# a slice, not a batch: in a storm one batch of 500 held the loop 50-160 ms at a time, and a
-# slow receiver's lanes, each due back every 0.1 s, lost a turn on most of them (E2E's first
-# seconds at 22-56 notifications/s of its 80; deploy/bench/BENCHMARKS.md). One classifier call
-# per slice: its per-call cost is ~50 us since the column reads of classifier.model.TokenColumns.
-DECIDE_SLICE = 64
+# A batch is decoded, classified, folded and written in slices (agents.runtime.LOOP_SLICE), a turn of
+# the event loop between them: the consumer's next fetch is also read and sent while the batch is
+# decided rather than after it (its records would wait for the whole batch, then arrive all at once
+# as the next one). One classifier call per slice: ~50 us a call since classifier.model.TokenColumns.
+DECIDE_SLICE = LOOP_SLICE
 
 
 class Out(Protocol):

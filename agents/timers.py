@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from agents.runtime import Runtime
+from agents.runtime import LOOP_SLICE, Runtime
 from streams import metrics
 from streams.core.timer_index import TimerIndex
 from streams.core.timers import PartitionClock, timer_event
@@ -38,9 +38,8 @@ from streams.settings import TimerSettings
 log = logging.getLogger(__name__)
 
 REPROMOTE_AFTER_S = 30.0  # a promoted timer still pending after this is promoted again (same event id)
-# Due timers promoted per turn of the event loop: a storm brings thousands due at once, and encoding and
-# sending them in one step held the loop ~50 ms, as a whole decide batch did (agents.decide.DECIDE_SLICE).
-PROMOTE_SLICE = 64
+# Due timers promoted per turn of the event loop (a storm brings thousands due at once; see LOOP_SLICE).
+PROMOTE_SLICE = LOOP_SLICE
 
 Send = Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # (key, value) -> a future of the broker's ack
 

@@ -35,13 +35,13 @@ def install() -> None:
 
     write = DecideAgent.write
 
-    def killing_write(self: DecideAgent, stream: Any, batch: Any, sends: Any = None) -> None:
+    def killing_write(self: DecideAgent, stream: Any, batch: Any, sends: Any = None, keys: Any = None) -> None:
         marked = any((event.get("labels") or {}).get(FAULT_LABEL) == KILL for event, _, _ in batch.observed)
         once = Path(os.environ[ONCE_ENV])
         if marked and not once.exists():
             once.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
-        write(self, stream, batch, sends)
+        write(self, stream, batch, sends, keys)
 
     DecideAgent.write = killing_write  # type: ignore[method-assign]
 
