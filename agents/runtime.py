@@ -29,10 +29,11 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 # The most records an agent handles in one step of the event loop before it gives the others a
-# turn. The worker's agents share one loop: in a storm a decide batch of 500, a tick with thousands
-# of due timers, or the sinks taking in a burst of outbox records held it 50-160 ms at a time, and a
-# slow receiver's lanes, each due back every 0.1 s, lost turns (E2E's first seconds at 22-56
-# notifications/s of the receiver's 80; deploy/bench/BENCHMARKS.md). A slice is a few ms of work.
+# turn. The worker's agents share one loop: in a storm a decide batch of 500 or a tick with
+# thousands of due timers held it 50-160 ms at a time, and a slow receiver's lanes, each due back
+# every 0.1 s, lost turns (E2E's first 3 s at 115-159 notifications of the receiver's 240;
+# deploy/bench/BENCHMARKS.md). A slice is a few ms of work. (The sinks' intake of a burst of
+# outbox records was sliced too, and the first seconds got no better: not kept.)
 LOOP_SLICE = 64
 
 Classify = Callable[[Sequence[dict[str, Any]]], list[Verdict]]

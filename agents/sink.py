@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import faust
 
-from agents.runtime import LOOP_SLICE, Runtime
+from agents.runtime import Runtime
 from agents.sinks import channels
 from agents.sinks.base import Channel
 from agents.sinks.delivery import Deliverer, RetryPolicy
@@ -214,7 +214,6 @@ def register(
         if rt.settings.ledger_url().startswith("sqlite"):  # run_worker refused it unless single node
             log.warning("sinks: %s", single_node_note(rt.settings.ledger_url()))
         try:
-            taken = 0
             async for event in manual.events():
                 message = event.message
                 if acks.abandoned:  # stopping (let_the_stop_go): read again by the next owner
@@ -238,9 +237,6 @@ def register(
                         acks.settle(tp, entry)
 
                 done.add_done_callback(settle)
-                taken += 1
-                if not taken % LOOP_SLICE:  # between two records, none half-way (see intake)
-                    await asyncio.sleep(0)  # a burst of outbox records: the lanes get the loop between slices
         finally:
             rt.before_revoke.remove(let_the_rebalance_go)
             rt.before_stop.remove(let_the_stop_go)
