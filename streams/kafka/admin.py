@@ -153,7 +153,9 @@ async def apply(settings: Settings, specs: list[TopicSpec], *, dry_run: bool = F
         result = plan(specs, observed, brokers)
         if result.create and not dry_run:
             result = await _create(admin, specs, result, brokers)
-            await wait_for_leaders(admin, [s.name for s in result.create], settings)
+            if not await wait_for_leaders(admin, [s.name for s in result.create], settings):
+                note = f"some new partitions had no serving leader after {LEADERS_WAIT_S:.0f} s; producers retry until one does"
+                result = replace(result, notes=[*result.notes, note])
         return result
     finally:
         await admin.close()

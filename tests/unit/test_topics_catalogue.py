@@ -135,3 +135,35 @@ def test_plan_reports_drift_without_changing_it():
             f"retention.ms 1000 (topics.yaml says {outbox.retention_ms})",
         ]
     }
+
+
+class _Admin:
+    """describe_topics as aiokafka's admin answers it: a partition without a leader says -1."""
+
+    def __init__(self, leaders_after: int) -> None:
+        self.calls, self.leaders_after = 0, leaders_after
+
+    async def describe_topics(self, names):
+        self.calls += 1
+        leader = 1 if self.calls > self.leaders_after else -1
+        return [
+            {
+                "topic": n,
+                "error_code": 0,
+                "partitions": [{"error_code": 0, "partition": p, "leader": leader} for p in range(3)],
+            }
+            for n in names
+        ]
+
+
+def test_wait_for_leaders_asks_again_until_every_partition_has_one_and_gives_up_at_its_deadline():
+    import asyncio
+
+    from streams.kafka.admin import wait_for_leaders
+
+    led = _Admin(leaders_after=2)
+    assert asyncio.run(wait_for_leaders(led, ["a", "b"], timeout=5)) is True
+    assert led.calls == 3
+    never = _Admin(leaders_after=10**6)
+    assert asyncio.run(wait_for_leaders(never, ["a"], timeout=0.2)) is False
+    assert asyncio.run(wait_for_leaders(_Admin(0), [], timeout=0.2)) is True
