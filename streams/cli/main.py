@@ -348,6 +348,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             storms=bench.parse_storms(args.storms),
             rate_seconds=args.rate_seconds,
             channels=channel_specs(),
+            e2e_modes=bench.parse_e2e_modes(args.e2e_modes),
         )
     except ValueError as exc:
         raise InvalidInputError(str(exc)) from None
@@ -502,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--storms", default="1000,100000", help="FLAT: alerts firing before the measured events (default %(default)s)"
     )
     bench.add_argument("--rate-seconds", type=float, default=20.0, help="how long each R rung sends (default 20)")
+    bench.add_argument(
+        "--e2e-modes", default="prompt,slow", help="E2E: the receivers, prompt and/or slow (default %(default)s)"
+    )
     bench.add_argument("--timeout", type=float, default=600.0, help="seconds each rung may take (default 600)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     bench.add_argument(

@@ -23,6 +23,7 @@ from streams.devtools.bench import (
     clock_ticks,
     cpu_seconds,
     latency_summary,
+    parse_e2e_modes,
     parse_ladder,
     parse_storms,
     percentile,
@@ -163,6 +164,10 @@ def test_ladder_flags_select_rungs_and_fixed_rates():
             parse_storms(bad)
     with pytest.raises(ValueError, match="whole numbers"):
         parse_storms("1k,abc")
+    assert parse_e2e_modes("slow") == ["slow"] and parse_e2e_modes("Slow, prompt,slow") == ["slow", "prompt"]
+    for bad, reason in (("fast", "unknown mode 'fast'; known: prompt, slow"), (",", "no mode named")):
+        with pytest.raises(ValueError, match=reason):
+            parse_e2e_modes(bad)
     with pytest.raises(ValueError, match="L4b needs --baseline DIR"):
         run(ladder="L4b", out=io.StringIO())  # refused before any broker is started
     with pytest.raises(ValueError, match="needs an opsloop checkout"):
@@ -173,6 +178,8 @@ def test_bench_is_a_subcommand_with_the_ladder_flags():
     args = build_parser().parse_args(["bench", "--events", "100", "--ladder", "L1,L4", "--repeat", "3"])
     assert args.events == 100 and args.func.__name__ == "cmd_bench"
     assert args.ladder == "L1,L4" and args.repeat == 3 and args.storms == "1000,100000"
+    assert args.e2e_modes == "prompt,slow"
+    assert build_parser().parse_args(["bench", "--e2e-modes", "slow"]).e2e_modes == "slow"
 
 
 def test_alertmanager_config_groups_like_the_bench_sessions_and_posts_to_the_receiver(tmp_path: Path):

@@ -5,7 +5,7 @@ See :mod:`streams.devtools.bench.runner` for the rungs and deploy/bench/BENCHMAR
 
 from streams.devtools.bench.measure import CpuWindow, cpu_seconds, latency_summary, percentile, rss_bytes
 from streams.devtools.bench.report import Level, report
-from streams.devtools.bench.runner import DEFAULT_LADDER, MAX_EVENTS, parse_ladder, parse_storms, run
+from streams.devtools.bench.runner import DEFAULT_LADDER, MAX_EVENTS, parse_e2e_modes, parse_ladder, parse_storms, run
 from streams.devtools.bench.workload import T0, clock_ticks, storm_events, zipf_events
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "clock_ticks",
     "cpu_seconds",
     "latency_summary",
+    "parse_e2e_modes",
     "parse_ladder",
     "parse_storms",
     "percentile",

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.devtools.bench.measure import Bar
+from streams.devtools.bench.receiver import MODES as E2E_MODES
 from streams.devtools.bench.report import Level, report
 from streams.devtools.broker import LocalKafka
 from streams.errors import UnavailableError
@@ -86,6 +87,21 @@ def parse_storms(text: str) -> list[int]:
     return sizes
 
 
+def parse_e2e_modes(text: str) -> list[str]:
+    """``"slow"`` → ["slow"]: E2E's receiver modes to run, in the order given (each of E2E_MODES, once)."""
+    modes: list[str] = []
+    for part in (p.strip().lower() for p in text.split(",")):
+        if not part:
+            continue
+        if part not in E2E_MODES:
+            raise ValueError(f"--e2e-modes: unknown mode {part!r}; known: {', '.join(E2E_MODES)}")
+        if part not in modes:
+            modes.append(part)
+    if not modes:
+        raise ValueError(f"--e2e-modes: no mode named; known: {', '.join(E2E_MODES)}")
+    return modes
+
+
 def run(
     events: int = 20_000,
     timeout: float = 600.0,
@@ -97,6 +113,7 @@ def run(
     storms: Sequence[int] = DEFAULT_STORMS,
     rate_seconds: float = 20.0,
     channels: Mapping[str, Any] | None = None,
+    e2e_modes: Sequence[str] = E2E_MODES,
     out: Any = sys.stdout,
 ) -> list[Level]:
     """The selected rungs, ``repeat`` times, on one broker (started here unless ``KAFKA_BOOTSTRAP``); prints the
@@ -154,6 +171,7 @@ def run(
                 rate_seconds,
                 channels or {},
                 failures,
+                e2e_modes,
             )
         report(levels, events, out)
         for failure in failures:
@@ -221,6 +239,7 @@ def run_once(
     rate_seconds: float,
     channels: Mapping[str, Any],
     failures: list[str],
+    e2e_modes: Sequence[str] = E2E_MODES,
 ) -> list[Level]:
     """One pass over the ladder, in rung order (L1-L3 share one pre-loaded topic, each worker rung its own).
     The environment is put back after each rung: Settings read it, and no rung may leak its own settings
@@ -286,5 +305,5 @@ def run_once(
     if "E2E" in rungs:
         from streams.devtools.bench.e2e import run_e2e
 
-        rung(lambda: run_e2e(bootstrap, work, batch, timeout, progress, broker))
+        rung(lambda: run_e2e(bootstrap, work, batch, timeout, progress, broker, modes=e2e_modes))
     return levels
