@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from agents.digest import COUNTS_TOPIC, DecisionDeltas
-from agents.runtime import LOOP_SLICE, Classify, Runtime, verdicts_of
+from agents.runtime import LOOP_SLICE, Classify, Runtime, in_slices, verdicts_of
 from streams import metrics
 from streams.core.decide import TIMER_VERDICT, Context, Decision, Verdict, configured_context, decide
 from streams.core.inhibition import InhibitorIndex
@@ -305,21 +305,19 @@ class DecideAgent:
     async def handle(self, stream: Any, events: Sequence[Any], out: Out) -> None:
         """One micro-batch of faust events: decode, decide, produce and wait, then write the tables."""
         good: list[tuple[Any, dict[str, Any]]] = []
-        for start in range(0, len(events), DECIDE_SLICE):
-            if start:
-                await asyncio.sleep(0)  # see DECIDE_SLICE
-            for ev in events[start : start + DECIDE_SLICE]:
+        async for chunk in in_slices(events, DECIDE_SLICE):
+            for ev in chunk:
                 try:
                     good.append((ev, self.codec.decode(ev.message.value, expect="opsloop.Event")))
                 except CodecError as exc:
                     await self.dead_letter(ev.message, exc)
         if not good:
             return
+        if len(events) > DECIDE_SLICE:
+            await asyncio.sleep(0)  # between the last slice decoded and the first folded
         batch = Batch()
-        for start in range(0, len(good), DECIDE_SLICE):
-            if start or len(events) > DECIDE_SLICE:
-                await asyncio.sleep(0)
-            self.decide_batch(good[start : start + DECIDE_SLICE], self.tables.sessions, out, batch)
+        async for items in in_slices(good, DECIDE_SLICE):
+            self.decide_batch(items, self.tables.sessions, out, batch)
         digest = self.digest
         if digest is not None:
             digest.add(batch.decided)
@@ -337,12 +335,9 @@ class DecideAgent:
         if digest is not None:
             digest.sent()
         if isinstance(out, PartitionBatcher):
-            keys = list(batch.last)
-            for start in range(0, len(keys), DECIDE_SLICE):
-                if start:
-                    await asyncio.sleep(0)
+            async for keys in in_slices(list(batch.last), DECIDE_SLICE):
                 sends = ChangelogSends()
-                self.write(stream, batch, sends, keys[start : start + DECIDE_SLICE])
+                self.write(stream, batch, sends, keys)
                 # the rows' changelog records: waited for by the next batch's flush, or by faust's
                 # flush of the producer before it commits offsets (as faust's own changelog sends are)
                 await sends.send(out)

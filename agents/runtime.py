@@ -9,10 +9,11 @@ module level or depends on another agent having been registered before it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from faust.types.tables import GlobalTableT, TableT
@@ -35,6 +36,17 @@ log = logging.getLogger(__name__)
 # deploy/bench/BENCHMARKS.md). A slice is a few ms of work. (The sinks' intake of a burst of
 # outbox records was sliced too, and the first seconds got no better: not kept.)
 LOOP_SLICE = 64
+
+T = TypeVar("T")
+
+
+async def in_slices(items: Sequence[T], size: int = LOOP_SLICE) -> AsyncIterator[Sequence[T]]:
+    """``items`` ``size`` at a time, with a turn of the event loop between one slice and the next."""
+    for start in range(0, len(items), size):
+        if start:
+            await asyncio.sleep(0)
+        yield items[start : start + size]
+
 
 Classify = Callable[[Sequence[dict[str, Any]]], list[Verdict]]
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from agents.runtime import LOOP_SLICE, Runtime
+from agents.runtime import LOOP_SLICE, Runtime, in_slices
 from streams import metrics
 from streams.core.timer_index import TimerIndex
 from streams.core.timers import PartitionClock, timer_event
@@ -91,16 +91,15 @@ class Ticker:
         due = self.index.due(active, lambda p: self.clock.now(p, tset.clock, tset.idle_s))
         mono = time.monotonic() if mono is None else mono
         acks = []
-        for n, (session, org, timer_id, spec) in enumerate(due):
-            if n and not n % PROMOTE_SLICE:
-                await asyncio.sleep(0)  # a storm's due notices: the lanes and decide get the loop between slices
-            mark = (session, timer_id, int(spec["at"]))
-            if mono - self.promoted.get(mark, -REPROMOTE_AFTER_S) < REPROMOTE_AFTER_S:
-                continue
-            value = self.codec.encode("opsloop.Event", timer_event(session, org, timer_id, spec, now_ms()))
-            acks.append(await self.send(session.encode(), value))
-            self.promoted.pop(mark, None)  # re-inserted at the end: the marks stay in the order they were promoted
-            self.promoted[mark] = mono
+        async for chunk in in_slices(due, PROMOTE_SLICE):  # a storm's due notices: the lanes get turns between
+            for session, org, timer_id, spec in chunk:
+                mark = (session, timer_id, int(spec["at"]))
+                if mono - self.promoted.get(mark, -REPROMOTE_AFTER_S) < REPROMOTE_AFTER_S:
+                    continue
+                value = self.codec.encode("opsloop.Event", timer_event(session, org, timer_id, spec, now_ms()))
+                acks.append(await self.send(session.encode(), value))
+                self.promoted.pop(mark, None)  # re-inserted at the end: the marks stay in the order they were promoted
+                self.promoted[mark] = mono
         if acks:
             await asyncio.gather(*acks)
             log.info("promoted %d due timers", len(acks))

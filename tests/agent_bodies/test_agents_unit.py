@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from agents.decide import DecideAgent
 from agents.digest import DigestAgent
@@ -25,6 +26,7 @@ from streams.settings import Settings, TimerSettings
 from tests.decide.helpers import MIN, T0, URGENT_DOWN, alert, starter_set, webhook
 
 CODEC = default_codec()
+T = TypeVar("T")
 RSET = starter_set()
 
 
@@ -55,6 +57,33 @@ class FakeStream:
     def _set_current_event(self, event: Any) -> None:
         self.pointed.append(event)
         self.current_event = event
+
+
+def recording_send(sent: list[Any], keep: Callable[[bytes, bytes], Any]) -> Callable[[bytes, bytes], Any]:
+    """A producer's send as the ticker and the scheduler call it: ``keep(key, value)`` goes to ``sent``, and
+    the broker's acknowledgement is a future already settled."""
+
+    async def send(key: bytes, value: bytes) -> asyncio.Future[None]:
+        sent.append(keep(key, value))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    return send
+
+
+def run_counting_turns(work: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+    """``work()``'s result, and how many turns of the event loop another task got while it ran."""
+
+    async def both() -> tuple[T, int]:
+        turns = 0
+        task = asyncio.ensure_future(work())
+        while not task.done():
+            turns += 1
+            await asyncio.sleep(0)
+        return await task, turns
+
+    return asyncio.run(both())
 
 
 def message(event: dict, partition: int = 0, offset: int = 0, value: bytes | None = None) -> SimpleNamespace:
@@ -140,19 +169,9 @@ def test_a_large_batch_is_folded_in_slices_with_turns_of_the_loop_between_and_th
         agent = decide_agent(tables, dead)
         calls = []
         agent.classify = lambda batch: calls.append(len(batch)) or [URGENT_DOWN] * len(batch)  # type: ignore[method-assign]
-        turns = 0
-
-        async def both() -> None:
-            nonlocal turns
-            handling = asyncio.ensure_future(
-                agent.handle(stream, [message(e, offset=i) for i, e in enumerate(events)], out)
-            )
-            while not handling.done():
-                turns += 1
-                await asyncio.sleep(0)
-            await handling
-
-        asyncio.run(both())
+        _, turns = run_counting_turns(
+            lambda: agent.handle(stream, [message(e, offset=i) for i, e in enumerate(events)], out)
+        )
         assert calls == ([200] if slice_size >= 200 else [64, 64, 64, 8]) and not dead
         return out.records, dict(tables.sessions), out.flushed, turns
 
@@ -178,12 +197,7 @@ def test_ticker_promotes_due_timers_of_active_partitions_once():
     clock = PartitionClock()
     clock.observe(1, T0 + 10 * MIN)
     sent: list[tuple[bytes, dict]] = []
-
-    async def send(key, value):
-        sent.append((key, CODEC.decode(value)))
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+    send = recording_send(sent, lambda key, value: (key, CODEC.decode(value)))
 
     timers = {
         "s1": {
@@ -216,12 +230,7 @@ def test_ticker_promotes_a_storm_of_due_timers_in_slices_with_turns_of_the_loop_
         clock = PartitionClock()
         clock.observe(1, T0 + 10 * MIN)
         sent: list[bytes] = []
-
-        async def send(key, value):
-            sent.append(key)
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-            return fut
+        send = recording_send(sent, lambda key, value: key)
 
         timers = {
             f"s{i}": {"p": 1, "org": "acme", "t": {"grp:1": {"at": T0 + i, "purpose": "group", "step": 0, "data": {}}}}
@@ -229,15 +238,7 @@ def test_ticker_promotes_a_storm_of_due_timers_in_slices_with_turns_of_the_loop_
         }
         ticker = Ticker(timers=timers, clock=clock, settings=TimerSettings(clock="event"), codec=CODEC, send=send)
 
-        async def ticking() -> tuple[int, int]:
-            turns = 0
-            task = asyncio.ensure_future(ticker.tick({1}, mono=100.0))
-            while not task.done():
-                turns += 1
-                await asyncio.sleep(0)
-            return await task, turns
-
-        promoted, turns = asyncio.run(ticking())
+        promoted, turns = run_counting_turns(lambda: ticker.tick({1}, mono=100.0))
         return promoted, sent, turns
 
     sliced, whole = run(64), run(10**6)
@@ -268,11 +269,7 @@ def test_scheduler_sends_the_due_slot_once_from_the_owning_partition():
     slot = cron_event(schedule.session_key, schedule.org, schedule.name, 0, 0)  # for the shape only
     sent: list[dict] = []
 
-    async def send(key, value):
-        sent.append(CODEC.decode(value))
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+    send = recording_send(sent, lambda key, value: CODEC.decode(value))
 
     from streams.core.timers import slot_before
 
@@ -300,11 +297,7 @@ def test_a_fresh_scheduler_with_the_starter_schedules_dispatches_nothing_at_boot
     clock = PartitionClock()
     sent: list[bytes] = []
 
-    async def send(key, value):
-        sent.append(value)
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+    send = recording_send(sent, lambda key, value: value)
 
     for schedule in RSET.schedules:  # every schedule's slot is due and within its catch-up window
         owner = partition_for_key(schedule.session_key.encode(), partitions)
@@ -334,18 +327,8 @@ def test_digest_agent_folds_counts_and_sends_a_due_day_once():
     table: dict = {}
     counts, effects = [], []
 
-    async def ack(*_):
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-    async def send_counts(key, value):
-        counts.append(CODEC.decode(value))
-        return await ack()
-
-    async def send_effect(key, value):
-        effects.append(CODEC.decode(value))
-        return await ack()
+    send_counts = recording_send(counts, lambda key, value: CODEC.decode(value))
+    send_effect = recording_send(effects, lambda key, value: CODEC.decode(value))
 
     async def committed():
         return {}
