@@ -53,6 +53,8 @@ class LocalPostgres:
     """One cluster in ``root/data``, its log in ``root/server.log``; kept across ``stop()``/``start()``."""
 
     user = "opsloop"
+    initdb_args: tuple[str, ...] = ()  # extra ``initdb`` arguments (a throwaway cluster skips its fsyncs)
+    settings: tuple[str, ...] = ()  # extra server settings, ``name=value`` each
 
     def __init__(self, root: Path, port: int, bindir: Path) -> None:
         self.root = Path(root)
@@ -108,11 +110,13 @@ class LocalPostgres:
                 "--auth=trust",
                 "-E",
                 "UTF8",
+                *self.initdb_args,
             )
         if (self.datadir / "postmaster.pid").exists():
             # A server a killed run left behind (or a stale pid file): stop it before starting ours.
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop", check=False)
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories="
+        settings = ("listen_addresses=127.0.0.1", "unix_socket_directories=", *self.settings)
+        options = " ".join([f"-p {self.port}", *(f"-c {setting}" for setting in settings)])
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
