@@ -15,16 +15,60 @@ whatever needs it; nothing reads the environment later or at import time.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 MIB = 1024 * 1024
 ClockMode = Literal["event", "wall", "hybrid"]
+# host, host:port, [IPv6]:port; no empty entries, a port of digits not starting with 0
+_BOOTSTRAP_ENTRY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\],]+)(?::(?P<port>[1-9][0-9]{0,4}))?")
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port
+
+
+class SettingsError(InvalidInputError):
+    """An environment variable that does not parse. The message names each variable and why; it never
+    repeats the value, which may be a secret (a token, a password in a URL)."""
+
+
+def settings_error(exc: ValidationError) -> SettingsError:
+    """pydantic's error, one line per variable, under the names a user sets (``OPSLOOP_TIMER_TICK_S``)."""
+    model = _SECTIONS.get(exc.title, Settings)
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        reason = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{_variable(model, err['loc'])}: {reason}")
+    return SettingsError("invalid settings: " + "; ".join(lines))
+
+
+def _variable(model: type[BaseSettings], loc: tuple[int | str, ...]) -> str:
+    """The environment variable a field is read from (pydantic names an aliased field by the alias it read)."""
+    prefix = str(model.model_config.get("env_prefix", ""))
+    if not loc:
+        return prefix.rstrip("_")
+    field = str(loc[0])
+    info = model.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return " or ".join(str(choice) for choice in alias.choices)
+    return field if info is None else prefix + field.upper()
 
 
 class TimerSettings(BaseSettings):
@@ -33,8 +77,8 @@ class TimerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPSLOOP_TIMER_", frozen=True, extra="ignore")
 
     clock: ClockMode = "hybrid"
-    tick_s: float = 0.5
-    idle_s: float = 2.0
+    tick_s: PositiveFloat = 0.5
+    idle_s: PositiveFloat = 2.0
 
 
 class AckSettings(BaseSettings):
@@ -44,7 +88,7 @@ class AckSettings(BaseSettings):
 
     secret: SecretStr = SecretStr("")
     base_url: str = ""
-    ttl_s: int = 24 * 3600
+    ttl_s: PositiveInt = 24 * 3600
 
 
 class SinkSettings(BaseSettings):
@@ -61,39 +105,39 @@ class SinkSettings(BaseSettings):
     # says it is the only worker (agents/sink.py check_ledger; README "Sinks: delivering once").
     single_node: bool = False
 
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 10.0
-    max_attempts: int = 6
-    max_total_s: float = 120.0
-    backoff_base_s: float = 0.5
-    backoff_max_s: float = 30.0
+    connect_timeout_s: PositiveFloat = 5.0
+    read_timeout_s: PositiveFloat = 10.0
+    max_attempts: PositiveInt = 6
+    max_total_s: PositiveFloat = 120.0
+    backoff_base_s: NonNegativeFloat = 0.5
+    backoff_max_s: NonNegativeFloat = 30.0
     # After a timeout with unknown outcome, a non-idempotent sink waits this long, then tries once more.
-    ambiguous_pause_s: float = 5.0
-    breaker_threshold: int = 5
-    breaker_cooldown_s: float = 30.0
-    breaker_cooldown_max_s: float = 300.0
+    ambiguous_pause_s: NonNegativeFloat = 5.0
+    breaker_threshold: PositiveInt = 5
+    breaker_cooldown_s: NonNegativeFloat = 30.0
+    breaker_cooldown_max_s: NonNegativeFloat = 300.0
     # Effects waiting for one destination in memory; past it, new ones spill to the delivery ledger (durable: their
     # offsets may be committed) and are taken back in order as the destination drains (agents/sinks/dispatch.py).
-    backlog_per_destination: int = 1000
+    backlog_per_destination: PositiveInt = 1000
     # Effects read from outbox and not yet settled, over all destinations (back-pressure on the reader).
-    max_in_flight: int = 5000
+    max_in_flight: PositiveInt = 5000
     # Deliveries to one destination at once (its lanes; one session's effects always take the same lane, in
     # order). A receiver's rate limit still applies across them. Each lane can leave one delivery of unknown
     # outcome when the worker is killed (sent, not yet completed in the ledger), which the next owner sends
     # again: 1 keeps that to one per destination per kill (the fault harness's bound); raise it for receivers
     # that deduplicate by the Idempotency-Key / dedup_key, for throughput.
-    concurrency_per_destination: int = 1
+    concurrency_per_destination: PositiveInt = 1
     # Effects a lane of an idempotent sink (webhook, PagerDuty) claims in one ledger batch before sending them
     # in order; above 1 a kill can leave that many sent-but-not-completed, re-sent with the same key.
-    claim_ahead: int = 1
+    claim_ahead: PositiveInt = 1
     # Runbook remediations are called only when this is true AND the step says dry_run: false;
     # otherwise they are logged and receipted as dry_run (agents/sinks/channels/remediate.py).
     remediation_enabled: bool = False
 
     # A worker beats its ledger-owner row this often; one silent for owner_timeout_s is dead, and its
     # unfinished claims go at once to the partition's owner in a newer group generation (agents/sinks/ledger.py).
-    owner_heartbeat_s: float = 2.0
-    owner_timeout_s: float = 10.0
+    owner_heartbeat_s: PositiveFloat = 2.0
+    owner_timeout_s: PositiveFloat = 10.0
 
     @property
     def lease_ms(self) -> int:
@@ -108,7 +152,7 @@ class IngestSettings(BaseSettings):
 
     # All interfaces by default: ingest is a network service (every post is authenticated).
     host: str = "0.0.0.0"
-    port: int = 8080
+    port: Port = 8080
 
     # Bearer tokens of the unsigned endpoints, one per producer: "prometheus=s3cr3t,alertmanager=...".
     # OPSLOOP_INGEST_TOKEN_<NAME>=<token> variables add one producer each (see auth.producer_tokens).
@@ -127,35 +171,38 @@ class IngestSettings(BaseSettings):
     # Session-key rules; empty: sessions.yaml in the runbooks dir (OPSLOOP_RUNBOOKS_DIR).
     sessions_file: Path | None = None
 
-    max_body_bytes: int = MIB
+    max_body_bytes: PositiveInt = MIB
     # A request body must keep coming: each read waits at most read_timeout_s, the whole body body_timeout_s (408).
-    read_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
+    read_timeout_s: PositiveFloat = 10.0
+    body_timeout_s: PositiveFloat = 30.0
     # Request line / one header line, and the number of headers (aiohttp's parser refuses more with a 400).
-    max_header_bytes: int = 8190
-    max_headers: int = 64
+    max_header_bytes: PositiveInt = 8190
+    max_headers: PositiveInt = 64
     # Signed-webhook replay memory: a body seen before under a new delivery id is refused (409) for this long.
-    webhook_replay_window_s: float = 24 * 3600.0
+    webhook_replay_window_s: NonNegativeFloat = 24 * 3600.0
     # At most this many signatures in one header (PagerDuty sends two while a secret is rotated).
-    max_signatures: int = 4
+    max_signatures: PositiveInt = 4
     # Events queued to Kafka but not yet acknowledged, across all requests: past this,
     # 429 rather than unbounded memory.
-    max_in_flight: int = 20_000
+    max_in_flight: PositiveInt = 20_000
     # How long one post may wait for Kafka's acknowledgement before it is answered 503.
-    send_timeout_s: float = 5.0
+    send_timeout_s: PositiveFloat = 5.0
     # After a failed connection attempt, posts answer 503 at once for this long.
-    reconnect_backoff_s: float = 1.0
-    retry_after_s: int = 5
-    backpressure_retry_after_s: int = 1
-    kafka_request_timeout_ms: int = 5000
+    reconnect_backoff_s: NonNegativeFloat = 1.0
+    retry_after_s: NonNegativeInt = 5
+    backpressure_retry_after_s: NonNegativeInt = 1
+    kafka_request_timeout_ms: PositiveInt = 5000
 
     # Recently accepted event ids answered "duplicate" without producing again.
-    dedupe_capacity: int = 100_000
-    dedupe_ttl_s: float = 3600.0
+    dedupe_capacity: NonNegativeInt = 100_000
+    dedupe_ttl_s: NonNegativeFloat = 3600.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> IngestSettings:
-        return cls(**overrides)  # type: ignore[arg-type]
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise settings_error(exc) from None
 
 
 class Settings(BaseSettings):
@@ -188,7 +235,7 @@ class Settings(BaseSettings):
     topics_file: Path = ROOT / "topics.yaml"
     schemas_dir: Path = ROOT / "schemas"
     runbooks_dir: Path = ROOT / "runbooks"
-    web_port: int = 6066
+    web_port: Port = 6066
     web_host: str = "127.0.0.1"
     web_enabled: bool = True
     log_level: str = "info"
@@ -196,17 +243,17 @@ class Settings(BaseSettings):
 
     # Consumer-group timing. faust's defaults (60 s session timeout) make a restarted
     # worker wait up to a minute to rejoin; production keeps them, tests lower them.
-    broker_session_timeout_s: float = 60.0
-    broker_heartbeat_interval_s: float = 3.0
-    broker_rebalance_timeout_s: float = 60.0
-    commit_interval_s: float = 2.8
+    broker_session_timeout_s: PositiveFloat = 60.0
+    broker_heartbeat_interval_s: PositiveFloat = 3.0
+    broker_rebalance_timeout_s: PositiveFloat = 60.0
+    commit_interval_s: PositiveFloat = 2.8
 
     # The decide agent's batch (streams/kafka/batches.py): what arrived while the previous
     # batch was handled, up to N events; under load batches grow by themselves. A batch
     # smaller than N may wait this long for more first (0: it is handled at once; a wait
     # makes batches larger and cheaper at a steady low rate, and adds that much latency).
-    decide_batch_max: int = 500
-    decide_batch_within_s: float = 0.0
+    decide_batch_max: PositiveInt = 500
+    decide_batch_within_s: NonNegativeFloat = 0.0
 
     # Sections, each read from its own prefix when the root is built.
     timers: TimerSettings = Field(default_factory=TimerSettings)
@@ -244,8 +291,25 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
-        """Read the process environment now (not at import), then apply explicit overrides."""
-        return cls(**overrides)
+        """Read the process environment now (not at import), then apply explicit overrides.
+
+        Raises :class:`SettingsError` (exit code 1 on the command line) naming each variable that does not parse."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise settings_error(exc) from None
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_servers(cls, value: str) -> str:
+        """host[:port][,host[:port]...] as aiokafka reads it, checked here so that a typo is named at start."""
+        for entry in (e.strip() for e in value.split(",")):
+            match = _BOOTSTRAP_ENTRY.fullmatch(entry)
+            if match is None or int(match["port"] or 1) > 65535:
+                raise ValueError(
+                    f"{entry!r} is not host:port (a comma-separated list; the port 1-65535; an IPv6 address as [addr]:port)"
+                )
+        return value
 
     def kafka_client_config(self) -> dict[str, object]:
         """Keyword arguments for aiokafka clients (producer, consumer, admin)."""
@@ -291,3 +355,8 @@ class Settings(BaseSettings):
         if ssl_context is not None:
             return faust.SSLCredentials(ssl_context)
         return None
+
+
+_SECTIONS: dict[str, type[BaseSettings]] = {
+    cls.__name__: cls for cls in (Settings, TimerSettings, AckSettings, SinkSettings, IngestSettings)
+}

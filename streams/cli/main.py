@@ -21,6 +21,7 @@ from streams.errors import (
     EXIT_DIFFERS,
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
     InvalidInputError,
     OpsloopError,
     exit_codes_help,
@@ -592,6 +593,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+        if not isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
+            raise
+        print(f"opsloop: {kafka_unreachable(exc)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def kafka_unreachable(exc: Exception) -> str:
+    """One line for a broker that cannot be reached: aiokafka's bootstrap error lists (host, port, family) tuples."""
+    import re
+
+    hosts = re.findall(r"\('([^']*)', (\d+), <AddressFamily", str(exc))
+    where = (
+        ", ".join(f"{host}:{port}" for host, port in hosts)
+        if hosts
+        else str(exc).removeprefix("KafkaConnectionError: ")
+    )
+    return f"Kafka is unreachable ({where or type(exc).__name__}): is the broker up, and KAFKA_BOOTSTRAP right?"
 
 
 if __name__ == "__main__":

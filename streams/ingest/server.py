@@ -14,8 +14,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
 from streams.model.yamlfile import ConfigError
 
 
@@ -33,15 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from streams.ingest.app import create_app
     from streams.ingest.auth import TokenConfigError
     from streams.ingest.scopes import ScopeConfigError
-    from streams.settings import Settings
+    from streams.settings import Settings, SettingsError
 
     try:
         settings = Settings.from_env()
-        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        config = settings.ingest.model_copy(update=overrides)
-    except ValidationError as exc:  # pydantic never echoes SecretStr input
-        print(f"opsloop ingest: invalid settings: {exc}", file=sys.stderr)
-        return 1
+    except SettingsError as exc:  # names each variable, never its value
+        print(f"opsloop ingest: {exc}", file=sys.stderr)
+        return exc.exit_code
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    config = settings.ingest.model_copy(update=overrides)
     from streams.ingest.logs import configure_ingest_logging
     from streams.logs import register_secrets
 

@@ -15,9 +15,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.errors import NotFoundError
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.compat import refresh_metadata
 from streams.settings import Settings
+
+
+class TopicNotFoundError(NotFoundError, LookupError):
+    """A topic named to read does not exist on the cluster (under the settings' topic prefix)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,15 @@ class TopicReader:
         )
 
     async def __aenter__(self) -> TopicReader:
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+            await self._assign()
+        except BaseException:
+            await self._consumer.stop()  # a failed start leaves no open connection (or "Unclosed" warning) behind
+            raise
+        return self
+
+    async def _assign(self) -> None:
         partitions = []
         for topic in self.topics:
             for p in sorted(await self._partitions_of(topic)):
@@ -62,7 +75,6 @@ class TopicReader:
             await self._consumer.seek_to_beginning(*partitions)
         else:
             await self._consumer.seek_to_end(*partitions)
-        return self
 
     async def _partitions_of(self, topic: str, timeout: float = 10.0) -> set[int]:
         deadline = time.monotonic() + timeout
@@ -71,7 +83,7 @@ class TopicReader:
             if parts:
                 return parts
             if time.monotonic() > deadline:
-                raise LookupError(f"topic {topic!r} does not exist (run `opsloop topics apply`)")
+                raise TopicNotFoundError(f"topic {topic!r} does not exist (run `opsloop topics apply`)")
             await refresh_metadata(self._consumer)
             await asyncio.sleep(0.1)
 

@@ -261,7 +261,8 @@ def serve(
     from streams.ui.auth import SECRET_VARIABLE, UI_TOKENS_VARIABLE, ProxyAuth, console_auth
 
     env = os.environ if environ is None else environ
-    settings = Settings.from_env()
+    settings = Settings.from_env()  # before anything starts: a bad variable is named at once
+    refresh_s = _refresh_s(env.get("OPSLOOP_UI_REFRESH_S", "30"))
     configure(settings.log_level, settings.log_format)
     proxy = ProxyAuth.from_environ(env)
     # Behind a single-sign-on proxy the console may have no tokens of its own.
@@ -282,7 +283,7 @@ def serve(
         auth,
         send,
         signer=SessionSigner.from_environ(env),
-        refresh_s=int(env.get("OPSLOOP_UI_REFRESH_S", "30")),
+        refresh_s=refresh_s,
         default_org=settings.ingest.default_org,
         secure_cookie=env.get("OPSLOOP_UI_SECURE_COOKIE", "false").lower() in ("1", "true", "yes"),
         kafka=settings,
@@ -302,3 +303,12 @@ def serve(
     log.info("console on http://%s:%d for %s", host, port, ", ".join(auth.names))
     web.run_app(app, host=host, port=port, print=None)
     return 0
+
+
+def _refresh_s(text: str) -> int:
+    """The incidents page's auto-refresh period: a whole number of seconds, at least 1."""
+    from streams.settings import SettingsError
+
+    if not text.strip().isdigit() or int(text) < 1:
+        raise SettingsError("invalid settings: OPSLOOP_UI_REFRESH_S: should be a whole number of seconds, at least 1")
+    return int(text)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import pytest
+
 from streams.cli.main import main
+from streams.devtools.broker import free_port
+from streams.errors import EXIT_INVALID, EXIT_UNAVAILABLE
 from streams.kafka.catalogue import TOPICS_FILE
 
 
@@ -42,3 +47,55 @@ def test_produce_rejects_a_bad_line_before_sending_anything(tmp_path, capsys, mo
     path.write_text(json.dumps(good) + "\n{not json\n")
     assert main(["produce", str(path)]) == 1
     assert f"{path}:2: invalid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["topics", "apply"], ["tail", "outbox"], ["worker"]])
+def test_an_unreachable_broker_is_one_line_and_exit_4(argv, tmp_path, capsys, monkeypatch):
+    port = free_port()  # nothing listens there: connection refused at once
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+    monkeypatch.setenv("OPSLOOP_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("OPSLOOP_SINK_SINGLE_NODE", "true")
+    assert main(argv) == EXIT_UNAVAILABLE
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"opsloop: Kafka is unreachable (127.0.0.1:{port}): is the broker up, and KAFKA_BOOTSTRAP right?"
+    )
+
+
+def test_a_bad_setting_is_one_line_and_exit_1(capsys, monkeypatch):
+    monkeypatch.setenv("OPSLOOP_DECIDE_BATCH_MAX", "many")
+    assert main(["worker"]) == EXIT_INVALID
+    assert capsys.readouterr().err.strip() == (
+        "opsloop: invalid settings: OPSLOOP_DECIDE_BATCH_MAX: Input should be a valid integer, "
+        "unable to parse string as an integer"
+    )
+
+
+def test_a_reader_that_cannot_start_closes_its_consumer(monkeypatch):
+    from aiokafka.errors import KafkaConnectionError
+
+    from streams.kafka.reader import TopicReader
+    from streams.settings import Settings
+
+    readers: list[TopicReader] = []
+
+    async def enter() -> None:
+        readers.append(TopicReader(Settings.from_env(kafka_bootstrap=f"127.0.0.1:{free_port()}"), ["outbox"]))
+        async with readers[0]:
+            raise AssertionError("started without a broker")
+
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(enter())
+    assert readers[0]._consumer._closed  # noqa: SLF001 - what aiokafka's "Unclosed AIOKafkaConsumer" warning checks
+
+
+def test_the_console_names_a_bad_refresh_period_before_it_touches_the_database(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPSLOOP_UI_TOKENS", "alice=t0ken-for-the-test")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'console.db'}")
+    monkeypatch.setenv("OPSLOOP_UI_REFRESH_S", "0")
+    assert main(["ui", "--port", "0"]) == EXIT_INVALID
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("opsloop: invalid settings: OPSLOOP_UI_REFRESH_S: should be a whole number of seconds, at least 1")
+    )
+    assert not (tmp_path / "console.db").exists()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from streams.settings import Settings
+import pytest
+
+from streams.errors import EXIT_INVALID
+from streams.settings import IngestSettings, Settings, SettingsError
 
 
 def test_environment_is_read_and_secrets_are_masked(monkeypatch):
@@ -37,3 +40,55 @@ def test_defaults_are_the_embedded_ones(monkeypatch):
     settings = Settings.from_env()
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.database_url.get_secret_value().startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("OPSLOOP_DECIDE_BATCH_MAX", "hunter2-not-a-number", "a valid integer"),
+        ("OPSLOOP_TIMER_TICK_S", "0", "greater than 0"),
+        ("OPSLOOP_TIMER_CLOCK", "hunter2-clock", "'event', 'wall' or 'hybrid'"),
+        ("OPSLOOP_SINK_MAX_ATTEMPTS", "-1", "greater than 0"),
+        ("OPSLOOP_INGEST_PORT", "70000", "less than or equal to 65535"),
+        ("OPSLOOP_WEB_PORT", "-1", "greater than or equal to 0"),
+        ("OPSLOOP_ACK_TTL_S", "soon", "a valid integer"),
+    ],
+)
+def test_a_bad_variable_is_named_with_its_reason_and_never_echoed(monkeypatch, variable, value, reason):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env()
+    message = str(caught.value)
+    assert message.startswith(f"invalid settings: {variable}: Input should be {reason}"), message
+    assert value not in message.removeprefix(
+        f"invalid settings: {variable}: Input should be {reason}"
+    )  # may be a secret
+    assert caught.value.exit_code == EXIT_INVALID
+
+
+def test_every_bad_variable_of_the_root_is_named_at_once(monkeypatch):
+    monkeypatch.setenv("OPSLOOP_DECIDE_BATCH_MAX", "0")
+    monkeypatch.setenv("OPSLOOP_COMMIT_INTERVAL_S", "never")
+    with pytest.raises(SettingsError, match=r"OPSLOOP_COMMIT_INTERVAL_S: .*; OPSLOOP_DECIDE_BATCH_MAX: "):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    "good", ["h1", "h1:9092", "b1:9092, b2:9093", "10.0.0.7:29092", "[::1]:9092", "[fe80::1]", "kafka-0.kafka.svc:9092"]
+)
+def test_bootstrap_servers_aiokafka_reads_are_taken(monkeypatch, good):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", good)
+    assert Settings.from_env().kafka_bootstrap == good
+
+
+@pytest.mark.parametrize("bad", [":::", "::1", "a:b", "h:0", "h:65536", "h:9092,", "", "h :1", "h:09092"])
+def test_a_bootstrap_typo_is_refused_at_start_naming_the_entry(monkeypatch, bad):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", bad)
+    with pytest.raises(SettingsError, match=r"^invalid settings: KAFKA_BOOTSTRAP: '.*' is not host:port"):
+        Settings.from_env()
+
+
+def test_a_section_variable_is_named_with_its_own_prefix(monkeypatch):
+    monkeypatch.setenv("OPSLOOP_INGEST_MAX_BODY_BYTES", "0")
+    with pytest.raises(SettingsError, match=r"^invalid settings: OPSLOOP_INGEST_MAX_BODY_BYTES: "):
+        IngestSettings.from_env()
