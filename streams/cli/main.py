@@ -66,7 +66,9 @@ class LineError(InvalidInputError):
 
 
 def read_json_lines(stream: TextIO, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    from streams.model.records import InvalidEventError, validate_event
+    from streams.kafka.codec import CodecError, default_codec
+    from streams.kafka.producer import encode_event, prepare_event
+    from streams.model.records import InvalidEventError
 
     for number, line in enumerate(stream, 1):
         if not line.strip():
@@ -76,8 +78,8 @@ def read_json_lines(stream: TextIO, name: str) -> Iterator[tuple[int, dict[str, 
         except json.JSONDecodeError as exc:
             raise LineError(f"{name}:{number}: invalid JSON: {exc.msg} at column {exc.colno}") from None
         try:
-            validate_event(raw)
-        except InvalidEventError as exc:
+            encode_event(default_codec(), prepare_event(raw))  # what send will do: a field, and the record's size
+        except (InvalidEventError, CodecError) as exc:
             raise LineError(f"{name}:{number}: {exc}") from None
         yield number, raw
 

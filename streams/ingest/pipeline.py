@@ -33,13 +33,10 @@ from streams.ingest.publisher import Publisher, Ready
 from streams.ingest.scopes import DEFAULT_SCOPE, Principal, Scope, authorize
 from streams.ingest.sessions import SessionRule
 from streams.kafka.codec import Codec, CodecError, default_codec
-from streams.kafka.producer import now_ms
+from streams.kafka.producer import MAX_EVENT_BYTES, now_ms
 from streams.metrics import observe_ingested
 from streams.model.records import InvalidEventError, topic_for, validate_event
 from streams.settings import IngestSettings, Settings
-
-# A record must fit Kafka's default max.request.size (1 MiB) with room for the batch header.
-MAX_RECORD_BYTES = 1_000_000
 
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
 
@@ -165,9 +162,9 @@ class Ingest:
             raise BadRequest(
                 join(path, "payload"), f"does not fit the {event['kind']} payload record of opsloop.Event"
             ) from None
-        if len(value) > MAX_RECORD_BYTES:
+        if len(value) > MAX_EVENT_BYTES:
             raise PayloadTooLarge(
-                f"{path or 'event'} encodes to {len(value)} bytes; the limit per event is {MAX_RECORD_BYTES}"
+                f"{path or 'event'} encodes to {len(value)} bytes; the limit per event is {MAX_EVENT_BYTES}"
             )
         return Ready(event, topic_for(event), event["session_key"].encode(), value)
 

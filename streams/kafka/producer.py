@@ -17,8 +17,12 @@ from aiokafka.structs import RecordMetadata
 
 from streams import metrics
 from streams.kafka.codec import Codec, default_codec
-from streams.model.records import stamp, topic_for, validate_event
+from streams.model.records import InvalidEventError, stamp, topic_for, validate_event
 from streams.settings import Settings
+
+# One event's encoded value at most: under the producer's request limit and the broker's
+# message.max.bytes (both 1 MiB by default) with room for the key and the batch headers.
+MAX_EVENT_BYTES = 1_000_000
 
 
 def now_ms() -> int:
@@ -29,6 +33,16 @@ def prepare_event(raw: Mapping[str, Any]) -> dict[str, Any]:
     """An event validated and stamped as it is appended: a fresh id, received now (raises InvalidEventError
     naming the field)."""
     return stamp(validate_event(raw), event_id=uuid.uuid4().hex, received_at=now_ms())
+
+
+def encode_event(codec: Codec, event: Mapping[str, Any]) -> bytes:
+    """The event's Avro bytes; one that would be refused by Kafka as too large is an InvalidEventError instead."""
+    value = codec.encode("opsloop.Event", event)
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidEventError(
+            "event", f"{len(value):,} bytes encoded, over the {MAX_EVENT_BYTES:,}-byte limit of one Kafka record"
+        )
+    return value
 
 
 class EventProducer:
@@ -76,7 +90,10 @@ class EventProducer:
     async def send(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], RecordMetadata]:
         """Append one event to events.<kind>; returns once Kafka acknowledged it."""
         event = self.prepare(raw)
-        meta = await self.send_record(topic_for(event), event["session_key"], "opsloop.Event", event)
+        value = encode_event(self.codec, event)
+        meta = await self._producer.send_and_wait(
+            self.topic(topic_for(event)), value, key=event["session_key"].encode()
+        )
         metrics.observe_ingested(event["kind"], event["source"])
         return event, meta
 
@@ -86,9 +103,7 @@ class EventProducer:
         for raw in raws:
             event = self.prepare(raw)
             fut = await self._producer.send(
-                self.topic(topic_for(event)),
-                self.codec.encode("opsloop.Event", event),
-                key=event["session_key"].encode(),
+                self.topic(topic_for(event)), encode_event(self.codec, event), key=event["session_key"].encode()
             )
             pending.append((event, fut))
         done = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -99,3 +100,17 @@ def test_the_console_names_a_bad_refresh_period_before_it_touches_the_database(t
         .endswith("opsloop: invalid settings: OPSLOOP_UI_REFRESH_S: should be a whole number of seconds, at least 1")
     )
     assert not (tmp_path / "console.db").exists()
+
+
+def test_produce_refuses_an_event_too_large_for_one_kafka_record_before_sending_anything(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:1")  # nothing is sent: the line is refused first
+    good = {"session_key": "s", "kind": "telemetry", "type": "alert.firing", "source": "cli", "occurred_at": 1}
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "labels": {"dump": "x" * 1_200_000}}) + "\n")
+    assert main(["produce", str(path)]) == EXIT_INVALID
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        rf"opsloop: {re.escape(str(path))}:2: event: 1,200,\d{{3}} bytes encoded, over the 1,000,000-byte limit of "
+        r"one Kafka record",
+        err,
+    ), err
