@@ -33,7 +33,7 @@ from agents.sinks.base import Channel
 from agents.sinks.delivery import Deliverer, RetryPolicy
 from agents.sinks.dispatch import Dispatcher, InOrderAcks, OutboxRecord, _Entry
 from agents.sinks.ledger import Ledger
-from streams.db import make_engine
+from streams.db import make_engine, while_database_down
 from streams.errors import InvalidInputError
 from streams.kafka.compat import committed_offsets, group_generation, release_unacked
 from streams.kafka.redrive import HEADER as REDRIVE_HEADER
@@ -142,9 +142,13 @@ def register(
     async def sinks_agent(stream: faust.StreamT[Any]) -> None:
         deliverer = await Deliverer(RetryPolicy.from_settings(sink_settings), environ=environ).start()
         engine = make_engine(rt.settings.ledger_url())
-        ledger = await asyncio.to_thread(
-            Ledger(engine, owner_timeout_ms=int(sink_settings.owner_timeout_s * 1000)).create
+        # a database still starting (or down) is waited for, not a crash and a traceback every few seconds;
+        # the outbox's offsets stay uncommitted meanwhile, so nothing is lost
+        ledger = await while_database_down(
+            Ledger(engine, owner_timeout_ms=int(sink_settings.owner_timeout_s * 1000)).create,
+            what="the delivery ledger's database",
         )
+        assert ledger is not None  # no stop event: it returns only with the ledger
         owner = owner_id()
         dispatcher = Dispatcher(
             receivers=receivers,

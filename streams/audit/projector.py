@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -22,50 +21,13 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from streams import metrics
 from streams.audit.store import PROJECTED_TOPICS, Position, advance_offsets, stored_offsets, write_batch
+from streams.db import while_database_down
 from streams.kafka.codec import CodecError, default_codec
 from streams.kafka.deadletter import dead_letter
 from streams.kafka.producer import EventProducer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-DB_RETRY_S = 1.0  # first wait after a database outage is seen; doubles up to DB_RETRY_MAX_S
-DB_RETRY_MAX_S = 30.0
-
-
-def database_down(exc: BaseException) -> bool:
-    """Is ``exc`` the database being unreachable (wait for it), not a bug or a schema problem (raise)?"""
-    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(
-        getattr(exc, "connection_invalidated", False)
-    )
-
-
-async def while_database_down(
-    fn: Callable[..., T], *args: Any, stop: asyncio.Event | None = None, first_wait_s: float = DB_RETRY_S
-) -> T | None:
-    """``fn(*args)`` off the event loop, called again while the database is down (None if ``stop`` is set first).
-
-    A database outage used to end the projector (the exception reached ``asyncio.run``): it then
-    needed a supervisor to come back. Waiting is safe: a batch's rows and its offsets are written in
-    one transaction, so a batch refused by a dead connection is written whole on a later call, or
-    not at all."""
-    wait = first_wait_s
-    while True:
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except Exception as exc:
-            if not database_down(exc):
-                raise
-            log.warning("audit database unavailable (%s); retrying in %.0fs", type(exc).__name__, wait)
-        if stop is None:
-            await asyncio.sleep(wait)
-        else:
-            try:
-                await asyncio.wait_for(stop.wait(), wait)
-                return None
-            except TimeoutError:
-                pass
-        wait = min(wait * 2, DB_RETRY_MAX_S)
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type information
@@ -76,7 +38,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         return None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        stored = await while_database_down(stored_offsets, self.projector.engine) or {}
+        stored = await while_database_down(stored_offsets, self.projector.engine, what="the audit database") or {}
         consumer = self.projector.consumer
         fresh = []
         for tp in assigned:
@@ -147,10 +109,14 @@ class Projector:
                     await dlq.send_record("events.dlq", msg.key, "opsloop.DeadLetter", record)
                     metrics.observe_dead_letter("events.dlq", "projector")
                     skipped[(topic, msg.partition)] = msg.offset + 1
-        if items and await while_database_down(write_batch, self.engine, items, stop=self._stop) is None:
+        if (
+            items
+            and await while_database_down(write_batch, self.engine, items, stop=self._stop, what="the audit database")
+            is None
+        ):
             return  # stopped during an outage: nothing written, nothing committed; SQL offsets stand
         if skipped:
-            await while_database_down(advance_offsets, self.engine, skipped, stop=self._stop)
+            await while_database_down(advance_offsets, self.engine, skipped, stop=self._stop, what="the audit database")
         # Kafka's offsets only mirror SQL's (for lag tooling); SQL is what we resume from,
         # so a commit refused during a rebalance loses nothing.
         try:
@@ -169,13 +135,16 @@ def run_projector(settings: Settings, batch_max: int = 1000) -> int:
     configure(settings.log_level, settings.log_format)
     register_secrets(*settings.secret_values())
     engine = make_engine(settings.database_url.get_secret_value())
-    migrate(engine)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # a database still starting (or down) is waited for, as it is mid-run; SIGTERM ends the wait
+        await while_database_down(migrate, engine, stop=stop, what="the audit database")
+        if stop.is_set():
+            return
         await Projector(settings, engine, batch_max=batch_max).run(stop)
 
     asyncio.run(main())

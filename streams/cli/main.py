@@ -597,11 +597,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+        from sqlalchemy.exc import OperationalError
 
-        if not isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
+        if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
+            print(f"opsloop: {kafka_unreachable(exc)}", file=sys.stderr)
+        elif isinstance(exc, OperationalError):
+            print(f"opsloop: {database_unreachable(exc)}", file=sys.stderr)
+        else:
             raise
-        print(f"opsloop: {kafka_unreachable(exc)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+
+
+def database_unreachable(exc: Exception) -> str:
+    """One line for a database that cannot be used, with any secret the environment holds masked all the same."""
+    from streams.db import outage_reason
+    from streams.logs import SECRETS, register_secret_env
+
+    register_secret_env()
+    return SECRETS.mask(f"the database is unavailable ({outage_reason(exc)}): is it up, and DATABASE_URL right?")
 
 
 def kafka_unreachable(exc: Exception) -> str:

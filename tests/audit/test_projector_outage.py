@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from streams.audit import store
-from streams.audit.projector import while_database_down
 from streams.audit.store import Position
+from streams.db import while_database_down
 from tests.audit.records import decision, event
 
 
@@ -79,3 +79,26 @@ def test_an_error_that_is_not_an_outage_is_raised_at_once(error):
     with pytest.raises(type(error)):
         asyncio.run(while_database_down(broken, first_wait_s=0.01))
     assert len(attempts) == 1
+
+
+def test_each_try_during_an_outage_is_one_warning_naming_what_and_why(tmp_path, caplog):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'missing' / 'audit.db'}")
+    attempts: list[int] = []
+
+    def migrate_on_the_third_try() -> str:
+        attempts.append(1)
+        if len(attempts) == 3:
+            (tmp_path / "missing").mkdir()
+        store.migrate(engine)
+        return "migrated"
+
+    with caplog.at_level("WARNING", logger="streams.db"):
+        result = asyncio.run(
+            while_database_down(migrate_on_the_third_try, first_wait_s=0.01, what="the audit database")
+        )
+    assert result == "migrated"
+    assert [r.getMessage() for r in caplog.records] == [
+        "the audit database is unavailable (OperationalError: unable to open database file); retrying in 0s",
+        "the audit database is unavailable (OperationalError: unable to open database file); retrying in 0s",
+    ]
+    assert all(r.exc_info is None for r in caplog.records)  # a line each, no traceback

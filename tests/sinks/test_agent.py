@@ -236,3 +236,39 @@ def test_killed_after_sending_before_committing_the_ledger_prevents_a_second_sen
         rows = conn.execute(sa.text("SELECT status, claims FROM delivery_ledger")).all()
     engine.dispose()
     assert sorted(rows) == [("delivered", 1)] * len(effects)
+
+
+def test_a_worker_started_before_its_ledger_database_waits_for_it_then_delivers_once(
+    app_topics, worker_factory, fakes: FakeServices, tmp_path: Path
+) -> None:
+    """The sinks agent used to crash at start with the ledger's database down, and faust restarted it every
+    5 s with a 120-line traceback each time. It waits now, one warning per try, and delivers once it is up."""
+    from tests.support.postgres import LocalPostgres
+
+    settings = app_topics
+    _, env = routing_file(tmp_path, fakes)
+    pg = LocalPostgres().start()
+    try:
+        pg.pause()  # the cluster exists; its port refuses connections, as a database still starting does
+        worker = worker_factory(**env, OPSLOOP_SINK_DATABASE_URL=pg.url, OPSLOOP_SINK_SINGLE_NODE="false")
+        tag = uuid.uuid4().hex[:6]
+        effect = make_effect("slack-a", "slack", title=f"ledger {tag}", session_key=f"s-{tag}")
+        asyncio.run(put(settings, [effect]))
+        waiting = "the delivery ledger's database is unavailable (OperationalError: connection failed"
+        deadline = time.monotonic() + 60
+        while waiting not in worker.log() and time.monotonic() < deadline:
+            assert worker.alive, worker.log()[-4000:]
+            time.sleep(0.2)
+        assert waiting in worker.log(), worker.log()[-4000:]
+        assert not [r for r in fakes.requests if tag in r.body.decode(errors="replace")]  # nothing sent unrecorded
+        pg.resume()
+        records = asyncio.run(read(settings, lambda rs: any(r.topic == "deliveries" for r in rs)))
+        assert [(r.value["effect_id"], r.value["status"]) for r in records if r.topic == "deliveries"] == [
+            (effect["effect_id"], "delivered")
+        ]
+        assert len([r for r in fakes.requests if tag in r.body.decode(errors="replace")]) == 1
+        log = worker.log()
+        assert "Traceback" not in log and "Crashed" not in log, log[-4000:]
+        assert worker.alive
+    finally:
+        pg.stop()

@@ -114,3 +114,31 @@ def test_produce_refuses_an_event_too_large_for_one_kafka_record_before_sending_
         r"one Kafka record",
         err,
     ), err
+
+
+def test_an_unreachable_database_is_one_line_and_exit_4_without_its_password(capsys, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql+psycopg://opsloop:pw-s3cr3t-value@127.0.0.1:{port}/audit")
+    assert main(["incidents", "list"]) == EXIT_UNAVAILABLE
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f'opsloop: the database is unavailable (OperationalError: connection failed: connection to server at "127.0.0.1", '
+        f"port {port} failed: Connection refused): is it up, and DATABASE_URL right?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mysql://opsloop:pw-s3cr3t-value@db/audit", "'mysql' is not supported"),
+        ("postgresql+psycopg2://opsloop:pw-s3cr3t-value@db/audit", "its driver is not installed (psycopg2)"),
+        ("pw-s3cr3t-value", "not a URL"),
+    ],
+)
+def test_a_database_url_this_build_cannot_use_is_named_without_repeating_it(url, why, capsys, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert main(["incidents", "list"]) == EXIT_INVALID
+    assert capsys.readouterr().err.strip() == (
+        f"opsloop: invalid settings: DATABASE_URL (or OPSLOOP_SINK_DATABASE_URL): {why}; expected "
+        "postgresql+psycopg://user:password@host:port/database or sqlite:///path"
+    )
