@@ -17,6 +17,11 @@ broker and database last); the children also die with this process if it is kill
 (PR_SET_PDEATHSIG), and a PostgreSQL server a killed run left is stopped on the next
 start. Nothing is written outside the data directory (the broker jars are the cache
 ``opsloop demo`` uses too).
+
+A child that exits (a crash, a ``kill -9`` to see what a worker's death does) is started
+again, as a supervisor would, with one line saying so; one that exits more than
+``RESTARTS_PER_MINUTE`` times in a minute (a configuration error) stops everything, with
+the end of its log.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ TOKEN_NAME = "dev"  # the producer name ingest knows the generated token by (OPS
 UI_USER = "dev"  # the console login name (OPSLOOP_UI_TOKENS); actions are recorded as done by it
 PORTS = ("kafka", "kafka_controller", "postgres", "ingest", "worker_web", "console")
 READY_TIMEOUT_S = 120.0
+RESTARTS_PER_MINUTE = 5
 
 SAMPLE_ALERT = [
     {
@@ -196,6 +202,22 @@ class Child:
         code = childproc.stop(self.proc, 30)
         self.proc = None
         return code
+
+    def restart(self) -> Child:
+        """Start it again after it exited (reaped; its log goes on in the same file)."""
+        if self.proc is not None:
+            self.proc.wait()
+        return self.start()
+
+
+def describe_exit(code: int) -> str:
+    """``exit code 1`` or ``signal SIGKILL``, as a person reads a process's end."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
 
 
 def sample_curl(ingest_url: str, token: str) -> str:
@@ -373,11 +395,21 @@ class Dev:
     # -- running and stopping ---------------------------------------------------------
 
     def wait(self) -> Child | None:
-        """Until a signal (None) or a child exits (that child)."""
+        """Until a signal (None) or a child exits too often to restart (that child); each other exit is a restart."""
+        exits: dict[str, list[float]] = {}
         while not self.signalled:
             for child in self.children:
-                if child.exit_code is not None:
+                code = child.exit_code
+                if code is None:
+                    continue
+                now = time.monotonic()
+                exits[child.name] = [t for t in exits.get(child.name, []) if now - t < 60.0] + [now]
+                if len(exits[child.name]) > RESTARTS_PER_MINUTE:
                     return child
+                self.say(
+                    f"opsloop dev: {child.name} ended ({describe_exit(code)}); started again (log {child.log_path})"
+                )
+                child.restart()
             time.sleep(0.5)
         return None
 
@@ -421,7 +453,8 @@ def run_dev(
                     dev.say(f"\n{dev.signalled}: stopping ...")
                 else:
                     print(
-                        f"opsloop dev: {exited.name} exited with {exited.exit_code}; its log ends:\n{exited.tail()}",
+                        f"opsloop dev: {exited.name} ended more than {RESTARTS_PER_MINUTE} times in a minute (last: "
+                        f"{describe_exit(exited.exit_code or 0)}); stopping everything. Its log ends:\n{exited.tail()}",
                         file=sys.stderr,
                     )
                     code = DevUnavailable.exit_code

@@ -1,5 +1,5 @@
 """``opsloop dev``: the printed curl fires an alert that is decided, projected and shown in the console
-(logged in with the printed token); Ctrl-C leaves nothing.
+(logged in with the printed token); a worker killed with SIGKILL is started again; Ctrl-C leaves nothing.
 
 Run twice on one data directory: the second run resumes the broker's log dir and
 the database (the first run's decision is still in the audit tables, the topics
@@ -131,6 +131,18 @@ class DevRun:
         return code, children
 
 
+def _worker_pid(dev_pid: int) -> int:
+    """The ``opsloop worker`` child of a running ``opsloop dev``."""
+    for pid in _alive(_descendants(dev_pid)):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[-3:] == [b"streams.cli.main", b"worker", b""]:
+            return pid
+    raise AssertionError("opsloop dev has no worker process")
+
+
 def _post_printed_curl(text: str) -> list[str]:
     line = next(line.strip() for line in text.splitlines() if line.strip().startswith("curl "))
     words = shlex.split(line)
@@ -240,6 +252,18 @@ def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
         assert "created events.telemetry" not in text
         assert "no change: " in text  # the same broker log dir
         assert _decisions_for(_database_url(text), event_ids, timeout=30) == decided  # the same database
+        # kill -9 the worker: dev starts it again, and the next alert is decided by the new one
+        worker = _worker_pid(second.proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        restarted = f"opsloop dev: worker ended (signal SIGKILL); started again (log {second.logs / 'worker.log'})"
+        deadline = time.monotonic() + 30
+        while restarted not in second.text() and time.monotonic() < deadline:
+            assert second.proc.poll() is None, second.diagnosis()
+            time.sleep(0.2)
+        assert restarted in second.text(), second.diagnosis()
+        assert _worker_pid(second.proc.pid) != worker
+        after_kill = _post_printed_curl(text)
+        assert _decisions_for(_database_url(text), after_kill, timeout=90), second.diagnosis()
         code, children = second.interrupt()
     finally:
         if second.proc.poll() is None:
