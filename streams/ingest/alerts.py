@@ -127,6 +127,8 @@ def prometheus_events(body: Any, *, org: str, received_at: int, rules: Sequence[
         ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
         if starts_at is None:  # Prometheus always sends it; other clients may not
             starts_at = received_at
+        elif ends_at is not None and ends_at < starts_at:  # Alertmanager's API refuses it too
+            raise BadRequest(join(path, "endsAt"), "before startsAt")
         status = "resolved" if ends_at is not None and ends_at <= received_at else "firing"
         events.append(
             alert_event(

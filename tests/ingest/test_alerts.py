@@ -180,6 +180,11 @@ def test_alertmanager_bad_bodies_name_the_field(body, field):
         ([{"annotations": {}}], "alerts[0].labels", "required"),
         ([{"labels": CPU, "startsAt": "yesterday"}], "alerts[0].startsAt", "not an RFC 3339 timestamp"),
         ([{"labels": CPU, "endsAt": "2024-05-01T10:00:00"}], "alerts[0].endsAt", "without a time zone"),
+        (
+            [{"labels": CPU, "startsAt": "2024-05-01T10:00:00Z", "endsAt": "2024-05-01T09:59:59Z"}],
+            "alerts[0].endsAt",
+            "before startsAt",
+        ),
         ([{"labels": CPU, "generatorURL": 5}], "alerts[0].generatorURL", "expected a string"),
         (["x"], "alerts[0]", "expected an object"),
     ],
