@@ -43,6 +43,7 @@ from streams.core.inhibition import InhibitorIndex
 from streams.core.state import DecodedStates, decode_state, encode_state
 from streams.core.tables import SilenceCache, SilenceChange, apply_writes, context_from_tables
 from streams.core.timers import PartitionClock
+from streams.errors import InvalidInputError
 from streams.kafka.batches import BatchReader
 from streams.kafka.batchsend import ChangelogRows, ChangelogSends, PartitionBatcher
 from streams.kafka.codec import Codec, CodecError
@@ -214,7 +215,8 @@ class DecideAgent:
                 values = [self.codec.encode("opsloop.Effect", e) for e in result.all_effects if to_outbox(e)]
                 records = [self.codec.encode("opsloop.Decision", r) for r in result.all_records]
             except Exception as exc:  # a bug or an event decide cannot fold: keep it, keep going
-                log.exception("decide failed for %s", event.get("event_id"))
+                if not isinstance(exc, InvalidInputError):  # a bad event is the dead letter's reason, not a bug
+                    log.exception("decide failed for %s", event.get("event_id"))
                 batch.failed.append((ev.message, exc))
                 if session in batch.last:  # the failed fold may have changed the state in place: fold it again
                     batch.last[session] = replace(

@@ -298,7 +298,11 @@ class DigestAgent:
         @app.agent(counts_topic, name="digest-fold")
         async def fold(stream: faust.StreamT[Any]) -> None:
             async for event in stream.events():
-                agent.fold(event.message)
+                m = event.message
+                try:
+                    agent.fold(m)
+                except Exception:  # noqa: BLE001 - one record's bug must not crash (and restart) the fold
+                    log.exception("digest: %s[%d]@%d not counted", m.topic, m.partition, m.offset)
 
         @app.timer(interval=settings.timers.tick_s, name="digest-ticker")  # type: ignore[untyped-decorator]  # faust's App.timer is annotated as returning a bare Callable
         async def ticker() -> None:

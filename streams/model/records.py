@@ -42,10 +42,24 @@ def _string_map(value: Any, field: str) -> dict[str, str]:
     return out
 
 
+# 9999-12-31T23:59:59.999Z: the last instant a calendar (Python's datetime, RFC 3339) can name. A time past
+# it would decode from Avro and then fail wherever it is shown or bucketed into a day (the digest crashed on one).
+MAX_TIME_MS = 253_402_300_799_999
+
+
 def _millis(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidEventError(field, f"expected epoch milliseconds (a non-negative integer), got {value!r}")
+    if value > MAX_TIME_MS:
+        raise InvalidEventError(field, f"{value} is past the year 9999 (epoch milliseconds expected)")
     return value
+
+
+def check_times(event: Mapping[str, Any]) -> None:
+    """The checks :func:`validate_event` makes of an event's times, for an event that was not validated (read
+    from Kafka, where any producer may have written it): raises InvalidEventError naming the field."""
+    for field in ("occurred_at", "received_at"):
+        _millis(event.get(field, 0), field)
 
 
 def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from streams.core.state import (
     remember,
     seen_token,
 )
-from tests.agent_bodies.test_agents_unit import FakeOut, FakeStream, decide_agent, dict_tables, message
+from tests.agent_bodies.test_agents_unit import CODEC, FakeOut, FakeStream, decide_agent, dict_tables, message
 from tests.decide.helpers import MIN, T0, alert, webhook
 
 SERVICES = ("api", "db", "web", "cache")
@@ -194,3 +194,21 @@ def test_the_sessions_table_keeps_states_encoded_and_reads_older_json_ones():
     # a state read from the table decides as the JSON-era state did
     event = alert(at=T0 + MIN, eid="a2")
     assert real_decide(back, event, Context(), owned=True) == real_decide(state, event, Context())
+
+
+def test_an_event_time_past_the_year_9999_read_from_kafka_is_dead_lettered_and_the_batch_goes_on(caplog):
+    """Found from outside: such an event (any producer can write one to the topic) was decided, and its
+    decision then crashed the digest's fold (``day_of``: year 146140482 is out of range)."""
+    tables, dead, out, stream = dict_tables(), [], FakeOut(), FakeStream()
+    agent = decide_agent(tables, dead)
+    far = alert("HostHighCpuLoad", at=2**62, session="acme:api:0", eid="far")
+    fine = alert("HostHighCpuLoad", at=T0, session="acme:api:0", eid="fine")
+    with caplog.at_level("ERROR"):
+        asyncio.run(agent.handle(stream, [message(far, offset=0), message(fine, offset=1)], out))
+    assert [(d["offset"], d["reason"]) for d in dead] == [
+        (0, "occurred_at: 4611686018427387904 is past the year 9999 (epoch milliseconds expected)")
+    ]
+    assert not caplog.records  # a bad event is a dead letter's reason, not a traceback in the log
+    decided = [CODEC.decode(v) for t, _, v in out.records if t.endswith("decisions")]
+    assert [d["event_id"] for d in decided] == ["fine"]
+    assert decode_state(tables.sessions["acme:api:0"])[0]["clock"] == T0  # the far time left no mark

@@ -20,7 +20,7 @@ def unknown_schema() -> tuple[str, bytes]:
 
 
 def impossible_values() -> tuple[str, bytes]:
-    """Valid Avro for opsloop.Event, at the end of time: its grouping timer cannot be written."""
+    """Valid Avro for opsloop.Event, at the end of time (past the year 9999: decide refuses it)."""
     far = 2**63 - 1
     event = alert("HostHighCpuLoad", at=far, instance="poison-1:9100", service="poison", session="acme:poison")
     return "valid Avro, impossible values", default_codec().encode("opsloop.Event", event)

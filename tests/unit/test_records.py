@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from streams.model.records import InvalidEventError, derived_id, stamp, topic_for, validate_event
+from streams.model.records import MAX_TIME_MS, InvalidEventError, derived_id, stamp, topic_for, validate_event
 
 GOOD = {
     "session_key": "s",
@@ -62,3 +64,12 @@ def test_derived_ids_are_deterministic_and_separate_their_parts():
     assert derived_id("a", "b") == derived_id("a", "b")
     assert derived_id("a", "b") != derived_id("ab", "")
     assert len(derived_id("x")) == 32
+
+
+@pytest.mark.parametrize("field", ["occurred_at", "received_at"])
+def test_a_time_past_the_year_9999_is_refused_naming_the_field(field):
+    raw = {"session_key": "s", "kind": "telemetry", "type": "alert.firing", "source": "t", "occurred_at": 1}
+    assert validate_event({**raw, field: MAX_TIME_MS})[field] == MAX_TIME_MS  # 9999-12-31T23:59:59.999Z
+    with pytest.raises(InvalidEventError, match=rf"^{field}: {MAX_TIME_MS + 1} is past the year 9999"):
+        validate_event({**raw, field: MAX_TIME_MS + 1})
+    assert datetime.fromtimestamp(MAX_TIME_MS / 1000, UTC).year == 9999
