@@ -25,6 +25,7 @@ from streams.db import while_database_down
 from streams.kafka.codec import CodecError, default_codec
 from streams.kafka.deadletter import dead_letter
 from streams.kafka.producer import EventProducer
+from streams.model.records import EVENT_TOPICS, InvalidEventError, check_envelope
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,13 @@ class Projector:
             topic = self.logical(tp.topic)
             for msg in messages:
                 try:
-                    items.append((Position(topic, msg.partition, msg.offset), self.codec.decode(msg.value)))
-                except CodecError as exc:
+                    value = self.codec.decode(msg.value)
+                    if topic in EVENT_TOPICS:
+                        check_envelope(
+                            value
+                        )  # as decide does: what no page could show or link to stays out of the audit
+                    items.append((Position(topic, msg.partition, msg.offset), value))
+                except (CodecError, InvalidEventError) as exc:
                     # Kept whole in events.dlq with the reason; the audit moves on past it.
                     record = dead_letter(
                         reason=str(exc),

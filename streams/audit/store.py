@@ -158,9 +158,15 @@ def _upsert_offsets(conn: sa.Connection, offsets: Mapping[tuple[str, int], int])
         return
     dialect = conn.dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(cast(sa.Table, ProjectorOffset.__table__))  # a mapped class: a Table
+    table = cast(sa.Table, ProjectorOffset.__table__)  # a mapped class: a Table
+    stmt = insert(table)
+    # never backwards: a batch's rows store its last offset + 1, and the records it skipped (dead-lettered to
+    # events.dlq) advance theirs after; an earlier skipped record used to pull the offset back below the rows
+    # written, and a restart read them (and re-dead-lettered the skipped one) again
+    greater = sa.func.greatest if dialect == "postgresql" else sa.func.max
     stmt = stmt.on_conflict_do_update(
-        index_elements=["topic", "partition"], set_={"next_offset": stmt.excluded.next_offset}
+        index_elements=["topic", "partition"],
+        set_={"next_offset": greater(table.c.next_offset, stmt.excluded.next_offset)},
     )
     conn.execute(stmt, [{"topic": t, "partition": p, "next_offset": o} for (t, p), o in offsets.items()])
 

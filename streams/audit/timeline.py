@@ -8,8 +8,9 @@ effect with its status and attempts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
+
+from streams.model.records import utc_text
 
 # The notes decide keeps of who acted, and how the timeline says it.
 ACTED = {"acked_by": "acknowledged", "approved_by": "approved", "rejected_by": "rejected", "resolved_by": "resolved"}
@@ -106,7 +107,7 @@ def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def _time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return utc_text(ms)
 
 
 def render(session_key: str, entries: list[dict[str, Any]]) -> str:

@@ -264,9 +264,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _when(ms: int | None) -> str:
-    from datetime import UTC, datetime
+    from streams.model.records import utc_text
 
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if ms is None else utc_text(ms)
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ from streams.core.state import AlertState, SessionState, has_seen, new_state, re
 from streams.core.tables import SilenceChange, Writes, silence_change
 from streams.core.timers import slots_between
 from streams.model.effects import recorded_timer_effects
-from streams.model.records import check_times, derived_id
+from streams.model.records import check_envelope, derived_id
 from streams.model.routing import routing_labels
 from streams.model.runbooks import RunbookSet, Schedule, builtin_set
 from streams.model.silences import SILENCE_TYPES, Silence
@@ -312,8 +312,8 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     in place. Outputs are the same either way; the decide agent folds a session's events
     of one batch like this, so the session's state is copied once per batch, not per event.
 
-    An event whose times are out of range (past the year 9999, negative) raises
-    :class:`~streams.model.records.InvalidEventError`: the agent dead-letters it.
+    An event without a session key, or whose times are out of range (past the year 9999,
+    negative), raises :class:`~streams.model.records.InvalidEventError`: the agent dead-letters it.
 
     Timers of the session that are due at or before the event's time are folded first,
     each as exactly the ``timer.fired`` event the ticker would promote (same event id,
@@ -323,7 +323,7 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
     ticker's copy, when it arrives, is a duplicate. The ticker remains what fires the
     timers of a session that has no further events.
     """
-    check_times(event)  # a time no calendar can name would poison timers, day buckets and every display of it
+    check_envelope(event)  # no session, or a time no calendar can name: a dead letter, not a poisoned state
     s = cast(SessionState, state) if owned and state and state.get("v") == STATE_VERSION else upgrade(state)
     token = seen_token(event["event_id"])  # once per event: the duplicate check and the fold's remember
     if has_seen(s["seen"], token):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from streams.errors import InvalidInputError
@@ -55,9 +56,22 @@ def _millis(value: Any, field: str) -> int:
     return value
 
 
-def check_times(event: Mapping[str, Any]) -> None:
-    """The checks :func:`validate_event` makes of an event's times, for an event that was not validated (read
-    from Kafka, where any producer may have written it): raises InvalidEventError naming the field."""
+def utc_text(ms: float) -> str:
+    """Epoch milliseconds as ``YYYY-MM-DD HH:MM:SS`` (UTC), the one way pages, timelines and the CLI show a time.
+    A value no calendar can name (written before times were checked) is shown as itself, never an error."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return f"{ms} ms"
+
+
+def check_envelope(event: Mapping[str, Any]) -> None:
+    """The checks of :func:`validate_event` that an event decoded from Kafka can still fail (Avro holds any
+    string and any long, and any producer may write the topic): a session key, and times a calendar can name.
+    Raises InvalidEventError naming the field (decide and the projector dead-letter the record with it)."""
+    session = event.get("session_key")
+    if not isinstance(session, str) or not session:
+        raise InvalidEventError("session_key", "required")
     for field in ("occurred_at", "received_at"):
         _millis(event.get(field, 0), field)
 

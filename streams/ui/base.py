@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import html
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from streams.api.auth import ApiAuth, Reader
+from streams.model.records import utc_text
 from streams.settings import Settings
 from streams.ui.auth import ProxyAuth, Session, SessionSigner
 
@@ -67,15 +67,29 @@ def esc(value: Any) -> str:
 def when(ms: Any) -> str:
     if not isinstance(ms, int | float) or not ms:
         return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return utc_text(ms)
 
 
 def incident_url(session_key: str) -> str:
     return "/incident/" + quote(session_key, safe="")
 
 
-def labels_html(labels: Mapping[str, Any] | None) -> str:
-    return "".join(f"<span>{esc(k)}={esc(v)}</span>" for k, v in sorted((labels or {}).items()))
+LIST_LABELS = 24  # labels a list row shows; the incident's own page shows them all
+LIST_VALUE_CHARS = 200
+
+
+def labels_html(labels: Mapping[str, Any] | None, *, limit: int | None = None) -> str:
+    """``limit`` (list rows): at most that many labels, values cut at LIST_VALUE_CHARS, then "+N more", so one
+    alert with thousands of long labels cannot make the incidents page megabytes long."""
+    items = sorted((labels or {}).items())
+    shown = items if limit is None else items[:limit]
+
+    def value(v: Any) -> str:
+        text = "" if v is None else str(v)
+        return text if limit is None or len(text) <= LIST_VALUE_CHARS else text[:LIST_VALUE_CHARS] + "…"
+
+    more = f"<span>+{len(items) - len(shown)} more</span>" if len(items) > len(shown) else ""
+    return "".join(f"<span>{esc(k)}={esc(value(v))}</span>" for k, v in shown) + more
 
 
 def csrf_field(request: web.Request) -> str:

@@ -23,6 +23,7 @@ from streams.core.acklinks import ACTION_LABELS, ACTIONS
 from streams.core.actions import action_event
 from streams.model.matchers import make_matcher
 from streams.ui.base import (
+    LIST_LABELS,
     OPTIONS,
     READER,
     SEND,
@@ -52,7 +53,7 @@ def incident_row(item: Mapping[str, Any]) -> str:
         f"<td>{esc(when(item.get('last_seen')))}</td><td>{esc(when(item.get('first_seen')))}</td>"
         f'<td class="status-{esc(item.get("status"))}">{esc(item.get("status"))}</td>'
         f"<td>{esc(item.get('severity'))}</td><td>{esc(item.get('category'))}</td><td>{esc(item.get('org'))}</td>"
-        f'<td class="labels">{labels_html(item.get("labels"))}</td><td>{esc(item.get("acked_by"))}</td></tr>'
+        f'<td class="labels">{labels_html(item.get("labels"), limit=LIST_LABELS)}</td><td>{esc(item.get("acked_by"))}</td></tr>'
     )
 
 
@@ -137,7 +138,7 @@ def _entry(entry: Mapping[str, Any]) -> str:
     )
     return (
         f'<tr class="entry"><td>{esc(when(entry.get("at")))}</td><td>{esc(entry.get("kind"))}/{esc(entry.get("type"))}</td>'
-        f'<td>{esc(entry.get("source"))}</td><td class="labels">{labels_html(entry.get("labels"))}</td>'
+        f'<td>{esc(entry.get("source"))}</td><td class="labels">{labels_html(entry.get("labels"), limit=LIST_LABELS)}</td>'
         f"<td>{esc(decision.get('outcome'))}{('<br>' + esc(by)) if by else ''}</td>"
         f"<td>{esc(decision.get('severity'))} {esc(decision.get('category'))} {esc(decision.get('runbook'))}</td>"
         f"<td>{esc(gates)}</td><td><ul>{effects}</ul></td></tr>"

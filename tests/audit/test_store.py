@@ -122,3 +122,15 @@ def test_processes_starting_together_on_a_fresh_database_all_migrate(pg_audit_db
     _migrate_together(url)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+
+
+def test_stored_offsets_never_move_back(audit_db):
+    """A batch stores its last offset + 1; a record it skipped earlier in the same partition (dead-lettered to
+    events.dlq) advances its own afterwards, and must not pull the offset back below the rows written."""
+    _, engine = audit_db
+    store.migrate(engine)
+    store.write_batch(engine, [(Position("events.telemetry", 0, i), event(i, "acme:s")) for i in range(5, 8)])
+    store.advance_offsets(engine, {("events.telemetry", 0): 3, ("events.telemetry", 1): 2})
+    assert store.stored_offsets(engine) == {("events.telemetry", 0): 8, ("events.telemetry", 1): 2}
+    store.advance_offsets(engine, {("events.telemetry", 1): 9})
+    assert store.stored_offsets(engine)[("events.telemetry", 1)] == 9

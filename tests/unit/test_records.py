@@ -6,7 +6,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.model.records import MAX_TIME_MS, InvalidEventError, derived_id, stamp, topic_for, validate_event
+from streams.model.records import (
+    MAX_TIME_MS,
+    InvalidEventError,
+    check_envelope,
+    derived_id,
+    stamp,
+    topic_for,
+    utc_text,
+    validate_event,
+)
 
 GOOD = {
     "session_key": "s",
@@ -73,3 +82,27 @@ def test_a_time_past_the_year_9999_is_refused_naming_the_field(field):
     with pytest.raises(InvalidEventError, match=rf"^{field}: {MAX_TIME_MS + 1} is past the year 9999"):
         validate_event({**raw, field: MAX_TIME_MS + 1})
     assert datetime.fromtimestamp(MAX_TIME_MS / 1000, UTC).year == 9999
+
+
+def test_a_time_no_calendar_can_name_is_shown_as_itself():
+    assert utc_text(1_714_557_600_000) == "2024-05-01 10:00:00"
+    assert utc_text(MAX_TIME_MS) == "9999-12-31 23:59:59"
+    assert utc_text(2**62) == f"{2**62} ms"  # written before times were checked: shown, never a 500
+    assert utc_text(-(2**62)) == f"{-(2**62)} ms"
+
+
+def test_a_read_event_without_a_session_key_is_refused():
+    with pytest.raises(InvalidEventError, match="^session_key: required$"):
+        check_envelope({"session_key": "", "occurred_at": 1})
+    check_envelope({"session_key": "s", "occurred_at": 1, "received_at": 0})
+
+
+def test_a_list_row_shows_some_labels_cut_short_and_the_incident_page_all_of_them():
+    from streams.ui.base import LIST_LABELS, LIST_VALUE_CHARS, labels_html
+
+    labels = {f"l{i:04d}": "v" * 500 for i in range(1500)}
+    row = labels_html(labels, limit=LIST_LABELS)
+    assert row.count("<span>") == LIST_LABELS + 1 and row.endswith(f"<span>+{1500 - LIST_LABELS} more</span>")
+    assert f"l0000={'v' * LIST_VALUE_CHARS}…</span>" in row and len(row) < 6_000
+    assert labels_html(labels).count("<span>") == 1500  # the incident's own page: every label, whole
+    assert labels_html({"b": "<i>", "a": "1"}, limit=LIST_LABELS) == "<span>a=1</span><span>b=&lt;i&gt;</span>"
