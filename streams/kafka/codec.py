@@ -127,6 +127,12 @@ class Codec:
 
     def writer_of(self, data: bytes) -> SchemaVersion:
         """The writer schema named by a record's header."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            # a tombstone (any producer can write one to any topic): a dead letter like any bad record; a
+            # TypeError here crashed the projector and the sinks agent and stalled decide's batch
+            raise BadHeaderError(
+                "no value (a null record: a tombstone)" if data is None else f"not bytes: {type(data).__name__}"
+            )
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
             raise BadHeaderError(
                 f"not an Avro single-object record (first bytes {bytes(data[:4])!r}, length {len(data)})"

@@ -45,14 +45,14 @@ def poison_events() -> list[tuple[str, dict]]:
     ]
 
 
-def produce(settings, records: list[dict]) -> None:
+def produce(settings, records: list[dict | None]) -> None:
     async def run() -> None:
         async with EventProducer(settings, linger_ms=5) as producer:
             for record in records:  # one partition key: the poison sits in front of the good ones
                 await (
                     await producer._producer.send(
                         producer.topic("events.telemetry"),
-                        producer.codec.encode("opsloop.Event", record),
+                        None if record is None else producer.codec.encode("opsloop.Event", record),  # None: a tombstone
                         key=b"poison",
                     )
                 )
@@ -80,6 +80,7 @@ def test_poison_records_are_dead_lettered_and_the_projector_moves_on(topics, ops
     unshowable = [
         {**event(0, "acme:poison"), "event_id": "p-far", "occurred_at": 2**62},
         {**event(0, "acme:poison"), "event_id": "p-no-session", "session_key": ""},
+        None,  # a tombstone: the projector crash-looped on it (a TypeError in the codec)
     ]
     good = [event(i, "acme:good") for i in range(1, 21)]
     produce(settings, [record for _, record in poison] + unshowable + good)
@@ -108,7 +109,7 @@ def test_poison_records_are_dead_lettered_and_the_projector_moves_on(topics, ops
     assert any("NaN" in d["record_json"] for d in dead) and any("\\u0000" in d["record_json"] for d in dead)
     stored = len(poison) + len(unshowable) + len(good)
     assert store.stored_offsets(engine)[("events.telemetry", dead[0]["partition"])] == stored
-    letters = asyncio.run(dead_lettered(settings, 2))
+    letters = asyncio.run(dead_lettered(settings, 3))
     assert [(d["offset"], d["stage"], d["reason"]) for d in letters] == [
         (
             len(poison),
@@ -116,6 +117,7 @@ def test_poison_records_are_dead_lettered_and_the_projector_moves_on(topics, ops
             "occurred_at: 4611686018427387904 is past the year 9999 (epoch milliseconds expected)",
         ),
         (len(poison) + 1, "projector", "session_key: required"),
+        (len(poison) + 2, "projector", "no value (a null record: a tombstone)"),
     ]
 
     # Restarted: nothing re-read, nothing doubled. One new record after the old ones tells when the

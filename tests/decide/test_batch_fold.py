@@ -212,3 +212,17 @@ def test_an_event_time_past_the_year_9999_read_from_kafka_is_dead_lettered_and_t
     decided = [CODEC.decode(v) for t, _, v in out.records if t.endswith("decisions")]
     assert [d["event_id"] for d in decided] == ["fine"]
     assert decode_state(tables.sessions["acme:api:0"])[0]["clock"] == T0  # the far time left no mark
+
+
+def test_a_tombstone_on_an_events_topic_is_dead_lettered_and_the_batch_goes_on():
+    """A null value raised TypeError out of the batch: decide retried the batch for ever, the partition stalled."""
+    tables, dead, out, stream = dict_tables(), [], FakeOut(), FakeStream()
+    agent = decide_agent(tables, dead)
+    fine = alert("HostHighCpuLoad", at=T0, session="acme:api:0", eid="fine")
+    tombstone = message(fine, offset=0)
+    tombstone.message.value = None
+    asyncio.run(agent.handle(stream, [tombstone, message(fine, offset=1)], out))
+    assert [(d["offset"], d["reason"], d["value"]) for d in dead] == [
+        (0, "no value (a null record: a tombstone)", None)
+    ]
+    assert [CODEC.decode(v)["event_id"] for t, _, v in out.records if t.endswith("decisions")] == ["fine"]

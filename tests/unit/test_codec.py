@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -156,3 +157,13 @@ def test_every_version_hands_fastavro_a_marked_parse_so_it_is_not_reparsed_per_c
         assert "__named_schemas" in version.runtime
         assert "__fastavro_parsed" not in version.parsed  # the plain parse keeps the schema's own shape
         assert schema_fingerprint(version.parsed) == version.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [(None, "no value (a null record: a tombstone)"), ("text", "not bytes: str")]
+)
+def test_a_tombstone_is_a_codec_error_every_reader_dead_letters(value, reason):
+    """A null value (any producer can write one to any topic) raised TypeError: the projector crash-looped on
+    it, the sinks agent crashed, and decide retried its batch for ever."""
+    with pytest.raises(BadHeaderError, match=rf"^{re.escape(reason)}$"):
+        default_codec().decode(value, expect="opsloop.Event")
