@@ -18,7 +18,7 @@ broker and database last); the children also die with this process if it is kill
 start. Nothing is written outside the data directory (the broker jars are the cache
 ``opsloop demo`` uses too).
 
-A child that exits (a crash, a ``kill -9`` to see what a worker's death does) is started
+A child or the broker that exits (a crash, a ``kill -9`` to see what a death does) is started
 again, as a supervisor would, with one line saying so; one that exits more than
 ``RESTARTS_PER_MINUTE`` times in a minute (a configuration error) stops everything, with
 the end of its log.
@@ -210,6 +210,29 @@ class Child:
         return self.start()
 
 
+class BrokerChild:
+    """The local broker seen as a child: ``opsloop dev`` starts it again (same port, same log dir) if it ends."""
+
+    name = "kafka"
+
+    def __init__(self, broker: LocalKafka) -> None:
+        self.broker = broker
+        self.log_path = broker.log_file
+
+    @property
+    def exit_code(self) -> int | None:
+        proc = self.broker.proc
+        return None if proc is None else proc.poll()
+
+    def tail(self, lines: int = 25) -> str:
+        return self.broker.tail(lines)
+
+    def restart(self) -> BrokerChild:
+        self.broker.proc = None  # reaped by poll(); start() resumes the formatted log dir
+        self.broker.start()
+        return self
+
+
 def describe_exit(code: int) -> str:
     """``exit code 1`` or ``signal SIGKILL``, as a person reads a process's end."""
     if code < 0:
@@ -394,11 +417,14 @@ class Dev:
 
     # -- running and stopping ---------------------------------------------------------
 
-    def wait(self) -> Child | None:
+    def wait(self) -> Child | BrokerChild | None:
         """Until a signal (None) or a child exits too often to restart (that child); each other exit is a restart."""
         exits: dict[str, list[float]] = {}
+        watched: list[Child | BrokerChild] = [*self.children]
+        if self.broker is not None:
+            watched.insert(0, BrokerChild(self.broker))  # first: the others reconnect to it
         while not self.signalled:
-            for child in self.children:
+            for child in watched:
                 code = child.exit_code
                 if code is None:
                     continue

@@ -1,5 +1,5 @@
 """``opsloop dev``: the printed curl fires an alert that is decided, projected and shown in the console
-(logged in with the printed token); a worker killed with SIGKILL is started again; Ctrl-C leaves nothing.
+(logged in with the printed token); a worker and a broker killed with SIGKILL are started again; Ctrl-C leaves nothing.
 
 Run twice on one data directory: the second run resumes the broker's log dir and
 the database (the first run's decision is still in the audit tables, the topics
@@ -131,16 +131,40 @@ class DevRun:
         return code, children
 
 
-def _worker_pid(dev_pid: int) -> int:
-    """The ``opsloop worker`` child of a running ``opsloop dev``."""
+def _child_pid(dev_pid: int, tail: list[bytes]) -> int:
+    """The child of a running ``opsloop dev`` whose command line ends with ``tail``."""
     for pid in _alive(_descendants(dev_pid)):
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
         except OSError:
             continue
-        if argv[-3:] == [b"streams.cli.main", b"worker", b""]:
+        if argv[-len(tail) :] == tail:
             return pid
-    raise AssertionError("opsloop dev has no worker process")
+    raise AssertionError(f"opsloop dev has no process ending {tail}")
+
+
+def _worker_pid(dev_pid: int) -> int:
+    return _child_pid(dev_pid, [b"streams.cli.main", b"worker"])
+
+
+def _broker_pid(dev_pid: int) -> int:
+    return next(
+        pid
+        for pid in _alive(_descendants(dev_pid))
+        if b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    )
+
+
+def _post_until_accepted(text: str, timeout: float) -> list[str]:
+    """The printed curl, posted again while ingest answers 503 (Kafka restarting: "retry later")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _post_printed_curl(text)
+        except AssertionError as refused:
+            if "retry later" not in str(refused) or time.monotonic() > deadline:  # only ingest's 503 is waited out
+                raise
+            time.sleep(0.5)
 
 
 def _post_printed_curl(text: str) -> list[str]:
@@ -252,17 +276,21 @@ def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
         assert "created events.telemetry" not in text
         assert "no change: " in text  # the same broker log dir
         assert _decisions_for(_database_url(text), event_ids, timeout=30) == decided  # the same database
-        # kill -9 the worker: dev starts it again, and the next alert is decided by the new one
-        worker = _worker_pid(second.proc.pid)
+        # kill -9 the worker and the broker: dev starts both again, and the next alert is decided
+        worker, broker = _worker_pid(second.proc.pid), _broker_pid(second.proc.pid)
         os.kill(worker, signal.SIGKILL)
-        restarted = f"opsloop dev: worker ended (signal SIGKILL); started again (log {second.logs / 'worker.log'})"
-        deadline = time.monotonic() + 30
-        while restarted not in second.text() and time.monotonic() < deadline:
+        os.kill(broker, signal.SIGKILL)
+        restarted = [
+            f"opsloop dev: worker ended (signal SIGKILL); started again (log {second.logs / 'worker.log'})",
+            "opsloop dev: kafka ended (signal SIGKILL); started again (log ",
+        ]
+        deadline = time.monotonic() + 120
+        while not all(line in second.text() for line in restarted) and time.monotonic() < deadline:
             assert second.proc.poll() is None, second.diagnosis()
             time.sleep(0.2)
-        assert restarted in second.text(), second.diagnosis()
-        assert _worker_pid(second.proc.pid) != worker
-        after_kill = _post_printed_curl(text)
+        assert all(line in second.text() for line in restarted), second.diagnosis()
+        assert _worker_pid(second.proc.pid) != worker and _broker_pid(second.proc.pid) != broker
+        after_kill = _post_until_accepted(text, timeout=60)
         assert _decisions_for(_database_url(text), after_kill, timeout=90), second.diagnosis()
         code, children = second.interrupt()
     finally:
