@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.errors import InvalidInputError
+from streams.errors import InvalidInputError, UnavailableError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +41,20 @@ ClockMode = Literal["event", "wall", "hybrid"]
 # host, host:port, [IPv6]:port; no empty entries, a port of digits not starting with 0
 _BOOTSTRAP_ENTRY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\],]+)(?::(?P<port>[1-9][0-9]{0,4}))?")
 Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port
+
+
+def port_number(text: str) -> int:
+    """``--port``'s type: a port (0: any free one), so a typo is argparse's one-line error, not bind()'s traceback."""
+    import argparse
+
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return int(text)
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> UnavailableError:
+    """A server that cannot bind (the port in use, a host not on this machine): one line, exit code 4."""
+    return UnavailableError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 class SettingsError(InvalidInputError):

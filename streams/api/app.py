@@ -159,7 +159,7 @@ def serve(host: str, port: int) -> int:
     from streams.audit.store import migrate
     from streams.db import make_engine
     from streams.logs import configure, register_secrets
-    from streams.settings import Settings
+    from streams.settings import Settings, cannot_listen
 
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_format)
@@ -168,5 +168,8 @@ def serve(host: str, port: int) -> int:
     engine = make_engine(settings.database_url.get_secret_value())
     migrate(engine)
     log.info("read API on %s:%d for %s", host, port, ", ".join(auth.names))
-    web.run_app(create_app(engine, auth), host=host, port=port, print=None)
+    try:
+        web.run_app(create_app(engine, auth), host=host, port=port, print=None)
+    except OSError as exc:  # the port in use, a host not on this machine: one line, exit code 4
+        raise cannot_listen(host, port, exc) from None
     return 0

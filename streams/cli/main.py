@@ -27,7 +27,7 @@ from streams.errors import (
     exit_codes_help,
 )
 from streams.progress import Progress
-from streams.settings import Settings
+from streams.settings import Settings, port_number
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="serve the read API (/api/v1: incidents, silences, dead letters)")
     api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8081)
+    api.add_argument("--port", type=port_number, default=8081)
     api.set_defaults(func=cmd_api)
 
     ui = sub.add_parser(
@@ -570,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the web console (incidents, timelines, acknowledge, silences, dead letters and redrive, route test)",
     )
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=8082)
+    ui.add_argument("--port", type=port_number, default=8082)
     ui.set_defaults(func=cmd_ui)
 
     sub.add_parser(

@@ -25,7 +25,7 @@ from aiohttp import web, web_protocol, web_server
 from aiohttp.abc import AbstractAccessLogger
 
 from streams.logs import configure, register_secrets
-from streams.settings import IngestSettings, Settings
+from streams.settings import IngestSettings, Settings, cannot_listen
 
 log = logging.getLogger("streams.ingest")
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:token|access_token|key|secret|signature|sig|password)=)[^&\s\"']*")
@@ -109,7 +109,10 @@ def serve(app: web.Application, config: IngestSettings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await web.TCPSite(runner, config.host, config.port).start()
+            try:
+                await web.TCPSite(runner, config.host, config.port).start()
+            except OSError as exc:
+                raise cannot_listen(config.host, config.port, exc) from None
             await stop.wait()
         finally:
             await runner.cleanup()

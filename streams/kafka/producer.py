@@ -67,7 +67,11 @@ class EventProducer:
         return self._producer
 
     async def start(self) -> EventProducer:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()  # a failed start leaves no connection (or "Unclosed" warning) behind
+            raise
         return self
 
     async def stop(self) -> None:

@@ -39,7 +39,7 @@ from aiohttp import web
 from streams.api.auth import ApiAuth, AuthError, Reader
 from streams.audit import store
 from streams.audit.queries import QueryError
-from streams.settings import Settings
+from streams.settings import Settings, cannot_listen
 from streams.ui import deadletters, incidents, routetest, silences
 from streams.ui.auth import COOKIE, LOGIN_COOKIE, SESSION_S, ProxyAuth, SessionSigner, same_token
 from streams.ui.base import (
@@ -301,7 +301,10 @@ def serve(
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     log.info("console on http://%s:%d for %s", host, port, ", ".join(auth.names))
-    web.run_app(app, host=host, port=port, print=None)
+    try:
+        web.run_app(app, host=host, port=port, print=None)
+    except OSError as exc:  # the port in use, a host not on this machine: one line, exit code 4
+        raise cannot_listen(host, port, exc) from None
     return 0
 
 

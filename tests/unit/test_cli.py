@@ -142,3 +142,38 @@ def test_a_database_url_this_build_cannot_use_is_named_without_repeating_it(url,
         f"opsloop: invalid settings: DATABASE_URL (or OPSLOOP_SINK_DATABASE_URL): {why}; expected "
         "postgresql+psycopg://user:password@host:port/database or sqlite:///path"
     )
+
+
+@pytest.mark.parametrize("argv", [["ui", "--port", "99999"], ["api", "--port", "-1"], ["ingest", "--port", "http"]])
+def test_a_port_out_of_range_is_argparse_s_one_line_error(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"argument --port: {argv[2]!r} is not a port (0-65535)")
+
+
+@pytest.mark.parametrize("command", ["api", "ingest"])
+def test_a_port_in_use_is_one_line_and_exit_4(command, tmp_path, capsys, monkeypatch):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    monkeypatch.setenv("OPSLOOP_API_TOKENS", "alice=t0ken-for-the-test")
+    monkeypatch.setenv("OPSLOOP_INGEST_TOKENS", "prom=t0ken-for-the-test")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'audit.db'}")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # ingest starts without Kafka (503s)
+    try:
+        assert main([command, "--host", "127.0.0.1", "--port", str(port)]) == EXIT_UNAVAILABLE
+    finally:
+        taken.close()
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"cannot listen on 127.0.0.1:{port}: error while attempting to bind on address ('127.0.0.1', {port}): "
+            "address already in use"
+        )
+    )
