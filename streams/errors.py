@@ -78,6 +78,11 @@ class UnavailableError(OpsloopError):
     exit_code = EXIT_UNAVAILABLE
 
 
+def cannot_listen(host: str, port: int, exc: OSError) -> UnavailableError:
+    """A server that cannot bind (the port in use, a host not on this machine): one line, exit code 4."""
+    return UnavailableError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 class CorruptDataError(OpsloopError):
     """Data opsloop wrote (a Kafka record, a model artifact) cannot be read back."""
 

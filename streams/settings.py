@@ -32,7 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.errors import InvalidInputError, UnavailableError
+from streams.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,11 +50,6 @@ def port_number(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
     return int(text)
-
-
-def cannot_listen(host: str, port: int, exc: OSError) -> UnavailableError:
-    """A server that cannot bind (the port in use, a host not on this machine): one line, exit code 4."""
-    return UnavailableError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 class SettingsError(InvalidInputError):

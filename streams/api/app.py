@@ -158,8 +158,9 @@ def serve(host: str, port: int) -> int:
 
     from streams.audit.store import migrate
     from streams.db import make_engine
+    from streams.errors import cannot_listen
     from streams.logs import configure, register_secrets
-    from streams.settings import Settings, cannot_listen
+    from streams.settings import Settings
 
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_format)

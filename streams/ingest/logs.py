@@ -24,8 +24,9 @@ import signal
 from aiohttp import web, web_protocol, web_server
 from aiohttp.abc import AbstractAccessLogger
 
+from streams.errors import cannot_listen
 from streams.logs import configure, register_secrets
-from streams.settings import IngestSettings, Settings, cannot_listen
+from streams.settings import IngestSettings, Settings
 
 log = logging.getLogger("streams.ingest")
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:token|access_token|key|secret|signature|sig|password)=)[^&\s\"']*")

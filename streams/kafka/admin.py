@@ -205,3 +205,29 @@ async def ensure_internal(settings: Settings, wanted: dict[str, int], replicatio
         return [t.name for t in new]
     finally:
         await admin.close()
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of the catalogue ``topics`` (under the settings' prefix), from freshly loaded metadata."""
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/kafka/reader.py: no public refresh
+    return [
+        TopicPartition(settings.topic_prefix + t, p)
+        for t in topics
+        for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())
+    ]
+
+
+async def group_lag(
+    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, tps: list[TopicPartition]
+) -> tuple[dict[str, int], dict[TopicPartition, int]]:
+    """(records not yet covered by ``group``'s committed offsets, per partition behind; the end offsets read).
+
+    What "done" means for a running pipeline (the test suite's quiescence, the bench's settle): a worker
+    commits an event's offset only after its output was acknowledged."""
+    offsets = await admin.list_consumer_group_offsets(group)
+    committed = {tp: max(meta.offset, 0) for tp, meta in offsets.items()}
+    ends = await consumer.end_offsets(tps)
+    lag = {
+        f"{tp.topic}[{tp.partition}]": e - committed.get(tp, 0) for tp, e in ends.items() if e > committed.get(tp, 0)
+    }
+    return lag, ends

@@ -39,7 +39,8 @@ from aiohttp import web
 from streams.api.auth import ApiAuth, AuthError, Reader
 from streams.audit import store
 from streams.audit.queries import QueryError
-from streams.settings import Settings, cannot_listen
+from streams.errors import cannot_listen
+from streams.settings import Settings
 from streams.ui import deadletters, incidents, routetest, silences
 from streams.ui.auth import COOKIE, LOGIN_COOKIE, SESSION_S, ProxyAuth, SessionSigner, same_token
 from streams.ui.base import (

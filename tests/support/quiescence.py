@@ -19,20 +19,12 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.kafka.admin import group_lag, partitions_of
 from streams.kafka.catalogue import EVENT_TOPICS
 from streams.settings import Settings
-
-
-async def partitions_of(consumer: AIOKafkaConsumer, settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/kafka/reader.py: no public refresh
-    return [
-        TopicPartition(settings.topic_prefix + t, p)
-        for t in topics
-        for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())
-    ]
 
 
 async def commit_lag(settings: Settings, topics: Iterable[str] = EVENT_TOPICS) -> dict[str, int]:
@@ -43,17 +35,11 @@ async def commit_lag(settings: Settings, topics: Iterable[str] = EVENT_TOPICS) -
     await admin.start()
     await consumer.start()
     try:
-        tps = await partitions_of(consumer, settings, topics)
-        committed = {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(settings.app_id)).items()}
-        ends = await consumer.end_offsets(tps)
+        lag, _ = await group_lag(admin, consumer, settings.app_id, await partitions_of(consumer, settings, topics))
     finally:
         await consumer.stop()
         await admin.close()
-    return {
-        f"{tp.topic}[{tp.partition}]": end - max(committed.get(tp, 0), 0)
-        for tp, end in ends.items()
-        if end > max(committed.get(tp, 0), 0)
-    }
+    return lag
 
 
 async def wait_committed(

@@ -338,13 +338,14 @@ def spill_waiting(settings: Any) -> int:
 
 
 async def commit_lag(settings: Any, timeout: float, quiet_s: float = 0.0) -> tuple[dict[str, int], float]:
-    """Poll until the group's committed offsets reach the end offsets of the events topics and ``outbox`` (as
-    ``tests/support/quiescence.py`` does) and no end offset moved for ``quiet_s``; returns what is still behind
+    """Poll until the group's committed offsets reach the end offsets of the events topics and ``outbox``
+    (:func:`streams.kafka.admin.group_lag`, the test suite's quiescence too) and no end offset moved for ``quiet_s``; returns what is still behind
     at ``timeout`` (empty: settled) and when (``time.monotonic()``) it was first seen caught up for good."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
+    from streams.kafka.admin import group_lag, partitions_of
     from streams.kafka.catalogue import EVENT_TOPICS
 
     config = settings.kafka_client_config()
@@ -356,28 +357,16 @@ async def commit_lag(settings: Any, timeout: float, quiet_s: float = 0.0) -> tup
     caught_up: float | None = None
     last_ends: dict[Any, int] | None = None
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/kafka/reader.py: no public refresh
-        tps = [
-            TopicPartition(settings.topic_prefix + t, p)
-            for t in (*EVENT_TOPICS, "outbox")
-            for p in sorted(consumer.partitions_for_topic(settings.topic_prefix + t) or ())
-        ]
+        tps = await partitions_of(consumer, settings, (*EVENT_TOPICS, "outbox"))
         while time.monotonic() < deadline:
             try:
-                offsets = await admin.list_consumer_group_offsets(settings.app_id)
+                lag, ends = await group_lag(admin, consumer, settings.app_id, tps)
             except KafkaError as exc:  # the group's coordinator not elected yet (a broker's first group): ask again
                 if not exc.retriable:
                     raise
                 lag, caught_up = {f"group coordinator: {type(exc).__name__}": 1}, None
                 await asyncio.sleep(0.5)
                 continue
-            committed = {tp: max(meta.offset, 0) for tp, meta in offsets.items()}
-            ends = await consumer.end_offsets(tps)
-            lag = {
-                f"{tp.topic}[{tp.partition}]": e - committed.get(tp, 0)
-                for tp, e in ends.items()
-                if e > committed.get(tp, 0)
-            }
             now = time.monotonic()
             if lag:
                 caught_up = None
