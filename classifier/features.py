@@ -104,6 +104,8 @@ _TEXT_KEYS = frozenset(
     {"body", "description", "detail", "details", "output", "text", "reason", "note", "comment", "summary_text"}
 )
 _SEVERITY_KEYS = frozenset({"severity", "priority", "urgency", "level", "security_severity_level"})
+# Alert labels other than ``severity`` that some houses state the severity in.
+_SEVERITY_LABEL_KEYS = frozenset({"priority", "urgency", "level", "sev", "severity_level"})
 # PagerDuty-style urgencies have only two levels; "high" there means page now.
 _URGENCY = {"high": "urgent", "low": "warning"}
 # Scanner finding levels onto ours (the worst finding speaks for the scan).
@@ -229,10 +231,23 @@ def _w_tokens(raw: str) -> tuple[str, ...]:
     return toks
 
 
+# Two-word terms whose second word alone would say something else: an error budget or a
+# disruption budget is not money (KubeAPIErrorBudgetBurn, PodDisruptionBudget, an SLO's
+# "burning error budget"), so each is read as one word with a family of its own.
+_COMPOUND = re.compile(r"(error|disruption)[\s_-]?(budget)", re.IGNORECASE)
+
+
+def compounds_joined(text: str) -> str:
+    """``text`` with each two-word term of ``_COMPOUND`` written as one word (ErrorBudget -> Errorbudget)."""
+    if "udget" not in text and "UDGET" not in text:
+        return text
+    return _COMPOUND.sub(lambda m: m.group(1) + m.group(2).lower(), text)
+
+
 def words(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:
     """Lower-cased, stemmed words of free text or identifiers (CamelCase and snake_case split)."""
     out = []
-    for raw in _WORD.findall(text[:limit]):
+    for raw in _WORD.findall(compounds_joined(text[:limit])):
         w = normalize_word(raw)
         if w:
             out.append(w)
@@ -413,7 +428,8 @@ def text_tokens(text: str, title: bool = False) -> tuple[str, ...]:
     if title:
         out.extend(with_families(["n:" + w for w in words(text)]))
     cache_get = _W_CACHE.get
-    out.extend([tok for raw in _WORD.findall(text[:MAX_TEXT_CHARS]) for tok in (cache_get(raw) or _w_tokens(raw))])
+    found = _WORD.findall(compounds_joined(text[:MAX_TEXT_CHARS]))
+    out.extend([tok for raw in found for tok in (cache_get(raw) or _w_tokens(raw))])
     if any(ch.isdigit() for ch in text[:MAX_TEXT_CHARS]):
         out.extend(urgency_text_tokens(text[:MAX_TEXT_CHARS]))
     return tuple(out)
@@ -433,7 +449,7 @@ def name_tokens(name: str) -> tuple[str, ...]:
 
 
 def name_words(name: str) -> list[str]:
-    """Words of an alert name: HostOutOfMemory -> host, out, memory; KubeAPIErrorBudgetBurn -> kube, api, ..."""
+    """Words of an alert name: HostOutOfMemory -> host, out, memory; KubeAPIErrorBudgetBurn -> kube, api, errorbudget, burn."""
     return words(name, limit=200)
 
 
@@ -543,6 +559,10 @@ def label_tokens(key: str, value: Any) -> tuple[str, ...]:
         out.append("lk:" + key_l[:40])
         if key_l not in _NOISY_LABELS and isinstance(value, str):
             out.extend(label_value_tokens(value))
+            if key_l in _SEVERITY_LABEL_KEYS:
+                # another house style's severity label (priority="P1", urgency="high"): stated all the same
+                level = value.strip().lower()
+                _stated_severity(_URGENCY.get(level) if key_l == "urgency" else normalize_severity(value), out)
     return tuple(out)
 
 

@@ -41,9 +41,20 @@ CATEGORY_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("config_drift", ("config", "configuration", "drift", "sync")),
     (
         "availability",
-        ("down", "unavailable", "unreachable", "unhealthy", "crash", "missing", "absent", "restart", "offline"),
+        (
+            "down",
+            "unavailable",
+            "unreachable",
+            "unhealthy",
+            "crash",
+            "missing",
+            "absent",
+            "restart",
+            "offline",
+            "disruptionbudget",
+        ),
     ),
-    ("latency_errors", ("latency", "slow", "error", "errors", "fail", "failed", "timeout", "5xx")),
+    ("latency_errors", ("latency", "slow", "error", "errors", "fail", "failed", "timeout", "5xx", "errorbudget")),
 )
 
 URGENT_WORDS: tuple[str, ...] = ("critical", "down", "outage", "unavailable", "unreachable", "crash", "lost", "failed")

@@ -72,6 +72,14 @@ class NotFoundError(OpsloopError):
     exit_code = EXIT_NOT_FOUND
 
 
+class TopicNotFoundError(NotFoundError, LookupError):
+    """A topic named to read or write does not exist on the cluster (under the settings' topic prefix)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        super().__init__(f"topic {topic!r} does not exist (run `opsloop topics apply`)")
+
+
 class UnavailableError(OpsloopError):
     """A service opsloop needs cannot be reached or started; retrying later may help."""
 

@@ -23,6 +23,7 @@ from streams.errors import (
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     InvalidInputError,
+    NotFoundError,
     OpsloopError,
     exit_codes_help,
 )
@@ -379,9 +380,33 @@ def cmd_silence(args: argparse.Namespace) -> int:
         )
     from streams.cli.runbooks import run_silence
 
+    org = args.org or "default"
+    if args.action == "expire" and len(args.args) == 1 and not args.force:
+        org = _silence_to_expire(args.args[0], args.org)
     return run_silence(
-        args.action, args.args, duration=args.duration, start=args.start, comment=args.comment, by=args.by, org=args.org
+        args.action, args.args, duration=args.duration, start=args.start, comment=args.comment, by=args.by, org=org
     )
+
+
+def _silence_to_expire(silence_id: str, org: str | None) -> str:
+    """The org of the silence ``silence expire`` names, from the audit store, as the console and
+    Alertmanager's API check it: an unknown or already expired id is an error, not a quiet no-op
+    (the worker ignores an expiry of a silence it does not hold)."""
+    import time
+
+    from streams.audit import queries
+
+    now = int(time.time() * 1000)
+    found = [s for s in queries.list_silences(_audit_engine(), now) if s["id"] == silence_id]
+    if not found or (org is not None and found[0]["org"] != org):
+        where = f" in org {org!r}" if org is not None else ""
+        raise NotFoundError(
+            f"silence expire: no silence {silence_id!r}{where} in the audit store ('opsloop silence list' shows "
+            "them; one added seconds ago may not be recorded yet: --force sends the expiry unchecked)"
+        )
+    if found[0]["state"] == "expired":
+        raise InvalidInputError(f"silence expire: silence {silence_id!r} has already expired")
+    return str(found[0]["org"])
 
 
 # -- replay (streams.replay.run) --------------------------------------------------------
@@ -544,7 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     silence.add_argument("--start", help="ISO 8601 start (default: now)")
     silence.add_argument("--comment", default="")
     silence.add_argument("--by", default="cli", help="who silences (recorded)")
-    silence.add_argument("--org", default="default")
+    silence.add_argument("--org", help="add: the silence's org (default: default); expire: must be the silence's org")
+    silence.add_argument(
+        "--force", action="store_true", help="expire: send the expiry without looking the id up in the audit store"
+    )
     silence.set_defaults(func=cmd_silence)
 
     incidents = sub.add_parser(

@@ -13,9 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from streams import metrics
+from streams.errors import TopicNotFoundError
 from streams.kafka.codec import Codec, default_codec
 from streams.model.records import InvalidEventError, stamp, topic_for, validate_event
 from streams.settings import Settings
@@ -60,6 +62,7 @@ class EventProducer:
             linger_ms=producer_kwargs.pop("linger_ms", 5),
             **producer_kwargs,
         )
+        self._topics_seen: set[str] = set()
 
     @property
     def kafka(self) -> AIOKafkaProducer:
@@ -87,6 +90,24 @@ class EventProducer:
         """The physical topic for a catalogue name (applies the configured prefix)."""
         return self.settings.topic_prefix + name
 
+    async def _existing(self, name: str) -> str:
+        """The physical topic for ``name``, once asked of the cluster: a missing one is TopicNotFoundError now.
+
+        aiokafka would instead wait out its request timeout (40 s by default) logging a warning
+        per metadata retry, then raise a bare UnknownTopicOrPartitionError; and a broker that
+        creates topics on first use would make one without topics.yaml's partitions or policy.
+        """
+        topic = self.topic(name)
+        if topic not in self._topics_seen:
+            try:
+                cluster = await self._producer.client.fetch_all_metadata()
+            except KafkaError:  # no broker answered: the send says so (KafkaTimeoutError) as it always did
+                return topic
+            if topic not in cluster.topics():
+                raise TopicNotFoundError(topic)
+            self._topics_seen.add(topic)
+        return topic
+
     def prepare(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and stamp an event (raises InvalidEventError naming the field)."""
         return prepare_event(raw)
@@ -96,7 +117,7 @@ class EventProducer:
         event = self.prepare(raw)
         value = encode_event(self.codec, event)
         meta = await self._producer.send_and_wait(
-            self.topic(topic_for(event)), value, key=event["session_key"].encode()
+            await self._existing(topic_for(event)), value, key=event["session_key"].encode()
         )
         metrics.observe_ingested(event["kind"], event["source"])
         return event, meta
@@ -107,7 +128,9 @@ class EventProducer:
         for raw in raws:
             event = self.prepare(raw)
             fut = await self._producer.send(
-                self.topic(topic_for(event)), encode_event(self.codec, event), key=event["session_key"].encode()
+                await self._existing(topic_for(event)),
+                encode_event(self.codec, event),
+                key=event["session_key"].encode(),
             )
             pending.append((event, fut))
         done = []
@@ -120,7 +143,7 @@ class EventProducer:
         self, topic: str, key: str | bytes | None, schema: str, record: Mapping[str, Any]
     ) -> RecordMetadata:
         """Encode any opsloop record with ``schema`` and append it to catalogue topic ``topic``."""
-        topic = self.topic(topic)
+        topic = await self._existing(topic)
         raw_key = key.encode() if isinstance(key, str) else key
         return await self._producer.send_and_wait(topic, self.codec.encode(schema, record), key=raw_key)
 
@@ -128,5 +151,5 @@ class EventProducer:
         self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None
     ) -> RecordMetadata:
         """Append bytes as they are (dead-letter redrive; tests put poison records on a topic)."""
-        topic = self.topic(topic)
+        topic = await self._existing(topic)
         return await self._producer.send_and_wait(topic, value, key=key, headers=list(headers) if headers else None)

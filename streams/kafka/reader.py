@@ -15,14 +15,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.errors import NotFoundError
+from streams.errors import TopicNotFoundError
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.compat import refresh_metadata
 from streams.settings import Settings
-
-
-class TopicNotFoundError(NotFoundError, LookupError):
-    """A topic named to read does not exist on the cluster (under the settings' topic prefix)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ class TopicReader:
             if parts:
                 return parts
             if time.monotonic() > deadline:
-                raise TopicNotFoundError(f"topic {topic!r} does not exist (run `opsloop topics apply`)")
+                raise TopicNotFoundError(topic)
             await refresh_metadata(self._consumer)
             await asyncio.sleep(0.1)
 

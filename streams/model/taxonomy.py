@@ -6,6 +6,8 @@ strings, so adding or renaming one is a contract change for the rest of opsloop.
 
 from __future__ import annotations
 
+import re
+
 CATEGORIES: tuple[str, ...] = (
     "cpu",
     "memory",
@@ -41,9 +43,14 @@ SEVERITY_ALIASES: dict[str, str] = {
     "alert": "urgent",
     "page": "urgent",
     "disaster": "urgent",
+    "p0": "urgent",
     "p1": "urgent",
-    "sev1": "urgent",
     "sev0": "urgent",
+    "sev1": "urgent",
+    "s0": "urgent",
+    "s1": "urgent",
+    "blocker": "urgent",
+    "highest": "urgent",
     "urgent": "urgent",
     # action: needs a human, in working hours
     "error": "action",
@@ -52,6 +59,8 @@ SEVERITY_ALIASES: dict[str, str] = {
     "major": "action",
     "p2": "action",
     "sev2": "action",
+    "s2": "action",
+    "ticket": "action",  # the page / ticket house style: a ticket is worked, nobody is woken
     "action": "action",
     # warning: worth a look
     "warning": "warning",
@@ -62,6 +71,7 @@ SEVERITY_ALIASES: dict[str, str] = {
     "average": "warning",
     "p3": "warning",
     "sev3": "warning",
+    "s3": "warning",
     # info: record only
     "info": "info",
     "informational": "info",
@@ -74,7 +84,13 @@ SEVERITY_ALIASES: dict[str, str] = {
     "p4": "info",
     "p5": "info",
     "sev4": "info",
+    "sev5": "info",
+    "s4": "info",
+    "lowest": "info",
+    "trivial": "info",
 }
+# "SEV-1", "Sev 1", "P_1", "sev.1": the separator is house style, the word is the same.
+_SEPARATORS = re.compile(r"[\s._-]+")
 
 
 def normalize_severity(value: object) -> str | None:
@@ -83,6 +99,7 @@ def normalize_severity(value: object) -> str | None:
     Returning None (rather than guessing "warning") lets callers tell "the sender said
     nothing usable" apart from "the sender said warning".
     """
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 40:
         return None
-    return SEVERITY_ALIASES.get(value.strip().lower())
+    word = value.strip().lower()
+    return SEVERITY_ALIASES.get(word) or SEVERITY_ALIASES.get(_SEPARATORS.sub("", word))

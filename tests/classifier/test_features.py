@@ -24,7 +24,15 @@ from .conftest import alert
 
 def test_alert_names_split_into_words():
     assert name_words("HostOutOfMemory") == ["host", "out", "memory"]
-    assert name_words("KubeAPIErrorBudgetBurn") == ["kube", "api", "error", "budget", "burn"]
+    # an error budget is one word (not the money a lone "budget" signals)
+    assert name_words("KubeAPIErrorBudgetBurn") == ["kube", "api", "errorbudget", "burn"]
+    assert name_words("PodDisruptionBudget error_budget BudgetExceeded") == [
+        "pod",
+        "disruptionbudget",
+        "errorbudget",
+        "budget",
+        "exceed",
+    ]
     assert name_words("HAProxyHighHTTP5xxErrorRate")[-3:] == ["5xx", "error", "rate"]
     assert name_words("TooManyCPUs") == ["too", "many", "cpu"]
     # inflections fold together so rare forms share evidence

@@ -86,3 +86,25 @@ def test_malformed_examples_are_named():
         )
     with pytest.raises(ExampleFormatError, match="exactly one"):
         expand_entry({"id": "ex-8", "group": "g", "service": "s", "category": "other", "severity": "info"})
+
+
+@pytest.mark.parametrize(
+    ("word", "level"),
+    [
+        ("SEV-1", "urgent"),
+        ("sev 2", "action"),
+        ("Sev_3", "warning"),
+        ("P0", "urgent"),
+        ("s1", "urgent"),
+        ("ticket", "action"),
+        ("Highest", "urgent"),
+        ("trivial", "info"),
+    ],
+)
+def test_severity_words_of_other_houses(word, level):
+    assert normalize_severity(word) == level
+
+
+def test_a_long_or_unknown_severity_word_is_none():
+    assert normalize_severity("sev-" * 50) is None
+    assert normalize_severity("p-9") is None and normalize_severity("") is None

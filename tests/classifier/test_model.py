@@ -249,3 +249,51 @@ def test_token_columns_read_off_the_csr_arrays_agree_with_column_slicing():
         [True, False, True, True, False, False],
         [False, False, False, False, True, False],
     ]
+
+
+@pytest.mark.parametrize(
+    ("labels", "severity"),
+    [
+        ({"priority": "P1"}, "urgent"),
+        ({"priority": "p2"}, "action"),
+        ({"urgency": "high"}, "urgent"),
+        ({"level": "critical"}, "urgent"),
+        ({"severity": "SEV-1"}, "urgent"),
+        ({"severity": "Sev 3"}, "warning"),
+        ({"severity": "ticket"}, "action"),
+        ({"severity": "page"}, "urgent"),
+        ({"severity": "warning", "priority": "P1"}, "urgent"),  # two stated: the more pressing
+    ],
+)
+def test_other_house_styles_of_stating_a_severity_are_honoured(model, labels, severity):
+    event = alert("HostHighCpuLoad")
+    event["labels"].update(labels)
+    (p,) = model.predict_batch([event])
+    assert (p.severity, p.severity_basis, p.severity_p) == (severity, "stated", 1.0)
+
+
+def test_an_unknown_priority_value_is_not_a_stated_severity(model):
+    event = alert("HostHighCpuLoad")
+    event["labels"]["priority"] = "whenever"
+    (p,) = model.predict_batch([event])
+    assert p.severity_basis != "stated"
+
+
+@pytest.mark.parametrize(
+    ("name", "description", "category"),
+    [
+        ("KubeAPIErrorBudgetBurn", "The API server is burning too much error budget.", "latency_errors"),
+        ("SLOErrorBudgetBurnFast", "checkout is burning its 30d error_budget 14x too fast", "latency_errors"),
+        (
+            "PodDisruptionBudgetAtLimit",
+            "The pod disruption budget is at the minimum disruptions allowed.",
+            "availability",
+        ),
+        ("CloudSpendOverBudget", "Monthly spend is above the budget.", "cost"),
+    ],
+)
+def test_an_error_budget_is_not_money(model, name, description, category):
+    event = alert(name)
+    event["annotations"]["description"] = description
+    (p,) = model.predict_batch([event])
+    assert p.category == category
