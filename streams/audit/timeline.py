@@ -130,11 +130,12 @@ def render(session_key: str, entries: list[dict[str, Any]]) -> str:
                 lines.append(f"    {verb} by {who}")
             inferred = d.get("inferred")
             if inferred:
-                what = " and ".join(k for k in ("severity", "category") if inferred[k])
-                basis = f" ({inferred['basis']})" if inferred.get("basis") else ""
-                lines.append(
-                    f"    {what} inferred by the classifier{basis}, severity p={inferred['severity_confidence']}"
-                )
+                # the basis and the probability are the severity's: shown only when it was inferred
+                said = ["category inferred by the classifier"] if inferred["category"] else []
+                if inferred["severity"]:
+                    basis = f" ({inferred['basis']})" if inferred.get("basis") else ""
+                    said.append(f"severity inferred{basis}, p={inferred['severity_confidence']}")
+                lines.append("    " + "; ".join(said or ["stated by the sender"]))
             rem = d.get("remediation")
             if rem:
                 attempts = f" after {rem['attempts']} attempt(s)" if rem.get("attempts") else ""

@@ -155,6 +155,14 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` of a log ("" when there is none yet)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 class Child:
     """One ``opsloop <command>`` process, its log in the data directory."""
 
@@ -179,10 +187,13 @@ class Child:
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
+    def ended(self) -> str | None:
+        """How it ended (``signal SIGKILL``), or None while it runs."""
+        code = self.exit_code
+        return None if code is None else describe_exit(code)
+
     def tail(self, lines: int = 25) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def wait_http(self, url: str, timeout: float) -> None:
         """Poll ``url`` until it answers 200, the process exits, or ``timeout`` passes."""
@@ -224,6 +235,10 @@ class BrokerChild:
         proc = self.broker.proc
         return None if proc is None else proc.poll()
 
+    def ended(self) -> str | None:
+        code = self.exit_code
+        return None if code is None else describe_exit(code)
+
     def tail(self, lines: int = 25) -> str:
         return self.broker.tail(lines)
 
@@ -231,6 +246,29 @@ class BrokerChild:
         self.broker.proc = None  # reaped by poll(); start() resumes the formatted log dir
         self.broker.start()
         return self
+
+
+class PostgresChild:
+    """The local PostgreSQL server seen as a child: started again (same cluster, same port) if it ends."""
+
+    name = "postgres"
+
+    def __init__(self, postgres: LocalPostgres) -> None:
+        self.postgres = postgres
+        self.log_path = postgres.log_file
+
+    def ended(self) -> str | None:
+        return None if self.postgres.server_pid() is not None else "its server process is gone"
+
+    def tail(self, lines: int = 25) -> str:
+        return log_tail(self.log_path, lines)
+
+    def restart(self) -> PostgresChild:
+        self.postgres.start()  # a stale postmaster.pid is cleared first; the server recovers the cluster
+        return self
+
+
+Watched = Child | BrokerChild | PostgresChild
 
 
 def describe_exit(code: int) -> str:
@@ -417,25 +455,32 @@ class Dev:
 
     # -- running and stopping ---------------------------------------------------------
 
-    def wait(self) -> Child | BrokerChild | None:
-        """Until a signal (None) or a child exits too often to restart (that child); each other exit is a restart."""
+    def wait(self) -> tuple[Watched, str] | None:
+        """Until a signal (None) or a child ends too often to restart (that child, and how it ended last);
+        each other end is a restart. The broker and the database are watched first: the others reconnect."""
         exits: dict[str, list[float]] = {}
-        watched: list[Child | BrokerChild] = [*self.children]
+        watched: list[Watched] = [*self.children]
+        if self.postgres is not None:
+            watched.insert(0, PostgresChild(self.postgres))
         if self.broker is not None:
-            watched.insert(0, BrokerChild(self.broker))  # first: the others reconnect to it
+            watched.insert(0, BrokerChild(self.broker))
         while not self.signalled:
             for child in watched:
-                code = child.exit_code
-                if code is None:
+                how = child.ended()
+                if how is None:
                     continue
                 now = time.monotonic()
                 exits[child.name] = [t for t in exits.get(child.name, []) if now - t < 60.0] + [now]
                 if len(exits[child.name]) > RESTARTS_PER_MINUTE:
-                    return child
-                self.say(
-                    f"opsloop dev: {child.name} ended ({describe_exit(code)}); started again (log {child.log_path})"
-                )
-                child.restart()
+                    return child, how
+                try:
+                    child.restart()
+                except _Stop:
+                    raise
+                except (OSError, UnavailableError) as exc:  # counted as another end: tried again, then given up on
+                    self.say(f"opsloop dev: {child.name} ended ({how}) and could not be started again: {exc}")
+                    continue
+                self.say(f"opsloop dev: {child.name} ended ({how}); started again (log {child.log_path})")
             time.sleep(0.5)
         return None
 
@@ -474,13 +519,14 @@ def run_dev(
         with data_dir_lock(dev.data_dir):
             try:
                 dev.start()
-                exited = dev.wait()
-                if exited is None:
+                ended = dev.wait()
+                if ended is None:
                     dev.say(f"\n{dev.signalled}: stopping ...")
                 else:
+                    exited, how = ended
                     print(
                         f"opsloop dev: {exited.name} ended more than {RESTARTS_PER_MINUTE} times in a minute (last: "
-                        f"{describe_exit(exited.exit_code or 0)}); stopping everything. Its log ends:\n{exited.tail()}",
+                        f"{how}); stopping everything. Its log ends:\n{exited.tail()}",
                         file=sys.stderr,
                     )
                     code = DevUnavailable.exit_code

@@ -132,6 +132,26 @@ class LocalPostgres:
         )
         return self
 
+    def server_pid(self) -> int | None:
+        """The postmaster's pid while it runs, else None (pg_ctl daemonises it: no child to poll, so its
+        ``postmaster.pid`` is read, and the pid it names asked whether it still lives)."""
+        try:
+            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # alive, another user's
+            return pid
+        try:  # killed but not yet reaped (no init reaping in some containers): gone all the same
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return None
+        except (OSError, IndexError):
+            pass
+        return pid
+
     def stop(self) -> None:
         """Shut down cleanly (``-m fast``: sessions cut, data flushed); the cluster stays for the next start."""
         if (self.datadir / "postmaster.pid").exists():  # also a server an interrupted start() left running

@@ -35,7 +35,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from streams.errors import UnavailableError
+from streams.errors import TopicNotFoundError, UnavailableError
 from streams.ingest.errors import Backpressure, BrokerUnavailable
 from streams.kafka.catalogue import EVENT_TOPICS
 from streams.kafka.compat import abort_producer
@@ -158,6 +158,8 @@ class Publisher:
             except asyncio.CancelledError:
                 self._discard(producer, "post cancelled")
                 raise
+            except TopicNotFoundError as exc:  # nothing was sent; the producer is fine
+                raise self._unavailable(f"{exc}; nothing was accepted") from None
             except Exception as exc:
                 self._discard(producer, f"{type(exc).__name__} after up to {self.ingest.send_timeout_s:g}s")
                 raise self._unavailable(

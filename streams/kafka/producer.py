@@ -7,6 +7,7 @@ acknowledged the write; callers answer their clients after that, never before.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,6 +64,7 @@ class EventProducer:
             **producer_kwargs,
         )
         self._topics_seen: set[str] = set()
+        self._topic_check = asyncio.Lock()  # a post of 100 events to a new topic asks the cluster once
 
     @property
     def kafka(self) -> AIOKafkaProducer:
@@ -98,14 +100,17 @@ class EventProducer:
         creates topics on first use would make one without topics.yaml's partitions or policy.
         """
         topic = self.topic(name)
-        if topic not in self._topics_seen:
-            try:
-                cluster = await self._producer.client.fetch_all_metadata()
-            except KafkaError:  # no broker answered: the send says so (KafkaTimeoutError) as it always did
-                return topic
-            if topic not in cluster.topics():
-                raise TopicNotFoundError(topic)
-            self._topics_seen.add(topic)
+        if topic in self._topics_seen:
+            return topic
+        async with self._topic_check:
+            if topic not in self._topics_seen:
+                try:
+                    cluster = await self._producer.client.fetch_all_metadata()
+                except KafkaError:  # no broker answered: the send says so (KafkaTimeoutError) as it always did
+                    return topic
+                self._topics_seen.update(t for t in cluster.topics() if t.startswith(self.settings.topic_prefix))
+                if topic not in self._topics_seen:
+                    raise TopicNotFoundError(topic)
         return topic
 
     def prepare(self, raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -342,4 +342,21 @@ def test_the_audit_timeline_says_who_acted_and_what_was_inferred() -> None:
     }
     text = timeline.render("acme:alert:TargetDown:api", timeline.build(rows))
     assert "acknowledged by U123 (alice)" in text
-    assert "severity inferred by the classifier (default), severity p=0.4100" in text
+    assert "    severity inferred (default), p=0.4100\n" in text
+    stated = Sim(
+        Context(runbooks=starter_set(), verdict=_replace(inferred, severity_inferred=False, category_inferred=True))
+    )
+    stated.feed(alert(at=T0))
+    stated_rows = [(e, r, x) for e, r, x in stated.trace()]
+    text = timeline.render(
+        "acme:alert:TargetDown:api",
+        timeline.build(
+            {
+                "events": [e for e, _, _ in stated_rows],
+                "decisions": [r for _, r, _ in stated_rows],
+                "effects": [x for _, _, effects in stated_rows for x in effects],
+            }
+        ),
+    )
+    # the severity was stated: no basis or probability pinned on the inferred category
+    assert "    category inferred by the classifier\n" in text and "severity inferred" not in text

@@ -203,13 +203,18 @@ def _in_process(module_env: dict[str, str], prefix: str | None = None, **config:
     return create_app(settings_for(env), IngestSettings(tokens=tokens, **config), environ=env)
 
 
-def test_readyz_names_missing_topics(module_env):
+def test_readyz_names_missing_topics_and_a_post_is_refused_at_once(module_env):
     async def run():
         async with TestClient(TestServer(_in_process(module_env, prefix=f"absent{uuid.uuid4().hex[:6]}."))) as client:
             answer = await client.get("/readyz")
-            return answer.status, await answer.json()
+            post = await client.post(
+                "/api/v2/alerts", json=[firing_alert("NoTopics")] * 3, headers=bearer("prometheus")
+            )
+            return answer.status, await answer.json(), post.status, await post.json()
 
-    status, body = asyncio.run(run())
+    status, body, post_status, post_body = asyncio.run(run())
+    # no topics: 503 naming the topic (was: "Kafka did not acknowledge within 10s", after waiting that long)
+    assert post_status == 503 and "events.telemetry' does not exist" in post_body["error"], post_body
     assert status == 503 and body["kafka"] == "ok"
     assert sorted(t.split(".", 1)[1] for t in body["missing_topics"]) == [
         "events.scan",

@@ -12,6 +12,7 @@ Telemetry only: a session's events then reach decide in one order in both runs.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import time
@@ -22,6 +23,8 @@ import pytest
 
 from agents.sinks.channels import specs
 from streams.devtools.processes import WorkerProcess
+from streams.kafka.admin import apply
+from streams.kafka.catalogue import load_catalogue
 from streams.model.runbooks import load_runbook_set
 from streams.replay.run import run_replay
 from streams.settings import Settings
@@ -96,6 +99,7 @@ def test_whatif_cooldown_matches_a_fresh_run(topics, worker_factory, runbooks_di
     for key, value in env_b.items():
         monkeypatch.setenv(key, value)
     settings_b = Settings.from_env()
+    asyncio.run(apply(settings_b, load_catalogue(settings_b.topics_file)))  # as `opsloop topics apply` would
     worker_b = WorkerProcess(env_b, tmp_path / "worker-b.log").start()
     try:
         produce(settings_b, events)
