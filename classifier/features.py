@@ -231,17 +231,28 @@ def _w_tokens(raw: str) -> tuple[str, ...]:
     return toks
 
 
-# Two-word terms whose second word alone would say something else: an error budget or a
-# disruption budget is not money (KubeAPIErrorBudgetBurn, PodDisruptionBudget, an SLO's
-# "burning error budget"), so each is read as one word with a family of its own.
-_COMPOUND = re.compile(r"(error|disruption)[\s_-]?(budget)", re.IGNORECASE)
+# Two-word terms whose second word alone would say something else, each read as one word
+# with a family of its own: an error budget or a disruption budget is not money
+# (KubeAPIErrorBudgetBurn, PodDisruptionBudget, an SLO's "burning error budget"); "not
+# ready" and "no leader" are the negation of a healthy word (KubeNodeNotReady, etcdNoLeader).
+# A negation starts a word: at the text's start or after a non-letter, or CamelCase after a
+# lower-case letter ("cannot ready" is not one).
+_COMPOUND = re.compile(
+    r"(?i:(error|disruption)[\s_-]?(budget))|(?:(?<![A-Za-z])|(?<=[a-z0-9])(?=[A-Z]))(?i:(not|no)[\s_-]?(ready|leader))"
+)
+
+
+def _joined(m: re.Match[str]) -> str:
+    first, second = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    return first + second.lower()
 
 
 def compounds_joined(text: str) -> str:
     """``text`` with each two-word term of ``_COMPOUND`` written as one word (ErrorBudget -> Errorbudget)."""
-    if "udget" not in text and "UDGET" not in text:
+    lowered = text.lower()
+    if "udget" not in lowered and "eady" not in lowered and "eader" not in lowered:
         return text
-    return _COMPOUND.sub(lambda m: m.group(1) + m.group(2).lower(), text)
+    return _COMPOUND.sub(_joined, text)
 
 
 def words(text: str, limit: int = MAX_TEXT_CHARS) -> list[str]:

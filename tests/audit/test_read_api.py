@@ -219,33 +219,31 @@ def test_the_command_line_answers_what_the_api_answers(api_db):
     assert "sil-active" in silences.stdout and "expired" in silences.stdout and "2 silence(s)" in silences.stdout
 
 
-def test_silence_expire_looks_the_id_up_first(api_db, topics):
+def test_silence_expire_looks_the_id_up_first(api_db, topics, monkeypatch, capsys):
     """An unknown id, another org's silence or an expired one is refused before anything reaches Kafka;
     a missing topic is one line at once (aiokafka alone waited 40 s, then a traceback)."""
+    from streams.cli.main import main
+
     url, _ = api_db
-    env = {**os.environ, "DATABASE_URL": url}  # the test's own topic prefix, its topics created
+    monkeypatch.setenv("DATABASE_URL", url)  # and the test's own topic prefix, its topics created
 
-    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "streams.cli", *args],
-            cwd=ROOT,
-            env={**env, **extra},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
 
-    unknown = cli("silence", "expire", "sil-nope")
-    assert unknown.returncode == 3 and "no silence 'sil-nope'" in unknown.stderr, unknown.stderr
-    other_org = cli("silence", "expire", "sil-active", "--org", "globex")
-    assert other_org.returncode == 3 and "in org 'globex'" in other_org.stderr
-    gone = cli("silence", "expire", "sil-gone")
-    assert gone.returncode == 1 and "has already expired" in gone.stderr
-    no_topics = cli("silence", "expire", "sil-active", OPSLOOP_TOPIC_PREFIX="nowhere.")
-    assert no_topics.returncode == 3, no_topics.stderr
-    assert no_topics.stderr == "opsloop: topic 'nowhere.events.webhook' does not exist (run `opsloop topics apply`)\n"
-    expired = cli("silence", "expire", "sil-active")
-    assert expired.returncode == 0 and "expired silence sil-active" in expired.stdout, expired.stderr
+    code, _, err = cli("silence", "expire", "sil-nope")
+    assert code == 3 and "no silence 'sil-nope'" in err, err
+    code, _, err = cli("silence", "expire", "sil-active", "--org", "globex")
+    assert code == 3 and "in org 'globex'" in err
+    code, _, err = cli("silence", "expire", "sil-gone")
+    assert code == 1 and "has already expired" in err
+    with monkeypatch.context() as m:
+        m.setenv("OPSLOOP_TOPIC_PREFIX", "nowhere.")
+        code, _, err = cli("silence", "expire", "sil-active")
+    assert code == 3 and err == "opsloop: topic 'nowhere.events.webhook' does not exist (run `opsloop topics apply`)\n"
+    code, out, err = cli("silence", "expire", "sil-active")
+    assert code == 0 and "expired silence sil-active" in out, err
 
 
 @pytest.mark.parametrize(

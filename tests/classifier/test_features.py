@@ -33,6 +33,10 @@ def test_alert_names_split_into_words():
         "budget",
         "exceed",
     ]
+    # a negation of a healthy word is one word; not inside another word ("cannot", "Known")
+    assert name_words("KubeNodeNotReady etcdNoLeader") == ["kube", "node", "notready", "etcd", "noleader"]
+    assert name_words("node is not ready; no-leader") == ["node", "notready", "noleader"]
+    assert name_words("cannot ready Known leader") == ["cannot", "ready", "known", "leader"]
     assert name_words("HAProxyHighHTTP5xxErrorRate")[-3:] == ["5xx", "error", "rate"]
     assert name_words("TooManyCPUs") == ["too", "many", "cpu"]
     # inflections fold together so rare forms share evidence

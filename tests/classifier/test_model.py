@@ -290,9 +290,12 @@ def test_an_unknown_priority_value_is_not_a_stated_severity(model):
             "availability",
         ),
         ("CloudSpendOverBudget", "Monthly spend is above the budget.", "cost"),
+        ("KubeNodeNotReady", "Node is not ready.", "availability"),
+        ("etcdNoLeader", "etcd cluster has no leader.", "availability"),
+        ("NodeRAIDDegraded", "RAID array is degraded.", "disk"),
     ],
 )
-def test_an_error_budget_is_not_money(model, name, description, category):
+def test_two_word_terms_of_other_houses(model, name, description, category):
     event = alert(name)
     event["annotations"]["description"] = description
     (p,) = model.predict_batch([event])
