@@ -219,13 +219,17 @@ def test_the_command_line_answers_what_the_api_answers(api_db):
     assert "sil-active" in silences.stdout and "expired" in silences.stdout and "2 silence(s)" in silences.stdout
 
 
-def test_silence_expire_looks_the_id_up_first(api_db, topics, monkeypatch, capsys):
+def test_silence_expire_looks_the_id_up_first(api_db, settings, monkeypatch, capsys):
     """An unknown id, another org's silence or an expired one is refused before anything reaches Kafka;
     a missing topic is one line at once (aiokafka alone waited 40 s, then a traceback)."""
     from streams.cli.main import main
+    from streams.kafka.admin import apply
+    from streams.kafka.catalogue import load_catalogue
 
     url, _ = api_db
-    monkeypatch.setenv("DATABASE_URL", url)  # and the test's own topic prefix, its topics created
+    monkeypatch.setenv("DATABASE_URL", url)  # and the test's own topic prefix: its one topic the expiry goes to
+    webhook = [spec for spec in load_catalogue(settings.topics_file) if spec.name.endswith("events.webhook")]
+    asyncio.run(apply(settings, webhook))
 
     def cli(*args: str) -> tuple[int, str, str]:
         code = main(list(args))
