@@ -115,9 +115,15 @@ def fold(
         return out
     if current == "resolved" and status != "resolved":  # a new episode: the old ack and silence are history
         out["acked_by"] = out["acked_at"] = None
-    for key in ("severity", "category", "runbook"):
+    # Severity and category are the alert's: only a decision on the alert firing (or muted) says
+    # them again. A timer's flush, an acknowledgement and a resolution carry their own event's
+    # verdict (info / other), which had turned an urgent incident "info" once it was notified.
+    says_what_it_is = decision.get("kind") != "timer" and status in ("firing", "silenced")
+    for key in ("severity", "category") if says_what_it_is else ():
         if decision.get(key):
             out[key] = decision[key]
+    if decision.get("runbook"):
+        out["runbook"] = decision["runbook"]
     if status == "acknowledged" and current != "acknowledged":
         out["acked_by"] = str(matched.get("acked_by", "")) or None
         out["acked_at"] = at

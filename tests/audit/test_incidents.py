@@ -79,6 +79,32 @@ def test_a_sessions_row_follows_its_decisions(pg_audit_db):
     assert row["last_decision_id"] == "dec-8"
 
 
+def test_a_flush_an_ack_and_a_resolution_keep_the_alerts_severity_and_category(audit_db):
+    """Their decisions carry their own event's verdict (a timer, an ack webhook, a resolved alert: info,
+    other); the incident stays what the alert said until the alert fires again with another."""
+    _, engine = audit_db
+    store.migrate(engine)
+    own = {"severity": "info", "category": "other"}
+    seen = []
+    for batch in [
+        step(1, "grouped"),
+        step(2, "notified", kind="timer", matched={"receivers": "db-pager"}, **own),
+        step(3, "acknowledged", kind="webhook", matched={"acked_by": "alice"}, **own),
+        step(4, "resolved", **own),
+        step(5, "grouped", severity="warning", category="disk"),  # a new episode says it again
+    ]:
+        store.write_batch(engine, batch)
+        row = the_row(engine)
+        seen.append((row["status"], row["severity"], row["category"]))
+    assert seen == [
+        ("firing", "urgent", "database"),
+        ("firing", "urgent", "database"),
+        ("acknowledged", "urgent", "database"),
+        ("resolved", "urgent", "database"),
+        ("firing", "warning", "disk"),
+    ]
+
+
 def test_the_silence_gate_marks_it_silenced_with_the_reason(pg_audit_db):
     _, engine = pg_audit_db
     store.migrate(engine)
