@@ -91,6 +91,9 @@ SEVERITY_ALIASES: dict[str, str] = {
 }
 # "SEV-1", "Sev 1", "P_1", "sev.1": the separator is house style, the word is the same.
 _SEPARATORS = re.compile(r"[\s._-]+")
+# "P1 - Critical", "3 - Moderate", "Sev1 (Critical)": a ticketing tool's level with its name.
+_WORDS = re.compile(r"[^\s._\-/:()\[\],]+")
+_NEGATIONS = frozenset({"not", "non", "no"})
 
 
 def normalize_severity(value: object) -> str | None:
@@ -102,4 +105,14 @@ def normalize_severity(value: object) -> str | None:
     if not isinstance(value, str) or len(value) > 40:
         return None
     word = value.strip().lower()
-    return SEVERITY_ALIASES.get(word) or SEVERITY_ALIASES.get(_SEPARATORS.sub("", word))
+    found = SEVERITY_ALIASES.get(word) or SEVERITY_ALIASES.get(_SEPARATORS.sub("", word))
+    if found is not None:
+        return found
+    # The level leads ("P1 - Critical") or a number does and the name follows ("3 - Moderate"); a word
+    # merely containing one ("sky-high") or a negation ("not critical") says nothing we can use.
+    parts = _WORDS.findall(word)
+    if len(parts) < 2 or not _NEGATIONS.isdisjoint(parts):
+        return None
+    if parts[0] in SEVERITY_ALIASES:
+        return SEVERITY_ALIASES[parts[0]]
+    return SEVERITY_ALIASES.get(parts[1]) if parts[0].isdigit() else None

@@ -99,6 +99,10 @@ def test_malformed_examples_are_named():
         ("ticket", "action"),
         ("Highest", "urgent"),
         ("trivial", "info"),
+        ("P1 - Critical", "urgent"),
+        ("3 - Moderate", "warning"),
+        ("Sev1 (Critical)", "urgent"),
+        ("[P2] High", "action"),
     ],
 )
 def test_severity_words_of_other_houses(word, level):
@@ -108,3 +112,5 @@ def test_severity_words_of_other_houses(word, level):
 def test_a_long_or_unknown_severity_word_is_none():
     assert normalize_severity("sev-" * 50) is None
     assert normalize_severity("p-9") is None and normalize_severity("") is None
+    assert normalize_severity("not critical") is None and normalize_severity("whatever it takes") is None
+    assert normalize_severity("sky-high") is None  # a level must lead, or follow a number

@@ -262,6 +262,7 @@ def test_token_columns_read_off_the_csr_arrays_agree_with_column_slicing():
         ({"severity": "Sev 3"}, "warning"),
         ({"severity": "ticket"}, "action"),
         ({"severity": "page"}, "urgent"),
+        ({"priority": "P1 - Critical"}, "urgent"),  # a ticketing tool's level with its name
         ({"severity": "warning", "priority": "P1"}, "urgent"),  # two stated: the more pressing
     ],
 )
