@@ -534,6 +534,13 @@ def label_value_tokens(value: str) -> tuple[str, ...]:
     return tuple("lv:" + w for w in words(value, limit=80) if w.isalpha())
 
 
+def _level_under(key: str, value: str) -> str | None:
+    """Our level for a severity word stated under ``key`` (an urgency has PagerDuty's two levels)."""
+    if key == "urgency":
+        return _URGENCY.get(value.strip().lower())
+    return normalize_severity(value)
+
+
 def _stated_severity(level: str | None, out: list[str]) -> None:
     """sev:<level> for a severity the sender stated, whatever field it came in.
 
@@ -572,8 +579,7 @@ def label_tokens(key: str, value: Any) -> tuple[str, ...]:
             out.extend(label_value_tokens(value))
             if key_l in _SEVERITY_LABEL_KEYS:
                 # another house style's severity label (priority="P1", urgency="high"): stated all the same
-                level = value.strip().lower()
-                _stated_severity(_URGENCY.get(level) if key_l == "urgency" else normalize_severity(value), out)
+                _stated_severity(_level_under(key_l, value), out)
     return tuple(out)
 
 
@@ -660,7 +666,7 @@ def _walk_body(obj: Any, key: str, out: list[str], budget: list[int], depth: int
             value = obj.strip().lower()
             out.append("bv:" + key[:30] + "=" + value)
             if key in _SEVERITY_KEYS and depth <= 4:
-                _stated_severity(_URGENCY.get(value) if key == "urgency" else normalize_severity(value), out)
+                _stated_severity(_level_under(key, value), out)
             out.extend(text_tokens(value))
     elif isinstance(obj, bool):
         out.append("bv:" + key[:30] + "=" + ("true" if obj else "false"))

@@ -163,7 +163,20 @@ def log_tail(path: Path, lines: int = 25) -> str:
         return ""
 
 
-class Child:
+class _Process:
+    """A watched child whose process's exit code says how it ended."""
+
+    @property
+    def exit_code(self) -> int | None:
+        raise NotImplementedError
+
+    def ended(self) -> str | None:
+        """How it ended (``signal SIGKILL``), or None while it runs."""
+        code = self.exit_code
+        return None if code is None else describe_exit(code)
+
+
+class Child(_Process):
     """One ``opsloop <command>`` process, its log in the data directory."""
 
     def __init__(self, name: str, args: list[str], env: Mapping[str, str], cwd: Path, log: Path) -> None:
@@ -186,11 +199,6 @@ class Child:
     @property
     def exit_code(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
-
-    def ended(self) -> str | None:
-        """How it ended (``signal SIGKILL``), or None while it runs."""
-        code = self.exit_code
-        return None if code is None else describe_exit(code)
 
     def tail(self, lines: int = 25) -> str:
         return log_tail(self.log_path, lines)
@@ -221,7 +229,7 @@ class Child:
         return self.start()
 
 
-class BrokerChild:
+class BrokerChild(_Process):
     """The local broker seen as a child: ``opsloop dev`` starts it again (same port, same log dir) if it ends."""
 
     name = "kafka"
@@ -234,10 +242,6 @@ class BrokerChild:
     def exit_code(self) -> int | None:
         proc = self.broker.proc
         return None if proc is None else proc.poll()
-
-    def ended(self) -> str | None:
-        code = self.exit_code
-        return None if code is None else describe_exit(code)
 
     def tail(self, lines: int = 25) -> str:
         return self.broker.tail(lines)

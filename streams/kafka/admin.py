@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from streams.errors import OpsloopError
 from streams.kafka.catalogue import ObservedTopic, Plan, TopicSpec, plan
+from streams.kafka.compat import refresh_metadata
 from streams.settings import Settings
 
 
@@ -209,7 +210,7 @@ async def ensure_internal(settings: Settings, wanted: dict[str, int], replicatio
 
 async def partitions_of(consumer: AIOKafkaConsumer, settings: Settings, topics: Iterable[str]) -> list[TopicPartition]:
     """Every partition of the catalogue ``topics`` (under the settings' prefix), from freshly loaded metadata."""
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - as streams/kafka/reader.py: no public refresh
+    await refresh_metadata(consumer)
     return [
         TopicPartition(settings.topic_prefix + t, p)
         for t in topics

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from streams.kafka.compat import refresh_metadata
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import TopicReader
 from tests.sinks.conftest import SECRETS
@@ -179,7 +180,7 @@ async def committed_offsets(settings) -> int:
 
 
 async def _partitions(consumer, topic):
-    await consumer._client.force_metadata_update()  # noqa: SLF001
+    await refresh_metadata(consumer)
     return consumer.partitions_for_topic(topic) or set()
 
 
