@@ -549,6 +549,12 @@ def trust_notes(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str
     ]
 
 
+_CATEGORY_FALLBACK = {
+    "keyword": "keyword fallback (any keyword the rules find)",
+    "keyword_name": "keyword fallback only for a keyword in the alert's name (elsewhere in the text the model answers)",
+}
+
+
 def policy_section(meta: Mapping[str, Any]) -> list[str]:
     """How the shipped model's calibration and decision were chosen (cross-source, training data only)."""
     sel = meta.get("policy_selection") or {}
@@ -556,6 +562,8 @@ def policy_section(meta: Mapping[str, Any]) -> list[str]:
     if not sel:
         return []
     sev, cat = sel["severity"], sel["category"]
+    below = f" below {cat['threshold']:.2f}" if cat["fallback"] != "none" else ""
+    name_only = f", best with keywords of the name only {max(cat['curve_name']):.3f}" if "curve_name" in cat else ""
     lines = [
         "## Calibration and decision policy of the shipped model",
         "",
@@ -577,9 +585,9 @@ def policy_section(meta: Mapping[str, Any]) -> list[str]:
         f"macro-F1 {sev['chosen']['macro_f1']:.3f} (argmax of the calibrated model: {sev['argmax']['macro_f1']:.3f} "
         f"at {sev['argmax']['urgent_fpr']:.0%} false pages; keyword rules alone {sev['keyword']['macro_f1']:.3f} at "
         f"{sev['keyword']['urgent_fpr']:.0%}).",
-        f"* **Category**: keyword fallback below {cat['threshold']:.2f} "
-        f"{'kept' if cat['fallback'] == 'keyword' else 'not used'}: out-of-source category macro-F1 model alone "
-        f"{cat['model_alone']:.3f}, keyword rules {cat['keyword']:.3f}, best with fallback {max(cat['curve']):.3f}.",
+        f"* **Category**: {_CATEGORY_FALLBACK.get(cat['fallback'], 'no keyword fallback')}{below}: "
+        f"out-of-source category macro-F1 model alone {cat['model_alone']:.3f}, keyword rules {cat['keyword']:.3f}, "
+        f"best with every keyword answer {max(cat['curve']):.3f}{name_only}.",
         "",
     ]
     return lines

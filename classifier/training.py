@@ -41,7 +41,7 @@ from classifier.dataset import default_rules_path, load_rules
 from classifier.examples import EXAMPLES_PATH, load_examples
 from classifier.features import EventTokenizer, tokens_batch, words
 from classifier.heads import TwoHeads
-from classifier.keyword import KeywordClassifier
+from classifier.keyword import P_NAME, KeywordClassifier
 from classifier.model import DEFAULT_MODEL_PATH, DEFAULT_SEVERITY, ModelClassifier, encode_artifact
 from streams.errors import InvalidInputError
 from streams.model.taxonomy import CATEGORIES, SEVERITIES
@@ -165,11 +165,14 @@ def macro_f1(truth: Sequence[str], pred: Labels) -> float:
     return float(f1_score(list(truth), list(pred), labels=present, average="macro", zero_division=0))
 
 
-def threshold_curve(truth: Sequence[str], model: Labels, p: np.ndarray, rules: Labels) -> list[float]:
-    """Macro-F1 of "model if p >= t else rules" for every t of THRESHOLD_GRID."""
+def threshold_curve(
+    truth: Sequence[str], model: Labels, p: np.ndarray, rules: Labels, where: np.ndarray | None = None
+) -> list[float]:
+    """Macro-F1 of "model if p >= t else rules" for every t of THRESHOLD_GRID (rules only ``where`` True, if given)."""
     model_a = np.asarray(model, dtype=object)
     rules_a = np.asarray(rules, dtype=object)
-    return [macro_f1(truth, np.where(p >= t, model_a, rules_a)) for t in THRESHOLD_GRID]
+    usable = np.ones(len(model_a), bool) if where is None else where
+    return [macro_f1(truth, np.where((p >= t) | ~usable, model_a, rules_a)) for t in THRESHOLD_GRID]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -436,7 +439,10 @@ def select_policy(
     and the urgent false-positive rate over the out-of-source firing alerts without
     labels.severity; the pair with the best macro-F1 whose false-page rate is at most
     MAX_URGENT_FPR wins (lowest confidence on a tie). Category: the temperature, then
-    keyword fallback below a threshold only if some threshold beats the model alone.
+    keyword fallback below a threshold only if some threshold beats the model alone; the
+    fallback either takes every keyword answer (``keyword``) or only a keyword found in
+    the alert's name (``keyword_name``: a word matched elsewhere in the text is a weaker
+    guess than the model's), whichever scores best.
     """
     oof = cross_source_logits(samples, C)
     idx = oof["index"]
@@ -477,8 +483,14 @@ def select_policy(
     cat_names = np.array(CATEGORIES, dtype=object)
     cat_pred = cat_names[cat_p.argmax(axis=1)]
     cat_top = cat_p.max(axis=1)
-    cat_curve = [round(v, 4) for v in threshold_curve(truth_cat, cat_pred, cat_top, kw_cat)]
+    kw_in_name = np.array([k[1] >= P_NAME for k in keyword], dtype=bool)
+    cat_curves = {
+        "keyword": [round(v, 4) for v in threshold_curve(truth_cat, cat_pred, cat_top, kw_cat)],
+        "keyword_name": [round(v, 4) for v in threshold_curve(truth_cat, cat_pred, cat_top, kw_cat, kw_in_name)],
+    }
     alone = macro_f1(truth_cat, cat_pred)
+    cat_mode = max(cat_curves, key=lambda m: max(cat_curves[m]))  # the first on a tie
+    cat_curve = cat_curves[cat_mode]
     best_t = THRESHOLD_GRID[int(np.argmax(cat_curve))]
     use_kw = max(cat_curve) > alone + 1e-9
     temperatures = {"category": t_cat, "severity": t_sev}
@@ -489,7 +501,7 @@ def select_policy(
         "severity_min_confidence": min_conf,
         "severity_fallback": sev_fallback,
         "default_severity": DEFAULT_SEVERITY,
-        "category_fallback": "keyword" if use_kw else "none",
+        "category_fallback": cat_mode if use_kw else "none",
     }
     thresholds = {"category": best_t if use_kw else 0.0, "severity": min_conf}
     record = {
@@ -532,10 +544,11 @@ def select_policy(
         },
         "category": {
             "temperature": t_cat,
-            "curve": cat_curve,
+            "curve": cat_curves["keyword"],
+            "curve_name": cat_curves["keyword_name"],
             "model_alone": round(alone, 4),
             "keyword": round(macro_f1(truth_cat, kw_cat), 4),
-            "fallback": "keyword" if use_kw else "none",
+            "fallback": cat_mode if use_kw else "none",
             "threshold": best_t if use_kw else 0.0,
         },
     }
