@@ -21,7 +21,7 @@ import numpy as np
 import sklearn
 
 from classifier.features import clear_caches, tokens_batch
-from classifier.keyword import P_EXPLICIT, P_NAME, KeywordClassifier
+from classifier.keyword import P_EXPLICIT, P_TEXT, KeywordClassifier
 from classifier.prediction import Prediction
 from classifier.scoring import FastScorer
 from streams.errors import CorruptDataError, NotFoundError
@@ -152,7 +152,8 @@ class ModelClassifier:
     * the category comes from the calibrated category head; below the category
       threshold the keyword rules answer when the artifact's cross-source selection
       found that this helps (``category_fallback``): ``keyword`` takes their answer
-      whatever it rests on, ``keyword_name`` only a keyword in the alert's name. A kind of event that fixes its
+      whatever it rests on, ``keyword_no_text`` all but those resting on a word of the text
+      alone (a word of the name, or "other" when they find nothing). A kind of event that fixes its
       category (a scan, a pull request, a timer) gets the rules' explicit answer.
 
     Artifacts without a ``decision`` record (made before this policy) keep the old
@@ -293,7 +294,7 @@ class ModelClassifier:
         explicit = cast(np.ndarray, self._explicit_cols.present(X).any(axis=1))  # rows x cols: a row vector
         cat_fallback = decision.get("category_fallback")
         cat_unsure = (
-            (cat_p < self.category_threshold) if cat_fallback in ("keyword", "keyword_name") else np.zeros(n, bool)
+            (cat_p < self.category_threshold) if cat_fallback in ("keyword", "keyword_no_text") else np.zeros(n, bool)
         )
         sev_rules = unsure & ~has_stated if fallback_sev == "keyword" else np.zeros(n, bool)
         ask = np.flatnonzero(explicit | cat_unsure | sev_rules).tolist()
@@ -302,7 +303,7 @@ class ModelClassifier:
             for i, (kw_c, kw_cp, kw_s, kw_sp) in zip(ask, self._keyword.predict_tokens([tokens[i] for i in ask])):
                 if explicit[i] and kw_cp >= P_EXPLICIT:
                     categories[i], cat_ps[i], cat_inferred[i] = kw_c, kw_cp, False
-                elif cat_unsure[i] and (cat_fallback == "keyword" or kw_cp >= P_NAME):
+                elif cat_unsure[i] and (cat_fallback == "keyword" or kw_cp != P_TEXT):
                     categories[i], cat_ps[i], fell_back[i] = kw_c, kw_cp, True
                 if sev_rules[i]:
                     severities[i], sev_ps[i], fell_back[i] = kw_s, kw_sp, True

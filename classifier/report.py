@@ -551,7 +551,8 @@ def trust_notes(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str
 
 _CATEGORY_FALLBACK = {
     "keyword": "keyword fallback (any keyword the rules find)",
-    "keyword_name": "keyword fallback only for a keyword in the alert's name (elsewhere in the text the model answers)",
+    "keyword_no_text": "keyword fallback, except where the rules' only evidence is a word of the text (then the model "
+    "answers; a word of the alert's name, or nothing found, is still the rules' answer)",
 }
 
 
@@ -563,7 +564,9 @@ def policy_section(meta: Mapping[str, Any]) -> list[str]:
         return []
     sev, cat = sel["severity"], sel["category"]
     below = f" below {cat['threshold']:.2f}" if cat["fallback"] != "none" else ""
-    name_only = f", best with keywords of the name only {max(cat['curve_name']):.3f}" if "curve_name" in cat else ""
+    no_text = (
+        f", best without the rules' text-only answers {max(cat['curve_no_text']):.3f}" if "curve_no_text" in cat else ""
+    )
     lines = [
         "## Calibration and decision policy of the shipped model",
         "",
@@ -587,7 +590,7 @@ def policy_section(meta: Mapping[str, Any]) -> list[str]:
         f"{sev['keyword']['urgent_fpr']:.0%}).",
         f"* **Category**: {_CATEGORY_FALLBACK.get(cat['fallback'], 'no keyword fallback')}{below}: "
         f"out-of-source category macro-F1 model alone {cat['model_alone']:.3f}, keyword rules {cat['keyword']:.3f}, "
-        f"best with every keyword answer {max(cat['curve']):.3f}{name_only}.",
+        f"best with every keyword answer {max(cat['curve']):.3f}{no_text}.",
         "",
     ]
     return lines

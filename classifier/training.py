@@ -41,7 +41,7 @@ from classifier.dataset import default_rules_path, load_rules
 from classifier.examples import EXAMPLES_PATH, load_examples
 from classifier.features import EventTokenizer, tokens_batch, words
 from classifier.heads import TwoHeads
-from classifier.keyword import P_NAME, KeywordClassifier
+from classifier.keyword import P_TEXT, KeywordClassifier
 from classifier.model import DEFAULT_MODEL_PATH, DEFAULT_SEVERITY, ModelClassifier, encode_artifact
 from streams.errors import InvalidInputError
 from streams.model.taxonomy import CATEGORIES, SEVERITIES
@@ -440,9 +440,9 @@ def select_policy(
     labels.severity; the pair with the best macro-F1 whose false-page rate is at most
     MAX_URGENT_FPR wins (lowest confidence on a tie). Category: the temperature, then
     keyword fallback below a threshold only if some threshold beats the model alone; the
-    fallback either takes every keyword answer (``keyword``) or only a keyword found in
-    the alert's name (``keyword_name``: a word matched elsewhere in the text is a weaker
-    guess than the model's), whichever scores best.
+    fallback either takes every keyword answer (``keyword``) or all but those resting on a
+    word of the text alone (``keyword_no_text``: such a word is a weaker guess than the
+    model's), whichever scores best.
     """
     oof = cross_source_logits(samples, C)
     idx = oof["index"]
@@ -483,10 +483,10 @@ def select_policy(
     cat_names = np.array(CATEGORIES, dtype=object)
     cat_pred = cat_names[cat_p.argmax(axis=1)]
     cat_top = cat_p.max(axis=1)
-    kw_in_name = np.array([k[1] >= P_NAME for k in keyword], dtype=bool)
+    kw_not_text = np.array([k[1] != P_TEXT for k in keyword], dtype=bool)
     cat_curves = {
         "keyword": [round(v, 4) for v in threshold_curve(truth_cat, cat_pred, cat_top, kw_cat)],
-        "keyword_name": [round(v, 4) for v in threshold_curve(truth_cat, cat_pred, cat_top, kw_cat, kw_in_name)],
+        "keyword_no_text": [round(v, 4) for v in threshold_curve(truth_cat, cat_pred, cat_top, kw_cat, kw_not_text)],
     }
     alone = macro_f1(truth_cat, cat_pred)
     cat_mode = max(cat_curves, key=lambda m: max(cat_curves[m]))  # the first on a tie
@@ -545,7 +545,7 @@ def select_policy(
         "category": {
             "temperature": t_cat,
             "curve": cat_curves["keyword"],
-            "curve_name": cat_curves["keyword_name"],
+            "curve_no_text": cat_curves["keyword_no_text"],
             "model_alone": round(alone, 4),
             "keyword": round(macro_f1(truth_cat, kw_cat), 4),
             "fallback": cat_mode if use_kw else "none",

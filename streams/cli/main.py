@@ -366,6 +366,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    if args.action == "rules":
+        from streams.cli.alertrules import run_route_rules
+
+        return run_route_rules(args.dir, args.labels, channel_specs(), args.org, args.json)
     from streams.cli.runbooks import run_route_test
 
     return run_route_test(args.dir, args.labels, channel_specs(), args.verify_receivers)
@@ -546,12 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     route = sub.add_parser(
-        "route", help="`route test label=value ...`: the runbook, routes and receivers an event gets"
+        "route",
+        help="`route test label=value ...`: the runbook, routes and receivers an event gets; "
+        "`route rules FILE...`: the same for every alert of Prometheus rule files",
     )
-    route.add_argument("action", choices=["test"])
+    route.add_argument("action", choices=["test", "rules"])
     route.add_argument(
-        "labels", nargs="+", help="label=value pairs; also category, severity, kind, event_type, source, org"
+        "labels",
+        nargs="+",
+        help="test: label=value pairs (also category, severity, kind, event_type, source, org); "
+        "rules: Prometheus rule files (groups:, or PrometheusRule objects)",
     )
+    route.add_argument("--json", action="store_true", help="rules: one JSON object per rule")
+    route.add_argument("--org", default="default", help="rules: the org the alerts come from (default: default)")
     route.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
     route.add_argument(
         "--verify-receivers", help="exit 1 unless the first notification goes to exactly these (comma-separated)"

@@ -10,6 +10,7 @@ chain and the grouping it gets. ``silence`` produces silence events.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from streams.errors import InvalidInputError
@@ -80,8 +81,31 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
         out.append(f"classifier: {guess[2]} says category={guess[0]} severity={guess[1]}")
         category = category or guess[0]
         severity = severity or guess[1]
+    return out + routed(rset, labels, facts, category, severity, stated).lines
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Where an event with this verdict goes: what ``route test`` prints, and the gist of it."""
+
+    lines: list[str]
+    runbook: str  # "" when no runbook takes it (an unmatched webhook type)
+    severity: str  # the runbook's own severity when it sets one and the sender stated none
+    notify: list[str]  # the first notification's receivers
+
+
+def routed(
+    rset: RunbookSet,
+    labels: Mapping[str, str],
+    facts: Mapping[str, str],
+    category: str,
+    severity: str,
+    stated: bool,
+) -> Routed:
+    """The runbook, routes, receivers and policy an event gets once classified (``labels`` without severity)."""
+    out: list[str] = []
     rlabels = routing_labels(
-        labels,
+        dict(labels),
         category=category,
         severity=severity,
         org=facts["org"],
@@ -91,7 +115,8 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
     )
     fate = _fate(rset, rlabels, category, severity, facts)
     if fate is not None:
-        return out + fate
+        first = next((line.split(":", 1)[1].strip() for line in fate if line.startswith("notify:")), "")
+        return Routed(fate, "", severity, [r for r in first.split(", ") if r])
     rb = rset.select(rlabels, category=category, severity=severity, event_type=facts["event_type"], kind=facts["kind"])
     if rb.severity and severity != rb.severity and not stated:
         out.append(f"severity:   {rb.severity} (the runbook's, for its types; the sender stated none)")
@@ -113,12 +138,12 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
         return routed if name == ROUTE_RECEIVER else [name]
 
     if rb.escalates(severity):
-        first = expand(rb.escalation[0].receiver)
-        out.append(f"notify:     {', '.join(first)}")
+        receivers = expand(rb.escalation[0].receiver)
+        out.append(f"notify:     {', '.join(receivers)}")
         chain = ", ".join(f"+{_ms(s.after)} {'/'.join(expand(s.receiver))}" for s in rb.escalation[1:])
         out.append(f"escalation: {chain or '(none)'} — until acknowledged or resolved")
     else:
-        receivers: list[str] = []
+        receivers = []
         for name in rb.notify_receivers:
             receivers += [r for r in expand(name) if r not in receivers]
         out.append(f"notify:     {', '.join(receivers) or '(nobody)'}")
@@ -141,7 +166,7 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
     window = muting(rset.maintenance, rlabels, now)
     if window is not None:
         out.append(f"muted:      maintenance window {window.silence_id} until {window.ends_at}")
-    return out
+    return Routed(out, rb.name, severity, receivers)
 
 
 def _kind_of(event_type: str) -> str:

@@ -16,7 +16,7 @@ import yaml
 
 from streams.errors import ConfigError
 
-__all__ = ["ConfigError", "LineDict", "check_keys", "load_yaml", "parse_duration_ms", "suggest"]
+__all__ = ["ConfigError", "LineDict", "check_keys", "load_yaml", "load_yaml_documents", "parse_duration_ms", "suggest"]
 
 
 class LineDict(dict[str, Any]):
@@ -66,6 +66,31 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(path, line, f"invalid YAML: {exc.problem}") from exc
     finally:
         loader.dispose()
+
+
+def load_yaml_documents(path: str | Path) -> list[Any]:
+    """Every document of a YAML file (``---``-separated), mappings as :class:`LineDict`; errors as in :func:`load_yaml`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "not a text file (UTF-8)") from None
+    loader = _Loader(text)
+    loader.name = str(path)
+    docs = []
+    try:
+        while loader.check_data():
+            docs.append(loader.get_data())
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ConfigError(path, line, f"invalid YAML: {exc.problem}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, None, f"invalid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+    return docs
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

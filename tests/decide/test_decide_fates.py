@@ -41,7 +41,7 @@ SEED_TYPES = [
     ("finding.critical", "webhook", "urgent", "notified", "agent-critical", "oncall-slack", "urgent"),
     ("scan.completed.clean", "scan clean", "info", "notified", "agent-work-done", "log", "info"),
     ("scan.completed.findings", "scan findings", "warning", "notified", "drift-detected", "teams-ops", "warning"),
-    ("scan.completed.findings", "webhook", "warning", "notified", "agent-findings", "teams-ops", "warning"),
+    ("scan.completed.findings", "webhook", "warning", "notified", "agent-findings", "infra-slack", "warning"),
     ("chain_complete", "webhook", "info", "notified", "agent-work-done", "log", "info"),
     ("deployment_complete", "webhook", "info", "notified", "agent-work-done", "log", "info"),
     ("build.queued", "webhook", "—", "unmatched", "default", "infra-slack", "info"),

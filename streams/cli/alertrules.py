@@ -1,0 +1,237 @@
+"""``opsloop route rules FILE...``: what opsloop would do with every alert of a Prometheus rule file.
+
+Before pointing a house's Prometheus at opsloop, its operators want to know how their
+rules will be read: which category and severity each alert gets (stated by its
+``severity`` label, or inferred by the classifier, with how sure it is), which runbook
+takes it and who is notified first. This answers that for whole rule files, the way
+``route test`` does for one label set.
+
+Each alerting rule becomes the alert Prometheus would push (its labels plus
+``alertname``, its annotations with ``{{ $labels.x }}`` written as the label's value or
+name and ``{{ $value }}`` as a sample number, its expression in ``generatorURL``), and
+that alert goes through ingest's own parser (``prometheus_events``), the shipped
+classifier in one batch, and ``route test``'s routing. Files may be plain rule files
+(``groups:``) or Kubernetes ``PrometheusRule`` objects (``spec.groups``), several YAML
+documents each; recording rules are skipped. A malformed file is ``file:line: reason``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.errors import ConfigError
+from streams.model.yamlfile import LineDict, load_yaml_documents
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alerting rule of a rule file, with where it is."""
+
+    path: str
+    line: int
+    group: str
+    alert: str
+    expr: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    """What opsloop does with one rule's alert."""
+
+    where: str
+    alert: str
+    severity: str
+    severity_basis: str  # stated, model, rules, default, or the runbook's
+    category: str
+    category_p: float
+    category_basis: str  # model (sure enough), unsure (the model's best guess, below its threshold), rules, stated
+    runbook: str
+    notify: list[str]
+    session_key: str
+
+
+def _string_map(value: Any, path: str, line: int, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, line, f"{what} must be a mapping of names to values")
+    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
+def _groups_of(doc: Any, path: str) -> list[Any]:
+    if doc is None:
+        return []
+    if not isinstance(doc, LineDict):
+        raise ConfigError(path, None, "expected a rule file (groups:) or a PrometheusRule (spec.groups)")
+    spec = doc.get("spec") if "groups" not in doc else doc
+    if not isinstance(spec, LineDict) or "groups" not in spec:
+        raise ConfigError(path, doc.line, "no groups: expected a rule file (groups:) or a PrometheusRule (spec.groups)")
+    groups = spec["groups"]
+    if groups is None:
+        return []
+    if not isinstance(groups, list):
+        raise ConfigError(path, spec.line_of("groups"), "groups must be a list")
+    return groups
+
+
+def load_alert_rules(path: str | Path) -> list[AlertRule]:
+    """The alerting rules of one file, in order; a malformed file raises ConfigError (file:line)."""
+    name = str(path)
+    out: list[AlertRule] = []
+    for doc in load_yaml_documents(path):
+        for group in _groups_of(doc, name):
+            if not isinstance(group, LineDict):
+                raise ConfigError(name, None, "each group must be a mapping with name and rules")
+            rules = group.get("rules") or []
+            if not isinstance(rules, list):
+                raise ConfigError(name, group.line_of("rules"), "rules must be a list")
+            for rule in rules:
+                if not isinstance(rule, LineDict):
+                    raise ConfigError(name, group.line_of("rules"), "each rule must be a mapping")
+                if "alert" not in rule:
+                    continue  # a recording rule
+                alert = rule["alert"]
+                if not isinstance(alert, str) or not alert.strip():
+                    raise ConfigError(name, rule.line_of("alert"), "alert must be a non-empty name")
+                expr = rule.get("expr")
+                if expr is None or (isinstance(expr, str) and not expr.strip()):
+                    raise ConfigError(name, rule.line, f"alert {alert!r} has no expr")
+                out.append(
+                    AlertRule(
+                        path=name,
+                        line=rule.line,
+                        group=str(group.get("name") or ""),
+                        alert=alert.strip(),
+                        expr=str(expr),
+                        labels=_string_map(rule.get("labels"), name, rule.line_of("labels"), "labels"),
+                        annotations=_string_map(
+                            rule.get("annotations"), name, rule.line_of("annotations"), "annotations"
+                        ),
+                    )
+                )
+    return out
+
+
+def rule_alert(rule: AlertRule) -> dict[str, Any]:
+    """The alert Prometheus would push for this rule (``POST /api/v2/alerts``), with sample template values."""
+    from classifier.dataset import generator_url, render_template
+
+    labels = {**{k: render_template(v, {}) for k, v in rule.labels.items()}, "alertname": rule.alert}
+    annotations = {k: render_template(v, labels) for k, v in rule.annotations.items()}
+    return {"labels": labels, "annotations": annotations, "generatorURL": generator_url(rule.expr)}
+
+
+def verdicts(rset: Any, rules: Sequence[AlertRule], session_rules: Sequence[Any], org: str) -> list[RuleVerdict]:
+    """Each rule's alert through ingest's parser, the shipped classifier (one batch) and route test's routing."""
+    from classifier import load_classifier
+    from streams.cli.runbooks import routed
+    from streams.ingest.alerts import prometheus_events
+    from streams.ingest.errors import BadRequest
+
+    events = []
+    for rule in rules:
+        try:
+            events.append(prometheus_events([rule_alert(rule)], org=org, received_at=0, rules=session_rules)[0])
+        except BadRequest as exc:
+            raise ConfigError(rule.path, rule.line, f"alert {rule.alert!r}: {exc}") from None
+    from classifier.keyword import P_DEFAULT, P_NAME, P_TEXT
+
+    clf = load_classifier()
+    threshold = float(getattr(clf, "category_threshold", 0.0))
+
+    def category_basis(p: Any) -> str:
+        if not p.category_inferred:
+            return "stated"
+        if p.fallback and p.category_p in (P_NAME, P_TEXT, P_DEFAULT):  # the rules' fixed confidences
+            return "rules"
+        return "model" if p.category_p >= threshold else "unsure"
+
+    out = []
+    for rule, event, p in zip(rules, events, clf.predict_batch(events)):
+        labels = {k: v for k, v in event["labels"].items() if k != "severity"}
+        facts = {"kind": event["kind"], "event_type": event["type"], "source": event["source"], "org": event["org"]}
+        stated = p.severity_basis == "stated"
+        where = routed(rset, labels, facts, p.category, p.severity, stated)
+        basis = p.severity_basis if where.severity == p.severity else "runbook"
+        out.append(
+            RuleVerdict(
+                where=rule.where,
+                alert=rule.alert,
+                severity=where.severity,
+                severity_basis=basis,
+                category=p.category,
+                category_p=round(p.category_p, 2),
+                category_basis=category_basis(p),
+                runbook=where.runbook or "(none)",
+                notify=where.notify,
+                session_key=event["session_key"],
+            )
+        )
+    return out
+
+
+def table(rows: Sequence[RuleVerdict]) -> list[str]:
+    """One line per rule, aligned, then what they add up to."""
+    if not rows:
+        return ["no alerting rules"]
+    cells = [
+        (
+            r.where,
+            r.alert,
+            f"{r.severity} ({r.severity_basis})",
+            f"{r.category} ({r.category_basis}{'' if r.category_basis in ('rules', 'stated') else f' {r.category_p:.2f}'})",
+            r.runbook,
+            ", ".join(r.notify) or "(nobody)",
+        )
+        for r in rows
+    ]
+    head = ("where", "alert", "severity", "category", "runbook", "notify")
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in [head, *cells]]
+    stated = sum(r.severity_basis == "stated" for r in rows)
+    bases = Counter(r.category_basis for r in rows)
+    categories = Counter(r.category for r in rows)
+    runbooks = Counter(r.runbook for r in rows)
+    lines += [
+        "",
+        f"{len(rows)} alerting rules; severity stated by {stated}, inferred for {len(rows) - stated}; "
+        "category by " + ", ".join(f"{b} {n}" for b, n in bases.most_common()),
+        "categories: " + ", ".join(f"{c} {n}" for c, n in categories.most_common()),
+        "runbooks:   " + ", ".join(f"{c} {n}" for c, n in runbooks.most_common()),
+    ]
+    return lines
+
+
+def run_route_rules(directory: str | None, files: Sequence[str], channels: Any, org: str, as_json: bool) -> int:
+    """The handler of ``opsloop route rules``."""
+    import sys
+
+    from streams.ingest.sessions import load_session_rules
+    from streams.model.runbooks import load_runbook_set
+    from streams.settings import Settings
+
+    settings = Settings.from_env()
+    rset = load_runbook_set(directory or settings.runbooks_dir, channels=channels)
+    sessions_file = settings.ingest.sessions_file or Path(directory or settings.runbooks_dir) / "sessions.yaml"
+    try:
+        rules = [rule for path in files for rule in load_alert_rules(path)]
+        rows = verdicts(rset, rules, load_session_rules(sessions_file), org)
+    except ConfigError as exc:
+        print(f"opsloop route rules: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps([asdict(r) for r in rows], indent=1))
+    else:
+        print("\n".join(table(rows)))
+    return 0

@@ -1,0 +1,126 @@
+"""`opsloop route rules FILE...`: every alert of Prometheus rule files, classified and routed as opsloop would."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams.cli.alertrules import load_alert_rules, rule_alert
+from streams.cli.main import main
+from streams.cli.runbooks import route_test
+from streams.errors import ConfigError
+from tests.decide.helpers import RUNBOOKS, starter_set
+
+# A PrometheusRule object (as kube-prometheus ships them) and a plain rule file, in one
+# file of two YAML documents; a recording rule among them is skipped.
+RULES = """\
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata: {name: node-exporter-rules}
+spec:
+  groups:
+    - name: node-exporter
+      rules:
+        - record: instance:node_cpu:ratio
+          expr: sum(rate(node_cpu_seconds_total[5m])) by (instance)
+        - alert: NodeFilesystemAlmostOutOfSpace
+          expr: node_filesystem_avail_bytes / node_filesystem_size_bytes * 100 < 3
+          for: 30m
+          labels: {severity: critical}
+          annotations:
+            summary: Filesystem has less than 3% space left.
+            description: Filesystem on {{ $labels.device }} at {{ $labels.instance }} has only {{ printf "%.2f" $value }}% available space left.
+---
+groups:
+  - name: services
+    rules:
+      - alert: PostgresqlDown
+        expr: pg_up == 0
+        labels: {severity: P1, team: dba}
+        annotations: {summary: "Postgresql down (instance {{ $labels.instance }})"}
+      - alert: BackupJobSlow
+        expr: backup_duration_seconds > 3600
+"""
+
+
+@pytest.fixture
+def rules_file(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    return path
+
+
+def test_a_rule_file_of_two_documents_gives_its_alerting_rules_with_their_lines(rules_file):
+    rules = load_alert_rules(rules_file)
+    assert [(r.alert, r.line, r.group) for r in rules] == [
+        ("NodeFilesystemAlmostOutOfSpace", 10, "node-exporter"),
+        ("PostgresqlDown", 21, "services"),
+        ("BackupJobSlow", 25, "services"),
+    ]
+    alert = rule_alert(rules[0])
+    assert alert["labels"] == {"severity": "critical", "alertname": "NodeFilesystemAlmostOutOfSpace"}
+    # templates expanded as the classifier's training data was: a label's name where its value is
+    # unknown, a sample for a bare $value, nothing for other expressions (printf)
+    assert alert["annotations"]["description"] == "Filesystem on device at instance has only % available space left."
+    assert "node_filesystem_avail_bytes" in alert["generatorURL"]
+
+
+def test_each_alert_gets_what_route_test_gives_its_labels(rules_file, capsys):
+    assert main(["route", "rules", "--dir", str(RUNBOOKS), "--json", str(rules_file)]) == 0
+    rows = {r["alert"]: r for r in json.loads(capsys.readouterr().out)}
+    disk, db, slow = rows["NodeFilesystemAlmostOutOfSpace"], rows["PostgresqlDown"], rows["BackupJobSlow"]
+    assert (disk["severity"], disk["severity_basis"], disk["category"]) == ("urgent", "stated", "disk")
+    assert disk["runbook"] == "disk-filling" and disk["where"] == f"{rules_file}:10"
+    assert (db["severity"], db["severity_basis"]) == ("urgent", "stated")  # P1, another house's word
+    assert slow["severity_basis"] != "stated" and slow["category_basis"] in ("model", "unsure", "rules")
+    assert disk["session_key"].startswith("default:") and db["session_key"] != disk["session_key"]
+    # the same runbook and first receivers as `route test` with that verdict
+    rset = starter_set()
+    for row, labels in ((disk, ["alertname=NodeFilesystemAlmostOutOfSpace"]), (db, ["alertname=PostgresqlDown"])):
+        lines = route_test(rset, [*labels, f"severity={row['severity']}", f"category={row['category']}"])
+        assert any(line.startswith(f"runbook:    {row['runbook']} ") for line in lines)
+        assert f"notify:     {', '.join(row['notify'])}" in lines
+
+
+def test_the_table_has_a_line_per_rule_and_what_they_add_up_to(rules_file, capsys):
+    assert main(["route", "rules", "--dir", str(RUNBOOKS), str(rules_file)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["where", "alert", "severity", "category", "runbook", "notify"]
+    assert out[1].startswith(f"{rules_file}:10") and "urgent (stated)" in out[1] and "disk-filling" in out[1]
+    assert "3 alerting rules; severity stated by 2, inferred for 1" in "\n".join(out)
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("groups: [\n", "2: invalid YAML"),
+        (
+            "groups:\n  - name: g\n    rules:\n      - alert: NoExpr\n        labels: {}\n",
+            "4: alert 'NoExpr' has no expr",
+        ),
+        (
+            "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: up\n        labels: [a]\n",
+            "6: labels must be",
+        ),
+        ("apiVersion: v1\nkind: ConfigMap\ndata: {}\n", "1: no groups"),
+        ("groups: {a: 1}\n", "1: groups must be a list"),
+        ("- just\n- a list\n", "expected a rule file"),
+    ],
+)
+def test_a_malformed_rule_file_is_file_line_reason_and_exit_1(tmp_path, capsys, text, reason):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        load_alert_rules(path)
+    assert main(["route", "rules", "--dir", str(RUNBOOKS), str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"opsloop route rules: {path}") and reason in err, err
+
+
+def test_a_missing_or_binary_file_is_named(tmp_path, capsys):
+    binary = tmp_path / "rules.bin"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    for path, reason in ((tmp_path / "nope.yaml", "cannot read"), (binary, "not a text file")):
+        assert main(["route", "rules", "--dir", str(RUNBOOKS), str(path)]) == 1
+        assert f"{path}: {reason}" in capsys.readouterr().err
