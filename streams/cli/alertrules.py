@@ -22,10 +22,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.errors import ConfigError
 from streams.model.yamlfile import LineDict, load_yaml_documents
+
+if TYPE_CHECKING:
+    from streams.ingest.sessions import SessionRule
+    from streams.model.receivers import ChannelSpec
+    from streams.model.runbooks import RunbookSet
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,9 @@ def rule_alert(rule: AlertRule) -> dict[str, Any]:
     return {"labels": labels, "annotations": annotations, "generatorURL": generator_url(rule.expr)}
 
 
-def verdicts(rset: Any, rules: Sequence[AlertRule], session_rules: Sequence[Any], org: str) -> list[RuleVerdict]:
+def verdicts(
+    rset: RunbookSet, rules: Sequence[AlertRule], session_rules: Sequence[SessionRule], org: str
+) -> list[RuleVerdict]:
     """Each rule's alert through ingest's parser, the shipped classifier (one batch) and route test's routing."""
     from classifier import load_classifier
     from streams.cli.runbooks import routed
@@ -213,7 +220,9 @@ def table(rows: Sequence[RuleVerdict]) -> list[str]:
     return lines
 
 
-def run_route_rules(directory: str | None, files: Sequence[str], channels: Any, org: str, as_json: bool) -> int:
+def run_route_rules(
+    directory: str | None, files: Sequence[str], channels: Mapping[str, ChannelSpec], org: str, as_json: bool
+) -> int:
     """The handler of ``opsloop route rules``."""
     import sys
 
