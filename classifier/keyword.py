@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from classifier.features import event_tokens, normalize_word
-from classifier.prediction import Prediction
+from classifier.prediction import Prediction, with_stated_categories
 from classifier.vocabulary import CATEGORY_WORDS, INFO_WORDS, URGENT_WORDS, WARNING_WORDS
 from streams.model.taxonomy import normalize_severity
 
@@ -156,7 +156,7 @@ class KeywordClassifier:
                     severity_basis="stated" if sp >= P_EXPLICIT else "rules",
                 )
             )
-        return out
+        return with_stated_categories(events, out)
 
     def predict_tokens(self, tokens_list: Sequence[list[str]]) -> list[tuple[str, float, str, float]]:
         """Rule verdicts for already-tokenised events (lets the model reuse its batch's tokens)."""

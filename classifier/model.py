@@ -22,7 +22,7 @@ import sklearn
 
 from classifier.features import clear_caches, tokens_batch
 from classifier.keyword import P_EXPLICIT, P_TEXT, KeywordClassifier
-from classifier.prediction import Prediction
+from classifier.prediction import Prediction, with_stated_categories
 from classifier.scoring import FastScorer
 from streams.errors import CorruptDataError, NotFoundError
 
@@ -238,8 +238,8 @@ class ModelClassifier:
             return []
         tokens = tokens_batch(events)
         if self.decision is None:
-            return self._predict_legacy(tokens)
-        return self._remembered(tokens)
+            return with_stated_categories(events, self._predict_legacy(tokens))
+        return with_stated_categories(events, self._remembered(tokens))
 
     def _remembered(self, tokens: Sequence[list[str]]) -> list[Prediction]:
         """:meth:`decide_tokens`, asked only for the token lists it was not asked before."""

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from streams.model.taxonomy import CATEGORIES
+
+CATEGORY_LABEL = "category"
+_CATEGORIES = frozenset(CATEGORIES)
 
 
 @dataclass(frozen=True)
@@ -35,3 +42,37 @@ class Prediction:
     # confident enough), "default" (model unsure: the configured default severity,
     # warning unless set otherwise), "rules" (keyword rules).
     severity_basis: str = "stated"
+
+
+def stated_category(event: Mapping[str, Any]) -> str | None:
+    """The category a sender states with a ``category`` label, if it is one of the taxonomy's.
+
+    An operator who sees a rule classified wrongly (``opsloop route rules``) can say what it
+    is in the rule itself, as ``severity`` says how pressing it is. Any other value of that
+    label is an ordinary label: houses use ``category`` for their own words too.
+    """
+    labels = event.get("labels")
+    value = labels.get(CATEGORY_LABEL) if isinstance(labels, Mapping) else None
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower()
+    return value if value in _CATEGORIES else None
+
+
+def with_stated_categories(events: Sequence[Mapping[str, Any]], predictions: list[Prediction]) -> list[Prediction]:
+    """``predictions`` with each stated category honoured (probability 1.0, not inferred)."""
+    for i, event in enumerate(events):
+        labels = event.get("labels")
+        if not labels or CATEGORY_LABEL not in labels:  # nearly every event: keep it cheap on the hot path
+            continue
+        category = stated_category(event)
+        if category is not None:
+            p = predictions[i]
+            predictions[i] = replace(
+                p,
+                category=category,
+                category_p=1.0,
+                category_inferred=False,
+                fallback=p.severity_basis in ("rules", "default"),  # only the severity's basis is left to say
+            )
+    return predictions

@@ -119,6 +119,21 @@ def test_the_rules_text_only_answers_are_left_to_the_model(model):
     assert got[2].category == "disk" and got[3].category == "other"
 
 
+def test_a_category_label_of_the_taxonomy_is_stated_and_honoured_by_both_classifiers(model):
+    hpa = alert("KubeHpaReplicasMismatch", severity="warning")
+    events = [
+        dict(hpa, labels={**hpa["labels"], "category": " Deployment "}),
+        dict(hpa, labels={**hpa["labels"], "category": "infra"}),  # a house's own word: an ordinary label
+        hpa,
+    ]
+    for clf in (model, KeywordClassifier()):
+        stated, own, plain = clf.predict_batch(events)
+        assert (stated.category, stated.category_p, stated.category_inferred) == ("deployment", 1.0, False)
+        assert not stated.fallback  # its severity is stated too: nothing left to the rules
+        assert own.category_inferred and plain.category_inferred
+        assert (stated.severity, stated.severity_basis) == (plain.severity, plain.severity_basis)
+
+
 def test_unsure_severity_gets_the_default_flagged_inferred(model):
     meta = dict(model.meta, decision=dict(model.meta["decision"], severity_fallback="default"))
     unsure = ModelClassifier(model.pipeline, meta, "f" * 12, threshold=1.01)

@@ -41,6 +41,9 @@ groups:
         annotations: {summary: "Postgresql down (instance {{ $labels.instance }})"}
       - alert: BackupJobSlow
         expr: backup_duration_seconds > 3600
+      - alert: KubeHpaReplicasMismatch
+        expr: kube_horizontalpodautoscaler_status_desired_replicas != kube_horizontalpodautoscaler_status_current_replicas
+        labels: {severity: warning, category: Deployment}
 """
 
 
@@ -57,6 +60,7 @@ def test_a_rule_file_of_two_documents_gives_its_alerting_rules_with_their_lines(
         ("NodeFilesystemAlmostOutOfSpace", 10, "node-exporter"),
         ("PostgresqlDown", 21, "services"),
         ("BackupJobSlow", 25, "services"),
+        ("KubeHpaReplicasMismatch", 27, "services"),
     ]
     alert = rule_alert(rules[0])
     assert alert["labels"] == {"severity": "critical", "alertname": "NodeFilesystemAlmostOutOfSpace"}
@@ -75,6 +79,9 @@ def test_each_alert_gets_what_route_test_gives_its_labels(rules_file, capsys):
     assert (db["severity"], db["severity_basis"]) == ("urgent", "stated")  # P1, another house's word
     assert slow["severity_basis"] != "stated" and slow["category_basis"] in ("model", "unsure", "rules")
     assert disk["session_key"].startswith("default:") and db["session_key"] != disk["session_key"]
+    # a category the rule states is honoured (the model reads "replicas" as a database word)
+    hpa = rows["KubeHpaReplicasMismatch"]
+    assert (hpa["category"], hpa["category_basis"], hpa["runbook"]) == ("deployment", "stated", "deployment-failed")
     # the same runbook and first receivers as `route test` with that verdict
     rset = starter_set()
     for row, labels in ((disk, ["alertname=NodeFilesystemAlmostOutOfSpace"]), (db, ["alertname=PostgresqlDown"])):
@@ -88,7 +95,7 @@ def test_the_table_has_a_line_per_rule_and_what_they_add_up_to(rules_file, capsy
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["where", "alert", "severity", "category", "runbook", "notify"]
     assert out[1].startswith(f"{rules_file}:10") and "urgent (stated)" in out[1] and "disk-filling" in out[1]
-    assert "3 alerting rules; severity stated by 2, inferred for 1" in "\n".join(out)
+    assert "4 alerting rules; severity stated by 3, inferred for 1; category by" in "\n".join(out)
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def test_each_alert_of_a_rule_file_is_decided_as_route_rules_said(
     decided = {r.value["session_key"]: r.value for r in asyncio.run(read())}
     org = next(iter(decided.values()))["org"]
     preview = verdicts(starter_set(), rules, load_session_rules(RUNBOOKS / "sessions.yaml"), org)
-    assert len(decided) == len(preview) == 3
+    assert len(decided) == len(preview) == 4
     for row in preview:
         d = decided[row.session_key]
         assert (d["category"], d["severity"], d["runbook"]) == (row.category, row.severity, row.runbook), row.alert
