@@ -115,8 +115,10 @@ def routed(
     )
     fate = _fate(rset, rlabels, category, severity, facts)
     if fate is not None:
-        first = next((line.split(":", 1)[1].strip() for line in fate if line.startswith("notify:")), "")
-        return Routed(fate, "", severity, [r for r in first.split(", ") if r])
+        from streams.core.fates import default_receiver
+
+        receiver = default_receiver(rset.routing)
+        return Routed(fate, "", severity, [receiver] if receiver else [])
     rb = rset.select(rlabels, category=category, severity=severity, event_type=facts["event_type"], kind=facts["kind"])
     if rb.severity and severity != rb.severity and not stated:
         out.append(f"severity:   {rb.severity} (the runbook's, for its types; the sender stated none)")
@@ -132,10 +134,10 @@ def routed(
             f"route:      {m.path} -> {m.receiver}  (group_wait {_ms(wait)}, group_interval "
             f"{_ms(t.group_interval)}, repeat_interval {_ms(t.repeat_interval)})"
         )
-    routed = rset.routing.receivers_for(rlabels)
+    route_receivers = rset.routing.receivers_for(rlabels)
 
     def expand(name: str) -> list[str]:
-        return routed if name == ROUTE_RECEIVER else [name]
+        return route_receivers if name == ROUTE_RECEIVER else [name]
 
     if rb.escalates(severity):
         receivers = expand(rb.escalation[0].receiver)
