@@ -231,11 +231,12 @@ def run_route_rules(
     from streams.settings import Settings
 
     settings = Settings.from_env()
-    rset = load_runbook_set(directory or settings.runbooks_dir, channels=channels)
-    sessions_file = settings.ingest.sessions_file or Path(directory or settings.runbooks_dir) / "sessions.yaml"
+    if directory:
+        settings = settings.model_copy(update={"runbooks_dir": Path(directory)})
+    rset = load_runbook_set(settings.runbooks_dir, channels=channels)
     try:
         rules = [rule for path in files for rule in load_alert_rules(path)]
-        rows = verdicts(rset, rules, load_session_rules(sessions_file), org)
+        rows = verdicts(rset, rules, load_session_rules(settings.sessions_path()), org)
     except ConfigError as exc:
         print(f"opsloop route rules: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ catalogue and the runbook loader alike.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,26 +50,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; syntax errors become :class:`ConfigError` with the line."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(path, None, f"cannot read: {exc.strerror}") from exc
-    loader = _Loader(text)
-    loader.name = str(path)
-    try:
-        return loader.get_single_data()
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ConfigError(path, line, f"invalid YAML: {exc.problem}") from exc
-    finally:
-        loader.dispose()
-
-
-def load_yaml_documents(path: str | Path) -> list[Any]:
-    """Every document of a YAML file (``---``-separated), mappings as :class:`LineDict`; errors as in :func:`load_yaml`."""
+def _parsed(path: str | Path, parse: Callable[[_Loader], Any]) -> Any:
+    """Read ``path`` and ``parse`` it; unreadable files and YAML errors become :class:`ConfigError` with the line."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -79,10 +61,8 @@ def load_yaml_documents(path: str | Path) -> list[Any]:
         raise ConfigError(path, None, "not a text file (UTF-8)") from None
     loader = _Loader(text)
     loader.name = str(path)
-    docs = []
     try:
-        while loader.check_data():
-            docs.append(loader.get_data())
+        return parse(loader)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise ConfigError(path, line, f"invalid YAML: {exc.problem}") from exc
@@ -90,6 +70,23 @@ def load_yaml_documents(path: str | Path) -> list[Any]:
         raise ConfigError(path, None, f"invalid YAML: {exc}") from exc
     finally:
         loader.dispose()
+
+
+def _all_documents(loader: _Loader) -> list[Any]:
+    docs = []
+    while loader.check_data():
+        docs.append(loader.get_data())
+    return docs
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file of one document; syntax errors become :class:`ConfigError` with the line."""
+    return _parsed(path, lambda loader: loader.get_single_data())
+
+
+def load_yaml_documents(path: str | Path) -> list[Any]:
+    """Every document of a YAML file (``---``-separated), mappings as :class:`LineDict`; errors as in :func:`load_yaml`."""
+    docs: list[Any] = _parsed(path, _all_documents)
     return docs
 
 
