@@ -6,8 +6,9 @@ import logging
 import threading
 
 import pytest
+import sqlalchemy as sa
 
-from agents.sinks.ledger import SPILLED, ClaimState, Ledger, LedgerConflictError, Spill
+from agents.sinks.ledger import SPILLED, ClaimRequest, ClaimState, Completion, Ledger, LedgerConflictError, Spill
 from streams.db import make_engine
 
 
@@ -176,8 +177,6 @@ def test_a_claim_waited_on_is_logged_once(ledger: Ledger, caplog: pytest.LogCapt
 
 
 def test_create_adds_the_claim_columns_to_an_older_table(ledger: Ledger) -> None:
-    import sqlalchemy as sa
-
     with ledger.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE delivery_ledger"))
         conn.execute(
@@ -225,6 +224,49 @@ def test_a_spilled_effect_is_one_row_claimed_once_and_never_spilled_again_once_d
     assert ledger.get("e2", "r").spill_record is None  # not kept once final
     done = ledger.spill_many([spill("e2", 11)], "w1", 400)
     assert done[0] is not None and done[0].state is ClaimState.DONE and done[0].status == "delivered"
+
+
+def test_a_batch_claim_takes_our_spilled_rows_back_in_its_insert_and_others_by_their_rules(ledger: Ledger) -> None:
+    """A storm's spill comes back through claim_many: our own spilled rows become claims in the claim's one
+    INSERT (not a SELECT and an UPDATE each); a live owner's stay its own, a dead owner's are taken over."""
+    ledger.beat("w1", 0)
+    ledger.beat("w2", 0)
+    ledger.spill_many([spill(f"m{i}", i) for i in range(6)], "w1", 0)
+    ledger.spill_many([spill("live", 10)], "w2", 0)
+    ledger.spill_many([spill("gone", 11)], "w3", 0)  # w3 never beat: dead
+    ours = [ClaimRequest(f"m{i}", "r", "slack", partition=2, generation=7) for i in range(6)]
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:  # noqa: ANN001 - SQLAlchemy's event signature
+        statements.append(statement)
+
+    sa.event.listen(ledger.engine, "before_cursor_execute", seen)
+    try:
+        claims = ledger.claim_many(ours, "w1", 50, LEASE)
+    finally:
+        sa.event.remove(ledger.engine, "before_cursor_execute", seen)
+    assert [(c.state, c.status, c.attempts, c.ambiguous, c.claims) for c in claims] == [
+        (ClaimState.NEW, "claimed", 0, 0, 1)
+    ] * 6
+    assert [s.split()[0].upper() for s in statements] == ["INSERT"]  # one statement for the six
+    row = ledger.get("m0", "r")
+    taken = (row.status, row.owner, row.claimed_at, row.claim_partition, row.claim_generation, row.spill_offset)
+    assert taken == ("claimed", "w1", 50, 2, 7, 0)
+    others = [ClaimRequest(e, "r", "slack") for e in ("live", "gone", "new")]
+    assert [c.state for c in ledger.claim_many(others, "w1", 60, LEASE)] == [
+        ClaimState.BUSY,  # w2 is alive: its row
+        ClaimState.NEW,  # w3's, taken over
+        ClaimState.NEW,
+    ]
+    assert {r.effect_id: (r.owner, r.status) for r in ledger.rows() if not r.effect_id.startswith("m")} == {
+        "live": ("w2", SPILLED),
+        "gone": ("w1", "claimed"),
+        "new": ("w1", "claimed"),
+    }
+    assert ledger.release("m0", "r", "w1") and ledger.get("m0", "r").status == SPILLED  # given back: spilled again
+    assert ledger.claim_many(ours[:1], "w1", 70, LEASE)[0].state is ClaimState.NEW
+    ledger.complete_many([Completion("m1", "r", "delivered", 1, 200, None)], "w1", 80)
+    assert [c.state for c in ledger.claim_many(ours[1:2], "w1", 90, LEASE)] == [ClaimState.DONE]
 
 
 def test_a_spilled_claim_given_back_returns_to_the_spill_and_a_plain_one_is_deleted(ledger: Ledger) -> None:
