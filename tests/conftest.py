@@ -59,13 +59,10 @@ def postgres_url() -> Iterator[str]:
     if external:
         yield external
         return
-    from tests.support.postgres import LocalPostgres
+    from tests.support.postgres import throwaway_url
 
-    pg = LocalPostgres().start()
-    try:
-        yield pg.url
-    finally:
-        pg.stop()
+    with throwaway_url() as url:
+        yield url
 
 
 @pytest.fixture

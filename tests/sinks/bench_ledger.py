@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import tempfile
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ import sqlalchemy as sa
 
 from agents.sinks.ledger import ClaimRequest, Completion, Ledger, Spill
 from streams.db import make_engine
+from tests.sinks.helpers import bench_ledger_url
 
 
 class RowByRowLedger(Ledger):
@@ -68,15 +68,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--db", choices=("pg", "sqlite"), default="pg")
     args = parser.parse_args()
-    pg = None
-    try:
-        if args.db == "pg":
-            from tests.support.postgres import LocalPostgres
-
-            pg = LocalPostgres().start()
-            url = pg.url
-        else:
-            url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-ledger-')}/ledger.db"
+    with bench_ledger_url(args.db, "bench-ledger-") as url:
         engine = make_engine(url)
         sides = {"row by row": RowByRowLedger(engine).create(), "in the INSERT": Ledger(engine).create()}
         figures: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
@@ -109,9 +101,6 @@ def main() -> None:
                 f"complete {statistics.median(completes):,.0f}"
             )
         engine.dispose()
-    finally:
-        if pg is not None:
-            pg.stop()
 
 
 if __name__ == "__main__":

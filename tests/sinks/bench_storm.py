@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import tempfile
 import time
 from typing import Any
 
@@ -32,7 +31,7 @@ from agents.sinks.concurrency import is_shed
 from agents.sinks.delivery import RetryPolicy
 from streams.db import make_engine
 from streams.model.receivers import Receiver
-from tests.sinks.helpers import FAST, Harness, make_effect
+from tests.sinks.helpers import FAST, Harness, bench_ledger_url, make_effect
 
 KEY = "bench-signing-key"
 
@@ -88,38 +87,34 @@ def main() -> None:
     parser.add_argument("--learned-limit", choices=("on", "off", "both"), default="on")
     args = parser.parse_args()
     policy = FAST if args.policy == "fast" else RetryPolicy()
-    pg = None
     try:
-        if args.db == "pg":
-            from tests.support.postgres import LocalPostgres
-
-            pg = LocalPostgres().start()
-            url = pg.url
-        else:
-            url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-storm-')}/ledger.db"
-        for learned in ("on", "off") if args.learned_limit == "both" else (args.learned_limit,):
-            parent, child = mp.Pipe()
-            proc = mp.get_context("spawn").Process(target=serve, args=(child, args.mode), daemon=True)
-            proc.start()
-            port = parent.recv()
-            # off: the same code with no answer taken as a refusal, so no host is ever limited
-            delivery.is_shed = is_shed if learned == "on" else (lambda response: False)
-            wall, cpu, lost = asyncio.run(storm(url, args.n, args.receivers, port, args.lanes, policy))
-            parent.send("done")
-            got = parent.recv()
-            proc.join(10)
-            print(
-                f"{args.n} notifications to {args.receivers} receivers ({args.db} ledger, {args.mode} receiver, "
-                f"{args.lanes or 1} lanes each, {args.policy} policy, learned limit {learned}): "
-                f"{args.n / wall:,.0f}/s, {1e6 * cpu / args.n:,.0f} µs CPU each, {lost} not delivered; receiver: "
-                f"{got['notifications']:.0f} accepted, {got['duplicates']:.0f} duplicates, "
-                f"{got['503s answered']:.0f} 503s",
-                flush=True,
-            )
+        with bench_ledger_url(args.db, "bench-storm-") as url:
+            run_storms(args, url, policy)
     finally:
         delivery.is_shed = is_shed
-        if pg is not None:
-            pg.stop()
+
+
+def run_storms(args: argparse.Namespace, url: str, policy: RetryPolicy) -> None:
+    """One storm per learned-limit setting asked for, on the ledger at ``url``."""
+    for learned in ("on", "off") if args.learned_limit == "both" else (args.learned_limit,):
+        parent, child = mp.Pipe()
+        proc = mp.get_context("spawn").Process(target=serve, args=(child, args.mode), daemon=True)
+        proc.start()
+        port = parent.recv()
+        # off: the same code with no answer taken as a refusal, so no host is ever limited
+        delivery.is_shed = is_shed if learned == "on" else (lambda response: False)
+        wall, cpu, lost = asyncio.run(storm(url, args.n, args.receivers, port, args.lanes, policy))
+        parent.send("done")
+        got = parent.recv()
+        proc.join(10)
+        print(
+            f"{args.n} notifications to {args.receivers} receivers ({args.db} ledger, {args.mode} receiver, "
+            f"{args.lanes or 1} lanes each, {args.policy} policy, learned limit {learned}): "
+            f"{args.n / wall:,.0f}/s, {1e6 * cpu / args.n:,.0f} µs CPU each, {lost} not delivered; receiver: "
+            f"{got['notifications']:.0f} accepted, {got['duplicates']:.0f} duplicates, "
+            f"{got['503s answered']:.0f} 503s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

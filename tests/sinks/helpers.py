@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,3 +158,15 @@ class Harness:
     async def run(self, *effects: Mapping[str, Any], timeout: float = 30) -> list[str]:
         futures = [await self.submit(e) for e in effects]
         return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+
+
+@contextlib.contextmanager
+def bench_ledger_url(db: str, prefix: str) -> Iterator[str]:
+    """A benchmark's ledger database URL: a throwaway PostgreSQL (``pg``, stopped on exit) or a SQLite file."""
+    if db != "pg":
+        yield f"sqlite:///{tempfile.mkdtemp(prefix=prefix)}/ledger.db"
+        return
+    from tests.support.postgres import throwaway_url
+
+    with throwaway_url() as url:
+        yield url

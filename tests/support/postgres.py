@@ -8,8 +8,10 @@ and without durability: fsync off (a test cluster holds nothing worth a disk flu
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from streams.devtools.broker import free_port
@@ -48,3 +50,13 @@ class LocalPostgres(KeptPostgres):
                 str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False
             )
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_url() -> Iterator[str]:
+    """A :class:`LocalPostgres` started for a ``with`` block (a test session, a benchmark): its URL; removed after."""
+    pg = LocalPostgres().start()
+    try:
+        yield pg.url
+    finally:
+        pg.stop()
