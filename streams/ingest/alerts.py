@@ -25,6 +25,7 @@ are the I/O shell.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,9 +48,16 @@ _SEPARATOR = 0xFF
 
 def fingerprint(labels: Mapping[str, str]) -> str:
     """Alertmanager's alert fingerprint (prometheus/common ``LabelSet.Fingerprint``), as 16 hex digits."""
+    return _fingerprint(tuple(sorted(labels.items())))  # code-point order == Go's byte order for UTF-8
+
+
+@functools.lru_cache(maxsize=8192)
+def _fingerprint(items: tuple[tuple[str, str], ...]) -> str:
+    """FNV-1a over the sorted pairs, byte by byte in Python: ~30 µs for a dozen labels, and Prometheus re-sends
+    every firing alert each evaluation, so the label sets seen recently are remembered (bounded)."""
     h = _FNV_OFFSET
-    for name in sorted(labels):  # code-point order == Go's byte order for UTF-8
-        for part in (name, labels[name]):
+    for name, value in items:
+        for part in (name, value):
             for byte in part.encode():
                 h = ((h ^ byte) * _FNV_PRIME) & _MASK
             h = ((h ^ _SEPARATOR) * _FNV_PRIME) & _MASK

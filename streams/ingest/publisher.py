@@ -52,7 +52,15 @@ class Ready:
     event: dict[str, Any]
     topic: str  # catalogue name (events.<kind>); the producer adds the prefix
     key: bytes
-    value: bytes
+    value: bytes | None  # None: not encoded, its id accepted before (Ingest.finish); never published so
+    path: str = ""  # where the event was in its post, for an error about it
+
+    @property
+    def encoded(self) -> bytes:
+        """The value to publish (a bug to publish one not encoded: :meth:`Ingest.accept` encodes what is new)."""
+        if self.value is None:
+            raise ValueError(f"event {self.event_id} was not encoded")
+        return self.value
 
     @property
     def event_id(self) -> str:
@@ -173,7 +181,7 @@ class Publisher:
         # Encoded once by the view (to answer 400/413 before anything is sent), so the
         # bytes go as they are; gather pipelines them into the producer's batches.
         results = await asyncio.gather(
-            *(producer.send_raw(ready.topic, ready.key, ready.value) for ready in events), return_exceptions=True
+            *(producer.send_raw(ready.topic, ready.key, ready.encoded) for ready in events), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):

@@ -8,13 +8,17 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from streams.ingest.alerts import fingerprint
+from streams.ingest.alerts import fingerprint, prometheus_events
 from streams.ingest.app import create_app
+from streams.ingest.idempotency import RecentIds
+from streams.ingest.pipeline import INGEST
+from streams.ingest.scopes import DEFAULT_SCOPE, Principal
 from streams.model.records import derived_id
 from streams.settings import IngestSettings
 from tests.ingest.conftest import (
@@ -201,6 +205,54 @@ def _in_process(module_env: dict[str, str], prefix: str | None = None, **config:
     tokens = ",".join(f"{k}={v}" for k, v in TOKENS.items())
     # The webhook secrets come from env's OPSLOOP_INGEST_WEBHOOK_SECRET_GITHUB / _PAGERDUTY (see ingest_env).
     return create_app(settings_for(env), IngestSettings(tokens=tokens, **config), environ=env)
+
+
+def test_a_resend_of_an_accepted_alert_is_not_encoded_again_and_one_forgotten_is_published_again(
+    module_env, module_settings
+):
+    """Prometheus re-sends every firing alert each evaluation: ingest answers the copies ``duplicate`` without
+    encoding them (a quarter of its CPU when four posts in five were re-sends), even when a copy's annotations
+    changed (the id is the labels' fingerprint and startsAt). An id forgotten between the check and the publish
+    is encoded and published (decide skips an id its session has seen)."""
+    tag = uuid.uuid4().hex[:6]
+    alerts = [firing_alert(f"Resend{tag}", shard=str(i)) for i in range(3)]
+    app = _in_process(module_env)
+    ingest = app[INGEST]
+    encodes: list[str] = []
+    encode = ingest.codec.encode
+
+    def counting(name: str, record: dict) -> bytes:
+        encodes.append(record["event_id"])
+        return encode(name, record)
+
+    ingest.codec = SimpleNamespace(encode=counting)
+
+    async def run() -> list[dict]:
+        async with TestClient(TestServer(app)) as client:
+            first = await client.post("/api/v2/alerts", json=alerts, headers=bearer("prometheus"))
+            changed = {**alerts[0], "annotations": {"summary": "the value moved"}}
+            again = await client.post(
+                "/api/v2/alerts", json=[changed, *alerts[1:], firing_alert(f"New{tag}")], headers=bearer("prometheus")
+            )
+            answers = [await first.json(), await again.json()]
+            forgotten = ingest.finish(
+                prometheus_events(alerts[:1], org=ingest.config.default_org, received_at=0, rules=ingest.rules)[0],
+                principal=Principal("prometheus", "token", DEFAULT_SCOPE),
+            )
+            assert forgotten.value is None  # accepted before: not encoded
+            ingest.recent = RecentIds(10, 60.0)  # ... and then forgotten (age, capacity) before the publish
+            answers.append(json.loads((await ingest.accept([forgotten], "prometheus")).body))
+            return answers
+
+    first, again, late = asyncio.run(run())
+    assert (first["accepted"], first["duplicates"]) == (3, 0)
+    assert (again["accepted"], again["duplicates"]) == (1, 3) and again["event_ids"][:3] == first["event_ids"]
+    assert late["status"] == "accepted"
+    assert encodes == [*first["event_ids"], again["event_ids"][3], first["event_ids"][0]]
+    records = read_events(
+        module_settings, lambda rs: sum(r.value["event_id"] == first["event_ids"][0] for r in rs if r.value) >= 2
+    )
+    assert sum(1 for r in records if r.value and r.value["event_id"] == first["event_ids"][0]) == 2
 
 
 def test_readyz_names_missing_topics_and_a_post_is_refused_at_once(module_env):
