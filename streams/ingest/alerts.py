@@ -46,15 +46,23 @@ _MASK = 0xFFFFFFFFFFFFFFFF
 _SEPARATOR = 0xFF
 
 
+# Label sets remembered with their fingerprint, and the largest remembered (characters of names and values):
+# at most ~8,192 × 1 KB of strings held, whatever a producer sends (a value may be 4,096 characters).
+FINGERPRINTS_KEPT = 8192
+FINGERPRINT_KEPT_UP_TO = 1024
+
+
 def fingerprint(labels: Mapping[str, str]) -> str:
     """Alertmanager's alert fingerprint (prometheus/common ``LabelSet.Fingerprint``), as 16 hex digits."""
-    return _fingerprint(tuple(sorted(labels.items())))  # code-point order == Go's byte order for UTF-8
+    items = tuple(sorted(labels.items()))  # code-point order == Go's byte order for UTF-8
+    if sum(len(name) + len(value) for name, value in items) > FINGERPRINT_KEPT_UP_TO:
+        return _fnv(items)
+    return _remembered(items)
 
 
-@functools.lru_cache(maxsize=8192)
-def _fingerprint(items: tuple[tuple[str, str], ...]) -> str:
-    """FNV-1a over the sorted pairs, byte by byte in Python: ~30 µs for a dozen labels, and Prometheus re-sends
-    every firing alert each evaluation, so the label sets seen recently are remembered (bounded)."""
+def _fnv(items: tuple[tuple[str, str], ...]) -> str:
+    """FNV-1a over the sorted pairs, byte by byte in Python: ~30 µs for a dozen labels. Prometheus re-sends every
+    firing alert each evaluation, so the label sets seen recently are remembered (:func:`_remembered`)."""
     h = _FNV_OFFSET
     for name, value in items:
         for part in (name, value):
@@ -62,6 +70,9 @@ def _fingerprint(items: tuple[tuple[str, str], ...]) -> str:
                 h = ((h ^ byte) * _FNV_PRIME) & _MASK
             h = ((h ^ _SEPARATOR) * _FNV_PRIME) & _MASK
     return f"{h:016x}"
+
+
+_remembered = functools.lru_cache(maxsize=FINGERPRINTS_KEPT)(_fnv)
 
 
 def alert_event(

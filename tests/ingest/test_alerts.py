@@ -26,6 +26,19 @@ def am(body, received_at=NOW, org="acme"):
 CPU = {"alertname": "HostHighCpuLoad", "instance": "web-1:9100", "job": "node", "severity": "warning"}
 
 
+def test_fingerprints_of_recent_label_sets_are_remembered_and_large_ones_are_not():
+    """Re-sent alerts skip FNV's byte loop; a producer's large label values cannot fill the memory with them."""
+    from streams.ingest import alerts
+
+    alerts._remembered.cache_clear()
+    small = {"alertname": "DiskFull", "instance": "db-1:9100"}
+    large = {"alertname": "DiskFull", "description": "x" * (alerts.FINGERPRINT_KEPT_UP_TO + 1)}
+    for labels in (small, dict(reversed(list(small.items()))), large, large):
+        assert fingerprint(labels) == alerts._fnv(tuple(sorted(labels.items())))
+    info = alerts._remembered.cache_info()
+    assert (info.currsize, info.hits, info.maxsize) == (1, 1, alerts.FINGERPRINTS_KEPT)
+
+
 def test_fingerprint_is_fnv1a_over_sorted_labels_like_alertmanager():
     assert fingerprint({}) == "cbf29ce484222325"  # FNV-1a 64 offset basis: prometheus/common's empty label set
     assert fingerprint({"b": "2", "a": "1"}) == fingerprint({"a": "1", "b": "2"})
