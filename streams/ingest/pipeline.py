@@ -150,10 +150,11 @@ class Ingest:
     def finish(self, raw: Mapping[str, Any], path: str = "", *, principal: Principal) -> Ready:
         """Check ``principal`` may write it (403), stamp who produced it, validate, encode once; a 4xx here, never a 503 later.
 
-        An event whose id was accepted already (a re-send: Prometheus and Alertmanager post every firing alert
-        again and again) is not encoded: :meth:`accept` answers it ``duplicate`` and publishes nothing. Its
-        first copy was encoded and published; encoding the copies was a quarter of ingest's CPU when four
-        posts in five were re-sends (deploy/bench/BENCHMARKS.md)."""
+        An event whose id was accepted already (a retried post; an Alertmanager webhook sending its group's
+        alerts again; a producer posting the same alert, startsAt and endsAt again) is not encoded: :meth:`accept`
+        answers it ``duplicate`` and publishes nothing. Its first copy was encoded and published; encoding the
+        copies was a quarter of ingest's CPU in E2E, whose posts are four in five such copies
+        (deploy/bench/BENCHMARKS.md). Prometheus's own re-sends move endsAt, so they are new events."""
         raw = dict(raw)
         check_bounds(raw, path)
         authorize(principal, raw)

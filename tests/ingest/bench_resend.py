@@ -1,10 +1,11 @@
-"""Micro-benchmark: ingest's CPU per alert for re-sends (the same alerts posted again), the code before and now. Printed.
+"""Micro-benchmark: ingest's CPU per alert for copies (the same alerts posted again), the code before and now. Printed.
 
 Run: PYTHONPATH=. .venv/bin/python -m tests.ingest.bench_resend [--alerts 20000] [--rounds 5]
 
-Prometheus and Alertmanager post every firing alert again and again (each evaluation, each
-group interval), so most of what ingest reads is a re-send of an id it accepted already;
-in E2E four posts in five are. The workload is E2E's (``opsloop bench``'s Zipf events as the
+A retried post, an Alertmanager webhook sending its group's alerts again, or a producer
+posting the same alert (labels, startsAt, endsAt) again carries an id ingest accepted
+already; in E2E, whose posts carry no endsAt, four posts in five do. (Prometheus's own
+re-sends move endsAt: new events, which only the remembered fingerprint makes cheaper.) The workload is E2E's (``opsloop bench``'s Zipf events as the
 alerts Prometheus would post, 64 a post). Per round, for each side, this thread's CPU per
 alert to parse the posts (:func:`prometheus_events`) and finish each event
 (:meth:`Ingest.finish`), once as new alerts (``first``) and once as re-sends (their ids

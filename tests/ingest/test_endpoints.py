@@ -210,9 +210,9 @@ def _in_process(module_env: dict[str, str], prefix: str | None = None, **config:
 def test_a_resend_of_an_accepted_alert_is_not_encoded_again_and_one_forgotten_is_published_again(
     module_env, module_settings
 ):
-    """Prometheus re-sends every firing alert each evaluation: ingest answers the copies ``duplicate`` without
-    encoding them (a quarter of its CPU when four posts in five were re-sends), even when a copy's annotations
-    changed (the id is the labels' fingerprint and startsAt). An id forgotten between the check and the publish
+    """A copy of an accepted alert (a retry, an Alertmanager webhook's group sent again) is answered ``duplicate``
+    without being encoded (a quarter of ingest's CPU when four posts in five were copies), even when its
+    annotations changed (the id is the labels' fingerprint, startsAt and endsAt). An id forgotten between the check and the publish
     is encoded and published (decide skips an id its session has seen)."""
     tag = uuid.uuid4().hex[:6]
     alerts = [firing_alert(f"Resend{tag}", shard=str(i)) for i in range(3)]
