@@ -154,6 +154,7 @@ class KeywordClassifier:
                     severity_inferred=sp < P_EXPLICIT,
                     category_inferred=cp < P_EXPLICIT,
                     severity_basis="stated" if sp >= P_EXPLICIT else "rules",
+                    category_basis="stated" if cp >= P_EXPLICIT else "rules",
                 )
             )
         return with_stated_categories(events, out)

@@ -291,6 +291,7 @@ class ModelClassifier:
         categories = self._category_names[cat_idx].tolist()
         cat_ps = cat_p.tolist()
         cat_inferred = [True] * n
+        cat_basis = ["model"] * n
         explicit = cast(np.ndarray, self._explicit_cols.present(X).any(axis=1))  # rows x cols: a row vector
         cat_fallback = decision.get("category_fallback")
         cat_unsure = (
@@ -302,9 +303,9 @@ class ModelClassifier:
         if ask:
             for i, (kw_c, kw_cp, kw_s, kw_sp) in zip(ask, self._keyword.predict_tokens([tokens[i] for i in ask])):
                 if explicit[i] and kw_cp >= P_EXPLICIT:
-                    categories[i], cat_ps[i], cat_inferred[i] = kw_c, kw_cp, False
+                    categories[i], cat_ps[i], cat_inferred[i], cat_basis[i] = kw_c, kw_cp, False, "stated"
                 elif cat_unsure[i] and (cat_fallback == "keyword" or kw_cp != P_TEXT):
-                    categories[i], cat_ps[i], fell_back[i] = kw_c, kw_cp, True
+                    categories[i], cat_ps[i], fell_back[i], cat_basis[i] = kw_c, kw_cp, True, "rules"
                 if sev_rules[i]:
                     severities[i], sev_ps[i], fell_back[i] = kw_s, kw_sp, True
         out = []
@@ -321,6 +322,7 @@ class ModelClassifier:
                     severity_inferred=b != "stated",
                     category_inferred=cat_inferred[i],
                     severity_basis=b,
+                    category_basis=cat_basis[i],
                 )
             )
         return out
@@ -350,11 +352,14 @@ class ModelClassifier:
                 where, self._keyword.predict_tokens([tokens[i] for i in where])
             ):
                 category, cp, severity, sp = categories[i], cat_ps[i], severities[i], sev_ps[i]
-                if cp < self.category_threshold:
+                cat_rules = cp < self.category_threshold
+                if cat_rules:
                     category, cp = kw_category, kw_cp
                 if sp < self.severity_threshold:
                     severity, sp = kw_severity, kw_sp
-                out[i] = Prediction(category, cp, severity, sp, version, True, True, True, "rules")
+                out[i] = Prediction(
+                    category, cp, severity, sp, version, True, True, True, "rules", "rules" if cat_rules else "model"
+                )
         return out
 
     @classmethod

@@ -42,6 +42,10 @@ class Prediction:
     # confident enough), "default" (model unsure: the configured default severity,
     # warning unless set otherwise), "rules" (keyword rules).
     severity_basis: str = "stated"
+    # Where the category came from: "stated" (the sender's ``category`` label, or the kind
+    # of event), "model" (the calibrated model, whatever its probability), "rules" (keyword
+    # rules: the model was below its category threshold, or there is no model).
+    category_basis: str = "model"
 
 
 def stated_category(event: Mapping[str, Any]) -> str | None:
@@ -73,6 +77,7 @@ def with_stated_categories(events: Sequence[Mapping[str, Any]], predictions: lis
                 category=category,
                 category_p=1.0,
                 category_inferred=False,
+                category_basis="stated",
                 fallback=p.severity_basis in ("rules", "default"),  # only the severity's basis is left to say
             )
     return predictions

@@ -28,6 +28,7 @@ from streams.errors import ConfigError
 from streams.model.yamlfile import LineDict, load_yaml_documents
 
 if TYPE_CHECKING:
+    from classifier.prediction import Prediction
     from streams.ingest.sessions import SessionRule
     from streams.model.receivers import ChannelSpec
     from streams.model.runbooks import RunbookSet
@@ -152,16 +153,12 @@ def verdicts(
             events.append(prometheus_events([rule_alert(rule)], org=org, received_at=0, rules=session_rules)[0])
         except BadRequest as exc:
             raise ConfigError(rule.path, rule.line, f"alert {rule.alert!r}: {exc}") from None
-    from classifier.keyword import P_DEFAULT, P_NAME, P_TEXT
-
     clf = load_classifier()
     threshold = float(getattr(clf, "category_threshold", 0.0))
 
-    def category_basis(p: Any) -> str:
-        if not p.category_inferred:
-            return "stated"
-        if p.fallback and p.category_p in (P_NAME, P_TEXT, P_DEFAULT):  # the rules' fixed confidences
-            return "rules"
+    def category_basis(p: Prediction) -> str:
+        if p.category_basis != "model":
+            return p.category_basis
         return "model" if p.category_p >= threshold else "unsure"
 
     out = []
