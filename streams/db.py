@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,11 @@ def normalise_url(database_url: str) -> str:
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
     return url.render_as_string(hide_password=False)
+
+
+def dialect_insert(bind: sa.Engine | sa.Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """The INSERT of ``bind``'s dialect, which has ON CONFLICT (both engines :func:`make_engine` makes have it)."""
+    return postgresql.insert(table) if bind.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 def make_engine(database_url: str, **kwargs: Any) -> sa.Engine:

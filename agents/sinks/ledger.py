@@ -49,9 +49,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from streams.db import dialect_insert
 from streams.errors import OpsloopError
 
 log = logging.getLogger(__name__)
@@ -266,18 +266,9 @@ class Ledger:
             max(0, row.claimed_at + lease_ms - now_ms) / 1000,
         )
 
-    def _upsert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
-        """The dialect's INSERT, which has ON CONFLICT."""
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            return postgresql.insert(table)
-        if dialect == "sqlite":
-            return sqlite.insert(table)
-        raise NotImplementedError(f"delivery ledger supports sqlite and postgresql, not {dialect}")
-
     def _insert(self, table: sa.Table | None = None, keys: list[str] | None = None) -> sa.Insert:
         table, keys = (self._table, ["effect_id", "receiver"]) if table is None else (table, keys or [])
-        return self._upsert(table).on_conflict_do_nothing(index_elements=keys)
+        return dialect_insert(self.engine, table).on_conflict_do_nothing(index_elements=keys)
 
     @functools.cached_property
     def _claim_insert(self) -> sa.Insert:
@@ -287,7 +278,7 @@ class Ledger:
         come back from the spill; taken row by row (a SELECT and an UPDATE each, after the INSERT found the row)
         they cost 0.95 ms of the claim's CPU each against 0.12 for a new row (``tests/sinks/bench_ledger.py``)."""
         t = self._table
-        stmt = self._upsert(t)
+        stmt = dialect_insert(self.engine, t)
         taken = stmt.on_conflict_do_update(
             index_elements=[t.c.effect_id, t.c.receiver],
             set_={

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from streams.audit.models import EventRow, IncidentRow
+from streams.db import dialect_insert
 
 FIRING_OUTCOMES = frozenset({"notified", "grouped", "escalated", "flapping-notice"})
 RESOLVED_OUTCOMES = frozenset({"resolved", "resolved-quietly"})
@@ -170,8 +170,7 @@ def fold_batch(conn: sa.Connection, events: Sequence[Mapping[str, Any]], decisio
             changed.add(d["session_key"])
     if not changed:
         return 0
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(t)
+    stmt = dialect_insert(conn, t)
     stmt = stmt.on_conflict_do_update(
         index_elements=["session_key"], set_={c: stmt.excluded[c] for c in COLUMNS if c != "session_key"}
     )

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from streams.audit.incidents import fold_batch
 from streams.audit.models import Base, DeadLetterRow, DecisionRow, DeliveryRow, EffectRow, EventRow, ProjectorOffset
+from streams.db import dialect_insert
 from streams.model.effects import timer_effects
 
 log = logging.getLogger(__name__)
@@ -138,32 +138,28 @@ def _row_for(table: type[Base], pos: Position, record: Mapping[str, Any]) -> dic
 def _insert_ignore(conn: sa.Connection, table: type[Base], rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    conn.execute(insert(cast(sa.Table, table.__table__)).on_conflict_do_nothing(), rows)  # a mapped class: a Table
+    conn.execute(
+        dialect_insert(conn, cast(sa.Table, table.__table__)).on_conflict_do_nothing(), rows
+    )  # a mapped class: a Table
 
 
 def _insert_new(conn: sa.Connection, table: type[Base], rows: list[dict[str, Any]], key: str) -> set[str]:
     """Insert what is not there yet; the ids (column ``key``) of the rows actually inserted."""
     if not rows:
         return set()
-    dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     t = cast(sa.Table, table.__table__)  # a mapped class: a Table
-    return set(conn.execute(insert(t).on_conflict_do_nothing().returning(t.c[key]), rows).scalars())
+    return set(conn.execute(dialect_insert(conn, t).on_conflict_do_nothing().returning(t.c[key]), rows).scalars())
 
 
 def _upsert_offsets(conn: sa.Connection, offsets: Mapping[tuple[str, int], int]) -> None:
     if not offsets:
         return
-    dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = cast(sa.Table, ProjectorOffset.__table__)  # a mapped class: a Table
-    stmt = insert(table)
+    stmt = dialect_insert(conn, table)
     # never backwards: a batch's rows store its last offset + 1, and the records it skipped (dead-lettered to
     # events.dlq) advance theirs after; an earlier skipped record used to pull the offset back below the rows
     # written, and a restart read them (and re-dead-lettered the skipped one) again
-    greater = sa.func.greatest if dialect == "postgresql" else sa.func.max
+    greater = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
     stmt = stmt.on_conflict_do_update(
         index_elements=["topic", "partition"],
         set_={"next_offset": greater(table.c.next_offset, stmt.excluded.next_offset)},

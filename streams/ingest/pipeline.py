@@ -163,9 +163,9 @@ class Ingest:
         except InvalidEventError as exc:
             raise BadRequest(join(path, exc.field), exc.reason) from None
         ready = Ready(event, topic_for(event), event["session_key"].encode(), None, path)
-        return ready if ready.event_id in self.recent else self.encoded(ready)
+        return ready if ready.event_id in self.recent else self.with_value(ready)
 
-    def encoded(self, ready: Ready) -> Ready:
+    def with_value(self, ready: Ready) -> Ready:
         """``ready`` with its value, encoded (a 400 or 413 naming its path if it does not fit)."""
         if ready.value is not None:
             return ready
@@ -198,7 +198,7 @@ class Ingest:
             elif (pending := self.claims.get(eid)) is not None:
                 waits.append(pending)
             else:  # not encoded by finish: its id has been forgotten since (age, capacity): new after all
-                fresh.append(self.encoded(ready))
+                fresh.append(self.with_value(ready))
             seen.add(eid)
         for ready in fresh:
             self.claims.claim(ready.event_id)

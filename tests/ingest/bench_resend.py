@@ -39,7 +39,7 @@ class IngestBefore(Ingest):
     """The baseline: every event encoded in ``finish``, re-send or not."""
 
     def finish(self, raw: Any, path: str = "", *, principal: Principal) -> Ready:
-        return self.encoded(super().finish(raw, path, principal=principal))
+        return self.with_value(super().finish(raw, path, principal=principal))
 
 
 def uncached_fingerprint(labels: Any) -> str:
