@@ -39,6 +39,24 @@ from streams.model.records import InvalidEventError, topic_for, validate_event
 from streams.settings import IngestSettings, Settings
 
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
+# The sender's occurred_at (epoch ms, as text), kept when it was after ingest's receive time.
+SENT_AT_ANNOTATION = "opsloop_sent_occurred_at"
+
+
+def not_after_arrival(event: dict[str, Any]) -> None:
+    """An event time after ingest received the event is taken as the receive time (in place).
+
+    Why: decide runs a session on its events' time and never moves a session's clock back, and its
+    timers (group waits, escalation steps, verifications) are fired by the wall clock. One alert with a
+    startsAt ahead of the wall clock (a sender's clock ahead, or a hostile year 9999) held every later
+    timer of its session until the wall clock caught up: accepted, and never notified. Nothing can have
+    happened after it arrived; the sender's own time is kept in the ``opsloop_sent_occurred_at`` annotation
+    (and, for an alert, in its payload's starts_at / ends_at).
+    """
+    received = event.get("received_at") or 0
+    if received and event["occurred_at"] > received:
+        event["annotations"] = {**(event.get("annotations") or {}), SENT_AT_ANNOTATION: str(event["occurred_at"])}
+        event["occurred_at"] = received
 
 
 @dataclass
@@ -162,6 +180,7 @@ class Ingest:
             event = validate_event(raw)
         except InvalidEventError as exc:
             raise BadRequest(join(path, exc.field), exc.reason) from None
+        not_after_arrival(event)
         ready = Ready(event, topic_for(event), event["session_key"].encode(), None, path)
         return ready if ready.event_id in self.recent else self.with_value(ready)
 

@@ -216,3 +216,35 @@ def test_timestamps_nanoseconds_offsets_and_the_zero_time():
     assert timestamp_ms(NOW, "t", allow_millis=True) == NOW
     with pytest.raises(BadRequest, match="^t: required"):
         timestamp_ms("", "t", required=True)
+
+
+@pytest.mark.parametrize("starts_at", ["2024-05-01T10:10:00Z", "9999-12-31T23:59:59Z"])
+def test_an_alert_from_a_clock_ahead_is_timed_at_its_arrival_and_its_group_wait_runs_from_there(starts_at):
+    """A startsAt ahead of ingest's clock (a sender's clock ten minutes ahead; a hostile year 9999) used to be the
+    event's time: decide never moves a session's clock back and the wall clock fires its timers, so the
+    alert's group wait, and every later timer of its session, waited until the wall clock reached it (tried on
+    ``opsloop dev``: accepted, never notified). Now it is timed at its arrival; the sender's time is kept."""
+    from streams.core.decide import Context
+    from streams.ingest.pipeline import SENT_AT_ANNOTATION, not_after_arrival
+    from tests.decide.helpers import URGENT_DOWN, Sim, starter_set
+
+    [event] = prom([{"labels": CPU, "startsAt": starts_at}])
+    sent = timestamp_ms(starts_at, "startsAt")
+    assert event["occurred_at"] == sent and event["payload"]["status"] == "firing"
+    not_after_arrival(event)
+    assert event["occurred_at"] == NOW and event["received_at"] == NOW
+    assert event["annotations"][SENT_AT_ANNOTATION] == str(sent) and event["payload"]["starts_at"] == sent
+
+    decided = Sim(Context(verdict=URGENT_DOWN, runbooks=starter_set())).feed(event)
+    [timer] = [e["timer"] for e in decided.effects if e["type"] == "schedule_timer"]
+    assert decided.record["decided_at"] == NOW and timer["fire_at"] == NOW + 30_000
+
+
+def test_an_event_time_at_or_before_arrival_is_the_senders():
+    from streams.ingest.pipeline import SENT_AT_ANNOTATION, not_after_arrival
+
+    for starts_at in ("2024-05-01T09:00:00Z", "2024-05-01T10:00:00Z"):
+        [event] = prom([{"labels": CPU, "startsAt": starts_at}])
+        not_after_arrival(event)
+        assert event["occurred_at"] == timestamp_ms(starts_at, "startsAt")
+        assert SENT_AT_ANNOTATION not in event["annotations"]
