@@ -7,7 +7,7 @@ checked when they load, with file:line); the slot arithmetic is in
 
 from __future__ import annotations
 
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from streams.errors import InvalidInputError
@@ -29,8 +29,18 @@ def zone_of(tz: str) -> tzinfo:
 
 
 def validate_cron(expr: Any, tz: str = "UTC") -> None:
-    from croniter import croniter
+    """A cron expression that parses and has a next slot; ``tz`` a known zone.
+
+    Why the next slot: croniter parses ``0 0 30 2 *`` (30 February) and only fails when asked
+    for a slot, which happened in the worker's scheduler on every tick, and a timer that raises
+    stops a faust worker.
+    """
+    from croniter import CroniterBadDateError, croniter
 
     if not isinstance(expr, str) or not croniter.is_valid(expr):
         raise CronError(f"invalid cron expression {expr!r} (five fields: minute hour day month weekday)")
-    zone_of(tz)
+    zone = zone_of(tz)
+    try:
+        croniter(expr, datetime(2000, 1, 1, tzinfo=zone)).get_next(datetime)
+    except CroniterBadDateError:
+        raise CronError(f"cron expression {expr!r} never fires (no date matches it)") from None

@@ -114,6 +114,15 @@ def test_invalid_cron(expr, tz):
         validate_cron(expr, tz)
 
 
+@pytest.mark.parametrize("expr", ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 11 *"])
+def test_a_cron_that_never_fires_is_refused_at_load_not_at_its_first_tick(expr):
+    """croniter parses 30 February and raises only when asked for a slot: in the worker's scheduler, every tick."""
+    with pytest.raises(CronError, match="never fires"):
+        validate_cron(expr, "Europe/Berlin")
+    validate_cron("0 0 29 2 *", "Europe/Berlin")  # a leap day comes
+    validate_cron("30 2 * * *", "Europe/Berlin")  # skipped once a year when clocks go forward, but fires
+
+
 def test_cron_event_ids_are_deterministic_per_slot():
     a = cron_event("acme:schedule:x", "acme", "x", 1000, 5)
     b = cron_event("acme:schedule:x", "acme", "x", 1000, 6)
