@@ -105,6 +105,9 @@ def check_keys(path: str | Path, mapping: LineDict, allowed: Iterable[str], what
 
 
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+# The longest duration a file may give: 100 years. No wait, window or interval needs more, and a time
+# that far ahead still fits the records' epoch milliseconds (an Avro long); 999999999999d did not.
+MAX_DURATION_MS = 36_500 * 86_400_000
 
 
 def parse_duration_ms(value: Any) -> int:
@@ -115,7 +118,7 @@ def parse_duration_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int):
-        return value * 1000
+        return _bounded(value * 1000, str(value))
     text = str(value).strip()
     if not text:
         raise ValueError("empty duration")
@@ -124,7 +127,7 @@ def parse_duration_ms(value: Any) -> int:
     matched = False
     while i < len(text):
         ch = text[i]
-        if ch.isdigit():
+        if "0" <= ch <= "9":  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
             number += ch
             i += 1
             continue
@@ -139,4 +142,12 @@ def parse_duration_ms(value: Any) -> int:
         raise ValueError(f"not a duration: {text!r} (a number needs a unit: ms, s, m, h, d, w)")
     if not matched:
         raise ValueError(f"not a duration: {text!r}")
+    return _bounded(total, text)
+
+
+def _bounded(total: int, text: str) -> int:
+    if total < 0:
+        raise ValueError(f"not a duration: {text!r} (negative)")
+    if total > MAX_DURATION_MS:
+        raise ValueError(f"duration {text!r} is longer than 100 years (36500d)")
     return total

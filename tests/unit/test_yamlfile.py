@@ -15,6 +15,7 @@ from streams.model.yamlfile import ConfigError, load_yaml, parse_duration_ms
         ("1h30m", 5_400_000),
         ("250ms", 250),
         (5, 5_000),
+        ("36500d", 36_500 * 86_400_000),
     ],
 )
 def test_durations(text, ms):
@@ -24,6 +25,20 @@ def test_durations(text, ms):
 @pytest.mark.parametrize("bad", ["", "15", "m", "15x", "1.5h", True])
 def test_bad_durations_say_what_is_wrong(bad):
     with pytest.raises(ValueError):
+        parse_duration_ms(bad)
+
+
+@pytest.mark.parametrize(
+    "bad,reason",
+    [
+        ("999999999999d", "longer than 100 years"),  # past an Avro long of epoch ms once added to a time
+        ("36501d", "longer than 100 years"),
+        (-5, "negative"),
+        ("5\u00b2s", "not a duration"),  # '²' is a digit to str.isdigit(), not to int()
+    ],
+)
+def test_durations_are_bounded_and_ascii(bad, reason):
+    with pytest.raises(ValueError, match=reason):
         parse_duration_ms(bad)
 
 
