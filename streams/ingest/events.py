@@ -188,8 +188,10 @@ def envelope_events(
         if not raw.get("session_key"):
             key, rule = _derive_session(rules, _facts(raw, event_org), path)
             event["session_key"], event["session_rule"] = key, rule
-        elif not raw.get("session_rule"):
-            event["session_rule"] = "client"
+        else:
+            _check_session_org(raw["session_key"], event_org, path)
+            if not raw.get("session_rule"):
+                event["session_rule"] = "client"
         client_id = raw.get("event_id")
         if client_id is not None and not isinstance(client_id, str):
             raise BadRequest(join(path, "event_id"), "expected a string")
@@ -199,6 +201,21 @@ def envelope_events(
         event["received_at"] = received_at
         events.append(event)
     return events
+
+
+def _check_session_org(key: Any, org: str, path: str) -> None:
+    """A session key the client gives must be of the event's org (``<org>:...``), as every session rule's is.
+
+    Why: a session's state is found by its key alone, so a token of org ``a`` posting ``session_key:
+    "b:alert:DiskFull:db"`` (org ``a``, which its scope allows) acknowledged, resolved or added alerts to org
+    ``b``'s incident.
+    """
+    if isinstance(key, str) and key.startswith(f"{org}:"):
+        return
+    shown = repr(key[:80]) if isinstance(key, str) else type(key).__name__
+    raise BadRequest(
+        join(path, "session_key"), f"{shown} is not a session of org {org[:80]!r}: it must start with '{org[:80]}:'"
+    )
 
 
 def _derive_session(rules: Sequence[SessionRule], facts: Mapping[str, str], path: str) -> tuple[str, str]:

@@ -156,7 +156,7 @@ CASES = [
         "missing required field: event type",
         post(
             "/ingest/events",
-            json={"kind": "scan", "source": "x", "occurred_at": 1, "session_key": "k"},
+            json={"kind": "scan", "source": "x", "occurred_at": 1, "session_key": "acme:k"},
             headers=bearer("scanner"),
         ),
         400,
@@ -204,7 +204,7 @@ CASES = [
                 "type": "t",
                 "source": "s",
                 "occurred_at": 1,
-                "session_key": "k",
+                "session_key": "acme:k",
                 "payload": {"value": "high"},
             },
             headers=bearer("scanner"),

@@ -75,10 +75,14 @@ BAD_BODIES = [
     ("NUL in a label name", json.dumps({**EVENT, "labels": {"a\u0000b": "x"}}).encode(), "NUL"),
     (
         "session key over 512",
-        json.dumps({**EVENT, "session_key": "k" * 600}).encode(),
+        json.dumps({**EVENT, "session_key": "acme:" + "k" * 595}).encode(),
         "session_key: 600 characters; at most 512",
     ),
-    ("org over 128", json.dumps({**EVENT, "org": "o" * 200}).encode(), "org: 200 characters; at most 128"),
+    (
+        "org over 128",
+        json.dumps({**EVENT, "org": "o" * 200, "session_key": "o" * 200 + ":k"}).encode(),
+        "org: 200 characters; at most 128",
+    ),
 ]
 
 

@@ -104,8 +104,8 @@ def test_envelope_session_key_from_rules_ids_from_the_client():
     [event] = envelope({**GENERIC, "event_id": "client-7"})
     assert event["session_key"] == "acme:alert:QueueDepth:billing" and event["session_rule"] == "alert-group"
     assert event["event_id"] == derived_id("client", "acme", "client-7") and event["received_at"] == NOW
-    [keyed] = envelope({**GENERIC, "session_key": "mine", "org": "globex"}, key="idem-1")
-    assert keyed["session_key"] == "mine" and keyed["session_rule"] == "client"
+    [keyed] = envelope({**GENERIC, "session_key": "globex:mine", "org": "globex"}, key="idem-1")
+    assert keyed["session_key"] == "globex:mine" and keyed["session_rule"] == "client"
     assert keyed["event_id"] == derived_id("client", "globex", "idem-1")
     many = envelope([GENERIC, GENERIC], key="batch-1")
     assert [e["event_id"] for e in many] == [derived_id("client", "acme", f"batch-1#{i}") for i in range(2)]
@@ -126,6 +126,10 @@ def test_envelope_session_key_from_rules_ids_from_the_client():
             "no session rule applies",
         ),
         ({**GENERIC, "event_id": 7}, "event_id", "expected a string"),
+        # a session is found by its key alone: org acme's event may not name globex's session, nor one of no org
+        ({**GENERIC, "session_key": "globex:alert:DiskFull:db"}, "session_key", "not a session of org 'acme'"),
+        ({**GENERIC, "session_key": "mine"}, "session_key", "it must start with 'acme:'"),
+        ({**GENERIC, "session_key": 7}, "session_key", "not a session of org"),
         ({**GENERIC, "payload": {"value": "high"}}, "payload.value", "expected a number or null, got a string"),
         ({**GENERIC, "payload": {"vaule": 1.0}}, "payload.vaule", "unknown field"),
         ({**GENERIC, "kind": "scan", "payload": {"scan_type": "drift"}}, "payload.scan_id", "required"),

@@ -90,6 +90,27 @@ def test_a_token_for_org_a_cannot_create_control_events_for_org_b(scoped, http, 
     assert answer.status_code == 403 and "may not write to org 'b'" in answer.json()["error"]
 
 
+@pytest.mark.parametrize("etype", ["ack", "resolve", "alert.resolved", "alert.firing"])
+def test_a_token_for_org_a_cannot_reach_org_bs_session_by_naming_it(scoped, http, etype):
+    """A session is found by its key alone: an event of org "a" (which the token may write) naming org "b"'s
+    session would have acknowledged, resolved or added to b's incident. 400 naming the key; nothing written."""
+    server, _ = scoped
+    body = {**control(etype, "a"), "session_key": "b:alert:DiskFull:db"}
+    if etype.startswith("alert."):
+        body = {**body, "kind": "telemetry", "labels": {"alertname": "DiskFull", "service": "db"}, "payload": None}
+    answer = http.post(server.url("/ingest/events"), json=body, headers=bearer("alertmanager"))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == (
+        "session_key: 'b:alert:DiskFull:db' is not a session of org 'a': it must start with 'a:'"
+    )
+    own = http.post(
+        server.url("/ingest/events"),
+        json={**body, "session_key": "a:alert:DiskFull:db"},
+        headers=bearer("alertmanager"),
+    )
+    assert own.status_code == 200, own.text
+
+
 @pytest.mark.parametrize(
     "etype",
     ["silence.created", "silence.expired", "ack", "incident.resolved", "remediation.approved", "remediation.rejected"],
