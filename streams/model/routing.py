@@ -319,6 +319,10 @@ def _inhibit_rule(path: Path, item: Any, index: int, line: int) -> InhibitRule:
     equal = item.get("equal", [])
     if not isinstance(equal, list) or not all(isinstance(e, str) for e in equal):
         raise ConfigError(path, item.line_of("equal"), f"{what}: equal must be a list of label names")
+    if "org" not in equal:
+        # An inhibit rule holds within one org, as a silence made by a one-org token does: a rule copied from an
+        # Alertmanager config (equal: [service]) let any producer of org a mute org b's alerts of that service.
+        equal = [*equal, "org"]
     return InhibitRule(source=source, target=target, equal=tuple(equal), line=item.line)
 
 

@@ -113,3 +113,26 @@ def test_condition_step_needs_the_for_duration_and_clears_on_one_miss():
     assert policy.condition_step(since, on, 8, 3 * MIN, trig) == (0, True, None)
     assert policy.condition_step(since, on, 5, 4 * MIN, trig) == (None, False, "clear")
     assert policy.condition_step(None, False, 1, 5 * MIN, trig) == (None, False, None)
+
+
+def test_an_inhibit_rule_holds_within_one_org_even_when_its_equal_leaves_org_out(tmp_path):
+    """A rule copied from an Alertmanager config (``equal: [service]``) let org a's urgent alert mute org b's
+    warnings of the same service name: any producer allowed to write org a could quiet org b."""
+    from agents.sinks.channels import specs
+    from streams.model.routing import load_routing
+
+    path = tmp_path / "routing.yaml"
+    path.write_text(
+        "receivers: [{name: log, channel: log}]\n"
+        "route: {receiver: log}\n"
+        "inhibit_rules:\n"
+        "  - source_matchers: ['severity=\"urgent\"']\n"
+        "    target_matchers: ['severity=\"warning\"']\n"
+        "    equal: [service]\n"
+    )
+    [rule] = load_routing(path, channels=specs()).inhibit_rules
+    assert rule.equal == ("service", "org")
+    target = {"alertname": "HighLatency", "severity": "warning", "service": "api", "org": "b"}
+    source = {"alertname": "ApiDown", "severity": "urgent", "service": "api", "org": "a"}
+    assert not policy.inhibition_gate(target, [source], [rule]).stopped
+    assert policy.inhibition_gate({**target, "org": "a"}, [source], [rule]).stopped
