@@ -74,9 +74,15 @@ class Matcher:
         return f'{self.name}{self.op}"{escaped}"'
 
 
+def is_label_name(name: str) -> bool:
+    """A name a matcher can state (``[A-Za-z_:][A-Za-z0-9_:]*``). Ingest keeps labels of other names, as
+    Prometheus 3's UTF-8 names, so code that makes matchers from an alert's labels must ask."""
+    return re.fullmatch(_LABEL, name or "") is not None
+
+
 def make_matcher(name: str, op: str, value: str) -> Matcher:
     """Build a matcher, compiling (and so validating) a regex value once."""
-    if not re.fullmatch(_LABEL, name or ""):
+    if not is_label_name(name):
         raise MatcherError(f"invalid label name {name!r}")
     if op not in OPERATORS:
         raise MatcherError(f"unknown operator {op!r}; expected one of {', '.join(OPERATORS)}")

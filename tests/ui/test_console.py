@@ -468,3 +468,28 @@ def test_the_proxy_header_from_anywhere_else_is_ignored_and_proxy_config_is_chec
         proxy_auth("10.0.0.300")
     with pytest.raises(ApiTokenConfigError, match="OPSLOOP_UI_PROXY_ORGS"):
         proxy_auth("127.0.0.1", orgs="")
+
+
+def test_an_incident_whose_labels_a_matcher_cannot_name_still_opens(engine):
+    """Ingest keeps a label named 'a-b' (Prometheus 3 allows UTF-8 names); its incident page was a 500 because the
+    "Silence with these labels" link made a matcher of every label. That label is left out of the link."""
+    from streams.audit import store
+    from streams.audit.store import Position
+    from tests.audit.records import decision, event
+
+    key = "acme:odd:o-9"
+    ev = event(900, key)
+    ev.update(org="acme", labels={"alertname": "Odd", "a-b": "c", "service": "svc"})
+    dec = decision(900, key)
+    dec.update(org="acme", outcome="notified", severity="warning", category="other", gates=[])
+    store.write_batch(engine, [(Position("events.telemetry", 0, 900), ev), (Position("decisions", 0, 900), dec)])
+
+    async def script(client):
+        await login(client)
+        page = await client.get(f"/incident/{quote(key, safe='')}")
+        return page.status, await page.text()
+
+    _, (status, text) = run(engine, script)
+    assert status == 200
+    link = html.unescape(re.search(r'id="silence-matchers" href="([^"]+)"', text).group(1))
+    assert "service%3D%22svc%22" in link and "a-b" not in link
