@@ -13,9 +13,9 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from streams.errors import (
     EXIT_DIFFERS,
@@ -66,12 +66,20 @@ class LineError(InvalidInputError):
     """A line of a JSON-lines input is not a valid event; the message has file:line."""
 
 
-def read_json_lines(stream: TextIO, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_json_lines(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each line's event, validated and test-encoded; the first bad one raises :class:`LineError` (file:line).
+
+    Bytes in, decoded line by line, so a line that is not UTF-8 is named by its number (a text stream
+    raised UnicodeDecodeError, a traceback, from a buffer ahead of the line read)."""
     from streams.kafka.codec import CodecError, default_codec
     from streams.kafka.producer import encode_event, prepare_event
     from streams.model.records import InvalidEventError
 
-    for number, line in enumerate(stream, 1):
+    for number, data in enumerate(stream, 1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LineError(f"{name}:{number}: not UTF-8 text (byte {exc.start + 1} of the line)") from None
         if not line.strip():
             continue
         try:
@@ -90,7 +98,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     settings = _settings()
     name = args.file or "<stdin>"
-    stream = open(args.file) if args.file else sys.stdin
+    try:
+        stream = open(args.file, "rb") if args.file else sys.stdin.buffer
+    except OSError as exc:
+        raise LineError(f"{name}: cannot read it: {exc.strerror}") from None
     with stream:
         events = [raw for _, raw in read_json_lines(stream, name)]  # validate all before sending any
 

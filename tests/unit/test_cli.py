@@ -50,6 +50,19 @@ def test_produce_rejects_a_bad_line_before_sending_anything(tmp_path, capsys, mo
     assert f"{path}:2: invalid JSON" in capsys.readouterr().err
 
 
+def test_produce_names_a_file_it_cannot_read_and_a_line_that_is_not_utf8(tmp_path, capsys, monkeypatch):
+    """These were tracebacks (FileNotFoundError, UnicodeDecodeError)."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    good = {"session_key": "s", "kind": "telemetry", "type": "alert.firing", "source": "cli", "occurred_at": 1}
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(json.dumps(good).encode() + b"\n\n" + b'{"a": "\xe9t\xe9"}\n')
+    assert main(["produce", str(path)]) == 1
+    assert capsys.readouterr().err.strip() == f"opsloop: {path}:3: not UTF-8 text (byte 8 of the line)"
+    for missing, reason in ((tmp_path / "absent.jsonl", "No such file or directory"), (tmp_path, "Is a directory")):
+        assert main(["produce", str(missing)]) == 1
+        assert capsys.readouterr().err.strip() == f"opsloop: {missing}: cannot read it: {reason}"
+
+
 @pytest.mark.parametrize("argv", [["topics", "apply"], ["tail", "outbox"], ["worker"]])
 def test_an_unreachable_broker_is_one_line_and_exit_4(argv, tmp_path, capsys, monkeypatch):
     port = free_port()  # nothing listens there: connection refused at once
