@@ -282,6 +282,10 @@ def check_bounds(event: Mapping[str, Any], path: str) -> None:
             raise BadRequest(join(path, name), f"{len(value)} characters; at most {limit}")
         if _CONTROL_CHARS.search(value):
             raise BadRequest(join(path, name), "contains a control character")
+    org = event.get("org")
+    if isinstance(org, str) and ":" in org:
+        # every session key is "<org>:...": an org "acme:alert" would own org acme's "acme:alert:DiskFull:db"
+        raise BadRequest(join(path, "org"), f"{org[:128]!r} contains ':', which separates a session key's org")
     for name in ("labels", "annotations"):
         values = event.get(name)
         if isinstance(values, Mapping):

@@ -130,11 +130,14 @@ def parse_scopes(data: Any, origin: str) -> dict[str, Scope]:
         bad = [k for k in kinds if k not in EVENT_KINDS]
         if bad:
             raise ScopeConfigError(f"{where}.kinds: unknown kind {bad[0]!r}; kinds: {', '.join(EVENT_KINDS)}")
+        orgs = _strings(spec.get("orgs", ["*"]), f"{where}.orgs")
+        if any(":" in org for org in orgs):
+            raise ScopeConfigError(f"{where}.orgs: an org may not contain ':' (it separates a session key's org)")
         for key in ("control", "operator"):
             if not isinstance(spec.get(key, False), bool):
                 raise ScopeConfigError(f"{where}.{key}: expected true or false")
         scopes[str(name)] = Scope(
-            orgs=_strings(spec.get("orgs", ["*"]), f"{where}.orgs"),
+            orgs=orgs,
             kinds=kinds,
             types=_strings(spec.get("types", ["*"]), f"{where}.types"),
             control=spec.get("control", False),

@@ -79,6 +79,11 @@ BAD_BODIES = [
         "session_key: 600 characters; at most 512",
     ),
     (
+        "org with the session key's separator",
+        json.dumps({**EVENT, "org": "acme:alert", "session_key": "acme:alert:DiskFull:db"}).encode(),
+        "org: 'acme:alert' contains ':', which separates a session key's org",
+    ),
+    (
         "org over 128",
         json.dumps({**EVENT, "org": "o" * 200, "session_key": "o" * 200 + ":k"}).encode(),
         "org: 200 characters; at most 128",

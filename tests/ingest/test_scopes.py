@@ -189,4 +189,7 @@ def test_an_operator_silence_stays_as_written_and_scopes_parse_strictly():
     with pytest.raises(ValueError, match="unknown kind 'alerts'"):
         parse_scopes({"x": {"kinds": ["alerts"]}}, "f")
     assert parse_scopes({"producers": {"x": {"orgs": "a"}}}, "f")["x"].orgs == ("a",)
+    # every session key is "<org>:...": a producer of an org "acme:alert" would own acme's "acme:alert:..." sessions
+    with pytest.raises(ValueError, match="an org may not contain ':'"):
+        parse_scopes({"x": {"orgs": ["acme:alert"]}}, "f")
     assert set(TOKENS) >= set(SCOPES)
