@@ -26,7 +26,7 @@ from aiohttp import web
 
 from streams.api.auth import ApiAuth, AuthError, Reader
 from streams.audit import queries, store
-from streams.audit.queries import IncidentQuery, QueryError
+from streams.audit.queries import IncidentQuery, QueryError, check_printable
 
 log = logging.getLogger("streams.api")
 
@@ -50,6 +50,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     who = "-"
     try:
         reader = request.app[AUTH].check(request.headers.get("Authorization"))
+        check_printable(request.path, request.query)
         who = reader.name
         request[READER] = reader
         response = await handler(request)

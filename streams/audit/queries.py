@@ -44,6 +44,17 @@ class QueryError(InvalidInputError, ValueError):
     """A filter, sort, status, limit or cursor is not valid; the message names the parameter."""
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_printable(path: str, query: Mapping[str, str]) -> None:
+    """QueryError for a control character in a request's path or query: nothing stored holds one (ingest refuses
+    them), and PostgreSQL refuses a NUL in a text parameter, which was a 500 (``/incident/a%00b``, a filter value)."""
+    for name, value in (("path", path), *query.items()):
+        if _CONTROL.search(value):
+            raise QueryError(f"{name}: contains a control character")
+
+
 def parse_filter(text: str | Sequence[str] | None) -> tuple[Matcher, ...]:
     """``service=~"db.*",severity="urgent"`` (or a list of matchers) → matchers; QueryError names the bad one."""
     if not text:

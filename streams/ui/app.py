@@ -38,7 +38,7 @@ from aiohttp import web
 
 from streams.api.auth import ApiAuth, AuthError, Reader
 from streams.audit import store
-from streams.audit.queries import QueryError
+from streams.audit.queries import QueryError, check_printable
 from streams.errors import cannot_listen
 from streams.settings import Settings
 from streams.ui import deadletters, incidents, routetest, silences
@@ -83,6 +83,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Session on every page, CSRF on every POST, one log line per request naming who made it."""
     who = "-"
     try:
+        check_printable(request.path, request.query)
         if (request.method, request.path) not in OPEN:
             session = request.app[SIGNER].read(request.cookies.get(COOKIE))
             proxy = request.app[PROXY]
@@ -135,9 +136,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _next(value: Any) -> str:
-    """Only a local path (no scheme, no host): an open redirect otherwise."""
+    """Only a local path (no scheme, no host): an open redirect otherwise; and printable, because a CR or LF
+    in the Location header made aiohttp drop the connection without an answer."""
     text = value if isinstance(value, str) else "/"
-    return text if text.startswith("/") and not text.startswith("//") and "\\" not in text else "/"
+    local = text.startswith("/") and not text.startswith("//") and "\\" not in text
+    return text if local and text.isprintable() else "/"
 
 
 def _login_form(request: web.Request, nxt: str, error: str = "", status: int = 200) -> web.Response:

@@ -150,9 +150,11 @@ def test_refusals_say_why(api_db):
             ("/api/v1/incidents/globex:db:db-9", ACME),
             ("/api/v1/deadletters", ACME),
             ("/api/v1/incidents/acme:nope", ADMIN),
+            ("/api/v1/incidents/acme:a%00b", ADMIN),  # PostgreSQL refuses a NUL in a text parameter: was a 500
+            ('/api/v1/incidents?filter=service="%00"', ADMIN),
         ],
     )
-    assert [status for status, _ in answers] == [401, 401, 401, 400, 400, 400, 400, 403, 403, 404]
+    assert [status for status, _ in answers] == [401, 401, 401, 400, 400, 400, 400, 403, 403, 404, 400, 400]
     errors = [body["error"] for _, body in answers]
     assert "Bearer" in errors[0] and errors[1] == "unknown token"
     assert "service=~" in errors[3] and "invalid regular expression" in errors[3]
@@ -160,6 +162,7 @@ def test_refusals_say_why(api_db):
     assert "burning" in errors[5]
     assert "cursor" in errors[6]
     assert "globex" in errors[7] and "dead letters" in errors[8]
+    assert errors[10] == "path: contains a control character" and errors[11] == "filter: contains a control character"
 
 
 def test_an_incident_with_its_timeline_silences_and_dead_letters(api_db):

@@ -68,6 +68,14 @@ def test_every_page_needs_a_login_and_login_needs_the_right_token(engine):
         r = await login(client, ALICE, "/silences")
         out["ok"] = (r.status, r.headers["Location"], r.headers["Set-Cookie"])
         out["evil_next"] = (await login(client, ALICE, "//evil.example")).headers["Location"]
+        # a CR LF in next= made aiohttp refuse the Location header and drop the connection without an answer
+        form = await (await client.get("/login")).text()
+        crlf = await client.post(
+            "/login",
+            data={"csrf": csrf(form), "token": ALICE, "next": "/silences\r\nSet-Cookie: x=y"},
+            allow_redirects=False,
+        )
+        out["crlf_next"] = (crlf.status, crlf.headers["Location"], "x=y" in crlf.headers.getall("Set-Cookie", []))
         return out
 
     sent, out = run(engine, script)
@@ -78,6 +86,7 @@ def test_every_page_needs_a_login_and_login_needs_the_right_token(engine):
     assert (status, location) == (303, "/silences")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and ALICE not in cookie
     assert out["evil_next"] == "/"
+    assert out["crlf_next"] == (303, "/", False)
     assert sent == []
 
 
@@ -493,3 +502,17 @@ def test_an_incident_whose_labels_a_matcher_cannot_name_still_opens(engine):
     assert status == 200
     link = html.unescape(re.search(r'id="silence-matchers" href="([^"]+)"', text).group(1))
     assert "service%3D%22svc%22" in link and "a-b" not in link
+
+
+def test_a_control_character_in_a_path_or_query_is_a_400_not_a_500(engine):
+    """PostgreSQL refuses a NUL in a text parameter: /incident/a%00b and a filter value with one were 500s."""
+
+    async def script(client):
+        await login(client)
+        paths = ["/incident/a%00b", '/?filter=service%3D"%00"', "/silences?org=%0A"]
+        return [((r := await client.get(p)).status, await r.text()) for p in paths]
+
+    _, answers = run(engine, script)
+    assert [status for status, _ in answers] == [400, 400, 400]
+    assert "path: contains a control character" in answers[0][1]
+    assert "filter: contains a control character" in answers[1][1]
