@@ -394,8 +394,13 @@ def cmd_silence(args: argparse.Namespace) -> int:
             f"silence {args.action}: needs {'matchers' if args.action == 'add' else 'a silence id'}"
         )
     from streams.cli.runbooks import run_silence
+    from streams.model.records import InvalidEventError, check_org_name
 
     org = args.org or "default"
+    try:
+        check_org_name(org)
+    except InvalidEventError as exc:
+        raise InvalidInputError(f"--org: {exc.reason}") from None
     if args.action == "expire" and len(args.args) == 1 and not args.force:
         org = _silence_to_expire(args.args[0], args.org)
     return run_silence(

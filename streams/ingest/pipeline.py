@@ -35,7 +35,7 @@ from streams.ingest.sessions import SessionRule
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.producer import MAX_EVENT_BYTES, now_ms
 from streams.metrics import observe_ingested
-from streams.model.records import InvalidEventError, topic_for, validate_event
+from streams.model.records import InvalidEventError, check_org_name, topic_for, validate_event
 from streams.settings import IngestSettings, Settings
 
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
@@ -283,9 +283,11 @@ def check_bounds(event: Mapping[str, Any], path: str) -> None:
         if _CONTROL_CHARS.search(value):
             raise BadRequest(join(path, name), "contains a control character")
     org = event.get("org")
-    if isinstance(org, str) and ":" in org:
-        # every session key is "<org>:...": an org "acme:alert" would own org acme's "acme:alert:DiskFull:db"
-        raise BadRequest(join(path, "org"), f"{org[:128]!r} contains ':', which separates a session key's org")
+    if isinstance(org, str):
+        try:
+            check_org_name(org)
+        except InvalidEventError as exc:
+            raise BadRequest(join(path, exc.field), exc.reason) from None
     for name in ("labels", "annotations"):
         values = event.get(name)
         if isinstance(values, Mapping):

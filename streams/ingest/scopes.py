@@ -39,6 +39,7 @@ import yaml
 from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden
 from streams.kafka.catalogue import EVENT_KINDS
+from streams.model.records import InvalidEventError, check_org_name
 from streams.model.silences import SILENCE_CREATED, scoped_to_org
 
 CONTROL_TYPES = frozenset(
@@ -131,8 +132,11 @@ def parse_scopes(data: Any, origin: str) -> dict[str, Scope]:
         if bad:
             raise ScopeConfigError(f"{where}.kinds: unknown kind {bad[0]!r}; kinds: {', '.join(EVENT_KINDS)}")
         orgs = _strings(spec.get("orgs", ["*"]), f"{where}.orgs")
-        if any(":" in org for org in orgs):
-            raise ScopeConfigError(f"{where}.orgs: an org may not contain ':' (it separates a session key's org)")
+        for org in orgs:
+            try:
+                check_org_name(org)
+            except InvalidEventError as exc:
+                raise ScopeConfigError(f"{where}.orgs: {exc.reason}") from None
         for key in ("control", "operator"):
             if not isinstance(spec.get(key, False), bool):
                 raise ScopeConfigError(f"{where}.{key}: expected true or false")

@@ -30,6 +30,16 @@ class InvalidEventError(InvalidInputError, ValueError):
         super().__init__(f"{field}: {reason}")
 
 
+def check_org_name(org: str) -> None:
+    """InvalidEventError (field ``org``) for a name no org may have.
+
+    Every session key is ``<org>:...`` and a session is found by its key alone, so an org named
+    ``acme:alert`` would own org ``acme``'s sessions ``acme:alert:...``.
+    """
+    if ":" in org:
+        raise InvalidEventError("org", f"{org[:128]!r} contains ':', which separates a session key's org")
+
+
 def _string_map(value: Any, field: str) -> dict[str, str]:
     if value is None:
         return {}

@@ -20,6 +20,7 @@ from aiohttp import web
 from streams.api.auth import AuthError, Reader
 from streams.audit import queries
 from streams.audit.queries import IncidentQuery, QueryError
+from streams.model.records import check_org_name
 from streams.model.silences import (
     Silence,
     SilenceError,
@@ -165,6 +166,7 @@ async def create_silence(request: web.Request) -> web.StreamResponse:
     now = int(time.time() * 1000)
     try:
         reader.require_org(org)
+        check_org_name(org)
         # A name limited to some orgs silences its own org only; an unlimited name's silence applies as written.
         silence, matchers = _silence(form, user, now, org=org if reader.orgs is not None else None)
         if form_text(form, "action") == "preview":

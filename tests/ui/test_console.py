@@ -504,6 +504,20 @@ def test_an_incident_whose_labels_a_matcher_cannot_name_still_opens(engine):
     assert "service%3D%22svc%22" in link and "a-b" not in link
 
 
+def test_a_silence_for_an_org_no_org_may_be_named_is_refused(engine):
+    """Every session key is <org>:...; ingest refuses an org named with ':', and so does the silence form."""
+
+    async def script(client):
+        await login(client)
+        form = await (await client.get("/silences")).text()
+        fields = {"csrf": csrf(form), "matchers": 'a="b"', "duration": "1h", "org": "acme:alert"}
+        r = await client.post("/silences", data=fields, allow_redirects=False)
+        return r.status, await r.text()
+
+    sent, (status, text) = run(engine, script)
+    assert status == 400 and "contains &#x27;:&#x27;, which separates a session key" in text and sent == []
+
+
 def test_a_control_character_in_a_path_or_query_is_a_400_not_a_500(engine):
     """PostgreSQL refuses a NUL in a text parameter: /incident/a%00b and a filter value with one were 500s."""
 

@@ -190,3 +190,11 @@ def test_a_port_in_use_is_one_line_and_exit_4(command, tmp_path, capsys, monkeyp
             "address already in use"
         )
     )
+
+
+def test_a_silence_for_an_org_no_org_may_be_named_is_refused_before_anything_is_sent(capsys, monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:1")  # nothing is reached: the org is refused first
+    assert main(["silence", "add", 'a="b"', "--duration", "1h", "--org", "acme:alert"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "opsloop: --org: 'acme:alert' contains ':', which separates a session key's org"
+    )
