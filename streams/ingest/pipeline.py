@@ -31,7 +31,7 @@ from streams.ingest.idempotency import Claims, RecentIds
 from streams.ingest.metrics import IngestMetrics
 from streams.ingest.publisher import Publisher, Ready
 from streams.ingest.scopes import DEFAULT_SCOPE, Principal, Scope, authorize
-from streams.ingest.sessions import SessionRule
+from streams.ingest.sessions import SESSION_KEY_MAX, SessionRule
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.producer import MAX_EVENT_BYTES, now_ms
 from streams.metrics import observe_ingested
@@ -262,7 +262,7 @@ class Ingest:
 # now (the projector dead-letters), but is refused here so the producer learns at once.
 FIELD_LIMITS = {
     "event_id": 128,
-    "session_key": 512,
+    "session_key": SESSION_KEY_MAX,
     "org": 128,
     "kind": 32,
     "type": 128,

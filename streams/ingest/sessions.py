@@ -15,6 +15,7 @@ file:line), and :func:`session_key` turns facts into a key.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -100,13 +101,31 @@ def make_facts(
     return facts
 
 
+# The longest session key (its audit columns, streams/audit/models.py; ingest refuses a longer one a client gives).
+SESSION_KEY_MAX = 512
+
+
+def bounded_key(key: str) -> str:
+    """``key``, or for one longer than :data:`SESSION_KEY_MAX` its head and a hash of all of it.
+
+    Why: a label value may hold 4,096 characters, so a key made from one (an alert whose ``service`` is
+    600 characters) was refused with a 400 naming a session_key the sender never sent, and the alert
+    was lost. The head keeps the org prefix and what an operator reads; the hash keeps distinct keys
+    distinct and the same labels in the same session.
+    """
+    if len(key) <= SESSION_KEY_MAX:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{key[: SESSION_KEY_MAX - len(digest) - 1]}~{digest}"
+
+
 def session_key(rules: Iterable[SessionRule], facts: Mapping[str, str]) -> tuple[str, str]:
-    """``(key, rule name)`` of the first rule that matches and can fill its template."""
+    """``(key, rule name)`` of the first rule that matches and can fill its template (bounded: :func:`bounded_key`)."""
     for rule in rules:
         if rule.matches(facts):
             key = rule.key.render(facts)
             if key:
-                return key, rule.name
+                return bounded_key(key), rule.name
     raise NoSessionRule(f"no session rule applies to a {facts.get('kind')} event of type {facts.get('type')!r}")
 
 

@@ -248,3 +248,20 @@ def test_an_event_time_at_or_before_arrival_is_the_senders():
         not_after_arrival(event)
         assert event["occurred_at"] == timestamp_ms(starts_at, "startsAt")
         assert SENT_AT_ANNOTATION not in event["annotations"]
+
+
+def test_a_session_key_made_from_a_long_label_is_bounded_and_still_one_per_label_set():
+    """A label value may hold 4,096 characters; a key made from a 600-character service was a 400 naming a
+    session_key the sender never sent (the alert lost). Now: its head, '~', and a hash of all of it."""
+    from streams.ingest.pipeline import check_bounds
+    from streams.ingest.sessions import SESSION_KEY_MAX
+
+    long_a, long_b = "s" * 600, "s" * 599 + "t"  # the same head, different values
+    [a] = prom([{"labels": {**CPU, "service": long_a}}])
+    [a_again] = prom([{"labels": {**CPU, "service": long_a}, "annotations": {"summary": "moved"}}])
+    [b] = prom([{"labels": {**CPU, "service": long_b}}])
+    check_bounds(a, "alerts[0]")  # no 400
+    assert len(a["session_key"]) == SESSION_KEY_MAX and a["session_key"].startswith("acme:alert:HostHighCpuLoad:sss")
+    assert a["session_key"] == a_again["session_key"] != b["session_key"]
+    [short] = prom([{"labels": {**CPU, "service": "api"}}])
+    assert short["session_key"] == "acme:alert:HostHighCpuLoad:api"  # a key within the bound is as before
