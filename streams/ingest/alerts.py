@@ -130,7 +130,7 @@ def alert_event(
 def _common(alert: Any, path: str) -> tuple[Mapping[str, Any], dict[str, str], dict[str, str], str]:
     alert = obj(alert, path)
     labels = string_map(alert.get("labels"), join(path, "labels"), required=True, nonempty=True)
-    annotations = string_map(alert.get("annotations"), join(path, "annotations"))
+    annotations = string_map(alert.get("annotations"), join(path, "annotations"), text=True)
     generator_url = string(alert, "generatorURL", path, required=False)
     return alert, labels, annotations, generator_url
 

@@ -166,8 +166,11 @@ def integer(m: Mapping[str, Any], key: str, path: str) -> int:
     return value
 
 
-def string_map(value: Any, path: str, *, required: bool = False, nonempty: bool = False) -> dict[str, str]:
-    """A JSON object of string values (labels, annotations)."""
+def string_map(
+    value: Any, path: str, *, required: bool = False, nonempty: bool = False, text: bool = False
+) -> dict[str, str]:
+    """A JSON object of string values (labels; annotations with ``text``, whose long values
+    :func:`clip_annotations` cuts where every event is finished, instead of a 400 here)."""
     if value is None:
         if required:
             raise BadRequest(path, "required")
@@ -177,13 +180,33 @@ def string_map(value: Any, path: str, *, required: bool = False, nonempty: bool 
     if nonempty and not value:
         raise BadRequest(path, "empty; expected at least one label")
     for name, item in value.items():
-        check_label(name, item, path)
+        check_label(name, "" if text else item, path)
     return dict(value)
 
 
 MAX_LABEL_NAME = 128
 MAX_LABEL_VALUE = 4096
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clip_annotations(annotations: Any) -> Any:
+    """Annotation values past :data:`MAX_LABEL_VALUE` characters cut there, with a marker saying how long they were.
+
+    Why not a 400 as for a label: an annotation is text for people (a templated description, a runbook's
+    text), not the alert's identity, and a 400 made Prometheus drop every alert of the post (it does not
+    retry a 4xx). Anything else is returned as it is, for the checks after to judge.
+    """
+    if not isinstance(annotations, Mapping) or not any(
+        isinstance(v, str) and len(v) > MAX_LABEL_VALUE for v in annotations.values()
+    ):
+        return annotations
+    out = {}
+    for key, value in annotations.items():
+        if isinstance(value, str) and len(value) > MAX_LABEL_VALUE:
+            marker = f" … (cut from {len(value)} characters)"
+            value = value[: MAX_LABEL_VALUE - len(marker)] + marker
+        out[key] = value
+    return out
 
 
 def check_label(name: Any, value: Any, path: str) -> None:

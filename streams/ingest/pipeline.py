@@ -26,7 +26,7 @@ from streams.ingest.errors import (
     RetryLater,
     UnsupportedMediaType,
 )
-from streams.ingest.fields import check_label, join
+from streams.ingest.fields import check_label, clip_annotations, join
 from streams.ingest.idempotency import Claims, RecentIds
 from streams.ingest.metrics import IngestMetrics
 from streams.ingest.publisher import Publisher, Ready
@@ -174,6 +174,8 @@ class Ingest:
         copies was a quarter of ingest's CPU in E2E, whose posts are four in five such copies
         (deploy/bench/BENCHMARKS.md). Prometheus's own re-sends move endsAt, so they are new events."""
         raw = dict(raw)
+        if "annotations" in raw:
+            raw["annotations"] = clip_annotations(raw["annotations"])
         check_bounds(raw, path)
         authorize(principal, raw)
         try:

@@ -89,7 +89,7 @@ def scan_event(
         "occurred_at": occurred_at,
         "received_at": received_at,
         "labels": labels,
-        "annotations": string_map(body.get("annotations"), "annotations"),
+        "annotations": string_map(body.get("annotations"), "annotations", text=True),
         "payload": {
             "scan_id": scan_id,
             "scan_type": scan_type,

@@ -265,3 +265,18 @@ def test_a_session_key_made_from_a_long_label_is_bounded_and_still_one_per_label
     assert a["session_key"] == a_again["session_key"] != b["session_key"]
     [short] = prom([{"labels": {**CPU, "service": "api"}}])
     assert short["session_key"] == "acme:alert:HostHighCpuLoad:api"  # a key within the bound is as before
+
+
+def test_a_long_annotation_is_cut_with_a_marker_not_refused():
+    """A 400 for one alert's 5,000-character description made Prometheus drop every alert of its post."""
+    from streams.ingest.fields import MAX_LABEL_VALUE, clip_annotations
+    from streams.ingest.pipeline import check_bounds
+
+    [event] = prom([{"labels": CPU, "annotations": {"description": "d" * 5000, "summary": "short"}}])
+    event["annotations"] = clip_annotations(event["annotations"])  # what Ingest.finish does for every event
+    check_bounds(event, "alerts[0]")  # no 400
+    description = event["annotations"]["description"]
+    assert len(description) == MAX_LABEL_VALUE and description.endswith(" … (cut from 5000 characters)")
+    assert event["annotations"]["summary"] == "short"
+    same = {"summary": "short"}
+    assert clip_annotations(same) is same  # nothing to cut: untouched

@@ -324,3 +324,25 @@ def test_tokens_and_secrets_never_reach_the_logs(module_env, ingest_server, capl
     for secret in [*TOKENS.values(), GITHUB_SECRET, PAGERDUTY_SECRET, *signatures]:
         assert secret not in caplog.text
         assert secret not in ingest_server.log()  # the module's server process, after the other tests' posts
+
+
+def test_a_post_with_a_long_description_and_a_long_service_is_accepted_whole(ingest_server, module_settings, http):
+    """Prometheus drops a whole post answered 4xx. One alert's 5,000-character description (an annotation: cut, with
+    a marker) or a 600-character service (a label: kept, its session key bounded) refused all 64 of its post."""
+    tag = uuid.uuid4().hex[:6]
+    long_text = firing_alert(f"Long{tag}")
+    long_text["annotations"]["description"] = "d" * 5000
+    long_service = firing_alert(f"Wide{tag}", service="s" * 600)
+    answer = http.post(
+        ingest_server.url("/api/v2/alerts"),
+        json=[long_text, long_service, firing_alert(f"Plain{tag}")],
+        headers=bearer("prometheus"),
+    )
+    assert answer.status_code == 200, answer.text
+    ids = answer.json()["event_ids"]
+    assert answer.json()["accepted"] == 3
+    records = read_events(module_settings, lambda rs: {r.value["event_id"] for r in rs if r.value} >= set(ids))
+    events = {r.value["event_id"]: r.value for r in records if r.value}
+    description = events[ids[0]]["annotations"]["description"]
+    assert len(description) == 4096 and description.endswith("(cut from 5000 characters)")
+    assert events[ids[1]]["labels"]["service"] == "s" * 600 and len(events[ids[1]]["session_key"]) == 512
