@@ -26,15 +26,18 @@ are the I/O shell.
 from __future__ import annotations
 
 import functools
+import json
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from aiohttp import web
 
-from streams.ingest.errors import BadRequest
+from streams.ingest.errors import BadRequest, IngestError, PayloadTooLarge
 from streams.ingest.fields import array, index, join, obj, parse_json, string, string_map, timestamp_ms
-from streams.ingest.pipeline import INGEST, now
+from streams.ingest.pipeline import INGEST, Ingest, now
+from streams.ingest.publisher import Ready
+from streams.ingest.scopes import Principal
 from streams.ingest.sessions import SessionRule, make_facts, session_key
 from streams.model.records import derived_id
 
@@ -136,79 +139,127 @@ def _common(alert: Any, path: str) -> tuple[Mapping[str, Any], dict[str, str], d
 
 
 def prometheus_events(body: Any, *, org: str, received_at: int, rules: Sequence[SessionRule]) -> list[dict[str, Any]]:
-    """Prometheus's ``POST /api/v2/alerts`` body (a JSON array of alerts) → events."""
+    """Prometheus's ``POST /api/v2/alerts`` body (a JSON array of alerts) → events (the first bad alert raises)."""
     alerts = array(body, "alerts", nonempty=True)
-    events = []
-    for i, raw in enumerate(alerts):
-        path = index("alerts", i)
-        alert, labels, annotations, generator_url = _common(raw, path)
-        starts_at = timestamp_ms(alert.get("startsAt"), join(path, "startsAt"))
-        ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
-        if starts_at is None:  # Prometheus always sends it; other clients may not
-            starts_at = received_at
-        elif ends_at is not None and ends_at < starts_at:  # Alertmanager's API refuses it too
-            raise BadRequest(join(path, "endsAt"), "before startsAt")
-        status = "resolved" if ends_at is not None and ends_at <= received_at else "firing"
-        events.append(
-            alert_event(
-                org=labels.get("org") or org,
-                source="prometheus",
-                status=status,
-                labels=labels,
-                annotations=annotations,
-                starts_at=starts_at,
-                ends_at=ends_at,
-                generator_url=generator_url,
-                fp=fingerprint(labels),
-                received_at=received_at,
-                rules=rules,
-                path=path,
-            )
-        )
-    return events
+    return [
+        prometheus_event(raw, index("alerts", i), org=org, received_at=received_at, rules=rules)
+        for i, raw in enumerate(alerts)
+    ]
+
+
+def prometheus_event(
+    raw: Any, path: str, *, org: str, received_at: int, rules: Sequence[SessionRule]
+) -> dict[str, Any]:
+    """One alert of Prometheus's push → its event (BadRequest naming ``path``)."""
+    alert, labels, annotations, generator_url = _common(raw, path)
+    starts_at = timestamp_ms(alert.get("startsAt"), join(path, "startsAt"))
+    ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
+    if starts_at is None:  # Prometheus always sends it; other clients may not
+        starts_at = received_at
+    elif ends_at is not None and ends_at < starts_at:  # Alertmanager's API refuses it too
+        raise BadRequest(join(path, "endsAt"), "before startsAt")
+    status = "resolved" if ends_at is not None and ends_at <= received_at else "firing"
+    return alert_event(
+        org=labels.get("org") or org,
+        source="prometheus",
+        status=status,
+        labels=labels,
+        annotations=annotations,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        generator_url=generator_url,
+        fp=fingerprint(labels),
+        received_at=received_at,
+        rules=rules,
+        path=path,
+    )
 
 
 def alertmanager_events(body: Any, *, org: str, received_at: int, rules: Sequence[SessionRule]) -> list[dict[str, Any]]:
-    """Alertmanager's webhook payload (version "4") → one event per alert, firing or resolved."""
+    """Alertmanager's webhook payload (version "4") → one event per alert, firing or resolved (the first bad one raises)."""
+    alerts = alertmanager_alerts(body)
+    return [
+        alertmanager_event(raw, index("alerts", i), org=org, received_at=received_at, rules=rules)
+        for i, raw in enumerate(alerts)
+    ]
+
+
+def alertmanager_alerts(body: Any) -> list[Any]:
+    """The alerts of a webhook payload, once its envelope is Alertmanager's version 4."""
     body = obj(body, "body")
     version = body.get("version")
     if version != "4":
         raise BadRequest("version", f'expected "4" (Alertmanager webhook payload version), got {version!r}')
-    alerts = array(body.get("alerts"), "alerts", nonempty=True)
-    events = []
-    for i, raw in enumerate(alerts):
-        path = index("alerts", i)
-        alert, labels, annotations, generator_url = _common(raw, path)
-        status = string(alert, "status", path)
-        if status not in ("firing", "resolved"):
-            raise BadRequest(join(path, "status"), f"expected 'firing' or 'resolved', got {status!r}")
-        starts_at = timestamp_ms(alert.get("startsAt"), join(path, "startsAt"), required=True)
-        ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
-        if starts_at is None:
-            raise BadRequest(join(path, "startsAt"), "required (got the zero time)")
-        if status == "resolved" and ends_at is None:
-            raise BadRequest(join(path, "endsAt"), "required for a resolved alert")
-        fp = string(alert, "fingerprint", path, required=False) or fingerprint(labels)
-        events.append(
-            alert_event(
-                org=labels.get("org") or org,
-                source="alertmanager",
-                status=status,
-                labels=labels,
-                annotations=annotations,
-                starts_at=starts_at,
-                ends_at=ends_at,
-                generator_url=generator_url,
-                fp=fp,
-                received_at=received_at,
-                rules=rules,
-                path=path,
-            )
-        )
-    return events
+    return array(body.get("alerts"), "alerts", nonempty=True)
+
+
+def alertmanager_event(
+    raw: Any, path: str, *, org: str, received_at: int, rules: Sequence[SessionRule]
+) -> dict[str, Any]:
+    """One alert of Alertmanager's webhook → its event (BadRequest naming ``path``)."""
+    alert, labels, annotations, generator_url = _common(raw, path)
+    status = string(alert, "status", path)
+    if status not in ("firing", "resolved"):
+        raise BadRequest(join(path, "status"), f"expected 'firing' or 'resolved', got {status!r}")
+    starts_at = timestamp_ms(alert.get("startsAt"), join(path, "startsAt"), required=True)
+    ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
+    if starts_at is None:
+        raise BadRequest(join(path, "startsAt"), "required (got the zero time)")
+    if status == "resolved" and ends_at is None:
+        raise BadRequest(join(path, "endsAt"), "required for a resolved alert")
+    fp = string(alert, "fingerprint", path, required=False) or fingerprint(labels)
+    return alert_event(
+        org=labels.get("org") or org,
+        source="alertmanager",
+        status=status,
+        labels=labels,
+        annotations=annotations,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        generator_url=generator_url,
+        fp=fp,
+        received_at=received_at,
+        rules=rules,
+        path=path,
+    )
 
 
 # -- views ---------------------------------------------------------------------------
+
+
+async def best_effort(
+    ingest: Ingest,
+    alerts: Sequence[Any],
+    parse: Callable[[Any, str], dict[str, Any]],
+    principal: Principal,
+    endpoint: str,
+) -> web.Response:
+    """Take every alert of a post that is valid; a 400 names the others, with what was taken.
+
+    Why: Prometheus and Alertmanager do not retry a 4xx, so one bad alert refusing the post lost every
+    other alert in it (up to 64 in one Prometheus push). Alertmanager's own API does the same: "a best
+    effort to insert all alerts that are valid", then 400 with the errors. An alert that is refused is
+    one that is malformed (400) or too large (413); a token not allowed an alert's org still refuses the
+    whole post (403), and nothing is taken when no alert is valid.
+    """
+    ready: list[Ready] = []
+    refused: list[IngestError] = []
+    for i, raw in enumerate(alerts):
+        path = index("alerts", i)
+        try:
+            ready.append(ingest.finish(parse(raw, path), path, principal=principal))
+        except (BadRequest, PayloadTooLarge) as exc:
+            refused.append(exc)
+    if not ready:
+        raise refused[0]
+    response = await ingest.accept(ready, endpoint)
+    if not refused:
+        return response
+    ingest.metrics.events.labels(endpoint, "refused").inc(len(refused))
+    body = json.loads(cast(bytes, response.body))
+    more = f" (and {len(refused) - 1} more alerts refused)" if len(refused) > 1 else ""
+    body = {"error": refused[0].reason + more, "refused": [e.reason for e in refused], **body}
+    return web.json_response(body, status=400)
 
 
 async def post_prometheus_alerts(request: web.Request) -> web.Response:
@@ -216,10 +267,13 @@ async def post_prometheus_alerts(request: web.Request) -> web.Response:
     ingest.check_length(request)
     principal = ingest.authenticate(request)
     body = await ingest.read_body(request)
-    received_at = now()
-    events = prometheus_events(parse_json(body), org=ingest.org(request), received_at=received_at, rules=ingest.rules)
-    ready = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
-    return await ingest.accept(ready, "prometheus")
+    received_at, org = now(), ingest.org(request)
+    alerts = array(parse_json(body), "alerts", nonempty=True)
+
+    def parse(raw: Any, path: str) -> dict[str, Any]:
+        return prometheus_event(raw, path, org=org, received_at=received_at, rules=ingest.rules)
+
+    return await best_effort(ingest, alerts, parse, principal, "prometheus")
 
 
 async def post_alertmanager_webhook(request: web.Request) -> web.Response:
@@ -227,9 +281,9 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
     ingest.check_length(request)
     principal = ingest.authenticate(request)
     body = await ingest.read_body(request)
-    received_at = now()
+    received_at, org = now(), ingest.org(request)
     payload = parse_json(body)
-    events = alertmanager_events(payload, org=ingest.org(request), received_at=received_at, rules=ingest.rules)
+    alerts = alertmanager_alerts(payload)
     truncated = payload.get("truncatedAlerts")
     if isinstance(truncated, int) and truncated > 0:  # the receiver's max_alerts cut the group: say so, once per post
         log.warning(
@@ -237,5 +291,8 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
             truncated,
             str(payload.get("groupKey", ""))[:200],
         )
-    ready = [ingest.finish(e, index("alerts", i), principal=principal) for i, e in enumerate(events)]
-    return await ingest.accept(ready, "alertmanager")
+
+    def parse(raw: Any, path: str) -> dict[str, Any]:
+        return alertmanager_event(raw, path, org=org, received_at=received_at, rules=ingest.rules)
+
+    return await best_effort(ingest, alerts, parse, principal, "alertmanager")

@@ -20,7 +20,8 @@ class IngestMetrics:
         )
         self.events = Counter(
             "opsloop_ingest_events",
-            "Events by endpoint and outcome (accepted: written and acknowledged; duplicate: already accepted; ignored).",
+            "Events by endpoint and outcome (accepted: written and acknowledged; duplicate: already accepted; ignored;"
+            " refused: an alert of a post taken in part).",
             ["endpoint", "outcome"],
             registry=self.registry,
         )

@@ -346,3 +346,42 @@ def test_a_post_with_a_long_description_and_a_long_service_is_accepted_whole(ing
     description = events[ids[0]]["annotations"]["description"]
     assert len(description) == 4096 and description.endswith("(cut from 5000 characters)")
     assert events[ids[1]]["labels"]["service"] == "s" * 600 and len(events[ids[1]]["session_key"]) == 512
+
+
+def test_one_bad_alert_refuses_itself_not_its_post(ingest_server, module_settings, http):
+    """Prometheus and Alertmanager do not retry a 4xx: a post refused whole for one bad alert lost every other
+    alert in it. Now the valid ones are taken and a 400 names the others, as Alertmanager's own API does."""
+    tag = uuid.uuid4().hex[:6]
+    bad_time = {**firing_alert(f"BadTime{tag}"), "startsAt": "yesterday"}
+    bad_labels = {**firing_alert(f"BadLabels{tag}"), "labels": {"alertname": 5}}
+    good = [firing_alert(f"Good{tag}", shard=str(i)) for i in range(2)]
+    answer = http.post(
+        ingest_server.url("/api/v2/alerts"), json=[good[0], bad_time, good[1], bad_labels], headers=bearer("prometheus")
+    )
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert body["refused"] == [
+        "alerts[1].startsAt: not an RFC 3339 timestamp: 'yesterday'",
+        "alerts[3].labels: expected a mapping of strings",
+    ]
+    assert body["error"] == body["refused"][0] + " (and 1 more alerts refused)"
+    assert body["accepted"] == 2 and len(body["event_ids"]) == 2
+
+    am_body = json.loads((FIXTURES / "alertmanager_v4.json").read_text())
+    am_body["alerts"] = [
+        {**am_body["alerts"][0], "labels": {**am_body["alerts"][0]["labels"], "alertname": f"AmGood{tag}"}},
+        {**am_body["alerts"][0], "status": "pending"},
+    ]
+    am = http.post(ingest_server.url("/ingest/alertmanager"), json=am_body, headers=bearer("alertmanager"))
+    assert am.status_code == 400 and am.json()["refused"] == [
+        "alerts[1].status: expected 'firing' or 'resolved', got 'pending'"
+    ]
+    ids = set(body["event_ids"]) | set(am.json()["event_ids"])
+    assert len(ids) == 3
+    records = read_events(module_settings, lambda rs: {r.value["event_id"] for r in rs if r.value} >= ids)
+    names = {r.value["labels"]["alertname"] for r in records if r.value and r.value["event_id"] in ids}
+    assert names == {f"Good{tag}", f"AmGood{tag}"}
+
+    only_bad = http.post(ingest_server.url("/api/v2/alerts"), json=[bad_time], headers=bearer("prometheus"))
+    assert only_bad.status_code == 400  # nothing valid: refused whole, as before
+    assert only_bad.json() == {"error": "alerts[0].startsAt: not an RFC 3339 timestamp: 'yesterday'"}
