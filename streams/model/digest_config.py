@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from streams.model.records import InvalidEventError, check_org_name
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml
 
 DIGEST_FILE = "digest.yaml"
@@ -125,6 +126,10 @@ def load_digest_config(path: str | Path) -> DigestConfig:
         org = item.get("org")
         if not isinstance(org, str) or not org:
             raise ConfigError(path, item.line_of("org"), f"{what}: org is required (a non-empty string)")
+        try:
+            check_org_name(org)
+        except InvalidEventError as exc:
+            raise ConfigError(path, item.line_of("org"), f"{what}: {exc}") from None
         what = f"digest for org {org!r}"
         if org in orgs:
             raise ConfigError(path, item.line_of("org"), f"{what}: listed twice (first on line {orgs[org].line})")

@@ -61,6 +61,7 @@ def test_defaults_overrides_and_the_shipped_file(tmp_path):
             "digest for org 'acme': listed twice (first on line 2)",
         ),
         ("digests:\n  - {hour: 9}\n", 2, "digests[0]: org is required"),
+        ("digests:\n  - {org: 'a:b', hour: 9}\n", 2, "digests[0]: org: 'a:b' contains ':', which separates"),
         ("digests:\n  - org: acme\n    timezone: CEST\n", 3, "digest for org 'acme': unknown time zone 'CEST'"),
         (
             "digests:\n  - org: acme\n    hour: '08:00'\n",
