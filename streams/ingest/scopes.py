@@ -11,7 +11,9 @@ same YAML inline, e.g. ``{scanner: {orgs: [acme], kinds: [scan]}}``)::
       console:  {orgs: ["*"], control: true, operator: true}
 
 * ``orgs``: the orgs it may write (``"*"``: any). Default ``["*"]``.
-* ``kinds``: telemetry / webhook / timer / scan. Default: all four.
+* ``kinds``: telemetry / webhook / scan, and timer only when named. Default: the first
+  three. Timer events are opsloop's own (its ticker writes them to Kafka); one
+  ``timer.fired`` posted by a producer fired a session's whole escalation chain at once.
 * ``types``: glob patterns of event types (``alert.*``). Default ``["*"]``.
 * ``control``: may it write control events (:data:`CONTROL_TYPES`: silences, acks,
   resolves, remediation approvals)? Default **false**: a token without an entry
@@ -70,10 +72,14 @@ class ScopeConfigError(InvalidInputError, ValueError):
     """The scopes configuration is malformed; the message names the producer and key."""
 
 
+# What a producer may write when its scope does not say: every kind but timer (see the module's docstring).
+DEFAULT_KINDS = tuple(kind for kind in EVENT_KINDS if kind != "timer")
+
+
 @dataclass(frozen=True)
 class Scope:
     orgs: tuple[str, ...] = ("*",)
-    kinds: tuple[str, ...] = tuple(EVENT_KINDS)
+    kinds: tuple[str, ...] = DEFAULT_KINDS
     types: tuple[str, ...] = ("*",)
     control: bool = False
     operator: bool = False
@@ -127,7 +133,7 @@ def parse_scopes(data: Any, origin: str) -> dict[str, Scope]:
         unknown = sorted(set(spec) - set(SCOPE_KEYS))
         if unknown:
             raise ScopeConfigError(f"{where}: unknown key {unknown[0]!r}; keys: {', '.join(SCOPE_KEYS)}")
-        kinds = _strings(spec.get("kinds", list(EVENT_KINDS)), f"{where}.kinds")
+        kinds = _strings(spec.get("kinds", list(DEFAULT_KINDS)), f"{where}.kinds")
         bad = [k for k in kinds if k not in EVENT_KINDS]
         if bad:
             raise ScopeConfigError(f"{where}.kinds: unknown kind {bad[0]!r}; kinds: {', '.join(EVENT_KINDS)}")

@@ -111,6 +111,29 @@ def test_a_token_for_org_a_cannot_reach_org_bs_session_by_naming_it(scoped, http
     assert own.status_code == 200, own.text
 
 
+def test_timer_events_are_opsloops_own_unless_a_scope_names_the_kind(scoped, http):
+    """One timer.fired posted by a producer (due_at far ahead) fired its session's whole escalation chain at once:
+    PagerDuty paged 31 s after the alert instead of 15 min. Timer events come from opsloop's ticker; a token
+    writes one only when its scope names ``kind: timer``."""
+    from streams.ingest.scopes import DEFAULT_KINDS
+
+    server, _ = scoped
+    forged = {
+        "kind": "timer",
+        "type": "timer.fired",
+        "source": "cli",
+        "org": "a",
+        "session_key": "a:alert:DiskFull:db",
+        "occurred_at": 1,
+        "payload": {"timer_id": "x", "purpose": "escalation", "due_at": 4_000_000_000_000, "step": 0, "data": {}},
+    }
+    for name in ("prometheus", "alertmanager"):  # the default scope, and one that names its kinds without timer
+        answer = http.post(server.url("/ingest/events"), json=forged, headers=bearer(name))
+        assert answer.status_code == 403 and "may not write timer events" in answer.json()["error"], answer.text
+    assert "timer" not in DEFAULT_KINDS and "timer" not in parse_scopes({"x": {}}, "f")["x"].kinds
+    assert "timer" in parse_scopes({"x": {"kinds": ["timer"]}}, "f")["x"].kinds
+
+
 @pytest.mark.parametrize(
     "etype",
     ["silence.created", "silence.expired", "ack", "incident.resolved", "remediation.approved", "remediation.rejected"],
