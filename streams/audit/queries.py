@@ -27,6 +27,7 @@ from streams.audit.incidents import STATUSES
 from streams.audit.models import EventRow, IncidentRow
 from streams.errors import InvalidInputError
 from streams.model.matchers import Matcher, matches_all, parse_matcher
+from streams.model.records import CONTROL_CHARS
 from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, SilenceError, silence_from_event
 
 COLUMN_LABELS = ("severity", "category", "org", "runbook", "status", "session_key")
@@ -44,14 +45,11 @@ class QueryError(InvalidInputError, ValueError):
     """A filter, sort, status, limit or cursor is not valid; the message names the parameter."""
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def check_printable(path: str, query: Mapping[str, str]) -> None:
     """QueryError for a control character in a request's path or query: nothing stored holds one (ingest refuses
     them), and PostgreSQL refuses a NUL in a text parameter, which was a 500 (``/incident/a%00b``, a filter value)."""
     for name, value in (("path", path), *query.items()):
-        if _CONTROL.search(value):
+        if CONTROL_CHARS.search(value):
             raise QueryError(f"{name}: contains a control character")
 
 

@@ -26,10 +26,9 @@ are the I/O shell.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
@@ -252,14 +251,14 @@ async def best_effort(
             refused.append(exc)
     if not ready:
         raise refused[0]
-    response = await ingest.accept(ready, endpoint)
+    body = await ingest.take(ready, endpoint)
     if not refused:
-        return response
+        return web.json_response(body)
     ingest.metrics.events.labels(endpoint, "refused").inc(len(refused))
-    body = json.loads(cast(bytes, response.body))
     more = f" (and {len(refused) - 1} more alerts refused)" if len(refused) > 1 else ""
-    body = {"error": refused[0].reason + more, "refused": [e.reason for e in refused], **body}
-    return web.json_response(body, status=400)
+    return web.json_response(
+        {"error": refused[0].reason + more, "refused": [e.reason for e in refused], **body}, status=400
+    )
 
 
 async def post_prometheus_alerts(request: web.Request) -> web.Response:

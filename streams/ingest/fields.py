@@ -15,6 +15,7 @@ from typing import Any
 
 from streams.errors import InvalidInputError
 from streams.ingest.errors import BadRequest
+from streams.model.records import CONTROL_CHARS
 
 _MISSING = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -180,13 +181,15 @@ def string_map(
     if nonempty and not value:
         raise BadRequest(path, "empty; expected at least one label")
     for name, item in value.items():
-        check_label(name, "" if text else item, path)
+        if text:
+            check_label_name(name, path)
+        else:
+            check_label(name, item, path)
     return dict(value)
 
 
 MAX_LABEL_NAME = 128
 MAX_LABEL_VALUE = 4096
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def clip_annotations(annotations: Any) -> Any:
@@ -210,15 +213,20 @@ def clip_annotations(annotations: Any) -> Any:
 
 
 def check_label(name: Any, value: Any, path: str) -> None:
-    """A label (or annotation) name: 1..128 characters, no control characters; a value: at most 4096."""
+    """A label (or annotation) name (:func:`check_label_name`) and its value: at most 4096 characters."""
+    check_label_name(name, path)
+    if isinstance(value, str) and len(value) > MAX_LABEL_VALUE:
+        raise BadRequest(join(path, name), f"value longer than {MAX_LABEL_VALUE} characters")
+
+
+def check_label_name(name: Any, path: str) -> None:
+    """A label (or annotation) name: 1..128 characters, no control characters."""
     if not isinstance(name, str) or not name:
         raise BadRequest(path, "a label name is empty")
     if len(name) > MAX_LABEL_NAME:
         raise BadRequest(join(path, name[:40] + "..."), f"label name longer than {MAX_LABEL_NAME} characters")
-    if _CONTROL.search(name):
+    if CONTROL_CHARS.search(name):
         raise BadRequest(path, "a label name contains a control character")
-    if isinstance(value, str) and len(value) > MAX_LABEL_VALUE:
-        raise BadRequest(join(path, name), f"value longer than {MAX_LABEL_VALUE} characters")
 
 
 def timestamp_ms(value: Any, path: str, *, required: bool = False, allow_millis: bool = False) -> int | None:

@@ -7,7 +7,6 @@ the duplicate memory, metrics); views get it from ``request.app[INGEST]``.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,7 @@ from streams.ingest.sessions import SESSION_KEY_MAX, SessionRule
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.producer import MAX_EVENT_BYTES, now_ms
 from streams.metrics import observe_ingested
-from streams.model.records import InvalidEventError, check_org_name, topic_for, validate_event
+from streams.model.records import CONTROL_CHARS, InvalidEventError, check_org_name, topic_for, validate_event
 from streams.settings import IngestSettings, Settings
 
 INGEST: web.AppKey[Ingest] = web.AppKey("ingest")
@@ -204,7 +203,11 @@ class Ingest:
         return replace(ready, value=value)
 
     async def accept(self, events: Sequence[Ready], endpoint: str) -> web.Response:
-        """Publish what is new, wait for what a concurrent post is publishing, answer.
+        """Publish what is new, wait for what a concurrent post is publishing, answer (:meth:`take`'s body)."""
+        return web.json_response(await self.take(events, endpoint))
+
+    async def take(self, events: Sequence[Ready], endpoint: str) -> dict[str, Any]:
+        """Publish what is new, wait for what a concurrent post is publishing; the answer's body:
 
         ``{"status": "accepted"|"duplicate", "accepted": n, "duplicates": m, "event_ids": [...]}``
         """
@@ -251,13 +254,12 @@ class Ingest:
         for ready in fresh:  # the shared catalogue counter (bounds the client-chosen `source`)
             observe_ingested(ready.event["kind"], ready.event["source"])
         self.metrics.events.labels(endpoint, "duplicate").inc(duplicates)
-        body = {
+        return {
             "status": "accepted" if fresh else "duplicate",
             "accepted": len(fresh),
             "duplicates": duplicates,
             "event_ids": [ready.event_id for ready in events],
         }
-        return web.json_response(body)
 
 
 # The audit columns these fields land in (streams/audit/models.py): longer would stop nothing
@@ -271,7 +273,6 @@ FIELD_LIMITS = {
     "source": 128,
     "session_rule": 128,
 }
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_bounds(event: Mapping[str, Any], path: str) -> None:
@@ -282,7 +283,7 @@ def check_bounds(event: Mapping[str, Any], path: str) -> None:
             continue
         if len(value) > limit:
             raise BadRequest(join(path, name), f"{len(value)} characters; at most {limit}")
-        if _CONTROL_CHARS.search(value):
+        if CONTROL_CHARS.search(value):
             raise BadRequest(join(path, name), "contains a control character")
     org = event.get("org")
     if isinstance(org, str):

@@ -9,6 +9,7 @@ impure step and takes both as arguments.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,8 @@ EVENT_KINDS = ("telemetry", "webhook", "timer", "scan")
 EVENT_TOPICS = tuple(f"events.{kind}" for kind in EVENT_KINDS)
 PAYLOAD_FIELD_BY_KIND = {"telemetry": "status", "webhook": "provider", "timer": "timer_id", "scan": "scan_id"}
 REQUIRED_EVENT_FIELDS = ("session_key", "kind", "type", "source", "occurred_at")
+# C0 controls and DEL: refused in identifiers, label names and request paths (a NUL reaches no database).
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidEventError(InvalidInputError, ValueError):
