@@ -147,7 +147,15 @@ def _entry(entry: Mapping[str, Any]) -> str:
 
 async def incident(request: web.Request) -> web.Response:
     key = request.match_info["session_key"]
-    row, entries, org = await _load_incident(request, key)
+    try:
+        row, entries, org = await _load_incident(request, key)
+    except web.HTTPNotFound:
+        # A GET on a button's address (a reload after the action, a copied URL): the incident, not a
+        # 404 for a session named "<key>/ack". The action itself is only ever a POST with the CSRF token.
+        parent, _, action = key.rpartition("/")
+        if parent and action in ACTIONS:
+            raise web.HTTPSeeOther(incident_url(parent)) from None
+        raise
     notice = ""
     done = request.query.get("done", "")
     if done in ACTIONS:

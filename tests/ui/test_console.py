@@ -9,7 +9,7 @@ import json
 import re
 import time
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -530,3 +530,18 @@ def test_a_control_character_in_a_path_or_query_is_a_400_not_a_500(engine):
     assert [status for status, _ in answers] == [400, 400, 400]
     assert "path: contains a control character" in answers[0][1]
     assert "filter: contains a control character" in answers[1][1]
+
+
+def test_a_get_on_an_action_address_opens_the_incident_and_does_nothing(engine):
+    """A reload or a copied button address (GET /incident/<key>/ack) was a 404 for a session named '<key>/ack'."""
+    key = "acme:db:db-1"
+
+    async def script(client):
+        await login(client)
+        action = await client.get(f"/incident/{quote(key, safe='')}/ack", allow_redirects=False)
+        unknown = await client.get(f"/incident/{quote(key, safe='')}/nothing", allow_redirects=False)
+        return action.status, action.headers.get("Location"), unknown.status
+
+    sent, (status, location, unknown) = run(engine, script)
+    assert (status, unquote(location or ""), unknown) == (303, f"/incident/{key}", 404)
+    assert sent == []
