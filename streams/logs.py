@@ -7,9 +7,12 @@ every handler and replaces any registered secret value that reaches a log line,
 whatever path it took (an exception from a client library, a URL in an error).
 :class:`QuietClients` (after it) keeps the Kafka clients' known noise out of an INFO
 log: the group-coordinator retries aiokafka logs as ERROR while a broker loads its
-coordinator become INFO, its one-line set of every assigned partition becomes a
+coordinator become INFO, its one-line sets of every assigned and revoked partition become a
 count, faust's ASCII tables of partitions and offsets shrink to their title line
-(in full at DEBUG), and no message is longer than :data:`MAX_MESSAGE_CHARS`.
+(in full at DEBUG), a warning or error the clients repeat word for word is logged once per
+:data:`REPEAT_WINDOW_S` with how often it came (a broker down for 30 s made aiokafka log
+~1,400 ERROR lines, ~45 a second, of four messages), and no message is longer than
+:data:`MAX_MESSAGE_CHARS`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 MASK = "**********"
@@ -36,6 +39,9 @@ TRANSIENT_COORDINATOR_ERRORS = (
     "NotCoordinatorForGroupError",
     "CoordinatorLoadInProgressError",
 )
+# A client's warning or error repeated word for word within this many seconds is counted, not logged again.
+REPEAT_WINDOW_S = 10.0
+REPEAT_KEYS_MAX = 1024  # distinct repeated messages remembered (then forgotten all at once)
 # Loggers whose INFO records are noise in an opsloop log (raised to WARNING unless the level is DEBUG).
 QUIET_LOGGERS = ("faust.assignor", "alembic.runtime.plugins")
 
@@ -90,9 +96,16 @@ class RedactSecrets(logging.Filter):
 class QuietClients(logging.Filter):
     """Known noise from aiokafka and faust made readable at INFO (see the module doc); install after redaction."""
 
-    def __init__(self, max_chars: int = MAX_MESSAGE_CHARS) -> None:
+    def __init__(
+        self,
+        max_chars: int = MAX_MESSAGE_CHARS,
+        repeat_window_s: float = REPEAT_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
         self.max_chars = max_chars
+        self.repeat_window_s, self._clock = repeat_window_s, clock
+        self._repeats: dict[tuple[str, int, str], list[float]] = {}  # message -> [window start, repeats held back]
 
     def filter(self, record: logging.LogRecord) -> bool:
         name = record.name
@@ -105,7 +118,7 @@ class QuietClients(logging.Filter):
                     record.levelno, record.levelname = logging.INFO, "INFO"
                     record.msg, record.args = f"{message} (transient while the coordinator loads; retrying)", None
             elif name == "aiokafka.consumer.group_coordinator" and str(record.msg).startswith(
-                "Setting newly assigned partitions"
+                ("Setting newly assigned partitions", "Revoking previously assigned partitions")
             ):
                 self._count_partitions(record)
         elif name.startswith("faust") and not logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -115,10 +128,31 @@ class QuietClients(logging.Filter):
                 rows = sum(1 for line in table.splitlines() if line.startswith("|")) - 1
                 record.msg, record.args = f"{title} (a table of {max(rows, 0)} rows; shown at DEBUG)", None
         message = record.getMessage()
+        if record.levelno >= logging.WARNING and name.startswith(("aiokafka", "faust")):
+            if self._repeated(record, name, message):
+                return False
+            message = record.getMessage()
         if len(message) > self.max_chars:
             cut = len(message) - self.max_chars
             record.msg, record.args = f"{message[: self.max_chars]}... ({cut} more characters cut)", None
         return True
+
+    def _repeated(self, record: logging.LogRecord, name: str, message: str) -> bool:
+        """True to hold this record back as a repeat; the first after a window says how many were held."""
+        key, now = (name, record.levelno, message), self._clock()
+        seen = self._repeats.get(key)
+        if seen is not None and now - seen[0] < self.repeat_window_s:
+            seen[1] += 1
+            return True
+        if seen is not None and seen[1]:
+            record.msg, record.args = (
+                f"{message} (and {int(seen[1])} more like it in the {now - seen[0]:.0f} s before)",
+                None,
+            )
+        if len(self._repeats) >= REPEAT_KEYS_MAX:
+            self._repeats.clear()
+        self._repeats[key] = [now, 0]
+        return False
 
     @staticmethod
     def _count_partitions(record: logging.LogRecord) -> None:
@@ -127,7 +161,8 @@ class QuietClients(logging.Filter):
         if isinstance(assigned, (set, frozenset, list, tuple)):
             topics = {getattr(tp, "topic", tp) for tp in assigned}
             group = args[1] if len(args) > 1 else "?"
-            record.msg = "Setting newly assigned partitions for group %s: %d partitions of %d topics"
+            verb = "Revoking previously" if str(record.msg).startswith("Revoking") else "Setting newly"
+            record.msg = verb + " assigned partitions for group %s: %d partitions of %d topics"
             record.args = (group, len(assigned), len(topics))
 
 

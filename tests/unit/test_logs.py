@@ -119,8 +119,12 @@ def test_the_assigned_partitions_set_is_a_count_not_a_10_kb_line(configured):
     logging.getLogger("aiokafka.consumer.group_coordinator").info(
         "Setting newly assigned partitions %s for group %s", assigned, "opsloop"
     )
-    (line,) = out.getvalue().splitlines()
-    assert "96 partitions of 8 topics" in line and "group opsloop" in line and len(line) < 300
+    logging.getLogger("aiokafka.consumer.group_coordinator").info(
+        "Revoking previously assigned partitions %s for group %s", frozenset(assigned), "opsloop"
+    )
+    set_, revoked = out.getvalue().splitlines()
+    assert "96 partitions of 8 topics" in set_ and "group opsloop" in set_ and len(set_) < 300
+    assert revoked.endswith("Revoking previously assigned partitions for group opsloop: 96 partitions of 8 topics")
 
 
 def test_long_lines_are_cut_and_faust_tables_shrink_to_their_title(configured):
@@ -158,3 +162,32 @@ def test_noisy_loggers_are_raised_to_warning_unless_debug(configured):
     assert logging.getLogger("faust.assignor").level == logging.WARNING
     configured("debug")
     assert logging.getLogger("faust.assignor").level == logging.NOTSET
+
+
+def test_a_clients_repeated_error_is_logged_once_a_window_with_its_count():
+    """A broker down for 30 s made aiokafka log ~1,400 ERROR lines of four messages; now one per message per window."""
+    from streams.logs import QuietClients
+
+    now = [100.0]
+    quiet = QuietClients(repeat_window_s=10.0, clock=lambda: now[0])
+
+    def record(name: str, msg: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, msg, ("127.0.0.1", 9092), None)
+
+    refused = "Unable connect to node with id 1: Connect call failed (%r, %d)"
+    kept = []
+    for step in range(30):  # 30 s, a record a second of each
+        now[0] = 100.0 + step
+        for name, msg in (("aiokafka", refused), ("aiokafka.consumer.fetcher", "Failed fetch from %s:%d")):
+            r = record(name, msg)
+            if quiet.filter(r):
+                kept.append((now[0], r.getMessage()))
+        r = record("agents.sink", "sink %s:%d failed")  # opsloop's own lines are never held back
+        assert quiet.filter(r)
+    assert len(kept) == 6  # each message at 100, 110 and 120
+    assert [t for t, _ in kept] == [100.0, 100.0, 110.0, 110.0, 120.0, 120.0]
+    assert kept[2][1].endswith("(and 9 more like it in the 10 s before)")
+    assert kept[0][1] == "Unable connect to node with id 1: Connect call failed ('127.0.0.1', 9092)"
+    # a different message, or INFO, is not a repeat
+    assert quiet.filter(record("aiokafka", "Unable connect to node with id 2: (%r, %d)"))
+    assert all(quiet.filter(record("aiokafka", refused, logging.INFO)) for _ in range(3))
