@@ -28,7 +28,15 @@ from streams.audit.models import EventRow, IncidentRow
 from streams.errors import InvalidInputError
 from streams.model.matchers import Matcher, matches_all, parse_matcher
 from streams.model.records import CONTROL_CHARS
-from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, SilenceError, silence_from_event
+from streams.model.silences import (
+    SILENCE_CREATED,
+    SILENCE_TYPES,
+    Silence,
+    SilenceError,
+    limited_org,
+    owned_by,
+    silence_from_event,
+)
 
 COLUMN_LABELS = ("severity", "category", "org", "runbook", "status", "session_key")
 SORTS = ("last_seen", "first_seen", "session_key")
@@ -275,13 +283,18 @@ def list_silences(
     with engine.connect() as conn:
         records = [r[0] for r in conn.execute(stmt.order_by(EventRow.occurred_at, EventRow.offset))]
     silences: dict[str, dict[str, Any]] = {}
+    parsed: dict[str, Silence] = {}
     for record in records:
         try:
             etype, silence, sid = silence_from_event(record)
         except SilenceError:
             continue  # decide recorded why; nothing to list
+        limited = limited_org(record)
+        if limited is not None and sid in parsed and not owned_by(parsed[sid], limited):
+            continue  # decide refused it (streams.core.tables.silence_change)
         if etype == SILENCE_CREATED and silence is not None:
             silences[sid] = {**silence.to_json(), "org": record.get("org", ""), "expired_at": None}
+            parsed[sid] = silence
         elif sid in silences and silences[sid]["expired_at"] is None:
             silences[sid]["expired_at"] = record["occurred_at"]
     out = []

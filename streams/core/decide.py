@@ -285,6 +285,7 @@ def _alert(
         "url": str(payload.get("generator_url") or payload.get("url") or ""),
         "body": body if body is not None else (annotations.get("description") or ""),
         "event_id": event["event_id"],
+        "arrived": messages.arrival(event),
         **({"inferred": v.said()} if v.said() and severity is None else {}),
     }
 
@@ -332,7 +333,11 @@ def decide(state: Mapping[str, Any] | None, event: Mapping[str, Any], ctx: Conte
         return Decision(state=s, effects=[], record=_record(f), inhibit_rules=ctx.runbooks.routing.inhibit_rules)
     fired = _fire_due_timers(s, event, ctx)
     f = _fold(s, event, ctx, token)
-    change, error = silence_change(event)
+    change, error, refused = silence_change(event, ctx.silences)
+    if error:
+        f.note("silence_error", error)
+    if refused is not None:  # an input that changed the decision: replay hands it back (recorded_inputs)
+        f.used_silences[refused.silence_id] = refused.to_json()
     return Decision(
         state=s,
         effects=f.effects,

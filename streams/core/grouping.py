@@ -91,15 +91,23 @@ def _flapping(f: Fold, p: Pending) -> Gate:
 
 
 def _per_alert(
-    f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str, str]], Gate], noun: str, *, last: bool
+    f: Fold,
+    p: Pending,
+    name: str,
+    verdict_of: Callable[[Mapping[str, Any]], Gate],
+    noun: str,
+    *,
+    last: bool,
+    whole: bool = False,
 ) -> Gate:
     """A gate that mutes alerts one by one, as Alertmanager does. Its record says how many it
     muted (verdict ``stop`` if any); the ``last`` of these gates halts the flush when no alert
-    is left, to be tried again when the first muted alert may be notified."""
+    is left, to be tried again when the first muted alert may be notified. ``verdict_of`` is
+    given each alert's routing labels, or with ``whole`` the alert itself."""
     org = org_of(f)
     kept, causes = [], []
     for key, alert in p.notifiable:
-        gate = verdict_of(alert_labels(alert, org))
+        gate = verdict_of(alert if whole else alert_labels(alert, org))
         if gate.stopped:
             p.until.append(gate.until if gate.until is not None else f.now + p.timing.group_interval)
             causes.append(gate)
@@ -120,7 +128,11 @@ def _per_alert(
 
 
 def _silences_gate(f: Fold, p: Pending) -> Gate:
-    return _per_alert(f, p, "silence", lambda labels: silence_gate_of(f, labels), "silenced", last=False)
+    def verdict(alert: Mapping[str, Any]) -> Gate:
+        return silence_gate_of(f, alert_labels(alert, org), alert.get("arrived", 0))
+
+    org = org_of(f)
+    return _per_alert(f, p, "silence", verdict, "silenced", last=False, whole=True)
 
 
 def _inhibition_gate(f: Fold, p: Pending) -> Gate:

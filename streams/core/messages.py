@@ -234,6 +234,26 @@ def silences_of(f: Fold) -> tuple[Silence, ...]:
 SESSION_LABEL = "opsloop_session"  # what a silence made from a message ("silence 1h") matches on
 
 
-def silence_gate_of(f: Fold, labels: Mapping[str, str]) -> gates.Gate:
-    """Silences match the routing labels plus the session key (so a silence can name one session)."""
-    return gates.silence_gate(silences_of(f), {**labels, SESSION_LABEL: f.event["session_key"]}, f.now)
+def silence_gate_of(f: Fold, labels: Mapping[str, str], arrived: int = 0) -> gates.Gate:
+    """Silences match the routing labels plus the session key (so a silence can name one session).
+
+    They are checked when the message goes out, as Alertmanager checks them when it sends: at the
+    session's time or, when later, at the arrival of what is notified (``arrived``: an alert's, see
+    :func:`arrival`; else the folded event's). Why: Prometheus sends an alert of a rule with ``for: 5m``
+    with the ``startsAt`` of its pending state, 5 minutes back, so its group wait has passed when it
+    arrives and it is notified at once, timed 5 minutes back. Checked at that time, a silence created in
+    between (the usual answer to a pending alert, or a maintenance window starting now) did not mute it:
+    the page went out during an active silence."""
+    at = max(f.now, arrived or arrival(f.event))
+    return gates.silence_gate(silences_of(f), {**labels, SESSION_LABEL: f.event["session_key"]}, at)
+
+
+def arrival(event: Mapping[str, Any]) -> int:
+    """When an event reached opsloop: its ``received_at`` (ingest's clock, recorded in the event, so a replay
+    sees the same), never before its own time. A timer event's own time: whether the ticker fired it promptly
+    or a later event folded it must not change what it decides (``test_the_fold_does_not_depend_on_when_the_
+    ticker_runs``); the alerts it notifies carry their own arrival."""
+    at = int(event["occurred_at"])
+    if event.get("kind") == "timer":
+        return at
+    return max(at, int(event.get("received_at") or 0))

@@ -57,6 +57,7 @@ class AlertState(TypedDict, total=False):
     inferred: str  # what the classifier inferred, with its confidence (absent when the sender stated it)
     at: int  # when the status last changed
     first: int  # when it first fired in this episode
+    arrived: int  # when its last event reached opsloop (messages.arrival): silences are checked from then on
 
 
 class GroupState(TypedDict):

@@ -24,6 +24,8 @@ from streams.model.silences import (
     SILENCE_TYPES,
     Silence,
     SilenceError,
+    limited_org,
+    owned_by,
     silence_from_event,
     silence_from_json,
 )
@@ -56,17 +58,35 @@ class Writes:
     silences: tuple[SilenceChange, ...] = ()  # from silence.created / silence.expired events, in order
 
 
-def silence_change(event: Mapping[str, Any]) -> tuple[SilenceChange | None, str]:
-    """The silence table change a (non-duplicate) event asks for, or the reason it cannot."""
+def silence_change(
+    event: Mapping[str, Any], current: Iterable[Silence] = ()
+) -> tuple[SilenceChange | None, str, Silence | None]:
+    """The silence table change a (non-duplicate) event asks for, or the reason it cannot, and the silence of
+    ``current`` (the silences in force) that reason names.
+
+    An event limited to one org (:func:`streams.model.silences.limited_org`) may not expire or replace
+    (by naming its id) a silence that is not that org's own: a token of org a with ``control`` could end
+    org b's silence by its id (a silence's id is a hash of its matchers and times: whoever knows those can
+    name it) and so page org b during its maintenance.
+    """
     if event.get("type") not in SILENCE_TYPES:
-        return None, ""
+        return None, "", None
     try:
         etype, silence, sid = silence_from_event(event)
     except SilenceError as exc:
-        return None, str(exc)
+        return None, str(exc), None
+    org = limited_org(event)
+    if org is not None:
+        existing = next((s for s in current if s.silence_id == sid), None)
+        if existing is not None and not owned_by(existing, org):
+            return (
+                None,
+                f"silence {sid} is not org {org!r}'s own; a token limited to its org may not change it",
+                existing,
+            )
     if etype == SILENCE_CREATED and silence is not None:
-        return SilenceChange(sid, json.dumps(silence.to_json(), sort_keys=True)), ""
-    return SilenceChange(sid, None), ""
+        return SilenceChange(sid, json.dumps(silence.to_json(), sort_keys=True)), "", None
+    return SilenceChange(sid, None), "", None
 
 
 def timers_entry(timers: Mapping[str, Any], partition: int, org: str) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden
 from streams.kafka.catalogue import EVENT_KINDS
 from streams.model.records import InvalidEventError, check_org_name
-from streams.model.silences import SILENCE_CREATED, scoped_to_org
+from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, scoped_to_org
 
 CONTROL_TYPES = frozenset(
     {
@@ -194,12 +194,14 @@ def authorize(principal: Principal, event: dict[str, Any]) -> None:
     annotations = dict(event.get("annotations") or {})
     annotations[PRODUCER_ANNOTATION] = principal.label
     event["annotations"] = annotations
-    if etype == SILENCE_CREATED and not scope.operator:
+    if etype in SILENCE_TYPES and not scope.operator:
         scope_silence_to_org(event, org)
 
 
 def scope_silence_to_org(event: dict[str, Any], org: str) -> None:
-    """Add ``org="<org>"`` to the matchers of a silence.created body (replacing any org matcher the client wrote)."""
+    """Limit a silence event to ``org``: ``"org": org`` in its body, so decide lets it create, replace or expire
+    only that org's own silences (:func:`streams.core.tables.silence_change`), and for a silence.created
+    ``org="<org>"`` among its matchers (replacing any org matcher the client wrote)."""
     payload = event.get("payload")
     if not isinstance(payload, dict):
         return
@@ -207,9 +209,11 @@ def scope_silence_to_org(event: dict[str, Any], org: str) -> None:
         body = json.loads(payload.get("body_json") or "{}")
     except (TypeError, ValueError):
         return  # decide refuses an unreadable silence anyway
-    if not isinstance(body, dict) or not isinstance(body.get("matchers"), list):
+    if not isinstance(body, dict):
         return
-    body["matchers"] = scoped_to_org(body["matchers"], org)
+    body["org"] = org
+    if event.get("type") == SILENCE_CREATED and isinstance(body.get("matchers"), list):
+        body["matchers"] = scoped_to_org(body["matchers"], org)
     payload = dict(payload)
     payload["body_json"] = json.dumps(body, sort_keys=True)
     event["payload"] = payload

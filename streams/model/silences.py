@@ -104,6 +104,22 @@ def silence_from_json(data: Mapping[str, Any]) -> Silence:
     )
 
 
+def owned_by(silence: Silence, org: str) -> bool:
+    """Is ``silence`` one org's own: does it select exactly ``org`` (``org="<org>"``)?"""
+    return any(m.name == "org" and m.op == "=" and m.value == org for m in silence.matchers)
+
+
+def limited_org(event: Mapping[str, Any]) -> str | None:
+    """The org a silence event is limited to (ingest writes ``"org"`` into the body of a non-operator's
+    silence event: it may create or expire only that org's silences), or None for an operator's."""
+    try:
+        body = json.loads((event.get("payload") or {}).get("body_json") or "{}")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    org = body.get("org") if isinstance(body, dict) else None
+    return org if isinstance(org, str) else None
+
+
 def silence_from_event(event: Mapping[str, Any]) -> tuple[str, Silence | None, str]:
     """(type, silence, silence_id) of a silence.created / silence.expired event.
 

@@ -39,6 +39,13 @@ INCIDENTS = [
 ]
 
 
+def limited_to(event: dict, org: str) -> dict:
+    from streams.ingest.scopes import scope_silence_to_org
+
+    scope_silence_to_org(event, org)  # what ingest does to a silence event of a token without operator: true
+    return event
+
+
 def _records() -> list:
     items = []
     for i, (session, org, service, severity, outcome) in enumerate(INCIDENTS):
@@ -58,6 +65,8 @@ def _records() -> list:
             silence_event(active, org="acme", now_ms=now - 60_000, actor="bob"),
             silence_event(gone, org="acme", now_ms=now - 7_200_000, actor="bob"),
             expire_event("sil-gone", org="acme", now_ms=now - 3_600_000),
+            # a globex token without operator: true naming acme's silence: decide refuses it, and so does the list
+            limited_to(expire_event("sil-active", org="globex", now_ms=now - 30_000), "globex"),
         ]
     ):
         ev["received_at"] = ev["occurred_at"]

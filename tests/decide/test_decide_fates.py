@@ -9,6 +9,7 @@ table says the same thing and is checked against it here.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from functools import cache
@@ -201,3 +202,38 @@ def test_a_runbook_severity_outside_the_taxonomy_names_file_and_line(tmp_path):
     assert str(err.value).endswith(
         "agent-needs-input.yaml:2: runbook 'x': severity must be one of info, warning, action, urgent"
     )
+
+
+def test_a_token_limited_to_one_org_may_not_expire_or_replace_another_orgs_silence():
+    """A control token of org a expired org b's silence by naming its id (decide deleted any id from the
+    global table), and a silence.created naming that id replaced it: org b was paged in its maintenance."""
+    from streams.core.decide import INPUT_SILENCES, decide, recorded_inputs
+    from streams.ingest.scopes import scope_silence_to_org
+    from streams.model.silences import expire_event, silence_event
+
+    theirs = Silence("sb", (parse_matcher('org="b"'), parse_matcher('service="db"')), T0 - MIN, T0 + 60 * MIN)
+    ours = Silence("sa", (parse_matcher('org="a"'), parse_matcher('service="db"')), T0 - MIN, T0 + 60 * MIN)
+    ctx = replace(Context(runbooks=starter_set()), silences=(theirs, ours))
+
+    def limited(event: dict, org: str) -> dict:
+        scope_silence_to_org(event, org)  # what ingest does for a token without operator: true
+        return event
+
+    expire_b = limited(expire_event("sb", org="a", now_ms=T0), "a")
+    refused = decide(None, expire_b, ctx)
+    assert refused.silence is None
+    assert refused.record["matched"]["silence_error"] == (
+        "silence sb is not org 'a''s own; a token limited to its org may not change it"
+    )
+    # replay sees the same: the silence that refused it is recorded as an input
+    assert [s["id"] for s in json.loads(refused.record["matched"][INPUT_SILENCES])] == ["sb"]
+    replay_ctx = recorded_inputs([refused.record], Context(runbooks=starter_set()))
+    assert decide(None, expire_b, replay_ctx).silence is None
+
+    replace_b = limited(silence_event(replace(theirs, matchers=ours.matchers), org="a", now_ms=T0), "a")
+    assert decide(None, replace_b, ctx).silence is None
+    # its own org's silence, an unknown id, and an operator's expiry (no limit) go through
+    assert decide(None, limited(expire_event("sa", org="a", now_ms=T0), "a"), ctx).silence.silence_id == "sa"
+    assert decide(None, limited(expire_event("gone", org="a", now_ms=T0), "a"), ctx).silence.value is None
+    operator = decide(None, expire_event("sb", org="a", now_ms=T0), ctx)
+    assert operator.silence.silence_id == "sb" and operator.silence.value is None

@@ -261,6 +261,31 @@ def test_silence_mutes_during_its_window_and_the_alert_is_told_after(rset):
     assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
 
 
+def test_a_silence_mutes_an_alert_that_arrives_after_it_whatever_its_startsat(rset):
+    """Prometheus sends an alert of a rule with ``for: 5m`` with the startsAt of its pending state, 5 minutes
+    back. Its group flush was timed at startsAt + group wait, and a silence created in between (the answer to a
+    pending alert) was checked at that time: the page went out during an active silence. Alertmanager checks
+    silences when it sends; so does opsloop now, from the alert's arrival on."""
+    silence = silence_from_json({"matchers": ['service="api"'], "starts_at": T0 + 3 * MIN, "ends_at": T0 + 60 * MIN})
+    event = {**alert(at=T0), "received_at": T0 + 5 * MIN}  # pending from T0, sent (and received) at T0 + 5m
+    for ticker in (True, False):  # flushed by a prompt ticker, or inside the session's next event: the same
+        sim = Sim(Context(verdict=URGENT_DOWN, runbooks=rset, silences=(silence,)))
+        sim.feed(event)
+        if ticker:
+            sim.advance(T0 + 5 * MIN)
+        else:
+            sim.feed({**alert(at=T0 + 6 * MIN, instance="api-2:9100"), "received_at": T0 + 6 * MIN}, ticker=False)
+        assert sim.notifications() == [], ticker
+        assert any("silence" in d.record["matched"] for _, d in sim.decisions), ticker
+        sim.advance(T0 + 60 * MIN)  # told when the silence ends
+        assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
+    # an alert that arrived before the silence began is still checked at its group's time, as before
+    early = Sim(Context(verdict=URGENT_DOWN, runbooks=rset, silences=(silence,)))
+    early.feed(alert(at=T0))
+    early.advance(T0 + MIN)
+    assert len(early.notifications()) == 1
+
+
 def test_maintenance_window_from_the_runbook_set_mutes(rset):
     from dataclasses import replace as dc_replace
 

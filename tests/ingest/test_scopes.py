@@ -171,8 +171,29 @@ def test_the_mallory_silence_is_refused_and_a_granted_one_is_scoped_to_its_org(s
     eid = ok.json()["event_ids"][0]
     records = read_events(settings, lambda rs: any(r.value and r.value["event_id"] == eid for r in rs))
     event = next(r.value for r in records if r.value and r.value["event_id"] == eid)
-    assert json.loads(event["payload"]["body_json"])["matchers"] == ['alertname="Disk"', 'org="a"']
+    body = json.loads(event["payload"]["body_json"])
+    assert body["matchers"] == ['alertname="Disk"', 'org="a"']
+    assert body["org"] == "a"  # decide lets it create, replace or expire only org a's own silences
     assert event["annotations"][PRODUCER_ANNOTATION] == "token:alertmanager"
+
+    # an expiry from the same token is limited to its org too (it could end org b's silence by naming its id)
+    expiry = {
+        **control("silence.expired", "a"),
+        "session_key": "a:silences",
+        "payload": {
+            "provider": "opsloop",
+            "action": "expire",
+            "subject": "sb",
+            "actor": "me",
+            "body_json": json.dumps({"id": "sb", "org": "b"}),
+        },
+    }
+    answer = http.post(server.url("/ingest/events"), json=expiry, headers=bearer("alertmanager"))
+    assert answer.status_code == 200, answer.text
+    eid = answer.json()["event_ids"][0]
+    records = read_events(settings, lambda rs: any(r.value and r.value["event_id"] == eid for r in rs))
+    event = next(r.value for r in records if r.value and r.value["event_id"] == eid)
+    assert json.loads(event["payload"]["body_json"]) == {"id": "sb", "org": "a"}  # the client's "org" replaced
 
 
 def test_every_event_records_its_producer_and_a_client_cannot_forge_it(scoped, http):
@@ -200,6 +221,7 @@ def test_an_operator_silence_stays_as_written_and_scopes_parse_strictly():
     event = silence("a", "x")
     authorize(Principal("console", "token", Scope(control=True, operator=True)), event)
     assert json.loads(event["payload"]["body_json"])["matchers"] == ['alertname="Disk"']
+    assert "org" not in json.loads(event["payload"]["body_json"])  # an operator's silence event is not limited
     event = {**silence("a", "y")}
     event["payload"] = {
         **event["payload"],
