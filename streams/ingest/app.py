@@ -10,6 +10,8 @@ Routes::
     GET  /ingest/ack                 a signed action link: a page saying what it will do      the link's HMAC
     POST /ingest/ack                 the page's button: produce the ack / approval / silence  the link's HMAC
     POST /ingest/slack/interactivity Slack buttons (ack, silence, approve, reject)            Slack request signing
+    POST /api/v2/silences            Alertmanager's silence API (amtool silence add)         bearer token, control
+    DELETE /api/v2/silence/{id}      ... and its expiry (amtool silence expire)              bearer token, control
     GET  /healthz                    the process answers
     GET  /readyz                     Kafka reachable and the events.* topics present (else 503)
     GET  /metrics                    Prometheus metrics of this ingest
@@ -31,6 +33,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import generate_latest
 
+from streams.ingest import silences_api
 from streams.ingest import slack as slack_interactivity
 from streams.ingest.acklinks_page import get_ack, post_ack
 from streams.ingest.alerts import post_alertmanager_webhook, post_prometheus_alerts
@@ -80,6 +83,8 @@ KIND_OF_ROUTE = {
     "events": "any",
     "ack": "webhook",
     "slack": "webhook",
+    "silences": "webhook",
+    "silence": "webhook",
 }
 REJECTION_REASONS = {
     400: "invalid",
@@ -162,6 +167,7 @@ def create_app(
     app.router.add_get("/ingest/ack", get_ack, name="ack-page")
     app.router.add_post("/ingest/ack", post_ack, name="ack")
     slack_interactivity.register(app)
+    silences_api.register(app)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
