@@ -83,8 +83,12 @@ def silence_from_json(data: Mapping[str, Any]) -> Silence:
         matchers = tuple(parse_matcher(m) for m in raw_matchers)
     except MatcherError as exc:
         raise SilenceError(f"matchers: {exc}") from None
-    if all(m.op in ("=~", "!~") and m.value in (".*", "") for m in matchers):
-        raise SilenceError("matchers: a silence must select something (not every event)")
+    if matches_all(matchers, {}):
+        # Alertmanager's rule: `service!="web"` alone mutes every alert of every other service, and of none
+        raise SilenceError(
+            "matchers: a silence must select something: at least one matcher must not match an empty or "
+            'missing label (as in Alertmanager); add one like service="db"'
+        )
     starts, ends = data.get("starts_at"), data.get("ends_at")
     for name, value in (("starts_at", starts), ("ends_at", ends)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -122,3 +122,16 @@ def test_route_test_rejects_a_bad_pair(capsys):
 def test_silence_add_rejects_a_bad_matcher_before_touching_kafka(capsys):
     assert main(["silence", "add", 'service=~"("', "--duration", "1h"]) == 1
     assert "invalid regular expression" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("matchers", [['service!="web"'], ['service=~".*"'], ['env=""', 'team!~"a|b"'], ['x=~"y|"']])
+def test_a_silence_whose_every_matcher_matches_a_missing_label_is_refused(capsys, matchers):
+    """`service!="web"` alone muted every alert of every other service (and of none): Alertmanager refuses such a
+    silence ("at least one matcher must not match the empty string"), and so do the CLI, ingest and decide."""
+    from streams.model.silences import SilenceError, silence_from_json
+
+    assert main(["silence", "add", *matchers, "--duration", "1h"]) == 1
+    assert "at least one matcher must not match an empty or missing label" in capsys.readouterr().err
+    with pytest.raises(SilenceError, match="must select something"):
+        silence_from_json({"matchers": matchers, "starts_at": 1, "ends_at": 2})
+    assert silence_from_json({"matchers": [*matchers, 'service="db"'], "starts_at": 1, "ends_at": 2})

@@ -111,6 +111,8 @@ def test_bad_silences_are_refused_as_alertmanager_refuses_them(server, http):
         ({**good, "matchers": [{"name": "s", "value": "(?=x)", "isRegex": True}]}, "matchers[0]:"),
         ({**good, "matchers": [{"name": "s", "value": ".*", "isRegex": True}]}, "a silence must select something"),
         ({**good, "startsAt": "yesterday"}, "startsAt: not an ISO 8601 time"),
+        # as Alertmanager: service!="web" alone would mute every other service's alerts, and those without one
+        ({**good, "matchers": [{"name": "service", "value": "web", "isEqual": False}]}, "must not match an empty"),
     ]
     for body, reason in cases:
         answer = http.post(url, json=body, headers=bearer("prometheus"))
