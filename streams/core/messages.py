@@ -239,11 +239,12 @@ def silence_gate_of(f: Fold, labels: Mapping[str, str], arrived: int = 0) -> gat
 
     They are checked when the message goes out, as Alertmanager checks them when it sends: at the
     session's time or, when later, at the arrival of what is notified (``arrived``: an alert's, see
-    :func:`arrival`; else the folded event's). Why: Prometheus sends an alert of a rule with ``for: 5m``
-    with the ``startsAt`` of its pending state, 5 minutes back, so its group wait has passed when it
-    arrives and it is notified at once, timed 5 minutes back. Checked at that time, a silence created in
-    between (the usual answer to a pending alert, or a maintenance window starting now) did not mute it:
-    the page went out during an active silence."""
+    :func:`arrival`; else the folded event's). Why: an alert can reach opsloop well after its ``startsAt``:
+    Alertmanager forwards a group to ``/ingest/alertmanager`` after its group wait or interval (62 s after
+    startsAt with Debian's Alertmanager in a try from outside; up to 5 min by default), and Prometheus
+    re-sends firing alerts with their first startsAt after opsloop or the network was down. Its
+    notification was timed at startsAt, and a silence created in between (or a maintenance window that
+    began meanwhile) did not mute it: the page went out during an active silence."""
     at = max(f.now, arrived or arrival(f.event))
     return gates.silence_gate(silences_of(f), {**labels, SESSION_LABEL: f.event["session_key"]}, at)
 

@@ -262,12 +262,12 @@ def test_silence_mutes_during_its_window_and_the_alert_is_told_after(rset):
 
 
 def test_a_silence_mutes_an_alert_that_arrives_after_it_whatever_its_startsat(rset):
-    """Prometheus sends an alert of a rule with ``for: 5m`` with the startsAt of its pending state, 5 minutes
-    back. Its group flush was timed at startsAt + group wait, and a silence created in between (the answer to a
-    pending alert) was checked at that time: the page went out during an active silence. Alertmanager checks
-    silences when it sends; so does opsloop now, from the alert's arrival on."""
+    """An alert can reach opsloop minutes after its startsAt (Alertmanager forwards a group after its group
+    wait or interval; Prometheus re-sends firing alerts after an outage). Its group flush was timed at
+    startsAt + group wait, and a silence created in between was checked at that time: the page went out during
+    an active silence. Alertmanager checks silences when it sends; so does opsloop now, from the arrival on."""
     silence = silence_from_json({"matchers": ['service="api"'], "starts_at": T0 + 3 * MIN, "ends_at": T0 + 60 * MIN})
-    event = {**alert(at=T0), "received_at": T0 + 5 * MIN}  # pending from T0, sent (and received) at T0 + 5m
+    event = {**alert(at=T0), "received_at": T0 + 5 * MIN}  # firing since T0, received at T0 + 5m
     for ticker in (True, False):  # flushed by a prompt ticker, or inside the session's next event: the same
         sim = Sim(Context(verdict=URGENT_DOWN, runbooks=rset, silences=(silence,)))
         sim.feed(event)

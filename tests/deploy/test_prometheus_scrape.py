@@ -107,8 +107,8 @@ def test_real_prometheus_scrapes_a_worker_and_every_dashboard_panel_returns_data
         # Traffic, spread over a few seconds so rates see it across scrapes: critical
         # alerts first, then warnings of the same alert and service, which the
         # shipped inhibit rule mutes once the critical ones are known (a gate stop).
-        # Pushed as Prometheus pushes a rule with `for: 5m`: startsAt five minutes back, so the group wait is
-        # over and the first notifications go at once (Alertmanager flushes such a group at once too).
+        # Pushed with startsAt five minutes back (alerts firing for a while, re-sent after an outage), so the
+        # group wait is over and the first notifications go at once (Alertmanager flushes such a group at once too).
         now = datetime.now(UTC) - timedelta(minutes=5)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{ingest_port}", timeout=30) as http:
