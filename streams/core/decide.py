@@ -283,9 +283,10 @@ def _alert(
         "source": event["source"],
         "kind": event["kind"],
         "url": str(payload.get("generator_url") or payload.get("url") or ""),
-        "body": body if body is not None else (annotations.get("description") or ""),
+        "body": body if body is not None else messages.annotation_body(annotations),
         "event_id": event["event_id"],
         "arrived": messages.arrival(event),
+        **({"links": own} if (own := messages.annotation_links(annotations)) else {}),
         **({"inferred": v.said()} if v.said() and severity is None else {}),
     }
 

@@ -31,7 +31,14 @@ from typing import Any
 from streams.core import gates
 from streams.core.fold import Fold
 from streams.core.gates import Gate
-from streams.core.messages import expand_receivers, org_of, runbook_named, send, silence_gate_of
+from streams.core.messages import (
+    annotation_body,
+    expand_receivers,
+    org_of,
+    runbook_named,
+    send,
+    silence_gate_of,
+)
 from streams.model.records import derived_id
 from streams.model.routing import Routing, routing_labels
 from streams.model.runbooks import Runbook, RunbookSet
@@ -132,7 +139,7 @@ def _content(f: Fold) -> str:
     """What makes two notices the same message (dedupe): type, title and body, not the event id."""
     event = f.event
     annotations = event.get("annotations") or {}
-    return derived_id("notice", event["type"], _title(event), str(annotations.get("description") or ""))
+    return derived_id("notice", event["type"], _title(event), annotation_body(annotations))
 
 
 # -- the two fates ------------------------------------------------------------------------
@@ -154,7 +161,7 @@ def notice(f: Fold, rb: Runbook) -> None:
         return
     receivers = expand_receivers(f, rb.notify_receivers, labels)
     annotations = f.event.get("annotations") or {}
-    lines = [str(annotations.get("description") or "")]
+    lines = [annotation_body(annotations)]
     if rb.description:
         lines.append(f"Runbook {rb.name}: {rb.description}")
     body = "\n".join(line for line in lines if line)

@@ -134,10 +134,33 @@ def fields_of(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str
     return fields
 
 
+# Annotations that link somewhere, as the houses write them (kubernetes-mixin puts runbook_url on every alert).
+ANNOTATION_LINKS = (("runbook_url", "Runbook"), ("dashboard_url", "Dashboard"))
+LINK_MAX = 2048
+
+
+def annotation_body(annotations: Mapping[str, Any]) -> str:
+    """An alert's text for people: ``description``, else ``message`` (older kubernetes-mixin rules and many
+    houses write only that; their notifications had no text at all)."""
+    return str(annotations.get("description") or annotations.get("message") or "")
+
+
+def annotation_links(annotations: Mapping[str, Any]) -> list[list[str]]:
+    """``[label, url]`` of the alert's own runbook and dashboard links (http(s) only): an on-call who gets the
+    page wants the runbook its rule's authors wrote, which opsloop's messages left out."""
+    out = []
+    for key, label in ANNOTATION_LINKS:
+        url = annotations.get(key)
+        if isinstance(url, str) and url.startswith(("http://", "https://")) and len(url) <= LINK_MAX:
+            out.append([label, url])
+    return out
+
+
 def links_of(
     f: Fold, lead: Mapping[str, Any], rb: Runbook, with_ack: bool, approval: bool = False
 ) -> list[dict[str, str]]:
-    """Acknowledge (and Approve / Reject while a remediation waits) as signed one-use links, then Source and Runbook."""
+    """Acknowledge (and Approve / Reject while a remediation waits) as signed one-use links, then Source, the
+    alert's own runbook and dashboard links (:func:`annotation_links`), and the opsloop runbook's."""
     links = []
     ctx = f.ctx
     if with_ack and ctx.ack_base_url and ctx.ack_secret:
@@ -158,8 +181,13 @@ def links_of(
             links.append({"label": label, "url": url})
     if lead.get("url"):
         links.append({"label": "Source", "url": lead["url"]})
-    if rb.url:
-        links.append({"label": "Runbook", "url": rb.url})
+    own = lead.get("links") or []
+    links.extend({"label": label, "url": url} for label, url in own)
+    if rb.url and rb.url not in (url for _, url in own):
+        # the alert's own runbook is "Runbook"; opsloop's, beside it, says whose it is
+        links.append(
+            {"label": "opsloop runbook" if any(label == "Runbook" for label, _ in own) else "Runbook", "url": rb.url}
+        )
     return links
 
 

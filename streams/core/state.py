@@ -58,6 +58,7 @@ class AlertState(TypedDict, total=False):
     at: int  # when the status last changed
     first: int  # when it first fired in this episode
     arrived: int  # when its last event reached opsloop (messages.arrival): silences are checked from then on
+    links: list[list[str]]  # its own runbook / dashboard links, [label, url] (messages.annotation_links); absent: none
 
 
 class GroupState(TypedDict):

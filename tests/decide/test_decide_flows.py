@@ -286,6 +286,37 @@ def test_a_silence_mutes_an_alert_that_arrives_after_it_whatever_its_startsat(rs
     assert len(early.notifications()) == 1
 
 
+def test_an_alerts_own_runbook_and_dashboard_links_and_its_message_text_reach_the_notification(rset):
+    """kubernetes-mixin style: every alert carries runbook_url, older rules write only a `message` annotation.
+    The notification had neither the runbook its authors wrote nor any text."""
+    disk = Verdict(category="disk", severity="warning", confidence=0.9, classifier="test-1")
+    annotations = {
+        "message": "Volume data-0 is 97% full.",
+        "runbook_url": "https://runbooks.example.org/kube/KubePersistentVolumeFillingUp",
+        "dashboard_url": "https://grafana.example.org/d/volumes",
+    }
+    sim = Sim(Context(verdict=disk, runbooks=rset))
+    sim.feed({**alert("KubePersistentVolumeFillingUp", at=T0), "annotations": annotations})
+    sim.advance(T0 + 5 * MIN)
+    (first, *_) = sim.notifications()
+    notify = first["notify"]
+    assert notify["body"].startswith("Volume data-0 is 97% full.\n")
+    assert [(link["label"], link["url"]) for link in notify["links"]] == [
+        ("Source", "http://prometheus:9090/graph"),
+        ("Runbook", "https://runbooks.example.org/kube/KubePersistentVolumeFillingUp"),
+        ("Dashboard", "https://grafana.example.org/d/volumes"),
+        ("opsloop runbook", "https://runbooks.example.com/disk-filling"),  # the matched runbook's, beside it
+    ]
+    # a link that is not http(s) is not a link; without its own runbook the opsloop one is "Runbook"
+    other = Sim(Context(verdict=disk, runbooks=rset))
+    other.feed({**alert("DiskFull", at=T0), "annotations": {"runbook_url": "javascript:alert(1)"}})
+    other.advance(T0 + 5 * MIN)
+    assert [(link["label"], link["url"]) for link in other.notifications()[0]["notify"]["links"]] == [
+        ("Source", "http://prometheus:9090/graph"),
+        ("Runbook", "https://runbooks.example.com/disk-filling"),
+    ]
+
+
 def test_maintenance_window_from_the_runbook_set_mutes(rset):
     from dataclasses import replace as dc_replace
 
