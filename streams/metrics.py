@@ -153,7 +153,7 @@ def render() -> tuple[bytes, str]:
 
 # Producers name themselves; only these become label values (anything else: "other"),
 # so a client cannot grow the series count.
-KNOWN_SOURCES = frozenset({"prometheus", "alertmanager", "github", "pagerduty", "scanner", "cli", "opsloop"})
+KNOWN_SOURCES = frozenset({"prometheus", "alertmanager", "grafana", "github", "pagerduty", "scanner", "cli", "opsloop"})
 
 
 def observe_ingested(kind: str, source: str, count: int = 1) -> None:

@@ -175,28 +175,43 @@ def prometheus_event(
 
 
 def alertmanager_events(body: Any, *, org: str, received_at: int, rules: Sequence[SessionRule]) -> list[dict[str, Any]]:
-    """Alertmanager's webhook payload (version "4") → one event per alert, firing or resolved (the first bad one raises)."""
-    alerts = alertmanager_alerts(body)
+    """Alertmanager's webhook payload (version "4", or Grafana's "1") → one event per alert, firing or resolved
+    (the first bad one raises)."""
+    alerts, source = alertmanager_alerts(body)
     return [
-        alertmanager_event(raw, index("alerts", i), org=org, received_at=received_at, rules=rules)
+        alertmanager_event(raw, index("alerts", i), org=org, received_at=received_at, rules=rules, source=source)
         for i, raw in enumerate(alerts)
     ]
 
 
-def alertmanager_alerts(body: Any) -> list[Any]:
-    """The alerts of a webhook payload, once its envelope is Alertmanager's version 4."""
+def alertmanager_alerts(body: Any) -> tuple[list[Any], str]:
+    """The alerts of a webhook payload and who sent it: Alertmanager's (version "4") or Grafana's (its
+    alerting's webhook contact point: version "1" with an ``orgId``; the same alerts, with a dashboard and
+    panel link each)."""
     body = obj(body, "body")
     version = body.get("version")
-    if version != "4":
-        raise BadRequest("version", f'expected "4" (Alertmanager webhook payload version), got {version!r}')
-    return array(body.get("alerts"), "alerts", nonempty=True)
+    if version == "1" and "orgId" in body:
+        source = "grafana"
+    elif version == "4":
+        source = "alertmanager"
+    else:
+        raise BadRequest(
+            "version",
+            f'expected "4" (Alertmanager webhook payload version) or "1" with orgId (Grafana\'s), got {version!r}',
+        )
+    return array(body.get("alerts"), "alerts", nonempty=True), source
 
 
 def alertmanager_event(
-    raw: Any, path: str, *, org: str, received_at: int, rules: Sequence[SessionRule]
+    raw: Any, path: str, *, org: str, received_at: int, rules: Sequence[SessionRule], source: str = "alertmanager"
 ) -> dict[str, Any]:
-    """One alert of Alertmanager's webhook → its event (BadRequest naming ``path``)."""
+    """One alert of Alertmanager's (or Grafana's) webhook → its event (BadRequest naming ``path``)."""
     alert, labels, annotations, generator_url = _common(raw, path)
+    if source == "grafana" and "dashboard_url" not in annotations:
+        # Grafana gives each alert its panel's and dashboard's address: the link a message should carry
+        link = string(alert, "panelURL", path, required=False) or string(alert, "dashboardURL", path, required=False)
+        if link:
+            annotations["dashboard_url"] = link
     status = string(alert, "status", path)
     if status not in ("firing", "resolved"):
         raise BadRequest(join(path, "status"), f"expected 'firing' or 'resolved', got {status!r}")
@@ -209,7 +224,7 @@ def alertmanager_event(
     fp = string(alert, "fingerprint", path, required=False) or fingerprint(labels)
     return alert_event(
         org=labels.get("org") or org,
-        source="alertmanager",
+        source=source,
         status=status,
         labels=labels,
         annotations=annotations,
@@ -282,7 +297,7 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
     body = await ingest.read_body(request)
     received_at, org = now(), ingest.org(request)
     payload = parse_json(body)
-    alerts = alertmanager_alerts(payload)
+    alerts, source = alertmanager_alerts(payload)
     truncated = payload.get("truncatedAlerts")
     if isinstance(truncated, int) and truncated > 0:  # the receiver's max_alerts cut the group: say so, once per post
         log.warning(
@@ -292,6 +307,6 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
         )
 
     def parse(raw: Any, path: str) -> dict[str, Any]:
-        return alertmanager_event(raw, path, org=org, received_at=received_at, rules=ingest.rules)
+        return alertmanager_event(raw, path, org=org, received_at=received_at, rules=ingest.rules, source=source)
 
     return await best_effort(ingest, alerts, parse, principal, "alertmanager")

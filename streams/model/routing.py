@@ -68,7 +68,7 @@ class Timing:
     repeat_interval: int = DEFAULT_REPEAT_INTERVAL_MS
     # Sources that group before sending (Alertmanager waited its own group_wait):
     # their events are not held a second time.
-    upstream_grouped: tuple[str, ...] = ("alertmanager",)
+    upstream_grouped: tuple[str, ...] = ("alertmanager", "grafana")
 
     def wait_for(self, source: str) -> int:
         return 0 if source in self.upstream_grouped else self.group_wait

@@ -51,8 +51,10 @@ def test_first_alert_waits_for_group_wait_with_a_timer_effect(ctx):
     assert d.record["runbook"] == "target-down" and d.record["runbook_set_version"] == ctx.runbooks.version
 
 
-def test_alertmanager_events_are_not_held_again(ctx):
-    d = Sim(ctx).feed(alert(at=T0, source="alertmanager"))
+@pytest.mark.parametrize("source", ["alertmanager", "grafana"])
+def test_alertmanager_events_are_not_held_again(ctx, source):
+    """Alertmanager and Grafana alerting group and wait by themselves (routing's upstream_grouped)."""
+    d = Sim(ctx).feed(alert(at=T0, source=source))
     assert d.record["outcome"] == "notified"
     assert receivers(d.effects) == [("infra-slack", "trigger")]
 

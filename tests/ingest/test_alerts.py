@@ -280,3 +280,62 @@ def test_a_long_annotation_is_cut_with_a_marker_not_refused():
     assert event["annotations"]["summary"] == "short"
     same = {"summary": "short"}
     assert clip_annotations(same) is same  # nothing to cut: untouched
+
+
+def test_grafanas_webhook_is_read_as_alertmanagers_with_its_panel_link():
+    """Grafana alerting's webhook contact point posts Alertmanager's alerts in an envelope of its own (version "1",
+    orgId; the shape of Grafana's documented example). It was a 400 ("expected version 4")."""
+    body = {
+        "receiver": "opsloop",
+        "status": "firing",
+        "orgId": 1,
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "High memory usage", "team": "blue", "zone": "us-1"},
+                "annotations": {"description": "The system has high memory usage", "summary": "zone us-1"},
+                "startsAt": "2024-05-01T11:51:03.157076+02:00",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "https://grafana.example.org/alerting/1afz29v7z/edit",
+                "fingerprint": "c6eadffa33fcdf37",
+                "silenceURL": "https://grafana.example.org/alerting/silence/new?matchers=alertname%3DT2",
+                "dashboardURL": "https://grafana.example.org/d/mem",
+                "panelURL": "https://grafana.example.org/d/mem?viewPanel=2",
+                "values": {"B": 44.23943737541908, "C": 1},
+                "valueString": "[ var='B' labels={} value=44.2 ]",
+            },
+            {
+                "status": "resolved",
+                "labels": {"alertname": "High CPU usage", "team": "blue", "zone": "eu-1"},
+                "annotations": {"dashboard_url": "https://grafana.example.org/d/own"},
+                "startsAt": "2024-05-01T09:50:00Z",
+                "endsAt": "2024-05-01T09:58:00Z",
+                "dashboardURL": "",
+                "panelURL": "",
+            },
+        ],
+        "groupLabels": {"team": "blue"},
+        "commonLabels": {"team": "blue"},
+        "externalURL": "https://grafana.example.org/",
+        "version": "1",
+        "groupKey": '{}:{team="blue"}',
+        "truncatedAlerts": 0,
+        "title": "[FIRING:1] (blue)",
+        "state": "alerting",
+        "message": "**Firing** ...",
+    }
+    mem, cpu = am(body)
+    assert (mem["source"], mem["type"], cpu["source"], cpu["type"]) == (
+        "grafana",
+        "alert.firing",
+        "grafana",
+        "alert.resolved",
+    )
+    assert mem["occurred_at"] == timestamp_ms("2024-05-01T09:51:03.157Z", "t")  # the +02:00 offset read
+    assert mem["annotations"]["dashboard_url"] == "https://grafana.example.org/d/mem?viewPanel=2"
+    assert cpu["annotations"]["dashboard_url"] == "https://grafana.example.org/d/own"  # the alert's own wins
+    with pytest.raises(BadRequest, match='expected "4" .* or "1" with orgId'):
+        am({**body, "orgId": None, "version": "2"})
+    no_org = {k: v for k, v in body.items() if k != "orgId"}
+    with pytest.raises(BadRequest, match="version"):
+        am(no_org)

@@ -385,3 +385,37 @@ def test_one_bad_alert_refuses_itself_not_its_post(ingest_server, module_setting
     only_bad = http.post(ingest_server.url("/api/v2/alerts"), json=[bad_time], headers=bearer("prometheus"))
     assert only_bad.status_code == 400  # nothing valid: refused whole, as before
     assert only_bad.json() == {"error": "alerts[0].startsAt: not an RFC 3339 timestamp: 'yesterday'"}
+
+
+def test_grafanas_webhook_lands_as_its_alerts(ingest_server, module_settings, http):
+    """Grafana alerting's webhook contact point (version "1", orgId) to /ingest/alertmanager: was a 400."""
+    tag = uuid.uuid4().hex[:6]
+    body = {
+        "receiver": "opsloop",
+        "status": "firing",
+        "orgId": 1,
+        "version": "1",
+        "groupKey": "{}:{}",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": f"Graf{tag}", "service": "mem"},
+                "annotations": {"summary": "high memory"},
+                "startsAt": "2024-05-01T11:51:03.157076+02:00",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "panelURL": "https://grafana.example.org/d/mem?viewPanel=2",
+                "values": {"B": 44.2},
+            }
+        ],
+    }
+    answer = http.post(ingest_server.url("/ingest/alertmanager"), json=body, headers=bearer("alertmanager"))
+    assert answer.status_code == 200, answer.text
+    (eid,) = answer.json()["event_ids"]
+    records = read_events(module_settings, lambda rs: any(r.value and r.value["event_id"] == eid for r in rs))
+    event = next(r.value for r in records if r.value and r.value["event_id"] == eid)
+    assert (event["source"], event["type"], event["session_key"]) == (
+        "grafana",
+        "alert.firing",
+        f"acme:alert:Graf{tag}:mem",
+    )
+    assert event["annotations"]["dashboard_url"] == "https://grafana.example.org/d/mem?viewPanel=2"
