@@ -27,11 +27,11 @@ from typing import Any
 from aiohttp import web
 
 from streams.ingest.errors import BadRequest, IngestError
-from streams.ingest.fields import array, index, obj, parse_json
+from streams.ingest.fields import MAX_LABEL_VALUE, array, index, obj, parse_json
 from streams.ingest.pipeline import INGEST
 from streams.ingest.scopes import Scope
 from streams.model.matchers import MatcherError, make_matcher
-from streams.model.records import derived_id
+from streams.model.records import CONTROL_CHARS, derived_id
 from streams.model.silences import Silence, SilenceError, expire_event, parse_time_ms, silence_event, silence_from_json
 
 log = logging.getLogger("streams.ingest")
@@ -50,6 +50,8 @@ def am_matcher(raw: Any, path: str) -> str:
         raise BadRequest(f"{path}.name", "required, a label name")
     if not isinstance(value, str):
         raise BadRequest(f"{path}.value", "required, a string")
+    if len(value) > MAX_LABEL_VALUE:
+        raise BadRequest(f"{path}.value", f"{len(value)} characters; at most {MAX_LABEL_VALUE}, as a label value")
     for key, flag in (("isRegex", is_regex), ("isEqual", is_equal)):
         if not isinstance(flag, bool):
             raise BadRequest(f"{path}.{key}", "expected true or false")
@@ -58,6 +60,12 @@ def am_matcher(raw: Any, path: str) -> str:
         return str(make_matcher(name, op, value))
     except MatcherError as exc:
         raise BadRequest(path, str(exc)) from None
+
+
+def check_silence_id(value: Any, path: str) -> None:
+    """1-128 printable characters (the id is a key in the silences table and a column in the audit store)."""
+    if not isinstance(value, str) or not 0 < len(value) <= 128 or CONTROL_CHARS.search(value):
+        raise BadRequest(path, "a silence id: 1-128 characters, no control characters")
 
 
 def _time(body: dict[str, Any], key: str) -> int:
@@ -93,8 +101,8 @@ def silence_of(body: Any, now_ms: int) -> Silence:
     if ends <= now_ms:
         raise BadRequest("endsAt", "in the past")
     silence_id = body.get("id")
-    if silence_id is not None and (not isinstance(silence_id, str) or not 0 < len(silence_id) <= 128):
-        raise BadRequest("id", "a silence id (1-128 characters), or absent for a new silence")
+    if silence_id is not None:
+        check_silence_id(silence_id, "id")
     data = {
         "matchers": matchers,
         "starts_at": starts,
@@ -138,8 +146,7 @@ async def delete_silence(request: web.Request) -> web.Response:
     ingest = request.app[INGEST]
     principal = ingest.authenticate(request)
     silence_id = request.match_info["silence_id"]
-    if not 0 < len(silence_id) <= 128:
-        raise BadRequest("silenceID", "a silence id (1-128 characters)")
+    check_silence_id(silence_id, "silenceID")
     now_ms = int(time.time() * 1000)
     scope = principal.scope
     org = scope.orgs[0] if len(scope.orgs) == 1 and scope.orgs[0] != "*" else ingest.org(request)

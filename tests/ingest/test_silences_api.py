@@ -111,6 +111,11 @@ def test_bad_silences_are_refused_as_alertmanager_refuses_them(server, http):
         ({**good, "matchers": [{"name": "s", "value": "(?=x)", "isRegex": True}]}, "matchers[0]:"),
         ({**good, "matchers": [{"name": "s", "value": ".*", "isRegex": True}]}, "a silence must select something"),
         ({**good, "startsAt": "yesterday"}, "startsAt: not an ISO 8601 time"),
+        (
+            {**good, "matchers": [{"name": "a", "value": "x" * 5000}]},
+            "matchers[0].value: 5000 characters; at most 4096",
+        ),
+        ({**good, "id": "a\u0007b"}, "id: a silence id: 1-128 characters, no control characters"),
         # as Alertmanager: service!="web" alone would mute every other service's alerts, and those without one
         ({**good, "matchers": [{"name": "service", "value": "web", "isEqual": False}]}, "must not match an empty"),
     ]
@@ -118,6 +123,8 @@ def test_bad_silences_are_refused_as_alertmanager_refuses_them(server, http):
         answer = http.post(url, json=body, headers=bearer("prometheus"))
         assert answer.status_code == 400, (body, answer.text)
         assert isinstance(answer.json(), str) and reason in answer.json(), answer.text  # Alertmanager's error body
+    bad_id = http.delete(ingest.url("/api/v2/silence/a%00b"), headers=bearer("prometheus"))
+    assert bad_id.status_code == 400 and "silenceID: a silence id" in bad_id.json()
     assert http.post(url, json=good).status_code == 401
     assert http.post(url, json=good, headers=bearer("scanner")).status_code == 403
 
