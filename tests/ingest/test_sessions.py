@@ -25,6 +25,19 @@ def test_shipped_rules_cover_every_endpoint():
         "alert-group",
     )
     assert session_key(rules, facts(labels={"alertname": "Down", "instance": "h:1"}))[0] == "acme:alert:Down:h:1"
+    # kube-state-metrics serves every namespace: its alerts are one incident per namespace (kube-prometheus's
+    # group_by [namespace]), not one for the whole cluster
+    crash = {"alertname": "KubePodCrashLooping", "service": "kube-state-metrics", "instance": "10.0.0.7:8080"}
+    assert session_key(rules, facts(labels={**crash, "namespace": "payments", "pod": "api-1"})) == (
+        "acme:alert:KubePodCrashLooping:payments:kube-state-metrics",
+        "alert-group-namespace",
+    )
+    assert session_key(rules, facts(labels={**crash, "namespace": "search", "pod": "api-1"}))[0].endswith(
+        ":search:kube-state-metrics"
+    )
+    assert session_key(rules, facts(labels={"alertname": "Down", "namespace": "x"}, fingerprint="f01"))[0] == (
+        "acme:alert:f01"  # no service or instance: by the label set, as before
+    )
     assert session_key(rules, facts(labels={"job": "x"}, fingerprint="f00"))[0] == "acme:alert:f00"
     assert session_key(rules, facts("scan", "scan.completed", "scanner", config_id="prod-vpc")) == (
         "acme:scan:prod-vpc",
