@@ -136,3 +136,22 @@ def test_an_inhibit_rule_holds_within_one_org_even_when_its_equal_leaves_org_out
     source = {"alertname": "ApiDown", "severity": "urgent", "service": "api", "org": "a"}
     assert not policy.inhibition_gate(target, [source], [rule]).stopped
     assert policy.inhibition_gate({**target, "org": "a"}, [source], [rule]).stopped
+
+
+def test_the_starter_inhibit_rule_holds_within_one_kubernetes_namespace():
+    """kube-state-metrics is one service for every namespace: one namespace's critical KubePodCrashLooping muted
+    every namespace's warnings of that service. A label neither alert has (no namespace) still counts as equal."""
+    from tests.decide.helpers import starter_set
+
+    [rule] = starter_set().routing.inhibit_rules
+    ksm = {"service": "kube-state-metrics", "org": "acme"}
+    source = {**ksm, "alertname": "KubePodCrashLooping", "severity": "urgent", "namespace": "payments"}
+    target = {**ksm, "alertname": "KubeDeploymentReplicasMismatch", "severity": "warning", "namespace": "search"}
+    assert not policy.inhibition_gate(target, [source], [rule]).stopped
+    assert policy.inhibition_gate({**target, "namespace": "payments"}, [source], [rule]).stopped
+    plain = {"service": "api", "org": "acme"}
+    assert policy.inhibition_gate(
+        {**plain, "severity": "warning", "alertname": "Slow"},
+        [{**plain, "severity": "urgent", "alertname": "Down"}],
+        [rule],
+    ).stopped
