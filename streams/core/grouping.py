@@ -9,7 +9,7 @@ escalation chain).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.core import gates
@@ -128,8 +128,16 @@ def _per_alert(
 
 
 def _silences_gate(f: Fold, p: Pending) -> Gate:
+    """Alerts a silence mutes are tried again at the silence's end or, sooner, after the group interval, as
+    Alertmanager flushes a group every group interval: a silence expired early (the maintenance done) ends
+    there, and without the sooner try its alerts waited for the silence's original end (hours) to be told."""
+    recheck = f.now + p.timing.group_interval
+
     def verdict(alert: Mapping[str, Any]) -> Gate:
-        return silence_gate_of(f, alert_labels(alert, org), alert.get("arrived", 0))
+        gate = silence_gate_of(f, alert_labels(alert, org), alert.get("arrived", 0))
+        if gate.stopped and gate.until is not None and gate.until > recheck:
+            return replace(gate, until=recheck)
+        return gate
 
     org = org_of(f)
     return _per_alert(f, p, "silence", verdict, "silenced", last=False, whole=True)

@@ -288,6 +288,28 @@ def test_a_silence_mutes_an_alert_that_arrives_after_it_whatever_its_startsat(rs
     assert len(early.notifications()) == 1
 
 
+def test_a_silence_expired_early_lets_its_alerts_be_told_within_the_group_interval(rset):
+    """Alertmanager flushes a group every group interval and checks silences then; opsloop tried a silenced
+    group again only at the silence's end, so alerts of a 4 h silence expired after 10 min (maintenance done
+    early) stayed untold for 4 h."""
+    from dataclasses import replace as dc_replace
+
+    silence = silence_from_json({"matchers": ['service="api"'], "starts_at": T0 - MIN, "ends_at": T0 + 240 * MIN})
+    sim = Sim(Context(verdict=URGENT_DOWN, runbooks=rset, silences=(silence,)))
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + 10 * MIN)
+    assert sim.notifications() == []
+    sim.ctx = dc_replace(sim.ctx, silences=())  # expired at T0 + 10 min
+    sim.advance(T0 + 10 * MIN + 5 * MIN)  # the starter route's group interval: 5 min
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
+    # while it holds, each try is a suppressed decision, nothing sent
+    held = Sim(Context(verdict=URGENT_DOWN, runbooks=rset, silences=(silence,)))
+    held.feed(alert(at=T0))
+    held.advance(T0 + 60 * MIN)
+    tries = [d for _, d in held.decisions if d.record["outcome"] == "suppressed"]
+    assert held.notifications() == [] and len(tries) >= 10
+
+
 def test_an_alerts_own_runbook_and_dashboard_links_and_its_message_text_reach_the_notification(rset):
     """kubernetes-mixin style: every alert carries runbook_url, older rules write only a `message` annotation.
     The notification had neither the runbook its authors wrote nor any text."""
