@@ -9,8 +9,10 @@ prefix on the session broker, so what one module produces never shows in another
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import subprocess
@@ -195,6 +197,18 @@ def ingest_server(module_env: dict[str, str], tmp_path_factory: pytest.TempPathF
     server = IngestServer(module_env, tmp_path_factory.mktemp("ingest") / "ingest.log").start()
     try:
         yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def scoped_ingest(bootstrap: str, scopes: Mapping[str, Any], log_dir: Path) -> Iterator[tuple[IngestServer, Settings]]:
+    """A real ingest with these producer scopes (``OPSLOOP_INGEST_SCOPES``), on topics of its own."""
+    env = ingest_env(bootstrap, f"sc{uuid.uuid4().hex[:8]}.", OPSLOOP_INGEST_SCOPES=json.dumps(scopes))
+    apply_topics(settings_for(env))
+    server = IngestServer(env, log_dir / "ingest.log").start()
+    try:
+        yield server, settings_for(env)
     finally:
         server.stop()
 

@@ -16,15 +16,7 @@ import uuid
 import pytest
 
 from streams.ingest.scopes import PRODUCER_ANNOTATION, Principal, Scope, authorize, parse_scopes
-from tests.ingest.conftest import (
-    TOKENS,
-    IngestServer,
-    apply_topics,
-    bearer,
-    ingest_env,
-    read_events,
-    settings_for,
-)
+from tests.ingest.conftest import TOKENS, bearer, read_events, scoped_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -71,13 +63,8 @@ def control(etype: str, org: str) -> dict:
 
 @pytest.fixture(scope="module")
 def scoped(kafka_bootstrap, tmp_path_factory):
-    env = ingest_env(kafka_bootstrap, f"sc{uuid.uuid4().hex[:8]}.", OPSLOOP_INGEST_SCOPES=json.dumps(SCOPES))
-    apply_topics(settings_for(env))
-    server = IngestServer(env, tmp_path_factory.mktemp("scopes") / "ingest.log").start()
-    try:
-        yield server, settings_for(env)
-    finally:
-        server.stop()
+    with scoped_ingest(kafka_bootstrap, SCOPES, tmp_path_factory.mktemp("scopes")) as served:
+        yield served
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingest.conftest import TOKENS, IngestServer, apply_topics, bearer, ingest_env, read_events, settings_for
+from tests.ingest.conftest import TOKENS, IngestServer, bearer, read_events, scoped_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,8 @@ SCOPES = {
 
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap, tmp_path_factory):
-    env = ingest_env(kafka_bootstrap, f"si{uuid.uuid4().hex[:8]}.", OPSLOOP_INGEST_SCOPES=json.dumps(SCOPES))
-    apply_topics(settings_for(env))
-    ingest = IngestServer(env, tmp_path_factory.mktemp("silences") / "ingest.log").start()
-    try:
-        yield ingest, settings_for(env)
-    finally:
-        ingest.stop()
+    with scoped_ingest(kafka_bootstrap, SCOPES, tmp_path_factory.mktemp("silences")) as served:
+        yield served
 
 
 def amtool(server: IngestServer, token: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
