@@ -91,23 +91,14 @@ def _flapping(f: Fold, p: Pending) -> Gate:
 
 
 def _per_alert(
-    f: Fold,
-    p: Pending,
-    name: str,
-    verdict_of: Callable[[Mapping[str, Any]], Gate],
-    noun: str,
-    *,
-    last: bool,
-    whole: bool = False,
+    f: Fold, p: Pending, name: str, verdict_of: Callable[[Mapping[str, Any]], Gate], noun: str, *, last: bool
 ) -> Gate:
-    """A gate that mutes alerts one by one, as Alertmanager does. Its record says how many it
-    muted (verdict ``stop`` if any); the ``last`` of these gates halts the flush when no alert
-    is left, to be tried again when the first muted alert may be notified. ``verdict_of`` is
-    given each alert's routing labels, or with ``whole`` the alert itself."""
-    org = org_of(f)
+    """A gate that mutes alerts one by one (``verdict_of`` each alert's state), as Alertmanager does. Its
+    record says how many it muted (verdict ``stop`` if any); the ``last`` of these gates halts the flush
+    when no alert is left, to be tried again when the first muted alert may be notified."""
     kept, causes = [], []
     for key, alert in p.notifiable:
-        gate = verdict_of(alert if whole else alert_labels(alert, org))
+        gate = verdict_of(alert)
         if gate.stopped:
             p.until.append(gate.until if gate.until is not None else f.now + p.timing.group_interval)
             causes.append(gate)
@@ -140,18 +131,19 @@ def _silences_gate(f: Fold, p: Pending) -> Gate:
         return gate
 
     org = org_of(f)
-    return _per_alert(f, p, "silence", verdict, "silenced", last=False, whole=True)
+    return _per_alert(f, p, "silence", verdict, "silenced", last=False)
 
 
 def _inhibition_gate(f: Fold, p: Pending) -> Gate:
     org, session = org_of(f), f.event["session_key"]
     rules = f.ctx.runbooks.routing.inhibit_rules
     if not rules:
-        return _per_alert(f, p, "inhibit", lambda labels: Gate("inhibit", gates.PASS), "inhibited", last=True)
+        return _per_alert(f, p, "inhibit", lambda alert: Gate("inhibit", gates.PASS), "inhibited", last=True)
     # other sessions' inhibiting alerts (from the context, looked up by their equal labels) and this session's own
     sources = IndexedSources(as_index(f.ctx.inhibitors, rules), session, [alert_labels(a, org) for _, a in p.firing])
 
-    def verdict_of(labels: Mapping[str, str]) -> Gate:
+    def verdict_of(alert: Mapping[str, Any]) -> Gate:
+        labels = alert_labels(alert, org)
         found = sources.find(labels, rules)
         if found is None:
             return Gate("inhibit", gates.PASS)

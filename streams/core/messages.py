@@ -273,8 +273,11 @@ def silence_gate_of(f: Fold, labels: Mapping[str, str], arrived: int = 0) -> gat
     re-sends firing alerts with their first startsAt after opsloop or the network was down. Its
     notification was timed at startsAt, and a silence created in between (or a maintenance window that
     began meanwhile) did not mute it: the page went out during an active silence."""
+    silences = silences_of(f)
+    if not silences:  # the usual case: no label copy, no arrival to work out
+        return gates.silence_gate((), labels, f.now)
     at = max(f.now, arrived or arrival(f.event))
-    return gates.silence_gate(silences_of(f), {**labels, SESSION_LABEL: f.event["session_key"]}, at)
+    return gates.silence_gate(silences, {**labels, SESSION_LABEL: f.event["session_key"]}, at)
 
 
 def arrival(event: Mapping[str, Any]) -> int:

@@ -83,8 +83,7 @@ KIND_OF_ROUTE = {
     "events": "any",
     "ack": "webhook",
     "slack": "webhook",
-    "silences": "webhook",
-    "silence": "webhook",
+    **dict.fromkeys(silences_api.ROUTES, "webhook"),
 }
 REJECTION_REASONS = {
     400: "invalid",
@@ -108,7 +107,8 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         response = await handler(request)
     except IngestError as exc:
-        response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        body = exc.reason if route in silences_api.ROUTES else exc.body()  # Alertmanager's API: a JSON string
+        response = web.json_response(body, status=exc.status, headers=exc.headers)
         if exc.status in (408, 413, 415):  # the rest of the body is not read: close rather than drain it
             response.force_close()
         level = logging.WARNING if exc.status >= 500 else logging.INFO

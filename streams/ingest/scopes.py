@@ -87,6 +87,11 @@ class Scope:
     def allows_org(self, org: str) -> bool:
         return "*" in self.orgs or org in self.orgs
 
+    @property
+    def sole_org(self) -> str | None:
+        """The one org this scope may write, or None (several, or any)."""
+        return self.orgs[0] if len(self.orgs) == 1 and self.orgs[0] != "*" else None
+
 
 DEFAULT_SCOPE = Scope()
 

@@ -18,24 +18,18 @@ and ``opsloop silence list``.
 
 from __future__ import annotations
 
-import functools
-import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from streams.ingest.errors import BadRequest, IngestError
+from streams.ingest.errors import BadRequest
 from streams.ingest.fields import MAX_LABEL_VALUE, array, index, obj, parse_json
 from streams.ingest.pipeline import INGEST
 from streams.ingest.scopes import Scope
 from streams.model.matchers import MatcherError, make_matcher
 from streams.model.records import CONTROL_CHARS, derived_id
 from streams.model.silences import Silence, SilenceError, expire_event, parse_time_ms, silence_event, silence_from_json
-
-log = logging.getLogger("streams.ingest")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_MATCHERS = 64
 MAX_TEXT = 1024  # createdBy, comment
@@ -120,11 +114,7 @@ def silence_of(body: Any, now_ms: int) -> Silence:
 def org_of_silence(silence: Silence, scope: Scope, fallback: str) -> str:
     """The silence's ``org="..."`` matcher, else the token's one org, else ``fallback`` (``?org=`` or the default)."""
     named = next((m.value for m in silence.matchers if m.name == "org" and m.op == "="), None)
-    if named:
-        return named
-    if len(scope.orgs) == 1 and scope.orgs[0] != "*":
-        return scope.orgs[0]
-    return fallback
+    return named or scope.sole_org or fallback
 
 
 async def post_silence(request: web.Request) -> web.Response:
@@ -148,30 +138,18 @@ async def delete_silence(request: web.Request) -> web.Response:
     silence_id = request.match_info["silence_id"]
     check_silence_id(silence_id, "silenceID")
     now_ms = int(time.time() * 1000)
-    scope = principal.scope
-    org = scope.orgs[0] if len(scope.orgs) == 1 and scope.orgs[0] != "*" else ingest.org(request)
+    org = principal.scope.sole_org or ingest.org(request)
     event = expire_event(silence_id, org=org, now_ms=now_ms, actor=principal.name)
     event["received_at"] = now_ms
     await ingest.take([ingest.finish(event, principal=principal)], "silences")
     return web.Response(status=200)
 
 
-def alertmanager_errors(handler: Handler) -> Handler:
-    """A refusal as Alertmanager answers one: the reason as a JSON string (its API's error body, which amtool
-    prints), not ingest's ``{"error": ...}``; the status, headers and log line are the same."""
-
-    @functools.wraps(handler)
-    async def answer(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except IngestError as exc:
-            level = logging.WARNING if exc.status >= 500 else logging.INFO
-            log.log(level, "%s %s -> %d %s", request.method, request.path, exc.status, exc.reason)
-            return web.json_response(exc.reason, status=exc.status, headers=exc.headers)
-
-    return answer
+# Routes whose refusals ingest's error middleware answers as Alertmanager does: the reason as a JSON string
+# (its API's error body, which amtool prints), not ingest's {"error": ...}.
+ROUTES = ("silences", "silence")
 
 
 def register(app: web.Application) -> None:
-    app.router.add_post("/api/v2/silences", alertmanager_errors(post_silence), name="silences")
-    app.router.add_delete("/api/v2/silence/{silence_id}", alertmanager_errors(delete_silence), name="silence")
+    app.router.add_post("/api/v2/silences", post_silence, name="silences")
+    app.router.add_delete("/api/v2/silence/{silence_id}", delete_silence, name="silence")

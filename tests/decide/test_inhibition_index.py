@@ -37,7 +37,8 @@ def _old_inhibition_gate(f: Any, p: Pending) -> Gate:
     sources = [lbl for key, lbl in f.ctx.inhibitors if key != session] + [alert_labels(a, org) for _, a in p.firing]
     rules = f.ctx.runbooks.routing.inhibit_rules
 
-    def verdict_of(labels: Mapping[str, str]) -> Gate:
+    def verdict_of(alert: Mapping[str, Any]) -> Gate:  # _per_alert now hands over the alert, not its labels
+        labels = alert_labels(alert, org)
         gate = gates.inhibition_gate(labels, sources, rules)
         if not gate.stopped:
             return gate
