@@ -275,7 +275,8 @@ def list_silences(
 ) -> list[dict[str, Any]]:
     """Every silence the recorded silence events created, with its state now: active, pending or expired.
 
-    An expiry event ends a silence at the expiry's time. Newest start first.
+    An expiry event ends a silence at the expiry's time; ``updated_at`` is the time of the last event that
+    changed it (Alertmanager's ``updatedAt``). Newest start first.
     """
     stmt = sa.select(EventRow.record).where(EventRow.type.in_(SILENCE_TYPES))
     if orgs is not None:
@@ -293,10 +294,15 @@ def list_silences(
         if limited is not None and sid in parsed and not owned_by(parsed[sid], limited):
             continue  # decide refused it (streams.core.tables.silence_change)
         if etype == SILENCE_CREATED and silence is not None:
-            silences[sid] = {**silence.to_json(), "org": record.get("org", ""), "expired_at": None}
+            silences[sid] = {
+                **silence.to_json(),
+                "org": record.get("org", ""),
+                "expired_at": None,
+                "updated_at": record["occurred_at"],
+            }
             parsed[sid] = silence
         elif sid in silences and silences[sid]["expired_at"] is None:
-            silences[sid]["expired_at"] = record["occurred_at"]
+            silences[sid]["expired_at"] = silences[sid]["updated_at"] = record["occurred_at"]
     out = []
     for s in silences.values():
         ends = min(s["ends_at"], s["expired_at"]) if s["expired_at"] is not None else s["ends_at"]

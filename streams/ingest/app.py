@@ -11,6 +11,8 @@ Routes::
     POST /ingest/ack                 the page's button: produce the ack / approval / silence  the link's HMAC
     POST /ingest/slack/interactivity Slack buttons (ack, silence, approve, reject)            Slack request signing
     POST /api/v2/silences            Alertmanager's silence API (amtool silence add)         bearer token, control
+    GET  /api/v2/silences            ... listed from the audit store (amtool silence query)  bearer token, control
+    GET  /api/v2/silence/{id}        ... one of them (amtool silence update reads it first)   bearer token, control
     DELETE /api/v2/silence/{id}      ... and its expiry (amtool silence expire)              bearer token, control
     GET  /healthz                    the process answers
     GET  /readyz                     Kafka reachable and the events.* topics present (else 503)
@@ -83,7 +85,7 @@ KIND_OF_ROUTE = {
     "events": "any",
     "ack": "webhook",
     "slack": "webhook",
-    **dict.fromkeys(silences_api.ROUTES, "webhook"),
+    **dict.fromkeys(silences_api.WRITE_ROUTES, "webhook"),
 }
 REJECTION_REASONS = {
     400: "invalid",
@@ -167,7 +169,7 @@ def create_app(
     app.router.add_get("/ingest/ack", get_ack, name="ack-page")
     app.router.add_post("/ingest/ack", post_ack, name="ack")
     slack_interactivity.register(app)
-    silences_api.register(app)
+    silences_api.register(app, settings.database_url.get_secret_value())
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")

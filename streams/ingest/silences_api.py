@@ -1,38 +1,57 @@
-"""Alertmanager's silence API on ingest, so ``amtool silence add / expire`` and other Alertmanager clients work.
+"""Alertmanager's silence API on ingest, so ``amtool silence add / query / update / expire`` and other Alertmanager clients work.
 
     POST   /api/v2/silences               a PostableSilence -> {"silenceID": id}     bearer token, control: true
+    GET    /api/v2/silences[?filter=..]   the GettableSilences of the token's orgs     bearer token, control: true
+    GET    /api/v2/silence/{silenceID}    one of them, or 404                         bearer token, control: true
     DELETE /api/v2/silence/{silenceID}    expire it                                   bearer token, control: true
 
-Each is turned into the event ``opsloop silence add`` / ``expire`` produces (``silence.created`` /
+Each write is turned into the event ``opsloop silence add`` / ``expire`` produces (``silence.created`` /
 ``silence.expired``, :mod:`streams.model.silences`) and goes through the same checks and produce path as
 any post (:meth:`streams.ingest.pipeline.Ingest.finish`): the token needs ``control: true`` in its scope,
 a silence of a token without ``operator: true`` covers only its own org, and such a token may expire or
 replace only its own org's silences (decide refuses the others). The org is the silence's ``org="..."``
-matcher, else the token's one org when its scope names exactly one, else ``?org=`` or the default.
+matcher, else the token's one org when its scope names exactly one, else ``?org=`` or the default; an
+expiry is recorded in the org of the silence it names when the audit store knows it.
 
-Where it differs from Alertmanager: ingest has no store to read, so an unknown id is not a 404; an
-expiry of one is recorded and changes nothing, and a post with an ``id`` creates or replaces that silence
-(Alertmanager updates it). Listing (``amtool silence query``) is the read API's ``GET /api/v1/silences``
-and ``opsloop silence list``.
+The reads come from the audit store (``DATABASE_URL``, filled by ``opsloop projector``), the same answer
+as the read API's ``GET /api/v1/silences`` and ``opsloop silence list``, limited to the orgs of the token's
+scope. So a silence just added is listed once the projector has stored its event (about a second), and
+ingest answers 503 when no store is reachable. Where it differs from Alertmanager: an expiry of an id the
+store does not know is recorded and changes nothing (not a 404), and a post with an ``id`` creates or
+replaces that silence (Alertmanager updates it; ``amtool silence update`` works either way). ``GET
+/api/v2/status`` is a 404, which amtool tolerates (answered, amtool warns on every command that the
+versions differ).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
-from streams.ingest.errors import BadRequest
+from streams.audit import queries
+from streams.db import make_engine, normalise_url, outage_reason
+from streams.ingest.errors import BadRequest, Forbidden, IngestError, NotFound
 from streams.ingest.fields import MAX_LABEL_VALUE, array, index, obj, parse_json
 from streams.ingest.pipeline import INGEST
 from streams.ingest.scopes import Scope
-from streams.model.matchers import MatcherError, make_matcher
+from streams.model.matchers import Matcher, MatcherError, make_matcher, parse_matcher
 from streams.model.records import CONTROL_CHARS, derived_id
 from streams.model.silences import Silence, SilenceError, expire_event, parse_time_ms, silence_event, silence_from_json
+from streams.settings import SettingsError
+
+log = logging.getLogger("streams.ingest")
 
 MAX_MATCHERS = 64
 MAX_TEXT = 1024  # createdBy, comment
+STATE_ORDER = {"active": 0, "pending": 1, "expired": 2}
 
 
 def am_matcher(raw: Any, path: str) -> str:
@@ -117,6 +136,133 @@ def org_of_silence(silence: Silence, scope: Scope, fallback: str) -> str:
     return named or scope.sole_org or fallback
 
 
+class StoreUnavailable(IngestError):
+    """The audit store cannot be read: the silence reads answer 503 (the writes do not need it)."""
+
+    status = 503
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, headers={"Retry-After": "5"})
+
+
+class SilenceStore:
+    """The audit store's silences, opened on the first read: ingest writes none, and most ingests never read."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._engine: sa.Engine | None = None
+
+    def _open(self) -> sa.Engine:
+        if self._engine is None:
+            try:
+                url = make_url(normalise_url(self._url))
+                path = url.database if url.get_backend_name() == "sqlite" else None
+                if path and path != ":memory:" and not Path(path).expanduser().exists():
+                    # make_engine would create an empty file here: say what is missing instead
+                    raise StoreUnavailable(
+                        "no audit store yet (DATABASE_URL names a SQLite file that does not exist): silences are "
+                        "read from what `opsloop projector` stores"
+                    )
+                self._engine = make_engine(self._url)
+            except sa.exc.ArgumentError:  # its message repeats the URL, password and all
+                raise StoreUnavailable("the audit store cannot be opened (DATABASE_URL is not a URL)") from None
+            except SettingsError as exc:  # make_engine's reasons never repeat the URL
+                raise StoreUnavailable(f"the audit store cannot be opened ({str(exc).split(';')[0]})") from None
+        return self._engine
+
+    async def silences(self, orgs: frozenset[str] | None) -> list[dict[str, Any]]:
+        """:func:`streams.audit.queries.list_silences` now, of ``orgs`` (None: every org)."""
+        engine = self._open()
+        now_ms = int(time.time() * 1000)
+        try:
+            return await asyncio.to_thread(queries.list_silences, engine, now_ms, orgs=orgs)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreUnavailable(f"silences cannot be read from the audit store ({outage_reason(exc)})") from None
+
+
+SILENCE_STORE = web.AppKey("silence_store", SilenceStore)
+
+
+def readable_orgs(scope: Scope) -> frozenset[str] | None:
+    """The orgs whose silences a token may read: its scope's (None: every org)."""
+    return None if "*" in scope.orgs else frozenset(scope.orgs)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def am_matcher_json(m: Matcher) -> dict[str, Any]:
+    return {"name": m.name, "value": m.value, "isRegex": m.op in ("=~", "!~"), "isEqual": m.op in ("=", "=~")}
+
+
+def gettable(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored silence (:func:`streams.audit.queries.list_silences`) as Alertmanager's GettableSilence."""
+    ends = stored["ends_at"] if stored["expired_at"] is None else min(stored["ends_at"], stored["expired_at"])
+    return {
+        "id": stored["id"],
+        "status": {"state": stored["state"]},
+        "updatedAt": _iso(stored["updated_at"]),
+        "matchers": [am_matcher_json(parse_matcher(m)) for m in stored["matchers"]],
+        "startsAt": _iso(min(stored["starts_at"], ends)),
+        "endsAt": _iso(ends),
+        "createdBy": stored["created_by"],
+        "comment": stored["comment"],
+    }
+
+
+def matches_filter(stored: dict[str, Any], filters: list[Matcher]) -> bool:
+    """Alertmanager's ``?filter=`` on silences (``CheckSilenceMatchesFilterLabels``): each filter matcher
+    holds on the silence's matchers read as labels (a matcher's name -> its value); one with an empty value
+    also holds when the silence has no matcher of that name (``!=""``: when it has one)."""
+    values = {m.name: m.value for m in map(parse_matcher, stored["matchers"])}
+    for f in filters:
+        present = f.name in values
+        if f.value == "" and (present if f.op in ("!=", "!~") else not present):
+            continue
+        if not f.matches(values):
+            return False
+    return True
+
+
+def alertmanager_order(silence: dict[str, Any]) -> tuple[int, int]:
+    """Alertmanager's ``SortSilences``: active by end, pending by start, expired by end, newest first."""
+    state = silence["status"]["state"]
+    key = silence["startsAt"] if state == "pending" else silence["endsAt"]
+    ms = int(datetime.fromisoformat(key.replace("Z", "+00:00")).timestamp() * 1000)
+    return STATE_ORDER.get(state, 3), -ms if state == "expired" else ms
+
+
+def _reader(request: web.Request) -> Scope:
+    principal = request.app[INGEST].authenticate(request)
+    if not principal.scope.control:
+        raise Forbidden(f"{principal.name} may not read silences; grant it control: true in its scope")
+    return principal.scope
+
+
+async def get_silences(request: web.Request) -> web.Response:
+    scope = _reader(request)
+    filters = []
+    for i, text in enumerate(request.query.getall("filter", [])):
+        try:
+            filters.append(parse_matcher(text))
+        except MatcherError as exc:
+            raise BadRequest(index("filter", i), str(exc)) from None
+    stored = await request.app[SILENCE_STORE].silences(readable_orgs(scope))
+    found = [gettable(s) for s in stored if matches_filter(s, filters)]
+    return web.json_response(sorted(found, key=alertmanager_order))
+
+
+async def get_silence(request: web.Request) -> web.Response:
+    scope = _reader(request)
+    silence_id = request.match_info["silence_id"]
+    check_silence_id(silence_id, "silenceID")
+    for s in await request.app[SILENCE_STORE].silences(readable_orgs(scope)):
+        if s["id"] == silence_id:
+            return web.json_response(gettable(s))
+    raise NotFound(f"no silence {silence_id!r} in the audit store for this token's orgs")
+
+
 async def post_silence(request: web.Request) -> web.Response:
     ingest = request.app[INGEST]
     principal = ingest.authenticate(request)
@@ -138,18 +284,38 @@ async def delete_silence(request: web.Request) -> web.Response:
     silence_id = request.match_info["silence_id"]
     check_silence_id(silence_id, "silenceID")
     now_ms = int(time.time() * 1000)
-    org = principal.scope.sole_org or ingest.org(request)
+    org = await stored_org(request, principal.scope, silence_id) or principal.scope.sole_org or ingest.org(request)
     event = expire_event(silence_id, org=org, now_ms=now_ms, actor=principal.name)
     event["received_at"] = now_ms
     await ingest.take([ingest.finish(event, principal=principal)], "silences")
     return web.Response(status=200)
 
 
+async def stored_org(request: web.Request, scope: Scope, silence_id: str) -> str | None:
+    """The org of the silence the audit store knows by this id, when the token may act for it; 404 when it
+    is another org's (not disclosed); None when the store does not know it or cannot be read (the expiry is
+    then recorded in the token's org, and decide ends only a silence of that org)."""
+    try:
+        stored = await request.app[SILENCE_STORE].silences(None)
+    except StoreUnavailable as exc:
+        log.info("silence %s: expiry recorded without the audit store (%s)", silence_id, exc.reason)
+        return None
+    org = next((s["org"] for s in stored if s["id"] == silence_id), None)
+    if org is not None and not scope.allows_org(org):
+        raise NotFound(f"no silence {silence_id!r} in the audit store for this token's orgs")
+    return org
+
+
 # Routes whose refusals ingest's error middleware answers as Alertmanager does: the reason as a JSON string
 # (its API's error body, which amtool prints), not ingest's {"error": ...}.
-ROUTES = ("silences", "silence")
+WRITE_ROUTES = ("silences", "silence")  # a refusal of these is a rejected event (opsloop_events_rejected_total)
+ROUTES = (*WRITE_ROUTES, "silences-list", "silence-get")
 
 
-def register(app: web.Application) -> None:
+def register(app: web.Application, database_url: str) -> None:
+    """The routes, reading from the audit store at ``database_url`` (opened on the first read)."""
+    app[SILENCE_STORE] = SilenceStore(database_url)
     app.router.add_post("/api/v2/silences", post_silence, name="silences")
+    app.router.add_get("/api/v2/silences", get_silences, name="silences-list")
+    app.router.add_get("/api/v2/silence/{silence_id}", get_silence, name="silence-get")
     app.router.add_delete("/api/v2/silence/{silence_id}", delete_silence, name="silence")

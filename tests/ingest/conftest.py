@@ -66,7 +66,8 @@ def ingest_env(bootstrap: str, prefix: str, **extra: str) -> dict[str, str]:
 
 
 def settings_for(env: Mapping[str, str]) -> Settings:
-    return Settings(KAFKA_BOOTSTRAP=env["KAFKA_BOOTSTRAP"], topic_prefix=env["OPSLOOP_TOPIC_PREFIX"])
+    database = {"DATABASE_URL": env["DATABASE_URL"]} if "DATABASE_URL" in env else {}
+    return Settings(KAFKA_BOOTSTRAP=env["KAFKA_BOOTSTRAP"], topic_prefix=env["OPSLOOP_TOPIC_PREFIX"], **database)
 
 
 def apply_topics(settings: Settings) -> None:
@@ -202,9 +203,11 @@ def ingest_server(module_env: dict[str, str], tmp_path_factory: pytest.TempPathF
 
 
 @contextlib.contextmanager
-def scoped_ingest(bootstrap: str, scopes: Mapping[str, Any], log_dir: Path) -> Iterator[tuple[IngestServer, Settings]]:
+def scoped_ingest(
+    bootstrap: str, scopes: Mapping[str, Any], log_dir: Path, **extra: str
+) -> Iterator[tuple[IngestServer, Settings]]:
     """A real ingest with these producer scopes (``OPSLOOP_INGEST_SCOPES``), on topics of its own."""
-    env = ingest_env(bootstrap, f"sc{uuid.uuid4().hex[:8]}.", OPSLOOP_INGEST_SCOPES=json.dumps(scopes))
+    env = ingest_env(bootstrap, f"sc{uuid.uuid4().hex[:8]}.", OPSLOOP_INGEST_SCOPES=json.dumps(scopes), **extra)
     apply_topics(settings_for(env))
     server = IngestServer(env, log_dir / "ingest.log").start()
     try:

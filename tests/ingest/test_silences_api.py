@@ -1,8 +1,9 @@
 """Alertmanager's silence API on a real ``opsloop ingest``, driven by Debian's real ``amtool``.
 
-``amtool silence add`` / ``expire`` against ingest's ``POST /api/v2/silences`` and ``DELETE
-/api/v2/silence/{id}``: the events they produce (what ``opsloop silence`` produces), the token's scope
-(control to write one, operator to cover more than its own org), and refusals as Alertmanager answers them
+``amtool silence add`` / ``query`` / ``update`` / ``expire`` against ingest's ``POST /api/v2/silences``,
+``GET /api/v2/silences``, ``GET`` and ``DELETE /api/v2/silence/{id}``: the events they produce (what
+``opsloop silence`` produces), the silences read back from the audit store, the token's scope (control to
+write or read one, operator to cover more than its own org), and refusals as Alertmanager answers them
 (the reason as a JSON string, which amtool prints).
 """
 
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.ingest.conftest import TOKENS, IngestServer, bearer, read_events, scoped_ingest
+from streams.audit.store import Position, migrate, write_batch
+from streams.db import make_engine
+from tests.ingest.conftest import TOKENS, IngestServer, bearer, read_all_events, read_events, scoped_ingest
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +32,19 @@ SCOPES = {
 
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap, tmp_path_factory):
-    with scoped_ingest(kafka_bootstrap, SCOPES, tmp_path_factory.mktemp("silences")) as served:
+    tmp = tmp_path_factory.mktemp("silences")
+    database_url = f"sqlite:///{tmp / 'audit.db'}"
+    migrate(make_engine(database_url))  # the audit store ingest reads silences from (the projector's)
+    with scoped_ingest(kafka_bootstrap, SCOPES, tmp, DATABASE_URL=database_url) as served:
         yield served
+
+
+def project(settings) -> None:
+    """Store the silence events as ``opsloop projector`` does (the same rows; inserting one again is a no-op)."""
+    engine = make_engine(settings.database_url.get_secret_value())
+    records = read_all_events(settings, idle=1.0, topics=["events.webhook"])
+    prefix = settings.topic_prefix
+    write_batch(engine, [(Position(r.topic.removeprefix(prefix), r.partition, r.offset), r.value) for r in records])
 
 
 def amtool(server: IngestServer, token: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -140,3 +154,58 @@ def test_bad_silences_are_refused_as_alertmanager_refuses_them(server, http):
     events = read_events(settings, lambda rs: len(created(rs)) >= 2, topics=["events.webhook"])
     ends = sorted(json.loads(e["payload"]["body_json"])["ends_at"] for e in created(events))
     assert len(ends) == 2 and ends[1] - ends[0] == 2 * 3_600_000
+
+
+def test_amtool_queries_updates_and_expires_the_silences_the_audit_store_holds_within_the_tokens_orgs(
+    server, tmp_path, http
+):
+    ingest, settings = server
+    tag = uuid.uuid4().hex[:6]
+    a_id = amtool(ingest, "alertmanager", tmp_path, "silence", "add", f"service=web-{tag}", "--duration=1h",
+                  "--comment=a web").stdout.strip()  # fmt: skip
+    b_id = amtool(ingest, "prometheus", tmp_path, "silence", "add", "org=b", f"service=db-{tag}", "--duration=2h",
+                  "--comment=b db").stdout.strip()  # fmt: skip
+    assert a_id and b_id
+    project(settings)
+
+    def query(token: str, *args: str) -> dict[str, dict]:
+        done = amtool(ingest, token, tmp_path, "silence", "query", "-o", "json", *args)
+        assert done.returncode == 0, done.stderr
+        return {s["id"]: s for s in json.loads(done.stdout) if tag in str(s["matchers"])}
+
+    # each token reads its own orgs' silences; the operator's reads every org's
+    assert set(query("alertmanager")) == {a_id}
+    both = query("prometheus")
+    assert set(both) == {a_id, b_id} and both[b_id]["comment"] == "b db"
+    assert both[b_id]["matchers"] == [
+        {"name": "org", "value": "b", "isRegex": False, "isEqual": True},
+        {"name": "service", "value": f"db-{tag}", "isRegex": False, "isEqual": True},
+    ]
+    assert both[a_id]["status"] == {"state": "active"}
+    assert set(query("prometheus", f"service=db-{tag}")) == {b_id}  # amtool's filter (Alertmanager's ?filter=)
+    assert set(query("prometheus", f'service=~"(web|db)-{tag}"', "org=a")) == {a_id}
+    no_control = amtool(ingest, "scanner", tmp_path, "silence", "query")
+    assert no_control.returncode != 0 and "403" in no_control.stderr
+
+    # amtool silence update reads the silence, then posts it with its id and the new end
+    updated = amtool(ingest, "alertmanager", tmp_path, "silence", "update", a_id, "--duration=3h")
+    assert updated.returncode == 0, updated.stderr
+    project(settings)
+    ends = datetime.fromisoformat(query("alertmanager")[a_id]["endsAt"].replace("Z", "+00:00"))
+    assert timedelta(hours=2, minutes=59) < ends - datetime.now(UTC) <= timedelta(hours=3)
+
+    # an org's token cannot expire (or see) another org's silence; the operator's expiry lands in its org
+    other = amtool(ingest, "alertmanager", tmp_path, "silence", "expire", b_id)
+    assert other.returncode != 0 and "404" in other.stderr
+    assert amtool(ingest, "prometheus", tmp_path, "silence", "expire", b_id).returncode == 0
+    event, body = body_of(settings, b_id, "silence.expired")
+    assert event["org"] == "b" and body == {"id": b_id}  # not the default org: the store knows the silence's
+    project(settings)
+    assert query("prometheus", "--expired")[b_id]["status"] == {"state": "expired"}
+
+    one = http.get(ingest.url(f"/api/v2/silence/{a_id}"), headers=bearer("alertmanager"))
+    assert one.status_code == 200 and one.json()["id"] == a_id
+    hidden = http.get(ingest.url(f"/api/v2/silence/{b_id}"), headers=bearer("alertmanager"))
+    assert hidden.status_code == 404 and "no silence" in hidden.json()
+    bad = http.get(ingest.url("/api/v2/silences"), params={"filter": "service=~("}, headers=bearer("prometheus"))
+    assert bad.status_code == 400 and bad.json().startswith("filter[0]:")
