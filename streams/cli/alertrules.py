@@ -11,8 +11,12 @@ Each alerting rule becomes the alert Prometheus would push (its labels plus
 name and ``{{ $value }}`` as a sample number, its expression in ``generatorURL``), and
 that alert goes through ingest's own parser (``prometheus_events``), the shipped
 classifier in one batch, and ``route test``'s routing. Files may be plain rule files
-(``groups:``) or Kubernetes ``PrometheusRule`` objects (``spec.groups``), several YAML
-documents each; recording rules are skipped. A malformed file is ``file:line: reason``.
+(``groups:``) or Kubernetes manifests as a cluster or a chart gives them: ``PrometheusRule``
+objects (``spec.groups``), a ``List`` of them (``kubectl get prometheusrules -A -o yaml``), and
+``ConfigMap`` objects holding rule files in their ``data`` (the prometheus-community chart's
+``alerting_rules.yml``), several YAML documents each (``helm template``); other kinds of objects
+and recording rules are skipped. A malformed file, or one with no rule groups at all, is
+``file:line: reason``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.errors import ConfigError
-from streams.model.yamlfile import LineDict, load_yaml_documents
+from streams.model.yamlfile import LineDict, load_embedded_yaml_documents, load_yaml_documents
 
 if TYPE_CHECKING:
     from classifier.prediction import Prediction
@@ -75,14 +79,31 @@ def _string_map(value: Any, path: str, line: int, what: str) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in value.items()}
 
 
-def _groups_of(doc: Any, path: str) -> list[Any]:
+NOT_A_RULE_FILE = "no groups: expected a rule file (groups:) or a PrometheusRule (spec.groups)"
+
+
+def _groups_of(doc: Any, path: str) -> list[Any] | None:
+    """The rule groups of one YAML document; None for a Kubernetes object of another kind (skipped)."""
     if doc is None:
         return []
     if not isinstance(doc, LineDict):
         raise ConfigError(path, None, "expected a rule file (groups:) or a PrometheusRule (spec.groups)")
+    kind = doc.get("kind") if "groups" not in doc else None
+    if kind == "List":
+        items = doc.get("items") or []
+        if not isinstance(items, list):
+            raise ConfigError(path, doc.line_of("items"), "items must be a list")
+        found = [_groups_of(item, path) for item in items]
+        if found and all(groups is None for groups in found):
+            return None
+        return [g for groups in found if groups for g in groups]
+    if kind == "ConfigMap":
+        return _configmap_groups(doc, path)
+    if isinstance(kind, str) and kind != "PrometheusRule" and "apiVersion" in doc:
+        return None  # a Deployment, a Service ... of the same manifest
     spec = doc.get("spec") if "groups" not in doc else doc
     if not isinstance(spec, LineDict) or "groups" not in spec:
-        raise ConfigError(path, doc.line, "no groups: expected a rule file (groups:) or a PrometheusRule (spec.groups)")
+        raise ConfigError(path, doc.line, NOT_A_RULE_FILE)
     groups = spec["groups"]
     if groups is None:
         return []
@@ -91,12 +112,37 @@ def _groups_of(doc: Any, path: str) -> list[Any]:
     return groups
 
 
+def _configmap_groups(doc: LineDict, path: str) -> list[Any] | None:
+    """The groups of the rule files a ConfigMap holds (each ``data`` value that is one); None when it holds none."""
+    data = doc.get("data")
+    if not isinstance(data, LineDict):
+        return None
+    groups: list[Any] = []
+    held = False
+    for key, text in data.items():
+        if not isinstance(text, str) or "groups" not in text:
+            continue
+        try:
+            docs = load_embedded_yaml_documents(text, path, data.line_of(key))
+        except ConfigError:
+            continue  # a value that is not YAML (a script, a template): not a rule file
+        for inner in docs:
+            if isinstance(inner, LineDict) and "groups" in inner:
+                held = True
+                groups.extend(_groups_of(inner, path) or [])
+    return groups if held else None
+
+
 def load_alert_rules(path: str | Path) -> list[AlertRule]:
     """The alerting rules of one file, in order; a malformed file raises ConfigError (file:line)."""
     name = str(path)
     out: list[AlertRule] = []
-    for doc in load_yaml_documents(path):
-        for group in _groups_of(doc, name):
+    every = [(doc, _groups_of(doc, name)) for doc in load_yaml_documents(path)]
+    if every and all(groups is None for _, groups in every):
+        first = every[0][0]
+        raise ConfigError(name, first.line if isinstance(first, LineDict) else None, NOT_A_RULE_FILE)
+    for _, found in every:
+        for group in found or []:
             if not isinstance(group, LineDict):
                 raise ConfigError(name, None, "each group must be a mapping with name and rules")
             rules = group.get("rules") or []

@@ -59,6 +59,10 @@ def _parsed(path: str | Path, parse: Callable[[_Loader], Any]) -> Any:
         raise ConfigError(path, None, f"cannot read: {exc.strerror}") from exc
     except UnicodeDecodeError:
         raise ConfigError(path, None, "not a text file (UTF-8)") from None
+    return _parsed_text(text, path, parse)
+
+
+def _parsed_text(text: str, path: str | Path, parse: Callable[[_Loader], Any]) -> Any:
     loader = _Loader(text)
     loader.name = str(path)
     try:
@@ -87,6 +91,13 @@ def load_yaml(path: str | Path) -> Any:
 def load_yaml_documents(path: str | Path) -> list[Any]:
     """Every document of a YAML file (``---``-separated), mappings as :class:`LineDict`; errors as in :func:`load_yaml`."""
     docs: list[Any] = _parsed(path, _all_documents)
+    return docs
+
+
+def load_embedded_yaml_documents(text: str, path: str | Path, after_line: int) -> list[Any]:
+    """The documents of a YAML text held in a file's block scalar (``key: |`` at ``after_line``), their lines
+    counted as the file's: the scalar's first line is the file's ``after_line + 1``."""
+    docs: list[Any] = _parsed_text("\n" * after_line + text, path, _all_documents)
     return docs
 
 

@@ -131,3 +131,76 @@ def test_a_missing_or_binary_file_is_named(tmp_path, capsys):
     for path, reason in ((tmp_path / "nope.yaml", "cannot read"), (binary, "not a text file")):
         assert main(["route", "rules", "--dir", str(RUNBOOKS), str(path)]) == 1
         assert f"{path}: {reason}" in capsys.readouterr().err
+
+
+# What a house exports its rules as: `kubectl get prometheusrules -A -o yaml` (a List of PrometheusRule
+# objects), then `helm template` of the prometheus-community chart (other objects, and a ConfigMap holding
+# the rule file as a string).
+CLUSTER = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: monitoring.coreos.com/v1
+  kind: PrometheusRule
+  metadata: {name: team-a}
+  spec:
+    groups:
+    - name: a
+      rules:
+      - alert: KafkaConsumerLagHigh
+        expr: kafka_consumergroup_lag > 1000
+        labels: {severity: warning}
+- apiVersion: v1
+  kind: Secret
+  metadata: {name: not-rules}
+metadata: {resourceVersion: ""}
+---
+# Source: prometheus/templates/serviceaccount.yaml
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prometheus-server}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: prometheus-server}
+data:
+  allow-snippet-annotations: "false"
+  alerting_rules.yml: |
+    groups:
+    - name: Instances
+      rules:
+      - alert: InstanceDown
+        expr: up == 0
+        for: 5m
+        labels:
+          severity: page
+        annotations:
+          summary: 'Instance {{ $labels.instance }} down'
+  prometheus.yml: |
+    rule_files:
+    - /etc/config/alerting_rules.yml
+  recording_rules.yml: |
+    {}
+  run.sh: "echo {{ not: yaml"
+"""
+
+
+def test_a_clusters_list_and_a_charts_manifests_give_the_rules_they_hold_with_the_files_lines(tmp_path, capsys):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(CLUSTER)
+    rules = load_alert_rules(path)
+    assert [(r.alert, r.line, r.group) for r in rules] == [
+        ("KafkaConsumerLagHigh", 11, "a"),
+        ("InstanceDown", 33, "Instances"),
+    ]
+    assert CLUSTER.splitlines()[32].strip() == "- alert: InstanceDown"  # the file's own line 33
+    assert main(["route", "rules", "--dir", str(RUNBOOKS), str(path)]) == 0
+    assert "2 alerting rules" in capsys.readouterr().out
+
+    # a manifest with no rules in it at all is still refused, naming its first object's line
+    only = tmp_path / "deployment.yaml"
+    only.write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Service}\n"
+    )
+    assert main(["route", "rules", "--dir", str(RUNBOOKS), str(only)]) == 1
+    assert f"{only}:1: no groups" in capsys.readouterr().err
