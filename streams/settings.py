@@ -187,6 +187,9 @@ class IngestSettings(BaseSettings):
     # Request line / one header line, and the number of headers (aiohttp's parser refuses more with a 400).
     max_header_bytes: PositiveInt = 8190
     max_headers: PositiveInt = 64
+    # An alert pushed to /api/v2/alerts without endsAt ends this long after it arrived, unless sent again
+    # (Alertmanager's resolve_timeout; Prometheus always sends an end).
+    resolve_timeout_s: PositiveFloat = 300.0
     # Signed-webhook replay memory: a body seen before under a new delivery id is refused (409) for this long.
     webhook_replay_window_s: NonNegativeFloat = 24 * 3600.0
     # At most this many signatures in one header (PagerDuty sends two while a secret is rotated).

@@ -310,3 +310,63 @@ def list_silences(
         if state is None or s["state"] == state:
             out.append(s)
     return sorted(out, key=lambda s: (-s["starts_at"], s["id"]))
+
+
+ALERT_TYPES = ("alert.firing", "alert.resolved")
+ALERTS_LOOKBACK_MS = 24 * 3_600_000  # a firing alert is re-sent well within it (Prometheus every minute)
+
+
+def firing_alerts(
+    engine: sa.Engine, now_ms: int, *, orgs: frozenset[str] | None = None, lookback_ms: int = ALERTS_LOOKBACK_MS
+) -> list[dict[str, Any]]:
+    """Every alert firing now, by what was last received of it: each fingerprint's latest alert event of the
+    last ``lookback_ms``, when it is a firing one whose ``ends_at`` (if any) is still ahead.
+
+    What Alertmanager's ``GET /api/v2/alerts`` lists, from the recorded events rather than a memory of its
+    own; each with its org, session and the receivers its incident was last notified through. An alert
+    Prometheus stopped sending without resolving it ends at its ``ends_at`` (Prometheus sets it four
+    evaluation intervals ahead on every send), as in Alertmanager.
+    """
+    stmt = sa.select(EventRow.org, EventRow.session_key, EventRow.received_at, EventRow.record).where(
+        EventRow.type.in_(ALERT_TYPES), EventRow.received_at >= now_ms - lookback_ms
+    )
+    if orgs is not None:
+        stmt = stmt.where(EventRow.org.in_(sorted(orgs)))
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for org, session_key, received_at, record in conn.execute(
+            stmt.order_by(EventRow.received_at, EventRow.partition, EventRow.offset)
+        ):
+            payload = record.get("payload") or {}
+            fp = payload.get("fingerprint")
+            if not isinstance(fp, str):
+                continue
+            latest[(org, fp)] = {
+                "org": org,
+                "session_key": session_key,
+                "received_at": received_at,
+                "labels": record.get("labels") or {},
+                "annotations": record.get("annotations") or {},
+                "status": payload.get("status"),
+                "starts_at": payload.get("starts_at"),
+                "ends_at": payload.get("ends_at"),
+                "generator_url": payload.get("generator_url") or "",
+                "fingerprint": fp,
+            }
+        firing = [
+            a
+            for a in latest.values()
+            if a["status"] == "firing" and (not isinstance(a["ends_at"], int) or a["ends_at"] > now_ms)
+        ]
+        sessions = sorted({a["session_key"] for a in firing})
+        receivers: dict[str, list[str]] = {}
+        for i in range(0, len(sessions), 500):
+            rows = conn.execute(
+                sa.select(IncidentRow.session_key, IncidentRow.last_receivers).where(
+                    IncidentRow.session_key.in_(sessions[i : i + 500])
+                )
+            )
+            receivers.update({key: list(names or []) for key, names in rows})
+    for a in firing:
+        a["receivers"] = receivers.get(a["session_key"], [])
+    return sorted(firing, key=lambda a: (a["starts_at"] or 0, a["fingerprint"]))

@@ -137,19 +137,39 @@ def _common(alert: Any, path: str) -> tuple[Mapping[str, Any], dict[str, str], d
     return alert, labels, annotations, generator_url
 
 
-def prometheus_events(body: Any, *, org: str, received_at: int, rules: Sequence[SessionRule]) -> list[dict[str, Any]]:
+def prometheus_events(
+    body: Any, *, org: str, received_at: int, rules: Sequence[SessionRule], resolve_timeout_ms: int | None = None
+) -> list[dict[str, Any]]:
     """Prometheus's ``POST /api/v2/alerts`` body (a JSON array of alerts) → events (the first bad alert raises)."""
     alerts = array(body, "alerts", nonempty=True)
     return [
-        prometheus_event(raw, index("alerts", i), org=org, received_at=received_at, rules=rules)
+        prometheus_event(
+            raw,
+            index("alerts", i),
+            org=org,
+            received_at=received_at,
+            rules=rules,
+            resolve_timeout_ms=resolve_timeout_ms,
+        )
         for i, raw in enumerate(alerts)
     ]
 
 
 def prometheus_event(
-    raw: Any, path: str, *, org: str, received_at: int, rules: Sequence[SessionRule]
+    raw: Any,
+    path: str,
+    *,
+    org: str,
+    received_at: int,
+    rules: Sequence[SessionRule],
+    resolve_timeout_ms: int | None = None,
 ) -> dict[str, Any]:
-    """One alert of Prometheus's push → its event (BadRequest naming ``path``)."""
+    """One alert of Prometheus's push → its event (BadRequest naming ``path``).
+
+    An alert without ``endsAt`` ends ``resolve_timeout_ms`` after it arrived, when that is given (ingest
+    gives it), as Alertmanager's ``resolve_timeout`` ends it: Prometheus always sends an end (four
+    evaluation intervals ahead, moved on by every re-send), but ``amtool alert add`` and scripts do not,
+    and such an alert stayed firing, and escalating, until someone resolved it by hand."""
     alert, labels, annotations, generator_url = _common(raw, path)
     starts_at = timestamp_ms(alert.get("startsAt"), join(path, "startsAt"))
     ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
@@ -157,6 +177,8 @@ def prometheus_event(
         starts_at = received_at
     elif ends_at is not None and ends_at < starts_at:  # Alertmanager's API refuses it too
         raise BadRequest(join(path, "endsAt"), "before startsAt")
+    if ends_at is None and resolve_timeout_ms is not None:
+        ends_at = max(received_at, starts_at) + resolve_timeout_ms
     status = "resolved" if ends_at is not None and ends_at <= received_at else "firing"
     return alert_event(
         org=labels.get("org") or org,
@@ -282,10 +304,13 @@ async def post_prometheus_alerts(request: web.Request) -> web.Response:
     principal = ingest.authenticate(request)
     body = await ingest.read_body(request)
     received_at, org = now(), ingest.org(request)
+    resolve_timeout_ms = int(ingest.config.resolve_timeout_s * 1000)
     alerts = array(parse_json(body), "alerts", nonempty=True)
 
     def parse(raw: Any, path: str) -> dict[str, Any]:
-        return prometheus_event(raw, path, org=org, received_at=received_at, rules=ingest.rules)
+        return prometheus_event(
+            raw, path, org=org, received_at=received_at, rules=ingest.rules, resolve_timeout_ms=resolve_timeout_ms
+        )
 
     return await best_effort(ingest, alerts, parse, principal, "prometheus")
 

@@ -3,6 +3,7 @@
 Routes::
 
     POST /api/v2/alerts              Prometheus's alert push (opsloop as its alertmanager)   bearer token
+    GET  /api/v2/alerts              the alerts firing, from the audit store (amtool alert)   bearer token, control
     POST /ingest/alertmanager        Alertmanager webhook, payload version 4                 bearer token
     POST /ingest/webhook/{provider}  signed webhooks: github, pagerduty                      HMAC-SHA256
     POST /ingest/scan                drift / compliance / cost scan results                  bearer token
@@ -35,10 +36,11 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import generate_latest
 
-from streams.ingest import silences_api
+from streams.ingest import alerts_api, silences_api
 from streams.ingest import slack as slack_interactivity
 from streams.ingest.acklinks_page import get_ack, post_ack
 from streams.ingest.alerts import post_alertmanager_webhook, post_prometheus_alerts
+from streams.ingest.audit_reads import AUDIT_READS, AuditReads
 from streams.ingest.auth import TokenAuth, producer_tokens
 from streams.ingest.errors import IngestError
 from streams.ingest.events import post_events
@@ -87,6 +89,8 @@ KIND_OF_ROUTE = {
     "slack": "webhook",
     **dict.fromkeys(silences_api.WRITE_ROUTES, "webhook"),
 }
+# Alertmanager's API (amtool's): a refusal's body is the reason as a JSON string, which amtool prints.
+ALERTMANAGER_ROUTES = frozenset((*silences_api.ROUTES, *alerts_api.ROUTES))
 REJECTION_REASONS = {
     400: "invalid",
     401: "auth",
@@ -109,7 +113,7 @@ async def answer_errors(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         response = await handler(request)
     except IngestError as exc:
-        body = exc.reason if route in silences_api.ROUTES else exc.body()  # Alertmanager's API: a JSON string
+        body = exc.reason if route in ALERTMANAGER_ROUTES else exc.body()  # Alertmanager's API: a JSON string
         response = web.json_response(body, status=exc.status, headers=exc.headers)
         if exc.status in (408, 413, 415):  # the rest of the body is not read: close rather than drain it
             response.force_close()
@@ -169,7 +173,9 @@ def create_app(
     app.router.add_get("/ingest/ack", get_ack, name="ack-page")
     app.router.add_post("/ingest/ack", post_ack, name="ack")
     slack_interactivity.register(app)
-    silences_api.register(app, settings.database_url.get_secret_value())
+    app[AUDIT_READS] = AuditReads(settings.database_url.get_secret_value())  # opened on the first read
+    silences_api.register(app)
+    alerts_api.register(app)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")

@@ -25,27 +25,20 @@ versions differ).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.engine import make_url
 
-from streams.audit import queries
-from streams.db import make_engine, normalise_url, outage_reason
-from streams.ingest.errors import BadRequest, Forbidden, IngestError, NotFound
+from streams.ingest.audit_reads import AUDIT_READS, StoreUnavailable, iso_ms, ms_of_iso, read_scope, readable_orgs
+from streams.ingest.errors import BadRequest, NotFound
 from streams.ingest.fields import MAX_LABEL_VALUE, array, index, obj, parse_json
 from streams.ingest.pipeline import INGEST
 from streams.ingest.scopes import Scope
 from streams.model.matchers import Matcher, MatcherError, make_matcher, parse_matcher
 from streams.model.records import CONTROL_CHARS, derived_id
 from streams.model.silences import Silence, SilenceError, expire_event, parse_time_ms, silence_event, silence_from_json
-from streams.settings import SettingsError
 
 log = logging.getLogger("streams.ingest")
 
@@ -136,62 +129,6 @@ def org_of_silence(silence: Silence, scope: Scope, fallback: str) -> str:
     return named or scope.sole_org or fallback
 
 
-class StoreUnavailable(IngestError):
-    """The audit store cannot be read: the silence reads answer 503 (the writes do not need it)."""
-
-    status = 503
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, headers={"Retry-After": "5"})
-
-
-class SilenceStore:
-    """The audit store's silences, opened on the first read: ingest writes none, and most ingests never read."""
-
-    def __init__(self, database_url: str) -> None:
-        self._url = database_url
-        self._engine: sa.Engine | None = None
-
-    def _open(self) -> sa.Engine:
-        if self._engine is None:
-            try:
-                url = make_url(normalise_url(self._url))
-                path = url.database if url.get_backend_name() == "sqlite" else None
-                if path and path != ":memory:" and not Path(path).expanduser().exists():
-                    # make_engine would create an empty file here: say what is missing instead
-                    raise StoreUnavailable(
-                        "no audit store yet (DATABASE_URL names a SQLite file that does not exist): silences are "
-                        "read from what `opsloop projector` stores"
-                    )
-                self._engine = make_engine(self._url)
-            except sa.exc.ArgumentError:  # its message repeats the URL, password and all
-                raise StoreUnavailable("the audit store cannot be opened (DATABASE_URL is not a URL)") from None
-            except SettingsError as exc:  # make_engine's reasons never repeat the URL
-                raise StoreUnavailable(f"the audit store cannot be opened ({str(exc).split(';')[0]})") from None
-        return self._engine
-
-    async def silences(self, orgs: frozenset[str] | None) -> list[dict[str, Any]]:
-        """:func:`streams.audit.queries.list_silences` now, of ``orgs`` (None: every org)."""
-        engine = self._open()
-        now_ms = int(time.time() * 1000)
-        try:
-            return await asyncio.to_thread(queries.list_silences, engine, now_ms, orgs=orgs)
-        except sa.exc.SQLAlchemyError as exc:
-            raise StoreUnavailable(f"silences cannot be read from the audit store ({outage_reason(exc)})") from None
-
-
-SILENCE_STORE = web.AppKey("silence_store", SilenceStore)
-
-
-def readable_orgs(scope: Scope) -> frozenset[str] | None:
-    """The orgs whose silences a token may read: its scope's (None: every org)."""
-    return None if "*" in scope.orgs else frozenset(scope.orgs)
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def am_matcher_json(m: Matcher) -> dict[str, Any]:
     return {"name": m.name, "value": m.value, "isRegex": m.op in ("=~", "!~"), "isEqual": m.op in ("=", "=~")}
 
@@ -202,10 +139,10 @@ def gettable(stored: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": stored["id"],
         "status": {"state": stored["state"]},
-        "updatedAt": _iso(stored["updated_at"]),
+        "updatedAt": iso_ms(stored["updated_at"]),
         "matchers": [am_matcher_json(parse_matcher(m)) for m in stored["matchers"]],
-        "startsAt": _iso(min(stored["starts_at"], ends)),
-        "endsAt": _iso(ends),
+        "startsAt": iso_ms(min(stored["starts_at"], ends)),
+        "endsAt": iso_ms(ends),
         "createdBy": stored["created_by"],
         "comment": stored["comment"],
     }
@@ -229,35 +166,28 @@ def alertmanager_order(silence: dict[str, Any]) -> tuple[int, int]:
     """Alertmanager's ``SortSilences``: active by end, pending by start, expired by end, newest first."""
     state = silence["status"]["state"]
     key = silence["startsAt"] if state == "pending" else silence["endsAt"]
-    ms = int(datetime.fromisoformat(key.replace("Z", "+00:00")).timestamp() * 1000)
+    ms = ms_of_iso(key)
     return STATE_ORDER.get(state, 3), -ms if state == "expired" else ms
 
 
-def _reader(request: web.Request) -> Scope:
-    principal = request.app[INGEST].authenticate(request)
-    if not principal.scope.control:
-        raise Forbidden(f"{principal.name} may not read silences; grant it control: true in its scope")
-    return principal.scope
-
-
 async def get_silences(request: web.Request) -> web.Response:
-    scope = _reader(request)
+    scope = read_scope(request, "silences")
     filters = []
     for i, text in enumerate(request.query.getall("filter", [])):
         try:
             filters.append(parse_matcher(text))
         except MatcherError as exc:
             raise BadRequest(index("filter", i), str(exc)) from None
-    stored = await request.app[SILENCE_STORE].silences(readable_orgs(scope))
+    stored = await request.app[AUDIT_READS].silences(readable_orgs(scope))
     found = [gettable(s) for s in stored if matches_filter(s, filters)]
     return web.json_response(sorted(found, key=alertmanager_order))
 
 
 async def get_silence(request: web.Request) -> web.Response:
-    scope = _reader(request)
+    scope = read_scope(request, "silences")
     silence_id = request.match_info["silence_id"]
     check_silence_id(silence_id, "silenceID")
-    for s in await request.app[SILENCE_STORE].silences(readable_orgs(scope)):
+    for s in await request.app[AUDIT_READS].silences(readable_orgs(scope)):
         if s["id"] == silence_id:
             return web.json_response(gettable(s))
     raise NotFound(f"no silence {silence_id!r} in the audit store for this token's orgs")
@@ -296,7 +226,7 @@ async def stored_org(request: web.Request, scope: Scope, silence_id: str) -> str
     is another org's (not disclosed); None when the store does not know it or cannot be read (the expiry is
     then recorded in the token's org, and decide ends only a silence of that org)."""
     try:
-        stored = await request.app[SILENCE_STORE].silences(None)
+        stored = await request.app[AUDIT_READS].silences(None)
     except StoreUnavailable as exc:
         log.info("silence %s: expiry recorded without the audit store (%s)", silence_id, exc.reason)
         return None
@@ -312,9 +242,8 @@ WRITE_ROUTES = ("silences", "silence")  # a refusal of these is a rejected event
 ROUTES = (*WRITE_ROUTES, "silences-list", "silence-get")
 
 
-def register(app: web.Application, database_url: str) -> None:
-    """The routes, reading from the audit store at ``database_url`` (opened on the first read)."""
-    app[SILENCE_STORE] = SilenceStore(database_url)
+def register(app: web.Application) -> None:
+    """The routes; the reads use ``app[AUDIT_READS]``."""
     app.router.add_post("/api/v2/silences", post_silence, name="silences")
     app.router.add_get("/api/v2/silences", get_silences, name="silences-list")
     app.router.add_get("/api/v2/silence/{silence_id}", get_silence, name="silence-get")

@@ -240,6 +240,33 @@ def test_an_alert_from_a_clock_ahead_is_timed_at_its_arrival_and_its_group_wait_
     assert decided.record["decided_at"] == NOW and timer["fire_at"] == NOW + 30_000
 
 
+def test_an_alert_pushed_without_an_end_resolves_after_the_resolve_timeout_unless_sent_again():
+    """``amtool alert add`` and scripts push alerts without endsAt; Alertmanager ends such an alert after its
+    resolve_timeout. Here it stayed firing, and escalating, until resolved by hand (tried with amtool on
+    ``opsloop dev``: still firing 6 minutes on). Prometheus's own alerts, which carry an end, are unchanged."""
+    from streams.core.decide import Context
+    from tests.decide.helpers import URGENT_DOWN, Sim, starter_set
+
+    def pushed(alerts, received_at=NOW):
+        return prometheus_events(alerts, org="acme", received_at=received_at, rules=RULES, resolve_timeout_ms=300_000)
+
+    [first] = pushed([{"labels": CPU}])
+    assert first["payload"]["ends_at"] == NOW + 300_000 and first["payload"]["status"] == "firing"
+    [prometheus] = pushed([{"labels": CPU, "startsAt": "2024-05-01T09:59:00Z", "endsAt": "2024-05-01T10:04:00Z"}])
+    assert prometheus["payload"]["ends_at"] == NOW + 240_000  # as sent
+    assert prom([{"labels": CPU}])[0]["payload"]["ends_at"] is None  # a caller that gives no timeout (route rules)
+
+    sim = Sim(Context(verdict=URGENT_DOWN, runbooks=starter_set()))
+    sim.feed(first)
+    [again] = pushed([{"labels": CPU}], received_at=NOW + 240_000)  # sent again within the timeout: ends later
+    assert again["event_id"] != first["event_id"]
+    sim.feed(again)
+    sim.advance(NOW + 300_000 + 60_000)
+    assert not sim.notifications("resolve")  # the first end passed; the re-send moved it
+    sim.advance(NOW + 240_000 + 300_000 + 1)
+    assert sim.notifications("resolve"), "not resolved after the resolve timeout"
+
+
 def test_an_event_time_at_or_before_arrival_is_the_senders():
     from streams.ingest.pipeline import SENT_AT_ANNOTATION, not_after_arrival
 

@@ -7,15 +7,9 @@ import asyncio
 
 import pytest
 
+from streams.ingest.audit_reads import AuditReads, StoreUnavailable, readable_orgs
 from streams.ingest.scopes import Scope
-from streams.ingest.silences_api import (
-    SilenceStore,
-    StoreUnavailable,
-    alertmanager_order,
-    gettable,
-    matches_filter,
-    readable_orgs,
-)
+from streams.ingest.silences_api import alertmanager_order, gettable, matches_filter
 from streams.model.matchers import parse_matcher
 
 HOUR = 3_600_000
@@ -101,12 +95,12 @@ def test_a_token_reads_its_scopes_orgs_and_an_any_org_scope_every_org():
 def test_an_audit_store_that_is_not_there_is_a_503_saying_so_and_no_file_is_created(tmp_path):
     missing = tmp_path / "nowhere" / "audit.db"
     with pytest.raises(StoreUnavailable) as caught:
-        asyncio.run(SilenceStore(f"sqlite:///{missing}").silences(None))
+        asyncio.run(AuditReads(f"sqlite:///{missing}").silences(None))
     assert caught.value.status == 503 and caught.value.headers == {"Retry-After": "5"}
     assert "no audit store yet" in caught.value.reason and "opsloop projector" in caught.value.reason
     assert not missing.exists() and not missing.parent.exists()
 
-    unreachable = SilenceStore("postgresql+psycopg://opsloop:hunter2-secret@127.0.0.1:1/opsloop")
+    unreachable = AuditReads("postgresql+psycopg://opsloop:hunter2-secret@127.0.0.1:1/opsloop")
     with pytest.raises(StoreUnavailable) as caught:
         asyncio.run(unreachable.silences(frozenset({"a"})))
     assert "cannot be read from the audit store (OperationalError" in caught.value.reason
@@ -114,5 +108,5 @@ def test_an_audit_store_that_is_not_there_is_a_503_saying_so_and_no_file_is_crea
 
     for url in ("mysql://u:hunter2-secret@db/x", "u:hunter2-secret@db"):
         with pytest.raises(StoreUnavailable) as caught:
-            asyncio.run(SilenceStore(url).silences(None))
+            asyncio.run(AuditReads(url).silences(None))
         assert "cannot be opened" in caught.value.reason and "hunter2" not in caught.value.reason

@@ -23,7 +23,8 @@ ALLOWED = {
     "streams.audit": {"streams", "streams.model", "streams.kafka"},
     "streams.api": {"streams", "streams.model", "streams.kafka", "streams.audit"},
     "streams.ui": {"streams", "streams.model", "streams.kafka", "streams.audit", "streams.api", "streams.core"},
-    "streams.ingest": {"streams", "streams.model", "streams.kafka", "streams.core"},
+    # ingest answers Alertmanager's reads (amtool silence / alert query) from the audit store, as the read API does
+    "streams.ingest": {"streams", "streams.model", "streams.kafka", "streams.core", "streams.audit"},
     "streams.replay.run": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
     "streams.devtools": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
     "classifier": {"streams", "streams.model"},

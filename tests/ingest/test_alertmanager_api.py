@@ -1,4 +1,4 @@
-"""Alertmanager's silence API on a real ``opsloop ingest``, driven by Debian's real ``amtool``.
+"""Alertmanager's silence API and alert list on a real ``opsloop ingest``, driven by Debian's real ``amtool``.
 
 ``amtool silence add`` / ``query`` / ``update`` / ``expire`` against ingest's ``POST /api/v2/silences``,
 ``GET /api/v2/silences``, ``GET`` and ``DELETE /api/v2/silence/{id}``: the events they produce (what
@@ -40,9 +40,9 @@ def server(kafka_bootstrap, tmp_path_factory):
 
 
 def project(settings) -> None:
-    """Store the silence events as ``opsloop projector`` does (the same rows; inserting one again is a no-op)."""
+    """Store the silence and alert events as ``opsloop projector`` does (the same rows; one again is a no-op)."""
     engine = make_engine(settings.database_url.get_secret_value())
-    records = read_all_events(settings, idle=1.0, topics=["events.webhook"])
+    records = read_all_events(settings, idle=1.0, topics=["events.webhook", "events.telemetry"])
     prefix = settings.topic_prefix
     write_batch(engine, [(Position(r.topic.removeprefix(prefix), r.partition, r.offset), r.value) for r in records])
 
@@ -209,3 +209,48 @@ def test_amtool_queries_updates_and_expires_the_silences_the_audit_store_holds_w
     assert hidden.status_code == 404 and "no silence" in hidden.json()
     bad = http.get(ingest.url("/api/v2/silences"), params={"filter": "service=~("}, headers=bearer("prometheus"))
     assert bad.status_code == 400 and bad.json().startswith("filter[0]:")
+
+
+def test_amtool_alert_query_lists_the_firing_alerts_of_the_tokens_orgs_with_the_silences_that_mute_them(
+    server, tmp_path, http
+):
+    ingest, settings = server
+    tag = uuid.uuid4().hex[:6]
+    for org, service in (("a", f"db-{tag}"), ("b", f"web-{tag}")):
+        posted = http.post(
+            ingest.url(f"/api/v2/alerts?org={org}"),
+            json=[
+                {
+                    "labels": {"alertname": f"Down{tag}", "service": service, "severity": "critical"},
+                    "annotations": {"summary": f"{service} down"},
+                }
+            ],  # fmt: skip
+            headers=bearer("prometheus"),
+        )
+        assert posted.status_code == 200, posted.text
+    muted = amtool(ingest, "prometheus", tmp_path, "silence", "add", "org=b", f"service=web-{tag}", "--comment=m")
+    assert muted.returncode == 0, muted.stderr
+    project(settings)
+
+    def alerts(token: str, *args: str) -> dict[str, dict]:
+        done = amtool(ingest, token, tmp_path, "alert", "query", "-o", "json", *args)
+        assert done.returncode == 0, done.stderr
+        return {a["labels"]["service"]: a for a in json.loads(done.stdout) if tag in a["labels"]["alertname"]}
+
+    # amtool's default: the active ones; the org's token sees its own org's only
+    assert set(alerts("prometheus")) == {f"db-{tag}"}
+    every = alerts("prometheus", "--silenced", "--active")
+    assert set(every) == {f"db-{tag}", f"web-{tag}"}
+    web = every[f"web-{tag}"]
+    assert web["status"]["state"] == "suppressed" and web["status"]["inhibitedBy"] == []
+    assert muted.stdout.strip() in web["status"]["silencedBy"]  # (an earlier test's org b silence may mute it too)
+    assert web["labels"]["org"] == "b" and web["annotations"]["summary"] == f"web-{tag} down"
+    # no endsAt sent: it ends after the resolve timeout, as in Alertmanager
+    ends = datetime.fromisoformat(web["endsAt"].replace("Z", "+00:00")) - datetime.fromisoformat(
+        web["startsAt"].replace("Z", "+00:00")
+    )
+    assert ends == timedelta(minutes=5)
+    assert set(alerts("alertmanager", "--silenced", "--active")) == {f"db-{tag}"}
+    assert set(alerts("prometheus", f"service=db-{tag}")) == {f"db-{tag}"}
+    no_control = amtool(ingest, "scanner", tmp_path, "alert", "query")
+    assert no_control.returncode != 0 and "403" in no_control.stderr
