@@ -285,6 +285,30 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+# The dev token may also silence and read back, as the one operator of this machine: amtool works with it.
+DEV_SCOPE = {"orgs": ["*"], "control": True, "operator": True}
+
+
+def dev_token_scope(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """``OPSLOOP_INGEST_SCOPES`` giving the dev token :data:`DEV_SCOPE`, unless the scopes are the user's
+    (the variable is set, or the scopes file names the dev producer): then nothing is added."""
+    from streams.ingest.scopes import load_scopes
+
+    if environ.get("OPSLOOP_INGEST_SCOPES", "").strip():
+        return {}
+    path = settings.ingest.scopes_file or Path(settings.runbooks_dir) / "ingest-scopes.yaml"
+    if TOKEN_NAME in load_scopes(path, ""):
+        return {}
+    return {"OPSLOOP_INGEST_SCOPES": json.dumps({TOKEN_NAME: DEV_SCOPE})}
+
+
+def write_amtool_config(path: Path, token: str) -> None:
+    """amtool's ``--http.config.file`` with the dev token (mode 0600, as ``dev.json``)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"authorization:\n  type: Bearer\n  credentials: {token}\n")
+
+
 def sample_curl(ingest_url: str, token: str) -> str:
     body = json.dumps(SAMPLE_ALERT, separators=(",", ":"))
     return shlex.join(
@@ -388,7 +412,13 @@ class Dev:
 
         env = self.child_env(bootstrap, database_url)
         logs = self.data_dir / "logs"
-        ingest_env = {**env, f"OPSLOOP_INGEST_TOKEN_{TOKEN_NAME.upper()}": self.state.token}
+        ingest_env = {
+            **env,
+            f"OPSLOOP_INGEST_TOKEN_{TOKEN_NAME.upper()}": self.state.token,
+            **dev_token_scope(settings, os.environ),
+        }
+        amtool_config = self.data_dir / "amtool.yml"
+        write_amtool_config(amtool_config, self.state.token)
         worker_env = {
             **env,
             "OPSLOOP_DATA_DIR": str(self.data_dir / "worker"),
@@ -455,6 +485,8 @@ class Dev:
         self.say(f"then watch it in the console ({console_url}/), or:")
         self.say(f"  {tools_env} opsloop tail decisions outbox")
         self.say(f"  {tools_env} opsloop audit default:alert:HostHighCpuLoad:dev-host")
+        self.say("or with Alertmanager's amtool (silence add / query / expire, alert query):")
+        self.say(f"  amtool --alertmanager.url={ingest_url} --http.config.file={amtool_config} alert query")
         self.say()
 
     # -- running and stopping ---------------------------------------------------------

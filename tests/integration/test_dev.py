@@ -109,7 +109,7 @@ class DevRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.text()
-            if READY in text and "then watch it" in text and text.rstrip().endswith("dev-host"):
+            if READY in text and "then watch it" in text and text.rstrip().endswith("alert query"):
                 return text
             assert self.proc.poll() is None, f"opsloop dev exited with {self.proc.returncode}:\n{text[-4000:]}"
             time.sleep(0.2)
@@ -177,6 +177,14 @@ def _post_printed_curl(text: str) -> list[str]:
     assert answer.status_code == 200, answer.text
     ids: list[str] = answer.json()["event_ids"]
     return ids
+
+
+def _printed_amtool(text: str, *args: str) -> subprocess.CompletedProcess:
+    """The banner's amtool line, run with ``args`` instead of its ``alert query``."""
+    line = next(line.strip() for line in text.splitlines() if line.strip().startswith("amtool "))
+    words = shlex.split(line)
+    assert words[-2:] == ["alert", "query"], line
+    return subprocess.run([*words[:-2], *args], capture_output=True, text=True, timeout=30)
 
 
 def _database_url(text: str) -> str:
@@ -252,6 +260,14 @@ def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
         url = _database_url(text)
         decided = _decisions_for(url, event_ids, timeout=90)
         assert decided and decided[0][0] == event_ids[0], first.text()[-3000:]
+        # the printed amtool line works as it stands: the dev token may silence, and read back
+        added = _printed_amtool(text, "silence", "add", "service=dev-host", "--duration=1h", "--comment=dev")
+        assert added.returncode == 0, added.stderr
+        deadline = time.monotonic() + 30  # listed once the projector has stored it
+        while added.stdout.strip() not in (listed := _printed_amtool(text, "silence", "query", "-q")).stdout:
+            assert time.monotonic() < deadline, listed.stderr + first.diagnosis()
+            time.sleep(0.5)
+        assert "HostHighCpuLoad" in _printed_amtool(text, "alert", "query", "--silenced").stdout
         code, children = first.interrupt()
     finally:
         if first.proc.poll() is None:
@@ -269,6 +285,7 @@ def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
     assert list(tmpdir.iterdir()) == []
     assert sorted(p.name for p in home.iterdir()) == sorted([*before_home, first.out_path.name])
     assert oct(data_dir.joinpath("dev.json").stat().st_mode & 0o777) == "0o600"
+    assert oct(data_dir.joinpath("amtool.yml").stat().st_mode & 0o777) == "0o600"
 
     second = DevRun(cwd, tmpdir)
     try:

@@ -26,7 +26,8 @@ ALLOWED = {
     # ingest answers Alertmanager's reads (amtool silence / alert query) from the audit store, as the read API does
     "streams.ingest": {"streams", "streams.model", "streams.kafka", "streams.core", "streams.audit"},
     "streams.replay.run": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
-    "streams.devtools": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier"},
+    # opsloop dev reads the scopes file as ingest does, before giving its token a scope
+    "streams.devtools": {"streams", "streams.model", "streams.core", "streams.kafka", "classifier", "streams.ingest"},
     "classifier": {"streams", "streams.model"},
     "agents.sinks": {"streams", "streams.model", "streams.kafka"},
     "agents.sinks.channels": {"streams", "streams.model", "agents.sinks"},
