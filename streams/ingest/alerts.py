@@ -169,7 +169,9 @@ def prometheus_event(
     An alert without ``endsAt`` ends ``resolve_timeout_ms`` after it arrived, when that is given (ingest
     gives it), as Alertmanager's ``resolve_timeout`` ends it: Prometheus always sends an end (four
     evaluation intervals ahead, moved on by every re-send), but ``amtool alert add`` and scripts do not,
-    and such an alert stayed firing, and escalating, until someone resolved it by hand."""
+    and such an alert stayed firing, and escalating, until someone resolved it by hand. The end is rounded
+    up to a tenth of the timeout, so copies posted within that tenth keep one event id (a copy is answered
+    ``duplicate``, not decided again) while a post after it moves the end on."""
     alert, labels, annotations, generator_url = _common(raw, path)
     starts_at = timestamp_ms(alert.get("startsAt"), join(path, "startsAt"))
     ends_at = timestamp_ms(alert.get("endsAt"), join(path, "endsAt"))
@@ -178,7 +180,8 @@ def prometheus_event(
     elif ends_at is not None and ends_at < starts_at:  # Alertmanager's API refuses it too
         raise BadRequest(join(path, "endsAt"), "before startsAt")
     if ends_at is None and resolve_timeout_ms is not None:
-        ends_at = max(received_at, starts_at) + resolve_timeout_ms
+        step = max(1000, resolve_timeout_ms // 10)
+        ends_at = -(-(max(received_at, starts_at) + resolve_timeout_ms) // step) * step
     status = "resolved" if ends_at is not None and ends_at <= received_at else "firing"
     return alert_event(
         org=labels.get("org") or org,

@@ -252,6 +252,14 @@ def test_an_alert_pushed_without_an_end_resolves_after_the_resolve_timeout_unles
 
     [first] = pushed([{"labels": CPU}])
     assert first["payload"]["ends_at"] == NOW + 300_000 and first["payload"]["status"] == "firing"
+    # a copy (same startsAt) posted within a tenth of the timeout is the same event (ingest answers it
+    # duplicate, as E2E's feed and a retried post need) ...
+    since = {"labels": CPU, "startsAt": "2024-05-01T09:55:00Z"}
+    [original], [copy] = pushed([since], received_at=NOW + 1_000), pushed([since], received_at=NOW + 29_000)
+    assert copy["event_id"] == original["event_id"] and copy["payload"]["ends_at"] == NOW + 330_000
+    # ... one after it moves the end on
+    [later] = pushed([since], received_at=NOW + 31_000)
+    assert later["event_id"] != original["event_id"] and later["payload"]["ends_at"] == NOW + 360_000
     [prometheus] = pushed([{"labels": CPU, "startsAt": "2024-05-01T09:59:00Z", "endsAt": "2024-05-01T10:04:00Z"}])
     assert prometheus["payload"]["ends_at"] == NOW + 240_000  # as sent
     assert prom([{"labels": CPU}])[0]["payload"]["ends_at"] is None  # a caller that gives no timeout (route rules)
