@@ -233,7 +233,7 @@ CASES = [
     Case("unknown path", post("/ingest/metrics", json={}), 404, "Not Found"),
     Case(
         "wrong method (GET a POST endpoint)",
-        lambda client, base: client.get(base + "/api/v2/alerts"),
+        lambda client, base: client.get(base + "/ingest/alertmanager"),
         405,
         "Method Not Allowed",
     ),
