@@ -17,10 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
-from streams.ingest.audit_reads import AUDIT_READS, iso_ms, read_scope, readable_orgs
+from streams.ingest.audit_reads import AUDIT_READS, filter_matchers, iso_ms, read_scope, readable_orgs
 from streams.ingest.errors import BadRequest
-from streams.ingest.fields import index
-from streams.model.matchers import Matcher, MatcherError, make_matcher, matches_all, parse_matcher
+from streams.model.matchers import MatcherError, make_matcher, matches_all, parse_matcher
 
 NO_END = "0001-01-01T00:00:00.000Z"
 ROUTES = ("alerts-list",)
@@ -77,12 +76,7 @@ async def get_alerts(request: web.Request) -> web.Response:
     active, silenced = _flag(request, "active"), _flag(request, "silenced")
     for name in _FLAGS[2:]:
         _flag(request, name)  # checked; no alert here is inhibited or unprocessed
-    filters: list[Matcher] = []
-    for i, text in enumerate(request.query.getall("filter", [])):
-        try:
-            filters.append(parse_matcher(text))
-        except MatcherError as exc:
-            raise BadRequest(index("filter", i), str(exc)) from None
+    filters = filter_matchers(request)
     receiver = None
     if "receiver" in request.query:
         try:

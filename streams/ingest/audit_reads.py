@@ -25,9 +25,11 @@ from sqlalchemy.engine import make_url
 
 from streams.audit import queries
 from streams.db import make_engine, normalise_url, outage_reason
-from streams.ingest.errors import Forbidden, IngestError
+from streams.ingest.errors import BadRequest, Forbidden, IngestError
+from streams.ingest.fields import index
 from streams.ingest.pipeline import INGEST
 from streams.ingest.scopes import Scope
+from streams.model.matchers import Matcher, MatcherError, parse_matcher
 from streams.settings import SettingsError
 
 T = TypeVar("T")
@@ -98,6 +100,17 @@ def read_scope(request: web.Request, what: str) -> Scope:
     if not principal.scope.control:
         raise Forbidden(f"{principal.name} may not read {what}; grant it control: true in its scope")
     return principal.scope
+
+
+def filter_matchers(request: web.Request) -> list[Matcher]:
+    """Alertmanager's ``?filter=`` (repeated, each a matcher); 400 naming the one that does not parse."""
+    filters = []
+    for i, text in enumerate(request.query.getall("filter", [])):
+        try:
+            filters.append(parse_matcher(text))
+        except MatcherError as exc:
+            raise BadRequest(index("filter", i), str(exc)) from None
+    return filters
 
 
 def iso_ms(ms: int) -> str:

@@ -197,6 +197,9 @@ def test_amtool_queries_updates_and_expires_the_silences_the_audit_store_holds_w
     # an org's token cannot expire (or see) another org's silence; the operator's expiry lands in its org
     other = amtool(ingest, "alertmanager", tmp_path, "silence", "expire", b_id)
     assert other.returncode != 0 and "404" in other.stderr
+    # a token without control is refused as before, the store not asked: its answer says nothing of b's silence
+    no_control = amtool(ingest, "scanner", tmp_path, "silence", "expire", b_id)
+    assert no_control.returncode != 0 and "403" in no_control.stderr
     assert amtool(ingest, "prometheus", tmp_path, "silence", "expire", b_id).returncode == 0
     event, body = body_of(settings, b_id, "silence.expired")
     assert event["org"] == "b" and body == {"id": b_id}  # not the default org: the store knows the silence's
