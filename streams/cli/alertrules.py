@@ -12,7 +12,7 @@ name and ``{{ $value }}`` as a sample number, its expression in ``generatorURL``
 that alert goes through ingest's own parser (``prometheus_events``), the shipped
 classifier in one batch, and ``route test``'s routing. Files may be plain rule files
 (``groups:``) or Kubernetes manifests as a cluster or a chart gives them: ``PrometheusRule``
-objects (``spec.groups``), a ``List`` of them (``kubectl get prometheusrules -A -o yaml``), and
+objects (``spec.groups``; any kind with ``spec.groups``, such as VictoriaMetrics' ``VMRule``), a ``List`` of them (``kubectl get prometheusrules -A -o yaml``), and
 ``ConfigMap`` objects holding rule files in their ``data`` (the prometheus-community chart's
 ``alerting_rules.yml``), several YAML documents each (``helm template``); other kinds of objects
 and recording rules are skipped. A malformed file, or one with no rule groups at all, is
@@ -99,10 +99,10 @@ def _groups_of(doc: Any, path: str) -> list[Any] | None:
         return [g for groups in found if groups for g in groups]
     if kind == "ConfigMap":
         return _configmap_groups(doc, path)
-    if isinstance(kind, str) and kind != "PrometheusRule" and "apiVersion" in doc:
-        return None  # a Deployment, a Service ... of the same manifest
     spec = doc.get("spec") if "groups" not in doc else doc
     if not isinstance(spec, LineDict) or "groups" not in spec:
+        if isinstance(kind, str) and "apiVersion" in doc:
+            return None  # a Deployment, a Service ... of the same manifest
         raise ConfigError(path, doc.line, NOT_A_RULE_FILE)
     groups = spec["groups"]
     if groups is None:

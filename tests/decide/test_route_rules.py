@@ -153,6 +153,15 @@ items:
 - apiVersion: v1
   kind: Secret
   metadata: {name: not-rules}
+- apiVersion: operator.victoriametrics.com/v1beta1
+  kind: VMRule
+  metadata: {name: vm}
+  spec:
+    groups:
+    - name: vm
+      rules:
+      - alert: TooManyRestarts
+        expr: changes(process_start_time_seconds[15m]) > 2
 metadata: {resourceVersion: ""}
 ---
 # Source: prometheus/templates/serviceaccount.yaml
@@ -191,11 +200,12 @@ def test_a_clusters_list_and_a_charts_manifests_give_the_rules_they_hold_with_th
     rules = load_alert_rules(path)
     assert [(r.alert, r.line, r.group) for r in rules] == [
         ("KafkaConsumerLagHigh", 11, "a"),
-        ("InstanceDown", 33, "Instances"),
+        ("TooManyRestarts", 24, "vm"),  # any kind with spec.groups (VictoriaMetrics' VMRule)
+        ("InstanceDown", 42, "Instances"),
     ]
-    assert CLUSTER.splitlines()[32].strip() == "- alert: InstanceDown"  # the file's own line 33
+    assert CLUSTER.splitlines()[41].strip() == "- alert: InstanceDown"  # the file's own line 42
     assert main(["route", "rules", "--dir", str(RUNBOOKS), str(path)]) == 0
-    assert "2 alerting rules" in capsys.readouterr().out
+    assert "3 alerting rules" in capsys.readouterr().out
 
     # a manifest with no rules in it at all is still refused, naming its first object's line
     only = tmp_path / "deployment.yaml"
