@@ -189,7 +189,7 @@ class IngestSettings(BaseSettings):
     max_headers: PositiveInt = 64
     # An alert pushed to /api/v2/alerts without endsAt ends this long after it arrived, unless sent again
     # (Alertmanager's resolve_timeout; Prometheus always sends an end).
-    resolve_timeout_s: PositiveFloat = 300.0
+    resolve_timeout_s: Annotated[float, Field(gt=0, le=36_500 * 86_400)] = 300.0  # at most 100 years, as durations
     # Signed-webhook replay memory: a body seen before under a new delivery id is refused (409) for this long.
     webhook_replay_window_s: NonNegativeFloat = 24 * 3600.0
     # At most this many signatures in one header (PagerDuty sends two while a secret is rotated).

@@ -52,6 +52,8 @@ def test_defaults_are_the_embedded_ones(monkeypatch):
         ("OPSLOOP_INGEST_PORT", "70000", "less than or equal to 65535"),
         ("OPSLOOP_WEB_PORT", "-1", "greater than or equal to 0"),
         ("OPSLOOP_ACK_TTL_S", "soon", "a valid integer"),
+        ("OPSLOOP_INGEST_RESOLVE_TIMEOUT_S", "1e30", "less than or equal to 3153600000"),  # past an Avro long
+        ("OPSLOOP_INGEST_RESOLVE_TIMEOUT_S", "0", "greater than 0"),
     ],
 )
 def test_a_bad_variable_is_named_with_its_reason_and_never_echoed(monkeypatch, variable, value, reason):
