@@ -33,8 +33,7 @@ from streams.model.silences import (
     SILENCE_TYPES,
     Silence,
     SilenceError,
-    limited_org,
-    owned_by,
+    refused_by,
     silence_from_event,
 )
 
@@ -290,9 +289,9 @@ def list_silences(
             etype, silence, sid = silence_from_event(record)
         except SilenceError:
             continue  # decide recorded why; nothing to list
-        limited = limited_org(record)
-        if limited is not None and sid in parsed and not owned_by(parsed[sid], limited):
-            continue  # decide refused it (streams.core.tables.silence_change)
+        in_force = (parsed[k] for k, s in silences.items() if s["expired_at"] is None)
+        if refused_by(record, sid, in_force) is not None:
+            continue  # decide refused it (streams.core.tables.silence_change asks the same rule)
         if etype == SILENCE_CREATED and silence is not None:
             silences[sid] = {
                 **silence.to_json(),

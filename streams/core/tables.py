@@ -25,7 +25,7 @@ from streams.model.silences import (
     Silence,
     SilenceError,
     limited_org,
-    owned_by,
+    refused_by,
     silence_from_event,
     silence_from_json,
 )
@@ -75,15 +75,10 @@ def silence_change(
         etype, silence, sid = silence_from_event(event)
     except SilenceError as exc:
         return None, str(exc), None
-    org = limited_org(event)
-    if org is not None:
-        existing = next((s for s in current if s.silence_id == sid), None)
-        if existing is not None and not owned_by(existing, org):
-            return (
-                None,
-                f"silence {sid} is not org {org!r}'s own; a token limited to its org may not change it",
-                existing,
-            )
+    refused = refused_by(event, sid, current)
+    if refused is not None:
+        org = limited_org(event)
+        return None, f"silence {sid} is not org {org!r}'s own; a token limited to its org may not change it", refused
     if etype == SILENCE_CREATED and silence is not None:
         return SilenceChange(sid, json.dumps(silence.to_json(), sort_keys=True)), "", None
     return SilenceChange(sid, None), "", None

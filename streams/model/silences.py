@@ -124,6 +124,17 @@ def limited_org(event: Mapping[str, Any]) -> str | None:
     return org if isinstance(org, str) else None
 
 
+def refused_by(event: Mapping[str, Any], silence_id: str, current: Iterable[Silence]) -> Silence | None:
+    """The silence of ``current`` (those in force) that ``event`` may not expire or replace by naming its id:
+    one not of the org the event is limited to (:func:`limited_org`); None when it may. Decide and the
+    silence lists ask this one rule, so they agree."""
+    org = limited_org(event)
+    if org is None:
+        return None
+    existing = next((s for s in current if s.silence_id == silence_id), None)
+    return existing if existing is not None and not owned_by(existing, org) else None
+
+
 def silence_from_event(event: Mapping[str, Any]) -> tuple[str, Silence | None, str]:
     """(type, silence, silence_id) of a silence.created / silence.expired event.
 
