@@ -122,7 +122,7 @@ def _silences_gate(f: Fold, p: Pending) -> Gate:
     """Alerts a silence mutes are tried again at the silence's end or, sooner, after the group interval, as
     Alertmanager flushes a group every group interval: a silence expired early (the maintenance done) ends
     there, and without the sooner try its alerts waited for the silence's original end (hours) to be told."""
-    recheck = f.now + p.timing.group_interval
+    recheck, org = f.now + p.timing.group_interval, org_of(f)
 
     def verdict(alert: Mapping[str, Any]) -> Gate:
         gate = silence_gate_of(f, alert_labels(alert, org), alert.get("arrived", 0))
@@ -130,7 +130,6 @@ def _silences_gate(f: Fold, p: Pending) -> Gate:
             return replace(gate, until=recheck)
         return gate
 
-    org = org_of(f)
     return _per_alert(f, p, "silence", verdict, "silenced", last=False)
 
 

@@ -19,11 +19,10 @@ from aiohttp import web
 
 from streams.ingest.audit_reads import AUDIT_READS, filter_matchers, iso_ms, read_scope, readable_orgs
 from streams.ingest.errors import BadRequest
-from streams.model.matchers import MatcherError, make_matcher, matches_all, parse_matcher
+from streams.model.matchers import Matcher, MatcherError, make_matcher, matches_all, parse_matcher
 
 NO_END = "0001-01-01T00:00:00.000Z"
 ROUTES = ("alerts-list",)
-_FLAGS = ("active", "silenced", "inhibited", "unprocessed")
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -62,19 +61,22 @@ def gettable_alert(stored: dict[str, Any], silenced_by: list[str]) -> dict[str, 
     }
 
 
-def muting(silences: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
-    """The ids of the active silences (of :func:`streams.audit.queries.list_silences`) that mute ``labels``."""
-    return [
-        s["id"]
-        for s in silences
-        if s["state"] == "active" and matches_all([parse_matcher(m) for m in s["matchers"]], labels)
-    ]
+def active_matchers(silences: list[dict[str, Any]]) -> list[tuple[str, tuple[Matcher, ...]]]:
+    """(id, matchers) of the active silences of :func:`streams.audit.queries.list_silences`, parsed once per
+    listing rather than once per alert (a regex matcher compiles)."""
+    return [(s["id"], tuple(map(parse_matcher, s["matchers"]))) for s in silences if s["state"] == "active"]
+
+
+def muting(active: list[tuple[str, tuple[Matcher, ...]]], labels: dict[str, str]) -> list[str]:
+    """The ids of the active silences (:func:`active_matchers`) that mute ``labels``: all of them, as
+    Alertmanager's ``silencedBy`` lists them."""
+    return [sid for sid, matchers in active if matches_all(matchers, labels)]
 
 
 async def get_alerts(request: web.Request) -> web.Response:
     scope = read_scope(request, "alerts")
     active, silenced = _flag(request, "active"), _flag(request, "silenced")
-    for name in _FLAGS[2:]:
+    for name in ("inhibited", "unprocessed"):
         _flag(request, name)  # checked; no alert here is inhibited or unprocessed
     filters = filter_matchers(request)
     receiver = None
@@ -86,7 +88,7 @@ async def get_alerts(request: web.Request) -> web.Response:
     reads = request.app[AUDIT_READS]
     orgs = readable_orgs(scope)
     stored = await reads.alerts(orgs)
-    silences = await reads.silences(None) if stored else []
+    active_silences = active_matchers(await reads.silences(None)) if stored else []
     out = []
     for alert in stored:
         labels = alert_labels(alert)
@@ -94,7 +96,7 @@ async def get_alerts(request: web.Request) -> web.Response:
             continue
         if receiver is not None and not any(receiver.matches({"receiver": r}) for r in alert["receivers"]):
             continue
-        by = muting(silences, labels)
+        by = muting(active_silences, labels)
         if silenced if by else active:
             out.append(gettable_alert(alert, by))
     return web.json_response(sorted(out, key=lambda a: a["fingerprint"]))
