@@ -52,6 +52,7 @@ from streams.kafka.deadletter import dead_letter
 from streams.kafka.producer import now_ms
 from streams.kafka.tracked import Changes, watch_table
 from streams.model.effects import to_outbox
+from streams.model.records import InvalidEventError, check_keyed
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -310,8 +311,10 @@ class DecideAgent:
         async for chunk in in_slices(events, DECIDE_SLICE):
             for ev in chunk:
                 try:
-                    good.append((ev, self.codec.decode(ev.message.value, expect="opsloop.Event")))
-                except CodecError as exc:
+                    event = self.codec.decode(ev.message.value, expect="opsloop.Event")
+                    check_keyed(ev.message.key, event)
+                    good.append((ev, event))
+                except (CodecError, InvalidEventError) as exc:
                     await self.dead_letter(ev.message, exc)
         if not good:
             return

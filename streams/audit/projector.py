@@ -22,10 +22,11 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from streams import metrics
 from streams.audit.store import PROJECTED_TOPICS, Position, advance_offsets, stored_offsets, write_batch
 from streams.db import while_database_down
+from streams.kafka.catalogue import value_schemas
 from streams.kafka.codec import CodecError, default_codec
 from streams.kafka.deadletter import dead_letter
 from streams.kafka.producer import EventProducer
-from streams.model.records import EVENT_TOPICS, InvalidEventError, check_envelope
+from streams.model.records import EVENT_TOPICS, InvalidEventError, check_envelope, check_keyed
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Projector:
         self.batch_max = batch_max
         self._stop: asyncio.Event | None = None
         self.codec = default_codec()
+        self.schemas = value_schemas(settings.topics_file)
         self.consumer = AIOKafkaConsumer(
             **settings.kafka_client_config(),
             group_id=f"{settings.app_id}-projector",
@@ -93,11 +95,11 @@ class Projector:
             topic = self.logical(tp.topic)
             for msg in messages:
                 try:
-                    value = self.codec.decode(msg.value)
+                    value = self.codec.decode(msg.value, expect=self.schemas.get(topic))
                     if topic in EVENT_TOPICS:
-                        check_envelope(
-                            value
-                        )  # as decide does: what no page could show or link to stays out of the audit
+                        # as decide does: what it dead-letters, and what no page could show, stays out of the audit
+                        check_keyed(msg.key, value)
+                        check_envelope(value)
                     items.append((Position(topic, msg.partition, msg.offset), value))
                 except (CodecError, InvalidEventError) as exc:
                     # Kept whole in events.dlq with the reason; the audit moves on past it.

@@ -169,6 +169,15 @@ def by_name(specs: Iterable[TopicSpec]) -> dict[str, TopicSpec]:
     return {s.name: s for s in specs}
 
 
+def value_schemas(path: str | Path = TOPICS_FILE) -> dict[str, str]:
+    """Each topic's value schema as topics.yaml declares it, for readers to decode with ``expect``.
+
+    A reader that decoded whatever schema a record named took a well-formed record of another
+    type (a decision written to an events topic) for its own and failed on the fields it lacked.
+    """
+    return {s.name: s.value_schema for s in load_catalogue(path)}
+
+
 # -- comparing with a cluster ---------------------------------------------------
 
 

@@ -89,6 +89,18 @@ def check_envelope(event: Mapping[str, Any]) -> None:
         _millis(event.get(field, 0), field)
 
 
+def check_keyed(key: bytes | None, event: Mapping[str, Any]) -> None:
+    """InvalidEventError when an event's Kafka key names another session than its own.
+
+    Every producer keys an event by its session, so a session's events share one partition and its
+    state one table partition. A record keyed otherwise sits on another session's partition: decided
+    there, it started its session afresh beside the real one (a second episode, its timers twice).
+    A record without a key is left to the envelope's checks (older tools wrote such records)."""
+    if key is not None and key != str(event.get("session_key") or "").encode():
+        shown = key[:80].decode("utf-8", "replace")
+        raise InvalidEventError("session_key", f"the record is keyed {shown!r}, not by its session key")
+
+
 def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Check an event envelope and return it normalised to the Avro shape (without stamping)."""
     if not isinstance(raw, Mapping):

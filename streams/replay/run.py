@@ -21,10 +21,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.decide import DECIDE_VERSION, Verdict, configured_context
 from streams.errors import InvalidInputError
-from streams.kafka.catalogue import EVENT_TOPICS
+from streams.kafka.catalogue import EVENT_TOPICS, value_schemas
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.compat import refresh_metadata
 from streams.model.receivers import ChannelSpec
+from streams.model.records import InvalidEventError, check_envelope, check_keyed
 from streams.model.runbooks import RunbookSet, load_runbook_set
 from streams.replay.compare import Classify, RecordedDecision, ReplayReport, WhatIf, replay, what_if
 from streams.settings import AckSettings, Settings
@@ -62,6 +63,7 @@ async def read_recorded(
 ) -> Recorded:
     codec = codec or default_codec()
     prefix = settings.topic_prefix
+    schemas = value_schemas(settings.topics_file)
     names = [prefix + t for t in (*EVENT_TOPICS, "decisions")]
     consumer = AIOKafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
     await consumer.start()
@@ -95,8 +97,11 @@ async def read_recorded(
                         break
                     done += 1
                     try:
-                        value = codec.decode(r.value)
-                    except CodecError:
+                        value = codec.decode(r.value, expect=schemas.get(topic))
+                        if topic != "decisions":
+                            check_keyed(r.key, value)  # as decide does before it decides
+                            check_envelope(value)
+                    except (CodecError, InvalidEventError):
                         out.undecodable += 1  # dead-lettered by the agent: no decision expected
                         continue
                     if topic == "decisions":

@@ -20,12 +20,16 @@ import sqlalchemy as sa
 
 from streams.audit import store
 from streams.audit.store import Position
+from streams.kafka.codec import default_codec
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import TopicReader
 from tests.audit.records import event
 from tests.audit.test_projector_restart import start_projector
 
 pytestmark = pytest.mark.integration
+
+CODEC = default_codec()
+DELIVERY = {"effect_id": "x", "channel": "slack", "status": "delivered", "completed_at": 1}
 
 
 def poison_events() -> list[tuple[str, dict]]:
@@ -45,17 +49,19 @@ def poison_events() -> list[tuple[str, dict]]:
     ]
 
 
-def produce(settings, records: list[dict | None]) -> None:
+def produce(settings, records: list[dict | tuple[bytes, bytes] | None]) -> None:
+    """Each record an event (keyed by its session, as ingest keys), a (key, value) as it is, or a tombstone."""
+
     async def run() -> None:
         async with EventProducer(settings, linger_ms=5) as producer:
-            for record in records:  # one partition key: the poison sits in front of the good ones
-                await (
-                    await producer._producer.send(
-                        producer.topic("events.telemetry"),
-                        None if record is None else producer.codec.encode("opsloop.Event", record),  # None: a tombstone
-                        key=b"poison",
-                    )
-                )
+            for record in records:  # one partition: the poison sits in front of the good ones
+                if record is None:
+                    key, value = b"poison", None
+                elif isinstance(record, tuple):
+                    key, value = record
+                else:
+                    key, value = record["session_key"].encode(), producer.codec.encode("opsloop.Event", record)
+                await (await producer._producer.send(producer.topic("events.telemetry"), value, key=key, partition=0))
 
     asyncio.run(run())
 
@@ -81,6 +87,11 @@ def test_poison_records_are_dead_lettered_and_the_projector_moves_on(topics, ops
         {**event(0, "acme:poison"), "event_id": "p-far", "occurred_at": 2**62},
         {**event(0, "acme:poison"), "event_id": "p-no-session", "session_key": ""},
         None,  # a tombstone: the projector crash-looped on it (a TypeError in the codec)
+        # found by a probe writing every record type to every topic of `opsloop dev`, under random keys:
+        # an event keyed for another session (decide dead-letters it: its state would split), and a
+        # well-formed record of another type (it reached the batch and failed on the fields it lacks)
+        (b"acme:other", CODEC.encode("opsloop.Event", {**event(0, "acme:poison"), "event_id": "p-keyed"})),
+        (b"acme:poison", CODEC.encode("opsloop.Delivery", DELIVERY)),
     ]
     good = [event(i, "acme:good") for i in range(1, 21)]
     produce(settings, [record for _, record in poison] + unshowable + good)
@@ -109,7 +120,7 @@ def test_poison_records_are_dead_lettered_and_the_projector_moves_on(topics, ops
     assert any("NaN" in d["record_json"] for d in dead) and any("\\u0000" in d["record_json"] for d in dead)
     stored = len(poison) + len(unshowable) + len(good)
     assert store.stored_offsets(engine)[("events.telemetry", dead[0]["partition"])] == stored
-    letters = asyncio.run(dead_lettered(settings, 3))
+    letters = asyncio.run(dead_lettered(settings, 5))
     assert [(d["offset"], d["stage"], d["reason"]) for d in letters] == [
         (
             len(poison),
@@ -118,6 +129,8 @@ def test_poison_records_are_dead_lettered_and_the_projector_moves_on(topics, ops
         ),
         (len(poison) + 1, "projector", "session_key: required"),
         (len(poison) + 2, "projector", "no value (a null record: a tombstone)"),
+        (len(poison) + 3, "projector", "session_key: the record is keyed 'acme:other', not by its session key"),
+        (len(poison) + 4, "projector", "expected a opsloop.Event record, got opsloop.Delivery"),
     ]
 
     # Restarted: nothing re-read, nothing doubled. One new record after the old ones tells when the

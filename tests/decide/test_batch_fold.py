@@ -226,3 +226,23 @@ def test_a_tombstone_on_an_events_topic_is_dead_lettered_and_the_batch_goes_on()
         (0, "no value (a null record: a tombstone)", None)
     ]
     assert [CODEC.decode(v)["event_id"] for t, _, v in out.records if t.endswith("decisions")] == ["fine"]
+
+
+def test_an_event_keyed_by_another_session_is_dead_lettered_and_its_own_session_untouched():
+    """Found from outside (every record type written to every topic of a running ``opsloop dev``, under
+    random keys): a copy of an event keyed for another session sits on another partition, and was decided
+    there as a fresh session beside the real one (``grouped`` again, its group timers twice)."""
+    tables, dead, out, stream = dict_tables(), [], FakeOut(), FakeStream()
+    agent = decide_agent(tables, dead)
+    ev = alert("HostHighCpuLoad", at=T0, session="acme:api:0", eid="e1")
+    stray = message(ev, offset=0)
+    stray.message.key = b"acme:alert:Other:db"
+    asyncio.run(agent.handle(stream, [stray, message(ev, offset=1)], out))
+    assert [(d["offset"], d["reason"]) for d in dead] == [
+        (0, "session_key: the record is keyed 'acme:alert:Other:db', not by its session key")
+    ]
+    assert [CODEC.decode(v)["event_id"] for t, _, v in out.records if t.endswith("decisions")] == ["e1"]
+    unkeyed = message(alert("HostHighCpuLoad", at=T0 + MIN, session="acme:api:0", eid="e2"), offset=2)
+    unkeyed.message.key = None  # a record without a key is left to the envelope's checks, as before
+    asyncio.run(agent.handle(stream, [unkeyed], out))
+    assert len(dead) == 1 and has_seen(decode_state(tables.sessions["acme:api:0"])[0]["seen"], seen_token("e2"))
