@@ -164,7 +164,7 @@ def _receiver(
             path, item.line_of("name"), f"receivers[{index}]: name must be a word like 'infra-slack', got {name!r}"
         )
     channel = item.get("channel")
-    if channel not in channels:
+    if not isinstance(channel, str) or channel not in channels:
         shown = channel if isinstance(channel, str) else repr(channel)
         raise ConfigError(
             path,

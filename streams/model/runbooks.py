@@ -525,7 +525,7 @@ def _trigger(path: Path, doc: LineDict, what: str) -> Trigger | None:
         raise ConfigError(path, raw.line, f"{w}: metric is required")
     op = raw.get("operator", ">")
     op = OPERATOR_ALIASES.get(op, op) if isinstance(op, str) else op
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:
         raise ConfigError(
             path,
             raw.line_of("operator"),

@@ -25,6 +25,10 @@ class LineDict(dict[str, Any]):
     line: int = 0
     key_lines: dict[str, int]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key_lines = {}  # one built in code (an absent section's stand-in) knows no lines: its own is asked
+
     def line_of(self, key: str) -> int:
         return self.key_lines.get(key, self.line)
 
@@ -63,17 +67,23 @@ def _parsed(path: str | Path, parse: Callable[[_Loader], Any]) -> Any:
 
 
 def _parsed_text(text: str, path: str | Path, parse: Callable[[_Loader], Any]) -> Any:
-    loader = _Loader(text)
-    loader.name = str(path)
+    loader = None
     try:
+        loader = _Loader(text)  # the reader refuses a control character here, before any parsing
+        loader.name = str(path)
         return parse(loader)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise ConfigError(path, line, f"invalid YAML: {exc.problem}") from exc
+    except yaml.reader.ReaderError as exc:
+        line, char = text.count("\n", 0, exc.position) + 1, exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        raise ConfigError(path, line, f"invalid YAML: control character {shown} is not allowed") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(path, None, f"invalid YAML: {exc}") from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _all_documents(loader: _Loader) -> list[Any]:

@@ -121,6 +121,8 @@ CASES = [
         "endpoint must be an http(s) URL",
     ),
     ("trigger.yaml", "name: x\ntrigger: {metric: m, operator: '>>', threshold: 1}\n", 2, "operator must be one of"),
+    # a list where a word belongs: TypeError (unhashable type), a traceback from `opsloop check`
+    ("trigger-list.yaml", "name: x\ntrigger: {metric: m, operator: [1, a], threshold: 1}\n", 2, "operator must be"),
     ("zz-dup.yaml", "name: high-cpu\n", 1, "already used by high-cpu.yaml"),
     ("syntax.yaml", "name: x\nmatch: {category: [cpu}\n", 2, "invalid YAML"),
     ("labels.yaml", "name: x\nmatch:\n  labels: ['service=~\"(\"']\n", 3, "invalid regular expression"),

@@ -93,6 +93,7 @@ def test_resolve_secrets_reads_env_at_call_time_and_names_the_missing_variable(t
             "duplicate receiver name 'a'",
         ),
         ("receivers:\n  - name: a\n    channel: slack\n", 3, "channel slack needs webhook_url under secrets"),
+        ("receivers:\n  - name: a\n    channel: [slack]\n", 3, "unknown channel \"['slack']\""),  # a TypeError before
         (
             "receivers:\n  - name: a\n    channel: pagerduty\n    settings:\n      routing_key: abc\n",
             5,

@@ -101,6 +101,20 @@ def test_yaml_syntax_error_has_a_line(tmp_path):
     assert err.value.line is not None and "invalid YAML" in str(err.value)
 
 
+def test_a_file_without_defaults_or_with_a_control_character_names_its_line(tmp_path):
+    """Found from outside (a hand-written topics.yaml, then YAML mutations): a file with no ``defaults:``
+    stopped ``opsloop topics check`` with AttributeError, and a control character with PyYAML's ReaderError."""
+    path = tmp_path / "topics.yaml"
+    path.write_text("topics:\n  events.telemetry:\n    partitions: -3\n")
+    with pytest.raises(ConfigError) as err:
+        load_catalogue(path)
+    assert str(err.value) == f"{path}:2: topic 'events.telemetry': missing field 'replication'"
+    path.write_text('topics:\n  outbox:\n    description: "a\x01b"\n')
+    with pytest.raises(ConfigError) as err:
+        load_catalogue(path)
+    assert str(err.value) == f"{path}:3: invalid YAML: control character U+0001 is not allowed"
+
+
 def _observed(spec, **changes):
     base = dict(name=spec.name, partitions=spec.partitions, replication=1, configs=spec.kafka_configs(1))
     base.update(changes)
