@@ -11,8 +11,10 @@ coordinator become INFO, its one-line sets of every assigned and revoked partiti
 count, faust's ASCII tables of partitions and offsets shrink to their title line
 (in full at DEBUG), a warning or error the clients repeat word for word is logged once per
 :data:`REPEAT_WINDOW_S` with how often it came (a broker down for 30 s made aiokafka log
-~1,400 ERROR lines, ~45 a second, of four messages), and no message is longer than
-:data:`MAX_MESSAGE_CHARS`.
+~1,400 ERROR lines, ~45 a second, of four messages), no message is longer than
+:data:`MAX_MESSAGE_CHARS`, and control characters in a message are escaped (``\x00``, and in
+opsloop's own messages ``\n`` too: a value from a record or a request, such as a receiver name,
+can neither forge a log line nor make the log a binary file).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ TRANSIENT_COORDINATOR_ERRORS = (
 # A client's warning or error repeated word for word within this many seconds is counted, not logged again.
 REPEAT_WINDOW_S = 10.0
 REPEAT_KEYS_MAX = 1024  # distinct repeated messages remembered (then forgotten all at once)
+# Control characters escaped in every message (tab and newline kept: the clients' multi-line tables at DEBUG),
+# and in the messages of opsloop's own loggers, which are one line each, newlines too.
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+OWN_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+OWN_LOGGERS = ("agents", "streams", "classifier", "opsloop")
 # Loggers whose INFO records are noise in an opsloop log (raised to WARNING unless the level is DEBUG).
 QUIET_LOGGERS = ("faust.assignor", "alembic.runtime.plugins")
 
@@ -132,6 +139,10 @@ class QuietClients(logging.Filter):
             if self._repeated(record, name, message):
                 return False
             message = record.getMessage()
+        control = OWN_CONTROL_CHARS if name.startswith(OWN_LOGGERS) else CONTROL_CHARS
+        if control.search(message):
+            message = control.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), message)
+            record.msg, record.args = message, None
         if len(message) > self.max_chars:
             cut = len(message) - self.max_chars
             record.msg, record.args = f"{message[: self.max_chars]}... ({cut} more characters cut)", None

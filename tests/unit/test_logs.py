@@ -147,6 +147,21 @@ def test_long_lines_are_cut_and_faust_tables_shrink_to_their_title(configured):
     assert out.getvalue().count("\n") >= 96  # in full at DEBUG
 
 
+def test_a_value_with_control_characters_neither_forges_a_line_nor_makes_the_log_binary(configured):
+    """Found from outside: an outbox record naming channel '\\x00' wrote a NUL into the worker's log (grep
+    called it a binary file); a newline in such a value would have started a line of its own."""
+    out = configured("info")
+    forged = "slack\x00\n[2026-12-07 14:00:00,000] [1] [INFO] agents.sink: delivered everything"
+    logging.getLogger("agents.sinks.dispatch").warning("dead-lettered outbox[0]@1 (sink:%s): %s", forged, "why")
+    logging.getLogger("faust.tables.recovery").warning("Highwater:\n| t | 0 |\x07")  # a client's table keeps its lines
+    own, *client = out.getvalue().splitlines()
+    assert own.endswith(
+        "(sink:slack\\x00\\n[2026-12-07 14:00:00,000] [1] [INFO] agents.sink: delivered everything): why"
+    )
+    assert client[0].endswith("faust.tables.recovery: Highwater:") and client[1:] == ["| t | 0 |\\x07"]
+    assert "\x00" not in out.getvalue()
+
+
 def test_a_cut_never_leaves_part_of_a_secret(configured):
     from streams.logs import MAX_MESSAGE_CHARS
 
