@@ -1,7 +1,9 @@
 """Reading whole topics without a consumer group: for tail, the demo, tests and audits.
 
 Assigns every partition of the named topics and reads from the beginning (or the
-end), decoding each record with the codec. A reader never commits offsets, so it
+end), decoding each record with the codec as the schema topics.yaml gives its topic (a
+well-formed record of another type is an undecodable record with that reason, not a dict
+missing the fields its reader needs: ``opsloop dlq list`` stopped with a KeyError on one). A reader never commits offsets, so it
 never disturbs the workers' consumer group.
 """
 
@@ -16,8 +18,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.errors import TopicNotFoundError
+from streams.kafka.catalogue import value_schemas
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.compat import refresh_metadata
+from streams.model.yamlfile import ConfigError
 from streams.settings import Settings
 
 
@@ -31,6 +35,15 @@ class Record:
     raw: bytes
     timestamp: int
     error: str | None = None
+
+
+def topic_schemas(settings: Settings) -> dict[str, str]:
+    """The value schema of each topic of ``settings.topics_file``, or none when that file does not load (a
+    reader still reads; each record is then decoded as the schema its header names)."""
+    try:
+        return value_schemas(settings.topics_file)
+    except ConfigError:
+        return {}
 
 
 class TopicReader:
@@ -48,6 +61,7 @@ class TopicReader:
         self.topics = [settings.topic_prefix + t for t in topics]
         self.from_beginning = from_beginning
         self.codec = codec or default_codec()
+        self.schemas = topic_schemas(settings)
         self._consumer = AIOKafkaConsumer(
             **settings.kafka_client_config(), enable_auto_commit=False, group_id=None, isolation_level=isolation_level
         )
@@ -87,15 +101,15 @@ class TopicReader:
         await self._consumer.stop()
 
     def _decode(self, msg: Any) -> Record:
-        try:
-            value, error = self.codec.decode(msg.value), None
-        except CodecError as exc:
-            value, error = None, str(exc)
         topic = (
             msg.topic[len(self.settings.topic_prefix) :]
             if msg.topic.startswith(self.settings.topic_prefix)
             else msg.topic
         )
+        try:
+            value, error = self.codec.decode(msg.value, expect=self.schemas.get(topic)), None
+        except CodecError as exc:
+            value, error = None, str(exc)
         return Record(topic, msg.partition, msg.offset, msg.key, value, msg.value, msg.timestamp, error)
 
     async def records(self, *, idle_timeout: float | None = None) -> AsyncIterator[Record]:
