@@ -322,37 +322,33 @@ def test_a_fresh_scheduler_with_the_starter_schedules_dispatches_nothing_at_boot
     assert asyncio.run(enabled.tick(range(partitions))) == len(RSET.schedules)
 
 
-DIGEST_SOURCES = {"deliveries": "opsloop.Delivery"}
+def digest_agent(table: dict, counts: list, effects: list) -> DigestAgent:
+    """The starter set's digest on event time, its deltas and effects decoded into ``counts`` and ``effects``."""
 
-
-def test_digest_agent_folds_counts_and_sends_a_due_day_once():
-    config = RSET.digest
-    table: dict = {}
-    counts, effects = [], []
-
-    send_counts = recording_send(counts, lambda key, value: CODEC.decode(value))
-    send_effect = recording_send(effects, lambda key, value: CODEC.decode(value))
-
-    async def committed():
+    async def nothing(*_: Any) -> dict:
         return {}
 
-    async def ends(tps):
-        return {}
-
-    agent = DigestAgent(
-        config=config,
+    return DigestAgent(
+        config=RSET.digest,
         routing=RSET.routing,
         codec=CODEC,
         prefix="",
         table=table,
         timers=TimerSettings(clock="event"),
         source_tps=[],
-        schemas=DIGEST_SOURCES,
-        send_counts=send_counts,
-        send_effect=send_effect,
-        committed=committed,
-        ends=ends,
+        schemas={"deliveries": "opsloop.Delivery"},
+        send_counts=recording_send(counts, lambda key, value: CODEC.decode(value)),
+        send_effect=recording_send(effects, lambda key, value: CODEC.decode(value)),
+        committed=nothing,
+        ends=nothing,
     )
+
+
+def test_digest_agent_folds_counts_and_sends_a_due_day_once():
+    table: dict = {}
+    counts: list = []
+    effects: list = []
+    agent = digest_agent(table, counts, effects)
     decision = {"org": "acme", "outcome": "notified", "session_key": "acme:x", "decided_at": T0}
     _, item = digest_item("decisions", 0, 7, decision)
     record = delta("acme", [item])
@@ -381,24 +377,7 @@ def test_the_digest_collector_skips_a_record_of_another_type_on_deliveries_and_c
     the fields a receipt has, again and again, and the org's digest stopped counting (found by a probe that
     wrote every record type to every topic of a running ``opsloop dev``)."""
     counts: list[Any] = []
-
-    async def nothing(*_: Any) -> dict:
-        return {}
-
-    agent = DigestAgent(
-        config=RSET.digest,
-        routing=RSET.routing,
-        codec=CODEC,
-        prefix="",
-        table={},
-        timers=TimerSettings(clock="event"),
-        source_tps=[],
-        schemas=DIGEST_SOURCES,
-        send_counts=recording_send(counts, lambda key, value: CODEC.decode(value)),
-        send_effect=recording_send([], lambda key, value: None),
-        committed=nothing,
-        ends=nothing,
-    )
+    agent = digest_agent({}, counts, [])
     decision = {
         **{f: "x" for f in ("decision_id", "event_id", "kind", "type", "category", "severity", "classifier")},
         **{"org": "acme", "session_key": "acme:alert:A:b", "decided_at": T0, "outcome": "notified"},
@@ -424,24 +403,7 @@ def test_a_digest_delta_whose_item_time_is_no_day_is_skipped_and_the_folds_after
     """A delta no opsloop process writes (an item at 2**62 ms) moved the partition's event-time clock past
     every day before its fold failed; every fold after it on that partition failed too (year out of range)."""
     table: dict = {}
-
-    async def nothing(*_: Any) -> dict:
-        return {}
-
-    agent = DigestAgent(
-        config=RSET.digest,
-        routing=RSET.routing,
-        codec=CODEC,
-        prefix="",
-        table=table,
-        timers=TimerSettings(clock="event"),
-        source_tps=[],
-        schemas=DIGEST_SOURCES,
-        send_counts=recording_send([], lambda key, value: None),
-        send_effect=recording_send([], lambda key, value: None),
-        committed=nothing,
-        ends=nothing,
-    )
+    agent = digest_agent(table, [], [])
     decision = {"org": "acme", "outcome": "notified", "session_key": "acme:x", "decided_at": T0}
     _, item = digest_item("decisions", 0, 7, decision)
 
