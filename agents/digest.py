@@ -138,7 +138,7 @@ class DigestAgent:
             try:
                 # as its topic's schema: a well-formed record of another type (a decision written to
                 # deliveries) failed the whole batch again and again on the fields it lacks
-                out.append((topic, m.partition, m.offset, self.codec.decode(m.value, expect=self.schemas[topic])))
+                out.append((topic, m.partition, m.offset, self.codec.decode(m.value, expect=self.schemas.get(topic))))
             except CodecError as exc:  # the sinks write this topic: a bug or a stray producer, not input
                 log.warning("digest: skipping undecodable %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
         return out

@@ -1,10 +1,10 @@
 """Reading whole topics without a consumer group: for tail, the demo, tests and audits.
 
 Assigns every partition of the named topics and reads from the beginning (or the
-end), decoding each record with the codec as the schema topics.yaml gives its topic (a
+end), decoding each record with the codec as the schema topics.yaml gives its topic: a
 well-formed record of another type is an undecodable record with that reason, not a dict
-missing the fields its reader needs: ``opsloop dlq list`` stopped with a KeyError on one). A reader never commits offsets, so it
-never disturbs the workers' consumer group.
+missing the fields its reader needs (``opsloop dlq list`` stopped with a KeyError on one).
+A reader never commits offsets, so it never disturbs the workers' consumer group.
 """
 
 from __future__ import annotations
