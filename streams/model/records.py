@@ -80,11 +80,14 @@ def utc_text(ms: float) -> str:
 
 def check_envelope(event: Mapping[str, Any]) -> None:
     """The checks of :func:`validate_event` that an event decoded from Kafka can still fail (Avro holds any
-    string and any long, and any producer may write the topic): a session key, and times a calendar can name.
+    string and any long, and any producer may write the topic): a session key, a kind, and times a calendar can name.
     Raises InvalidEventError naming the field (decide and the projector dead-letter the record with it)."""
     session = event.get("session_key")
     if not isinstance(session, str) or not session:
         raise InvalidEventError("session_key", "required")
+    kind = event.get("kind")
+    if kind not in EVENT_KINDS:  # ingest refuses one; read from Kafka it was decided with rules for no kind
+        raise InvalidEventError("kind", f"unknown kind {kind!r}; expected one of {', '.join(EVENT_KINDS)}")
     for field in ("occurred_at", "received_at"):
         _millis(event.get(field, 0), field)
 

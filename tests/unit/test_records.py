@@ -91,10 +91,13 @@ def test_a_time_no_calendar_can_name_is_shown_as_itself():
     assert utc_text(-(2**62)) == f"{-(2**62)} ms"
 
 
-def test_a_read_event_without_a_session_key_is_refused():
+def test_a_read_event_without_a_session_key_or_of_an_unknown_kind_is_refused():
     with pytest.raises(InvalidEventError, match="^session_key: required$"):
-        check_envelope({"session_key": "", "occurred_at": 1})
-    check_envelope({"session_key": "s", "occurred_at": 1, "received_at": 0})
+        check_envelope({"session_key": "", "kind": "telemetry", "occurred_at": 1})
+    # found from outside: written straight to Kafka (ingest refuses it), an unknown kind was decided
+    with pytest.raises(InvalidEventError, match="^kind: unknown kind 'nonsense'; expected one of telemetry"):
+        check_envelope({"session_key": "s", "kind": "nonsense", "occurred_at": 1})
+    check_envelope({"session_key": "s", "kind": "timer", "occurred_at": 1, "received_at": 0})
 
 
 def test_a_list_row_shows_some_labels_cut_short_and_the_incident_page_all_of_them():
