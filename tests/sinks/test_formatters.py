@@ -45,6 +45,23 @@ def test_slack_block_kit_payload_is_valid_and_complete() -> None:
     assert blocks[4]["elements"][0]["style"] == "primary"
 
 
+def test_slack_alert_text_cannot_mention_the_channel_or_hide_a_link() -> None:
+    """Found reading the payload from outside: the top-level ``text`` (mrkdwn, and what the notification shows)
+    carried the alert's title unescaped, so a title "<!channel> ..." pinged the whole channel. Every piece of
+    alert text is escaped as Slack asks (&, <, >); only the receiver's own mention groups stay mentions."""
+    title = "<!channel> db down & <https://evil.example|open the runbook>"
+    payload = slack.build_payload(make_effect("infra-slack", "slack", title=title, body=title), SLACK)
+    blocks = payload["attachments"][0]["blocks"]
+    mrkdwn = [payload["text"], *(b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b)]
+    assert not [t for t in mrkdwn if "<!channel>" in t or "<https://evil" in t]
+    assert blocks[0]["text"]["type"] == "plain_text"  # the header shows the title as it is: no mention there
+    assert payload["text"] == (
+        "<!subteam^S0123ABC> <!subteam^S0456DEF> [URGENT] "
+        "&lt;!channel&gt; db down &amp; &lt;https://evil.example|open the runbook&gt;"
+    )
+    assert validate_slack(payload) == []
+
+
 @pytest.mark.parametrize("severity, colour", [("info", "#439FE0"), ("warning", "#ECB22E"), ("action", "#E8912D")])
 def test_slack_colour_by_severity_and_mentions_only_on_urgent(severity: str, colour: str) -> None:
     payload = slack.build_payload(make_effect("infra-slack", "slack", severity=severity), SLACK)

@@ -162,11 +162,13 @@ def build_payload(effect: Mapping[str, Any], receiver: Receiver) -> dict[str, An
         buttons.append(button)
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
-    fallback = f"[{severity.upper()}] {title}"
+    fallback = f"[{severity.upper()}] {title}"  # plain text: shown as it is
+    # the top-level text is mrkdwn (and what a notification shows): an alert's "<!channel>" pinged the channel
+    text = f"[{severity.upper()}] {_escape(title)}"
     if mentions:
-        fallback = f"{mentions} {fallback}"
+        fallback, text = f"{mentions} {fallback}", f"{mentions} {text}"
     payload: dict[str, Any] = {
-        "text": trim(fallback, FALLBACK_MAX),
+        "text": trim(text, FALLBACK_MAX),
         "attachments": [
             {
                 "color": SEVERITY_COLOURS.get(severity, "#999999"),
