@@ -26,7 +26,7 @@ from streams.kafka.catalogue import value_schemas
 from streams.kafka.codec import CodecError, default_codec
 from streams.kafka.deadletter import dead_letter
 from streams.kafka.producer import EventProducer
-from streams.model.records import EVENT_TOPICS, InvalidEventError, check_envelope, check_keyed
+from streams.model.records import EVENT_TOPICS, InvalidEventError, check_read_event
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,7 @@ class Projector:
                 try:
                     value = self.codec.decode(msg.value, expect=self.schemas.get(topic))
                     if topic in EVENT_TOPICS:
-                        # as decide does: what it dead-letters, and what no page could show, stays out of the audit
-                        check_keyed(msg.key, value)
-                        check_envelope(value)
+                        check_read_event(msg.key, value)  # what decide dead-letters (and no page could show)
                     items.append((Position(topic, msg.partition, msg.offset), value))
                 except (CodecError, InvalidEventError) as exc:
                     # Kept whole in events.dlq with the reason; the audit moves on past it.

@@ -21,7 +21,6 @@ from streams.errors import TopicNotFoundError
 from streams.kafka.catalogue import value_schemas
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.compat import refresh_metadata
-from streams.model.yamlfile import ConfigError
 from streams.settings import Settings
 
 
@@ -35,15 +34,6 @@ class Record:
     raw: bytes
     timestamp: int
     error: str | None = None
-
-
-def topic_schemas(settings: Settings) -> dict[str, str]:
-    """The value schema of each topic of ``settings.topics_file``, or none when that file does not load (a
-    reader still reads; each record is then decoded as the schema its header names)."""
-    try:
-        return value_schemas(settings.topics_file)
-    except ConfigError:
-        return {}
 
 
 class TopicReader:
@@ -61,7 +51,7 @@ class TopicReader:
         self.topics = [settings.topic_prefix + t for t in topics]
         self.from_beginning = from_beginning
         self.codec = codec or default_codec()
-        self.schemas = topic_schemas(settings)
+        self.schemas = value_schemas(settings.topics_file)
         self._consumer = AIOKafkaConsumer(
             **settings.kafka_client_config(), enable_auto_commit=False, group_id=None, isolation_level=isolation_level
         )

@@ -104,6 +104,13 @@ def check_keyed(key: bytes | None, event: Mapping[str, Any]) -> None:
         raise InvalidEventError("session_key", f"the record is keyed {shown!r}, not by its session key")
 
 
+def check_read_event(key: bytes | None, event: Mapping[str, Any]) -> None:
+    """What decide dead-letters of an event read from Kafka (its key, then its envelope), for the readers
+    that must agree with it: the projector keeps such a record out of the audit, replay does not replay it."""
+    check_keyed(key, event)
+    check_envelope(event)
+
+
 def validate_event(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Check an event envelope and return it normalised to the Avro shape (without stamping)."""
     if not isinstance(raw, Mapping):

@@ -25,7 +25,7 @@ from streams.kafka.catalogue import EVENT_TOPICS, value_schemas
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.compat import refresh_metadata
 from streams.model.receivers import ChannelSpec
-from streams.model.records import InvalidEventError, check_envelope, check_keyed
+from streams.model.records import InvalidEventError, check_read_event
 from streams.model.runbooks import RunbookSet, load_runbook_set
 from streams.replay.compare import Classify, RecordedDecision, ReplayReport, WhatIf, replay, what_if
 from streams.settings import AckSettings, Settings
@@ -99,8 +99,7 @@ async def read_recorded(
                     try:
                         value = codec.decode(r.value, expect=schemas.get(topic))
                         if topic != "decisions":
-                            check_keyed(r.key, value)  # as decide does before it decides
-                            check_envelope(value)
+                            check_read_event(r.key, value)
                     except (CodecError, InvalidEventError):
                         out.undecodable += 1  # dead-lettered by the agent: no decision expected
                         continue
