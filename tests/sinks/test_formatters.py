@@ -113,6 +113,21 @@ def test_teams_adaptive_card_is_valid_and_fits_28kb() -> None:
     assert TRUNCATION_MARK in json.dumps(big, ensure_ascii=False) or "more facts not shown" in json.dumps(big)
 
 
+def test_teams_card_shows_alert_text_as_typed_not_as_markdown() -> None:
+    """TextBlocks and facts render markdown in Teams: a title "[open the runbook](https://evil...)" was a link
+    there, "**" bold and "- " a list. Alert text comes from whoever wrote the rule or posted the alert, so it is
+    backslash-escaped (CommonMark); the card's own links stay actions."""
+    title = "**db down** [open the runbook](https://evil.example) _now_"
+    effect = make_effect("teams", "teams", title=title, body="- step one\n2. step `two`", fields={"a_b": "[x](y)"})
+    message = teams.build_message(effect)
+    assert validate_teams(message, len(json.dumps(message).encode())) == []
+    card = message["attachments"][0]["content"]
+    assert card["body"][0]["text"] == r"\*\*db down\*\* \[open the runbook\]\(https://evil.example\) \_now\_"
+    assert card["body"][2]["text"] == "\\- step one\n2\\. step \\`two\\`"
+    assert {"title": "a\\_b", "value": r"\[x\]\(y\)"} in card["body"][3]["facts"]
+    assert all(a["url"].startswith("https://") and "\\" not in a["url"] for a in card["actions"])
+
+
 def test_teams_error_inside_a_200_body_is_that_error() -> None:
     teams.check(HttpResponse(202, {}, ""))
     with pytest.raises(TransientError) as err:

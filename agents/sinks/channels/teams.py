@@ -3,7 +3,9 @@
 Teams renders cards up to schema 1.4 in webhooks, allows no Action.Submit there
 (nothing could receive it), and rejects messages over about 28 KB. The card keeps
 to that: FactSet for the fields, Action.OpenUrl for links, and when the JSON is
-too big the body text, then the facts, are cut with a visible marker. Teams
+too big the body text, then the facts, are cut with a visible marker. TextBlocks
+and facts render markdown, so alert text is backslash-escaped there (a title
+``[open](https://evil.example)`` shows as typed, not as a link). Teams
 sometimes answers 200 with the error in the body ("... HTTP error 429 ..."); that
 is treated as the error it reports.
 """
@@ -34,7 +36,15 @@ MAX_BYTES = 28 * 1024
 TITLE_MAX = 1000
 CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 TITLE_COLOUR = {"urgent": "Attention", "action": "Warning", "warning": "Warning", "info": "Accent"}
+# CommonMark's backslash escapes for what Adaptive Cards' markdown reads: emphasis, links, code, lists, headings.
+_MARKDOWN = re.compile(r"([\\`*_\[\]()~#>!|])")
+_LIST_MARKER = re.compile(r"^(\s*\d*)([-+.)])(?=\s|$)", re.MULTILINE)  # "- x", "+ x", "1. x", "2) x"
 _BODY_ERROR = re.compile(r"(?:HTTP error|\"statusCode\"\s*:|\"code\"\s*:)\s*\"?(\d{3})")
+
+
+def escape(text: str) -> str:
+    """Alert text shown as typed: it comes from whoever wrote the rule or posted the alert (pure)."""
+    return _LIST_MARKER.sub(r"\1\\\2", _MARKDOWN.sub(r"\\\1", text))
 
 
 def build_card(
@@ -42,13 +52,13 @@ def build_card(
 ) -> dict[str, Any]:
     n = notify_of(effect)
     severity, action = n["severity"], n.get("action") or "trigger"
-    title = trim(n["title"], TITLE_MAX)
+    title = escape(trim(n["title"], TITLE_MAX))
     colour = "Good" if action == "resolve" else TITLE_COLOUR.get(severity, "Default")
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Large", "wrap": True, "color": colour},
         {
             "type": "TextBlock",
-            "text": f"{severity.upper()} · session {effect['session_key']}",
+            "text": f"{severity.upper()} · session {escape(effect['session_key'])}",
             "isSubtle": True,
             "spacing": "None",
             "wrap": True,
@@ -57,11 +67,15 @@ def build_card(
     text = n.get("body") or ""
     if text:
         body.append(
-            {"type": "TextBlock", "text": trim(text, body_limit) if body_limit is not None else text, "wrap": True}
+            {
+                "type": "TextBlock",
+                "text": escape(trim(text, body_limit) if body_limit is not None else text),
+                "wrap": True,
+            }
         )
-    facts = [{"title": k, "value": v} for k, v in (n.get("fields") or {}).items()]
+    facts = [{"title": escape(k), "value": escape(v)} for k, v in (n.get("fields") or {}).items()]
     if effect.get("runbook") and "runbook" not in (n.get("fields") or {}):  # effects written before 3 had it in fields
-        facts.append({"title": "runbook", "value": effect["runbook"]})
+        facts.append({"title": "runbook", "value": escape(effect["runbook"])})
     if facts_limit is not None and len(facts) > facts_limit:
         facts = facts[:facts_limit] + [{"title": "…", "value": f"{len(facts) - facts_limit} more facts not shown"}]
     if facts:
