@@ -7,8 +7,8 @@ Prometheus conventions: ``opsloop_`` prefix, base units in the name, ``_total``
 for counters. Labels are low-cardinality by construction: kinds, reasons, gates,
 channels, statuses, topics; never a session key, an event id or a receiver URL.
 
-Each process (every worker, the ingest server) serves its own registry on
-``/metrics``; Prometheus aggregates across instances.
+Each process (every worker, the ingest server, a projector given ``--metrics-port``) serves
+its own registry on ``/metrics``; Prometheus aggregates across instances.
 """
 
 from __future__ import annotations

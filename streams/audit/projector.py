@@ -6,6 +6,10 @@ in Kafka's group offsets: on every assignment the projector seeks to the offsets
 stored in ``projector_offsets``. A crash between a SQL commit and anything else
 therefore neither loses nor doubles a row. Instances share partitions through an
 ordinary consumer group; Kafka offsets are committed too, only so lag is visible.
+
+With ``--metrics-port`` it serves its Prometheus metrics (the records it dead-letters,
+``opsloop_dead_letters_total{stage="projector"}``) on ``/metrics``, from prometheus-client's own
+server thread, so a scrape is answered while a batch waits on the database.
 """
 
 from __future__ import annotations
@@ -131,16 +135,28 @@ class Projector:
             log.info("kafka offset mirror not committed (%s); SQL offsets stand", type(exc).__name__)
 
 
-def run_projector(settings: Settings, batch_max: int = 1000) -> int:
+def run_projector(settings: Settings, batch_max: int = 1000, metrics_at: tuple[str, int] | None = None) -> int:
+    """Project until SIGTERM or SIGINT; ``metrics_at`` (host, port): serve ``/metrics`` there."""
     import signal
+
+    from prometheus_client import start_http_server
 
     from streams.audit.store import migrate
     from streams.db import make_engine
+    from streams.errors import cannot_listen
     from streams.logs import configure, register_secrets
 
     configure(settings.log_level, settings.log_format)
     register_secrets(*settings.secret_values())
     engine = make_engine(settings.database_url.get_secret_value())
+    server = None
+    if metrics_at is not None:
+        host, port = metrics_at
+        try:
+            server, _ = start_http_server(port, addr=host)
+        except OSError as exc:
+            raise cannot_listen(host, port, exc) from None
+        log.info("projector metrics on http://%s:%d/metrics", host, server.server_port)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -153,5 +169,10 @@ def run_projector(settings: Settings, batch_max: int = 1000) -> int:
             return
         await Projector(settings, engine, batch_max=batch_max).run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return 0

@@ -228,7 +228,8 @@ def cmd_ingest(argv: Sequence[str]) -> int:
 def cmd_projector(args: argparse.Namespace) -> int:
     from streams.audit.projector import run_projector
 
-    return run_projector(_settings(), batch_max=args.batch_max)
+    metrics_at = (args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+    return run_projector(_settings(), batch_max=args.batch_max, metrics_at=metrics_at)
 
 
 def _audit_engine() -> sa.Engine:
@@ -512,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
         "projector", help="fold events, decisions, effects, deliveries into the SQL audit tables"
     )
     projector.add_argument("--batch-max", type=int, default=1000)
+    projector.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on /metrics at this port (default: none)",
+    )
+    projector.add_argument("--metrics-host", default="127.0.0.1", help="the metrics address (default 127.0.0.1)")
     projector.set_defaults(func=cmd_projector)
 
     audit = sub.add_parser(

@@ -15,11 +15,13 @@ import math
 import signal
 import time
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from streams.audit import store
 from streams.audit.store import Position
+from streams.devtools.broker import free_port
 from streams.kafka.codec import default_codec
 from streams.kafka.producer import EventProducer
 from streams.kafka.reader import TopicReader
@@ -96,7 +98,8 @@ def test_poison_records_are_dead_lettered_and_the_projector_moves_on(topics, ops
     good = [event(i, "acme:good") for i in range(1, 21)]
     produce(settings, [record for _, record in poison] + unshowable + good)
 
-    proc = start_projector(env, log)
+    port = free_port()
+    proc = start_projector(env, log, "--metrics-port", str(port))
     try:
         deadline = time.monotonic() + 90
         counts = {}
@@ -110,6 +113,9 @@ def test_poison_records_are_dead_lettered_and_the_projector_moves_on(topics, ops
             assert proc.poll() is None, f"projector exited {proc.returncode}:\n{log.read_text()[-3000:]}"
             time.sleep(0.1)
         assert counts.get("audit_events") == len(good) + 1, f"{counts}\n{log.read_text()[-3000:]}"
+        # what the dead-letter alert rule reads (opsloop_dead_letters_total), scraped as Prometheus does
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert 'opsloop_dead_letters_total{stage="projector",topic="events.dlq"} 5.0' in scraped, scraped[-2000:]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-3000:]

@@ -52,11 +52,11 @@ def produce(settings, start: int, count: int) -> dict[str, int]:
     return {"audit_events": count, "audit_decisions": count, "audit_effects": count, "audit_deliveries": count}
 
 
-def start_projector(env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_projector(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
     out = open(log, "ab")
     try:
         return childproc.spawn(
-            [sys.executable, "-m", "streams.cli.main", "projector", "--batch-max", "200"],
+            [sys.executable, "-m", "streams.cli.main", "projector", "--batch-max", "200", *args],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,

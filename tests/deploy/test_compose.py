@@ -39,7 +39,7 @@ def test_required_services_are_there(compose):
     assert services["worker"]["deploy"]["replicas"] == 3
     assert services["topics"]["command"] == ["topics", "apply"]
     assert services["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
-    assert services["projector"]["command"] == ["projector"]
+    assert services["projector"]["command"] == ["projector", "--metrics-host", "0.0.0.0", "--metrics-port", "8083"]
     assert services["projector"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["projector"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
     for name in ("ingest", "worker"):  # workers sign action links, ingest verifies them at this URL
