@@ -100,6 +100,13 @@ def test_slack_answer_other_than_ok_is_a_failure() -> None:
     assert err.value.retry_after == 7.0 and not err.value.breaker
 
 
+def test_pagerduty_summary_is_never_empty() -> None:
+    """PagerDuty answers 400 to an empty summary (the notice dead-lettered): a blank title names the session."""
+    payload = pagerduty.build_event(make_effect("pd", "pagerduty", title="  "), PD, KEY32)
+    assert validate_pagerduty(payload) == []
+    assert payload["payload"]["summary"] == "opsloop: cluster-a/node-1/HostOutOfMemory"
+
+
 def test_teams_adaptive_card_is_valid_and_fits_28kb() -> None:
     message = teams.build_message(make_effect("teams", "teams"))
     assert validate_teams(message, len(json.dumps(message).encode())) == []
@@ -126,6 +133,21 @@ def test_teams_card_shows_alert_text_as_typed_not_as_markdown() -> None:
     assert card["body"][2]["text"] == "\\- step one\n2\\. step \\`two\\`"
     assert {"title": "a\\_b", "value": r"\[x\]\(y\)"} in card["body"][3]["facts"]
     assert all(a["url"].startswith("https://") and "\\" not in a["url"] for a in card["actions"])
+
+
+def test_teams_card_of_the_longest_values_ingest_takes_is_cut_to_fit_not_refused() -> None:
+    """Found by a formatter fuzz: label values and link URLs of 4,096 four-byte characters (what ingest takes)
+    made a card no cut of the body and facts could fit, and the notice was dead-lettered. Each fact is
+    trimmed, and the buttons go last, lowest rank first (a URL cannot be cut)."""
+    huge = "💥" * 4096
+    links = [{"label": f"Link {i}", "url": "https://example.com/" + huge} for i in range(3)]
+    effect = make_effect("teams", "teams", fields={f"l{i}": huge for i in range(8)}, links=links)
+    message = teams.build_message(effect)
+    size = len(json.dumps(message, ensure_ascii=False).encode())
+    assert size <= 28 * 1024 and validate_teams(message, size) == []
+    card = message["attachments"][0]["content"]
+    assert [a["title"] for a in card.get("actions", [])] == ["Link 0"]
+    assert all(len(f["value"]) <= teams.FACT_VALUE_MAX for f in card["body"][-1]["facts"])
 
 
 def test_teams_error_inside_a_200_body_is_that_error() -> None:

@@ -52,7 +52,8 @@ def build_event(effect: Mapping[str, Any], receiver: Receiver, routing_key: str)
     if effect.get("runbook"):
         details["runbook"] = effect["runbook"]
     event["payload"] = {
-        "summary": trim(n["title"], SUMMARY_MAX),
+        # PagerDuty refuses an empty summary (400, dead-lettered): a title of only spaces says nothing either
+        "summary": trim(n["title"].strip() or f"opsloop: {effect['session_key']}", SUMMARY_MAX),
         "source": trim(source, SOURCE_MAX),
         "severity": SEVERITY.get(n["severity"], "warning"),
         "timestamp": _iso(effect["created_at"]),

@@ -34,6 +34,8 @@ from streams.model.receivers import ChannelSpec, RateLimit, Receiver
 CARD_VERSION = "1.4"
 MAX_BYTES = 28 * 1024
 TITLE_MAX = 1000
+FACT_TITLE_MAX = 200  # a label name is at most 128 (ingest); a button's title is shorter still to be read
+FACT_VALUE_MAX = 2000  # as Slack's field; a label value may be 4,096 characters
 CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 TITLE_COLOUR = {"urgent": "Attention", "action": "Warning", "warning": "Warning", "info": "Accent"}
 # CommonMark's backslash escapes for what Adaptive Cards' markdown reads: emphasis, links, code, lists, headings.
@@ -48,7 +50,10 @@ def escape(text: str) -> str:
 
 
 def build_card(
-    effect: Mapping[str, Any], body_limit: int | None = None, facts_limit: int | None = None
+    effect: Mapping[str, Any],
+    body_limit: int | None = None,
+    facts_limit: int | None = None,
+    actions_limit: int | None = None,
 ) -> dict[str, Any]:
     n = notify_of(effect)
     severity, action = n["severity"], n.get("action") or "trigger"
@@ -73,7 +78,10 @@ def build_card(
                 "wrap": True,
             }
         )
-    facts = [{"title": escape(k), "value": escape(v)} for k, v in (n.get("fields") or {}).items()]
+    facts = [
+        {"title": escape(trim(k, FACT_TITLE_MAX)), "value": escape(trim(v, FACT_VALUE_MAX))}
+        for k, v in (n.get("fields") or {}).items()
+    ]
     if effect.get("runbook") and "runbook" not in (n.get("fields") or {}):  # effects written before 3 had it in fields
         facts.append({"title": "runbook", "value": escape(effect["runbook"])})
     if facts_limit is not None and len(facts) > facts_limit:
@@ -87,7 +95,10 @@ def build_card(
         "msteams": {"width": "Full"},
         "body": body,
     }
-    actions = [{"type": "Action.OpenUrl", "title": link["label"], "url": link["url"]} for link in n.get("links") or []]
+    links = (n.get("links") or [])[:actions_limit]
+    actions = [
+        {"type": "Action.OpenUrl", "title": trim(link["label"], FACT_TITLE_MAX), "url": link["url"]} for link in links
+    ]
     if actions:
         card["actions"] = actions
     return card
@@ -107,17 +118,22 @@ def build_message(effect: Mapping[str, Any]) -> dict[str, Any]:
     # Cut the body by the overshoot (bytes ≥ characters), then the facts, until it fits.
     body_limit = max(len(TRUNCATION_MARK), len(text) - (size - MAX_BYTES) - 256)
     facts_limit: int | None = None
+    actions_limit: int | None = None
     while True:
-        message = wrap(build_card(effect, body_limit=body_limit, facts_limit=facts_limit))
+        message = wrap(build_card(effect, body_limit=body_limit, facts_limit=facts_limit, actions_limit=actions_limit))
         size = len(json.dumps(message, ensure_ascii=False).encode())
         if size <= MAX_BYTES:
             return message
         if body_limit > 200:
             body_limit = body_limit // 2
-        else:
+        elif facts_limit != 0:
             facts_limit = (len(notify_of(effect).get("fields") or {}) if facts_limit is None else facts_limit) // 2
-            if facts_limit == 0 and size > MAX_BYTES:
-                raise PermanentError(f"Teams card is {size} bytes even without body and facts (limit {MAX_BYTES})")
+        elif actions_limit != 0:
+            # the buttons last, the one of lowest rank first (a URL cannot be cut and still lead anywhere)
+            links = len(notify_of(effect).get("links") or [])
+            actions_limit = max(0, (links if actions_limit is None else actions_limit) - 1)
+        else:
+            raise PermanentError(f"Teams card is {size} bytes even without body, facts and buttons (limit {MAX_BYTES})")
 
 
 def render(effect: Mapping[str, Any], receiver: Receiver, secrets: Mapping[str, str]) -> HttpRequest:
