@@ -24,8 +24,9 @@ def zone_of(tz: str) -> tzinfo:
 
     try:
         return UTC if tz in ("UTC", "utc", "Z") else ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CronError(f"unknown time zone {tz!r} (use an IANA name like Europe/Berlin)") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a region's folder ("America": IsADirectoryError) or a name longer than a file name can be
+        raise CronError(f"unknown time zone {tz[:64]!r} (use an IANA name like Europe/Berlin)") from None
 
 
 def validate_cron(expr: Any, tz: str = "UTC") -> None:

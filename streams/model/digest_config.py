@@ -63,13 +63,14 @@ class DigestConfig:
 
 
 def _zone_ok(tz: Any) -> bool:
+    """A name ``zoneinfo`` opens: the core's day arithmetic uses ``ZoneInfo(tz)`` itself."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     if not isinstance(tz, str) or not tz:
         return False
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a region's folder ("America"), a huge name
         return False
     return True
 
@@ -91,7 +92,9 @@ def _settings(path: Path, raw: LineDict, what: str, base: OrgDigest) -> OrgDiges
         tz = raw["timezone"]
         if not _zone_ok(tz):
             raise ConfigError(
-                path, raw.line_of("timezone"), f"{what}: unknown time zone {tz!r} (use an IANA name like Europe/Berlin)"
+                path,
+                raw.line_of("timezone"),
+                f"{what}: unknown time zone {str(tz)[:64]!r} (use an IANA name like Europe/Berlin)",
             )
     return OrgDigest(org=base.org, enabled=enabled, hour=hour, timezone=tz, line=raw.line)
 

@@ -156,6 +156,12 @@ def test_broken_runbook_is_rejected_with_file_line_reason(broken, name, text, li
             3,
             "unknown time zone",
         ),
+        (
+            "schedules.yaml",
+            "schedules:\n  - name: s\n    cron: '0 6 * * *'\n    timezone: Europe\n    remediate: {action: a}\n",
+            3,
+            "unknown time zone 'Europe'",
+        ),
         ("schedules.yaml", "schedules:\n  - name: s\n    cron: '0 6 * * *'\n", 2, "needs remediate"),
         (
             "schedules.yaml",

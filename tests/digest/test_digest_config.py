@@ -63,6 +63,9 @@ def test_defaults_overrides_and_the_shipped_file(tmp_path):
         ("digests:\n  - {hour: 9}\n", 2, "digests[0]: org is required"),
         ("digests:\n  - {org: 'a:b', hour: 9}\n", 2, "digests[0]: org: 'a:b' contains ':', which separates"),
         ("digests:\n  - org: acme\n    timezone: CEST\n", 3, "digest for org 'acme': unknown time zone 'CEST'"),
+        # a region's folder of the zone database (IsADirectoryError) and a name no file can have (OSError)
+        ("default: {timezone: America}\n", 1, "default: unknown time zone 'America'"),
+        ("default: {timezone: " + "x" * 300 + "}\n", 1, "default: unknown time zone 'xxxxxxxxxx"),
         (
             "digests:\n  - org: acme\n    hour: '08:00'\n",
             3,
