@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -71,11 +72,15 @@ def read_json_lines(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, d
 
     Bytes in, decoded line by line, so a line that is not UTF-8 is named by its number (a text stream
     raised UnicodeDecodeError, a traceback, from a buffer ahead of the line read)."""
+    from streams.ingest.errors import BadRequest
+    from streams.ingest.fields import parse_json
     from streams.kafka.codec import CodecError, default_codec
     from streams.kafka.producer import encode_event, prepare_event
     from streams.model.records import InvalidEventError
 
     for number, data in enumerate(stream, 1):
+        if number == 1 and data.startswith(codecs.BOM_UTF8):
+            data = data[len(codecs.BOM_UTF8) :]  # an editor's byte order mark, not part of the first event
         try:
             line = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -83,9 +88,11 @@ def read_json_lines(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, d
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise LineError(f"{name}:{number}: invalid JSON: {exc.msg} at column {exc.colno}") from None
+            # ingest's strict reading: NaN, duplicate keys, deep nesting, NUL and lone surrogates refused, each
+            # named (json.loads took the last of duplicate keys and raised RecursionError, a traceback, on `[[[…`)
+            raw = parse_json(data)
+        except BadRequest as exc:
+            raise LineError(f"{name}:{number}: {str(exc).removeprefix('body: ')}") from None
         try:
             encode_event(default_codec(), prepare_event(raw))  # what send will do: a field, and the record's size
         except (InvalidEventError, CodecError) as exc:
@@ -104,6 +111,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
         raise LineError(f"{name}: cannot read it: {exc.strerror}") from None
     with stream:
         events = [raw for _, raw in read_json_lines(stream, name)]  # validate all before sending any
+    if not events:
+        print(f"produced 0 events ({name} holds none)")
+        return 0
 
     async def run() -> int:
         sent = 0

@@ -50,6 +50,34 @@ def test_produce_rejects_a_bad_line_before_sending_anything(tmp_path, capsys, mo
     assert f"{path}:2: invalid JSON" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ("[" * 100_000, "nested deeper than 32 levels"),  # was a RecursionError traceback
+        ('{"kind": "telemetry", "kind": "scan"}', "duplicate key 'kind' in an object"),  # the last one won
+        ('{"session_key": "s", "value": NaN}', "NaN is not a JSON number (NaN and Infinity are refused)"),
+        ('{"session_key": "s\\u0000"}', "session_key: contains a NUL character at character 1"),
+    ],
+)
+def test_produce_reads_each_line_as_strictly_as_ingest_reads_a_body(line, reason, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    path = tmp_path / "events.jsonl"
+    path.write_text(line + "\n")
+    assert main(["produce", str(path)]) == EXIT_INVALID
+    assert capsys.readouterr().err.strip() == f"opsloop: {path}:1: {reason}"
+
+
+def test_produce_takes_a_byte_order_mark_and_an_empty_file_sends_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:1")  # an empty file needs no broker; the BOM line is read
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"kind": "metric"}).encode() + b"\n")
+    assert main(["produce", str(path)]) == EXIT_INVALID
+    assert capsys.readouterr().err.strip() == f"opsloop: {path}:1: session_key: required"  # not "Unexpected UTF-8 BOM"
+    path.write_text("\n  \n")
+    assert main(["produce", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"produced 0 events ({path} holds none)"
+
+
 def test_produce_names_a_file_it_cannot_read_and_a_line_that_is_not_utf8(tmp_path, capsys, monkeypatch):
     """These were tracebacks (FileNotFoundError, UnicodeDecodeError)."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:1")
@@ -119,7 +147,8 @@ def test_produce_refuses_an_event_too_large_for_one_kafka_record_before_sending_
     monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:1")  # nothing is sent: the line is refused first
     good = {"session_key": "s", "kind": "telemetry", "type": "alert.firing", "source": "cli", "occurred_at": 1}
     path = tmp_path / "events.jsonl"
-    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "labels": {"dump": "x" * 1_200_000}}) + "\n")
+    big = {f"dump{i}": "x" * 240_000 for i in range(5)}  # each string within the reader's bound, the event not
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "labels": big}) + "\n")
     assert main(["produce", str(path)]) == EXIT_INVALID
     err = capsys.readouterr().err.strip()
     assert re.fullmatch(
