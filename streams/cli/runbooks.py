@@ -58,6 +58,7 @@ def _ms(value: int) -> str:
 
 def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
     """The lines ``opsloop route test`` prints for one label set."""
+    from streams.model.records import EVENT_KINDS
     from streams.model.taxonomy import normalize_severity
 
     labels = parse_pairs(pairs)
@@ -66,6 +67,8 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
     if "event_type" in labels and "kind" not in labels:
         labels["kind"] = _kind_of(labels["event_type"])
     facts = {k: labels.pop(k, v) for k, v in FACTS_DEFAULTS.items()}
+    if facts["kind"] not in EVENT_KINDS:  # decide dead-letters such an event: no route to show
+        raise UsageError(f"unknown kind {facts['kind']!r}; expected one of {', '.join(EVENT_KINDS)}")
     out = []
     severity = labels.pop("severity", "")
     category = labels.pop("category", "")

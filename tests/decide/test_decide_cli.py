@@ -117,6 +117,9 @@ def test_route_test_verify_receivers(expect, code, capsys):
 def test_route_test_rejects_a_bad_pair(capsys):
     assert main(["route", "test", "--dir", str(RUNBOOKS), "justaword"]) == 1
     assert "expected label=value" in capsys.readouterr().err
+    # an event of no kind is dead-lettered by decide: route test showed the default route for it
+    assert main(["route", "test", "--dir", str(RUNBOOKS), "service=x", "kind=metric"]) == 1
+    assert "unknown kind 'metric'; expected one of telemetry, webhook, timer, scan" in capsys.readouterr().err
 
 
 def test_silence_add_rejects_a_bad_matcher_before_touching_kafka(capsys):
