@@ -56,7 +56,7 @@ from streams.settings import ROOT, Settings
 DEFAULT_DATA_DIR = Path(".opsloop") / "dev"
 TOKEN_NAME = "dev"  # the producer name ingest knows the generated token by (OPSLOOP_INGEST_TOKEN_DEV)
 UI_USER = "dev"  # the console login name (OPSLOOP_UI_TOKENS); actions are recorded as done by it
-PORTS = ("kafka", "kafka_controller", "postgres", "ingest", "worker_web", "console")
+PORTS = ("kafka", "kafka_controller", "postgres", "ingest", "worker_web", "console", "projector_metrics")
 READY_TIMEOUT_S = 120.0
 RESTARTS_PER_MINUTE = 5
 
@@ -436,7 +436,14 @@ class Dev:
             logs / "ingest.log",
         )
         worker = Child("worker", ["worker"], worker_env, self.data_dir, logs / "worker.log")
-        projector = Child("projector", ["projector"], env, self.data_dir, logs / "projector.log")
+        projector_metrics = self.state.ports["projector_metrics"]
+        projector = Child(
+            "projector",
+            ["projector", "--metrics-port", str(projector_metrics)],
+            env,
+            self.data_dir,
+            logs / "projector.log",
+        )
         console_env = {
             **env,
             "OPSLOOP_UI_TOKENS": f"{UI_USER}={self.state.ui_token}",
@@ -474,7 +481,10 @@ class Dev:
         self.say(f"  database   {database}")
         self.say(f"  ingest     {ingest_url}  (log {ingest.log_path})")
         self.say(f"  worker     {worker_url}/metrics  (log {worker.log_path})")
-        self.say(f"  projector  audit tables in the database above  (log {projector.log_path})")
+        self.say(
+            f"  projector  http://127.0.0.1:{projector_metrics}/metrics, audit tables in the database above"
+            f"  (log {projector.log_path})"
+        )
         self.say(f"  console    {console_url}/  (log {console.log_path})")
         self.say(f"             log in as '{UI_USER}' with the token {self.state.ui_token}")
         self.say(f"  ack links  {ingest_url}/ingest/ack")

@@ -268,6 +268,9 @@ def test_dev_runs_the_loop_resumes_its_data_and_leaves_nothing_behind(home):
             assert time.monotonic() < deadline, listed.stderr + first.diagnosis()
             time.sleep(0.5)
         assert "HostHighCpuLoad" in _printed_amtool(text, "alert", "query", "--silenced").stdout
+        # the printed projector metrics answer as Prometheus scrapes them
+        metrics = httpx.get(re.search(r"projector\s+(http://\S+/metrics)", text).group(1), timeout=10)
+        assert metrics.status_code == 200 and "opsloop_dead_letters_total" in metrics.text
         code, children = first.interrupt()
     finally:
         if first.proc.poll() is None:
