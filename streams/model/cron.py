@@ -12,21 +12,27 @@ from typing import Any
 
 from streams.errors import InvalidInputError
 
-__all__ = ["CronError", "validate_cron", "zone_of"]
+__all__ = ["CronError", "validate_cron", "zone_info", "zone_of"]
 
 
 class CronError(InvalidInputError, ValueError):
     """A cron expression or time zone is invalid."""
 
 
-def zone_of(tz: str) -> tzinfo:
+def zone_info(tz: str) -> tzinfo:
+    """The IANA zone ``tz`` names, as ``zoneinfo`` opens it; CronError when it names none."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
-        return UTC if tz in ("UTC", "utc", "Z") else ZoneInfo(tz)
+        return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # OSError: a region's folder ("America": IsADirectoryError) or a name longer than a file name can be
         raise CronError(f"unknown time zone {tz[:64]!r} (use an IANA name like Europe/Berlin)") from None
+
+
+def zone_of(tz: str) -> tzinfo:
+    """A schedule's zone: :func:`zone_info`, with ``UTC``, ``utc`` and ``Z`` as UTC."""
+    return UTC if tz in ("UTC", "utc", "Z") else zone_info(tz)
 
 
 def validate_cron(expr: Any, tz: str = "UTC") -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from streams.model.cron import CronError, zone_info
 from streams.model.records import InvalidEventError, check_org_name
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml
 
@@ -63,14 +64,12 @@ class DigestConfig:
 
 
 def _zone_ok(tz: Any) -> bool:
-    """A name ``zoneinfo`` opens: the core's day arithmetic uses ``ZoneInfo(tz)`` itself."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
+    """A name ``zoneinfo`` opens (:func:`zone_info`, no aliases): the core's day arithmetic uses ``ZoneInfo(tz)``."""
     if not isinstance(tz, str) or not tz:
         return False
     try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a region's folder ("America"), a huge name
+        zone_info(tz)
+    except CronError:
         return False
     return True
 
