@@ -138,20 +138,44 @@ def test_an_inhibit_rule_holds_within_one_org_even_when_its_equal_leaves_org_out
     assert policy.inhibition_gate({**target, "org": "a"}, [source], [rule]).stopped
 
 
-def test_the_starter_inhibit_rule_holds_within_one_kubernetes_namespace():
+def test_the_starter_inhibit_rules_hold_within_one_kubernetes_namespace():
     """kube-state-metrics is one service for every namespace: one namespace's critical KubePodCrashLooping muted
     every namespace's warnings of that service. A label neither alert has (no namespace) still counts as equal."""
     from tests.decide.helpers import starter_set
 
-    [rule] = starter_set().routing.inhibit_rules
+    rules = starter_set().routing.inhibit_rules
     ksm = {"service": "kube-state-metrics", "org": "acme"}
     source = {**ksm, "alertname": "KubePodCrashLooping", "severity": "urgent", "namespace": "payments"}
     target = {**ksm, "alertname": "KubeDeploymentReplicasMismatch", "severity": "warning", "namespace": "search"}
-    assert not policy.inhibition_gate(target, [source], [rule]).stopped
-    assert policy.inhibition_gate({**target, "namespace": "payments"}, [source], [rule]).stopped
+    assert not policy.inhibition_gate(target, [source], rules).stopped
+    assert policy.inhibition_gate({**target, "namespace": "payments"}, [source], rules).stopped
     plain = {"service": "api", "org": "acme"}
     assert policy.inhibition_gate(
         {**plain, "severity": "warning", "alertname": "Slow"},
         [{**plain, "severity": "urgent", "alertname": "Down"}],
-        [rule],
+        rules,
     ).stopped
+    # a namespace's alerts that name no service: its critical one mutes its warnings, not another namespace's
+    pod = {"org": "acme", "namespace": "payments"}
+    crash = {**pod, "alertname": "KubePodCrashLooping", "severity": "urgent"}
+    assert policy.inhibition_gate(
+        {**pod, "alertname": "KubePodNotReady", "severity": "warning"}, [crash], rules
+    ).stopped
+    assert not policy.inhibition_gate(
+        {**pod, "namespace": "search", "alertname": "KubePodNotReady", "severity": "warning"}, [crash], rules
+    ).stopped
+
+
+def test_the_starter_inhibit_rules_do_not_let_an_unscoped_critical_alert_mute_the_whole_org():
+    """Seen through Debian's Prometheus with Thanos' alert rules (keyed by ``job``, no ``service`` or
+    ``namespace``): the critical ThanosStoreIsDown muted ThanosCompactHalted, and would have muted every
+    warning of the org that names neither label, because a label neither alert has counts as equal."""
+    from tests.decide.helpers import starter_set
+
+    rules = starter_set().routing.inhibit_rules
+    store_down = {"alertname": "ThanosStoreIsDown", "severity": "urgent", "org": "acme", "cluster": "eu1"}
+    for target in (
+        {"alertname": "ThanosCompactHalted", "job": "thanos-compact", "severity": "warning", "org": "acme"},
+        {"alertname": "HostHighCpuLoad", "instance": "db-1:9100", "severity": "warning", "org": "acme"},
+    ):
+        assert not policy.inhibition_gate(target, [store_down], rules).stopped, target["alertname"]
