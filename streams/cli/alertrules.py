@@ -63,6 +63,7 @@ class RuleVerdict:
     alert: str
     severity: str
     severity_basis: str  # stated, model, rules, default, or the runbook's
+    severity_p: float  # the classifier's probability behind it (1.0 when stated)
     category: str
     category_p: float
     category_basis: str  # model (sure enough), unsure (the model's best guess, below its threshold), rules, stated
@@ -220,6 +221,7 @@ def verdicts(
                 alert=rule.alert,
                 severity=where.severity,
                 severity_basis=basis,
+                severity_p=round(p.severity_p, 2),
                 category=p.category,
                 category_p=round(p.category_p, 2),
                 category_basis=category_basis(p),
@@ -239,7 +241,7 @@ def table(rows: Sequence[RuleVerdict]) -> list[str]:
         (
             r.where,
             r.alert,
-            f"{r.severity} ({r.severity_basis})",
+            f"{r.severity} ({r.severity_basis}{f' {r.severity_p:.2f}' if r.severity_basis == 'model' else ''})",
             f"{r.category} ({r.category_basis}{'' if r.category_basis in ('rules', 'stated') else f' {r.category_p:.2f}'})",
             r.runbook,
             ", ".join(r.notify) or "(nobody)",

@@ -78,6 +78,7 @@ def test_each_alert_gets_what_route_test_gives_its_labels(rules_file, capsys):
     assert disk["runbook"] == "disk-filling" and disk["where"] == f"{rules_file}:10"
     assert (db["severity"], db["severity_basis"]) == ("urgent", "stated")  # P1, another house's word
     assert slow["severity_basis"] != "stated" and slow["category_basis"] in ("model", "unsure", "rules")
+    assert disk["severity_p"] == 1.0 and 0 < slow["severity_p"] <= 1
     assert disk["session_key"].startswith("default:") and db["session_key"] != disk["session_key"]
     # a category the rule states is honoured (the model reads "replicas" as a database word)
     hpa = rows["KubeHpaReplicasMismatch"]
@@ -96,6 +97,13 @@ def test_the_table_has_a_line_per_rule_and_what_they_add_up_to(rules_file, capsy
     assert out[0].split() == ["where", "alert", "severity", "category", "runbook", "notify"]
     assert out[1].startswith(f"{rules_file}:10") and "urgent (stated)" in out[1] and "disk-filling" in out[1]
     assert "4 alerting rules; severity stated by 3, inferred for 1; category by" in "\n".join(out)
+    # a severity the model inferred says how sure it was, as the category does
+    assert main(["route", "rules", "--dir", str(RUNBOOKS), "--json", str(rules_file)]) == 0
+    inferred = [r for r in json.loads(capsys.readouterr().out) if r["severity_basis"] == "model"]
+    assert inferred, "no rule's severity was the model's: pick one without a severity label"
+    for row in inferred:
+        line = next(line for line in out if f" {row['alert']} " in line)
+        assert f"{row['severity']} (model {row['severity_p']:.2f})" in line, line
 
 
 @pytest.mark.parametrize(
