@@ -72,6 +72,22 @@ def scoped_to_org(matchers: Sequence[Any], org: str) -> list[Any]:
     return [*kept, 'org="{}"'.format(org.replace("\\", "\\\\").replace('"', '\\"'))]
 
 
+def require_selective(matchers: Sequence[Any]) -> None:
+    """Raise SilenceError unless some matcher fails on an alert without labels (Alertmanager's rule:
+    ``service!="web"`` alone mutes every alert of every other service, and of none). ``matchers`` are
+    parsed matchers or their text. A form that scopes a silence to its user's org checks what the user
+    wrote first: the added ``org="..."`` would pass this for any matchers at all."""
+    try:
+        parsed = [parse_matcher(m) if isinstance(m, str) else m for m in matchers]
+    except MatcherError as exc:
+        raise SilenceError(f"matchers: {exc}") from None
+    if matches_all(parsed, {}):
+        raise SilenceError(
+            "matchers: a silence must select something: at least one matcher must not match an empty or "
+            'missing label (as in Alertmanager); add one like service="db"'
+        )
+
+
 def silence_from_json(data: Mapping[str, Any]) -> Silence:
     """A silence from its JSON form (the event body, the table value); raises SilenceError."""
     if not isinstance(data, Mapping):
@@ -83,12 +99,7 @@ def silence_from_json(data: Mapping[str, Any]) -> Silence:
         matchers = tuple(parse_matcher(m) for m in raw_matchers)
     except MatcherError as exc:
         raise SilenceError(f"matchers: {exc}") from None
-    if matches_all(matchers, {}):
-        # Alertmanager's rule: `service!="web"` alone mutes every alert of every other service, and of none
-        raise SilenceError(
-            "matchers: a silence must select something: at least one matcher must not match an empty or "
-            'missing label (as in Alertmanager); add one like service="db"'
-        )
+    require_selective(matchers)
     starts, ends = data.get("starts_at"), data.get("ends_at")
     for name, value in (("starts_at", starts), ("ends_at", ends)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

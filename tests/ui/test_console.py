@@ -192,6 +192,30 @@ def test_a_silence_from_the_form_is_the_cli_event(engine):
     assert body["ends_at"] - body["starts_at"] == 2 * 3600 * 1000
 
 
+def test_a_silence_of_a_login_held_to_its_orgs_must_select_something_as_alertmanager_asks(engine):
+    """The org matcher the console adds for such a login selects something by itself, so the check ran on it and
+    `service!="web"` (every alert of the org but web's, and those without a service) was created, where the same
+    silence through amtool is refused."""
+
+    async def script(client):
+        await login(client, BOB)
+        form = await (await client.get("/silences")).text()
+        fields = {"csrf": csrf(form), "duration": "1h", "org": "globex"}
+        out = {}
+        for matchers in ('service!="web"', 'alertname=~".*"'):
+            r = await client.post("/silences", data={**fields, "matchers": matchers}, allow_redirects=False)
+            out[matchers] = (r.status, await r.text())
+        ok = await client.post("/silences", data={**fields, "matchers": 'service="web"'}, allow_redirects=False)
+        return out, ok.status
+
+    sent, (refused, ok) = run(engine, script)
+    for status, text in refused.values():
+        assert status == 400 and "a silence must select something" in text
+    assert ok == 303 and len(sent) == 1
+    body = json.loads(sent[0]["payload"]["body_json"])
+    assert body["matchers"] == ['service="web"', 'org="globex"']
+
+
 def test_console_tokens_come_from_their_own_variable():
     auth = console_auth({"OPSLOOP_UI_TOKENS": f"alice={ALICE}", "OPSLOOP_API_TOKENS": "x=y"})
     assert auth.names == ["alice"]
