@@ -42,7 +42,7 @@ from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden
 from streams.kafka.catalogue import EVENT_KINDS
 from streams.model.records import InvalidEventError, check_org_name
-from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, scoped_to_org
+from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, SilenceError, scoped_to_org
 
 CONTROL_TYPES = frozenset(
     {
@@ -218,7 +218,10 @@ def scope_silence_to_org(event: dict[str, Any], org: str) -> None:
         return
     body["org"] = org
     if event.get("type") == SILENCE_CREATED and isinstance(body.get("matchers"), list):
-        body["matchers"] = scoped_to_org(body["matchers"], org)
+        try:
+            body["matchers"] = scoped_to_org(body["matchers"], org)
+        except SilenceError as exc:  # an org matcher naming another org: not this credential's to silence
+            raise Forbidden(str(exc)) from None
     payload = dict(payload)
     payload["body_json"] = json.dumps(body, sort_keys=True)
     event["payload"] = payload

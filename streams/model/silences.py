@@ -67,8 +67,24 @@ _ORG_MATCHER = re.compile(r"\s*org\s*(=|!=|=~|!~)")
 
 def scoped_to_org(matchers: Sequence[Any], org: str) -> list[Any]:
     """``matchers`` with any ``org`` matcher replaced by ``org="<org>"``: what a silence made by a
-    credential limited to one org may mute (only an operator's silence applies across orgs)."""
-    kept = [m for m in matchers if not (isinstance(m, str) and _ORG_MATCHER.match(m))]
+    credential limited to one org may mute (only an operator's silence applies across orgs).
+
+    An ``org`` matcher that does not hold for ``org`` is refused (SilenceError), not replaced: replaced,
+    ``org=~"acme"`` or ``org!="globex"`` from a credential of globex became a silence of every alert of
+    globex, the opposite of what it asked."""
+    kept = []
+    for m in matchers:
+        if not (isinstance(m, str) and _ORG_MATCHER.match(m)):
+            kept.append(m)
+            continue
+        try:
+            holds = parse_matcher(m).matches({"org": org})
+        except MatcherError as exc:
+            raise SilenceError(f"matchers: {exc}") from None
+        if not holds:
+            raise SilenceError(
+                f"matchers: {m.strip()} does not select org {org!r}, the only org this credential may silence"
+            )
     return [*kept, 'org="{}"'.format(org.replace("\\", "\\\\").replace('"', '\\"'))]
 
 

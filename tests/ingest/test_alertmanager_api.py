@@ -93,6 +93,13 @@ def test_amtool_adds_and_expires_silences_within_the_tokens_scope(server, tmp_pa
     # outside the scope: another org, or no control at all; amtool fails and prints the status
     other = amtool(ingest, "alertmanager", tmp_path, "silence", "add", "org=b", f"service=x-{tag}", "--comment=x")
     assert other.returncode != 0 and "403" in other.stderr
+    # an org matcher that does not select the token's org is refused, not replaced by org="a" (which made a
+    # silence of org a's every x service: the opposite of what `org!=a` asks)
+    for org_matcher in ("org=~b", "org!=a"):
+        refused = amtool(
+            ingest, "alertmanager", tmp_path, "silence", "add", org_matcher, f"service=x-{tag}", "--comment=x"
+        )
+        assert refused.returncode != 0 and "403" in refused.stderr, (org_matcher, refused.stderr)
     assert amtool(ingest, "scanner", tmp_path, "silence", "add", f"service=y-{tag}", "--comment=y").returncode != 0
 
     expired = amtool(ingest, "alertmanager", tmp_path, "silence", "expire", silence_id)

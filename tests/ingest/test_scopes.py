@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from streams.ingest.errors import Forbidden
 from streams.ingest.scopes import PRODUCER_ANNOTATION, Principal, Scope, authorize, parse_scopes
 from tests.ingest.conftest import TOKENS, bearer, read_events, scoped_ingest
 
@@ -201,6 +202,29 @@ def test_every_event_records_its_producer_and_a_client_cannot_forge_it(scoped, h
     records = read_events(settings, lambda rs: any(r.value and r.value["event_id"] == eid for r in rs))
     event = next(r.value for r in records if r.value and r.value["event_id"] == eid)
     assert event["annotations"][PRODUCER_ANNOTATION] == "token:scanner"
+
+
+def test_a_silence_of_a_credential_held_to_one_org_may_not_name_another_org():
+    """Its org matcher was replaced by the credential's org: ``org=~"acme"`` or ``org!="a"`` from a credential
+    of org a became a silence of every alert of org a, the opposite of what it asked. Now a 403 naming the
+    matcher; an org matcher that holds for its own org is narrowed to it, as before."""
+
+    def event_with(*matchers: str) -> dict:
+        event = silence("a", "x")
+        event["payload"] = {
+            **event["payload"],
+            "body_json": json.dumps({"matchers": list(matchers), "starts_at": 1, "ends_at": 2}),
+        }
+        return event
+
+    bot = Principal("bot", "token", Scope(orgs=("a",), control=True))
+    for other in ('org=~"acme"', 'org!="a"', 'org=""', 'org=~"b|c"'):
+        event = event_with('service="db"', other)
+        with pytest.raises(Forbidden, match="does not select org 'a', the only org this credential may silence"):
+            authorize(bot, event)
+    event = event_with('service="db"', 'org=~"a|b"')
+    authorize(bot, event)
+    assert json.loads(event["payload"]["body_json"])["matchers"] == ['service="db"', 'org="a"']
 
 
 def test_an_operator_silence_stays_as_written_and_scopes_parse_strictly():
