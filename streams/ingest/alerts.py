@@ -306,7 +306,7 @@ async def post_prometheus_alerts(request: web.Request) -> web.Response:
     ingest.check_length(request)
     principal = ingest.authenticate(request)
     body = await ingest.read_body(request)
-    received_at, org = now(), ingest.org(request)
+    received_at, org = now(), ingest.org(request, principal)
     resolve_timeout_ms = int(ingest.config.resolve_timeout_s * 1000)
     alerts = array(parse_json(body), "alerts", nonempty=True)
 
@@ -323,7 +323,7 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
     ingest.check_length(request)
     principal = ingest.authenticate(request)
     body = await ingest.read_body(request)
-    received_at, org = now(), ingest.org(request)
+    received_at, org = now(), ingest.org(request, principal)
     payload = parse_json(body)
     alerts, source = alertmanager_alerts(payload)
     truncated = payload.get("truncatedAlerts")

@@ -232,7 +232,7 @@ async def post_events(request: web.Request) -> web.Response:
     body = parse_json(await ingest.read_body(request))
     events = envelope_events(
         body,
-        org=ingest.org(request),
+        org=ingest.org(request, principal),
         received_at=now(),
         rules=ingest.rules,
         schemas=payload_schemas(ingest.codec),

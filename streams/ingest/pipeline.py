@@ -81,9 +81,12 @@ class Ingest:
 
     # -- request helpers --------------------------------------------------------
 
-    def org(self, request: web.Request) -> str:
-        """The org of a post that does not name one per event: ``?org=`` or the default."""
-        return request.query.get("org") or self.config.default_org
+    def org(self, request: web.Request, principal: Principal | None = None) -> str:
+        """The org of a post that does not name one per event: ``?org=``, else the one org the token may write
+        (a Prometheus given an org's token needs no ``?org=``: its posts were 403 "may not write to org
+        'default'"), else the default."""
+        sole = principal.scope.sole_org if principal is not None else None
+        return request.query.get("org") or sole or self.config.default_org
 
     def authenticate(self, request: web.Request) -> Principal:
         """The producer behind the bearer token, with its scope (the default scope when none is configured)."""

@@ -118,7 +118,7 @@ async def post_scan(request: web.Request) -> web.Response:
     body = parse_json(await ingest.read_body(request))
     event = scan_event(
         body,
-        org=ingest.org(request),
+        org=ingest.org(request, principal),
         received_at=now(),
         rules=ingest.rules,
         idempotency_key=request.headers.get("Idempotency-Key") or None,

@@ -184,6 +184,22 @@ def test_the_mallory_silence_is_refused_and_a_granted_one_is_scoped_to_its_org(s
     assert json.loads(event["payload"]["body_json"]) == {"id": "sb", "org": "a"}  # the client's "org" replaced
 
 
+def test_a_token_of_one_org_writes_to_it_without_naming_it(scoped, http):
+    """A Prometheus given org a's token and no ``?org=`` had every push refused: 403 "may not write to org
+    'default'". The token's one org is the post's org when it names none; naming another is still a 403."""
+    server, settings = scoped
+    name = f"OneOrg{uuid.uuid4().hex[:6]}"
+    alert = [{"labels": {"alertname": name, "service": "x"}}]
+    answer = http.post(server.url("/api/v2/alerts"), json=alert, headers=bearer("scanner"))
+    assert answer.status_code == 200, answer.text
+    eid = answer.json()["event_ids"][0]
+    records = read_events(settings, lambda rs: any(r.value and r.value["event_id"] == eid for r in rs))
+    event = next(r.value for r in records if r.value and r.value["event_id"] == eid)
+    assert (event["org"], event["session_key"]) == ("a", f"a:alert:{name}:x")
+    other = http.post(server.url("/api/v2/alerts?org=b"), json=alert, headers=bearer("scanner"))
+    assert other.status_code == 403 and "may not write to org 'b'" in other.json()["error"]
+
+
 def test_every_event_records_its_producer_and_a_client_cannot_forge_it(scoped, http):
     """Guards item 1: the opsloop_producer annotation is ingest's, not the client's."""
     server, settings = scoped
