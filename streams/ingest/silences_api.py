@@ -10,8 +10,8 @@ Each write is turned into the event ``opsloop silence add`` / ``expire`` produce
 any post (:meth:`streams.ingest.pipeline.Ingest.finish`): the token needs ``control: true`` in its scope,
 a silence of a token without ``operator: true`` covers only its own org, and such a token may expire or
 replace only its own org's silences (decide refuses the others). The org is the silence's ``org="..."``
-matcher, else the token's one org when its scope names exactly one, else ``?org=`` or the default; an
-expiry is recorded in the org of the silence it names when the audit store knows it.
+matcher, else ``?org=``, else the token's one org when its scope names exactly one, else the default (as
+for any post); an expiry is recorded in the org of the silence it names when the audit store knows it.
 
 The reads come from the audit store (``DATABASE_URL``, filled by ``opsloop projector``), the same answer
 as the read API's ``GET /api/v1/silences`` and ``opsloop silence list``, limited to the orgs of the token's
@@ -131,10 +131,11 @@ def silence_of(body: Any, now_ms: int) -> Silence:
         raise BadRequest("silence", str(exc)) from None
 
 
-def org_of_silence(silence: Silence, scope: Scope, fallback: str) -> str:
-    """The silence's ``org="..."`` matcher, else the token's one org, else ``fallback`` (``?org=`` or the default)."""
+def org_of_silence(silence: Silence, fallback: str) -> str:
+    """The silence's ``org="..."`` matcher, else ``fallback``: the post's org (``?org=``, else the token's one
+    org, else the default: :meth:`streams.ingest.pipeline.Ingest.org`), as for any other post."""
     named = next((m.value for m in silence.matchers if m.name == "org" and m.op == "="), None)
-    return named or scope.sole_org or fallback
+    return named or fallback
 
 
 def am_matcher_json(m: Matcher) -> dict[str, Any]:
@@ -201,7 +202,7 @@ async def post_silence(request: web.Request) -> web.Response:
     principal = ingest.authenticate(request)
     now_ms = int(time.time() * 1000)
     silence = silence_of(parse_json(await ingest.read_body(request)), now_ms)
-    org = org_of_silence(silence, principal.scope, ingest.org(request))
+    org = org_of_silence(silence, ingest.org(request, principal))
     event = silence_event(silence, org=org, now_ms=now_ms, actor=silence.created_by or principal.name)
     # One event per content: a post naming an existing id with a new end (amtool silence update) is a new
     # event, not a duplicate of the first; the same post again is one.
@@ -220,7 +221,7 @@ async def delete_silence(request: web.Request) -> web.Response:
     # the store is asked only for a token that may expire at all (finish refuses the others), so a 404 tells
     # a token without control nothing about other orgs' silences
     known = await stored_org(request, principal.scope, silence_id) if principal.scope.control else None
-    org = known or principal.scope.sole_org or ingest.org(request)
+    org = known or ingest.org(request, principal)
     event = expire_event(silence_id, org=org, now_ms=now_ms, actor=principal.name)
     event["received_at"] = now_ms
     await ingest.take([ingest.finish(event, principal=principal)], "silences")

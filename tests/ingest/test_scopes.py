@@ -198,6 +198,17 @@ def test_a_token_of_one_org_writes_to_it_without_naming_it(scoped, http):
     assert (event["org"], event["session_key"]) == ("a", f"a:alert:{name}:x")
     other = http.post(server.url("/api/v2/alerts?org=b"), json=alert, headers=bearer("scanner"))
     assert other.status_code == 403 and "may not write to org 'b'" in other.json()["error"]
+    # a silence the same way: ?org= of another org is a 403, not quietly org a's silence (the token's org used
+    # to come before ?org= for silences only)
+    silence = {
+        "matchers": [{"name": "service", "value": "x", "isRegex": False}],
+        "startsAt": "2030-01-01T00:00:00Z",
+        "endsAt": "2030-01-01T01:00:00Z",
+        "createdBy": "t",
+        "comment": "c",
+    }
+    answer = http.post(server.url("/api/v2/silences?org=b"), json=silence, headers=bearer("alertmanager"))
+    assert answer.status_code == 403 and "may not write to org 'b'" in answer.text, answer.text
 
 
 def test_every_event_records_its_producer_and_a_client_cannot_forge_it(scoped, http):
