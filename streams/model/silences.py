@@ -65,13 +65,18 @@ class Silence:
 _ORG_MATCHER = re.compile(r"\s*org\s*(=|!=|=~|!~)")
 
 
+class SilenceScopeError(SilenceError):
+    """A silence names an org its credential may not silence."""
+
+
 def scoped_to_org(matchers: Sequence[Any], org: str) -> list[Any]:
     """``matchers`` with any ``org`` matcher replaced by ``org="<org>"``: what a silence made by a
     credential limited to one org may mute (only an operator's silence applies across orgs).
 
-    An ``org`` matcher that does not hold for ``org`` is refused (SilenceError), not replaced: replaced,
-    ``org=~"acme"`` or ``org!="globex"`` from a credential of globex became a silence of every alert of
-    globex, the opposite of what it asked."""
+    Refused rather than replaced: an ``org`` matcher that does not hold for ``org`` (SilenceScopeError;
+    replaced, ``org=~"acme"`` or ``org!="globex"`` from a credential of globex became a silence of every
+    alert of globex, the opposite of what it asked); and matchers that select nothing as written
+    (SilenceError, :func:`require_selective`), which the added ``org="..."`` would always pass."""
     kept = []
     for m in matchers:
         if not (isinstance(m, str) and _ORG_MATCHER.match(m)):
@@ -82,17 +87,17 @@ def scoped_to_org(matchers: Sequence[Any], org: str) -> list[Any]:
         except MatcherError as exc:
             raise SilenceError(f"matchers: {exc}") from None
         if not holds:
-            raise SilenceError(
+            raise SilenceScopeError(
                 f"matchers: {m.strip()} does not select org {org!r}, the only org this credential may silence"
             )
+    require_selective(matchers)
     return [*kept, 'org="{}"'.format(org.replace("\\", "\\\\").replace('"', '\\"'))]
 
 
 def require_selective(matchers: Sequence[Any]) -> None:
     """Raise SilenceError unless some matcher fails on an alert without labels (Alertmanager's rule:
     ``service!="web"`` alone mutes every alert of every other service, and of none). ``matchers`` are
-    parsed matchers or their text. A form that scopes a silence to its user's org checks what the user
-    wrote first: the added ``org="..."`` would pass this for any matchers at all."""
+    parsed matchers or their text."""
     try:
         parsed = [parse_matcher(m) if isinstance(m, str) else m for m in matchers]
     except MatcherError as exc:

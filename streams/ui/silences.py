@@ -25,7 +25,6 @@ from streams.model.silences import (
     Silence,
     SilenceError,
     expire_event,
-    require_selective,
     scoped_to_org,
     silence_event,
     silence_from_json,
@@ -133,7 +132,6 @@ def _silence(form: Mapping[str, Any], user: str, now: int, *, org: str | None) -
     if not matchers:
         raise SilenceError('matchers: give at least one, e.g. service="db-main"')
     if org is not None:
-        require_selective(matchers)  # what the user wrote: the org matcher added next would always select
         matchers = scoped_to_org(matchers, org)
     silence = silence_from_json(
         {

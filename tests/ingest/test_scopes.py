@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from streams.ingest.errors import Forbidden
+from streams.ingest.errors import BadRequest, Forbidden
 from streams.ingest.scopes import PRODUCER_ANNOTATION, Principal, Scope, authorize, parse_scopes
 from tests.ingest.conftest import TOKENS, bearer, read_events, scoped_ingest
 
@@ -252,6 +252,10 @@ def test_a_silence_of_a_credential_held_to_one_org_may_not_name_another_org():
     event = event_with('service="db"', 'org=~"a|b"')
     authorize(bot, event)
     assert json.loads(event["payload"]["body_json"])["matchers"] == ['service="db"', 'org="a"']
+    # a silence event posted as such (/ingest/events) that selects nothing as written: the org matcher added
+    # here selected by itself, so decide took `service!="web"` as a silence of all of org a but web
+    with pytest.raises(BadRequest, match="a silence must select something"):
+        authorize(bot, event_with('service!="web"'))
 
 
 def test_an_operator_silence_stays_as_written_and_scopes_parse_strictly():
