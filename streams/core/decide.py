@@ -80,10 +80,12 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # every event type has a fate: notices for types a runbook names, ``unmatched`` for the rest;
 # 5: a group flush an event performs inline, its timer's due time passed, takes its effect ids
 # from that timer's event, as when the ticker's timer event carries it;
-# 6: an episode's group waits from its first alert's own time, not the session's clock).
+# 6: an episode's group waits from its first alert's own time, not the session's clock;
+# 7: what follows a group's message (repeat, cooldown, escalation chain, verification) counts from when it
+# went out, the arrival of the newest alert it tells of when that is later than the session's time).
 # Not for a change of the record's layout alone (e.g. timer effects moving from outbox onto the
 # record as ``timer_effects``): the Avro schema's fingerprint versions the layout.
-DECIDE_VERSION = "6"
+DECIDE_VERSION = "7"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")

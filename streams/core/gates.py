@@ -82,7 +82,10 @@ def cooldown_gate(last_trigger_at: int | None, now: int, cooldown: int) -> Gate:
     ends = last_trigger_at + cooldown
     if now < ends:
         return Gate(
-            "cooldown", STOP, f"last notified {_ms(now - last_trigger_at)} ago; cooldown {_ms(cooldown)}", until=ends
+            "cooldown",
+            STOP,
+            f"last notified {_ms(max(0, now - last_trigger_at))} ago; cooldown {_ms(cooldown)}",
+            until=ends,
         )
     return Gate("cooldown", PASS, f"cooldown {_ms(cooldown)} elapsed")
 

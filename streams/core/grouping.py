@@ -234,6 +234,7 @@ def _notify_group(f: Fold, p: Pending) -> None:
         receivers = list(s.get("first_audience") or s["audience"]) or expand_receivers(
             f, rb.notify_receivers, lead_labels
         )
+    sent_at = notice_time(f, p.notifiable)
     awaits = bool(s.get("approval")) or (kind == "initial" and any(r.requires_approval for r in rb.remediations))
     extra = "Remediation awaits approval." if awaits else ""
     sent = send(
@@ -246,7 +247,7 @@ def _notify_group(f: Fold, p: Pending) -> None:
         title=title_of(lead, len(p.notifiable)),
         body=body_of(f, lead, p.notifiable, rb, extra),
         fields=fields_of(lead, rb, len(p.notifiable)),
-        links=links_of(f, lead, rb, with_ack=True, approval=awaits),
+        links=links_of(f, lead, rb, with_ack=True, approval=awaits, sent_at=sent_at),
         content=p.content,
         autonomous=True,
     )
@@ -256,18 +257,36 @@ def _notify_group(f: Fold, p: Pending) -> None:
         f.outcome = "suppressed"
         return
     f.outcome = "notified"
-    s["group"]["sent"] = f.now
+    s["group"]["sent"] = sent_at
     s["alerts"] = {k: a for k, a in s["alerts"].items() if a["status"] == "firing"}
     if kind in TRIGGER_KINDS:
-        s["cooldowns"][rb.name] = f.now
+        s["cooldowns"][rb.name] = sent_at
     if kind == "initial":
         s["first_audience"] = list(sent)
-        after_first_notification(f, rb, lead)
-    f.schedule(f"grp:{s['episode']}", f.now + p.timing.repeat_interval, "group")
+        after_first_notification(f, rb, lead, sent_at)
+    f.schedule(f"grp:{s['episode']}", sent_at + p.timing.repeat_interval, "group")
 
 
-def after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> None:
-    """Remediation steps, the verification timer and the escalation chain start with the first message."""
+def notice_time(f: Fold, alerts: list[tuple[str, AlertState]]) -> int:
+    """When a group's message goes out, as far as decide can tell: the session's time or, when later, the
+    arrival of the newest alert it tells of (``arrived``, ingest's clock recorded in the event).
+
+    Why: what follows a message (the repeat, the cooldown, the escalation chain, the verification) counts
+    from when people were told. An alert can reach opsloop long after its ``startsAt`` (Prometheus re-sends
+    its firing alerts with their first startsAt after opsloop or the network was down; a new opsloop meets
+    alerts firing for hours), and its group's message, timed at startsAt + group wait, went out on arrival
+    with the repeat, the escalation steps and the cooldown already past: tried from outside, an alert firing
+    for 6 h gave the chat message, the on-call escalation "unacknowledged for 15m", the PagerDuty page and
+    a repeat within 2.5 s of each other. Alertmanager, likewise, counts its repeat interval from when it sent.
+    A timer's own arrival is not used: whether the ticker fired it promptly or a later event folded it must
+    not change what it decides (:func:`streams.core.messages.arrival`).
+    """
+    return max([f.now, *(int(alert.get("arrived") or 0) for _, alert in alerts)])
+
+
+def after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any], start: int) -> None:
+    """Remediation steps, the verification timer and the escalation chain start with the first message
+    (``start``: when it went out, :func:`notice_time`)."""
     s = f.s
     ep = s["episode"]
     follow_ups = rb.follow_ups  # chained steps run after another one's outcome (streams.core.outcomes)
@@ -279,7 +298,7 @@ def after_first_notification(f: Fold, rb: Runbook, lead: Mapping[str, Any]) -> N
             continue
         run_remediation(f, rb, step)
     if rb.verify is not None:
-        f.schedule(f"verify:{ep}", f.now + rb.verify.after, "verify")
+        f.schedule(f"verify:{ep}", start + rb.verify.after, "verify")
     if rb.escalates(lead["severity"]) and len(rb.escalation) > 1:
-        s["escalation"] = {"runbook": rb.name, "start": f.now, "next": 1}
-        f.schedule(f"esc:{ep}:1", f.now + rb.escalation[1].after, "escalation", step=1)
+        s["escalation"] = {"runbook": rb.name, "start": start, "next": 1}
+        f.schedule(f"esc:{ep}:1", start + rb.escalation[1].after, "escalation", step=1)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from streams.core.acklinks import verify_action_query
 from streams.core.decide import Context, Verdict, decide, state_bytes
 from streams.kafka.codec import default_codec
 from streams.model.silences import silence_from_json
@@ -76,6 +78,41 @@ def test_unacknowledged_urgent_alert_escalates_slack_oncall_pagerduty_on_schedul
     assert pd["thread_key"] == SESSION and pd["action"] == "trigger"
     ack = [link for link in notes[0]["notify"]["links"] if link["label"] == "Acknowledge"]
     assert ack and "sig=" in ack[0]["url"] and "s3cret" not in ack[0]["url"]
+
+
+@pytest.mark.parametrize("source", ["prometheus", "alertmanager"])
+def test_an_alert_arriving_hours_after_its_startsat_is_told_once_and_what_follows_counts_from_then(ctx, source):
+    """Prometheus re-sends its firing alerts with their first startsAt after opsloop or the network was down,
+    and a new opsloop meets alerts that have fired for hours. Tried from outside (an alert posted with
+    startsAt 6 h back): the chat message, the on-call escalation "unacknowledged for 15m", the PagerDuty page
+    and the 4 h repeat all went out within 2.5 s, each timed from startsAt; a day back, the message's
+    Acknowledge link had expired before it was sent. The chain, the repeat and the links count from when the
+    message went out, as Alertmanager counts its repeat interval from when it sent."""
+    late = T0 + 30 * 60 * MIN
+    sim = Sim(ctx)
+    sim.feed({**alert(at=T0, source=source), "received_at": late})
+    sim.advance(late)  # what was due on arrival: the group's wait is long over (Alertmanager's: told at once)
+    assert receivers(sim.effects) == [("infra-slack", "trigger")]
+    # its Acknowledge link lasts the ack TTL from then (it had expired 6 h before it was sent)
+    [ack] = [link["url"] for link in sim.notifications()[0]["notify"]["links"] if link["label"] == "Acknowledge"]
+    query = {k: v[0] for k, v in parse_qs(urlparse(ack).query).items()}
+    assert int(query["expires"]) == late + ctx.ack_ttl_ms
+    assert verify_action_query(query, "s3cret", late + MIN).action == "ack"
+    sim.advance(late + 5 * MIN - 1)
+    assert len(sim.notifications()) == 1, "nobody could acknowledge yet: no escalation, no repeat"
+    sim.advance(late + 5 * MIN)
+    step1 = sim.notifications()[-1]["notify"]
+    assert step1["receiver"] == "oncall-slack" and "(unacknowledged for 5m)" in step1["title"]
+    sim.advance(late + 15 * MIN)
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == [
+        "infra-slack",
+        "oncall-slack",
+        "pagerduty-primary",
+    ]
+    sim.advance(late + 4 * 60 * MIN - 1)
+    assert len(sim.notifications()) == 3, "the 4 h repeat counts from the message, not from startsAt"
+    sim.advance(late + 4 * 60 * MIN)
+    assert [n["notify"]["receiver"] for n in sim.notifications()][3:] == ["infra-slack"]  # the repeat
 
 
 def test_ack_stops_the_chain_and_tells_pagerduty(ctx):
