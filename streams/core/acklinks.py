@@ -10,10 +10,15 @@ arguments) so decide can put links into effects and stay replayable. The secret 
 from ``OPSLOOP_ACK_SECRET`` and never appears in a link, a record or a log line; only
 the signature does.
 
-Link shape: ``{base_url}?session=<key>&action=<action>&org=<org>&expires=<epoch ms>&jti=<link id>&sig=<hex>``.
+Link shape: ``{base_url}?session=<key>&action=<action>&org=<org>&expires=<epoch ms>&jti=<link id>&episode=<n>&sig=<hex>``.
 ``jti`` makes each link one use: the event a link produces takes its id from it, so a
 second POST is a duplicate (ingest answers "already used"; decide skips seen ids).
-Links of the first version (``session``, ``expires``, ``sig`` only; an ack) still verify.
+``episode`` (signed with the rest) names the incident the message told of: a session that
+resolved and fired again is a new episode, and a link of the old message acts on nothing
+(decide records it ``stale-action``). Without it, an Approve link of yesterday's incident,
+still within its TTL, ran the remediation today's incident was waiting to have approved.
+Links without an episode (the second version) and of the first version (``session``,
+``expires``, ``sig`` only; an ack) still verify, and act on the session's current episode.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class ActionLink:
     org: str = ""
     jti: str = ""
     sig: str = ""
+    episode: int | None = None  # the incident the message told of (links before it: None)
 
     @property
     def link_id(self) -> str:
@@ -76,17 +82,28 @@ def _key(secret: str | bytes) -> bytes:
     return key
 
 
-def _message(action: str, session_key: str, expires_at: int, jti: str, org: str) -> bytes:
+def _message(action: str, session_key: str, expires_at: int, jti: str, org: str, episode: int | None) -> bytes:
+    if episode is not None:
+        return json.dumps(
+            ["v3", action, session_key, int(expires_at), jti, org, episode], separators=(",", ":")
+        ).encode()
     if not jti and not org:  # the first link version: ack links without a link id
         return f"{action}\n{session_key}\n{int(expires_at)}".encode()
     return json.dumps(["v2", action, session_key, int(expires_at), jti, org], separators=(",", ":")).encode()
 
 
 def sign_ack(
-    session_key: str, expires_at: int, secret: str | bytes, action: str = "ack", jti: str = "", org: str = ""
+    session_key: str,
+    expires_at: int,
+    secret: str | bytes,
+    action: str = "ack",
+    jti: str = "",
+    org: str = "",
+    episode: int | None = None,
 ) -> str:
-    """Hex HMAC-SHA256 of ``action``, ``session_key``, ``expires_at`` (epoch ms), ``jti`` and ``org``."""
-    return hmac.new(_key(secret), _message(action, session_key, expires_at, jti, org), hashlib.sha256).hexdigest()
+    """Hex HMAC-SHA256 of ``action``, ``session_key``, ``expires_at`` (epoch ms), ``jti``, ``org`` and ``episode``."""
+    message = _message(action, session_key, expires_at, jti, org, episode)
+    return hmac.new(_key(secret), message, hashlib.sha256).hexdigest()
 
 
 def verify_ack(
@@ -98,9 +115,10 @@ def verify_ack(
     action: str = "ack",
     jti: str = "",
     org: str = "",
+    episode: int | None = None,
 ) -> None:
     """Raise AckLinkError unless the signature is right (constant-time) and not expired."""
-    expected = sign_ack(session_key, expires_at, secret, action, jti, org)
+    expected = sign_ack(session_key, expires_at, secret, action, jti, org, episode)
     if not isinstance(signature, str) or not hmac.compare_digest(expected, signature.lower()):
         raise AckLinkError("bad signature: the link was altered or is not from this opsloop")
     if now_ms > int(expires_at):
@@ -120,8 +138,14 @@ def verify_action_query(params: Mapping[str, str], secret: str | bytes, now_ms: 
     except ValueError:
         raise AckLinkError("expires is not epoch milliseconds") from None
     jti, org = params.get("jti") or "", params.get("org") or ""
-    verify_ack(session, expires_at, sig, secret, now_ms, action, jti, org)
-    return ActionLink(session=session, action=action, expires_at=expires_at, org=org, jti=jti, sig=sig.lower())
+    named = params.get("episode")
+    if named is not None and not (named.isascii() and named.isdigit() and len(named) <= 18):
+        raise AckLinkError("episode is not a number")
+    episode = None if named is None else int(named)
+    verify_ack(session, expires_at, sig, secret, now_ms, action, jti, org, episode)
+    return ActionLink(
+        session=session, action=action, expires_at=expires_at, org=org, jti=jti, sig=sig.lower(), episode=episode
+    )
 
 
 def verify_ack_query(params: Mapping[str, str], secret: str | bytes, now_ms: int) -> str:
@@ -135,20 +159,29 @@ def link_id(event_id: str, session_key: str, action: str) -> str:
 
 
 def action_link(
-    base_url: str, session_key: str, action: str, expires_at: int, secret: str | bytes, *, jti: str, org: str
+    base_url: str,
+    session_key: str,
+    action: str,
+    expires_at: int,
+    secret: str | bytes,
+    *,
+    jti: str,
+    org: str,
+    episode: int | None = None,
 ) -> str:
     if action not in ACTIONS:
         raise AckLinkError(f"unknown action {action!r}")
-    query = urlencode(
-        {
-            "session": session_key,
-            "action": action,
-            "org": org,
-            "expires": int(expires_at),
-            "jti": jti,
-            "sig": sign_ack(session_key, expires_at, secret, action, jti, org),
-        }
-    )
+    fields: dict[str, str | int] = {
+        "session": session_key,
+        "action": action,
+        "org": org,
+        "expires": int(expires_at),
+        "jti": jti,
+    }
+    if episode is not None:
+        fields["episode"] = episode
+    fields["sig"] = sign_ack(session_key, expires_at, secret, action, jti, org, episode)
+    query = urlencode(fields)
     return f"{base_url}{'&' if '?' in base_url else '?'}{query}"
 
 

@@ -13,6 +13,9 @@ from streams.core.acklinks import ACTIONS, SILENCE_MS
 from streams.core.messages import SESSION_LABEL
 from streams.model.records import derived_id
 
+# The label of an action's event that names the episode (the incident) its signed link was sent for.
+EPISODE_LABEL = "episode"
+
 EVENT_TYPES = {
     "ack": "ack",
     "approve": "remediation.approved",
@@ -22,8 +25,11 @@ EVENT_TYPES = {
 }
 
 
-def action_event(*, action: str, session: str, org: str, actor: str, unique: str, now: int, via: str) -> dict[str, Any]:
-    """The webhook event for a human action; ``unique`` (a link id, a Slack trigger id) gives its id."""
+def action_event(
+    *, action: str, session: str, org: str, actor: str, unique: str, now: int, via: str, episode: int | None = None
+) -> dict[str, Any]:
+    """The webhook event for a human action; ``unique`` (a link id, a Slack trigger id) gives its id, and
+    ``episode`` (a signed link's) the incident it was sent for, which decide holds it to (label ``episode``)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     body: dict[str, Any] = {"action": action, "via": via}
@@ -49,7 +55,7 @@ def action_event(*, action: str, session: str, org: str, actor: str, unique: str
         "org": org,
         "occurred_at": now,
         "received_at": now,
-        "labels": {"action": action, "via": via},
+        "labels": {"action": action, "via": via, **({} if episode is None else {EPISODE_LABEL: str(episode)})},
         "annotations": {},
         "payload": {
             "provider": "opsloop",

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from streams.core import ack, escalation, fates, grouping, incident, messages, outcomes
 from streams.core.acklinks import sign_ack, verify_ack  # noqa: F401  (re-exported for ingest)
+from streams.core.actions import EPISODE_LABEL
 from streams.core.fold import Fold, effect_id
 from streams.core.gates import PASS, STOP, Gate, condition_step, inhibition_sources
 from streams.core.state import VERSION as STATE_VERSION
@@ -82,7 +83,8 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # from that timer's event, as when the ticker's timer event carries it;
 # 6: an episode's group waits from its first alert's own time, not the session's clock;
 # 7: what follows a group's message (repeat, cooldown, escalation chain, verification) counts from when it
-# went out, the arrival of the newest alert it tells of when that is later than the session's time).
+# went out, the arrival of the newest alert it tells of when that is later than the session's time; an
+# ack, approval or rejection whose signed link names another episode is ``stale-action``, nothing done).
 # Not for a change of the record's layout alone (e.g. timer effects moving from outbox onto the
 # record as ``timer_effects``): the Avro schema's fingerprint versions the layout.
 DECIDE_VERSION = "7"
@@ -475,9 +477,23 @@ def _track_ends_at(f: Fold, akey: str, payload: Mapping[str, Any]) -> None:
     f.note("ends_at", ends_at)
 
 
+def _for_another_episode(f: Fold) -> bool:
+    """Whether a human action names an episode (its signed link's) that is not the session's: the link was in
+    a message about an incident that has ended, and acting on today's incident is more than it was given
+    (an Approve link of yesterday's incident, within its TTL, ran the remediation today's waited on)."""
+    named = (f.event.get("labels") or {}).get(EPISODE_LABEL)
+    if named is None or named == str(f.s["episode"]):
+        return False
+    f.note("stale_action", f"sent for incident #{named}; the session is at #{f.s['episode']}: nothing done")
+    f.outcome = "stale-action"
+    return True
+
+
 def _on_webhook(f: Fold, etype: str, payload: Mapping[str, Any]) -> None:
     event, ctx = f.event, f.ctx
     actor = str(payload.get("actor") or "")
+    if etype in (*ACK_TYPES, *APPROVAL_TYPES, *REJECTION_TYPES) and _for_another_episode(f):
+        return
     if etype in ACK_TYPES:
         ack.on_ack(f, actor=actor, source=event["source"])
     elif etype in HUMAN_RESOLVE_TYPES:

@@ -181,6 +181,7 @@ def links_of(
                 ctx.ack_secret,
                 jti=link_id(f.carrier_id, session, action),
                 org=org,
+                episode=int(f.s["episode"]),
             )
             links.append({"label": label, "url": url})
     if lead.get("url"):

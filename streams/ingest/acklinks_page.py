@@ -28,7 +28,7 @@ from streams.ingest.errors import IngestError
 from streams.ingest.pipeline import INGEST, Ingest, now
 
 ACTOR = "signed link"
-FIELDS = ("session", "action", "org", "expires", "jti", "sig")
+FIELDS = ("session", "action", "org", "expires", "jti", "episode", "sig")
 HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -62,7 +62,8 @@ def page(
 def _what(link: ActionLink) -> str:
     e = html.escape
     org = f" (org <code>{e(link.org)}</code>)" if link.org else ""
-    return f"session <code>{e(link.session)}</code>{org}"
+    episode = f", its incident #{link.episode}" if link.episode is not None else ""
+    return f"session <code>{e(link.session)}</code>{org}{episode}"
 
 
 def _secret(ingest: Ingest) -> str:
@@ -96,6 +97,7 @@ async def get_ack(request: web.Request) -> web.Response:
         "org": link.org,
         "expires": str(link.expires_at),
         "jti": link.jti,
+        "episode": "" if link.episode is None else str(link.episode),
         "sig": link.sig,
     }
     hidden = "".join(
@@ -122,7 +124,14 @@ async def post_ack(request: web.Request) -> web.Response:
         return link
     org = link.org or ingest.config.default_org
     event = action_event(
-        action=link.action, session=link.session, org=org, actor=ACTOR, unique=link.link_id, now=now(), via="link"
+        action=link.action,
+        session=link.session,
+        org=org,
+        actor=ACTOR,
+        unique=link.link_id,
+        now=now(),
+        via="link",
+        episode=link.episode,
     )
     try:
         answer = await ingest.accept([ingest.finish(event, principal=action_principal("link"))], "ack")
@@ -136,4 +145,5 @@ async def post_ack(request: web.Request) -> web.Response:
     status = json.loads(cast(bytes, answer.body))["status"]  # json_response: the body is bytes
     if status == "duplicate":
         return page("Already used", f"This link was already used; {_what(link)} was not changed again.", status=409)
-    return page("Done", f"{html.escape(DONE[link.action])} {_what(link)} (recorded as {ACTOR}).")
+    ended = " If that incident has ended since, nothing was changed." if link.episode is not None else ""
+    return page("Done", f"{html.escape(DONE[link.action])} {_what(link)} (recorded as {ACTOR}).{ended}")

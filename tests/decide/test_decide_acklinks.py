@@ -52,7 +52,7 @@ from streams.core.acklinks import verify_action_query  # noqa: E402
 from streams.core.decide import Context, Verdict, decide  # noqa: E402
 from streams.ingest.actions import action_event  # noqa: E402
 from streams.model.silences import silence_from_event  # noqa: E402
-from tests.decide.helpers import MIN, T0, URGENT_DOWN, Sim, alert, scan, starter_set, webhook  # noqa: E402
+from tests.decide.helpers import MIN, SESSION, T0, URGENT_DOWN, Sim, alert, scan, starter_set, webhook  # noqa: E402
 
 BASE = "https://opsloop.example.com/ingest/ack"
 DRIFT = Verdict(category="config_drift", severity="warning")
@@ -126,3 +126,80 @@ def test_link_events_are_one_use_and_a_silence_link_mutes_the_session():
     other.feed(alert(at=T0, session="acme:alert:TargetDown:web"))
     other.advance(T0 + 30 * MIN)
     assert other.notifications()
+
+
+def _follow(query: dict[str, str], at: int) -> dict:
+    """The event ingest produces for a link's POST (verified as ingest verifies it)."""
+    link = verify_action_query(query, "s3cret", now_ms=at)
+    return action_event(
+        action=link.action,
+        session=link.session,
+        org=link.org,
+        actor="signed link",
+        unique=link.link_id,
+        now=at,
+        via="link",
+        episode=link.episode,
+    )
+
+
+def test_a_link_of_an_ended_incident_does_not_act_on_the_next_one():
+    """A link is given for the incident its message told of. Before, an Approve link of a drift scan's first
+    incident, followed after the drift was fixed and found again (within the link's 24 h), ran the next
+    incident's waiting remediation; an Acknowledge link of a resolved alert stopped the escalation of the
+    alert's next firing. Now each link signs its episode, and decide does nothing for another one."""
+    sim = Sim(_ctx(DRIFT))
+    first = sim.feed(scan("findings", at=T0, findings=FINDINGS))
+    old = _links(next(e for e in first.effects if e["type"] == "notify"))
+    assert old["Approve"]["episode"] == "1"
+    sim.feed(scan("clean", at=T0 + 10 * MIN))
+    second = sim.feed(scan("findings", at=T0 + 7 * 60 * MIN, findings=FINDINGS))  # past the runbook's 6 h cooldown
+    new = _links(next(e for e in second.effects if e["type"] == "notify"))
+    assert new["Approve"]["episode"] == "2"
+    d = sim.feed(_follow(old["Approve"], T0 + 7 * 60 * MIN + MIN))
+    assert d.record["outcome"] == "stale-action" and not [e for e in d.effects if e["type"] == "remediate"]
+    assert "incident #1" in d.record["matched"]["stale_action"]
+    d = sim.feed(_follow(new["Approve"], T0 + 7 * 60 * MIN + 2 * MIN))
+    assert d.record["outcome"] == "remediating" and [e for e in d.effects if e["type"] == "remediate"]
+
+    alerts = Sim(_ctx(URGENT_DOWN))
+    alerts.feed(alert(at=T0))
+    alerts.advance(T0 + MIN)
+    ack_one = _links(alerts.notifications()[0])["Acknowledge"]
+    alerts.feed(alert(status="resolved", at=T0 + 2 * MIN))
+    alerts.feed(alert(at=T0 + 3 * 60 * MIN))
+    alerts.advance(T0 + 3 * 60 * MIN + MIN)
+    d = alerts.feed(_follow(ack_one, T0 + 3 * 60 * MIN + 2 * MIN))
+    assert d.record["outcome"] == "stale-action"
+    alerts.advance(T0 + 3 * 60 * MIN + 30_000 + 5 * MIN)  # the second incident's chain goes on
+    assert [n["notify"]["receiver"] for n in alerts.notifications("trigger")][-1] == "oncall-slack"
+    ack_two = _links(alerts.notifications("trigger")[-1])["Acknowledge"]
+    assert alerts.feed(_follow(ack_two, T0 + 3 * 60 * MIN + 6 * MIN)).record["outcome"] == "acknowledged"
+
+
+def test_the_episode_is_signed_and_links_without_one_still_act_on_the_current_incident():
+    sim = Sim(_ctx(URGENT_DOWN))
+    sim.feed(alert(at=T0))
+    sim.advance(T0 + MIN)
+    query = _links(sim.notifications()[0])["Acknowledge"]
+    with pytest.raises(AckLinkError, match="bad signature"):
+        verify_action_query({**query, "episode": "2"}, "s3cret", now_ms=T0 + MIN)
+    without = {k: v for k, v in query.items() if k != "episode"}
+    with pytest.raises(AckLinkError, match="bad signature"):  # dropping it is altering the link too
+        verify_action_query(without, "s3cret", now_ms=T0 + MIN)
+    for bad in ("-1", "one", "1" * 19, "١"):
+        with pytest.raises(AckLinkError, match="episode is not a number"):
+            verify_action_query({**query, "episode": bad}, "s3cret", now_ms=T0 + MIN)
+    # a link of the version before (no episode, signed as it was then) acts on the session as it did
+    expires = T0 + 60 * MIN
+    v2 = {
+        "session": SESSION,
+        "action": "ack",
+        "org": "acme",
+        "expires": str(expires),
+        "jti": "j-v2",
+        "sig": sign_ack(SESSION, expires, "s3cret", "ack", "j-v2", "acme"),
+    }
+    event = _follow(v2, T0 + 2 * MIN)
+    assert "episode" not in event["labels"]
+    assert sim.feed(event).record["outcome"] == "acknowledged"
