@@ -85,17 +85,21 @@ def _payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def _target(value: Any, default_org: str) -> tuple[str, str]:
-    """(session, org) from a button value: the sink's JSON or a bare session key."""
+def _target(value: Any, default_org: str) -> tuple[str, str, int | None]:
+    """(session, org, episode) from a button value: the sink's JSON or a bare session key (no episode: the
+    session's current incident). The value is ours (Slack signs the request it comes in)."""
     if isinstance(value, str) and value.startswith("{"):
         try:
             data = json.loads(value)
         except ValueError:
             data = None
         if isinstance(data, dict) and isinstance(data.get("session"), str) and data["session"]:
-            return data["session"], str(data.get("org") or default_org)
+            episode = data.get("episode")
+            if episode is not None and (isinstance(episode, bool) or not isinstance(episode, int) or episode < 0):
+                raise BadRequest("payload.actions[].value", "episode is not a number")
+            return data["session"], str(data.get("org") or default_org), episode
     if isinstance(value, str) and value:
-        return value, default_org
+        return value, default_org, None
     raise BadRequest("payload.actions[].value", "the button carries no session")
 
 
@@ -182,7 +186,7 @@ async def post_interactivity(request: web.Request) -> web.Response:
         ingest.metrics.events.labels("slack", "ignored").inc()
         return web.Response(status=200)
     action = ACTION_IDS[chosen["action_id"]]
-    session, org = _target(chosen.get("value"), ingest.config.default_org)
+    session, org, episode = _target(chosen.get("value"), ingest.config.default_org)
     actor = actor_of(payload)
     unique = str(payload.get("trigger_id") or chosen.get("action_ts") or "")
     if not unique:
@@ -195,6 +199,7 @@ async def post_interactivity(request: web.Request) -> web.Response:
         unique=f"{unique}:{chosen['action_id']}",
         now=now(),
         via="slack",
+        episode=episode,
     )
     ready = ingest.finish(event, principal=action_principal("slack"))
     response_url = payload.get("response_url") if isinstance(payload.get("response_url"), str) else ""

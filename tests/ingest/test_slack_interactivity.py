@@ -244,3 +244,36 @@ def test_formatter_adds_buttons_only_when_interactive():
         for e in b["elements"]
         if "action_id" in e and e["action_id"] == "ack"
     ]
+
+
+def test_buttons_name_the_incident_their_message_told_of():
+    """The buttons stand in for the signed links, so they name the same episode: an Approve button of an
+    incident that has ended must not run the next one's remediation (decide: ``stale-action``)."""
+    from streams.ingest.errors import BadRequest
+    from streams.ingest.slack import _target
+
+    link = "https://x/ingest/ack?session=acme%3As&action=ack&org=acme&expires=9&jti=j&episode=3&sig=00"
+    effect = {
+        "effect_id": "e1",
+        "session_key": "acme:s",
+        "org": "acme",
+        "created_at": 0,
+        "notify": {"severity": "warning", "title": "OOM", "body": "", "fields": {}, "action": "trigger"},
+    }
+    effect["notify"]["links"] = [{"label": "Acknowledge", "url": link}]
+    message = slack_sink.build_payload(effect, Receiver("chat", "slack", {"interactive": True}))
+    values = {
+        b["value"]
+        for a in message["attachments"]
+        for blk in a["blocks"]
+        if blk["type"] == "actions"
+        for b in blk["elements"]
+        if "value" in b
+    }
+    assert [json.loads(v) for v in values] == [{"session": "acme:s", "org": "acme", "episode": 3}]
+    assert _target(values.pop(), "default") == ("acme:s", "acme", 3)
+    assert _target('{"session": "acme:s"}', "default") == ("acme:s", "default", None)  # a button of before
+    assert _target("acme:s", "default") == ("acme:s", "default", None)
+    for bad in ('"3"', "-1", "true", "1.5"):
+        with pytest.raises(BadRequest, match="episode"):
+            _target('{"session": "acme:s", "episode": ' + bad + "}", "default")

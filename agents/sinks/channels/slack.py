@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from agents.sinks.base import (
     SEVERITY_COLOURS,
@@ -78,10 +79,28 @@ APPROVAL_BUTTONS = (("approve", "Approve", "primary"), ("reject", "Reject", "dan
 SIGNED_LINK_LABELS = ("Acknowledge", "Approve", "Reject")
 
 
+def signed_episode(n: Mapping[str, Any]) -> int | None:
+    """The episode (incident) the message's signed links name, if it has any.
+
+    The buttons stand in for those links, so they name the same incident: an Approve button of
+    an incident that has ended must not run the next incident's remediation. The notify record
+    itself carries no episode; its signed links do (:mod:`streams.core.acklinks`)."""
+    for link in n.get("links") or []:
+        if link.get("label") in SIGNED_LINK_LABELS:
+            named = parse_qs(urlsplit(str(link.get("url") or "")).query).get("episode") or [""]
+            if named[0].isascii() and named[0].isdigit():
+                return int(named[0])
+    return None
+
+
 def interactive_buttons(effect: Mapping[str, Any], n: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Block Kit buttons whose value names the session; Approve / Reject while a remediation waits
-    (decide adds an Approve link then)."""
-    value = json.dumps({"session": effect["session_key"], "org": effect.get("org", "")}, separators=(",", ":"))
+    """Block Kit buttons whose value names the session and the incident (:func:`signed_episode`); Approve /
+    Reject while a remediation waits (decide adds an Approve link then)."""
+    target: dict[str, Any] = {"session": effect["session_key"], "org": effect.get("org", "")}
+    episode = signed_episode(n)
+    if episode is not None:
+        target["episode"] = episode
+    value = json.dumps(target, separators=(",", ":"))
     specs = list(INTERACTIVE)
     if any(link["label"] == "Approve" for link in n.get("links") or []):
         specs[1:1] = APPROVAL_BUTTONS
