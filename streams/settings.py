@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.credentials import too_short
 from streams.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +99,14 @@ class AckSettings(BaseSettings):
     secret: SecretStr = SecretStr("")
     base_url: str = ""
     ttl_s: PositiveInt = 24 * 3600
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        """A short key can be found from one link it signed (streams.credentials)."""
+        if why := too_short(value.get_secret_value()):
+            raise ValueError(why)
+        return value
 
 
 class SinkSettings(BaseSettings):

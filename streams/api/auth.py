@@ -15,6 +15,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from streams.credentials import too_short
 from streams.errors import InvalidInputError, OpsloopError
 
 TOKENS_VARIABLE = "OPSLOOP_API_TOKENS"
@@ -89,6 +90,9 @@ class ApiAuth:
         tokens = dict(_pairs(environ.get(TOKENS_VARIABLE, ""), TOKENS_VARIABLE))
         if not tokens:
             raise ApiTokenConfigError(f"{TOKENS_VARIABLE} is empty: the read API needs at least one name=token")
+        for name, token in tokens.items():
+            if why := too_short(token):
+                raise ApiTokenConfigError(f"{TOKENS_VARIABLE}: {name!r}: the token {why}")
         return cls(tokens, parse_orgs(environ.get(ORGS_VARIABLE, ""), ORGS_VARIABLE))
 
     def secrets(self) -> list[str]:

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+from streams.credentials import too_short
 from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden, Unauthorized
 
@@ -41,6 +42,8 @@ def parse_tokens(spec: str) -> dict[str, bytes]:
             )
         if name in tokens:
             raise TokenConfigError(f"OPSLOOP_INGEST_TOKENS entry {position}: producer {name!r} listed twice")
+        if why := too_short(token):
+            raise TokenConfigError(f"OPSLOOP_INGEST_TOKENS entry {position}: producer {name!r}: the token {why}")
         tokens[name] = token.encode()
     return tokens
 
@@ -62,6 +65,8 @@ def producer_tokens(spec: str, environ: Mapping[str, str]) -> dict[str, bytes]:
             )
         if name in tokens:
             raise TokenConfigError(f"{variable}: producer {name!r} also has a token in OPSLOOP_INGEST_TOKENS")
+        if why := too_short(token):
+            raise TokenConfigError(f"{variable}: the token {why}")
         tokens[name] = token.encode()
     return tokens
 

@@ -271,6 +271,7 @@ def serve(
     proxy = ProxyAuth.from_environ(env)
     # Behind a single-sign-on proxy the console may have no tokens of its own.
     auth = ApiAuth({}, {}) if proxy and not env.get(UI_TOKENS_VARIABLE) else console_auth(env)
+    signer = SessionSigner.from_environ(env)
     secrets_: Iterable[str] = [*settings.secret_values(), *auth.secrets()]
     if env.get(SECRET_VARIABLE):
         secrets_ = [*secrets_, env[SECRET_VARIABLE]]
@@ -286,7 +287,7 @@ def serve(
         engine,
         auth,
         send,
-        signer=SessionSigner.from_environ(env),
+        signer=signer,
         refresh_s=refresh_s,
         default_org=settings.ingest.default_org,
         secure_cookie=env.get("OPSLOOP_UI_SECURE_COOKIE", "false").lower() in ("1", "true", "yes"),

@@ -35,6 +35,7 @@ from streams.api.auth import (
     Reader,
     parse_orgs,
 )
+from streams.credentials import too_short
 
 UI_TOKENS_VARIABLE = "OPSLOOP_UI_TOKENS"
 UI_ORGS_VARIABLE = "OPSLOOP_UI_TOKEN_ORGS"
@@ -132,6 +133,8 @@ class SessionSigner:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> SessionSigner:
         secret = environ.get(SECRET_VARIABLE, "")
+        if why := too_short(secret):
+            raise ApiTokenConfigError(f"{SECRET_VARIABLE} {why}")
         return cls(hashlib.sha256(secret.encode()).digest() if secret else None)
 
     def _mac(self, payload: str) -> str:

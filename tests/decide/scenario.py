@@ -54,7 +54,7 @@ def worker_env(tmp_path: Path) -> dict[str, str]:
     return {
         "OPSLOOP_TIMER_CLOCK": "event",
         "OPSLOOP_TIMER_TICK_S": "0.2",
-        "OPSLOOP_ACK_SECRET": "scenario-secret",
+        "OPSLOOP_ACK_SECRET": "scenario-secret-key",
         "OPSLOOP_ACK_BASE_URL": "https://opsloop.test/ack",
         "OPSLOOP_DECIDE_BATCH_WITHIN_S": "0.05",
         "OPSLOOP_SINK_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
