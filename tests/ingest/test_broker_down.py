@@ -80,6 +80,7 @@ def test_broker_stopped_while_a_client_keeps_posting(kafka_factory, tmp_path):
     poster.start()
     try:
         wait_for(lambda: poster.count(200) >= 20, 30, "20 posts accepted with the broker up")
+        stopping_at = poster.last_seq()
         broker.stop()
         stopped_at = poster.last_seq()
         wait_for(lambda: poster.count(503, since=stopped_at) >= 10, 30, "posts answered 503 while the broker is down")
@@ -120,6 +121,13 @@ def test_broker_stopped_while_a_client_keeps_posting(kafka_factory, tmp_path):
         f"records: {sum(written.values())}"
     )
     assert not missing, f"2xx'd but not in the topic: {missing}"
-    assert not leaked, f"answered 503 but written: {leaked}"
+    # A 503 means not written, but for the one case no client can rule out (publisher.py): a post in flight
+    # while the broker shut down, which it appended before closing without answering (seen once in ~10 runs:
+    # the post after the 20th). A record slipping in from a post answered 503 once the broker was down, when
+    # it came back, is what abort_pending prevents, and that stays an error.
+    assert all(stopping_at < s <= stopped_at for s in leaked), (
+        f"answered 503 but written: {leaked} (only posts sent while the broker was stopping, "
+        f"{stopping_at + 1}..{stopped_at}, may be)"
+    )
     assert not twice, f"written more than once: {twice}"
     assert set(written) == {str(s) for s in accepted}
