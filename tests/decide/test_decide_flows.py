@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -347,9 +348,17 @@ def test_a_silence_expired_early_lets_its_alerts_be_told_within_the_group_interv
     assert held.notifications() == [] and len(tries) >= 10
 
 
-def test_an_alerts_own_runbook_and_dashboard_links_and_its_message_text_reach_the_notification(rset):
+def test_an_alerts_own_runbook_and_dashboard_links_and_its_message_text_reach_the_notification(tmp_path):
     """kubernetes-mixin style: every alert carries runbook_url, older rules write only a `message` annotation.
     The notification had neither the runbook its authors wrote nor any text."""
+    from agents.sinks.channels import specs
+    from streams.model.runbooks import load_runbook_set
+    from tests.decide.helpers import RUNBOOKS
+
+    shutil.copytree(RUNBOOKS, tmp_path / "runbooks")  # the disk runbook given a page of its own
+    disk_yaml = tmp_path / "runbooks" / "disk-filling.yaml"
+    disk_yaml.write_text(disk_yaml.read_text() + "url: https://runbooks.example.com/disk-filling\n")
+    rset = load_runbook_set(tmp_path / "runbooks", channels=specs())
     disk = Verdict(category="disk", severity="warning", confidence=0.9, classifier="test-1")
     annotations = {
         "message": "Volume data-0 is 97% full.",

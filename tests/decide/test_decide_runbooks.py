@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -42,6 +43,27 @@ def test_starter_set_loads_and_covers_the_issue_list():
     assert rset.routing.receivers["pagerduty-primary"].channel == "pagerduty"
     assert len(rset.version) == 16 and rset.schedules and rset.maintenance
     assert rset.runbooks[-1].name == "default"  # the catch-all is tried last
+
+
+# Names reserved for examples and tests (RFC 2606, RFC 6761): nothing answers there.
+RESERVED_TLDS = ("example", "invalid", "test", "localhost")
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+
+
+def reserved(host: str) -> bool:
+    labels = host.lower().rstrip(".").split(".")
+    return labels[-1] in RESERVED_TLDS or ".".join(labels[-2:]) in RESERVED_DOMAINS
+
+
+def test_no_starter_runbook_links_a_message_to_a_placeholder():
+    """The starter runbooks linked every message to https://runbooks.example.com/<name>, which no one
+    serves: followed from a delivered message, a dead link. A runbook without its own page has no link (its
+    description is in the message; an alert's own runbook_url is linked anyway)."""
+    rset = load_runbook_set(RUNBOOKS, channels=specs())
+    for rb in rset.runbooks:
+        host = urlsplit(rb.url).hostname if rb.url else None
+        assert not (host and reserved(host)), f"{rb.name}: {rb.url}"
+    assert reserved("runbooks.example.com") and reserved("x.test") and not reserved("notexample.com")
 
 
 def test_starter_runbooks_take_real_catalogue_alerts():
