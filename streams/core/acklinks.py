@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 from pydantic import SecretStr
 
 from streams.errors import InvalidInputError
+from streams.model.linkepisode import parse_episode
 from streams.model.records import derived_id
 
 ACK_TTL_MS = 24 * 3_600_000
@@ -138,10 +139,10 @@ def verify_action_query(params: Mapping[str, str], secret: str | bytes, now_ms: 
     except ValueError:
         raise AckLinkError("expires is not epoch milliseconds") from None
     jti, org = params.get("jti") or "", params.get("org") or ""
-    named = params.get("episode")
-    if named is not None and not (named.isascii() and named.isdigit() and len(named) <= 18):
-        raise AckLinkError("episode is not a number")
-    episode = None if named is None else int(named)
+    try:
+        episode = parse_episode(params.get("episode"))
+    except ValueError as exc:
+        raise AckLinkError(str(exc)) from None
     verify_ack(session, expires_at, sig, secret, now_ms, action, jti, org, episode)
     return ActionLink(
         session=session, action=action, expires_at=expires_at, org=org, jti=jti, sig=sig.lower(), episode=episode

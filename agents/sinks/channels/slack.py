@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from agents.sinks.base import (
     SEVERITY_COLOURS,
@@ -29,6 +28,7 @@ from agents.sinks.base import (
     notify_of,
     trim,
 )
+from streams.model.linkepisode import link_episode
 from streams.model.receivers import ChannelSpec, RateLimit, Receiver, SettingError
 
 MAX_BLOCKS = 50
@@ -87,9 +87,9 @@ def signed_episode(n: Mapping[str, Any]) -> int | None:
     itself carries no episode; its signed links do (:mod:`streams.core.acklinks`)."""
     for link in n.get("links") or []:
         if link.get("label") in SIGNED_LINK_LABELS:
-            named = parse_qs(urlsplit(str(link.get("url") or "")).query).get("episode") or [""]
-            if named[0].isascii() and named[0].isdigit():
-                return int(named[0])
+            episode = link_episode(str(link.get("url") or ""))
+            if episode is not None:
+                return episode
     return None
 
 
