@@ -44,7 +44,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from streams.model.cron import zone_of
@@ -158,31 +158,83 @@ def due_timers(
 # -- cron -----------------------------------------------------------------------------
 
 
-def slot_before(expr: str, tz: str, now_ms: int) -> int:
-    """The latest slot at or before ``now_ms`` (epoch ms), in the schedule's time zone."""
+def _slot_instants(naive: datetime, zone: Any, every_hour: bool) -> list[int]:
+    """The instants (epoch ms) a wall-clock slot of a schedule stands for in ``zone``.
+
+    As cron does: a slot in the hour a DST change skips runs at the first instant after
+    the change (02:30 on a spring-forward night runs at 03:00), and a slot in the hour a
+    change repeats runs once, at its first occurrence, or at both for a schedule that runs
+    every hour (``0 * * * *`` runs each real hour; ``30 2 * * *`` runs once).
+    """
+    first = naive.replace(tzinfo=zone, fold=0)
+    ms = int(first.timestamp() * 1000)
+    second = int(naive.replace(tzinfo=zone, fold=1).timestamp() * 1000)
+    if second == ms:
+        return [ms]
+    if datetime.fromtimestamp(ms / 1000, zone).replace(tzinfo=None) != naive:  # skipped: no instant reads it
+        lo, hi = sorted((ms, second))
+        while hi - lo > 1000:  # the first second whose wall clock is past the slot
+            mid = (lo + hi) // 2000 * 1000
+            if datetime.fromtimestamp(mid / 1000, zone).replace(tzinfo=None) >= naive:
+                hi = mid
+            else:
+                lo = mid
+        return [hi]
+    return [ms, second] if every_hour else [min(ms, second)]
+
+
+def _wall_clock(expr: str, tz: str, at_ms: int) -> tuple[Any, Any, datetime, bool]:
+    """(croniter class, zone, ``at_ms`` on the zone's wall clock as a naive datetime, runs every hour)."""
     from croniter import croniter
 
     zone = zone_of(tz)
-    # croniter's get_prev excludes its start, so start just after now and step back if needed
-    after = croniter(expr, datetime.fromtimestamp((now_ms + 1000) / 1000, zone)).get_prev(datetime)
-    slot = int(after.timestamp() * 1000)
-    if slot <= now_ms:
-        return slot
-    return int(croniter(expr, datetime.fromtimestamp(now_ms / 1000, zone)).get_prev(datetime).timestamp() * 1000)
+    local = datetime.fromtimestamp(at_ms / 1000, zone).replace(tzinfo=None)
+    return croniter, zone, local, croniter(expr).expanded[1] == ["*"]
+
+
+# Slots are counted on the zone's wall clock (croniter over naive datetimes, where no hour is
+# skipped or repeated) and only then placed in time (_slot_instants): croniter 5's own time-zone
+# arithmetic is wrong around DST changes. Seen in Berlin, 2026: on 29 March at 03:10 its previous
+# slot of "30 2 * * *" was 03:30 (a scheduler ran the job 20 minutes early); on 25 October it went
+# from 02:00+02:00 to 04:00+01:00 for "0 * * * *" (two runs of an hourly job lost) and, in the
+# repeated hour, gave 01:30 of the day before as the last slot of "30 2 * * *" (no slot at all).
+# croniter 6 fixes these, but faust's mode-streaming pins croniter < 6.
+WALL_MARGIN = timedelta(hours=3)  # more than any zone's DST change: the wall clock's slots that can map near an instant
+
+
+def slot_before(expr: str, tz: str, now_ms: int) -> int:
+    """The latest slot at or before ``now_ms`` (epoch ms), in the schedule's time zone."""
+    croniter, zone, local, every_hour = _wall_clock(expr, tz, now_ms)
+    margin_ms = WALL_MARGIN // timedelta(milliseconds=1)
+    offsets = {datetime.fromtimestamp((now_ms + d) / 1000, zone).utcoffset() for d in (-margin_ms, margin_ms)}
+    if len(offsets) == 1:  # no DST change within the margin: the wall clock's order is time's
+        # (get_prev excludes its start: start just after now)
+        slot = _slot_instants(croniter(expr, local + timedelta(seconds=1)).get_prev(datetime), zone, every_hour)[0]
+        if slot <= now_ms:
+            return slot
+    it = croniter(expr, local + WALL_MARGIN)
+    best: int | None = None
+    while True:  # in a repeated hour the wall clock's order is not time's: look a margin past the first found
+        naive = it.get_prev(datetime)
+        if best is not None and naive < local - WALL_MARGIN:
+            return best
+        for t in _slot_instants(naive, zone, every_hour):
+            if t <= now_ms and (best is None or t > best):
+                best = t
 
 
 def slots_between(expr: str, tz: str, after_ms: int, until_ms: int, limit: int = 10_000) -> list[int]:
     """Slots in (after_ms, until_ms], oldest first (at most ``limit``)."""
-    from croniter import croniter
-
-    it = croniter(expr, datetime.fromtimestamp(after_ms / 1000, zone_of(tz)))
-    out: list[int] = []
-    while len(out) < limit:
-        slot = int(it.get_next(datetime).timestamp() * 1000)
-        if slot > until_ms:
+    croniter, zone, local, every_hour = _wall_clock(expr, tz, after_ms)
+    it = croniter(expr, local - WALL_MARGIN)
+    found: set[int] = set()
+    margin_ms = WALL_MARGIN // timedelta(milliseconds=1)
+    while len(found) < limit:  # in a repeated hour the wall clock's order is not time's: collect, then sort
+        instants = _slot_instants(it.get_next(datetime), zone, every_hour)
+        if min(instants) > until_ms + margin_ms:
             break
-        out.append(slot)
-    return out
+        found.update(t for t in instants if after_ms < t <= until_ms)
+    return sorted(found)[:limit]
 
 
 def due_slot(expr: str, tz: str, now_ms: int, catch_up_ms: int) -> int | None:

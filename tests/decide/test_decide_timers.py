@@ -106,6 +106,51 @@ def test_cron_in_a_time_zone():
     assert slot_before("0 6 * * *", "Europe/Berlin", ms("2024-01-10T12:00:00")) == ms("2024-01-10T05:00:00")
 
 
+def test_a_schedule_on_a_spring_forward_night_runs_its_skipped_slot_once_after_the_change_never_early():
+    # Berlin, 29 March 2026: 02:00 local (01:00 UTC) becomes 03:00; there is no 02:30.
+    berlin, daily = "Europe/Berlin", "30 2 * * *"
+    night = slots_between(daily, berlin, ms("2026-03-28T12:00:00"), ms("2026-03-29T12:00:00"))
+    assert night == [ms("2026-03-29T01:00:00")]  # 03:00 local, the first minute after the change
+    # at 02:59 (winter time) the last slot was yesterday's; croniter alone said 03:30 of today (still to come)
+    assert slot_before(daily, berlin, ms("2026-03-29T00:59:00")) == ms("2026-03-28T01:30:00")
+    assert slot_before(daily, berlin, ms("2026-03-29T01:10:00")) == ms("2026-03-29T01:00:00")
+    assert due_slot(daily, berlin, ms("2026-03-29T00:59:00"), catch_up_ms=3_600_000) is None
+
+
+def test_a_schedule_on_a_fall_back_night_runs_a_fixed_time_once_and_an_hourly_one_every_real_hour():
+    # Berlin, 25 October 2026: 03:00 local (01:00 UTC) goes back to 02:00; 02:00-03:00 is lived twice.
+    berlin = "Europe/Berlin"
+    start, end = ms("2026-10-24T21:30:00"), ms("2026-10-25T04:30:00")
+    assert slots_between("30 2 * * *", berlin, start, end) == [ms("2026-10-25T00:30:00")]
+    hourly = [ms(f"2026-10-24T{h}:00:00") for h in (22, 23)] + [ms(f"2026-10-25T0{h}:00:00") for h in range(5)]
+    assert slots_between("0 * * * *", berlin, start, end) == hourly  # croniter alone skipped 01:00 and 02:00 UTC
+    # in the second 02:10, the last slot of "30 2" is the first 02:30 (croniter alone: 01:30 of the day before)
+    assert slot_before("30 2 * * *", berlin, ms("2026-10-25T01:10:00")) == ms("2026-10-25T00:30:00")
+    assert slot_before("0 * * * *", berlin, ms("2026-10-25T01:10:00")) == ms("2026-10-25T01:00:00")
+
+
+@pytest.mark.parametrize(
+    "tz,night",
+    [
+        ("Europe/Berlin", "2026-03-28T20:00:00"),
+        ("Europe/Berlin", "2026-10-24T20:00:00"),
+        ("America/New_York", "2026-03-08T00:00:00"),
+        ("America/New_York", "2026-11-01T00:00:00"),
+        ("Australia/Lord_Howe", "2026-04-04T10:00:00"),  # a half-hour change
+        ("Australia/Lord_Howe", "2026-10-03T10:00:00"),
+    ],
+)
+def test_the_last_slot_is_never_to_come_and_no_slot_lies_between_it_and_now_across_a_dst_change(tz, night):
+    for expr in ("30 2 * * *", "0 2 * * *", "0 * * * *", "*/15 * * * *", "45 1 * * *", "30 1,2,3 * * *"):
+        slots = slots_between(expr, tz, ms(night) - 86_400_000, ms(night) + 36_000_000)
+        assert slots == sorted(set(slots)), expr
+        for k in range(0, 120):  # ten hours, every five minutes (and five minutes and seven seconds)
+            now = ms(night) + k * 300_000 + (7_000 if k % 2 else 0)
+            last = slot_before(expr, tz, now)
+            assert last <= now and last in slots, (expr, now)
+            assert not slots_between(expr, tz, last, now), (expr, now)
+
+
 @pytest.mark.parametrize(
     "expr,tz", [("61 * * * *", "UTC"), ("every day", "UTC"), ("0 6 * * *", "Nowhere/Land"), (None, "UTC")]
 )
