@@ -337,7 +337,8 @@ class Barrier:
     in turn; once the group has committed past those too, the fold has them all and the
     digests go out with the counts as folded then. Idle partitions do not hold anything
     back (their committed offset is their end). An event of the day that is written
-    after its digest came due (or a receipt) is late: counted in the table, not sent.
+    after its digest came due is late: folded before the digest's sent mark, it is counted in
+    that day's row (not sent); after it, in today's (``fold_delta``). A late receipt is not sent.
     """
 
     def __init__(self) -> None:

@@ -245,17 +245,21 @@ def fold_delta(
     the same changelog record as the counts) is skipped. The records decided from one
     event share the event's position and always travel in one delta (one decide batch,
     one session, one org), so for them "at or below" is the mark as it was before this
-    delta: a delta counts all of an event's records or none. Items of days older than
-    ``keep_days`` before ``now`` or later than tomorrow are dropped (late or mis-stamped
-    records), and such days are pruned, so a value holds a few days at most.
+    delta: a delta counts all of an event's records or none. A decision of a day whose digest
+    went out already, or older than ``keep_days`` before ``now``, is counted in today's (one
+    about an alert that reached opsloop a day after it started was lost: its day had been
+    sent); a receipt (timed by the sinks' wall clock) of such a day, or any item later than
+    tomorrow, is dropped (mis-stamped). Days older than ``keep_days`` are pruned, so a value
+    holds a few days at most.
     """
     s = state or {}
     hwm = dict(s.get("hwm") or {})
     before = dict(hwm)
     days_raw = dict(s.get("days") or {})
     touched: dict[str, DigestCounts] = {}
-    oldest: str | None = None
-    newest: str | None = None
+    today: str | None = None
+    oldest = newest = ""
+    last_sent = s.get("last_sent")
     if now_ms is not None:
         today = day_of(now_ms, tz)
         oldest, newest = _shift(today, -keep_days), _shift(today, 1)
@@ -266,19 +270,23 @@ def fold_delta(
             continue
         hwm[src] = offset
         day = day_of(item["at"], tz)
-        if oldest is not None and newest is not None and not oldest <= day <= newest:
+        decision = item["topic"] != DELIVERIES
+        if decision and today is not None and (day < oldest or (last_sent is not None and day <= last_sent)):
+            # an event's day whose digest went out already, or is past keeping: decided today, so counted
+            # today rather than lost (a Prometheus re-send after an outage, an alert a new opsloop meets)
+            day = today
+        elif today is not None and not oldest <= day <= newest:  # a receipt's day (the wall clock's) out of range
             continue
         counts = touched.get(day)
         if counts is None:
             counts = touched[day] = DigestCounts.from_dict(days_raw.get(day))
-        if item["topic"] != DELIVERIES:
+        if decision:
             add_decision(counts, {"outcome": item["status"], "session_key": item["session_key"]})
         else:
             add_delivery(counts, {"status": item["status"], "channel": item["channel"]})
     days_raw.update({day: counts.to_dict() for day, counts in touched.items()})
-    if oldest is not None:
+    if today is not None:
         days_raw = {day: v for day, v in days_raw.items() if day >= oldest}
-    last_sent = s.get("last_sent")
     sent = record.get("sent_day")
     if sent and (last_sent is None or sent > last_sent):
         last_sent = sent

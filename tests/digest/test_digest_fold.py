@@ -86,18 +86,24 @@ def test_fold_counts_per_local_day_once_under_redelivery_and_prunes():
     assert DigestCounts.from_dict(state["days"]["2026-11-22"]).events == 1
     assert state["hwm"] == {"decisions:0": 3, "decisions:1": 2, "deliveries:0": 8} and state["p"] == 4
 
-    # the sent mark; a day older than KEEP_DAYS is pruned, a record of one is dropped
+    # the sent mark; a day older than KEEP_DAYS is pruned; a decision of a sent day counts today, a receipt's is dropped
     state = fold_delta(state, delta("acme", [], sent_day="2026-11-21"), tz=TZ, partition=4, now_ms=now)
     assert state["last_sent"] == "2026-11-21"
     late = delta(
         "acme",
         group_items(
-            [("decisions", 0, 9, decision("acme", "acme:a", "notified", utc_ms(2026, 11, 20)))], lambda _o: True
+            [
+                ("decisions", 0, 9, decision("acme", "acme:a", "notified", utc_ms(2026, 11, 20))),
+                ("deliveries", 0, 9, receipt("acme:a", "slack", "delivered", utc_ms(2026, 11, 20))),
+            ],
+            lambda _o: True,
         )["acme"],
     )
     later = utc_ms(2026, 11, 25, 12)
     state = fold_delta(state, late, tz=TZ, partition=4, now_ms=later)
-    assert sorted(state["days"]) == ["2026-11-22"] and state["hwm"]["decisions:0"] == 9
+    assert sorted(state["days"]) == ["2026-11-22", "2026-11-25"] and state["hwm"]["decisions:0"] == 9
+    today = DigestCounts.from_dict(state["days"]["2026-11-25"])
+    assert today.events == 1 and not today.notifications
     assert (
         fold_delta(state, delta("acme", [], sent_day="2026-11-01"), tz=TZ, partition=4, now_ms=later)["last_sent"]
         == "2026-11-21"
@@ -161,3 +167,23 @@ def test_the_barrier_waits_for_every_partition_with_records_and_not_for_empty_on
     assert not caught_up({("decisions", 0): 10}, ends)  # deliveries[0] never committed
     assert not caught_up({("decisions", 0): 9, ("deliveries", 0): 3}, ends)
     assert caught_up({("decisions", 0): 12, ("deliveries", 0): 3}, ends)  # decisions[1] is empty
+
+
+def test_a_decision_about_an_alert_that_arrived_after_its_days_digest_went_out_is_counted_in_todays():
+    """An alert that started at 23:50 and reached opsloop at 10:00 the next day (Prometheus re-sending
+    after an outage) is notified then; its decision carries the alert's time. Its day's digest went
+    out at 08:00, so it used to be counted in a day no digest would report again."""
+    state = fold_delta(None, delta("acme", [], sent_day="2026-11-21"), tz=TZ, partition=0, now_ms=None)
+    late = delta(
+        "acme",
+        group_items(
+            [("decisions", 3, 40, decision("acme", "acme:late", "notified", utc_ms(2026, 11, 21, 22, 50)))],
+            lambda _o: True,
+        )["acme"],
+    )
+    state = fold_delta(state, late, tz=TZ, partition=0, now_ms=utc_ms(2026, 11, 22, 9))
+    assert sorted(state["days"]) == ["2026-11-22"]
+    assert DigestCounts.from_dict(state["days"]["2026-11-22"]).outcomes == Counter(notified=1)
+    # before its day's digest went out it counts in its own day, as always
+    fresh = fold_delta(None, late, tz=TZ, partition=0, now_ms=utc_ms(2026, 11, 22, 9))
+    assert sorted(fresh["days"]) == ["2026-11-21"]
