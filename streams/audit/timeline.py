@@ -64,6 +64,8 @@ def build(rows: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 )
             }
             matched = decision.get("matched") or {}
+            if str(matched.get("episode", "")).isdigit():  # the incident (the session's n-th) it was decided in
+                entry["decision"]["episode"] = int(matched["episode"])
             # Who acted (a Slack user, "signed link", a PagerDuty webhook...), as decide noted it.
             acted = {verb: matched[key] for key, verb in ACTED.items() if matched.get(key)}
             if acted:

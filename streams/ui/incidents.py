@@ -21,6 +21,7 @@ from streams.audit.incidents import STATUSES
 from streams.audit.queries import IncidentQuery, QueryError
 from streams.core.acklinks import ACTION_LABELS, ACTIONS
 from streams.core.actions import action_event
+from streams.model.linkepisode import parse_episode
 from streams.model.matchers import is_label_name, make_matcher
 from streams.ui.base import (
     LIST_LABELS,
@@ -163,6 +164,8 @@ async def incident(request: web.Request) -> web.Response:
             f'<p class="notice" id="done-{esc(done)}">{esc(ACTION_LABELS[done])}: sent as event '
             f"<code>{esc(request.query.get('event', ''))}</code>.</p>"
         )
+    # the incident (the session's n-th episode) the page shows: its buttons act on that one only
+    episode = max((e["decision"]["episode"] for e in entries if "episode" in (e.get("decision") or {})), default=None)
     fields = ""
     if row:
         shown = (
@@ -182,8 +185,10 @@ async def incident(request: web.Request) -> web.Response:
             for k in shown
             if k in row
         )
+        if episode is not None:
+            fields = f'<tr><th>incident</th><td id="incident-episode">#{episode}</td></tr>{fields}'
         fields = f'<table id="incident">{fields}<tr><th>labels</th><td class="labels">{labels_html(row.get("labels"))}</td></tr></table>'
-    actions = _action_buttons(request, key, row)
+    actions = _action_buttons(request, key, row, episode)
     table = (
         '<h2>Timeline</h2><table id="timeline"><thead><tr><th>at</th><th>event</th><th>source</th><th>labels</th>'
         "<th>outcome</th><th>classified</th><th>gates</th><th>effects</th></tr></thead>"
@@ -192,10 +197,14 @@ async def incident(request: web.Request) -> web.Response:
     return page(request, key, f"{notice}{fields}{actions}{table}")
 
 
-def _action_buttons(request: web.Request, key: str, row: Mapping[str, Any] | None) -> str:
-    """The message links' actions as buttons, and a link to a silence made from this incident's labels."""
+def _action_buttons(request: web.Request, key: str, row: Mapping[str, Any] | None, episode: int | None) -> str:
+    """The message links' actions as buttons, and a link to a silence made from this incident's labels.
+
+    Each form names the incident the page shows (``episode``), as a message's signed links do: a page left
+    open while the incident ended and another began does not acknowledge or approve the new one."""
+    shown = "" if episode is None else f'<input type="hidden" name="episode" value="{episode}">'
     buttons = "".join(
-        f'<form method="post" action="{esc(incident_url(key))}/{action}" class="action">{csrf_field(request)}'
+        f'<form method="post" action="{esc(incident_url(key))}/{action}" class="action">{csrf_field(request)}{shown}'
         f'<button type="submit" id="{action}">{esc(ACTION_LABELS[action])}</button></form>'
         for action in ACTIONS
     )
@@ -222,9 +231,21 @@ async def act(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(reason=f"no action {action!r}; the actions are {', '.join(ACTIONS)}")
     _, _, org = await _load_incident(request, key)
     user = request[SESSION].user
+    named = (await request.post()).get("episode")  # the incident the page showed (none on a page of before)
+    try:
+        episode = parse_episode(named if isinstance(named, str) and named else None)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from None
     now = int(time.time() * 1000)
     event = action_event(
-        action=action, session=key, org=org, actor=user, unique=f"{user}:{uuid.uuid4().hex}", now=now, via="console"
+        action=action,
+        session=key,
+        org=org,
+        actor=user,
+        unique=f"{user}:{uuid.uuid4().hex}",
+        now=now,
+        via="console",
+        episode=episode,
     )
     await request.app[SEND](event)
     log.info("%s of %s (org %s) by %s: event %s", action, key, org, user, event["event_id"])

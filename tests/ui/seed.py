@@ -31,6 +31,6 @@ def seed(engine: sa.Engine) -> None:
             ev.update(org=org, labels={"alertname": "Down", "service": service, "team": "data"})
             dec = decision(n, session)
             dec.update(org=org, outcome=out, severity=severity, category="database", gates=[])
-            dec["matched"] = {"receivers": f"{org}-pager"}
+            dec["matched"] = {"receivers": f"{org}-pager", "episode": "1"}  # each session's first incident
             items += [(Position("events.telemetry", 0, n), ev), (Position("decisions", 0, n), dec)]
     store.write_batch(engine, items)

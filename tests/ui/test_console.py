@@ -163,6 +163,27 @@ def test_acknowledge_produces_the_ack_event_and_needs_csrf(engine, caplog):
     assert any(f"ack of {key} (org acme) by alice" in r.getMessage() for r in caplog.records)
 
 
+def test_the_buttons_name_the_incident_the_page_shows_so_a_page_left_open_does_not_act_on_the_next_one(engine):
+    """As a message's signed links do: decide answers an action naming another incident ``stale-action``."""
+    key = "acme:db:db-1"
+    path = f"/incident/{quote(key, safe='')}"
+
+    async def script(client):
+        await login(client)
+        text = await (await client.get(path)).text()
+        form = {"csrf": csrf(text), "episode": re.search(r'name="episode" value="([^"]*)"', text).group(1)}
+        as_shown = await client.post(f"{path}/ack", data=form, allow_redirects=False)
+        bad = await client.post(f"{path}/approve", data={**form, "episode": "2; drop"}, allow_redirects=False)
+        return text, as_shown.status, bad.status, await bad.text()
+
+    sent, (text, as_shown, bad, reason) = run(engine, script)
+    assert 'id="incident-episode">#1<' in text
+    assert text.count('<input type="hidden" name="episode" value="1">') == text.count('class="action"') == 5
+    assert as_shown == 303 and bad == 400 and "episode is not a number" in reason
+    (event,) = sent  # the malformed one sent nothing
+    assert event["type"] == "ack" and event["labels"]["episode"] == "1"
+
+
 def test_a_silence_from_the_form_is_the_cli_event(engine):
     async def script(client):
         await login(client)
