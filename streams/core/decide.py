@@ -84,10 +84,12 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # 6: an episode's group waits from its first alert's own time, not the session's clock;
 # 7: what follows a group's message (repeat, cooldown, escalation chain, verification) counts from when it
 # went out, the arrival of the newest alert it tells of when that is later than the session's time; an
-# ack, approval or rejection whose signed link names another episode is ``stale-action``, nothing done).
+# ack, approval or rejection whose signed link names another episode is ``stale-action``, nothing done;
+# 8: the signed links of a message an event sends (a flapping notice, a remediation's outcome) last the ack
+# TTL from the event's arrival when that is later than the session's time, as a group's message's do).
 # Not for a change of the record's layout alone (e.g. timer effects moving from outbox onto the
 # record as ``timer_effects``): the Avro schema's fingerprint versions the layout.
-DECIDE_VERSION = "7"
+DECIDE_VERSION = "8"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")

@@ -162,15 +162,17 @@ def links_of(
     """Acknowledge (and Approve / Reject while a remediation waits) as signed one-use links, then Source, the
     alert's own runbook and dashboard links (:func:`annotation_links`), and the opsloop runbook's.
 
-    The signed links last the ack TTL from when the message goes out (``sent_at``, when later than the
-    session's time: :func:`streams.core.grouping.notice_time`): a message about an alert that reached opsloop
-    a day after its startsAt carried links that had expired before it was sent."""
+    The signed links last the ack TTL from when the message goes out: the session's time or, when later,
+    ``sent_at`` (a group's message: :func:`streams.core.grouping.notice_time`) or the arrival of the event
+    that sends it (a flapping notice, a remediation's outcome): a message about an alert that reached
+    opsloop a day after its startsAt carried links that had expired before it was sent."""
     links = []
     ctx = f.ctx
     if with_ack and ctx.ack_base_url and ctx.ack_secret:
         from streams.core.acklinks import action_link, link_id
 
-        expires, session, org = max(f.now, sent_at) + ctx.ack_ttl_ms, f.event["session_key"], org_of(f)
+        sent = max(f.now, sent_at, arrival(f.event))
+        expires, session, org = sent + ctx.ack_ttl_ms, f.event["session_key"], org_of(f)
         actions = [("Acknowledge", "ack")] + ([("Approve", "approve"), ("Reject", "reject")] if approval else [])
         for label, action in actions:
             url = action_link(

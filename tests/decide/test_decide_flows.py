@@ -236,6 +236,24 @@ def test_flapping_alert_gives_one_flapping_notice_then_quiet_until_stable(ctx):
     assert not sim.state["flap"]["on"]
 
 
+def test_a_flapping_notice_about_events_that_arrive_late_carries_links_that_last_from_its_sending(ctx):
+    """Alertmanager re-delivers what it queued while ingest was down, each with its old time: the flapping
+    notice they give goes out on arrival, and its Acknowledge link lasted from the events' time."""
+    late = 26 * 60 * MIN  # more than the ack TTL
+    sim = Sim(ctx)
+    t = T0
+    for i in range(6):
+        flip = alert(status="firing" if i % 2 == 0 else "resolved", at=t, source="alertmanager")
+        sim.feed({**flip, "received_at": t + late}, WARN_DOWN)
+        t += MIN
+    [notice] = [n for n in sim.notifications() if n["notify"]["title"].startswith("Flapping:")]
+    [ack] = [link["url"] for link in notice["notify"]["links"] if link["label"] == "Acknowledge"]
+    query = {k: v[0] for k, v in parse_qs(urlparse(ack).query).items()}
+    sent = notice["created_at"] + late  # the flip that made it arrived then
+    assert int(query["expires"]) == sent + ctx.ack_ttl_ms
+    assert verify_action_query(query, "s3cret", sent + MIN).action == "ack"
+
+
 def test_dedupe_window_stops_the_same_alert_set_inside_the_window(rset):
     from dataclasses import replace as dc_replace
 
