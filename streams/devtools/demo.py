@@ -58,9 +58,7 @@ def demo_events(count: int, now_ms: int) -> list[dict[str, Any]]:
     for i, rule in enumerate(chosen[:count]):
         event = rule_to_event(rule, occurred_at=now_ms + i)
         event["event_id"] = f"demo-{uuid.uuid4().hex[:12]}"
-        # Each demo alert comes from its own service, as real ones do: its session key names it, and
-        # the starter inhibit rules (equal: [org, service, namespace]) keep an urgent alert's muting
-        # to its own service.
+        # Each demo alert comes from its own service, as real ones do: its session key names it.
         event["labels"].setdefault("service", event["labels"].get("instance", f"demo-{i}").split(".")[0])
         events.append(event)
     return events

@@ -423,21 +423,23 @@ def test_maintenance_window_from_the_runbook_set_mutes(rset):
     assert "maintenance window" in sim.decisions[0][1].record["matched"]["silence"]
 
 
-def test_critical_alert_of_a_service_inhibits_its_warnings(rset):
-    down = {
-        "alertname": "PostgresqlDown",
+def test_a_critical_alert_inhibits_the_warning_of_the_same_alert_on_its_target(rset):
+    high = {
+        "alertname": "HostHighCpuLoad",
         "service": "api",
+        "instance": "api-1:9100",
         "severity": "urgent",
-        "category": "availability",
+        "category": "cpu",
         "org": "acme",
     }
-    ctx = Context(verdict=WARN_CPU, runbooks=rset, inhibitors=(("acme:alert:PostgresqlDown:api", down),))
+    ctx = Context(verdict=WARN_CPU, runbooks=rset, inhibitors=(("acme:alert:HostHighCpuLoad:api:crit", high),))
     sim = Sim(ctx)
     d = sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
     assert d.record["outcome"] == "suppressed" and sim.notifications() == []
     assert "inhibit_rules[0]" in d.record["matched"]["inhibit"]
-    other = Sim(Context(verdict=WARN_CPU, runbooks=rset, inhibitors=(("x", {**down, "service": "billing"}),)))
-    assert other.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager")).record["outcome"] == "notified"
+    for other in ({**high, "instance": "api-2:9100"}, {**high, "alertname": "PostgresqlDown"}):
+        sim = Sim(Context(verdict=WARN_CPU, runbooks=rset, inhibitors=(("x", other),)))
+        assert sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager")).record["outcome"] == "notified"
 
 
 def test_condition_trigger_fires_after_its_for_duration_and_clears(rset):
@@ -642,10 +644,15 @@ def test_outside_inputs_are_recorded_so_a_replay_without_them_decides_the_same(r
     unused = silence_from_json(
         {"id": "s-other", "matchers": ['service="web"'], "starts_at": T0, "ends_at": T0 + 9 * MIN}
     )
-    down = {"alertname": "DbDown", "service": "api", "severity": "urgent", "category": "availability", "org": "acme"}
-    live = Context(
-        verdict=WARN_CPU, runbooks=rset, silences=(silence, unused), inhibitors=(("acme:alert:DbDown:api", down),)
-    )
+    high = {
+        "alertname": "HostHighCpuLoad",
+        "service": "api",
+        "instance": "api-2:9100",
+        "severity": "urgent",
+        "category": "cpu",
+        "org": "acme",
+    }
+    live = Context(verdict=WARN_CPU, runbooks=rset, silences=(silence, unused), inhibitors=(("acme:alert:crit", high),))
     events = [
         alert("HostHighCpuLoad", at=T0, instance="api-1:9100"),
         alert("HostHighCpuLoad", at=T0 + 1000, instance="api-2:9100"),

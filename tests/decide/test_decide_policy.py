@@ -138,44 +138,45 @@ def test_an_inhibit_rule_holds_within_one_org_even_when_its_equal_leaves_org_out
     assert policy.inhibition_gate({**target, "org": "a"}, [source], [rule]).stopped
 
 
-def test_the_starter_inhibit_rules_hold_within_one_kubernetes_namespace():
-    """kube-state-metrics is one service for every namespace: one namespace's critical KubePodCrashLooping muted
-    every namespace's warnings of that service. A label neither alert has (no namespace) still counts as equal."""
+def test_the_starter_inhibit_rule_mutes_the_warning_of_the_same_alert_on_the_same_target_only():
+    """kube-prometheus's rules through Debian's Prometheus: node-exporter is one service for every node,
+    and with the rule of before (any critical of a service mutes the service's warnings) node-a's full disk
+    muted every node's memory, clock and network warnings. Now: Alertmanager's own example and
+    kube-prometheus's rule, the same alertname, with the target's labels (service, namespace, instance)."""
     from tests.decide.helpers import starter_set
 
     rules = starter_set().routing.inhibit_rules
-    ksm = {"service": "kube-state-metrics", "org": "acme"}
-    source = {**ksm, "alertname": "KubePodCrashLooping", "severity": "urgent", "namespace": "payments"}
-    target = {**ksm, "alertname": "KubeDeploymentReplicasMismatch", "severity": "warning", "namespace": "search"}
-    assert not policy.inhibition_gate(target, [source], rules).stopped
-    assert policy.inhibition_gate({**target, "namespace": "payments"}, [source], rules).stopped
-    plain = {"service": "api", "org": "acme"}
-    assert policy.inhibition_gate(
-        {**plain, "severity": "warning", "alertname": "Slow"},
-        [{**plain, "severity": "urgent", "alertname": "Down"}],
-        rules,
-    ).stopped
-    # a namespace's alerts that name no service: its critical one mutes its warnings, not another namespace's
-    pod = {"org": "acme", "namespace": "payments"}
-    crash = {**pod, "alertname": "KubePodCrashLooping", "severity": "urgent"}
-    assert policy.inhibition_gate(
-        {**pod, "alertname": "KubePodNotReady", "severity": "warning"}, [crash], rules
-    ).stopped
-    assert not policy.inhibition_gate(
-        {**pod, "namespace": "search", "alertname": "KubePodNotReady", "severity": "warning"}, [crash], rules
-    ).stopped
+    node = {"org": "acme", "service": "node-exporter", "namespace": "monitoring", "job": "node-exporter"}
+    disk = {**node, "alertname": "NodeFilesystemAlmostOutOfSpace", "mountpoint": "/"}
+    critical = {**disk, "severity": "urgent", "instance": "node-a:9100"}
+    assert policy.inhibition_gate({**critical, "severity": "warning"}, [critical], rules).stopped
+    assert policy.inhibition_gate({**critical, "severity": "warning", "mountpoint": "/var"}, [critical], rules).stopped
+    for target in (
+        {**disk, "severity": "warning", "instance": "node-b:9100"},  # another node's disk
+        {**node, "alertname": "NodeMemoryHighUtilization", "severity": "warning", "instance": "node-a:9100"},
+    ):
+        assert not policy.inhibition_gate(target, [critical], rules).stopped, target
 
+    # kube-state-metrics is one service (and one instance) for every namespace: one namespace's only
+    ksm = {"org": "acme", "service": "kube-state-metrics", "instance": "10.244.1.7:8080"}
+    full = {**ksm, "alertname": "KubePersistentVolumeFillingUp", "namespace": "payments", "severity": "urgent"}
+    assert policy.inhibition_gate({**full, "severity": "warning"}, [full], rules).stopped
+    assert not policy.inhibition_gate({**full, "severity": "warning", "namespace": "shop"}, [full], rules).stopped
+    other = {**ksm, "alertname": "KubeDeploymentReplicasMismatch", "namespace": "payments", "severity": "warning"}
+    assert not policy.inhibition_gate(other, [full], rules).stopped
 
-def test_the_starter_inhibit_rules_do_not_let_an_unscoped_critical_alert_mute_the_whole_org():
-    """Seen through Debian's Prometheus with Thanos' alert rules (keyed by ``job``, no ``service`` or
-    ``namespace``): the critical ThanosStoreIsDown muted ThanosCompactHalted, and would have muted every
-    warning of the org that names neither label, because a label neither alert has counts as equal."""
-    from tests.decide.helpers import starter_set
-
-    rules = starter_set().routing.inhibit_rules
-    store_down = {"alertname": "ThanosStoreIsDown", "severity": "urgent", "org": "acme", "cluster": "eu1"}
+    # Thanos' mixin keys its alerts by job (no service, namespace or instance): a critical one muted every
+    # warning of its org that names none of them; now only its own warning variant
+    store_down = {"alertname": "ThanosStoreIsDown", "severity": "urgent", "org": "acme", "job": "thanos-store"}
     for target in (
         {"alertname": "ThanosCompactHalted", "job": "thanos-compact", "severity": "warning", "org": "acme"},
         {"alertname": "HostHighCpuLoad", "instance": "db-1:9100", "severity": "warning", "org": "acme"},
     ):
         assert not policy.inhibition_gate(target, [store_down], rules).stopped, target["alertname"]
+    # kube-prometheus's KubeAPIErrorBudgetBurn: a critical (long=1h) and a warning (long=1d), no target labels
+    burn = {"alertname": "KubeAPIErrorBudgetBurn", "org": "acme"}
+    assert policy.inhibition_gate(
+        {**burn, "severity": "warning", "long": "1d"}, [{**burn, "severity": "urgent", "long": "1h"}], rules
+    ).stopped
+    # and never across orgs
+    assert not policy.inhibition_gate({**critical, "severity": "warning", "org": "globex"}, [critical], rules).stopped
