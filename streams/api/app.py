@@ -159,7 +159,7 @@ def serve(host: str, port: int) -> int:
 
     from streams.audit.store import migrate
     from streams.db import make_engine
-    from streams.errors import cannot_listen
+    from streams.httpserve import serve as http_serve
     from streams.logs import configure, register_secrets
     from streams.settings import Settings
 
@@ -169,9 +169,10 @@ def serve(host: str, port: int) -> int:
     register_secrets(*settings.secret_values(), *auth.secrets())
     engine = make_engine(settings.database_url.get_secret_value())
     migrate(engine)
-    log.info("read API on %s:%d for %s", host, port, ", ".join(auth.names))
-    try:
-        web.run_app(create_app(engine, auth), host=host, port=port, print=None)
-    except OSError as exc:  # the port in use, a host not on this machine: one line, exit code 4
-        raise cannot_listen(host, port, exc) from None
+    http_serve(  # the port in use, a host not on this machine: one line, exit code 4
+        create_app(engine, auth),
+        host,
+        port,
+        serving=lambda: log.info("read API on %s:%d for %s", host, port, ", ".join(auth.names)),
+    )
     return 0

@@ -4,27 +4,21 @@
   secret-masking filter of :mod:`streams.logs` (every token, webhook secret and
   secret-named variable registered), plus :class:`MaskQueryValues` for values a
   client put in a URL (``?token=...``).
-* :class:`PathOnlyAccessLogger`: method, path (never the query string), status,
-  size, time, the producer-independent remote address.
-* :class:`QuietHandler`: aiohttp answers a malformed or oversized request line or
-  header itself, echoing the first 100 bytes of the offending header into the answer
-  and the log; this answers ``{"error": "..."}`` without them and logs one line.
-* :func:`serve`: the aiohttp runner with the parser limits (header size and count),
-  automatic decompression off (ingest decompresses with a running limit), until SIGTERM.
+* :func:`serve`: :mod:`streams.httpserve`'s server (a path-only access log, malformed or
+  oversized request lines and headers answered without echoing them) with ingest's parser
+  limits (header size and count), automatic decompression off (ingest decompresses with
+  a running limit), until SIGTERM.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import re
-import signal
+from collections.abc import Callable
 
-from aiohttp import web, web_protocol, web_server
-from aiohttp.abc import AbstractAccessLogger
+from aiohttp import web
 
-from streams.errors import cannot_listen
+from streams.httpserve import serve as http_serve
 from streams.logs import configure, register_secrets
 from streams.settings import IngestSettings, Settings
 
@@ -50,72 +44,16 @@ def configure_ingest_logging(settings: Settings, level: str | None = None) -> No
         handler.addFilter(MaskQueryValues())
 
 
-class PathOnlyAccessLogger(AbstractAccessLogger):
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            '%s "%s %s" %d %d %.3fs',
-            request.remote,
-            request.method,
-            request.path[:200],
-            response.status,
-            response.body_length,
-            time,
-        )
-
-
-class QuietHandler(web_protocol.RequestHandler):
-    def handle_error(self, request, status=500, exc=None, message=None):  # type: ignore[no-untyped-def]
-        if status >= 500:
-            return super().handle_error(request, status, None, None)
-        log.info(
-            "refused a malformed request from %s: %d %s", request.remote, status, type(exc).__name__ if exc else ""
-        )
-        reason = "malformed request line or header, or a header over the size / count limit"
-        response = web.Response(status=status, text=json.dumps({"error": reason}), content_type="application/json")
-        response.force_close()
-        return response
-
-
-class _QuietServer(web_server.Server):
-    def __call__(self) -> web_protocol.RequestHandler:
-        return QuietHandler(self, loop=self._loop, **self._kwargs)
-
-
-class IngestRunner(web.AppRunner):
-    async def _make_server(self) -> web_server.Server:
-        server = await super()._make_server()
-        server.__class__ = _QuietServer
-        return server
-
-
-def runner_for(app: web.Application, config: IngestSettings) -> IngestRunner:
-    return IngestRunner(
+def serve(app: web.Application, config: IngestSettings, serving: Callable[[], None] | None = None) -> None:
+    """Ingest's server: the parser limits of its settings, automatic decompression off (ingest decompresses
+    with a running limit), idle connections closed after its read timeout."""
+    http_serve(
         app,
-        access_log_class=PathOnlyAccessLogger,
-        access_log=logging.getLogger("aiohttp.access"),
-        auto_decompress=False,
-        max_line_size=config.max_header_bytes,
-        max_field_size=config.max_header_bytes,
+        config.host,
+        config.port,
+        serving=serving,
+        max_header_bytes=config.max_header_bytes,
         max_headers=config.max_headers,
+        auto_decompress=False,
         keepalive_timeout=config.read_timeout_s,
     )
-
-
-def serve(app: web.Application, config: IngestSettings) -> None:
-    async def main() -> None:
-        runner = runner_for(app, config)
-        await runner.setup()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            try:
-                await web.TCPSite(runner, config.host, config.port).start()
-            except OSError as exc:
-                raise cannot_listen(config.host, config.port, exc) from None
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    asyncio.run(main())

@@ -63,19 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    logging.getLogger("streams.ingest").info(
-        "ingest on http://%s:%d (producers: %s; webhooks: %s; topics prefix %r; kafka %s)",
-        config.host,
-        config.port,
-        ", ".join(ingest.auth.producers) or "none",
-        ", ".join(sorted(ingest.webhook_secrets)) or "none",
-        settings.topic_prefix,
-        settings.kafka_bootstrap,
-    )
+
+    def serving() -> None:
+        logging.getLogger("streams.ingest").info(
+            "ingest on http://%s:%d (producers: %s; webhooks: %s; topics prefix %r; kafka %s)",
+            config.host,
+            config.port,
+            ", ".join(ingest.auth.producers) or "none",
+            ", ".join(sorted(ingest.webhook_secrets)) or "none",
+            settings.topic_prefix,
+            settings.kafka_bootstrap,
+        )
+
     from streams.ingest.logs import serve
 
     try:
-        serve(app, config)
+        serve(app, config, serving)
     except UnavailableError as exc:
         print(f"opsloop ingest: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -39,7 +39,6 @@ from aiohttp import web
 from streams.api.auth import ApiAuth, AuthError, Reader
 from streams.audit import store
 from streams.audit.queries import QueryError, check_printable
-from streams.errors import cannot_listen
 from streams.settings import Settings
 from streams.ui import deadletters, incidents, routetest, silences
 from streams.ui.auth import COOKIE, LOGIN_COOKIE, SESSION_S, ProxyAuth, SessionSigner, same_token
@@ -305,11 +304,14 @@ def serve(
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    log.info("console on http://%s:%d for %s", host, port, ", ".join(auth.names))
-    try:
-        web.run_app(app, host=host, port=port, print=None)
-    except OSError as exc:  # the port in use, a host not on this machine: one line, exit code 4
-        raise cannot_listen(host, port, exc) from None
+    from streams.httpserve import serve as http_serve
+
+    http_serve(  # the port in use, a host not on this machine: one line, exit code 4
+        app,
+        host,
+        port,
+        serving=lambda: log.info("console on http://%s:%d for %s", host, port, ", ".join(auth.names)),
+    )
     return 0
 
 
