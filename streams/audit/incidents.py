@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from streams.audit.models import EventRow, IncidentRow
 from streams.db import dialect_insert
+from streams.model.taxonomy import SEVERITIES
 
 FIRING_OUTCOMES = frozenset({"notified", "grouped", "escalated", "flapping-notice"})
 RESOLVED_OUTCOMES = frozenset({"resolved", "resolved-quietly"})
@@ -119,9 +120,16 @@ def fold(
     # them again. A timer's flush, an acknowledgement and a resolution carry their own event's
     # verdict (info / other), which had turned an urgent incident "info" once it was notified.
     says_what_it_is = decision.get("kind") != "timer" and status in ("firing", "silenced")
-    for key in ("severity", "category") if says_what_it_is else ():
-        if decision.get(key):
-            out[key] = decision[key]
+    if says_what_it_is and decision.get("category"):
+        out["category"] = decision["category"]
+    # The most severe its alerts have been in this incident: a warning alert arriving after the critical
+    # one of the same session turned it "warning" in every list, and `severity="urgent"` missed it. A
+    # runbook's severity (`agent.failed` fires as urgent) is decide's note, the record's the classifier's.
+    severity = str(matched.get("severity") or decision.get("severity") or "")
+    if says_what_it_is and severity:
+        new_episode = current in (None, "resolved")
+        if new_episode or _rank(severity) > _rank(out.get("severity") or ""):
+            out["severity"] = severity
     if decision.get("runbook"):
         out["runbook"] = decision["runbook"]
     if status == "acknowledged" and current != "acknowledged":
@@ -130,6 +138,10 @@ def fold(
     out["silenced_by"] = _silence_stop(decision) if status == "silenced" else None
     out["status"] = status
     return out
+
+
+def _rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:

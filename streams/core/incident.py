@@ -66,6 +66,8 @@ def on_trigger(f: Fold, akey: str, alert: AlertState) -> None:
     alert["status"], alert["at"], alert["first"] = "firing", f.now, (current or {}).get("first", f.now)
     s["alerts"][akey] = alert
     f.note("episode", s["episode"])
+    if alert["severity"] != f.ctx.verdict.severity:  # the runbook's (the record's severity is the classifier's)
+        f.note("severity", alert["severity"])
     if s["flap"]["on"]:
         if _flap_notice(f, rb):
             return

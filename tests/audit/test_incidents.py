@@ -105,6 +105,26 @@ def test_a_flush_an_ack_and_a_resolution_keep_the_alerts_severity_and_category(a
     ]
 
 
+def test_an_incident_is_as_severe_as_its_most_severe_alert_of_the_episode(audit_db):
+    """kube-prometheus's rules through Prometheus: a session's critical filesystem alert, then the warning
+    of another filesystem in the same session: the incident read "warning" in every list and the console,
+    and `severity="urgent"` missed it, though it had paged. A runbook's severity for what it takes
+    (`agent.failed` fires as urgent) is decide's ``severity`` note; the record's is the classifier's."""
+    _, engine = audit_db
+    store.migrate(engine)
+    seen = []
+    for batch in [
+        step(1, "notified", severity="urgent", matched={"receivers": "db-pager"}),
+        step(2, "grouped", severity="warning"),  # another alert of the session, a warning
+        step(3, "resolved", severity="info"),
+        step(4, "grouped", severity="warning"),  # a new episode: as severe as its alerts, from the start
+        step(5, "notified", kind="webhook", severity="warning", matched={"severity": "urgent", "receivers": "x"}),
+    ]:
+        store.write_batch(engine, batch)
+        seen.append(the_row(engine)["severity"])
+    assert seen == ["urgent", "urgent", "urgent", "warning", "urgent"]
+
+
 def test_the_silence_gate_marks_it_silenced_with_the_reason(pg_audit_db):
     _, engine = pg_audit_db
     store.migrate(engine)

@@ -86,6 +86,9 @@ def test_each_seed_type_ends_in_a_notification(etype, posted, seed, outcome, run
     assert [n["notify"]["receiver"] for n in sent] == [receivers]
     assert {n["notify"]["severity"] for n in sent} == {severity}
     assert all(g["verdict"] == "pass" for g in record["gates"]) and record["gates"]
+    # the record's severity is the classifier's; what it was told as, when otherwise, is decide's note
+    # (the audit's incident reads it: an agent.failed that paged as urgent is an urgent incident)
+    assert record["matched"].get("severity", record["severity"]) == severity
 
 
 def test_the_readme_table_is_what_decide_does():
