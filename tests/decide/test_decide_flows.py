@@ -565,7 +565,7 @@ def test_decision_record_names_classifier_gates_and_versions(ctx):
     r = d.record
     assert (r["classifier"], r["confidence"], r["fallback"]) == ("model-7", 0.42, True)
     assert r["matched"]["severity_confidence"] == "0.6100"
-    assert r["matched"]["route"] == "route.routes[2]" and r["matched"]["receivers"] == "infra-slack"
+    assert r["matched"]["route"] == "route.routes[1]" and r["matched"]["receivers"] == "infra-slack"
     assert {g["gate"] for g in r["gates"]} >= {"flapping", "silence", "inhibit", "group", "cooldown", "cap", "dedupe"}
     codec = default_codec()
     assert codec.decode(codec.encode("opsloop.Decision", r))["matched"] == r["matched"]

@@ -158,3 +158,30 @@ def test_routing_errors_name_file_line_and_reason(tmp_path, text, line, reason):
 
 def test_matches_all_of_empty_is_true():
     assert matches_all((), {"any": "thing"})
+
+
+def test_the_starter_routes_send_an_urgent_alert_to_on_call_whatever_its_category():
+    """kube-prometheus's PrometheusBadConfig (critical) was classified config_drift and went to the ops
+    team's channel only: the category route came before the urgent one. Scans and reviews still go there."""
+    from streams.model.routing import match_route, routing_labels
+    from tests.decide.helpers import starter_set
+
+    route = starter_set().routing.route
+
+    def receivers(kind: str, category: str, severity: str) -> list[str]:
+        labels = routing_labels(
+            {"alertname": "PrometheusBadConfig"},
+            category=category,
+            severity=severity,
+            org="acme",
+            source="prometheus",
+            kind=kind,
+            event_type="alert.firing",
+        )
+        return [m.receiver for m in match_route(route, labels)]
+
+    for category in ("config_drift", "compliance", "cost", "code_review", "availability"):
+        assert receivers("telemetry", category, "urgent") == ["oncall-slack"], category
+    assert receivers("telemetry", "config_drift", "warning") == ["teams-ops"]
+    assert receivers("scan", "config_drift", "urgent") == ["teams-ops"]
+    assert receivers("scan", "compliance", "urgent") == ["oncall-email", "teams-ops"]

@@ -46,15 +46,14 @@ def run_like_the_agent(events, verdicts):
 
 
 def test_a_what_if_inhibits_across_sessions_as_the_agent_does():
-    api_down = alert(
-        "PrometheusTargetMissing", service="api", instance="api-1:9100", session="acme:a:down", at=T0, eid="down"
-    )
+    # the same alert on the same host, critical in one session and a warning in another
+    api_down = alert("HostHighCpuLoad", service="api", instance="api-2:9100", session="acme:a:down", at=T0, eid="down")
     api_slow = alert(
         "HostHighCpuLoad", service="api", instance="api-2:9100", session="acme:a:slow", at=T0 + MIN, eid="slow"
     )
     flush = alert(
-        "HostHighCpuLoad", service="api", instance="api-3:9100", session="acme:a:slow", at=T0 + 5 * MIN, eid="later"
-    )  # folds the slow session's group timer first
+        "HostHighCpuLoad", service="api", instance="api-2:9100", session="acme:a:slow", at=T0 + 5 * MIN, eid="later"
+    )  # a re-send: folds the slow session's group timer first
     events = [api_down, api_slow, flush]
     verdicts = {"down": URGENT, "slow": WARNING, "later": WARNING}
     base, recorded = run_like_the_agent(events, verdicts)
