@@ -106,15 +106,49 @@ def title_of(alert: Mapping[str, Any], count: int) -> str:
     return f"{alert['title']}{more}"
 
 
+# Labels that tell a group's alerts apart, in the order a reader looks for them; others that differ follow.
+TELLING_FIRST = ("instance", "pod", "container", "mountpoint", "device", "persistentvolumeclaim", "namespace", "job")
+TELLING_MAX = 4  # labels per listed alert
+TELLING_VALUE_MAX = 80
+
+
+def telling_labels(alerts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """For each alert, the labels whose values differ within ``alerts`` (``pod=checkout-1, container=app``).
+
+    Why: a group's alerts were listed by instance (or service) alone, and kube-state-metrics' alerts all
+    carry its own address as the instance: two crash-looping pods were listed as the same line twice, the
+    new pod never named; two filesystems of one node likewise. A value the alert's title already says is
+    left out; where nothing differs, the instance or service as before.
+    """
+    names = sorted({k for a in alerts for k in (a.get("labels") or {})})
+    differing = [k for k in names if len({str((a.get("labels") or {}).get(k, "")) for a in alerts}) > 1]
+    differing.sort(key=lambda k: (TELLING_FIRST.index(k) if k in TELLING_FIRST else len(TELLING_FIRST), k))
+    out = []
+    for a in alerts:
+        labels, title = a.get("labels") or {}, str(a.get("title", ""))
+        shown = [f"{k}={_cut(str(labels[k]))}" for k in differing if labels.get(k) and str(labels[k]) not in title][
+            :TELLING_MAX
+        ]
+        if not shown:
+            where = str(labels.get("instance") or labels.get("service") or "")
+            shown = [where] if where and where not in title else []
+        out.append(", ".join(shown))
+    return out
+
+
+def _cut(value: str) -> str:
+    return value if len(value) <= TELLING_VALUE_MAX else value[: TELLING_VALUE_MAX - 1] + "…"
+
+
 def body_of(
     f: Fold, lead: Mapping[str, Any], alerts: Sequence[tuple[str, Mapping[str, Any]]], rb: Runbook, extra: str = ""
 ) -> str:
     lines = [lead.get("body") or ""]
     if len(alerts) > 1:
         lines.append(f"{len(alerts)} alerts firing:")
-        for _, a in alerts[:MAX_LISTED]:
-            where = a["labels"].get("instance") or a["labels"].get("service") or ""
-            lines.append(f"- {a['title']}" + (f" ({where})" if where and where not in a["title"] else ""))
+        listed = [a for _, a in alerts[:MAX_LISTED]]
+        for a, where in zip(listed, telling_labels(listed), strict=True):
+            lines.append(f"- {a['title']}" + (f" ({where})" if where else ""))
         if len(alerts) > MAX_LISTED or f.s.get("overflow"):
             lines.append(f"... and {len(alerts) - min(len(alerts), MAX_LISTED) + f.s.get('overflow', 0)} more")
     if rb.description:

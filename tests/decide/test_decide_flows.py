@@ -187,6 +187,43 @@ def test_group_of_many_alerts_gives_one_notification(ctx):
     assert all(d.effects for ev, d in sim.decisions if ev["kind"] == "telemetry")
 
 
+def test_a_groups_alerts_are_listed_by_the_labels_that_tell_them_apart(ctx):
+    """kube-prometheus's KubePodCrashLooping through Prometheus: kube-state-metrics' alerts all carry its own
+    address as the instance, and the update about a second crash-looping pod listed the same line twice."""
+    ksm = "10.244.1.7:8080"
+    sim = Sim(ctx)
+    for i, pod in enumerate(("cart-5c8d7f9b4-qw8zt", "checkout-7d9f6c5b8-x2x9k")):
+        labels = {"namespace": "shop", "pod": pod, "container": "app", "job": "kube-state-metrics"}
+        sim.feed(alert("KubePodCrashLooping", at=T0 + i * 100, instance=ksm, labels=labels), WARN_DOWN)
+    sim.advance(T0 + 40_000)
+    [note] = sim.notifications()
+    listed = [line for line in note["notify"]["body"].splitlines() if line.startswith("- ")]
+    assert listed == [
+        "- KubePodCrashLooping: KubePodCrashLooping on 10.244.1.7:8080 (pod=cart-5c8d7f9b4-qw8zt)",
+        "- KubePodCrashLooping: KubePodCrashLooping on 10.244.1.7:8080 (pod=checkout-7d9f6c5b8-x2x9k)",
+    ]
+
+
+def test_telling_labels_prefer_what_a_reader_looks_for_and_leave_out_what_the_title_says():
+    from streams.core.messages import telling_labels
+
+    alerts = [
+        {"title": "Disk full on node-a", "labels": {"instance": "node-a", "mountpoint": "/", "device": "sda1"}},
+        {"title": "Disk full on node-a", "labels": {"instance": "node-a", "mountpoint": "/var", "device": "sdb1"}},
+        {"title": "Disk full on node-b", "labels": {"instance": "node-b", "mountpoint": "/", "device": "sda1"}},
+    ]
+    assert telling_labels(alerts) == [
+        "mountpoint=/, device=sda1",
+        "mountpoint=/var, device=sdb1",
+        "mountpoint=/, device=sda1",
+    ]
+    same = [{"title": "Down", "labels": {"instance": "a:1"}}, {"title": "Down", "labels": {"instance": "a:1"}}]
+    assert telling_labels(same) == ["a:1", "a:1"]  # nothing differs: where it fires, as before
+    assert telling_labels([{"title": "x", "labels": {"pod": "p" * 200}}, {"title": "x", "labels": {}}])[0] == (
+        "pod=" + "p" * 79 + "…"
+    )
+
+
 def test_new_alerts_after_the_first_message_wait_for_group_interval(ctx):
     sim = Sim(ctx)
     sim.feed(alert(at=T0, instance="a"), WARN_DOWN)
