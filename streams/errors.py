@@ -24,7 +24,10 @@ keep it as a second base.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -36,8 +39,8 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "done",
-    EXIT_INVALID: "the input or configuration is wrong (the message names the file and line, the field or the argument)",
-    EXIT_DIFFERS: "the cluster's topics differ from topics.yaml (topics apply)",
+    EXIT_INVALID: "the input, configuration or command line is wrong (the message names the file and line, the field or the argument)",
+    EXIT_DIFFERS: "something differs: the cluster's topics from topics.yaml (topics apply), a replay from its records",
     EXIT_NOT_FOUND: "nothing found (audit of an unknown session)",
     EXIT_UNAVAILABLE: "a service opsloop needs is unavailable (Kafka, the database, the broker jars): try again",
     EXIT_CORRUPT: "data opsloop wrote cannot be read back (a record, a model artifact)",
@@ -109,3 +112,12 @@ class DeliveryError(OpsloopError):
 def exit_codes_help() -> str:
     """The exit-code table as the CLI's help epilog prints it."""
     return "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse's usage errors exit 1 (the command line is wrong), not argparse's 2: opsloop's 2 says
+    something differs (``topics apply``, ``replay``), and a script must not read a mistyped option as drift."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message}\n")

@@ -26,6 +26,7 @@ from streams.errors import (
     InvalidInputError,
     NotFoundError,
     OpsloopError,
+    UsageParser,
     exit_codes_help,
 )
 from streams.progress import Progress
@@ -468,7 +469,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="opsloop",
         description="Event-sourced autonomous operations on Kafka.",
         epilog=exit_codes_help(),

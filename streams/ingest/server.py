@@ -14,13 +14,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from streams.errors import UnavailableError
+from streams.errors import UnavailableError, UsageParser
 from streams.model.yamlfile import ConfigError
 from streams.settings import port_number
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opsloop ingest", description="Serve the ingest HTTP endpoints.")
+    parser = UsageParser(prog="opsloop ingest", description="Serve the ingest HTTP endpoints.")
     parser.add_argument("--host", help="listen address (default OPSLOOP_INGEST_HOST or 0.0.0.0)")
     parser.add_argument("--port", type=port_number, help="listen port (default OPSLOOP_INGEST_PORT or 8080)")
     parser.add_argument("--log-level", default=None, help="default OPSLOOP_LOG_LEVEL or info")

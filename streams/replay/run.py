@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.decide import DECIDE_VERSION, Verdict, configured_context
-from streams.errors import InvalidInputError
+from streams.errors import EXIT_DIFFERS, InvalidInputError
 from streams.kafka.catalogue import EVENT_TOPICS, value_schemas
 from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.compat import refresh_metadata
@@ -322,4 +322,5 @@ def main(
         bar[0].done()
     result = run_replay(recorded, baseline, session=session, runbooks=changed, classify=classify, ack=settings.ack)
     print(as_json(result) if as_json_output else render(result))
-    return 0 if not result.replay.differences or changed is not None or classify is not None else 4
+    # a replay that differs from its records: EXIT_DIFFERS (it said 4, which means "a service is unavailable")
+    return 0 if not result.replay.differences or changed is not None or classify is not None else EXIT_DIFFERS

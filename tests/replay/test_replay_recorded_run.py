@@ -88,3 +88,14 @@ def test_replay_of_a_recorded_run_is_identical(recorded_run, capsys):
     assert summary["compared"] == sum(1 for d in decisions if d["session_key"] == session) > 0
     assert summary["identical_pct"] == 100.0
     assert "/" in err and "[" in err
+
+    # Decided by other rules than the records say: exit 2, something differs (it was 4, "unavailable: try again")
+    import shutil
+
+    from streams.errors import EXIT_DIFFERS
+
+    other = runbooks_dir.parent / "other-runbooks"
+    shutil.copytree(runbooks_dir, other)
+    with (other / "routing.yaml").open("a") as f:
+        f.write("\n# another version of the set\n")
+    assert main(["replay", "--since", "0", "--session", session, "--baseline-runbooks", str(other)]) == EXIT_DIFFERS
