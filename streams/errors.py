@@ -36,6 +36,7 @@ EXIT_NOT_FOUND = 3
 EXIT_UNAVAILABLE = 4
 EXIT_CORRUPT = 5
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool whose reader went away
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "done",
@@ -45,6 +46,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_UNAVAILABLE: "a service opsloop needs is unavailable (Kafka, the database, the broker jars): try again",
     EXIT_CORRUPT: "data opsloop wrote cannot be read back (a record, a model artifact)",
     EXIT_INTERRUPTED: "interrupted",
+    EXIT_BROKEN_PIPE: "the output's reader went away (| head)",
 }
 
 

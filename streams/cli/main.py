@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_DIFFERS,
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
@@ -596,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="test: label=value pairs (also category, severity, kind, event_type, source, org); "
         "rules: Prometheus rule files (groups:, or PrometheusRule objects)",
     )
-    route.add_argument("--json", action="store_true", help="rules: one JSON object per rule")
+    route.add_argument("--json", action="store_true", help="rules: a JSON array, one object per rule")
     route.add_argument("--org", default="default", help="rules: the org the alerts come from (default: default)")
     route.add_argument("--dir", help="runbook directory (default: OPSLOOP_RUNBOOKS_DIR or runbooks/)")
     route.add_argument(
@@ -669,6 +670,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of the output went away (`opsloop audit KEY --json | head`): stop quietly, as a Unix
+        # tool stopped by SIGPIPE does, not with a traceback (and none when Python flushes stdout at exit)
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
         from sqlalchemy.exc import OperationalError

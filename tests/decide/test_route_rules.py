@@ -222,3 +222,27 @@ def test_a_clusters_list_and_a_charts_manifests_give_the_rules_they_hold_with_th
     )
     assert main(["route", "rules", "--dir", str(RUNBOOKS), str(only)]) == 1
     assert f"{only}:1: no groups" in capsys.readouterr().err
+
+
+def test_output_read_by_a_pipe_that_closes_early_ends_quietly(tmp_path):
+    """`opsloop ... | head` printed a Python traceback ending in BrokenPipeError (a tester following the README)."""
+    import subprocess
+    import sys
+
+    many = "groups:\n  - name: many\n    rules:\n" + "".join(
+        f"      - alert: Rule{i}\n        expr: up == 0\n        labels: {{severity: warning}}\n"
+        f"        annotations: {{summary: 'rule {i} is down on {{{{ $labels.instance }}}}'}}\n"
+        for i in range(600)
+    )
+    path = tmp_path / "many.yaml"
+    path.write_text(many)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "route", "rules", str(path), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.read(10)  # what head reads, then the reader goes away
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    assert child.wait(60) == 141 and "Traceback" not in err, err[-600:]
