@@ -502,7 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     how = dlq.add_mutually_exclusive_group()
     how.add_argument("--reason", help="only dead letters whose reason contains this text")
     how.add_argument("--offset", type=int, help="only the dead letter of the record at this source offset")
-    dlq.add_argument("--partition", type=int, help="with --offset: the source partition")
+    dlq.add_argument(
+        "--partition",
+        type=int,
+        help="only dead letters of records from this source partition (with --offset: the one record)",
+    )
     dlq.set_defaults(func=cmd_dlq)
 
     worker = sub.add_parser("worker", help="run a faust worker (joins the consumer group)")

@@ -282,6 +282,7 @@ def run_silence(
     import time
 
     from streams.kafka.producer import EventProducer
+    from streams.model.records import utc_text
     from streams.model.silences import SilenceError, expire_event, parse_time_ms, silence_event, silence_from_json
     from streams.model.yamlfile import parse_duration_ms
     from streams.settings import Settings
@@ -291,11 +292,16 @@ def run_silence(
         if action == "add":
             starts = parse_time_ms(start) if start else now
             ends = starts + parse_duration_ms(duration)
+            if ends <= now:  # as Alertmanager's API (and ingest's) answers: it would mute nothing, ever
+                raise SilenceError(f"--start + --duration ends at {utc_text(ends)}, in the past")
             silence = silence_from_json(
                 {"matchers": list(args), "starts_at": starts, "ends_at": ends, "created_by": by, "comment": comment}
             )
             event = silence_event(silence, org=org, now_ms=now, actor=by)
-            shown = f"silence {silence.silence_id}: {', '.join(str(m) for m in silence.matchers)} until {ends}"
+            shown = (
+                f"silence {silence.silence_id}: {', '.join(str(m) for m in silence.matchers)} "
+                f"from {utc_text(starts)} until {utc_text(ends)}"
+            )
         else:
             if len(args) != 1:
                 raise SilenceError("expire takes one silence id")

@@ -231,3 +231,14 @@ def test_a_silence_for_an_org_no_org_may_be_named_is_refused_before_anything_is_
     assert capsys.readouterr().err.strip() == (
         "opsloop: --org: 'acme:alert' contains ':', which separates a session key's org"
     )
+
+
+def test_a_silence_that_has_ended_already_is_refused_before_anything_is_sent(capsys, monkeypatch):
+    """As ingest's Alertmanager API answers it (400 "endsAt: in the past"): it would mute nothing, ever.
+    The CLI took it (exit 0) and printed its end as raw epoch milliseconds."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "127.0.0.1:1")  # nothing is reached: refused first
+    argv = ["silence", "add", 'service="x"', "--duration", "1h", "--start", "2020-01-01T00:00:00Z"]
+    assert main(argv) == EXIT_INVALID
+    assert capsys.readouterr().err.strip() == (
+        "opsloop silence: --start + --duration ends at 2020-01-01 01:00:00, in the past"
+    )
