@@ -201,7 +201,11 @@ async def post_silence(request: web.Request) -> web.Response:
     ingest = request.app[INGEST]
     principal = ingest.authenticate(request)
     now_ms = int(time.time() * 1000)
-    silence = silence_of(parse_json(await ingest.read_body(request)), now_ms)
+    body = parse_json(await ingest.read_body(request))
+    silence = silence_of(body, now_ms)
+    if isinstance(body, dict) and body.get("id") and principal.scope.control:
+        # an update of another org's silence: 404, as for its expiry (it was 200, and decide refused it unseen)
+        await stored_org(request, principal.scope, silence.silence_id)
     org = org_of_silence(silence, ingest.org(request, principal))
     event = silence_event(silence, org=org, now_ms=now_ms, actor=silence.created_by or principal.name)
     # One event per content: a post naming an existing id with a new end (amtool silence update) is a new

@@ -201,9 +201,12 @@ def test_amtool_queries_updates_and_expires_the_silences_the_audit_store_holds_w
     ends = datetime.fromisoformat(query("alertmanager")[a_id]["endsAt"].replace("Z", "+00:00"))
     assert timedelta(hours=2, minutes=59) < ends - datetime.now(UTC) <= timedelta(hours=3)
 
-    # an org's token cannot expire (or see) another org's silence; the operator's expiry lands in its org
+    # an org's token cannot expire (or see, or update) another org's silence; the operator's expiry lands in its org
     other = amtool(ingest, "alertmanager", tmp_path, "silence", "expire", b_id)
     assert other.returncode != 0 and "404" in other.stderr
+    hijack = {**both[b_id], "matchers": [{"name": "service", "value": "x", "isRegex": False, "isEqual": True}]}
+    refused = http.post(ingest.url("/api/v2/silences"), json=hijack, headers=bearer("alertmanager"))
+    assert refused.status_code == 404 and "no silence" in refused.json()  # it was 200, and decide refused it unseen
     # a token without control is refused as before, the store not asked: its answer says nothing of b's silence
     no_control = amtool(ingest, "scanner", tmp_path, "silence", "expire", b_id)
     assert no_control.returncode != 0 and "403" in no_control.stderr
