@@ -58,13 +58,15 @@ class SettingsError(InvalidInputError):
     repeats the value, which may be a secret (a token, a password in a URL)."""
 
 
-def settings_error(exc: ValidationError) -> SettingsError:
-    """pydantic's error, one line per variable, under the names a user sets (``OPSLOOP_TIMER_TICK_S``)."""
-    model = _SECTIONS.get(exc.title, Settings)
+def settings_error(*excs: ValidationError) -> SettingsError:
+    """pydantic's errors (of one or more sections), one entry per variable, under the names a user sets
+    (``OPSLOOP_TIMER_TICK_S``)."""
     lines = []
-    for err in exc.errors(include_input=False, include_url=False):
-        reason = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{_variable(model, err['loc'])}: {reason}")
+    for exc in excs:
+        model = _SECTIONS.get(exc.title, Settings)
+        for err in exc.errors(include_input=False, include_url=False):
+            reason = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{_variable(model, err['loc'])}: {reason}")
     return SettingsError("invalid settings: " + "; ".join(lines))
 
 
@@ -314,11 +316,27 @@ class Settings(BaseSettings):
     def from_env(cls, **overrides: Any) -> Settings:
         """Read the process environment now (not at import), then apply explicit overrides.
 
-        Raises :class:`SettingsError` (exit code 1 on the command line) naming each variable that does not parse."""
-        try:
-            return cls(**overrides)
+        Raises :class:`SettingsError` (exit code 1 on the command line) naming each variable that does not parse,
+        in every section: each section is read on its own first, or the first section's error hid the others'."""
+        errors: list[ValidationError] = []
+        sections: dict[str, Any] = {}
+        for name, section in SECTION_FIELDS.items():
+            if name not in overrides:
+                try:
+                    sections[name] = section()
+                except ValidationError as exc:
+                    errors.append(exc)
+        if not errors:
+            try:
+                return cls(**sections, **overrides)
+            except ValidationError as exc:
+                raise settings_error(exc) from None
+        defaults: dict[str, Any] = {name: section.model_construct() for name, section in SECTION_FIELDS.items()}
+        try:  # a section failed: the root's own variables are named too (read with each section's defaults)
+            cls(**{**defaults, **overrides})
         except ValidationError as exc:
-            raise settings_error(exc) from None
+            errors.append(exc)
+        raise settings_error(*errors) from None
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -378,6 +396,12 @@ class Settings(BaseSettings):
         return None
 
 
+SECTION_FIELDS: dict[str, type[BaseSettings]] = {
+    "timers": TimerSettings,
+    "ack": AckSettings,
+    "sinks": SinkSettings,
+    "ingest": IngestSettings,
+}
 _SECTIONS: dict[str, type[BaseSettings]] = {
     cls.__name__: cls for cls in (Settings, TimerSettings, AckSettings, SinkSettings, IngestSettings)
 }

@@ -75,6 +75,25 @@ def test_every_bad_variable_of_the_root_is_named_at_once(monkeypatch):
         Settings.from_env()
 
 
+def test_every_bad_variable_of_every_section_is_named_at_once(monkeypatch):
+    """README: one entry per variable. A section's error hid every other's (a tester saw only
+    OPSLOOP_ACK_TTL_S of two bad variables), and the root's."""
+    monkeypatch.setenv("OPSLOOP_INGEST_MAX_BODY_BYTES", "abc")
+    monkeypatch.setenv("OPSLOOP_ACK_TTL_S", "-5")
+    monkeypatch.setenv("OPSLOOP_TIMER_TICK_S", "0")
+    monkeypatch.setenv("OPSLOOP_DECIDE_BATCH_MAX", "0")
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env()
+    named = [entry.split(":")[0] for entry in str(raised.value).removeprefix("invalid settings: ").split("; ")]
+    assert sorted(named) == [
+        "OPSLOOP_ACK_TTL_S",
+        "OPSLOOP_DECIDE_BATCH_MAX",
+        "OPSLOOP_INGEST_MAX_BODY_BYTES",
+        "OPSLOOP_TIMER_TICK_S",
+    ]
+    assert "abc" not in str(raised.value) and "-5" not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "good", ["h1", "h1:9092", "b1:9092, b2:9093", "10.0.0.7:29092", "[::1]:9092", "[fe80::1]", "kafka-0.kafka.svc:9092"]
 )
