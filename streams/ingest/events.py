@@ -27,11 +27,11 @@ from fastavro.validation import ValidationError, validate
 
 from streams.ingest.errors import BadRequest
 from streams.ingest.fields import array, index, join, obj, parse_json
-from streams.ingest.pipeline import INGEST, now
+from streams.ingest.pipeline import INGEST, check_bounds, now
 from streams.ingest.sessions import SessionRule, make_facts, session_key
 from streams.kafka.catalogue import EVENT_KINDS
 from streams.kafka.codec import Codec
-from streams.model.records import PAYLOAD_FIELD_BY_KIND, derived_id
+from streams.model.records import PAYLOAD_FIELD_BY_KIND, InvalidEventError, derived_id, validate_event
 
 RECORD_BY_KIND = {
     "telemetry": "opsloop.Telemetry",
@@ -186,7 +186,13 @@ def envelope_events(
                 raise BadRequest(join(path, f"payload.{marker}"), f"required for a {kind} event")
             check_payload(raw["payload"], kind, schemas, path)
         if not raw.get("session_key"):
-            key, rule = _derive_session(rules, _facts(raw, event_org), path)
+            try:
+                key, rule = _derive_session(rules, _facts(raw, event_org), path)
+            except BadRequest:
+                # what is wrong with the envelope itself comes first: no session rule applies to an event
+                # without a type, and "session_key: required" named the wrong field
+                envelope_errors_first({**event, "session_key": f"{event_org}:-"}, path)
+                raise
             event["session_key"], event["session_rule"] = key, rule
         else:
             _check_session_org(raw["session_key"], event_org, path)
@@ -216,6 +222,15 @@ def _check_session_org(key: Any, org: str, path: str) -> None:
     raise BadRequest(
         join(path, "session_key"), f"{shown} is not a session of org {org[:80]!r}: it must start with '{org[:80]}:'"
     )
+
+
+def envelope_errors_first(event: Mapping[str, Any], path: str) -> None:
+    """400 naming the first field of ``event`` (a session key filled in) that ingest would refuse anyway."""
+    check_bounds(event, path)
+    try:
+        validate_event(event)
+    except InvalidEventError as exc:
+        raise BadRequest(join(path, exc.field), exc.reason) from None
 
 
 def _derive_session(rules: Sequence[SessionRule], facts: Mapping[str, str], path: str) -> tuple[str, str]:

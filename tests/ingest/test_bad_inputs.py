@@ -163,6 +163,23 @@ CASES = [
         "type: required",
     ),
     Case(
+        # no session key and nothing to derive one from: the envelope's own error is named, not session_key
+        "missing required field: event type, no session key given",
+        post("/ingest/events", json={"kind": "webhook", "source": "x", "occurred_at": 1}, headers=bearer("scanner")),
+        400,
+        "type: required",
+    ),
+    Case(
+        "empty label name, no session key given",
+        post(
+            "/ingest/events",
+            json={"kind": "webhook", "type": "t", "source": "x", "occurred_at": 1, "labels": {"": "v"}},
+            headers=bearer("scanner"),
+        ),
+        400,
+        "labels: a label name is empty",
+    ),
+    Case(
         "missing required header: X-GitHub-Delivery",
         post(
             "/ingest/webhook/github",
