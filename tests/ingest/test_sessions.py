@@ -35,9 +35,20 @@ def test_shipped_rules_cover_every_endpoint():
     assert session_key(rules, facts(labels={**crash, "namespace": "search", "pod": "api-1"}))[0].endswith(
         ":search:kube-state-metrics"
     )
-    assert session_key(rules, facts(labels={"alertname": "Down", "namespace": "x"}, fingerprint="f01"))[0] == (
-        "acme:alert:f01"  # no service or instance: by the label set, as before
+    # kube-prometheus's rules through Prometheus: an alert naming only a namespace (CPUThrottlingHigh, by pod)
+    # was one session per pod under a hash, and one keyed by job (KubeletDown, Thanos' mixin) likewise
+    for pod in ("etl-worker-0", "etl-worker-1"):
+        throttled = {"alertname": "CPUThrottlingHigh", "namespace": "batch", "pod": pod, "container": "etl"}
+        assert session_key(rules, facts(labels=throttled, fingerprint=pod)) == (
+            "acme:alert:CPUThrottlingHigh:batch",
+            "alert-namespace",
+        )
+    assert session_key(rules, facts(labels={"alertname": "KubeletDown", "job": "kubelet"}, fingerprint="f02")) == (
+        "acme:alert:KubeletDown:kubelet",
+        "alert-group",
     )
+    assert session_key(rules, facts(labels={"alertname": "X", "job": "j", "namespace": "n"}))[0] == "acme:alert:X:n:j"
+    assert session_key(rules, facts(labels={"alertname": "Watchdog"}, fingerprint="f01"))[0] == "acme:alert:f01"
     assert session_key(rules, facts(labels={"job": "x"}, fingerprint="f00"))[0] == "acme:alert:f00"
     assert session_key(rules, facts("scan", "scan.completed", "scanner", config_id="prod-vpc")) == (
         "acme:scan:prod-vpc",
