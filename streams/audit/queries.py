@@ -276,10 +276,12 @@ def list_silences(
 
     An expiry event ends a silence at the expiry's time; ``updated_at`` is the time of the last event that
     changed it (Alertmanager's ``updatedAt``). Newest start first.
+
+    For a reader held to ``orgs``: its orgs' silences, and the silences of other orgs that mute alerts of
+    its orgs (an operator's silence whose matchers name no org, or one that selects them): an org's user
+    saw "silenced by silence 5e1a…" on its incident and could not find that silence in any list.
     """
     stmt = sa.select(EventRow.record).where(EventRow.type.in_(SILENCE_TYPES))
-    if orgs is not None:
-        stmt = stmt.where(EventRow.org.in_(sorted(orgs)))
     with engine.connect() as conn:
         records = [r[0] for r in conn.execute(stmt.order_by(EventRow.occurred_at, EventRow.offset))]
     silences: dict[str, dict[str, Any]] = {}
@@ -303,12 +305,20 @@ def list_silences(
         elif sid in silences and silences[sid]["expired_at"] is None:
             silences[sid]["expired_at"] = silences[sid]["updated_at"] = record["occurred_at"]
     out = []
-    for s in silences.values():
+    for sid, s in silences.items():
+        if orgs is not None and s["org"] not in orgs and not _mutes_any(parsed[sid], orgs):
+            continue
         ends = min(s["ends_at"], s["expired_at"]) if s["expired_at"] is not None else s["ends_at"]
         s["state"] = "expired" if ends <= now_ms else ("pending" if s["starts_at"] > now_ms else "active")
         if state is None or s["state"] == state:
             out.append(s)
     return sorted(out, key=lambda s: (-s["starts_at"], s["id"]))
+
+
+def _mutes_any(silence: Silence, orgs: frozenset[str]) -> bool:
+    """Whether ``silence`` can mute an alert of one of ``orgs``: its ``org`` matchers (if any) select one."""
+    pinned = [m for m in silence.matchers if m.name == "org"]
+    return any(all(m.matches({"org": org}) for m in pinned) for org in orgs)
 
 
 ALERT_TYPES = ("alert.firing", "alert.resolved")

@@ -40,7 +40,7 @@ from streams.ingest.audit_reads import (
     read_scope,
     readable_orgs,
 )
-from streams.ingest.errors import BadRequest, NotFound
+from streams.ingest.errors import BadRequest, Forbidden, NotFound
 from streams.ingest.fields import MAX_LABEL_VALUE, array, index, obj, parse_json
 from streams.ingest.pipeline import INGEST
 from streams.ingest.scopes import Scope
@@ -243,6 +243,12 @@ async def stored_org(request: web.Request, scope: Scope, silence_id: str) -> str
         return None
     org = next((s["org"] for s in stored if s["id"] == silence_id), None)
     if org is not None and not scope.allows_org(org):
+        readable = readable_orgs(scope)
+        if readable is not None and any(
+            s["id"] == silence_id for s in await request.app[AUDIT_READS].silences(readable)
+        ):
+            # listed to it (an operator's silence that mutes its orgs' alerts), not its to change
+            raise Forbidden(f"silence {silence_id!r} is org {org!r}'s; this token may change only its orgs' silences")
         raise NotFound(f"no silence {silence_id!r} in the audit store for this token's orgs")
     return org
 

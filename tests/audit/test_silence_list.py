@@ -48,3 +48,26 @@ def test_the_silence_list_applies_decides_rule_for_org_limited_events(tmp_path):
     [listed] = list_silences(engine, NOW)
     assert listed["org"] == "a" and listed["state"] == "active"  # the id was free again, as decide sees it
     assert json.loads(later[1]["payload"]["body_json"])["org"] == "a"
+
+
+def test_a_reader_held_to_its_orgs_sees_the_silences_that_mute_its_alerts(tmp_path):
+    """An operator's silence (its matchers name no org, so it mutes every org's alerts) is recorded in the
+    operator's org: an org's user saw "silenced by silence …" on its incident and found it in no list."""
+
+    def made(sid: str, org: str, matchers: list[str]) -> dict:
+        body = {"id": sid, "matchers": matchers, "starts_at": NOW - MIN, "ends_at": NOW + 60 * MIN}
+        event = silence_event(silence_from_json(body), org=org, now_ms=NOW - MIN)
+        return {**event, "event_id": f"create-{sid}", "received_at": NOW - MIN}
+
+    events = [
+        made("everyone", "default", ['service="allorgs"']),  # an operator's, no org matcher
+        made("a-and-c", "default", ['org=~"a|c"', 'service="x"']),
+        made("only-b", "b", ['org="b"', 'service="db"']),
+        made("own", "a", ['org="a"', 'service="web"']),
+    ]
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    migrate(engine)
+    write_batch(engine, [(Position("events.webhook", 0, i), e) for i, e in enumerate(events)])
+    assert {s["id"] for s in list_silences(engine, NOW, orgs=frozenset({"a"}))} == {"everyone", "a-and-c", "own"}
+    assert {s["id"] for s in list_silences(engine, NOW, orgs=frozenset({"b"}))} == {"everyone", "only-b"}
+    assert len(list_silences(engine, NOW)) == 4

@@ -216,6 +216,15 @@ def test_amtool_queries_updates_and_expires_the_silences_the_audit_store_holds_w
     project(settings)
     assert query("prometheus", "--expired")[b_id]["status"] == {"state": "expired"}
 
+    # the operator's silence of every org (no org matcher) mutes org a's alerts: listed to org a's token, which
+    # may not end it (403, not "no such silence": it was in no list of org a's, and a 404 to it)
+    all_id = amtool(ingest, "prometheus", tmp_path, "silence", "add", f"service=all-{tag}", "--duration=1h",
+                    "--comment=every org").stdout.strip()  # fmt: skip
+    project(settings)
+    assert all_id in query("alertmanager")
+    denied = amtool(ingest, "alertmanager", tmp_path, "silence", "expire", all_id)
+    assert denied.returncode != 0 and "403" in denied.stderr, denied.stderr
+
     one = http.get(ingest.url(f"/api/v2/silence/{a_id}"), headers=bearer("alertmanager"))
     assert one.status_code == 200 and one.json()["id"] == a_id
     hidden = http.get(ingest.url(f"/api/v2/silence/{b_id}"), headers=bearer("alertmanager"))
