@@ -40,7 +40,7 @@ from streams.core.messages import (
     title_of,
 )
 from streams.model.outcomes import DEAD, FAILED, OUTCOME_TYPES, SUCCEEDED, TIMED_OUT, outcome_event_id
-from streams.model.runbooks import Remediate, Runbook
+from streams.model.runbooks import Remediate, Runbook, fill_params
 
 __all__ = ["OUTCOME_TYPES", "on_outcome", "outcome_event_id", "run_remediation"]
 
@@ -50,12 +50,15 @@ SAID = {SUCCEEDED: "succeeded", FAILED: "failed", DEAD: "was dead-lettered", TIM
 def run_remediation(
     f: Fold, rb: Runbook, step: Remediate, *, params: Mapping[str, str] | None = None, requires_approval: bool = False
 ) -> None:
-    """The remediate effect of a runbook step (with its per-action retries and timeout for the sink)."""
+    """The remediate effect of a runbook step (with its per-action retries and timeout for the sink); the
+    step's ``{labels.<name>}`` params filled from the session's lead firing alert (its target)."""
+    lead = lead_of(firing_alerts(f.s))
+    labels = dict(lead[1].get("labels") or {}) if lead is not None else {}
     f.remediate(
         action=step.action,
         endpoint=step.endpoint,
         method=step.method,
-        params={**step.params, **(params or {})},
+        params={**fill_params(step.params, labels), **(params or {})},
         dry_run=step.dry_run,
         requires_approval=requires_approval,
         runbook=rb.name,

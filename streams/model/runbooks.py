@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -582,6 +583,30 @@ def _policy(path: Path, doc: LineDict, what: str) -> Policy:
     )
 
 
+# ``{labels.instance}`` in a remediate step's params: the value of that label of the alert the step acts on
+# (the session's lead firing alert), so the remediator learns its target (which node, which volume).
+PARAM_PLACEHOLDER = re.compile(r"\{labels\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def param_template_error(value: str) -> str:
+    """Why ``value`` is not a params template (a brace that is not ``{labels.<name>}``), or ""."""
+    rest = PARAM_PLACEHOLDER.sub("", value)
+    if "{" in rest or "}" in rest:
+        return f"{value[:80]!r}: a placeholder is {{labels.<name>}} (a label of the alert the step acts on)"
+    return ""
+
+
+def fill_params(params: Mapping[str, str], labels: Mapping[str, str]) -> dict[str, str]:
+    """``params`` with each ``{labels.<name>}`` replaced by that label's value; a templated param that comes
+    out empty (the alert has none of its labels) is left out rather than sent as ""."""
+    out = {}
+    for key, value in params.items():
+        filled = PARAM_PLACEHOLDER.sub(lambda m: str(labels.get(m.group(1), "")), value)
+        if filled or filled == value:
+            out[key] = filled
+    return out
+
+
 def _remediate(path: Path, raw: Any, line: int, what: str, routing: Routing | None = None) -> Remediate:
     """A remediate step; ``routing`` given (a runbook's step): its outcome keys are allowed too."""
     if not isinstance(raw, LineDict):
@@ -601,6 +626,10 @@ def _remediate(path: Path, raw: Any, line: int, what: str, routing: Routing | No
     params = raw.get("params") or {}
     if not isinstance(params, dict) or not all(isinstance(v, (str, int, float, bool)) for v in params.values()):
         raise ConfigError(path, raw.line_of("params"), f"{what}: remediate.params must map names to scalar values")
+    for key, value in params.items():
+        bad = param_template_error(str(value))
+        if bad:
+            raise ConfigError(path, raw.line_of("params"), f"{what}: remediate.params.{key}: {bad}")
     for key in ("dry_run", "requires_approval", "continue_on_failure"):
         if key in raw and not isinstance(raw[key], bool):
             raise ConfigError(path, raw.line_of(key), f"{what}: remediate.{key} must be true or false")

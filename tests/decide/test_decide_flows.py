@@ -538,6 +538,9 @@ def test_remediation_and_verification_escalate_when_still_firing(rset):
     d = sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
     [rem] = [e for e in d.effects if e["type"] == "remediate"]
     assert rem["remediate"]["dry_run"] is True and rem["remediate"]["action"] == "scale-deployment"
+    # the step's {labels.<name>} params name its target (the remediator got the session key alone);
+    # a templated param the alert has no label for is left out
+    assert rem["remediate"]["params"] == {"replicas": "+2", "service": "api"}
     sim.advance(T0 + 5 * MIN)  # escalation step 1 (oncall-slack) at +5m
     sim.advance(T0 + 10 * MIN)  # verification: still firing, so step 2 (PagerDuty) comes now, not at +15m
     assert [n["notify"]["receiver"] for n in sim.notifications()] == [

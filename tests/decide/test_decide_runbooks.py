@@ -142,6 +142,12 @@ CASES = [
         3,
         "endpoint must be an http(s) URL",
     ),
+    (
+        "params.yaml",
+        "name: x\nsteps:\n  - remediate: {action: a, params: {host: '{instance}'}}\n",
+        3,
+        "remediate.params.host: '{instance}': a placeholder is {labels.<name>}",
+    ),
     ("trigger.yaml", "name: x\ntrigger: {metric: m, operator: '>>', threshold: 1}\n", 2, "operator must be one of"),
     # a list where a word belongs: TypeError (unhashable type), a traceback from `opsloop check`
     ("trigger-list.yaml", "name: x\ntrigger: {metric: m, operator: [1, a], threshold: 1}\n", 2, "operator must be"),
