@@ -150,18 +150,26 @@ def test_the_starter_inhibit_rule_mutes_the_warning_of_the_same_alert_on_the_sam
     disk = {**node, "alertname": "NodeFilesystemAlmostOutOfSpace", "mountpoint": "/"}
     critical = {**disk, "severity": "urgent", "instance": "node-a:9100"}
     assert policy.inhibition_gate({**critical, "severity": "warning"}, [critical], rules).stopped
-    assert policy.inhibition_gate({**critical, "severity": "warning", "mountpoint": "/var"}, [critical], rules).stopped
     for target in (
         {**disk, "severity": "warning", "instance": "node-b:9100"},  # another node's disk
+        {**critical, "severity": "warning", "mountpoint": "/var/lib/kubelet"},  # another filesystem of the node
         {**node, "alertname": "NodeMemoryHighUtilization", "severity": "warning", "instance": "node-a:9100"},
     ):
         assert not policy.inhibition_gate(target, [critical], rules).stopped, target
 
     # kube-state-metrics is one service (and one instance) for every namespace: one namespace's only
     ksm = {"org": "acme", "service": "kube-state-metrics", "instance": "10.244.1.7:8080"}
-    full = {**ksm, "alertname": "KubePersistentVolumeFillingUp", "namespace": "payments", "severity": "urgent"}
+    full = {
+        **ksm,
+        "alertname": "KubePersistentVolumeFillingUp",
+        "namespace": "payments",
+        "persistentvolumeclaim": "data-postgres-0",
+        "severity": "urgent",
+    }
     assert policy.inhibition_gate({**full, "severity": "warning"}, [full], rules).stopped
     assert not policy.inhibition_gate({**full, "severity": "warning", "namespace": "shop"}, [full], rules).stopped
+    another_claim = {**full, "severity": "warning", "persistentvolumeclaim": "data-postgres-1"}
+    assert not policy.inhibition_gate(another_claim, [full], rules).stopped
     other = {**ksm, "alertname": "KubeDeploymentReplicasMismatch", "namespace": "payments", "severity": "warning"}
     assert not policy.inhibition_gate(other, [full], rules).stopped
 
