@@ -73,9 +73,13 @@ def status_of(decision: Mapping[str, Any], current: str | None) -> str | None:
 
 
 def fold(
-    row: Mapping[str, Any] | None, decision: Mapping[str, Any], labels: Mapping[str, Any]
+    row: Mapping[str, Any] | None,
+    decision: Mapping[str, Any],
+    labels: Mapping[str, Any],
+    received_at: int | None = None,
 ) -> dict[str, Any] | None:
-    """The incident after ``decision`` (whose event carried ``labels``); None: still no incident."""
+    """The incident after ``decision`` (whose event carried ``labels`` and reached ingest at ``received_at``);
+    None: still no incident."""
     current = row["status"] if row else None
     status = status_of(decision, current)
     if row is None and status is None:
@@ -105,7 +109,9 @@ def fold(
     out["labels"] = {**out["labels"], **{str(k): str(v) for k, v in labels.items()}}
     out["first_seen"] = min(out["first_seen"], at)
     if decision.get("kind") != "timer":  # a timer firing is not the alert being seen again
-        out["last_seen"] = max(out["last_seen"], at)
+        # when it was seen: Prometheus re-sends a firing alert every minute with its first startsAt (the
+        # decision's time), and "last seen" stood at that while it kept coming
+        out["last_seen"] = max(out["last_seen"], at, int(received_at or 0))
     out["last_outcome"] = decision["outcome"]
     out["last_decision_id"] = decision["decision_id"]
     receivers = [r for r in str(matched.get("receivers", "")).split(",") if r]
@@ -160,12 +166,16 @@ def fold_batch(conn: sa.Connection, events: Sequence[Mapping[str, Any]], decisio
         for r in conn.execute(sa.select(t).where(t.c.session_key.in_(chunk))):
             rows[r.session_key] = dict(r._mapping)
     labels_of = {e["event_id"]: e.get("labels") or {} for e in events}
+    received = {e["event_id"]: e.get("received_at") for e in events}
     missing = sorted({d["event_id"] for d in decisions} - set(labels_of))
     for chunk in _chunks(missing):
         found = conn.execute(
-            sa.select(EventRow.event_id, EventRow.record["labels"]).where(EventRow.event_id.in_(chunk))
+            sa.select(EventRow.event_id, EventRow.record["labels"], EventRow.received_at).where(
+                EventRow.event_id.in_(chunk)
+            )
         )
-        labels_of.update({eid: labels or {} for eid, labels in found})
+        for eid, labels, received_at in found:
+            labels_of[eid], received[eid] = labels or {}, received_at
     changed: set[str] = set()
     for e in events:  # an event projected after its decision still brings its labels
         row = rows.get(e["session_key"])
@@ -176,7 +186,7 @@ def fold_batch(conn: sa.Connection, events: Sequence[Mapping[str, Any]], decisio
                 row["labels"] = merged
                 changed.add(e["session_key"])
     for d in decisions:
-        new = fold(rows.get(d["session_key"]), d, labels_of.get(d["event_id"], {}))
+        new = fold(rows.get(d["session_key"]), d, labels_of.get(d["event_id"], {}), received.get(d["event_id"]))
         if new is not None:
             rows[d["session_key"]] = new
             changed.add(d["session_key"])

@@ -72,7 +72,7 @@ def test_a_sessions_row_follows_its_decisions(pg_audit_db):
     ]
     row = the_row(engine)
     assert row["first_seen"] == T0 + 1000
-    assert row["last_seen"] == T0 + 8000
+    assert row["last_seen"] == T0 + 8000 + 5  # when its last event reached ingest
     assert row["last_notified_at"] == T0 + 8000
     assert (row["org"], row["severity"], row["category"], row["runbook"]) == ("acme", "urgent", "database", "db-down")
     assert row["labels"] == {"alertname": "PgDown", "service": "db-0", "team": "data"}
@@ -123,6 +123,22 @@ def test_an_incident_is_as_severe_as_its_most_severe_alert_of_the_episode(audit_
         store.write_batch(engine, batch)
         seen.append(the_row(engine)["severity"])
     assert seen == ["urgent", "urgent", "urgent", "warning", "urgent"]
+
+
+def test_last_seen_is_when_the_alert_last_reached_opsloop_as_prometheus_re_sends_it(audit_db):
+    """Prometheus re-sends a firing alert every minute with its first startsAt, which is the decision's
+    time: "last seen" stood at the alert's start while it kept coming, and the list sorted it as stale."""
+    _, engine = audit_db
+    store.migrate(engine)
+    first = step(1, "notified", matched={"receivers": "db-pager"})
+    store.write_batch(engine, first)
+    for minute in (1, 2, 3):
+        again = step(10 + minute, "repeat")
+        again[0][1].update(occurred_at=T0 + 1000, received_at=T0 + 1000 + minute * 60_000)  # the same startsAt
+        again[1][1].update(decided_at=T0 + 1000)
+        store.write_batch(engine, again)
+    row = the_row(engine)
+    assert (row["first_seen"], row["last_seen"]) == (T0 + 1000, T0 + 1000 + 3 * 60_000)
 
 
 def test_the_silence_gate_marks_it_silenced_with_the_reason(pg_audit_db):
