@@ -51,10 +51,15 @@ COLUMNS = (
 
 
 def _silence_stop(decision: Mapping[str, Any]) -> str | None:
-    """The silence gate's reason when it stopped this decision's notification, else None."""
+    """What muted this decision's notification: the silence gate's reason, or the inhibiting alert (an
+    incident an inhibit rule muted read "firing" like one that paged); None when neither stopped it."""
+    matched = decision.get("matched") or {}
     for gate in decision.get("gates") or []:
         if gate.get("gate") == "silence" and gate.get("verdict") == "stop":
-            return str((decision.get("matched") or {}).get("silence") or gate.get("reason") or "silence")
+            return str(matched.get("silence") or gate.get("reason") or "silence")
+    for gate in decision.get("gates") or []:
+        if gate.get("gate") == "inhibit" and gate.get("verdict") == "stop":
+            return f"inhibited: {matched.get('inhibit') or gate.get('reason') or 'an inhibit rule'}"
     return None
 
 

@@ -149,6 +149,21 @@ def test_the_silence_gate_marks_it_silenced_with_the_reason(pg_audit_db):
     assert (row["status"], row["silenced_by"]) == ("silenced", "silence sil-1 until 1700000900000")
 
 
+def test_an_inhibited_incident_is_muted_with_the_alert_that_mutes_it(audit_db):
+    """kube-prometheus's KubeAPIErrorBudgetBurn warning, muted by its critical variant, read "firing" in the
+    incidents list and the console, like one that paged."""
+    _, engine = audit_db
+    store.migrate(engine)
+    why = "inhibit_rules[0]: KubeAPIErrorBudgetBurn firing (org=acme, alertname=KubeAPIErrorBudgetBurn)"
+    muted = step(2, "suppressed", gates=[{"gate": "inhibit", "verdict": "stop", "reason": "1 of 1 inhibited"}])
+    muted[1][1]["matched"] = {"inhibit": why}
+    store.write_batch(engine, step(1, "grouped") + muted)
+    row = the_row(engine)
+    assert (row["status"], row["silenced_by"]) == ("silenced", f"inhibited: {why}")
+    store.write_batch(engine, step(3, "notified", matched={"receivers": "db-slack"}))  # its source resolved
+    assert (the_row(engine)["status"], the_row(engine)["silenced_by"]) == ("firing", None)
+
+
 def test_refolding_the_same_records_changes_nothing(audit_db):
     _, engine = audit_db
     store.migrate(engine)
