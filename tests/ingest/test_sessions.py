@@ -48,7 +48,15 @@ def test_shipped_rules_cover_every_endpoint():
         "alert-group",
     )
     assert session_key(rules, facts(labels={"alertname": "X", "job": "j", "namespace": "n"}))[0] == "acme:alert:X:n:j"
-    assert session_key(rules, facts(labels={"alertname": "Watchdog"}, fingerprint="f01"))[0] == "acme:alert:f01"
+    # naming no target at all (aggregated away): one session per alert name, as group_by [alertname]; they
+    # were hash keys, and KubeAPIErrorBudgetBurn's critical and warning windows two sessions
+    assert session_key(rules, facts(labels={"alertname": "Watchdog"}, fingerprint="f01")) == (
+        "acme:alert:Watchdog",
+        "alert-name",
+    )
+    for window in ("1h", "1d"):
+        burn = {"alertname": "KubeAPIErrorBudgetBurn", "long": window, "short": "5m"}
+        assert session_key(rules, facts(labels=burn, fingerprint=window))[0] == "acme:alert:KubeAPIErrorBudgetBurn"
     assert session_key(rules, facts(labels={"job": "x"}, fingerprint="f00"))[0] == "acme:alert:f00"
     assert session_key(rules, facts("scan", "scan.completed", "scanner", config_id="prod-vpc")) == (
         "acme:scan:prod-vpc",
