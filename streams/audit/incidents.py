@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from streams.audit.models import EventRow, IncidentRow
 from streams.db import dialect_insert
-from streams.model.taxonomy import SEVERITIES
+from streams.model.taxonomy import SEVERITY_RANK
 
 FIRING_OUTCOMES = frozenset({"notified", "grouped", "escalated", "flapping-notice"})
 RESOLVED_OUTCOMES = frozenset({"resolved", "resolved-quietly"})
@@ -139,7 +139,7 @@ def fold(
     severity = str(matched.get("severity") or decision.get("severity") or "")
     if says_what_it_is and severity:
         new_episode = current in (None, "resolved")
-        if new_episode or _rank(severity) > _rank(out.get("severity") or ""):
+        if new_episode or SEVERITY_RANK.get(severity, -1) > SEVERITY_RANK.get(out.get("severity") or "", -1):
             out["severity"] = severity
     if decision.get("runbook"):
         out["runbook"] = decision["runbook"]
@@ -149,10 +149,6 @@ def fold(
     out["silenced_by"] = _silence_stop(decision) if status == "silenced" else None
     out["status"] = status
     return out
-
-
-def _rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:

@@ -15,9 +15,8 @@ from streams.model.records import derived_id
 from streams.model.routing import RouteMatch, routing_labels
 from streams.model.runbooks import ROUTE_RECEIVER, Runbook
 from streams.model.silences import Silence
-from streams.model.taxonomy import SEVERITIES
+from streams.model.taxonomy import SEVERITY_RANK
 
-SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 MAX_LISTED = 10  # alerts listed in a message body
 
 
@@ -46,7 +45,7 @@ def lead_of(alerts: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[str, Mappi
     """The alert that speaks for the group: most severe, then oldest."""
     best = None
     for key, alert in alerts:
-        rank = (-SEV_RANK.get(alert["severity"], 1), alert.get("first", 0), key)
+        rank = (-SEVERITY_RANK.get(alert["severity"], 1), alert.get("first", 0), key)
         if best is None or rank < best[0]:
             best = (rank, key, alert)
     return None if best is None else (best[1], best[2])

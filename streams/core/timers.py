@@ -183,13 +183,13 @@ def _slot_instants(naive: datetime, zone: Any, every_hour: bool) -> list[int]:
     return [ms, second] if every_hour else [min(ms, second)]
 
 
-def _wall_clock(expr: str, tz: str, at_ms: int) -> tuple[Any, Any, datetime, bool]:
-    """(croniter class, zone, ``at_ms`` on the zone's wall clock as a naive datetime, runs every hour)."""
+def _wall_clock(expr: str, tz: str, at_ms: int) -> tuple[Any, datetime, bool]:
+    """(zone, ``at_ms`` on the zone's wall clock as a naive datetime, whether ``expr`` runs every hour)."""
     from croniter import croniter
 
     zone = zone_of(tz)
     local = datetime.fromtimestamp(at_ms / 1000, zone).replace(tzinfo=None)
-    return croniter, zone, local, croniter(expr).expanded[1] == ["*"]
+    return zone, local, croniter(expr).expanded[1] == ["*"]
 
 
 # Slots are counted on the zone's wall clock (croniter over naive datetimes, where no hour is
@@ -200,13 +200,15 @@ def _wall_clock(expr: str, tz: str, at_ms: int) -> tuple[Any, Any, datetime, boo
 # repeated hour, gave 01:30 of the day before as the last slot of "30 2 * * *" (no slot at all).
 # croniter 6 fixes these, but faust's mode-streaming pins croniter < 6.
 WALL_MARGIN = timedelta(hours=3)  # more than any zone's DST change: the wall clock's slots that can map near an instant
+WALL_MARGIN_MS = WALL_MARGIN // timedelta(milliseconds=1)
 
 
 def slot_before(expr: str, tz: str, now_ms: int) -> int:
     """The latest slot at or before ``now_ms`` (epoch ms), in the schedule's time zone."""
-    croniter, zone, local, every_hour = _wall_clock(expr, tz, now_ms)
-    margin_ms = WALL_MARGIN // timedelta(milliseconds=1)
-    offsets = {datetime.fromtimestamp((now_ms + d) / 1000, zone).utcoffset() for d in (-margin_ms, margin_ms)}
+    from croniter import croniter
+
+    zone, local, every_hour = _wall_clock(expr, tz, now_ms)
+    offsets = {datetime.fromtimestamp((now_ms + d) / 1000, zone).utcoffset() for d in (-WALL_MARGIN_MS, WALL_MARGIN_MS)}
     if len(offsets) == 1:  # no DST change within the margin: the wall clock's order is time's
         # (get_prev excludes its start: start just after now)
         slot = _slot_instants(croniter(expr, local + timedelta(seconds=1)).get_prev(datetime), zone, every_hour)[0]
@@ -225,13 +227,14 @@ def slot_before(expr: str, tz: str, now_ms: int) -> int:
 
 def slots_between(expr: str, tz: str, after_ms: int, until_ms: int, limit: int = 10_000) -> list[int]:
     """Slots in (after_ms, until_ms], oldest first (at most ``limit``)."""
-    croniter, zone, local, every_hour = _wall_clock(expr, tz, after_ms)
+    from croniter import croniter
+
+    zone, local, every_hour = _wall_clock(expr, tz, after_ms)
     it = croniter(expr, local - WALL_MARGIN)
     found: set[int] = set()
-    margin_ms = WALL_MARGIN // timedelta(milliseconds=1)
     while len(found) < limit:  # in a repeated hour the wall clock's order is not time's: collect, then sort
         instants = _slot_instants(it.get_next(datetime), zone, every_hour)
-        if min(instants) > until_ms + margin_ms:
+        if min(instants) > until_ms + WALL_MARGIN_MS:
             break
         found.update(t for t in instants if after_ms < t <= until_ms)
     return sorted(found)[:limit]

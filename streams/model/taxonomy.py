@@ -29,6 +29,8 @@ CATEGORIES: tuple[str, ...] = (
 
 # Ordered from least to most pressing; routing compares by index.
 SEVERITIES: tuple[str, ...] = ("info", "warning", "action", "urgent")
+# How severe each is (higher: more), for "the most severe" of several: a group's lead, an incident's severity.
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 
 # Severity words seen in the wild (Prometheus rules, PagerDuty urgencies, scanner
 # levels, Opsgenie priorities) mapped onto our four levels. "action" is the level for
