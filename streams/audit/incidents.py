@@ -30,6 +30,9 @@ from streams.model.taxonomy import SEVERITY_RANK
 FIRING_OUTCOMES = frozenset({"notified", "grouped", "escalated", "flapping-notice"})
 RESOLVED_OUTCOMES = frozenset({"resolved", "resolved-quietly"})
 STATUSES = ("firing", "acknowledged", "silenced", "resolved")
+# The distinct label sets an episode keeps (the most recent): a group of pods, disks or nodes is one
+# incident, and a filter on one of them must find it, not only on the alert that came last.
+MAX_ALERTS = 100
 COLUMNS = (
     "session_key",
     "org",
@@ -38,6 +41,7 @@ COLUMNS = (
     "category",
     "runbook",
     "labels",
+    "alerts",
     "first_seen",
     "last_seen",
     "last_notified_at",
@@ -102,6 +106,7 @@ def fold(
             "category": decision.get("category", ""),
             "runbook": decision.get("runbook", ""),
             "labels": {},
+            "alerts": [],
             "first_seen": at,
             "last_seen": at,
             "last_notified_at": None,
@@ -111,7 +116,11 @@ def fold(
             "silenced_by": None,
         }
     )
-    out["labels"] = {**out["labels"], **{str(k): str(v) for k, v in labels.items()}}
+    label_set = {str(k): str(v) for k, v in labels.items()}
+    out["labels"] = {**out["labels"], **label_set}
+    if current == "resolved" and status not in (None, "resolved"):  # a new episode: its own alerts
+        out["alerts"] = []
+    out["alerts"] = with_alert(out.get("alerts") or [], label_set)
     out["first_seen"] = min(out["first_seen"], at)
     if decision.get("kind") != "timer":  # a timer firing is not the alert being seen again
         # when it was seen: Prometheus re-sends a firing alert every minute with its first startsAt (the
@@ -151,6 +160,23 @@ def fold(
     return out
 
 
+def with_alert(alerts: Sequence[Mapping[str, str]], labels: Mapping[str, str]) -> list[dict[str, str]]:
+    """``alerts`` with ``labels`` as the most recent (moved to the end if there already), the oldest dropped past
+    MAX_ALERTS; an empty label set (a timer's, an ack's event) is not an alert."""
+    kept = [dict(a) for a in alerts if a != labels]
+    if labels:
+        kept.append(dict(labels))
+    return kept[-MAX_ALERTS:]
+
+
+def common_labels(row: Mapping[str, Any]) -> dict[str, str]:
+    """The labels every alert of the incident's episode shares (what a silence of the whole incident names, as
+    Alertmanager's group labels); an incident from before its alerts were kept: its labels."""
+    alerts = row.get("alerts") or [row.get("labels") or {}]
+    first, *rest = alerts
+    return {str(k): str(v) for k, v in first.items() if all(a.get(k) == v for a in rest)}
+
+
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -182,9 +208,10 @@ def fold_batch(conn: sa.Connection, events: Sequence[Mapping[str, Any]], decisio
         row = rows.get(e["session_key"])
         labels = e.get("labels") or {}
         if row is not None and labels:
-            merged = {**row["labels"], **{str(k): str(v) for k, v in labels.items()}}
-            if merged != row["labels"]:
-                row["labels"] = merged
+            label_set = {str(k): str(v) for k, v in labels.items()}
+            merged, alerts = {**row["labels"], **label_set}, with_alert(row.get("alerts") or [], label_set)
+            if merged != row["labels"] or alerts != row.get("alerts"):
+                row["labels"], row["alerts"] = merged, alerts
                 changed.add(e["session_key"])
     for d in decisions:
         new = fold(rows.get(d["session_key"]), d, labels_of.get(d["event_id"], {}), received.get(d["event_id"]))

@@ -111,8 +111,9 @@ class IncidentRow(Base):
 
     ``status`` is firing, acknowledged, silenced or resolved (see
     :mod:`streams.audit.incidents`); ``labels`` is the latest labels the session's events
-    carried, merged, so Alertmanager matchers can select incidents; ``last_decision_id``
-    is the last decision folded in.
+    carried, merged (what the list shows); ``alerts`` the distinct label sets of the
+    episode's alerts, which Alertmanager matchers select incidents by (one of them must
+    match them all); ``last_decision_id`` is the last decision folded in.
     """
 
     __tablename__ = "incidents"
@@ -122,6 +123,7 @@ class IncidentRow(Base):
         sa.Index("ix_incidents_first_seen", "first_seen"),
         sa.Index("ix_incidents_org", "org"),
         sa.Index("ix_incidents_labels", "labels", postgresql_using="gin"),
+        sa.Index("ix_incidents_alerts", "alerts", postgresql_using="gin"),
     )
     session_key: Mapped[str] = mapped_column(sa.String(512), primary_key=True)
     org: Mapped[str] = mapped_column(sa.String(128))
@@ -130,6 +132,7 @@ class IncidentRow(Base):
     category: Mapped[str] = mapped_column(sa.String(64))
     runbook: Mapped[str] = mapped_column(sa.String(255))
     labels: Mapped[dict[str, Any]] = mapped_column(Json)
+    alerts: Mapped[list[dict[str, str]]] = mapped_column(Json)
     first_seen: Mapped[int] = mapped_column(sa.BigInteger)
     last_seen: Mapped[int] = mapped_column(sa.BigInteger)
     last_notified_at: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)

@@ -2,11 +2,13 @@
 
 The read API (:mod:`streams.api`) and ``opsloop incidents list`` / ``opsloop silence list``
 call these, so both answer the same thing. Filters are Alertmanager matchers
-(:mod:`streams.model.matchers`) over an incident's labels plus ``severity``, ``category``,
+(:mod:`streams.model.matchers`) over the labels of an incident's alerts plus ``severity``, ``category``,
 ``org``, ``runbook``, ``status`` and ``session_key`` as labels (those win over an event label
-of the same name). SQL narrows what it can (equality on those columns, equality on a label
-through the GIN index of ``labels @> ...``, and on PostgreSQL plain regular expressions);
-every matcher is then checked in Python on the rows SQL returns, which is the definition.
+of the same name): an incident matches when one of its episode's alerts matches every matcher, as
+Alertmanager keeps a group whose alerts match. SQL narrows what it can (equality on those columns,
+equality on a label through the GIN index of ``alerts @> ...``, and on PostgreSQL plain regular
+expressions on the columns); every matcher is then checked in Python on the rows SQL returns, which
+is the definition.
 Pages are keyset pages: the cursor names the last row returned.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 
 from streams.audit import store, timeline
 from streams.audit.incidents import STATUSES
@@ -98,11 +100,16 @@ def _split(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def incident_labels(row: Mapping[str, Any]) -> dict[str, str]:
-    """What matchers see: the labels, then the columns as labels."""
-    labels = {str(k): str(v) for k, v in (row.get("labels") or {}).items()}
-    labels.update({name: str(row.get(name) or "") for name in COLUMN_LABELS})
-    return labels
+def incident_label_sets(row: Mapping[str, Any]) -> list[dict[str, str]]:
+    """What matchers see, one label set per alert of the episode: its labels, then the columns as labels (an
+    incident from before its alerts were kept: its merged labels)."""
+    columns = {name: str(row.get(name) or "") for name in COLUMN_LABELS}
+    alerts = row.get("alerts") or [row.get("labels") or {}]
+    return [{**{str(k): str(v) for k, v in alert.items()}, **columns} for alert in alerts]
+
+
+def matches_incident(matchers: Sequence[Matcher], row: Mapping[str, Any]) -> bool:
+    return any(matches_all(matchers, labels) for labels in incident_label_sets(row))
 
 
 @dataclass(frozen=True)
@@ -170,26 +177,34 @@ def _decode_cursor(sort: str, cursor: str) -> tuple[Any, str]:
     return value, session
 
 
+def _pushable_regex(m: Matcher) -> bool:
+    """Whether PostgreSQL reads ``m``'s regex as Python does (``!~`` without ``.``: PostgreSQL's also matches a
+    newline, so NOT(~) could drop a row Python keeps)."""
+    return "(?" not in m.value and not (m.op == "!~" and "." in m.value) and bool(_PORTABLE_REGEX.fullmatch(m.value))
+
+
 def _sql_condition(m: Matcher, postgres: bool) -> sa.ColumnElement[bool] | None:
     """A condition SQL can check that keeps every row the matcher keeps (None: leave it to Python)."""
     t = IncidentRow
-    if m.name in COLUMN_LABELS:
-        column: Any = getattr(t, m.name)
-    elif postgres:
-        column = sa.func.coalesce(t.labels.op("->>", return_type=sa.Text)(m.name), "")
-    else:
-        column = None
+    if m.name not in COLUMN_LABELS:
+        # An alert's label: SQL keeps a row when some alert of it may match (the GIN index for equality).
+        if not postgres or not m.value:
+            return None
+        if m.op == "=":
+            return t.alerts.op("@>")(sa.literal([{m.name: m.value}], JSONB))
+        if m.op == "=~" and _pushable_regex(m) and not re.fullmatch(m.value, ""):
+            # An alert holding the label with a matching value (one without it has "", which this regex refuses).
+            # jsonpath's like_regex reads the portable subset as Python does (a label holds no newline: ingest
+            # refuses control characters).
+            path = f"$[*] ? (@.{json.dumps(m.name)} like_regex {json.dumps(f'^({m.value})$')})"
+            return sa.func.jsonb_path_exists(t.alerts, sa.cast(sa.literal(path), JSONPATH))
+        return None
+    column: Any = getattr(t, m.name)
     if m.op == "=":
-        if column is not None and m.name in COLUMN_LABELS:
-            return column == m.value  # type: ignore[no-any-return]
-        if postgres and m.value:
-            return t.labels.op("@>")(sa.literal({m.name: m.value}, JSONB))  # the GIN index
-        return None
-    if m.op == "!=" and column is not None:
+        return column == m.value  # type: ignore[no-any-return]
+    if m.op == "!=":
         return column != m.value  # type: ignore[no-any-return]
-    if "(?" in m.value or (m.op == "!~" and "." in m.value):
-        return None
-    if m.op in ("=~", "!~") and postgres and column is not None and _PORTABLE_REGEX.fullmatch(m.value):
+    if m.op in ("=~", "!~") and postgres and _pushable_regex(m):
         condition = column.op("~", is_comparison=True)(f"^(?:{m.value})$")
         return condition if m.op == "=~" else sa.not_(condition)  # type: ignore[no-any-return]
     return None
@@ -218,7 +233,7 @@ def list_incidents(engine: sa.Engine, q: IncidentQuery) -> Page:
     found: list[dict[str, Any]] = []
     chunk = max(_SCAN_CHUNK, want)
     # The scan reads only what matchers and the cursor need; whole rows are read for the page alone.
-    scan_columns = [t.__table__.c[name] for name in dict.fromkeys(("labels", *COLUMN_LABELS, key))]
+    scan_columns = [t.__table__.c[name] for name in dict.fromkeys(("labels", "alerts", *COLUMN_LABELS, key))]
     with engine.connect() as conn:
         while len(found) < want:
             stmt = sa.select(*scan_columns).where(*conditions)
@@ -228,7 +243,7 @@ def list_incidents(engine: sa.Engine, q: IncidentQuery) -> Page:
             rows = [dict(r._mapping) for r in conn.execute(stmt.order_by(*order).limit(chunk))]
             page.scanned += len(rows)
             for row in rows:
-                if matches_all(q.matchers, incident_labels(row)):
+                if matches_incident(q.matchers, row):
                     found.append(row)
                     if len(found) == want:
                         break

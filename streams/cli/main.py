@@ -296,6 +296,7 @@ def _when(ms: int | None) -> str:
 
 def cmd_incidents(args: argparse.Namespace) -> int:
     from streams.audit import queries
+    from streams.audit.incidents import common_labels
 
     q = queries.IncidentQuery.parse(filter=args.filter, status=args.status, sort=args.sort, limit=args.limit)
     page = queries.list_incidents(_audit_engine(), q)
@@ -304,7 +305,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         return 0
     print(f"{'LAST SEEN':<20} {'STATUS':<13} {'SEVERITY':<9} {'CATEGORY':<12} {'SESSION':<40} LABELS")
     for i in page.items:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(i["labels"].items()))
+        # several alerts (a group of pods, disks): the labels they share, and how many (`--json` lists each)
+        labels = ",".join(f"{k}={v}" for k, v in sorted(common_labels(i).items()))
+        if len(i.get("alerts") or []) > 1:
+            labels += f" ({len(i['alerts'])} alerts)"
         print(
             f"{_when(i['last_seen']):<20} {i['status']:<13} {i['severity']:<9} {i['category']:<12} "
             f"{i['session_key']:<40} {labels}"

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from streams.audit import queries
-from streams.audit.incidents import STATUSES
+from streams.audit.incidents import STATUSES, common_labels
 from streams.audit.queries import IncidentQuery, QueryError
 from streams.core.acklinks import ACTION_LABELS, ACTIONS
 from streams.core.actions import action_event
@@ -187,7 +187,7 @@ async def incident(request: web.Request) -> web.Response:
         )
         if episode is not None:
             fields = f'<tr><th>incident</th><td id="incident-episode">#{episode}</td></tr>{fields}'
-        fields = f'<table id="incident">{fields}<tr><th>labels</th><td class="labels">{labels_html(row.get("labels"))}</td></tr></table>'
+        fields = f'<table id="incident">{fields}{_labels_rows(row)}</table>'
     actions = _action_buttons(request, key, row, episode)
     table = (
         '<h2>Timeline</h2><table id="timeline"><thead><tr><th>at</th><th>event</th><th>source</th><th>labels</th>'
@@ -195,6 +195,23 @@ async def incident(request: web.Request) -> web.Response:
         f"<tbody>{''.join(_entry(e) for e in entries)}</tbody></table>"
     )
     return page(request, key, f"{notice}{fields}{actions}{table}")
+
+
+def _labels_rows(row: Mapping[str, Any]) -> str:
+    """One alert: its labels. Several (a group of pods, disks, nodes): the labels they share, then each alert by
+    the labels that tell it apart, so the page does not show one alert's pod beside another's container."""
+    alerts = row.get("alerts") or []
+    if len(alerts) < 2:
+        return f'<tr><th>labels</th><td class="labels">{labels_html(row.get("labels"))}</td></tr>'
+    common = common_labels(row)
+    each = "".join(
+        f'<div class="labels alert">{labels_html({k: v for k, v in a.items() if k not in common}, limit=LIST_LABELS)}</div>'
+        for a in alerts
+    )
+    return (
+        f'<tr><th>labels</th><td class="labels" id="incident-labels">{labels_html(common)}</td></tr>'
+        f'<tr><th>alerts ({len(alerts)})</th><td id="incident-alerts">{each}</td></tr>'
+    )
 
 
 def _action_buttons(request: web.Request, key: str, row: Mapping[str, Any] | None, episode: int | None) -> str:
@@ -208,7 +225,7 @@ def _action_buttons(request: web.Request, key: str, row: Mapping[str, Any] | Non
         f'<button type="submit" id="{action}">{esc(ACTION_LABELS[action])}</button></form>'
         for action in ACTIONS
     )
-    labels = dict((row or {}).get("labels") or {})
+    labels = common_labels(row) if row else {}  # the whole incident: what its alerts share
     # A label a matcher cannot name (an alert's 'a-b', kept by ingest) is left out of the form (it was a 500).
     prefill = {
         "matchers": ",".join(

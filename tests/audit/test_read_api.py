@@ -127,6 +127,59 @@ def test_a_filtered_incident_list(api_db):
     assert keys(answers[4][1]) == ["acme:db:db-1", "acme:db:db-2", "acme:db:db-3"]  # the acme token sees acme only
 
 
+GROUP = "acme:alert:KubePodCrashLooping:shop"
+
+
+def _group_records() -> list:
+    """One incident of three pods' alerts (kube-prometheus's KubePodCrashLooping, a session per namespace)."""
+    items = []
+    for n, (pod, container) in enumerate([("cart-1", "cart"), ("checkout-2", "checkout"), ("cart-1", "cart")], 100):
+        ev = event(n, GROUP)
+        labels = {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod, "container": container}
+        ev.update(org="acme", labels=labels)
+        dec = decision(n, GROUP)
+        dec.update(org="acme", outcome="notified", severity="warning", category="capacity", gates=[], matched={})
+        items += [(Position("events.telemetry", 1, n), ev), (Position("decisions", 1, n), dec)]
+    return items
+
+
+@pytest.fixture
+def group_db(api_db):
+    url, engine = api_db
+    store.write_batch(engine, _group_records())
+    return url, engine
+
+
+def test_a_filter_finds_an_incident_by_any_of_its_alerts_not_only_the_latest(group_db):
+    """An incident of several pods' alerts: its merged labels hold the last alert's pod, and ``pod="checkout-2"``
+    found nothing once cart-1's alert came again; one alert must match every matcher, as Alertmanager's."""
+    _, engine = group_db
+    answers = call(
+        engine,
+        [
+            ('/api/v1/incidents?filter=pod="checkout-2"', ADMIN),
+            ("/api/v1/incidents?filter=" + quote('pod=~"check.*"'), ADMIN),
+            ('/api/v1/incidents?filter=pod="checkout-2",container="checkout"', ADMIN),
+            ('/api/v1/incidents?filter=pod="checkout-2",container="cart"', ADMIN),  # no one alert has both
+            ('/api/v1/incidents?filter=pod!="cart-1",alertname="KubePodCrashLooping"', ADMIN),
+        ],
+    )
+    assert [keys(body) for _, body in answers] == [[GROUP], [GROUP], [GROUP], [], [GROUP]]
+    (row,) = answers[0][1]["incidents"]
+    assert row["labels"]["pod"] == "cart-1"  # the list shows the latest
+    assert [a["pod"] for a in row["alerts"]] == ["checkout-2", "cart-1"]  # most recent last, each once
+    table = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "incidents", "list", "--filter", 'pod="checkout-2"'],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": group_db[0]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    (line,) = [line for line in table.stdout.splitlines() if GROUP in line]
+    assert line.endswith("alertname=KubePodCrashLooping,namespace=shop (2 alerts)"), table.stdout + table.stderr
+
+
 def test_pages_follow_the_cursor_to_the_end(api_db):
     _, engine = api_db
     (whole,) = call(engine, [("/api/v1/incidents?sort=first_seen&limit=100", ADMIN)])
@@ -283,17 +336,25 @@ def test_silence_expire_looks_the_id_up_first(api_db, settings, monkeypatch, cap
         'status=~"firing|resolved",category="database"',
         'session_key=~"acme:db:.*"',
         'alertname="Down",service="web"',
+        'pod="checkout-2"',
+        'pod=~"cart-.*",container="cart"',
+        'pod!~"cart-[0-9]"',
+        'pod=~"checkout-[0-9]",container!="checkout"',
     ],
 )
-def test_what_sql_narrows_python_would_keep_too(api_db, matchers):
-    """SQL only narrows: the answer is exactly the matchers applied in Python to every row."""
+def test_what_sql_narrows_python_would_keep_too(group_db, matchers):
+    """SQL only narrows: the answer is exactly the matchers applied in Python to every row (to each of its alerts)."""
     from streams.audit import queries
     from streams.model.matchers import matches_all
 
-    _, engine = api_db
+    _, engine = group_db
     everything = queries.list_incidents(engine, queries.IncidentQuery.parse(sort="session_key", limit=1000)).items
     parsed = queries.parse_filter(matchers)
-    expected = [i["session_key"] for i in everything if matches_all(parsed, queries.incident_labels(i))]
+    expected = [
+        i["session_key"]
+        for i in everything
+        if any(matches_all(parsed, labels) for labels in queries.incident_label_sets(i))
+    ]
     page = queries.list_incidents(engine, queries.IncidentQuery.parse(filter=matchers, sort="session_key", limit=1000))
     assert [i["session_key"] for i in page.items] == expected
 
@@ -303,8 +364,10 @@ def test_what_sql_narrows_python_would_keep_too(api_db, matchers):
     [
         ('service=~"zz[a-z]"', True),
         ('service=~"db-[0-9]{1,3}"', True),
-        ('service!~"db-[^m]+"', True),
-        ('service!~"db.*"', False),  # PostgreSQL's "." also matches a newline: NOT(~) could drop a row
+        ('service!~"db-[^m]+"', False),  # some alert of the incident not matching: Python's, per alert
+        ('service=~"db-[a-z]*|"', False),  # matches "", so an alert without the label: Python's
+        ('session_key!~"acme:[^:]+"', True),
+        ('session_key!~"acme.*"', False),  # PostgreSQL's "." also matches a newline: NOT(~) could drop a row
         ('service=~"(?i)db"', False),
         (r'service=~"db\\d"', False),
         ('service=~"[[:alpha:]]+"', False),

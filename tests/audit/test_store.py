@@ -134,3 +134,39 @@ def test_stored_offsets_never_move_back(audit_db):
     assert store.stored_offsets(engine) == {("events.telemetry", 0): 8, ("events.telemetry", 1): 2}
     store.advance_offsets(engine, {("events.telemetry", 1): 9})
     assert store.stored_offsets(engine)[("events.telemetry", 1)] == 9
+
+
+def test_an_incident_from_before_its_alerts_were_kept_has_its_labels_as_its_one_alert(audit_db):
+    """Migration 0004 on a database 0003 left with incidents: the column filled, so filters still find them."""
+    from alembic import command
+    from alembic.config import Config
+
+    from streams.audit import queries
+    from streams.audit.store import MIGRATIONS
+
+    _, engine = audit_db
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    columns = (
+        "session_key, org, status, severity, category, runbook, labels, first_seen, last_seen, last_receivers, "
+        "last_outcome, last_decision_id"
+    )
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+        for key, labels in (("acme:db:db-1", '{"service": "db-1"}'), ("acme:x", "{}")):
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO incidents ({columns}) VALUES (:k, 'acme', 'firing', 'urgent', 'database', '', "
+                    ":labels, 1, 2, '[]', 'notified', 'dec-1')"
+                ),
+                {"k": key, "labels": labels},
+            )
+    store.migrate(engine)
+    page = queries.list_incidents(engine, queries.IncidentQuery.parse(sort="session_key"))
+    assert [(i["session_key"], i["alerts"]) for i in page.items] == [
+        ("acme:db:db-1", [{"service": "db-1"}]),
+        ("acme:x", []),
+    ]
+    found = queries.list_incidents(engine, queries.IncidentQuery.parse(filter='service=~"db-.*"'))
+    assert [i["session_key"] for i in found.items] == ["acme:db:db-1"]

@@ -566,6 +566,39 @@ def test_an_incident_whose_labels_a_matcher_cannot_name_still_opens(engine):
     assert "service%3D%22svc%22" in link and "a-b" not in link
 
 
+def test_a_group_incident_shows_each_alert_and_silences_what_they_share(engine):
+    """Two pods' alerts in one incident: the page showed the labels merged (the last pod with whichever
+    container came last), and "Silence with these labels" named that one pod, so the silence left the other
+    paging. Now the labels the alerts share, each alert by the ones that tell it apart."""
+    from streams.audit import store
+    from streams.audit.store import Position
+    from tests.audit.records import decision, event
+
+    key = "acme:alert:KubePodCrashLooping:shop"
+    records = []
+    for n, pod in enumerate(["cart-1", "checkout-2"], 910):
+        ev = event(n, key)
+        ev.update(org="acme", labels={"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod})
+        dec = decision(n, key)
+        dec.update(org="acme", outcome="notified", severity="warning", category="capacity", gates=[])
+        records += [(Position("events.telemetry", 0, n), ev), (Position("decisions", 0, n), dec)]
+    store.write_batch(engine, records)
+
+    async def script(client):
+        await login(client)
+        page = await client.get(f"/incident/{quote(key, safe='')}")
+        return page.status, await page.text()
+
+    _, (status, text) = run(engine, script)
+    assert status == 200
+    link = html.unescape(re.search(r'id="silence-matchers" href="([^"]+)"', text).group(1))
+    assert "namespace%3D%22shop%22" in link and "pod" not in link
+    alerts = re.search(r'id="incident-alerts">(.*?)</td>', text).group(1)
+    assert re.findall(r"<span>pod=([^<]+)</span>", alerts) == ["cart-1", "checkout-2"]
+    shared = re.search(r'id="incident-labels">(.*?)</td>', text).group(1)
+    assert "pod=" not in shared and "namespace=shop" in shared
+
+
 def test_a_silence_for_an_org_no_org_may_be_named_is_refused(engine):
     """Every session key is <org>:...; ingest refuses an org named with ':', and so does the silence form."""
 
