@@ -44,8 +44,11 @@ DEMO_RULES = (
 )
 
 
-def demo_events(count: int, now_ms: int) -> list[dict[str, Any]]:
+def demo_events(count: int, now_ms: int, sessions: Path | None = None) -> list[dict[str, Any]]:
+    """``count`` catalogue alerts as ingest makes them, keyed by ``sessions`` (the session rules file) as ingest keys
+    them: a demo alert read ``acme:alert:1d328f424b138190`` (a catalogue rendering's hash) where ingest names it."""
     from classifier.dataset import load_rules, rule_to_event
+    from streams.ingest.sessions import load_session_rules, make_facts, session_key
 
     rules = load_rules()
     chosen = [r for r in rules if r.name in DEMO_RULES]
@@ -60,6 +63,16 @@ def demo_events(count: int, now_ms: int) -> list[dict[str, Any]]:
         event["event_id"] = f"demo-{uuid.uuid4().hex[:12]}"
         # Each demo alert comes from its own service, as real ones do: its session key names it.
         event["labels"].setdefault("service", event["labels"].get("instance", f"demo-{i}").split(".")[0])
+        if sessions is not None:
+            facts = make_facts(
+                org=event["org"],
+                kind=event["kind"],
+                type=event["type"],
+                source=event["source"],
+                labels=event["labels"],
+                fingerprint=event["payload"]["fingerprint"],
+            )
+            event["session_key"], event["session_rule"] = session_key(load_session_rules(sessions), facts)
         events.append(event)
     return events
 
@@ -202,7 +215,7 @@ def run_demo(alerts: int = 6, timeout: float = 120.0) -> int:
         )
         worker = WorkerProcess(env, workdir / "worker.log").start()
         print("worker started", flush=True)
-        events = demo_events(alerts, int(time.time() * 1000))
+        events = demo_events(alerts, int(time.time() * 1000), settings.sessions_path())
         effects, timers = asyncio.run(_push_and_read(settings, events, timeout))
         print(f"\noutbox: {len(effects)} effects for {len(events)} alerts (and {len(timers)} timer effects")
         print("        on their decisions: opsloop keeps its timers itself, no sink acts on them)\n")

@@ -47,6 +47,8 @@ def test_demo_prints_one_outbox_record_per_alert_and_leaves_nothing_behind():
     assert pushed == 6 and int(match.group(2)) == pushed and int(match.group(1)) >= pushed
     sessions = set(re.findall(r"session=(\S+)", out))
     assert len(sessions) == pushed  # one printed record (at least) per pushed alert
+    # keyed as ingest keys them (runbooks/sessions.yaml): the alert and its service, not a hash
+    assert all(re.fullmatch(r"acme:alert:[A-Za-z0-9]+:[a-z0-9-]+", s) for s in sessions), sessions
     notified = set(re.findall(r"notify → \S+  action=trigger  effect=\S+  session=(\S+)", out))
     assert notified == sessions  # each alert's first notification
     delivered = re.search(r"delivered: (\d+) of (\d+) chat notifications", out)
