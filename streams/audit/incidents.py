@@ -11,6 +11,8 @@ Status from a decision's outcome:
 notified, grouped, escalated, flapping-notice  firing (an acknowledged incident stays acknowledged)
 acknowledged                                   acknowledged
 suppressed, with the silence gate stopping it  silenced
+suppressed (another gate) or flapping, of an   firing (acknowledged stays so): the alert fires, told or not
+alert firing
 resolved, resolved-quietly                     resolved
 anything else (recorded, repeat, ...)          unchanged; no row is created for it
 =============================================  ============
@@ -29,6 +31,9 @@ from streams.model.taxonomy import SEVERITY_RANK
 
 FIRING_OUTCOMES = frozenset({"notified", "grouped", "escalated", "flapping-notice"})
 RESOLVED_OUTCOMES = frozenset({"resolved", "resolved-quietly"})
+# An alert firing (again) that a gate kept quiet (a cooldown, the cap, a dedupe window, flapping): it fires all
+# the same. Its incident read "resolved" for the 30 minutes of a runbook's cooldown, while amtool listed it active.
+QUIET_FIRING_OUTCOMES = frozenset({"suppressed", "flapping"})
 STATUSES = ("firing", "acknowledged", "silenced", "resolved")
 # The distinct label sets an episode keeps (the most recent): a group of pods, disks or nodes is one
 # incident, and a filter on one of them must find it, not only on the alert that came last.
@@ -76,7 +81,7 @@ def status_of(decision: Mapping[str, Any], current: str | None) -> str | None:
         return "acknowledged"
     if outcome == "suppressed" and _silence_stop(decision) is not None:
         return "silenced"
-    if outcome in FIRING_OUTCOMES:
+    if outcome in FIRING_OUTCOMES or (decision.get("type") == "alert.firing" and outcome in QUIET_FIRING_OUTCOMES):
         return "acknowledged" if current == "acknowledged" else "firing"
     return None
 

@@ -88,10 +88,11 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # 8: the signed links of a message an event sends (a flapping notice, a remediation's outcome) last the ack
 # TTL from the event's arrival when that is later than the session's time, as a group's message's do; an
 # alert whose severity is not the classifier's (a runbook's) is noted ``severity``; a group's alerts are listed
-# by the labels that tell them apart; a remediate step's ``{labels.<name>}`` params are filled from the alert).
+# by the labels that tell them apart; a remediate step's ``{labels.<name>}`` params are filled from the alert;
+# 9: a re-send of a firing alert brings its title, text and links as they read now to the next message).
 # Not for a change of the record's layout alone (e.g. timer effects moving from outbox onto the
 # record as ``timer_effects``): the Avro schema's fingerprint versions the layout.
-DECIDE_VERSION = "8"
+DECIDE_VERSION = "9"
 SEEN_IDS_KEPT = 64  # per session; enough to absorb producer retries, small enough for the changelog
 
 ACK_TYPES = ("ack", "incident.acknowledged")

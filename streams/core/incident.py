@@ -31,6 +31,7 @@ from streams.core.state import AlertState
 from streams.model.runbooks import Runbook
 
 MAX_ALERTS = 200  # per session; beyond this new alerts are counted, not stored
+CONTENT_FIELDS = ("title", "body", "url", "links")  # what a re-send of a firing alert may say anew
 
 
 # -- triggers and clears ----------------------------------------------------------------
@@ -42,7 +43,15 @@ def on_trigger(f: Fold, akey: str, alert: AlertState) -> None:
     f.note("alert", akey)
     current = s["alerts"].get(akey)
     if current is not None and current["status"] == "firing":
-        f.outcome = "repeat"  # Prometheus re-sends firing alerts; nothing new to say
+        # Prometheus re-sends a firing alert every evaluation, its annotations as they read now ("fsync
+        # durations are 0.7s"): the next message about it says that, as Alertmanager's does, not what the
+        # first send said. Its severity and runbook stay (a re-worded text must not move it).
+        for name in CONTENT_FIELDS:
+            if name in alert:
+                current[name] = alert[name]  # type: ignore[literal-required]
+            else:
+                current.pop(name, None)  # type: ignore[misc]
+        f.outcome = "repeat"  # nothing new to say
         return
     if current is None and len(s["alerts"]) >= MAX_ALERTS:
         s["overflow"] = s.get("overflow", 0) + 1

@@ -66,8 +66,8 @@ def test_a_sessions_row_follows_its_decisions(pg_audit_db):
         ("acknowledged", "alice", ["db-pager", "db-slack"], "acknowledged"),
         ("acknowledged", "alice", ["db-slack"], "notified"),  # an ack holds until the incident resolves
         ("resolved", "alice", ["db-slack"], "resolved"),
-        ("resolved", "alice", ["db-slack"], "suppressed"),  # a cooldown says nothing about the status
-        ("silenced", None, ["db-slack"], "suppressed"),  # a new episode, muted: the old ack is history
+        ("firing", None, ["db-slack"], "suppressed"),  # firing again inside the cooldown: a new episode, untold
+        ("silenced", None, ["db-slack"], "suppressed"),  # muted: the old ack is history
         ("firing", None, ["db-pager"], "notified"),
     ]
     row = the_row(engine)
@@ -199,5 +199,9 @@ def test_an_event_stored_after_its_decision_still_brings_its_labels(pg_audit_db)
 def test_decisions_that_say_nothing_about_an_incident_make_no_row(pg_audit_db):
     _, engine = pg_audit_db
     store.migrate(engine)
-    store.write_batch(engine, step(1, "recorded") + step(2, "repeat") + step(3, "suppressed"))
+    # an escalation step an ack stopped says nothing; an alert firing that a gate kept quiet is firing all the same
+    quiet_step = step(3, "suppressed", kind="timer", type="timer.fired")
+    store.write_batch(engine, step(1, "recorded") + step(2, "repeat") + quiet_step)
     assert incidents(engine) == []
+    store.write_batch(engine, step(4, "suppressed", gates=[{"gate": "cap", "verdict": "stop", "reason": "3 of 3"}]))
+    assert the_row(engine)["status"] == "firing"

@@ -255,6 +255,25 @@ def test_resent_firing_alert_is_a_repeat_and_a_retried_event_a_duplicate(ctx):
     assert resend.record["outcome"] == "repeat" and resend.effects == []
 
 
+def test_a_resent_alert_brings_its_text_as_it_reads_now_to_the_next_message(ctx):
+    """etcd's mixin through Prometheus: etcdHighFsyncDurations re-sent each evaluation, "fsync durations are
+    1.5s", then "0.7s"; the group's next message said 1.5s, the first send's text. Alertmanager's says what
+    the alert says now. Its severity and runbook stay the first send's."""
+    sim = Sim(ctx)
+    said = {"summary": "fsync too slow", "description": "99th percentile fsync durations are 1.5s on etcd-1."}
+    first = sim.feed({**alert("etcdHighFsyncDurations", at=T0, instance="etcd-1"), "annotations": said}, WARN_DOWN)
+    sim.advance(T0 + 30_000)
+    now = {**said, "description": "99th percentile fsync durations are 0.7s on etcd-1.", "runbook_url": "https://r/x"}
+    resent = {**alert("etcdHighFsyncDurations", at=T0, instance="etcd-1", eid="resend-1"), "annotations": now}
+    assert sim.feed(resent, WARN_DOWN).record["outcome"] == "repeat"
+    sim.feed(alert("etcdHighFsyncDurations", at=T0 + 60_000, instance="etcd-2"), WARN_DOWN)  # news for the group
+    sim.advance(T0 + 30_000 + 5 * MIN)
+    first_note, update = sim.notifications()
+    assert "1.5s" in first_note["notify"]["body"] and "0.7s" not in first_note["notify"]["body"]
+    assert "0.7s on etcd-1" in update["notify"]["body"] and "1.5s" not in update["notify"]["body"]
+    assert update["notify"]["severity"] == first_note["notify"]["severity"] == first.record["severity"]
+
+
 def test_flapping_alert_gives_one_flapping_notice_then_quiet_until_stable(ctx):
     sim = Sim(ctx)
     t = T0
