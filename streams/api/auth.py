@@ -15,7 +15,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from streams.credentials import too_short
+from streams.credentials import credential_bytes, too_short
 from streams.errors import InvalidInputError, OpsloopError
 
 TOKENS_VARIABLE = "OPSLOOP_API_TOKENS"
@@ -113,7 +113,7 @@ class ApiAuth:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError(401, "Authorization must be 'Bearer <token>'")
-        offered = hashlib.sha256(token.strip().encode()).digest()
+        offered = hashlib.sha256(credential_bytes(token.strip())).digest()
         found = None
         for digest, reader in self._tokens:  # every token compared, no early exit
             if hmac.compare_digest(offered, digest):

@@ -32,6 +32,7 @@ from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
+from streams.credentials import same_credential
 from streams.errors import InvalidInputError
 from streams.model.linkepisode import parse_episode
 from streams.model.records import derived_id
@@ -120,7 +121,7 @@ def verify_ack(
 ) -> None:
     """Raise AckLinkError unless the signature is right (constant-time) and not expired."""
     expected = sign_ack(session_key, expires_at, secret, action, jti, org, episode)
-    if not isinstance(signature, str) or not hmac.compare_digest(expected, signature.lower()):
+    if not isinstance(signature, str) or not same_credential(expected, signature.lower()):
         raise AckLinkError("bad signature: the link was altered or is not from this opsloop")
     if now_ms > int(expires_at):
         raise AckLinkError("link expired")

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from streams.credentials import too_short
+from streams.credentials import credential_bytes, same_credential, too_short
 from streams.errors import InvalidInputError
 from streams.ingest.errors import Forbidden, Unauthorized
 
@@ -91,7 +91,7 @@ class TokenAuth:
         scheme, _, presented = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Unauthorized("expected Authorization: Bearer <token>")
-        given = presented.strip().encode()
+        given = credential_bytes(presented.strip())
         matched = None
         for name, token in self._tokens.items():  # all of them, always: constant time in the match
             if hmac.compare_digest(given, token) and matched is None:
@@ -124,9 +124,7 @@ def verify_signature(
     ok = False
     for candidate in candidates:
         candidate = candidate.strip()
-        if candidate.startswith(prefix) and hmac.compare_digest(
-            candidate[len(prefix) :].strip().lower().encode(), expected
-        ):
+        if candidate.startswith(prefix) and same_credential(candidate[len(prefix) :].strip().lower(), expected):
             ok = True
     if not ok:
         raise Forbidden(f"signature in {header_name} does not match the body")

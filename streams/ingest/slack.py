@@ -35,6 +35,7 @@ from urllib.parse import parse_qs
 import aiohttp
 from aiohttp import web
 
+from streams.credentials import same_credential
 from streams.ingest.actions import DONE, action_event, action_principal
 from streams.ingest.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from streams.ingest.pipeline import INGEST, Ingest, now
@@ -65,12 +66,12 @@ def verify_request(secret: bytes, headers: Mapping[str, str], body: bytes, now_s
     if not timestamp or not given:
         raise Unauthorized("missing X-Slack-Request-Timestamp or X-Slack-Signature", scheme="")
     try:
-        ts = int(timestamp)
-    except ValueError:
+        skew = abs(now_s - int(timestamp))
+    except (ValueError, OverflowError):  # 400 digits: an int no float holds
         raise Unauthorized("X-Slack-Request-Timestamp is not epoch seconds", scheme="") from None
-    if abs(now_s - ts) > MAX_SKEW_S:
+    if skew > MAX_SKEW_S:
         raise Unauthorized("X-Slack-Request-Timestamp is more than 5 minutes from now (replayed?)", scheme="")
-    if not hmac.compare_digest(signature(secret, timestamp, body).encode(), given.strip().lower().encode()):
+    if not same_credential(signature(secret, timestamp, body), given.strip().lower()):
         raise Forbidden("X-Slack-Signature does not match the body")
 
 

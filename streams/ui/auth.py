@@ -35,7 +35,7 @@ from streams.api.auth import (
     Reader,
     parse_orgs,
 )
-from streams.credentials import too_short
+from streams.credentials import credential_bytes, same_credential, too_short
 
 UI_TOKENS_VARIABLE = "OPSLOOP_UI_TOKENS"
 UI_ORGS_VARIABLE = "OPSLOOP_UI_TOKEN_ORGS"
@@ -138,7 +138,7 @@ class SessionSigner:
         return cls(hashlib.sha256(secret.encode()).digest() if secret else None)
 
     def _mac(self, payload: str) -> str:
-        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, credential_bytes(payload), hashlib.sha256).hexdigest()
 
     def issue(self, user: str, now: float | None = None) -> tuple[str, Session]:
         session = Session(user, secrets.token_urlsafe(32), int((now or time.time()) + SESSION_S))
@@ -151,7 +151,7 @@ class SessionSigner:
         if not cookie or "." not in cookie:
             return None
         payload, _, mac = cookie.rpartition(".")
-        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+        if not same_credential(mac, self._mac(payload)):
             return None
         try:
             data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -165,4 +165,5 @@ def same_token(offered: str | None, expected: str) -> bool:
     """CSRF check in constant time (digests of equal length)."""
     if not offered or not expected:
         return False
-    return hmac.compare_digest(hashlib.sha256(offered.encode()).digest(), hashlib.sha256(expected.encode()).digest())
+    offered_digest = hashlib.sha256(credential_bytes(offered)).digest()
+    return same_credential(offered_digest, hashlib.sha256(credential_bytes(expected)).digest())

@@ -69,6 +69,12 @@ AM_NO_STARTS = {**AM, "alerts": [{k: v for k, v in AM["alerts"][0].items() if k 
 CASES = [
     Case("no auth", post("/api/v2/alerts", json=[ALERT]), 401, "missing bearer token"),
     Case(
+        "a token with a byte that is not UTF-8",
+        post("/api/v2/alerts", json=[ALERT], headers={"Authorization": b"Bearer \xe9t\xe9-token-0123456789"}),
+        403,
+        "invalid token",
+    ),
+    Case(
         "wrong auth scheme (Basic)",
         post("/api/v2/alerts", json=[ALERT], headers={"Authorization": "Basic dTpw"}),
         401,
@@ -97,6 +103,12 @@ CASES = [
     Case(
         "HMAC of a different body",
         post("/ingest/webhook/github", content=PR, headers={**GH, "X-Hub-Signature-256": github_signature(PR + b"\n")}),
+        403,
+        "does not match",
+    ),
+    Case(
+        "webhook signature with bytes that are not UTF-8",
+        post("/ingest/webhook/github", content=PR, headers={**GH, "X-Hub-Signature-256": b"sha256=" + b"\xe9" * 64}),
         403,
         "does not match",
     ),

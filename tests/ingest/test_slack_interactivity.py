@@ -188,6 +188,8 @@ def test_forged_replayed_or_tampered_requests_are_refused(ingest_server, module_
         (tampered, headers, 403),  # a valid signature of another body
         (body, {k: v for k, v in headers.items() if k != "X-Slack-Signature"}, 401),
         (body, {**headers, "X-Slack-Request-Timestamp": "yesterday"}, 401),
+        (body, {**headers, "X-Slack-Request-Timestamp": "9" * 400}, 401),  # no float holds it: was a 500
+        (body, {**headers, "X-Slack-Signature": ("v0=" + "é" * 64).encode("latin-1")}, 403),  # was a 500
     ]
     for raw, hdrs, status in cases:
         answer = http.post(url, content=raw, headers=hdrs)

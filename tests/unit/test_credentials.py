@@ -1,48 +1,56 @@
-"""Credentials opsloop checks or signs with are at least 16 characters, refused at start naming the variable."""
+"""A presented credential with bytes that are not UTF-8 (aiohttp hands them over as lone surrogates) or text that
+is not ASCII is a wrong credential: every door that checks one answered 500 with a traceback (a hostile probe)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
+
 import pytest
 
-from streams.api.auth import ApiAuth, ApiTokenConfigError
-from streams.credentials import MIN_CHARS, too_short
-from streams.settings import Settings, SettingsError
-from streams.ui.auth import SessionSigner, console_auth
+from streams.api.auth import ApiAuth, AuthError
+from streams.core.acklinks import AckLinkError, sign_ack, verify_ack
+from streams.credentials import same_credential
+from streams.ingest.auth import TokenAuth, verify_signature
+from streams.ingest.errors import Forbidden, Unauthorized
+from streams.ingest.slack import verify_request
+from streams.ui.auth import SessionSigner, same_token
 
-SHORT = "hunter2-pass"  # 12 characters
-LONG = "x" * MIN_CHARS
-
-
-def test_too_short_says_how_long_and_never_the_value():
-    why = too_short(SHORT)
-    assert why is not None and "is 12 characters; use at least 16" in why and SHORT not in why
-    assert too_short(LONG) is None and too_short("") is None  # empty: not set
+LATIN1_BYTE = "\udce9"  # what aiohttp makes of the byte 0xe9 in a header (surrogateescape)
+TOKEN = "tok-0123456789abcdef"
 
 
-@pytest.mark.parametrize(
-    "make, variable",
-    [
-        (
-            lambda: ApiAuth.from_environ({"OPSLOOP_API_TOKENS": f"alice={LONG},bob={SHORT}"}),
-            "OPSLOOP_API_TOKENS: 'bob'",
-        ),
-        (lambda: console_auth({"OPSLOOP_UI_TOKENS": f"bob={SHORT}"}), "OPSLOOP_UI_TOKENS: 'bob'"),
-        (lambda: SessionSigner.from_environ({"OPSLOOP_UI_SECRET": SHORT}), "OPSLOOP_UI_SECRET"),
-    ],
-)
-def test_short_reader_tokens_and_the_consoles_key_are_refused(make, variable):
-    """No endpoint counts wrong guesses, so a short token can be guessed; the console's cookie key signs
-    every login."""
-    with pytest.raises(ApiTokenConfigError) as err:
-        make()
-    assert variable in str(err.value) and "12 characters" in str(err.value) and SHORT not in str(err.value)
+@pytest.mark.parametrize("presented", [f"Bearer {LATIN1_BYTE}{TOKEN}", "Bearer é" + TOKEN, "Bearer \ud800"])
+def test_a_bearer_token_that_is_not_utf8_or_ascii_is_a_wrong_token(presented):
+    with pytest.raises(Forbidden, match="invalid token"):
+        TokenAuth({"p": TOKEN.encode()}).check(presented)
+    with pytest.raises(AuthError) as refused:
+        ApiAuth({"alice": TOKEN}).check(presented)
+    assert refused.value.status == 401
 
 
-def test_a_short_action_link_key_is_refused(monkeypatch):
-    """One Acknowledge link is enough to search a short key offline, and then to sign Approve links."""
-    monkeypatch.setenv("OPSLOOP_ACK_SECRET", SHORT)
-    with pytest.raises(SettingsError) as err:
-        Settings.from_env()
-    assert "OPSLOOP_ACK_SECRET: is 12 characters; use at least 16" in str(err.value) and SHORT not in str(err.value)
-    monkeypatch.setenv("OPSLOOP_ACK_SECRET", LONG)
-    assert Settings.from_env().ack.secret.get_secret_value() == LONG
+def test_signatures_and_macs_that_are_not_ascii_do_not_match():
+    body, secret = b"{}", b"webhook-secret-0123456789"
+    with pytest.raises(Forbidden, match="does not match"):
+        verify_signature(
+            secret, body, "sha256=" + LATIN1_BYTE * 64, header_name="X-Hub-Signature-256", prefix="sha256="
+        )
+    expires = int(time.time() * 1000) + 60_000
+    assert sign_ack("acme:s", expires, "ack-secret-0123456789")  # the real one signs
+    with pytest.raises(AckLinkError, match="bad signature"):
+        verify_ack("acme:s", expires, "é" * 64, "ack-secret-0123456789", now_ms=expires - 1)
+    signer = SessionSigner(b"k" * 32)
+    assert signer.read(f"{LATIN1_BYTE}abc.def") is None and signer.read(f"abc.{LATIN1_BYTE}") is None
+    assert same_token(LATIN1_BYTE, "csrf") is False and same_credential("é", b"e") is False
+
+
+def test_a_slack_request_with_a_timestamp_no_float_holds_or_a_signature_not_ascii_is_refused():
+    now, secret = time.time(), b"slack-signing-secret"
+    with pytest.raises(Unauthorized, match="not epoch seconds"):
+        verify_request(secret, {"X-Slack-Request-Timestamp": "9" * 400, "X-Slack-Signature": "v0=00"}, b"", now)
+    with pytest.raises(Forbidden, match="does not match"):
+        headers = {"X-Slack-Request-Timestamp": str(int(now)), "X-Slack-Signature": "v0=" + LATIN1_BYTE * 64}
+        verify_request(secret, headers, b"", now)
+    good = "v0=" + hmac.new(secret, f"v0:{int(now)}:".encode(), hashlib.sha256).hexdigest()
+    verify_request(secret, {"X-Slack-Request-Timestamp": str(int(now)), "X-Slack-Signature": good}, b"", now)
