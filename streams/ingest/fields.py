@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.errors import InvalidInputError
 from streams.ingest.errors import BadRequest
-from streams.model.records import CONTROL_CHARS
+from streams.model.records import CONTROL_CHARS, UNSTORABLE_CHARS, unstorable_char_name
 
 _MISSING = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -33,7 +32,6 @@ def index(path: str, i: int) -> str:
 MAX_DEPTH = 32  # objects / arrays inside each other
 MAX_INT_DIGITS = 19  # Avro long: |n| < 2**63
 MAX_STRING_CHARS = 256 * 1024
-_BAD_CHARS = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def _no_constant(name: str) -> Any:
@@ -78,23 +76,23 @@ def _check_tree(value: Any) -> None:
         if isinstance(node, str):
             if len(node) > MAX_STRING_CHARS:
                 raise BadRequest(path or "body", f"string of {len(node)} characters exceeds {MAX_STRING_CHARS}")
-            if (bad := _BAD_CHARS.search(node)) is not None:
-                raise BadRequest(path or "body", f"contains {_char_name(bad.group())} at character {bad.start()}")
+            if (bad := UNSTORABLE_CHARS.search(node)) is not None:
+                raise BadRequest(
+                    path or "body", f"contains {unstorable_char_name(bad.group())} at character {bad.start()}"
+                )
             continue
         if isinstance(node, (dict, list)):
             if depth >= MAX_DEPTH:
                 raise BadRequest(path or "body", f"nested deeper than {MAX_DEPTH} levels")
             if isinstance(node, dict):
                 for key, item in node.items():
-                    if (bad := _BAD_CHARS.search(key)) is not None:
-                        raise BadRequest(join(path, "<key>"), f"an object key contains {_char_name(bad.group())}")
+                    if (bad := UNSTORABLE_CHARS.search(key)) is not None:
+                        raise BadRequest(
+                            join(path, "<key>"), f"an object key contains {unstorable_char_name(bad.group())}"
+                        )
                     stack.append((item, join(path, key[:64]), depth + 1))
             else:
                 stack.extend((item, index(path, i), depth + 1) for i, item in enumerate(node))
-
-
-def _char_name(char: str) -> str:
-    return "a NUL character" if char == "\x00" else f"a lone surrogate \\u{ord(char):04x}"
 
 
 def parse_json(body: bytes) -> Any:

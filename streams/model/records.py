@@ -22,6 +22,12 @@ PAYLOAD_FIELD_BY_KIND = {"telemetry": "status", "webhook": "provider", "timer": 
 REQUIRED_EVENT_FIELDS = ("session_key", "kind", "type", "source", "occurred_at")
 # C0 controls and DEL: refused in identifiers, label names and request paths (a NUL reaches no database).
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# In any text: no database stores a NUL (PostgreSQL's JSONB and text refuse it) and no codec a lone surrogate.
+UNSTORABLE_CHARS = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def unstorable_char_name(char: str) -> str:
+    return "a NUL character" if char == "\x00" else f"a lone surrogate \\u{ord(char):04x}"
 
 
 class InvalidEventError(InvalidInputError, ValueError):

@@ -21,13 +21,15 @@ from typing import Any
 
 from streams.errors import InvalidInputError
 from streams.model.matchers import Matcher, MatcherError, matches_all, parse_matcher
-from streams.model.records import derived_id
+from streams.model.records import UNSTORABLE_CHARS, derived_id, unstorable_char_name
 from streams.model.yamlfile import ConfigError, LineDict, check_keys, load_yaml
 
 SILENCE_CREATED = "silence.created"
 SILENCE_EXPIRED = "silence.expired"
 SILENCE_TYPES = (SILENCE_CREATED, SILENCE_EXPIRED)
 MAINTENANCE_FIELDS = ("name", "matchers", "start", "end", "comment")
+# A silence's comment, author or matcher: longer is refused (a silence event stays far below the 1 MB a record may be).
+MAX_TEXT_CHARS = 65_536
 
 
 class SilenceError(InvalidInputError, ValueError):
@@ -116,6 +118,18 @@ def silence_from_json(data: Mapping[str, Any]) -> Silence:
     raw_matchers = data.get("matchers")
     if not isinstance(raw_matchers, list) or not raw_matchers:
         raise SilenceError('matchers: required, a non-empty list like ["service=\\"db\\""]')
+    # What ingest's JSON reader refuses, refused here for every other way in (the console's form, the CLI): a
+    # silence with a NUL in its comment muted alerts while no list showed it (the audit store cannot hold it).
+    for name, value in (
+        ("matchers", raw_matchers),
+        ("comment", data.get("comment")),
+        ("created_by", data.get("created_by")),
+    ):
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and (bad := UNSTORABLE_CHARS.search(text)) is not None:
+                raise SilenceError(f"{name}: contains {unstorable_char_name(bad.group())}")
+            if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:  # the console's 900,000 characters: a 500
+                raise SilenceError(f"{name}: {len(text):,} characters; at most {MAX_TEXT_CHARS:,}")
     try:
         matchers = tuple(parse_matcher(m) for m in raw_matchers)
     except MatcherError as exc:

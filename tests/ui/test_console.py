@@ -613,6 +613,27 @@ def test_a_silence_for_an_org_no_org_may_be_named_is_refused(engine):
     assert status == 400 and "contains &#x27;:&#x27;, which separates a session key" in text and sent == []
 
 
+def test_a_silence_no_list_could_show_is_refused_at_the_form(engine):
+    """A hostile probe: a comment with a NUL was sent, decided (it muted alerts) and dead-lettered by the
+    projector (PostgreSQL holds no NUL), so no list showed it; a 900,000-character comment was a 500."""
+
+    async def script(client):
+        await login(client)
+        form = await (await client.get("/silences")).text()
+        answers = []
+        for name, value in (("comment", "hidden\x00"), ("matchers", 'service="a\x00"'), ("comment", "x" * 900_000)):
+            fields = {"csrf": csrf(form), "matchers": 'service="a"', "duration": "1h", "org": "acme", name: value}
+            r = await client.post("/silences", data=fields, allow_redirects=False)
+            answers.append((r.status, html.unescape(await r.text())))
+        return answers
+
+    sent, answers = run(engine, script)
+    assert [status for status, _ in answers] == [400, 400, 400] and sent == []
+    assert "comment: contains a NUL character" in answers[0][1]
+    assert "matchers: contains a NUL character" in answers[1][1]
+    assert "comment: 900,000 characters; at most 65,536" in answers[2][1]
+
+
 def test_a_control_character_in_a_path_or_query_is_a_400_not_a_500(engine):
     """PostgreSQL refuses a NUL in a text parameter: /incident/a%00b and a filter value with one were 500s."""
 
