@@ -38,6 +38,7 @@ from aiohttp import web
 from streams.credentials import same_credential
 from streams.ingest.actions import DONE, action_event, action_principal
 from streams.ingest.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from streams.ingest.fields import parse_json
 from streams.ingest.pipeline import INGEST, Ingest, now
 
 log = logging.getLogger("streams.ingest.slack")
@@ -78,9 +79,11 @@ def verify_request(secret: bytes, headers: Mapping[str, str], body: bytes, now_s
 def _payload(body: bytes) -> dict[str, Any]:
     try:
         form = parse_qs(body.decode("utf-8"), strict_parsing=True)
-        payload = json.loads(form["payload"][0])
+        raw = form["payload"][0]
     except (UnicodeDecodeError, ValueError, KeyError, IndexError):
         raise BadRequest("payload", "expected form field payload=<json>") from None
+    # ingest's strict reader: 3,000 levels of brackets were a RecursionError (a 500), NaN was taken
+    payload = parse_json(raw.encode("utf-8", "surrogatepass"))
     if not isinstance(payload, dict):
         raise BadRequest("payload", "expected a JSON object")
     return payload
@@ -92,7 +95,7 @@ def _target(value: Any, default_org: str) -> tuple[str, str, int | None]:
     if isinstance(value, str) and value.startswith("{"):
         try:
             data = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("session"), str) and data["session"]:
             episode = data.get("episode")

@@ -198,6 +198,22 @@ def test_forged_replayed_or_tampered_requests_are_refused(ingest_server, module_
     assert _events_of(module_settings, session) == []
 
 
+def test_a_signed_payload_that_is_not_strict_json_is_a_400(ingest_server, http):
+    """Past the signature, the payload was read with plain json.loads: 3,000 levels of brackets were a 500
+    (RecursionError) and NaN was taken; ingest's strict reader answers them as it does every body."""
+    url = ingest_server.url("/ingest/slack/interactivity")
+    for raw, reason in (("[" * 3000 + "]" * 3000, "nested deeper"), ('{"type": NaN}', "NaN")):
+        body = urlencode({"payload": raw}).encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": signature(SIGNING_SECRET.encode(), timestamp, body),
+        }
+        answer = http.post(url, content=body, headers=headers)
+        assert answer.status_code == 400 and reason in answer.json()["error"], answer.text
+
+
 def test_formatter_adds_buttons_only_when_interactive():
     effect = {
         "effect_id": "e1",
