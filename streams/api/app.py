@@ -95,7 +95,7 @@ async def list_incidents(request: web.Request) -> web.Response:
 async def get_incident(request: web.Request) -> web.Response:
     key = request.match_info["session_key"]
     reader = _reader(request)
-
+    reader.require_session_org(key)
     view = await _db(request, queries.incident_view, key)
     if view.org is None:
         raise web.HTTPNotFound(reason=f"no incident or events for session {key!r}")

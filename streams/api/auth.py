@@ -51,6 +51,14 @@ class Reader:
         if not self.may_read_org(org):
             raise AuthError(403, f"token {self.name!r} may not read org {org!r}")
 
+    def require_session_org(self, session_key: str) -> None:
+        """A session key names its org (``<org>:...``): another org's key is refused before any lookup, so the
+        answer does not tell whether that org has such a session (a 404 for a key it lacked, a 403 for one it
+        had, did)."""
+        head, sep, _ = session_key.partition(":")
+        if sep and head:
+            self.require_org(head)
+
 
 def parse_orgs(spec: str, variable: str) -> dict[str, frozenset[str]]:
     """``name=org1|org2,...`` → each name's orgs (ApiTokenConfigError names the bad entry)."""

@@ -117,6 +117,7 @@ async def incidents(request: web.Request) -> web.Response:
 
 
 async def _load_incident(request: web.Request, key: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
+    request[READER].require_session_org(key)
     view = await db(request, queries.incident_view, key)
     if view.org is None:
         raise web.HTTPNotFound(reason=f"no incident or events for session {key!r}")

@@ -214,9 +214,11 @@ def test_refusals_say_why(api_db):
             ("/api/v1/incidents/acme:nope", ADMIN),
             ("/api/v1/incidents/acme:a%00b", ADMIN),  # PostgreSQL refuses a NUL in a text parameter: was a 500
             ('/api/v1/incidents?filter=service="%00"', ADMIN),
+            # another org's key it does not have: 403 as for one it has (a 404 told which keys globex has)
+            ("/api/v1/incidents/globex:db:nope", ACME),
         ],
     )
-    assert [status for status, _ in answers] == [401, 401, 401, 400, 400, 400, 400, 403, 403, 404, 400, 400]
+    assert [status for status, _ in answers] == [401, 401, 401, 400, 400, 400, 400, 403, 403, 404, 400, 400, 403]
     errors = [body["error"] for _, body in answers]
     assert "Bearer" in errors[0] and errors[1] == "unknown token"
     assert "service=~" in errors[3] and "invalid regular expression" in errors[3]

@@ -515,10 +515,16 @@ def test_a_trusted_proxy_logs_in_the_user_it_names_within_its_orgs(engine):
         carol = {"X-Forwarded-User": "carol"}
         listing = await (await client.get("/", headers=carol)).text()
         form = await (await client.get("/silences", headers=carol)).text()
-        return listing, (await client.post(action, data={"csrf": csrf(form)}, headers=carol)).status
+        acted = (await client.post(action, data={"csrf": csrf(form)}, headers=carol)).status
+        # an acme key that does not exist: 403 as for one that does (a 404 told her which acme keys exist)
+        missing = (await client.get(f"/incident/{quote('acme:db:nope', safe='')}", headers=carol)).status
+        return listing, acted, missing
 
-    sent, (listing, status) = run(engine, limited, proxy=proxy_auth("127.0.0.1", orgs="acme", named="carol=globex"))
+    sent, (listing, status, missing) = run(
+        engine, limited, proxy=proxy_auth("127.0.0.1", orgs="acme", named="carol=globex")
+    )
     assert status == 403 and sent == [] and "acme:db" not in listing and "globex:db:db-9" in listing
+    assert missing == 403
 
 
 def test_the_proxy_header_from_anywhere_else_is_ignored_and_proxy_config_is_checked():
