@@ -230,7 +230,19 @@ def _classify(labels: dict[str, str], facts: dict[str, str], severity: str) -> t
 
 
 def check(directory: str | Path, channels: Mapping[str, ChannelSpec]) -> str:
-    return summary(load_runbook_set(directory, channels=channels))
+    """The set's summary, after every file of the directory was loaded as the processes load them: the session
+    rules and the producers' scopes as ingest reads them at start (``check`` passed a sessions.yaml of
+    ``rules: 5`` that ingest then refused)."""
+    from streams.ingest.scopes import load_scopes
+    from streams.ingest.sessions import load_session_rules
+
+    text = summary(load_runbook_set(directory, channels=channels))
+    sessions, scopes = Path(directory) / "sessions.yaml", Path(directory) / "ingest-scopes.yaml"
+    if sessions.exists():
+        text += f"; {len(load_session_rules(sessions))} session rules"
+    if scopes.exists():
+        text += f"; {len(load_scopes(scopes, ''))} producer scopes"
+    return text
 
 
 def verify_receivers(rset: RunbookSet, pairs: Sequence[str], expected: str) -> tuple[bool, str]:

@@ -36,13 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from streams.errors import InvalidInputError
 from streams.ingest.errors import BadRequest, Forbidden
 from streams.kafka.catalogue import EVENT_KINDS
 from streams.model.records import InvalidEventError, check_org_name
 from streams.model.silences import SILENCE_CREATED, SILENCE_TYPES, SilenceError, SilenceScopeError, scoped_to_org
+from streams.model.yamlfile import LineDict, load_yaml, load_yaml_text
 
 CONTROL_TYPES = frozenset(
     {
@@ -122,6 +121,12 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _at(origin: str, mapping: Any, key: str) -> str:
+    """``file:line`` of ``key`` in a mapping read from a file (its line is known), else the origin alone."""
+    line = mapping.line_of(key) if isinstance(mapping, LineDict) else 0
+    return f"{origin}:{line}" if line else origin
+
+
 def parse_scopes(data: Any, origin: str) -> dict[str, Scope]:
     """``{"producers": {name: {...}}}`` (or the mapping of producers itself) → name → Scope."""
     if data is None:
@@ -132,12 +137,13 @@ def parse_scopes(data: Any, origin: str) -> dict[str, Scope]:
         raise ScopeConfigError(f"{origin}: expected a mapping of producer name to scope")
     scopes = {}
     for name, spec in data.items():
-        where = f"{origin}: producer {name!r}"
+        where = f"{_at(origin, data, name)}: producer {name!r}"
         if not isinstance(spec, Mapping):
             raise ScopeConfigError(f"{where}: expected a mapping with {', '.join(SCOPE_KEYS)}")
         unknown = sorted(set(spec) - set(SCOPE_KEYS))
         if unknown:
-            raise ScopeConfigError(f"{where}: unknown key {unknown[0]!r}; keys: {', '.join(SCOPE_KEYS)}")
+            at = f"{_at(origin, spec, unknown[0])}: producer {name!r}"
+            raise ScopeConfigError(f"{at}: unknown key {unknown[0]!r}; keys: {', '.join(SCOPE_KEYS)}")
         kinds = _strings(spec.get("kinds", list(DEFAULT_KINDS)), f"{where}.kinds")
         bad = [k for k in kinds if k not in EVENT_KINDS]
         if bad:
@@ -164,17 +170,12 @@ def parse_scopes(data: Any, origin: str) -> dict[str, Scope]:
 def load_scopes(path: Path | None, inline: str) -> dict[str, Scope]:
     """The file's scopes plus the inline variable's; one producer in both is an error."""
     scopes: dict[str, Scope] = {}
+    # The loader the runbooks use: the grant file is the last place a duplicated producer should pass quietly
+    # (the second entry won), and its errors name the line.
     if path is not None and Path(path).exists():
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as exc:
-            raise ScopeConfigError(f"{path}: not YAML: {exc}") from None
-        scopes.update(parse_scopes(data, str(path)))
+        scopes.update(parse_scopes(load_yaml(path), str(path)))
     if inline.strip():
-        try:
-            data = yaml.safe_load(inline)
-        except yaml.YAMLError as exc:
-            raise ScopeConfigError(f"OPSLOOP_INGEST_SCOPES: not YAML: {exc}") from None
+        data = load_yaml_text(inline, "OPSLOOP_INGEST_SCOPES")
         for name, scope in parse_scopes(data, "OPSLOOP_INGEST_SCOPES").items():
             if name in scopes:
                 raise ScopeConfigError(f"OPSLOOP_INGEST_SCOPES: producer {name!r} also has a scope in {path}")

@@ -16,7 +16,16 @@ import yaml
 
 from streams.errors import ConfigError
 
-__all__ = ["ConfigError", "LineDict", "check_keys", "load_yaml", "load_yaml_documents", "parse_duration_ms", "suggest"]
+__all__ = [
+    "ConfigError",
+    "LineDict",
+    "check_keys",
+    "load_yaml",
+    "load_yaml_documents",
+    "load_yaml_text",
+    "parse_duration_ms",
+    "suggest",
+]
 
 
 class LineDict(dict[str, Any]):
@@ -81,6 +90,8 @@ def _parsed_text(text: str, path: str | Path, parse: Callable[[_Loader], Any]) -
         raise ConfigError(path, line, f"invalid YAML: control character {shown} is not allowed") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(path, None, f"invalid YAML: {exc}") from exc
+    except RecursionError:  # thousands of nested brackets: PyYAML's composer recurses per level
+        raise ConfigError(path, None, "invalid YAML: nested too deeply") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -96,6 +107,12 @@ def _all_documents(loader: _Loader) -> list[Any]:
 def load_yaml(path: str | Path) -> Any:
     """Parse a YAML file of one document; syntax errors become :class:`ConfigError` with the line."""
     return _parsed(path, lambda loader: loader.get_single_data())
+
+
+def load_yaml_text(text: str, origin: str) -> Any:
+    """Parse one YAML document given as text (an environment variable's value), as :func:`load_yaml` parses a file's;
+    errors name ``origin``."""
+    return _parsed_text(text, origin, lambda loader: loader.get_single_data())
 
 
 def load_yaml_documents(path: str | Path) -> list[Any]:

@@ -138,3 +138,25 @@ def test_a_silence_whose_every_matcher_matches_a_missing_label_is_refused(capsys
     with pytest.raises(SilenceError, match="must select something"):
         silence_from_json({"matchers": matchers, "starts_at": 1, "ends_at": 2})
     assert silence_from_json({"matchers": [*matchers, 'service="db"'], "starts_at": 1, "ends_at": 2})
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "error"),
+    [
+        ("sessions.yaml", "rules: 5\n", "sessions.yaml:1: rules: expected a non-empty list of rules"),
+        (
+            "ingest-scopes.yaml",
+            "producers:\n  a: {orgs: [a]}\n  a: {orgs: [b]}\n",
+            "ingest-scopes.yaml:3: duplicate key 'a'",
+        ),
+    ],
+)
+def test_check_reads_the_session_rules_and_scopes_as_ingest_does(tmp_path, capsys, name, text, error):
+    """`opsloop check` said ok to a sessions.yaml of `rules: 5` that `opsloop ingest` refused at start."""
+    target = tmp_path / "runbooks"
+    shutil.copytree(RUNBOOKS, target)
+    assert main(["check", "--dir", str(target)]) == 0
+    assert "10 session rules" in capsys.readouterr().out
+    (target / name).write_text(text)
+    assert main(["check", "--dir", str(target)]) == 1
+    assert error in capsys.readouterr().err

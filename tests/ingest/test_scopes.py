@@ -280,3 +280,25 @@ def test_an_operator_silence_stays_as_written_and_scopes_parse_strictly():
     with pytest.raises(ValueError, match="'acme:alert' contains ':', which separates a session key's org"):
         parse_scopes({"x": {"orgs": ["acme:alert"]}}, "f")
     assert set(TOKENS) >= set(SCOPES)
+
+
+def test_the_scopes_file_refuses_a_producer_named_twice_and_names_the_line(tmp_path):
+    """The grant file was read with plain yaml.safe_load: a producer listed twice passed, the second entry
+    winning (what it may do changed without a word), and errors named no line."""
+    from streams.errors import ConfigError
+    from streams.ingest.scopes import ScopeConfigError, load_scopes
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("producers:\n  a: {orgs: [a]}\n  a: {orgs: [b]}\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml:3: duplicate key 'a'"):
+        load_scopes(twice, "")
+    with pytest.raises(ConfigError, match=r"OPSLOOP_INGEST_SCOPES:1: duplicate key 'orgs'"):
+        load_scopes(None, "{producers: {a: {orgs: [a], orgs: [b]}}}")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("producers:\n  a:\n    orgs: [a]\n    contrl: true\n")
+    with pytest.raises(ScopeConfigError, match=r"typo.yaml:4: producer 'a': unknown key 'contrl'"):
+        load_scopes(typo, "")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep.yaml: invalid YAML: nested too deeply"):
+        load_scopes(deep, "")
