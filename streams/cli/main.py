@@ -171,6 +171,18 @@ def _bytes_repr(value: object) -> str:
 # -- dlq ------------------------------------------------------------------------
 
 
+SHOWN_KEY_CHARS = 120
+
+
+def shown_key(raw: bytes | None) -> str:
+    """A record's key as one terminal line: control characters escaped, cut past SHOWN_KEY_CHARS with its size (a
+    10,000-byte binary key was printed raw, escape sequences and all)."""
+    from streams.model.records import CONTROL_CHARS
+
+    text = CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", (raw or b"").decode(errors="replace"))
+    return text if len(text) <= SHOWN_KEY_CHARS else f"{text[:SHOWN_KEY_CHARS]}… ({len(raw or b'')} bytes)"
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from streams.errors import NotFoundError
     from streams.kafka import redrive
@@ -185,7 +197,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             print(
                 f"{letter.dlq}[{letter.partition}]@{letter.offset}  stage={r['stage']}  "
                 f"source={letter.source}[{r['partition']}]@{r['offset']}  "
-                f"key={(r['key'] or b'').decode(errors='replace')}  "
+                f"key={shown_key(r['key'])}  "
                 f"{'redriven  ' if letter.mark in marks else ''}reason={r['reason']}"
             )
         print(f"{len(chosen)} dead letter(s), {sum(1 for x in chosen if x.mark in marks)} already redriven")

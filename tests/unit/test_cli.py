@@ -242,3 +242,13 @@ def test_a_silence_that_has_ended_already_is_refused_before_anything_is_sent(cap
     assert capsys.readouterr().err.strip() == (
         "opsloop silence: --start + --duration ends at 2020-01-01 01:00:00, in the past"
     )
+
+
+def test_a_dead_letters_key_is_one_line_with_its_controls_escaped_and_a_long_one_cut():
+    """`opsloop dlq list` printed a 10,000-byte binary key raw: terminal escapes and all."""
+    from streams.cli.main import SHOWN_KEY_CHARS, shown_key
+
+    assert shown_key(b"acme:alert:x") == "acme:alert:x" and shown_key(None) == ""
+    assert shown_key(b"\x1b[31mred\x00") == "\\x1b[31mred\\x00"
+    long = shown_key(b"k" * 10_000)
+    assert long == "k" * SHOWN_KEY_CHARS + "… (10000 bytes)"
