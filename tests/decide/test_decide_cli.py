@@ -66,7 +66,7 @@ def test_route_test_prints_runbook_routes_receivers_and_chain(capsys):
     assert "severity 'critical' is normalised to 'urgent'" in out
     assert "runbook:    target-down (target-down.yaml:" in out
     assert "route:      route.routes[1] -> oncall-slack" in out
-    assert "notify:     infra-slack" in out
+    assert "notify:     oncall-slack" in out  # the route an urgent alert takes: on-call from the start
     assert "escalation: +5m oncall-slack, +15m pagerduty-primary" in out
 
 

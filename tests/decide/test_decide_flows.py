@@ -59,21 +59,21 @@ def test_alertmanager_events_are_not_held_again(ctx, source):
     """Alertmanager and Grafana alerting group and wait by themselves (routing's upstream_grouped)."""
     d = Sim(ctx).feed(alert(at=T0, source=source))
     assert d.record["outcome"] == "notified"
-    assert receivers(d.effects) == [("infra-slack", "trigger")]
+    assert receivers(d.effects) == [("oncall-slack", "trigger")]
 
 
 def test_unacknowledged_urgent_alert_escalates_slack_oncall_pagerduty_on_schedule(ctx):
     sim = Sim(ctx)
     sim.feed(alert(at=T0))
     sim.advance(T0 + 30_000)
-    assert receivers(sim.effects) == [("infra-slack", "trigger")]
+    assert receivers(sim.effects) == [("oncall-slack", "trigger")]
     sim.advance(T0 + 30_000 + 5 * MIN - 1)
     assert len(sim.notifications()) == 1, "step 1 must not fire before its time"
     sim.advance(T0 + 30_000 + 5 * MIN)
     assert receivers(sim.effects)[-1] == ("oncall-slack", "trigger")
     sim.advance(T0 + 30_000 + 15 * MIN)
     notes = sim.notifications()
-    assert [n["notify"]["receiver"] for n in notes] == ["infra-slack", "oncall-slack", "pagerduty-primary"]
+    assert [n["notify"]["receiver"] for n in notes] == ["oncall-slack", "oncall-slack", "pagerduty-primary"]
     assert [n["notify"]["channel"] for n in notes] == ["slack", "slack", "pagerduty"]
     pd = notes[-1]["notify"]
     assert pd["thread_key"] == SESSION and pd["action"] == "trigger"
@@ -93,7 +93,7 @@ def test_an_alert_arriving_hours_after_its_startsat_is_told_once_and_what_follow
     sim = Sim(ctx)
     sim.feed({**alert(at=T0, source=source), "received_at": late})
     sim.advance(late)  # what was due on arrival: the group's wait is long over (Alertmanager's: told at once)
-    assert receivers(sim.effects) == [("infra-slack", "trigger")]
+    assert receivers(sim.effects) == [("oncall-slack", "trigger")]
     # its Acknowledge link lasts the ack TTL from then (it had expired 6 h before it was sent)
     [ack] = [link["url"] for link in sim.notifications()[0]["notify"]["links"] if link["label"] == "Acknowledge"]
     query = {k: v[0] for k, v in parse_qs(urlparse(ack).query).items()}
@@ -106,14 +106,14 @@ def test_an_alert_arriving_hours_after_its_startsat_is_told_once_and_what_follow
     assert step1["receiver"] == "oncall-slack" and "(unacknowledged for 5m)" in step1["title"]
     sim.advance(late + 15 * MIN)
     assert [n["notify"]["receiver"] for n in sim.notifications()] == [
-        "infra-slack",
+        "oncall-slack",
         "oncall-slack",
         "pagerduty-primary",
     ]
     sim.advance(late + 4 * 60 * MIN - 1)
     assert len(sim.notifications()) == 3, "the 4 h repeat counts from the message, not from startsAt"
     sim.advance(late + 4 * 60 * MIN)
-    assert [n["notify"]["receiver"] for n in sim.notifications()][3:] == ["infra-slack"]  # the repeat
+    assert [n["notify"]["receiver"] for n in sim.notifications()][3:] == ["oncall-slack"]  # the repeat
 
 
 def test_ack_stops_the_chain_and_tells_pagerduty(ctx):
@@ -134,7 +134,7 @@ def test_ack_before_an_escalation_step_cancels_it(ctx):
     assert [e["cancel"]["prefix"] for e in d.effects if e["type"] == "cancel_timers"] == ["esc:"]
     assert not any(tid.startswith("esc:") for tid in sim.pending())
     sim.advance(T0 + 60 * MIN)
-    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["oncall-slack"]
 
 
 def test_pagerduty_ack_is_not_echoed_back(ctx):
@@ -153,7 +153,7 @@ def test_resolve_sends_pagerduty_resolve_with_the_same_dedup_key_and_chat_resolv
     d = sim.feed(alert(status="resolved", at=T0 + 20 * MIN))
     assert d.record["outcome"] == "resolved"
     got = {(n["notify"]["receiver"], n["notify"]["action"]) for n in d.effects if n["type"] == "notify"}
-    assert got == {("infra-slack", "resolve"), ("oncall-slack", "resolve"), ("pagerduty-primary", "resolve")}
+    assert got == {("oncall-slack", "resolve"), ("pagerduty-primary", "resolve")}
     pd = next(e["notify"] for e in d.effects if e["type"] == "notify" and e["notify"]["channel"] == "pagerduty")
     assert pd["thread_key"] == trigger_pd["thread_key"] == SESSION
     assert pd["title"].startswith("Resolved:")
@@ -173,7 +173,7 @@ def test_pagerduty_resolve_goes_to_chat_but_not_back_to_pagerduty(ctx):
     sim.feed(alert(at=T0))
     sim.advance(T0 + 30_000 + 15 * MIN)
     d = sim.feed(webhook("incident.resolved", at=T0 + 17 * MIN, source="pagerduty"))
-    assert {r for r, a in receivers(d.effects)} == {"infra-slack", "oncall-slack"}
+    assert {r for r, a in receivers(d.effects)} == {"oncall-slack"}
 
 
 def test_group_of_many_alerts_gives_one_notification(ctx):
@@ -372,7 +372,7 @@ def test_silence_mutes_during_its_window_and_the_alert_is_told_after(rset):
     assert sim.notifications() == []
     assert any(g["gate"] == "silence" and g["verdict"] == "stop" for _, d in sim.decisions for g in d.record["gates"])
     sim.advance(T0 + 20 * MIN)
-    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["oncall-slack"]
 
 
 def test_a_silence_mutes_an_alert_that_arrives_after_it_whatever_its_startsat(rset):
@@ -392,7 +392,7 @@ def test_a_silence_mutes_an_alert_that_arrives_after_it_whatever_its_startsat(rs
         assert sim.notifications() == [], ticker
         assert any("silence" in d.record["matched"] for _, d in sim.decisions), ticker
         sim.advance(T0 + 60 * MIN)  # told when the silence ends
-        assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
+        assert [n["notify"]["receiver"] for n in sim.notifications()] == ["oncall-slack"]
     # an alert that arrived before the silence began is still checked at its group's time, as before
     early = Sim(Context(verdict=URGENT_DOWN, runbooks=rset, silences=(silence,)))
     early.feed(alert(at=T0))
@@ -413,7 +413,7 @@ def test_a_silence_expired_early_lets_its_alerts_be_told_within_the_group_interv
     assert sim.notifications() == []
     sim.ctx = dc_replace(sim.ctx, silences=())  # expired at T0 + 10 min
     sim.advance(T0 + 10 * MIN + 5 * MIN)  # the starter route's group interval: 5 min
-    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["infra-slack"]
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["oncall-slack"]
     # while it holds, each try is a suppressed decision, nothing sent
     held = Sim(Context(verdict=URGENT_DOWN, runbooks=rset, silences=(silence,)))
     held.feed(alert(at=T0))
@@ -563,7 +563,7 @@ def test_remediation_and_verification_escalate_when_still_firing(rset):
     sim.advance(T0 + 5 * MIN)  # escalation step 1 (oncall-slack) at +5m
     sim.advance(T0 + 10 * MIN)  # verification: still firing, so step 2 (PagerDuty) comes now, not at +15m
     assert [n["notify"]["receiver"] for n in sim.notifications()] == [
-        "infra-slack",
+        "oncall-slack",
         "oncall-slack",
         "pagerduty-primary",
     ]
@@ -624,7 +624,7 @@ def test_decision_record_names_classifier_gates_and_versions(ctx):
     r = d.record
     assert (r["classifier"], r["confidence"], r["fallback"]) == ("model-7", 0.42, True)
     assert r["matched"]["severity_confidence"] == "0.6100"
-    assert r["matched"]["route"] == "route.routes[1]" and r["matched"]["receivers"] == "infra-slack"
+    assert r["matched"]["route"] == "route.routes[1]" and r["matched"]["receivers"] == "oncall-slack"
     assert {g["gate"] for g in r["gates"]} >= {"flapping", "silence", "inhibit", "group", "cooldown", "cap", "dedupe"}
     codec = default_codec()
     assert codec.decode(codec.encode("opsloop.Decision", r))["matched"] == r["matched"]

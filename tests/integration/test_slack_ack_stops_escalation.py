@@ -5,8 +5,8 @@ session broker; timers run on event time (``OPSLOOP_TIMER_CLOCK=event``, see
 tests/decide/scenario.py), so the test moves time with tick events instead of sleeping.
 
 Two urgent ``PrometheusTargetMissing`` sessions on the same partition (the same
-watermark, the same ticker passes) get the target-down chain: infra-slack at once,
-oncall-slack after 5 minutes, pagerduty-primary after 15. The Slack message of the
+watermark, the same ticker passes) get the target-down chain: oncall-slack at once (the
+route an urgent alert takes), a reminder there after 5 minutes, pagerduty-primary after 15. The Slack message of the
 first (built by the Slack sink from the real notify effect, ``interactive: true``) is
 acknowledged with a signed interactivity POST to ingest; forged, replayed and tampered
 requests aimed at the second (the control) are refused and produce nothing. Event time
@@ -39,7 +39,7 @@ RULE = "Prometheus target missing"  # availability, urgent: runbooks/target-down
 FLUSH = 30_000  # routing.yaml's group_wait: the chain starts at the group flush
 STEP_ONCALL = FLUSH + 5 * MIN
 STEP_PAGE = FLUSH + 15 * MIN
-INTERACTIVE_SLACK = Receiver("infra-slack", "slack", {"interactive": True})
+INTERACTIVE_SLACK = Receiver("oncall-slack", "slack", {"interactive": True})
 
 
 def click(effect: dict[str, Any], action_id: str = "ack", user: str = "alice") -> dict[str, Any]:
@@ -132,9 +132,9 @@ def _run(settings, ingest: IngestServer) -> None:
             await t.until(lambda t: t.decided([acked["event_id"], control["event_id"]]), 60, "the two alerts")
             await t.push([tick(a, t0 + FLUSH + 1000), tick(c, t0 + FLUSH + 1000)])
             await t.until(
-                lambda t: chain(t, a) == [("infra-slack", "trigger")] and chain(t, c) == [("infra-slack", "trigger")],
+                lambda t: chain(t, a) == [("oncall-slack", "trigger")] and chain(t, c) == [("oncall-slack", "trigger")],
                 60,
-                "the chain's first step (infra-slack) for both sessions",
+                "the chain's first step (oncall-slack) for both sessions",
             )
             [first] = t.notifications(a)
             [control_first] = t.notifications(c)
@@ -200,11 +200,11 @@ def _run(settings, ingest: IngestServer) -> None:
     mine = [e for e in events if e["session_key"] in (a, c)]
     assert [(e["session_key"], e["type"], e["payload"]["actor"]) for e in mine] == [(a, "ack", "alice")], mine
     # The acknowledged session: its first Slack message and nothing after (no on-call, no page).
-    assert chain(t, a) == [("infra-slack", "trigger")]
+    assert chain(t, a) == [("oncall-slack", "trigger")]
     assert not [d for d in t.decisions() if d["session_key"] == a and d["outcome"] == "escalated"]
     # The control, at the same event times: on-call after 5 minutes, PagerDuty after 15.
     assert chain(t, c) == [
-        ("infra-slack", "trigger"),
+        ("oncall-slack", "trigger"),
         ("oncall-slack", "trigger"),
         ("pagerduty-primary", "trigger"),
     ]

@@ -362,7 +362,7 @@ def test_route_test_form_answers_what_the_cli_answers(engine, starter_route_test
         starter_route_test.args[0], ["alertname=PgDown", "severity=critical", "service=db", "org=acme"]
     )
     assert answer == {k.strip(): html_escaped(v.strip()) for k, _, v in (line.partition(":") for line in expected)}
-    assert answer["runbook"].startswith("target-down") and answer["notify"] == "infra-slack"
+    assert answer["runbook"].startswith("target-down") and answer["notify"] == "oncall-slack"
     assert "oncall-slack" in answer["route"] and "pagerduty-primary" in answer["escalation"]
     status, text = out["xss"]
     assert status == 200 and "<script" not in text and "<img" not in text and "&lt;script&gt;" in text
