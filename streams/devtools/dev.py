@@ -136,7 +136,11 @@ class DevState:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. With SO_REUSEADDR, as the servers bind (aiohttp, Kafka, PostgreSQL):
+    the connections a stopped server leaves in TIME_WAIT do not hold the port, and without it a restart of
+    ``opsloop dev`` under traffic moved every port, so Prometheus and the banner's curl met a closed one."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
