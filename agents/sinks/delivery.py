@@ -7,7 +7,8 @@
 - retries with tenacity: exponential backoff with full jitter
   (``wait_random_exponential``: uniform(0, min(cap, base·2ⁿ))), ``Retry-After`` honoured
   exactly on 429, a cap on attempts and on total time (``stop_before_delay``, so a
-  wait that would overrun the budget is not started);
+  wait that would overrun the budget is not started; an attempt the receiver answered
+  with a Retry-After of a second or more counts against the time only);
 - per destination (receiver): a rate limit (aiolimiter's leaky bucket), a pause
   for everyone after a 429, and a circuit breaker that *parks* the destination:
   its queue waits out the cool-down instead of hammering, the others do not notice;
@@ -69,6 +70,9 @@ from streams.model.receivers import MissingSecretError, RateLimit, Receiver, res
 from streams.settings import SinkSettings
 
 log = logging.getLogger(__name__)
+# A Retry-After this long or longer paces the retries (the attempt is not counted against the cap); a shorter
+# one, a receiver answering "Retry-After: 0" forever, is counted, so the cap still ends a tight loop.
+MIN_PACED_S = 1.0
 notifications = logging.getLogger("opsloop.notifications")
 
 
@@ -190,6 +194,10 @@ class Outcome:
     ambiguous: int = 0
     waits: list[float] = field(default_factory=list)  # the pauses between attempts (for tests and logs)
     refused_in_line: int = 0  # attempts a busy host refused while others were in flight (not counted)
+    # attempts answered "later" with a Retry-After of a second or more (a 429): the receiver paces them, so they
+    # count against the time budget, not the attempt cap (45 s of 429s with Retry-After: 2 dead-lettered urgent
+    # pages after 6 attempts in 12 s, though the 120 s budget had room)
+    paced: int = 0
 
 
 @dataclass
@@ -325,7 +333,7 @@ class Deliverer:
         out_of_time = stop_before_delay(self.policy.max_total_s)
 
         def stop(state: RetryCallState) -> bool:
-            return outcome.attempts - outcome.refused_in_line >= max_attempts or out_of_time(state)
+            return outcome.attempts - outcome.refused_in_line - outcome.paced >= max_attempts or out_of_time(state)
 
         async def before_sleep(state: RetryCallState) -> None:
             outcome.waits.append(state.upcoming_sleep)
@@ -364,6 +372,8 @@ class Deliverer:
                     except DeliveryError as exc:
                         outcome.http_status = exc.http_status
                         outcome.refused_in_line += isinstance(exc, RefusedInLine)
+                        paced = isinstance(exc, TransientError) and (exc.retry_after or 0) >= MIN_PACED_S
+                        outcome.paced += paced and max_attempts > 1  # a step's "retries: 0" stays one try
                         raise
         except AmbiguousError as exc:
             outcome.status = "dead" if idempotent else "ambiguous"

@@ -321,6 +321,24 @@ def test_secrets_never_reach_logs_receipts_or_dead_letters(
     assert "**********" in records  # the echoed routing key was masked, not dropped
 
 
+def test_429s_with_retry_after_are_paced_by_the_time_budget_not_the_attempt_cap(fakes: FakeServices, pg_engine) -> None:
+    """A fault probe: 45 s of 429s with Retry-After: 2 dead-lettered urgent pages after 6 attempts in 12 s, though
+    the 120 s budget had room. The receiver said when; those attempts do not count against the cap."""
+    receivers, env = receivers_for(fakes)
+    fakes.script("slack", "slack-b", *[Answer(429, "rate_limited", {"Retry-After": "1"})] * 3)
+    effect = make_effect("slack-b", "slack", title="rate limited three times")
+    before = len(fakes.got("slack", "slack-b"))
+
+    async def go():
+        async with Harness(receivers, pg_engine, env, policy=replace(FAST, max_attempts=2)) as h:
+            return await h.run(effect, timeout=20), h
+
+    statuses, h = run(go())
+    assert statuses == ["delivered"]
+    assert [r.answered for r in fakes.got("slack", "slack-b")[before:]] == [429, 429, 429, 200]
+    assert h.emitter.receipts[0]["attempts"] == 4
+
+
 def test_a_retry_after_past_the_time_budget_is_dead_lettered_at_once(fakes: FakeServices, pg_engine) -> None:
     receivers, env = receivers_for(fakes)
     fakes.script("slack", "slack-b", Answer(429, "rate_limited", {"Retry-After": "600"}))
