@@ -27,7 +27,7 @@ from streams.core.messages import (
     silence_gate_of,
     title_of,
 )
-from streams.core.state import AlertState
+from streams.core.state import MAX_OVERFLOW_KEPT, AlertState
 from streams.model.runbooks import Runbook
 
 MAX_ALERTS = 200  # per session; beyond this new alerts are counted, not stored
@@ -54,7 +54,12 @@ def on_trigger(f: Fold, akey: str, alert: AlertState) -> None:
         f.outcome = "repeat"  # nothing new to say
         return
     if current is None and len(s["alerts"]) >= MAX_ALERTS:
-        s["overflow"] = s.get("overflow", 0) + 1
+        # Counted once per alert, not per event: Prometheus re-sends each every evaluation, and "... and 210
+        # more" grew with every re-send of 5 alerts past the cap. Past MAX_OVERFLOW_KEPT, "at least" that many.
+        kept = s.get("overflow_keys") or []
+        if akey not in kept and len(kept) < MAX_OVERFLOW_KEPT:
+            s["overflow_keys"] = kept = [*kept, akey]
+        s["overflow"] = len(kept)
         f.outcome = "overflow"
         return
     rb = runbook_named(f, alert["runbook"])
@@ -71,6 +76,7 @@ def on_trigger(f: Fold, akey: str, alert: AlertState) -> None:
             s["audience"], s["first_audience"], s["acked"], s["escalation"], s["approval"] = [], [], False, None, []
             s["runbook"] = rb.name
             s["alerts"] = {k: a for k, a in s["alerts"].items() if a["status"] == "firing"}
+            s["overflow"], s["overflow_keys"] = 0, []  # the last episode's, which a later one told as its own
         s["status"] = "firing"
     alert["status"], alert["at"], alert["first"] = "firing", f.now, (current or {}).get("first", f.now)
     s["alerts"][akey] = alert
@@ -93,6 +99,9 @@ def on_clear(f: Fold, akey: str, *, cause: str = "resolve", echo_to: str = "") -
     f.note("alert", akey)
     alert = s["alerts"].get(akey)
     if alert is None or alert["status"] != "firing":
+        if akey in (kept := s.get("overflow_keys") or []):  # one past the cap no longer fires
+            s["overflow_keys"] = [k for k in kept if k != akey]
+            s["overflow"] = len(s["overflow_keys"])
         f.outcome = "recorded"
         return
     alert["status"], alert["at"] = "resolved", f.now

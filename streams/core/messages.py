@@ -10,7 +10,7 @@ from typing import Any
 
 from streams.core import gates
 from streams.core.fold import Fold
-from streams.core.state import AlertState
+from streams.core.state import MAX_OVERFLOW_KEPT, AlertState
 from streams.model.records import derived_id
 from streams.model.routing import RouteMatch, routing_labels
 from streams.model.runbooks import ROUTE_RECEIVER, Runbook
@@ -139,17 +139,28 @@ def _cut(value: str) -> str:
     return value if len(value) <= TELLING_VALUE_MAX else value[: TELLING_VALUE_MAX - 1] + "…"
 
 
+def group_count(f: Fold, alerts: Sequence[Any]) -> int:
+    """How many alerts a group's message tells of: those kept and those past the session's cap."""
+    return len(alerts) + int(f.s.get("overflow") or 0)
+
+
+def _at_least(f: Fold) -> str:
+    """ "+" once the alerts past the cap are more than the session remembers (incident.MAX_OVERFLOW_KEPT)."""
+    return "+" if len(f.s.get("overflow_keys") or ()) >= MAX_OVERFLOW_KEPT else ""
+
+
 def body_of(
     f: Fold, lead: Mapping[str, Any], alerts: Sequence[tuple[str, Mapping[str, Any]]], rb: Runbook, extra: str = ""
 ) -> str:
     lines = [lead.get("body") or ""]
-    if len(alerts) > 1:
-        lines.append(f"{len(alerts)} alerts firing:")
+    overflow = int(f.s.get("overflow") or 0)  # alerts past the session's cap: counted, not kept
+    if len(alerts) + overflow > 1:
+        lines.append(f"{len(alerts) + overflow}{_at_least(f)} alerts firing:")
         listed = [a for _, a in alerts[:MAX_LISTED]]
         for a, where in zip(listed, telling_labels(listed), strict=True):
             lines.append(f"- {a['title']}" + (f" ({where})" if where else ""))
-        if len(alerts) > MAX_LISTED or f.s.get("overflow"):
-            lines.append(f"... and {len(alerts) - min(len(alerts), MAX_LISTED) + f.s.get('overflow', 0)} more")
+        if len(alerts) > MAX_LISTED or overflow:
+            lines.append(f"... and {len(alerts) - min(len(alerts), MAX_LISTED) + overflow}{_at_least(f)} more")
     if rb.description:
         lines.append(f"Runbook {rb.name}: {rb.description}")
     if extra:

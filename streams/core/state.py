@@ -97,6 +97,9 @@ class CronState(TypedDict, total=False):
     running_until: int
 
 
+MAX_OVERFLOW_KEPT = 1000  # alerts past the session's cap remembered by key, to count each once
+
+
 class SessionState(TypedDict):
     v: int
     seen: str  # the last event ids folded (producers retry), as SEEN_TOKEN_CHARS-wide tokens (seen_token)
@@ -104,7 +107,8 @@ class SessionState(TypedDict):
     status: Status
     episode: int
     alerts: dict[str, AlertState]
-    overflow: int  # alerts past MAX_ALERTS, counted not stored
+    overflow: int  # alerts past MAX_ALERTS, counted not stored (len(overflow_keys))
+    overflow_keys: list[str]  # their keys, up to incident.MAX_OVERFLOW_KEPT (absent in a state of before)
     group: GroupState
     audience: list[str]
     first_audience: list[str]
@@ -131,6 +135,7 @@ def new_state() -> SessionState:
         "episode": 0,
         "alerts": {},
         "overflow": 0,
+        "overflow_keys": [],
         "group": {"first": None, "sent": None, "hash": None},
         "audience": [],
         "first_audience": [],

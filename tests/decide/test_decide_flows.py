@@ -187,6 +187,23 @@ def test_group_of_many_alerts_gives_one_notification(ctx):
     assert all(d.effects for ev, d in sim.decisions if ev["kind"] == "telemetry")
 
 
+def test_alerts_past_the_sessions_cap_are_counted_once_each_and_alike_in_title_and_body(ctx):
+    """A fault probe: 205 alerts in one session, re-sent 3 times in the group wait: "(+199 more)" in the title,
+    "200 alerts firing ... and 210 more" in the body (every re-send of the 5 past the cap of 200 counted)."""
+    from streams.core.incident import MAX_ALERTS
+
+    sim = Sim(ctx)
+    for send in range(3):
+        for i in range(MAX_ALERTS + 5):
+            sim.feed(alert(at=T0 + i, instance=f"api-{i}:9100", eid=f"a{i}-{send}"), WARN_DOWN)
+    sim.advance(T0 + 40_000)
+    [note] = sim.notifications()
+    assert "(+204 more)" in note["notify"]["title"] and note["notify"]["fields"]["alerts"] == "205"
+    assert "205 alerts firing:" in note["notify"]["body"] and "... and 195 more" in note["notify"]["body"]
+    sim.feed(alert(status="resolved", at=T0 + 60_000, instance=f"api-{MAX_ALERTS + 4}:9100"), WARN_DOWN)
+    assert sim.state["overflow"] == 4  # one past the cap resolved
+
+
 def test_a_groups_alerts_are_listed_by_the_labels_that_tell_them_apart(ctx):
     """kube-prometheus's KubePodCrashLooping through Prometheus: kube-state-metrics' alerts all carry its own
     address as the instance, and the update about a second crash-looping pod listed the same line twice."""
