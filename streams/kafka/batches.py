@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -111,6 +112,13 @@ class BatchReader:
                 message.tracked = True
                 consumer.track_message(message)
             live.append(event)
+        # faust's own streams tell its monitor when a partition's events reach them; without it, events after
+        # five quiet minutes logged "Stream has not started processing TP(...)" at ERROR while decided at once
+        inbound = getattr(app.monitor, "stream_inbound_time", None)
+        if inbound is not None and live:
+            now = time.monotonic()
+            for tp in {event.message.tp for event in live}:
+                inbound[tp] = now
         return live
 
     def acknowledge(self, events: Sequence[Any]) -> None:
