@@ -85,7 +85,19 @@ def abort_producer(producer: Any, error: BaseException) -> None:
     accumulator = getattr(producer, "_message_accumulator", None)
     sender = getattr(producer, "_sender", None)
     if accumulator is not None:
+        batches = [b for queue in accumulator._batches.values() for b in queue] + list(accumulator._pending_batches)
         accumulator.fail_all(error)
+        # The senders' waits ended already (a timeout is why this runs): mark each send's failure retrieved, or
+        # asyncio logs "Future exception was never retrieved" at ERROR for every one, once collected.
+        for batch in batches:
+            futures = [
+                getattr(batch, "future", None),  # the batch API's caller's (no message futures)
+                getattr(batch, "_drain_waiter", None),  # the sender's wait for the batch, which was cancelled
+                *(f for f, _ in getattr(batch, "_msg_futures", ())),
+            ]
+            for future in futures:
+                if future is not None and future.done() and not future.cancelled():
+                    future.exception()
     task = getattr(sender, "sender_task", None)
     if task is not None and not task.done():
         task.cancel()
