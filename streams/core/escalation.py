@@ -45,7 +45,14 @@ def escalate(f: Fold, step: int, why: str = "unacknowledged") -> None:
     if f.check(gates.flapping_gate(s["flap"]["on"], s["flap"]["last"], f.now, rb.policy.flapping)):
         f.outcome = "flapping"
         return
-    if f.check(silence_gate_of(f, labels)):
+    if not rb.escalates(lead["severity"]):
+        # The urgent alert that started the chain resolved and a warning of the session still fires: the
+        # step is not taken (etcd's mixin: on-call and PagerDuty were escalated to about a warning); a
+        # later step finds out again, should an urgent alert fire by then.
+        why_not = f"the most severe alert firing is {lead['severity']}, below escalate_from {rb.policy.escalate_from}"
+        f.check(gates.Gate("severity", gates.STOP, why_not))
+        f.outcome = "suppressed"
+    elif f.check(silence_gate_of(f, labels)):
         f.outcome = "suppressed"
     else:
         f.check(gates.Gate("ack", "pass", "not acknowledged"))

@@ -116,6 +116,29 @@ def test_an_alert_arriving_hours_after_its_startsat_is_told_once_and_what_follow
     assert [n["notify"]["receiver"] for n in sim.notifications()][3:] == ["oncall-slack"]  # the repeat
 
 
+def test_the_chain_takes_no_step_while_only_alerts_below_escalate_from_fire(ctx):
+    """etcd's mixin through Prometheus: the critical of a session resolved, its warning kept firing, and the
+    chain it started went on to on-call and PagerDuty about the warning. A step needs an alert at or above
+    the runbook's escalate_from still firing; the chain goes on, should one fire again."""
+    sim = Sim(ctx)
+    sim.feed(alert(at=T0, instance="etcd-1", eid="crit"))  # ctx: urgent
+    sim.feed(alert(at=T0 + 1000, instance="etcd-1b", eid="warn"), WARN_DOWN)
+    sim.advance(T0 + 30_000)
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["oncall-slack"]
+    sim.feed(alert(status="resolved", at=T0 + 2 * MIN, instance="etcd-1", eid="crit-ok"))
+    sim.advance(T0 + 30_000 + 5 * MIN)
+    step = next(d for ev, d in sim.decisions if d.record.get("matched", {}).get("escalation_step") == "1")
+    assert step.record["outcome"] == "suppressed"
+    assert {"gate": "severity", "verdict": "stop"}.items() <= step.record["gates"][-1].items()
+    escalated = [n for n in sim.notifications() if "Escalated" in n["notify"]["title"]]
+    assert escalated == []
+    sim.feed(alert(at=T0 + 10 * MIN, instance="etcd-1", eid="crit-again"))  # urgent again: the next step is taken
+    sim.advance(T0 + 30_000 + 15 * MIN)
+    assert [n["notify"]["receiver"] for n in sim.notifications() if "Escalated" in n["notify"]["title"]] == [
+        "pagerduty-primary"
+    ]
+
+
 def test_ack_stops_the_chain_and_tells_pagerduty(ctx):
     sim = Sim(ctx)
     sim.feed(alert(at=T0))
