@@ -156,7 +156,7 @@ def test_check_reads_the_session_rules_and_scopes_as_ingest_does(tmp_path, capsy
     target = tmp_path / "runbooks"
     shutil.copytree(RUNBOOKS, target)
     assert main(["check", "--dir", str(target)]) == 0
-    assert "10 session rules" in capsys.readouterr().out
+    assert "14 session rules" in capsys.readouterr().out
     (target / name).write_text(text)
     assert main(["check", "--dir", str(target)]) == 1
     assert error in capsys.readouterr().err

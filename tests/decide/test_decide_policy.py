@@ -173,6 +173,16 @@ def test_the_starter_inhibit_rule_mutes_the_warning_of_the_same_alert_on_the_sam
     other = {**ksm, "alertname": "KubeDeploymentReplicasMismatch", "namespace": "payments", "severity": "warning"}
     assert not policy.inhibition_gate(other, [full], rules).stopped
 
+    # Ceph's mixin under cephadm: every cluster's instance is "ceph_cluster"; one cluster's critical must not
+    # mute the other cluster's warning of the same alert
+    osd = {"org": "acme", "alertname": "CephOSDNearFull", "instance": "ceph_cluster", "job": "ceph"}
+    assert policy.inhibition_gate(
+        {**osd, "cluster": "a1f0", "severity": "warning"}, [{**osd, "cluster": "a1f0", "severity": "urgent"}], rules
+    ).stopped
+    assert not policy.inhibition_gate(
+        {**osd, "cluster": "7d3b", "severity": "warning"}, [{**osd, "cluster": "a1f0", "severity": "urgent"}], rules
+    ).stopped
+
     # Thanos' mixin keys its alerts by job (no service, namespace or instance): a critical one muted every
     # warning of its org that names none of them; now only its own warning variant
     store_down = {"alertname": "ThanosStoreIsDown", "severity": "urgent", "org": "acme", "job": "thanos-store"}

@@ -58,6 +58,22 @@ def test_shipped_rules_cover_every_endpoint():
         burn = {"alertname": "KubeAPIErrorBudgetBurn", "long": window, "short": "5m"}
         assert session_key(rules, facts(labels=burn, fingerprint=window))[0] == "acme:alert:KubeAPIErrorBudgetBurn"
     assert session_key(rules, facts(labels={"job": "x"}, fingerprint="f00"))[0] == "acme:alert:f00"
+    # Ceph's mixin under cephadm: every cluster's alerts carry instance="ceph_cluster", the fsid only in `cluster`;
+    # two clusters' CephHealthError were one incident (one Acknowledge for both)
+    for fsid in ("a1f0", "7d3b"):
+        ceph = {"alertname": "CephHealthError", "instance": "ceph_cluster", "job": "ceph", "cluster": fsid}
+        assert session_key(rules, facts(labels=ceph)) == (
+            f"acme:alert:CephHealthError:{fsid}:ceph_cluster",
+            "alert-group-cluster",
+        )
+    in_cluster = {"alertname": "KubePodCrashLooping", "namespace": "shop", "service": "ksm", "cluster": "eu-1"}
+    assert session_key(rules, facts(labels=in_cluster))[0] == "acme:alert:KubePodCrashLooping:eu-1:shop:ksm"
+    assert session_key(rules, facts(labels={"alertname": "CPUThrottlingHigh", "namespace": "b", "cluster": "eu-1"}))[
+        0
+    ] == ("acme:alert:CPUThrottlingHigh:eu-1:b")
+    assert (
+        session_key(rules, facts(labels={"alertname": "Watchdog", "cluster": "eu-1"}))[0] == "acme:alert:Watchdog:eu-1"
+    )
     assert session_key(rules, facts("scan", "scan.completed", "scanner", config_id="prod-vpc")) == (
         "acme:scan:prod-vpc",
         "scan-config",
