@@ -179,7 +179,15 @@ def fields_of(lead: Mapping[str, Any], rb: Runbook, count: int) -> dict[str, str
 
 
 # Annotations that link somewhere, as the houses write them (kubernetes-mixin puts runbook_url on every alert).
-ANNOTATION_LINKS = (("runbook_url", "Runbook"), ("dashboard_url", "Dashboard"))
+# The annotations houses put their links in, first of a label wins: kubernetes-mixin's runbook_url, a plain
+# `runbook` (http(s) only: GitLab's are repository paths), Ceph's mixin's `documentation` (17 of its 23 rules'
+# only link).
+ANNOTATION_LINKS = (
+    ("runbook_url", "Runbook"),
+    ("runbook", "Runbook"),
+    ("dashboard_url", "Dashboard"),
+    ("documentation", "Documentation"),
+)
 LINK_MAX = 2048
 
 
@@ -192,9 +200,11 @@ def annotation_body(annotations: Mapping[str, Any]) -> str:
 def annotation_links(annotations: Mapping[str, Any]) -> list[list[str]]:
     """``[label, url]`` of the alert's own runbook and dashboard links (http(s) only): an on-call who gets the
     page wants the runbook its rule's authors wrote, which opsloop's messages left out."""
-    out = []
+    out: list[list[str]] = []
     for key, label in ANNOTATION_LINKS:
         url = annotations.get(key)
+        if any(have == label for have, _ in out):
+            continue
         if isinstance(url, str) and url.startswith(("http://", "https://")) and len(url) <= LINK_MAX:
             out.append([label, url])
     return out

@@ -491,6 +491,13 @@ def test_an_alerts_own_runbook_and_dashboard_links_and_its_message_text_reach_th
         ("Dashboard", "https://grafana.example.org/d/volumes"),
         ("opsloop runbook", "https://runbooks.example.com/disk-filling"),  # the matched runbook's, beside it
     ]
+    # Ceph's mixin links its docs in `documentation`; a plain `runbook` annotation is a runbook link too
+    ceph = Sim(Context(verdict=disk, runbooks=rset))
+    doc = "https://docs.ceph.com/en/latest/rados/operations/health-checks#osd-nearfull"
+    ceph.feed({**alert("CephOSDNearFull", at=T0), "annotations": {"documentation": doc, "runbook": "https://r/osd"}})
+    ceph.advance(T0 + 5 * MIN)
+    links = [(link["label"], link["url"]) for link in ceph.notifications()[0]["notify"]["links"]]
+    assert ("Documentation", doc) in links and ("Runbook", "https://r/osd") in links
     # a link that is not http(s) is not a link; without its own runbook the opsloop one is "Runbook"
     other = Sim(Context(verdict=disk, runbooks=rset))
     other.feed({**alert("DiskFull", at=T0), "annotations": {"runbook_url": "javascript:alert(1)"}})
