@@ -62,8 +62,10 @@ def route_test(rset: RunbookSet, pairs: Sequence[str]) -> list[str]:
     from streams.model.taxonomy import normalize_severity
 
     labels = parse_pairs(pairs)
-    if "type" in labels and "event_type" not in labels:
-        labels["event_type"] = labels.pop("type")  # `route test type=agent.needs_input`
+    # `route test type=agent.needs_input` names the event's type; with an alertname it is the alert's label
+    # (Ceph's rules all carry type="ceph_default", and the test answered for an event of that type)
+    if "type" in labels and "event_type" not in labels and "alertname" not in labels:
+        labels["event_type"] = labels.pop("type")
     if "event_type" in labels and "kind" not in labels:
         labels["kind"] = _kind_of(labels["event_type"])
     facts = {k: labels.pop(k, v) for k, v in FACTS_DEFAULTS.items()}

@@ -160,3 +160,14 @@ def test_check_reads_the_session_rules_and_scopes_as_ingest_does(tmp_path, capsy
     (target / name).write_text(text)
     assert main(["check", "--dir", str(target)]) == 1
     assert error in capsys.readouterr().err
+
+
+def test_route_test_reads_type_as_an_alerts_label_when_an_alertname_is_given(capsys):
+    """Ceph's rules all carry the label type="ceph_default": `route test alertname=CephHealthError type=ceph_default`
+    answered for an event of type ceph_default ("no runbook names type"), not for the alert."""
+    pairs = ["alertname=CephHealthError", "severity=critical", "type=ceph_default", "category=availability"]
+    assert main(["route", "test", "--dir", str(RUNBOOKS), *pairs]) == 0
+    out = capsys.readouterr().out
+    assert "runbook:    target-down" in out and "no runbook names type" not in out
+    assert main(["route", "test", "--dir", str(RUNBOOKS), "type=build.queued"]) == 0  # no alertname: the event type
+    assert "no runbook names type 'build.queued'" in capsys.readouterr().out
