@@ -10,12 +10,14 @@ everything it started.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,16 +79,31 @@ def demo_events(count: int, now_ms: int, sessions: Path | None = None) -> list[d
     return events
 
 
+def message_line(payload: Mapping[str, Any]) -> str:
+    """One line for a chat message: Slack's text, a Teams card's summary or first text block."""
+    text = payload.get("text") or payload.get("summary")
+    if not text:
+        for attachment in payload.get("attachments") or []:
+            content = attachment.get("content") if isinstance(attachment, dict) else None
+            body = content.get("body") if isinstance(content, dict) else None
+            text = next((b.get("text") for b in body or [] if isinstance(b, dict) and b.get("text")), None)
+            if text:
+                break
+    return " ".join(str(text or json.dumps(payload)[:200]).split())[:300]
+
+
 class LocalReceivers:
-    """Stands in for Slack and Teams in the demo: accepts each webhook post, keeps it, answers ok.
+    """Stands in for Slack and Teams in the demo and ``opsloop dev``: accepts each webhook post, keeps it (and,
+    given ``log_path``, writes a line for it there), answers as the service does.
 
     The worker's real sink delivers to it (formatting, rate limits, ledger and all),
     so the demo shows what a channel would have received without any account.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, log_path: Path | None = None) -> None:
         self.received: list[tuple[str, str, dict[str, Any]]] = []
-        self.port = 0
+        self.port = port
+        self.log_path = log_path
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
@@ -102,8 +119,12 @@ class LocalReceivers:
 
         async def handle(request: web.Request) -> web.Response:
             payload = await request.json()
-            self.received.append((request.match_info["channel"], request.match_info["name"], payload))
-            return web.Response(text="ok") if request.match_info["channel"] == "slack" else web.Response(status=202)
+            channel, name = request.match_info["channel"], request.match_info["name"]
+            self.received.append((channel, name, payload))
+            if self.log_path is not None:
+                with self.log_path.open("a") as log:
+                    log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {channel}:{name} {message_line(payload)}\n")
+            return web.Response(text="ok") if channel == "slack" else web.Response(status=202)
 
         def run() -> None:
             loop = asyncio.new_event_loop()
@@ -112,7 +133,7 @@ class LocalReceivers:
             app.router.add_post("/{channel}/{name}", handle)
             self._runner = web.AppRunner(app, handle_signals=False)
             loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             loop.run_until_complete(site.start())
             self.port = self._runner.addresses[0][1]
             ready.set()

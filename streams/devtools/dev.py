@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 
@@ -53,10 +53,16 @@ from streams.devtools.processes import FAST_GROUP_ENV
 from streams.errors import EXIT_INTERRUPTED, OpsloopError, UnavailableError
 from streams.settings import ROOT, Settings
 
+if TYPE_CHECKING:
+    from streams.devtools.demo import LocalReceivers
+
 DEFAULT_DATA_DIR = Path(".opsloop") / "dev"
 TOKEN_NAME = "dev"  # the producer name ingest knows the generated token by (OPSLOOP_INGEST_TOKEN_DEV)
 UI_USER = "dev"  # the console login name (OPSLOOP_UI_TOKENS); actions are recorded as done by it
-PORTS = ("kafka", "kafka_controller", "postgres", "ingest", "worker_web", "console", "projector_metrics")
+PORTS = ("kafka", "kafka_controller", "postgres", "ingest", "worker_web", "console", "projector_metrics", "receivers")
+# Chat channels whose webhook URL a local receiver stands in for when its variable is not set (PagerDuty's and
+# email's endpoints are fixed by the service: those still need their secrets)
+LOCAL_CHANNELS = ("slack", "teams")
 READY_TIMEOUT_S = 120.0
 RESTARTS_PER_MINUTE = 5
 
@@ -341,6 +347,8 @@ class Dev:
         self.state = DevState()
         self.broker: LocalKafka | None = None
         self.postgres: LocalPostgres | None = None
+        self.receivers: LocalReceivers | None = None  # Slack and Teams stand-ins (local_chat)
+        self.chat: tuple[list[str], Path] | None = None
         self.children: list[Child] = []
         self.signalled = ""  # the signal's name once SIGINT / SIGTERM arrived
 
@@ -372,6 +380,27 @@ class Dev:
             self.say(f"PostgreSQL not started ({exc}); using SQLite")
             return sqlite_url, f"SQLite {self.data_dir / 'opsloop.db'}"
         return pg.url, f"PostgreSQL {bindir.parent.name} at 127.0.0.1:{pg.port} (log {pg.log_file})"
+
+    def local_chat(self, settings: Settings) -> dict[str, str]:
+        """Slack and Teams receivers whose webhook variable is not set, pointed at a local receiver that logs each
+        message to ``logs/messages.log``: without it every notification of ``opsloop dev`` was dead-lettered
+        ("OPSLOOP_SLACK_INFRA_WEBHOOK ... is not set"), 194 in a probe, and nothing showed what would be sent."""
+        from streams.devtools.demo import LocalReceivers
+        from streams.model.yamlfile import load_yaml
+
+        routing = Path(settings.runbooks_dir) / "routing.yaml"
+        doc = load_yaml(routing) if routing.exists() else {}
+        env: dict[str, str] = {}
+        for receiver in (doc or {}).get("receivers") or []:
+            channel, secrets_ = receiver.get("channel"), receiver.get("secrets") or {}
+            variable = secrets_.get("webhook_url") if isinstance(secrets_, dict) else None
+            if channel in LOCAL_CHANNELS and isinstance(variable, str) and not os.environ.get(variable):
+                env[variable] = f"http://127.0.0.1:{self.state.ports['receivers']}/{channel}/{receiver.get('name')}"
+        if env:
+            log = self.data_dir / "logs" / "messages.log"
+            self.receivers = LocalReceivers(self.state.ports["receivers"], log).start()
+            self.chat = sorted(env), log
+        return env
 
     def child_env(self, bootstrap: str, database_url: str) -> dict[str, str]:
         ingest_url = f"http://127.0.0.1:{self.state.ports['ingest']}"
@@ -425,6 +454,7 @@ class Dev:
         write_amtool_config(amtool_config, self.state.token)
         worker_env = {
             **env,
+            **self.local_chat(settings),
             "OPSLOOP_DATA_DIR": str(self.data_dir / "worker"),
             "OPSLOOP_WEB_HOST": "127.0.0.1",
             "OPSLOOP_WEB_PORT": str(ports["worker_web"]),
@@ -492,6 +522,10 @@ class Dev:
         self.say(f"  console    {console_url}/  (log {console.log_path})")
         self.say(f"             log in as '{UI_USER}' with the token {self.state.ui_token}")
         self.say(f"  ack links  {ingest_url}/ingest/ack")
+        if self.chat is not None:
+            variables, log = self.chat
+            self.say(f"  messages   {log}: what {', '.join(variables)} would have received")
+            self.say("             (a local receiver stands in while they are not set)")
         self.say(f"  token      producer '{TOKEN_NAME}', kept in {state_file}")
         self.say()
         self.say("fire an alert:")
@@ -544,6 +578,9 @@ class Dev:
         if self.postgres is not None:
             self.postgres.stop()
             self.postgres = None
+        if self.receivers is not None:
+            self.receivers.stop()
+            self.receivers = None
 
 
 def run_dev(
