@@ -204,7 +204,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         return 0
     if not chosen:
         raise NotFoundError(f"no dead letter in {', '.join(dlqs)} matches")
-    done = asyncio.run(redrive.redrive(settings, chosen, marks))
+    done = asyncio.run(redrive.redrive(settings, chosen, marks, include_superseded=args.include_superseded))
     for letter, what in done:
         print(f"{letter.dlq}[{letter.partition}]@{letter.offset} ({letter.mark}): {what}")
     return 0
@@ -522,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--partition",
         type=int,
         help="only dead letters of records from this source partition (with --offset: the one record)",
+    )
+    dlq.add_argument(
+        "--include-superseded",
+        action="store_true",
+        help="redrive a notification that an incident fires even when the outbox resolved that incident since",
     )
     dlq.set_defaults(func=cmd_dlq)
 

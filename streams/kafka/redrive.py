@@ -14,6 +14,12 @@ between the two can produce a record twice; both copies carry the header
 session has seen, and the delivery ledger re-opens a ``dead`` row for a given redrive
 key once (a second copy finds the row delivered, or re-opened by that key, and is
 skipped).
+
+A notification that says an incident fires (a notify effect, action ``trigger``) is not redriven once a later
+effect of the same session on ``outbox`` resolved it: a fault probe redrove rate-limited notices ten minutes
+late and Slack got "firing" after "resolved" (PagerDuty would re-open the incident). The later effects share
+the dead letter's partition (the session is the key), so only that partition, from the letter's offset on,
+is read. ``include_superseded`` redrives them all the same.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from streams.errors import InvalidInputError
+from streams.kafka.codec import Codec, CodecError, default_codec
 from streams.kafka.producer import EventProducer, now_ms
 from streams.kafka.reader import TopicReader
 from streams.settings import Settings
@@ -99,13 +108,59 @@ def select(
     return out
 
 
-async def redrive(settings: Settings, letters: Iterable[Letter], marks: set[str]) -> list[tuple[Letter, str]]:
+def trigger_of(value: bytes | None, codec: Codec) -> dict[str, Any] | None:
+    """The effect a dead letter holds when it is a notification that an incident fires (else None)."""
+    if not value:
+        return None
+    try:
+        effect = codec.decode(value, expect="opsloop.Effect")
+    except CodecError:
+        return None
+    notify = effect.get("notify") or {}
+    return effect if effect.get("type") == "notify" and notify.get("action") == "trigger" else None
+
+
+async def superseded_by(settings: Settings, letter: Letter, codec: Codec) -> str | None:
+    """Where the outbox resolved the session of ``letter``'s trigger after it (``outbox[p]@o``), or None."""
+    trigger = trigger_of(letter.record.get("value"), codec)
+    if trigger is None or letter.source != "outbox":
+        return None
+    tp = TopicPartition(settings.topic_prefix + "outbox", int(letter.record["partition"]))
+    consumer = AIOKafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, int(letter.record["offset"]) + 1)
+        while await consumer.position(tp) < end:
+            for msg in (await consumer.getmany(tp, timeout_ms=500, max_records=1000)).get(tp, []):
+                if msg.offset >= end or not msg.value:
+                    continue
+                try:
+                    effect = codec.decode(msg.value, expect="opsloop.Effect")
+                except CodecError:
+                    continue
+                notify = effect.get("notify") or {}
+                if effect.get("session_key") == trigger["session_key"] and notify.get("action") == "resolve":
+                    return f"outbox[{msg.partition}]@{msg.offset}"
+    finally:
+        await consumer.stop()
+    return None
+
+
+async def redrive(
+    settings: Settings, letters: Iterable[Letter], marks: set[str], *, include_superseded: bool = False
+) -> list[tuple[Letter, str]]:
     """Produce each letter's record to its source topic, at most once per source record; (letter, what happened)."""
     done: list[tuple[Letter, str]] = []
+    codec = default_codec()
     async with EventProducer(settings) as producer:
         for letter in letters:
             if letter.mark in marks:
                 done.append((letter, "already redriven"))
+                continue
+            if not include_superseded and (where := await superseded_by(settings, letter, codec)) is not None:
+                done.append((letter, f"not redriven: the incident resolved since ({where}); --include-superseded"))
                 continue
             if letter.source not in SOURCES.get(letter.dlq, ()):
                 raise RedriveError(

@@ -89,3 +89,35 @@ def test_a_notification_dead_lettered_for_a_missing_variable_is_redriven_and_del
     # refused at intake the first time (the variable missing: no ledger row, no claim), so the redriven
     # record's delivery is the row's first claim, and the copy was skipped as already delivered
     assert tuple(row) == ("delivered", 1, None), mark
+
+
+def test_a_notification_that_an_incident_fires_is_not_redriven_after_the_outbox_resolved_it(
+    app_topics, worker_factory, fakes: FakeServices, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fault probe: notices dead-lettered in 45 s of 429s, redriven ten minutes later, reached Slack after the
+    same incidents' "resolved" (and a PagerDuty trigger would re-open the incident). A trigger whose session the
+    outbox resolved after it is left where it is, saying so; --include-superseded redrives it all the same."""
+    settings = app_topics
+    _, env = routing_file(tmp_path, fakes)
+    tag = uuid.uuid4().hex[:6]
+    session = f"r-{tag}"
+    trigger = make_effect("slack-a", "slack", title=f"fires {tag}", session_key=session, effect_id=f"t-{tag}")
+    resolve = make_effect("slack-a", "slack", title=f"resolved {tag}", session_key=session, action="resolve")
+    other = make_effect("slack-a", "slack", title=f"other {tag}", session_key=f"o-{tag}", effect_id=f"o-{tag}")
+
+    def dead(rs) -> list:
+        return [r for r in rs if r.topic == "outbox.dlq" and tag.encode() in (r.value.get("value") or b"")]
+
+    first = worker_factory(**{k: v for k, v in env.items() if k != "OPSLOOP_E2E_SLACK_A"})
+    asyncio.run(put(settings, [trigger, other, resolve]))  # all dead-lettered: the variable is missing
+    asyncio.run(read(settings, lambda rs: len(dead(rs)) == 3))
+    first.stop()
+    assert main(["dlq", "redrive", "--topic", "outbox.dlq", "--reason", "OPSLOOP_E2E_SLACK_A"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("not redriven: the incident resolved since (outbox[" in line for line in lines) == 1, lines
+    assert sum("redriven to outbox" in line for line in lines) == 2, lines  # the other session's, the resolve
+    assert (
+        main(["dlq", "redrive", "--topic", "outbox.dlq", "--reason", "OPSLOOP_E2E_SLACK_A", "--include-superseded"])
+        == 0
+    )
+    assert "redriven to outbox" in capsys.readouterr().out
