@@ -15,7 +15,7 @@ from tests.decide.helpers import ROOT, RUNBOOKS
 def test_check_passes_on_the_starter_set(capsys):
     assert main(["check", "--dir", str(RUNBOOKS)]) == 0
     out = capsys.readouterr().out
-    assert "ok" in out and "20 runbooks" in out and "version" in out
+    assert "ok" in out and "21 runbooks" in out and "version" in out
 
 
 def test_check_on_a_broken_runbook_prints_file_line_reason_and_exits_non_zero(tmp_path):
