@@ -547,26 +547,34 @@ def test_the_proxy_header_from_anywhere_else_is_ignored_and_proxy_config_is_chec
         proxy_auth("127.0.0.1", orgs="")
 
 
-def test_an_incident_whose_labels_a_matcher_cannot_name_still_opens(engine):
-    """Ingest keeps a label named 'a-b' (Prometheus 3 allows UTF-8 names); its incident page was a 500 because the
-    "Silence with these labels" link made a matcher of every label. That label is left out of the link."""
+def _incident_page(engine, key: str, alerts: list[dict], first_offset: int) -> tuple[int, str]:
+    """The incident page of ``key`` after one notified decision for each of ``alerts`` (their labels)."""
     from streams.audit import store
     from streams.audit.store import Position
     from tests.audit.records import decision, event
 
-    key = "acme:odd:o-9"
-    ev = event(900, key)
-    ev.update(org="acme", labels={"alertname": "Odd", "a-b": "c", "service": "svc"})
-    dec = decision(900, key)
-    dec.update(org="acme", outcome="notified", severity="warning", category="other", gates=[])
-    store.write_batch(engine, [(Position("events.telemetry", 0, 900), ev), (Position("decisions", 0, 900), dec)])
+    records = []
+    for n, labels in enumerate(alerts, first_offset):
+        ev = event(n, key)
+        ev.update(org="acme", labels=labels)
+        dec = decision(n, key)
+        dec.update(org="acme", outcome="notified", severity="warning", category="other", gates=[])
+        records += [(Position("events.telemetry", 0, n), ev), (Position("decisions", 0, n), dec)]
+    store.write_batch(engine, records)
 
     async def script(client):
         await login(client)
         page = await client.get(f"/incident/{quote(key, safe='')}")
         return page.status, await page.text()
 
-    _, (status, text) = run(engine, script)
+    _, answer = run(engine, script)
+    return answer
+
+
+def test_an_incident_whose_labels_a_matcher_cannot_name_still_opens(engine):
+    """Ingest keeps a label named 'a-b' (Prometheus 3 allows UTF-8 names); its incident page was a 500 because the
+    "Silence with these labels" link made a matcher of every label. That label is left out of the link."""
+    status, text = _incident_page(engine, "acme:odd:o-9", [{"alertname": "Odd", "a-b": "c", "service": "svc"}], 900)
     assert status == 200
     link = html.unescape(re.search(r'id="silence-matchers" href="([^"]+)"', text).group(1))
     assert "service%3D%22svc%22" in link and "a-b" not in link
@@ -576,26 +584,9 @@ def test_a_group_incident_shows_each_alert_and_silences_what_they_share(engine):
     """Two pods' alerts in one incident: the page showed the labels merged (the last pod with whichever
     container came last), and "Silence with these labels" named that one pod, so the silence left the other
     paging. Now the labels the alerts share, each alert by the ones that tell it apart."""
-    from streams.audit import store
-    from streams.audit.store import Position
-    from tests.audit.records import decision, event
-
-    key = "acme:alert:KubePodCrashLooping:shop"
-    records = []
-    for n, pod in enumerate(["cart-1", "checkout-2"], 910):
-        ev = event(n, key)
-        ev.update(org="acme", labels={"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod})
-        dec = decision(n, key)
-        dec.update(org="acme", outcome="notified", severity="warning", category="capacity", gates=[])
-        records += [(Position("events.telemetry", 0, n), ev), (Position("decisions", 0, n), dec)]
-    store.write_batch(engine, records)
-
-    async def script(client):
-        await login(client)
-        page = await client.get(f"/incident/{quote(key, safe='')}")
-        return page.status, await page.text()
-
-    _, (status, text) = run(engine, script)
+    crash = {"alertname": "KubePodCrashLooping", "namespace": "shop"}
+    alerts = [{**crash, "pod": "cart-1"}, {**crash, "pod": "checkout-2"}]
+    status, text = _incident_page(engine, "acme:alert:KubePodCrashLooping:shop", alerts, 910)
     assert status == 200
     link = html.unescape(re.search(r'id="silence-matchers" href="([^"]+)"', text).group(1))
     assert "namespace%3D%22shop%22" in link and "pod" not in link
