@@ -38,6 +38,9 @@ STATUSES = ("firing", "acknowledged", "silenced", "resolved")
 # The distinct label sets an episode keeps (the most recent): a group of pods, disks or nodes is one
 # incident, and a filter on one of them must find it, not only on the alert that came last.
 MAX_ALERTS = 100
+# ... and no more than this many characters of names and values together (an alert's labels may hold 4,096
+# characters each: 100 of the largest made a row of megabytes, rewritten by every decision of the session)
+MAX_ALERTS_CHARS = 65_536
 COLUMNS = (
     "session_key",
     "org",
@@ -171,7 +174,12 @@ def with_alert(alerts: Sequence[Mapping[str, str]], labels: Mapping[str, str]) -
     kept = [dict(a) for a in alerts if a != labels]
     if labels:
         kept.append(dict(labels))
-    return kept[-MAX_ALERTS:]
+    kept = kept[-MAX_ALERTS:]
+    size = [sum(len(k) + len(v) for k, v in a.items()) for a in kept]
+    while len(kept) > 1 and sum(size) > MAX_ALERTS_CHARS:
+        kept.pop(0)
+        size.pop(0)
+    return kept
 
 
 def common_labels(row: Mapping[str, Any]) -> dict[str, str]:

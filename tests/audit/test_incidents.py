@@ -205,3 +205,18 @@ def test_decisions_that_say_nothing_about_an_incident_make_no_row(pg_audit_db):
     assert incidents(engine) == []
     store.write_batch(engine, step(4, "suppressed", gates=[{"gate": "cap", "verdict": "stop", "reason": "3 of 3"}]))
     assert the_row(engine)["status"] == "firing"
+
+
+def test_an_incidents_alerts_are_the_most_recent_within_a_bound_of_count_and_size():
+    from streams.audit.incidents import MAX_ALERTS, MAX_ALERTS_CHARS, with_alert
+
+    alerts: list = []
+    for i in range(MAX_ALERTS + 20):
+        alerts = with_alert(alerts, {"pod": f"p-{i}"})
+    assert len(alerts) == MAX_ALERTS and alerts[-1] == {"pod": f"p-{MAX_ALERTS + 19}"}
+    big = [{"pod": f"p-{i}", "note": "x" * 4000} for i in range(40)]
+    for labels in big:
+        alerts = with_alert(alerts, labels)
+    assert alerts[-1] == big[-1] and sum(len(k) + len(v) for a in alerts for k, v in a.items()) <= MAX_ALERTS_CHARS
+    assert with_alert([], {"huge": "y" * 100_000}) == [{"huge": "y" * 100_000}]  # the latest is always kept
+    assert with_alert(alerts, {}) == alerts  # a timer's event (no labels) is not an alert
