@@ -92,7 +92,8 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # 9: a re-send of a firing alert brings its title, text and links as they read now to the next message; alerts
 # past a session's cap are counted once each, in the group message's title, count and body alike, and a new
 # episode starts its count again; an escalation step is not taken while no alert at or above the runbook's
-# escalate_from fires; an alert's `runbook` and `documentation` annotations are links too).
+# escalate_from fires; an alert's `runbook` and `documentation` annotations are links too; the alerts of one
+# session in one Alertmanager webhook (ingest's opsloop_post) are told in one message, at the last of them).
 # Not for a change of the record's layout alone (e.g. timer effects moving from outbox onto the
 # record as ``timer_effects``): the Avro schema's fingerprint versions the layout.
 DECIDE_VERSION = "9"

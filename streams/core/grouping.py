@@ -36,7 +36,7 @@ from streams.core.messages import (
 from streams.core.outcomes import run_remediation
 from streams.core.state import AlertState
 from streams.core.timers import timer_event_id
-from streams.model.records import derived_id
+from streams.model.records import POST_ANNOTATION, derived_id
 from streams.model.routing import Timing
 from streams.model.runbooks import Runbook
 
@@ -52,6 +52,8 @@ def schedule_flush(f: Fold, rb: Runbook, labels: Mapping[str, str], alert: Mappi
     else:
         due = s["group"]["sent"] + timing.group_interval
     timer_id = f"{GROUP_PREFIX}{s['episode']}"
+    if due <= f.now and _more_of_the_post(f):
+        due = f.now + POST_HOLD_MS  # not due before the post's next alert is folded (timers due go first)
     if due <= f.now:
         # The group's timer would have fired at ``due``: this is its flush, so its effects take
         # the ids that timer's event gives them, whichever event happens to carry it (a
@@ -62,6 +64,17 @@ def schedule_flush(f: Fold, rb: Runbook, labels: Mapping[str, str], alert: Mappi
     f.schedule(timer_id, due, "group")
     if f.outcome in ("recorded", "repeat"):
         f.outcome = "grouped"
+
+
+POST_HOLD_MS = 1000  # the longest a held message waits for the rest of its Alertmanager post
+
+
+def _more_of_the_post(f: Fold) -> bool:
+    """Alertmanager posted more of this session's alerts with this one (ingest's ``opsloop_post``, ``i/n`` with i <
+    n): hold the message for the last of them, so one message tells the group Alertmanager sent; the group's timer
+    (due already) tells them at the ticker's next pass should that one never come."""
+    place, _, total = str((f.event.get("annotations") or {}).get(POST_ANNOTATION, "")).partition("/")
+    return place.isdigit() and total.isdigit() and int(place) < int(total)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ from streams.ingest.pipeline import INGEST, Ingest, now
 from streams.ingest.publisher import Ready
 from streams.ingest.scopes import Principal
 from streams.ingest.sessions import SessionRule, make_facts, session_key
-from streams.model.records import derived_id
+from streams.model.records import POST_ANNOTATION, derived_id
 
 log = logging.getLogger(__name__)
 
@@ -266,14 +267,38 @@ def alertmanager_event(
 # -- views ---------------------------------------------------------------------------
 
 
+def mark_posted_together(events: Sequence[dict[str, Any]], seen: Callable[[str], bool]) -> None:
+    """Number the new alerts of each session in one Alertmanager webhook (annotation ``opsloop_post``: ``i/n``).
+
+    Alertmanager delivers a group's alerts in one post, already waited for; decide told the first at once and
+    the others 5 minutes later, as an update (a probe's CephOSDFlapping message named osd.1 alone). With the
+    numbers, decide holds the message until the session's last alert of the post, then tells them together;
+    were that one lost, the group's timer tells them at its next pass. A copy of an alert seen already (``seen``:
+    ingest answers it ``duplicate``, nothing is produced) is not counted."""
+    new = [e for e in events if not seen(str(e.get("event_id")))]
+    totals = Counter(str(e.get("session_key")) for e in new)
+    place: Counter[str] = Counter()
+    for event in new:
+        session = str(event.get("session_key"))
+        place[session] += 1
+        if totals[session] > 1:
+            event["annotations"] = {
+                **(event.get("annotations") or {}),
+                POST_ANNOTATION: f"{place[session]}/{totals[session]}",
+            }
+
+
 async def best_effort(
     ingest: Ingest,
     alerts: Sequence[Any],
     parse: Callable[[Any, str], dict[str, Any]],
     principal: Principal,
     endpoint: str,
+    *,
+    together: bool = False,
 ) -> web.Response:
-    """Take every alert of a post that is valid; a 400 names the others, with what was taken.
+    """Take every alert of a post that is valid; a 400 names the others, with what was taken (``together``: the
+    post is one notification's worth, :func:`mark_posted_together`).
 
     Why: Prometheus and Alertmanager do not retry a 4xx, so one bad alert refusing the post lost every
     other alert in it (up to 64 in one Prometheus push). Alertmanager's own API does the same: "a best
@@ -283,10 +308,18 @@ async def best_effort(
     """
     ready: list[Ready] = []
     refused: list[IngestError] = []
+    parsed: list[tuple[str, dict[str, Any]]] = []
     for i, raw in enumerate(alerts):
         path = index("alerts", i)
         try:
-            ready.append(ingest.finish(parse(raw, path), path, principal=principal))
+            parsed.append((path, parse(raw, path)))
+        except (BadRequest, PayloadTooLarge) as exc:
+            refused.append(exc)
+    if together:
+        mark_posted_together([event for _, event in parsed], ingest.recent.__contains__)
+    for path, event in parsed:
+        try:
+            ready.append(ingest.finish(event, path, principal=principal))
         except (BadRequest, PayloadTooLarge) as exc:
             refused.append(exc)
     if not ready:
@@ -337,4 +370,4 @@ async def post_alertmanager_webhook(request: web.Request) -> web.Response:
     def parse(raw: Any, path: str) -> dict[str, Any]:
         return alertmanager_event(raw, path, org=org, received_at=received_at, rules=ingest.rules, source=source)
 
-    return await best_effort(ingest, alerts, parse, principal, "alertmanager")
+    return await best_effort(ingest, alerts, parse, principal, "alertmanager", together=True)

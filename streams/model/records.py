@@ -22,6 +22,9 @@ PAYLOAD_FIELD_BY_KIND = {"telemetry": "status", "webhook": "provider", "timer": 
 REQUIRED_EVENT_FIELDS = ("session_key", "kind", "type", "source", "occurred_at")
 # C0 controls and DEL: refused in identifiers, label names and request paths (a NUL reaches no database).
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# The annotation ingest numbers the alerts of one session in one Alertmanager webhook with ("2/3"): decide tells
+# them in one message, at the last (streams.ingest.alerts.mark_posted_together, streams.core.grouping).
+POST_ANNOTATION = "opsloop_post"
 # In any text: no database stores a NUL (PostgreSQL's JSONB and text refuse it) and no codec a lone surrogate.
 UNSTORABLE_CHARS = re.compile(r"[\x00\ud800-\udfff]")
 

@@ -62,6 +62,22 @@ def test_alertmanager_events_are_not_held_again(ctx, source):
     assert receivers(d.effects) == [("oncall-slack", "trigger")]
 
 
+@pytest.mark.parametrize("lost", [False, True])
+def test_the_alerts_alertmanager_posts_together_are_told_in_one_message(ctx, lost):
+    """Ceph's mixin through Alertmanager's webhook: a group of OSDs flapping came in one post; the first alert was
+    told at once, alone, and the others 5 minutes later. Ingest numbers a session's alerts of one post
+    (opsloop_post); the message waits for the last of them, or, were it lost, goes a second later."""
+    sim = Sim(ctx)
+    for i, osd in enumerate(["osd.1", "osd.5", "osd.7"][: 2 if lost else 3]):
+        event = alert("CephOSDFlapping", at=T0, instance=osd, eid=f"osd-{i}", source="alertmanager")
+        event["annotations"] = {**event.get("annotations", {}), "opsloop_post": f"{i + 1}/3"}
+        sim.feed(event, WARN_DOWN)
+    sim.advance(T0 + 5 * MIN - 1)
+    [note] = sim.notifications()
+    assert note["created_at"] == (T0 + 1000 if lost else T0)
+    assert f"(+{1 if lost else 2} more)" in note["notify"]["title"]
+
+
 def test_unacknowledged_urgent_alert_escalates_slack_oncall_pagerduty_on_schedule(ctx):
     sim = Sim(ctx)
     sim.feed(alert(at=T0))

@@ -27,12 +27,12 @@ def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 
-def write_config(tmp_path, ingest_port: int) -> None:
+def write_config(tmp_path, ingest_port: int, group_by: str = "alertname, service, instance") -> None:
     (tmp_path / "alertmanager.yml").write_text(
         textwrap.dedent(f"""\
         route:
           receiver: opsloop
-          group_by: [alertname, service, instance]
+          group_by: [{group_by}]
           group_wait: 1s
           group_interval: 1s
           repeat_interval: 1h
@@ -117,3 +117,43 @@ def test_real_alertmanager_webhook_firing_and_resolved(ingest_server, module_set
     assert abs(resolved.value["occurred_at"] - int(resolved_at.timestamp() * 1000)) <= 1
     assert resolved.value["occurred_at"] == resolved.value["payload"]["ends_at"]
     assert TOKENS["alertmanager"] not in am.log()
+
+
+def test_a_groups_alerts_in_one_webhook_are_numbered_for_one_message(ingest_server, module_settings, daemons, tmp_path):
+    """Alertmanager posts a group's alerts together: ingest numbers each session's new alerts of the post
+    (annotation opsloop_post, i/n), so decide tells them in one message at the last (Ceph's OSDs flapping were
+    told one, then the rest 5 minutes later); a session with one alert in the post is not numbered."""
+    write_config(tmp_path, ingest_server.port, group_by="alertname, service")
+    port = free_port()
+    am = daemons.start(
+        [
+            "prometheus-alertmanager",
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        tmp_path / "alertmanager.log",
+        f"http://127.0.0.1:{port}/-/ready",
+    )
+    start = iso(datetime.now(UTC) - timedelta(minutes=1))
+    osds = [{"alertname": "AmProbeOsdFlapping", "service": "ceph", "ceph_daemon": f"osd.{n}"} for n in (1, 5, 7)]
+    alone = {"alertname": "AmProbeAlone", "service": "ceph", "instance": "mgr-1"}
+    posted = [{"labels": labels, "startsAt": start} for labels in [*osds, alone]]
+    assert httpx.post(f"http://127.0.0.1:{port}/api/v2/alerts", json=posted, timeout=10).status_code == 200
+
+    def mine(records, name):
+        return [r.value for r in records if r.value and r.value["labels"].get("alertname") == name]
+
+    records = read_events(
+        module_settings,
+        lambda rs: len(mine(rs, "AmProbeOsdFlapping")) == 3 and mine(rs, "AmProbeAlone"),
+        timeout=30,
+        topics=["events.telemetry"],
+    )
+    am.stop()
+    numbered = sorted(e["annotations"]["opsloop_post"] for e in mine(records, "AmProbeOsdFlapping"))
+    assert numbered == ["1/3", "2/3", "3/3"]
+    assert len({e["session_key"] for e in mine(records, "AmProbeOsdFlapping")}) == 1
+    [single] = mine(records, "AmProbeAlone")
+    assert "opsloop_post" not in single["annotations"]
