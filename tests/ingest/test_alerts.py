@@ -156,6 +156,19 @@ def test_alertmanager_v4_each_alert_one_event_firing_and_resolved():
     assert all(e["source"] == "alertmanager" for e in events)
 
 
+def test_an_alertmanager_resend_with_new_annotations_is_a_new_event_and_the_same_text_a_duplicate():
+    """etcd's mixin through Alertmanager: a firing alert sent again reading "fsync durations are 0.7s" had the id
+    of its first send (fingerprint, startsAt, status), was answered duplicate and dropped, and the next message
+    said 1.5s; Prometheus's push moves endsAt, so its re-sends were new events already."""
+    first = AM_BODY["alerts"][0]
+    again = {**first, "annotations": {"summary": "CPU high", "description": "load 0.7"}}
+    ids = [am({**AM_BODY, "alerts": [alert]})[0]["event_id"] for alert in (first, again, dict(again), first)]
+    assert ids[0] != ids[1] and ids[1] == ids[2] and ids[3] == ids[0]
+    resolved = AM_BODY["alerts"][1]
+    changed = {**resolved, "annotations": {"summary": "other words"}}
+    assert am({**AM_BODY, "alerts": [resolved]})[0]["event_id"] == am({**AM_BODY, "alerts": [changed]})[0]["event_id"]
+
+
 @pytest.mark.parametrize(
     "body, field",
     [
