@@ -188,8 +188,14 @@ def _group_gate(f: Fold, p: Pending) -> Gate:
 
 
 def _cooldown_gate(f: Fold, p: Pending) -> Gate | None:
+    """A runbook's cooldown holds a new episode's message (a warning that resolves and fires again is told when it
+    ends); not an urgent alert's: Ceph's OSD full, resolved then firing again, reached no one for 27 minutes of a
+    30-minute cooldown while on-call's last word was "resolved". Flapping has its own gate."""
     if p.kind not in TRIGGER_KINDS:
         return None
+    found = lead_of(p.notifiable)
+    if found is not None and found[1].get("severity") == "urgent":
+        return gates.Gate("cooldown", gates.PASS, "urgent: not held by a cooldown")
     return gates.cooldown_gate(f.s["cooldowns"].get(p.rb.name), f.now, p.rb.policy.cooldown)
 
 

@@ -403,6 +403,20 @@ def test_cooldown_delays_a_new_episode_and_notifies_after_it(rset):
     assert sim.notifications("trigger")[-1]["created_at"] == T0 + 15 * MIN
 
 
+def test_an_urgent_alert_firing_again_is_not_held_by_the_cooldown(rset):
+    """Ceph's CephOSDFull through Alertmanager: resolved, firing again 80 s later, suppressed by disk-filling's
+    30-minute cooldown: on-call's last word was "resolved" for 27 minutes while writes were blocked."""
+    urgent = Verdict(category="cpu", severity="urgent", confidence=0.9, classifier="test-1")
+    sim = Sim(Context(verdict=urgent, runbooks=rset))  # high-cpu: cooldown 15m
+    sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
+    sim.feed(alert("HostHighCpuLoad", status="resolved", at=T0 + 2 * MIN, source="alertmanager"))
+    d = sim.feed(alert("HostHighCpuLoad", at=T0 + 4 * MIN, source="alertmanager"))
+    assert d.record["outcome"] == "notified"
+    gate = next(g for g in d.record["gates"] if g["gate"] == "cooldown")
+    assert (gate["verdict"], gate["reason"]) == ("pass", "urgent: not held by a cooldown")
+    assert [n["created_at"] for n in sim.notifications("trigger")] == [T0, T0 + 4 * MIN]
+
+
 def test_cap_stops_the_fourth_autonomous_message_until_an_ack(rset):
     ctx = Context(verdict=WARN_CPU, runbooks=rset)  # high-cpu: max_consecutive 3
     sim = Sim(ctx)

@@ -172,10 +172,13 @@ def test_nothing_is_triggered_for_a_silenced_matcher_during_its_window(steps):
 @SETTINGS
 @given(STEPS)
 def test_a_cooldown_is_never_broken(steps):
+    """But by an urgent alert's message: a page is not held by a cooldown (Ceph's OSD full firing again was)."""
     times = [
         r["decided_at"]
         for _, r, effects in trace(run(steps))
-        if r["matched"].get("notification") in ("initial", "repeat") and effects
+        if r["matched"].get("notification") in ("initial", "repeat")
+        and effects
+        and all(e["notify"]["severity"] != "urgent" for e in effects if e["type"] == "notify")
     ]
     assert all(b - a >= POLICY.cooldown for a, b in zip(times, times[1:])), times
 
