@@ -94,7 +94,8 @@ INPUT_INHIBITORS = "inputs.inhibitors"
 # episode starts its count again; an escalation step is not taken while no alert at or above the runbook's
 # escalate_from fires; an alert's `runbook` and `documentation` annotations are links too; the alerts of one
 # session in one Alertmanager webhook (ingest's opsloop_post) are told in one message, at the last of them; a
-# runbook's cooldown does not hold an urgent alert's message).
+# runbook's cooldown does not hold an urgent alert's message; a verification after remediations that were all
+# dry runs escalates nothing).
 # Not for a change of the record's layout alone (e.g. timer effects moving from outbox onto the
 # record as ``timer_effects``): the Avro schema's fingerprint versions the layout.
 DECIDE_VERSION = "9"

@@ -8,6 +8,7 @@ fires first (as the ``timer.fired`` event the ticker would promote), oldest firs
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,16 @@ SESSION = "acme:alert:TargetDown:api"
 
 def starter_set() -> RunbookSet:
     return load_runbook_set(RUNBOOKS, channels=specs())
+
+
+def live_remediation_set(tmp_path: Path) -> RunbookSet:
+    """The starter set with high-cpu's remediation run for real (dry_run: false): a verification after a dry run
+    changes nothing to verify, so what verification does is seen on this one."""
+    target = tmp_path / "runbooks-live"
+    shutil.copytree(RUNBOOKS, target)
+    high_cpu = target / "high-cpu.yaml"
+    high_cpu.write_text(high_cpu.read_text().replace("dry_run: true", "dry_run: false"))
+    return load_runbook_set(target, channels=specs())
 
 
 def alert(

@@ -628,12 +628,15 @@ def test_deployment_failure_fires_and_success_clears(rset):
     assert receivers(d.effects) == [("infra-slack", "resolve")]
 
 
-def test_remediation_and_verification_escalate_when_still_firing(rset):
-    ctx = Context(verdict=Verdict(category="cpu", severity="urgent"), runbooks=rset)  # high-cpu: verify after 10m
+def test_remediation_and_verification_escalate_when_still_firing(tmp_path):
+    from tests.decide.helpers import live_remediation_set
+
+    live = live_remediation_set(tmp_path)  # high-cpu's scale-deployment run for real; verify after 10m
+    ctx = Context(verdict=Verdict(category="cpu", severity="urgent"), runbooks=live)
     sim = Sim(ctx)
     d = sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
     [rem] = [e for e in d.effects if e["type"] == "remediate"]
-    assert rem["remediate"]["dry_run"] is True and rem["remediate"]["action"] == "scale-deployment"
+    assert rem["remediate"]["dry_run"] is False and rem["remediate"]["action"] == "scale-deployment"
     # the step's {labels.<name>} params name its target (the remediator got the session key alone);
     # a templated param the alert has no label for is left out
     assert rem["remediate"]["params"] == {"replicas": "+2", "service": "api"}
@@ -645,6 +648,23 @@ def test_remediation_and_verification_escalate_when_still_firing(rset):
         "pagerduty-primary",
     ]
     assert sim.notifications()[-1]["created_at"] == T0 + 10 * MIN
+
+
+def test_a_verification_after_dry_runs_escalates_nothing_early(rset):
+    """Ceph's health error through disk-filling: a dry-run log rotation "ran", and 15 minutes on the verification
+    paged PagerDuty "still firing after remediation", 15 minutes before the chain's own step. Nothing was changed:
+    the chain keeps its times."""
+    ctx = Context(verdict=Verdict(category="cpu", severity="urgent"), runbooks=rset)  # high-cpu: a dry run
+    sim = Sim(ctx)
+    sim.feed(alert("HostHighCpuLoad", at=T0, source="alertmanager"))
+    sim.advance(T0 + 10 * MIN)
+    verified = [d for ev, d in sim.decisions if d.record.get("matched", {}).get("verify")]
+    assert [d.record["outcome"] for d in verified] == ["recorded"]
+    assert verified[0].record["matched"]["verify"] == "the remediations were dry runs: nothing to verify"
+    assert [n["notify"]["receiver"] for n in sim.notifications()] == ["oncall-slack", "oncall-slack"]
+    sim.advance(T0 + 15 * MIN)
+    assert sim.notifications()[-1]["notify"]["receiver"] == "pagerduty-primary"
+    assert sim.notifications()[-1]["created_at"] == T0 + 15 * MIN
 
 
 def test_cron_slot_dispatches_staggered_targets_once_and_skips_repeats(rset):

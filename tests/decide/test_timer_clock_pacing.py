@@ -18,8 +18,9 @@ import pytest
 
 from streams.core.decide import Context, Verdict, decide
 from streams.core.timers import PartitionClock, due_timers, timer_event
+from streams.model.runbooks import RunbookSet
 from streams.settings import ClockMode
-from tests.decide.helpers import MIN, SESSION, T0, WARN_CPU, alert, starter_set, webhook
+from tests.decide.helpers import MIN, SESSION, T0, WARN_CPU, alert, live_remediation_set, webhook
 
 TICK_S, IDLE_S = 0.5, 2.0
 LAG_MS = 10 * MIN  # the wall clock is this far ahead of the events' own times
@@ -37,13 +38,19 @@ def traffic() -> list[dict[str, Any]]:
 Folded = tuple[str, int, str, tuple[tuple[str, str, str], ...]]
 
 
-def run(mode: ClockMode, pause_before: int | None, pause_s: float = 30.0) -> list[Folded]:
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> RunbookSet:
+    """high-cpu's remediation run for real: a verification after a dry run changes nothing, escalates nothing."""
+    return live_remediation_set(tmp_path_factory.mktemp("pacing"))
+
+
+def run(live: RunbookSet, mode: ClockMode, pause_before: int | None, pause_s: float = 30.0) -> list[Folded]:
     """Feed ``traffic()`` one event a second (``pause_s`` more before event ``pause_before``), ticking between.
 
     Returns, for every decision: what was folded (event type or timer id), its event time (a timer's due
     time), the outcome and the notifications as (effect id, receiver, action).
     """
-    ctx = Context(verdict=WARN_CPU, runbooks=starter_set())
+    ctx = Context(verdict=WARN_CPU, runbooks=live)
     clock, state, out = PartitionClock(), None, []
     t = 0.0
 
@@ -87,15 +94,15 @@ def notifications(decisions: list[Folded]) -> list[tuple[str, str, str]]:
     return [n for *_, notes in decisions for n in notes]
 
 
-def test_event_clock_decides_the_same_whatever_the_pacing() -> None:
-    steady, paused = run("event", None), run("event", pause_before=1)
+def test_event_clock_decides_the_same_whatever_the_pacing(live: RunbookSet) -> None:
+    steady, paused = run(live, "event", None), run(live, "event", pause_before=1)
     assert paused == steady
     assert [n[1:] for n in notifications(steady)] == [("infra-slack", "trigger"), ("infra-slack", "resolve")]
 
 
-def test_hybrid_clock_fires_during_a_pause_what_the_ack_would_have_cancelled() -> None:
-    steady, paused = run("hybrid", None), run("hybrid", pause_before=1)
-    assert steady == run("event", None)  # while busy, hybrid is the watermark: the same as event
+def test_hybrid_clock_fires_during_a_pause_what_the_ack_would_have_cancelled(live: RunbookSet) -> None:
+    steady, paused = run(live, "hybrid", None), run(live, "hybrid", pause_before=1)
+    assert steady == run(live, "event", None)  # while busy, hybrid is the watermark: the same as event
     assert paused != steady
     # Where: idle for 2 s, the clock jumps to the wall clock (10 minutes ahead of the events), and the
     # ticker fires the verification (due 10m after the T0+30s notification) before the ack (T0+2m) is
@@ -111,5 +118,5 @@ def test_hybrid_clock_fires_during_a_pause_what_the_ack_would_have_cancelled() -
 
 
 @pytest.mark.parametrize("mode", ["event", "hybrid"])
-def test_no_pause_no_difference_between_runs(mode: ClockMode) -> None:
-    assert run(mode, None) == run(mode, None)
+def test_no_pause_no_difference_between_runs(live: RunbookSet, mode: ClockMode) -> None:
+    assert run(live, mode, None) == run(live, mode, None)
