@@ -28,7 +28,7 @@ from streams.audit import store, timeline
 from streams.audit.incidents import STATUSES
 from streams.audit.models import EventRow, IncidentRow
 from streams.errors import InvalidInputError
-from streams.model.matchers import Matcher, matches_all, parse_matcher
+from streams.model.matchers import Matcher, make_matcher, matches_all, parse_matcher
 from streams.model.records import CONTROL_CHARS
 from streams.model.silences import (
     SILENCE_CREATED,
@@ -38,6 +38,7 @@ from streams.model.silences import (
     refused_by,
     silence_from_event,
 )
+from streams.model.taxonomy import normalize_severity
 
 COLUMN_LABELS = ("severity", "category", "org", "runbook", "status", "session_key")
 SORTS = ("last_seen", "first_seen", "session_key")
@@ -147,7 +148,17 @@ class IncidentQuery:
             raise QueryError(f"limit: {limit!r} is not a number") from None
         if not 1 <= n <= MAX_LIMIT:
             raise QueryError(f"limit: {n} is not between 1 and {MAX_LIMIT}")
-        return IncidentQuery(parse_filter(filter), statuses, sort, n, cursor or None, orgs)
+        return IncidentQuery(ours(parse_filter(filter)), statuses, sort, n, cursor or None, orgs)
+
+
+def ours(matchers: Sequence[Matcher]) -> tuple[Matcher, ...]:
+    """``severity="critical"`` (or another house's word) read as opsloop's severity, which the incident's column
+    holds and which wins over the alert's label: typed as amtool users type it, it found nothing."""
+    out = []
+    for m in matchers:
+        word = normalize_severity(m.value) if m.name == "severity" and m.op in ("=", "!=") else None
+        out.append(make_matcher(m.name, m.op, word) if word is not None and word != m.value else m)
+    return tuple(out)
 
 
 @dataclass

@@ -391,3 +391,19 @@ def test_healthz_needs_no_token_and_says_when_the_database_is_gone(api_db):
     gone = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
     [(status, body)] = call(gone, [("/healthz", None)])
     assert (status, body) == (503, {"status": "database unreachable"})
+
+
+def test_a_severity_filter_in_another_houses_words_reads_as_opsloops(api_db):
+    """amtool users type severity="critical"; the incident holds opsloop's "urgent" (which wins over the alert's
+    label), so the filter found nothing. Another house's word is read as opsloop's, for = and !=."""
+    _, engine = api_db
+    answers = call(
+        engine,
+        [
+            ('/api/v1/incidents?filter=severity="urgent"&sort=session_key', ADMIN),
+            ('/api/v1/incidents?filter=severity="critical"&sort=session_key', ADMIN),
+            ('/api/v1/incidents?filter=severity!="critical"&sort=session_key', ADMIN),
+        ],
+    )
+    urgent, critical, other = (keys(body) for _, body in answers)
+    assert critical == urgent and urgent and other == ["acme:db:db-3"]
