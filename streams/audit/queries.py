@@ -148,10 +148,10 @@ class IncidentQuery:
             raise QueryError(f"limit: {limit!r} is not a number") from None
         if not 1 <= n <= MAX_LIMIT:
             raise QueryError(f"limit: {n} is not between 1 and {MAX_LIMIT}")
-        return IncidentQuery(ours(parse_filter(filter)), statuses, sort, n, cursor or None, orgs)
+        return IncidentQuery(severity_as_ours(parse_filter(filter)), statuses, sort, n, cursor or None, orgs)
 
 
-def ours(matchers: Sequence[Matcher]) -> tuple[Matcher, ...]:
+def severity_as_ours(matchers: Sequence[Matcher]) -> tuple[Matcher, ...]:
     """``severity="critical"`` (or another house's word) read as opsloop's severity, which the incident's column
     holds and which wins over the alert's label: typed as amtool users type it, it found nothing."""
     out = []

@@ -90,8 +90,8 @@ def verify(f: Fold) -> None:
         return
     esc = s.get("escalation")
     found = lead_of(firing_alerts(s))
-    checked = runbook_named(f, esc["runbook"] if esc is not None else found[1]["runbook"] if found else "")
-    if checked.remediations and all(step.dry_run for step in checked.remediations):
+    remediated_by = esc["runbook"] if esc is not None else found[1]["runbook"] if found is not None else ""
+    if runbook_named(f, remediated_by).only_dry_runs:
         # Nothing was changed: "still firing after remediation" paged PagerDuty 15 minutes early about a Ceph
         # health error a dry-run log rotation was "run" for. The chain goes on at its own times.
         f.note("verify", "the remediations were dry runs: nothing to verify")

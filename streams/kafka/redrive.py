@@ -120,31 +120,27 @@ def trigger_of(value: bytes | None, codec: Codec) -> dict[str, Any] | None:
     return effect if effect.get("type") == "notify" and notify.get("action") == "trigger" else None
 
 
-async def superseded_by(settings: Settings, letter: Letter, codec: Codec) -> str | None:
-    """Where the outbox resolved the session of ``letter``'s trigger after it (``outbox[p]@o``), or None."""
+async def superseded_by(settings: Settings, letter: Letter, codec: Codec, consumer: AIOKafkaConsumer) -> str | None:
+    """Where the outbox resolved the session of ``letter``'s trigger after it (``outbox[p]@o``), or None; read with
+    ``consumer`` (started, in no group)."""
     trigger = trigger_of(letter.record.get("value"), codec)
     if trigger is None or letter.source != "outbox":
         return None
     tp = TopicPartition(settings.topic_prefix + "outbox", int(letter.record["partition"]))
-    consumer = AIOKafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, int(letter.record["offset"]) + 1)
-        while await consumer.position(tp) < end:
-            for msg in (await consumer.getmany(tp, timeout_ms=500, max_records=1000)).get(tp, []):
-                if msg.offset >= end or not msg.value:
-                    continue
-                try:
-                    effect = codec.decode(msg.value, expect="opsloop.Effect")
-                except CodecError:
-                    continue
-                notify = effect.get("notify") or {}
-                if effect.get("session_key") == trigger["session_key"] and notify.get("action") == "resolve":
-                    return f"outbox[{msg.partition}]@{msg.offset}"
-    finally:
-        await consumer.stop()
+    consumer.assign([tp])
+    end = (await consumer.end_offsets([tp]))[tp]
+    consumer.seek(tp, int(letter.record["offset"]) + 1)
+    while await consumer.position(tp) < end:
+        for msg in (await consumer.getmany(tp, timeout_ms=500, max_records=1000)).get(tp, []):
+            if msg.offset >= end or not msg.value:
+                continue
+            try:
+                effect = codec.decode(msg.value, expect="opsloop.Effect")
+            except CodecError:
+                continue
+            notify = effect.get("notify") or {}
+            if effect.get("session_key") == trigger["session_key"] and notify.get("action") == "resolve":
+                return f"outbox[{msg.partition}]@{msg.offset}"
     return None
 
 
@@ -152,31 +148,42 @@ async def redrive(
     settings: Settings, letters: Iterable[Letter], marks: set[str], *, include_superseded: bool = False
 ) -> list[tuple[Letter, str]]:
     """Produce each letter's record to its source topic, at most once per source record; (letter, what happened)."""
-    done: list[tuple[Letter, str]] = []
     codec = default_codec()
-    async with EventProducer(settings) as producer:
-        for letter in letters:
-            if letter.mark in marks:
-                done.append((letter, "already redriven"))
-                continue
-            if not include_superseded and (where := await superseded_by(settings, letter, codec)) is not None:
-                done.append((letter, f"not redriven: the incident resolved since ({where}); --include-superseded"))
-                continue
-            if letter.source not in SOURCES.get(letter.dlq, ()):
-                raise RedriveError(
-                    f"{letter.dlq}[{letter.partition}]@{letter.offset}: source topic {letter.source!r} is not one "
-                    f"{letter.dlq} redrives to ({', '.join(SOURCES.get(letter.dlq, ()))})"
-                )
-            value = letter.record["value"]
-            if not value:
-                done.append((letter, "no record kept"))
-                continue
-            meta = await producer.send_raw(
-                letter.source, letter.record["key"], value, headers=[(HEADER, letter.mark.encode())]
-            )
-            await producer.send_record(
-                MARKS, letter.mark, "opsloop.DeadLetter", {**letter.record, "failed_at": now_ms()}
-            )
-            marks.add(letter.mark)
-            done.append((letter, f"redriven to {letter.source}[{meta.partition}]@{meta.offset}"))
-    return done
+    reader = AIOKafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
+    await reader.start()
+    try:
+        async with EventProducer(settings) as producer:
+            return [
+                (letter, await _redrive_one(settings, letter, marks, producer, reader, codec, include_superseded))
+                for letter in letters
+            ]
+    finally:
+        await reader.stop()
+
+
+async def _redrive_one(
+    settings: Settings,
+    letter: Letter,
+    marks: set[str],
+    producer: EventProducer,
+    reader: AIOKafkaConsumer,
+    codec: Codec,
+    include_superseded: bool,
+) -> str:
+    """Redrive ``letter`` unless it was already or its incident resolved since; what happened."""
+    if letter.mark in marks:
+        return "already redriven"
+    if not include_superseded and (where := await superseded_by(settings, letter, codec, reader)) is not None:
+        return f"not redriven: the incident resolved since ({where}); --include-superseded"
+    if letter.source not in SOURCES.get(letter.dlq, ()):
+        raise RedriveError(
+            f"{letter.dlq}[{letter.partition}]@{letter.offset}: source topic {letter.source!r} is not one "
+            f"{letter.dlq} redrives to ({', '.join(SOURCES.get(letter.dlq, ()))})"
+        )
+    value = letter.record["value"]
+    if not value:
+        return "no record kept"
+    meta = await producer.send_raw(letter.source, letter.record["key"], value, headers=[(HEADER, letter.mark.encode())])
+    await producer.send_record(MARKS, letter.mark, "opsloop.DeadLetter", {**letter.record, "failed_at": now_ms()})
+    marks.add(letter.mark)
+    return f"redriven to {letter.source}[{meta.partition}]@{meta.offset}"

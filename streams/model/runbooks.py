@@ -221,6 +221,11 @@ class Runbook:
     def verify(self) -> Verify | None:
         return next((s for s in self.steps if isinstance(s, Verify)), None)
 
+    @property
+    def only_dry_runs(self) -> bool:
+        """Every remediation it runs is a dry run (none: False): nothing it did can have changed what fires."""
+        return bool(self.remediations) and all(step.dry_run for step in self.remediations)
+
     def escalates(self, severity: str) -> bool:
         return bool(self.escalation) and SEVERITIES.index(severity) >= SEVERITIES.index(self.policy.escalate_from)
 

@@ -47,8 +47,8 @@ def write_config(tmp_path, ingest_port: int, group_by: str = "alertname, service
     )
 
 
-def test_real_alertmanager_webhook_firing_and_resolved(ingest_server, module_settings, daemons, tmp_path):
-    write_config(tmp_path, ingest_server.port)
+def start_alertmanager(daemons, tmp_path):
+    """Debian's Alertmanager on the config write_config wrote, ready; (its daemon, its port)."""
     port = free_port()
     am = daemons.start(
         [
@@ -61,6 +61,12 @@ def test_real_alertmanager_webhook_firing_and_resolved(ingest_server, module_set
         tmp_path / "alertmanager.log",
         f"http://127.0.0.1:{port}/-/ready",
     )
+    return am, port
+
+
+def test_real_alertmanager_webhook_firing_and_resolved(ingest_server, module_settings, daemons, tmp_path):
+    write_config(tmp_path, ingest_server.port)
+    am, port = start_alertmanager(daemons, tmp_path)
     now = datetime.now(UTC)
     checkout = {"alertname": "AmProbeCheckout", "service": "checkout", "instance": "web-1:8080", "severity": "warning"}
     database = {"alertname": "AmProbeDatabase", "instance": "db-1:5432", "severity": "critical"}
@@ -124,18 +130,7 @@ def test_a_groups_alerts_in_one_webhook_are_numbered_for_one_message(ingest_serv
     (annotation opsloop_post, i/n), so decide tells them in one message at the last (Ceph's OSDs flapping were
     told one, then the rest 5 minutes later); a session with one alert in the post is not numbered."""
     write_config(tmp_path, ingest_server.port, group_by="alertname, service")
-    port = free_port()
-    am = daemons.start(
-        [
-            "prometheus-alertmanager",
-            f"--config.file={tmp_path / 'alertmanager.yml'}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        tmp_path / "alertmanager.log",
-        f"http://127.0.0.1:{port}/-/ready",
-    )
+    am, port = start_alertmanager(daemons, tmp_path)
     start = iso(datetime.now(UTC) - timedelta(minutes=1))
     osds = [{"alertname": "AmProbeOsdFlapping", "service": "ceph", "ceph_daemon": f"osd.{n}"} for n in (1, 5, 7)]
     alone = {"alertname": "AmProbeAlone", "service": "ceph", "instance": "mgr-1"}
